@@ -1,0 +1,98 @@
+//! Time as the hub's model sees it: microseconds since the UNIX epoch.
+//!
+//! The model never reads a clock itself; callers pass `now` in. [`Clock`] is the one
+//! place that turns the runtime's clock into a [`Ts`]. It is anchored to
+//! `tokio::time::Instant`, so a test that pauses tokio's clock moves the model's time
+//! too, while timestamps stay comparable across nodes (they are wall-clock based).
+
+use serde::{Serialize, Serializer};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A point in time: microseconds since the UNIX epoch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Ts(pub u64);
+
+impl Ts {
+    /// The timestamp `d` later than `self`.
+    pub fn plus(self, d: Duration) -> Ts {
+        Ts(self.0.saturating_add(d.as_micros() as u64))
+    }
+    /// Time elapsed from `earlier` to `self`, zero when `earlier` is later.
+    pub fn since(self, earlier: Ts) -> Duration {
+        Duration::from_micros(self.0.saturating_sub(earlier.0))
+    }
+    /// Milliseconds since the epoch.
+    pub fn millis(self) -> u64 {
+        self.0 / 1000
+    }
+    /// RFC 3339 text with millisecond precision, as the wire protocol carries it.
+    pub fn rfc3339(self) -> String {
+        let secs = (self.0 / 1_000_000) as i64;
+        let nanos = ((self.0 % 1_000_000) * 1000) as u32;
+        match chrono::DateTime::from_timestamp(secs, nanos) {
+            Some(t) => t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            None => String::from("1970-01-01T00:00:00.000Z"),
+        }
+    }
+}
+
+impl Serialize for Ts {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.rfc3339())
+    }
+}
+
+/// Reads the current time for the model.
+#[derive(Clone, Debug)]
+pub struct Clock {
+    base_wall: Ts,
+    base_instant: tokio::time::Instant,
+}
+
+impl Clock {
+    /// A clock anchored now. Under a paused tokio clock it advances with `tokio::time::advance`.
+    pub fn new() -> Clock {
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_micros() as u64;
+        Clock {
+            base_wall: Ts(wall),
+            base_instant: tokio::time::Instant::now(),
+        }
+    }
+
+    /// The current time.
+    pub fn now(&self) -> Ts {
+        self.base_wall.plus(self.base_instant.elapsed())
+    }
+
+    /// The tokio instant at which `ts` falls, for sleeping until a deadline.
+    pub fn instant_at(&self, ts: Ts) -> tokio::time::Instant {
+        self.base_instant + ts.since(self.base_wall)
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_has_millis() {
+        assert_eq!(Ts(1_500_000).rfc3339(), "1970-01-01T00:00:01.500Z");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn follows_paused_tokio_time() {
+        let c = Clock::new();
+        let t0 = c.now();
+        tokio::time::advance(Duration::from_secs(15)).await;
+        assert_eq!(c.now().since(t0), Duration::from_secs(15));
+    }
+}

@@ -1,0 +1,660 @@
+//! The configuration: a TOML file, every value with a default, checked before start.
+//!
+//! With no file the hub runs the demo setup ([`Config::demo`]): a few queues and
+//! agents on loopback. A wrong value stops the start with a message naming its key
+//! (`queues[1].offer_timeout_secs: must be more than 0`); an unknown key is an error too,
+//! so a typo never silently falls back to a default.
+
+use crate::agent::{REASON_LOGIN, REASON_MISSED_OFFER, REASON_SUPERVISOR};
+use crate::ids::{AgentId, Channel, QueueId};
+use crate::routing::{Capacity, Profile, QueueRules, Rules};
+use serde::Deserialize;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A configuration error, naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The path.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, or a key is unknown or of the wrong type.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The path.
+        path: String,
+        /// The parser's message, which names the key and the line.
+        message: String,
+    },
+    /// A value breaks a rule.
+    #[error("{key}: {message}")]
+    Invalid {
+        /// The key, as a path.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Listening and browser rules.
+    pub server: ServerConfig,
+    /// Token checking.
+    pub auth: AuthConfig,
+    /// Per-connection limits.
+    pub limits: LimitsConfig,
+    /// Routing defaults.
+    pub routing: RoutingConfig,
+    /// The queues.
+    pub queues: Vec<QueueConfig>,
+    /// The agents.
+    pub agents: Vec<AgentConfig>,
+}
+
+/// `[server]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Where to listen (HTTP and websockets on one port).
+    pub listen: String,
+    /// Browser origins allowed to open a websocket (`Origin` header, exact match);
+    /// `"*"` allows any. Clients that send no `Origin` (not browsers) are not checked.
+    pub allowed_origins: Vec<String>,
+    /// How long a SIGTERM drain waits for connections to finish, in seconds.
+    pub drain_secs: f64,
+    /// How often supervisors get queue numbers, in milliseconds.
+    pub queue_update_ms: u64,
+    /// The name this node logs and reports.
+    pub node_id: String,
+}
+
+/// `[auth]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// The HS256 signing secret. Required to listen beyond loopback. Also read from
+    /// `SWITCHBOARD_SECRET`. Without one on loopback, the hub makes a random one and
+    /// prints ready-made tokens.
+    pub secret: Option<String>,
+    /// Let an agent that is not configured log in with the profile its token carries
+    /// (`name`, `skills`, `queues` claims). The token is signed, so the claims are trusted.
+    pub allow_token_profiles: bool,
+    /// How long the printed demo tokens last, in seconds.
+    pub demo_token_secs: u64,
+}
+
+/// `[limits]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Frames larger than this get a `frame_too_large` error (the connection stays).
+    pub max_frame_bytes: usize,
+    /// Frames larger than this close the connection (code 1009): the transport's limit.
+    pub hard_max_frame_bytes: usize,
+    /// HTTP bodies larger than this get `payload_too_large`.
+    pub max_body_bytes: usize,
+    /// Frames a connection may send per second, sustained.
+    pub rate_per_sec: f64,
+    /// Frames a connection may send in a burst.
+    pub rate_burst: f64,
+    /// Frames queued to one connection before it counts as not reading and is closed.
+    pub send_queue: usize,
+    /// How often the hub pings each connection, in milliseconds.
+    pub ping_interval_ms: u64,
+    /// How long past a ping the hub waits for any frame before closing, in milliseconds.
+    pub ping_timeout_ms: u64,
+    /// How many finished tasks are remembered (for `GET /v1/tasks/{id}` and idempotency).
+    pub finished_task_retention: usize,
+    /// The websocket read buffer per connection, in bytes.
+    pub read_buffer_bytes: usize,
+}
+
+/// `[routing]`: defaults for queues and agents.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingConfig {
+    /// How long an offer waits for an accept, in seconds.
+    pub offer_timeout_secs: f64,
+    /// How long wrap-up lasts after a task, in seconds; 0 for none.
+    pub wrap_up_secs: f64,
+    /// How long a dropped desktop keeps its offer and tasks, in seconds.
+    pub reconnect_grace_secs: f64,
+    /// Not Ready reason codes an agent may choose (the built-ins `login`,
+    /// `missed_offer` and `supervisor` are always there).
+    pub not_ready_reasons: Vec<String>,
+    /// Default per-channel capacity.
+    pub capacity: CapacityConfig,
+}
+
+/// Per-channel capacity.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CapacityConfig {
+    /// Calls: 0 or 1.
+    pub voice: u32,
+    /// Chats.
+    pub chat: u32,
+    /// Emails.
+    pub email: u32,
+}
+
+/// `[[queues]]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    /// Its id.
+    pub id: String,
+    /// Its display name (default: the id).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The channels it takes (default: all).
+    #[serde(default)]
+    pub channels: Option<Vec<Channel>>,
+    /// Skills every task in it requires.
+    #[serde(default)]
+    pub skills: Vec<String>,
+    /// Overrides `routing.offer_timeout_secs`.
+    #[serde(default)]
+    pub offer_timeout_secs: Option<f64>,
+    /// Overrides `routing.wrap_up_secs`.
+    #[serde(default)]
+    pub wrap_up_secs: Option<f64>,
+}
+
+/// `[[agents]]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Its id (the token's `sub`).
+    pub id: String,
+    /// Its display name (default: the id).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Its skills.
+    #[serde(default)]
+    pub skills: Vec<String>,
+    /// The queues it serves.
+    pub queues: Vec<String>,
+    /// Overrides `routing.capacity`, channel by channel.
+    #[serde(default)]
+    pub capacity: Option<PartialCapacity>,
+}
+
+/// A capacity override: unset channels keep the default.
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartialCapacity {
+    /// Calls.
+    pub voice: Option<u32>,
+    /// Chats.
+    pub chat: Option<u32>,
+    /// Emails.
+    pub email: Option<u32>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8080".into(),
+            allowed_origins: vec![
+                "http://localhost:8080".into(),
+                "http://127.0.0.1:8080".into(),
+            ],
+            drain_secs: 10.0,
+            queue_update_ms: 250,
+            node_id: "node-1".into(),
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            secret: None,
+            allow_token_profiles: false,
+            demo_token_secs: 86_400,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_frame_bytes: 64 * 1024,
+            hard_max_frame_bytes: 1024 * 1024,
+            max_body_bytes: 64 * 1024,
+            rate_per_sec: 50.0,
+            rate_burst: 100.0,
+            send_queue: 1024,
+            ping_interval_ms: 20_000,
+            ping_timeout_ms: 10_000,
+            finished_task_retention: 100_000,
+            read_buffer_bytes: 4096,
+        }
+    }
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        RoutingConfig {
+            offer_timeout_secs: 15.0,
+            wrap_up_secs: 30.0,
+            reconnect_grace_secs: 30.0,
+            not_ready_reasons: ["break", "lunch", "meeting", "training", "after_call_work"]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            capacity: CapacityConfig::default(),
+        }
+    }
+}
+
+impl Default for CapacityConfig {
+    fn default() -> Self {
+        CapacityConfig {
+            voice: 1,
+            chat: 3,
+            email: 2,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: ServerConfig::default(),
+            auth: AuthConfig::default(),
+            limits: LimitsConfig::default(),
+            routing: RoutingConfig::default(),
+            queues: Vec::new(),
+            agents: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and checks a TOML file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let cfg = Config::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.display().to_string(),
+                message,
+            },
+            other => other,
+        })?;
+        Ok(cfg)
+    }
+
+    /// Parses and checks TOML text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: "config".into(),
+            message: e.to_string(),
+        })?;
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    /// The demo setup: three queues, six agents, on loopback.
+    pub fn demo() -> Config {
+        let q = |id: &str, name: &str, channels: &[Channel], skills: &[&str]| QueueConfig {
+            id: id.into(),
+            name: Some(name.into()),
+            channels: Some(channels.to_vec()),
+            skills: skills.iter().map(|s| s.to_string()).collect(),
+            offer_timeout_secs: None,
+            wrap_up_secs: None,
+        };
+        let a = |id: &str, name: &str, skills: &[&str], queues: &[&str]| AgentConfig {
+            id: id.into(),
+            name: Some(name.into()),
+            skills: skills.iter().map(|s| s.to_string()).collect(),
+            queues: queues.iter().map(|s| s.to_string()).collect(),
+            capacity: None,
+        };
+        use Channel::*;
+        Config {
+            queues: vec![
+                q("sales", "Sales", &[Voice, Chat], &[]),
+                q("support", "Support", &[Voice, Chat, Email], &[]),
+                q("billing", "Billing", &[Voice, Email], &["billing"]),
+            ],
+            agents: vec![
+                a(
+                    "alice",
+                    "Alice Moreau",
+                    &["en", "fr"],
+                    &["sales", "support"],
+                ),
+                a("joao", "João Araújo", &["pt", "en"], &["support", "sales"]),
+                a(
+                    "elin",
+                    "Elin Öberg",
+                    &["sv", "en", "billing"],
+                    &["support", "billing"],
+                ),
+                a("dorde", "Đorđe Đorđević", &["sr", "en"], &["support"]),
+                a(
+                    "giulia",
+                    "Giulia Ricci",
+                    &["it", "en", "billing"],
+                    &["billing", "sales"],
+                ),
+                a("sam", "Sam Lee", &["en"], &["sales", "support", "billing"]),
+            ],
+            ..Config::default()
+        }
+    }
+
+    /// The listen address, parsed.
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.server
+            .listen
+            .parse()
+            .map_err(|e| invalid("server.listen", format!("not an address:port: {e}")))
+    }
+
+    /// Checks every rule that types alone do not.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let addr = self.listen_addr()?;
+        if !addr.ip().is_loopback() && self.auth.secret.as_deref().is_none_or(str::is_empty) {
+            return Err(invalid(
+                "auth.secret",
+                "required to listen on a non-loopback address (or set SWITCHBOARD_SECRET)",
+            ));
+        }
+        if let Some(s) = &self.auth.secret {
+            if s.len() < 16 {
+                return Err(invalid("auth.secret", "must be at least 16 bytes"));
+            }
+        }
+        secs("server.drain_secs", self.server.drain_secs, 0.0)?;
+        if self.server.queue_update_ms == 0 {
+            return Err(invalid("server.queue_update_ms", "must be more than 0"));
+        }
+        let l = &self.limits;
+        for (key, v) in [
+            ("limits.max_frame_bytes", l.max_frame_bytes),
+            ("limits.max_body_bytes", l.max_body_bytes),
+            ("limits.send_queue", l.send_queue),
+            ("limits.finished_task_retention", l.finished_task_retention),
+            ("limits.read_buffer_bytes", l.read_buffer_bytes),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be more than 0"));
+            }
+        }
+        if l.hard_max_frame_bytes < l.max_frame_bytes {
+            return Err(invalid(
+                "limits.hard_max_frame_bytes",
+                "must be at least limits.max_frame_bytes",
+            ));
+        }
+        for (key, v) in [
+            ("limits.rate_per_sec", l.rate_per_sec),
+            ("limits.rate_burst", l.rate_burst),
+        ] {
+            if !(v.is_finite() && v >= 1.0) {
+                return Err(invalid(key, "must be a number of at least 1"));
+            }
+        }
+        if l.ping_interval_ms < 10 || l.ping_timeout_ms < 10 {
+            return Err(invalid(
+                "limits.ping_interval_ms",
+                "ping_interval_ms and ping_timeout_ms must be at least 10",
+            ));
+        }
+        let r = &self.routing;
+        secs("routing.offer_timeout_secs", r.offer_timeout_secs, 0.001)?;
+        secs("routing.wrap_up_secs", r.wrap_up_secs, 0.0)?;
+        secs("routing.reconnect_grace_secs", r.reconnect_grace_secs, 0.0)?;
+        if r.capacity.voice > 1 {
+            return Err(invalid(
+                "routing.capacity.voice",
+                "must be 0 or 1: one call at a time",
+            ));
+        }
+        for (i, reason) in r.not_ready_reasons.iter().enumerate() {
+            name(&format!("routing.not_ready_reasons[{i}]"), reason)?;
+        }
+        if self.queues.is_empty() {
+            return Err(invalid("queues", "at least one [[queues]] entry is needed"));
+        }
+        let mut queue_ids = HashSet::new();
+        for (i, q) in self.queues.iter().enumerate() {
+            name(&format!("queues[{i}].id"), &q.id)?;
+            if !queue_ids.insert(q.id.as_str()) {
+                return Err(invalid(
+                    format!("queues[{i}].id"),
+                    format!("{:?} appears twice", q.id),
+                ));
+            }
+            if let Some(t) = q.offer_timeout_secs {
+                secs(&format!("queues[{i}].offer_timeout_secs"), t, 0.001)?;
+            }
+            if let Some(t) = q.wrap_up_secs {
+                secs(&format!("queues[{i}].wrap_up_secs"), t, 0.0)?;
+            }
+            if q.channels.as_ref().is_some_and(Vec::is_empty) {
+                return Err(invalid(
+                    format!("queues[{i}].channels"),
+                    "must not be empty",
+                ));
+            }
+            for (j, s) in q.skills.iter().enumerate() {
+                name(&format!("queues[{i}].skills[{j}]"), s)?;
+            }
+        }
+        let mut agent_ids = HashSet::new();
+        for (i, a) in self.agents.iter().enumerate() {
+            name(&format!("agents[{i}].id"), &a.id)?;
+            if !agent_ids.insert(a.id.as_str()) {
+                return Err(invalid(
+                    format!("agents[{i}].id"),
+                    format!("{:?} appears twice", a.id),
+                ));
+            }
+            for (j, q) in a.queues.iter().enumerate() {
+                if !queue_ids.contains(q.as_str()) {
+                    return Err(invalid(
+                        format!("agents[{i}].queues[{j}]"),
+                        format!("no queue {q:?} is configured"),
+                    ));
+                }
+            }
+            for (j, s) in a.skills.iter().enumerate() {
+                name(&format!("agents[{i}].skills[{j}]"), s)?;
+            }
+            if a.capacity.and_then(|c| c.voice).is_some_and(|v| v > 1) {
+                return Err(invalid(
+                    format!("agents[{i}].capacity.voice"),
+                    "must be 0 or 1: one call at a time",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The default capacity with an agent's override laid over it.
+    pub fn capacity(&self, over: Option<PartialCapacity>) -> Capacity {
+        let d = self.routing.capacity;
+        let o = over.unwrap_or_default();
+        Capacity {
+            voice: o.voice.unwrap_or(d.voice).min(1),
+            chat: o.chat.unwrap_or(d.chat),
+            email: o.email.unwrap_or(d.email),
+        }
+    }
+
+    /// The routing rules the book needs.
+    pub fn rules(&self) -> Rules {
+        let r = &self.routing;
+        let queues: HashMap<QueueId, QueueRules> = self
+            .queues
+            .iter()
+            .map(|q| {
+                (
+                    QueueId::from(q.id.as_str()),
+                    QueueRules {
+                        name: q.name.clone().unwrap_or_else(|| q.id.clone()),
+                        channels: q.channels.clone().unwrap_or_else(|| Channel::ALL.to_vec()),
+                        skills: q.skills.clone(),
+                        offer_timeout: Duration::from_secs_f64(
+                            q.offer_timeout_secs.unwrap_or(r.offer_timeout_secs),
+                        ),
+                        wrap_up: Duration::from_secs_f64(q.wrap_up_secs.unwrap_or(r.wrap_up_secs)),
+                    },
+                )
+            })
+            .collect();
+        let agents = self
+            .agents
+            .iter()
+            .map(|a| {
+                Arc::new(Profile {
+                    id: AgentId::from(a.id.as_str()),
+                    name: a.name.clone().unwrap_or_else(|| a.id.clone()),
+                    skills: a.skills.iter().cloned().collect(),
+                    queues: a.queues.iter().map(|q| QueueId::from(q.as_str())).collect(),
+                    capacity: self.capacity(a.capacity),
+                })
+            })
+            .collect();
+        let mut reasons: BTreeSet<String> = r.not_ready_reasons.iter().cloned().collect();
+        for b in [REASON_LOGIN, REASON_MISSED_OFFER, REASON_SUPERVISOR] {
+            reasons.insert(b.to_owned());
+        }
+        Rules {
+            queues,
+            agents,
+            reasons,
+            grace: Duration::from_secs_f64(r.reconnect_grace_secs),
+            finished_retention: self.limits.finished_task_retention,
+        }
+    }
+}
+
+fn secs(key: &str, v: f64, min: f64) -> Result<(), ConfigError> {
+    if !v.is_finite() || v < min || v > 86_400.0 {
+        return Err(invalid(
+            key,
+            if min > 0.0 {
+                "must be more than 0 seconds and at most 86400".to_owned()
+            } else {
+                "must be between 0 and 86400 seconds".to_owned()
+            },
+        ));
+    }
+    Ok(())
+}
+
+fn name(key: &str, v: &str) -> Result<(), ConfigError> {
+    if v.trim().is_empty() {
+        return Err(invalid(key, "must not be empty"));
+    }
+    if v.chars().count() > crate::task::MAX_NAME_CHARS {
+        return Err(invalid(
+            key,
+            format!("at most {} characters", crate::task::MAX_NAME_CHARS),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = r#"
+[[queues]]
+id = "support"
+"#;
+
+    #[test]
+    fn demo_is_valid() {
+        Config::demo().check().expect("demo config is valid");
+    }
+
+    #[test]
+    fn minimal_file_takes_defaults() {
+        let c = Config::parse(MIN).expect("parse");
+        let r = c.rules();
+        let q = &r.queues[&QueueId::from("support")];
+        assert_eq!(q.offer_timeout, Duration::from_secs(15));
+        assert_eq!(q.channels, Channel::ALL.to_vec());
+        assert_eq!(c.server.listen, "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn wrong_values_name_their_key() {
+        let cases = [
+            (
+                "[[queues]]\nid = \"a\"\noffer_timeout_secs = 0\n",
+                "queues[0].offer_timeout_secs",
+            ),
+            (
+                "[server]\nlisten = \"0.0.0.0:80\"\n[[queues]]\nid = \"a\"\n",
+                "auth.secret",
+            ),
+            (
+                "[[queues]]\nid = \"a\"\n[[agents]]\nid = \"x\"\nqueues = [\"b\"]\n",
+                "agents[0].queues[0]",
+            ),
+            (
+                "[routing]\ncapacity = { voice = 2 }\n[[queues]]\nid = \"a\"\n",
+                "routing.capacity.voice",
+            ),
+            (
+                "[limits]\nrate_per_sec = 0\n[[queues]]\nid = \"a\"\n",
+                "limits.rate_per_sec",
+            ),
+            ("", "queues"),
+        ];
+        for (text, key) in cases {
+            match Config::parse(text) {
+                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{text}"),
+                other => panic!("{text}: expected an error naming {key}, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_and_mistyped_keys_are_refused_with_their_name() {
+        for (text, needle) in [
+            ("[server]\nlisten_addr = \"x\"\n", "listen_addr"),
+            (
+                "[limits]\nsend_queue = \"big\"\n[[queues]]\nid = \"a\"\n",
+                "send_queue",
+            ),
+        ] {
+            match Config::parse(text) {
+                Err(ConfigError::Parse { message, .. }) => {
+                    assert!(message.contains(needle), "{message}")
+                }
+                other => panic!("expected a parse error, got {other:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! Errors a caller can act on, and the one table that maps them to wire codes.
+//!
+//! Every error that leaves the hub, on a websocket or over HTTP, carries an
+//! [`ErrorCode`]: a stable snake_case string documented in `protocol/`. The message
+//! beside it is for people and may change.
+
+use crate::agent::TransitionError;
+use crate::ids::TaskId;
+use serde::Serialize;
+
+/// The wire error codes. `protocol/v1/schema.json` lists the same set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The frame or body is not JSON.
+    BadJson,
+    /// The message `type` is not one the hub knows.
+    UnknownType,
+    /// A field is missing or has the wrong type.
+    InvalidMessage,
+    /// A field's value breaks a rule (range, format, emptiness).
+    InvalidField,
+    /// A text field is over its character limit.
+    FieldTooLong,
+    /// The frame is over the size limit.
+    FrameTooLarge,
+    /// The HTTP body is over the size limit.
+    PayloadTooLarge,
+    /// Binary frames are not part of the protocol.
+    BinaryNotSupported,
+    /// Too many frames on this connection; slow down.
+    RateLimited,
+    /// No valid token.
+    Unauthorized,
+    /// The token has expired.
+    TokenExpired,
+    /// The token's role may not do this.
+    Forbidden,
+    /// The browser origin is not on the allowed list.
+    OriginNotAllowed,
+    /// The agent id is not configured.
+    UnknownAgent,
+    /// The queue id is not configured.
+    UnknownQueue,
+    /// The queue does not take tasks of this channel.
+    ChannelNotServed,
+    /// The Not Ready reason code is not configured.
+    UnknownReason,
+    /// No such task.
+    TaskNotFound,
+    /// The task is already completed or cancelled.
+    TaskFinished,
+    /// No such offer pending on this agent.
+    OfferNotFound,
+    /// The offer expired before the accept arrived.
+    OfferExpired,
+    /// The offer was withdrawn (the task was cancelled, or a supervisor moved the agent).
+    OfferWithdrawn,
+    /// The offer belongs to another agent.
+    NotYourOffer,
+    /// The offer is already accepted or declined.
+    OfferClosed,
+    /// The agent must accept or decline its pending offer first.
+    OfferPending,
+    /// The agent is offline.
+    AgentOffline,
+    /// The task is not in the agent's In Progress list.
+    TaskNotInProgress,
+    /// The agent cannot take an offer now.
+    NotAvailable,
+    /// No such route (HTTP).
+    NotFound,
+    /// The store behind the hub cannot be reached; nothing was changed.
+    StoreUnavailable,
+    /// The hub is shutting down.
+    ShuttingDown,
+    /// A fault in the hub; details are in its log.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The wire string.
+    pub fn as_str(self) -> &'static str {
+        // Mirrors the serde names; a test checks the two agree.
+        match self {
+            ErrorCode::BadJson => "bad_json",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::InvalidMessage => "invalid_message",
+            ErrorCode::InvalidField => "invalid_field",
+            ErrorCode::FieldTooLong => "field_too_long",
+            ErrorCode::FrameTooLarge => "frame_too_large",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::BinaryNotSupported => "binary_not_supported",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::TokenExpired => "token_expired",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::OriginNotAllowed => "origin_not_allowed",
+            ErrorCode::UnknownAgent => "unknown_agent",
+            ErrorCode::UnknownQueue => "unknown_queue",
+            ErrorCode::ChannelNotServed => "channel_not_served",
+            ErrorCode::UnknownReason => "unknown_reason",
+            ErrorCode::TaskNotFound => "task_not_found",
+            ErrorCode::TaskFinished => "task_finished",
+            ErrorCode::OfferNotFound => "offer_not_found",
+            ErrorCode::OfferExpired => "offer_expired",
+            ErrorCode::OfferWithdrawn => "offer_withdrawn",
+            ErrorCode::NotYourOffer => "not_your_offer",
+            ErrorCode::OfferClosed => "offer_closed",
+            ErrorCode::OfferPending => "offer_pending",
+            ErrorCode::AgentOffline => "agent_offline",
+            ErrorCode::TaskNotInProgress => "task_not_in_progress",
+            ErrorCode::NotAvailable => "not_available",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::StoreUnavailable => "store_unavailable",
+            ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::Internal => "internal",
+        }
+    }
+
+    /// The HTTP status that goes with the code.
+    pub fn http_status(self) -> u16 {
+        use ErrorCode::*;
+        match self {
+            BadJson | UnknownType | InvalidMessage | InvalidField | FieldTooLong
+            | BinaryNotSupported | UnknownReason | ChannelNotServed => 400,
+            Unauthorized | TokenExpired => 401,
+            Forbidden | OriginNotAllowed | NotYourOffer => 403,
+            NotFound | TaskNotFound | OfferNotFound | UnknownAgent | UnknownQueue => 404,
+            TaskFinished | OfferExpired | OfferWithdrawn | OfferClosed | OfferPending
+            | AgentOffline | TaskNotInProgress | NotAvailable => 409,
+            FrameTooLarge | PayloadTooLarge => 413,
+            RateLimited => 429,
+            StoreUnavailable | ShuttingDown => 503,
+            Internal => 500,
+        }
+    }
+}
+
+/// How an offer ended, remembered so that a late accept gets a precise answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OfferEnd {
+    /// Accepted by its agent.
+    Accepted,
+    /// Declined by its agent.
+    Declined,
+    /// Not accepted before its deadline.
+    Expired,
+    /// Withdrawn: the task was cancelled, or the agent was moved or went offline.
+    Withdrawn,
+}
+
+/// An error from the routing core or the store, for a caller to act on.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HubError {
+    /// A field's value breaks a rule.
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// The field, as a path (`customer.name`, `skills[2]`).
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A text field is over its limit.
+    #[error("{field} is longer than {limit} characters")]
+    TooLong {
+        /// The field, as a path.
+        field: String,
+        /// The limit, in characters.
+        limit: usize,
+    },
+    /// The agent's state does not allow it.
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+    /// The queue is not configured.
+    #[error("unknown queue {0:?}")]
+    UnknownQueue(String),
+    /// The queue does not take this channel.
+    #[error("queue {queue:?} does not take {channel} tasks")]
+    ChannelNotServed {
+        /// The queue.
+        queue: String,
+        /// The channel.
+        channel: String,
+    },
+    /// The agent is not configured.
+    #[error("unknown agent {0:?}")]
+    UnknownAgent(String),
+    /// The reason code is not configured.
+    #[error("unknown reason code {0:?}")]
+    UnknownReason(String),
+    /// No such task.
+    #[error("no task {0}")]
+    TaskNotFound(TaskId),
+    /// The task is already completed or cancelled.
+    #[error("task {0} is already finished")]
+    TaskFinished(TaskId),
+    /// The offer is someone else's.
+    #[error("that offer belongs to another agent")]
+    NotYourOffer,
+    /// The offer has ended.
+    #[error("that offer has ended: {0:?}")]
+    OfferEnded(OfferEnd),
+    /// The store cannot be reached; nothing was changed.
+    #[error("store unavailable: {0}")]
+    StoreUnavailable(String),
+}
+
+impl HubError {
+    /// Shorthand for [`HubError::Invalid`].
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> HubError {
+        HubError::Invalid {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The wire code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            HubError::Invalid { .. } => ErrorCode::InvalidField,
+            HubError::TooLong { .. } => ErrorCode::FieldTooLong,
+            HubError::Transition(t) => match t {
+                TransitionError::Offline => ErrorCode::AgentOffline,
+                TransitionError::NoSuchOffer => ErrorCode::OfferNotFound,
+                TransitionError::OfferExpired => ErrorCode::OfferExpired,
+                TransitionError::NoSuchTask => ErrorCode::TaskNotInProgress,
+                TransitionError::OfferPending => ErrorCode::OfferPending,
+                TransitionError::NotAvailable => ErrorCode::NotAvailable,
+            },
+            HubError::UnknownQueue(_) => ErrorCode::UnknownQueue,
+            HubError::ChannelNotServed { .. } => ErrorCode::ChannelNotServed,
+            HubError::UnknownAgent(_) => ErrorCode::UnknownAgent,
+            HubError::UnknownReason(_) => ErrorCode::UnknownReason,
+            HubError::TaskNotFound(_) => ErrorCode::TaskNotFound,
+            HubError::TaskFinished(_) => ErrorCode::TaskFinished,
+            HubError::NotYourOffer => ErrorCode::NotYourOffer,
+            HubError::OfferEnded(end) => match end {
+                OfferEnd::Expired => ErrorCode::OfferExpired,
+                OfferEnd::Withdrawn => ErrorCode::OfferWithdrawn,
+                OfferEnd::Accepted | OfferEnd::Declined => ErrorCode::OfferClosed,
+            },
+            HubError::StoreUnavailable(_) => ErrorCode::StoreUnavailable,
+        }
+    }
+
+    /// The field the error is about, when there is one.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            HubError::Invalid { field, .. } | HubError::TooLong { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+
+    /// The limit broken, when there is one.
+    pub fn limit(&self) -> Option<usize> {
+        match self {
+            HubError::TooLong { limit, .. } => Some(*limit),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! The HTTP side: the task API for integrations, read-only views, and the operator
+//! endpoints (`/healthz`, `/readyz`, `/metrics`). Errors are JSON with the same codes
+//! as the websocket protocol.
+
+use crate::auth::{Claims, Role};
+use crate::error::{ErrorCode, HubError};
+use crate::hub::Hub;
+use crate::ids::TaskId;
+use crate::protocol::ErrorBody;
+use crate::routing::{Command, Reply};
+use crate::task::NewTask;
+use crate::ws;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// An error answered over HTTP: `{"error": {"code", "message", ...}}`.
+#[derive(Debug)]
+pub struct ApiError(pub ErrorBody);
+
+impl ApiError {
+    /// An error with a code and a message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        ApiError(ErrorBody::new(code, message))
+    }
+}
+
+impl From<HubError> for ApiError {
+    fn from(e: HubError) -> ApiError {
+        ApiError(ErrorBody::from(&e))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.0.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+        (status, Json(serde_json::json!({ "error": self.0 }))).into_response()
+    }
+}
+
+/// The whole router: websockets and HTTP on one port.
+pub fn router(hub: Arc<Hub>) -> Router {
+    let body_limit = hub.config.limits.max_body_bytes;
+    Router::new()
+        .route("/v1/ws", get(ws::upgrade))
+        .route("/v1/tasks", post(create_task))
+        .route("/v1/tasks/{id}", get(get_task))
+        .route("/v1/tasks/{id}/cancel", post(cancel_task))
+        .route("/v1/snapshot", get(snapshot))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(hub)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(ErrorCode::NotFound, "no such route")
+}
+
+async fn method_not_allowed() -> Response {
+    let mut r =
+        ApiError::new(ErrorCode::NotFound, "method not allowed on this route").into_response();
+    *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    r
+}
+
+fn caller(
+    hub: &Hub,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+    roles: &[Role],
+) -> Result<Claims, ApiError> {
+    let claims = ws::authenticate(hub, headers, query)?;
+    if !roles.contains(&claims.role) {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!("a {:?} token may not do this", claims.role),
+        ));
+    }
+    Ok(claims)
+}
+
+/// Turns a body into a request, with the protocol's error codes.
+fn parse_body<T: for<'de> Deserialize<'de>>(
+    body: Result<Bytes, BytesRejection>,
+    limit: usize,
+) -> Result<T, ApiError> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("bodies are limited to {limit} bytes"),
+            )
+        } else {
+            ApiError::new(ErrorCode::InvalidMessage, e.body_text())
+        }
+    })?;
+    let body: &[u8] = if body.is_empty() { b"{}" } else { &body };
+    serde_json::from_slice(body).map_err(|e| {
+        let code = match e.classify() {
+            serde_json::error::Category::Data => ErrorCode::InvalidMessage,
+            _ => ErrorCode::BadJson,
+        };
+        ApiError::new(code, e.to_string())
+    })
+}
+
+fn parse_task_id(id: &str) -> Result<TaskId, ApiError> {
+    uuid::Uuid::parse_str(id)
+        .map(TaskId)
+        .map_err(|_| ApiError::new(ErrorCode::TaskNotFound, format!("no task {id:?}")))
+}
+
+async fn create_task(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    caller(&hub, &headers, &query, &[Role::Integration])?;
+    let mut new: NewTask = parse_body(body, hub.config.limits.max_body_bytes)?;
+    if new.idempotency_key.is_none() {
+        new.idempotency_key = headers
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+    }
+    match hub.execute(Command::CreateTask(Box::new(new))).await? {
+        Reply::Created { task, created } => {
+            if created {
+                tracing::info!(task_id = %task.task_id, queue = %task.queue, channel = %task.channel, "task created");
+            }
+            let status = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            Ok((status, Json(task)).into_response())
+        }
+        _ => Err(ApiError::new(ErrorCode::Internal, "unexpected reply")),
+    }
+}
+
+async fn get_task(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    caller(
+        &hub,
+        &headers,
+        &query,
+        &[Role::Integration, Role::Supervisor],
+    )?;
+    let id = parse_task_id(&id)?;
+    match hub.store().task(id).await? {
+        Some(t) => Ok(Json(t).into_response()),
+        None => Err(HubError::TaskNotFound(id).into()),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CancelBody {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn cancel_task(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    caller(
+        &hub,
+        &headers,
+        &query,
+        &[Role::Integration, Role::Supervisor],
+    )?;
+    let task_id = parse_task_id(&id)?;
+    let body: CancelBody = parse_body(body, hub.config.limits.max_body_bytes)?;
+    tracing::info!(%task_id, "cancel");
+    match hub
+        .execute(Command::CancelTask {
+            task_id,
+            reason: body.reason,
+        })
+        .await?
+    {
+        Reply::Task(t) => Ok(Json(t).into_response()),
+        _ => Err(ApiError::new(ErrorCode::Internal, "unexpected reply")),
+    }
+}
+
+async fn snapshot(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    caller(
+        &hub,
+        &headers,
+        &query,
+        &[Role::Integration, Role::Supervisor],
+    )?;
+    let s = hub.store().snapshot(hub.clock.now()).await?;
+    Ok(Json(s).into_response())
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(hub): State<Arc<Hub>>) -> Result<&'static str, ApiError> {
+    if hub.is_draining() {
+        return Err(ApiError::new(ErrorCode::ShuttingDown, "draining"));
+    }
+    hub.store().ping().await?;
+    Ok("ready\n")
+}
+
+async fn metrics(State(hub): State<Arc<Hub>>) -> Result<Response, ApiError> {
+    let snap = hub.store().snapshot(hub.clock.now()).await?;
+    let text = hub.metrics.render(&snap, hub.connections());
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+}

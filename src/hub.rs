@@ -1,0 +1,344 @@
+//! The hub: the store, the sessions connected to this node, and the delivery of what
+//! each decision produced.
+//!
+//! The hub owns no routing state; the [`Store`] does. It owns this node's side:
+//! which agent is connected here and through which bounded queue, who supervises, the
+//! timer loop that asks the store to fire due deadlines, and the counters. Every
+//! change goes `Hub::execute -> Store::execute -> Hub::dispatch`.
+
+use crate::auth::Keys;
+use crate::clock::{Clock, Ts};
+use crate::config::Config;
+use crate::error::HubError;
+use crate::ids::{AgentId, ConnId, QueueId};
+use crate::metrics::Metrics;
+use crate::protocol::ServerMessage;
+use crate::routing::{AgentNotice, CloseReason, Command, Notice, Outcome, Profile, Reply};
+use crate::store::Store;
+use dashmap::DashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, broadcast, mpsc, watch};
+
+/// A frame queued for one connection.
+#[derive(Debug)]
+pub enum Outbound {
+    /// Send as is.
+    Text(Arc<str>),
+    /// An agent state view: dropped by the writer if it already sent a newer one.
+    State {
+        /// The view's version.
+        version: u64,
+        /// The frame.
+        text: Arc<str>,
+    },
+}
+
+/// How the hub reaches one agent session on this node.
+#[derive(Clone, Debug)]
+pub struct SessionHandle {
+    /// The connection.
+    pub conn: ConnId,
+    /// Its bounded send queue.
+    pub tx: mpsc::Sender<Outbound>,
+    /// Set to a reason to make the session say goodbye and close.
+    pub kill: Arc<watch::Sender<Option<&'static str>>>,
+}
+
+impl SessionHandle {
+    /// Asks the session to close, saying why.
+    pub fn kill(&self, reason: &'static str) {
+        self.kill.send_replace(Some(reason));
+    }
+}
+
+/// This node's hub.
+pub struct Hub {
+    /// The configuration it runs with.
+    pub config: Arc<Config>,
+    /// Token keys.
+    pub keys: Keys,
+    /// The clock the model reads.
+    pub clock: Clock,
+    /// Counters.
+    pub metrics: Metrics,
+    store: Arc<dyn Store>,
+    profiles: HashMap<AgentId, Arc<Profile>>,
+    sessions: DashMap<AgentId, SessionHandle>,
+    supervisors: broadcast::Sender<Arc<str>>,
+    timer_wake: Notify,
+    dirty_queues: Mutex<BTreeSet<QueueId>>,
+    connections: AtomicUsize,
+    draining: watch::Sender<bool>,
+}
+
+impl Hub {
+    /// A hub over `store`.
+    pub fn new(config: Arc<Config>, keys: Keys, store: Arc<dyn Store>, clock: Clock) -> Arc<Hub> {
+        let profiles = config
+            .rules()
+            .agents
+            .into_iter()
+            .map(|p| (p.id.clone(), p))
+            .collect();
+        let (supervisors, _) = broadcast::channel(4096);
+        let (draining, _) = watch::channel(false);
+        Arc::new(Hub {
+            config,
+            keys,
+            clock,
+            metrics: Metrics::default(),
+            store,
+            profiles,
+            sessions: DashMap::new(),
+            supervisors,
+            timer_wake: Notify::new(),
+            dirty_queues: Mutex::new(BTreeSet::new()),
+            connections: AtomicUsize::new(0),
+            draining,
+        })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
+    /// A configured agent's profile.
+    pub fn profile(&self, id: &AgentId) -> Option<Arc<Profile>> {
+        self.profiles.get(id).cloned()
+    }
+
+    /// Carries out a command and delivers what it produced.
+    pub async fn execute(&self, cmd: Command) -> Result<Reply, HubError> {
+        let now = self.clock.now();
+        let outcome = self.store.execute(cmd, now).await?;
+        self.dispatch(outcome)
+    }
+
+    /// Delivers an outcome's notices and returns its reply.
+    pub fn dispatch(&self, o: Outcome) -> Result<Reply, HubError> {
+        self.metrics.record(&o.stats);
+        if o.earliest_timer.is_some() {
+            self.timer_wake.notify_one();
+        }
+        if !o.queues.is_empty() {
+            let mut d = self.dirty_queues.lock().unwrap_or_else(|p| p.into_inner());
+            d.extend(o.queues);
+        }
+        for n in o.notices {
+            match n {
+                Notice::ToAgent { agent_id, notice } => self.deliver(&agent_id, notice),
+                Notice::AgentChanged(summary) => {
+                    if self.supervisors.receiver_count() > 0 {
+                        let text = ServerMessage::AgentChanged { agent: &summary }.to_text();
+                        let _ = self.supervisors.send(text.into());
+                    }
+                }
+                Notice::Close { agent_id, reason } => {
+                    tracing::info!(%agent_id, ?reason, "closing session");
+                    if let Some(h) = self.sessions.get(&agent_id) {
+                        h.kill(match reason {
+                            CloseReason::LoggedOut => "logged_out",
+                            CloseReason::LoggedOutBySupervisor => "logged_out_by_supervisor",
+                        });
+                    }
+                }
+            }
+        }
+        o.reply
+    }
+
+    fn deliver(&self, agent_id: &AgentId, notice: AgentNotice) {
+        let out = match &notice {
+            AgentNotice::Offer(offer) => {
+                tracing::info!(%agent_id, task_id = %offer.task.task_id, offer_id = %offer.offer_id, "offer");
+                Outbound::Text(ServerMessage::Offer { offer }.to_text().into())
+            }
+            AgentNotice::OfferEnded {
+                offer_id,
+                task_id,
+                reason,
+            } => {
+                tracing::info!(%agent_id, %task_id, %offer_id, ?reason, "offer ended");
+                Outbound::Text(
+                    ServerMessage::OfferEnded {
+                        offer_id: *offer_id,
+                        task_id: *task_id,
+                        reason: *reason,
+                    }
+                    .to_text()
+                    .into(),
+                )
+            }
+            AgentNotice::TaskCancelled { task_id, reason } => {
+                tracing::info!(%agent_id, %task_id, "task cancelled in progress");
+                Outbound::Text(
+                    ServerMessage::TaskCancelled {
+                        task_id: *task_id,
+                        reason: reason.clone(),
+                    }
+                    .to_text()
+                    .into(),
+                )
+            }
+            AgentNotice::State(view) => {
+                tracing::debug!(%agent_id, status = ?view.status, "state");
+                Outbound::State {
+                    version: view.version,
+                    text: ServerMessage::State { agent: view }.to_text().into(),
+                }
+            }
+        };
+        // The guard is a plain lock on one shard; try_send never waits.
+        let slow = match self.sessions.get(agent_id) {
+            Some(h) => match h.tx.try_send(out) {
+                Ok(()) => None,
+                Err(mpsc::error::TrySendError::Full(_)) => Some(h.clone()),
+                Err(mpsc::error::TrySendError::Closed(_)) => None,
+            },
+            None => None,
+        };
+        if let Some(h) = slow {
+            tracing::warn!(%agent_id, "send queue full: closing a session that does not read");
+            self.metrics.slow_consumer();
+            h.kill("slow_consumer");
+        }
+    }
+
+    /// Registers an agent session on this node; a session the agent already had here
+    /// is told to close (takeover).
+    pub fn register(&self, agent: &AgentId, handle: SessionHandle) {
+        if let Some(old) = self.sessions.insert(agent.clone(), handle) {
+            tracing::info!(agent_id = %agent, "session taken over by a new connection");
+            old.kill("replaced");
+        }
+    }
+
+    /// Forgets a session, unless a newer one has taken its place.
+    pub fn unregister(&self, agent: &AgentId, conn: ConnId) {
+        self.sessions.remove_if(agent, |_, h| h.conn == conn);
+    }
+
+    /// Supervisor frames: agent and queue changes.
+    pub fn subscribe_supervisor(&self) -> broadcast::Receiver<Arc<str>> {
+        self.supervisors.subscribe()
+    }
+
+    /// Counts a connection in; the guard counts it out.
+    pub fn connection_opened(self: &Arc<Self>) -> ConnectionGuard {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        ConnectionGuard(self.clone())
+    }
+
+    /// Open websocket connections on this node.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    /// Whether a drain has begun.
+    pub fn is_draining(&self) -> bool {
+        *self.draining.borrow()
+    }
+
+    /// Watches for the start of a drain.
+    pub fn drain_signal(&self) -> watch::Receiver<bool> {
+        self.draining.subscribe()
+    }
+
+    /// Starts the drain: sessions say goodbye and close, the readiness probe fails.
+    pub fn start_drain(&self) {
+        self.draining.send_replace(true);
+    }
+
+    /// Waits until every connection has closed, or `limit` passes. Returns how many remain.
+    pub async fn wait_connections_closed(&self, limit: Duration) -> usize {
+        let end = tokio::time::Instant::now() + limit;
+        while self.connections() > 0 && tokio::time::Instant::now() < end {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.connections()
+    }
+
+    /// The timer loop: sleeps until the store's next deadline, fires what is due.
+    /// A shared store's deadlines may be set by other nodes, so it also polls.
+    pub async fn run_timers(self: Arc<Self>, poll: Option<Duration>) {
+        let mut drain = self.drain_signal();
+        loop {
+            let next = match self.store.next_deadline().await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "timer loop cannot read deadlines");
+                    Some(self.clock.now().plus(Duration::from_millis(200)))
+                }
+            };
+            let mut wake_at = next.map(|t| self.clock.instant_at(t));
+            if let Some(p) = poll {
+                let polled = tokio::time::Instant::now() + p;
+                wake_at = Some(wake_at.map_or(polled, |w| w.min(polled)));
+            }
+            let sleep = async {
+                match wake_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = sleep => {}
+                _ = self.timer_wake.notified() => continue,
+                _ = drain.changed() => return,
+            }
+            self.fire_due(self.clock.now()).await;
+        }
+    }
+
+    /// Fires every deadline due at `now`.
+    pub async fn fire_due(&self, now: Ts) {
+        match self.store.expire_due(now).await {
+            Ok(o) => {
+                let _ = self.dispatch(o);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot fire due timers"),
+        }
+    }
+
+    /// Sends supervisors the numbers of queues that changed, at most every `every`.
+    pub async fn run_queue_updates(self: Arc<Self>, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut drain = self.drain_signal();
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = drain.changed() => return,
+            }
+            let dirty: Vec<QueueId> = {
+                let mut d = self.dirty_queues.lock().unwrap_or_else(|p| p.into_inner());
+                std::mem::take(&mut *d).into_iter().collect()
+            };
+            if dirty.is_empty() || self.supervisors.receiver_count() == 0 {
+                continue;
+            }
+            match self.store.queue_stats(&dirty, self.clock.now()).await {
+                Ok(stats) => {
+                    for q in &stats {
+                        let text = ServerMessage::QueueChanged { queue: q }.to_text();
+                        let _ = self.supervisors.send(text.into());
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot read queue numbers"),
+            }
+        }
+    }
+}
+
+/// Counts one open connection; dropping it counts it out.
+pub struct ConnectionGuard(Arc<Hub>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}

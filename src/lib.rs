@@ -1,0 +1,31 @@
+//! switchboard: a real-time websocket routing and presence hub for contact-center
+//! agent desktops.
+//!
+//! Module map (see ARCHITECTURE.md for the invariants and the path of a task):
+//! - [`agent`]: the agent state machine, a pure `apply(state, event, now)`.
+//! - [`routing`]: the routing book: queues, offers, timers, and the routing decision.
+//! - [`task`]: what a task is, and its validation.
+//! - [`store`]: where the routing state lives ([`store::memory`] by default).
+//! - [`hub`]: this node's sessions, the delivery of notices, the timer loop.
+//! - [`ws`]: the websocket upgrade and the session on each connection.
+//! - [`http`]: the task API and the operator endpoints.
+//! - [`protocol`]: the JSON frames of wire protocol v1.
+//! - [`config`], [`auth`], [`clock`], [`metrics`], [`error`], [`ids`], [`server`].
+
+#![warn(missing_docs)]
+
+pub mod agent;
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod hub;
+pub mod ids;
+pub mod metrics;
+pub mod protocol;
+pub mod routing;
+pub mod server;
+pub mod store;
+pub mod task;
+pub mod ws;

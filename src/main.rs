@@ -1,0 +1,234 @@
+//! The `switchboard` binary: `switchboard` (serve), `switchboard token` (mint a token).
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use switchboard::auth::{Claims, Keys, Role, unix_now};
+use switchboard::config::Config;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Real-time routing and presence hub for contact-center agent desktops"
+)]
+struct Cli {
+    /// A TOML configuration file. Without one, the demo setup runs.
+    #[arg(long, short, env = "SWITCHBOARD_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// Overrides `server.listen`.
+    #[arg(long, env = "SWITCHBOARD_LISTEN", global = true)]
+    listen: Option<String>,
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the hub (the default).
+    Serve,
+    /// Print a signed token, for testing and for integrations.
+    Token {
+        /// The caller's id (an agent id for agents).
+        #[arg(long)]
+        sub: String,
+        /// agent, supervisor or integration.
+        #[arg(long, default_value = "agent")]
+        role: String,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 86_400)]
+        ttl: u64,
+    },
+}
+
+fn load_config(cli: &Cli) -> anyhow_lite::Result<Config> {
+    let mut cfg = match &cli.config {
+        Some(p) => Config::load(p)?,
+        None => Config::demo(),
+    };
+    if let Some(l) = &cli.listen {
+        cfg.server.listen = l.clone();
+    }
+    if let Ok(s) = std::env::var("SWITCHBOARD_SECRET") {
+        cfg.auth.secret = Some(s);
+    }
+    cfg.check()?;
+    Ok(cfg)
+}
+
+/// A tiny stand-in for anyhow: the binary only prints errors.
+mod anyhow_lite {
+    pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logs(cli.log_json);
+    let cfg = match load_config(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("switchboard: configuration error: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match &cli.command {
+        Some(Cmd::Token { sub, role, ttl }) => {
+            let role = match role.as_str() {
+                "agent" => Role::Agent,
+                "supervisor" => Role::Supervisor,
+                "integration" => Role::Integration,
+                other => {
+                    eprintln!(
+                        "switchboard: unknown role {other:?}: agent, supervisor or integration"
+                    );
+                    return std::process::ExitCode::from(2);
+                }
+            };
+            let Some(secret) = cfg.auth.secret.clone() else {
+                eprintln!("switchboard: token needs auth.secret or SWITCHBOARD_SECRET");
+                return std::process::ExitCode::from(2);
+            };
+            let claims = Claims {
+                sub: sub.clone(),
+                role,
+                exp: unix_now() + ttl,
+                name: None,
+                skills: None,
+                queues: None,
+            };
+            println!("{}", Keys::new(secret.as_bytes()).sign(&claims));
+            std::process::ExitCode::SUCCESS
+        }
+        None | Some(Cmd::Serve) => {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("switchboard: cannot start the runtime: {e}");
+                    return std::process::ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(serve(cfg, cli.config.is_none())) {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("switchboard: {e}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn init_logs(json: bool) {
+    use tracing_subscriber::filter::Targets;
+    let filter: Targets = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
+    use tracing_subscriber::prelude::*;
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    if json {
+        tracing_subscriber::registry()
+            .with(fmt.json().with_filter(filter))
+            .init();
+    } else {
+        tracing_subscriber::registry()
+            .with(fmt.with_filter(filter))
+            .init();
+    }
+}
+
+async fn serve(mut cfg: Config, demo: bool) -> anyhow_lite::Result<()> {
+    let secret = match &cfg.auth.secret {
+        Some(s) => s.clone().into_bytes(),
+        None => {
+            // Loopback only (the config check refuses otherwise): a fresh secret per
+            // start, so the printed tokens are the only ones that work.
+            let s = format!(
+                "{}{}",
+                uuid::Uuid::new_v4().simple(),
+                uuid::Uuid::new_v4().simple()
+            );
+            cfg.auth.secret = Some(s.clone());
+            s.into_bytes()
+        }
+    };
+    let printed = cfg.clone();
+    let running = switchboard::server::start(cfg, &secret).await?;
+    print_welcome(&printed, running.addr, &secret, demo);
+    wait_for_signal().await;
+    tracing::info!("signal received: draining");
+    running.shutdown().await;
+    tracing::info!("drained; bye");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn print_welcome(cfg: &Config, addr: std::net::SocketAddr, secret: &[u8], demo: bool) {
+    let keys = Keys::new(secret);
+    let exp = unix_now() + cfg.auth.demo_token_secs;
+    let token = |sub: &str, role: Role| {
+        keys.sign(&Claims {
+            sub: sub.into(),
+            role,
+            exp,
+            name: None,
+            skills: None,
+            queues: None,
+        })
+    };
+    println!("switchboard listening on http://{addr} (websocket: ws://{addr}/v1/ws)");
+    if demo {
+        println!(
+            "demo setup: queues sales, support, billing; agents alice, joao, elin, dorde, giulia, sam"
+        );
+    }
+    if cfg.server.listen.starts_with("127.") || cfg.server.listen.starts_with("[::1]") || demo {
+        let agent = cfg.agents.first().map(|a| a.id.as_str()).unwrap_or("agent");
+        println!();
+        println!("agent token ({agent}):   {}", token(agent, Role::Agent));
+        println!(
+            "supervisor token:      {}",
+            token("supervisor", Role::Supervisor)
+        );
+        println!(
+            "integration token:     {}",
+            token("integration", Role::Integration)
+        );
+        println!();
+        println!("connect an agent:   websocat 'ws://{addr}/v1/ws?access_token=<agent token>'");
+        println!(
+            "                    then send {{\"id\":\"1\",\"type\":\"set_state\",\"state\":\"ready\"}}"
+        );
+        println!(
+            "create a task:      curl -s -H 'Authorization: Bearer <integration token>' -H 'content-type: application/json' \\\n                      -d '{{\"channel\":\"chat\",\"queue\":\"support\",\"customer\":{{\"email\":\"ana@example.com\"}}}}' http://{addr}/v1/tasks"
+        );
+        println!(
+            "more tokens:        SWITCHBOARD_SECRET=<secret> switchboard token --sub joao --role agent"
+        );
+    }
+}

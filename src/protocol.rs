@@ -1,0 +1,383 @@
+//! The wire protocol, version 1: JSON text frames on `/v1/ws`.
+//!
+//! Only this module and `http.rs` know JSON shapes. Every frame is an object with a
+//! `type`. A client request may carry an `id` (a string of at most 100 characters); the
+//! hub echoes it as `re` in the `reply` or `error` that answers it. Frames the hub
+//! pushes on its own (offers, state changes) have no `re`. `protocol/v1/` documents
+//! every message with a JSON Schema; the integration tests validate every frame
+//! against it.
+
+use crate::error::{ErrorCode, HubError, OfferEnd};
+use crate::ids::{OfferId, TaskId};
+use crate::routing::{AgentSummary, AgentView, OfferView, QueueStats, Snapshot};
+use crate::task::Task;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The websocket subprotocol name of this version.
+pub const SUBPROTOCOL: &str = "switchboard.v1";
+/// The most characters of a request id.
+pub const MAX_REQUEST_ID_CHARS: usize = 100;
+
+/// What an agent may ask to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestedState {
+    /// Ready for work.
+    Ready,
+    /// Not Ready; a reason code is required.
+    NotReady,
+}
+
+/// A request from a desktop (agent) or a supervisor console.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientMessage {
+    /// Application-level heartbeat; the hub answers `pong`.
+    Ping {},
+    /// The agent's full current view.
+    GetState {},
+    /// Become Ready or Not Ready.
+    SetState {
+        /// The state asked for.
+        state: RequestedState,
+        /// The reason code, required for Not Ready.
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    /// Accept the pending offer.
+    Accept {
+        /// The offer.
+        offer_id: OfferId,
+    },
+    /// Decline the pending offer.
+    Decline {
+        /// The offer.
+        offer_id: OfferId,
+        /// Why, free text.
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    /// Complete a task in progress.
+    Complete {
+        /// The task.
+        task_id: TaskId,
+        /// An optional wrap-up code.
+        #[serde(default)]
+        wrap_up_code: Option<String>,
+    },
+    /// Log out: the pending offer and tasks in progress go back to their queues.
+    Logout {},
+    /// Supervisor: the whole picture again.
+    GetSnapshot {},
+    /// Supervisor: set an agent Not Ready.
+    SetAgentState {
+        /// The agent.
+        agent_id: String,
+        /// Only `not_ready` is allowed.
+        state: RequestedState,
+        /// A configured reason code; the `supervisor` built-in when absent.
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    /// Supervisor: log an agent out.
+    LogoutAgent {
+        /// The agent.
+        agent_id: String,
+    },
+}
+
+/// The `type` values a client may send, to tell an unknown type from a malformed one.
+pub const CLIENT_TYPES: &[&str] = &[
+    "ping",
+    "get_state",
+    "set_state",
+    "accept",
+    "decline",
+    "complete",
+    "logout",
+    "get_snapshot",
+    "set_agent_state",
+    "logout_agent",
+];
+
+/// A frame that could not be turned into a request: the error and the request id, if
+/// one could be read.
+#[derive(Debug)]
+pub struct BadFrame {
+    /// The request id, when the frame had a readable one.
+    pub re: Option<String>,
+    /// What is wrong.
+    pub code: ErrorCode,
+    /// For people.
+    pub message: String,
+}
+
+/// Parses one text frame into its request id and request.
+pub fn parse_client(text: &str) -> Result<(Option<String>, ClientMessage), BadFrame> {
+    let bad = |re: Option<String>, code, message: String| BadFrame { re, code, message };
+    let mut v: Value = serde_json::from_str(text)
+        .map_err(|e| bad(None, ErrorCode::BadJson, format!("not JSON: {e}")))?;
+    let Some(obj) = v.as_object_mut() else {
+        return Err(bad(
+            None,
+            ErrorCode::InvalidMessage,
+            "a frame must be a JSON object".into(),
+        ));
+    };
+    let re = match obj.remove("id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.chars().count() <= MAX_REQUEST_ID_CHARS => Some(s),
+        Some(_) => {
+            return Err(bad(
+                None,
+                ErrorCode::InvalidMessage,
+                format!("id must be a string of at most {MAX_REQUEST_ID_CHARS} characters"),
+            ));
+        }
+    };
+    let ty = match obj.get("type") {
+        Some(Value::String(t)) => t.clone(),
+        _ => {
+            return Err(bad(
+                re,
+                ErrorCode::InvalidMessage,
+                "type must be a string".into(),
+            ));
+        }
+    };
+    if !CLIENT_TYPES.contains(&ty.as_str()) {
+        return Err(bad(
+            re,
+            ErrorCode::UnknownType,
+            format!("unknown message type {ty:?}"),
+        ));
+    }
+    match serde_json::from_value::<ClientMessage>(v) {
+        Ok(m) => Ok((re, m)),
+        Err(e) => Err(bad(re, ErrorCode::InvalidMessage, format!("{ty}: {e}"))),
+    }
+}
+
+/// The answer to a request that succeeded.
+#[derive(Clone, Debug, Serialize)]
+#[serde(untagged)]
+pub enum ReplyBody {
+    /// Nothing more to say.
+    Empty {},
+    /// The agent's view.
+    Agent {
+        /// The view.
+        agent: Box<AgentView>,
+    },
+    /// A task.
+    Task {
+        /// The task.
+        task: Box<Task>,
+    },
+    /// A supervisor snapshot.
+    Snapshot(Box<Snapshot>),
+}
+
+/// The body of an error, on the wire and over HTTP.
+#[derive(Clone, Debug, Serialize)]
+pub struct ErrorBody {
+    /// The wire code.
+    pub code: ErrorCode,
+    /// For people.
+    pub message: String,
+    /// The field the error is about.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// The limit broken.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+}
+
+impl From<&HubError> for ErrorBody {
+    fn from(e: &HubError) -> ErrorBody {
+        ErrorBody {
+            code: e.code(),
+            message: e.to_string(),
+            field: e.field().map(str::to_owned),
+            limit: e.limit(),
+        }
+    }
+}
+
+impl ErrorBody {
+    /// An error with just a code and a message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ErrorBody {
+        ErrorBody {
+            code,
+            message: message.into(),
+            field: None,
+            limit: None,
+        }
+    }
+}
+
+/// A frame the hub sends.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage<'a> {
+    /// First frame to an agent: who it is, and everything needed to resume.
+    Welcome {
+        /// This connection's id.
+        session_id: String,
+        /// The protocol version spoken.
+        protocol: &'static str,
+        /// Whether the agent picked up a session it had (reconnect within grace, takeover).
+        resumed: bool,
+        /// How often the hub pings; a client may also send `ping` frames.
+        heartbeat_ms: u64,
+        /// The agent's state, pending offer and In Progress list.
+        agent: &'a AgentView,
+    },
+    /// A request succeeded.
+    Reply {
+        /// The request's id.
+        re: Option<String>,
+        /// The result.
+        result: ReplyBody,
+    },
+    /// A request failed, or a frame was refused.
+    Error {
+        /// The request's id, when it had a readable one.
+        re: Option<String>,
+        /// What went wrong.
+        #[serde(flatten)]
+        error: ErrorBody,
+    },
+    /// Answer to `ping`.
+    Pong {
+        /// The request's id.
+        re: Option<String>,
+    },
+    /// A task is offered to this agent.
+    Offer {
+        /// The offer.
+        offer: &'a OfferView,
+    },
+    /// This agent's pending offer ended without its accept.
+    OfferEnded {
+        /// The offer.
+        offer_id: OfferId,
+        /// Its task.
+        task_id: TaskId,
+        /// How it ended: expired, withdrawn.
+        reason: OfferEnd,
+    },
+    /// A task in this agent's In Progress list was cancelled from outside.
+    TaskCancelled {
+        /// The task.
+        task_id: TaskId,
+        /// Why, as the integration said.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// This agent's state changed.
+    State {
+        /// The new view.
+        agent: &'a AgentView,
+    },
+    /// Supervisor: the whole picture.
+    Snapshot(&'a Snapshot),
+    /// Supervisor: one agent's line changed.
+    AgentChanged {
+        /// The new line.
+        agent: &'a AgentSummary,
+    },
+    /// Supervisor: one queue's numbers changed.
+    QueueChanged {
+        /// The new numbers.
+        queue: &'a QueueStats,
+    },
+    /// The hub is about to close this connection, and why.
+    Goodbye {
+        /// `replaced`, `logged_out`, `logged_out_by_supervisor`, `shutting_down`,
+        /// `slow_consumer`, `rate_limited`, `idle`.
+        reason: &'a str,
+    },
+}
+
+impl ServerMessage<'_> {
+    /// The frame's text.
+    pub fn to_text(&self) -> String {
+        // Serializing these types cannot fail: every map key is a string.
+        serde_json::to_string(self).unwrap_or_else(|e| {
+            format!(r#"{{"type":"error","re":null,"code":"internal","message":"{e}"}}"#)
+        })
+    }
+}
+
+/// The error frame for a refused request.
+pub fn error_text(re: Option<String>, error: ErrorBody) -> String {
+    ServerMessage::Error { re, error }.to_text()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_sorts_bad_frames_by_kind() {
+        assert_eq!(
+            parse_client("nope").err().map(|e| e.code),
+            Some(ErrorCode::BadJson)
+        );
+        assert_eq!(
+            parse_client("[1]").err().map(|e| e.code),
+            Some(ErrorCode::InvalidMessage)
+        );
+        let e = parse_client(r#"{"id":"r1","type":"fly"}"#).err();
+        assert_eq!(e.as_ref().map(|e| e.code), Some(ErrorCode::UnknownType));
+        assert_eq!(e.and_then(|e| e.re).as_deref(), Some("r1"));
+        let e = parse_client(r#"{"id":"r2","type":"accept"}"#).err();
+        assert_eq!(e.as_ref().map(|e| e.code), Some(ErrorCode::InvalidMessage));
+        let e = parse_client(r#"{"id":"r3","type":"accept","offer_id":"x"}"#).err();
+        assert_eq!(e.as_ref().map(|e| e.code), Some(ErrorCode::InvalidMessage));
+        let e = parse_client(r#"{"type":"ping","extra":1}"#).err();
+        assert_eq!(e.as_ref().map(|e| e.code), Some(ErrorCode::InvalidMessage));
+    }
+
+    #[test]
+    fn parse_reads_id_and_request() {
+        let (re, m) =
+            parse_client(r#"{"id":"r1","type":"set_state","state":"not_ready","reason":"lunch"}"#)
+                .expect("parse");
+        assert_eq!(re.as_deref(), Some("r1"));
+        assert!(matches!(
+            m,
+            ClientMessage::SetState {
+                state: RequestedState::NotReady,
+                reason: Some(_)
+            }
+        ));
+    }
+
+    #[test]
+    fn every_client_type_is_known() {
+        for t in CLIENT_TYPES {
+            let r = parse_client(&format!(r#"{{"type":"{t}"}}"#));
+            assert!(
+                !matches!(&r, Err(e) if e.code == ErrorCode::UnknownType),
+                "{t} is listed but not parsed"
+            );
+        }
+    }
+
+    #[test]
+    fn error_codes_match_their_serde_names() {
+        for code in [
+            ErrorCode::BadJson,
+            ErrorCode::OfferExpired,
+            ErrorCode::StoreUnavailable,
+        ] {
+            assert_eq!(
+                serde_json::to_value(code).ok(),
+                Some(Value::String(code.as_str().into()))
+            );
+        }
+    }
+}

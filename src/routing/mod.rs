@@ -1,0 +1,1080 @@
+//! The routing book: agents, tasks, queues, offers and timers, and the routing decision.
+//!
+//! [`Book`] is a sans-IO state machine in the manner of quinn-proto: a command (or the
+//! passing of a deadline) goes in with the current time, an [`Outcome`] comes out
+//! listing what to deliver and which timer to wake for. It never sleeps, sends or reads
+//! a clock, so every routing rule is tested without a runtime.
+//!
+//! Every change to an agent goes through [`crate::agent::apply`]; the book interprets
+//! the effects (a task released back to its queue, a timer to arm) and then routes:
+//! each task that became free looks for the longest-idle eligible agent, each agent
+//! that became free looks for the best task it is eligible for. After every command
+//! the book holds this invariant: no waiting task and open agent could be paired.
+
+pub mod queue;
+pub mod view;
+
+use crate::agent::{self, AgentState, Effect, Event, Link, PendingOffer, ReleaseReason};
+use crate::clock::Ts;
+use crate::error::{HubError, OfferEnd};
+use crate::ids::{AgentId, Channel, ConnId, OfferId, QueueId, TaskId};
+use crate::task::{NewTask, Task, TaskState};
+use queue::{Bucket, IdleKey, Place, QueueIndex};
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+pub use view::*;
+
+/// How many tasks an agent may hold per channel, offered or in progress.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capacity {
+    /// Calls: at most one, always.
+    pub voice: u32,
+    /// Chats.
+    pub chat: u32,
+    /// Emails.
+    pub email: u32,
+}
+
+impl Capacity {
+    /// The capacity for one channel.
+    pub fn of(&self, c: Channel) -> usize {
+        match c {
+            Channel::Voice => self.voice.min(1) as usize,
+            Channel::Chat => self.chat as usize,
+            Channel::Email => self.email as usize,
+        }
+    }
+}
+
+/// An agent's profile: who it is and what it can take.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Profile {
+    /// The agent.
+    pub id: AgentId,
+    /// Its display name.
+    pub name: String,
+    /// Its skills.
+    pub skills: BTreeSet<String>,
+    /// The queues it serves.
+    pub queues: Vec<QueueId>,
+    /// Its per-channel capacity.
+    pub capacity: Capacity,
+}
+
+/// A queue's rules.
+#[derive(Clone, Debug)]
+pub struct QueueRules {
+    /// Its display name.
+    pub name: String,
+    /// The channels it takes.
+    pub channels: Vec<Channel>,
+    /// Skills every task in it requires.
+    pub skills: Vec<String>,
+    /// How long an offer waits for an accept.
+    pub offer_timeout: Duration,
+    /// How long wrap-up lasts after a task; zero for none.
+    pub wrap_up: Duration,
+}
+
+/// The rules the book routes by, from the configuration.
+#[derive(Clone, Debug)]
+pub struct Rules {
+    /// The queues, by id.
+    pub queues: HashMap<QueueId, QueueRules>,
+    /// The configured agents. Others may join with a profile from their token.
+    pub agents: Vec<Arc<Profile>>,
+    /// The Not Ready reason codes an agent may choose.
+    pub reasons: BTreeSet<String>,
+    /// How long a dropped agent keeps its work.
+    pub grace: Duration,
+    /// How many finished tasks (and their idempotency keys) are remembered.
+    pub finished_retention: usize,
+}
+
+/// A command to the book.
+#[derive(Clone, Debug)]
+pub enum Command {
+    /// A desktop connected.
+    Connect {
+        /// The agent's profile.
+        profile: Arc<Profile>,
+        /// The connection.
+        conn: ConnId,
+    },
+    /// A desktop's connection dropped.
+    Disconnect {
+        /// The agent.
+        agent: AgentId,
+        /// The connection.
+        conn: ConnId,
+    },
+    /// The agent asks to be Ready.
+    SetReady {
+        /// The agent.
+        agent: AgentId,
+    },
+    /// The agent asks to be Not Ready.
+    SetNotReady {
+        /// The agent.
+        agent: AgentId,
+        /// A configured reason code.
+        reason: String,
+    },
+    /// The agent accepts an offer.
+    Accept {
+        /// The agent.
+        agent: AgentId,
+        /// The offer.
+        offer_id: OfferId,
+    },
+    /// The agent declines an offer.
+    Decline {
+        /// The agent.
+        agent: AgentId,
+        /// The offer.
+        offer_id: OfferId,
+    },
+    /// The agent completes a task.
+    Complete {
+        /// The agent.
+        agent: AgentId,
+        /// The task.
+        task_id: TaskId,
+        /// An optional wrap-up code.
+        wrap_up_code: Option<String>,
+    },
+    /// The agent logs out.
+    Logout {
+        /// The agent.
+        agent: AgentId,
+    },
+    /// A supervisor sets an agent Not Ready.
+    ForceNotReady {
+        /// The agent.
+        agent: AgentId,
+        /// A configured reason code; the supervisor built-in when none.
+        reason: Option<String>,
+    },
+    /// A supervisor logs an agent out.
+    ForceLogout {
+        /// The agent.
+        agent: AgentId,
+    },
+    /// An integration creates a task.
+    CreateTask(Box<NewTask>),
+    /// An integration cancels a task.
+    CancelTask {
+        /// The task.
+        task_id: TaskId,
+        /// Why.
+        reason: Option<String>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Offer(OfferId),
+    Grace(AgentId, ConnId),
+    WrapUp(AgentId, TaskId),
+}
+
+#[derive(Clone, Debug)]
+struct LiveOffer {
+    task_id: TaskId,
+    agent_id: AgentId,
+    deadline: Ts,
+}
+
+#[derive(Debug)]
+struct AgentEntry {
+    profile: Arc<Profile>,
+    state: AgentState,
+    seq: u64,
+    open_key: Option<IdleKey>,
+}
+
+/// What becomes free during a command and must be routed before it ends.
+#[derive(Clone, Debug)]
+enum Wake {
+    Task(TaskId),
+    Agent(AgentId),
+}
+
+/// What one command touched, gathered while it runs.
+#[derive(Default)]
+struct Tx {
+    before: HashMap<AgentId, AgentState>,
+    notices: Vec<Notice>,
+    wake: VecDeque<Wake>,
+    queues: BTreeSet<QueueId>,
+    earliest_timer: Option<Ts>,
+    stats: Stats,
+}
+
+/// The routing book. See the module documentation.
+pub struct Book {
+    rules: Arc<Rules>,
+    agents: HashMap<AgentId, AgentEntry>,
+    tasks: HashMap<TaskId, Task>,
+    idempotency: HashMap<String, TaskId>,
+    queues: HashMap<QueueId, QueueIndex>,
+    offers: HashMap<OfferId, LiveOffer>,
+    ended_offers: HashMap<OfferId, OfferEnd>,
+    ended_order: VecDeque<OfferId>,
+    timers: BTreeSet<(Ts, Timer)>,
+    finished: VecDeque<TaskId>,
+    seq: u64,
+}
+
+impl Book {
+    /// A book with the configured queues and agents (all Offline).
+    pub fn new(rules: Arc<Rules>, now: Ts) -> Book {
+        let mut b = Book {
+            queues: rules
+                .queues
+                .keys()
+                .map(|q| (q.clone(), QueueIndex::default()))
+                .collect(),
+            rules: rules.clone(),
+            agents: HashMap::new(),
+            tasks: HashMap::new(),
+            idempotency: HashMap::new(),
+            offers: HashMap::new(),
+            ended_offers: HashMap::new(),
+            ended_order: VecDeque::new(),
+            timers: BTreeSet::new(),
+            finished: VecDeque::new(),
+            seq: 0,
+        };
+        for p in &rules.agents {
+            b.insert_agent(p.clone(), now);
+        }
+        b
+    }
+
+    /// The rules the book routes by.
+    pub fn rules(&self) -> &Arc<Rules> {
+        &self.rules
+    }
+
+    /// Carries out one command at `now`.
+    pub fn execute(&mut self, cmd: Command, now: Ts) -> Outcome {
+        let mut tx = Tx::default();
+        let reply = self.command(&mut tx, cmd, now);
+        self.route(&mut tx, now);
+        self.finish(tx, reply)
+    }
+
+    /// The earliest deadline of any timer.
+    pub fn next_deadline(&self) -> Option<Ts> {
+        self.timers.first().map(|(t, _)| *t)
+    }
+
+    /// Fires every timer due at `now`: offers expire, grace periods and wrap-ups end.
+    pub fn expire_due(&mut self, now: Ts) -> Outcome {
+        let mut tx = Tx::default();
+        while let Some((at, _)) = self.timers.first() {
+            if *at > now {
+                break;
+            }
+            let Some((_, timer)) = self.timers.pop_first() else {
+                break;
+            };
+            // A timer may be stale (its offer accepted, its agent back): the state
+            // machine then refuses or ignores the event, and nothing changes.
+            let _ = match timer {
+                Timer::Offer(offer_id) => match self.offers.get(&offer_id) {
+                    Some(o) => {
+                        let agent = o.agent_id.clone();
+                        self.agent_event(&mut tx, &agent, Event::OfferExpired { offer_id }, now)
+                    }
+                    None => Ok(()),
+                },
+                Timer::Grace(agent, conn) => {
+                    self.agent_event(&mut tx, &agent, Event::GraceExpired { conn }, now)
+                }
+                Timer::WrapUp(agent, task_id) => {
+                    self.agent_event(&mut tx, &agent, Event::WrapUpEnded { task_id }, now)
+                }
+            };
+        }
+        self.route(&mut tx, now);
+        self.finish(tx, Ok(Reply::Done))
+    }
+
+    /// A task, by id.
+    pub fn task(&self, id: TaskId) -> Option<&Task> {
+        self.tasks.get(&id)
+    }
+
+    /// An agent's full view.
+    pub fn agent_view(&self, id: &AgentId) -> Option<AgentView> {
+        self.agents.get(id).map(|e| self.view_of(e))
+    }
+
+    /// Every agent and queue, for a supervisor.
+    pub fn snapshot(&self, now: Ts) -> Snapshot {
+        let mut agents: Vec<AgentSummary> =
+            self.agents.values().map(|e| self.summary_of(e)).collect();
+        agents.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
+        let mut queues: Vec<QueueStats> = self
+            .rules
+            .queues
+            .keys()
+            .filter_map(|q| self.queue_stats(q, now))
+            .collect();
+        queues.sort_by(|a, b| a.queue_id.cmp(&b.queue_id));
+        Snapshot { agents, queues }
+    }
+
+    /// One queue's numbers.
+    pub fn queue_stats(&self, q: &QueueId, now: Ts) -> Option<QueueStats> {
+        let rules = self.rules.queues.get(q)?;
+        let idx = self.queues.get(q)?;
+        Some(QueueStats {
+            queue_id: q.clone(),
+            name: rules.name.clone(),
+            waiting: idx.waiting_len(),
+            longest_wait_ms: idx
+                .oldest()
+                .map(|t| now.since(t).as_millis() as u64)
+                .unwrap_or(0),
+            offers_pending: idx.offers_pending,
+            agents_open: idx.open_len(),
+        })
+    }
+
+    fn command(&mut self, tx: &mut Tx, cmd: Command, now: Ts) -> Result<Reply, HubError> {
+        match cmd {
+            Command::Connect { profile, conn } => {
+                let id = profile.id.clone();
+                let resumed = match self.agents.get_mut(&id) {
+                    Some(e) => {
+                        let resumed = e.state.link != Link::None;
+                        if e.profile != profile {
+                            e.profile = profile;
+                            // Re-file it under its (possibly new) queues.
+                            self.close_agent(&id);
+                        }
+                        resumed
+                    }
+                    None => {
+                        self.insert_agent(profile, now);
+                        false
+                    }
+                };
+                self.agent_event(tx, &id, Event::Connect { conn }, now)?;
+                self.agent_reply(&id, resumed)
+            }
+            Command::Disconnect { agent, conn } => {
+                let grace_until = now.plus(self.rules.grace);
+                self.agent_event(tx, &agent, Event::Disconnect { conn, grace_until }, now)?;
+                Ok(Reply::Done)
+            }
+            Command::SetReady { agent } => {
+                self.agent_event(tx, &agent, Event::SetReady, now)?;
+                self.agent_reply(&agent, false)
+            }
+            Command::SetNotReady { agent, reason } => {
+                if !self.rules.reasons.contains(&reason) {
+                    return Err(HubError::UnknownReason(reason));
+                }
+                self.agent_event(tx, &agent, Event::SetNotReady { reason }, now)?;
+                self.agent_reply(&agent, false)
+            }
+            Command::ForceNotReady { agent, reason } => {
+                let reason = reason.unwrap_or_else(|| agent::REASON_SUPERVISOR.to_owned());
+                if reason != agent::REASON_SUPERVISOR && !self.rules.reasons.contains(&reason) {
+                    return Err(HubError::UnknownReason(reason));
+                }
+                self.agent_event(tx, &agent, Event::ForceNotReady { reason }, now)?;
+                self.agent_reply(&agent, false)
+            }
+            Command::Logout { agent } => {
+                self.agent_event(tx, &agent, Event::Logout, now)?;
+                self.replace_close_reason(tx, &agent, CloseReason::LoggedOut);
+                Ok(Reply::Done)
+            }
+            Command::ForceLogout { agent } => {
+                self.agent_event(tx, &agent, Event::Logout, now)?;
+                self.replace_close_reason(tx, &agent, CloseReason::LoggedOutBySupervisor);
+                Ok(Reply::Done)
+            }
+            Command::Accept { agent, offer_id } => {
+                let live = self.live_offer(&agent, offer_id)?;
+                if now >= live.deadline {
+                    // The deadline is the rule, not the timer: an accept that arrives
+                    // after it loses even if the timer has not fired yet.
+                    self.agent_event(tx, &agent, Event::OfferExpired { offer_id }, now)?;
+                    return Err(HubError::OfferEnded(OfferEnd::Expired));
+                }
+                self.agent_event(tx, &agent, Event::Accept { offer_id }, now)?;
+                let task = self
+                    .tasks
+                    .get(&live.task_id)
+                    .ok_or(HubError::TaskNotFound(live.task_id))?;
+                Ok(Reply::Task(Box::new(task.clone())))
+            }
+            Command::Decline { agent, offer_id } => {
+                self.live_offer(&agent, offer_id)?;
+                self.agent_event(tx, &agent, Event::Decline { offer_id }, now)?;
+                Ok(Reply::Done)
+            }
+            Command::Complete {
+                agent,
+                task_id,
+                wrap_up_code,
+            } => {
+                let wrap_up_until = self.wrap_up_until(task_id, now);
+                self.agent_event(
+                    tx,
+                    &agent,
+                    Event::Complete {
+                        task_id,
+                        wrap_up_until,
+                    },
+                    now,
+                )?;
+                if let Some(t) = self.tasks.get_mut(&task_id) {
+                    t.state = TaskState::Completed {
+                        agent_id: agent.clone(),
+                        completed_at: now,
+                        wrap_up_code,
+                    };
+                    tx.stats.completed += 1;
+                }
+                self.retire(task_id);
+                self.task_reply(task_id)
+            }
+            Command::CreateTask(new) => self.create_task(tx, *new, now),
+            Command::CancelTask { task_id, reason } => self.cancel_task(tx, task_id, reason, now),
+        }
+    }
+
+    fn create_task(&mut self, tx: &mut Tx, new: NewTask, now: Ts) -> Result<Reply, HubError> {
+        if let Some(key) = &new.idempotency_key {
+            if let Some(task) = self.idempotency.get(key).and_then(|id| self.tasks.get(id)) {
+                return Ok(Reply::Created {
+                    task: Box::new(task.clone()),
+                    created: false,
+                });
+            }
+        }
+        new.validate()?;
+        let queue = QueueId::from(new.queue.as_str());
+        let rules = self
+            .rules
+            .queues
+            .get(&queue)
+            .ok_or_else(|| HubError::UnknownQueue(new.queue.clone()))?;
+        if !rules.channels.contains(&new.channel) {
+            return Err(HubError::ChannelNotServed {
+                queue: new.queue.clone(),
+                channel: new.channel.to_string(),
+            });
+        }
+        let mut skills: Vec<String> = new
+            .skills
+            .iter()
+            .chain(rules.skills.iter())
+            .cloned()
+            .collect();
+        skills.sort();
+        skills.dedup();
+        self.seq += 1;
+        let task = Task {
+            task_id: TaskId::new(),
+            channel: new.channel,
+            queue: queue.clone(),
+            priority: new.priority,
+            skills,
+            customer: new.customer,
+            attributes: new.attributes,
+            created_at: now,
+            state: TaskState::Queued,
+            offers: 0,
+            idempotency_key: new.idempotency_key,
+            seq: self.seq,
+            excluded: Vec::new(),
+        };
+        let id = task.task_id;
+        if let Some(key) = &task.idempotency_key {
+            self.idempotency.insert(key.clone(), id);
+        }
+        self.file_task(&task);
+        self.tasks.insert(id, task);
+        tx.stats.created += 1;
+        tx.queues.insert(queue);
+        tx.wake.push_back(Wake::Task(id));
+        // Route now, so that the reply already shows the offer if one was made.
+        self.route(tx, now);
+        let task = self.tasks.get(&id).ok_or(HubError::TaskNotFound(id))?;
+        Ok(Reply::Created {
+            task: Box::new(task.clone()),
+            created: true,
+        })
+    }
+
+    fn cancel_task(
+        &mut self,
+        tx: &mut Tx,
+        task_id: TaskId,
+        reason: Option<String>,
+        now: Ts,
+    ) -> Result<Reply, HubError> {
+        if let Some(r) = &reason {
+            crate::task::check_text("reason", r)?;
+        }
+        let task = self
+            .tasks
+            .get(&task_id)
+            .ok_or(HubError::TaskNotFound(task_id))?;
+        match task.state.clone() {
+            TaskState::Queued => {
+                let (bucket, place) = bucket_and_place(task);
+                if let Some(q) = self.queues.get_mut(&task.queue) {
+                    q.remove(&bucket, &place);
+                }
+            }
+            TaskState::Offered {
+                offer_id, agent_id, ..
+            } => {
+                self.agent_event(tx, &agent_id, Event::OfferRevoked { offer_id }, now)?;
+                self.end_offer(tx, offer_id, OfferEnd::Withdrawn);
+                tx.notices.push(Notice::ToAgent {
+                    agent_id,
+                    notice: AgentNotice::OfferEnded {
+                        offer_id,
+                        task_id,
+                        reason: OfferEnd::Withdrawn,
+                    },
+                });
+            }
+            TaskState::Assigned { agent_id, .. } => {
+                let wrap_up_until = self.wrap_up_until(task_id, now);
+                self.agent_event(
+                    tx,
+                    &agent_id,
+                    Event::TaskCancelled {
+                        task_id,
+                        wrap_up_until,
+                    },
+                    now,
+                )?;
+                tx.notices.push(Notice::ToAgent {
+                    agent_id,
+                    notice: AgentNotice::TaskCancelled {
+                        task_id,
+                        reason: reason.clone(),
+                    },
+                });
+            }
+            TaskState::Completed { .. } | TaskState::Cancelled { .. } => {
+                return Err(HubError::TaskFinished(task_id));
+            }
+        }
+        if let Some(t) = self.tasks.get_mut(&task_id) {
+            t.state = TaskState::Cancelled {
+                cancelled_at: now,
+                reason,
+            };
+            tx.queues.insert(t.queue.clone());
+        }
+        tx.stats.cancelled += 1;
+        self.retire(task_id);
+        self.task_reply(task_id)
+    }
+
+    /// Applies one event to one agent and carries out its effects.
+    fn agent_event(
+        &mut self,
+        tx: &mut Tx,
+        id: &AgentId,
+        event: Event,
+        now: Ts,
+    ) -> Result<(), HubError> {
+        let entry = self
+            .agents
+            .get_mut(id)
+            .ok_or_else(|| HubError::UnknownAgent(id.to_string()))?;
+        let (next, effects) = agent::apply(&entry.state, event, now)?;
+        let before = std::mem::replace(&mut entry.state, next);
+        tx.before.entry(id.clone()).or_insert(before);
+        for e in effects {
+            self.effect(tx, id, e, now);
+        }
+        if self.reindex(id) {
+            tx.wake.push_back(Wake::Agent(id.clone()));
+        }
+        Ok(())
+    }
+
+    fn effect(&mut self, tx: &mut Tx, agent_id: &AgentId, e: Effect, now: Ts) {
+        match e {
+            Effect::Release {
+                task_id,
+                offer_id,
+                reason,
+                exclude,
+            } => {
+                if let Some(offer_id) = offer_id {
+                    let end = match reason {
+                        ReleaseReason::Declined => {
+                            tx.stats.declined += 1;
+                            OfferEnd::Declined
+                        }
+                        ReleaseReason::Expired => {
+                            tx.stats.expired += 1;
+                            OfferEnd::Expired
+                        }
+                        ReleaseReason::AgentOffline | ReleaseReason::Supervisor => {
+                            OfferEnd::Withdrawn
+                        }
+                    };
+                    self.end_offer(tx, offer_id, end);
+                    if end != OfferEnd::Declined {
+                        tx.notices.push(Notice::ToAgent {
+                            agent_id: agent_id.clone(),
+                            notice: AgentNotice::OfferEnded {
+                                offer_id,
+                                task_id,
+                                reason: end,
+                            },
+                        });
+                    }
+                }
+                let Some(task) = self.tasks.get_mut(&task_id) else {
+                    return;
+                };
+                if exclude && !task.excluded.contains(agent_id) {
+                    task.excluded.push(agent_id.clone());
+                }
+                task.state = TaskState::Queued;
+                let task = task.clone();
+                self.file_task(&task);
+                tx.queues.insert(task.queue.clone());
+                tx.wake.push_back(Wake::Task(task_id));
+            }
+            Effect::Assigned { task_id, offer_id } => {
+                self.end_offer(tx, offer_id, OfferEnd::Accepted);
+                tx.stats.accepted += 1;
+                if let Some(t) = self.tasks.get_mut(&task_id) {
+                    t.state = TaskState::Assigned {
+                        agent_id: agent_id.clone(),
+                        accepted_at: now,
+                    };
+                }
+            }
+            Effect::ArmWrapUp { task_id, until } => {
+                self.arm(tx, until, Timer::WrapUp(agent_id.clone(), task_id));
+            }
+            Effect::ArmGrace { conn, until } => {
+                self.arm(tx, until, Timer::Grace(agent_id.clone(), conn));
+            }
+            Effect::CloseSession => tx.notices.push(Notice::Close {
+                agent_id: agent_id.clone(),
+                reason: CloseReason::LoggedOut,
+            }),
+        }
+    }
+
+    /// Routes everything that became free, until nothing more can be paired.
+    fn route(&mut self, tx: &mut Tx, now: Ts) {
+        while let Some(w) = tx.wake.pop_front() {
+            let pair = match w {
+                Wake::Task(t) => self.agent_for(t).map(|a| (t, a)),
+                Wake::Agent(a) => self.task_for(&a).map(|t| (t, a)),
+            };
+            if let Some((task_id, agent_id)) = pair {
+                self.offer(tx, task_id, agent_id, now);
+            }
+        }
+    }
+
+    /// The longest-idle open agent eligible for a waiting task.
+    fn agent_for(&self, task_id: TaskId) -> Option<AgentId> {
+        let task = self.tasks.get(&task_id)?;
+        if task.state != TaskState::Queued {
+            return None;
+        }
+        let q = self.queues.get(&task.queue)?;
+        q.open_agents()
+            .find(|k| {
+                self.agents
+                    .get(&k.agent_id)
+                    .is_some_and(|e| eligible(e, task))
+            })
+            .map(|k| k.agent_id.clone())
+    }
+
+    /// The first waiting task, by priority then arrival, across the agent's queues, that
+    /// the agent is eligible for.
+    fn task_for(&self, agent_id: &AgentId) -> Option<TaskId> {
+        let e = self.agents.get(agent_id)?;
+        e.open_key.as_ref()?;
+        let mut best: Option<&Place> = None;
+        for q in &e.profile.queues {
+            let Some(idx) = self.queues.get(q) else {
+                continue;
+            };
+            for (bucket, places) in idx.buckets() {
+                if e.state.load(bucket.channel) >= e.profile.capacity.of(bucket.channel)
+                    || !bucket.skills.iter().all(|s| e.profile.skills.contains(s))
+                {
+                    continue;
+                }
+                // The head of the bucket, unless this agent already refused it.
+                let head = places.iter().find(|p| {
+                    self.tasks
+                        .get(&p.task_id)
+                        .is_some_and(|t| !t.excluded.contains(agent_id))
+                });
+                if let Some(p) = head {
+                    if best.is_none_or(|b| p < b) {
+                        best = Some(p);
+                    }
+                }
+            }
+        }
+        best.map(|p| p.task_id)
+    }
+
+    fn offer(&mut self, tx: &mut Tx, task_id: TaskId, agent_id: AgentId, now: Ts) {
+        let Some(task) = self.tasks.get(&task_id) else {
+            return;
+        };
+        let timeout = self
+            .rules
+            .queues
+            .get(&task.queue)
+            .map(|q| q.offer_timeout)
+            .unwrap_or(Duration::from_secs(15));
+        let (bucket, place) = bucket_and_place(task);
+        let queue = task.queue.clone();
+        let offer = PendingOffer {
+            offer_id: OfferId::new(),
+            task_id,
+            channel: task.channel,
+            deadline: now.plus(timeout),
+        };
+        let (offer_id, deadline) = (offer.offer_id, offer.deadline);
+        if self
+            .agent_event(tx, &agent_id, Event::Offer(offer), now)
+            .is_err()
+        {
+            // Cannot happen while the indexes are right: the agent was open. The task
+            // stays where it is and waits for the next agent.
+            tracing::error!(%agent_id, %task_id, "routing picked an agent that cannot take an offer");
+            return;
+        }
+        if let Some(q) = self.queues.get_mut(&queue) {
+            q.remove(&bucket, &place);
+            q.offers_pending += 1;
+        }
+        self.offers.insert(
+            offer_id,
+            LiveOffer {
+                task_id,
+                agent_id: agent_id.clone(),
+                deadline,
+            },
+        );
+        self.arm(tx, deadline, Timer::Offer(offer_id));
+        tx.queues.insert(queue);
+        tx.stats.offers_made += 1;
+        let Some(task) = self.tasks.get_mut(&task_id) else {
+            return;
+        };
+        task.state = TaskState::Offered {
+            offer_id,
+            agent_id: agent_id.clone(),
+            deadline,
+        };
+        task.offers += 1;
+        if task.offers == 1 {
+            tx.stats
+                .first_offer_latency
+                .push(now.since(task.created_at));
+        }
+        let view = OfferView {
+            offer_id,
+            deadline,
+            timeout_ms: timeout.as_millis() as u64,
+            task: task.clone(),
+        };
+        tx.notices.push(Notice::ToAgent {
+            agent_id,
+            notice: AgentNotice::Offer(view),
+        });
+    }
+
+    /// Removes a live offer and remembers how it ended.
+    fn end_offer(&mut self, tx: &mut Tx, offer_id: OfferId, end: OfferEnd) {
+        let Some(o) = self.offers.remove(&offer_id) else {
+            return;
+        };
+        self.timers.remove(&(o.deadline, Timer::Offer(offer_id)));
+        if let Some(t) = self.tasks.get(&o.task_id) {
+            if let Some(q) = self.queues.get_mut(&t.queue) {
+                q.offers_pending = q.offers_pending.saturating_sub(1);
+            }
+            tx.queues.insert(t.queue.clone());
+        }
+        self.ended_offers.insert(offer_id, end);
+        self.ended_order.push_back(offer_id);
+        while self.ended_order.len() > self.rules.finished_retention.max(1) {
+            if let Some(old) = self.ended_order.pop_front() {
+                self.ended_offers.remove(&old);
+            }
+        }
+    }
+
+    fn live_offer(&self, agent: &AgentId, offer_id: OfferId) -> Result<LiveOffer, HubError> {
+        match self.offers.get(&offer_id) {
+            Some(o) if &o.agent_id == agent => Ok(o.clone()),
+            Some(_) => Err(HubError::NotYourOffer),
+            None => match self.ended_offers.get(&offer_id) {
+                Some(end) => Err(HubError::OfferEnded(*end)),
+                None => Err(HubError::Transition(agent::TransitionError::NoSuchOffer)),
+            },
+        }
+    }
+
+    fn arm(&mut self, tx: &mut Tx, at: Ts, timer: Timer) {
+        self.timers.insert((at, timer));
+        if tx.earliest_timer.is_none_or(|t| at < t) {
+            tx.earliest_timer = Some(at);
+        }
+    }
+
+    fn wrap_up_until(&self, task_id: TaskId, now: Ts) -> Option<Ts> {
+        let q = self.tasks.get(&task_id)?.queue.clone();
+        let w = self.rules.queues.get(&q)?.wrap_up;
+        (!w.is_zero()).then(|| now.plus(w))
+    }
+
+    /// Files a queued task in its queue's index, at its place.
+    fn file_task(&mut self, task: &Task) {
+        let (bucket, place) = bucket_and_place(task);
+        if let Some(q) = self.queues.get_mut(&task.queue) {
+            q.insert(bucket, place, task.created_at);
+        }
+    }
+
+    /// Forgets the oldest finished tasks past the retention count.
+    fn retire(&mut self, task_id: TaskId) {
+        self.finished.push_back(task_id);
+        while self.finished.len() > self.rules.finished_retention {
+            let Some(old) = self.finished.pop_front() else {
+                break;
+            };
+            if let Some(t) = self.tasks.remove(&old) {
+                if let Some(k) = t.idempotency_key {
+                    self.idempotency.remove(&k);
+                }
+            }
+        }
+    }
+
+    fn insert_agent(&mut self, profile: Arc<Profile>, now: Ts) {
+        self.seq += 1;
+        self.agents.insert(
+            profile.id.clone(),
+            AgentEntry {
+                profile,
+                state: AgentState::new(now),
+                seq: self.seq,
+                open_key: None,
+            },
+        );
+    }
+
+    /// Takes an agent out of every open set.
+    fn close_agent(&mut self, id: &AgentId) {
+        let Some(e) = self.agents.get_mut(id) else {
+            return;
+        };
+        if let Some(k) = e.open_key.take() {
+            for q in &e.profile.queues {
+                if let Some(idx) = self.queues.get_mut(q) {
+                    idx.close_agent(&k);
+                }
+            }
+        }
+    }
+
+    /// Brings an agent's place in the open sets up to date with its state. Returns
+    /// whether the agent is open for work.
+    fn reindex(&mut self, id: &AgentId) -> bool {
+        let Some(e) = self.agents.get(id) else {
+            return false;
+        };
+        let open = e.state.open_for_work()
+            && Channel::ALL
+                .iter()
+                .any(|c| e.state.load(*c) < e.profile.capacity.of(*c));
+        let key = open.then(|| IdleKey {
+            idle_since: e.state.idle_since,
+            seq: e.seq,
+            agent_id: id.clone(),
+        });
+        if key != e.open_key {
+            self.close_agent(id);
+            if let Some(e) = self.agents.get_mut(id) {
+                if let Some(k) = &key {
+                    for q in &e.profile.queues {
+                        if let Some(idx) = self.queues.get_mut(q) {
+                            idx.open_agent(k.clone());
+                        }
+                    }
+                }
+                e.open_key = key;
+            }
+        }
+        open
+    }
+
+    fn replace_close_reason(&self, tx: &mut Tx, agent: &AgentId, reason: CloseReason) {
+        for n in tx.notices.iter_mut() {
+            if let Notice::Close {
+                agent_id,
+                reason: r,
+            } = n
+            {
+                if agent_id == agent {
+                    *r = reason;
+                }
+            }
+        }
+    }
+
+    fn agent_reply(&self, id: &AgentId, resumed: bool) -> Result<Reply, HubError> {
+        let view = self
+            .agent_view(id)
+            .ok_or_else(|| HubError::UnknownAgent(id.to_string()))?;
+        Ok(Reply::Agent {
+            view: Box::new(view),
+            resumed,
+        })
+    }
+
+    fn task_reply(&self, id: TaskId) -> Result<Reply, HubError> {
+        let t = self.tasks.get(&id).ok_or(HubError::TaskNotFound(id))?;
+        Ok(Reply::Task(Box::new(t.clone())))
+    }
+
+    fn view_of(&self, e: &AgentEntry) -> AgentView {
+        let s = &e.state;
+        AgentView {
+            agent_id: e.profile.id.clone(),
+            name: e.profile.name.clone(),
+            status: s.status(),
+            reason: s.reason().map(str::to_owned),
+            since: s.since,
+            connected: matches!(s.link, Link::Connected(_)),
+            offer: s.offer.as_ref().and_then(|o| {
+                let task = self.tasks.get(&o.task_id)?;
+                let timeout = self
+                    .rules
+                    .queues
+                    .get(&task.queue)
+                    .map(|q| q.offer_timeout.as_millis() as u64)
+                    .unwrap_or(0);
+                Some(OfferView {
+                    offer_id: o.offer_id,
+                    deadline: o.deadline,
+                    timeout_ms: timeout,
+                    task: task.clone(),
+                })
+            }),
+            in_progress: s
+                .work
+                .iter()
+                .filter_map(|w| self.tasks.get(&w.task_id).cloned())
+                .collect(),
+            wrap_up: s.wrap_up.as_ref().map(|w| WrapUpView {
+                task_id: w.task_id,
+                until: w.until,
+            }),
+            version: s.version,
+        }
+    }
+
+    fn summary_of(&self, e: &AgentEntry) -> AgentSummary {
+        let s = &e.state;
+        AgentSummary {
+            agent_id: e.profile.id.clone(),
+            name: e.profile.name.clone(),
+            status: s.status(),
+            reason: s.reason().map(str::to_owned),
+            since: s.since,
+            connected: matches!(s.link, Link::Connected(_)),
+            queues: e.profile.queues.clone(),
+            in_progress: s.work.len(),
+            offered_task: s.offer.as_ref().map(|o| o.task_id),
+            version: s.version,
+        }
+    }
+
+    /// Turns what a command touched into notices for the hub.
+    fn finish(&mut self, tx: Tx, reply: Result<Reply, HubError>) -> Outcome {
+        let Tx {
+            before,
+            mut notices,
+            mut queues,
+            earliest_timer,
+            stats,
+            ..
+        } = tx;
+        let mut changed: Vec<&AgentId> = before
+            .iter()
+            .filter(|(id, old)| self.agents.get(*id).is_some_and(|e| &e.state != *old))
+            .map(|(id, _)| id)
+            .collect();
+        changed.sort();
+        for id in changed {
+            let Some(e) = self.agents.get(id) else {
+                continue;
+            };
+            queues.extend(e.profile.queues.iter().cloned());
+            notices.push(Notice::ToAgent {
+                agent_id: id.clone(),
+                notice: AgentNotice::State(Box::new(self.view_of(e))),
+            });
+            notices.push(Notice::AgentChanged(Box::new(self.summary_of(e))));
+        }
+        Outcome {
+            reply,
+            notices,
+            queues,
+            earliest_timer,
+            stats,
+        }
+    }
+}
+
+fn bucket_and_place(task: &Task) -> (Bucket, Place) {
+    (
+        Bucket {
+            channel: task.channel,
+            skills: task.skills.clone().into(),
+        },
+        Place {
+            priority: Reverse(task.priority),
+            seq: task.seq,
+            task_id: task.task_id,
+        },
+    )
+}
+
+fn eligible(e: &AgentEntry, task: &Task) -> bool {
+    e.state.open_for_work()
+        && e.state.load(task.channel) < e.profile.capacity.of(task.channel)
+        && task.skills.iter().all(|s| e.profile.skills.contains(s))
+        && !task.excluded.contains(&e.profile.id)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,82 @@
+//! Starting and draining a hub: the listener, the background loops, and the SIGTERM path.
+
+use crate::auth::Keys;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::http;
+use crate::hub::Hub;
+use crate::store::memory::MemoryStore;
+use axum::serve::ListenerExt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A hub that is listening.
+pub struct Running {
+    /// The address it listens on (useful with port 0).
+    pub addr: SocketAddr,
+    /// The hub itself.
+    pub hub: Arc<Hub>,
+    stop: Option<oneshot::Sender<()>>,
+    served: JoinHandle<()>,
+}
+
+/// Binds, starts the background loops and serves, in memory.
+pub async fn start(config: Config, secret: &[u8]) -> std::io::Result<Running> {
+    let config = Arc::new(config);
+    let clock = Clock::new();
+    let store = Arc::new(MemoryStore::new(Arc::new(config.rules()), clock.now()));
+    let hub = Hub::new(config.clone(), Keys::new(secret), store, clock);
+    let listener = tokio::net::TcpListener::bind(&config.server.listen)
+        .await?
+        .tap_io(|tcp| {
+            // Frames are small and latency matters more than packet count.
+            let _ = tcp.set_nodelay(true);
+        });
+    let addr = axum::serve::Listener::local_addr(&listener)?;
+    tokio::spawn(hub.clone().run_timers(None));
+    tokio::spawn(
+        hub.clone()
+            .run_queue_updates(Duration::from_millis(config.server.queue_update_ms)),
+    );
+    let (stop, stopped) = oneshot::channel::<()>();
+    let app = http::router(hub.clone());
+    let drain_hub = hub.clone();
+    let served = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stopped.await;
+            // Sessions say goodbye and close; new upgrades are refused.
+            drain_hub.start_drain();
+        };
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(error = %e, "server stopped with an error");
+        }
+    });
+    Ok(Running {
+        addr,
+        hub,
+        stop: Some(stop),
+        served,
+    })
+}
+
+impl Running {
+    /// Drains: stops accepting, tells every connected client, lets in-flight replies
+    /// finish, and waits (up to `server.drain_secs`) for connections to close.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let limit = Duration::from_secs_f64(self.hub.config.server.drain_secs);
+        let left = self.hub.wait_connections_closed(limit).await;
+        if left > 0 {
+            tracing::warn!(left, "drain limit reached with connections still open");
+        }
+        let _ = tokio::time::timeout(limit, &mut self.served).await;
+    }
+}

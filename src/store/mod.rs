@@ -1,0 +1,41 @@
+//! Where the routing state lives: one interface, one implementation per backend.
+//!
+//! The hub talks to the state only through [`Store`]. Each method is one atomic
+//! decision: a command goes in, the whole of its effect comes out in an [`Outcome`],
+//! and no other command sees a half-done state. The in-memory store ([`memory`])
+//! gets that from one mutex around the [`Book`](crate::routing::Book); a shared
+//! backend must get it from the backend (for Redis: a Lua script per decision).
+//!
+//! `tests/store_suite.rs` runs the same behaviour tests against every implementation.
+
+pub mod memory;
+
+use crate::clock::Ts;
+use crate::error::HubError;
+use crate::ids::{AgentId, QueueId, TaskId};
+use crate::routing::{AgentView, Command, Outcome, QueueStats, Snapshot};
+use crate::task::Task;
+
+/// The routing state, wherever it is kept. Errors are only
+/// [`HubError::StoreUnavailable`]: a command the rules refuse is an `Ok` outcome whose
+/// `reply` is the error.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Carries out one command atomically at `now`.
+    async fn execute(&self, cmd: Command, now: Ts) -> Result<Outcome, HubError>;
+    /// Fires every timer due at `now` (offer expiry, reconnect grace, wrap-up). Each
+    /// fires exactly once, whichever node asks.
+    async fn expire_due(&self, now: Ts) -> Result<Outcome, HubError>;
+    /// The earliest pending deadline.
+    async fn next_deadline(&self) -> Result<Option<Ts>, HubError>;
+    /// One agent's view.
+    async fn agent_view(&self, agent: &AgentId) -> Result<Option<AgentView>, HubError>;
+    /// One task.
+    async fn task(&self, id: TaskId) -> Result<Option<Task>, HubError>;
+    /// Every agent and queue.
+    async fn snapshot(&self, now: Ts) -> Result<Snapshot, HubError>;
+    /// Some queues' numbers.
+    async fn queue_stats(&self, queues: &[QueueId], now: Ts) -> Result<Vec<QueueStats>, HubError>;
+    /// Whether the backend answers.
+    async fn ping(&self) -> Result<(), HubError>;
+}

@@ -1,0 +1,162 @@
+//! Websockets: the upgrade (authentication, origin check, buffer sizes) and the
+//! session that runs on each connection.
+//!
+//! Nothing about a connection is decided after the upgrade that could have been
+//! refused before it: a bad token, a foreign origin or an unknown agent gets an HTTP
+//! error and no state changes.
+
+mod rate;
+pub mod session;
+
+use crate::auth::{AuthError, Claims, Role, unix_now};
+use crate::error::ErrorCode;
+use crate::http::ApiError;
+use crate::hub::Hub;
+use crate::ids::{AgentId, QueueId};
+use crate::protocol::SUBPROTOCOL;
+use crate::routing::Profile;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Reads the caller's token: `Authorization: Bearer`, or `?access_token=` for browsers,
+/// which cannot set headers on a websocket.
+pub fn token<'a>(headers: &'a HeaderMap, query: &'a HashMap<String, String>) -> Option<&'a str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .or_else(|| query.get("access_token").map(String::as_str))
+}
+
+/// Checks the caller's token.
+pub fn authenticate(
+    hub: &Hub,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+) -> Result<Claims, ApiError> {
+    let t = token(headers, query).ok_or_else(|| auth_error(AuthError::Missing))?;
+    hub.keys.verify(t, unix_now()).map_err(auth_error)
+}
+
+fn auth_error(e: AuthError) -> ApiError {
+    let code = match e {
+        AuthError::Expired => ErrorCode::TokenExpired,
+        AuthError::Missing | AuthError::Invalid(_) => ErrorCode::Unauthorized,
+    };
+    ApiError::new(code, e.to_string())
+}
+
+/// `GET /v1/ws`: upgrades an agent desktop or a supervisor console.
+pub async fn upgrade(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    match prepare(&hub, &headers, &query) {
+        Ok(who) => {
+            let l = &hub.config.limits;
+            ws.read_buffer_size(l.read_buffer_bytes)
+                // Each frame is written out at once: no per-connection write buffer
+                // sits allocated between frames.
+                .write_buffer_size(0)
+                .max_message_size(l.hard_max_frame_bytes)
+                .max_frame_size(l.hard_max_frame_bytes)
+                .protocols([SUBPROTOCOL])
+                .on_upgrade(move |socket| async move {
+                    match who {
+                        Who::Agent(profile) => session::run_agent(hub, socket, profile).await,
+                        Who::Supervisor(claims) => {
+                            session::run_supervisor(hub, socket, claims).await
+                        }
+                    }
+                })
+        }
+        Err(e) => {
+            hub.metrics.ws_refused();
+            e.into_response()
+        }
+    }
+}
+
+enum Who {
+    Agent(Arc<Profile>),
+    Supervisor(Claims),
+}
+
+fn prepare(
+    hub: &Hub,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+) -> Result<Who, ApiError> {
+    if hub.is_draining() {
+        return Err(ApiError::new(
+            ErrorCode::ShuttingDown,
+            "the hub is shutting down",
+        ));
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let allowed = &hub.config.server.allowed_origins;
+        let ok = origin
+            .to_str()
+            .is_ok_and(|o| allowed.iter().any(|a| a == "*" || a == o));
+        if !ok {
+            return Err(ApiError::new(
+                ErrorCode::OriginNotAllowed,
+                "this origin may not open a websocket here",
+            ));
+        }
+    }
+    let claims = authenticate(hub, headers, query)?;
+    match claims.role {
+        Role::Agent => Ok(Who::Agent(agent_profile(hub, &claims)?)),
+        Role::Supervisor => Ok(Who::Supervisor(claims)),
+        Role::Integration => Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "integration tokens use the HTTP API, not websockets",
+        )),
+    }
+}
+
+/// The configured profile, or one from the token's claims where that is allowed.
+fn agent_profile(hub: &Hub, claims: &Claims) -> Result<Arc<Profile>, ApiError> {
+    let id = AgentId::from(claims.sub.as_str());
+    if let Some(p) = hub.profile(&id) {
+        return Ok(p);
+    }
+    let unknown = || {
+        ApiError::new(
+            ErrorCode::UnknownAgent,
+            format!("agent {:?} is not configured", claims.sub),
+        )
+    };
+    if !hub.config.auth.allow_token_profiles {
+        return Err(unknown());
+    }
+    let queues = claims.queues.clone().ok_or_else(unknown)?;
+    for q in &queues {
+        if !hub.config.queues.iter().any(|c| &c.id == q) {
+            return Err(ApiError::new(
+                ErrorCode::UnknownQueue,
+                format!("token names queue {q:?}, which is not configured"),
+            ));
+        }
+    }
+    Ok(Arc::new(Profile {
+        id,
+        name: claims.name.clone().unwrap_or_else(|| claims.sub.clone()),
+        skills: claims
+            .skills
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+        queues: queues.iter().map(|q| QueueId::from(q.as_str())).collect(),
+        capacity: hub.config.capacity(None),
+    }))
+}

@@ -1,0 +1,476 @@
+//! One websocket session: a single task per connection that reads requests, writes
+//! replies and pushed frames, pings, and enforces the per-connection limits.
+//!
+//! One task, not a reader and a writer: an idle connection then costs one task and
+//! one small queue. Writes have a timeout, so a peer that stops reading cannot hold the
+//! task; the hub's side of the queue is bounded and overflows into a disconnect.
+
+use super::rate::RateLimit;
+use crate::auth::Claims;
+use crate::error::{ErrorCode, HubError};
+use crate::hub::{Hub, Outbound, SessionHandle};
+use crate::ids::{AgentId, ConnId};
+use crate::protocol::{
+    BadFrame, ClientMessage, ErrorBody, ReplyBody, RequestedState, SUBPROTOCOL, ServerMessage,
+    error_text, parse_client,
+};
+use crate::routing::{Command, Profile, Reply};
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures_util::StreamExt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, mpsc, watch};
+use tracing::Instrument;
+
+/// Close codes the hub uses, beside the standard ones.
+mod close {
+    /// The server is going away (drain).
+    pub const SHUTTING_DOWN: u16 = 1012;
+    /// A rule was broken (rate limit).
+    pub const POLICY: u16 = 1008;
+    /// Another connection of the same agent took over.
+    pub const REPLACED: u16 = 4001;
+    /// The agent was logged out.
+    pub const LOGGED_OUT: u16 = 4002;
+    /// The connection did not read its frames.
+    pub const SLOW_CONSUMER: u16 = 4003;
+    /// Nothing was heard within the ping timeout.
+    pub const IDLE: u16 = 4004;
+}
+
+fn close_code(reason: &str) -> u16 {
+    match reason {
+        "replaced" => close::REPLACED,
+        "logged_out" | "logged_out_by_supervisor" => close::LOGGED_OUT,
+        "slow_consumer" => close::SLOW_CONSUMER,
+        "rate_limited" => close::POLICY,
+        "idle" => close::IDLE,
+        _ => close::SHUTTING_DOWN,
+    }
+}
+
+/// What one connection carries regardless of role.
+struct Conn {
+    hub: Arc<Hub>,
+    ws: WebSocket,
+    rate: RateLimit,
+    violations: u32,
+    last_heard: Instant,
+    last_state_version: u64,
+    write_timeout: Duration,
+}
+
+/// What the read side produced.
+enum Incoming {
+    Request(Option<String>, ClientMessage),
+    Nothing,
+    Closed,
+}
+
+impl Conn {
+    fn new(hub: Arc<Hub>, ws: WebSocket) -> Conn {
+        let l = &hub.config.limits;
+        let now = Instant::now();
+        Conn {
+            rate: RateLimit::new(l.rate_per_sec, l.rate_burst, now),
+            violations: 0,
+            last_heard: now,
+            last_state_version: 0,
+            write_timeout: Duration::from_millis(l.ping_timeout_ms),
+            hub,
+            ws,
+        }
+    }
+
+    async fn send(&mut self, m: Message) -> bool {
+        matches!(
+            tokio::time::timeout(self.write_timeout, self.ws.send(m)).await,
+            Ok(Ok(()))
+        )
+    }
+
+    async fn send_text(&mut self, text: impl Into<String>) -> bool {
+        self.send(Message::text(text.into())).await
+    }
+
+    async fn send_out(&mut self, out: Outbound) -> bool {
+        match out {
+            Outbound::Text(t) => self.send_text(t.as_ref()).await,
+            Outbound::State { version, text } => {
+                if version <= self.last_state_version {
+                    return true;
+                }
+                self.last_state_version = version;
+                self.send_text(text.as_ref()).await
+            }
+        }
+    }
+
+    async fn reply(&mut self, re: Option<String>, r: Result<ReplyBody, ErrorBody>) -> bool {
+        let text = match r {
+            Ok(result) => ServerMessage::Reply { re, result }.to_text(),
+            Err(error) => error_text(re, error),
+        };
+        self.send_text(text).await
+    }
+
+    /// Says why, then closes.
+    async fn goodbye(&mut self, reason: &'static str) {
+        let text = ServerMessage::Goodbye { reason }.to_text();
+        if self.send_text(text).await {
+            let _ = self
+                .send(Message::Close(Some(CloseFrame {
+                    code: close_code(reason),
+                    reason: reason.into(),
+                })))
+                .await;
+        }
+    }
+
+    /// Turns one frame into a request, or answers it with an error. Returns `Err` with a
+    /// reason when the connection must close.
+    async fn read(
+        &mut self,
+        msg: Option<Result<Message, axum::Error>>,
+    ) -> Result<Incoming, &'static str> {
+        let msg = match msg {
+            None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Ok(Incoming::Closed),
+            Some(Ok(m)) => m,
+        };
+        self.last_heard = Instant::now();
+        let is_data = matches!(msg, Message::Text(_) | Message::Binary(_));
+        if is_data && !self.rate.take(self.last_heard) {
+            self.violations += 1;
+            let l = &self.hub.config.limits;
+            if f64::from(self.violations) > l.rate_burst {
+                return Err("rate_limited");
+            }
+            let e = ErrorBody::new(ErrorCode::RateLimited, "too many frames; slow down");
+            self.reply(None, Err(e)).await;
+            return Ok(Incoming::Nothing);
+        }
+        match msg {
+            Message::Text(t) => {
+                let max = self.hub.config.limits.max_frame_bytes;
+                if t.len() > max {
+                    let e = ErrorBody::new(
+                        ErrorCode::FrameTooLarge,
+                        format!("frames are limited to {max} bytes"),
+                    );
+                    self.reply(None, Err(e)).await;
+                    return Ok(Incoming::Nothing);
+                }
+                match parse_client(t.as_str()) {
+                    Ok((re, m)) => Ok(Incoming::Request(re, m)),
+                    Err(BadFrame { re, code, message }) => {
+                        self.reply(re, Err(ErrorBody::new(code, message))).await;
+                        Ok(Incoming::Nothing)
+                    }
+                }
+            }
+            Message::Binary(_) => {
+                let e = ErrorBody::new(
+                    ErrorCode::BinaryNotSupported,
+                    "this protocol uses JSON text frames only",
+                );
+                self.reply(None, Err(e)).await;
+                Ok(Incoming::Nothing)
+            }
+            _ => Ok(Incoming::Nothing),
+        }
+    }
+
+    /// Pings, or reports the connection idle.
+    async fn heartbeat(&mut self) -> Result<(), &'static str> {
+        let l = &self.hub.config.limits;
+        let silent = self.last_heard.elapsed();
+        if silent > Duration::from_millis(l.ping_interval_ms + l.ping_timeout_ms) {
+            return Err("idle");
+        }
+        if !self.send(Message::Ping(Default::default())).await {
+            return Err("idle");
+        }
+        Ok(())
+    }
+}
+
+fn heartbeat_interval(hub: &Hub) -> tokio::time::Interval {
+    let every = Duration::from_millis(hub.config.limits.ping_interval_ms);
+    let mut i = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    i
+}
+
+fn hub_error(e: &HubError) -> ErrorBody {
+    ErrorBody::from(e)
+}
+
+/// Runs an agent desktop's session until it closes.
+pub async fn run_agent(hub: Arc<Hub>, ws: WebSocket, profile: Arc<Profile>) {
+    let conn_id = ConnId::new();
+    let agent = profile.id.clone();
+    let span = tracing::info_span!("agent_session", agent_id = %agent, conn_id = %conn_id);
+    async move {
+        let _counted = hub.connection_opened();
+        let (tx, mut rx) = mpsc::channel(hub.config.limits.send_queue);
+        let (kill_tx, mut kill) = watch::channel(None);
+        hub.register(
+            &agent,
+            SessionHandle {
+                conn: conn_id,
+                tx,
+                kill: Arc::new(kill_tx),
+            },
+        );
+        let mut c = Conn::new(hub.clone(), ws);
+        let connected = hub
+            .execute(Command::Connect {
+                profile,
+                conn: conn_id,
+            })
+            .await;
+        match connected {
+            Ok(Reply::Agent { view, resumed }) => {
+                tracing::info!(resumed, status = ?view.status, "agent connected");
+                c.last_state_version = view.version;
+                let text = ServerMessage::Welcome {
+                    session_id: conn_id.to_string(),
+                    protocol: SUBPROTOCOL,
+                    resumed,
+                    heartbeat_ms: hub.config.limits.ping_interval_ms,
+                    agent: &view,
+                }
+                .to_text();
+                c.send_text(text).await;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "agent could not connect");
+                c.reply(None, Err(hub_error(&e))).await;
+                c.goodbye("store_unavailable").await;
+                hub.unregister(&agent, conn_id);
+                return;
+            }
+        }
+        let mut drain = hub.drain_signal();
+        let mut beat = heartbeat_interval(&hub);
+        let end: &'static str = loop {
+            tokio::select! {
+                biased;
+                _ = kill.changed() => break (*kill.borrow()).unwrap_or("replaced"),
+                _ = drain.changed() => break "shutting_down",
+                out = rx.recv() => match out {
+                    Some(out) => if !c.send_out(out).await { break "write_failed" },
+                    None => break "replaced",
+                },
+                msg = c.ws.next() => match c.read(msg).await {
+                    Ok(Incoming::Request(re, m)) => {
+                        let r = agent_request(&hub, &agent, m).await;
+                        if !c.reply(re, r).await { break "write_failed" }
+                    }
+                    Ok(Incoming::Nothing) => {}
+                    Ok(Incoming::Closed) => break "closed",
+                    Err(reason) => break reason,
+                },
+                _ = beat.tick() => if let Err(reason) = c.heartbeat().await { break reason },
+            }
+        };
+        tracing::info!(reason = end, "agent session ends");
+        if !matches!(end, "closed" | "write_failed") {
+            c.goodbye(end).await;
+        }
+        hub.unregister(&agent, conn_id);
+        // Starts the reconnect grace period, unless this connection was already
+        // replaced or logged out (the store ignores a connection that is not current).
+        if let Err(e) = hub
+            .execute(Command::Disconnect {
+                agent: agent.clone(),
+                conn: conn_id,
+            })
+            .await
+        {
+            tracing::warn!(error = %e, "disconnect not recorded");
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn agent_request(
+    hub: &Hub,
+    agent: &AgentId,
+    m: ClientMessage,
+) -> Result<ReplyBody, ErrorBody> {
+    let agent = agent.clone();
+    let cmd = match m {
+        ClientMessage::Ping {} => return Ok(ReplyBody::Empty {}),
+        ClientMessage::GetState {} => {
+            return match hub.store().agent_view(&agent).await {
+                Ok(Some(view)) => Ok(ReplyBody::Agent {
+                    agent: Box::new(view),
+                }),
+                Ok(None) => Err(hub_error(&HubError::UnknownAgent(agent.to_string()))),
+                Err(e) => Err(hub_error(&e)),
+            };
+        }
+        ClientMessage::SetState { state, reason } => match state {
+            RequestedState::Ready => Command::SetReady { agent },
+            RequestedState::NotReady => match reason {
+                Some(reason) => Command::SetNotReady { agent, reason },
+                None => {
+                    return Err(hub_error(&HubError::invalid(
+                        "reason",
+                        "a reason code is required for not_ready",
+                    )));
+                }
+            },
+        },
+        ClientMessage::Accept { offer_id } => Command::Accept { agent, offer_id },
+        ClientMessage::Decline { offer_id, reason } => {
+            if let Some(r) = &reason {
+                crate::task::check_text("reason", r).map_err(|e| hub_error(&e))?;
+                tracing::info!(agent_id = %agent, %offer_id, reason = %r, "decline");
+            }
+            Command::Decline { agent, offer_id }
+        }
+        ClientMessage::Complete {
+            task_id,
+            wrap_up_code,
+        } => {
+            if let Some(w) = &wrap_up_code {
+                crate::task::check_name("wrap_up_code", w).map_err(|e| hub_error(&e))?;
+            }
+            tracing::info!(agent_id = %agent, %task_id, "complete");
+            Command::Complete {
+                agent,
+                task_id,
+                wrap_up_code,
+            }
+        }
+        ClientMessage::Logout {} => Command::Logout { agent },
+        ClientMessage::GetSnapshot {}
+        | ClientMessage::SetAgentState { .. }
+        | ClientMessage::LogoutAgent { .. } => {
+            return Err(ErrorBody::new(
+                ErrorCode::Forbidden,
+                "this request is for supervisors",
+            ));
+        }
+    };
+    reply_body(hub.execute(cmd).await)
+}
+
+fn reply_body(r: Result<Reply, HubError>) -> Result<ReplyBody, ErrorBody> {
+    match r {
+        Ok(Reply::Done) => Ok(ReplyBody::Empty {}),
+        Ok(Reply::Agent { view, .. }) => Ok(ReplyBody::Agent { agent: view }),
+        Ok(Reply::Task(task)) | Ok(Reply::Created { task, .. }) => Ok(ReplyBody::Task { task }),
+        Err(e) => Err(hub_error(&e)),
+    }
+}
+
+/// Runs a supervisor console's session: a snapshot, then live changes.
+pub async fn run_supervisor(hub: Arc<Hub>, ws: WebSocket, claims: Claims) {
+    let span = tracing::info_span!("supervisor_session", supervisor = %claims.sub);
+    async move {
+        let _counted = hub.connection_opened();
+        // Subscribe before the snapshot, so that no change falls between the two.
+        let mut feed = hub.subscribe_supervisor();
+        let mut c = Conn::new(hub.clone(), ws);
+        if !send_snapshot(&mut c).await {
+            return;
+        }
+        tracing::info!("supervisor connected");
+        let mut drain = hub.drain_signal();
+        let mut beat = heartbeat_interval(&hub);
+        let end: &'static str = loop {
+            tokio::select! {
+                biased;
+                _ = drain.changed() => break "shutting_down",
+                f = feed.recv() => match f {
+                    Ok(text) => if !c.send_text(text.as_ref()).await { break "write_failed" },
+                    // Too far behind to catch up frame by frame: start again from a snapshot.
+                    Err(broadcast::error::RecvError::Lagged(_)) => if !send_snapshot(&mut c).await { break "write_failed" },
+                    Err(broadcast::error::RecvError::Closed) => break "shutting_down",
+                },
+                msg = c.ws.next() => match c.read(msg).await {
+                    Ok(Incoming::Request(re, m)) => {
+                        let r = supervisor_request(&hub, &claims, m).await;
+                        if !c.reply(re, r).await { break "write_failed" }
+                    }
+                    Ok(Incoming::Nothing) => {}
+                    Ok(Incoming::Closed) => break "closed",
+                    Err(reason) => break reason,
+                },
+                _ = beat.tick() => if let Err(reason) = c.heartbeat().await { break reason },
+            }
+        };
+        tracing::info!(reason = end, "supervisor session ends");
+        if !matches!(end, "closed" | "write_failed") {
+            c.goodbye(end).await;
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn send_snapshot(c: &mut Conn) -> bool {
+    match c.hub.store().snapshot(c.hub.clock.now()).await {
+        Ok(s) => {
+            let text = ServerMessage::Snapshot(&s).to_text();
+            c.send_text(text).await
+        }
+        Err(e) => c.reply(None, Err(hub_error(&e))).await,
+    }
+}
+
+async fn supervisor_request(
+    hub: &Hub,
+    claims: &Claims,
+    m: ClientMessage,
+) -> Result<ReplyBody, ErrorBody> {
+    let cmd = match m {
+        ClientMessage::Ping {} => return Ok(ReplyBody::Empty {}),
+        ClientMessage::GetSnapshot {} => {
+            return match hub.store().snapshot(hub.clock.now()).await {
+                Ok(s) => Ok(ReplyBody::Snapshot(Box::new(s))),
+                Err(e) => Err(hub_error(&e)),
+            };
+        }
+        ClientMessage::SetAgentState {
+            agent_id,
+            state,
+            reason,
+        } => {
+            if state != RequestedState::NotReady {
+                return Err(hub_error(&HubError::invalid(
+                    "state",
+                    "a supervisor may only set an agent not_ready",
+                )));
+            }
+            tracing::info!(supervisor = %claims.sub, %agent_id, "supervisor sets agent not ready");
+            Command::ForceNotReady {
+                agent: AgentId::from(agent_id.as_str()),
+                reason,
+            }
+        }
+        ClientMessage::LogoutAgent { agent_id } => {
+            tracing::info!(supervisor = %claims.sub, %agent_id, "supervisor logs agent out");
+            Command::ForceLogout {
+                agent: AgentId::from(agent_id.as_str()),
+            }
+        }
+        ClientMessage::GetState {}
+        | ClientMessage::SetState { .. }
+        | ClientMessage::Accept { .. }
+        | ClientMessage::Decline { .. }
+        | ClientMessage::Complete { .. }
+        | ClientMessage::Logout {} => {
+            return Err(ErrorBody::new(
+                ErrorCode::Forbidden,
+                "this request is for agents",
+            ));
+        }
+    };
+    reply_body(hub.execute(cmd).await)
+}
