@@ -52,7 +52,7 @@ fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
 }
 
 /// The whole configuration.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Listening and browser rules.
@@ -273,19 +273,6 @@ impl Default for CapacityConfig {
             voice: 1,
             chat: 3,
             email: 2,
-        }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            server: ServerConfig::default(),
-            auth: AuthConfig::default(),
-            limits: LimitsConfig::default(),
-            routing: RoutingConfig::default(),
-            queues: Vec::new(),
-            agents: Vec::new(),
         }
     }
 }

@@ -806,7 +806,7 @@ impl Book {
         };
         tx.notices.push(Notice::ToAgent {
             agent_id,
-            notice: AgentNotice::Offer(view),
+            notice: AgentNotice::Offer(Box::new(view)),
         });
     }
 

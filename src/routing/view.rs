@@ -117,7 +117,7 @@ pub struct Snapshot {
 #[derive(Clone, Debug)]
 pub enum AgentNotice {
     /// A task is offered.
-    Offer(OfferView),
+    Offer(Box<OfferView>),
     /// The pending offer ended without an accept.
     OfferEnded {
         /// The offer.

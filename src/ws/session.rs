@@ -118,12 +118,25 @@ impl Conn {
     async fn goodbye(&mut self, reason: &'static str) {
         let text = ServerMessage::Goodbye { reason }.to_text();
         if self.send_text(text).await {
-            let _ = self
+            let sent = self
                 .send(Message::Close(Some(CloseFrame {
                     code: close_code(reason),
                     reason: reason.into(),
                 })))
                 .await;
+            // Finish the closing handshake: read until the peer's Close (or a short
+            // limit), so that the peer can still flush what it was writing and read
+            // our goodbye instead of a reset.
+            if sent {
+                let _ = tokio::time::timeout(self.write_timeout, async {
+                    while let Some(Ok(m)) = self.ws.next().await {
+                        if matches!(m, Message::Close(_)) {
+                            break;
+                        }
+                    }
+                })
+                .await;
+            }
         }
     }
 
