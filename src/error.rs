@@ -5,7 +5,9 @@
 //! beside it is for people and may change.
 
 use crate::agent::TransitionError;
-use crate::ids::TaskId;
+use crate::clock::Ts;
+use crate::context::record::Actor;
+use crate::ids::{ActivityId, CustomerId, RequestId, TaskId};
 use serde::Serialize;
 
 /// The wire error codes. `protocol/v1/schema.json` lists the same set.
@@ -70,6 +72,26 @@ pub enum ErrorCode {
     NotAvailable,
     /// No such route (HTTP).
     NotFound,
+    /// No such customer.
+    CustomerNotFound,
+    /// No such request.
+    RequestNotFound,
+    /// No such activity.
+    ActivityNotFound,
+    /// The record changed since the version the update was based on: the caution
+    /// prompt. The error carries the current record, who changed it and when.
+    VersionConflict,
+    /// The tag is already on the activity (case and surrounding spaces do not count).
+    DuplicateTag,
+    /// Closing an interaction whose customer was never created needs a choice:
+    /// create the customer, or discard.
+    CustomerChoiceRequired,
+    /// The agent does not have this customer open (accept a task for it, or reopen it).
+    RecordNotOpen,
+    /// The activity already has its customer.
+    AlreadyLinked,
+    /// The interaction is already closed.
+    InteractionClosed,
     /// The store behind the hub cannot be reached; nothing was changed.
     StoreUnavailable,
     /// The hub is shutting down.
@@ -112,6 +134,15 @@ impl ErrorCode {
             ErrorCode::TaskNotInProgress => "task_not_in_progress",
             ErrorCode::NotAvailable => "not_available",
             ErrorCode::NotFound => "not_found",
+            ErrorCode::CustomerNotFound => "customer_not_found",
+            ErrorCode::RequestNotFound => "request_not_found",
+            ErrorCode::ActivityNotFound => "activity_not_found",
+            ErrorCode::VersionConflict => "version_conflict",
+            ErrorCode::DuplicateTag => "duplicate_tag",
+            ErrorCode::CustomerChoiceRequired => "customer_choice_required",
+            ErrorCode::RecordNotOpen => "record_not_open",
+            ErrorCode::AlreadyLinked => "already_linked",
+            ErrorCode::InteractionClosed => "interaction_closed",
             ErrorCode::StoreUnavailable => "store_unavailable",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Internal => "internal",
@@ -123,12 +154,23 @@ impl ErrorCode {
         use ErrorCode::*;
         match self {
             BadJson | UnknownType | InvalidMessage | InvalidField | FieldTooLong
-            | BinaryNotSupported | UnknownReason | ChannelNotServed => 400,
+            | BinaryNotSupported | UnknownReason | ChannelNotServed | DuplicateTag => 400,
             Unauthorized | TokenExpired => 401,
-            Forbidden | OriginNotAllowed | NotYourOffer => 403,
-            NotFound | TaskNotFound | OfferNotFound | UnknownAgent | UnknownQueue => 404,
-            TaskFinished | OfferExpired | OfferWithdrawn | OfferClosed | OfferPending
-            | AgentOffline | TaskNotInProgress | NotAvailable => 409,
+            Forbidden | OriginNotAllowed | NotYourOffer | RecordNotOpen => 403,
+            NotFound | TaskNotFound | OfferNotFound | UnknownAgent | UnknownQueue
+            | CustomerNotFound | RequestNotFound | ActivityNotFound => 404,
+            TaskFinished
+            | OfferExpired
+            | OfferWithdrawn
+            | OfferClosed
+            | OfferPending
+            | AgentOffline
+            | TaskNotInProgress
+            | NotAvailable
+            | VersionConflict
+            | CustomerChoiceRequired
+            | AlreadyLinked
+            | InteractionClosed => 409,
             FrameTooLarge | PayloadTooLarge => 413,
             RateLimited => 429,
             StoreUnavailable | ShuttingDown => 503,
@@ -205,6 +247,49 @@ pub enum HubError {
     /// The store cannot be reached; nothing was changed.
     #[error("store unavailable: {0}")]
     StoreUnavailable(String),
+    /// No such customer.
+    #[error("no customer {0}")]
+    CustomerNotFound(CustomerId),
+    /// No such request.
+    #[error("no request {0}")]
+    RequestNotFound(RequestId),
+    /// No such activity.
+    #[error("no activity {0}")]
+    ActivityNotFound(ActivityId),
+    /// The record moved on since `expected`.
+    #[error("the record changed since version {expected}: now version {version} by {} at {}", changed_by.id, changed_at.rfc3339())]
+    VersionConflict {
+        /// The version the update was based on.
+        expected: u64,
+        /// The current version.
+        version: u64,
+        /// The current record, to load and re-apply on.
+        current: Box<serde_json::Value>,
+        /// Who made the last change.
+        changed_by: Actor,
+        /// When.
+        changed_at: Ts,
+    },
+    /// A tag appears twice.
+    #[error("{field}: tag {tag:?} is already on this activity")]
+    DuplicateTag {
+        /// The field path.
+        field: String,
+        /// The tag.
+        tag: String,
+    },
+    /// A bare close of an interaction with no customer.
+    #[error("this interaction has no customer: choose create or discard")]
+    CustomerChoiceRequired,
+    /// The agent does not have the customer open.
+    #[error("this customer is not open for you: accept a task for it or reopen it")]
+    RecordNotOpen,
+    /// The activity already has its customer.
+    #[error("this activity already belongs to a customer")]
+    AlreadyLinked,
+    /// The interaction is closed.
+    #[error("this interaction is already closed")]
+    InteractionClosed,
 }
 
 impl HubError {
@@ -242,13 +327,24 @@ impl HubError {
                 OfferEnd::Accepted | OfferEnd::Declined => ErrorCode::OfferClosed,
             },
             HubError::StoreUnavailable(_) => ErrorCode::StoreUnavailable,
+            HubError::CustomerNotFound(_) => ErrorCode::CustomerNotFound,
+            HubError::RequestNotFound(_) => ErrorCode::RequestNotFound,
+            HubError::ActivityNotFound(_) => ErrorCode::ActivityNotFound,
+            HubError::VersionConflict { .. } => ErrorCode::VersionConflict,
+            HubError::DuplicateTag { .. } => ErrorCode::DuplicateTag,
+            HubError::CustomerChoiceRequired => ErrorCode::CustomerChoiceRequired,
+            HubError::RecordNotOpen => ErrorCode::RecordNotOpen,
+            HubError::AlreadyLinked => ErrorCode::AlreadyLinked,
+            HubError::InteractionClosed => ErrorCode::InteractionClosed,
         }
     }
 
     /// The field the error is about, when there is one.
     pub fn field(&self) -> Option<&str> {
         match self {
-            HubError::Invalid { field, .. } | HubError::TooLong { field, .. } => Some(field),
+            HubError::Invalid { field, .. }
+            | HubError::TooLong { field, .. }
+            | HubError::DuplicateTag { field, .. } => Some(field),
             _ => None,
         }
     }

@@ -3,9 +3,12 @@
 //! as the websocket protocol.
 
 use crate::auth::{Claims, Role};
+use crate::context::ContextCommand;
+use crate::context::record::{Actor, CustomerFields};
 use crate::error::{ErrorCode, HubError};
 use crate::hub::Hub;
 use crate::ids::TaskId;
+use crate::ids::{CustomerId, RequestId};
 use crate::protocol::ErrorBody;
 use crate::routing::{Command, Reply};
 use crate::task::NewTask;
@@ -23,18 +26,18 @@ use std::sync::Arc;
 
 /// An error answered over HTTP: `{"error": {"code", "message", ...}}`.
 #[derive(Debug)]
-pub struct ApiError(pub ErrorBody);
+pub struct ApiError(pub Box<ErrorBody>);
 
 impl ApiError {
     /// An error with a code and a message.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
-        ApiError(ErrorBody::new(code, message))
+        ApiError(Box::new(ErrorBody::new(code, message)))
     }
 }
 
 impl From<HubError> for ApiError {
     fn from(e: HubError) -> ApiError {
-        ApiError(ErrorBody::from(&e))
+        ApiError(Box::new(ErrorBody::from(&e)))
     }
 }
 
@@ -55,6 +58,12 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/v1/tasks/{id}", get(get_task))
         .route("/v1/tasks/{id}/cancel", post(cancel_task))
         .route("/v1/snapshot", get(snapshot))
+        .route("/v1/customers", get(search_customers).post(create_customer))
+        .route(
+            "/v1/customers/{id}",
+            get(get_customer).patch(update_customer),
+        )
+        .route("/v1/customers/{id}/journey", get(customer_journey))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -219,6 +228,151 @@ async fn snapshot(
     )?;
     let s = hub.store().snapshot(hub.clock.now()).await?;
     Ok(Json(s).into_response())
+}
+
+fn parse_customer_id(id: &str) -> Result<CustomerId, ApiError> {
+    uuid::Uuid::parse_str(id)
+        .map(CustomerId)
+        .map_err(|_| ApiError::new(ErrorCode::CustomerNotFound, format!("no customer {id:?}")))
+}
+
+fn actor(c: &Claims) -> Actor {
+    Actor {
+        id: c.sub.clone(),
+        role: c.role,
+    }
+}
+
+async fn context_reply(
+    hub: &Hub,
+    cmd: ContextCommand,
+    status: StatusCode,
+) -> Result<Response, ApiError> {
+    match hub.context(cmd).await? {
+        Reply::Context(r) => {
+            let body = crate::protocol::ReplyBody::from(r);
+            Ok((status, Json(body)).into_response())
+        }
+        _ => Err(ApiError::new(ErrorCode::Internal, "unexpected reply")),
+    }
+}
+
+async fn search_customers(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    caller(
+        &hub,
+        &headers,
+        &query,
+        &[Role::Integration, Role::Supervisor],
+    )?;
+    let q = query.get("q").cloned().unwrap_or_default();
+    crate::task::check_text("q", &q)?;
+    let limit = query
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(20);
+    context_reply(
+        &hub,
+        ContextCommand::Search { query: q, limit },
+        StatusCode::OK,
+    )
+    .await
+}
+
+async fn create_customer(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let c = caller(&hub, &headers, &query, &[Role::Integration])?;
+    let fields: CustomerFields = parse_body(body, hub.config.limits.max_body_bytes)?;
+    let cmd = ContextCommand::CreateCustomer {
+        by: actor(&c),
+        fields,
+        activity_id: None,
+    };
+    context_reply(&hub, cmd, StatusCode::CREATED).await
+}
+
+async fn get_customer(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let c = caller(
+        &hub,
+        &headers,
+        &query,
+        &[Role::Integration, Role::Supervisor],
+    )?;
+    let cmd = ContextCommand::GetCustomer {
+        by: actor(&c),
+        customer_id: parse_customer_id(&id)?,
+    };
+    context_reply(&hub, cmd, StatusCode::OK).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CustomerUpdate {
+    base_version: u64,
+    changes: CustomerFields,
+}
+
+async fn update_customer(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let c = caller(&hub, &headers, &query, &[Role::Integration])?;
+    let customer_id = parse_customer_id(&id)?;
+    let u: CustomerUpdate = parse_body(body, hub.config.limits.max_body_bytes)?;
+    let cmd = ContextCommand::UpdateCustomer {
+        by: actor(&c),
+        customer_id,
+        base_version: u.base_version,
+        changes: u.changes,
+    };
+    context_reply(&hub, cmd, StatusCode::OK).await
+}
+
+async fn customer_journey(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    caller(
+        &hub,
+        &headers,
+        &query,
+        &[Role::Integration, Role::Supervisor],
+    )?;
+    let request_id =
+        match query.get("request_id") {
+            Some(r) => Some(uuid::Uuid::parse_str(r).map(RequestId).map_err(|_| {
+                ApiError::new(ErrorCode::RequestNotFound, format!("no request {r:?}"))
+            })?),
+            None => None,
+        };
+    let limit = query
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(100usize)
+        .clamp(1, 1000);
+    let cmd = ContextCommand::Journey {
+        customer_id: parse_customer_id(&id)?,
+        request_id,
+        limit,
+    };
+    context_reply(&hub, cmd, StatusCode::OK).await
 }
 
 async fn healthz() -> &'static str {

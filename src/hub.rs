@@ -118,6 +118,13 @@ impl Hub {
         self.dispatch(outcome)
     }
 
+    /// Carries out a customer-context command and delivers what it produced.
+    pub async fn context(&self, cmd: crate::context::ContextCommand) -> Result<Reply, HubError> {
+        let now = self.clock.now();
+        let outcome = self.store.context(cmd, now).await?;
+        self.dispatch(outcome)
+    }
+
     /// Delivers an outcome's notices and returns its reply.
     pub fn dispatch(&self, o: Outcome) -> Result<Reply, HubError> {
         self.metrics.record(&o.stats);
@@ -135,6 +142,15 @@ impl Hub {
                     if self.supervisors.receiver_count() > 0 {
                         let text = ServerMessage::AgentChanged { agent: &summary }.to_text();
                         let _ = self.supervisors.send(text.into());
+                    }
+                }
+                Notice::RecordChanged { to, change } => {
+                    tracing::debug!(kind = ?change.kind, id = %change.id, watchers = to.len(), "record changed");
+                    let text: Arc<str> = ServerMessage::RecordChanged { change: &change }
+                        .to_text()
+                        .into();
+                    for agent_id in &to {
+                        self.push(agent_id, Outbound::Text(text.clone()));
                     }
                 }
                 Notice::Close { agent_id, reason } => {
@@ -184,6 +200,9 @@ impl Hub {
                     .into(),
                 )
             }
+            AgentNotice::Lists(lists) => {
+                Outbound::Text(ServerMessage::Lists { lists }.to_text().into())
+            }
             AgentNotice::State(view) => {
                 tracing::debug!(%agent_id, status = ?view.status, "state");
                 Outbound::State {
@@ -192,6 +211,12 @@ impl Hub {
                 }
             }
         };
+        self.push(agent_id, out);
+    }
+
+    /// Queues a frame for an agent's session on this node, if it has one here. A full
+    /// queue closes the session: it does not read, and nobody waits for it.
+    fn push(&self, agent_id: &AgentId, out: Outbound) {
         // The guard is a plain lock on one shard; try_send never waits.
         let slow = match self.sessions.get(agent_id) {
             Some(h) => match h.tx.try_send(out) {

@@ -51,6 +51,22 @@ uuid_id!(
     OfferId
 );
 uuid_id!(
+    /// A customer record.
+    CustomerId
+);
+uuid_id!(
+    /// A request (case) of a customer.
+    RequestId
+);
+uuid_id!(
+    /// An activity: one interaction, a task once accepted.
+    ActivityId
+);
+uuid_id!(
+    /// A quick note on a customer's or a request's timeline.
+    NoteId
+);
+uuid_id!(
     /// One websocket connection. An agent's record remembers which connection is its own,
     /// so that the close of a connection that was taken over changes nothing.
     ConnId

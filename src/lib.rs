@@ -5,6 +5,7 @@
 //! - [`agent`]: the agent state machine, a pure `apply(state, event, now)`.
 //! - [`routing`]: the routing book: queues, offers, timers, and the routing decision.
 //! - [`task`]: what a task is, and its validation.
+//! - [`context`]: customers, requests, activities, the journey, and who watches what.
 //! - [`store`]: where the routing state lives ([`store::memory`] by default).
 //! - [`hub`]: this node's sessions, the delivery of notices, the timer loop.
 //! - [`ws`]: the websocket upgrade and the session on each connection.
@@ -18,6 +19,7 @@ pub mod agent;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod context;
 pub mod error;
 pub mod http;
 pub mod hub;

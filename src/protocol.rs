@@ -7,8 +7,10 @@
 //! every message with a JSON Schema; the integration tests validate every frame
 //! against it.
 
+use crate::context::record::{Activity, CustomerFields, JourneyEvent, Note, Request, RequestState};
+use crate::context::{ContextReply, CustomerSummary, CustomerView, Lists, RecordChange};
 use crate::error::{ErrorCode, HubError, OfferEnd};
-use crate::ids::{OfferId, TaskId};
+use crate::ids::{ActivityId, CustomerId, OfferId, RequestId, TaskId};
 use crate::routing::{AgentSummary, AgentView, OfferView, QueueStats, Snapshot};
 use crate::task::Task;
 use serde::{Deserialize, Serialize};
@@ -85,6 +87,153 @@ pub enum ClientMessage {
         /// The agent.
         agent_id: String,
     },
+    /// The agent's Open and Recent lists.
+    GetLists {},
+    /// Search customers by name, email, phone or request title (case- and
+    /// accent-insensitive).
+    SearchCustomers {
+        /// The text.
+        query: String,
+        /// At most this many (default 20, at most 50).
+        #[serde(default)]
+        limit: Option<usize>,
+    },
+    /// Load a customer with its requests and recent activities, and watch it.
+    GetCustomer {
+        /// The customer.
+        customer_id: CustomerId,
+    },
+    /// Stop watching a customer loaded earlier.
+    UnwatchCustomer {
+        /// The customer.
+        customer_id: CustomerId,
+    },
+    /// Load a request.
+    GetRequest {
+        /// The request.
+        request_id: RequestId,
+    },
+    /// Load an activity.
+    GetActivity {
+        /// The activity.
+        activity_id: ActivityId,
+    },
+    /// Create a customer; with `activity_id`, link that unknown interaction to it.
+    CreateCustomer {
+        /// The fields.
+        customer: CustomerFields,
+        /// An interaction of this agent that has no customer.
+        #[serde(default)]
+        activity_id: Option<ActivityId>,
+    },
+    /// Change a customer.
+    UpdateCustomer {
+        /// The customer.
+        customer_id: CustomerId,
+        /// The version the change is based on.
+        base_version: u64,
+        /// The fields to change; absent fields stay.
+        changes: CustomerFields,
+    },
+    /// Link an unknown interaction to an existing customer.
+    LinkActivity {
+        /// The interaction.
+        activity_id: ActivityId,
+        /// The customer.
+        customer_id: CustomerId,
+    },
+    /// Open a new request for a customer.
+    CreateRequest {
+        /// The customer.
+        customer_id: CustomerId,
+        /// Title.
+        #[serde(default)]
+        title: String,
+        /// Description.
+        #[serde(default)]
+        description: String,
+    },
+    /// Change a request, or close or reopen it.
+    UpdateRequest {
+        /// The request.
+        request_id: RequestId,
+        /// The version the change is based on.
+        base_version: u64,
+        /// New title.
+        #[serde(default)]
+        title: Option<String>,
+        /// New description.
+        #[serde(default)]
+        description: Option<String>,
+        /// `closed` to close, `open` to reopen.
+        #[serde(default)]
+        state: Option<RequestState>,
+    },
+    /// Change an activity's notes or tags.
+    UpdateActivity {
+        /// The activity.
+        activity_id: ActivityId,
+        /// The version the change is based on.
+        base_version: u64,
+        /// New notes.
+        #[serde(default)]
+        notes: Option<String>,
+        /// The whole tag list.
+        #[serde(default)]
+        tags: Option<Vec<String>>,
+    },
+    /// Add a quick note to a customer's or a request's timeline.
+    AddNote {
+        /// The customer.
+        customer_id: CustomerId,
+        /// The request, for a request's timeline.
+        #[serde(default)]
+        request_id: Option<RequestId>,
+        /// The text.
+        text: String,
+    },
+    /// A customer's journey, optionally narrowed to one request.
+    GetJourney {
+        /// The customer.
+        customer_id: CustomerId,
+        /// The request.
+        #[serde(default)]
+        request_id: Option<RequestId>,
+        /// Newest events, at most this many (default 100, at most 1000).
+        #[serde(default)]
+        limit: Option<usize>,
+    },
+    /// Close an interaction. Without a customer, `choice` is required.
+    CloseInteraction {
+        /// The interaction.
+        activity_id: ActivityId,
+        /// `create` (with `customer`) or `discard`.
+        #[serde(default)]
+        choice: Option<CloseChoiceName>,
+        /// The new customer's fields, with `choice: create`.
+        #[serde(default)]
+        customer: Option<CustomerFields>,
+    },
+    /// Reopen a closed customer from Recent or Search, to update it.
+    ReopenCustomer {
+        /// The customer.
+        customer_id: CustomerId,
+    },
+    /// Take a reopened customer off the Open list.
+    CloseCustomer {
+        /// The customer.
+        customer_id: CustomerId,
+    },
+}
+
+/// The choice when closing an interaction whose customer was never created.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CloseChoiceName {
+    /// Create the customer.
+    Create,
+    /// Close without one.
+    Discard,
 }
 
 /// The `type` values a client may send, to tell an unknown type from a malformed one.
@@ -99,6 +248,23 @@ pub const CLIENT_TYPES: &[&str] = &[
     "get_snapshot",
     "set_agent_state",
     "logout_agent",
+    "get_lists",
+    "search_customers",
+    "get_customer",
+    "unwatch_customer",
+    "get_request",
+    "get_activity",
+    "create_customer",
+    "update_customer",
+    "link_activity",
+    "create_request",
+    "update_request",
+    "update_activity",
+    "add_note",
+    "get_journey",
+    "close_interaction",
+    "reopen_customer",
+    "close_customer",
 ];
 
 /// A frame that could not be turned into a request: the error and the request id, if
@@ -170,13 +336,63 @@ pub enum ReplyBody {
         /// The view.
         agent: Box<AgentView>,
     },
-    /// A task.
+    /// A task, and on accept the activity it became.
     Task {
         /// The task.
         task: Box<Task>,
+        /// On accept: the activity.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        activity: Option<Box<Activity>>,
     },
     /// A supervisor snapshot.
     Snapshot(Box<Snapshot>),
+    /// A customer with its requests and recent activities.
+    Customer(Box<CustomerView>),
+    /// A request.
+    Request {
+        /// The request.
+        request: Box<Request>,
+    },
+    /// An activity.
+    Activity {
+        /// The activity.
+        activity: Box<Activity>,
+    },
+    /// A note.
+    Note {
+        /// The note.
+        note: Box<Note>,
+    },
+    /// Search results.
+    Customers {
+        /// The customers found.
+        customers: Vec<CustomerSummary>,
+    },
+    /// A journey, oldest first.
+    Journey {
+        /// The events.
+        journey: Vec<JourneyEvent>,
+    },
+    /// The Open and Recent lists.
+    Lists {
+        /// The lists.
+        lists: Box<Lists>,
+    },
+}
+
+impl From<ContextReply> for ReplyBody {
+    fn from(r: ContextReply) -> ReplyBody {
+        match r {
+            ContextReply::Done => ReplyBody::Empty {},
+            ContextReply::Customer(c) => ReplyBody::Customer(c),
+            ContextReply::Request(request) => ReplyBody::Request { request },
+            ContextReply::Activity(activity) => ReplyBody::Activity { activity },
+            ContextReply::Note(note) => ReplyBody::Note { note },
+            ContextReply::Customers(customers) => ReplyBody::Customers { customers },
+            ContextReply::Journey(journey) => ReplyBody::Journey { journey },
+            ContextReply::Lists(lists) => ReplyBody::Lists { lists },
+        }
+    }
 }
 
 /// The body of an error, on the wire and over HTTP.
@@ -192,16 +408,45 @@ pub struct ErrorBody {
     /// The limit broken.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<usize>,
+    /// On `version_conflict`: what to load.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub conflict: Option<Box<Conflict>>,
+}
+
+/// What a `version_conflict` error carries for the caution prompt.
+#[derive(Clone, Debug, Serialize)]
+pub struct Conflict {
+    /// The current record, to load and re-apply on.
+    pub current: Value,
+    /// The current version.
+    pub version: u64,
+    /// Who made the last change.
+    pub changed_by: crate::context::record::Actor,
+    /// When.
+    pub changed_at: crate::clock::Ts,
 }
 
 impl From<&HubError> for ErrorBody {
     fn from(e: &HubError) -> ErrorBody {
-        ErrorBody {
-            code: e.code(),
-            message: e.to_string(),
-            field: e.field().map(str::to_owned),
-            limit: e.limit(),
+        let mut b = ErrorBody::new(e.code(), e.to_string());
+        b.field = e.field().map(str::to_owned);
+        b.limit = e.limit();
+        if let HubError::VersionConflict {
+            version,
+            current,
+            changed_by,
+            changed_at,
+            ..
+        } = e
+        {
+            b.conflict = Some(Box::new(Conflict {
+                current: (**current).clone(),
+                version: *version,
+                changed_by: changed_by.clone(),
+                changed_at: *changed_at,
+            }));
         }
+        b
     }
 }
 
@@ -213,6 +458,7 @@ impl ErrorBody {
             message: message.into(),
             field: None,
             limit: None,
+            conflict: None,
         }
     }
 }
@@ -233,6 +479,8 @@ pub enum ServerMessage<'a> {
         heartbeat_ms: u64,
         /// The agent's state, pending offer and In Progress list.
         agent: &'a AgentView,
+        /// The Open and Recent lists.
+        lists: &'a Lists,
     },
     /// A request succeeded.
     Reply {
@@ -292,6 +540,17 @@ pub enum ServerMessage<'a> {
     QueueChanged {
         /// The new numbers.
         queue: &'a QueueStats,
+    },
+    /// A customer record this agent watches was changed by someone else: the caution
+    /// prompt. `change.record` is the record as it is now.
+    RecordChanged {
+        /// The change.
+        change: &'a RecordChange,
+    },
+    /// This agent's Open or Recent list changed.
+    Lists {
+        /// The lists.
+        lists: &'a Lists,
     },
     /// The hub is about to close this connection, and why.
     Goodbye {

@@ -16,6 +16,7 @@ pub mod view;
 
 use crate::agent::{self, AgentState, Effect, Event, Link, PendingOffer, ReleaseReason};
 use crate::clock::Ts;
+use crate::context::TaskEvent;
 use crate::error::{HubError, OfferEnd};
 use crate::ids::{AgentId, Channel, ConnId, OfferId, QueueId, TaskId};
 use crate::task::{NewTask, Task, TaskState};
@@ -211,6 +212,7 @@ struct Tx {
     queues: BTreeSet<QueueId>,
     earliest_timer: Option<Ts>,
     stats: Stats,
+    task_events: Vec<TaskEvent>,
 }
 
 /// The routing book. See the module documentation.
@@ -444,6 +446,10 @@ impl Book {
                         wrap_up_code,
                     };
                     tx.stats.completed += 1;
+                    tx.task_events.push(TaskEvent::Completed {
+                        task: Box::new(t.clone()),
+                        agent: agent.clone(),
+                    });
                 }
                 self.retire(task_id);
                 self.task_reply(task_id)
@@ -581,6 +587,9 @@ impl Book {
                 reason,
             };
             tx.queues.insert(t.queue.clone());
+            tx.task_events.push(TaskEvent::Cancelled {
+                task: Box::new(t.clone()),
+            });
         }
         tx.stats.cancelled += 1;
         self.retire(task_id);
@@ -665,6 +674,10 @@ impl Book {
                         agent_id: agent_id.clone(),
                         accepted_at: now,
                     };
+                    tx.task_events.push(TaskEvent::Assigned {
+                        task: Box::new(t.clone()),
+                        agent: agent_id.clone(),
+                    });
                 }
             }
             Effect::ArmWrapUp { task_id, until } => {
@@ -1026,6 +1039,7 @@ impl Book {
             mut queues,
             earliest_timer,
             stats,
+            task_events,
             ..
         } = tx;
         let mut changed: Vec<&AgentId> = before
@@ -1051,6 +1065,7 @@ impl Book {
             queues,
             earliest_timer,
             stats,
+            task_events,
         }
     }
 }

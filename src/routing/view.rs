@@ -3,11 +3,14 @@
 
 use crate::agent::Status;
 use crate::clock::Ts;
+use crate::context::record::Activity;
+use crate::context::{ContextReply, Lists, RecordChange, TaskEvent};
 use crate::error::{HubError, OfferEnd};
 use crate::ids::{AgentId, OfferId, QueueId, TaskId};
 use crate::task::Task;
 use serde::Serialize;
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// An offer as the agent sees it: the task and what is known of the customer, so the
@@ -136,6 +139,8 @@ pub enum AgentNotice {
     },
     /// The agent's state changed.
     State(Box<AgentView>),
+    /// The agent's Open or Recent list changed.
+    Lists(Box<Lists>),
 }
 
 /// Why the hub closes an agent's session.
@@ -160,6 +165,13 @@ pub enum Notice {
     },
     /// To every supervisor: an agent's line changed.
     AgentChanged(Box<AgentSummary>),
+    /// A customer-context record changed: to every agent watching it but its author.
+    RecordChanged {
+        /// The watchers.
+        to: Vec<AgentId>,
+        /// The change, serialized once for all of them.
+        change: Arc<RecordChange>,
+    },
     /// Close the agent's session.
     Close {
         /// The agent.
@@ -183,6 +195,15 @@ pub enum Reply {
     },
     /// A task.
     Task(Box<Task>),
+    /// An accepted task and the activity it became.
+    Accepted {
+        /// The task.
+        task: Box<Task>,
+        /// The activity, attached to the customer's request when the customer is known.
+        activity: Option<Box<Activity>>,
+    },
+    /// A customer-context answer.
+    Context(ContextReply),
     /// A task created, or found by its idempotency key (`created` false).
     Created {
         /// The task.
@@ -228,6 +249,8 @@ pub struct Outcome {
     pub earliest_timer: Option<Ts>,
     /// Counts for the metrics.
     pub stats: Stats,
+    /// What happened to tasks, for the customer context to follow.
+    pub task_events: Vec<TaskEvent>,
 }
 
 impl Outcome {
@@ -239,6 +262,7 @@ impl Outcome {
             queues: BTreeSet::new(),
             earliest_timer: None,
             stats: Stats::default(),
+            task_events: Vec::new(),
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The in-memory store: the routing book behind one mutex.
+//! The in-memory store: the routing book and the customer context behind one mutex,
+//! so that an accept and the activity it creates are one atomic step.
 //!
 //! A std mutex, not tokio's: no method holds it across an `.await` (the book never
 //! awaits), and a command takes microseconds, so contention costs less than an async
@@ -6,63 +7,137 @@
 
 use super::Store;
 use crate::clock::Ts;
+use crate::context::{ContextBook, ContextCommand, ContextEffects};
 use crate::error::HubError;
 use crate::ids::{AgentId, QueueId, TaskId};
-use crate::routing::{AgentView, Book, Command, Outcome, QueueStats, Rules, Snapshot};
+use crate::routing::{
+    AgentNotice, AgentView, Book, Command, Notice, Outcome, QueueStats, Reply, Rules, Snapshot,
+};
 use crate::task::Task;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+/// Everything one node keeps when it keeps it alone.
+pub struct State {
+    /// Routing.
+    pub book: Book,
+    /// Customer context.
+    pub context: ContextBook,
+}
+
+impl State {
+    /// A routing command, then what the context makes of its task events.
+    pub fn execute(&mut self, cmd: Command, now: Ts) -> Outcome {
+        let accept = matches!(cmd, Command::Accept { .. });
+        let mut o = self.book.execute(cmd, now);
+        let mut fx = ContextEffects::default();
+        for ev in std::mem::take(&mut o.task_events) {
+            self.context.task_event(ev, now, &mut fx);
+        }
+        if accept {
+            if let Ok(Reply::Task(task)) = &o.reply {
+                let activity = self
+                    .context
+                    .activity_of_task(task.task_id)
+                    .map(|a| Box::new(a.clone()));
+                o.reply = Ok(Reply::Accepted {
+                    task: task.clone(),
+                    activity,
+                });
+            }
+        }
+        self.context_notices(&mut o, fx);
+        o
+    }
+
+    /// A customer-context command.
+    pub fn context(&mut self, cmd: ContextCommand, now: Ts) -> Outcome {
+        let mut fx = ContextEffects::default();
+        let reply = self.context.execute(cmd, now, &mut fx);
+        let mut o = Outcome::err(HubError::StoreUnavailable(String::new()));
+        o.reply = reply.map(Reply::Context);
+        self.context_notices(&mut o, fx);
+        o
+    }
+
+    fn context_notices(&self, o: &mut Outcome, fx: ContextEffects) {
+        for (change, to) in fx.changes {
+            o.notices.push(Notice::RecordChanged { to, change });
+        }
+        for agent_id in fx.lists_changed {
+            let lists = self.context.lists(&agent_id);
+            o.notices.push(Notice::ToAgent {
+                agent_id,
+                notice: AgentNotice::Lists(Box::new(lists)),
+            });
+        }
+    }
+}
+
 /// The default store: state in this process only.
 pub struct MemoryStore {
-    book: Mutex<Book>,
+    state: Mutex<State>,
 }
 
 impl MemoryStore {
     /// A store with the configured agents and queues.
     pub fn new(rules: Arc<Rules>, now: Ts) -> MemoryStore {
         MemoryStore {
-            book: Mutex::new(Book::new(rules, now)),
+            state: Mutex::new(State {
+                book: Book::new(rules, now),
+                context: ContextBook::new(),
+            }),
         }
     }
 
-    fn book(&self) -> MutexGuard<'_, Book> {
-        // The book never panics half-way through a change on purpose; if it ever did,
+    fn state(&self) -> MutexGuard<'_, State> {
+        // The books never panic half-way through a change on purpose; if one ever did,
         // carrying on with its state beats taking the whole hub down.
-        self.book.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 #[async_trait::async_trait]
 impl Store for MemoryStore {
     async fn execute(&self, cmd: Command, now: Ts) -> Result<Outcome, HubError> {
-        Ok(self.book().execute(cmd, now))
+        Ok(self.state().execute(cmd, now))
+    }
+
+    async fn context(&self, cmd: ContextCommand, now: Ts) -> Result<Outcome, HubError> {
+        Ok(self.state().context(cmd, now))
     }
 
     async fn expire_due(&self, now: Ts) -> Result<Outcome, HubError> {
-        Ok(self.book().expire_due(now))
+        let mut st = self.state();
+        let mut o = st.book.expire_due(now);
+        let mut fx = ContextEffects::default();
+        for ev in std::mem::take(&mut o.task_events) {
+            st.context.task_event(ev, now, &mut fx);
+        }
+        st.context_notices(&mut o, fx);
+        Ok(o)
     }
 
     async fn next_deadline(&self) -> Result<Option<Ts>, HubError> {
-        Ok(self.book().next_deadline())
+        Ok(self.state().book.next_deadline())
     }
 
     async fn agent_view(&self, agent: &AgentId) -> Result<Option<AgentView>, HubError> {
-        Ok(self.book().agent_view(agent))
+        Ok(self.state().book.agent_view(agent))
     }
 
     async fn task(&self, id: TaskId) -> Result<Option<Task>, HubError> {
-        Ok(self.book().task(id).cloned())
+        Ok(self.state().book.task(id).cloned())
     }
 
     async fn snapshot(&self, now: Ts) -> Result<Snapshot, HubError> {
-        Ok(self.book().snapshot(now))
+        Ok(self.state().book.snapshot(now))
     }
 
     async fn queue_stats(&self, queues: &[QueueId], now: Ts) -> Result<Vec<QueueStats>, HubError> {
-        let book = self.book();
+        let st = self.state();
         Ok(queues
             .iter()
-            .filter_map(|q| book.queue_stats(q, now))
+            .filter_map(|q| st.book.queue_stats(q, now))
             .collect())
     }
 

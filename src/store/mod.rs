@@ -11,6 +11,7 @@
 pub mod memory;
 
 use crate::clock::Ts;
+use crate::context::ContextCommand;
 use crate::error::HubError;
 use crate::ids::{AgentId, QueueId, TaskId};
 use crate::routing::{AgentView, Command, Outcome, QueueStats, Snapshot};
@@ -21,8 +22,12 @@ use crate::task::Task;
 /// `reply` is the error.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Carries out one command atomically at `now`.
+    /// Carries out one routing command atomically at `now`. An accepted task becomes an
+    /// activity of its customer in the same atomic step.
     async fn execute(&self, cmd: Command, now: Ts) -> Result<Outcome, HubError>;
+    /// Carries out one customer-context command atomically at `now`; the reply is a
+    /// [`Reply::Context`](crate::routing::Reply::Context).
+    async fn context(&self, cmd: ContextCommand, now: Ts) -> Result<Outcome, HubError>;
     /// Fires every timer due at `now` (offer expiry, reconnect grace, wrap-up). Each
     /// fires exactly once, whichever node asks.
     async fn expire_due(&self, now: Ts) -> Result<Outcome, HubError>;

@@ -7,9 +7,12 @@
 
 use super::rate::RateLimit;
 use crate::auth::Claims;
+use crate::context::record::Actor;
+use crate::context::{CloseChoice, ContextCommand, ContextReply, Lists};
 use crate::error::{ErrorCode, HubError};
 use crate::hub::{Hub, Outbound, SessionHandle};
 use crate::ids::{AgentId, ConnId};
+use crate::protocol::CloseChoiceName;
 use crate::protocol::{
     BadFrame, ClientMessage, ErrorBody, ReplyBody, RequestedState, SUBPROTOCOL, ServerMessage,
     error_text, parse_client,
@@ -242,6 +245,18 @@ pub async fn run_agent(hub: Arc<Hub>, ws: WebSocket, profile: Arc<Profile>) {
                 conn: conn_id,
             })
             .await;
+        let lists = match hub
+            .context(ContextCommand::Lists {
+                agent: agent.clone(),
+            })
+            .await
+        {
+            Ok(Reply::Context(ContextReply::Lists(l))) => *l,
+            _ => Lists {
+                open: Vec::new(),
+                recent: Vec::new(),
+            },
+        };
         match connected {
             Ok(Reply::Agent { view, resumed }) => {
                 tracing::info!(resumed, status = ?view.status, "agent connected");
@@ -252,6 +267,7 @@ pub async fn run_agent(hub: Arc<Hub>, ws: WebSocket, profile: Arc<Profile>) {
                     resumed,
                     heartbeat_ms: hub.config.limits.ping_interval_ms,
                     agent: &view,
+                    lists: &lists,
                 }
                 .to_text();
                 c.send_text(text).await;
@@ -369,15 +385,165 @@ async fn agent_request(
                 "this request is for supervisors",
             ));
         }
+        other => {
+            let cmd = context_command(&agent, other)?;
+            return reply_body(hub.context(cmd).await);
+        }
     };
     reply_body(hub.execute(cmd).await)
+}
+
+/// The customer-context requests of an agent desktop.
+fn context_command(agent: &AgentId, m: ClientMessage) -> Result<ContextCommand, ErrorBody> {
+    let by = Actor::agent(agent);
+    let agent = agent.clone();
+    Ok(match m {
+        ClientMessage::GetLists {} => ContextCommand::Lists { agent },
+        ClientMessage::SearchCustomers { query, limit } => {
+            crate::task::check_text("query", &query).map_err(|e| hub_error(&e))?;
+            ContextCommand::Search {
+                query,
+                limit: limit.unwrap_or(20),
+            }
+        }
+        ClientMessage::GetCustomer { customer_id } => {
+            ContextCommand::GetCustomer { by, customer_id }
+        }
+        ClientMessage::UnwatchCustomer { customer_id } => {
+            ContextCommand::Unwatch { agent, customer_id }
+        }
+        ClientMessage::GetRequest { request_id } => ContextCommand::GetRequest { request_id },
+        ClientMessage::GetActivity { activity_id } => ContextCommand::GetActivity { activity_id },
+        ClientMessage::CreateCustomer {
+            customer,
+            activity_id,
+        } => ContextCommand::CreateCustomer {
+            by,
+            fields: customer,
+            activity_id,
+        },
+        ClientMessage::UpdateCustomer {
+            customer_id,
+            base_version,
+            changes,
+        } => ContextCommand::UpdateCustomer {
+            by,
+            customer_id,
+            base_version,
+            changes,
+        },
+        ClientMessage::LinkActivity {
+            activity_id,
+            customer_id,
+        } => ContextCommand::LinkActivity {
+            by,
+            activity_id,
+            customer_id,
+        },
+        ClientMessage::CreateRequest {
+            customer_id,
+            title,
+            description,
+        } => ContextCommand::CreateRequest {
+            by,
+            customer_id,
+            title,
+            description,
+        },
+        ClientMessage::UpdateRequest {
+            request_id,
+            base_version,
+            title,
+            description,
+            state,
+        } => ContextCommand::UpdateRequest {
+            by,
+            request_id,
+            base_version,
+            title,
+            description,
+            state,
+        },
+        ClientMessage::UpdateActivity {
+            activity_id,
+            base_version,
+            notes,
+            tags,
+        } => ContextCommand::UpdateActivity {
+            by,
+            activity_id,
+            base_version,
+            notes,
+            tags,
+        },
+        ClientMessage::AddNote {
+            customer_id,
+            request_id,
+            text,
+        } => ContextCommand::AddNote {
+            by,
+            customer_id,
+            request_id,
+            text,
+        },
+        ClientMessage::GetJourney {
+            customer_id,
+            request_id,
+            limit,
+        } => ContextCommand::Journey {
+            customer_id,
+            request_id,
+            limit: limit.unwrap_or(100).clamp(1, 1000),
+        },
+        ClientMessage::CloseInteraction {
+            activity_id,
+            choice,
+            customer,
+        } => {
+            let choice = match (choice, customer) {
+                (None, None) => None,
+                (Some(CloseChoiceName::Create), c) => Some(CloseChoice::Create {
+                    customer: c.unwrap_or_default(),
+                }),
+                (Some(CloseChoiceName::Discard), None) => Some(CloseChoice::Discard {}),
+                (_, Some(_)) => {
+                    return Err(hub_error(&HubError::invalid(
+                        "customer",
+                        "goes with choice: create only",
+                    )));
+                }
+            };
+            ContextCommand::CloseInteraction {
+                agent,
+                activity_id,
+                choice,
+            }
+        }
+        ClientMessage::ReopenCustomer { customer_id } => {
+            ContextCommand::ReopenCustomer { agent, customer_id }
+        }
+        ClientMessage::CloseCustomer { customer_id } => {
+            ContextCommand::CloseCustomer { agent, customer_id }
+        }
+        _ => {
+            return Err(ErrorBody::new(
+                ErrorCode::Forbidden,
+                "not a request for agents",
+            ));
+        }
+    })
 }
 
 fn reply_body(r: Result<Reply, HubError>) -> Result<ReplyBody, ErrorBody> {
     match r {
         Ok(Reply::Done) => Ok(ReplyBody::Empty {}),
         Ok(Reply::Agent { view, .. }) => Ok(ReplyBody::Agent { agent: view }),
-        Ok(Reply::Task(task)) | Ok(Reply::Created { task, .. }) => Ok(ReplyBody::Task { task }),
+        Ok(Reply::Task(task)) | Ok(Reply::Created { task, .. }) => Ok(ReplyBody::Task {
+            task,
+            activity: None,
+        }),
+        Ok(Reply::Accepted { task, activity }) => Ok(ReplyBody::Task { task, activity }),
+        Ok(Reply::Context(c)) => Ok(ReplyBody::from(c)),
         Err(e) => Err(hub_error(&e)),
     }
 }
@@ -473,12 +639,7 @@ async fn supervisor_request(
                 agent: AgentId::from(agent_id.as_str()),
             }
         }
-        ClientMessage::GetState {}
-        | ClientMessage::SetState { .. }
-        | ClientMessage::Accept { .. }
-        | ClientMessage::Decline { .. }
-        | ClientMessage::Complete { .. }
-        | ClientMessage::Logout {} => {
+        _ => {
             return Err(ErrorBody::new(
                 ErrorCode::Forbidden,
                 "this request is for agents",

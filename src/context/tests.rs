@@ -1,0 +1,439 @@
+//! The customer-context rules, on the pure book with explicit time.
+
+use super::*;
+use crate::ids::{Channel, QueueId, TaskId};
+use crate::task::{CustomerIdentity, TaskState};
+
+const T0: Ts = Ts(1_700_000_000_000_000);
+
+fn at(ms: u64) -> Ts {
+    Ts(T0.0 + ms * 1000)
+}
+
+fn task(phone: Option<&str>, email: Option<&str>) -> Task {
+    Task {
+        task_id: TaskId::new(),
+        channel: Channel::Voice,
+        queue: QueueId::from("support"),
+        priority: 0,
+        skills: vec!["pt".into()],
+        customer: CustomerIdentity {
+            phone: phone.map(str::to_owned),
+            email: email.map(str::to_owned),
+            chat_handle: None,
+            name: None,
+        },
+        attributes: serde_json::json!({"survey": {"motivo": "fatura"}})
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+        created_at: T0,
+        state: TaskState::Queued,
+        offers: 1,
+        idempotency_key: None,
+        seq: 1,
+        excluded: vec![],
+    }
+}
+
+fn agent(id: &str) -> AgentId {
+    AgentId::from(id)
+}
+
+fn integration() -> Actor {
+    Actor {
+        id: "crm".into(),
+        role: Role::Integration,
+    }
+}
+
+fn accept(b: &mut ContextBook, t: &Task, who: &str, now: Ts) -> (Activity, ContextEffects) {
+    let mut fx = ContextEffects::default();
+    let a = b
+        .task_event(
+            TaskEvent::Assigned {
+                task: Box::new(t.clone()),
+                agent: agent(who),
+            },
+            now,
+            &mut fx,
+        )
+        .expect("an activity");
+    (a, fx)
+}
+
+fn run(
+    b: &mut ContextBook,
+    cmd: ContextCommand,
+    now: Ts,
+) -> (Result<ContextReply, HubError>, ContextEffects) {
+    let mut fx = ContextEffects::default();
+    let r = b.execute(cmd, now, &mut fx);
+    (r, fx)
+}
+
+fn customer(b: &mut ContextBook, name: &str, phone: &str, email: &str) -> CustomerId {
+    let (r, _) = run(
+        b,
+        ContextCommand::CreateCustomer {
+            by: integration(),
+            fields: CustomerFields {
+                name: Some(name.into()),
+                phones: Some(vec![phone.into()]),
+                emails: Some(vec![email.into()]),
+                ..Default::default()
+            },
+            activity_id: None,
+        },
+        T0,
+    );
+    match r {
+        Ok(ContextReply::Customer(v)) => v.customer.customer_id,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn accept_attaches_to_the_most_recent_open_request_or_opens_one() {
+    let mut b = ContextBook::new();
+    let c = customer(
+        &mut b,
+        "João Gonçalves",
+        "+351 912 345 678",
+        "joao@example.pt",
+    );
+    // No request yet: a new one is opened.
+    let (a1, _) = accept(&mut b, &task(Some("351912345678"), None), "ana", at(1));
+    assert_eq!(a1.customer_id, Some(c));
+    let r1 = a1.request_id.expect("a request");
+    assert_eq!(a1.summary.wait_ms, 1);
+    assert_eq!(a1.summary.attributes["survey"]["motivo"], "fatura");
+    // The same customer by email: the open request is reused.
+    let (a2, _) = accept(&mut b, &task(None, Some("JOAO@example.pt")), "bo", at(2));
+    assert_eq!(a2.request_id, Some(r1));
+    // Close it; a later one opens a new request.
+    let (r, _) = run(
+        &mut b,
+        ContextCommand::UpdateRequest {
+            by: integration(),
+            request_id: r1,
+            base_version: 1,
+            title: None,
+            description: None,
+            state: Some(RequestState::Closed),
+        },
+        at(3),
+    );
+    match r {
+        Ok(ContextReply::Request(req)) => {
+            assert_eq!(req.state, RequestState::Closed);
+            assert_eq!(req.closed_at, Some(at(3)));
+        }
+        other => panic!("{other:?}"),
+    }
+    let (a3, _) = accept(&mut b, &task(Some("+351 912 345 678"), None), "ana", at(4));
+    assert_ne!(a3.request_id, Some(r1));
+    assert!(a3.request_id.is_some());
+}
+
+#[test]
+fn an_unknown_caller_needs_a_choice_to_close() {
+    let mut b = ContextBook::new();
+    let (a, fx) = accept(&mut b, &task(Some("+46 70 123 45 67"), None), "bo", at(1));
+    assert_eq!(a.customer_id, None);
+    assert!(fx.lists_changed.contains(&agent("bo")));
+    assert_eq!(b.lists(&agent("bo")).open.len(), 1);
+    let close = |choice| ContextCommand::CloseInteraction {
+        agent: agent("bo"),
+        activity_id: a.activity_id,
+        choice,
+    };
+    let (r, _) = run(&mut b, close(None), at(2));
+    assert_eq!(r.err(), Some(HubError::CustomerChoiceRequired));
+    // Create: the identity from intake starts the record.
+    let (r, _) = run(
+        &mut b,
+        close(Some(CloseChoice::Create {
+            customer: CustomerFields {
+                name: Some("Åsa Öberg".into()),
+                ..Default::default()
+            },
+        })),
+        at(3),
+    );
+    let a = match r {
+        Ok(ContextReply::Activity(a)) => a,
+        other => panic!("{other:?}"),
+    };
+    let c = a.customer_id.expect("linked");
+    assert!(a.ended_at.is_some());
+    let found = b.search("asa oberg", 10);
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].customer_id, c);
+    assert_eq!(found[0].phones, vec!["+46 70 123 45 67".to_owned()]);
+    // Now in Recent, not Open.
+    let l = b.lists(&agent("bo"));
+    assert!(l.open.is_empty());
+    assert_eq!(l.recent[0].customer_id, c);
+}
+
+#[test]
+fn discard_closes_without_a_customer_and_link_attaches_to_an_existing_one() {
+    let mut b = ContextBook::new();
+    let (a, _) = accept(&mut b, &task(None, None), "bo", at(1));
+    let (r, _) = run(
+        &mut b,
+        ContextCommand::CloseInteraction {
+            agent: agent("bo"),
+            activity_id: a.activity_id,
+            choice: Some(CloseChoice::Discard {}),
+        },
+        at(2),
+    );
+    assert!(r.is_ok());
+    assert!(b.lists(&agent("bo")).recent.is_empty());
+    // Link.
+    let c = customer(
+        &mut b,
+        "Đorđe Đorđević",
+        "+381 64 111 2222",
+        "dj@example.rs",
+    );
+    let (a, _) = accept(&mut b, &task(None, None), "bo", at(3));
+    let (r, _) = run(
+        &mut b,
+        ContextCommand::LinkActivity {
+            by: Actor::agent(&agent("bo")),
+            activity_id: a.activity_id,
+            customer_id: c,
+        },
+        at(4),
+    );
+    match r {
+        Ok(ContextReply::Activity(a)) => {
+            assert_eq!(a.customer_id, Some(c));
+            assert!(a.request_id.is_some());
+            assert_eq!(a.stamp.version, 2);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Someone else's interaction cannot be linked.
+    let (a2, _) = accept(&mut b, &task(None, None), "ana", at(5));
+    let (r, _) = run(
+        &mut b,
+        ContextCommand::LinkActivity {
+            by: Actor::agent(&agent("bo")),
+            activity_id: a2.activity_id,
+            customer_id: c,
+        },
+        at(6),
+    );
+    assert_eq!(r.err(), Some(HubError::RecordNotOpen));
+}
+
+#[test]
+fn a_stale_update_conflicts_with_the_current_record_and_who_changed_it() {
+    let mut b = ContextBook::new();
+    let c = customer(
+        &mut b,
+        "Giulia Ricci",
+        "+39 333 1234567",
+        "giulia@example.it",
+    );
+    accept(&mut b, &task(Some("+39 333 1234567"), None), "ana", at(1));
+    accept(&mut b, &task(Some("+39 333 1234567"), None), "bo", at(2));
+    let upd = |who: &str, base, name: &str| ContextCommand::UpdateCustomer {
+        by: Actor::agent(&agent(who)),
+        customer_id: c,
+        base_version: base,
+        changes: CustomerFields {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+    };
+    let (r, fx) = run(&mut b, upd("ana", 1, "Giulia Ricci Bianchi"), at(3));
+    assert!(r.is_ok());
+    // bo watches the customer and is told; ana, the author, is not.
+    assert_eq!(fx.changes.len(), 1);
+    assert_eq!(fx.changes[0].1, vec![agent("bo")]);
+    assert_eq!(fx.changes[0].0.version, 2);
+    let (r, _) = run(&mut b, upd("bo", 1, "Giulia R."), at(4));
+    match r {
+        Err(HubError::VersionConflict {
+            expected,
+            version,
+            current,
+            changed_by,
+            changed_at,
+        }) => {
+            assert_eq!((expected, version), (1, 2));
+            assert_eq!(current["name"], "Giulia Ricci Bianchi");
+            assert_eq!(changed_by.id, "ana");
+            assert_eq!(changed_at, at(3));
+        }
+        other => panic!("{other:?}"),
+    }
+    // Re-applied on the current version, it goes through.
+    let (r, _) = run(&mut b, upd("bo", 2, "Giulia R."), at(5));
+    assert!(r.is_ok());
+}
+
+#[test]
+fn agents_edit_only_what_they_have_open_and_can_reopen_from_recent() {
+    let mut b = ContextBook::new();
+    let c = customer(&mut b, "Niccolò Bruno", "+39 06 1234", "nb@example.it");
+    let upd = |base| ContextCommand::UpdateCustomer {
+        by: Actor::agent(&agent("ana")),
+        customer_id: c,
+        base_version: base,
+        changes: CustomerFields {
+            fields: Some(
+                serde_json::json!({"piano": "gold"})
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default(),
+            ),
+            ..Default::default()
+        },
+    };
+    let (r, _) = run(&mut b, upd(1), at(1));
+    assert_eq!(r.err(), Some(HubError::RecordNotOpen));
+    let (r, _) = run(
+        &mut b,
+        ContextCommand::ReopenCustomer {
+            agent: agent("ana"),
+            customer_id: c,
+        },
+        at(2),
+    );
+    assert!(r.is_ok());
+    let (r, _) = run(&mut b, upd(1), at(3));
+    assert!(r.is_ok(), "{r:?}");
+    let (r, _) = run(
+        &mut b,
+        ContextCommand::CloseCustomer {
+            agent: agent("ana"),
+            customer_id: c,
+        },
+        at(4),
+    );
+    assert!(r.is_ok());
+    assert_eq!(b.lists(&agent("ana")).recent[0].customer_id, c);
+    let (r, _) = run(&mut b, upd(2), at(5));
+    assert_eq!(r.err(), Some(HubError::RecordNotOpen));
+}
+
+#[test]
+fn tags_are_unique_per_activity_and_limits_are_in_characters() {
+    let mut b = ContextBook::new();
+    let (a, _) = accept(&mut b, &task(None, None), "bo", at(1));
+    let upd =
+        |base, notes: Option<String>, tags: Option<Vec<String>>| ContextCommand::UpdateActivity {
+            by: Actor::agent(&agent("bo")),
+            activity_id: a.activity_id,
+            base_version: base,
+            notes,
+            tags,
+        };
+    let (r, _) = run(
+        &mut b,
+        upd(1, None, Some(vec!["Faktura".into(), "faktura ".into()])),
+        at(2),
+    );
+    assert!(matches!(r, Err(HubError::DuplicateTag { .. })));
+    let (r, _) = run(&mut b, upd(1, Some("č".repeat(2001)), None), at(2));
+    assert!(matches!(r, Err(HubError::TooLong { limit: 2000, .. })));
+    let (r, _) = run(
+        &mut b,
+        upd(
+            1,
+            Some("č".repeat(2000)),
+            Some(vec![" återbetalning ".into(), "🙂".repeat(50)]),
+        ),
+        at(3),
+    );
+    match r {
+        Ok(ContextReply::Activity(a)) => {
+            assert_eq!(a.tags[0], "återbetalning");
+            assert_eq!(a.stamp.version, 2);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn the_journey_is_time_ordered_and_can_be_narrowed_to_a_request() {
+    let mut b = ContextBook::new();
+    let c = customer(&mut b, "Ana Lima", "+55 11 99999 0000", "ana@example.br");
+    let (a, _) = accept(&mut b, &task(Some("+55 11 99999 0000"), None), "ana", at(1));
+    let r1 = a.request_id.expect("request");
+    let (r, _) = run(
+        &mut b,
+        ContextCommand::CreateRequest {
+            by: Actor::agent(&agent("ana")),
+            customer_id: c,
+            title: "Troca de endereço".into(),
+            description: String::new(),
+        },
+        at(2),
+    );
+    let r2 = match r {
+        Ok(ContextReply::Request(r)) => r.request_id,
+        other => panic!("{other:?}"),
+    };
+    run(
+        &mut b,
+        ContextCommand::AddNote {
+            by: Actor::agent(&agent("ana")),
+            customer_id: c,
+            request_id: Some(r1),
+            text: "Cliente pediu retorno amanhã".into(),
+        },
+        at(3),
+    )
+    .0
+    .expect("note");
+    let (r, _) = run(
+        &mut b,
+        ContextCommand::Journey {
+            customer_id: c,
+            request_id: None,
+            limit: 100,
+        },
+        at(4),
+    );
+    let all = match r {
+        Ok(ContextReply::Journey(j)) => j,
+        other => panic!("{other:?}"),
+    };
+    let kinds: Vec<JourneyKind> = all.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            JourneyKind::CustomerCreated,
+            JourneyKind::RequestOpened,
+            JourneyKind::ActivityStarted,
+            JourneyKind::RequestOpened,
+            JourneyKind::Note,
+        ]
+    );
+    assert!(all.windows(2).all(|w| w[0].at <= w[1].at));
+    let (r, _) = run(
+        &mut b,
+        ContextCommand::Journey {
+            customer_id: c,
+            request_id: Some(r2),
+            limit: 100,
+        },
+        at(5),
+    );
+    match r {
+        Ok(ContextReply::Journey(j)) => {
+            assert_eq!(j.len(), 1);
+            assert_eq!(j[0].kind, JourneyKind::RequestOpened);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Search by request title, without accents.
+    assert_eq!(b.search("endereco", 5).len(), 1);
+}
