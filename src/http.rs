@@ -148,7 +148,7 @@ async fn create_task(
     match hub.execute(Command::CreateTask(Box::new(new))).await? {
         Reply::Created { task, created } => {
             if created {
-                tracing::info!(task_id = %task.task_id, queue = %task.queue, channel = %task.channel, "task created");
+                tracing::debug!(task_id = %task.task_id, queue = %task.queue, channel = %task.channel, "task created");
             }
             let status = if created {
                 StatusCode::CREATED

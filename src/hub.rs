@@ -170,7 +170,7 @@ impl Hub {
     fn deliver(&self, agent_id: &AgentId, notice: AgentNotice) {
         let out = match &notice {
             AgentNotice::Offer(offer) => {
-                tracing::info!(%agent_id, task_id = %offer.task.task_id, offer_id = %offer.offer_id, "offer");
+                tracing::debug!(%agent_id, task_id = %offer.task.task_id, offer_id = %offer.offer_id, "offer");
                 Outbound::Text(ServerMessage::Offer { offer }.to_text().into())
             }
             AgentNotice::OfferEnded {
@@ -199,9 +199,6 @@ impl Hub {
                     .to_text()
                     .into(),
                 )
-            }
-            AgentNotice::Lists(lists) => {
-                Outbound::Text(ServerMessage::Lists { lists }.to_text().into())
             }
             AgentNotice::State(view) => {
                 tracing::debug!(%agent_id, status = ?view.status, "state");

@@ -128,8 +128,11 @@ fn init_logs(json: bool) {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
+    use std::io::IsTerminal;
     use tracing_subscriber::prelude::*;
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none());
     if json {
         tracing_subscriber::registry()
             .with(fmt.json().with_filter(filter))

@@ -547,11 +547,6 @@ pub enum ServerMessage<'a> {
         /// The change.
         change: &'a RecordChange,
     },
-    /// This agent's Open or Recent list changed.
-    Lists {
-        /// The lists.
-        lists: &'a Lists,
-    },
     /// The hub is about to close this connection, and why.
     Goodbye {
         /// `replaced`, `logged_out`, `logged_out_by_supervisor`, `shutting_down`,

@@ -54,7 +54,7 @@ async fn accept_attaches_to_the_most_recent_open_request_or_opens_one() {
         "/faq/refunds"
     );
     // The customer moved to the Open list.
-    let lists = ana.expect("lists").await;
+    let lists = ana.ok(json!({"type": "get_lists"})).await;
     assert_eq!(
         lists["lists"]["open"][0]["customer"]["customer_id"],
         c["customer_id"]
@@ -118,7 +118,7 @@ async fn an_unknown_caller_is_linked_or_created_and_a_bare_close_is_refused() {
     // Unknown number: an interaction without a customer.
     let (task, a) = call_from(&hub, &mut bo, "+46 70 000 00 01").await;
     assert!(a["customer_id"].is_null());
-    let lists = bo.expect("lists").await;
+    let lists = bo.ok(json!({"type": "get_lists"})).await;
     assert!(lists["lists"]["open"][0]["customer"].is_null());
     bo.err(
         json!({"type": "close_interaction", "activity_id": a["activity_id"]}),

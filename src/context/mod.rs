@@ -322,8 +322,6 @@ pub enum ContextReply {
 pub struct ContextEffects {
     /// Changes to push: the change and who watches it (the author excluded).
     pub changes: Vec<(Arc<RecordChange>, Vec<AgentId>)>,
-    /// Agents whose Open or Recent list changed.
-    pub lists_changed: BTreeSet<AgentId>,
 }
 
 /// A routing event the context follows.
@@ -456,13 +454,10 @@ impl ContextBook {
         now: Ts,
         fx: &mut ContextEffects,
     ) -> Activity {
-        if let Some(a) = self
-            .by_task
-            .get(&task.task_id)
-            .and_then(|id| self.activities.get(id))
-        {
-            // A task re-accepted after its first agent went away keeps its activity.
-            return a.clone();
+        if let Some(aid) = self.by_task.get(&task.task_id).copied() {
+            // A task re-accepted after its first agent went away keeps its activity,
+            // which moves to the new agent's Open list.
+            return self.transfer(aid, agent, now, fx);
         }
         let by = Actor::agent(agent);
         let id = &task.customer;
@@ -500,7 +495,6 @@ impl ContextBook {
         self.by_task.insert(task.task_id, aid);
         self.activities.insert(aid, activity);
         self.desks.entry(agent.clone()).or_default().open.push(aid);
-        fx.lists_changed.insert(agent.clone());
         match customer_id {
             Some(c) => {
                 self.link(aid, c, true, &by, now, fx);
@@ -513,6 +507,36 @@ impl ContextBook {
             .get(&aid)
             .cloned()
             .unwrap_or_else(|| unreachable!("just inserted"))
+    }
+
+    fn transfer(
+        &mut self,
+        aid: ActivityId,
+        agent: &AgentId,
+        now: Ts,
+        fx: &mut ContextEffects,
+    ) -> Activity {
+        let by = Actor::agent(agent);
+        let Some(a) = self.activities.get_mut(&aid) else {
+            unreachable!("by_task names only existing activities")
+        };
+        let old = std::mem::replace(&mut a.agent_id, agent.clone());
+        a.ended_at = None;
+        a.stamp.bump(&by, now);
+        let topic = a.customer_id.map_or(Topic::Activity(aid), Topic::Customer);
+        if let Some(d) = self.desks.get_mut(&old) {
+            d.open.retain(|x| *x != aid);
+        }
+        let desk = self.desks.entry(agent.clone()).or_default();
+        if !desk.open.contains(&aid) {
+            desk.open.push(aid);
+        }
+        self.watch(topic, agent);
+        self.changed_activity(aid, &by, now, fx);
+        self.activities
+            .get(&aid)
+            .cloned()
+            .unwrap_or_else(|| unreachable!("present"))
     }
 
     /// Links an activity to a customer: the most recent open request, or a new one.
@@ -702,7 +726,6 @@ impl ContextBook {
                     return Err(HubError::CustomerNotFound(customer_id));
                 }
                 self.link(activity_id, customer_id, false, &by, now, fx);
-                self.lists_changed_for(activity_id, fx);
                 self.activity_reply(activity_id)
             }
             ContextCommand::CreateRequest {
@@ -861,16 +884,13 @@ impl ContextBook {
                         text: Some(text),
                     },
                 );
-                let change = RecordChange {
-                    kind: RecordKind::Note,
-                    id: note.note_id.to_string(),
-                    customer_id: Some(customer_id),
-                    version: 1,
-                    changed_by: by.clone(),
-                    changed_at: now,
-                    record: serde_json::to_value(&note).unwrap_or(Value::Null),
-                };
-                self.push_change(Topic::Customer(customer_id), change, &by, fx);
+                let head = (
+                    RecordKind::Note,
+                    note.note_id.to_string(),
+                    Some(customer_id),
+                    1,
+                );
+                self.push_change(Topic::Customer(customer_id), head, &note, &by, now, fx);
                 Ok(ContextReply::Note(Box::new(note)))
             }
             ContextCommand::Journey {
@@ -930,7 +950,6 @@ impl ContextBook {
                     desk.reopened.push((customer_id, now));
                 }
                 self.watch(Topic::Customer(customer_id), &agent);
-                fx.lists_changed.insert(agent);
                 Ok(ContextReply::Customer(Box::new(
                     self.customer_view(customer_id)?,
                 )))
@@ -946,7 +965,6 @@ impl ContextBook {
                 if !self.is_open_for(&agent, customer_id) {
                     self.unwatch(Topic::Customer(customer_id), &agent);
                 }
-                fx.lists_changed.insert(agent);
                 Ok(ContextReply::Done)
             }
             ContextCommand::Lists { agent } => {
@@ -1006,7 +1024,6 @@ impl ContextBook {
         self.changed_customer(cid, by, now, fx);
         if let Some(aid) = activity_id {
             self.link(aid, cid, false, by, now, fx);
-            self.lists_changed_for(aid, fx);
         }
         Ok(cid)
     }
@@ -1030,7 +1047,6 @@ impl ContextBook {
         if let Some(c) = customer {
             push_recent(desk, c);
         }
-        fx.lists_changed.insert(agent.clone());
         if let Some(c) = customer {
             self.journey(
                 c,
@@ -1050,12 +1066,6 @@ impl ContextBook {
             Some(c) if !self.is_open_for(agent, c) => self.unwatch(Topic::Customer(c), agent),
             Some(_) => {}
             None => self.unwatch(Topic::Activity(aid), agent),
-        }
-    }
-
-    fn lists_changed_for(&self, aid: ActivityId, fx: &mut ContextEffects) {
-        if let Some(a) = self.activities.get(&aid) {
-            fx.lists_changed.insert(a.agent_id.clone());
         }
     }
 
@@ -1263,51 +1273,71 @@ impl ContextBook {
         );
     }
 
-    fn push_change(&self, topic: Topic, change: RecordChange, by: &Actor, fx: &mut ContextEffects) {
+    /// Who must hear of a change: the topic's watchers but the author.
+    fn audience(&self, topic: Topic, by: &Actor) -> Vec<AgentId> {
         let author = by.agent_id();
-        let to: Vec<AgentId> = self
-            .watchers
+        self.watchers
             .get(&topic)
             .into_iter()
             .flatten()
             .filter(|a| Some(*a) != author.as_ref())
             .cloned()
-            .collect();
-        if !to.is_empty() {
-            fx.changes.push((Arc::new(change), to));
+            .collect()
+    }
+
+    /// Queues a change for its audience. The record is serialized only when somebody
+    /// listens: most changes (an agent editing its own interaction) have nobody.
+    fn push_change<T: Serialize>(
+        &self,
+        topic: Topic,
+        head: (RecordKind, String, Option<CustomerId>, u64),
+        record: &T,
+        by: &Actor,
+        now: Ts,
+        fx: &mut ContextEffects,
+    ) {
+        let to = self.audience(topic, by);
+        if to.is_empty() {
+            return;
         }
+        let (kind, id, customer_id, version) = head;
+        let change = RecordChange {
+            kind,
+            id,
+            customer_id,
+            version,
+            changed_by: by.clone(),
+            changed_at: now,
+            record: serde_json::to_value(record).unwrap_or(Value::Null),
+        };
+        fx.changes.push((Arc::new(change), to));
     }
 
     fn changed_customer(&self, c: CustomerId, by: &Actor, now: Ts, fx: &mut ContextEffects) {
         let Some(rec) = self.customers.get(&c) else {
             return;
         };
-        let change = RecordChange {
-            kind: RecordKind::Customer,
-            id: c.to_string(),
-            customer_id: Some(c),
-            version: rec.stamp.version,
-            changed_by: by.clone(),
-            changed_at: now,
-            record: serde_json::to_value(rec).unwrap_or(Value::Null),
-        };
-        self.push_change(Topic::Customer(c), change, by, fx);
+        let head = (
+            RecordKind::Customer,
+            c.to_string(),
+            Some(c),
+            rec.stamp.version,
+        );
+        self.push_change(Topic::Customer(c), head, rec, by, now, fx);
     }
 
     fn changed_request(&self, r: RequestId, by: &Actor, now: Ts, fx: &mut ContextEffects) {
         let Some(rec) = self.requests.get(&r) else {
             return;
         };
-        let change = RecordChange {
-            kind: RecordKind::Request,
-            id: r.to_string(),
-            customer_id: Some(rec.customer_id),
-            version: rec.stamp.version,
-            changed_by: by.clone(),
-            changed_at: now,
-            record: serde_json::to_value(rec).unwrap_or(Value::Null),
-        };
-        self.push_change(Topic::Customer(rec.customer_id), change, by, fx);
+        let c = rec.customer_id;
+        let head = (
+            RecordKind::Request,
+            r.to_string(),
+            Some(c),
+            rec.stamp.version,
+        );
+        self.push_change(Topic::Customer(c), head, rec, by, now, fx);
     }
 
     fn changed_activity(&self, a: ActivityId, by: &Actor, now: Ts, fx: &mut ContextEffects) {
@@ -1318,16 +1348,13 @@ impl ContextBook {
             Some(c) => Topic::Customer(c),
             None => Topic::Activity(a),
         };
-        let change = RecordChange {
-            kind: RecordKind::Activity,
-            id: a.to_string(),
-            customer_id: rec.customer_id,
-            version: rec.stamp.version,
-            changed_by: by.clone(),
-            changed_at: now,
-            record: serde_json::to_value(rec).unwrap_or(Value::Null),
-        };
-        self.push_change(topic, change, by, fx);
+        let head = (
+            RecordKind::Activity,
+            a.to_string(),
+            rec.customer_id,
+            rec.stamp.version,
+        );
+        self.push_change(topic, head, rec, by, now, fx);
     }
 }
 

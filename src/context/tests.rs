@@ -139,9 +139,8 @@ fn accept_attaches_to_the_most_recent_open_request_or_opens_one() {
 #[test]
 fn an_unknown_caller_needs_a_choice_to_close() {
     let mut b = ContextBook::new();
-    let (a, fx) = accept(&mut b, &task(Some("+46 70 123 45 67"), None), "bo", at(1));
+    let (a, _) = accept(&mut b, &task(Some("+46 70 123 45 67"), None), "bo", at(1));
     assert_eq!(a.customer_id, None);
-    assert!(fx.lists_changed.contains(&agent("bo")));
     assert_eq!(b.lists(&agent("bo")).open.len(), 1);
     let close = |choice| ContextCommand::CloseInteraction {
         agent: agent("bo"),
@@ -436,4 +435,16 @@ fn the_journey_is_time_ordered_and_can_be_narrowed_to_a_request() {
     }
     // Search by request title, without accents.
     assert_eq!(b.search("endereco", 5).len(), 1);
+}
+
+#[test]
+fn a_task_taken_over_by_another_agent_moves_its_activity() {
+    let mut b = ContextBook::new();
+    let t = task(None, None);
+    let (a, _) = accept(&mut b, &t, "ana", at(1));
+    let (moved, _) = accept(&mut b, &t, "bo", at(2));
+    assert_eq!(moved.activity_id, a.activity_id);
+    assert_eq!(moved.agent_id, agent("bo"));
+    assert!(b.lists(&agent("ana")).open.is_empty());
+    assert_eq!(b.lists(&agent("bo")).open.len(), 1);
 }

@@ -4,7 +4,7 @@
 use crate::agent::Status;
 use crate::clock::Ts;
 use crate::context::record::Activity;
-use crate::context::{ContextReply, Lists, RecordChange, TaskEvent};
+use crate::context::{ContextReply, RecordChange, TaskEvent};
 use crate::error::{HubError, OfferEnd};
 use crate::ids::{AgentId, OfferId, QueueId, TaskId};
 use crate::task::Task;
@@ -139,8 +139,6 @@ pub enum AgentNotice {
     },
     /// The agent's state changed.
     State(Box<AgentView>),
-    /// The agent's Open or Recent list changed.
-    Lists(Box<Lists>),
 }
 
 /// Why the hub closes an agent's session.

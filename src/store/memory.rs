@@ -11,7 +11,7 @@ use crate::context::{ContextBook, ContextCommand, ContextEffects};
 use crate::error::HubError;
 use crate::ids::{AgentId, QueueId, TaskId};
 use crate::routing::{
-    AgentNotice, AgentView, Book, Command, Notice, Outcome, QueueStats, Reply, Rules, Snapshot,
+    AgentView, Book, Command, Notice, Outcome, QueueStats, Reply, Rules, Snapshot,
 };
 use crate::task::Task;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -60,15 +60,10 @@ impl State {
     }
 
     fn context_notices(&self, o: &mut Outcome, fx: ContextEffects) {
+        // The Open and Recent lists change only through the agent's own requests, whose
+        // replies say what changed; `get_lists` and the welcome carry the whole lists.
         for (change, to) in fx.changes {
             o.notices.push(Notice::RecordChanged { to, change });
-        }
-        for agent_id in fx.lists_changed {
-            let lists = self.context.lists(&agent_id);
-            o.notices.push(Notice::ToAgent {
-                agent_id,
-                notice: AgentNotice::Lists(Box::new(lists)),
-            });
         }
     }
 }

@@ -369,7 +369,7 @@ async fn agent_request(
             if let Some(w) = &wrap_up_code {
                 crate::task::check_name("wrap_up_code", w).map_err(|e| hub_error(&e))?;
             }
-            tracing::info!(agent_id = %agent, %task_id, "complete");
+            tracing::debug!(agent_id = %agent, %task_id, "complete");
             Command::Complete {
                 agent,
                 task_id,
