@@ -21,6 +21,17 @@ pub enum Role {
     Integration,
 }
 
+impl Role {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Agent => "agent",
+            Role::Supervisor => "supervisor",
+            Role::Integration => "integration",
+        }
+    }
+}
+
 /// The claims the hub reads.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {

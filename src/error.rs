@@ -72,6 +72,8 @@ pub enum ErrorCode {
     NotAvailable,
     /// No such route (HTTP).
     NotFound,
+    /// The route exists but not with this method (HTTP).
+    MethodNotAllowed,
     /// No such customer.
     CustomerNotFound,
     /// No such request.
@@ -134,6 +136,7 @@ impl ErrorCode {
             ErrorCode::TaskNotInProgress => "task_not_in_progress",
             ErrorCode::NotAvailable => "not_available",
             ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::CustomerNotFound => "customer_not_found",
             ErrorCode::RequestNotFound => "request_not_found",
             ErrorCode::ActivityNotFound => "activity_not_found",
@@ -171,6 +174,7 @@ impl ErrorCode {
             | CustomerChoiceRequired
             | AlreadyLinked
             | InteractionClosed => 409,
+            MethodNotAllowed => 405,
             FrameTooLarge | PayloadTooLarge => 413,
             RateLimited => 429,
             StoreUnavailable | ShuttingDown => 503,
@@ -242,7 +246,7 @@ pub enum HubError {
     #[error("that offer belongs to another agent")]
     NotYourOffer,
     /// The offer has ended.
-    #[error("that offer has ended: {0:?}")]
+    #[error("that offer has ended: {}", .0.as_str())]
     OfferEnded(OfferEnd),
     /// The store cannot be reached; nothing was changed.
     #[error("store unavailable: {0}")]
@@ -290,6 +294,18 @@ pub enum HubError {
     /// The interaction is closed.
     #[error("this interaction is already closed")]
     InteractionClosed,
+}
+
+impl OfferEnd {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OfferEnd::Accepted => "accepted",
+            OfferEnd::Declined => "declined",
+            OfferEnd::Expired => "expired",
+            OfferEnd::Withdrawn => "withdrawn",
+        }
+    }
 }
 
 impl HubError {

@@ -77,11 +77,11 @@ async fn not_found() -> ApiError {
     ApiError::new(ErrorCode::NotFound, "no such route")
 }
 
-async fn method_not_allowed() -> Response {
-    let mut r =
-        ApiError::new(ErrorCode::NotFound, "method not allowed on this route").into_response();
-    *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
-    r
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        "method not allowed on this route",
+    )
 }
 
 fn caller(
@@ -94,7 +94,7 @@ fn caller(
     if !roles.contains(&claims.role) {
         return Err(ApiError::new(
             ErrorCode::Forbidden,
-            format!("a {:?} token may not do this", claims.role),
+            format!("a token with role {} may not do this", claims.role.as_str()),
         ));
     }
     Ok(claims)
@@ -139,11 +139,26 @@ async fn create_task(
 ) -> Result<Response, ApiError> {
     caller(&hub, &headers, &query, &[Role::Integration])?;
     let mut new: NewTask = parse_body(body, hub.config.limits.max_body_bytes)?;
-    if new.idempotency_key.is_none() {
-        new.idempotency_key = headers
-            .get("idempotency-key")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+    let header_key = headers
+        .get("idempotency-key")
+        .map(|v| v.to_str().map(str::to_owned))
+        .transpose()
+        .map_err(|_| {
+            ApiError::new(
+                ErrorCode::InvalidField,
+                "Idempotency-Key must be visible ASCII",
+            )
+        })?;
+    match (&new.idempotency_key, header_key) {
+        (Some(body), Some(header)) if *body != header => {
+            return Err(HubError::invalid(
+                "idempotency_key",
+                "differs from the Idempotency-Key header",
+            )
+            .into());
+        }
+        (None, Some(header)) => new.idempotency_key = Some(header),
+        _ => {}
     }
     match hub.execute(Command::CreateTask(Box::new(new))).await? {
         Reply::Created { task, created } => {
@@ -194,7 +209,7 @@ async fn cancel_task(
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    caller(
+    let c = caller(
         &hub,
         &headers,
         &query,
@@ -202,11 +217,12 @@ async fn cancel_task(
     )?;
     let task_id = parse_task_id(&id)?;
     let body: CancelBody = parse_body(body, hub.config.limits.max_body_bytes)?;
-    tracing::info!(%task_id, "cancel");
+    tracing::info!(%task_id, by = %c.sub, "cancel");
     match hub
         .execute(Command::CancelTask {
             task_id,
             reason: body.reason,
+            by: actor(&c),
         })
         .await?
     {
@@ -290,6 +306,12 @@ async fn create_customer(
 ) -> Result<Response, ApiError> {
     let c = caller(&hub, &headers, &query, &[Role::Integration])?;
     let fields: CustomerFields = parse_body(body, hub.config.limits.max_body_bytes)?;
+    if fields.is_empty() {
+        return Err(ApiError::new(
+            ErrorCode::InvalidMessage,
+            "the body must hold the customer's fields",
+        ));
+    }
     let cmd = ContextCommand::CreateCustomer {
         by: actor(&c),
         fields,

@@ -35,7 +35,7 @@ pub enum RequestedState {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ClientMessage {
-    /// Application-level heartbeat; the hub answers `pong`.
+    /// Application-level heartbeat; the hub answers with an empty `reply`.
     Ping {},
     /// The agent's full current view.
     GetState {},
@@ -497,11 +497,6 @@ pub enum ServerMessage<'a> {
         #[serde(flatten)]
         error: ErrorBody,
     },
-    /// Answer to `ping`.
-    Pong {
-        /// The request's id.
-        re: Option<String>,
-    },
     /// A task is offered to this agent.
     Offer {
         /// The offer.
@@ -560,7 +555,8 @@ impl ServerMessage<'_> {
     pub fn to_text(&self) -> String {
         // Serializing these types cannot fail: every map key is a string.
         serde_json::to_string(self).unwrap_or_else(|e| {
-            format!(r#"{{"type":"error","re":null,"code":"internal","message":"{e}"}}"#)
+            tracing::error!(error = %e, "a frame could not be serialized");
+            r#"{"type":"error","re":null,"code":"internal","message":"a frame could not be serialized"}"#.to_owned()
         })
     }
 }

@@ -345,6 +345,8 @@ pub enum TaskEvent {
     Cancelled {
         /// The task.
         task: Box<Task>,
+        /// Who cancelled it.
+        by: Actor,
     },
 }
 
@@ -411,11 +413,7 @@ impl ContextBook {
                 self.task_journey(&task, JourneyKind::TaskCompleted, Actor::agent(&agent), now);
                 None
             }
-            TaskEvent::Cancelled { task } => {
-                let by = Actor {
-                    id: "integration".into(),
-                    role: Role::Integration,
-                };
+            TaskEvent::Cancelled { task, by } => {
                 self.task_journey(&task, JourneyKind::TaskCancelled, by, now);
                 None
             }
@@ -1015,6 +1013,16 @@ impl ContextBook {
             }
         }
         fields.apply_to(&mut c);
+        if c.name.trim().is_empty()
+            && c.emails.is_empty()
+            && c.phones.is_empty()
+            && c.chat_handles.is_empty()
+        {
+            return Err(HubError::invalid(
+                "name",
+                "a customer needs a name or a way to reach them",
+            ));
+        }
         let cid = c.customer_id;
         for k in identity_keys(&c.phones, &c.emails, &c.chat_handles) {
             self.identities.entry(k).or_insert(cid);

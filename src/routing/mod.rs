@@ -17,6 +17,7 @@ pub mod view;
 use crate::agent::{self, AgentState, Effect, Event, Link, PendingOffer, ReleaseReason};
 use crate::clock::Ts;
 use crate::context::TaskEvent;
+use crate::context::record::Actor;
 use crate::error::{HubError, OfferEnd};
 use crate::ids::{AgentId, Channel, ConnId, OfferId, QueueId, TaskId};
 use crate::task::{NewTask, Task, TaskState};
@@ -165,12 +166,14 @@ pub enum Command {
     },
     /// An integration creates a task.
     CreateTask(Box<NewTask>),
-    /// An integration cancels a task.
+    /// An integration (or a supervisor) cancels a task.
     CancelTask {
         /// The task.
         task_id: TaskId,
         /// Why.
         reason: Option<String>,
+        /// Who.
+        by: Actor,
     },
 }
 
@@ -420,7 +423,11 @@ impl Book {
                 Ok(Reply::Task(Box::new(task.clone())))
             }
             Command::Decline { agent, offer_id } => {
-                self.live_offer(&agent, offer_id)?;
+                let live = self.live_offer(&agent, offer_id)?;
+                if now >= live.deadline {
+                    self.agent_event(tx, &agent, Event::OfferExpired { offer_id }, now)?;
+                    return Err(HubError::OfferEnded(OfferEnd::Expired));
+                }
                 self.agent_event(tx, &agent, Event::Decline { offer_id }, now)?;
                 Ok(Reply::Done)
             }
@@ -455,11 +462,18 @@ impl Book {
                 self.task_reply(task_id)
             }
             Command::CreateTask(new) => self.create_task(tx, *new, now),
-            Command::CancelTask { task_id, reason } => self.cancel_task(tx, task_id, reason, now),
+            Command::CancelTask {
+                task_id,
+                reason,
+                by,
+            } => self.cancel_task(tx, task_id, reason, by, now),
         }
     }
 
     fn create_task(&mut self, tx: &mut Tx, new: NewTask, now: Ts) -> Result<Reply, HubError> {
+        // A retry is checked like a first try: a bad body is refused, never answered
+        // with an earlier task.
+        new.validate()?;
         if let Some(key) = &new.idempotency_key {
             if let Some(task) = self.idempotency.get(key).and_then(|id| self.tasks.get(id)) {
                 return Ok(Reply::Created {
@@ -468,7 +482,6 @@ impl Book {
                 });
             }
         }
-        new.validate()?;
         let queue = QueueId::from(new.queue.as_str());
         let rules = self
             .rules
@@ -528,6 +541,7 @@ impl Book {
         tx: &mut Tx,
         task_id: TaskId,
         reason: Option<String>,
+        by: Actor,
         now: Ts,
     ) -> Result<Reply, HubError> {
         if let Some(r) = &reason {
@@ -589,6 +603,7 @@ impl Book {
             tx.queues.insert(t.queue.clone());
             tx.task_events.push(TaskEvent::Cancelled {
                 task: Box::new(t.clone()),
+                by,
             });
         }
         tx.stats.cancelled += 1;

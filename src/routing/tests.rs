@@ -7,6 +7,13 @@ use crate::task::CustomerIdentity;
 
 const T0: Ts = Ts(1_700_000_000_000_000);
 
+fn crm() -> Actor {
+    Actor {
+        id: "crm".into(),
+        role: crate::auth::Role::Integration,
+    }
+}
+
 fn at_ms(ms: u64) -> Ts {
     Ts(T0.0 + ms * 1000)
 }
@@ -395,6 +402,7 @@ fn cancel_removes_the_task_from_queue_offer_and_progress() {
         Command::CancelTask {
             task_id: q,
             reason: None,
+            by: crm(),
         },
         at_ms(1),
     )
@@ -411,6 +419,7 @@ fn cancel_removes_the_task_from_queue_offer_and_progress() {
         Command::CancelTask {
             task_id: t,
             reason: Some("abandoned".into()),
+            by: crm(),
         },
         at_ms(4),
     );
@@ -433,6 +442,7 @@ fn cancel_removes_the_task_from_queue_offer_and_progress() {
         Command::CancelTask {
             task_id: t,
             reason: None,
+            by: crm(),
         },
         at_ms(7),
     );
@@ -449,6 +459,7 @@ fn cancel_removes_the_task_from_queue_offer_and_progress() {
         Command::CancelTask {
             task_id: t,
             reason: None,
+            by: crm(),
         },
         at_ms(8),
     );

@@ -16,6 +16,7 @@ use crate::ids::{AgentId, QueueId};
 use crate::protocol::SUBPROTOCOL;
 use crate::routing::Profile;
 use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
@@ -28,8 +29,9 @@ pub fn token<'a>(headers: &'a HeaderMap, query: &'a HashMap<String, String>) -> 
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim())
         .or_else(|| query.get("access_token").map(String::as_str))
 }
 
@@ -56,8 +58,18 @@ pub async fn upgrade(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(e) => {
+            return ApiError::new(
+                ErrorCode::InvalidMessage,
+                format!("a websocket upgrade is expected here: {}", e.body_text()),
+            )
+            .into_response();
+        }
+    };
     match prepare(&hub, &headers, &query) {
         Ok(who) => {
             let l = &hub.config.limits;

@@ -19,7 +19,7 @@ use crate::protocol::{
 };
 use crate::routing::{Command, Profile, Reply};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc, watch};
@@ -31,6 +31,10 @@ mod close {
     pub const SHUTTING_DOWN: u16 = 1012;
     /// A rule was broken (rate limit).
     pub const POLICY: u16 = 1008;
+    /// A frame over the hard size limit.
+    pub const TOO_BIG: u16 = 1009;
+    /// The hub could not serve the connection (store unavailable).
+    pub const SERVER_ERROR: u16 = 1011;
     /// Another connection of the same agent took over.
     pub const REPLACED: u16 = 4001;
     /// The agent was logged out.
@@ -47,6 +51,8 @@ fn close_code(reason: &str) -> u16 {
         "logged_out" | "logged_out_by_supervisor" => close::LOGGED_OUT,
         "slow_consumer" => close::SLOW_CONSUMER,
         "rate_limited" => close::POLICY,
+        "frame_too_large" => close::TOO_BIG,
+        "store_unavailable" => close::SERVER_ERROR,
         "idle" => close::IDLE,
         _ => close::SHUTTING_DOWN,
     }
@@ -150,12 +156,32 @@ impl Conn {
         msg: Option<Result<Message, axum::Error>>,
     ) -> Result<Incoming, &'static str> {
         let msg = match msg {
-            None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Ok(Incoming::Closed),
+            None => return Ok(Incoming::Closed),
+            Some(Ok(Message::Close(_))) => {
+                // Answer the peer's close (tungstenite queued the reply; flush it) so
+                // that it sees a clean close, not a dropped connection.
+                let _ = tokio::time::timeout(self.write_timeout, self.ws.close()).await;
+                return Ok(Incoming::Closed);
+            }
+            Some(Err(e)) => {
+                let too_large = e
+                    .into_inner()
+                    .downcast::<tungstenite::Error>()
+                    .is_ok_and(|e| matches!(*e, tungstenite::Error::Capacity(_)));
+                return if too_large {
+                    Err("frame_too_large")
+                } else {
+                    Ok(Incoming::Closed)
+                };
+            }
             Some(Ok(m)) => m,
         };
         self.last_heard = Instant::now();
         let is_data = matches!(msg, Message::Text(_) | Message::Binary(_));
-        if is_data && !self.rate.take(self.last_heard) {
+        if is_data && self.rate.take(self.last_heard) {
+            // Only refusals in a row count towards closing the connection.
+            self.violations = 0;
+        } else if is_data {
             self.violations += 1;
             let l = &self.hub.config.limits;
             if f64::from(self.violations) > l.rate_burst {

@@ -1,0 +1,358 @@
+//! `loadtest`: drives a switchboard hub over real websockets and HTTP and measures it.
+//!
+//! ```text
+//! loadtest route [--agents 200] [--rate 1000] [--duration 10] [--hub ADDR --secret S | --hub-bin PATH]
+//! loadtest smoke [--hub-bin PATH]
+//! loadtest echo [--conns 200] [--rate 2000] [--duration 5] [--addr ADDR]
+//! loadtest echo-server [--listen 127.0.0.1:0] [--secs 600]
+//! ```
+//! Exit status: 0 when every invariant held, 1 when one broke, 2 when the run could not
+//! be carried out.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use loadtest::echo::{EchoOpts, run_echo, start_echo_server};
+use loadtest::hubproc::{Capacity, default_hub_bin};
+use loadtest::rng::Delay;
+use loadtest::{Failure, Report, RouteOpts, Target, run_route};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Load-test harness for switchboard (loopback only, bounded runs)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Agents work offers while tasks are created at a fixed rate; measures create ->
+    /// offer and the round trips, checks the routing invariants.
+    Route(RouteArgs),
+    /// A short `route` run (about 3 s, 300 tasks, 20 agents) with every check; exit 0
+    /// when all hold.
+    Smoke(SmokeArgs),
+    /// The floor: websocket round trips against a bare echo server on the hub's stack.
+    Echo(EchoArgs),
+    /// Run only the echo server (websocket at /echo), for a while.
+    EchoServer(EchoServerArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DistArg {
+    Fixed,
+    Exp,
+}
+
+#[derive(Args)]
+struct HubArgs {
+    /// An already-running hub (loopback address); without it a hub is started.
+    #[arg(long)]
+    hub: Option<SocketAddr>,
+    /// The running hub's signing secret (or SWITCHBOARD_SECRET).
+    #[arg(long, env = "SWITCHBOARD_SECRET", hide_env_values = true)]
+    secret: Option<String>,
+    /// The switchboard binary to start (default: next to this executable).
+    #[arg(long)]
+    hub_bin: Option<PathBuf>,
+    /// RUST_LOG for the started hub (default: its own, info).
+    #[arg(long)]
+    hub_log: Option<String>,
+}
+
+impl HubArgs {
+    fn target(&self) -> Result<Target, String> {
+        match self.hub {
+            Some(addr) => {
+                let secret = self
+                    .secret
+                    .clone()
+                    .ok_or("--hub needs --secret (or SWITCHBOARD_SECRET)")?;
+                Ok(Target::External { addr, secret })
+            }
+            None => Ok(Target::Spawn {
+                bin: self.hub_bin.clone().unwrap_or_else(default_hub_bin),
+                rust_log: self.hub_log.clone(),
+            }),
+        }
+    }
+}
+
+#[derive(Args)]
+struct RouteArgs {
+    #[command(flatten)]
+    hub: HubArgs,
+    /// Agents to log in.
+    #[arg(long, default_value_t = 200)]
+    agents: usize,
+    /// Tasks created per second.
+    #[arg(long, default_value_t = 1000.0)]
+    rate: f64,
+    /// Seconds of task creation.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Queue ids, comma-separated (default: lt-q0..lt-q3; a running hub must have them).
+    #[arg(long, value_delimiter = ',')]
+    queues: Option<Vec<String>>,
+    /// Queues each agent serves.
+    #[arg(long, default_value_t = 2)]
+    queues_per_agent: usize,
+    /// Share of tasks that are calls.
+    #[arg(long, default_value_t = 0.1)]
+    voice_share: f64,
+    /// Share of tasks that are emails (the rest are chats).
+    #[arg(long, default_value_t = 0.05)]
+    email_share: f64,
+    /// Mean delay from an offer to the agent's answer, in ms.
+    #[arg(long, default_value_t = 0.0)]
+    accept_ms: f64,
+    /// Shape of the answer delay.
+    #[arg(long, value_enum, default_value = "exp")]
+    accept_dist: DistArg,
+    /// Mean time an accepted task is held before it is completed, in ms.
+    #[arg(long, default_value_t = 0.0)]
+    handle_ms: f64,
+    /// Shape of the hold time.
+    #[arg(long, value_enum, default_value = "exp")]
+    handle_dist: DistArg,
+    /// Share of offers left to expire.
+    #[arg(long, default_value_t = 0.0)]
+    miss_share: f64,
+    /// Share of offers declined.
+    #[arg(long, default_value_t = 0.0)]
+    decline_share: f64,
+    /// Offer timeout of the started hub, in seconds.
+    #[arg(long, default_value_t = 2.0)]
+    offer_timeout: f64,
+    /// Chat capacity per agent (written to the started hub's config).
+    #[arg(long, default_value_t = 3)]
+    chat_capacity: u32,
+    /// Email capacity per agent.
+    #[arg(long, default_value_t = 2)]
+    email_capacity: u32,
+    /// HTTP connections creating tasks.
+    #[arg(long, default_value_t = 8)]
+    http_conns: usize,
+    /// Seconds to wait after the last create for everything to complete (default:
+    /// from the offer timeout and the delays).
+    #[arg(long)]
+    drain: Option<f64>,
+    /// Seed for every random choice.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// No progress lines on stderr.
+    #[arg(long)]
+    quiet: bool,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Keep the started hub's config and log even when the run passes.
+    #[arg(long)]
+    keep_files: bool,
+    /// After each complete, close the interaction the accept opened (discarding it),
+    /// as a desktop does; without it the agents' Open lists grow all run.
+    #[arg(long)]
+    close_interactions: bool,
+}
+
+#[derive(Args)]
+struct SmokeArgs {
+    #[command(flatten)]
+    hub: HubArgs,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct EchoArgs {
+    /// A running echo server (loopback); without it one runs in this process.
+    #[arg(long)]
+    addr: Option<SocketAddr>,
+    /// Connections.
+    #[arg(long, default_value_t = 200)]
+    conns: usize,
+    /// Messages per second, over all connections.
+    #[arg(long, default_value_t = 2000.0)]
+    rate: f64,
+    /// Seconds of sending.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Bytes per message.
+    #[arg(long, default_value_t = 1200)]
+    size: usize,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct EchoServerArgs {
+    /// Where to listen (loopback).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Seconds to run before exiting.
+    #[arg(long, default_value_t = 600)]
+    secs: u64,
+}
+
+fn delay(ms: f64, d: DistArg) -> Delay {
+    match d {
+        DistArg::Fixed => Delay::fixed(ms),
+        DistArg::Exp => Delay::exp(ms),
+    }
+}
+
+fn secs(s: f64, what: &str) -> Result<Duration, String> {
+    if s.is_finite() && s > 0.0 && s <= 86_400.0 {
+        Ok(Duration::from_secs_f64(s))
+    } else {
+        Err(format!(
+            "{what} must be more than 0 and at most 86400 seconds"
+        ))
+    }
+}
+
+fn route_opts(a: &RouteArgs) -> Result<RouteOpts, String> {
+    let mut o = RouteOpts::new(a.hub.target()?);
+    o.agents = a.agents;
+    o.rate = a.rate;
+    o.duration = secs(a.duration, "--duration")?;
+    if let Some(q) = &a.queues {
+        o.queues = q.iter().filter(|s| !s.is_empty()).cloned().collect();
+    }
+    o.queues_per_agent = a.queues_per_agent;
+    o.voice_share = a.voice_share;
+    o.email_share = a.email_share;
+    o.accept = delay(a.accept_ms, a.accept_dist);
+    o.handle = delay(a.handle_ms, a.handle_dist);
+    o.miss_share = a.miss_share;
+    o.decline_share = a.decline_share;
+    o.offer_timeout = secs(a.offer_timeout, "--offer-timeout")?;
+    o.capacity = Capacity {
+        voice: 1,
+        chat: a.chat_capacity,
+        email: a.email_capacity,
+    };
+    o.http_conns = a.http_conns;
+    o.drain = a.drain.map(|d| secs(d, "--drain")).transpose()?;
+    o.seed = a.seed;
+    o.progress = !a.quiet && o.duration >= Duration::from_secs(2);
+    o.keep_files = a.keep_files;
+    o.close_interactions = a.close_interactions;
+    Ok(o)
+}
+
+fn finish(result: Result<Report, Failure>, json: Option<&PathBuf>) -> ExitCode {
+    let (report, code) = match &result {
+        Ok(r) => (Some(r), ExitCode::SUCCESS),
+        Err(f) => (
+            f.report.as_deref(),
+            ExitCode::from(if f.report.is_some() { 1 } else { 2 }),
+        ),
+    };
+    if let Some(r) = report {
+        print!("{}", r.table());
+        if let Some(path) = json {
+            match serde_json::to_string_pretty(r) {
+                Ok(text) => {
+                    if let Err(e) = std::fs::write(path, text + "\n") {
+                        eprintln!("loadtest: cannot write {}: {e}", path.display());
+                        return ExitCode::from(2);
+                    }
+                }
+                Err(e) => {
+                    eprintln!("loadtest: cannot encode the report: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+    }
+    if let Err(f) = &result {
+        eprintln!("\nloadtest: FAILED: {f}");
+    }
+    code
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("loadtest: cannot start the runtime: {e}");
+            ExitCode::from(2)
+        })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(c) => return c,
+    };
+    match cli.cmd {
+        Cmd::Route(a) => {
+            let opts = match route_opts(&a) {
+                Ok(o) => o,
+                Err(e) => {
+                    eprintln!("loadtest: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            finish(rt.block_on(run_route(opts)), a.json.as_ref())
+        }
+        Cmd::Smoke(a) => {
+            let target = match a.hub.target() {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("loadtest: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            finish(
+                rt.block_on(run_route(RouteOpts::smoke(target))),
+                a.json.as_ref(),
+            )
+        }
+        Cmd::Echo(a) => {
+            let duration = match secs(a.duration, "--duration") {
+                Ok(d) => d,
+                Err(e) => {
+                    eprintln!("loadtest: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let opts = EchoOpts {
+                addr: a.addr,
+                conns: a.conns,
+                rate: a.rate,
+                duration,
+                size: a.size,
+            };
+            finish(rt.block_on(run_echo(opts)), a.json.as_ref())
+        }
+        Cmd::EchoServer(a) => rt.block_on(async {
+            loadtest::raise_nofile_limit();
+            match start_echo_server(a.listen).await {
+                Ok(s) => {
+                    println!("echo server on ws://{}/echo for {} s", s.addr, a.secs);
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(a.secs)) => {}
+                        _ = tokio::signal::ctrl_c() => {}
+                    }
+                    s.stop();
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("loadtest: cannot start the echo server: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }),
+    }
+}

@@ -1,0 +1,292 @@
+//! What a run reports: figures, latencies, the invariants checked, and the accounting
+//! of every task; as a table for people and as JSON for tools.
+
+use crate::stats::LatencySummary;
+use serde::Serialize;
+use std::fmt::Write as _;
+
+/// One invariant and whether it held.
+#[derive(Clone, Debug, Serialize)]
+pub struct Check {
+    /// What was checked.
+    pub name: String,
+    /// Whether it held.
+    pub passed: bool,
+    /// How much was checked, or what broke (the first few cases).
+    pub detail: String,
+}
+
+impl Check {
+    /// A check from a list of breaches: it passes when the list is empty.
+    pub fn from_breaches(name: &str, checked: String, breaches: &[String]) -> Check {
+        let detail = if breaches.is_empty() {
+            checked
+        } else {
+            let mut d = format!("{} breach(es); {checked}", breaches.len());
+            for b in breaches.iter().take(5) {
+                d.push_str("\n      - ");
+                d.push_str(b);
+            }
+            if breaches.len() > 5 {
+                let _ = write!(d, "\n      - ... and {} more", breaches.len() - 5);
+            }
+            d
+        };
+        Check {
+            name: name.to_owned(),
+            passed: breaches.is_empty(),
+            detail,
+        }
+    }
+}
+
+/// Where every created task was at the end, per `GET /v1/tasks/{id}`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Accounting {
+    /// Tasks looked up.
+    pub looked_up: u64,
+    /// Completed.
+    pub completed: u64,
+    /// Cancelled.
+    pub cancelled: u64,
+    /// Still waiting in a queue.
+    pub queued: u64,
+    /// Still offered.
+    pub offered: u64,
+    /// Still assigned.
+    pub assigned: u64,
+    /// Unknown to the hub (404).
+    pub missing: u64,
+    /// Whose state disagrees with what the agents saw.
+    pub mismatched: u64,
+    /// Whose lookup failed.
+    pub unreadable: u64,
+}
+
+/// Counts of what happened.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Counts {
+    /// Tasks created (201).
+    pub created: u64,
+    /// Creates that failed.
+    pub create_errors: u64,
+    /// Offer frames received.
+    pub offers: u64,
+    /// First offers (a task's offer #1).
+    pub first_offers: u64,
+    /// Accepts answered with the task.
+    pub accepted: u64,
+    /// Declines answered.
+    pub declined: u64,
+    /// `offer_ended` expired frames.
+    pub expired: u64,
+    /// Accepts or declines refused because the offer had ended.
+    pub refused: u64,
+    /// Completes answered.
+    pub completed: u64,
+    /// Frames agents received.
+    pub frames_in: u64,
+    /// Unexpected errors and frames.
+    pub unexpected: u64,
+}
+
+/// A run's report.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// The scenario.
+    pub scenario: String,
+    /// Its parameters, as given.
+    pub params: serde_json::Value,
+    /// The hub: `spawned <bin> on <addr>` or `external <addr>`.
+    pub hub: String,
+    /// Seconds from the first create to the last complete.
+    pub elapsed_secs: f64,
+    /// Seconds the creates took (the load window).
+    pub create_window_secs: f64,
+    /// Counts.
+    pub counts: Counts,
+    /// Creates per second achieved.
+    pub create_rate: f64,
+    /// Tasks completed per second, first create to last complete.
+    pub throughput: f64,
+    /// Tasks completed per second over the whole seconds of the load window after a
+    /// warm-up (the answer and hold times): the sustained rate. `None` when the window
+    /// is too short.
+    pub throughput_steady: Option<f64>,
+    /// Frames the clients received, by type.
+    pub frame_types: std::collections::BTreeMap<String, crate::agent::FrameStat>,
+    /// Completions in each second from the first create on.
+    pub completion_timeline: Vec<u64>,
+    /// Latencies, in microseconds.
+    pub latencies: Vec<LatencySummary>,
+    /// Invariants.
+    pub checks: Vec<Check>,
+    /// Where every task was at the end.
+    pub accounting: Accounting,
+    /// CPU seconds the spawned hub used, start to end.
+    pub hub_cpu_secs: Option<f64>,
+    /// CPU seconds the spawned hub used from the first create to the end of the drain.
+    pub hub_cpu_load_secs: Option<f64>,
+    /// CPU seconds this harness used during the run.
+    pub harness_cpu_secs: f64,
+    /// Things worth knowing that are not failures.
+    pub notes: Vec<String>,
+}
+
+impl Report {
+    /// Whether every check held.
+    pub fn passed(&self) -> bool {
+        self.checks.iter().all(|c| c.passed)
+    }
+
+    /// The checks that failed.
+    pub fn failed_checks(&self) -> Vec<&Check> {
+        self.checks.iter().filter(|c| !c.passed).collect()
+    }
+
+    /// The report as a table.
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        let c = &self.counts;
+        let _ = writeln!(s, "loadtest {}: {}", self.scenario, self.params);
+        let _ = writeln!(s, "hub: {}", self.hub);
+        let route = self.scenario != "echo";
+        if route {
+            let _ = writeln!(
+                s,
+                "tasks:   created {} ({:.1}/s over {:.2} s), create errors {}, completed {}",
+                c.created, self.create_rate, self.create_window_secs, c.create_errors, c.completed
+            );
+            let _ = writeln!(
+                s,
+                "offers:  {} ({} first), accepted {}, declined {}, expired {}, refused {}",
+                c.offers, c.first_offers, c.accepted, c.declined, c.expired, c.refused
+            );
+            let _ = writeln!(
+                s,
+                "throughput: {:.1} tasks completed/s ({} in {:.2} s, first create to last complete){}; {} frames received",
+                self.throughput,
+                c.completed,
+                self.elapsed_secs,
+                match self.throughput_steady {
+                    Some(t) => format!(", sustained {t:.1}/s"),
+                    None => String::new(),
+                },
+                c.frames_in
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "messages: sent {} ({:.1}/s), echoed {}",
+                c.created, self.create_rate, c.completed
+            );
+        }
+        let _ = writeln!(
+            s,
+            "\n{:<26} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "latency (µs)", "count", "p50", "p90", "p99", "p99.9", "max", "mean"
+        );
+        for l in self.latencies.iter().filter(|l| l.count > 0) {
+            let _ = writeln!(
+                s,
+                "{:<26} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9.0}",
+                l.name, l.count, l.p50_us, l.p90_us, l.p99_us, l.p999_us, l.max_us, l.mean_us
+            );
+        }
+        if !self.frame_types.is_empty() {
+            let _ = writeln!(
+                s,
+                "\n{:<26} {:>8} {:>9} {:>9} {:>12}",
+                "frames received", "count", "avg B", "max B", "total KiB"
+            );
+            for (t, st) in &self.frame_types {
+                let _ = writeln!(
+                    s,
+                    "{:<26} {:>8} {:>9} {:>9} {:>12}",
+                    t,
+                    st.count,
+                    st.bytes / st.count.max(1),
+                    st.max_bytes,
+                    st.bytes / 1024
+                );
+            }
+        }
+        let a = &self.accounting;
+        if route {
+            let _ = writeln!(
+                s,
+                "\naccounting (GET /v1/tasks/{{id}} for {} tasks): completed {}, cancelled {}, queued {}, offered {}, assigned {}, missing {}, mismatched {}, unreadable {}",
+                a.looked_up,
+                a.completed,
+                a.cancelled,
+                a.queued,
+                a.offered,
+                a.assigned,
+                a.missing,
+                a.mismatched,
+                a.unreadable
+            );
+        }
+        let _ = writeln!(s, "\nchecks:");
+        for ch in &self.checks {
+            let _ = writeln!(
+                s,
+                "  [{}] {}: {}",
+                if ch.passed { " ok " } else { "FAIL" },
+                ch.name,
+                ch.detail
+            );
+        }
+        if !self.notes.is_empty() {
+            let _ = writeln!(s, "\nnotes:");
+            for n in &self.notes {
+                let _ = writeln!(s, "  - {n}");
+            }
+        }
+        let failed = self.failed_checks().len();
+        if failed == 0 {
+            let _ = writeln!(s, "\nRESULT: PASS ({} checks held)", self.checks.len());
+        } else {
+            let _ = writeln!(
+                s,
+                "\nRESULT: FAIL ({failed} of {} checks broken)",
+                self.checks.len()
+            );
+        }
+        s
+    }
+}
+
+/// A run that did not pass: a broken invariant (with the report), or a run that could
+/// not be carried out.
+#[derive(Debug)]
+pub struct Failure {
+    /// What went wrong.
+    pub message: String,
+    /// The report, when the run got far enough to make one.
+    pub report: Option<Box<Report>>,
+}
+
+impl Failure {
+    /// A failure with no report.
+    pub fn new(message: impl Into<String>) -> Failure {
+        Failure {
+            message: message.into(),
+            report: None,
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)?;
+        if let Some(r) = &self.report {
+            for c in r.failed_checks() {
+                write!(f, "\n  FAIL {}: {}", c.name, c.detail)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Failure {}

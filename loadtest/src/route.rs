@@ -1,0 +1,1091 @@
+//! The `route` scenario: agents log in and work offers while an integration creates
+//! tasks at a fixed rate; measures create -> offer and the request round trips, and
+//! checks the routing invariants on everything seen.
+//!
+//! A run goes: start (or reach) the hub; log every agent in and set it Ready; create
+//! tasks open-loop at the rate for the duration; let the agents drain the queues; ask
+//! every agent to finish what it holds and go Not Ready; look every created task up;
+//! close; check.
+
+use crate::agent::{
+    self, AgentOutcome, AgentPlan, AgentSpec, H_ACCEPT_RTT, H_COMPLETE_RTT, H_CREATE_TO_OFFER,
+    H_DECLINE_RTT, Kind, Phase,
+};
+use crate::checks::{self, Lookup};
+use crate::httpc::HttpClient;
+use crate::hubproc::{self, Capacity, HubProcess, HubSetup};
+use crate::report::{Check, Counts, Failure, Report};
+use crate::rng::{Delay, Rng};
+use crate::shared::{Counters, Shared};
+use crate::stats::HistSet;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use switchboard::auth::{Claims, Keys, Role};
+use tokio::sync::{Semaphore, watch};
+
+/// The HTTP create round trip.
+pub const H_HTTP_CREATE: &str = "POST /v1/tasks";
+/// How late a create was written against its schedule.
+pub const H_SCHEDULE_LAG: &str = "create schedule lag";
+
+/// The most tasks one run may create.
+pub const MAX_TASKS: u64 = 5_000_000;
+/// The most agents one run may log in.
+pub const MAX_AGENTS: usize = 100_000;
+
+/// Which hub a run drives.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// Start this binary for the run and stop it after.
+    Spawn {
+        /// The `switchboard` binary.
+        bin: PathBuf,
+        /// `RUST_LOG` for it; `None` keeps its default (info).
+        rust_log: Option<String>,
+    },
+    /// A hub already running on loopback, configured to match the run (queues,
+    /// `allow_token_profiles`, rate limits).
+    External {
+        /// Its address (loopback only).
+        addr: SocketAddr,
+        /// Its signing secret.
+        secret: String,
+    },
+}
+
+/// The `route` scenario's options.
+#[derive(Clone, Debug)]
+pub struct RouteOpts {
+    /// The hub.
+    pub target: Target,
+    /// Agents to log in.
+    pub agents: usize,
+    /// Tasks created per second.
+    pub rate: f64,
+    /// How long tasks are created for.
+    pub duration: Duration,
+    /// Queue ids (created in the spawned hub's configuration).
+    pub queues: Vec<String>,
+    /// How many queues each agent serves.
+    pub queues_per_agent: usize,
+    /// Share of tasks that are calls.
+    pub voice_share: f64,
+    /// Share of tasks that are emails (the rest are chats).
+    pub email_share: f64,
+    /// Delay between an offer and its accept or decline.
+    pub accept: Delay,
+    /// How long an accepted task is held before it is completed.
+    pub handle: Delay,
+    /// Share of offers left to expire.
+    pub miss_share: f64,
+    /// Share of offers declined.
+    pub decline_share: f64,
+    /// The spawned hub's offer timeout.
+    pub offer_timeout: Duration,
+    /// The agents' capacity (written to the spawned hub's configuration).
+    pub capacity: Capacity,
+    /// HTTP connections creating tasks.
+    pub http_conns: usize,
+    /// Agents logging in at once.
+    pub connect_concurrency: usize,
+    /// After the last create, the agents work until every task is completed; the
+    /// drain gives up when no task completes for this long (`None`: derived from the
+    /// offer timeout and the delays), or after [`RouteOpts::drain_cap`].
+    pub drain: Option<Duration>,
+    /// Seed for every random choice.
+    pub seed: u64,
+    /// Print a progress line every second on stderr.
+    pub progress: bool,
+    /// The Not Ready reason the agents use at the end.
+    pub not_ready_reason: String,
+    /// Keep the spawned hub's files (config, log) even when the run passes.
+    pub keep_files: bool,
+    /// Agents close each interaction after completing its task (customer context).
+    pub close_interactions: bool,
+}
+
+impl RouteOpts {
+    /// The defaults of `loadtest route` against `target`.
+    pub fn new(target: Target) -> RouteOpts {
+        RouteOpts {
+            target,
+            agents: 200,
+            rate: 1000.0,
+            duration: Duration::from_secs(10),
+            queues: (0..4).map(|i| format!("lt-q{i}")).collect(),
+            queues_per_agent: 2,
+            voice_share: 0.1,
+            email_share: 0.05,
+            accept: Delay::ZERO,
+            handle: Delay::ZERO,
+            miss_share: 0.0,
+            decline_share: 0.0,
+            offer_timeout: Duration::from_secs(2),
+            capacity: Capacity::default(),
+            http_conns: 8,
+            connect_concurrency: 64,
+            drain: None,
+            seed: 1,
+            progress: false,
+            not_ready_reason: "break".into(),
+            keep_files: false,
+            close_interactions: false,
+        }
+    }
+
+    /// `loadtest smoke`: about 3 seconds, 300 tasks, 20 agents, with some declines,
+    /// misses and hold times so that every path runs.
+    pub fn smoke(target: Target) -> RouteOpts {
+        RouteOpts {
+            agents: 20,
+            rate: 100.0,
+            duration: Duration::from_secs(3),
+            accept: Delay::exp(5.0),
+            handle: Delay::exp(20.0),
+            miss_share: 0.02,
+            decline_share: 0.05,
+            offer_timeout: Duration::from_millis(500),
+            http_conns: 2,
+            ..RouteOpts::new(target)
+        }
+    }
+
+    /// How many tasks the run creates.
+    pub fn total_tasks(&self) -> u64 {
+        (self.rate * self.duration.as_secs_f64()).ceil() as u64
+    }
+
+    fn check(&self) -> Result<(), Failure> {
+        let bad = |m: String| Err(Failure::new(m));
+        if self.agents == 0 || self.agents > MAX_AGENTS {
+            return bad(format!("--agents must be 1 to {MAX_AGENTS}"));
+        }
+        if !(self.rate.is_finite() && self.rate > 0.0) {
+            return bad("--rate must be more than 0".into());
+        }
+        if self.duration.is_zero() || self.duration > Duration::from_secs(24 * 3600) {
+            return bad("--duration must be more than 0 and at most a day".into());
+        }
+        let total = self.total_tasks();
+        if total == 0 || total > MAX_TASKS {
+            return bad(format!(
+                "rate x duration must give 1 to {MAX_TASKS} tasks, not {total}"
+            ));
+        }
+        if self.queues.is_empty() {
+            return bad("at least one queue is needed".into());
+        }
+        for (name, v) in [
+            ("--voice-share", self.voice_share),
+            ("--email-share", self.email_share),
+            ("--miss-share", self.miss_share),
+            ("--decline-share", self.decline_share),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return bad(format!("{name} must be between 0 and 1"));
+            }
+        }
+        if self.voice_share + self.email_share > 1.0 {
+            return bad("--voice-share + --email-share must be at most 1".into());
+        }
+        if self.miss_share + self.decline_share > 1.0 {
+            return bad("--miss-share + --decline-share must be at most 1".into());
+        }
+        if let Target::External { addr, .. } = &self.target {
+            if !addr.ip().is_loopback() {
+                return bad(format!(
+                    "--hub {addr}: only loopback addresses may be load-tested"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// How long the drain waits for the next completion before it gives up.
+    pub fn drain_stall(&self) -> Duration {
+        self.drain.unwrap_or_else(|| {
+            let slow = Duration::from_secs_f64(
+                (4.0 * (self.accept.mean_ms + self.handle.mean_ms) / 1000.0).min(60.0),
+            );
+            (self.offer_timeout * 2 + slow + Duration::from_secs(2)).min(Duration::from_secs(120))
+        })
+    }
+
+    /// The longest the drain lasts, progress or not: three times the load plus a minute.
+    pub fn drain_cap(&self) -> Duration {
+        (self.duration * 3 + Duration::from_secs(60)).max(self.drain_stall())
+    }
+
+    fn params(&self) -> serde_json::Value {
+        serde_json::json!({
+            "agents": self.agents,
+            "rate": self.rate,
+            "duration_secs": self.duration.as_secs_f64(),
+            "tasks": self.total_tasks(),
+            "queues": self.queues,
+            "queues_per_agent": self.queues_per_agent,
+            "voice_share": self.voice_share,
+            "email_share": self.email_share,
+            "accept": self.accept,
+            "handle": self.handle,
+            "miss_share": self.miss_share,
+            "decline_share": self.decline_share,
+            "offer_timeout_secs": self.offer_timeout.as_secs_f64(),
+            "capacity": self.capacity,
+            "http_conns": self.http_conns,
+            "seed": self.seed,
+            "close_interactions": self.close_interactions,
+        })
+    }
+}
+
+/// Raises this process's open-file soft limit to its hard limit; returns the limit now
+/// in force.
+pub fn raise_nofile_limit() -> Option<u64> {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
+            return None;
+        }
+        if r.rlim_cur < r.rlim_max {
+            let want = libc::rlimit {
+                rlim_cur: r.rlim_max,
+                rlim_max: r.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                r.rlim_cur = r.rlim_max;
+            }
+        }
+    }
+    #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 everywhere
+    Some(r.rlim_cur as u64)
+}
+
+/// What the task creators produced.
+#[derive(Default)]
+struct GenOutcome {
+    created: Vec<(u64, String)>,
+    errors: Vec<String>,
+    hists: HistSet,
+    first_send_ns: Option<u64>,
+    last_send_ns: u64,
+}
+
+/// The body of task `seq`'s create, and its channel.
+fn task_body(opts: &RouteOpts, shared: &Shared, seq: u64) -> String {
+    let mut rng = Rng::derive(opts.seed ^ 0x7A5C, seq);
+    let r = rng.unit();
+    let channel = if r < opts.voice_share {
+        "voice"
+    } else if r < opts.voice_share + opts.email_share {
+        "email"
+    } else {
+        "chat"
+    };
+    let queue = &opts.queues[rng.below(opts.queues.len() as u64) as usize];
+    let priority = [0, 0, 0, 0, 5, 5, 10, 50][rng.below(8) as usize];
+    let customer = match channel {
+        "voice" => format!(r#"{{"phone":"+1555{:07}"}}"#, seq % 10_000_000),
+        "email" => format!(r#"{{"email":"lt{seq}@example.com"}}"#),
+        _ => format!(r#"{{"chat_handle":"lt-visitor-{seq}"}}"#),
+    };
+    format!(
+        r#"{{"channel":"{channel}","queue":"{queue}","priority":{priority},"customer":{customer},"attributes":{{"source":"loadtest","lt_seq":{seq}}},"idempotency_key":"{}"}}"#,
+        shared.key(seq)
+    )
+}
+
+/// One HTTP connection's share of the open-loop schedule: task `seq` is due at
+/// `seq / rate` seconds; each creator takes the next number, waits for its time, sends.
+async fn creator(
+    addr: SocketAddr,
+    token: Arc<str>,
+    opts: Arc<RouteOpts>,
+    shared: Arc<Shared>,
+    next: Arc<AtomicU64>,
+    start: tokio::time::Instant,
+) -> GenOutcome {
+    let total = opts.total_tasks();
+    let mut client = HttpClient::new(addr);
+    let mut out = GenOutcome::default();
+    loop {
+        let seq = next.fetch_add(1, Ordering::Relaxed);
+        if seq >= total {
+            break;
+        }
+        let due = start + Duration::from_secs_f64(seq as f64 / opts.rate);
+        tokio::time::sleep_until(due).await;
+        let body = task_body(&opts, &shared, seq);
+        let now = tokio::time::Instant::now();
+        out.hists
+            .get(H_SCHEDULE_LAG)
+            .record(now.saturating_duration_since(due));
+        let sent_ns = shared.now_ns();
+        shared.mark_sent(seq, sent_ns);
+        out.first_send_ns.get_or_insert(sent_ns);
+        out.last_send_ns = sent_ns;
+        let r = client
+            .post_json("/v1/tasks", Some(&token), body.as_bytes())
+            .await;
+        let done_ns = shared.now_ns();
+        match r {
+            Ok(resp) if resp.status == 201 => {
+                out.hists
+                    .get(H_HTTP_CREATE)
+                    .record_ns_span(sent_ns, done_ns);
+                match serde_json::from_slice::<serde_json::Value>(&resp.body)
+                    .ok()
+                    .and_then(|v| v.get("task_id")?.as_str().map(str::to_owned))
+                {
+                    Some(id) => {
+                        Counters::bump(&shared.counters.created);
+                        out.created.push((seq, id));
+                    }
+                    None => {
+                        Counters::bump(&shared.counters.create_errors);
+                        out.errors.push(format!(
+                            "task #{seq}: 201 without a task_id: {}",
+                            resp.text()
+                        ));
+                    }
+                }
+            }
+            Ok(resp) => {
+                Counters::bump(&shared.counters.create_errors);
+                if out.errors.len() < 10 {
+                    out.errors.push(format!(
+                        "task #{seq}: HTTP {}: {}",
+                        resp.status,
+                        resp.text()
+                    ));
+                }
+            }
+            Err(e) => {
+                Counters::bump(&shared.counters.create_errors);
+                if out.errors.len() < 10 {
+                    out.errors.push(format!("task #{seq}: {e}"));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Prints a line a second until told to stop.
+async fn progress(shared: Arc<Shared>, mut stop: watch::Receiver<bool>, total: u64) {
+    let c = &shared.counters;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    let (mut last_created, mut last_completed) = (0, 0);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let created = Counters::get(&c.created);
+        let completed = Counters::get(&c.completed);
+        eprintln!(
+            "[{:>6.1}s] created {created}/{total} (+{}/s) completed {completed} (+{}/s) offers {} accepted {} declined {} expired {} errors {}",
+            shared.t0.elapsed().as_secs_f64(),
+            created - last_created,
+            completed - last_completed,
+            Counters::get(&c.offers),
+            Counters::get(&c.accepted),
+            Counters::get(&c.declined),
+            Counters::get(&c.expired),
+            Counters::get(&c.create_errors) + Counters::get(&c.unexpected),
+        );
+        last_created = created;
+        last_completed = completed;
+    }
+}
+
+/// Waits until `done` holds, or `limit` passes, or the spawned hub dies. Returns
+/// whether `done` held.
+async fn wait_for(
+    limit: Duration,
+    hub: &mut Option<HubProcess>,
+    mut done: impl FnMut() -> bool,
+) -> Result<bool, Failure> {
+    let end = Instant::now() + limit;
+    loop {
+        if done() {
+            return Ok(true);
+        }
+        if let Some(h) = hub.as_mut() {
+            if let Some(status) = h.exited() {
+                return Err(Failure::new(format!(
+                    "the hub exited during the run ({status}); its log ({}):\n{}",
+                    h.log_path.display(),
+                    hubproc::log_tail(&h.log_path, 30)
+                )));
+            }
+        }
+        if Instant::now() >= end {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Looks every created task up, over a few keep-alive connections.
+async fn look_up_all(
+    addr: SocketAddr,
+    token: Arc<str>,
+    created: &[(u64, String)],
+    conns: usize,
+) -> HashMap<String, Lookup> {
+    let ids: Arc<Vec<String>> = Arc::new(created.iter().map(|(_, t)| t.clone()).collect());
+    let next = Arc::new(AtomicU64::new(0));
+    let mut handles = Vec::new();
+    for _ in 0..conns.max(1) {
+        let (ids, next, token) = (ids.clone(), next.clone(), token.clone());
+        handles.push(tokio::spawn(async move {
+            let mut client = HttpClient::new(addr);
+            let mut found = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                let Some(id) = ids.get(i) else { break };
+                let l = match client.get(&format!("/v1/tasks/{id}"), Some(&token)).await {
+                    Ok(r) if r.status == 200 => {
+                        match serde_json::from_slice::<crate::wire::TaskMsg>(&r.body) {
+                            Ok(t) => Lookup::Found {
+                                state: t.state.unwrap_or_default(),
+                                agent_id: t.agent_id,
+                            },
+                            Err(e) => Lookup::Unreadable(format!("{e}: {}", r.text())),
+                        }
+                    }
+                    Ok(r) if r.status == 404 => Lookup::Missing,
+                    Ok(r) => Lookup::Unreadable(format!("HTTP {}: {}", r.status, r.text())),
+                    Err(e) => Lookup::Unreadable(e.to_string()),
+                };
+                found.push((id.clone(), l));
+            }
+            found
+        }));
+    }
+    let mut all = HashMap::new();
+    for h in handles {
+        if let Ok(found) = h.await {
+            all.extend(found);
+        }
+    }
+    all
+}
+
+fn sign(keys: &Keys, sub: &str, role: Role, ttl: Duration, queues: Option<Vec<String>>) -> String {
+    keys.sign(&Claims {
+        sub: sub.to_owned(),
+        role,
+        exp: switchboard::auth::unix_now() + ttl.as_secs().max(60),
+        name: queues.as_ref().map(|_| format!("Load Test {sub}")),
+        skills: queues.as_ref().map(|_| Vec::new()),
+        queues,
+    })
+}
+
+/// Runs the `route` scenario. `Ok` when every invariant held; `Err` with the report
+/// when one broke, or with a message when the run could not be carried out.
+pub async fn run_route(opts: RouteOpts) -> Result<Report, Failure> {
+    opts.check()?;
+    raise_nofile_limit();
+    let total = opts.total_tasks();
+    let (mut hub, addr, secret, hub_desc) = match &opts.target {
+        Target::Spawn { bin, rust_log } => {
+            let setup = HubSetup {
+                queues: opts.queues.clone(),
+                offer_timeout: opts.offer_timeout,
+                capacity: opts.capacity,
+                retention: (total as usize).saturating_mul(2).max(100_000),
+                send_queue: 4096,
+                rust_log: rust_log.clone(),
+            };
+            let h = HubProcess::spawn(bin, &setup).await.map_err(Failure::new)?;
+            let desc = format!(
+                "spawned {} on {} (files in {})",
+                bin.display(),
+                h.addr,
+                h.dir.display()
+            );
+            let (addr, secret) = (h.addr, h.secret.clone());
+            (Some(h), addr, secret, desc)
+        }
+        Target::External { addr, secret } => {
+            (None, *addr, secret.clone(), format!("external {addr}"))
+        }
+    };
+    let mut result = drive(&opts, &mut hub, addr, &secret, hub_desc).await;
+    if let Some(h) = hub {
+        let (dir, log_path) = (h.dir.clone(), h.log_path.clone());
+        let usage = h.usage();
+        let status = h.stop(Duration::from_secs(10)).await;
+        let (lines, bad, samples) = hubproc::log_counts(&log_path);
+        let report = match &mut result {
+            Ok(r) => Some(r),
+            Err(Failure {
+                report: Some(r), ..
+            }) => Some(&mut **r),
+            Err(_) => None,
+        };
+        if let Some(r) = report {
+            r.checks.push(Check {
+                name: "the hub drained and exited cleanly on SIGTERM".into(),
+                passed: status.is_some_and(|s| s.success()),
+                detail: match status {
+                    Some(s) => s.to_string(),
+                    None => "did not exit within 10 s; killed".into(),
+                },
+            });
+            let mut breaches = samples;
+            if bad > breaches.len() {
+                breaches.push(format!("... {bad} in all"));
+            }
+            r.checks.push(Check::from_breaches(
+                "the hub logged no warnings or errors",
+                format!("{lines} log lines read"),
+                &breaches,
+            ));
+            if let Some((cpu, rss_kib)) = usage {
+                r.notes.push(format!(
+                    "hub process: {cpu:.2} CPU s from start to end, peak RSS {:.1} MiB; harness: {:.2} CPU s",
+                    rss_kib as f64 / 1024.0,
+                    r.harness_cpu_secs
+                ));
+                r.hub_cpu_secs = Some(cpu);
+            }
+            r.notes.push(format!(
+                "the hub wrote {lines} log lines ({:.1} per task created)",
+                lines as f64 / r.counts.created.max(1) as f64
+            ));
+        }
+        let passed = matches!(&result, Ok(r) if r.passed());
+        if opts.keep_files || !passed {
+            let note = format!("hub config and log kept in {}", dir.display());
+            match &mut result {
+                Ok(r) => r.notes.push(note),
+                Err(Failure {
+                    report: Some(r), ..
+                }) => r.notes.push(note),
+                Err(f) => {
+                    f.message.push('\n');
+                    f.message.push_str(&note);
+                }
+            }
+        } else {
+            HubProcess::remove_files(&dir);
+        }
+    }
+    match result {
+        Ok(r) if !r.passed() => Err(Failure {
+            message: format!("{} invariant check(s) broken", r.failed_checks().len()),
+            report: Some(Box::new(r)),
+        }),
+        other => other,
+    }
+}
+
+fn agent_queues(opts: &RouteOpts, i: usize) -> Vec<String> {
+    let n = opts.queues.len();
+    let mut qs: Vec<String> = (0..opts.queues_per_agent.clamp(1, n))
+        .map(|k| opts.queues[(i + k) % n].clone())
+        .collect();
+    qs.dedup();
+    qs
+}
+
+async fn collect_agents(
+    handles: Vec<tokio::task::JoinHandle<AgentOutcome>>,
+    limit: Duration,
+) -> (Vec<AgentOutcome>, Vec<String>) {
+    let end = tokio::time::Instant::now() + limit;
+    let mut outs = Vec::with_capacity(handles.len());
+    let mut lost = Vec::new();
+    for (i, h) in handles.into_iter().enumerate() {
+        let abort = h.abort_handle();
+        match tokio::time::timeout_at(end, h).await {
+            Ok(Ok(o)) => outs.push(o),
+            Ok(Err(e)) => lost.push(format!("agent #{i} task failed: {e}")),
+            Err(_) => {
+                abort.abort();
+                lost.push(format!("agent #{i} did not close in time"));
+            }
+        }
+    }
+    (outs, lost)
+}
+
+async fn drive(
+    opts: &RouteOpts,
+    hub: &mut Option<HubProcess>,
+    addr: SocketAddr,
+    secret: &str,
+    hub_desc: String,
+) -> Result<Report, Failure> {
+    let total = opts.total_tasks();
+    let cpu_at_start = hubproc::self_cpu_secs();
+    let keys = Keys::new(secret.as_bytes());
+    let ttl = opts.duration + opts.drain_cap() + Duration::from_secs(3600);
+    let integration: Arc<str> = sign(&keys, "lt-integration", Role::Integration, ttl, None).into();
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let nonce = format!("{:08x}", Rng::new(opts.seed ^ wall).next_u64() as u32);
+    let timeline_secs = (opts.duration + opts.drain_cap()).as_secs() as usize + 30;
+    let shared = Arc::new(Shared::new(total as usize, timeline_secs, &nonce));
+    let opts_arc = Arc::new(opts.clone());
+    let plan = Arc::new(AgentPlan {
+        accept: opts.accept,
+        handle: opts.handle,
+        miss_share: opts.miss_share,
+        decline_share: opts.decline_share,
+        capacity: opts.capacity,
+        not_ready_reason: opts.not_ready_reason.clone(),
+        close_interactions: opts.close_interactions,
+    });
+    let (phase_tx, phase_rx) = watch::channel(Phase::Run);
+    let gate = Arc::new(Semaphore::new(opts.connect_concurrency.max(1)));
+    let mut handles = Vec::with_capacity(opts.agents);
+    for i in 0..opts.agents {
+        let id = format!("lt-agent-{i}");
+        let token = sign(&keys, &id, Role::Agent, ttl, Some(agent_queues(opts, i)));
+        let spec = AgentSpec {
+            idx: i as u32,
+            id,
+            url: format!("ws://{addr}/v1/ws?access_token={token}"),
+            seed: opts.seed,
+        };
+        handles.push(tokio::spawn(agent::run_agent(
+            spec,
+            plan.clone(),
+            shared.clone(),
+            phase_rx.clone(),
+            gate.clone(),
+        )));
+    }
+    let c = &shared.counters;
+    let n = opts.agents;
+    let login_limit = Duration::from_secs(30 + n as u64 / 50);
+    let login_started = Instant::now();
+    let logged_in = wait_for(login_limit, hub, || {
+        c.ready_agents.load(Ordering::Relaxed) + c.failed_agents.load(Ordering::Relaxed) >= n
+    })
+    .await;
+    let ready = c.ready_agents.load(Ordering::Relaxed);
+    if !matches!(logged_in, Ok(true)) || ready < n {
+        let _ = phase_tx.send(Phase::Close);
+        let (outs, lost) = collect_agents(handles, Duration::from_secs(10)).await;
+        let mut why: Vec<String> = outs.into_iter().flat_map(|o| o.errors).take(5).collect();
+        why.extend(lost.into_iter().take(5));
+        return Err(match logged_in {
+            Err(f) => f,
+            Ok(_) => Failure::new(format!(
+                "only {ready} of {n} agents logged in and went Ready within {} s:\n  {}",
+                login_limit.as_secs(),
+                why.join("\n  ")
+            )),
+        });
+    }
+    let login_secs = login_started.elapsed().as_secs_f64();
+    if opts.progress {
+        eprintln!(
+            "{n} agents Ready in {login_secs:.2} s; creating {total} tasks at {}/s for {} s",
+            opts.rate,
+            opts.duration.as_secs_f64()
+        );
+    }
+
+    let hub_cpu_before = hub.as_ref().and_then(|h| h.usage()).map(|u| u.0);
+    let harness_cpu_before = hubproc::self_cpu_secs();
+
+    // The load: open loop, `http_conns` creators sharing one schedule.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let prog = opts
+        .progress
+        .then(|| tokio::spawn(progress(shared.clone(), stop_rx, total)));
+    let next = Arc::new(AtomicU64::new(0));
+    let start = tokio::time::Instant::now() + Duration::from_millis(10);
+    let creators: Vec<_> = (0..opts.http_conns.max(1))
+        .map(|_| {
+            tokio::spawn(creator(
+                addr,
+                integration.clone(),
+                opts_arc.clone(),
+                shared.clone(),
+                next.clone(),
+                start,
+            ))
+        })
+        .collect();
+    let mut gen_out = GenOutcome::default();
+    let mut gen_failures = Vec::new();
+    for h in creators {
+        match h.await {
+            Ok(g) => {
+                gen_out.created.extend(g.created);
+                gen_out.errors.extend(g.errors);
+                gen_out.hists.merge(&g.hists);
+                gen_out.first_send_ns = match (gen_out.first_send_ns, g.first_send_ns) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                gen_out.last_send_ns = gen_out.last_send_ns.max(g.last_send_ns);
+            }
+            Err(e) => gen_failures.push(format!("a creator task failed: {e}")),
+        }
+    }
+    gen_out.created.sort_by_key(|(s, _)| *s);
+    let created = gen_out.created.len() as u64;
+
+    // Drain: let the agents finish what was created, while they make progress.
+    let stall = opts.drain_stall();
+    let drain_started = Instant::now();
+    let (mut last_done, mut last_change) = (Counters::get(&c.completed), Instant::now());
+    let drained = wait_for(opts.drain_cap(), hub, || {
+        let done = Counters::get(&c.completed);
+        if done != last_done {
+            (last_done, last_change) = (done, Instant::now());
+        }
+        done >= created || last_change.elapsed() >= stall
+    })
+    .await;
+    let drain_secs = drain_started.elapsed().as_secs_f64();
+    let held_at_drain = Counters::get(&c.held);
+    let offered_at_drain = Counters::get(&c.pending_offers);
+    let drained = match drained {
+        Ok(_) => Counters::get(&c.completed) >= created,
+        Err(f) => {
+            let _ = stop_tx.send(true);
+            let _ = phase_tx.send(Phase::Close);
+            let _ = collect_agents(handles, Duration::from_secs(5)).await;
+            return Err(f);
+        }
+    };
+    let completed_at_drain = Counters::get(&c.completed);
+    let load_secs = shared
+        .now_ns()
+        .saturating_sub(gen_out.first_send_ns.unwrap_or(0)) as f64
+        / 1e9;
+    let hub_cpu_load = hub
+        .as_ref()
+        .and_then(|h| h.usage())
+        .zip(hub_cpu_before)
+        .map(|(u, before)| u.0 - before);
+    let harness_cpu_load = hubproc::self_cpu_secs() - harness_cpu_before;
+
+    // Quiesce: every agent finishes, declines what is offered, goes Not Ready.
+    let _ = phase_tx.send(Phase::Quiesce);
+    let quiesce_limit = Duration::from_secs(10) + opts.offer_timeout;
+    let quiesce = wait_for(quiesce_limit, hub, || {
+        c.quiesced_agents.load(Ordering::Relaxed) + c.failed_agents.load(Ordering::Relaxed) >= n
+    })
+    .await;
+    let settled = matches!(quiesce, Ok(true)) && c.quiesced_agents.load(Ordering::Relaxed) == n;
+    let lookups = look_up_all(addr, integration.clone(), &gen_out.created, 8).await;
+    let _ = phase_tx.send(Phase::Close);
+    let (outcomes, lost) = collect_agents(handles, Duration::from_secs(15)).await;
+    let _ = stop_tx.send(true);
+    if let Some(p) = prog {
+        let _ = p.await;
+    }
+    quiesce?;
+
+    // Figures.
+    let mut hists = HistSet::default();
+    hists.merge(&gen_out.hists);
+    for o in &outcomes {
+        hists.merge(&o.hists);
+    }
+    let first_send = gen_out.first_send_ns.unwrap_or(0);
+    let last_done = shared.last_completion_ns.load(Ordering::Relaxed);
+    let elapsed_secs = last_done.saturating_sub(first_send) as f64 / 1e9;
+    let window_secs = gen_out.last_send_ns.saturating_sub(first_send) as f64 / 1e9;
+    let counts = Counts {
+        created,
+        create_errors: Counters::get(&c.create_errors),
+        offers: Counters::get(&c.offers),
+        first_offers: Counters::get(&c.first_offers),
+        accepted: Counters::get(&c.accepted),
+        declined: Counters::get(&c.declined),
+        expired: Counters::get(&c.expired),
+        refused: Counters::get(&c.refused),
+        completed: Counters::get(&c.completed),
+        frames_in: Counters::get(&c.frames_in),
+        unexpected: Counters::get(&c.unexpected),
+    };
+    let linked = hists.get(H_CREATE_TO_OFFER).count();
+    let timeline_all = shared.timeline(timeline_secs);
+    let end_sec = (last_done as f64 / 1e9).ceil() as usize;
+    let completion_timeline: Vec<u64> = timeline_all
+        .iter()
+        .copied()
+        .skip((first_send as f64 / 1e9).floor() as usize)
+        .take(end_sec.saturating_sub((first_send as f64 / 1e9).floor() as usize))
+        .collect();
+    // Whole seconds inside the load window, after a warm-up of the hold and answer times.
+    let warmup = 1.0 + 3.0 * (opts.accept.mean_ms + opts.handle.mean_ms) / 1000.0;
+    let from = (first_send as f64 / 1e9 + warmup).ceil() as usize;
+    let to = (gen_out.last_send_ns as f64 / 1e9).floor() as usize;
+    let steady = if to > from {
+        let window = &timeline_all[from.min(timeline_all.len())..to.min(timeline_all.len())];
+        (!window.is_empty()).then(|| window.iter().sum::<u64>() as f64 / window.len() as f64)
+    } else {
+        None
+    };
+    let latencies = hists.summaries(&[
+        H_CREATE_TO_OFFER,
+        H_ACCEPT_RTT,
+        H_COMPLETE_RTT,
+        H_DECLINE_RTT,
+        agent::H_CLOSE_RTT,
+        H_HTTP_CREATE,
+        H_SCHEDULE_LAG,
+    ]);
+
+    // Checks.
+    let mut checks = Vec::new();
+    let kind = |k: Kind| -> Vec<String> {
+        outcomes
+            .iter()
+            .flat_map(|o| {
+                o.violations
+                    .iter()
+                    .filter(|(vk, _)| *vk == k)
+                    .map(|(_, m)| m.clone())
+            })
+            .collect()
+    };
+    let mut conn_breaches: Vec<String> = outcomes.iter().flat_map(|o| o.errors.clone()).collect();
+    conn_breaches.extend(lost);
+    conn_breaches.extend(
+        outcomes
+            .iter()
+            .filter(|o| !o.was_ready)
+            .map(|o| format!("{} never went Ready", o.id)),
+    );
+    checks.push(Check::from_breaches(
+        "every agent connected, went Ready and stayed connected",
+        format!("{n} agents, Ready in {login_secs:.2} s"),
+        &conn_breaches,
+    ));
+    let mut create_breaches = gen_out.errors.clone();
+    create_breaches.extend(gen_failures);
+    if counts.create_errors as usize > create_breaches.len() {
+        create_breaches.push(format!("{} create errors in all", counts.create_errors));
+    }
+    if created + counts.create_errors < total {
+        create_breaches.push(format!(
+            "only {} of {total} creates were sent",
+            created + counts.create_errors
+        ));
+    }
+    checks.push(Check::from_breaches(
+        "every create answered 201 with a task",
+        format!("{created} of {total} created"),
+        &create_breaches,
+    ));
+    let findings = checks::offer_findings(&outcomes);
+    checks.push(Check::from_breaches(
+        "no agent held two offers at once",
+        format!("{} offers on {n} sockets", findings.offers),
+        &kind(Kind::TwoOffers),
+    ));
+    checks.push(Check::from_breaches(
+        "no task offered to two agents at once",
+        format!(
+            "{} tasks' {} offers in the hub's order: each ended unaccepted before the next (declines by send time, expiries by hub deadline)",
+            findings.tasks, findings.offers
+        ),
+        &findings.concurrent,
+    ));
+    let mut assigned_breaches = findings.double_assigned.clone();
+    assigned_breaches.extend(kind(Kind::AcceptAfterEnd));
+    assigned_breaches.extend(kind(Kind::EndAfterAccept));
+    checks.push(Check::from_breaches(
+        "no task assigned twice",
+        format!("{} accepts answered with the task", counts.accepted),
+        &assigned_breaches,
+    ));
+    checks.push(Check::from_breaches(
+        "no agent with two calls at once, nor offered work during a call",
+        "every offer, accept and state frame".into(),
+        &kind(Kind::Voice),
+    ));
+    checks.push(Check::from_breaches(
+        "per-channel capacity respected",
+        format!(
+            "chat {}, email {}, on every offer and state frame",
+            opts.capacity.chat, opts.capacity.email
+        ),
+        &kind(Kind::Capacity),
+    ));
+    checks.push(Check::from_breaches(
+        "agent state versions only increase",
+        "every state frame".into(),
+        &kind(Kind::StateVersion),
+    ));
+    checks.push(Check::from_breaches(
+        "no offer to an agent after it went Not Ready",
+        "from each agent's not_ready reply to its close".into(),
+        &kind(Kind::OfferWhileNotReady),
+    ));
+    checks.push(Check::from_breaches(
+        "every complete of an accepted task answered",
+        format!("{} completes", counts.completed),
+        &kind(Kind::CompleteRefused),
+    ));
+    let unexpected: Vec<String> = outcomes.iter().flat_map(|o| o.unexpected.clone()).collect();
+    let mut unexpected_breaches = unexpected;
+    if counts.unexpected as usize > unexpected_breaches.len() {
+        unexpected_breaches.push(format!("{} in all", counts.unexpected));
+    }
+    checks.push(Check::from_breaches(
+        "no unexpected frames or errors",
+        format!("{} frames", counts.frames_in),
+        &unexpected_breaches,
+    ));
+    let mut frame_types: std::collections::BTreeMap<String, agent::FrameStat> = Default::default();
+    for o in &outcomes {
+        for (t, st) in &o.frame_types {
+            frame_types.entry(t.clone()).or_default().merge(st);
+        }
+    }
+    let mut trace_breaches = Vec::new();
+    if linked < counts.first_offers {
+        trace_breaches.push(format!(
+            "{} first offers could not be traced to a create of this run",
+            counts.first_offers - linked
+        ));
+    }
+    if findings.foreign > 0 {
+        trace_breaches.push(format!(
+            "{} offers of tasks this run did not create",
+            findings.foreign
+        ));
+    }
+    let mut notes = Vec::new();
+    if matches!(opts.target, Target::External { .. }) {
+        // Another client's tasks may share the queues: not a breach there.
+        notes.append(&mut trace_breaches);
+    }
+    checks.push(Check::from_breaches(
+        "every first offer traced to its create",
+        format!("{linked} first offers timed from their create"),
+        &trace_breaches,
+    ));
+    let mut settle_breaches = Vec::new();
+    if !settled {
+        settle_breaches.push(format!(
+            "only {} of {n} agents went Not Ready with nothing pending within {} s",
+            c.quiesced_agents.load(Ordering::Relaxed),
+            quiesce_limit.as_secs()
+        ));
+    }
+    checks.push(Check::from_breaches(
+        "every agent finished its work and went Not Ready at the end",
+        format!("{n} agents"),
+        &settle_breaches,
+    ));
+    // Tasks neither completed nor in an agent's hands when the drain ended: waiting in
+    // a queue although the agents had stopped completing anything.
+    let waiting = created.saturating_sub(completed_at_drain + held_at_drain + offered_at_drain);
+    let drain_note = format!(
+        "drain: {completed_at_drain} of {created} completed {drain_secs:.1} s after the last create ({held_at_drain} held, {offered_at_drain} offered, {waiting} waiting)"
+    );
+    if opts.miss_share == 0.0 && opts.decline_share == 0.0 {
+        let b = if drained || waiting == 0 {
+            Vec::new()
+        } else if last_change.elapsed() >= stall {
+            vec![format!(
+                "{waiting} tasks still waiting after no task completed for {:.1} s; {drain_note}",
+                stall.as_secs_f64()
+            )]
+        } else {
+            vec![format!(
+                "the drain hit its cap of {:.0} s while tasks still completed; {drain_note}",
+                opts.drain_cap().as_secs_f64()
+            )]
+        };
+        checks.push(Check::from_breaches(
+            "no task left waiting while agents were idle (no misses or declines in this run)",
+            if drained {
+                format!("all {created} completed {drain_secs:.1} s after the last create")
+            } else {
+                drain_note.clone()
+            },
+            &b,
+        ));
+    }
+    if !drained {
+        notes.push(format!(
+            "{drain_note}; the agents completed what they held when the run ended{}",
+            if opts.miss_share + opts.decline_share > 0.0 {
+                "; with misses and declines, a task refused by every agent of its queue stays queued"
+            } else {
+                ""
+            }
+        ));
+    }
+    let (accounting, acc_breaches) =
+        checks::account(&gen_out.created, &lookups, &outcomes, settled);
+    checks.push(Check::from_breaches(
+        "every created task accounted for (completed, cancelled, or still queued/offered)",
+        format!(
+            "GET /v1/tasks/{{id}} for {} tasks, compared with what the agents saw",
+            accounting.looked_up
+        ),
+        &acc_breaches,
+    ));
+    notes.push(format!(
+        "the harness and the hub share this machine's {} CPUs; during load and drain ({load_secs:.2} s) the harness used {harness_cpu_load:.2} CPU s ({:.0}% of one core)",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        100.0 * harness_cpu_load / load_secs.max(1e-9)
+    ));
+    if let Some(cpu) = hub_cpu_load {
+        notes.push(format!(
+            "hub CPU during load and drain: {cpu:.2} s ({:.0}% of one core), {:.0} µs per task created",
+            100.0 * cpu / load_secs.max(1e-9),
+            1e6 * cpu / created.max(1) as f64
+        ));
+    }
+    if let Some(lim) = raise_nofile_limit() {
+        notes.push(format!("open-file limit {lim}"));
+    }
+    Ok(Report {
+        scenario: "route".into(),
+        params: opts.params(),
+        hub: hub_desc,
+        elapsed_secs,
+        create_window_secs: window_secs,
+        create_rate: if window_secs > 0.0 {
+            created as f64 / window_secs
+        } else {
+            created as f64
+        },
+        throughput_steady: steady,
+        frame_types,
+        completion_timeline,
+        throughput: if elapsed_secs > 0.0 {
+            counts.completed as f64 / elapsed_secs
+        } else {
+            0.0
+        },
+        counts,
+        latencies,
+        checks,
+        accounting,
+        hub_cpu_secs: None,
+        hub_cpu_load_secs: hub_cpu_load,
+        harness_cpu_secs: hubproc::self_cpu_secs() - cpu_at_start,
+        notes,
+    })
+}

@@ -1,0 +1,73 @@
+//! The smoke scenario as a test: starts the debug `switchboard` binary, runs about 3 s
+//! of routing (300 tasks, 20 agents, with declines, misses and hold times), and
+//! asserts every invariant held and every task was accounted for.
+//!
+//! The hub binary is not built by this crate: `cargo test --workspace` builds it (the
+//! root package has integration tests); with `-p loadtest` alone, build it first with
+//! `cargo build -p switchboard`. `SWITCHBOARD_BIN` overrides the path.
+
+use loadtest::{RouteOpts, Target, run_route};
+use std::path::PathBuf;
+
+fn hub_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("SWITCHBOARD_BIN") {
+        return PathBuf::from(p);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target
+        .join("debug")
+        .join(format!("switchboard{}", std::env::consts::EXE_SUFFIX))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smoke_routing_holds_every_invariant() {
+    let bin = hub_bin();
+    assert!(
+        bin.is_file(),
+        "the switchboard binary is missing at {}: build it with `cargo build -p switchboard` \
+         (or set SWITCHBOARD_BIN); this test does not skip",
+        bin.display()
+    );
+    let opts = RouteOpts::smoke(Target::Spawn {
+        bin,
+        rust_log: None,
+    });
+    let total = opts.total_tasks();
+    let report = match run_route(opts).await {
+        Ok(r) => r,
+        Err(f) => {
+            if let Some(r) = &f.report {
+                eprintln!("{}", r.table());
+            }
+            panic!("smoke run failed: {f}");
+        }
+    };
+    println!("{}", report.table());
+    assert!(
+        report.passed(),
+        "checks failed: {:?}",
+        report.failed_checks()
+    );
+    assert_eq!(report.counts.created, total, "every create answered");
+    let a = &report.accounting;
+    assert_eq!(a.looked_up, total);
+    assert_eq!(a.missing + a.mismatched + a.unreadable, 0, "{a:?}");
+    assert_eq!(
+        a.completed + a.cancelled + a.queued + a.offered + a.assigned,
+        total,
+        "every task in a known state: {a:?}"
+    );
+    assert!(a.completed > 0, "some tasks completed: {a:?}");
+    assert!(report.counts.declined > 0, "the declines path ran");
+    for name in [
+        "no task offered to two agents at once",
+        "no task assigned twice",
+    ] {
+        assert!(
+            report.checks.iter().any(|c| c.name == name && c.passed),
+            "{name} was checked and held"
+        );
+    }
+}
