@@ -12,7 +12,7 @@
 
 use crate::clock::Ts;
 use crate::ids::{Channel, ConnId, OfferId, TaskId};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The reason code the hub sets when an agent lets an offer expire.
 pub const REASON_MISSED_OFFER: &str = "missed_offer";
@@ -22,7 +22,7 @@ pub const REASON_LOGIN: &str = "login";
 pub const REASON_SUPERVISOR: &str = "supervisor";
 
 /// What the agent chose (or the hub chose for it).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "presence", rename_all = "snake_case")]
 pub enum Presence {
     /// Logged out, or gone past the reconnect grace period.
@@ -55,7 +55,7 @@ pub enum Status {
 }
 
 /// An offer pending on the agent.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingOffer {
     /// The offer's id.
     pub offer_id: OfferId,
@@ -68,7 +68,7 @@ pub struct PendingOffer {
 }
 
 /// A task the agent has accepted and not yet completed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Work {
     /// The task.
     pub task_id: TaskId,
@@ -79,7 +79,7 @@ pub struct Work {
 }
 
 /// The wrap-up period after a task.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WrapUp {
     /// The task just finished.
     pub task_id: TaskId,
@@ -88,7 +88,7 @@ pub struct WrapUp {
 }
 
 /// The agent's link to its desktop.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Link {
     /// No session, and none expected.
     None,
@@ -104,7 +104,7 @@ pub enum Link {
 }
 
 /// Everything the hub knows of one agent's state.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentState {
     /// What the agent chose.
     pub presence: Presence,

@@ -5,7 +5,7 @@
 //! `tokio::time::Instant`, so a test that pauses tokio's clock moves the model's time
 //! too, while timestamps stay comparable across nodes (they are wall-clock based).
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A point in time: microseconds since the UNIX epoch.
@@ -36,9 +36,31 @@ impl Ts {
     }
 }
 
+/// On the wire (JSON) a timestamp is RFC 3339 text with milliseconds; in the
+/// replication log and snapshots (binary) it is the exact microsecond count, so that a
+/// replica loaded from a snapshot decides exactly like one that replayed the log.
 impl Serialize for Ts {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.rfc3339())
+        if s.is_human_readable() {
+            s.serialize_str(&self.rfc3339())
+        } else {
+            s.serialize_u64(self.0)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Ts {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Ts, D::Error> {
+        if d.is_human_readable() {
+            let s = String::deserialize(d)?;
+            let t = chrono::DateTime::parse_from_rfc3339(&s).map_err(serde::de::Error::custom)?;
+            let micros = t.timestamp_micros();
+            u64::try_from(micros)
+                .map(Ts)
+                .map_err(|_| serde::de::Error::custom("timestamp before 1970"))
+        } else {
+            u64::deserialize(d).map(Ts)
+        }
     }
 }
 

@@ -67,6 +67,17 @@ pub struct Config {
     pub queues: Vec<QueueConfig>,
     /// The agents.
     pub agents: Vec<AgentConfig>,
+    /// Where the state lives.
+    pub store: StoreConfig,
+}
+
+/// `[store]`
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// A Redis URL (`redis://host:port/db`) to share state with other nodes; in memory
+    /// when absent. Also `--redis` or `SWITCHBOARD_REDIS`.
+    pub redis: Option<String>,
 }
 
 /// `[server]`
@@ -366,6 +377,15 @@ impl Config {
     /// Checks every rule that types alone do not.
     pub fn check(&self) -> Result<(), ConfigError> {
         let addr = self.listen_addr()?;
+        if let Some(url) = &self.store.redis {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return Err(invalid(
+                    "store.redis",
+                    "must be a redis:// or rediss:// URL",
+                ));
+            }
+        }
+        name("server.node_id", &self.server.node_id)?;
         if !addr.ip().is_loopback() && self.auth.secret.as_deref().is_none_or(str::is_empty) {
             return Err(invalid(
                 "auth.secret",

@@ -184,7 +184,7 @@ impl ErrorCode {
 }
 
 /// How an offer ended, remembered so that a late accept gets a precise answer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OfferEnd {
     /// Accepted by its agent.

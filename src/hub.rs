@@ -85,7 +85,7 @@ impl Hub {
             .collect();
         let (supervisors, _) = broadcast::channel(4096);
         let (draining, _) = watch::channel(false);
-        Arc::new(Hub {
+        let hub = Arc::new(Hub {
             config,
             keys,
             clock,
@@ -98,7 +98,10 @@ impl Hub {
             dirty_queues: Mutex::new(BTreeSet::new()),
             connections: AtomicUsize::new(0),
             draining,
-        })
+        });
+        let weak: std::sync::Weak<dyn crate::store::Dispatch> = Arc::downgrade(&hub) as _;
+        hub.store.set_dispatch(weak);
+        hub
     }
 
     /// The store.
@@ -153,13 +156,20 @@ impl Hub {
                         self.push(agent_id, Outbound::Text(text.clone()));
                     }
                 }
-                Notice::Close { agent_id, reason } => {
-                    tracing::info!(%agent_id, ?reason, "closing session");
+                Notice::Close {
+                    agent_id,
+                    reason,
+                    conn,
+                } => {
                     if let Some(h) = self.sessions.get(&agent_id) {
-                        h.kill(match reason {
-                            CloseReason::LoggedOut => "logged_out",
-                            CloseReason::LoggedOutBySupervisor => "logged_out_by_supervisor",
-                        });
+                        if conn.is_none_or(|c| c == h.conn) {
+                            tracing::info!(%agent_id, ?reason, "closing session");
+                            h.kill(match reason {
+                                CloseReason::LoggedOut => "logged_out",
+                                CloseReason::LoggedOutBySupervisor => "logged_out_by_supervisor",
+                                CloseReason::Replaced => "replaced",
+                            });
+                        }
                     }
                 }
             }
@@ -353,6 +363,12 @@ impl Hub {
                 Err(e) => tracing::warn!(error = %e, "cannot read queue numbers"),
             }
         }
+    }
+}
+
+impl crate::store::Dispatch for Hub {
+    fn deliver(&self, o: Outcome) {
+        let _ = self.dispatch(o);
     }
 }
 

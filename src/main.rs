@@ -17,6 +17,12 @@ struct Cli {
     /// Overrides `server.listen`.
     #[arg(long, env = "SWITCHBOARD_LISTEN", global = true)]
     listen: Option<String>,
+    /// Share state with other nodes through this Redis (`redis://host:port`).
+    #[arg(long, env = "SWITCHBOARD_REDIS", global = true)]
+    redis: Option<String>,
+    /// This node's name (overrides `server.node_id`); must differ between nodes.
+    #[arg(long, env = "SWITCHBOARD_NODE_ID", global = true)]
+    node_id: Option<String>,
     /// Log as JSON lines instead of text.
     #[arg(long, global = true)]
     log_json: bool,
@@ -49,6 +55,12 @@ fn load_config(cli: &Cli) -> anyhow_lite::Result<Config> {
     };
     if let Some(l) = &cli.listen {
         cfg.server.listen = l.clone();
+    }
+    if let Some(r) = &cli.redis {
+        cfg.store.redis = Some(r.clone());
+    }
+    if let Some(n) = &cli.node_id {
+        cfg.server.node_id = n.clone();
     }
     if let Ok(s) = std::env::var("SWITCHBOARD_SECRET") {
         cfg.auth.secret = Some(s);

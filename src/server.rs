@@ -5,7 +5,9 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::http;
 use crate::hub::Hub;
+use crate::store::Store;
 use crate::store::memory::MemoryStore;
+use crate::store::redis::RedisStore;
 use axum::serve::ListenerExt;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,7 +29,17 @@ pub struct Running {
 pub async fn start(config: Config, secret: &[u8]) -> std::io::Result<Running> {
     let config = Arc::new(config);
     let clock = Clock::new();
-    let store = Arc::new(MemoryStore::new(Arc::new(config.rules()), clock.now()));
+    let rules = Arc::new(config.rules());
+    let (store, poll): (Arc<dyn Store>, Option<Duration>) = match &config.store.redis {
+        None => (Arc::new(MemoryStore::new(rules, clock.now())), None),
+        Some(url) => {
+            let s = RedisStore::connect(url, &config.server.node_id, rules, clock.now())
+                .await
+                .map_err(|e| std::io::Error::other(format!("redis: {e}")))?;
+            // Deadlines may be set by other nodes' commands: look every so often.
+            (Arc::new(s), Some(Duration::from_millis(50)))
+        }
+    };
     let hub = Hub::new(config.clone(), Keys::new(secret), store, clock);
     let listener = tokio::net::TcpListener::bind(&config.server.listen)
         .await?
@@ -36,7 +48,7 @@ pub async fn start(config: Config, secret: &[u8]) -> std::io::Result<Running> {
             let _ = tcp.set_nodelay(true);
         });
     let addr = axum::serve::Listener::local_addr(&listener)?;
-    tokio::spawn(hub.clone().run_timers(None));
+    tokio::spawn(hub.clone().run_timers(poll));
     tokio::spawn(
         hub.clone()
             .run_queue_updates(Duration::from_millis(config.server.queue_update_ms)),

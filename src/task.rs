@@ -37,7 +37,7 @@ pub struct CustomerIdentity {
 }
 
 /// The body of `POST /v1/tasks`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewTask {
     /// The task's medium.
@@ -62,7 +62,7 @@ pub struct NewTask {
 }
 
 /// Where a task is in its life.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum TaskState {
     /// Waiting in its queue.
@@ -114,7 +114,7 @@ impl TaskState {
 }
 
 /// A task as the hub keeps it, and as the wire protocol shows it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Task {
     /// Its id.
     pub task_id: TaskId,

@@ -148,9 +148,16 @@ use futures_util::SinkExt;
 async fn a_frame_over_the_hard_limit_closes_with_1009() {
     let hub = hub("[limits]\nmax_frame_bytes = 1024\nhard_max_frame_bytes = 2048").await;
     let mut c = hub.agent("ana").await;
-    c.send_raw(Message::text(format!(r#"{{"type":"ping","pad":"{}"}}"#, "x".repeat(4000)))).await;
+    c.send_raw(Message::text(format!(
+        r#"{{"type":"ping","pad":"{}"}}"#,
+        "x".repeat(4000)
+    )))
+    .await;
     let (reason, code) = c.expect_closed().await;
-    assert_eq!((reason.as_deref(), code), (Some("frame_too_large"), Some(1009)));
+    assert_eq!(
+        (reason.as_deref(), code),
+        (Some("frame_too_large"), Some(1009))
+    );
     let mut again = hub.agent("ana").await;
     still_alive(&mut again).await;
     hub.shutdown().await;
@@ -354,10 +361,18 @@ async fn http_errors_are_json_with_the_same_codes() {
     let (s, v) = hub.http("GET", "/v1/nothing", None, None).await;
     assert_eq!((s, v["error"]["code"].as_str()), (404, Some("not_found")));
     let (s, v) = hub.http("DELETE", "/v1/tasks", Some(&integ), None).await;
-    assert_eq!((s, v["error"]["code"].as_str()), (405, Some("method_not_allowed")), "{v}");
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (405, Some("method_not_allowed")),
+        "{v}"
+    );
     // A plain GET where a websocket upgrade belongs.
     let (s, v) = hub.http("GET", "/v1/ws", None, None).await;
-    assert_eq!((s, v["error"]["code"].as_str()), (400, Some("invalid_message")), "{v}");
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (400, Some("invalid_message")),
+        "{v}"
+    );
     // The body's idempotency key and the header's must agree.
     let (s, v) = http(
         hub.addr,
@@ -368,17 +383,27 @@ async fn http_errors_are_json_with_the_same_codes() {
         &[("idempotency-key", "b")],
     )
     .await;
-    assert_eq!((s, v["error"]["field"].as_str()), (400, Some("idempotency_key")), "{v}");
+    assert_eq!(
+        (s, v["error"]["field"].as_str()),
+        (400, Some("idempotency_key")),
+        "{v}"
+    );
     // A retry is checked like a first try.
     let ok = r#"{"channel":"chat","queue":"support","idempotency_key":"k"}"#;
     let (s, _) = hub.http("POST", "/v1/tasks", Some(&integ), Some(ok)).await;
     assert_eq!(s, 201);
     let bad = r#"{"channel":"chat","queue":"support","idempotency_key":"k","priority":5000}"#;
     let (s, v) = hub.http("POST", "/v1/tasks", Some(&integ), Some(bad)).await;
-    assert_eq!((s, v["error"]["code"].as_str()), (400, Some("invalid_field")), "{v}");
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (400, Some("invalid_field")),
+        "{v}"
+    );
     // Customers need a name or a way to reach them.
     for body in ["", "{}", r#"{"name":"  "}"#] {
-        let (s, v) = hub.http("POST", "/v1/customers", Some(&integ), Some(body)).await;
+        let (s, v) = hub
+            .http("POST", "/v1/customers", Some(&integ), Some(body))
+            .await;
         assert_eq!(s, 400, "{body:?}: {v}");
     }
     hub.shutdown().await;

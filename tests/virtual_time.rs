@@ -41,6 +41,7 @@ async fn login_ready(hub: &Hub, id: &str) {
     hub.execute(Command::Connect {
         profile,
         conn: ConnId::new(),
+        node: "n1".into(),
     })
     .await
     .expect("connect");
@@ -115,9 +116,13 @@ async fn grace_and_wrap_up_timers_fire_on_time() {
     tokio::spawn(hub.clone().run_timers(None));
     let profile = hub.profile(&AgentId::from("a1")).expect("profile");
     let conn = ConnId::new();
-    hub.execute(Command::Connect { profile, conn })
-        .await
-        .expect("connect");
+    hub.execute(Command::Connect {
+        profile,
+        conn,
+        node: "n1".into(),
+    })
+    .await
+    .expect("connect");
     hub.execute(Command::SetReady { agent: "a1".into() })
         .await
         .expect("ready");

@@ -51,7 +51,7 @@ pub enum RecordKind {
 }
 
 /// What agents watch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Topic {
     /// A customer and everything under it.
     Customer(CustomerId),
@@ -131,7 +131,7 @@ pub struct CustomerView {
 }
 
 /// A customer-context command.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum ContextCommand {
     /// Search customers by name, email, phone or request title.
     Search {
@@ -283,7 +283,7 @@ pub enum ContextCommand {
 }
 
 /// How to close an interaction whose customer was never created.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "choice", rename_all = "snake_case", deny_unknown_fields)]
 pub enum CloseChoice {
     /// Create the customer with these fields, link the interaction, then close.
@@ -350,7 +350,7 @@ pub enum TaskEvent {
     },
 }
 
-#[derive(Default)]
+#[derive(Default, Serialize, Deserialize)]
 struct AgentDesk {
     /// Interactions open, in the order they opened.
     open: Vec<ActivityId>,
@@ -360,9 +360,13 @@ struct AgentDesk {
     recent: VecDeque<CustomerId>,
 }
 
-/// The customer context. See the module documentation.
-#[derive(Default)]
+/// The customer context. See the module documentation. It serializes whole, for
+/// snapshots of the replicated state.
+#[derive(Default, Serialize, Deserialize)]
 pub struct ContextBook {
+    /// Where new record ids come from.
+    #[serde(skip)]
+    pub ids: crate::ids::Ids,
     customers: HashMap<CustomerId, Customer>,
     requests: HashMap<RequestId, Request>,
     activities: HashMap<ActivityId, Activity>,
@@ -467,7 +471,7 @@ impl ContextBook {
             .find_map(|k| self.identities.get(k).copied());
         let started_at = now;
         let activity = Activity {
-            activity_id: ActivityId::new(),
+            activity_id: ActivityId(self.ids.mint()),
             customer_id: None,
             request_id: None,
             task_id: task.task_id,
@@ -604,7 +608,7 @@ impl ContextBook {
         fx: &mut ContextEffects,
     ) -> RequestId {
         let r = Request {
-            request_id: RequestId::new(),
+            request_id: RequestId(self.ids.mint()),
             customer_id: c,
             title,
             description,
@@ -863,7 +867,7 @@ impl ContextBook {
                 }
                 self.may_edit_customer(&by, customer_id)?;
                 let note = Note {
-                    note_id: NoteId::new(),
+                    note_id: NoteId(self.ids.mint()),
                     customer_id,
                     request_id,
                     text: text.clone(),
@@ -993,7 +997,7 @@ impl ContextBook {
             }
         }
         let mut c = Customer {
-            customer_id: CustomerId::new(),
+            customer_id: CustomerId(self.ids.mint()),
             kind: CustomerKind::default(),
             name: String::new(),
             emails: Vec::new(),

@@ -46,7 +46,7 @@ impl Actor {
 }
 
 /// Version bookkeeping every record carries.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stamp {
     /// Grows by one with every change; 1 when created.
     pub version: u64,
@@ -89,7 +89,7 @@ pub enum CustomerKind {
 }
 
 /// A customer record.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Customer {
     /// Its id.
     pub customer_id: CustomerId,
@@ -112,7 +112,7 @@ pub struct Customer {
 
 /// The fields of a customer an agent or an integration writes. On create, absent
 /// fields are empty; on update, absent fields are left as they are.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CustomerFields {
     /// Person or organisation.
@@ -223,7 +223,7 @@ pub enum RequestState {
 }
 
 /// A request (case): what the customer needs, across interactions.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Request {
     /// Its id.
     pub request_id: RequestId,
@@ -243,7 +243,7 @@ pub struct Request {
 }
 
 /// The conversation summary: what the task brought from intake, kept on the activity.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
     /// The channel.
     pub channel: Channel,
@@ -264,7 +264,7 @@ pub struct Summary {
 }
 
 /// One interaction: a task once accepted.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Activity {
     /// Its id.
     pub activity_id: ActivityId,
@@ -294,7 +294,7 @@ pub struct Activity {
 }
 
 /// A quick note on a customer's or a request's timeline.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Note {
     /// Its id.
     pub note_id: NoteId,
@@ -311,7 +311,7 @@ pub struct Note {
 }
 
 /// What happened, on a customer's journey.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JourneyKind {
     /// The customer record was created.
@@ -341,7 +341,7 @@ pub enum JourneyKind {
 }
 
 /// One event on a customer's journey.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JourneyEvent {
     /// When.
     pub at: Ts,

@@ -19,9 +19,10 @@ use crate::clock::Ts;
 use crate::context::TaskEvent;
 use crate::context::record::Actor;
 use crate::error::{HubError, OfferEnd};
-use crate::ids::{AgentId, Channel, ConnId, OfferId, QueueId, TaskId};
+use crate::ids::{AgentId, Channel, ConnId, Ids, OfferId, QueueId, TaskId};
 use crate::task::{NewTask, Task, TaskState};
 use queue::{Bucket, IdleKey, Place, QueueIndex};
+use serde::{Deserialize, Serialize};
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -29,7 +30,7 @@ use std::time::Duration;
 pub use view::*;
 
 /// How many tasks an agent may hold per channel, offered or in progress.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Capacity {
     /// Calls: at most one, always.
     pub voice: u32,
@@ -51,7 +52,7 @@ impl Capacity {
 }
 
 /// An agent's profile: who it is and what it can take.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Profile {
     /// The agent.
     pub id: AgentId,
@@ -96,7 +97,7 @@ pub struct Rules {
 }
 
 /// A command to the book.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Command {
     /// A desktop connected.
     Connect {
@@ -104,6 +105,14 @@ pub enum Command {
         profile: Arc<Profile>,
         /// The connection.
         conn: ConnId,
+        /// The node the connection is on.
+        node: Arc<str>,
+    },
+    /// A node is gone (it stopped heartbeating, or it restarted): every desktop that
+    /// was connected through it is treated as disconnected, and the grace period starts.
+    NodeLost {
+        /// The node.
+        node: Arc<str>,
     },
     /// A desktop's connection dropped.
     Disconnect {
@@ -177,14 +186,14 @@ pub enum Command {
     },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 enum Timer {
     Offer(OfferId),
     Grace(AgentId, ConnId),
     WrapUp(AgentId, TaskId),
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct LiveOffer {
     task_id: TaskId,
     agent_id: AgentId,
@@ -197,6 +206,8 @@ struct AgentEntry {
     state: AgentState,
     seq: u64,
     open_key: Option<IdleKey>,
+    /// The node its desktop is (or was last) connected through.
+    node: Option<Arc<str>>,
 }
 
 /// What becomes free during a command and must be routed before it ends.
@@ -218,8 +229,27 @@ struct Tx {
     task_events: Vec<TaskEvent>,
 }
 
+/// One agent in a snapshot: profile, state, tie-break sequence, node.
+type AgentSnapshot = (Arc<Profile>, AgentState, u64, Option<Arc<str>>);
+
+/// The book's own state without its indexes: what a snapshot keeps. The queue
+/// indexes and open-agent sets are rebuilt from it on restore.
+#[derive(Serialize, Deserialize)]
+pub struct BookSnapshot {
+    agents: Vec<AgentSnapshot>,
+    tasks: Vec<(Task, u64, Vec<AgentId>)>,
+    idempotency: Vec<(String, TaskId)>,
+    offers: Vec<(OfferId, LiveOffer)>,
+    ended: Vec<(OfferId, OfferEnd)>,
+    timers: Vec<(Ts, Timer)>,
+    finished: Vec<TaskId>,
+    seq: u64,
+}
+
 /// The routing book. See the module documentation.
 pub struct Book {
+    /// Where new task and offer ids come from.
+    pub ids: Ids,
     rules: Arc<Rules>,
     agents: HashMap<AgentId, AgentEntry>,
     tasks: HashMap<TaskId, Task>,
@@ -237,6 +267,7 @@ impl Book {
     /// A book with the configured queues and agents (all Offline).
     pub fn new(rules: Arc<Rules>, now: Ts) -> Book {
         let mut b = Book {
+            ids: Ids::random(),
             queues: rules
                 .queues
                 .keys()
@@ -255,6 +286,90 @@ impl Book {
         };
         for p in &rules.agents {
             b.insert_agent(p.clone(), now);
+        }
+        b
+    }
+
+    /// The book's state, for a snapshot.
+    pub fn snapshot_state(&self) -> BookSnapshot {
+        let mut agents: Vec<_> = self
+            .agents
+            .values()
+            .map(|e| (e.profile.clone(), e.state.clone(), e.seq, e.node.clone()))
+            .collect();
+        agents.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+        let mut tasks: Vec<_> = self
+            .tasks
+            .values()
+            .map(|t| (t.clone(), t.seq, t.excluded.clone()))
+            .collect();
+        tasks.sort_by_key(|t| t.1);
+        BookSnapshot {
+            agents,
+            tasks,
+            idempotency: self
+                .idempotency
+                .iter()
+                .map(|(k, v)| (k.clone(), *v))
+                .collect(),
+            offers: self.offers.iter().map(|(k, v)| (*k, v.clone())).collect(),
+            ended: self
+                .ended_order
+                .iter()
+                .filter_map(|o| self.ended_offers.get(o).map(|e| (*o, *e)))
+                .collect(),
+            timers: self.timers.iter().cloned().collect(),
+            finished: self.finished.iter().copied().collect(),
+            seq: self.seq,
+        }
+    }
+
+    /// A book from a snapshot, its indexes rebuilt.
+    pub fn restore(rules: Arc<Rules>, snap: BookSnapshot) -> Book {
+        let mut b = Book::new(rules, Ts(0));
+        b.agents.clear();
+        for (profile, state, seq, node) in snap.agents {
+            let id = profile.id.clone();
+            b.agents.insert(
+                id,
+                AgentEntry {
+                    profile,
+                    state,
+                    seq,
+                    open_key: None,
+                    node,
+                },
+            );
+        }
+        for (mut task, seq, excluded) in snap.tasks {
+            task.seq = seq;
+            task.excluded = excluded;
+            if task.state == TaskState::Queued {
+                b.file_task(&task);
+            }
+            b.tasks.insert(task.task_id, task);
+        }
+        b.idempotency = snap.idempotency.into_iter().collect();
+        for (id, o) in snap.offers {
+            if let Some(q) = b
+                .tasks
+                .get(&o.task_id)
+                .and_then(|t| b.queues.get_mut(&t.queue))
+            {
+                q.offers_pending += 1;
+            }
+            b.offers.insert(id, o);
+        }
+        for (id, end) in snap.ended {
+            b.ended_offers.insert(id, end);
+            b.ended_order.push_back(id);
+        }
+        b.timers = snap.timers.into_iter().collect();
+        b.finished = snap.finished.into_iter().collect();
+        b.seq = snap.seq;
+        let ids: Vec<AgentId> = b.agents.keys().cloned().collect();
+        for id in ids {
+            b.reindex(&id);
         }
         b
     }
@@ -309,6 +424,19 @@ impl Book {
         self.finish(tx, Ok(Reply::Done))
     }
 
+    /// The nodes through which some desktop is connected, sorted.
+    pub fn nodes_in_use(&self) -> Vec<Arc<str>> {
+        let mut nodes: Vec<Arc<str>> = self
+            .agents
+            .values()
+            .filter(|e| matches!(e.state.link, Link::Connected(_)))
+            .filter_map(|e| e.node.clone())
+            .collect();
+        nodes.sort();
+        nodes.dedup();
+        nodes
+    }
+
     /// A task, by id.
     pub fn task(&self, id: TaskId) -> Option<&Task> {
         self.tasks.get(&id)
@@ -353,11 +481,26 @@ impl Book {
 
     fn command(&mut self, tx: &mut Tx, cmd: Command, now: Ts) -> Result<Reply, HubError> {
         match cmd {
-            Command::Connect { profile, conn } => {
+            Command::Connect {
+                profile,
+                conn,
+                node,
+            } => {
                 let id = profile.id.clone();
                 let resumed = match self.agents.get_mut(&id) {
                     Some(e) => {
                         let resumed = e.state.link != Link::None;
+                        if let Link::Connected(old) = e.state.link {
+                            if old != conn {
+                                // Takeover: the old session, on whichever node, closes.
+                                tx.notices.push(Notice::Close {
+                                    agent_id: id.clone(),
+                                    reason: CloseReason::Replaced,
+                                    conn: Some(old),
+                                });
+                            }
+                        }
+                        e.node = Some(node.clone());
                         if e.profile != profile {
                             e.profile = profile;
                             // Re-file it under its (possibly new) queues.
@@ -367,11 +510,31 @@ impl Book {
                     }
                     None => {
                         self.insert_agent(profile, now);
+                        if let Some(e) = self.agents.get_mut(&id) {
+                            e.node = Some(node);
+                        }
                         false
                     }
                 };
                 self.agent_event(tx, &id, Event::Connect { conn }, now)?;
                 self.agent_reply(&id, resumed)
+            }
+            Command::NodeLost { node } => {
+                let grace_until = now.plus(self.rules.grace);
+                let mut lost: Vec<(AgentId, ConnId)> = self
+                    .agents
+                    .iter()
+                    .filter(|(_, e)| e.node.as_deref() == Some(&*node))
+                    .filter_map(|(id, e)| match e.state.link {
+                        Link::Connected(c) => Some((id.clone(), c)),
+                        _ => None,
+                    })
+                    .collect();
+                lost.sort();
+                for (agent, conn) in lost {
+                    self.agent_event(tx, &agent, Event::Disconnect { conn, grace_until }, now)?;
+                }
+                Ok(Reply::Done)
             }
             Command::Disconnect { agent, conn } => {
                 let grace_until = now.plus(self.rules.grace);
@@ -504,7 +667,7 @@ impl Book {
         skills.dedup();
         self.seq += 1;
         let task = Task {
-            task_id: TaskId::new(),
+            task_id: TaskId(self.ids.mint()),
             channel: new.channel,
             queue: queue.clone(),
             priority: new.priority,
@@ -704,6 +867,7 @@ impl Book {
             Effect::CloseSession => tx.notices.push(Notice::Close {
                 agent_id: agent_id.clone(),
                 reason: CloseReason::LoggedOut,
+                conn: None,
             }),
         }
     }
@@ -782,7 +946,7 @@ impl Book {
         let (bucket, place) = bucket_and_place(task);
         let queue = task.queue.clone();
         let offer = PendingOffer {
-            offer_id: OfferId::new(),
+            offer_id: OfferId(self.ids.mint()),
             task_id,
             channel: task.channel,
             deadline: now.plus(timeout),
@@ -915,6 +1079,7 @@ impl Book {
                 state: AgentState::new(now),
                 seq: self.seq,
                 open_key: None,
+                node: None,
             },
         );
     }
@@ -969,6 +1134,7 @@ impl Book {
             if let Notice::Close {
                 agent_id,
                 reason: r,
+                ..
             } = n
             {
                 if agent_id == agent {

@@ -82,9 +82,16 @@ impl World {
         let conn = ConnId::new();
         self.conns.insert(AgentId::from(id), conn);
         let p = self.profile(id);
-        self.run(Command::Connect { profile: p, conn }, now)
-            .reply
-            .expect("connect");
+        self.run(
+            Command::Connect {
+                profile: p,
+                conn,
+                node: "n1".into(),
+            },
+            now,
+        )
+        .reply
+        .expect("connect");
         self.run(Command::SetReady { agent: id.into() }, now)
             .reply
             .expect("ready");
@@ -507,6 +514,7 @@ fn a_dropped_agent_keeps_its_offer_in_grace_and_loses_it_after() {
         Command::Connect {
             profile: p,
             conn: ConnId::new(),
+            node: "n1".into(),
         },
         at_ms(3),
     );

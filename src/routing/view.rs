@@ -6,7 +6,7 @@ use crate::clock::Ts;
 use crate::context::record::Activity;
 use crate::context::{ContextReply, RecordChange, TaskEvent};
 use crate::error::{HubError, OfferEnd};
-use crate::ids::{AgentId, OfferId, QueueId, TaskId};
+use crate::ids::{AgentId, ConnId, OfferId, QueueId, TaskId};
 use crate::task::Task;
 use serde::Serialize;
 use std::collections::BTreeSet;
@@ -149,6 +149,8 @@ pub enum CloseReason {
     LoggedOut,
     /// A supervisor logged the agent out.
     LoggedOutBySupervisor,
+    /// A newer connection of the agent took over.
+    Replaced,
 }
 
 /// A message the hub must deliver after a command.
@@ -176,6 +178,8 @@ pub enum Notice {
         agent_id: AgentId,
         /// Why.
         reason: CloseReason,
+        /// Only the session on this connection; any session of the agent when `None`.
+        conn: Option<ConnId>,
     },
 }
 
@@ -252,6 +256,13 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// An outcome that did nothing and says so.
+    pub fn done() -> Outcome {
+        let mut o = Outcome::err(HubError::StoreUnavailable(String::new()));
+        o.reply = Ok(Reply::Done);
+        o
+    }
+
     /// An outcome that changed nothing.
     pub fn err(e: HubError) -> Outcome {
         Outcome {

@@ -49,11 +49,54 @@ impl State {
         o
     }
 
+    /// Fires every timer due at `now`.
+    pub fn expire_due(&mut self, now: Ts) -> Outcome {
+        let mut o = self.book.expire_due(now);
+        let mut fx = ContextEffects::default();
+        for ev in std::mem::take(&mut o.task_events) {
+            self.context.task_event(ev, now, &mut fx);
+        }
+        self.context_notices(&mut o, fx);
+        o
+    }
+
+    /// Both books, fresh.
+    pub fn new(rules: Arc<Rules>, now: Ts) -> State {
+        State {
+            book: Book::new(rules, now),
+            context: ContextBook::new(),
+        }
+    }
+
+    /// Makes every id minted from now on derive from `seed` (one log entry's position).
+    pub fn reseed(&mut self, seed: u64) {
+        self.book.ids.reseed(seed);
+        self.context.ids.reseed(seed.rotate_left(17) ^ 0x5bd1_e995);
+    }
+
+    /// Everything, as bytes, for a snapshot.
+    pub fn snapshot_bytes(&self) -> Result<Vec<u8>, HubError> {
+        rmp_serde::to_vec_named(&(self.book.snapshot_state(), &self.context))
+            .map_err(|e| HubError::StoreUnavailable(format!("cannot encode a snapshot: {e}")))
+    }
+
+    /// Both books from snapshot bytes.
+    pub fn from_snapshot(rules: Arc<Rules>, bytes: &[u8]) -> Result<State, HubError> {
+        let (book, context): (crate::routing::BookSnapshot, ContextBook) =
+            rmp_serde::from_slice(bytes).map_err(|e| {
+                HubError::StoreUnavailable(format!("cannot decode the snapshot: {e}"))
+            })?;
+        Ok(State {
+            book: Book::restore(rules, book),
+            context,
+        })
+    }
+
     /// A customer-context command.
     pub fn context(&mut self, cmd: ContextCommand, now: Ts) -> Outcome {
         let mut fx = ContextEffects::default();
         let reply = self.context.execute(cmd, now, &mut fx);
-        let mut o = Outcome::err(HubError::StoreUnavailable(String::new()));
+        let mut o = Outcome::done();
         o.reply = reply.map(Reply::Context);
         self.context_notices(&mut o, fx);
         o
@@ -77,10 +120,7 @@ impl MemoryStore {
     /// A store with the configured agents and queues.
     pub fn new(rules: Arc<Rules>, now: Ts) -> MemoryStore {
         MemoryStore {
-            state: Mutex::new(State {
-                book: Book::new(rules, now),
-                context: ContextBook::new(),
-            }),
+            state: Mutex::new(State::new(rules, now)),
         }
     }
 
@@ -102,14 +142,7 @@ impl Store for MemoryStore {
     }
 
     async fn expire_due(&self, now: Ts) -> Result<Outcome, HubError> {
-        let mut st = self.state();
-        let mut o = st.book.expire_due(now);
-        let mut fx = ContextEffects::default();
-        for ev in std::mem::take(&mut o.task_events) {
-            st.context.task_event(ev, now, &mut fx);
-        }
-        st.context_notices(&mut o, fx);
-        Ok(o)
+        Ok(self.state().expire_due(now))
     }
 
     async fn next_deadline(&self) -> Result<Option<Ts>, HubError> {

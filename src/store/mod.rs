@@ -9,6 +9,7 @@
 //! `tests/store_suite.rs` runs the same behaviour tests against every implementation.
 
 pub mod memory;
+pub mod redis;
 
 use crate::clock::Ts;
 use crate::context::ContextCommand;
@@ -16,6 +17,13 @@ use crate::error::HubError;
 use crate::ids::{AgentId, QueueId, TaskId};
 use crate::routing::{AgentView, Command, Outcome, QueueStats, Snapshot};
 use crate::task::Task;
+
+/// Where a store that learns of decisions made elsewhere (another node's commands)
+/// delivers their notices: the hub.
+pub trait Dispatch: Send + Sync {
+    /// Delivers an outcome's notices to this node's sessions.
+    fn deliver(&self, o: Outcome);
+}
 
 /// The routing state, wherever it is kept. Errors are only
 /// [`HubError::StoreUnavailable`]: a command the rules refuse is an `Ok` outcome whose
@@ -43,4 +51,7 @@ pub trait Store: Send + Sync + 'static {
     async fn queue_stats(&self, queues: &[QueueId], now: Ts) -> Result<Vec<QueueStats>, HubError>;
     /// Whether the backend answers.
     async fn ping(&self) -> Result<(), HubError>;
+    /// Gives the store the hub to deliver notices of decisions it applies on its own
+    /// (a shared store applies every node's commands). The in-memory store has none.
+    fn set_dispatch(&self, _dispatch: std::sync::Weak<dyn Dispatch>) {}
 }

@@ -269,6 +269,7 @@ pub async fn run_agent(hub: Arc<Hub>, ws: WebSocket, profile: Arc<Profile>) {
             .execute(Command::Connect {
                 profile,
                 conn: conn_id,
+                node: hub.config.server.node_id.as_str().into(),
             })
             .await;
         let lists = match hub

@@ -1,0 +1,673 @@
+//! The shared store: state replicated on every node from one ordered log in Redis.
+//!
+//! Every decision is a command appended to one Redis stream (`XADD sb:log`). Redis gives
+//! the stream one total order. Every node reads the whole stream in that order and
+//! applies each entry to its own copy of the books ([`State`]), with the entry's time
+//! and ids derived from the entry's position: the books are deterministic, so every
+//! replica makes exactly the same decisions, and each decision is made once, at the
+//! entry's place in the log. Two accepts, an accept and an expiry, two saves on one
+//! record version, sent from different nodes at once: whichever Redis appended first
+//! wins everywhere, and the other is refused everywhere.
+//!
+//! A node answers its own command once its replica has applied it. Each node delivers
+//! the notices of every entry (its own and other nodes') to the sessions connected to
+//! it, in log order: an offer decided on node A reaches the agent on node B because B
+//! applies the same entry.
+//!
+//! Keys:
+//! - `sb:log` (stream): the commands. Written by `XADD` (one per command, timer tick,
+//!   lost node); read by every node with `XREAD`. Trimmed below the oldest position any
+//!   live node still needs, once a snapshot covers it.
+//! - `sb:snapshot` (string): the books at one log position, written by the
+//!   `SNAPSHOT_SCRIPT` only if newer than the one there. A starting node loads it and
+//!   reads the log from its position.
+//! - `sb:node:<id>` (string, expires): a node's heartbeat, holding the last position it
+//!   applied. A node whose key has expired is declared lost (by any node appending
+//!   `NodeLost`), and its desktops enter the reconnect grace period.
+
+use super::{Dispatch, Store};
+use crate::clock::Ts;
+use crate::context::ContextCommand;
+use crate::error::HubError;
+use crate::ids::{AgentId, QueueId, TaskId};
+use crate::routing::{AgentView, Command, Outcome, QueueStats, Rules, Snapshot, Stats};
+use crate::store::memory::State;
+use crate::task::Task;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Value};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+const LOG: &str = "sb:log";
+const SNAPSHOT: &str = "sb:snapshot";
+
+/// How long a command waits for its own entry to be applied before answering
+/// `store_unavailable` (the entry may still take effect later).
+const APPLY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one Redis call may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// Heartbeat period; a node is lost after `HEARTBEAT_TTL` without one.
+const HEARTBEAT: Duration = Duration::from_millis(500);
+const HEARTBEAT_TTL: Duration = Duration::from_millis(3000);
+
+/// Writes a snapshot only if it is newer than the one stored, then trims the log below
+/// the given position. KEYS[1] = snapshot key, KEYS[2] = log key; ARGV[1] = the
+/// snapshot's position, ARGV[2] = the bytes, ARGV[3] = trim position. Atomic: one
+/// script.
+const SNAPSHOT_SCRIPT: &str = r#"
+local function newer(a, b)
+  local am, as = string.match(a, "(%d+)-(%d+)")
+  local bm, bs = string.match(b, "(%d+)-(%d+)")
+  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
+  return am > bm or (am == bm and as > bs)
+end
+local cur = redis.call('HGET', KEYS[1], 'pos')
+if cur and not newer(ARGV[1], cur) then return 0 end
+redis.call('HSET', KEYS[1], 'pos', ARGV[1], 'state', ARGV[2])
+redis.call('XTRIM', KEYS[2], 'MINID', ARGV[3])
+return 1
+"#;
+
+/// One log entry.
+#[derive(Serialize, Deserialize)]
+struct Entry {
+    /// The submitting node's request id, to hand the outcome back.
+    req: Option<uuid::Uuid>,
+    /// The submitting node.
+    node: String,
+    /// The submitter's clock; the applier never lets time go backwards.
+    now: Ts,
+    body: Body,
+}
+
+#[derive(Serialize, Deserialize)]
+enum Body {
+    Routing(Box<Command>),
+    Context(Box<ContextCommand>),
+    Expire,
+}
+
+/// The replica: the books and where in the log they are.
+struct Replica {
+    state: State,
+    /// The last applied position.
+    pos: String,
+    /// The latest time applied.
+    now: Ts,
+    /// Entries applied since start.
+    applied: u64,
+}
+
+struct Shared {
+    node: String,
+    rules: Arc<Rules>,
+    client: redis::Client,
+    conn: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    replica: Mutex<Replica>,
+    waiters: Mutex<HashMap<uuid::Uuid, oneshot::Sender<Outcome>>>,
+    dispatch: OnceLock<Weak<dyn Dispatch>>,
+    healthy: AtomicBool,
+    snapshot_every: u64,
+}
+
+/// The Redis-backed store. See the module documentation.
+pub struct RedisStore {
+    shared: Arc<Shared>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for RedisStore {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> HubError {
+    HubError::StoreUnavailable(e.to_string())
+}
+
+/// A 64-bit seed from a log position, the same on every node.
+fn seed_of(pos: &str) -> u64 {
+    // FNV-1a: stable across builds and platforms, unlike std's hasher.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in pos.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+impl RedisStore {
+    /// Connects, loads the newest snapshot, applies the log after it, declares this
+    /// node's earlier incarnation lost, and starts following the log.
+    pub async fn connect(
+        url: &str,
+        node: &str,
+        rules: Arc<Rules>,
+        now: Ts,
+    ) -> Result<RedisStore, HubError> {
+        let client = redis::Client::open(url).map_err(unavailable)?;
+        let shared = Arc::new(Shared {
+            node: node.to_owned(),
+            rules: rules.clone(),
+            client,
+            conn: tokio::sync::Mutex::new(None),
+            replica: Mutex::new(Replica {
+                state: State::new(rules.clone(), now),
+                pos: "0-0".into(),
+                now,
+                applied: 0,
+            }),
+            waiters: Mutex::new(HashMap::new()),
+            dispatch: OnceLock::new(),
+            healthy: AtomicBool::new(true),
+            snapshot_every: 20_000,
+        });
+        shared.load_snapshot().await?;
+        // Catch up before serving, so that this node's first answers see the present.
+        let mut reader = shared.reader().await?;
+        while shared.read_batch(&mut reader, None).await? > 0 {}
+        // Whatever an earlier run of this node held is gone.
+        shared
+            .append(
+                Body::Routing(Box::new(Command::NodeLost { node: node.into() })),
+                now,
+                false,
+            )
+            .await?;
+        let tasks = vec![
+            tokio::spawn(shared.clone().follow(reader)),
+            tokio::spawn(shared.clone().heartbeat()),
+        ];
+        Ok(RedisStore { shared, tasks })
+    }
+}
+
+impl Shared {
+    fn replica(&self) -> MutexGuard<'_, Replica> {
+        self.replica.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn conn(&self) -> Result<MultiplexedConnection, HubError> {
+        let mut guard = self.conn.lock().await;
+        if let Some(c) = guard.as_ref() {
+            return Ok(c.clone());
+        }
+        let cfg = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CALL_TIMEOUT))
+            .set_response_timeout(Some(CALL_TIMEOUT));
+        let c = self
+            .client
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await
+            .map_err(unavailable)?;
+        *guard = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Forgets a broken connection so that the next call reconnects.
+    async fn broken(&self) {
+        self.healthy.store(false, Ordering::Relaxed);
+        *self.conn.lock().await = None;
+    }
+
+    /// A connection of its own for the blocking reads of the log.
+    async fn reader(&self) -> Result<MultiplexedConnection, HubError> {
+        let cfg = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CALL_TIMEOUT))
+            .set_response_timeout(Some(CALL_TIMEOUT + Duration::from_secs(1)));
+        self.client
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn load_snapshot(&self) -> Result<(), HubError> {
+        let mut c = self.conn().await?;
+        let v: Value = redis::cmd("HMGET")
+            .arg(SNAPSHOT)
+            .arg("pos")
+            .arg("state")
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        let Value::Array(items) = v else {
+            return Ok(());
+        };
+        let (Some(Value::BulkString(pos)), Some(Value::BulkString(bytes))) =
+            (items.first(), items.get(1))
+        else {
+            return Ok(());
+        };
+        let pos = String::from_utf8_lossy(pos).into_owned();
+        let state = State::from_snapshot(self.rules.clone(), bytes)?;
+        let mut r = self.replica();
+        r.state = state;
+        r.pos = pos;
+        tracing::info!(pos = %r.pos, "loaded the snapshot");
+        Ok(())
+    }
+
+    /// Appends a command. With `wait`, returns the outcome once this node applied it.
+    async fn append(&self, body: Body, now: Ts, wait: bool) -> Result<Option<Outcome>, HubError> {
+        let req = wait.then(uuid::Uuid::new_v4);
+        let entry = Entry {
+            req,
+            node: self.node.clone(),
+            now,
+            body,
+        };
+        let bytes = rmp_serde::to_vec_named(&entry).map_err(unavailable)?;
+        let rx = req.map(|r| {
+            let (tx, rx) = oneshot::channel();
+            self.waiters
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(r, tx);
+            rx
+        });
+        let forget = || {
+            if let Some(r) = req {
+                self.waiters
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&r);
+            }
+        };
+        let mut c = match self.conn().await {
+            Ok(c) => c,
+            Err(e) => {
+                forget();
+                return Err(e);
+            }
+        };
+        let added: Result<String, _> = redis::cmd("XADD")
+            .arg(LOG)
+            .arg("*")
+            .arg("e")
+            .arg(bytes)
+            .query_async(&mut c)
+            .await;
+        if let Err(e) = added {
+            forget();
+            self.broken().await;
+            return Err(unavailable(e));
+        }
+        let Some(rx) = rx else {
+            return Ok(None);
+        };
+        match tokio::time::timeout(APPLY_TIMEOUT, rx).await {
+            Ok(Ok(o)) => Ok(Some(o)),
+            _ => {
+                forget();
+                Err(unavailable(
+                    "the command was logged but not applied in time; it may still take effect",
+                ))
+            }
+        }
+    }
+
+    /// Follows the log for as long as the node runs, reconnecting after failures.
+    async fn follow(self: Arc<Self>, mut reader: MultiplexedConnection) {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self.read_batch(&mut reader, Some(1000)).await {
+                Ok(_) => {
+                    backoff = Duration::from_millis(50);
+                    self.healthy.store(true, Ordering::Relaxed);
+                    self.maybe_snapshot().await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the log; retrying");
+                    self.healthy.store(false, Ordering::Relaxed);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    if let Ok(r) = self.reader().await {
+                        reader = r;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads and applies one batch of entries. Returns how many were applied.
+    async fn read_batch(
+        &self,
+        reader: &mut MultiplexedConnection,
+        block_ms: Option<u64>,
+    ) -> Result<usize, HubError> {
+        let pos = self.replica().pos.clone();
+        let mut cmd = redis::cmd("XREAD");
+        cmd.arg("COUNT").arg(1000);
+        if let Some(ms) = block_ms {
+            cmd.arg("BLOCK").arg(ms);
+        }
+        cmd.arg("STREAMS").arg(LOG).arg(&pos);
+        let v: Value = cmd.query_async(reader).await.map_err(unavailable)?;
+        let entries = parse_xread(v);
+        let n = entries.len();
+        for (id, bytes) in entries {
+            self.apply(&id, &bytes);
+        }
+        Ok(n)
+    }
+
+    /// Applies one entry to the replica and delivers what it produced.
+    fn apply(&self, id: &str, bytes: &[u8]) {
+        let entry: Result<Entry, _> = rmp_serde::from_slice(bytes);
+        let (outcome, req) = {
+            let mut r = self.replica();
+            r.pos = id.to_owned();
+            r.applied += 1;
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    // Written by a newer or broken node: skipped the same way everywhere.
+                    tracing::error!(%id, error = %e, "cannot decode a log entry; skipped");
+                    return;
+                }
+            };
+            let now = entry.now.max(r.now);
+            r.now = now;
+            r.state.reseed(seed_of(id));
+            let o = match entry.body {
+                Body::Routing(cmd) => r.state.execute(*cmd, now),
+                Body::Context(cmd) => r.state.context(*cmd, now),
+                Body::Expire => r.state.expire_due(now),
+            };
+            let req = (entry.node == self.node).then_some(entry.req).flatten();
+            (o, req)
+        };
+        // Notices for everyone, here, in log order; the reply and the counts to the
+        // waiting caller (each node counts only its own decisions).
+        let Outcome {
+            reply,
+            notices,
+            queues,
+            earliest_timer,
+            stats,
+            task_events,
+        } = outcome;
+        let shared = Outcome {
+            reply: Ok(crate::routing::Reply::Done),
+            notices,
+            queues,
+            earliest_timer,
+            stats: Stats::default(),
+            task_events: Vec::new(),
+        };
+        if let Some(d) = self.dispatch.get().and_then(Weak::upgrade) {
+            d.deliver(shared);
+        }
+        if let Some(req) = req {
+            let waiter = self
+                .waiters
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&req);
+            if let Some(tx) = waiter {
+                let _ = tx.send(Outcome {
+                    reply,
+                    notices: Vec::new(),
+                    queues: Default::default(),
+                    earliest_timer: None,
+                    stats,
+                    task_events,
+                });
+            }
+        }
+    }
+
+    /// Beats, and declares lost the nodes that stopped beating.
+    async fn heartbeat(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(HEARTBEAT);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Ok(mut c) = self.conn().await else {
+                continue;
+            };
+            let pos = self.replica().pos.clone();
+            let beat: Result<(), _> = redis::cmd("SET")
+                .arg(format!("sb:node:{}", self.node))
+                .arg(&pos)
+                .arg("PX")
+                .arg(HEARTBEAT_TTL.as_millis() as u64)
+                .query_async(&mut c)
+                .await;
+            if beat.is_err() {
+                self.broken().await;
+                continue;
+            }
+            let nodes = self.replica().state.book.nodes_in_use();
+            for n in nodes.iter().filter(|n| ***n != *self.node) {
+                let alive: Result<bool, _> = redis::cmd("EXISTS")
+                    .arg(format!("sb:node:{n}"))
+                    .query_async(&mut c)
+                    .await;
+                if let Ok(false) = alive {
+                    tracing::warn!(node = %n, "node stopped heartbeating: its desktops enter their grace period");
+                    let now = self.replica().now;
+                    let body = Body::Routing(Box::new(Command::NodeLost { node: n.clone() }));
+                    let _ = self.append(body, now, false).await;
+                }
+            }
+        }
+    }
+
+    /// Every `snapshot_every` entries, stores the books and trims the log below what
+    /// every live node has applied.
+    async fn maybe_snapshot(&self) {
+        let (pos, bytes) = {
+            let r = self.replica();
+            if r.applied == 0 || r.applied % self.snapshot_every != 0 {
+                return;
+            }
+            match r.state.snapshot_bytes() {
+                Ok(b) => (r.pos.clone(), b),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot encode a snapshot");
+                    return;
+                }
+            }
+        };
+        if let Err(e) = self.store_snapshot(&pos, bytes).await {
+            tracing::warn!(error = %e, "cannot store a snapshot");
+        }
+    }
+
+    async fn store_snapshot(&self, pos: &str, bytes: Vec<u8>) -> Result<(), HubError> {
+        let mut c = self.conn().await?;
+        // Trim only below the slowest live node, so that nobody misses an entry.
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("sb:node:*")
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        let mut trim = pos.to_owned();
+        for k in keys {
+            let p: Option<String> = redis::cmd("GET")
+                .arg(&k)
+                .query_async(&mut c)
+                .await
+                .map_err(unavailable)?;
+            if let Some(p) = p {
+                if position_lt(&p, &trim) {
+                    trim = p;
+                }
+            }
+        }
+        let stored: i64 = redis::Script::new(SNAPSHOT_SCRIPT)
+            .key(SNAPSHOT)
+            .key(LOG)
+            .arg(pos)
+            .arg(bytes)
+            .arg(&trim)
+            .invoke_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        if stored == 1 {
+            tracing::info!(%pos, %trim, "snapshot stored, log trimmed");
+        }
+        Ok(())
+    }
+}
+
+/// Whether stream position `a` comes before `b`.
+fn position_lt(a: &str, b: &str) -> bool {
+    let parse = |s: &str| -> (u64, u64) {
+        let mut it = s.split('-');
+        let ms = it.next().and_then(|x| x.parse().ok()).unwrap_or(0);
+        let seq = it.next().and_then(|x| x.parse().ok()).unwrap_or(0);
+        (ms, seq)
+    };
+    parse(a) < parse(b)
+}
+
+/// The entries of an `XREAD` reply on one stream: (position, field `e`).
+fn parse_xread(v: Value) -> Vec<(String, Vec<u8>)> {
+    fn text(v: &Value) -> Option<String> {
+        match v {
+            Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+            Value::SimpleString(s) => Some(s.clone()),
+            _ => None,
+        }
+    }
+    fn entries_of(v: &Value, out: &mut Vec<(String, Vec<u8>)>) {
+        let Value::Array(entries) = v else { return };
+        for e in entries {
+            let Value::Array(pair) = e else { continue };
+            let (Some(id), Some(Value::Array(fields))) = (pair.first().and_then(text), pair.get(1))
+            else {
+                continue;
+            };
+            let mut it = fields.iter();
+            while let (Some(k), Some(val)) = (it.next(), it.next()) {
+                if text(k).as_deref() == Some("e") {
+                    if let Value::BulkString(b) = val {
+                        out.push((id.clone(), b.clone()));
+                    }
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    match v {
+        Value::Array(streams) => {
+            for s in &streams {
+                if let Value::Array(kv) = s {
+                    if let Some(entries) = kv.get(1) {
+                        entries_of(entries, &mut out);
+                    }
+                }
+            }
+        }
+        Value::Map(streams) => {
+            for (_, entries) in &streams {
+                entries_of(entries, &mut out);
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+#[async_trait::async_trait]
+impl Store for RedisStore {
+    async fn execute(&self, cmd: Command, now: Ts) -> Result<Outcome, HubError> {
+        let o = self
+            .shared
+            .append(Body::Routing(Box::new(cmd)), now, true)
+            .await?;
+        o.ok_or_else(|| unavailable("no outcome"))
+    }
+
+    async fn context(&self, cmd: ContextCommand, now: Ts) -> Result<Outcome, HubError> {
+        let o = self
+            .shared
+            .append(Body::Context(Box::new(cmd)), now, true)
+            .await?;
+        o.ok_or_else(|| unavailable("no outcome"))
+    }
+
+    async fn expire_due(&self, now: Ts) -> Result<Outcome, HubError> {
+        // Any node may ask; an expiry that another node's tick already applied is a
+        // no-op when this one is applied, so an offer never expires twice.
+        let due = self
+            .shared
+            .replica()
+            .state
+            .book
+            .next_deadline()
+            .is_some_and(|d| d <= now);
+        if !due {
+            return Ok(Outcome::done());
+        }
+        let o = self.shared.append(Body::Expire, now, true).await?;
+        o.ok_or_else(|| unavailable("no outcome"))
+    }
+
+    async fn next_deadline(&self) -> Result<Option<Ts>, HubError> {
+        Ok(self.shared.replica().state.book.next_deadline())
+    }
+
+    async fn agent_view(&self, agent: &AgentId) -> Result<Option<AgentView>, HubError> {
+        Ok(self.shared.replica().state.book.agent_view(agent))
+    }
+
+    async fn task(&self, id: TaskId) -> Result<Option<Task>, HubError> {
+        Ok(self.shared.replica().state.book.task(id).cloned())
+    }
+
+    async fn snapshot(&self, now: Ts) -> Result<Snapshot, HubError> {
+        Ok(self.shared.replica().state.book.snapshot(now))
+    }
+
+    async fn queue_stats(&self, queues: &[QueueId], now: Ts) -> Result<Vec<QueueStats>, HubError> {
+        let r = self.shared.replica();
+        Ok(queues
+            .iter()
+            .filter_map(|q| r.state.book.queue_stats(q, now))
+            .collect())
+    }
+
+    async fn ping(&self) -> Result<(), HubError> {
+        let mut c = self.shared.conn().await?;
+        let r: Result<String, _> = redis::cmd("PING").query_async(&mut c).await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                self.shared.broken().await;
+                Err(unavailable(e))
+            }
+        }
+    }
+
+    fn set_dispatch(&self, dispatch: Weak<dyn Dispatch>) {
+        let _ = self.shared.dispatch.set(dispatch);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_compare_numerically() {
+        assert!(position_lt("999-5", "1000-0"));
+        assert!(position_lt("1000-2", "1000-10"));
+        assert!(!position_lt("1000-10", "1000-10"));
+    }
+
+    #[test]
+    fn seeds_are_stable() {
+        assert_eq!(seed_of("1700000000000-0"), seed_of("1700000000000-0"));
+        assert_ne!(seed_of("1700000000000-0"), seed_of("1700000000000-1"));
+    }
+}

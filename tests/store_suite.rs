@@ -1,0 +1,425 @@
+//! One behaviour suite, run against every store: the in-memory one and the Redis one
+//! (against a `redis-server` this test starts on a free port).
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+use support::redis::RedisServer;
+use switchboard::auth::Role;
+use switchboard::clock::Ts;
+use switchboard::config::Config;
+use switchboard::context::record::{Actor, CustomerFields};
+use switchboard::context::{ContextCommand, ContextReply};
+use switchboard::error::{HubError, OfferEnd};
+use switchboard::ids::{AgentId, Channel, ConnId, TaskId};
+use switchboard::routing::{Command, Reply, Rules};
+use switchboard::store::Store;
+use switchboard::store::memory::MemoryStore;
+use switchboard::store::redis::RedisStore;
+use switchboard::task::{CustomerIdentity, NewTask};
+
+const CFG: &str = r#"
+[routing]
+offer_timeout_secs = 15
+wrap_up_secs = 0
+
+[[queues]]
+id = "support"
+
+[[agents]]
+id = "a1"
+queues = ["support"]
+
+[[agents]]
+id = "a2"
+queues = ["support"]
+"#;
+
+const T0: Ts = Ts(1_800_000_000_000_000);
+
+fn at(ms: u64) -> Ts {
+    Ts(T0.0 + ms * 1000)
+}
+
+fn rules() -> Arc<Rules> {
+    Arc::new(Config::parse(CFG).expect("config").rules())
+}
+
+/// A store and whatever keeps it alive.
+struct Subject {
+    store: Arc<dyn Store>,
+    _redis: Option<RedisServer>,
+}
+
+async fn memory() -> Subject {
+    Subject {
+        store: Arc::new(MemoryStore::new(rules(), T0)),
+        _redis: None,
+    }
+}
+
+async fn redis() -> Subject {
+    let server = RedisServer::start();
+    let store = RedisStore::connect(&server.url(), "suite", rules(), T0)
+        .await
+        .expect("connect to the test's redis-server");
+    Subject {
+        store: Arc::new(store),
+        _redis: Some(server),
+    }
+}
+
+fn new_task(key: Option<&str>) -> Command {
+    Command::CreateTask(Box::new(NewTask {
+        channel: Channel::Chat,
+        queue: "support".into(),
+        priority: 0,
+        skills: vec![],
+        customer: CustomerIdentity {
+            phone: Some("+351 912 000 111".into()),
+            ..Default::default()
+        },
+        attributes: Default::default(),
+        idempotency_key: key.map(str::to_owned),
+    }))
+}
+
+async fn ready(s: &dyn Store, agent: &str, now: Ts) {
+    let profile = rules()
+        .agents
+        .iter()
+        .find(|p| &*p.id.0 == agent)
+        .cloned()
+        .expect("profile");
+    let o = s
+        .execute(
+            Command::Connect {
+                profile,
+                conn: ConnId::new(),
+                node: "suite".into(),
+            },
+            now,
+        )
+        .await
+        .expect("store");
+    o.reply.expect("connect");
+    s.execute(
+        Command::SetReady {
+            agent: agent.into(),
+        },
+        now,
+    )
+    .await
+    .expect("store")
+    .reply
+    .expect("ready");
+}
+
+async fn create(s: &dyn Store, now: Ts) -> TaskId {
+    match s.execute(new_task(None), now).await.expect("store").reply {
+        Ok(Reply::Created { task, .. }) => task.task_id,
+        other => panic!("create: {other:?}"),
+    }
+}
+
+async fn offer_of(s: &dyn Store, agent: &str) -> Option<(switchboard::ids::OfferId, TaskId)> {
+    let v = s.agent_view(&AgentId::from(agent)).await.expect("store")?;
+    v.offer.map(|o| (o.offer_id, o.task.task_id))
+}
+
+async fn task_state(s: &dyn Store, t: TaskId) -> String {
+    let task = s.task(t).await.expect("store").expect("task");
+    serde_json::to_value(&task).expect("json")["state"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+// ---- the suite: each takes a store and checks one behaviour -------------------------
+
+async fn routes_accepts_completes_and_attaches(s: &dyn Store) {
+    ready(s, "a1", at(0)).await;
+    let t = create(s, at(1)).await;
+    let (offer, task) = offer_of(s, "a1").await.expect("offered");
+    assert_eq!(task, t);
+    let o = s
+        .execute(
+            Command::Accept {
+                agent: "a1".into(),
+                offer_id: offer,
+            },
+            at(2),
+        )
+        .await
+        .expect("store");
+    match o.reply {
+        Ok(Reply::Accepted { activity, .. }) => {
+            let a = activity.expect("an activity");
+            assert_eq!(a.task_id, t);
+        }
+        other => panic!("accept: {other:?}"),
+    }
+    assert_eq!(task_state(s, t).await, "assigned");
+    s.execute(
+        Command::Complete {
+            agent: "a1".into(),
+            task_id: t,
+            wrap_up_code: None,
+        },
+        at(3),
+    )
+    .await
+    .expect("store")
+    .reply
+    .expect("complete");
+    assert_eq!(task_state(s, t).await, "completed");
+}
+
+async fn expires_once_and_moves_on_in_place(s: &dyn Store) {
+    ready(s, "a1", at(0)).await;
+    let first = create(s, at(1)).await;
+    ready(s, "a2", at(2)).await;
+    let second = create(s, at(3)).await;
+    assert_eq!(offer_of(s, "a2").await.map(|o| o.1), Some(second));
+    let deadline = at(1 + 15_000);
+    assert_eq!(s.next_deadline().await.expect("store"), Some(deadline));
+    s.expire_due(Ts(deadline.0 - 1)).await.expect("store");
+    assert_eq!(task_state(s, first).await, "offered");
+    let o = s.expire_due(deadline).await.expect("store");
+    assert_eq!(o.stats.expired, 1);
+    let v = s
+        .agent_view(&AgentId::from("a1"))
+        .await
+        .expect("store")
+        .expect("a1");
+    assert_eq!(v.reason.as_deref(), Some("missed_offer"));
+    // Twice at the same time: nothing more.
+    let o = s.expire_due(deadline).await.expect("store");
+    assert_eq!(o.stats.expired, 0);
+    // a2 finishes its task and gets the first, which kept its place.
+    let (offer, _) = offer_of(s, "a2").await.expect("a2's offer");
+    s.execute(
+        Command::Accept {
+            agent: "a2".into(),
+            offer_id: offer,
+        },
+        at(15_002),
+    )
+    .await
+    .expect("store")
+    .reply
+    .expect("accept");
+    s.execute(
+        Command::Complete {
+            agent: "a2".into(),
+            task_id: second,
+            wrap_up_code: None,
+        },
+        at(15_003),
+    )
+    .await
+    .expect("store")
+    .reply
+    .expect("complete");
+    assert_eq!(offer_of(s, "a2").await.map(|o| o.1), Some(first));
+}
+
+async fn accept_racing_expiry_has_one_winner(s: &dyn Store) {
+    for round in 0..10u64 {
+        let base = round * 100_000;
+        ready(s, "a1", at(base)).await;
+        let t = create(s, at(base + 1)).await;
+        let (offer, _) = offer_of(s, "a1").await.expect("offered");
+        let deadline = at(base + 1 + 15_000);
+        let accept = s.execute(
+            Command::Accept {
+                agent: "a1".into(),
+                offer_id: offer,
+            },
+            Ts(deadline.0 - 1),
+        );
+        let expire = s.expire_due(deadline);
+        let (a, e) = tokio::join!(accept, expire);
+        let a = a.expect("store").reply;
+        let expired = e.expect("store").stats.expired;
+        match a {
+            Ok(_) => {
+                assert_eq!(expired, 0, "round {round}: both won");
+                assert_eq!(task_state(s, t).await, "assigned");
+                s.execute(
+                    Command::Complete {
+                        agent: "a1".into(),
+                        task_id: t,
+                        wrap_up_code: None,
+                    },
+                    at(base + 20_000),
+                )
+                .await
+                .expect("store")
+                .reply
+                .expect("complete");
+            }
+            Err(HubError::OfferEnded(OfferEnd::Expired)) => {
+                assert_eq!(expired, 1, "round {round}: nobody won");
+                s.execute(
+                    Command::CancelTask {
+                        task_id: t,
+                        reason: None,
+                        by: crm(),
+                    },
+                    at(base + 20_000),
+                )
+                .await
+                .expect("store")
+                .reply
+                .expect("cancel");
+            }
+            Err(other) => panic!("round {round}: {other:?}"),
+        }
+    }
+}
+
+fn crm() -> Actor {
+    Actor {
+        id: "crm".into(),
+        role: Role::Integration,
+    }
+}
+
+async fn a_record_version_is_granted_once(s: &dyn Store) {
+    let created = s
+        .context(
+            ContextCommand::CreateCustomer {
+                by: crm(),
+                fields: CustomerFields {
+                    name: Some("Åsa Öberg".into()),
+                    ..Default::default()
+                },
+                activity_id: None,
+            },
+            at(0),
+        )
+        .await
+        .expect("store")
+        .reply;
+    let id = match created {
+        Ok(Reply::Context(ContextReply::Customer(v))) => v.customer.customer_id,
+        other => panic!("{other:?}"),
+    };
+    for version in 1..=5u64 {
+        let saves = (0..8).map(|i| {
+            s.context(
+                ContextCommand::UpdateCustomer {
+                    by: crm(),
+                    customer_id: id,
+                    base_version: version,
+                    changes: CustomerFields {
+                        name: Some(format!("writer {i}")),
+                        ..Default::default()
+                    },
+                },
+                at(version),
+            )
+        });
+        let results = futures_util::future::join_all(saves).await;
+        let wins = results
+            .into_iter()
+            .map(|r| r.expect("store").reply)
+            .filter(|r| match r {
+                Ok(_) => true,
+                Err(HubError::VersionConflict { version: v, .. }) => {
+                    assert_eq!(*v, version + 1);
+                    false
+                }
+                Err(e) => panic!("{e:?}"),
+            })
+            .count();
+        assert_eq!(wins, 1, "version {version}");
+    }
+}
+
+async fn idempotent_create(s: &dyn Store) {
+    let a = s
+        .execute(new_task(Some("k-1")), at(0))
+        .await
+        .expect("store")
+        .reply;
+    let b = s
+        .execute(new_task(Some("k-1")), at(1))
+        .await
+        .expect("store")
+        .reply;
+    match (a, b) {
+        (
+            Ok(Reply::Created {
+                task: a,
+                created: true,
+            }),
+            Ok(Reply::Created {
+                task: b,
+                created: false,
+            }),
+        ) => {
+            assert_eq!(a.task_id, b.task_id)
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+macro_rules! suite {
+    ($($name:ident),* $(,)?) => {
+        mod memory_store {
+            use super::*;
+            $(#[tokio::test] async fn $name() { let s = memory().await; super::$name(s.store.as_ref()).await; })*
+        }
+        mod redis_store {
+            use super::*;
+            $(#[tokio::test] async fn $name() { let s = redis().await; super::$name(s.store.as_ref()).await; })*
+        }
+    };
+}
+
+suite!(
+    routes_accepts_completes_and_attaches,
+    expires_once_and_moves_on_in_place,
+    accept_racing_expiry_has_one_winner,
+    a_record_version_is_granted_once,
+    idempotent_create,
+);
+
+#[tokio::test]
+async fn a_redis_node_started_later_sees_the_same_state() {
+    let server = RedisServer::start();
+    let a = RedisStore::connect(&server.url(), "n-a", rules(), T0)
+        .await
+        .expect("a");
+    ready(&a, "a1", at(0)).await;
+    let t = create(&a, at(1)).await;
+    let b = RedisStore::connect(&server.url(), "n-b", rules(), at(2))
+        .await
+        .expect("b");
+    assert_eq!(task_state(&b, t).await, "offered");
+    assert_eq!(offer_of(&b, "a1").await.map(|o| o.1), Some(t));
+    // A decision made on b is seen on a.
+    let (offer, _) = offer_of(&b, "a1").await.expect("offer");
+    b.execute(
+        Command::Accept {
+            agent: "a1".into(),
+            offer_id: offer,
+        },
+        at(3),
+    )
+    .await
+    .expect("store")
+    .reply
+    .expect("accept");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while task_state(&a, t).await != "assigned" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a never saw the accept"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
