@@ -51,16 +51,30 @@ impl Serialize for Ts {
 
 impl<'de> Deserialize<'de> for Ts {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Ts, D::Error> {
-        if d.is_human_readable() {
-            let s = String::deserialize(d)?;
-            let t = chrono::DateTime::parse_from_rfc3339(&s).map_err(serde::de::Error::custom)?;
-            let micros = t.timestamp_micros();
-            u64::try_from(micros)
-                .map(Ts)
-                .map_err(|_| serde::de::Error::custom("timestamp before 1970"))
-        } else {
-            u64::deserialize(d).map(Ts)
+        // Either form is accepted whatever the format claims: serde buffers flattened
+        // fields in a form that always calls itself human-readable.
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Ts;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("microseconds since the epoch, or RFC 3339 text")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Ts, E> {
+                Ok(Ts(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Ts, E> {
+                u64::try_from(v)
+                    .map(Ts)
+                    .map_err(|_| E::custom("timestamp before 1970"))
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Ts, E> {
+                let t = chrono::DateTime::parse_from_rfc3339(s).map_err(E::custom)?;
+                u64::try_from(t.timestamp_micros())
+                    .map(Ts)
+                    .map_err(|_| E::custom("timestamp before 1970"))
+            }
         }
+        d.deserialize_any(V)
     }
 }
 

@@ -72,12 +72,24 @@ pub struct Config {
 }
 
 /// `[store]`
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     /// A Redis URL (`redis://host:port/db`) to share state with other nodes; in memory
     /// when absent. Also `--redis` or `SWITCHBOARD_REDIS`.
     pub redis: Option<String>,
+    /// With Redis: a node stores a snapshot of the state every this many log entries,
+    /// and the log is trimmed below it (and below every live node's position).
+    pub snapshot_every: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            redis: None,
+            snapshot_every: 20_000,
+        }
+    }
 }
 
 /// `[server]`
@@ -386,6 +398,9 @@ impl Config {
             }
         }
         name("server.node_id", &self.server.node_id)?;
+        if self.store.snapshot_every == 0 {
+            return Err(invalid("store.snapshot_every", "must be more than 0"));
+        }
         if !addr.ip().is_loopback() && self.auth.secret.as_deref().is_none_or(str::is_empty) {
             return Err(invalid(
                 "auth.secret",

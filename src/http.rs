@@ -144,10 +144,10 @@ async fn create_task(
         .map(|v| v.to_str().map(str::to_owned))
         .transpose()
         .map_err(|_| {
-            ApiError::new(
-                ErrorCode::InvalidField,
-                "Idempotency-Key must be visible ASCII",
-            )
+            ApiError::from(HubError::invalid(
+                "idempotency_key",
+                "the Idempotency-Key header must be visible ASCII",
+            ))
         })?;
     match (&new.idempotency_key, header_key) {
         (Some(body), Some(header)) if *body != header => {

@@ -33,9 +33,15 @@ pub async fn start(config: Config, secret: &[u8]) -> std::io::Result<Running> {
     let (store, poll): (Arc<dyn Store>, Option<Duration>) = match &config.store.redis {
         None => (Arc::new(MemoryStore::new(rules, clock.now())), None),
         Some(url) => {
-            let s = RedisStore::connect(url, &config.server.node_id, rules, clock.now())
-                .await
-                .map_err(|e| std::io::Error::other(format!("redis: {e}")))?;
+            let s = RedisStore::connect_with(
+                url,
+                &config.server.node_id,
+                rules,
+                clock.now(),
+                config.store.snapshot_every,
+            )
+            .await
+            .map_err(|e| std::io::Error::other(format!("redis: {e}")))?;
             // Deadlines may be set by other nodes' commands: look every so often.
             (Arc::new(s), Some(Duration::from_millis(50)))
         }

@@ -86,6 +86,12 @@ fn new_task(key: Option<&str>) -> Command {
 }
 
 async fn ready(s: &dyn Store, agent: &str, now: Ts) {
+    ready_on(s, agent, now, "suite").await
+}
+
+/// Connects and readies an agent as if its desktop were on `node` (which must be the
+/// store's own node name: a node that does not heartbeat is soon declared lost).
+async fn ready_on(s: &dyn Store, agent: &str, now: Ts, node: &str) {
     let profile = rules()
         .agents
         .iter()
@@ -97,7 +103,7 @@ async fn ready(s: &dyn Store, agent: &str, now: Ts) {
             Command::Connect {
                 profile,
                 conn: ConnId::new(),
-                node: "suite".into(),
+                node: node.into(),
             },
             now,
         )
@@ -394,12 +400,14 @@ async fn a_redis_node_started_later_sees_the_same_state() {
     let a = RedisStore::connect(&server.url(), "n-a", rules(), T0)
         .await
         .expect("a");
-    ready(&a, "a1", at(0)).await;
+    ready_on(&a, "a1", at(0), "n-a").await;
     let t = create(&a, at(1)).await;
+    assert_eq!(task_state(&a, t).await, "offered", "on a");
     let b = RedisStore::connect(&server.url(), "n-b", rules(), at(2))
         .await
         .expect("b");
-    assert_eq!(task_state(&b, t).await, "offered");
+    let v = b.agent_view(&AgentId::from("a1")).await.expect("store");
+    assert_eq!(task_state(&b, t).await, "offered", "on b; a1 there: {:?}", v.map(|v| (v.status, v.connected, v.reason)));
     assert_eq!(offer_of(&b, "a1").await.map(|o| o.1), Some(t));
     // A decision made on b is seen on a.
     let (offer, _) = offer_of(&b, "a1").await.expect("offer");
@@ -422,4 +430,81 @@ async fn a_redis_node_started_later_sees_the_same_state() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+#[tokio::test]
+async fn snapshots_bound_the_log_and_a_new_node_starts_from_one() {
+    let server = RedisServer::start();
+    let a = RedisStore::connect_with(&server.url(), "n-a", rules(), T0, 50)
+        .await
+        .expect("a");
+    ready_on(&a, "a1", at(0), "n-a").await;
+    let mut tasks = Vec::new();
+    for i in 0..200u64 {
+        let t = create(&a, at(1 + i)).await;
+        if let Some((offer, _)) = offer_of(&a, "a1").await {
+            a.execute(
+                Command::Accept {
+                    agent: "a1".into(),
+                    offer_id: offer,
+                },
+                at(1 + i),
+            )
+            .await
+            .expect("store")
+            .reply
+            .expect("accept");
+            a.execute(
+                Command::Complete {
+                    agent: "a1".into(),
+                    task_id: t,
+                    wrap_up_code: None,
+                },
+                at(1 + i),
+            )
+            .await
+            .expect("store")
+            .reply
+            .expect("complete");
+        }
+        tasks.push(t);
+    }
+    // The log holds far fewer than the ~600 entries written.
+    let client = redis::Client::open(server.url()).expect("client");
+    let mut c = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("conn");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let len: u64 = redis::cmd("XLEN")
+            .arg("sb:log")
+            .query_async(&mut c)
+            .await
+            .expect("xlen");
+        if len < 100 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "log length {len}: never trimmed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let has: bool = redis::cmd("EXISTS")
+        .arg("sb:snapshot")
+        .query_async(&mut c)
+        .await
+        .expect("exists");
+    assert!(has);
+    // A node that starts now has every task, from the snapshot plus the log's tail.
+    let b = RedisStore::connect_with(&server.url(), "n-b", rules(), at(1000), 50)
+        .await
+        .expect("b");
+    for (i, t) in tasks.iter().enumerate() {
+        assert_eq!(task_state(&b, *t).await, "completed", "task {i}");
+    }
+    // And decides like the first: the next task goes to a1.
+    let t = create(&b, at(1001)).await;
+    assert_eq!(offer_of(&b, "a1").await.map(|o| o.1), Some(t));
 }

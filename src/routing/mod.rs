@@ -637,14 +637,6 @@ impl Book {
         // A retry is checked like a first try: a bad body is refused, never answered
         // with an earlier task.
         new.validate()?;
-        if let Some(key) = &new.idempotency_key {
-            if let Some(task) = self.idempotency.get(key).and_then(|id| self.tasks.get(id)) {
-                return Ok(Reply::Created {
-                    task: Box::new(task.clone()),
-                    created: false,
-                });
-            }
-        }
         let queue = QueueId::from(new.queue.as_str());
         let rules = self
             .rules
@@ -656,6 +648,14 @@ impl Book {
                 queue: new.queue.clone(),
                 channel: new.channel.to_string(),
             });
+        }
+        if let Some(key) = &new.idempotency_key {
+            if let Some(task) = self.idempotency.get(key).and_then(|id| self.tasks.get(id)) {
+                return Ok(Reply::Created {
+                    task: Box::new(task.clone()),
+                    created: false,
+                });
+            }
         }
         let mut skills: Vec<String> = new
             .skills

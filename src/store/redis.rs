@@ -112,6 +112,8 @@ struct Shared {
     dispatch: OnceLock<Weak<dyn Dispatch>>,
     healthy: AtomicBool,
     snapshot_every: u64,
+    /// `Replica::applied` at the last snapshot.
+    last_snapshot: std::sync::atomic::AtomicU64,
 }
 
 /// The Redis-backed store. See the module documentation.
@@ -152,6 +154,17 @@ impl RedisStore {
         rules: Arc<Rules>,
         now: Ts,
     ) -> Result<RedisStore, HubError> {
+        Self::connect_with(url, node, rules, now, 20_000).await
+    }
+
+    /// [`RedisStore::connect`], storing a snapshot every `snapshot_every` entries.
+    pub async fn connect_with(
+        url: &str,
+        node: &str,
+        rules: Arc<Rules>,
+        now: Ts,
+        snapshot_every: u64,
+    ) -> Result<RedisStore, HubError> {
         let client = redis::Client::open(url).map_err(unavailable)?;
         let shared = Arc::new(Shared {
             node: node.to_owned(),
@@ -167,7 +180,8 @@ impl RedisStore {
             waiters: Mutex::new(HashMap::new()),
             dispatch: OnceLock::new(),
             healthy: AtomicBool::new(true),
-            snapshot_every: 20_000,
+            snapshot_every: snapshot_every.max(1),
+            last_snapshot: std::sync::atomic::AtomicU64::new(0),
         });
         shared.load_snapshot().await?;
         // Catch up before serving, so that this node's first answers see the present.
@@ -321,7 +335,6 @@ impl Shared {
                 Ok(_) => {
                     backoff = Duration::from_millis(50);
                     self.healthy.store(true, Ordering::Relaxed);
-                    self.maybe_snapshot().await;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read the log; retrying");
@@ -445,6 +458,7 @@ impl Shared {
                 self.broken().await;
                 continue;
             }
+            self.maybe_snapshot().await;
             let nodes = self.replica().state.book.nodes_in_use();
             for n in nodes.iter().filter(|n| ***n != *self.node) {
                 let alive: Result<bool, _> = redis::cmd("EXISTS")
@@ -461,14 +475,17 @@ impl Shared {
         }
     }
 
-    /// Every `snapshot_every` entries, stores the books and trims the log below what
-    /// every live node has applied.
+    /// Once `snapshot_every` entries were applied since the last one, stores the books
+    /// and trims the log below what every live node has applied. Runs beside the
+    /// heartbeat, so that the positions it trims by are fresh.
     async fn maybe_snapshot(&self) {
         let (pos, bytes) = {
             let r = self.replica();
-            if r.applied == 0 || r.applied % self.snapshot_every != 0 {
+            let since = r.applied - self.last_snapshot.load(Ordering::Relaxed);
+            if since < self.snapshot_every {
                 return;
             }
+            self.last_snapshot.store(r.applied, Ordering::Relaxed);
             match r.state.snapshot_bytes() {
                 Ok(b) => (r.pos.clone(), b),
                 Err(e) => {
