@@ -204,6 +204,10 @@ async fn wait_for_signal() {
 }
 
 fn print_welcome(cfg: &Config, addr: std::net::SocketAddr, secret: &[u8], demo: bool) {
+    // Written with errors ignored: a closed stdout (a supervisor that stopped reading)
+    // must not take the hub down.
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
     let keys = Keys::new(secret);
     let exp = unix_now() + cfg.auth.demo_token_secs;
     let token = |sub: &str, role: Role| {
@@ -216,33 +220,49 @@ fn print_welcome(cfg: &Config, addr: std::net::SocketAddr, secret: &[u8], demo: 
             queues: None,
         })
     };
-    println!("switchboard listening on http://{addr} (websocket: ws://{addr}/v1/ws)");
+    let _ = writeln!(
+        out,
+        "switchboard listening on http://{addr} (websocket: ws://{addr}/v1/ws)"
+    );
     if demo {
-        println!(
+        let _ = writeln!(
+            out,
             "demo setup: queues sales, support, billing; agents alice, joao, elin, dorde, giulia, sam"
         );
     }
     if cfg.server.listen.starts_with("127.") || cfg.server.listen.starts_with("[::1]") || demo {
         let agent = cfg.agents.first().map(|a| a.id.as_str()).unwrap_or("agent");
-        println!();
-        println!("agent token ({agent}):   {}", token(agent, Role::Agent));
-        println!(
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "agent token ({agent}):   {}",
+            token(agent, Role::Agent)
+        );
+        let _ = writeln!(
+            out,
             "supervisor token:      {}",
             token("supervisor", Role::Supervisor)
         );
-        println!(
+        let _ = writeln!(
+            out,
             "integration token:     {}",
             token("integration", Role::Integration)
         );
-        println!();
-        println!("connect an agent:   websocat 'ws://{addr}/v1/ws?access_token=<agent token>'");
-        println!(
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "connect an agent:   websocat 'ws://{addr}/v1/ws?access_token=<agent token>'"
+        );
+        let _ = writeln!(
+            out,
             "                    then send {{\"id\":\"1\",\"type\":\"set_state\",\"state\":\"ready\"}}"
         );
-        println!(
+        let _ = writeln!(
+            out,
             "create a task:      curl -s -H 'Authorization: Bearer <integration token>' -H 'content-type: application/json' \\\n                      -d '{{\"channel\":\"chat\",\"queue\":\"support\",\"customer\":{{\"email\":\"ana@example.com\"}}}}' http://{addr}/v1/tasks"
         );
-        println!(
+        let _ = writeln!(
+            out,
             "more tokens:        SWITCHBOARD_SECRET=<secret> switchboard token --sub joao --role agent"
         );
     }

@@ -37,7 +37,7 @@ pub async fn start(config: Config, secret: &[u8]) -> std::io::Result<Running> {
                 url,
                 &config.server.node_id,
                 rules,
-                clock.now(),
+                clock.clone(),
                 config.store.snapshot_every,
             )
             .await

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use support::redis::RedisServer;
 use switchboard::auth::Role;
-use switchboard::clock::Ts;
+use switchboard::clock::{Clock, Ts};
 use switchboard::config::Config;
 use switchboard::context::record::{Actor, CustomerFields};
 use switchboard::context::{ContextCommand, ContextReply};
@@ -61,7 +61,7 @@ async fn memory() -> Subject {
 
 async fn redis() -> Subject {
     let server = RedisServer::start();
-    let store = RedisStore::connect(&server.url(), "suite", rules(), T0)
+    let store = RedisStore::connect(&server.url(), "suite", rules(), Clock::new())
         .await
         .expect("connect to the test's redis-server");
     Subject {
@@ -397,17 +397,22 @@ suite!(
 #[tokio::test]
 async fn a_redis_node_started_later_sees_the_same_state() {
     let server = RedisServer::start();
-    let a = RedisStore::connect(&server.url(), "n-a", rules(), T0)
+    let a = RedisStore::connect(&server.url(), "n-a", rules(), Clock::new())
         .await
         .expect("a");
     ready_on(&a, "a1", at(0), "n-a").await;
     let t = create(&a, at(1)).await;
     assert_eq!(task_state(&a, t).await, "offered", "on a");
-    let b = RedisStore::connect(&server.url(), "n-b", rules(), at(2))
+    let b = RedisStore::connect(&server.url(), "n-b", rules(), Clock::new())
         .await
         .expect("b");
     let v = b.agent_view(&AgentId::from("a1")).await.expect("store");
-    assert_eq!(task_state(&b, t).await, "offered", "on b; a1 there: {:?}", v.map(|v| (v.status, v.connected, v.reason)));
+    assert_eq!(
+        task_state(&b, t).await,
+        "offered",
+        "on b; a1 there: {:?}",
+        v.map(|v| (v.status, v.connected, v.reason))
+    );
     assert_eq!(offer_of(&b, "a1").await.map(|o| o.1), Some(t));
     // A decision made on b is seen on a.
     let (offer, _) = offer_of(&b, "a1").await.expect("offer");
@@ -435,7 +440,7 @@ async fn a_redis_node_started_later_sees_the_same_state() {
 #[tokio::test]
 async fn snapshots_bound_the_log_and_a_new_node_starts_from_one() {
     let server = RedisServer::start();
-    let a = RedisStore::connect_with(&server.url(), "n-a", rules(), T0, 50)
+    let a = RedisStore::connect_with(&server.url(), "n-a", rules(), Clock::new(), 50)
         .await
         .expect("a");
     ready_on(&a, "a1", at(0), "n-a").await;
@@ -498,7 +503,7 @@ async fn snapshots_bound_the_log_and_a_new_node_starts_from_one() {
         .expect("exists");
     assert!(has);
     // A node that starts now has every task, from the snapshot plus the log's tail.
-    let b = RedisStore::connect_with(&server.url(), "n-b", rules(), at(1000), 50)
+    let b = RedisStore::connect_with(&server.url(), "n-b", rules(), Clock::new(), 50)
         .await
         .expect("b");
     for (i, t) in tasks.iter().enumerate() {

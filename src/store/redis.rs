@@ -26,7 +26,7 @@
 //!   `NodeLost`), and its desktops enter the reconnect grace period.
 
 use super::{Dispatch, Store};
-use crate::clock::Ts;
+use crate::clock::{Clock, Ts};
 use crate::context::ContextCommand;
 use crate::error::HubError;
 use crate::ids::{AgentId, QueueId, TaskId};
@@ -111,6 +111,8 @@ struct Shared {
     waiters: Mutex<HashMap<uuid::Uuid, oneshot::Sender<Outcome>>>,
     dispatch: OnceLock<Weak<dyn Dispatch>>,
     healthy: AtomicBool,
+    /// The node's clock: a lost node's agents get their full grace from now.
+    clock: Clock,
     snapshot_every: u64,
     /// `Replica::applied` at the last snapshot.
     last_snapshot: std::sync::atomic::AtomicU64,
@@ -152,9 +154,9 @@ impl RedisStore {
         url: &str,
         node: &str,
         rules: Arc<Rules>,
-        now: Ts,
+        clock: Clock,
     ) -> Result<RedisStore, HubError> {
-        Self::connect_with(url, node, rules, now, 20_000).await
+        Self::connect_with(url, node, rules, clock, 20_000).await
     }
 
     /// [`RedisStore::connect`], storing a snapshot every `snapshot_every` entries.
@@ -162,9 +164,10 @@ impl RedisStore {
         url: &str,
         node: &str,
         rules: Arc<Rules>,
-        now: Ts,
+        clock: Clock,
         snapshot_every: u64,
     ) -> Result<RedisStore, HubError> {
+        let now = clock.now();
         let client = redis::Client::open(url).map_err(unavailable)?;
         let shared = Arc::new(Shared {
             node: node.to_owned(),
@@ -180,6 +183,7 @@ impl RedisStore {
             waiters: Mutex::new(HashMap::new()),
             dispatch: OnceLock::new(),
             healthy: AtomicBool::new(true),
+            clock,
             snapshot_every: snapshot_every.max(1),
             last_snapshot: std::sync::atomic::AtomicU64::new(0),
         });
@@ -467,7 +471,7 @@ impl Shared {
                     .await;
                 if let Ok(false) = alive {
                     tracing::warn!(node = %n, "node stopped heartbeating: its desktops enter their grace period");
-                    let now = self.replica().now;
+                    let now = self.clock.now();
                     let body = Body::Routing(Box::new(Command::NodeLost { node: n.clone() }));
                     let _ = self.append(body, now, false).await;
                 }

@@ -1,0 +1,433 @@
+//! Several hub processes sharing one `redis-server` that the test starts itself: an
+//! agent on one node and the task on another, accepts from agents on different nodes,
+//! accept against expiry across nodes, kill -9 of a node mid-offer, Redis restarting
+//! under traffic.
+
+mod common;
+mod support;
+
+use common::*;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use support::redis::RedisServer;
+use switchboard::auth::{Keys, Role};
+
+/// One hub process.
+struct Node {
+    addr: SocketAddr,
+    child: Option<Child>,
+    config: std::path::PathBuf,
+}
+
+impl Node {
+    fn start(redis: &RedisServer, id: &str, routing: &str) -> Node {
+        let config = std::env::temp_dir().join(format!("sb-node-{}.toml", uuid::Uuid::new_v4()));
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ndrain_secs = 1\n[auth]\nsecret = \"{SECRET}\"\n[routing]\nwrap_up_secs = 0\n{routing}\n{QUEUES_AND_AGENTS}"
+        );
+        std::fs::write(&config, text).expect("config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .arg("--config")
+            .arg(&config)
+            .arg("--redis")
+            .arg(redis.url())
+            .arg("--node-id")
+            .arg(id)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(match std::env::var_os("SB_TEST_NODE_LOGS") {
+                Some(_) => Stdio::inherit(),
+                None => Stdio::null(),
+            })
+            .spawn()
+            .expect("spawn a node");
+        let stdout = child.stdout.take().expect("stdout");
+        let first = BufReader::new(stdout)
+            .lines()
+            .next()
+            .and_then(Result::ok)
+            .unwrap_or_else(|| panic!("node {id} printed nothing (did it fail to start?)"));
+        let addr = first
+            .split("http://")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("address in {first:?}"));
+        Node {
+            addr,
+            child: Some(child),
+            config,
+        }
+    }
+
+    fn keys() -> Keys {
+        Keys::new(SECRET.as_bytes())
+    }
+
+    fn token(sub: &str, role: Role) -> String {
+        Self::keys().sign(&switchboard::auth::Claims {
+            sub: sub.into(),
+            role,
+            exp: switchboard::auth::unix_now() + 600,
+            name: None,
+            skills: None,
+            queues: None,
+        })
+    }
+
+    async fn agent(&self, id: &str) -> Client {
+        let url = format!(
+            "ws://{}/v1/ws?access_token={}",
+            self.addr,
+            Self::token(id, Role::Agent)
+        );
+        let mut c = Client::connect(&url).await.expect("agent connects");
+        c.welcome = c.expect("welcome").await;
+        c
+    }
+
+    async fn ready_agent(&self, id: &str) -> Client {
+        let mut c = self.agent(id).await;
+        c.set_ready().await;
+        c
+    }
+
+    async fn post_task(&self, body: &Value) -> (u16, Value) {
+        let tok = Self::token("crm", Role::Integration);
+        http(
+            self.addr,
+            "POST",
+            "/v1/tasks",
+            Some(&tok),
+            Some(&body.to_string()),
+            &[],
+        )
+        .await
+    }
+
+    async fn create(&self, body: Value) -> Value {
+        let (s, v) = self.post_task(&body).await;
+        assert_eq!(s, 201, "{v}");
+        v
+    }
+
+    async fn task(&self, id: &Value) -> Value {
+        let tok = Self::token("crm", Role::Integration);
+        let (s, v) = http(
+            self.addr,
+            "GET",
+            &format!("/v1/tasks/{}", id.as_str().unwrap_or_default()),
+            Some(&tok),
+            None,
+            &[],
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+        v
+    }
+
+    /// Waits until this node shows the task in `state`.
+    async fn await_task_state(&self, id: &Value, state: &str) -> Value {
+        // Long enough for a lost node's heartbeat to expire and a grace period to end.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let t = self.task(id).await;
+            if t["state"] == state {
+                return t;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "task never {state} here: {t}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+        let _ = std::fs::remove_file(&self.config);
+    }
+}
+
+#[tokio::test]
+async fn an_offer_decided_on_one_node_reaches_an_agent_on_another() {
+    let redis = RedisServer::start();
+    let a = Node::start(&redis, "node-a", "");
+    let b = Node::start(&redis, "node-b", "");
+    let mut ana = a.ready_agent("ana").await;
+    let t = b
+        .create(json!({"channel": "chat", "queue": "support", "customer": {"phone": "+351 900"}}))
+        .await;
+    let offer = ana.expect("offer").await;
+    assert_eq!(offer["offer"]["task"]["task_id"], t["task_id"]);
+    let r = ana
+        .ok(json!({"type": "accept", "offer_id": offer["offer"]["offer_id"]}))
+        .await;
+    assert_eq!(r["task"]["state"], "assigned");
+    b.await_task_state(&t["task_id"], "assigned").await;
+    // A supervisor on node b sees ana busy, live.
+    let url = format!(
+        "ws://{}/v1/ws?access_token={}",
+        b.addr,
+        Node::token("sup", Role::Supervisor)
+    );
+    let mut sup = Client::connect(&url).await.expect("supervisor");
+    let snap = sup.expect("snapshot").await;
+    let line = snap["agents"]
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["agent_id"] == "ana").cloned())
+        .expect("ana");
+    assert_eq!(line["status"], "busy");
+    ana.complete(&t["task_id"]).await;
+    loop {
+        let c = sup.expect("agent_changed").await;
+        if c["agent"]["agent_id"] == "ana" && c["agent"]["status"] == "ready" {
+            break;
+        }
+    }
+    // A change made through node a reaches a watcher on node b.
+    let mut dj = b.agent("dj").await;
+    let tok = Node::token("crm", Role::Integration);
+    let (_, c) = http(
+        a.addr,
+        "POST",
+        "/v1/customers",
+        Some(&tok),
+        Some(r#"{"name":"Ana Lima"}"#),
+        &[],
+    )
+    .await;
+    let cid = c["customer"]["customer_id"].clone();
+    dj.ok(json!({"type": "get_customer", "customer_id": cid}))
+        .await;
+    let (s, _) = http(
+        a.addr,
+        "PATCH",
+        &format!("/v1/customers/{}", cid.as_str().unwrap_or_default()),
+        Some(&tok),
+        Some(r#"{"base_version":1,"changes":{"name":"Ana Lima Souza"}}"#),
+        &[],
+    )
+    .await;
+    assert_eq!(s, 200);
+    let n = dj.expect("record_changed").await;
+    assert_eq!(n["change"]["version"], 2);
+}
+
+#[tokio::test]
+async fn tasks_created_on_both_nodes_are_each_assigned_exactly_once() {
+    let redis = RedisServer::start();
+    let a = Node::start(&redis, "node-a", "");
+    let b = Node::start(&redis, "node-b", "");
+    let mut agents = vec![
+        a.ready_agent("ana").await,
+        b.ready_agent("bo").await,
+        b.ready_agent("dj").await,
+    ];
+    let n = 40;
+    let creates = (0..n).map(|i| {
+        let node = if i % 2 == 0 { &a } else { &b };
+        let channel = if i % 3 == 0 { "voice" } else { "chat" };
+        async move {
+            node.create(json!({"channel": channel, "queue": "support"}))
+                .await
+        }
+    });
+    let created: Vec<Value> = futures_util::future::join_all(creates).await;
+    // Every agent accepts and completes whatever it is offered, until all are done.
+    let mut accepted: HashMap<String, Vec<String>> = HashMap::new();
+    let mut done = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while done < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {done} of {n} done"
+        );
+        for (i, ag) in agents.iter_mut().enumerate() {
+            let Some(offer) = try_frame(ag, "offer", Duration::from_millis(30)).await else {
+                continue;
+            };
+            let r = ag
+                .request(json!({"type": "accept", "offer_id": offer["offer"]["offer_id"]}))
+                .await;
+            assert_eq!(r["type"], "reply", "{r}");
+            let tid = r["result"]["task"]["task_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            accepted
+                .entry(tid.clone())
+                .or_default()
+                .push(format!("agent{i}"));
+            ag.complete(&r["result"]["task"]["task_id"]).await;
+            done += 1;
+        }
+    }
+    assert_eq!(accepted.len(), n);
+    for (t, who) in &accepted {
+        assert_eq!(who.len(), 1, "task {t} accepted by {who:?}");
+    }
+    for t in &created {
+        a.await_task_state(&t["task_id"], "completed").await;
+        b.await_task_state(&t["task_id"], "completed").await;
+    }
+}
+
+/// The next frame of type `ty` within `d`, if one comes; others are kept.
+async fn try_frame(c: &mut Client, ty: &str, d: Duration) -> Option<Value> {
+    tokio::time::timeout(d, c.expect(ty)).await.ok()
+}
+
+#[tokio::test]
+async fn accept_against_expiry_across_nodes_has_one_winner_seen_everywhere() {
+    let redis = RedisServer::start();
+    let a = Node::start(&redis, "node-a", "offer_timeout_secs = 0.3");
+    let b = Node::start(&redis, "node-b", "offer_timeout_secs = 0.3");
+    let mut bo = a.ready_agent("bo").await;
+    let (mut wins, mut losses) = (0, 0);
+    for i in 0..10u64 {
+        let t = b
+            .create(json!({"channel": "chat", "queue": "support"}))
+            .await;
+        let offer = bo.expect("offer").await;
+        assert_eq!(offer["offer"]["task"]["task_id"], t["task_id"]);
+        tokio::time::sleep(Duration::from_millis(270 + i * 6)).await;
+        let r = bo
+            .request(json!({"type": "accept", "offer_id": offer["offer"]["offer_id"]}))
+            .await;
+        if r["type"] == "reply" {
+            wins += 1;
+            b.await_task_state(&t["task_id"], "assigned").await;
+            bo.complete(&t["task_id"]).await;
+        } else {
+            losses += 1;
+            assert_eq!(r["code"], "offer_expired", "{r}");
+            assert_eq!(bo.expect("offer_ended").await["reason"], "expired");
+            let seen = b.task(&t["task_id"]).await;
+            assert_ne!(
+                seen["state"], "assigned",
+                "node b says assigned after the accept lost"
+            );
+            bo.set_ready().await;
+        }
+    }
+    assert_eq!(wins + losses, 10);
+}
+
+#[tokio::test]
+async fn kill_9_of_a_node_mid_offer_loses_nothing() {
+    let redis = RedisServer::start();
+    let routing = "offer_timeout_secs = 60\nreconnect_grace_secs = 1.5";
+    let mut a = Node::start(&redis, "node-a", routing);
+    let b = Node::start(&redis, "node-b", routing);
+    // ana comes back through node b; bo never comes back.
+    let mut ana = a.ready_agent("ana").await;
+    let t1 = b.create(json!({"channel": "voice", "queue": "vip"})).await;
+    let offer = ana.expect("offer").await;
+    assert_eq!(offer["offer"]["task"]["task_id"], t1["task_id"]);
+    let mut bo = a.ready_agent("bo").await;
+    let t2 = b
+        .create(json!({"channel": "chat", "queue": "support", "skills": ["sv"]}))
+        .await;
+    assert_eq!(
+        bo.expect("offer").await["offer"]["task"]["task_id"],
+        t2["task_id"]
+    );
+    a.kill9();
+    let killed = std::time::Instant::now();
+    drop(ana);
+    drop(bo);
+    let mut ana = b.agent("ana").await;
+    assert_eq!(ana.welcome["resumed"], true);
+    assert_eq!(
+        ana.welcome["agent"]["offer"]["offer_id"],
+        offer["offer"]["offer_id"]
+    );
+    let r = ana
+        .ok(json!({"type": "accept", "offer_id": offer["offer"]["offer_id"]}))
+        .await;
+    assert_eq!(r["task"]["task_id"], t1["task_id"]);
+    // bo's offer goes back to its queue once node a is declared lost and bo's grace
+    // ends; another Swedish speaker on node b gets it.
+    let mut dj_as_bo_colleague = b.agent("dj").await;
+    dj_as_bo_colleague.set_ready().await;
+    let t = b.await_task_state(&t2["task_id"], "queued").await;
+    assert_eq!(t["offers"], 1);
+    // Not before node a was declared lost (heartbeat expiry) and bo's grace ran out.
+    assert!(
+        killed.elapsed() >= Duration::from_millis(3500),
+        "back after {:?}",
+        killed.elapsed()
+    );
+    eprintln!("bo's offer went back after {:?}", killed.elapsed());
+    let mut bo = b.ready_agent("bo").await;
+    let again = bo.expect("offer").await;
+    assert_eq!(
+        again["offer"]["task"]["task_id"], t2["task_id"],
+        "offered again, in its place"
+    );
+    assert_eq!(b.task(&t1["task_id"]).await["state"], "assigned");
+}
+
+#[tokio::test]
+async fn a_redis_restart_is_survived_and_nothing_acknowledged_is_lost() {
+    let mut redis = RedisServer::start();
+    let a = Node::start(&redis, "node-a", "");
+    let b = Node::start(&redis, "node-b", "");
+    let mut before = Vec::new();
+    for _ in 0..10 {
+        before.push(
+            a.create(json!({"channel": "email", "queue": "support"}))
+                .await,
+        );
+    }
+    let mut ana = b.ready_agent("ana").await;
+    redis.kill();
+    // Writes are refused, clearly; the sockets stay.
+    let (s, v) = a
+        .post_task(&json!({"channel": "email", "queue": "support"}))
+        .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (503, Some("store_unavailable")),
+        "{v}"
+    );
+    let (s, _) = http(a.addr, "GET", "/readyz", None, None, &[]).await;
+    assert_eq!(s, 503);
+    redis.restart();
+    // The nodes reconnect by themselves.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let after = loop {
+        let (s, v) = a
+            .post_task(&json!({"channel": "email", "queue": "support"}))
+            .await;
+        if s == 201 {
+            break v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never recovered: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for t in &before {
+        let seen = b.task(&t["task_id"]).await;
+        assert_eq!(seen["task_id"], t["task_id"]);
+    }
+    b.await_task_state(&after["task_id"], "queued").await;
+    // ana's socket survived and she still works.
+    ana.ok(json!({"type": "get_state"})).await;
+}
