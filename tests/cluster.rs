@@ -232,7 +232,7 @@ async fn tasks_created_on_both_nodes_are_each_assigned_exactly_once() {
     let redis = RedisServer::start();
     let a = Node::start(&redis, "node-a", "");
     let b = Node::start(&redis, "node-b", "");
-    let mut agents = vec![
+    let mut agents = [
         a.ready_agent("ana").await,
         b.ready_agent("bo").await,
         b.ready_agent("dj").await,
