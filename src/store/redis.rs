@@ -110,6 +110,8 @@ struct Shared {
     replica: Mutex<Replica>,
     waiters: Mutex<HashMap<uuid::Uuid, oneshot::Sender<Outcome>>>,
     dispatch: OnceLock<Weak<dyn Dispatch>>,
+    /// Whether the log reader is keeping up (false after a failed Redis call, true again
+    /// after the next successful read): part of readiness.
     healthy: AtomicBool,
     /// The node's clock: a lost node's agents get their full grace from now.
     clock: Clock,
@@ -659,6 +661,11 @@ impl Store for RedisStore {
     }
 
     async fn ping(&self) -> Result<(), HubError> {
+        // Ready means both: Redis answers, and this node is following the log (a replica
+        // that cannot read the log would answer with stale state).
+        if !self.shared.healthy.load(Ordering::Relaxed) {
+            return Err(unavailable("not following the log"));
+        }
         let mut c = self.shared.conn().await?;
         let r: Result<String, _> = redis::cmd("PING").query_async(&mut c).await;
         match r {
