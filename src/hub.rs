@@ -20,7 +20,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{Notify, broadcast, mpsc, watch};
+use crate::ws::queue::SendQueue;
+use tokio::sync::{Notify, broadcast, watch};
 
 /// A frame queued for one connection.
 #[derive(Debug)]
@@ -41,16 +42,14 @@ pub enum Outbound {
 pub struct SessionHandle {
     /// The connection.
     pub conn: ConnId,
-    /// Its bounded send queue.
-    pub tx: mpsc::Sender<Outbound>,
-    /// Set to a reason to make the session say goodbye and close.
-    pub kill: Arc<watch::Sender<Option<&'static str>>>,
+    /// Its bounded send queue, which also carries the signal to close.
+    pub queue: Arc<SendQueue>,
 }
 
 impl SessionHandle {
     /// Asks the session to close, saying why.
     pub fn kill(&self, reason: &'static str) {
-        self.kill.send_replace(Some(reason));
+        self.queue.close(reason);
     }
 }
 
@@ -226,10 +225,9 @@ impl Hub {
     fn push(&self, agent_id: &AgentId, out: Outbound) {
         // The guard is a plain lock on one shard; try_send never waits.
         let slow = match self.sessions.get(agent_id) {
-            Some(h) => match h.tx.try_send(out) {
+            Some(h) => match h.queue.push(out) {
                 Ok(()) => None,
-                Err(mpsc::error::TrySendError::Full(_)) => Some(h.clone()),
-                Err(mpsc::error::TrySendError::Closed(_)) => None,
+                Err(_) => Some(h.clone()),
             },
             None => None,
         };

@@ -263,6 +263,7 @@ pub async fn run_echo(opts: EchoOpts) -> Result<Report, Failure> {
             "conns": opts.conns, "rate": opts.rate, "duration_secs": opts.duration.as_secs_f64(),
             "size": opts.size, "server": if opts.addr.is_some() { "external" } else { "in-process" },
         }),
+        figures: Vec::new(),
         hub: format!("echo server at ws://{addr}/echo (axum ws, read buffer 4096, write buffer 0)"),
         elapsed_secs: elapsed,
         create_window_secs: opts.duration.as_secs_f64(),

@@ -217,6 +217,11 @@ impl HubProcess {
         proc_usage(pid)
     }
 
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Whether the process has exited, and how.
     pub fn exited(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()
@@ -267,6 +272,15 @@ pub fn proc_usage(pid: u32) -> Option<(f64, u64)> {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0);
     Some(((utime + stime) as f64 / tick, hwm))
+}
+
+/// The resident memory (VmRSS) of a process now, in KiB, from /proc.
+pub fn proc_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
 /// CPU seconds (user + system) this process has used.

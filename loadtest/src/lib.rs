@@ -3,23 +3,34 @@
 //! it saw.
 //!
 //! Scenarios are functions from options to a [`Report`]; the `loadtest` binary maps
-//! each to a subcommand. Today: [`route::run_route`] (agents working offers while an
-//! integration creates tasks at a fixed rate) and its short form, `smoke`; and the
-//! [`echo`] floor (the same websocket stack with no hub logic). The building blocks a
-//! new scenario reuses: [`hubproc`] (start a hub with a generated config),
-//! [`agent`] (a simulated desktop), [`httpc`] (a keep-alive HTTP/1.1 client),
+//! each to a subcommand: [`route::run_route`] (agents working offers while an
+//! integration creates tasks at a fixed rate) and its short form, `smoke`;
+//! [`fanout::run_fanout`] (one customer record saved at a rate, watched by many
+//! agents); [`conflicts::run_conflicts`] (editors racing on one record);
+//! [`expiry::run_expiry`] (an offer-expiry storm); [`idle::run_idle`] (memory and CPU of
+//! idle heartbeating connections against the echo floor); and the [`echo`] floor (the
+//! same websocket stack with no hub logic). The building blocks: [`hubproc`] (start a
+//! hub with a generated config), [`scenario`] (a run's hub, tokens, end-of-run checks),
+//! [`agent`] (a simulated desktop for `route`), [`client`] (light websocket clients
+//! spread over loopback source addresses), [`httpc`] (a keep-alive HTTP/1.1 client),
 //! [`stats`] (histograms), [`checks`] and [`report`].
 //!
 //! Traffic goes to loopback only, and every run is bounded in tasks and time.
 
 pub mod agent;
 pub mod checks;
+pub mod client;
+pub mod conflicts;
 pub mod echo;
+pub mod expiry;
+pub mod fanout;
 pub mod httpc;
 pub mod hubproc;
+pub mod idle;
 pub mod report;
 pub mod rng;
 pub mod route;
+pub mod scenario;
 pub mod shared;
 pub mod stats;
 pub mod wire;

@@ -3,6 +3,10 @@
 //! ```text
 //! loadtest route [--agents 200] [--rate 1000] [--duration 10] [--hub ADDR --secret S | --hub-bin PATH]
 //! loadtest smoke [--hub-bin PATH]
+//! loadtest fanout [--subscribers 1000] [--editors 1] [--rate 20] [--duration 10]
+//! loadtest conflicts [--editors 8] [--watchers 4] [--duration 10]
+//! loadtest expiry [--agents 10000] [--offer-timeout 2]
+//! loadtest idle [--conns 10000] [--duration 15] [--ping-every 5]
 //! loadtest echo [--conns 200] [--rate 2000] [--duration 5] [--addr ADDR]
 //! loadtest echo-server [--listen 127.0.0.1:0] [--secs 600]
 //! ```
@@ -10,8 +14,12 @@
 //! be carried out.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use loadtest::conflicts::{ConflictOpts, run_conflicts};
 use loadtest::echo::{EchoOpts, run_echo, start_echo_server};
+use loadtest::expiry::{ExpiryOpts, run_expiry};
+use loadtest::fanout::{FanoutOpts, run_fanout};
 use loadtest::hubproc::{Capacity, default_hub_bin};
+use loadtest::idle::{IdleOpts, run_idle};
 use loadtest::rng::Delay;
 use loadtest::{Failure, Report, RouteOpts, Target, run_route};
 use std::net::SocketAddr;
@@ -37,6 +45,19 @@ enum Cmd {
     /// A short `route` run (about 3 s, 300 tasks, 20 agents) with every check; exit 0
     /// when all hold.
     Smoke(SmokeArgs),
+    /// One customer watched by many agents while editors save it at a rate; measures
+    /// save -> notification on every subscriber and checks exactly-once, in-order
+    /// delivery.
+    Fanout(FanoutArgs),
+    /// Editors race to save one customer; checks every version is granted once and
+    /// every watcher sees each once, in order.
+    Conflicts(ConflictsArgs),
+    /// N agents that never answer, N/2 tasks at once: every offer expires, is re-offered
+    /// once; measures expiry lateness.
+    Expiry(ExpiryArgs),
+    /// Idle heartbeating agents: hub RSS per connection and CPU per heartbeat against
+    /// the echo floor.
+    Idle(IdleArgs),
     /// The floor: websocket round trips against a bare echo server on the hub's stack.
     Echo(EchoArgs),
     /// Run only the echo server (websocket at /echo), for a while.
@@ -170,6 +191,112 @@ struct SmokeArgs {
 }
 
 #[derive(Args)]
+struct Common {
+    /// No progress lines on stderr.
+    #[arg(long)]
+    quiet: bool,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Keep the started hub's config and log even when the run passes.
+    #[arg(long)]
+    keep_files: bool,
+    /// Loopback source addresses to spread the client sockets over (127.0.0.2...);
+    /// 0 lets the kernel choose.
+    #[arg(long, default_value_t = 8)]
+    source_addrs: usize,
+}
+
+#[derive(Args)]
+struct FanoutArgs {
+    #[command(flatten)]
+    hub: HubArgs,
+    #[command(flatten)]
+    common: Common,
+    /// Agents watching the customer (get_customer).
+    #[arg(long, default_value_t = 1000)]
+    subscribers: usize,
+    /// Agents saving it (reopen_customer, update_customer).
+    #[arg(long, default_value_t = 1)]
+    editors: usize,
+    /// Saves per second, over all editors.
+    #[arg(long, default_value_t = 20.0)]
+    rate: f64,
+    /// Seconds of saving.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// The started hub's limits.send_queue (default: every save plus 1024).
+    #[arg(long)]
+    send_queue: Option<usize>,
+    /// Sockets logging in at once.
+    #[arg(long, default_value_t = 128)]
+    connect_concurrency: usize,
+}
+
+#[derive(Args)]
+struct ConflictsArgs {
+    #[command(flatten)]
+    hub: HubArgs,
+    #[command(flatten)]
+    common: Common,
+    /// Agents saving the customer over the websocket, as fast as they can.
+    #[arg(long, default_value_t = 8)]
+    editors: usize,
+    /// Integrations saving it over HTTP (PATCH /v1/customers/{id}), as fast as they can.
+    #[arg(long, default_value_t = 0)]
+    http_editors: usize,
+    /// Agents only watching it.
+    #[arg(long, default_value_t = 4)]
+    watchers: usize,
+    /// Seconds of saving.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+}
+
+#[derive(Args)]
+struct ExpiryArgs {
+    #[command(flatten)]
+    hub: HubArgs,
+    #[command(flatten)]
+    common: Common,
+    /// Agents that go Ready and never answer; half as many tasks are created.
+    #[arg(long, default_value_t = 10_000)]
+    agents: usize,
+    /// Offer timeout of the started hub, in seconds.
+    #[arg(long, default_value_t = 2.0)]
+    offer_timeout: f64,
+    /// HTTP connections creating the tasks.
+    #[arg(long, default_value_t = 16)]
+    http_conns: usize,
+    /// Agents logging in at once.
+    #[arg(long, default_value_t = 128)]
+    connect_concurrency: usize,
+}
+
+#[derive(Args)]
+struct IdleArgs {
+    #[command(flatten)]
+    hub: HubArgs,
+    #[command(flatten)]
+    common: Common,
+    /// Connections (agents on the hub, then plain sockets on the echo floor).
+    #[arg(long, default_value_t = 10_000)]
+    conns: usize,
+    /// Seconds of heartbeats once all are connected.
+    #[arg(long, default_value_t = 15.0)]
+    duration: f64,
+    /// Seconds between one connection's heartbeats.
+    #[arg(long, default_value_t = 5.0)]
+    ping_every: f64,
+    /// Connections opening at once.
+    #[arg(long, default_value_t = 128)]
+    connect_concurrency: usize,
+    /// The largest hub/floor ratio of RSS per connection that passes.
+    #[arg(long, default_value_t = 2.0)]
+    max_rss_ratio: f64,
+}
+
+#[derive(Args)]
 struct EchoArgs {
     /// A running echo server (loopback); without it one runs in this process.
     #[arg(long)]
@@ -248,6 +375,76 @@ fn route_opts(a: &RouteArgs) -> Result<RouteOpts, String> {
     Ok(o)
 }
 
+fn fanout_opts(a: &FanoutArgs) -> Result<FanoutOpts, String> {
+    let mut o = FanoutOpts::new(a.hub.target()?);
+    o.subscribers = a.subscribers;
+    o.editors = a.editors;
+    o.rate = a.rate;
+    o.duration = secs(a.duration, "--duration")?;
+    o.send_queue = a.send_queue;
+    o.connect_concurrency = a.connect_concurrency;
+    o.source_addrs = a.common.source_addrs;
+    o.progress = !a.common.quiet;
+    o.keep_files = a.common.keep_files;
+    Ok(o)
+}
+
+fn conflicts_opts(a: &ConflictsArgs) -> Result<ConflictOpts, String> {
+    let mut o = ConflictOpts::new(a.hub.target()?);
+    o.editors = a.editors;
+    o.http_editors = a.http_editors;
+    o.watchers = a.watchers;
+    o.duration = secs(a.duration, "--duration")?;
+    o.source_addrs = a.common.source_addrs;
+    o.progress = !a.common.quiet;
+    o.keep_files = a.common.keep_files;
+    Ok(o)
+}
+
+fn expiry_opts(a: &ExpiryArgs) -> Result<ExpiryOpts, String> {
+    let mut o = ExpiryOpts::new(a.hub.target()?);
+    o.agents = a.agents;
+    o.offer_timeout = secs(a.offer_timeout, "--offer-timeout")?;
+    o.http_conns = a.http_conns;
+    o.connect_concurrency = a.connect_concurrency;
+    o.source_addrs = a.common.source_addrs;
+    o.progress = !a.common.quiet;
+    o.keep_files = a.common.keep_files;
+    Ok(o)
+}
+
+fn idle_opts(a: &IdleArgs) -> Result<IdleOpts, String> {
+    let mut o = IdleOpts::new(a.hub.target()?);
+    o.conns = a.conns;
+    o.duration = secs(a.duration, "--duration")?;
+    o.ping_every = secs(a.ping_every, "--ping-every")?;
+    o.connect_concurrency = a.connect_concurrency;
+    o.max_rss_ratio = a.max_rss_ratio;
+    o.source_addrs = a.common.source_addrs;
+    o.progress = !a.common.quiet;
+    o.keep_files = a.common.keep_files;
+    Ok(o)
+}
+
+/// Runs a scenario whose options may be refused before it starts.
+fn run<O, F>(
+    rt: &tokio::runtime::Runtime,
+    opts: Result<O, String>,
+    json: Option<&PathBuf>,
+    go: impl FnOnce(O) -> F,
+) -> ExitCode
+where
+    F: std::future::Future<Output = Result<Report, Failure>>,
+{
+    match opts {
+        Ok(o) => finish(rt.block_on(go(o)), json),
+        Err(e) => {
+            eprintln!("loadtest: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn finish(result: Result<Report, Failure>, json: Option<&PathBuf>) -> ExitCode {
     let (report, code) = match &result {
         Ok(r) => (Some(r), ExitCode::SUCCESS),
@@ -319,6 +516,15 @@ fn main() -> ExitCode {
                 a.json.as_ref(),
             )
         }
+        Cmd::Fanout(a) => run(&rt, fanout_opts(&a), a.common.json.as_ref(), run_fanout),
+        Cmd::Conflicts(a) => run(
+            &rt,
+            conflicts_opts(&a),
+            a.common.json.as_ref(),
+            run_conflicts,
+        ),
+        Cmd::Expiry(a) => run(&rt, expiry_opts(&a), a.common.json.as_ref(), run_expiry),
+        Cmd::Idle(a) => run(&rt, idle_opts(&a), a.common.json.as_ref(), run_idle),
         Cmd::Echo(a) => {
             let duration = match secs(a.duration, "--duration") {
                 Ok(d) => d,

@@ -40,8 +40,46 @@ impl Check {
     }
 }
 
+/// One named figure of a scenario (a count, a rate, a size, a ratio).
+#[derive(Clone, Debug, Serialize)]
+pub struct Figure {
+    /// What it is.
+    pub name: String,
+    /// Its value.
+    pub value: f64,
+    /// Its unit (`""` for a plain count).
+    pub unit: String,
+}
+
+impl Figure {
+    /// A figure.
+    pub fn new(name: impl Into<String>, value: f64, unit: &str) -> Figure {
+        Figure {
+            name: name.into(),
+            value,
+            unit: unit.to_owned(),
+        }
+    }
+
+    /// The value as the table shows it: integers without decimals.
+    pub fn shown(&self) -> String {
+        let v = self.value;
+        if !v.is_finite() {
+            format!("{v}")
+        } else if v.fract() == 0.0 && v.abs() < 1e15 {
+            format!("{v:.0}")
+        } else if v.abs() >= 100.0 {
+            format!("{v:.1}")
+        } else if v.abs() >= 1.0 {
+            format!("{v:.2}")
+        } else {
+            format!("{v:.4}")
+        }
+    }
+}
+
 /// Where every created task was at the end, per `GET /v1/tasks/{id}`.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Accounting {
     /// Tasks looked up.
     pub looked_up: u64,
@@ -64,7 +102,7 @@ pub struct Accounting {
 }
 
 /// Counts of what happened.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Counts {
     /// Tasks created (201).
     pub created: u64,
@@ -99,11 +137,17 @@ pub struct Report {
     pub params: serde_json::Value,
     /// The hub: `spawned <bin> on <addr>` or `external <addr>`.
     pub hub: String,
-    /// Seconds from the first create to the last complete.
+    /// The scenario's own figures, in the order the table shows them (the scenarios
+    /// other than `route` and `echo` report through these).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub figures: Vec<Figure>,
+    /// Seconds from the first create to the last complete (other scenarios: the
+    /// measured window).
     pub elapsed_secs: f64,
     /// Seconds the creates took (the load window).
     pub create_window_secs: f64,
     /// Counts.
+    #[serde(skip_serializing_if = "is_default")]
     pub counts: Counts,
     /// Creates per second achieved.
     pub create_rate: f64,
@@ -114,14 +158,17 @@ pub struct Report {
     /// is too short.
     pub throughput_steady: Option<f64>,
     /// Frames the clients received, by type.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub frame_types: std::collections::BTreeMap<String, crate::agent::FrameStat>,
     /// Completions in each second from the first create on.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub completion_timeline: Vec<u64>,
     /// Latencies, in microseconds.
     pub latencies: Vec<LatencySummary>,
     /// Invariants.
     pub checks: Vec<Check>,
     /// Where every task was at the end.
+    #[serde(skip_serializing_if = "is_default")]
     pub accounting: Accounting,
     /// CPU seconds the spawned hub used, start to end.
     pub hub_cpu_secs: Option<f64>,
@@ -133,7 +180,41 @@ pub struct Report {
     pub notes: Vec<String>,
 }
 
+fn is_default<T: Default + PartialEq>(t: &T) -> bool {
+    *t == T::default()
+}
+
 impl Report {
+    /// An empty report of a scenario that reports through [`Report::figures`].
+    pub fn new(scenario: &str, params: serde_json::Value, hub: String) -> Report {
+        Report {
+            scenario: scenario.to_owned(),
+            params,
+            hub,
+            figures: Vec::new(),
+            elapsed_secs: 0.0,
+            create_window_secs: 0.0,
+            counts: Counts::default(),
+            create_rate: 0.0,
+            throughput: 0.0,
+            throughput_steady: None,
+            frame_types: Default::default(),
+            completion_timeline: Vec::new(),
+            latencies: Vec::new(),
+            checks: Vec::new(),
+            accounting: Accounting::default(),
+            hub_cpu_secs: None,
+            hub_cpu_load_secs: None,
+            harness_cpu_secs: 0.0,
+            notes: Vec::new(),
+        }
+    }
+
+    /// Adds a figure.
+    pub fn figure(&mut self, name: impl Into<String>, value: f64, unit: &str) {
+        self.figures.push(Figure::new(name, value, unit));
+    }
+
     /// Whether every check held.
     pub fn passed(&self) -> bool {
         self.checks.iter().all(|c| c.passed)
@@ -150,8 +231,18 @@ impl Report {
         let c = &self.counts;
         let _ = writeln!(s, "loadtest {}: {}", self.scenario, self.params);
         let _ = writeln!(s, "hub: {}", self.hub);
-        let route = self.scenario != "echo";
-        if route {
+        let route = matches!(self.scenario.as_str(), "route" | "smoke");
+        if !self.figures.is_empty() {
+            let width = self
+                .figures
+                .iter()
+                .map(|f| f.name.chars().count())
+                .max()
+                .unwrap_or(0);
+            for f in &self.figures {
+                let _ = writeln!(s, "{:<width$}  {:>14} {}", f.name, f.shown(), f.unit);
+            }
+        } else if route {
             let _ = writeln!(
                 s,
                 "tasks:   created {} ({:.1}/s over {:.2} s), create errors {}, completed {}",
@@ -174,7 +265,7 @@ impl Report {
                 },
                 c.frames_in
             );
-        } else {
+        } else if self.scenario == "echo" {
             let _ = writeln!(
                 s,
                 "messages: sent {} ({:.1}/s), echoed {}",

@@ -482,7 +482,15 @@ async fn look_up_all(
     all
 }
 
-fn sign(keys: &Keys, sub: &str, role: Role, ttl: Duration, queues: Option<Vec<String>>) -> String {
+/// A token for `sub`, valid for `ttl` (at least a minute); `queues` makes it a token
+/// profile.
+pub(crate) fn sign(
+    keys: &Keys,
+    sub: &str,
+    role: Role,
+    ttl: Duration,
+    queues: Option<Vec<String>>,
+) -> String {
     keys.sign(&Claims {
         sub: sub.to_owned(),
         role,
@@ -1064,6 +1072,7 @@ async fn drive(
         scenario: "route".into(),
         params: opts.params(),
         hub: hub_desc,
+        figures: Vec::new(),
         elapsed_secs,
         create_window_secs: window_secs,
         create_rate: if window_secs > 0.0 {

@@ -256,6 +256,19 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// Splits off what is delivered to sessions (notices, changed queues, the timer to
+    /// wake for), leaving the reply and the counts for the caller.
+    pub fn take_notices(&mut self) -> Outcome {
+        Outcome {
+            reply: Ok(Reply::Done),
+            notices: std::mem::take(&mut self.notices),
+            queues: std::mem::take(&mut self.queues),
+            earliest_timer: self.earliest_timer.take(),
+            stats: Stats::default(),
+            task_events: Vec::new(),
+        }
+    }
+
     /// An outcome that did nothing and says so.
     pub fn done() -> Outcome {
         let mut o = Outcome::err(HubError::StoreUnavailable(String::new()));

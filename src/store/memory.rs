@@ -5,7 +5,7 @@
 //! awaits), and a command takes microseconds, so contention costs less than an async
 //! lock's bookkeeping would.
 
-use super::Store;
+use super::{Dispatch, Store};
 use crate::clock::Ts;
 use crate::context::{ContextBook, ContextCommand, ContextEffects};
 use crate::error::HubError;
@@ -14,7 +14,7 @@ use crate::routing::{
     AgentView, Book, Command, Notice, Outcome, QueueStats, Reply, Rules, Snapshot,
 };
 use crate::task::Task;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 /// Everything one node keeps when it keeps it alone.
 pub struct State {
@@ -114,6 +114,7 @@ impl State {
 /// The default store: state in this process only.
 pub struct MemoryStore {
     state: Mutex<State>,
+    dispatch: OnceLock<Weak<dyn Dispatch>>,
 }
 
 impl MemoryStore {
@@ -121,7 +122,21 @@ impl MemoryStore {
     pub fn new(rules: Arc<Rules>, now: Ts) -> MemoryStore {
         MemoryStore {
             state: Mutex::new(State::new(rules, now)),
+            dispatch: OnceLock::new(),
         }
+    }
+
+    /// Runs one decision and delivers its notices before the lock is released, so that
+    /// notices reach sessions in the order the decisions were made (two saves of one
+    /// record are pushed in version order). Delivery never waits: it queues frames.
+    /// The returned outcome keeps the reply and the counts.
+    fn decide(&self, f: impl FnOnce(&mut State) -> Outcome) -> Outcome {
+        let mut st = self.state();
+        let mut o = f(&mut st);
+        if let Some(d) = self.dispatch.get().and_then(Weak::upgrade) {
+            d.deliver(o.take_notices());
+        }
+        o
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -134,15 +149,15 @@ impl MemoryStore {
 #[async_trait::async_trait]
 impl Store for MemoryStore {
     async fn execute(&self, cmd: Command, now: Ts) -> Result<Outcome, HubError> {
-        Ok(self.state().execute(cmd, now))
+        Ok(self.decide(|st| st.execute(cmd, now)))
     }
 
     async fn context(&self, cmd: ContextCommand, now: Ts) -> Result<Outcome, HubError> {
-        Ok(self.state().context(cmd, now))
+        Ok(self.decide(|st| st.context(cmd, now)))
     }
 
     async fn expire_due(&self, now: Ts) -> Result<Outcome, HubError> {
-        Ok(self.state().expire_due(now))
+        Ok(self.decide(|st| st.expire_due(now)))
     }
 
     async fn next_deadline(&self) -> Result<Option<Ts>, HubError> {
@@ -171,5 +186,9 @@ impl Store for MemoryStore {
 
     async fn ping(&self) -> Result<(), HubError> {
         Ok(())
+    }
+
+    fn set_dispatch(&self, dispatch: Weak<dyn Dispatch>) {
+        let _ = self.dispatch.set(dispatch);
     }
 }

@@ -30,7 +30,7 @@ use crate::clock::{Clock, Ts};
 use crate::context::ContextCommand;
 use crate::error::HubError;
 use crate::ids::{AgentId, QueueId, TaskId};
-use crate::routing::{AgentView, Command, Outcome, QueueStats, Rules, Snapshot, Stats};
+use crate::routing::{AgentView, Command, Outcome, QueueStats, Rules, Snapshot};
 use crate::store::memory::State;
 use crate::task::Task;
 use redis::aio::MultiplexedConnection;
@@ -405,22 +405,8 @@ impl Shared {
         };
         // Notices for everyone, here, in log order; the reply and the counts to the
         // waiting caller (each node counts only its own decisions).
-        let Outcome {
-            reply,
-            notices,
-            queues,
-            earliest_timer,
-            stats,
-            task_events,
-        } = outcome;
-        let shared = Outcome {
-            reply: Ok(crate::routing::Reply::Done),
-            notices,
-            queues,
-            earliest_timer,
-            stats: Stats::default(),
-            task_events: Vec::new(),
-        };
+        let mut outcome = outcome;
+        let shared = outcome.take_notices();
         if let Some(d) = self.dispatch.get().and_then(Weak::upgrade) {
             d.deliver(shared);
         }
@@ -431,14 +417,7 @@ impl Shared {
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&req);
             if let Some(tx) = waiter {
-                let _ = tx.send(Outcome {
-                    reply,
-                    notices: Vec::new(),
-                    queues: Default::default(),
-                    earliest_timer: None,
-                    stats,
-                    task_events,
-                });
+                let _ = tx.send(outcome);
             }
         }
     }

@@ -5,6 +5,7 @@
 //! refused before it: a bad token, a foreign origin or an unknown agent gets an HTTP
 //! error and no state changes.
 
+pub mod queue;
 mod rate;
 pub mod session;
 

@@ -22,7 +22,8 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{broadcast, mpsc, watch};
+use super::queue::{Next, SendQueue};
+use tokio::sync::broadcast;
 use tracing::Instrument;
 
 /// Close codes the hub uses, beside the standard ones.
@@ -254,14 +255,12 @@ pub async fn run_agent(hub: Arc<Hub>, ws: WebSocket, profile: Arc<Profile>) {
     let span = tracing::info_span!("agent_session", agent_id = %agent, conn_id = %conn_id);
     async move {
         let _counted = hub.connection_opened();
-        let (tx, mut rx) = mpsc::channel(hub.config.limits.send_queue);
-        let (kill_tx, mut kill) = watch::channel(None);
+        let queue = Arc::new(SendQueue::new(hub.config.limits.send_queue));
         hub.register(
             &agent,
             SessionHandle {
                 conn: conn_id,
-                tx,
-                kill: Arc::new(kill_tx),
+                queue: queue.clone(),
             },
         );
         let mut c = Conn::new(hub.clone(), ws);
@@ -313,12 +312,11 @@ pub async fn run_agent(hub: Arc<Hub>, ws: WebSocket, profile: Arc<Profile>) {
         let end: &'static str = loop {
             tokio::select! {
                 biased;
-                _ = kill.changed() => break (*kill.borrow()).unwrap_or("replaced"),
-                _ = drain.changed() => break "shutting_down",
-                out = rx.recv() => match out {
-                    Some(out) => if !c.send_out(out).await { break "write_failed" },
-                    None => break "replaced",
+                next = queue.next() => match next {
+                    Next::Close(reason) => break reason,
+                    Next::Frame(out) => if !c.send_out(out).await { break "write_failed" },
                 },
+                _ = drain.changed() => break "shutting_down",
                 msg = c.ws.next() => match c.read(msg).await {
                     Ok(Incoming::Request(re, m)) => {
                         let r = agent_request(&hub, &agent, m).await;
