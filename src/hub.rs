@@ -15,12 +15,12 @@ use crate::metrics::Metrics;
 use crate::protocol::ServerMessage;
 use crate::routing::{AgentNotice, CloseReason, Command, Notice, Outcome, Profile, Reply};
 use crate::store::Store;
+use crate::ws::queue::SendQueue;
 use dashmap::DashMap;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use crate::ws::queue::SendQueue;
 use tokio::sync::{Notify, broadcast, watch};
 
 /// A frame queued for one connection.

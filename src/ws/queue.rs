@@ -39,7 +39,9 @@ pub struct SendQueue {
 
 impl std::fmt::Debug for SendQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SendQueue").field("cap", &self.cap).finish_non_exhaustive()
+        f.debug_struct("SendQueue")
+            .field("cap", &self.cap)
+            .finish_non_exhaustive()
     }
 }
 

@@ -5,6 +5,7 @@
 //! one small queue. Writes have a timeout, so a peer that stops reading cannot hold the
 //! task; the hub's side of the queue is bounded and overflows into a disconnect.
 
+use super::queue::{Next, SendQueue};
 use super::rate::RateLimit;
 use crate::auth::Claims;
 use crate::context::record::Actor;
@@ -22,7 +23,6 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use super::queue::{Next, SendQueue};
 use tokio::sync::broadcast;
 use tracing::Instrument;
 
