@@ -63,6 +63,8 @@ pub struct Hub {
     pub clock: Clock,
     /// Counters.
     pub metrics: Metrics,
+    /// The node name this node's connections are filed under.
+    pub node: Arc<str>,
     store: Arc<dyn Store>,
     profiles: HashMap<AgentId, Arc<Profile>>,
     sessions: DashMap<AgentId, SessionHandle>,
@@ -84,7 +86,11 @@ impl Hub {
             .collect();
         let (supervisors, _) = broadcast::channel(4096);
         let (draining, _) = watch::channel(false);
+        let node = store
+            .node_tag()
+            .unwrap_or_else(|| config.server.node_id.as_str().into());
         let hub = Arc::new(Hub {
+            node,
             config,
             keys,
             clock,
@@ -123,7 +129,11 @@ impl Hub {
     /// Carries out a customer-context command and delivers what it produced.
     pub async fn context(&self, cmd: crate::context::ContextCommand) -> Result<Reply, HubError> {
         let now = self.clock.now();
-        let outcome = self.store.context(cmd, now).await?;
+        let outcome = if cmd.is_read_only() {
+            self.store.context_read(cmd, now).await?
+        } else {
+            self.store.context(cmd, now).await?
+        };
         self.dispatch(outcome)
     }
 
@@ -167,6 +177,7 @@ impl Hub {
                                 CloseReason::LoggedOut => "logged_out",
                                 CloseReason::LoggedOutBySupervisor => "logged_out_by_supervisor",
                                 CloseReason::Replaced => "replaced",
+                                CloseReason::Reconnect => "reconnect",
                             });
                         }
                     }

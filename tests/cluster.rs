@@ -431,3 +431,34 @@ async fn a_redis_restart_is_survived_and_nothing_acknowledged_is_lost() {
     // ana's socket survived and she still works.
     ana.ok(json!({"type": "get_state"})).await;
 }
+
+#[tokio::test]
+async fn a_redis_outage_longer_than_the_heartbeat_declares_no_live_node_lost() {
+    let mut redis = RedisServer::start();
+    let a = Node::start(&redis, "node-a", "");
+    let b = Node::start(&redis, "node-b", "");
+    let mut ana = a.ready_agent("ana").await;
+    let mut bo = b.ready_agent("bo").await;
+    redis.kill();
+    // Longer than a heartbeat key lives (3 s): every key lapses.
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    redis.restart();
+    // Long enough for a node to judge the others again after its own beats recovered.
+    tokio::time::sleep(Duration::from_millis(5000)).await;
+    for (c, who) in [(&mut ana, "ana"), (&mut bo, "bo")] {
+        let st = c.ok(json!({"type": "get_state"})).await;
+        assert_eq!(
+            st["agent"]["connected"], true,
+            "{who} was declared gone: {st}"
+        );
+        assert_eq!(st["agent"]["status"], "ready", "{who}: {st}");
+    }
+    // And routing goes on across nodes.
+    let t = a
+        .create(json!({"channel": "chat", "queue": "support", "skills": ["sv"]}))
+        .await;
+    assert_eq!(
+        bo.expect("offer").await["offer"]["task"]["task_id"],
+        t["task_id"]
+    );
+}

@@ -103,7 +103,8 @@ async fn ready_on(s: &dyn Store, agent: &str, now: Ts, node: &str) {
             Command::Connect {
                 profile,
                 conn: ConnId::new(),
-                node: node.into(),
+                // A shared store files connections under its own incarnation.
+                node: s.node_tag().unwrap_or_else(|| node.into()),
             },
             now,
         )
@@ -512,4 +513,30 @@ async fn snapshots_bound_the_log_and_a_new_node_starts_from_one() {
     // And decides like the first: the next task goes to a1.
     let t = create(&b, at(1001)).await;
     assert_eq!(offer_of(&b, "a1").await.map(|o| o.1), Some(t));
+}
+
+#[tokio::test]
+async fn a_node_started_later_replays_to_exactly_the_same_decisions() {
+    let server = RedisServer::start();
+    let clock = Clock::new();
+    let a = RedisStore::connect(&server.url(), "n-a", rules(), clock.clone())
+        .await
+        .expect("a");
+    ready_on(&a, "a1", clock.now(), "n-a").await;
+    let t = create(&a, clock.now()).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let b = RedisStore::connect(&server.url(), "n-b", rules(), Clock::new())
+        .await
+        .expect("b");
+    let on_a = a.task(t).await.expect("store").expect("task");
+    let on_b = b.task(t).await.expect("store").expect("task");
+    let (ja, jb) = (
+        serde_json::to_value(&on_a).expect("json"),
+        serde_json::to_value(&on_b).expect("json"),
+    );
+    assert_eq!(ja["deadline"], jb["deadline"], "the offer's deadline");
+    assert_eq!(ja, jb);
+    let va = serde_json::to_value(a.snapshot(T0).await.expect("store")).expect("json");
+    let vb = serde_json::to_value(b.snapshot(T0).await.expect("store")).expect("json");
+    assert_eq!(va["agents"], vb["agents"], "agents' since and state");
 }

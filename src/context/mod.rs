@@ -282,6 +282,21 @@ pub enum ContextCommand {
     },
 }
 
+impl ContextCommand {
+    /// Whether the command only reads: a shared store answers it from the local
+    /// replica without logging it.
+    pub fn is_read_only(&self) -> bool {
+        matches!(
+            self,
+            ContextCommand::Search { .. }
+                | ContextCommand::GetRequest { .. }
+                | ContextCommand::GetActivity { .. }
+                | ContextCommand::Journey { .. }
+                | ContextCommand::Lists { .. }
+        )
+    }
+}
+
 /// How to close an interaction whose customer was never created.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "choice", rename_all = "snake_case", deny_unknown_fields)]

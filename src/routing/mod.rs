@@ -110,8 +110,11 @@ pub enum Command {
     },
     /// A node is gone (it stopped heartbeating, or it restarted): every desktop that
     /// was connected through it is treated as disconnected, and the grace period starts.
+    /// Names one incarnation (`node-1/3f2a...`), or a node id, which covers all of its
+    /// incarnations. Should the node in fact be alive, its sessions are told to
+    /// reconnect, and they resume within their grace.
     NodeLost {
-        /// The node.
+        /// The node incarnation, or node id.
         node: Arc<str>,
     },
     /// A desktop's connection dropped.
@@ -501,10 +504,14 @@ impl Book {
                             }
                         }
                         e.node = Some(node.clone());
-                        if e.profile != profile {
-                            e.profile = profile;
-                            // Re-file it under its (possibly new) queues.
+                        let changed = e.profile != profile;
+                        if changed {
+                            // Out of the old profile's queues first, then re-filed under
+                            // the new ones by the reindex after the connect.
                             self.close_agent(&id);
+                            if let Some(e) = self.agents.get_mut(&id) {
+                                e.profile = profile;
+                            }
                         }
                         resumed
                     }
@@ -521,10 +528,13 @@ impl Book {
             }
             Command::NodeLost { node } => {
                 let grace_until = now.plus(self.rules.grace);
+                let covers = |n: &str| {
+                    n == &*node || n.strip_prefix(&*node).is_some_and(|r| r.starts_with('/'))
+                };
                 let mut lost: Vec<(AgentId, ConnId)> = self
                     .agents
                     .iter()
-                    .filter(|(_, e)| e.node.as_deref() == Some(&*node))
+                    .filter(|(_, e)| e.node.as_deref().is_some_and(covers))
                     .filter_map(|(id, e)| match e.state.link {
                         Link::Connected(c) => Some((id.clone(), c)),
                         _ => None,
@@ -533,6 +543,11 @@ impl Book {
                 lost.sort();
                 for (agent, conn) in lost {
                     self.agent_event(tx, &agent, Event::Disconnect { conn, grace_until }, now)?;
+                    tx.notices.push(Notice::Close {
+                        agent_id: agent,
+                        reason: CloseReason::Reconnect,
+                        conn: Some(conn),
+                    });
                 }
                 Ok(Reply::Done)
             }
@@ -864,11 +879,19 @@ impl Book {
             Effect::ArmGrace { conn, until } => {
                 self.arm(tx, until, Timer::Grace(agent_id.clone(), conn));
             }
-            Effect::CloseSession => tx.notices.push(Notice::Close {
-                agent_id: agent_id.clone(),
-                reason: CloseReason::LoggedOut,
-                conn: None,
-            }),
+            Effect::CloseSession => {
+                // Only the session the agent had when it was logged out: a login that
+                // raced ahead of this on another node keeps its session.
+                let conn = tx.before.get(agent_id).and_then(|s| match s.link {
+                    Link::Connected(c) | Link::Away { conn: c, .. } => Some(c),
+                    Link::None => None,
+                });
+                tx.notices.push(Notice::Close {
+                    agent_id: agent_id.clone(),
+                    reason: CloseReason::LoggedOut,
+                    conn,
+                })
+            }
         }
     }
 
@@ -1266,7 +1289,8 @@ fn bucket_and_place(task: &Task) -> (Bucket, Place) {
 }
 
 fn eligible(e: &AgentEntry, task: &Task) -> bool {
-    e.state.open_for_work()
+    e.profile.queues.contains(&task.queue)
+        && e.state.open_for_work()
         && e.state.load(task.channel) < e.profile.capacity.of(task.channel)
         && task.skills.iter().all(|s| e.profile.skills.contains(s))
         && !task.excluded.contains(&e.profile.id)

@@ -695,3 +695,27 @@ fn check_invariants(b: &Book) {
             .count()
     );
 }
+
+#[test]
+fn a_new_profile_on_connect_takes_the_agent_out_of_queues_it_left() {
+    let mut w = World::new();
+    w.login_ready("a2", at_ms(0));
+    // a2 reconnects with a profile that serves only "support".
+    let mut p = (*w.profile("a2")).clone();
+    p.queues = vec![QueueId::from("support")];
+    w.run(
+        Command::Connect {
+            profile: Arc::new(p),
+            conn: ConnId::new(),
+            node: "n1".into(),
+        },
+        at_ms(1),
+    )
+    .reply
+    .expect("connect");
+    let (vip, o) = w.create("vip", Channel::Chat, 0, &[], at_ms(2));
+    assert!(offers_in(&o).is_empty(), "a2 no longer serves vip");
+    assert_eq!(w.task_state(vip), TaskState::Queued);
+    let (sup, o) = w.create("support", Channel::Chat, 0, &[], at_ms(3));
+    assert_eq!(offers_in(&o), vec![(AgentId::from("a2"), sup)]);
+}

@@ -151,6 +151,8 @@ pub enum CloseReason {
     LoggedOutBySupervisor,
     /// A newer connection of the agent took over.
     Replaced,
+    /// The node the session is on was declared lost: reconnect (and resume).
+    Reconnect,
 }
 
 /// A message the hub must deliver after a command.

@@ -51,6 +51,17 @@ pub trait Store: Send + Sync + 'static {
     async fn queue_stats(&self, queues: &[QueueId], now: Ts) -> Result<Vec<QueueStats>, HubError>;
     /// Whether the backend answers.
     async fn ping(&self) -> Result<(), HubError>;
+    /// Answers a read-only context command (see [`ContextCommand::is_read_only`]) from
+    /// what this node holds, without making it a decision.
+    async fn context_read(&self, cmd: ContextCommand, now: Ts) -> Result<Outcome, HubError> {
+        self.context(cmd, now).await
+    }
+    /// The name this node's connections are filed under in the shared state: the node
+    /// id plus this run's incarnation, so that declaring an old run lost cannot touch a
+    /// new one. `None` for a store of one node.
+    fn node_tag(&self) -> Option<std::sync::Arc<str>> {
+        None
+    }
     /// Gives the store the hub to deliver notices of decisions it applies on its own
     /// (a shared store applies every node's commands). The in-memory store has none.
     fn set_dispatch(&self, _dispatch: std::sync::Weak<dyn Dispatch>) {}

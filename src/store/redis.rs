@@ -53,11 +53,15 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// Heartbeat period; a node is lost after `HEARTBEAT_TTL` without one.
 const HEARTBEAT: Duration = Duration::from_millis(500);
 const HEARTBEAT_TTL: Duration = Duration::from_millis(3000);
+/// Only one node snapshots at a time: it holds this key meanwhile.
+const SNAPSHOT_LOCK: &str = "sb:snapshot:lock";
+/// How long a snapshot upload may take.
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Writes a snapshot only if it is newer than the one stored, then trims the log below
 /// the given position. KEYS[1] = snapshot key, KEYS[2] = log key; ARGV[1] = the
-/// snapshot's position, ARGV[2] = the bytes, ARGV[3] = trim position. Atomic: one
-/// script.
+/// snapshot's position, ARGV[2] = the bytes, ARGV[3] = trim position, ARGV[4] = the
+/// replica's time at that position. Atomic: one script.
 const SNAPSHOT_SCRIPT: &str = r#"
 local function newer(a, b)
   local am, as = string.match(a, "(%d+)-(%d+)")
@@ -67,7 +71,7 @@ local function newer(a, b)
 end
 local cur = redis.call('HGET', KEYS[1], 'pos')
 if cur and not newer(ARGV[1], cur) then return 0 end
-redis.call('HSET', KEYS[1], 'pos', ARGV[1], 'state', ARGV[2])
+redis.call('HSET', KEYS[1], 'pos', ARGV[1], 'state', ARGV[2], 'now', ARGV[4])
 redis.call('XTRIM', KEYS[2], 'MINID', ARGV[3])
 return 1
 "#;
@@ -104,6 +108,9 @@ struct Replica {
 
 struct Shared {
     node: String,
+    /// This run of the node: `node/boot`. Connections are filed under it, and its
+    /// heartbeat key names it.
+    incarnation: Arc<str>,
     rules: Arc<Rules>,
     client: redis::Client,
     conn: tokio::sync::Mutex<Option<MultiplexedConnection>>,
@@ -169,17 +176,21 @@ impl RedisStore {
         clock: Clock,
         snapshot_every: u64,
     ) -> Result<RedisStore, HubError> {
-        let now = clock.now();
         let client = redis::Client::open(url).map_err(unavailable)?;
+        let boot = uuid::Uuid::new_v4().simple().to_string();
         let shared = Arc::new(Shared {
             node: node.to_owned(),
+            incarnation: format!("{node}/{}", &boot[..12]).into(),
             rules: rules.clone(),
             client,
             conn: tokio::sync::Mutex::new(None),
+            // Every replica starts from the same blank state at time zero, and takes
+            // its time from the log only: a node that starts later must decide exactly
+            // like one that was there all along.
             replica: Mutex::new(Replica {
-                state: State::new(rules.clone(), now),
+                state: State::new(rules.clone(), Ts(0)),
                 pos: "0-0".into(),
-                now,
+                now: Ts(0),
                 applied: 0,
             }),
             waiters: Mutex::new(HashMap::new()),
@@ -189,21 +200,31 @@ impl RedisStore {
             snapshot_every: snapshot_every.max(1),
             last_snapshot: std::sync::atomic::AtomicU64::new(0),
         });
-        shared.load_snapshot().await?;
-        // Catch up before serving, so that this node's first answers see the present.
-        let mut reader = shared.reader().await?;
-        while shared.read_batch(&mut reader, None).await? > 0 {}
-        // Whatever an earlier run of this node held is gone.
-        shared
-            .append(
-                Body::Routing(Box::new(Command::NodeLost { node: node.into() })),
-                now,
-                false,
-            )
-            .await?;
+        // Beat (with the position "0-0") before loading anything: the log is never
+        // trimmed past a node that is still catching up.
+        let heartbeat = tokio::spawn(shared.clone().heartbeat());
+        let started = async {
+            shared.load_snapshot().await?;
+            // Catch up before serving, so that this node's first answers see the present.
+            let mut reader = shared.reader().await?;
+            while shared.read_batch(&mut reader, None).await? > 0 {}
+            // Whatever an earlier run of this node held is gone (all incarnations of
+            // this node id; this one has no connections yet).
+            let body = Body::Routing(Box::new(Command::NodeLost { node: node.into() }));
+            shared.append(body, shared.clock.now(), false).await?;
+            Ok::<_, HubError>(reader)
+        };
+        let reader = match started.await {
+            Ok(r) => r,
+            Err(e) => {
+                heartbeat.abort();
+                return Err(e);
+            }
+        };
         let tasks = vec![
+            heartbeat,
             tokio::spawn(shared.clone().follow(reader)),
-            tokio::spawn(shared.clone().heartbeat()),
+            tokio::spawn(shared.clone().snapshots()),
         ];
         Ok(RedisStore { shared, tasks })
     }
@@ -254,22 +275,30 @@ impl Shared {
             .arg(SNAPSHOT)
             .arg("pos")
             .arg("state")
+            .arg("now")
             .query_async(&mut c)
             .await
             .map_err(unavailable)?;
         let Value::Array(items) = v else {
             return Ok(());
         };
-        let (Some(Value::BulkString(pos)), Some(Value::BulkString(bytes))) =
-            (items.first(), items.get(1))
+        let (
+            Some(Value::BulkString(pos)),
+            Some(Value::BulkString(bytes)),
+            Some(Value::BulkString(now)),
+        ) = (items.first(), items.get(1), items.get(2))
         else {
             return Ok(());
         };
         let pos = String::from_utf8_lossy(pos).into_owned();
+        let now: u64 = String::from_utf8_lossy(now)
+            .parse()
+            .map_err(|_| unavailable("the snapshot's time is not a number"))?;
         let state = State::from_snapshot(self.rules.clone(), bytes)?;
         let mut r = self.replica();
         r.state = state;
         r.pos = pos;
+        r.now = Ts(now);
         tracing::info!(pos = %r.pos, "loaded the snapshot");
         Ok(())
     }
@@ -284,29 +313,10 @@ impl Shared {
             body,
         };
         let bytes = rmp_serde::to_vec_named(&entry).map_err(unavailable)?;
-        let rx = req.map(|r| {
-            let (tx, rx) = oneshot::channel();
-            self.waiters
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(r, tx);
-            rx
-        });
-        let forget = || {
-            if let Some(r) = req {
-                self.waiters
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&r);
-            }
-        };
-        let mut c = match self.conn().await {
-            Ok(c) => c,
-            Err(e) => {
-                forget();
-                return Err(e);
-            }
-        };
+        // Registered before the append (the entry may be applied before XADD returns),
+        // removed however this call ends, even if its caller gives up on it.
+        let waiter = req.map(|r| Waiter::new(self, r));
+        let mut c = self.conn().await?;
         let added: Result<String, _> = redis::cmd("XADD")
             .arg(LOG)
             .arg("*")
@@ -315,28 +325,32 @@ impl Shared {
             .query_async(&mut c)
             .await;
         if let Err(e) = added {
-            forget();
             self.broken().await;
             return Err(unavailable(e));
         }
-        let Some(rx) = rx else {
+        let Some(mut waiter) = waiter else {
             return Ok(None);
         };
-        match tokio::time::timeout(APPLY_TIMEOUT, rx).await {
+        match tokio::time::timeout(APPLY_TIMEOUT, &mut waiter.rx).await {
             Ok(Ok(o)) => Ok(Some(o)),
-            _ => {
-                forget();
-                Err(unavailable(
-                    "the command was logged but not applied in time; it may still take effect",
-                ))
-            }
+            _ => Err(unavailable(
+                "the command was logged but not applied in time; it may still take effect",
+            )),
         }
     }
 
-    /// Follows the log for as long as the node runs, reconnecting after failures.
+    /// Follows the log for as long as the node runs, reconnecting after failures and
+    /// reloading the snapshot if entries it had not applied were trimmed away.
     async fn follow(self: Arc<Self>, mut reader: MultiplexedConnection) {
         let mut backoff = Duration::from_millis(50);
+        let mut checked = tokio::time::Instant::now();
         loop {
+            if checked.elapsed() >= Duration::from_secs(1) {
+                checked = tokio::time::Instant::now();
+                if let Err(e) = self.check_gap(&mut reader).await {
+                    tracing::warn!(error = %e, "cannot check the log for a gap");
+                }
+            }
             match self.read_batch(&mut reader, Some(1000)).await {
                 Ok(_) => {
                     backoff = Duration::from_millis(50);
@@ -349,10 +363,31 @@ impl Shared {
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                     if let Ok(r) = self.reader().await {
                         reader = r;
+                        checked = tokio::time::Instant::now() - Duration::from_secs(2);
                     }
                 }
             }
         }
+    }
+
+    /// Whether entries after this node's position were trimmed (it was away longer than
+    /// the heartbeat expiry): then the replica reloads the snapshot, which covers them.
+    async fn check_gap(&self, reader: &mut MultiplexedConnection) -> Result<(), HubError> {
+        let v: Value = redis::cmd("XINFO")
+            .arg("STREAM")
+            .arg(LOG)
+            .query_async(reader)
+            .await
+            .map_err(unavailable)?;
+        let Some(deleted) = field_of(&v, "max-deleted-entry-id") else {
+            return Ok(());
+        };
+        let pos = self.replica().pos.clone();
+        if deleted != "0-0" && position_lt(&pos, &deleted) {
+            tracing::error!(%pos, %deleted, "entries this node had not applied were trimmed: reloading the snapshot");
+            self.load_snapshot().await?;
+        }
+        Ok(())
     }
 
     /// Reads and applies one batch of entries. Returns how many were applied.
@@ -422,81 +457,137 @@ impl Shared {
         }
     }
 
-    /// Beats, and declares lost the nodes that stopped beating.
+    /// Beats, and declares lost the nodes that stopped beating. After its own beats
+    /// failed (Redis away, this node stalled), it waits a whole expiry period of good
+    /// beats before judging others: their keys lapsed for the same reason.
     async fn heartbeat(self: Arc<Self>) {
         let mut tick = tokio::time::interval(HEARTBEAT);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ok_since: Option<tokio::time::Instant> = None;
         loop {
             tick.tick().await;
-            let Ok(mut c) = self.conn().await else {
-                continue;
+            let beat = async {
+                let mut c = self.conn().await?;
+                let pos = self.replica().pos.clone();
+                redis::cmd("SET")
+                    .arg(format!("sb:node:{}", self.incarnation))
+                    .arg(&pos)
+                    .arg("PX")
+                    .arg(HEARTBEAT_TTL.as_millis() as u64)
+                    .query_async::<()>(&mut c)
+                    .await
+                    .map_err(unavailable)?;
+                Ok::<_, HubError>(c)
             };
-            let pos = self.replica().pos.clone();
-            let beat: Result<(), _> = redis::cmd("SET")
-                .arg(format!("sb:node:{}", self.node))
-                .arg(&pos)
-                .arg("PX")
-                .arg(HEARTBEAT_TTL.as_millis() as u64)
-                .query_async(&mut c)
-                .await;
-            if beat.is_err() {
-                self.broken().await;
+            let mut c = match beat.await {
+                Ok(c) => c,
+                Err(_) => {
+                    ok_since = None;
+                    self.broken().await;
+                    continue;
+                }
+            };
+            let since = *ok_since.get_or_insert_with(tokio::time::Instant::now);
+            if since.elapsed() < HEARTBEAT_TTL + HEARTBEAT {
                 continue;
             }
-            self.maybe_snapshot().await;
             let nodes = self.replica().state.book.nodes_in_use();
-            for n in nodes.iter().filter(|n| ***n != *self.node) {
+            for n in nodes.iter().filter(|n| ***n != *self.incarnation) {
                 let alive: Result<bool, _> = redis::cmd("EXISTS")
                     .arg(format!("sb:node:{n}"))
                     .query_async(&mut c)
                     .await;
                 if let Ok(false) = alive {
                     tracing::warn!(node = %n, "node stopped heartbeating: its desktops enter their grace period");
-                    let now = self.clock.now();
                     let body = Body::Routing(Box::new(Command::NodeLost { node: n.clone() }));
-                    let _ = self.append(body, now, false).await;
+                    let _ = self.append(body, self.clock.now(), false).await;
                 }
             }
         }
     }
 
-    /// Once `snapshot_every` entries were applied since the last one, stores the books
-    /// and trims the log below what every live node has applied. Runs beside the
-    /// heartbeat, so that the positions it trims by are fresh.
-    async fn maybe_snapshot(&self) {
-        let (pos, bytes) = {
-            let r = self.replica();
-            let since = r.applied - self.last_snapshot.load(Ordering::Relaxed);
-            if since < self.snapshot_every {
-                return;
+    /// Stores a snapshot once `snapshot_every` entries were applied since the last one,
+    /// on its own task and connection (a large upload must not hold up commands or the
+    /// heartbeat), one node at a time (the lock key).
+    async fn snapshots(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut conn: Option<MultiplexedConnection> = None;
+        loop {
+            tick.tick().await;
+            let applied = self.replica().applied;
+            if applied - self.last_snapshot.load(Ordering::Relaxed) < self.snapshot_every {
+                continue;
             }
-            self.last_snapshot.store(r.applied, Ordering::Relaxed);
-            match r.state.snapshot_bytes() {
-                Ok(b) => (r.pos.clone(), b),
+            if conn.is_none() {
+                let cfg = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(CALL_TIMEOUT))
+                    .set_response_timeout(Some(SNAPSHOT_TIMEOUT));
+                conn = self
+                    .client
+                    .get_multiplexed_async_connection_with_config(&cfg)
+                    .await
+                    .ok();
+            }
+            let Some(c) = conn.as_mut() else { continue };
+            match self.store_snapshot(c, applied).await {
+                Ok(()) => {}
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot encode a snapshot");
-                    return;
+                    tracing::warn!(error = %e, "cannot store a snapshot");
+                    conn = None;
                 }
             }
-        };
-        if let Err(e) = self.store_snapshot(&pos, bytes).await {
-            tracing::warn!(error = %e, "cannot store a snapshot");
         }
     }
 
-    async fn store_snapshot(&self, pos: &str, bytes: Vec<u8>) -> Result<(), HubError> {
-        let mut c = self.conn().await?;
+    async fn store_snapshot(
+        &self,
+        c: &mut MultiplexedConnection,
+        applied: u64,
+    ) -> Result<(), HubError> {
+        let lock: Option<String> = redis::cmd("SET")
+            .arg(SNAPSHOT_LOCK)
+            .arg(&*self.incarnation)
+            .arg("NX")
+            .arg("PX")
+            .arg(SNAPSHOT_TIMEOUT.as_millis() as u64)
+            .query_async(c)
+            .await
+            .map_err(unavailable)?;
+        self.last_snapshot.store(applied, Ordering::Relaxed);
+        if lock.is_none() {
+            return Ok(()); // another node is taking one
+        }
+        let taken = {
+            let r = self.replica();
+            r.state.snapshot_bytes().map(|b| (r.pos.clone(), r.now, b))
+        };
+        let result = match taken {
+            Ok((pos, now, bytes)) => self.upload_snapshot(c, &pos, now, bytes).await,
+            Err(e) => Err(e),
+        };
+        let _: Result<(), _> = redis::cmd("DEL").arg(SNAPSHOT_LOCK).query_async(c).await;
+        result
+    }
+
+    async fn upload_snapshot(
+        &self,
+        c: &mut MultiplexedConnection,
+        pos: &str,
+        now: Ts,
+        bytes: Vec<u8>,
+    ) -> Result<(), HubError> {
         // Trim only below the slowest live node, so that nobody misses an entry.
         let keys: Vec<String> = redis::cmd("KEYS")
             .arg("sb:node:*")
-            .query_async(&mut c)
+            .query_async(c)
             .await
             .map_err(unavailable)?;
         let mut trim = pos.to_owned();
         for k in keys {
             let p: Option<String> = redis::cmd("GET")
                 .arg(&k)
-                .query_async(&mut c)
+                .query_async(c)
                 .await
                 .map_err(unavailable)?;
             if let Some(p) = p {
@@ -511,13 +602,64 @@ impl Shared {
             .arg(pos)
             .arg(bytes)
             .arg(&trim)
-            .invoke_async(&mut c)
+            .arg(now.0)
+            .invoke_async(c)
             .await
             .map_err(unavailable)?;
         if stored == 1 {
             tracing::info!(%pos, %trim, "snapshot stored, log trimmed");
         }
         Ok(())
+    }
+}
+
+/// A caller waiting for its entry to be applied; removed from the waiters however the
+/// call ends.
+struct Waiter<'a> {
+    shared: &'a Shared,
+    req: uuid::Uuid,
+    rx: oneshot::Receiver<Outcome>,
+}
+
+impl<'a> Waiter<'a> {
+    fn new(shared: &'a Shared, req: uuid::Uuid) -> Waiter<'a> {
+        let (tx, rx) = oneshot::channel();
+        shared
+            .waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(req, tx);
+        Waiter { shared, req, rx }
+    }
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        self.shared
+            .waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.req);
+    }
+}
+
+/// A field of an `XINFO STREAM` reply, as text.
+fn field_of(v: &Value, name: &str) -> Option<String> {
+    let text = |v: &Value| match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    };
+    match v {
+        Value::Array(items) => items
+            .chunks(2)
+            .find(|kv| kv.first().and_then(text).as_deref() == Some(name))
+            .and_then(|kv| kv.get(1).and_then(text)),
+        Value::Map(pairs) => pairs
+            .iter()
+            .find(|(k, _)| text(k).as_deref() == Some(name))
+            .and_then(|(_, v)| text(v)),
+        _ => None,
     }
 }
 
@@ -658,6 +800,18 @@ impl Store for RedisStore {
 
     fn set_dispatch(&self, dispatch: Weak<dyn Dispatch>) {
         let _ = self.shared.dispatch.set(dispatch);
+    }
+
+    async fn context_read(&self, cmd: ContextCommand, now: Ts) -> Result<Outcome, HubError> {
+        // A read changes nothing, so it needs no place in the log: this replica answers.
+        if !cmd.is_read_only() {
+            return self.context(cmd, now).await;
+        }
+        Ok(self.shared.replica().state.context(cmd, now))
+    }
+
+    fn node_tag(&self) -> Option<Arc<str>> {
+        Some(self.shared.incarnation.clone())
     }
 }
 

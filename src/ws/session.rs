@@ -54,6 +54,7 @@ fn close_code(reason: &str) -> u16 {
         "rate_limited" => close::POLICY,
         "frame_too_large" => close::TOO_BIG,
         "store_unavailable" => close::SERVER_ERROR,
+        "reconnect" => close::SHUTTING_DOWN,
         "idle" => close::IDLE,
         _ => close::SHUTTING_DOWN,
     }
@@ -268,7 +269,7 @@ pub async fn run_agent(hub: Arc<Hub>, ws: WebSocket, profile: Arc<Profile>) {
             .execute(Command::Connect {
                 profile,
                 conn: conn_id,
-                node: hub.config.server.node_id.as_str().into(),
+                node: hub.node.clone(),
             })
             .await;
         let lists = match hub
@@ -304,6 +305,9 @@ pub async fn run_agent(hub: Arc<Hub>, ws: WebSocket, profile: Arc<Profile>) {
                 c.reply(None, Err(hub_error(&e))).await;
                 c.goodbye("store_unavailable").await;
                 hub.unregister(&agent, conn_id);
+                // The connect may still take effect (a shared store can log it and
+                // answer late): make sure it does not leave a phantom connection.
+                record_disconnect(hub.clone(), agent.clone(), conn_id);
                 return;
             }
         }
@@ -336,18 +340,36 @@ pub async fn run_agent(hub: Arc<Hub>, ws: WebSocket, profile: Arc<Profile>) {
         hub.unregister(&agent, conn_id);
         // Starts the reconnect grace period, unless this connection was already
         // replaced or logged out (the store ignores a connection that is not current).
-        if let Err(e) = hub
-            .execute(Command::Disconnect {
-                agent: agent.clone(),
-                conn: conn_id,
-            })
-            .await
-        {
-            tracing::warn!(error = %e, "disconnect not recorded");
-        }
+        record_disconnect(hub.clone(), agent.clone(), conn_id);
     }
     .instrument(span)
     .await
+}
+
+/// Records that a connection is gone, retrying in the background while the store is
+/// unavailable: a disconnect that is never recorded would leave the agent "connected"
+/// with no socket, holding its tasks. A retry is harmless: the disconnect of a
+/// connection that is not the agent's current one changes nothing.
+fn record_disconnect(hub: Arc<Hub>, agent: AgentId, conn: ConnId) {
+    tokio::spawn(async move {
+        let mut wait = Duration::from_millis(100);
+        for _ in 0..60 {
+            let cmd = Command::Disconnect {
+                agent: agent.clone(),
+                conn,
+            };
+            match hub.execute(cmd).await {
+                Ok(_) => return,
+                Err(HubError::StoreUnavailable(e)) => {
+                    tracing::warn!(agent_id = %agent, error = %e, "disconnect not recorded yet; retrying");
+                }
+                Err(_) => return,
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(2));
+        }
+        tracing::error!(agent_id = %agent, "disconnect never recorded");
+    });
 }
 
 async fn agent_request(
