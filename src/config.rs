@@ -87,7 +87,7 @@ impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             redis: None,
-            snapshot_every: 20_000,
+            snapshot_every: 200_000,
         }
     }
 }

@@ -165,7 +165,7 @@ impl RedisStore {
         rules: Arc<Rules>,
         clock: Clock,
     ) -> Result<RedisStore, HubError> {
-        Self::connect_with(url, node, rules, clock, 20_000).await
+        Self::connect_with(url, node, rules, clock, 200_000).await
     }
 
     /// [`RedisStore::connect`], storing a snapshot every `snapshot_every` entries.
