@@ -46,6 +46,11 @@ pub struct HubSetup {
     pub send_queue: usize,
     /// `RUST_LOG` for the hub; `None` keeps its default (info).
     pub rust_log: Option<String>,
+    /// `store.redis`: the nodes share state through this Redis; `None` keeps it in
+    /// memory.
+    pub redis: Option<String>,
+    /// `store.snapshot_every`; `None` keeps the hub's default.
+    pub snapshot_every: Option<u64>,
 }
 
 /// The configuration file text.
@@ -72,6 +77,13 @@ pub fn config_toml(setup: &HubSetup, secret: &str) -> String {
         c.chat,
         c.email
     ));
+    if let Some(url) = &setup.redis {
+        t.push_str(&format!("[store]\nredis = \"{url}\"\n"));
+        if let Some(n) = setup.snapshot_every {
+            t.push_str(&format!("snapshot_every = {}\n", n.max(1)));
+        }
+        t.push('\n');
+    }
     for q in &setup.queues {
         t.push_str(&format!("[[queues]]\nid = \"{q}\"\n\n"));
     }
@@ -114,24 +126,38 @@ impl HubProcess {
     /// Writes the configuration and starts `bin` on 127.0.0.1 with a free port; returns
     /// once it listens.
     pub async fn spawn(bin: &Path, setup: &HubSetup) -> Result<HubProcess, String> {
+        let secret = random_secret();
+        let dir = run_dir(&secret);
+        HubProcess::spawn_node(bin, setup, &secret, &dir, None).await
+    }
+
+    /// Starts one node of a run in `dir` (created) with `secret`: the configuration
+    /// (`dir/hub.toml`, the same text for every node of the run), `--node-id` when
+    /// given, its log in `dir/hub.log` or `dir/hub-<node>.log`.
+    pub async fn spawn_node(
+        bin: &Path,
+        setup: &HubSetup,
+        secret: &str,
+        dir: &Path,
+        node_id: Option<&str>,
+    ) -> Result<HubProcess, String> {
         if !bin.is_file() {
             return Err(format!(
                 "switchboard binary not found at {}: build it (cargo build --release -p switchboard) or pass --hub-bin",
                 bin.display()
             ));
         }
-        let secret = random_secret();
-        let dir = std::env::temp_dir().join(format!(
-            "switchboard-loadtest-{}-{}",
-            std::process::id(),
-            &secret[3..11]
-        ));
+        let secret = secret.to_owned();
+        let dir = dir.to_path_buf();
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let config_path = dir.join("hub.toml");
         std::fs::write(&config_path, config_toml(setup, &secret))
             .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
-        let log_path = dir.join("hub.log");
+        let log_path = match node_id {
+            Some(n) => dir.join(format!("hub-{n}.log")),
+            None => dir.join("hub.log"),
+        };
         let log = std::fs::File::create(&log_path)
             .map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
         let mut cmd = Command::new(bin);
@@ -147,6 +173,11 @@ impl HubProcess {
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .kill_on_drop(true);
+        if let Some(n) = node_id {
+            cmd.arg("--node-id").arg(n);
+        }
+        cmd.env_remove("SWITCHBOARD_REDIS")
+            .env_remove("SWITCHBOARD_NODE_ID");
         match &setup.rust_log {
             Some(l) => {
                 cmd.env("RUST_LOG", l);
@@ -227,6 +258,34 @@ impl HubProcess {
         self.child.try_wait().ok().flatten()
     }
 
+    /// Sends SIGTERM (the drain) without waiting.
+    pub fn terminate(&mut self) {
+        if self.exited().is_some() {
+            return;
+        }
+        if let Some(pid) = self.child.id() {
+            // SAFETY: kill(2) with a pid this process started and has not reaped yet.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGTERM);
+            }
+        }
+    }
+
+    /// Waits for the process to exit (after [`HubProcess::terminate`]); kills it after
+    /// `limit`. Returns its exit status, or `None` if it had to be killed.
+    pub async fn wait_exit(mut self, limit: Duration) -> Option<ExitStatus> {
+        if let Some(s) = self.exited() {
+            return Some(s);
+        }
+        match tokio::time::timeout(limit, self.child.wait()).await {
+            Ok(Ok(s)) => Some(s),
+            _ => {
+                let _ = self.child.kill().await;
+                None
+            }
+        }
+    }
+
     /// Asks the hub to drain (SIGTERM) and waits for it; kills it after `limit`.
     /// Returns its exit status, or `None` if it had to be killed.
     pub async fn stop(mut self, limit: Duration) -> Option<ExitStatus> {
@@ -252,6 +311,15 @@ impl HubProcess {
     pub fn remove_files(dir: &Path) {
         let _ = std::fs::remove_dir_all(dir);
     }
+}
+
+/// A fresh temporary directory name for one run's files.
+pub fn run_dir(secret: &str) -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "switchboard-loadtest-{}-{}",
+        std::process::id(),
+        secret.get(3..11).unwrap_or("run")
+    ))
 }
 
 /// CPU seconds and peak RSS (KiB) of a process, from /proc.
@@ -308,6 +376,52 @@ pub fn log_tail(path: &Path, n: usize) -> String {
     }
 }
 
+/// The hub's last line of a clean drain.
+pub const DRAINED_LINE: &str = "drained; bye";
+
+/// Warnings and errors of a hub's log, split at its [`DRAINED_LINE`].
+#[derive(Debug, Default)]
+pub struct LogSplit {
+    /// Lines read.
+    pub lines: usize,
+    /// WARN/ERROR lines before the drain finished (the run's own).
+    pub bad: usize,
+    /// The first few of them.
+    pub samples: Vec<String>,
+    /// WARN/ERROR lines after `drained; bye`: the process tearing down.
+    pub after_drain: usize,
+    /// The first few of those.
+    pub after_samples: Vec<String>,
+}
+
+/// Reads a hub's log and splits its warnings and errors at the end of its drain.
+pub fn log_split(path: &Path) -> LogSplit {
+    let mut out = LogSplit::default();
+    let Ok(t) = std::fs::read_to_string(path) else {
+        return out;
+    };
+    let mut drained = false;
+    for l in t.lines() {
+        out.lines += 1;
+        let head: String = l.chars().take(64).collect();
+        if head.contains("WARN") || head.contains("ERROR") {
+            let (n, samples) = if drained {
+                (&mut out.after_drain, &mut out.after_samples)
+            } else {
+                (&mut out.bad, &mut out.samples)
+            };
+            *n += 1;
+            if samples.len() < 5 {
+                samples.push(l.to_owned());
+            }
+        }
+        if l.contains(DRAINED_LINE) {
+            drained = true;
+        }
+    }
+    out
+}
+
 /// Counts the lines of a log file and those at WARN or ERROR.
 pub fn log_counts(path: &Path) -> (usize, usize, Vec<String>) {
     let Ok(t) = std::fs::read_to_string(path) else {
@@ -342,6 +456,8 @@ mod tests {
             retention: 50_000,
             send_queue: 4096,
             rust_log: None,
+            redis: None,
+            snapshot_every: None,
         };
         let text = config_toml(&setup, "0123456789abcdef0123");
         let cfg = switchboard::config::Config::parse(&text).expect("valid config");
@@ -349,5 +465,15 @@ mod tests {
         assert_eq!(cfg.routing.wrap_up_secs, 0.0);
         assert_eq!(cfg.queues.len(), 2);
         assert_eq!(cfg.limits.finished_task_retention, 50_000);
+        assert!(cfg.store.redis.is_none());
+        let with_redis = HubSetup {
+            redis: Some("redis://127.0.0.1:6399/".into()),
+            snapshot_every: Some(50_000),
+            ..setup
+        };
+        let text = config_toml(&with_redis, "0123456789abcdef0123");
+        let cfg = switchboard::config::Config::parse(&text).expect("valid config");
+        assert_eq!(cfg.store.redis.as_deref(), Some("redis://127.0.0.1:6399/"));
+        assert_eq!(cfg.store.snapshot_every, 50_000);
     }
 }

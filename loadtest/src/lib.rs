@@ -9,17 +9,21 @@
 //! agents); [`conflicts::run_conflicts`] (editors racing on one record);
 //! [`expiry::run_expiry`] (an offer-expiry storm); [`idle::run_idle`] (memory and CPU of
 //! idle heartbeating connections against the echo floor); and the [`echo`] floor (the
-//! same websocket stack with no hub logic). The building blocks: [`hubproc`] (start a
+//! same websocket stack with no hub logic); [`compare::run_compare`] runs `route` on one
+//! node in memory and then on several nodes sharing a Redis, and sets them side by
+//! side. The building blocks: [`hubproc`] (start a
 //! hub with a generated config), [`scenario`] (a run's hub, tokens, end-of-run checks),
 //! [`agent`] (a simulated desktop for `route`), [`client`] (light websocket clients
 //! spread over loopback source addresses), [`httpc`] (a keep-alive HTTP/1.1 client),
-//! [`stats`] (histograms), [`checks`] and [`report`].
+//! [`redisproc`] (a Redis of the run's own), [`stats`] (histograms), [`checks`] and
+//! [`report`].
 //!
 //! Traffic goes to loopback only, and every run is bounded in tasks and time.
 
 pub mod agent;
 pub mod checks;
 pub mod client;
+pub mod compare;
 pub mod conflicts;
 pub mod echo;
 pub mod expiry;
@@ -27,6 +31,7 @@ pub mod fanout;
 pub mod httpc;
 pub mod hubproc;
 pub mod idle;
+pub mod redisproc;
 pub mod report;
 pub mod rng;
 pub mod route;

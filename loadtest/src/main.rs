@@ -2,6 +2,8 @@
 //!
 //! ```text
 //! loadtest route [--agents 200] [--rate 1000] [--duration 10] [--hub ADDR --secret S | --hub-bin PATH]
+//!                [--nodes N --redis [--redis-bin PATH]]
+//! loadtest compare [--agents 200] [--rate 2000] [--duration 10] [--nodes 2]
 //! loadtest smoke [--hub-bin PATH]
 //! loadtest fanout [--subscribers 1000] [--editors 1] [--rate 20] [--duration 10]
 //! loadtest conflicts [--editors 8] [--watchers 4] [--duration 10]
@@ -14,6 +16,7 @@
 //! be carried out.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use loadtest::compare::{CompareOpts, run_compare};
 use loadtest::conflicts::{ConflictOpts, run_conflicts};
 use loadtest::echo::{EchoOpts, run_echo, start_echo_server};
 use loadtest::expiry::{ExpiryOpts, run_expiry};
@@ -41,7 +44,11 @@ struct Cli {
 enum Cmd {
     /// Agents work offers while tasks are created at a fixed rate; measures create ->
     /// offer and the round trips, checks the routing invariants.
-    Route(RouteArgs),
+    Route(RouteCmd),
+    /// The route scenario twice with the same load: one node in memory, then several
+    /// nodes sharing a Redis started for the run; create -> offer and throughput side by
+    /// side, with the ratio.
+    Compare(CompareArgs),
     /// A short `route` run (about 3 s, 300 tasks, 20 agents) with every check; exit 0
     /// when all hold.
     Smoke(SmokeArgs),
@@ -179,6 +186,50 @@ struct RouteArgs {
     /// as a desktop does; without it the agents' Open lists grow all run.
     #[arg(long)]
     close_interactions: bool,
+}
+
+#[derive(Args)]
+struct ClusterArgs {
+    /// Hub nodes to start; agents and creates are spread over them round-robin.
+    /// More than one needs --redis.
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
+    /// Start a redis-server of the run's own (free port, temporary directory,
+    /// appendonly yes, appendfsync always) and give it to every node as store.redis.
+    #[arg(long)]
+    redis: bool,
+    /// The redis-server binary.
+    #[arg(long, default_value = "redis-server")]
+    redis_bin: PathBuf,
+    /// store.snapshot_every of the started nodes (with --redis; default: the hub's).
+    #[arg(long)]
+    snapshot_every: Option<u64>,
+}
+
+#[derive(Args)]
+struct RouteCmd {
+    #[command(flatten)]
+    route: RouteArgs,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+#[derive(Args)]
+struct CompareArgs {
+    #[command(flatten)]
+    route: RouteArgs,
+    /// Nodes of the second run (they share the Redis).
+    #[arg(long, default_value_t = 2)]
+    nodes: usize,
+    /// The redis-server binary.
+    #[arg(long, default_value = "redis-server")]
+    redis_bin: PathBuf,
+    /// Seconds between the two runs.
+    #[arg(long, default_value_t = 2.0)]
+    pause: f64,
+    /// store.snapshot_every of the Redis run's nodes (default: the hub's).
+    #[arg(long)]
+    snapshot_every: Option<u64>,
 }
 
 #[derive(Args)]
@@ -476,6 +527,69 @@ fn finish(result: Result<Report, Failure>, json: Option<&PathBuf>) -> ExitCode {
     code
 }
 
+fn compare(rt: &tokio::runtime::Runtime, a: CompareArgs) -> ExitCode {
+    let opts = match (route_opts(&a.route), secs(a.pause, "--pause")) {
+        (Ok(mut route), Ok(pause)) => {
+            if a.route.hub.hub.is_some() {
+                eprintln!("loadtest: compare starts its own hubs: not with --hub");
+                return ExitCode::from(2);
+            }
+            if a.nodes == 0 || a.nodes > loadtest::route::MAX_NODES {
+                eprintln!(
+                    "loadtest: --nodes must be 1 to {}",
+                    loadtest::route::MAX_NODES
+                );
+                return ExitCode::from(2);
+            }
+            route.redis_bin = a.redis_bin.clone();
+            route.snapshot_every = a.snapshot_every;
+            CompareOpts {
+                route,
+                nodes: a.nodes,
+                pause,
+            }
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("loadtest: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let progress = !a.route.quiet;
+    let report = rt.block_on(run_compare(opts, progress));
+    for side in [&report.memory, &report.redis] {
+        println!("\n=== {} ===", side.label);
+        match &side.report {
+            Some(r) => print!("{}", r.table()),
+            None => println!(
+                "not run: {}",
+                side.failure.as_deref().unwrap_or("no report")
+            ),
+        }
+    }
+    print!("{}", report.table());
+    if let Some(path) = &a.route.json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(text) => {
+                if let Err(e) = std::fs::write(path, text + "\n") {
+                    eprintln!("loadtest: cannot write {}: {e}", path.display());
+                    return ExitCode::from(2);
+                }
+            }
+            Err(e) => {
+                eprintln!("loadtest: cannot encode the report: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if report.passed() {
+        ExitCode::SUCCESS
+    } else if report.complete() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::from(2)
+    }
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -493,9 +607,15 @@ fn main() -> ExitCode {
         Err(c) => return c,
     };
     match cli.cmd {
-        Cmd::Route(a) => {
+        Cmd::Route(RouteCmd { route: a, cluster }) => {
             let opts = match route_opts(&a) {
-                Ok(o) => o,
+                Ok(mut o) => {
+                    o.nodes = cluster.nodes;
+                    o.redis = cluster.redis;
+                    o.redis_bin = cluster.redis_bin;
+                    o.snapshot_every = cluster.snapshot_every;
+                    o
+                }
                 Err(e) => {
                     eprintln!("loadtest: {e}");
                     return ExitCode::from(2);
@@ -503,6 +623,7 @@ fn main() -> ExitCode {
             };
             finish(rt.block_on(run_route(opts)), a.json.as_ref())
         }
+        Cmd::Compare(a) => compare(&rt, a),
         Cmd::Smoke(a) => {
             let target = match a.hub.target() {
                 Ok(t) => t,

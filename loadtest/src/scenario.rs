@@ -238,6 +238,8 @@ pub fn setup(send_queue: usize, offer_timeout: Duration) -> HubSetup {
         retention: 100_000,
         send_queue,
         rust_log: None,
+        redis: None,
+        snapshot_every: None,
     }
 }
 

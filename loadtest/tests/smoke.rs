@@ -71,3 +71,48 @@ async fn smoke_routing_holds_every_invariant() {
         );
     }
 }
+
+/// The same short run over two nodes sharing a Redis of the run's own (started by the
+/// harness: free port, temporary directory, AOF always): agents and creates alternate
+/// between the nodes, so offers, accepts and completes cross nodes, and every check
+/// still holds. Needs `redis-server` (`.ci/run` installs it); a missing one fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smoke_over_two_nodes_and_redis_holds_every_invariant() {
+    let bin = hub_bin();
+    assert!(
+        bin.is_file(),
+        "the switchboard binary is missing at {}: build it with `cargo build -p switchboard`",
+        bin.display()
+    );
+    let mut opts = RouteOpts::smoke(Target::Spawn {
+        bin,
+        rust_log: None,
+    });
+    opts.nodes = 2;
+    opts.redis = true;
+    let total = opts.total_tasks();
+    let report = match run_route(opts).await {
+        Ok(r) => r,
+        Err(f) => {
+            if let Some(r) = &f.report {
+                eprintln!("{}", r.table());
+            }
+            panic!("two-node smoke run failed: {f}");
+        }
+    };
+    println!("{}", report.table());
+    assert!(report.passed(), "{:?}", report.failed_checks());
+    assert_eq!(report.counts.created, total);
+    assert_eq!(report.params["nodes"], 2);
+    assert_eq!(report.params["store"], "redis");
+    let a = &report.accounting;
+    assert_eq!(a.looked_up, total);
+    assert_eq!(a.missing + a.mismatched + a.unreadable, 0, "{a:?}");
+    assert!(
+        report
+            .checks
+            .iter()
+            .any(|c| c.name == "every hub node drained and exited cleanly on SIGTERM" && c.passed),
+        "both nodes stopped cleanly"
+    );
+}
