@@ -35,6 +35,7 @@ run() {
     } >"$OUT/$name.txt"
     "$LT" "$@" --json "$OUT/$name.json" >>"$OUT/$name.txt" 2>"$OUT/$name.err"
     echo "   exit $?" >&2
+    [ -s "$OUT/$name.err" ] || rm -f "$OUT/$name.err"
     grep -E '^RESULT' "$OUT/$name.txt" >&2
 }
 
