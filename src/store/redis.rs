@@ -18,9 +18,10 @@
 //! - `sb:log` (stream): the commands. Written by `XADD` (one per command, timer tick,
 //!   lost node); read by every node with `XREAD`. Trimmed below the oldest position any
 //!   live node still needs, once a snapshot covers it.
-//! - `sb:snapshot` (string): the books at one log position, written by the
-//!   `SNAPSHOT_SCRIPT` only if newer than the one there. A starting node loads it and
-//!   reads the log from its position.
+//! - `sb:snapshot` (hash `pos`, `now`) and `sb:snapshot:state` (string): the books at
+//!   one log position. Uploaded in chunks to `sb:snapshot:staging:<node>`, then put in
+//!   place by `SNAPSHOT_SCRIPT` only if newer than the one there. A starting node loads
+//!   it and reads the log from its position.
 //! - `sb:node:<id>` (string, expires): a node's heartbeat, holding the last position it
 //!   applied. A node whose key has expired is declared lost (by any node appending
 //!   `NodeLost`), and its desktops enter the reconnect grace period.
@@ -44,6 +45,10 @@ use tokio::sync::oneshot;
 
 const LOG: &str = "sb:log";
 const SNAPSHOT: &str = "sb:snapshot";
+/// The snapshot's bytes.
+const SNAPSHOT_STATE: &str = "sb:snapshot:state";
+/// How much of a snapshot one upload call carries.
+const SNAPSHOT_CHUNK: usize = 512 * 1024;
 
 /// How long a command waits for its own entry to be applied before answering
 /// `store_unavailable` (the entry may still take effect later).
@@ -58,9 +63,12 @@ const SNAPSHOT_LOCK: &str = "sb:snapshot:lock";
 /// How long a snapshot upload may take.
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Writes a snapshot only if it is newer than the one stored, then trims the log below
-/// the given position. KEYS[1] = snapshot key, KEYS[2] = log key; ARGV[1] = the
-/// snapshot's position, ARGV[2] = the bytes, ARGV[3] = trim position, ARGV[4] = the
+/// Puts an uploaded snapshot in place only if it is newer than the one stored, then
+/// trims the log below the given position. The bytes were uploaded beforehand in chunks
+/// to a staging key, so that no single Redis call carries the whole state (Redis would
+/// stall every node while it copied it); here they are only renamed into place.
+/// KEYS[1] = snapshot hash (pos, now), KEYS[2] = log, KEYS[3] = staging key, KEYS[4] =
+/// the snapshot's bytes; ARGV[1] = position, ARGV[2] = trim position, ARGV[3] = the
 /// replica's time at that position. Atomic: one script.
 const SNAPSHOT_SCRIPT: &str = r#"
 local function newer(a, b)
@@ -70,9 +78,13 @@ local function newer(a, b)
   return am > bm or (am == bm and as > bs)
 end
 local cur = redis.call('HGET', KEYS[1], 'pos')
-if cur and not newer(ARGV[1], cur) then return 0 end
-redis.call('HSET', KEYS[1], 'pos', ARGV[1], 'state', ARGV[2], 'now', ARGV[4])
-redis.call('XTRIM', KEYS[2], 'MINID', ARGV[3])
+if cur and not newer(ARGV[1], cur) then
+  redis.call('DEL', KEYS[3])
+  return 0
+end
+redis.call('RENAME', KEYS[3], KEYS[4])
+redis.call('HSET', KEYS[1], 'pos', ARGV[1], 'now', ARGV[3])
+redis.call('XTRIM', KEYS[2], 'MINID', ARGV[2])
 return 1
 "#;
 
@@ -274,7 +286,6 @@ impl Shared {
         let v: Value = redis::cmd("HMGET")
             .arg(SNAPSHOT)
             .arg("pos")
-            .arg("state")
             .arg("now")
             .query_async(&mut c)
             .await
@@ -282,14 +293,22 @@ impl Shared {
         let Value::Array(items) = v else {
             return Ok(());
         };
-        let (
-            Some(Value::BulkString(pos)),
-            Some(Value::BulkString(bytes)),
-            Some(Value::BulkString(now)),
-        ) = (items.first(), items.get(1), items.get(2))
+        let (Some(Value::BulkString(pos)), Some(Value::BulkString(now))) =
+            (items.first(), items.get(1))
         else {
             return Ok(());
         };
+        let state: Value = redis::cmd("GET")
+            .arg(SNAPSHOT_STATE)
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        let Value::BulkString(bytes) = state else {
+            return Err(unavailable(
+                "the snapshot's position is stored but not its state",
+            ));
+        };
+        let bytes = &bytes;
         let pos = String::from_utf8_lossy(pos).into_owned();
         let now: u64 = String::from_utf8_lossy(now)
             .parse()
@@ -596,11 +615,26 @@ impl Shared {
                 }
             }
         }
+        let staging = format!("sb:snapshot:staging:{}", self.incarnation);
+        let _: () = redis::cmd("DEL")
+            .arg(&staging)
+            .query_async(c)
+            .await
+            .map_err(unavailable)?;
+        for chunk in bytes.chunks(SNAPSHOT_CHUNK) {
+            let _: i64 = redis::cmd("APPEND")
+                .arg(&staging)
+                .arg(chunk)
+                .query_async(c)
+                .await
+                .map_err(unavailable)?;
+        }
         let stored: i64 = redis::Script::new(SNAPSHOT_SCRIPT)
             .key(SNAPSHOT)
             .key(LOG)
+            .key(&staging)
+            .key(SNAPSHOT_STATE)
             .arg(pos)
-            .arg(bytes)
             .arg(&trim)
             .arg(now.0)
             .invoke_async(c)
