@@ -4,7 +4,9 @@
 //! The hub owns no routing state; the [`Store`] does. It owns this node's side:
 //! which agent is connected here and through which bounded queue, who supervises, the
 //! timer loop that asks the store to fire due deadlines, and the counters. Every
-//! change goes `Hub::execute -> Store::execute -> Hub::dispatch`.
+//! change goes `Hub::execute -> Store::execute`; the store hands the decision's notices
+//! to `Hub::dispatch` (as `Dispatch::deliver`) in decision order, and the hub counts
+//! and returns the reply.
 
 use crate::auth::Keys;
 use crate::clock::{Clock, Ts};
