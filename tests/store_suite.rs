@@ -509,7 +509,21 @@ async fn snapshots_bound_the_log_and_a_new_node_starts_from_one() {
         .expect("b");
     for (i, t) in tasks.iter().enumerate() {
         assert_eq!(task_state(&b, *t).await, "completed", "task {i}");
+        // Snapshots are built by replaying the log, not by copying a's replica: the
+        // replay must land on exactly the same tasks.
+        let (on_a, on_b) = (
+            a.task(*t).await.expect("store"),
+            b.task(*t).await.expect("store"),
+        );
+        assert_eq!(
+            serde_json::to_value(on_a).expect("json"),
+            serde_json::to_value(on_b).expect("json"),
+            "task {i}"
+        );
     }
+    let va = serde_json::to_value(a.snapshot(T0).await.expect("store")).expect("json");
+    let vb = serde_json::to_value(b.snapshot(T0).await.expect("store")).expect("json");
+    assert_eq!(va, vb, "agents and queues");
     // And decides like the first: the next task goes to a1.
     let t = create(&b, at(1001)).await;
     assert_eq!(offer_of(&b, "a1").await.map(|o| o.1), Some(t));

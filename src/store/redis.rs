@@ -60,22 +60,38 @@ const HEARTBEAT: Duration = Duration::from_millis(500);
 const HEARTBEAT_TTL: Duration = Duration::from_millis(3000);
 /// Only one node snapshots at a time: it holds this key meanwhile.
 const SNAPSHOT_LOCK: &str = "sb:snapshot:lock";
-/// How long a snapshot upload may take.
+/// How long building and uploading a snapshot may take.
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Log entries fetched per call while a snapshot is built.
+const COMPACT_BATCH: usize = 2000;
+/// Deletes the snapshot lock only if this node holds it.
+const UNLOCK_SCRIPT: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"#;
 
 /// Puts an uploaded snapshot in place only if it is newer than the one stored, then
 /// trims the log below the given position. The bytes were uploaded beforehand in chunks
 /// to a staging key, so that no single Redis call carries the whole state (Redis would
 /// stall every node while it copied it); here they are only renamed into place.
+/// Only the holder of the snapshot lock may store: one whose lock lapsed mid-way (and
+/// whose replay may have raced a trim by the next holder) gets -1.
 /// KEYS[1] = snapshot hash (pos, now), KEYS[2] = log, KEYS[3] = staging key, KEYS[4] =
-/// the snapshot's bytes; ARGV[1] = position, ARGV[2] = trim position, ARGV[3] = the
-/// replica's time at that position. Atomic: one script.
+/// the snapshot's bytes, KEYS[5] = the lock; ARGV[1] = position, ARGV[2] = trim
+/// position, ARGV[3] = the replica's time at that position, ARGV[4] = this node's
+/// incarnation. Atomic: one script.
 const SNAPSHOT_SCRIPT: &str = r#"
 local function newer(a, b)
   local am, as = string.match(a, "(%d+)-(%d+)")
   local bm, bs = string.match(b, "(%d+)-(%d+)")
   am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
   return am > bm or (am == bm and as > bs)
+end
+if redis.call('GET', KEYS[5]) ~= ARGV[4] then
+  redis.call('DEL', KEYS[3])
+  return -1
 end
 local cur = redis.call('HGET', KEYS[1], 'pos')
 if cur and not newer(ARGV[1], cur) then
@@ -281,43 +297,20 @@ impl Shared {
             .map_err(unavailable)
     }
 
+    /// Replaces the replica with the stored snapshot, if there is one.
     async fn load_snapshot(&self) -> Result<(), HubError> {
         let mut c = self.conn().await?;
-        let v: Value = redis::cmd("HMGET")
-            .arg(SNAPSHOT)
-            .arg("pos")
-            .arg("now")
-            .query_async(&mut c)
-            .await
-            .map_err(unavailable)?;
-        let Value::Array(items) = v else {
+        let Some((pos, now, bytes)) = fetch_snapshot(&mut c).await? else {
             return Ok(());
         };
-        let (Some(Value::BulkString(pos)), Some(Value::BulkString(now))) =
-            (items.first(), items.get(1))
-        else {
-            return Ok(());
-        };
-        let state: Value = redis::cmd("GET")
-            .arg(SNAPSHOT_STATE)
-            .query_async(&mut c)
+        let rules = self.rules.clone();
+        let state = tokio::task::spawn_blocking(move || State::from_snapshot(rules, &bytes))
             .await
-            .map_err(unavailable)?;
-        let Value::BulkString(bytes) = state else {
-            return Err(unavailable(
-                "the snapshot's position is stored but not its state",
-            ));
-        };
-        let bytes = &bytes;
-        let pos = String::from_utf8_lossy(pos).into_owned();
-        let now: u64 = String::from_utf8_lossy(now)
-            .parse()
-            .map_err(|_| unavailable("the snapshot's time is not a number"))?;
-        let state = State::from_snapshot(self.rules.clone(), bytes)?;
+            .map_err(unavailable)??;
         let mut r = self.replica();
         r.state = state;
         r.pos = pos;
-        r.now = Ts(now);
+        r.now = now;
         tracing::info!(pos = %r.pos, "loaded the snapshot");
         Ok(())
     }
@@ -433,30 +426,10 @@ impl Shared {
 
     /// Applies one entry to the replica and delivers what it produced.
     fn apply(&self, id: &str, bytes: &[u8]) {
-        let entry: Result<Entry, _> = rmp_serde::from_slice(bytes);
-        let (outcome, req) = {
-            let mut r = self.replica();
-            r.pos = id.to_owned();
-            r.applied += 1;
-            let entry = match entry {
-                Ok(e) => e,
-                Err(e) => {
-                    // Written by a newer or broken node: skipped the same way everywhere.
-                    tracing::error!(%id, error = %e, "cannot decode a log entry; skipped");
-                    return;
-                }
-            };
-            let now = entry.now.max(r.now);
-            r.now = now;
-            r.state.reseed(seed_of(id));
-            let o = match entry.body {
-                Body::Routing(cmd) => r.state.execute(*cmd, now),
-                Body::Context(cmd) => r.state.context(*cmd, now),
-                Body::Expire => r.state.expire_due(now),
-            };
-            let req = (entry.node == self.node).then_some(entry.req).flatten();
-            (o, req)
+        let Some((outcome, node, req)) = step(&mut self.replica(), id, bytes) else {
+            return;
         };
+        let req = (node == self.node).then_some(req).flatten();
         // Notices for everyone, here, in log order; the reply and the counts to the
         // waiting caller (each node counts only its own decisions).
         let mut outcome = outcome;
@@ -577,16 +550,110 @@ impl Shared {
         if lock.is_none() {
             return Ok(()); // another node is taking one
         }
-        let taken = {
-            let r = self.replica();
-            r.state.snapshot_bytes().map(|b| (r.pos.clone(), r.now, b))
-        };
-        let result = match taken {
-            Ok((pos, now, bytes)) => self.upload_snapshot(c, &pos, now, bytes).await,
-            Err(e) => Err(e),
-        };
-        let _: Result<(), _> = redis::cmd("DEL").arg(SNAPSHOT_LOCK).query_async(c).await;
+        let result = self.compact(c).await;
+        // Released only if still ours (it may have lapsed and been taken meanwhile).
+        let _: Result<i64, _> = redis::Script::new(UNLOCK_SCRIPT)
+            .key(SNAPSHOT_LOCK)
+            .arg(&*self.incarnation)
+            .invoke_async(c)
+            .await;
         result
+    }
+
+    /// Builds a snapshot at this node's position without touching its replica: the
+    /// stored snapshot plus the log entries after it, replayed through [`step`] into a
+    /// state of its own, on a blocking thread. Copying the live replica instead would
+    /// hold its lock for as long as the copy takes (hundreds of milliseconds with a
+    /// hundred thousand retained tasks), and every command would wait.
+    async fn compact(&self, c: &mut MultiplexedConnection) -> Result<(), HubError> {
+        let started = std::time::Instant::now();
+        let target = self.replica().pos.clone();
+        let base = fetch_snapshot(c).await?;
+        let rules = self.rules.clone();
+        let mut r = tokio::task::spawn_blocking(move || match base {
+            Some((pos, now, bytes)) => Ok::<_, HubError>(Replica {
+                state: State::from_snapshot(rules, &bytes)?,
+                pos,
+                now,
+                applied: 0,
+            }),
+            None => Ok(Replica {
+                state: State::new(rules, Ts(0)),
+                pos: "0-0".into(),
+                now: Ts(0),
+                applied: 0,
+            }),
+        })
+        .await
+        .map_err(unavailable)??;
+        if !position_lt(&r.pos, &target) {
+            return Ok(()); // nothing new since the stored one
+        }
+        // The replay needs every entry after the base: refuse rather than build a
+        // snapshot with a hole in it.
+        let v: Value = redis::cmd("XINFO")
+            .arg("STREAM")
+            .arg(LOG)
+            .query_async(c)
+            .await
+            .map_err(unavailable)?;
+        if let Some(deleted) = field_of(&v, "max-deleted-entry-id") {
+            if position_lt(&r.pos, &deleted) {
+                return Err(unavailable(format!(
+                    "the log was trimmed past the stored snapshot ({} < {deleted})",
+                    r.pos
+                )));
+            }
+        }
+        let loaded = started.elapsed();
+        let mut replayed = 0usize;
+        while position_lt(&r.pos, &target) {
+            let v: Value = redis::cmd("XRANGE")
+                .arg(LOG)
+                .arg(format!("({}", r.pos))
+                .arg(&target)
+                .arg("COUNT")
+                .arg(COMPACT_BATCH)
+                .query_async(c)
+                .await
+                .map_err(unavailable)?;
+            let mut entries = Vec::new();
+            entries_of(&v, &mut entries);
+            if entries.is_empty() {
+                return Err(unavailable(format!(
+                    "the log ends at {} before this node's position {target}",
+                    r.pos
+                )));
+            }
+            replayed += entries.len();
+            r = tokio::task::spawn_blocking(move || {
+                for (id, bytes) in entries {
+                    step(&mut r, &id, &bytes);
+                }
+                r
+            })
+            .await
+            .map_err(unavailable)?;
+        }
+        let caught_up = started.elapsed();
+        let (pos, now) = (r.pos.clone(), r.now);
+        let bytes = tokio::task::spawn_blocking(move || r.state.snapshot_bytes())
+            .await
+            .map_err(unavailable)??;
+        let encoded = started.elapsed();
+        let size = bytes.len();
+        self.upload_snapshot(c, &pos, now, bytes).await?;
+        tracing::info!(
+            %pos,
+            entries = replayed,
+            bytes = size,
+            load_ms = loaded.as_millis() as u64,
+            replay_ms = (caught_up - loaded).as_millis() as u64,
+            encode_ms = (encoded - caught_up).as_millis() as u64,
+            upload_ms = (started.elapsed() - encoded).as_millis() as u64,
+            "snapshot built from the log"
+        );
+        Ok(())
     }
 
     async fn upload_snapshot(
@@ -634,14 +701,20 @@ impl Shared {
             .key(LOG)
             .key(&staging)
             .key(SNAPSHOT_STATE)
+            .key(SNAPSHOT_LOCK)
             .arg(pos)
             .arg(&trim)
             .arg(now.0)
+            .arg(&*self.incarnation)
             .invoke_async(c)
             .await
             .map_err(unavailable)?;
-        if stored == 1 {
-            tracing::info!(%pos, %trim, "snapshot stored, log trimmed");
+        match stored {
+            1 => tracing::info!(%pos, %trim, "snapshot stored, log trimmed"),
+            -1 => {
+                tracing::warn!(%pos, "snapshot discarded: the snapshot lock lapsed while it was built")
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -677,6 +750,32 @@ impl Drop for Waiter<'_> {
     }
 }
 
+/// Applies one log entry to a replica: the one place where an entry becomes a decision,
+/// for the live replica and for the compaction that builds snapshots alike. Returns the
+/// outcome with the submitting node and request, or nothing for an entry that cannot be
+/// decoded (skipped the same way everywhere).
+fn step(r: &mut Replica, id: &str, bytes: &[u8]) -> Option<(Outcome, String, Option<uuid::Uuid>)> {
+    r.pos = id.to_owned();
+    r.applied += 1;
+    let entry: Entry = match rmp_serde::from_slice(bytes) {
+        Ok(e) => e,
+        Err(e) => {
+            // Written by a newer or broken node.
+            tracing::error!(%id, error = %e, "cannot decode a log entry; skipped");
+            return None;
+        }
+    };
+    let now = entry.now.max(r.now);
+    r.now = now;
+    r.state.reseed(seed_of(id));
+    let o = match entry.body {
+        Body::Routing(cmd) => r.state.execute(*cmd, now),
+        Body::Context(cmd) => r.state.context(*cmd, now),
+        Body::Expire => r.state.expire_due(now),
+    };
+    Some((o, entry.node, entry.req))
+}
+
 /// A field of an `XINFO STREAM` reply, as text.
 fn field_of(v: &Value, name: &str) -> Option<String> {
     let text = |v: &Value| match v {
@@ -708,33 +807,73 @@ fn position_lt(a: &str, b: &str) -> bool {
     parse(a) < parse(b)
 }
 
-/// The entries of an `XREAD` reply on one stream: (position, field `e`).
-fn parse_xread(v: Value) -> Vec<(String, Vec<u8>)> {
-    fn text(v: &Value) -> Option<String> {
-        match v {
-            Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
-            Value::SimpleString(s) => Some(s.clone()),
-            _ => None,
-        }
+/// The stored snapshot: its position, time and bytes, or nothing when none is stored.
+async fn fetch_snapshot(
+    c: &mut MultiplexedConnection,
+) -> Result<Option<(String, Ts, Vec<u8>)>, HubError> {
+    let v: Value = redis::cmd("HMGET")
+        .arg(SNAPSHOT)
+        .arg("pos")
+        .arg("now")
+        .query_async(c)
+        .await
+        .map_err(unavailable)?;
+    let Value::Array(items) = v else {
+        return Ok(None);
+    };
+    let (Some(Value::BulkString(pos)), Some(Value::BulkString(now))) =
+        (items.first(), items.get(1))
+    else {
+        return Ok(None);
+    };
+    let pos = String::from_utf8_lossy(pos).into_owned();
+    let now: u64 = String::from_utf8_lossy(now)
+        .parse()
+        .map_err(|_| unavailable("the snapshot's time is not a number"))?;
+    let state: Value = redis::cmd("GET")
+        .arg(SNAPSHOT_STATE)
+        .query_async(c)
+        .await
+        .map_err(unavailable)?;
+    let Value::BulkString(bytes) = state else {
+        return Err(unavailable(
+            "the snapshot's position is stored but not its state",
+        ));
+    };
+    Ok(Some((pos, Ts(now), bytes)))
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
     }
-    fn entries_of(v: &Value, out: &mut Vec<(String, Vec<u8>)>) {
-        let Value::Array(entries) = v else { return };
-        for e in entries {
-            let Value::Array(pair) = e else { continue };
-            let (Some(id), Some(Value::Array(fields))) = (pair.first().and_then(text), pair.get(1))
-            else {
-                continue;
-            };
-            let mut it = fields.iter();
-            while let (Some(k), Some(val)) = (it.next(), it.next()) {
-                if text(k).as_deref() == Some("e") {
-                    if let Value::BulkString(b) = val {
-                        out.push((id.clone(), b.clone()));
-                    }
+}
+
+/// The entries of an `XRANGE` reply (or of one stream in an `XREAD` reply):
+/// (position, field `e`).
+fn entries_of(v: &Value, out: &mut Vec<(String, Vec<u8>)>) {
+    let Value::Array(entries) = v else { return };
+    for e in entries {
+        let Value::Array(pair) = e else { continue };
+        let (Some(id), Some(Value::Array(fields))) = (pair.first().and_then(text), pair.get(1))
+        else {
+            continue;
+        };
+        let mut it = fields.iter();
+        while let (Some(k), Some(val)) = (it.next(), it.next()) {
+            if text(k).as_deref() == Some("e") {
+                if let Value::BulkString(b) = val {
+                    out.push((id.clone(), b.clone()));
                 }
             }
         }
     }
+}
+
+/// The entries of an `XREAD` reply on one stream: (position, field `e`).
+fn parse_xread(v: Value) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     match v {
         Value::Array(streams) => {
