@@ -18,6 +18,7 @@ use crate::protocol::ServerMessage;
 use crate::routing::{AgentNotice, CloseReason, Command, Notice, Outcome, Profile, Reply};
 use crate::store::Store;
 use crate::ws::queue::SendQueue;
+use axum::extract::ws::Utf8Bytes;
 use dashmap::DashMap;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,17 +26,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, broadcast, watch};
 
-/// A frame queued for one connection.
+/// A frame queued for one connection. The text is shared, not copied: a change
+/// pushed to a thousand watchers is encoded once and each socket writes the same bytes.
 #[derive(Debug)]
 pub enum Outbound {
     /// Send as is.
-    Text(Arc<str>),
+    Text(Utf8Bytes),
     /// An agent state view: dropped by the writer if it already sent a newer one.
     State {
         /// The view's version.
         version: u64,
         /// The frame.
-        text: Arc<str>,
+        text: Utf8Bytes,
     },
 }
 
@@ -160,7 +162,7 @@ impl Hub {
                 }
                 Notice::RecordChanged { to, change } => {
                     tracing::debug!(kind = ?change.kind, id = %change.id, watchers = to.len(), "record changed");
-                    let text: Arc<str> = ServerMessage::RecordChanged { change: &change }
+                    let text: Utf8Bytes = ServerMessage::RecordChanged { change: &change }
                         .to_text()
                         .into();
                     for agent_id in &to {

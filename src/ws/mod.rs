@@ -24,6 +24,10 @@ use axum::response::{IntoResponse, Response};
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// The write buffer of a websocket: frames gather here between flushes. Its memory is
+/// taken when a connection first writes and then kept, so it stays small.
+const WRITE_BUFFER: usize = 8 * 1024;
+
 /// Reads the caller's token: `Authorization: Bearer`, or `?access_token=` for browsers,
 /// which cannot set headers on a websocket.
 pub fn token<'a>(headers: &'a HeaderMap, query: &'a HashMap<String, String>) -> Option<&'a str> {
@@ -75,9 +79,10 @@ pub async fn upgrade(
         Ok(who) => {
             let l = &hub.config.limits;
             ws.read_buffer_size(l.read_buffer_bytes)
-                // Each frame is written out at once: no per-connection write buffer
-                // sits allocated between frames.
-                .write_buffer_size(0)
+                // Frames are buffered up to this much until the session flushes, so
+                // that a reply and the frames queued behind it leave in one write
+                // (the session flushes after every batch; nothing waits for more).
+                .write_buffer_size(WRITE_BUFFER)
                 .max_message_size(l.hard_max_frame_bytes)
                 .max_frame_size(l.hard_max_frame_bytes)
                 .protocols([SUBPROTOCOL])

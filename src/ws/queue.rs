@@ -78,6 +78,16 @@ impl SendQueue {
         self.ready.notify_one();
     }
 
+    /// The next frame if one is queued and no close is pending: what a writer adds to
+    /// the frame it is already writing, so that both leave in one write.
+    pub fn try_pop(&self) -> Option<Outbound> {
+        let mut q = self.inner();
+        if q.close.is_some() {
+            return None;
+        }
+        q.frames.pop_front()
+    }
+
     /// Waits for the next thing to do. Cancel-safe: nothing is taken until it returns.
     pub async fn next(&self) -> Next {
         loop {
@@ -107,7 +117,11 @@ mod tests {
         q.push(Outbound::Text("b".into())).expect("room");
         assert!(q.push(Outbound::Text("c".into())).is_err());
         assert!(matches!(q.next().await, Next::Frame(Outbound::Text(t)) if &*t == "a"));
+        assert!(matches!(q.try_pop(), Some(Outbound::Text(t)) if &*t == "b"));
+        assert!(q.try_pop().is_none());
+        q.push(Outbound::Text("c".into())).expect("room");
         q.close("replaced");
+        assert!(q.try_pop().is_none(), "a pending close stops the batch");
         q.close("slow_consumer");
         assert!(matches!(q.next().await, Next::Close("replaced")));
     }

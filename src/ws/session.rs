@@ -60,6 +60,45 @@ fn close_code(reason: &str) -> u16 {
     }
 }
 
+/// At most this many queued frames join one write.
+const WRITE_BATCH: usize = 32;
+
+/// Runs a write with a timeout, without arming a timer when the write completes at
+/// once (the usual case: the socket has room), which saves a timer-wheel insert and
+/// removal per frame.
+async fn within<F, E>(limit: Duration, write: F) -> bool
+where
+    F: std::future::Future<Output = Result<(), E>>,
+{
+    use futures_util::FutureExt;
+    let mut write = std::pin::pin!(write);
+    if let Some(r) = (&mut write).now_or_never() {
+        return r.is_ok();
+    }
+    matches!(tokio::time::timeout(limit, write).await, Ok(Ok(())))
+}
+
+/// The message for a queued frame; `None` for a state view older than one already sent.
+fn outbound_message(out: Outbound, last_state_version: &mut u64) -> Option<Message> {
+    match out {
+        Outbound::Text(t) => Some(Message::Text(t)),
+        Outbound::State { version, text } => {
+            if version <= *last_state_version {
+                return None;
+            }
+            *last_state_version = version;
+            Some(Message::Text(text))
+        }
+    }
+}
+
+fn reply_text(re: Option<String>, r: Result<ReplyBody, ErrorBody>) -> String {
+    match r {
+        Ok(result) => ServerMessage::Reply { re, result }.to_text(),
+        Err(error) => error_text(re, error),
+    }
+}
+
 /// What one connection carries regardless of role.
 struct Conn {
     hub: Arc<Hub>,
@@ -94,35 +133,40 @@ impl Conn {
     }
 
     async fn send(&mut self, m: Message) -> bool {
-        matches!(
-            tokio::time::timeout(self.write_timeout, self.ws.send(m)).await,
-            Ok(Ok(()))
-        )
+        within(self.write_timeout, self.ws.send(m)).await
     }
 
     async fn send_text(&mut self, text: impl Into<String>) -> bool {
         self.send(Message::text(text.into())).await
     }
 
-    async fn send_out(&mut self, out: Outbound) -> bool {
-        match out {
-            Outbound::Text(t) => self.send_text(t.as_ref()).await,
-            Outbound::State { version, text } => {
-                if version <= self.last_state_version {
-                    return true;
-                }
-                self.last_state_version = version;
-                self.send_text(text.as_ref()).await
+    /// Writes `first` (if any), then the frames already queued (at most `WRITE_BATCH`),
+    /// with one flush: a reply and the `state` frame it caused, or an offer and the
+    /// state that came with it, leave in one write instead of one each.
+    async fn write_batch(&mut self, first: Option<Message>, queue: &SendQueue) -> bool {
+        let Conn {
+            ws,
+            last_state_version,
+            write_timeout,
+            ..
+        } = self;
+        let work = async {
+            if let Some(m) = first {
+                ws.feed(m).await?;
             }
-        }
+            for _ in 0..WRITE_BATCH {
+                let Some(out) = queue.try_pop() else { break };
+                if let Some(m) = outbound_message(out, last_state_version) {
+                    ws.feed(m).await?;
+                }
+            }
+            ws.flush().await
+        };
+        within(*write_timeout, work).await
     }
 
     async fn reply(&mut self, re: Option<String>, r: Result<ReplyBody, ErrorBody>) -> bool {
-        let text = match r {
-            Ok(result) => ServerMessage::Reply { re, result }.to_text(),
-            Err(error) => error_text(re, error),
-        };
-        self.send_text(text).await
+        self.send_text(reply_text(re, r)).await
     }
 
     /// Says why, then closes.
@@ -318,13 +362,17 @@ pub async fn run_agent(hub: Arc<Hub>, ws: WebSocket, profile: Arc<Profile>) {
                 biased;
                 next = queue.next() => match next {
                     Next::Close(reason) => break reason,
-                    Next::Frame(out) => if !c.send_out(out).await { break "write_failed" },
+                    Next::Frame(out) => {
+                        let first = outbound_message(out, &mut c.last_state_version);
+                        if !c.write_batch(first, &queue).await { break "write_failed" }
+                    }
                 },
                 _ = drain.changed() => break "shutting_down",
                 msg = c.ws.next() => match c.read(msg).await {
                     Ok(Incoming::Request(re, m)) => {
                         let r = agent_request(&hub, &agent, m).await;
-                        if !c.reply(re, r).await { break "write_failed" }
+                        let reply = Message::text(reply_text(re, r));
+                        if !c.write_batch(Some(reply), &queue).await { break "write_failed" }
                     }
                     Ok(Incoming::Nothing) => {}
                     Ok(Incoming::Closed) => break "closed",
