@@ -25,6 +25,28 @@ pub struct Running {
     served: JoinHandle<()>,
 }
 
+/// Connections the kernel holds for the hub before it accepts them (capped by
+/// `net.core.somaxconn`). tokio's default of 128 is too few for a reconnect storm: when
+/// a node is lost, or a network blip drops every desktop at once, they all come back
+/// within a second, and the kernel drops the attempts past the backlog (each then waits
+/// about a second for its SYN to be retried).
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn bind(config: &Config) -> std::io::Result<tokio::net::TcpListener> {
+    let addr = config
+        .listen_addr()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As std's bind does: a restarted hub may take its port back at once.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Binds, starts the background loops and serves, in memory.
 pub async fn start(config: Config, secret: &[u8]) -> std::io::Result<Running> {
     let config = Arc::new(config);
@@ -47,12 +69,10 @@ pub async fn start(config: Config, secret: &[u8]) -> std::io::Result<Running> {
         }
     };
     let hub = Hub::new(config.clone(), Keys::new(secret), store, clock);
-    let listener = tokio::net::TcpListener::bind(&config.server.listen)
-        .await?
-        .tap_io(|tcp| {
-            // Frames are small and latency matters more than packet count.
-            let _ = tcp.set_nodelay(true);
-        });
+    let listener = bind(&config)?.tap_io(|tcp| {
+        // Frames are small and latency matters more than packet count.
+        let _ = tcp.set_nodelay(true);
+    });
     let addr = axum::serve::Listener::local_addr(&listener)?;
     tokio::spawn(hub.clone().run_timers(poll));
     tokio::spawn(
@@ -96,5 +116,6 @@ impl Running {
             tracing::warn!(left, "drain limit reached with connections still open");
         }
         let _ = tokio::time::timeout(limit, &mut self.served).await;
+        self.hub.store().stop();
     }
 }

@@ -6,7 +6,7 @@
 //! and checks each step.
 
 use crate::client::{self, Ws};
-use crate::httpc::HttpClient;
+use crate::httpc::{HttpClient, created_task_id};
 use crate::report::{Check, Failure, Report};
 use crate::route::{Target, raise_nofile_limit};
 use crate::scenario::{self, QUEUE, RunHub};
@@ -371,36 +371,15 @@ async fn creator(
             .post_json("/v1/tasks", Some(&token), body.as_bytes())
             .await;
         let done = live.now_ns();
-        match r {
-            Ok(resp) if resp.status == 201 => {
+        match created_task_id(r, seq) {
+            Ok(id) => {
                 out.hists.get(H_CREATE).record_ns_span(sent, done);
-                let id = serde_json::from_slice::<serde_json::Value>(&resp.body)
-                    .ok()
-                    .and_then(|v| v.get("task_id")?.as_str().map(str::to_owned));
-                match id {
-                    Some(id) => {
-                        live.created.fetch_add(1, Ordering::Relaxed);
-                        out.ids.push((seq, id));
-                    }
-                    None => {
-                        out.error_count += 1;
-                        note(
-                            &mut out.errors,
-                            format!("task #{seq}: 201 without a task_id"),
-                        );
-                    }
-                }
-            }
-            Ok(resp) => {
-                out.error_count += 1;
-                note(
-                    &mut out.errors,
-                    format!("task #{seq}: HTTP {}: {}", resp.status, resp.text()),
-                );
+                live.created.fetch_add(1, Ordering::Relaxed);
+                out.ids.push((seq, id));
             }
             Err(e) => {
                 out.error_count += 1;
-                note(&mut out.errors, format!("task #{seq}: {e}"));
+                note(&mut out.errors, e);
             }
         }
     }

@@ -26,6 +26,23 @@ impl Response {
     }
 }
 
+/// The id of the task a `POST /v1/tasks` created, or why there is none (for the
+/// run's error list; `seq` names the task in it).
+pub fn created_task_id(r: io::Result<Response>, seq: u64) -> Result<String, String> {
+    match r {
+        Ok(resp) if resp.status == 201 => serde_json::from_slice::<serde_json::Value>(&resp.body)
+            .ok()
+            .and_then(|v| v.get("task_id")?.as_str().map(str::to_owned))
+            .ok_or_else(|| format!("task #{seq}: 201 without a task_id: {}", resp.text())),
+        Ok(resp) => Err(format!(
+            "task #{seq}: HTTP {}: {}",
+            resp.status,
+            resp.text()
+        )),
+        Err(e) => Err(format!("task #{seq}: {e}")),
+    }
+}
+
 /// One keep-alive connection to a hub.
 pub struct HttpClient {
     addr: SocketAddr,

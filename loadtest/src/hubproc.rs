@@ -44,6 +44,9 @@ pub struct HubSetup {
     pub retention: usize,
     /// `limits.send_queue`.
     pub send_queue: usize,
+    /// `routing.reconnect_grace_secs`: how long a dropped agent keeps its offer and
+    /// tasks ([`RECONNECT_GRACE`] unless a scenario needs another).
+    pub reconnect_grace: Duration,
     /// `RUST_LOG` for the hub; `None` keeps its default (info).
     pub rust_log: Option<String>,
     /// `store.redis`: the nodes share state through this Redis; `None` keeps it in
@@ -52,6 +55,9 @@ pub struct HubSetup {
     /// `store.snapshot_every`; `None` keeps the hub's default.
     pub snapshot_every: Option<u64>,
 }
+
+/// The reconnect grace period of the generated configs.
+pub const RECONNECT_GRACE: Duration = Duration::from_secs(5);
 
 /// The configuration file text.
 pub fn config_toml(setup: &HubSetup, secret: &str) -> String {
@@ -67,8 +73,9 @@ pub fn config_toml(setup: &HubSetup, secret: &str) -> String {
         setup.retention.max(1),
     ));
     t.push_str(&format!(
-        "[routing]\noffer_timeout_secs = {:.3}\nwrap_up_secs = 0.0\nreconnect_grace_secs = 5.0\n\n",
-        setup.offer_timeout.as_secs_f64().max(0.001)
+        "[routing]\noffer_timeout_secs = {:.3}\nwrap_up_secs = 0.0\nreconnect_grace_secs = {:.3}\n\n",
+        setup.offer_timeout.as_secs_f64().max(0.001),
+        setup.reconnect_grace.as_secs_f64()
     ));
     let c = setup.capacity;
     t.push_str(&format!(
@@ -455,6 +462,7 @@ mod tests {
             capacity: Capacity::default(),
             retention: 50_000,
             send_queue: 4096,
+            reconnect_grace: RECONNECT_GRACE,
             rust_log: None,
             redis: None,
             snapshot_every: None,
@@ -466,6 +474,7 @@ mod tests {
         assert_eq!(cfg.queues.len(), 2);
         assert_eq!(cfg.limits.finished_task_retention, 50_000);
         assert!(cfg.store.redis.is_none());
+        assert_eq!(cfg.routing.reconnect_grace_secs, 5.0);
         let with_redis = HubSetup {
             redis: Some("redis://127.0.0.1:6399/".into()),
             snapshot_every: Some(50_000),

@@ -7,8 +7,10 @@
 //! integration creates tasks at a fixed rate) and its short form, `smoke`;
 //! [`fanout::run_fanout`] (one customer record saved at a rate, watched by many
 //! agents); [`conflicts::run_conflicts`] (editors racing on one record);
-//! [`expiry::run_expiry`] (an offer-expiry storm); [`idle::run_idle`] (memory and CPU of
-//! idle heartbeating connections against the echo floor); and the [`echo`] floor (the
+//! [`expiry::run_expiry`] (an offer-expiry storm); [`reconnect::run_reconnect`]
+//! (dropped desktops reconnecting and resuming their offers and tasks);
+//! [`idle::run_idle`] (memory and CPU of idle heartbeating connections against the
+//! echo floor); and the [`echo`] floor (the
 //! same websocket stack with no hub logic); [`compare::run_compare`] runs `route` on one
 //! node in memory and then on several nodes sharing a Redis, and sets them side by
 //! side. The building blocks: [`hubproc`] (start a
@@ -31,6 +33,7 @@ pub mod fanout;
 pub mod httpc;
 pub mod hubproc;
 pub mod idle;
+pub mod reconnect;
 pub mod redisproc;
 pub mod report;
 pub mod rng;

@@ -8,6 +8,8 @@
 //! loadtest fanout [--subscribers 1000] [--editors 1] [--rate 20] [--duration 10]
 //! loadtest conflicts [--editors 8] [--watchers 4] [--duration 10]
 //! loadtest expiry [--agents 10000] [--offer-timeout 2]
+//! loadtest reconnect [--agents 1000] [--busy-share 0.5] [--drop rst|fin|close|stale] [--waves 1]
+//!                    [--wave-gap 0.25] [--pause 0.5] [--grace 10] [--nodes N --redis]
 //! loadtest idle [--conns 10000] [--duration 15] [--ping-every 5]
 //! loadtest echo [--conns 200] [--rate 2000] [--duration 5] [--addr ADDR]
 //! loadtest echo-server [--listen 127.0.0.1:0] [--secs 600]
@@ -23,6 +25,7 @@ use loadtest::expiry::{ExpiryOpts, run_expiry};
 use loadtest::fanout::{FanoutOpts, run_fanout};
 use loadtest::hubproc::{Capacity, default_hub_bin};
 use loadtest::idle::{IdleOpts, run_idle};
+use loadtest::reconnect::{DropMode, ReconnectOpts, run_reconnect};
 use loadtest::rng::Delay;
 use loadtest::{Failure, Report, RouteOpts, Target, run_route};
 use std::net::SocketAddr;
@@ -62,6 +65,10 @@ enum Cmd {
     /// N agents that never answer, N/2 tasks at once: every offer expires, is re-offered
     /// once; measures expiry lateness.
     Expiry(ExpiryArgs),
+    /// Agents holding an offer or a task lose their sockets and reconnect within the
+    /// grace period (to another node with --nodes); measures reconnect -> resumed
+    /// welcome and accept/complete right after, checks nothing moved.
+    Reconnect(ReconnectArgs),
     /// Idle heartbeating agents: hub RSS per connection and CPU per heartbeat against
     /// the echo floor.
     Idle(IdleArgs),
@@ -324,6 +331,60 @@ struct ExpiryArgs {
     connect_concurrency: usize,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum DropArg {
+    /// TCP reset (SO_LINGER 0), no websocket close frame.
+    Rst,
+    /// TCP close (FIN), no websocket close frame.
+    Fin,
+    /// Websocket close handshake.
+    Close,
+    /// Leave the old socket open and unread: the reconnect takes it over.
+    Stale,
+}
+
+#[derive(Args)]
+struct ReconnectArgs {
+    #[command(flatten)]
+    hub: HubArgs,
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// Agents; each is offered one task.
+    #[arg(long, default_value_t = 1000)]
+    agents: usize,
+    /// Share of the agents that accept their offer before the drop (Busy, the task In
+    /// Progress); the rest hold it pending (Reserved).
+    #[arg(long, default_value_t = 0.5)]
+    busy_share: f64,
+    /// How the sockets go away.
+    #[arg(long, value_enum, default_value = "rst")]
+    drop: DropArg,
+    /// Drop in this many waves (agent i in wave i % waves).
+    #[arg(long, default_value_t = 1)]
+    waves: usize,
+    /// Seconds between two waves.
+    #[arg(long, default_value_t = 0.25)]
+    wave_gap: f64,
+    /// Seconds between an agent's drop and its reconnect (0 for at once).
+    #[arg(long, default_value_t = 0.5)]
+    pause: f64,
+    /// routing.reconnect_grace_secs of the started hub(s).
+    #[arg(long, default_value_t = 10.0)]
+    grace: f64,
+    /// Offer timeout of the started hub(s), in seconds: long, so that no offer expires
+    /// during the run.
+    #[arg(long, default_value_t = 120.0)]
+    offer_timeout: f64,
+    /// HTTP connections creating the tasks.
+    #[arg(long, default_value_t = 8)]
+    http_conns: usize,
+    /// Agents logging in at once (reconnects are not gated).
+    #[arg(long, default_value_t = 128)]
+    connect_concurrency: usize,
+}
+
 #[derive(Args)]
 struct IdleArgs {
     #[command(flatten)]
@@ -459,6 +520,42 @@ fn expiry_opts(a: &ExpiryArgs) -> Result<ExpiryOpts, String> {
     o.http_conns = a.http_conns;
     o.connect_concurrency = a.connect_concurrency;
     o.source_addrs = a.common.source_addrs;
+    o.progress = !a.common.quiet;
+    o.keep_files = a.common.keep_files;
+    Ok(o)
+}
+
+/// Seconds that may be zero: at least 0, at most a minute.
+fn secs_or_zero(s: f64, what: &str) -> Result<Duration, String> {
+    if s.is_finite() && (0.0..=60.0).contains(&s) {
+        Ok(Duration::from_secs_f64(s))
+    } else {
+        Err(format!("{what} must be 0 to 60 seconds"))
+    }
+}
+
+fn reconnect_opts(a: &ReconnectArgs) -> Result<ReconnectOpts, String> {
+    let mut o = ReconnectOpts::new(a.hub.target()?);
+    o.agents = a.agents;
+    o.busy_share = a.busy_share;
+    o.drop = match a.drop {
+        DropArg::Rst => DropMode::Rst,
+        DropArg::Fin => DropMode::Fin,
+        DropArg::Close => DropMode::Close,
+        DropArg::Stale => DropMode::Stale,
+    };
+    o.waves = a.waves;
+    o.wave_gap = secs_or_zero(a.wave_gap, "--wave-gap")?;
+    o.pause = secs_or_zero(a.pause, "--pause")?;
+    o.grace = secs(a.grace, "--grace")?;
+    o.offer_timeout = secs(a.offer_timeout, "--offer-timeout")?;
+    o.http_conns = a.http_conns;
+    o.connect_concurrency = a.connect_concurrency;
+    o.source_addrs = a.common.source_addrs;
+    o.nodes = a.cluster.nodes;
+    o.redis = a.cluster.redis;
+    o.redis_bin = a.cluster.redis_bin.clone();
+    o.snapshot_every = a.cluster.snapshot_every;
     o.progress = !a.common.quiet;
     o.keep_files = a.common.keep_files;
     Ok(o)
@@ -645,6 +742,12 @@ fn main() -> ExitCode {
             run_conflicts,
         ),
         Cmd::Expiry(a) => run(&rt, expiry_opts(&a), a.common.json.as_ref(), run_expiry),
+        Cmd::Reconnect(a) => run(
+            &rt,
+            reconnect_opts(&a),
+            a.common.json.as_ref(),
+            run_reconnect,
+        ),
         Cmd::Idle(a) => run(&rt, idle_opts(&a), a.common.json.as_ref(), run_idle),
         Cmd::Echo(a) => {
             let duration = match secs(a.duration, "--duration") {

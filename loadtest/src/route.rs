@@ -12,7 +12,7 @@ use crate::agent::{
     H_DECLINE_RTT, Kind, Phase,
 };
 use crate::checks::{self, Lookup};
-use crate::httpc::HttpClient;
+use crate::httpc::{HttpClient, created_task_id};
 use crate::hubproc::{self, Capacity, HubProcess, HubSetup};
 use crate::redisproc::RedisProcess;
 use crate::report::{Check, Counts, Failure, Report};
@@ -372,42 +372,18 @@ async fn creator(
             .post_json("/v1/tasks", Some(&token), body.as_bytes())
             .await;
         let done_ns = shared.now_ns();
-        match r {
-            Ok(resp) if resp.status == 201 => {
+        match created_task_id(r, seq) {
+            Ok(id) => {
                 out.hists
                     .get(H_HTTP_CREATE)
                     .record_ns_span(sent_ns, done_ns);
-                match serde_json::from_slice::<serde_json::Value>(&resp.body)
-                    .ok()
-                    .and_then(|v| v.get("task_id")?.as_str().map(str::to_owned))
-                {
-                    Some(id) => {
-                        Counters::bump(&shared.counters.created);
-                        out.created.push((seq, id));
-                    }
-                    None => {
-                        Counters::bump(&shared.counters.create_errors);
-                        out.errors.push(format!(
-                            "task #{seq}: 201 without a task_id: {}",
-                            resp.text()
-                        ));
-                    }
-                }
-            }
-            Ok(resp) => {
-                Counters::bump(&shared.counters.create_errors);
-                if out.errors.len() < 10 {
-                    out.errors.push(format!(
-                        "task #{seq}: HTTP {}: {}",
-                        resp.status,
-                        resp.text()
-                    ));
-                }
+                Counters::bump(&shared.counters.created);
+                out.created.push((seq, id));
             }
             Err(e) => {
                 Counters::bump(&shared.counters.create_errors);
                 if out.errors.len() < 10 {
-                    out.errors.push(format!("task #{seq}: {e}"));
+                    out.errors.push(e);
                 }
             }
         }
@@ -446,7 +422,7 @@ async fn progress(shared: Arc<Shared>, mut stop: watch::Receiver<bool>, total: u
 
 /// Waits until `done` holds, or `limit` passes, or the spawned hub dies. Returns
 /// whether `done` held.
-async fn wait_for(
+pub(crate) async fn wait_for(
     limit: Duration,
     hub: &mut Cluster,
     mut done: impl FnMut() -> bool,
@@ -465,7 +441,7 @@ async fn wait_for(
 }
 
 /// Looks every created task up, over a few keep-alive connections.
-async fn look_up_all(
+pub(crate) async fn look_up_all(
     addrs: Arc<[SocketAddr]>,
     token: Arc<str>,
     created: &[(u64, String)],
@@ -652,9 +628,11 @@ impl Cluster {
         }
     }
 
-    /// Starts the Redis (when asked) and the nodes; stops what it started if one fails.
+    /// Starts the Redis (when `redis_bin` is given) and `nodes` nodes; stops what it
+    /// started if one fails.
     async fn start(
-        opts: &RouteOpts,
+        nodes: usize,
+        redis_bin: Option<&std::path::Path>,
         bin: &std::path::Path,
         setup: HubSetup,
     ) -> Result<Cluster, Failure> {
@@ -667,8 +645,8 @@ impl Cluster {
             dir: Some(dir.clone()),
         };
         let mut setup = setup;
-        if opts.redis {
-            match RedisProcess::start(&opts.redis_bin, &dir.join("redis")).await {
+        if let Some(redis_bin) = redis_bin {
+            match RedisProcess::start(redis_bin, &dir.join("redis")).await {
                 Ok(r) => {
                     setup.redis = Some(r.url());
                     c.redis = Some(r);
@@ -679,8 +657,8 @@ impl Cluster {
                 }
             }
         }
-        for i in 0..opts.nodes.max(1) {
-            let node_id = opts.redis.then(|| format!("node-{}", i + 1));
+        for i in 0..nodes.max(1) {
+            let node_id = redis_bin.is_some().then(|| format!("node-{}", i + 1));
             match HubProcess::spawn_node(bin, &setup, &secret, &dir, node_id.as_deref()).await {
                 Ok(h) => {
                     c.nodes.push(h);
@@ -702,15 +680,28 @@ impl Cluster {
     }
 
     /// A node's name for messages.
-    fn name(&self, i: usize) -> String {
+    pub(crate) fn name(&self, i: usize) -> String {
         match self.node_ids.get(i) {
             Some(Some(n)) => n.clone(),
             _ => "the hub".into(),
         }
     }
 
+    /// CPU seconds by node, for a note: "node-1 1.23 s, node-2 ?".
+    pub(crate) fn per_node(&self, cpu: &[Option<f64>]) -> String {
+        let per: Vec<String> = cpu
+            .iter()
+            .enumerate()
+            .map(|(i, c)| match c {
+                Some(c) => format!("{} {c:.2} s", self.name(i)),
+                None => format!("{} ?", self.name(i)),
+            })
+            .collect();
+        per.join(", ")
+    }
+
     /// `Err` when a node or the Redis has exited.
-    fn check_alive(&mut self) -> Result<(), Failure> {
+    pub(crate) fn check_alive(&mut self) -> Result<(), Failure> {
         for i in 0..self.nodes.len() {
             let name = self.name(i);
             let h = &mut self.nodes[i];
@@ -735,12 +726,12 @@ impl Cluster {
     }
 
     /// Each node's CPU seconds so far (`None` for a node that cannot be read).
-    fn node_cpu(&self) -> Vec<Option<f64>> {
+    pub(crate) fn node_cpu(&self) -> Vec<Option<f64>> {
         self.nodes.iter().map(|h| h.usage().map(|u| u.0)).collect()
     }
 
     /// The Redis's CPU seconds so far.
-    fn redis_cpu(&self) -> Option<f64> {
+    pub(crate) fn redis_cpu(&self) -> Option<f64> {
         self.redis.as_ref().and_then(|r| r.usage()).map(|u| u.0)
     }
 
@@ -836,19 +827,56 @@ pub async fn run_route(opts: RouteOpts) -> Result<Report, Failure> {
     opts.check()?;
     raise_nofile_limit();
     let total = opts.total_tasks();
-    let (mut cluster, addrs, secret, hub_desc) = match &opts.target {
+    let setup = HubSetup {
+        queues: opts.queues.clone(),
+        offer_timeout: opts.offer_timeout,
+        capacity: opts.capacity,
+        retention: (total as usize).saturating_mul(2).max(100_000),
+        send_queue: 4096,
+        reconnect_grace: hubproc::RECONNECT_GRACE,
+        rust_log: None,
+        redis: None,
+        snapshot_every: opts.snapshot_every,
+    };
+    let redis_bin = opts.redis.then_some(opts.redis_bin.as_path());
+    let Launched {
+        mut cluster,
+        addrs,
+        secret,
+        desc,
+    } = launch(&opts.target, opts.nodes, redis_bin, setup).await?;
+    let result = drive(&opts, &mut cluster, addrs.into(), &secret, desc).await;
+    land(cluster, result, opts.keep_files).await
+}
+
+/// The hub of a run, reached: the processes started (none for an external hub), the
+/// nodes' addresses, the signing secret, and a description for the report.
+pub(crate) struct Launched {
+    /// What was started.
+    pub cluster: Cluster,
+    /// The nodes' addresses (the external hub's alone).
+    pub addrs: Vec<SocketAddr>,
+    /// The signing secret.
+    pub secret: String,
+    /// `spawned ... on ...` or `external ...`.
+    pub desc: String,
+}
+
+/// Starts `nodes` hub nodes with `setup` (and a Redis of the run's own shared by them
+/// when `redis_bin` is given), or reaches the external hub of `target`.
+pub(crate) async fn launch(
+    target: &Target,
+    nodes: usize,
+    redis_bin: Option<&std::path::Path>,
+    setup: HubSetup,
+) -> Result<Launched, Failure> {
+    match target {
         Target::Spawn { bin, rust_log } => {
             let setup = HubSetup {
-                queues: opts.queues.clone(),
-                offer_timeout: opts.offer_timeout,
-                capacity: opts.capacity,
-                retention: (total as usize).saturating_mul(2).max(100_000),
-                send_queue: 4096,
                 rust_log: rust_log.clone(),
-                redis: None,
-                snapshot_every: opts.snapshot_every,
+                ..setup
             };
-            let c = Cluster::start(&opts, bin, setup).await?;
+            let c = Cluster::start(nodes, redis_bin, bin, setup).await?;
             let addrs = c.addrs();
             let secret = c
                 .nodes
@@ -884,16 +912,37 @@ pub async fn run_route(opts: RouteOpts) -> Result<Report, Failure> {
                         .unwrap_or_default()
                 ),
             };
-            (c, addrs, secret, desc)
+            Ok(Launched {
+                cluster: c,
+                addrs,
+                secret,
+                desc,
+            })
         }
-        Target::External { addr, secret } => (
-            Cluster::external(),
-            vec![*addr],
-            secret.clone(),
-            format!("external {addr}"),
-        ),
-    };
-    let mut result = drive(&opts, &mut cluster, addrs.into(), &secret, hub_desc).await;
+        Target::External { addr, secret } => {
+            if !addr.ip().is_loopback() {
+                return Err(Failure::new(format!(
+                    "--hub {addr}: only loopback addresses may be load-tested"
+                )));
+            }
+            Ok(Launched {
+                cluster: Cluster::external(),
+                addrs: vec![*addr],
+                secret: secret.clone(),
+                desc: format!("external {addr}"),
+            })
+        }
+    }
+}
+
+/// Ends a run: stops what [`launch`] started, adds the end checks (clean exits, no
+/// warnings logged) and notes to the report, keeps the run's files when asked or when
+/// a check failed, and turns a report with a broken check into `Err`.
+pub(crate) async fn land(
+    mut cluster: Cluster,
+    mut result: Result<Report, Failure>,
+    keep_files: bool,
+) -> Result<Report, Failure> {
     let dir = cluster.dir.take();
     if !cluster.nodes.is_empty() {
         let end = cluster.stop().await;
@@ -910,7 +959,7 @@ pub async fn run_route(opts: RouteOpts) -> Result<Report, Failure> {
     }
     if let Some(dir) = dir {
         let passed = matches!(&result, Ok(r) if r.passed());
-        if opts.keep_files || !passed {
+        if keep_files || !passed {
             let note = format!("hub config and log kept in {}", dir.display());
             match &mut result {
                 Ok(r) => r.notes.push(note),
@@ -1522,15 +1571,7 @@ async fn drive(
         ));
     }
     if node_cpu_load.len() > 1 {
-        let per: Vec<String> = node_cpu_load
-            .iter()
-            .enumerate()
-            .map(|(i, c)| match c {
-                Some(c) => format!("{} {c:.2} s", hub.name(i)),
-                None => format!("{} ?", hub.name(i)),
-            })
-            .collect();
-        notes.push(format!("hub CPU by node: {}", per.join(", ")));
+        notes.push(format!("hub CPU by node: {}", hub.per_node(&node_cpu_load)));
     }
     if let Some(cpu) = redis_cpu_load {
         notes.push(format!(

@@ -237,6 +237,7 @@ pub fn setup(send_queue: usize, offer_timeout: Duration) -> HubSetup {
         capacity: hubproc::Capacity::default(),
         retention: 100_000,
         send_queue,
+        reconnect_grace: hubproc::RECONNECT_GRACE,
         rust_log: None,
         redis: None,
         snapshot_every: None,

@@ -116,3 +116,49 @@ async fn smoke_over_two_nodes_and_redis_holds_every_invariant() {
         "both nodes stopped cleanly"
     );
 }
+
+/// The reconnect scenario, small: 200 agents on two nodes sharing a Redis, half holding
+/// an offer and half a task, all dropped at once (TCP reset, no close frame); each
+/// reconnects to the other node and must resume with exactly what it held, then act on
+/// it; every task ends completed by the agent that held it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smoke_reconnect_resumes_every_agent_on_the_other_node() {
+    use loadtest::reconnect::{ReconnectOpts, run_reconnect};
+    let bin = hub_bin();
+    assert!(
+        bin.is_file(),
+        "the switchboard binary is missing at {}: build it with `cargo build -p switchboard`",
+        bin.display()
+    );
+    let mut opts = ReconnectOpts::new(Target::Spawn {
+        bin,
+        rust_log: None,
+    });
+    opts.agents = 200;
+    opts.nodes = 2;
+    opts.redis = true;
+    let report = match run_reconnect(opts).await {
+        Ok(r) => r,
+        Err(f) => {
+            if let Some(r) = &f.report {
+                eprintln!("{}", r.table());
+            }
+            panic!("reconnect smoke run failed: {f}");
+        }
+    };
+    println!("{}", report.table());
+    assert!(report.passed(), "{:?}", report.failed_checks());
+    for name in [
+        "every reconnect resumed (welcome resumed: true)",
+        "every created task accounted for",
+    ] {
+        assert!(
+            report
+                .checks
+                .iter()
+                .any(|c| c.name.starts_with(name) && c.passed),
+            "{name} was checked and held: {:?}",
+            report.checks.iter().map(|c| &c.name).collect::<Vec<_>>()
+        );
+    }
+}

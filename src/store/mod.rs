@@ -65,4 +65,7 @@ pub trait Store: Send + Sync + 'static {
     /// Gives the store the hub to deliver notices of decisions it applies on its own
     /// (a shared store applies every node's commands). The in-memory store has none.
     fn set_dispatch(&self, _dispatch: std::sync::Weak<dyn Dispatch>) {}
+    /// Stops the store's background work (log reader, heartbeat, snapshots) at the end
+    /// of a drain, before the runtime tears down its connections under it.
+    fn stop(&self) {}
 }

@@ -986,6 +986,12 @@ impl Store for RedisStore {
     fn node_tag(&self) -> Option<Arc<str>> {
         Some(self.shared.incarnation.clone())
     }
+
+    fn stop(&self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
 }
 
 #[cfg(test)]
