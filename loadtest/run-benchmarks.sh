@@ -4,7 +4,7 @@
 #
 #   cargo build --release -p switchboard -p loadtest
 #   loadtest/run-benchmarks.sh [scenario ...]     # default: all
-#   scenarios: route redis compare fanout expiry idle conflicts smoke echo
+#   scenarios: route redis compare fanout expiry reconnect idle conflicts smoke echo
 #
 # Loopback only; every run is bounded and stops what it started. Before each run it
 # waits (at most 10 minutes) until no cargo/rustc/test binary is running, so that
@@ -59,9 +59,11 @@ if all redis; then
     run route-2nodes-redis-5000 route --nodes 2 --redis --agents 2000 --rate 5000 --duration 10 --http-conns 64 --quiet
     run route-2nodes-redis-2500 route --nodes 2 --redis --agents 2000 --rate 2500 --duration 10 --http-conns 64 --quiet
     # Snapshots: none is taken in those runs (158,000 log entries at 5000/s for 10 s,
-    # under the default store.snapshot_every of 200,000). Their cost: the same load
-    # for 30 s (two snapshots), and for 10 s with a snapshot every 20,000 entries.
+    # under the default store.snapshot_every of 200,000). Sustained: the same loads for
+    # 30 s (two snapshots at 5000/s, one at 2500/s), and 10 s with a snapshot every
+    # 20,000 entries.
     run route-2nodes-redis-5000-30s route --nodes 2 --redis --agents 2000 --rate 5000 --duration 30 --http-conns 64 --quiet
+    run route-2nodes-redis-2500-30s route --nodes 2 --redis --agents 2000 --rate 2500 --duration 30 --http-conns 64 --quiet
     run route-2nodes-redis-5000-snap20k route --nodes 2 --redis --snapshot-every 20000 --agents 2000 --rate 5000 --duration 10 --http-conns 64 --quiet
 fi
 # Both in one invocation.
@@ -76,6 +78,14 @@ fi
 # (4) expiry storm.
 if all expiry; then
     run expiry-10000 expiry --agents 10000 --offer-timeout 2 --quiet
+fi
+# Reconnect -> resumed: 1,000 agents holding offers and tasks dropped at once (TCP
+# reset), then in waves of 100; one node, then two nodes + Redis (reconnecting to the
+# other node).
+if all reconnect; then
+    run reconnect-1000 reconnect --agents 1000 --quiet
+    run reconnect-1000-waves reconnect --agents 1000 --waves 10 --wave-gap 0.1 --quiet
+    run reconnect-1000-2nodes-redis reconnect --agents 1000 --nodes 2 --redis --quiet
 fi
 # (1) idle density against the echo floor.
 if all idle; then
