@@ -153,7 +153,64 @@ struct Shared {
     snapshot_every: u64,
     /// `Replica::applied` at the last snapshot.
     last_snapshot: std::sync::atomic::AtomicU64,
+    /// Where snapshots are replayed and encoded.
+    background: Background,
 }
+
+/// A thread of its own, at the lowest CPU priority, for building snapshots: seconds of
+/// replay and encoding that should use what the live path leaves over, not compete
+/// with it (on a busy node the scheduler would otherwise share the cores evenly, and
+/// every command would slow down while a snapshot is built).
+struct Background {
+    jobs: std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>,
+}
+
+impl Background {
+    fn start() -> Result<Background, HubError> {
+        let (tx, rx) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
+        std::thread::Builder::new()
+            .name("sb-snapshot".into())
+            .spawn(move || {
+                lower_priority();
+                // Ends when the store is dropped (the sender with it).
+                for job in rx {
+                    job();
+                }
+            })
+            .map_err(|e| unavailable(format!("cannot start the snapshot thread: {e}")))?;
+        Ok(Background { jobs: tx })
+    }
+
+    /// Runs `f` on the background thread and waits for its result.
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, HubError> {
+        let (tx, rx) = oneshot::channel();
+        let job: Box<dyn FnOnce() + Send> = Box::new(move || {
+            let _ = tx.send(f());
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| unavailable("the snapshot thread is gone"))?;
+        rx.await
+            .map_err(|_| unavailable("the snapshot thread dropped a job"))
+    }
+}
+
+/// Gives the calling thread the lowest CPU priority (nice 19).
+#[cfg(target_os = "linux")]
+fn lower_priority() {
+    // SAFETY: setpriority takes plain integers and touches no memory of ours. On Linux
+    // the nice value is per thread, and `who = 0` names the calling thread.
+    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
+    if r != 0 {
+        tracing::debug!("cannot lower the snapshot thread's priority");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_priority() {}
 
 /// The Redis-backed store. See the module documentation.
 pub struct RedisStore {
@@ -227,6 +284,7 @@ impl RedisStore {
             clock,
             snapshot_every: snapshot_every.max(1),
             last_snapshot: std::sync::atomic::AtomicU64::new(0),
+            background: Background::start()?,
         });
         // Beat (with the position "0-0") before loading anything: the log is never
         // trimmed past a node that is still catching up.
@@ -570,22 +628,23 @@ impl Shared {
         let target = self.replica().pos.clone();
         let base = fetch_snapshot(c).await?;
         let rules = self.rules.clone();
-        let mut r = tokio::task::spawn_blocking(move || match base {
-            Some((pos, now, bytes)) => Ok::<_, HubError>(Replica {
-                state: State::from_snapshot(rules, &bytes)?,
-                pos,
-                now,
-                applied: 0,
-            }),
-            None => Ok(Replica {
-                state: State::new(rules, Ts(0)),
-                pos: "0-0".into(),
-                now: Ts(0),
-                applied: 0,
-            }),
-        })
-        .await
-        .map_err(unavailable)??;
+        let mut r = self
+            .background
+            .run(move || match base {
+                Some((pos, now, bytes)) => Ok::<_, HubError>(Replica {
+                    state: State::from_snapshot(rules, &bytes)?,
+                    pos,
+                    now,
+                    applied: 0,
+                }),
+                None => Ok(Replica {
+                    state: State::new(rules, Ts(0)),
+                    pos: "0-0".into(),
+                    now: Ts(0),
+                    applied: 0,
+                }),
+            })
+            .await??;
         if !position_lt(&r.pos, &target) {
             return Ok(()); // nothing new since the stored one
         }
@@ -626,20 +685,22 @@ impl Shared {
                 )));
             }
             replayed += entries.len();
-            r = tokio::task::spawn_blocking(move || {
-                for (id, bytes) in entries {
-                    step(&mut r, &id, &bytes);
-                }
-                r
-            })
-            .await
-            .map_err(unavailable)?;
+            r = self
+                .background
+                .run(move || {
+                    for (id, bytes) in entries {
+                        step(&mut r, &id, &bytes);
+                    }
+                    r
+                })
+                .await?;
         }
         let caught_up = started.elapsed();
         let (pos, now) = (r.pos.clone(), r.now);
-        let bytes = tokio::task::spawn_blocking(move || r.state.snapshot_bytes())
-            .await
-            .map_err(unavailable)??;
+        let bytes = self
+            .background
+            .run(move || r.state.snapshot_bytes())
+            .await??;
         let encoded = started.elapsed();
         let size = bytes.len();
         self.upload_snapshot(c, &pos, now, bytes).await?;
