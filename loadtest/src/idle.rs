@@ -16,13 +16,11 @@ use futures_util::{SinkExt, StreamExt};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use switchboard::auth::Role;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+
 use tokio::sync::{Semaphore, watch};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -382,44 +380,6 @@ async fn measure(
     Ok(side)
 }
 
-/// The echo floor in its own process.
-struct EchoProc {
-    child: Child,
-    addr: SocketAddr,
-}
-
-async fn spawn_echo(bin: &PathBuf, secs: u64) -> Result<EchoProc, Failure> {
-    let mut child = Command::new(bin)
-        .arg("echo-server")
-        .arg("--listen")
-        .arg("127.0.0.1:0")
-        .arg("--secs")
-        .arg(secs.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| Failure::new(format!("cannot start {} echo-server: {e}", bin.display())))?;
-    let Some(stdout) = child.stdout.take() else {
-        return Err(Failure::new("echo-server stdout not captured"));
-    };
-    let mut lines = BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-        .await
-        .map_err(|_| Failure::new("echo-server did not start within 20 s"))?
-        .map_err(|e| Failure::new(format!("echo-server: {e}")))?
-        .unwrap_or_default();
-    let addr = line
-        .strip_prefix("echo server on ws://")
-        .and_then(|r| r.split('/').next())
-        .and_then(|a| a.parse::<SocketAddr>().ok())
-        .filter(|a| a.ip().is_loopback())
-        .ok_or_else(|| Failure::new(format!("echo-server said {line:?}")))?;
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Ok(EchoProc { child, addr })
-}
-
 /// Runs the `idle` scenario.
 pub async fn run_idle(opts: IdleOpts) -> Result<Report, Failure> {
     opts.check()?;
@@ -466,13 +426,9 @@ async fn drive(opts: &IdleOpts, hub: &mut RunHub, nofile: Option<u64>) -> Result
     // The hub's part is done: stop it so the floor has the machine to itself.
     hub.stop().await;
 
-    let bin = match &opts.echo_bin {
-        Some(b) => b.clone(),
-        None => std::env::current_exe()
-            .map_err(|e| Failure::new(format!("cannot find this executable: {e}")))?,
-    };
+    let bin = crate::floor::echo_bin(opts.echo_bin.as_deref())?;
     let bound = opts.duration.as_secs() + 300 + opts.conns as u64 / 50;
-    let mut echo = spawn_echo(&bin, bound).await?;
+    let mut echo = crate::floor::spawn_echo(&bin, bound).await?;
     let Some(echo_pid) = echo.child.id() else {
         return Err(Failure::new("the echo server has no process id"));
     };

@@ -30,6 +30,7 @@ pub mod conflicts;
 pub mod echo;
 pub mod expiry;
 pub mod fanout;
+pub mod floor;
 pub mod httpc;
 pub mod hubproc;
 pub mod idle;

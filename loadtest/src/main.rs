@@ -219,6 +219,9 @@ struct RouteCmd {
     route: RouteArgs,
     #[command(flatten)]
     cluster: ClusterArgs,
+    /// Skip the echo floor run after the scenario (no hub / floor ratios).
+    #[arg(long)]
+    no_floor: bool,
 }
 
 #[derive(Args)]
@@ -263,6 +266,9 @@ struct Common {
     /// 0 lets the kernel choose.
     #[arg(long, default_value_t = 8)]
     source_addrs: usize,
+    /// Skip the echo floor run after the scenario (no hub / floor ratios).
+    #[arg(long)]
+    no_floor: bool,
 }
 
 #[derive(Args)]
@@ -574,18 +580,39 @@ fn idle_opts(a: &IdleArgs) -> Result<IdleOpts, String> {
     Ok(o)
 }
 
+/// After a scenario that passed (and unless told not to), the echo floor with the same
+/// connections and frames per second, and the hub / floor ratios in the report.
+async fn with_floor(result: Result<Report, Failure>, floor: bool) -> Result<Report, Failure> {
+    let mut report = result?;
+    if !floor {
+        return Ok(report);
+    }
+    loadtest::floor::attach(&mut report, None).await;
+    if report.passed() {
+        Ok(report)
+    } else {
+        Err(Failure {
+            message: "the echo floor could not be measured".into(),
+            report: Some(Box::new(report)),
+        })
+    }
+}
+
 /// Runs a scenario whose options may be refused before it starts.
 fn run<O, F>(
     rt: &tokio::runtime::Runtime,
     opts: Result<O, String>,
-    json: Option<&PathBuf>,
+    common: &Common,
     go: impl FnOnce(O) -> F,
 ) -> ExitCode
 where
     F: std::future::Future<Output = Result<Report, Failure>>,
 {
     match opts {
-        Ok(o) => finish(rt.block_on(go(o)), json),
+        Ok(o) => finish(
+            rt.block_on(with_floor(rt.block_on(go(o)), !common.no_floor)),
+            common.json.as_ref(),
+        ),
         Err(e) => {
             eprintln!("loadtest: {e}");
             ExitCode::from(2)
@@ -704,7 +731,11 @@ fn main() -> ExitCode {
         Err(c) => return c,
     };
     match cli.cmd {
-        Cmd::Route(RouteCmd { route: a, cluster }) => {
+        Cmd::Route(RouteCmd {
+            route: a,
+            cluster,
+            no_floor,
+        }) => {
             let opts = match route_opts(&a) {
                 Ok(mut o) => {
                     o.nodes = cluster.nodes;
@@ -718,7 +749,10 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            finish(rt.block_on(run_route(opts)), a.json.as_ref())
+            finish(
+                rt.block_on(with_floor(rt.block_on(run_route(opts)), !no_floor)),
+                a.json.as_ref(),
+            )
         }
         Cmd::Compare(a) => compare(&rt, a),
         Cmd::Smoke(a) => {
@@ -734,21 +768,11 @@ fn main() -> ExitCode {
                 a.json.as_ref(),
             )
         }
-        Cmd::Fanout(a) => run(&rt, fanout_opts(&a), a.common.json.as_ref(), run_fanout),
-        Cmd::Conflicts(a) => run(
-            &rt,
-            conflicts_opts(&a),
-            a.common.json.as_ref(),
-            run_conflicts,
-        ),
-        Cmd::Expiry(a) => run(&rt, expiry_opts(&a), a.common.json.as_ref(), run_expiry),
-        Cmd::Reconnect(a) => run(
-            &rt,
-            reconnect_opts(&a),
-            a.common.json.as_ref(),
-            run_reconnect,
-        ),
-        Cmd::Idle(a) => run(&rt, idle_opts(&a), a.common.json.as_ref(), run_idle),
+        Cmd::Fanout(a) => run(&rt, fanout_opts(&a), &a.common, run_fanout),
+        Cmd::Conflicts(a) => run(&rt, conflicts_opts(&a), &a.common, run_conflicts),
+        Cmd::Expiry(a) => run(&rt, expiry_opts(&a), &a.common, run_expiry),
+        Cmd::Reconnect(a) => run(&rt, reconnect_opts(&a), &a.common, run_reconnect),
+        Cmd::Idle(a) => run(&rt, idle_opts(&a), &a.common, run_idle),
         Cmd::Echo(a) => {
             let duration = match secs(a.duration, "--duration") {
                 Ok(d) => d,

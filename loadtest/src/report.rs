@@ -178,6 +178,9 @@ pub struct Report {
     pub harness_cpu_secs: f64,
     /// Things worth knowing that are not failures.
     pub notes: Vec<String>,
+    /// What the hub did, for the echo floor run after it ([`crate::floor::attach`]).
+    #[serde(skip)]
+    pub floor_basis: Option<crate::floor::Basis>,
 }
 
 fn is_default<T: Default + PartialEq>(t: &T) -> bool {
@@ -207,6 +210,7 @@ impl Report {
             hub_cpu_load_secs: None,
             harness_cpu_secs: 0.0,
             notes: Vec::new(),
+            floor_basis: None,
         }
     }
 
@@ -242,7 +246,8 @@ impl Report {
             for f in &self.figures {
                 let _ = writeln!(s, "{:<width$}  {:>14} {}", f.name, f.shown(), f.unit);
             }
-        } else if route {
+        }
+        if route {
             let _ = writeln!(
                 s,
                 "tasks:   created {} ({:.1}/s over {:.2} s), create errors {}, completed {}",

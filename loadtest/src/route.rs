@@ -730,6 +730,14 @@ impl Cluster {
         self.nodes.iter().map(|h| h.usage().map(|u| u.0)).collect()
     }
 
+    /// The nodes' resident memory now, KiB in all (`None` when one cannot be read).
+    pub(crate) fn node_rss_kib(&self) -> Option<u64> {
+        self.nodes
+            .iter()
+            .map(|h| h.pid().and_then(hubproc::proc_rss_kib))
+            .sum()
+    }
+
     /// The Redis's CPU seconds so far.
     pub(crate) fn redis_cpu(&self) -> Option<f64> {
         self.redis.as_ref().and_then(|r| r.usage()).map(|u| u.0)
@@ -1154,6 +1162,7 @@ async fn drive(
     });
     let (phase_tx, phase_rx) = watch::channel(Phase::Run);
     let gate = Arc::new(Semaphore::new(opts.connect_concurrency.max(1)));
+    let rss_before_login = hub.node_rss_kib();
     let mut handles = Vec::with_capacity(opts.agents);
     for i in 0..opts.agents {
         let id = format!("lt-agent-{i}");
@@ -1198,6 +1207,9 @@ async fn drive(
         });
     }
     let login_secs = login_started.elapsed().as_secs_f64();
+    let rss_per_agent = rss_before_login
+        .zip(hub.node_rss_kib())
+        .map(|(before, after)| after.saturating_sub(before) as f64 / n.max(1) as f64);
     if opts.progress {
         eprintln!(
             "{n} agents Ready in {login_secs:.2} s; creating {total} tasks at {}/s for {} s",
@@ -1598,6 +1610,29 @@ async fn drive(
     if let Some(lim) = raise_nofile_limit() {
         notes.push(format!("open-file limit {lim}"));
     }
+    // What the echo floor is set against: every websocket frame the agents read, the
+    // requests they sent, and each HTTP create and its response.
+    let floor_basis = hub_cpu_load.map(|cpu| {
+        let (n_out, bytes_out) = frame_types
+            .values()
+            .fold((0, 0), |(n, b), f| (n + f.count, b + f.bytes));
+        crate::floor::Basis {
+            conns: opts.agents,
+            frames: counts.frames_in
+                + counts.accepted
+                + counts.declined
+                + counts.completed
+                + 2 * created,
+            window_secs: load_secs,
+            hub_cpu_secs: cpu,
+            frame_bytes: (bytes_out / n_out.max(1)) as usize,
+            rss_per_conn_kib: rss_per_agent,
+            latency: latencies
+                .iter()
+                .find(|l| l.name == agent::H_CREATE_TO_OFFER && l.count > 0)
+                .map(|l| (l.name.clone(), l.p50_us, l.p99_us)),
+        }
+    });
     Ok(Report {
         scenario: "route".into(),
         params: opts.params(),
@@ -1626,5 +1661,6 @@ async fn drive(
         hub_cpu_load_secs: hub_cpu_load,
         harness_cpu_secs: hubproc::self_cpu_secs() - cpu_at_start,
         notes,
+        floor_basis,
     })
 }
