@@ -133,6 +133,8 @@ struct Out {
     unexpected: Vec<String>,
     error: Option<String>,
     frames: u64,
+    /// The text of those frames, bytes (for the echo floor's frame size).
+    bytes: u64,
 }
 
 struct Ctx {
@@ -179,6 +181,7 @@ fn on_change(out: &mut Out, ctx: &Ctx, f: Lite, now_ns: u64) {
 /// Handles one frame that is not the answer being waited for. `Err` ends the socket.
 fn other_frame(out: &mut Out, ctx: &Ctx, text: &str, now_ns: u64) -> Result<(), String> {
     out.frames += 1;
+    out.bytes += text.len() as u64;
     match serde_json::from_str::<Lite>(text) {
         Ok(f) if f.ty == "record_changed" => on_change(out, ctx, f, now_ns),
         Ok(f) if f.ty == "goodbye" => {
@@ -345,6 +348,7 @@ async fn ws_editor(
                 continue;
             }
             out.frames += 1;
+            out.bytes += text.len() as u64;
             let result = if f.ty == "reply" {
                 match f.result.and_then(|r| r.customer) {
                     Some(c) => {
@@ -565,6 +569,7 @@ async fn drive(
     let (close_tx, close_rx) = watch::channel(false);
     let (go_tx, go_rx) = watch::channel(false);
     let deadline = Arc::new(watch::channel(None).0);
+    let rss_before_login = hub.rss_kib();
     let mut handles = Vec::new();
     for w in 0..opts.watchers {
         let token = hub.token(&format!("lt-watch-{w}"), Role::Agent, queues.clone());
@@ -618,6 +623,12 @@ async fn drive(
             )),
         });
     }
+    // The websocket clients (HTTP editors hold no socket to speak of).
+    let ws_conns = opts.watchers + opts.editors;
+    let rss_per_conn = rss_before_login
+        .zip(hub.rss_kib())
+        .filter(|_| ws_conns > 0)
+        .map(|(before, after)| after.saturating_sub(before) as f64 / ws_conns as f64);
     let (stop_tx, stop_rx) = watch::channel(false);
     let prog = opts
         .progress
@@ -935,6 +946,30 @@ async fn drive(
     if let Some(l) = nofile {
         r.notes.push(format!("open-file limit {l}"));
     }
+    // What the echo floor is set against, over the saving window of the hub CPU figure:
+    // every save read and answered (an HTTP PATCH and its response count one each), and
+    // the notifications that arrived within it. The frame size is the average of the
+    // websocket frames the clients read (answers and notifications).
+    r.floor_basis = hub_cpu.map(|cpu| {
+        let notified_in_window = outs
+            .iter()
+            .flat_map(|o| &o.seen)
+            .filter(|s| s.1 <= saving_ns)
+            .count() as u64;
+        let (frames_read, bytes_read) = outs
+            .iter()
+            .fold((0u64, 0u64), |(f, b), o| (f + o.frames, b + o.bytes));
+        crate::floor::Basis {
+            vs_connect: false,
+            conns: ws_conns,
+            frames: attempts + live.answered.load(Ordering::Relaxed) + notified_in_window,
+            window_secs: secs,
+            hub_cpu_secs: cpu,
+            frame_bytes: (bytes_read / frames_read.max(1)) as usize,
+            rss_per_conn_kib: rss_per_conn,
+            latency: crate::floor::Basis::latency_of(&r, H_NOTIFY),
+        }
+    });
     r.harness_cpu_secs = harness_cpu;
     r.hub_cpu_load_secs = hub_cpu;
     Ok(r)

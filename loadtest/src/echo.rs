@@ -19,6 +19,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 /// The round-trip histogram.
 pub const H_ECHO_RTT: &str = "echo round trip";
+/// TCP connect begins -> websocket open, every connection at once at the start.
+pub const H_ECHO_CONNECT: &str = "echo connect -> open";
 
 /// A running echo server.
 pub struct EchoServer {
@@ -61,7 +63,15 @@ pub async fn start_echo_server(listen: SocketAddr) -> std::io::Result<EchoServer
             "the echo server listens on loopback only",
         ));
     }
-    let listener = tokio::net::TcpListener::bind(listen).await?;
+    // The hub's listen backlog (4096), so that a burst of connects is not dropped.
+    let socket = if listen.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(listen)?;
+    let listener = socket.listen(4096)?;
     let addr = listener.local_addr()?;
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
@@ -120,9 +130,13 @@ async fn echo_conn(
         received: 0,
         errors: Vec::new(),
     };
+    let t = Instant::now();
     let mut ws = match tokio_tungstenite::connect_async_with_config(url.as_str(), None, true).await
     {
-        Ok((ws, _)) => ws,
+        Ok((ws, _)) => {
+            out.hists.get(H_ECHO_CONNECT).record(t.elapsed());
+            ws
+        }
         Err(e) => {
             out.errors.push(format!("connect: {e}"));
             return out;
@@ -281,7 +295,7 @@ pub async fn run_echo(opts: EchoOpts) -> Result<Report, Failure> {
         throughput_steady: None,
         frame_types: Default::default(),
         completion_timeline: Vec::new(),
-        latencies: hists.summaries(&[H_ECHO_RTT]),
+        latencies: hists.summaries(&[H_ECHO_RTT, H_ECHO_CONNECT]),
         checks,
         accounting: Default::default(),
         hub_cpu_secs: None,

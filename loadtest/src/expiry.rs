@@ -155,6 +155,10 @@ struct AgentOut {
     error: Option<String>,
     unexpected: Vec<String>,
     frames: u64,
+    /// Frames read before the storm's end ([`Live::window_end_ns`]), and their text
+    /// in bytes: what the hub wrote to this agent in the window of the CPU figure.
+    window_frames: u64,
+    window_bytes: u64,
 }
 
 struct Live {
@@ -168,6 +172,8 @@ struct Live {
     /// Create request instants by sequence number (ns since t0, plus one).
     create_ns: Vec<AtomicU64>,
     key_prefix: String,
+    /// When the storm ended (ns since t0; `u64::MAX` until it has).
+    window_end_ns: AtomicU64,
 }
 
 impl Live {
@@ -235,6 +241,10 @@ async fn agent(
                     let wall = client::wall_us();
                     let now_ns = live.now_ns();
                     out.frames += 1;
+                    if now_ns <= live.window_end_ns.load(Ordering::Relaxed) {
+                        out.window_frames += 1;
+                        out.window_bytes += t.as_str().len() as u64;
+                    }
                     let f: EFrame = match serde_json::from_str(t.as_str()) {
                         Ok(f) => f,
                         Err(e) => {
@@ -433,6 +443,7 @@ async fn drive(
         missed: AtomicU64::new(0),
         create_ns: (0..tasks).map(|_| AtomicU64::new(0)).collect(),
         key_prefix: format!("lt-{}-", scenario::nonce()),
+        window_end_ns: AtomicU64::new(u64::MAX),
     });
     let ctx = Arc::new(Ctx {
         addr: hub.addr,
@@ -442,6 +453,7 @@ async fn drive(
     });
     let queues = Some(vec![QUEUE.to_owned()]);
     let (close_tx, close_rx) = watch::channel(false);
+    let rss_before_login = hub.rss_kib();
     let login_started = Instant::now();
     let mut handles = Vec::with_capacity(n);
     for i in 0..n {
@@ -470,6 +482,9 @@ async fn drive(
         });
     }
     let login_secs = login_started.elapsed().as_secs_f64();
+    let rss_per_conn = rss_before_login
+        .zip(hub.rss_kib())
+        .map(|(before, after)| after.saturating_sub(before) as f64 / n as f64);
     if opts.progress {
         eprintln!("{n} agents Ready in {login_secs:.2} s; creating {tasks} tasks at once");
     }
@@ -521,7 +536,9 @@ async fn drive(
                 && live.missed.load(Ordering::Relaxed) >= want
         })
         .await?;
-    let storm_secs = (live.now_ns() - create_start) as f64 / 1e9;
+    let storm_end_ns = live.now_ns();
+    live.window_end_ns.store(storm_end_ns, Ordering::Relaxed);
+    let storm_secs = (storm_end_ns - create_start) as f64 / 1e9;
     let hub_cpu = hub.cpu_secs().zip(hub_cpu0).map(|(b, a)| b - a);
     // Anything more (a third offer, a stray frame) would come now.
     tokio::time::sleep(Duration::from_millis(500).max(opts.offer_timeout / 4)).await;
@@ -790,6 +807,25 @@ async fn drive(
             opts.source_addrs
         ));
     }
+    // What the echo floor is set against, over the window of the hub CPU figure (first
+    // create to last expiry): every frame the agents read in it (offers, offer_ended,
+    // missed_offer states), and each create request and its response (all made in
+    // it). The frame size is that of the websocket frames.
+    r.floor_basis = hub_cpu.map(|cpu| {
+        let (frames_read, bytes_read) = outs.iter().fold((0u64, 0u64), |(f, b), o| {
+            (f + o.window_frames, b + o.window_bytes)
+        });
+        crate::floor::Basis {
+            vs_connect: false,
+            conns: n,
+            frames: frames_read + 2 * created.len() as u64,
+            window_secs: storm_secs,
+            hub_cpu_secs: cpu,
+            frame_bytes: (bytes_read / frames_read.max(1)) as usize,
+            rss_per_conn_kib: rss_per_conn,
+            latency: crate::floor::Basis::latency_of(&r, H_LATE),
+        }
+    });
     r.harness_cpu_secs = harness_cpu;
     r.hub_cpu_load_secs = hub_cpu;
     Ok(r)

@@ -173,6 +173,8 @@ struct SockOut {
     /// Why the socket ended early.
     error: Option<String>,
     frames: u64,
+    /// The text of those frames, bytes (for the echo floor's frame size).
+    bytes: u64,
 }
 
 /// Authors of saves by index: editors 0..E, anything else `u32::MAX`.
@@ -275,6 +277,7 @@ async fn subscriber(
                 Some(Ok(Message::Text(t))) => {
                     let now_ns = ctx.live.now_ns();
                     out.frames += 1;
+                    out.bytes += t.as_str().len() as u64;
                     match serde_json::from_str::<Lite>(t.as_str()) {
                         Ok(f) if f.ty == "record_changed" => on_change(&mut out, &ctx, f, now_ns),
                         Ok(f) if f.ty == "goodbye" => {
@@ -344,6 +347,7 @@ async fn editor(
                 Some(Ok(Message::Text(t))) => {
                     let now_ns = live.now_ns();
                     out.frames += 1;
+                    out.bytes += t.as_str().len() as u64;
                     let f = match serde_json::from_str::<Lite>(t.as_str()) {
                         Ok(f) => f,
                         Err(_) => { unexpected(&mut out, t.as_str()); continue; }
@@ -492,6 +496,7 @@ async fn drive(
     let queues = Some(vec![QUEUE.to_owned()]);
     let (close_tx, close_rx) = watch::channel(false);
     let n = opts.subscribers + opts.editors;
+    let rss_before_login = hub.rss_kib();
     let login_started = Instant::now();
     let mut handles = Vec::with_capacity(n);
     for i in 0..opts.subscribers {
@@ -542,6 +547,9 @@ async fn drive(
         });
     }
     let login_secs = login_started.elapsed().as_secs_f64();
+    let rss_per_conn = rss_before_login
+        .zip(hub.rss_kib())
+        .map(|(before, after)| after.saturating_sub(before) as f64 / n as f64);
     if opts.progress {
         eprintln!(
             "{} subscribers and {} editors watching customer {customer_id} ({login_secs:.2} s); {} saves at {}/s",
@@ -900,6 +908,27 @@ async fn drive(
             opts.source_addrs
         ));
     }
+    // What the echo floor is set against: over the window of the hub CPU figure, the
+    // saves read, their replies and every notification written (the frames the
+    // sockets read after logging in: notifications and replies, whose average size is
+    // the floor's frame size).
+    r.floor_basis = hub_cpu.map(|cpu| {
+        let (frames_read, bytes_read) = outs
+            .iter()
+            .fold((0u64, 0u64), |(f, b), o| (f + o.frames, b + o.bytes));
+        crate::floor::Basis {
+            vs_connect: false,
+            conns: n,
+            frames: received
+                + live.sent.load(Ordering::Relaxed)
+                + live.replies.load(Ordering::Relaxed),
+            window_secs: window,
+            hub_cpu_secs: cpu,
+            frame_bytes: (bytes_read / frames_read.max(1)) as usize,
+            rss_per_conn_kib: rss_per_conn,
+            latency: crate::floor::Basis::latency_of(&r, H_NOTIFY),
+        }
+    });
     r.harness_cpu_secs = harness_cpu;
     r.hub_cpu_load_secs = hub_cpu;
     Ok(r)

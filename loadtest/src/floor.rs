@@ -8,7 +8,7 @@
 //! A scenario fills [`Report::floor_basis`] with what its hub did ([`Basis`]); the
 //! command line then calls [`attach`].
 
-use crate::echo::{EchoOpts, H_ECHO_RTT, run_echo};
+use crate::echo::{EchoOpts, H_ECHO_CONNECT, H_ECHO_RTT, run_echo};
 use crate::hubproc::{proc_rss_kib, proc_usage};
 use crate::report::{Check, Failure, Report};
 use std::net::SocketAddr;
@@ -37,6 +37,9 @@ pub struct Basis {
     pub rss_per_conn_kib: Option<f64>,
     /// The hub latency set against the echo round trip: name, p50 and p99 (µs).
     pub latency: Option<(String, u64, u64)>,
+    /// Set the latency against the echo's connect -> open (every connection opened at
+    /// once) instead of its round trip: for a latency that is a connection's setup.
+    pub vs_connect: bool,
 }
 
 impl Basis {
@@ -109,7 +112,8 @@ struct Measured {
     secs: f64,
     cpu_per_frame_us: f64,
     rss_per_conn_kib: f64,
-    rtt: Option<(u64, u64)>,
+    /// The floor's latency: name, p50, p99 (µs).
+    rtt: Option<(String, u64, u64)>,
 }
 
 async fn measure(b: &Basis, bin: &Path) -> Result<Measured, Failure> {
@@ -144,7 +148,14 @@ async fn measure(b: &Basis, bin: &Path) -> Result<Measured, Failure> {
         secs,
         cpu_per_frame_us: (cpu1 - cpu0) * 1e6 / (2.0 * echoed),
         rss_per_conn_kib: hwm.saturating_sub(rss0) as f64 / conns as f64,
-        rtt: Basis::latency_of(&report, H_ECHO_RTT).map(|(_, p50, p99)| (p50, p99)),
+        rtt: Basis::latency_of(
+            &report,
+            if b.vs_connect {
+                H_ECHO_CONNECT
+            } else {
+                H_ECHO_RTT
+            },
+        ),
     })
 }
 
@@ -193,11 +204,11 @@ pub async fn attach(report: &mut Report, bin: Option<&Path>) {
             "x",
         );
     }
-    if let (Some((name, p50, p99)), Some((f50, f99))) = (&b.latency, m.rtt) {
+    if let (Some((name, p50, p99)), Some((fname, f50, f99))) = (&b.latency, m.rtt) {
         report.figure(format!("hub: {name} p50"), *p50 as f64 / 1e3, "ms");
         report.figure(format!("hub: {name} p99"), *p99 as f64 / 1e3, "ms");
-        report.figure("floor: echo round trip p50", f50 as f64 / 1e3, "ms");
-        report.figure("floor: echo round trip p99", f99 as f64 / 1e3, "ms");
+        report.figure(format!("floor: {fname} p50"), f50 as f64 / 1e3, "ms");
+        report.figure(format!("floor: {fname} p99"), f99 as f64 / 1e3, "ms");
         report.figure(
             "latency p50, hub / floor",
             *p50 as f64 / (f50 as f64).max(1.0),

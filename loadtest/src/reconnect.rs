@@ -412,6 +412,14 @@ struct Out {
     /// Stale mode: the goodbye the old socket got (or why none).
     replaced: Option<Result<String, String>>,
     frames: u64,
+    /// The text of the frames read, bytes.
+    bytes: u64,
+    /// Its frames in the window of the hub CPU figure (the drop to having acted), read
+    /// and written, handshakes included (see [`steps`]).
+    window_frames: u64,
+    /// Of those, the text frames read, and their bytes (the floor's frame size).
+    window_read: u64,
+    window_bytes: u64,
     hists: HistSet,
 }
 
@@ -425,6 +433,7 @@ impl Out {
     /// One frame read while nothing in particular was awaited.
     fn frame(&mut self, live: &Live, text: &str) {
         self.frames += 1;
+        self.bytes += text.len() as u64;
         live.frames.fetch_add(1, Ordering::Relaxed);
         let f: RFrame = match serde_json::from_str(text) {
             Ok(f) => f,
@@ -542,6 +551,7 @@ async fn ask(
 ) -> Result<(RFrame, String), String> {
     let (_, text) = client::request(ws, id, body, |t| out.frame(live, t)).await?;
     out.frames += 1;
+    out.bytes += text.len() as u64;
     live.frames.fetch_add(1, Ordering::Relaxed);
     let f: RFrame =
         serde_json::from_str(&text).map_err(|e| format!("unreadable answer ({e}): {text}"))?;
@@ -679,6 +689,7 @@ async fn steps(
     let Phase::Drop(t0) = until(&mut ws, rx, Phase::DROP, None, out, live).await? else {
         return Err("the run skipped the drop".to_owned().into());
     };
+    let (frames0, bytes0) = (out.frames, out.bytes);
     let at = t0 + ctx.wave_gap * (spec.idx % ctx.waves.max(1)) as u32;
     until(&mut ws, rx, Phase::Finish.rank(), Some(at), out, live).await?;
     let dropped = Instant::now();
@@ -712,6 +723,7 @@ async fn steps(
     let took = t.elapsed();
     let away = dropped.elapsed();
     out.frames += 1;
+    out.bytes += first.len() as u64;
     live.frames.fetch_add(1, Ordering::Relaxed);
     let f: RFrame = serde_json::from_str(&first)
         .map_err(|e| format!("reconnect: unreadable first frame ({e})"))?;
@@ -733,7 +745,9 @@ async fn steps(
     }
 
     // Act at once, on what the welcome says is held.
+    let mut requests = 0u64;
     if let Some((offer_id, task_id, _)) = &after.offer {
+        requests += 1;
         let t = Instant::now();
         match accept(&mut ws, offer_id, out, live).await {
             Ok(got) if &got == task_id => {
@@ -751,6 +765,7 @@ async fn steps(
         }
     }
     for task in &after.in_progress {
+        requests += 1;
         let t = Instant::now();
         match complete(&mut ws, task, out, live).await {
             Ok(()) => {
@@ -760,6 +775,22 @@ async fn steps(
             Err(e) => note(&mut out.act_breaches, format!("{}: {e}", spec.id)),
         }
     }
+    // The frames of the window, for the echo floor: those read since the drop (the
+    // welcome, the answers, anything else), the requests sent, the new socket's upgrade
+    // handshake as 2 (its request and the 101 response, which the hub reads and
+    // writes as it does a frame), and the old socket's end where it has frames: the
+    // close handshake (2) or, when stale, the goodbye `replaced` the hub writes at the
+    // takeover (1).
+    out.window_read = out.frames - frames0;
+    out.window_bytes = out.bytes - bytes0;
+    out.window_frames = out.window_read
+        + requests
+        + 2
+        + match ctx.drop {
+            DropMode::Close => 2,
+            DropMode::Stale => 1,
+            DropMode::Rst | DropMode::Fin => 0,
+        };
     Live::bump(&live.acted);
     if let Some(mut old) = stale {
         out.replaced = Some(goodbye_of(&mut old).await);
@@ -1003,6 +1034,7 @@ async fn drive(
         wave_gap: opts.wave_gap,
     });
     let (phase_tx, phase_rx) = watch::channel(Phase::Setup);
+    let rss_before_login = hub.node_rss_kib();
     let mut handles = Vec::with_capacity(n);
     for i in 0..n {
         let id = format!("lt-rc-{nonce}-{i}");
@@ -1032,6 +1064,9 @@ async fn drive(
         return Err(logged.err().unwrap_or(f));
     }
     let login_secs = login_started.elapsed().as_secs_f64();
+    let rss_per_conn = rss_before_login
+        .zip(hub.node_rss_kib())
+        .map(|(before, after)| after.saturating_sub(before) as f64 / n as f64);
     if opts.progress {
         eprintln!(
             "{n} agents Ready in {login_secs:.2} s; creating {n} tasks ({busy_count} to be accepted before the drop)"
@@ -1522,6 +1557,25 @@ async fn drive(
             opts.source_addrs
         ));
     }
+    // What the echo floor is set against: the agents' frames from the drop to having
+    // acted (the window of the hub CPU figure, all nodes), as [`steps`] counts them.
+    r.floor_basis = hub_cpu.map(|cpu| {
+        let (frames_all, read, bytes) = outs.iter().fold((0u64, 0u64, 0u64), |(f, rd, b), o| {
+            (f + o.window_frames, rd + o.window_read, b + o.window_bytes)
+        });
+        crate::floor::Basis {
+            conns: n,
+            frames: frames_all,
+            window_secs,
+            hub_cpu_secs: cpu,
+            frame_bytes: (bytes / read.max(1)) as usize,
+            rss_per_conn_kib: rss_per_conn,
+            latency: crate::floor::Basis::latency_of(&r, H_RESUME),
+            // A resume is a connection's setup (connect, upgrade, token, welcome):
+            // set against the echo's connect -> open, all connections at once.
+            vs_connect: true,
+        }
+    });
     r.harness_cpu_secs = harness_cpu;
     r.hub_cpu_load_secs = hub_cpu;
     Ok(r)

@@ -1617,6 +1617,7 @@ async fn drive(
             .values()
             .fold((0, 0), |(n, b), f| (n + f.count, b + f.bytes));
         crate::floor::Basis {
+            vs_connect: false,
             conns: opts.agents,
             frames: counts.frames_in
                 + counts.accepted
