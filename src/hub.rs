@@ -294,8 +294,15 @@ impl Hub {
     }
 
     /// Starts the drain: sessions say goodbye and close, the readiness probe fails.
+    /// Agent sessions are told through their queues (one close each), not through a
+    /// watch every session polls: a watch shared by thousands of sessions is a lock
+    /// taken twice by each of them every time it wakes. A session registered after this
+    /// sees `is_draining` and closes itself.
     pub fn start_drain(&self) {
         self.draining.send_replace(true);
+        for h in self.sessions.iter() {
+            h.kill("shutting_down");
+        }
     }
 
     /// Waits until every connection has closed, or `limit` passes. Returns how many remain.

@@ -308,6 +308,10 @@ pub async fn run_agent(hub: Arc<Hub>, ws: WebSocket, profile: Arc<Profile>) {
                 queue: queue.clone(),
             },
         );
+        // A drain that began before the registration did not see this session.
+        if hub.is_draining() {
+            queue.close("shutting_down");
+        }
         let mut c = Conn::new(hub.clone(), ws);
         let connected = hub
             .execute(Command::Connect {
@@ -355,11 +359,11 @@ pub async fn run_agent(hub: Arc<Hub>, ws: WebSocket, profile: Arc<Profile>) {
                 return;
             }
         }
-        let mut drain = hub.drain_signal();
         let mut beat = heartbeat_interval(&hub);
         let end: &'static str = loop {
             tokio::select! {
                 biased;
+                // Also carries the drain ("shutting_down"): see `Hub::start_drain`.
                 next = queue.next() => match next {
                     Next::Close(reason) => break reason,
                     Next::Frame(out) => {
@@ -367,7 +371,6 @@ pub async fn run_agent(hub: Arc<Hub>, ws: WebSocket, profile: Arc<Profile>) {
                         if !c.write_batch(first, &queue).await { break "write_failed" }
                     }
                 },
-                _ = drain.changed() => break "shutting_down",
                 msg = c.ws.next() => match c.read(msg).await {
                     Ok(Incoming::Request(re, m)) => {
                         let r = agent_request(&hub, &agent, m).await;
