@@ -554,3 +554,94 @@ async fn a_node_started_later_replays_to_exactly_the_same_decisions() {
     let vb = serde_json::to_value(b.snapshot(T0).await.expect("store")).expect("json");
     assert_eq!(va["agents"], vb["agents"], "agents' since and state");
 }
+
+/// The log is trimmed only below every live node's position, read when the snapshot is
+/// put in place: a node stuck at the start of the log (here a heartbeat key at "0-1",
+/// as a node that is still loading leaves) keeps every entry; once it is gone, the next
+/// snapshot trims. And no upload leaves its staging key behind.
+#[tokio::test]
+async fn the_log_is_never_trimmed_past_a_live_node() {
+    let server = RedisServer::start();
+    let client = redis::Client::open(server.url()).expect("client");
+    let mut c = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("conn");
+    let a = RedisStore::connect_with(&server.url(), "n-a", rules(), Clock::new(), 50)
+        .await
+        .expect("a");
+    let _: () = redis::cmd("SET")
+        .arg("sb:node:n-slow/boot")
+        .arg("0-1")
+        .arg("PX")
+        .arg(60_000)
+        .query_async(&mut c)
+        .await
+        .expect("set");
+    ready_on(&a, "a1", at(0), "n-a").await;
+    let xlen = |mut c: redis::aio::MultiplexedConnection| async move {
+        redis::cmd("XLEN")
+            .arg("sb:log")
+            .query_async::<u64>(&mut c)
+            .await
+            .expect("xlen")
+    };
+    let snapshot_pos = |mut c: redis::aio::MultiplexedConnection| async move {
+        redis::cmd("HGET")
+            .arg("sb:snapshot")
+            .arg("pos")
+            .query_async::<Option<String>>(&mut c)
+            .await
+            .expect("hget")
+    };
+    for i in 0..150u64 {
+        create(&a, at(1 + i)).await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while snapshot_pos(c.clone()).await.is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no snapshot was stored"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let kept = xlen(c.clone()).await;
+    assert!(
+        kept >= 150,
+        "a snapshot trimmed the log to {kept} entries past a live node at 0-1"
+    );
+    // The slow node goes away: the next snapshot trims.
+    let _: () = redis::cmd("DEL")
+        .arg("sb:node:n-slow/boot")
+        .query_async(&mut c)
+        .await
+        .expect("del");
+    let first = snapshot_pos(c.clone()).await;
+    for i in 0..150u64 {
+        create(&a, at(1000 + i)).await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let len = xlen(c.clone()).await;
+        if snapshot_pos(c.clone()).await != first && len < 100 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "log length {len}: never trimmed once the slow node was gone"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let staging: Vec<String> = redis::cmd("KEYS")
+        .arg("sb:snapshot:staging:*")
+        .query_async(&mut c)
+        .await
+        .expect("keys");
+    assert!(staging.is_empty(), "left behind: {staging:?}");
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg("sb:snapshot:state")
+        .query_async(&mut c)
+        .await
+        .expect("pttl");
+    assert_eq!(ttl, -1, "the stored snapshot does not expire");
+}

@@ -659,6 +659,10 @@ pub async fn run_supervisor(hub: Arc<Hub>, ws: WebSocket, claims: Claims) {
         }
         tracing::info!("supervisor connected");
         let mut drain = hub.drain_signal();
+        // A receiver made after the drain began has already "seen" it.
+        if hub.is_draining() {
+            drain.mark_changed();
+        }
         let mut beat = heartbeat_interval(&hub);
         let end: &'static str = loop {
             tokio::select! {
