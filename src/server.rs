@@ -36,12 +36,18 @@ fn bind(config: &Config) -> std::io::Result<tokio::net::TcpListener> {
     let addr = config
         .listen_addr()
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    listen(addr)
+}
+
+/// A listener on `addr` as the hub makes it: `LISTEN_BACKLOG`, and the port can be
+/// taken back at once after a restart (as std's bind does). Public so that the
+/// load-test's echo floor listens the same way.
+pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
         tokio::net::TcpSocket::new_v6()?
     };
-    // As std's bind does: a restarted hub may take its port back at once.
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)

@@ -496,26 +496,21 @@ async fn http_editor(
     out
 }
 
-async fn progress(live: Arc<Live>, mut stop: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.tick().await;
+async fn progress(live: Arc<Live>, stop: watch::Receiver<bool>) {
     let (mut last_g, mut last_c) = (0, 0);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.changed() => return,
-        }
+    scenario::every_second(live.t0, stop, move || {
         let g = live.granted.load(Ordering::Relaxed);
         let c = live.conflicts.load(Ordering::Relaxed);
-        eprintln!(
-            "[{:>6.1}s] saves granted {g} (+{}/s), conflicts {c} (+{}/s), notifications {}",
-            live.t0.elapsed().as_secs_f64(),
+        let line = format!(
+            "saves granted {g} (+{}/s), conflicts {c} (+{}/s), notifications {}",
             g - last_g,
             c - last_c,
             live.notified.load(Ordering::Relaxed)
         );
         (last_g, last_c) = (g, c);
-    }
+        line
+    })
+    .await
 }
 
 /// Runs the `conflicts` scenario.

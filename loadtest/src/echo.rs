@@ -63,15 +63,8 @@ pub async fn start_echo_server(listen: SocketAddr) -> std::io::Result<EchoServer
             "the echo server listens on loopback only",
         ));
     }
-    // The hub's listen backlog (4096), so that a burst of connects is not dropped.
-    let socket = if listen.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(listen)?;
-    let listener = socket.listen(4096)?;
+    // Listens as the hub does (its backlog: a burst of connects is not dropped).
+    let listener = switchboard::server::listen(listen)?;
     let addr = listener.local_addr()?;
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);

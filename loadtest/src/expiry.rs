@@ -396,23 +396,17 @@ async fn creator(
     out
 }
 
-async fn progress(live: Arc<Live>, mut stop: watch::Receiver<bool>, tasks: usize) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.changed() => return,
-        }
-        eprintln!(
-            "[{:>6.1}s] created {}/{tasks} offers {} expired {} missed_offer states {}",
-            live.t0.elapsed().as_secs_f64(),
+async fn progress(live: Arc<Live>, stop: watch::Receiver<bool>, tasks: usize) {
+    scenario::every_second(live.t0, stop, move || {
+        format!(
+            "created {}/{tasks} offers {} expired {} missed_offer states {}",
             live.created.load(Ordering::Relaxed),
             live.offers.load(Ordering::Relaxed),
             live.expired.load(Ordering::Relaxed),
             live.missed.load(Ordering::Relaxed),
-        );
-    }
+        )
+    })
+    .await
 }
 
 /// Runs the `expiry` scenario.

@@ -431,25 +431,19 @@ async fn editor(
     out
 }
 
-async fn progress(live: Arc<Live>, mut stop: watch::Receiver<bool>, expected_per_save: u64) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.changed() => return,
-        }
+async fn progress(live: Arc<Live>, stop: watch::Receiver<bool>, expected_per_save: u64) {
+    scenario::every_second(live.t0, stop, move || {
         let acked = live.acked.load(Ordering::Relaxed);
-        eprintln!(
-            "[{:>6.1}s] saves sent {} acked {} conflicts {}; notifications {} of {}",
-            live.t0.elapsed().as_secs_f64(),
+        format!(
+            "saves sent {} acked {} conflicts {}; notifications {} of {}",
             live.sent.load(Ordering::Relaxed),
             acked,
             live.conflicts.load(Ordering::Relaxed),
             live.notified.load(Ordering::Relaxed),
             acked * expected_per_save,
-        );
-    }
+        )
+    })
+    .await
 }
 
 /// Runs the `fanout` scenario.

@@ -901,17 +901,10 @@ async fn creator(
     out
 }
 
-async fn progress(live: Arc<Live>, mut stop: watch::Receiver<bool>, n: usize) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.changed() => return,
-        }
-        eprintln!(
-            "[{:>6.1}s] ready {}/{n} created {} offered {} held {} dropped {} welcomed {} resumed {} acted {} finished {} failed {}",
-            live.t0.elapsed().as_secs_f64(),
+async fn progress(live: Arc<Live>, stop: watch::Receiver<bool>, n: usize) {
+    scenario::every_second(live.t0, stop, move || {
+        format!(
+            "ready {}/{n} created {} offered {} held {} dropped {} welcomed {} resumed {} acted {} finished {} failed {}",
             Live::get(&live.ready),
             live.created.load(Ordering::Relaxed),
             Live::get(&live.offered),
@@ -922,8 +915,9 @@ async fn progress(live: Arc<Live>, mut stop: watch::Receiver<bool>, n: usize) {
             Live::get(&live.acted),
             Live::get(&live.finished),
             Live::get(&live.failed),
-        );
-    }
+        )
+    })
+    .await
 }
 
 /// Runs the `reconnect` scenario.

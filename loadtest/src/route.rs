@@ -392,21 +392,15 @@ async fn creator(
 }
 
 /// Prints a line a second until told to stop.
-async fn progress(shared: Arc<Shared>, mut stop: watch::Receiver<bool>, total: u64) {
-    let c = &shared.counters;
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.tick().await;
+async fn progress(shared: Arc<Shared>, stop: watch::Receiver<bool>, total: u64) {
     let (mut last_created, mut last_completed) = (0, 0);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.changed() => return,
-        }
+    let t0 = shared.t0;
+    crate::scenario::every_second(t0, stop, move || {
+        let c = &shared.counters;
         let created = Counters::get(&c.created);
         let completed = Counters::get(&c.completed);
-        eprintln!(
-            "[{:>6.1}s] created {created}/{total} (+{}/s) completed {completed} (+{}/s) offers {} accepted {} declined {} expired {} errors {}",
-            shared.t0.elapsed().as_secs_f64(),
+        let line = format!(
+            "created {created}/{total} (+{}/s) completed {completed} (+{}/s) offers {} accepted {} declined {} expired {} errors {}",
             created - last_created,
             completed - last_completed,
             Counters::get(&c.offers),
@@ -415,9 +409,10 @@ async fn progress(shared: Arc<Shared>, mut stop: watch::Receiver<bool>, total: u
             Counters::get(&c.expired),
             Counters::get(&c.create_errors) + Counters::get(&c.unexpected),
         );
-        last_created = created;
-        last_completed = completed;
-    }
+        (last_created, last_completed) = (created, completed);
+        line
+    })
+    .await
 }
 
 /// Waits until `done` holds, or `limit` passes, or the spawned hub dies. Returns

@@ -335,6 +335,24 @@ pub async fn metric(addr: SocketAddr, name: &str) -> Option<f64> {
     found
 }
 
+/// Prints `line()` on stderr once a second, stamped with the seconds since `t0`, until
+/// `stop` changes: the progress of a long run.
+pub async fn every_second(
+    t0: Instant,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    mut line: impl FnMut() -> String,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        eprintln!("[{:>6.1}s] {}", t0.elapsed().as_secs_f64(), line());
+    }
+}
+
 /// A short random hex nonce for one run's names.
 pub fn nonce() -> String {
     hubproc::random_secret()[3..11].to_owned()

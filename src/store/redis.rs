@@ -698,7 +698,9 @@ impl Shared {
             })
             .await??;
         if !position_lt(&r.pos, &target) {
-            return Ok(()); // nothing new since the stored one
+            // Nothing new since the stored one. The decoded state is freed on the
+            // background thread too: freeing a whole state takes a worker for a while.
+            return self.background.run(move || drop(r)).await;
         }
         // The replay needs every entry after the base: refuse rather than build a
         // snapshot with a hole in it.
