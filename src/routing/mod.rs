@@ -29,6 +29,8 @@ use std::sync::Arc;
 use std::time::Duration;
 pub use view::*;
 
+use crate::state::{Notice, Outcome, Reply, Stats};
+
 /// How many tasks an agent may hold per channel, offered or in progress.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Capacity {

@@ -8,6 +8,7 @@
 //!
 //! `tests/store_suite.rs` runs the same behaviour tests against every implementation.
 
+mod background;
 pub mod memory;
 pub mod redis;
 
@@ -15,7 +16,8 @@ use crate::clock::Ts;
 use crate::context::ContextCommand;
 use crate::error::HubError;
 use crate::ids::{AgentId, QueueId, TaskId};
-use crate::routing::{AgentView, Command, Outcome, QueueStats, Snapshot};
+use crate::routing::{AgentView, Command, QueueStats, Snapshot};
+use crate::state::Outcome;
 use crate::task::Task;
 
 /// Where a store that learns of decisions made elsewhere (another node's commands)
@@ -34,7 +36,7 @@ pub trait Store: Send + Sync + 'static {
     /// activity of its customer in the same atomic step.
     async fn execute(&self, cmd: Command, now: Ts) -> Result<Outcome, HubError>;
     /// Carries out one customer-context command atomically at `now`; the reply is a
-    /// [`Reply::Context`](crate::routing::Reply::Context).
+    /// [`Reply::Context`](crate::state::Reply::Context).
     async fn context(&self, cmd: ContextCommand, now: Ts) -> Result<Outcome, HubError>;
     /// Fires every timer due at `now` (offer expiry, reconnect grace, wrap-up). Each
     /// fires exactly once, whichever node asks.
