@@ -1,5 +1,9 @@
-//! One behaviour suite, run against every store: the in-memory one and the Redis one
-//! (against a `redis-server` this test starts on a free port).
+//! One behaviour suite, run against every store: the in-memory one, the file one (in a
+//! fresh temporary directory) and the Redis one (against a `redis-server` this test
+//! starts on a free port). The suite is the list of public functions below; each
+//! backend's module calls every one of them (`suite!`). The races run on a
+//! multi-thread runtime, each side on its own task released by a barrier, so that they
+//! contend for real, and each race test asserts that both outcomes occurred.
 
 mod support;
 
@@ -16,6 +20,7 @@ use switchboard::ids::{AgentId, Channel, ConnId, TaskId};
 use switchboard::routing::{Command, Rules};
 use switchboard::state::Reply;
 use switchboard::store::Store;
+use switchboard::store::file::FileStore;
 use switchboard::store::memory::MemoryStore;
 use switchboard::store::redis::RedisStore;
 use switchboard::task::{CustomerIdentity, NewTask};
@@ -51,12 +56,47 @@ fn rules() -> Arc<Rules> {
 struct Subject {
     store: Arc<dyn Store>,
     _redis: Option<RedisServer>,
+    _dir: Option<TempDir>,
+}
+
+/// A directory removed when dropped.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!(
+            "sb-{tag}-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir_all(&p).expect("temp dir");
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 async fn memory() -> Subject {
     Subject {
         store: Arc::new(MemoryStore::new(rules(), T0)),
         _redis: None,
+        _dir: None,
+    }
+}
+
+async fn file() -> Subject {
+    let dir = TempDir::new("suite");
+    let store = FileStore::open(&dir.0, "suite", rules(), T0, 1_000_000)
+        .await
+        .expect("open the file store");
+    Subject {
+        store: Arc::new(store),
+        _redis: None,
+        _dir: Some(dir),
     }
 }
 
@@ -68,6 +108,7 @@ async fn redis() -> Subject {
     Subject {
         store: Arc::new(store),
         _redis: Some(server),
+        _dir: None,
     }
 }
 
@@ -146,7 +187,8 @@ async fn task_state(s: &dyn Store, t: TaskId) -> String {
 
 // ---- the suite: each takes a store and checks one behaviour -------------------------
 
-async fn routes_accepts_completes_and_attaches(s: &dyn Store) {
+pub async fn routes_accepts_completes_and_attaches(shared: &Arc<dyn Store>) {
+    let s: &dyn Store = shared.as_ref();
     ready(s, "a1", at(0)).await;
     let t = create(s, at(1)).await;
     let (offer, task) = offer_of(s, "a1").await.expect("offered");
@@ -184,7 +226,8 @@ async fn routes_accepts_completes_and_attaches(s: &dyn Store) {
     assert_eq!(task_state(s, t).await, "completed");
 }
 
-async fn expires_once_and_moves_on_in_place(s: &dyn Store) {
+pub async fn expires_once_and_moves_on_in_place(shared: &Arc<dyn Store>) {
+    let s: &dyn Store = shared.as_ref();
     ready(s, "a1", at(0)).await;
     let first = create(s, at(1)).await;
     ready(s, "a2", at(2)).await;
@@ -233,26 +276,51 @@ async fn expires_once_and_moves_on_in_place(s: &dyn Store) {
     assert_eq!(offer_of(s, "a2").await.map(|o| o.1), Some(first));
 }
 
-async fn accept_racing_expiry_has_one_winner(s: &dyn Store) {
-    for round in 0..10u64 {
+pub async fn accept_racing_expiry_has_one_winner(shared: &Arc<dyn Store>) {
+    let s: &dyn Store = shared.as_ref();
+    // Until both outcomes were seen (at least 10 rounds): which side wins is up to the
+    // scheduler, and a test that only ever saw one side would prove nothing.
+    let (mut accepts, mut expiries) = (0, 0);
+    let mut round = 0u64;
+    while round < 10 || ((accepts == 0 || expiries == 0) && round < 400) {
         let base = round * 100_000;
+        round += 1;
         ready(s, "a1", at(base)).await;
         let t = create(s, at(base + 1)).await;
         let (offer, _) = offer_of(s, "a1").await.expect("offered");
         let deadline = at(base + 1 + 15_000);
-        let accept = s.execute(
-            Command::Accept {
-                agent: "a1".into(),
-                offer_id: offer,
-            },
-            Ts(deadline.0 - 1),
-        );
-        let expire = s.expire_due(deadline);
-        let (a, e) = tokio::join!(accept, expire);
-        let a = a.expect("store").reply;
-        let expired = e.expect("store").stats.expired;
+        let barrier = Arc::new(tokio::sync::Barrier::new(2));
+        let accept = tokio::spawn({
+            let (s, barrier) = (shared.clone(), barrier.clone());
+            async move {
+                barrier.wait().await;
+                s.execute(
+                    Command::Accept {
+                        agent: "a1".into(),
+                        offer_id: offer,
+                    },
+                    Ts(deadline.0 - 1),
+                )
+                .await
+            }
+        });
+        let expire = tokio::spawn({
+            let (s, barrier) = (shared.clone(), barrier.clone());
+            async move {
+                barrier.wait().await;
+                s.expire_due(deadline).await
+            }
+        });
+        let a = accept.await.expect("accept task").expect("store").reply;
+        let expired = expire
+            .await
+            .expect("expire task")
+            .expect("store")
+            .stats
+            .expired;
         match a {
             Ok(_) => {
+                accepts += 1;
                 assert_eq!(expired, 0, "round {round}: both won");
                 assert_eq!(task_state(s, t).await, "assigned");
                 s.execute(
@@ -267,9 +335,12 @@ async fn accept_racing_expiry_has_one_winner(s: &dyn Store) {
                 .expect("store")
                 .reply
                 .expect("complete");
+                assert_eq!(task_state(s, t).await, "completed");
             }
             Err(HubError::OfferEnded(OfferEnd::Expired)) => {
+                expiries += 1;
                 assert_eq!(expired, 1, "round {round}: nobody won");
+                assert_ne!(task_state(s, t).await, "assigned", "round {round}");
                 s.execute(
                     Command::CancelTask {
                         task_id: t,
@@ -282,10 +353,15 @@ async fn accept_racing_expiry_has_one_winner(s: &dyn Store) {
                 .expect("store")
                 .reply
                 .expect("cancel");
+                assert_eq!(task_state(s, t).await, "cancelled");
             }
             Err(other) => panic!("round {round}: {other:?}"),
         }
     }
+    assert!(
+        accepts > 0 && expiries > 0,
+        "both outcomes must occur: {accepts} accepts, {expiries} expiries in {round} rounds"
+    );
 }
 
 fn crm() -> Actor {
@@ -295,7 +371,8 @@ fn crm() -> Actor {
     }
 }
 
-async fn a_record_version_is_granted_once(s: &dyn Store) {
+pub async fn a_record_version_is_granted_once(shared: &Arc<dyn Store>) {
+    let s: &dyn Store = shared.as_ref();
     let created = s
         .context(
             ContextCommand::CreateCustomer {
@@ -316,24 +393,33 @@ async fn a_record_version_is_granted_once(s: &dyn Store) {
         other => panic!("{other:?}"),
     };
     for version in 1..=5u64 {
-        let saves = (0..8).map(|i| {
-            s.context(
-                ContextCommand::UpdateCustomer {
-                    by: crm(),
-                    customer_id: id,
-                    base_version: version,
-                    changes: CustomerFields {
-                        name: Some(format!("writer {i}")),
-                        ..Default::default()
-                    },
-                },
-                at(version),
-            )
-        });
+        // Eight writers on their own tasks, released together.
+        let barrier = Arc::new(tokio::sync::Barrier::new(8));
+        let saves: Vec<_> = (0..8)
+            .map(|i| {
+                let (s, barrier) = (shared.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    s.context(
+                        ContextCommand::UpdateCustomer {
+                            by: crm(),
+                            customer_id: id,
+                            base_version: version,
+                            changes: CustomerFields {
+                                name: Some(format!("writer {i}")),
+                                ..Default::default()
+                            },
+                        },
+                        at(version),
+                    )
+                    .await
+                })
+            })
+            .collect();
         let results = futures_util::future::join_all(saves).await;
         let wins = results
             .into_iter()
-            .map(|r| r.expect("store").reply)
+            .map(|r| r.expect("writer task").expect("store").reply)
             .filter(|r| match r {
                 Ok(_) => true,
                 Err(HubError::VersionConflict { version: v, .. }) => {
@@ -347,7 +433,8 @@ async fn a_record_version_is_granted_once(s: &dyn Store) {
     }
 }
 
-async fn idempotent_create(s: &dyn Store) {
+pub async fn idempotent_create(shared: &Arc<dyn Store>) {
+    let s: &dyn Store = shared.as_ref();
     let a = s
         .execute(new_task(Some("k-1")), at(0))
         .await
@@ -379,11 +466,15 @@ macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod memory_store {
             use super::*;
-            $(#[tokio::test] async fn $name() { let s = memory().await; super::$name(s.store.as_ref()).await; })*
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { let s = memory().await; super::$name(&s.store).await; })*
+        }
+        mod file_store {
+            use super::*;
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { let s = file().await; super::$name(&s.store).await; })*
         }
         mod redis_store {
             use super::*;
-            $(#[tokio::test] async fn $name() { let s = redis().await; super::$name(s.store.as_ref()).await; })*
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { let s = redis().await; super::$name(&s.store).await; })*
         }
     };
 }

@@ -90,6 +90,9 @@ pub fn config_toml(setup: &HubSetup, secret: &str) -> String {
             t.push_str(&format!("snapshot_every = {}\n", n.max(1)));
         }
         t.push('\n');
+    } else {
+        // The in-memory store, as these runs measured before the file store existed.
+        t.push_str("[store]\nkind = \"memory\"\n\n");
     }
     for q in &setup.queues {
         t.push_str(&format!("[[queues]]\nid = \"{q}\"\n\n"));

@@ -53,7 +53,7 @@ impl Background {
 /// against the node's own threads when they keep the cores busy; not 19, whose ~1.5%
 /// could stretch a build past any bound on a saturated node).
 #[cfg(target_os = "linux")]
-fn lower_priority() {
+pub fn lower_priority() {
     // SAFETY: setpriority takes plain integers and touches no memory of ours. On Linux
     // the nice value is per thread, and `who = 0` names the calling thread.
     let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
@@ -63,4 +63,4 @@ fn lower_priority() {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn lower_priority() {}
+pub fn lower_priority() {}

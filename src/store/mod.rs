@@ -9,6 +9,7 @@
 //! `tests/store_suite.rs` runs the same behaviour tests against every implementation.
 
 mod background;
+pub mod file;
 pub mod memory;
 pub mod redis;
 
@@ -70,4 +71,10 @@ pub trait Store: Send + Sync + 'static {
     /// Stops the store's background work (log reader, heartbeat, snapshots) at the end
     /// of a drain, before the runtime tears down its connections under it.
     fn stop(&self) {}
+    /// Adds the store's own numbers to `/metrics` (Prometheus text).
+    fn render_metrics(&self, _out: &mut String) {}
+    /// What the start banner says about the store.
+    fn describe(&self) -> String {
+        "memory (nothing is kept after the hub stops)".into()
+    }
 }

@@ -534,6 +534,13 @@ impl Store for RedisStore {
         Some(self.shared.incarnation.clone())
     }
 
+    fn describe(&self) -> String {
+        format!(
+            "redis (shared log; this node is {})",
+            self.shared.incarnation
+        )
+    }
+
     fn stop(&self) {
         for t in &self.tasks {
             t.abort();
