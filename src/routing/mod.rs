@@ -309,15 +309,20 @@ impl Book {
             .map(|t| (t.clone(), t.seq, t.excluded.clone()))
             .collect();
         tasks.sort_by_key(|t| t.1);
+        // In a fixed order throughout: equal books encode to equal bytes.
+        let mut idempotency: Vec<_> = self
+            .idempotency
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        idempotency.sort();
+        let mut offers: Vec<_> = self.offers.iter().map(|(k, v)| (*k, v.clone())).collect();
+        offers.sort_by_key(|o| o.0);
         BookSnapshot {
             agents,
             tasks,
-            idempotency: self
-                .idempotency
-                .iter()
-                .map(|(k, v)| (k.clone(), *v))
-                .collect(),
-            offers: self.offers.iter().map(|(k, v)| (*k, v.clone())).collect(),
+            idempotency,
+            offers,
             ended: self
                 .ended_order
                 .iter()
