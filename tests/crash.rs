@@ -143,6 +143,8 @@ struct Acks {
     completed: Vec<String>,
     /// Customer id -> last acknowledged version.
     saved: BTreeMap<String, u64>,
+    /// Desktops that resumed In Progress tasks after a restart.
+    resumed: usize,
 }
 
 type Shared = Arc<Mutex<Acks>>;
@@ -243,6 +245,11 @@ async fn agent(addr: SocketAddr, id: &str, a: Shared) {
         .as_array()
         .cloned()
         .unwrap_or_default();
+    if !resumed.is_empty() {
+        // A desktop connected when the hub was killed, back within its grace period.
+        assert_eq!(welcome["resumed"], true, "{welcome}");
+        acks(&a).resumed += 1;
+    }
     for t in resumed {
         let r = request!(json!({"type": "complete", "task_id": t["task_id"]}));
         assert_eq!(r["type"], "reply", "{r}");
@@ -443,7 +450,10 @@ async fn kill_9_under_load_loses_no_acknowledged_command_and_applies_none_twice(
     }
     let hub = start(&cfg, &data);
     let checked = check(hub.addr, &a).await;
-    eprintln!("final: {checked} acknowledged commands checked");
+    let resumed = acks(&a).resumed;
+    eprintln!(
+        "final: {checked} acknowledged commands checked; {resumed} desktops resumed after a restart"
+    );
     drop(hub);
     // The backup starts on its own and holds what was acknowledged before it began.
     let hub = start(&cfg, &backup);
