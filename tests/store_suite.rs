@@ -1,9 +1,9 @@
 //! One behaviour suite, run against every store: the in-memory one, the file one (in a
 //! fresh temporary directory) and the Redis one (against a `redis-server` this test
 //! starts on a free port). The suite is the list of public functions below; each
-//! backend's module calls every one of them (`suite!`). The races run on a
-//! multi-thread runtime, each side on its own task released by a barrier, so that they
-//! contend for real, and each race test asserts that both outcomes occurred.
+//! backend's module calls every one of them (`suite!`). In the races each side runs on
+//! an OS thread of its own, released together by a spinning barrier (`contend`), so
+//! that they contend for real, and each race test asserts that both outcomes occurred.
 
 mod support;
 
@@ -289,11 +289,12 @@ pub async fn accept_racing_expiry_has_one_winner(shared: &Arc<dyn Store>) {
         let t = create(s, at(base + 1)).await;
         let (offer, _) = offer_of(s, "a1").await.expect("offered");
         let deadline = at(base + 1 + 15_000);
-        let barrier = Arc::new(tokio::sync::Barrier::new(2));
-        let accept = tokio::spawn({
-            let (s, barrier) = (shared.clone(), barrier.clone());
-            async move {
-                barrier.wait().await;
+        enum Side {
+            Accept(Result<switchboard::state::Outcome, HubError>),
+            Expire(Result<switchboard::state::Outcome, HubError>),
+        }
+        let accept = Box::pin(async move {
+            Side::Accept(
                 s.execute(
                     Command::Accept {
                         agent: "a1".into(),
@@ -301,23 +302,25 @@ pub async fn accept_racing_expiry_has_one_winner(shared: &Arc<dyn Store>) {
                     },
                     Ts(deadline.0 - 1),
                 )
-                .await
+                .await,
+            )
+        })
+            as std::pin::Pin<Box<dyn std::future::Future<Output = Side> + Send>>;
+        let expire = Box::pin(async move { Side::Expire(s.expire_due(deadline).await) })
+            as std::pin::Pin<Box<dyn std::future::Future<Output = Side> + Send>>;
+        let jobs = if round % 2 == 0 {
+            vec![accept, expire]
+        } else {
+            vec![expire, accept]
+        };
+        let (mut a, mut expired) = (None, None);
+        for side in contend(jobs) {
+            match side {
+                Side::Accept(r) => a = Some(r.expect("store").reply),
+                Side::Expire(r) => expired = Some(r.expect("store").stats.expired),
             }
-        });
-        let expire = tokio::spawn({
-            let (s, barrier) = (shared.clone(), barrier.clone());
-            async move {
-                barrier.wait().await;
-                s.expire_due(deadline).await
-            }
-        });
-        let a = accept.await.expect("accept task").expect("store").reply;
-        let expired = expire
-            .await
-            .expect("expire task")
-            .expect("store")
-            .stats
-            .expired;
+        }
+        let (a, expired) = (a.expect("accept ran"), expired.expect("expiry ran"));
         match a {
             Ok(_) => {
                 accepts += 1;
@@ -364,6 +367,42 @@ pub async fn accept_racing_expiry_has_one_winner(shared: &Arc<dyn Store>) {
     );
 }
 
+/// Runs every future on an OS thread of its own, all released at once by a spinning
+/// barrier, so that they contend for real even on a store that never awaits (the
+/// memory store decides within one poll: two tasks on one tokio worker would run one
+/// after the other). Threads are started in the order given; a caller alternates it,
+/// because on a busy machine the last one started tends to go first. Results in the
+/// order given.
+fn contend<'a, T: Send>(
+    jobs: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>>,
+) -> Vec<T> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let handle = tokio::runtime::Handle::current();
+    let n = jobs.len();
+    let arrived = AtomicUsize::new(0);
+    tokio::task::block_in_place(|| {
+        std::thread::scope(|scope| {
+            let threads: Vec<_> = jobs
+                .into_iter()
+                .map(|job| {
+                    let (handle, arrived) = (&handle, &arrived);
+                    scope.spawn(move || {
+                        arrived.fetch_add(1, Ordering::SeqCst);
+                        while arrived.load(Ordering::SeqCst) < n {
+                            std::hint::spin_loop();
+                        }
+                        handle.block_on(job)
+                    })
+                })
+                .collect();
+            threads
+                .into_iter()
+                .map(|t| t.join().expect("contending thread"))
+                .collect()
+        })
+    })
+}
+
 fn crm() -> Actor {
     Actor {
         id: "crm".into(),
@@ -393,33 +432,34 @@ pub async fn a_record_version_is_granted_once(shared: &Arc<dyn Store>) {
         other => panic!("{other:?}"),
     };
     for version in 1..=5u64 {
-        // Eight writers on their own tasks, released together.
-        let barrier = Arc::new(tokio::sync::Barrier::new(8));
-        let saves: Vec<_> = (0..8)
+        // Eight writers on threads of their own, released together.
+        let saves = (0..8)
             .map(|i| {
-                let (s, barrier) = (shared.clone(), barrier.clone());
-                tokio::spawn(async move {
-                    barrier.wait().await;
-                    s.context(
-                        ContextCommand::UpdateCustomer {
-                            by: crm(),
-                            customer_id: id,
-                            base_version: version,
-                            changes: CustomerFields {
-                                name: Some(format!("writer {i}")),
-                                ..Default::default()
-                            },
+                Box::pin(s.context(
+                    ContextCommand::UpdateCustomer {
+                        by: crm(),
+                        customer_id: id,
+                        base_version: version,
+                        changes: CustomerFields {
+                            name: Some(format!("writer {i}")),
+                            ..Default::default()
                         },
-                        at(version),
-                    )
-                    .await
-                })
+                    },
+                    at(version),
+                ))
+                    as std::pin::Pin<
+                        Box<
+                            dyn std::future::Future<
+                                    Output = Result<switchboard::state::Outcome, HubError>,
+                                > + Send,
+                        >,
+                    >
             })
             .collect();
-        let results = futures_util::future::join_all(saves).await;
+        let results = contend(saves);
         let wins = results
             .into_iter()
-            .map(|r| r.expect("writer task").expect("store").reply)
+            .map(|r| r.expect("store").reply)
             .filter(|r| match r {
                 Ok(_) => true,
                 Err(HubError::VersionConflict { version: v, .. }) => {
