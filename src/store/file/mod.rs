@@ -589,9 +589,14 @@ impl Drop for FileStore {
     fn drop(&mut self) {
         // The writer ends once its channel closes; the snapshot builder is waited for,
         // so that a store opened on the same directory next finds no one writing.
+        // (Never from one of those threads itself: the last reference to the hub, and
+        // so to this store, could in principle be let go while the writer delivers.)
         self.tx = None;
+        let me = std::thread::current().id();
         if let Some(w) = self.writer.take() {
-            let _ = w.join();
+            if w.thread().id() != me {
+                let _ = w.join();
+            }
         }
         let h = self
             .shared
@@ -600,7 +605,9 @@ impl Drop for FileStore {
             .unwrap_or_else(|p| p.into_inner())
             .take();
         if let Some(h) = h {
-            let _ = h.join();
+            if h.thread().id() != me {
+                let _ = h.join();
+            }
         }
     }
 }
