@@ -1,10 +1,11 @@
 //! The file store: the command log on local disk, for one node with no other service.
 //!
 //! Every command is a [`log::Entry`](crate::log::Entry) appended to a segment file
-//! ([`segment`]) by one writer thread, which batches the commands waiting, writes them,
-//! syncs once (`fdatasync`) and only then applies them, in log order, through
-//! [`log::step`](crate::log::step) to the replica and answers their callers: nothing is
-//! acknowledged, and nobody is told of a decision, before it is on disk. A restart
+//! ([`segment`]) by one writer thread, which batches the commands waiting, writes them
+//! and syncs once (`fdatasync`); only then does the applier thread apply them, in log
+//! order, through [`log::step`](crate::log::step) to the replica and answer their
+//! callers (while the writer syncs the next batch): nothing is acknowledged, and nobody
+//! is told of a decision, before it is on disk. A restart
 //! loads the snapshot ([`snapshot`]) and replays the segments after it through the same
 //! `step`, so it makes exactly the decisions that were made before. Every
 //! `snapshot_every` records the writer starts a new segment and a background thread
@@ -231,6 +232,7 @@ pub struct FileStore {
     node: String,
     tx: Option<mpsc::Sender<Job>>,
     writer: Option<std::thread::JoinHandle<()>>,
+    applier: Option<std::thread::JoinHandle<()>>,
     _lock: lock::DirLock,
 }
 
@@ -238,6 +240,8 @@ pub struct FileStore {
 struct Writer {
     shared: Arc<Shared>,
     rx: mpsc::Receiver<Job>,
+    /// Written batches, with their first position, to the applier.
+    written: mpsc::Sender<(u64, Vec<Job>)>,
     file: std::fs::File,
     /// The next record's position.
     next: u64,
@@ -287,15 +291,28 @@ impl FileStore {
             metrics: FileMetrics::default(),
         });
         let (tx, rx) = mpsc::channel();
+        let (written, to_apply) = mpsc::channel();
         let writer = Writer {
             shared: shared.clone(),
             rx,
+            written,
             file,
             next,
             // Counted from the snapshot, so that a log replayed at start is folded
             // into the next snapshot in due course, not only after `snapshot_every`
             // new records.
             since_snapshot: replayed,
+        };
+        let applier = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("sb-log-apply".into())
+                .spawn(move || {
+                    for (first, batch) in to_apply {
+                        apply(&shared, first, batch);
+                    }
+                })
+                .map_err(|e| unavailable(format!("cannot start the log applier: {e}")))?
         };
         let writer = std::thread::Builder::new()
             .name("sb-log-writer".into())
@@ -306,6 +323,7 @@ impl FileStore {
             node: node.to_owned(),
             tx: Some(tx),
             writer: Some(writer),
+            applier: Some(applier),
             _lock: lock,
         };
         for n in lost {
@@ -431,36 +449,18 @@ impl Writer {
                 continue;
             }
             self.shared.metrics.commit(batch.len(), t.elapsed());
-            self.apply(batch);
+            let first = self.next;
+            self.next += batch.len() as u64;
+            self.since_snapshot += batch.len() as u64;
+            // Applied and answered on the applier thread, while this one writes and
+            // syncs the next batch.
+            if self.written.send((first, batch)).is_err() {
+                self.shared.fail("the log applier stopped".into());
+            }
             if self.since_snapshot >= self.shared.snapshot_every
                 && !self.shared.compacting.load(Ordering::Acquire)
             {
                 self.start_snapshot();
-            }
-        }
-    }
-
-    /// Applies a written batch in log order: each decision's notices to the hub, then
-    /// its outcome to its caller.
-    fn apply(&mut self, batch: Vec<Job>) {
-        let dispatch = self.shared.dispatch.get().and_then(Weak::upgrade);
-        let mut r = self.shared.replica();
-        for j in batch {
-            let pos = self.next;
-            self.next += 1;
-            self.since_snapshot += 1;
-            match step(&mut r, pos, seed(pos), &j.bytes) {
-                Some((mut o, _, _)) => {
-                    if let Some(d) = &dispatch {
-                        d.deliver(o.take_notices());
-                    }
-                    let _ = j.reply.send(Ok(o));
-                }
-                None => {
-                    let _ = j
-                        .reply
-                        .send(Err(unavailable("a log entry could not be decoded")));
-                }
             }
         }
     }
@@ -513,6 +513,30 @@ impl Writer {
             Err(e) => {
                 tracing::warn!(error = %e, "cannot start the snapshot thread");
                 self.shared.compacting.store(false, Ordering::Release);
+            }
+        }
+    }
+}
+
+/// Applies a written batch in log order: each decision's notices to the hub, then its
+/// outcome to its caller. Only the applier thread calls it, so log order, apply order
+/// and notice order are one.
+fn apply(shared: &Shared, first: u64, batch: Vec<Job>) {
+    let dispatch = shared.dispatch.get().and_then(Weak::upgrade);
+    let mut r = shared.replica();
+    for (i, j) in batch.into_iter().enumerate() {
+        let pos = first + i as u64;
+        match step(&mut r, pos, seed(pos), &j.bytes) {
+            Some((mut o, _, _)) => {
+                if let Some(d) = &dispatch {
+                    d.deliver(o.take_notices());
+                }
+                let _ = j.reply.send(Ok(o));
+            }
+            None => {
+                let _ = j
+                    .reply
+                    .send(Err(unavailable("a log entry could not be decoded")));
             }
         }
     }
@@ -593,9 +617,12 @@ impl Drop for FileStore {
         // so to this store, could in principle be let go while the writer delivers.)
         self.tx = None;
         let me = std::thread::current().id();
-        if let Some(w) = self.writer.take() {
-            if w.thread().id() != me {
-                let _ = w.join();
+        for t in [self.writer.take(), self.applier.take()]
+            .into_iter()
+            .flatten()
+        {
+            if t.thread().id() != me {
+                let _ = t.join();
             }
         }
         let h = self
