@@ -38,6 +38,15 @@ impl FileMetrics {
             .fetch_add(took.as_micros() as u64, Relaxed);
     }
 
+    /// Records appended, fsyncs, and the largest batch, so far.
+    pub fn totals(&self) -> (u64, u64, u64) {
+        (
+            self.appends.load(Relaxed),
+            self.fsyncs.load(Relaxed),
+            self.largest_batch.load(Relaxed),
+        )
+    }
+
     /// One snapshot written.
     pub fn snapshot(&self, took: Duration, bytes: u64) {
         self.snapshots.fetch_add(1, Relaxed);

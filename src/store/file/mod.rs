@@ -709,6 +709,14 @@ impl Store for FileStore {
 
     fn stop(&self) {
         self.shared.stopped.store(true, Ordering::Relaxed);
+        let (appends, fsyncs, largest) = self.shared.metrics.totals();
+        tracing::info!(
+            appends,
+            fsyncs,
+            records_per_fsync = format!("{:.1}", appends as f64 / fsyncs.max(1) as f64),
+            largest_batch = largest,
+            "file store stopped"
+        );
     }
 
     fn render_metrics(&self, out: &mut String) {
