@@ -7,6 +7,7 @@
 //! every message with a JSON Schema; the integration tests validate every frame
 //! against it.
 
+use crate::clock::Ts;
 use crate::context::record::{Activity, CustomerFields, JourneyEvent, Note, Request, RequestState};
 use crate::context::{ContextReply, CustomerSummary, CustomerView, Lists, RecordChange};
 use crate::error::{ErrorCode, HubError, OfferEnd};
@@ -329,6 +330,12 @@ pub fn parse_client(text: &str) -> Result<(Option<String>, ClientMessage), BadFr
 #[derive(Clone, Debug, Serialize)]
 #[serde(untagged)]
 pub enum ReplyBody {
+    /// The answer to `ping`: the hub's clock when it answered, so that a client can
+    /// measure its clock's offset from the round trip.
+    Pong {
+        /// The hub's clock.
+        server_time: Ts,
+    },
     /// Nothing more to say.
     Empty {},
     /// The agent's view.
@@ -477,6 +484,9 @@ pub enum ServerMessage<'a> {
         resumed: bool,
         /// How often the hub pings; a client may also send `ping` frames.
         heartbeat_ms: u64,
+        /// The hub's clock when it sent this frame: a first estimate of the offset between
+        /// the desktop's clock and the one offer deadlines are written in.
+        server_time: Ts,
         /// The agent's state, pending offer and In Progress list.
         agent: &'a AgentView,
         /// The Open and Recent lists.
