@@ -4,8 +4,8 @@
 //! under traffic.
 
 mod common;
-mod support;
 
+use common::redis_server::RedisServer;
 use common::*;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -13,7 +13,6 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use support::redis::RedisServer;
 use switchboard::auth::{Keys, Role};
 
 /// One hub process.

@@ -1,7 +1,10 @@
 //! Test helpers: a hub on a free port, websocket clients that check every frame
-//! against `protocol/v1/schema.json`, and a small HTTP client.
+//! against `protocol/v1/schema.json`, a small HTTP client, and (`redis_server`) a
+//! `redis-server` of the test's own.
 
 #![allow(dead_code)]
+
+pub mod redis_server;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
