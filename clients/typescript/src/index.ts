@@ -766,9 +766,9 @@ export class SwitchboardClient {
     this.retryLater(delay, code, reason || goodbye || undefined);
   }
 
-  /** Attempt n (failed attempts since the last welcome) waits a random time in [min, min(max, min * 2^(n+1))]. */
+  /** After n failed attempts (n >= 1; 1 for the first retry after a welcome) wait a random time in [min, min(max, min * 2^n)]. */
   private backoffMs(): number {
-    const cap = Math.min(this.maxMs, this.minMs * 2 ** (this.attempt + 1));
+    const cap = Math.min(this.maxMs, this.minMs * 2 ** Math.max(1, this.attempt));
     return this.jitter(this.minMs, cap);
   }
 

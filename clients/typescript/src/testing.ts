@@ -109,6 +109,7 @@ export class FakeSocket implements WebSocketLike {
   closed: { code: number; reason: string } | null = null;
 
   private readonly hub: FakeHub;
+  private hubClosed = false;
   private readonly waiters: Waiter<SentFrame>[] = [];
   private readonly closeWaiters: Array<(c: { code: number; reason: string }) => void> = [];
 
@@ -166,7 +167,9 @@ export class FakeSocket implements WebSocketLike {
 
   /** Push raw text (a malformed frame, say). */
   pushRaw(text: string): void {
-    if (this.readyState !== OPEN) throw new Error(`push on a socket that is not open (readyState ${this.readyState})`);
+    if (this.readyState !== OPEN || this.hubClosed) {
+      throw new Error(`push on a socket that is not open (readyState ${this.readyState})`);
+    }
     this.later(() => {
       if (this.readyState === OPEN) this.onmessage?.({ type: "message", data: text });
     });
@@ -189,10 +192,10 @@ export class FakeSocket implements WebSocketLike {
     this.serverClose(GOODBYE_CLOSE_CODES[reason], reason);
   }
 
-  /** Close from the hub's side with a code (and no goodbye). */
+  /** Close from the hub's side with a code (and no goodbye). Frames pushed before it are delivered first. */
   serverClose(code: number, reason = ""): void {
-    if (this.readyState === CLOSED) return;
-    this.readyState = CLOSING;
+    if (this.readyState === CLOSED || this.hubClosed) return;
+    this.hubClosed = true;
     this.later(() => {
       this.readyState = CLOSED;
       this.fireClose(code, reason);
