@@ -107,6 +107,10 @@ pub struct ServerConfig {
     pub queue_update_ms: u64,
     /// The name this node logs and reports.
     pub node_id: String,
+    /// Set by [`Config::demo`], never from a file: on loopback the desktop may then list
+    /// the demo agents with ready-made tokens (`GET /v1/demo/agents`).
+    #[serde(skip)]
+    pub demo: bool,
 }
 
 /// `[auth]`
@@ -244,6 +248,7 @@ impl Default for ServerConfig {
             drain_secs: 10.0,
             queue_update_ms: 250,
             node_id: "node-1".into(),
+            demo: false,
         }
     }
 }
@@ -374,6 +379,10 @@ impl Config {
                 ),
                 a("sam", "Sam Lee", &["en"], &["sales", "support", "billing"]),
             ],
+            server: ServerConfig {
+                demo: true,
+                ..ServerConfig::default()
+            },
             ..Config::default()
         }
     }
