@@ -253,6 +253,10 @@ export class SwitchboardClient {
   private samples: ClockSample[] = [];
   private offset = 0;
   private announcedOffer: string | null = null;
+  /** Whether the hub's clock was read at least once (a welcome or ping with server_time). */
+  private clockMeasured = false;
+  /** The current token's expiry, ms since the epoch. */
+  private tokenExp: number | null = null;
   private envAttached = false;
 
   constructor(opts: ClientOptions) {
@@ -552,10 +556,14 @@ export class SwitchboardClient {
 
   /**
    * A browser cannot see why an upgrade was refused (it gets close 1006), so the client
-   * checks what it can before connecting: the token must be a JWT whose payload it can read,
-   * with role `agent` and an `exp` still ahead on the hub's clock. A token refused by the hub
-   * for another reason (a bad signature, an unknown agent) looks like a network failure and
-   * is retried with backoff, asking a token function again each time.
+   * reads what it can from the token itself (a JWT; the signature is the hub's business):
+   * - not a readable JWT with a numeric `exp`: `unauthorized`, without connecting;
+   * - a `role` other than `agent`: `forbidden`, without connecting;
+   * - `exp` passed on the hub's clock: `token_expired`, without connecting once the clock
+   *   offset is measured; before that (the local clock may be off) the client tries, and a
+   *   connection that then fails before opening ends in `token_expired`.
+   * A token refused for another reason (a bad signature, an unknown agent) looks like a
+   * network failure: retried with backoff, asking a token function again each time.
    */
   private tokenRefusal(token: string): CloseReason | null {
     const parts = token.split(".");
@@ -570,8 +578,13 @@ export class SwitchboardClient {
     }
     if (!claims || typeof claims.exp !== "number") return "unauthorized";
     if (claims.role !== undefined && claims.role !== "agent") return "forbidden";
-    if (claims.exp * 1000 <= this.serverNow()) return "token_expired";
+    this.tokenExp = claims.exp * 1000;
+    if (this.clockMeasured && this.tokenExpired()) return "token_expired";
     return null;
+  }
+
+  private tokenExpired(): boolean {
+    return this.tokenExp !== null && this.tokenExp <= this.serverNow();
   }
 
   private onMessage(data: unknown): void {
@@ -646,7 +659,10 @@ export class SwitchboardClient {
     const serverTime = Date.parse((w as { server_time?: string }).server_time ?? "");
     // First estimate: the welcome left the hub at server_time and arrived now; off by one
     // network trip at most. Ping round trips refine it.
-    if (!Number.isNaN(serverTime)) this.offset = serverTime - this.now();
+    if (!Number.isNaN(serverTime)) {
+      this.offset = serverTime - this.now();
+      this.clockMeasured = true;
+    }
     this.moveTo({ kind: "open", welcome: w });
     this.emit("welcome", w);
     this.emit("agent", w.agent);
@@ -690,6 +706,7 @@ export class SwitchboardClient {
     let best = this.samples[0];
     for (const s of this.samples) if (s.rtt < best.rtt) best = s;
     this.offset = Math.round(best.offset) || 0;
+    this.clockMeasured = true;
   }
 
   /**
@@ -751,6 +768,12 @@ export class SwitchboardClient {
       (code === 4001 ? "replaced" : code === 4002 ? "logged_out" : null);
     if (final) {
       this.finish(final as CloseReason, code);
+      return;
+    }
+    if (!opened && this.tokenExpired()) {
+      // Refused before opening with a token that is past its exp: most likely the hub's 401
+      // token_expired, which a browser cannot see. Retrying would not help.
+      this.finish("token_expired", code);
       return;
     }
     let delay: number;

@@ -254,24 +254,56 @@ test("logout(): reply, goodbye logged_out, closed without reconnect", async () =
   assert.deepEqual(await stateWhere(client, kind("closed")), { kind: "closed", reason: "logged_out", code: 4002 });
 });
 
-test("tokens: expired, unreadable or not an agent's stop before connecting; a token function is asked on every connect", async () => {
-  const now = Math.floor(Date.now() / 1000);
+test("tokens: unreadable or not an agent's stop before connecting; the page sets a new one", async () => {
   for (const [token, reason] of [
-    [makeToken({ exp: now - 5 }), "token_expired"],
     ["not-a-jwt", "unauthorized"],
     ["a.b.c", "unauthorized"],
+    [makeToken({ exp: "soon" }), "unauthorized"],
     [makeToken({ role: "integration" }), "forbidden"],
   ]) {
     const { hub, client } = setup({ token });
     client.connect();
     assert.deepEqual(await stateWhere(client, kind("closed")), { kind: "closed", reason });
     assert.equal(hub.sockets.length, 0, `${reason}: no connection attempted`);
-    // The page supplies a new token and connects again.
     client.setToken(makeToken());
     client.connect();
     await stateWhere(client, kind("open"));
     client.close();
   }
+});
+
+test("an expired token: tried once while the clock is unmeasured, then token_expired; never tried once measured", async () => {
+  const now = Math.floor(Date.now() / 1000);
+  {
+    const { hub, client } = setup({ token: makeToken({ exp: now - 5 }) }, { autoOpen: false });
+    client.connect();
+    (await hub.nextConnection()).refuse();
+    assert.deepEqual(await stateWhere(client, kind("closed")), { kind: "closed", reason: "token_expired", code: 1006 });
+    assert.equal(hub.sockets.length, 1);
+  }
+  {
+    // Connected (clock measured); the token expires meanwhile; the next connect is not attempted.
+    const { hub, client } = setup({ backoff: { minMs: 10, maxMs: 20 } });
+    client.connect();
+    const sock = await hub.nextConnection();
+    await stateWhere(client, kind("open"));
+    client.setToken(makeToken({ exp: now - 5 }));
+    sock.goodbye("shutting_down");
+    assert.deepEqual(await stateWhere(client, kind("closed")), { kind: "closed", reason: "token_expired" });
+    assert.equal(hub.sockets.length, 1);
+  }
+  {
+    // A desktop whose clock runs 2 h fast holds a token valid for 1 h on the hub's clock: it connects.
+    const { hub, client } = setup({ token: makeToken({ exp: now + 3600 }), now: () => Date.now() + 7_200_000 });
+    client.connect();
+    await hub.nextConnection();
+    await stateWhere(client, kind("open"));
+    assert.ok(Math.abs(client.clockOffsetMs + 7_200_000) < 1000, `offset ${client.clockOffsetMs}`);
+    client.close();
+  }
+});
+
+test("a token function is asked on every connect", async () => {
   let asked = 0;
   const { hub, client } = setup({
     token: async () => {
