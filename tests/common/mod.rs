@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod race;
 pub mod redis_server;
 
 use futures_util::{SinkExt, StreamExt};
