@@ -253,13 +253,14 @@ export function startDesktop(root: HTMLElement, token: string, signOut: (message
         { class: "facts" },
         h("dt", null, t("customer")),
         h("dd", { "data-testid": "offer-customer" }, c.name ?? t("unknownCaller")),
-        c.email ? [h("dt", null, "Email"), h("dd", null, c.email)] : null,
-        c.phone ? [h("dt", null, "☎"), h("dd", null, c.phone)] : null,
-        c.chat_handle ? [h("dt", null, "@"), h("dd", null, c.chat_handle)] : null,
+        c.email ? [h("dt", null, t("ch_email")), h("dd", null, c.email)] : null,
+        c.phone ? [h("dt", null, t("phone")), h("dd", null, c.phone)] : null,
+        c.chat_handle ? [h("dt", null, t("ch_chat")), h("dd", null, c.chat_handle)] : null,
         h("dt", null, t("queue")),
         h("dd", null, shell.queueName(task.queue)),
         task.skills.length ? [h("dt", null, t("skills")), h("dd", null, task.skills.join(", "))] : null,
       ),
+      surveyPreview(task),
       text,
       bar,
       declining
@@ -313,6 +314,19 @@ export function startDesktop(root: HTMLElement, token: string, signOut: (message
     );
     countdownEls = { text, bar, offer };
     tick();
+  }
+
+  // What the customer answered before the chat, to read before accepting.
+  function surveyPreview(task: Task) {
+    const a = (task.attributes ?? {}) as Record<string, unknown>;
+    const survey = a.survey ?? a.pre_chat ?? a.prechat;
+    if (!survey || typeof survey !== "object" || Array.isArray(survey)) return null;
+    return h(
+      "details",
+      { class: "preview" },
+      h("summary", null, t("preChat")),
+      h("dl", { class: "facts" }, Object.entries(survey as Record<string, unknown>).map(([k, v]) => [h("dt", null, k), h("dd", null, typeof v === "object" ? JSON.stringify(v) : String(v))])),
+    );
   }
 
   function tick() {
@@ -426,7 +440,7 @@ export function startDesktop(root: HTMLElement, token: string, signOut: (message
             },
             icon(x),
             label[x],
-            count[x] !== null ? h("span", { class: "count" }, ` (${fmtNumber(count[x]!)})`) : null,
+            count[x] !== null ? h("span", { class: "n" }, ` (${fmtNumber(count[x]!)})`) : null,
           ),
         ),
       ),

@@ -1,0 +1,100 @@
+// The loopback demo's sign-in (pick a demo agent), the languages, and what the hub
+// serves with the page (CSP, content types, ETags).
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { axe, launch, openPage, shot, startHub } from "./harness.mjs";
+
+let demo;
+let browser;
+
+before(async () => {
+  demo = await startHub(null); // no configuration file, on loopback: the demo setup
+  browser = await launch();
+});
+
+after(async () => {
+  await browser?.close();
+  await demo?.stop();
+});
+
+test("the loopback demo lists its agents; picking one signs in", async () => {
+  const { page, context, problems } = await openPage(browser, demo);
+  await page.getByRole("heading", { name: "Demo agents" }).waitFor();
+  const names = await page.getByRole("button", { name: /^Sign in as / }).allTextContents();
+  assert.deepEqual(names, ["Alice Moreau", "João Araújo", "Elin Öberg", "Đorđe Đorđević", "Giulia Ricci", "Sam Lee"].map((n) => `Sign in as ${n}`));
+  assert.deepEqual(await axe(page), []);
+  await shot(page, "00-demo-sign-in");
+  await page.getByRole("button", { name: "Sign in as Elin Öberg" }).click();
+  await page.locator(".who", { hasText: "Elin Öberg" }).waitFor();
+  await page.getByTestId("connection").filter({ hasText: "Connected" }).waitFor();
+  // The demo's configured reasons reach the status control.
+  const options = await page.getByTestId("status-select").locator("option").allTextContents();
+  assert.ok(options.includes("Not Ready: Training"), String(options));
+  // Reload keeps the tab signed in; Sign out goes back to the picker.
+  await page.reload();
+  await page.getByTestId("connection").filter({ hasText: "Connected" }).waitFor();
+  await page.getByRole("button", { name: "Sign out" }).click();
+  await page.getByRole("heading", { name: "Demo agents" }).waitFor();
+  assert.deepEqual(problems, []);
+  await context.close();
+});
+
+test("the browser's language is the default; the switch changes it, dates and numbers follow", async () => {
+  const cases = [
+    ["pt-BR", "Entrar na área de trabalho do agente", "Status", "Estado"],
+    ["sv-SE", "Logga in på agentens skrivbord", "Status", "Status"],
+    ["it-IT", "Accedi al desktop dell'agente", "Status", "Stato"],
+    ["sr-Latn-RS", "Prijava na radnu površinu agenta", "Status", "Status"],
+    ["sr-RS", "Пријава на радну површину агента", "Status", "Статус"],
+  ];
+  for (const [locale, heading, , status] of cases) {
+    const { page, context } = await openPage(browser, demo, { locale });
+    await page.getByRole("heading", { name: heading }).waitFor();
+    const lang = await page.evaluate(() => document.documentElement.lang);
+    assert.ok(locale.startsWith(lang.split("-")[0]), `${locale} -> ${lang}`);
+    // Sign in as Giulia and check the status label and a date in that locale.
+    await page.locator("[data-agent=giulia]").click();
+    await page.getByLabel(status, { exact: true }).waitFor();
+    if (locale === "sr-RS") await shot(page, "09-serbian-cyrillic");
+    await context.close();
+  }
+  // The switch: English page, pick Svenska.
+  const { page, context } = await openPage(browser, demo, { locale: "en-US" });
+  await page.getByRole("heading", { name: "Sign in to the agent desktop" }).waitFor();
+  await page.getByLabel("Language").selectOption({ label: "Svenska" });
+  await page.getByRole("heading", { name: "Logga in på agentens skrivbord" }).waitFor();
+  await page.locator("[data-agent=alice]").click();
+  await page.getByTestId("connection").filter({ hasText: "Ansluten" }).waitFor();
+  // "sedan 23:05:07": Swedish time format (24 h, no AM/PM).
+  const since = await page.getByTestId("agent-status").textContent();
+  assert.match(since, /sedan \d{1,2}:\d{2}:\d{2}$/);
+  await page.getByLabel("Språk").selectOption({ label: "Italiano" });
+  await page.getByTestId("connection").filter({ hasText: "Connesso" }).waitFor();
+  await context.close();
+});
+
+test("the hub serves the page with a strict CSP, content types and ETags", async () => {
+  const index = await fetch(demo.base + "/");
+  assert.equal(index.status, 200);
+  assert.equal(index.headers.get("content-type"), "text/html; charset=utf-8");
+  const csp = index.headers.get("content-security-policy");
+  assert.match(csp, /script-src 'self'/);
+  assert.match(csp, /style-src 'self'/);
+  assert.match(csp, /connect-src 'self'/);
+  assert.doesNotMatch(csp, /unsafe-inline|unsafe-eval/);
+  const html = await index.text();
+  assert.doesNotMatch(html, /<script>|<style>|\sstyle=|\son\w+=/, "no inline script or style in index.html");
+  for (const [path, type] of [["/assets/desktop.js", "text/javascript; charset=utf-8"], ["/assets/desktop.css", "text/css; charset=utf-8"], ["/assets/icon.svg", "image/svg+xml"]]) {
+    const r = await fetch(demo.base + path);
+    assert.equal(r.status, 200, path);
+    assert.equal(r.headers.get("content-type"), type, path);
+    assert.equal(r.headers.get("x-content-type-options"), "nosniff");
+    const etag = r.headers.get("etag");
+    assert.match(etag, /^"[0-9a-f]{24}"$/);
+    const again = await fetch(demo.base + path, { headers: { "if-none-match": etag } });
+    assert.equal(again.status, 304, `${path} revalidates`);
+  }
+  // The desktop settings need an agent (or supervisor) token.
+  const noToken = await fetch(demo.base + "/v1/desktop/config");
+  assert.equal(noToken.status, 401);
+});
