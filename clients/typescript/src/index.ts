@@ -172,6 +172,9 @@ export interface ClientEvents {
 /** A request as sent, without its `id` (the client assigns one). */
 export type ClientRequest = ClientFrame extends infer F ? (F extends { id?: unknown } ? Omit<F, "id"> : never) : never;
 
+/** Each request by its type. */
+export type RequestByType = { [F in ClientRequest as F["type"]]: F };
+
 /** The `result` of a successful reply, by request type. */
 export interface ReplyByType {
   ping: ReplyPing;
@@ -349,13 +352,13 @@ export class SwitchboardClient {
   }
 
   /** Send a request; resolves with the reply's `result`, rejects with a HubError. */
-  request<F extends ClientRequest>(frame: F): Promise<ReplyByType[F["type"]]> {
+  request<T extends ClientRequest["type"]>(frame: RequestByType[T] & { type: T }): Promise<ReplyByType[T]> {
     const ws = this.ws;
     if (!ws || this._state.kind !== "open") {
       return Promise.reject(new HubError("disconnected", `not connected (${this._state.kind})`, undefined, frame.type));
     }
     const id = `c${this.nextId++}`;
-    return new Promise<ReplyByType[F["type"]]>((resolve, reject) => {
+    return new Promise<ReplyByType[T]>((resolve, reject) => {
       const timer = setTimeout(() => {
         if (this.pending.delete(id)) {
           reject(new HubError("timeout", `no answer to ${frame.type} within ${this.timeoutMs} ms`, undefined, frame.type));

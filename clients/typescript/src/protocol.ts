@@ -804,6 +804,32 @@ export interface CustomersResult {
   customers: CustomerSummary[];
 }
 
+/** The body of `GET /v1/desktop/config` (an agent or supervisor token): what the desktop the hub serves needs besides the websocket. */
+export interface DesktopConfig {
+  /** The Not Ready reason codes an agent may choose (`routing.not_ready_reasons`), in configured order. The built-ins `login`, `missed_offer` and `supervisor` are not listed: the hub sets them. */
+  not_ready_reasons: ReasonCode[];
+  /** Every configured queue with its display name. */
+  queues: {
+    /** The queue. */
+    queue_id: QueueId;
+    /** Its display name (the id when none is configured). */
+    name: string;
+  }[];
+}
+
+/** The body of `GET /v1/demo/agents`: the demo setup's agents with freshly minted agent tokens, for the sign-in page. Only a hub running the demo setup (no configuration file) on a loopback address answers it; anywhere else the route is `404 not_found`. */
+export interface DemoAgents {
+  /** The configured agents, in configured order. */
+  agents: {
+    /** The agent. */
+    agent_id: AgentId;
+    /** Its display name. */
+    name: string;
+    /** An agent token for it, valid for `auth.demo_token_secs`. */
+    token: string;
+  }[];
+}
+
 /** A request (case): what the customer needs, across interactions. */
 export interface Request {
   /** Its id. */
