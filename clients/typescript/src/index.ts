@@ -667,6 +667,7 @@ export class SwitchboardClient {
       this.clockMeasured = true;
     }
     this.moveTo({ kind: "open", welcome: w });
+    if (this._state.kind !== "open") return; // a `connection` listener closed the client
     this.emit("welcome", w);
     this.emit("agent", w.agent);
     const offer = w.agent.offer;
@@ -721,7 +722,10 @@ export class SwitchboardClient {
   private heartbeat(intervalMs: number): void {
     this.stopHeartbeat();
     const every = Math.max(1000, intervalMs > 0 ? intervalMs : 20000);
+    const ws = this.ws;
     const beat = () => {
+      // Only for the connection it was started for (a listener may have closed it meanwhile).
+      if (this.ws !== ws || this._state.kind !== "open") return;
       this.heartbeatTimer = setTimeout(beat, every);
       this.probe();
     };

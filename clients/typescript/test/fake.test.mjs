@@ -491,3 +491,50 @@ test("FakeHub handle(): scripted replies and errors", async () => {
   await assert.rejects(client.accept("00000000-0000-4000-8000-000000000001"), (e) => e.code === "offer_expired" && e.message === "too late");
   client.close();
 });
+
+test("close() while a token function is pending: the late token opens nothing", async () => {
+  let give;
+  const { hub, client } = setup({ token: () => new Promise((r) => (give = r)) });
+  client.connect();
+  assert.equal(client.state.kind, "connecting");
+  client.close();
+  give(makeToken());
+  // Let every continuation of the token promise run.
+  await new Promise((r) => setImmediate(r));
+  assert.equal(hub.sockets.length, 0);
+  assert.deepEqual(client.state, { kind: "closed", reason: "client" });
+});
+
+test("a listener that closes the client when it opens: closed, no welcome event, no heartbeat", async () => {
+  const { hub, client } = setup();
+  const welcomes = [];
+  client.on("welcome", (w) => welcomes.push(w));
+  client.on("connection", (s) => {
+    if (s.kind === "open") client.close();
+  });
+  client.connect();
+  const sock = await hub.nextConnection();
+  await stateWhere(client, kind("closed"));
+  await sock.whenClosed();
+  assert.deepEqual(welcomes, []);
+  assert.deepEqual(sock.sent, [], "no ping was sent");
+});
+
+test("a token function that fails is retried with backoff", async () => {
+  let calls = 0;
+  const { hub, client } = setup({
+    backoff: { minMs: 5, maxMs: 10 },
+    token: async () => {
+      calls += 1;
+      if (calls === 1) throw new Error("token service down");
+      return makeToken();
+    },
+  });
+  client.connect();
+  const r = await stateWhere(client, kind("reconnecting"));
+  assert.match(r.reason, /token service down/);
+  await hub.nextConnection();
+  await stateWhere(client, kind("open"));
+  assert.equal(calls, 2);
+  client.close();
+});
