@@ -379,11 +379,12 @@ async fn cancel_takes_a_task_out_of_the_queue_the_offer_and_progress() {
 #[tokio::test]
 async fn reconnect_within_grace_resumes_and_after_grace_goes_offline() {
     let hub = hub().await;
+    let (mut sup, _) = hub.supervisor().await;
     let mut bo = hub.ready_agent("bo").await;
     let t = hub.create(chat()).await;
     let offer = bo.expect("offer").await;
     drop(bo);
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    await_dropped(&mut sup, "bo").await;
     let mut bo = hub.agent("bo").await;
     assert_eq!(bo.welcome["resumed"], true);
     assert_eq!(
@@ -393,8 +394,9 @@ async fn reconnect_within_grace_resumes_and_after_grace_goes_offline() {
     bo.ok(json!({"type": "accept", "offer_id": offer["offer"]["offer_id"]}))
         .await;
     drop(bo);
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    await_dropped(&mut sup, "bo").await;
     let bo = hub.agent("bo").await;
+    assert_eq!(bo.welcome["resumed"], true);
     assert_eq!(bo.welcome["agent"]["status"], "busy");
     assert_eq!(
         bo.welcome["agent"]["in_progress"][0]["task_id"],
@@ -402,7 +404,6 @@ async fn reconnect_within_grace_resumes_and_after_grace_goes_offline() {
     );
     // Gone past the grace period: Offline, and the task goes back to its queue.
     drop(bo);
-    let (mut sup, _) = hub.supervisor().await;
     loop {
         let c = sup.expect("agent_changed").await;
         if c["agent"]["agent_id"] == "bo" && c["agent"]["status"] == "offline" {

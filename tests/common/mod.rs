@@ -477,6 +477,19 @@ impl Client {
     }
 }
 
+/// Waits until the supervisor sees `agent`'s desktop gone (`connected` false): the hub
+/// has handled the drop, so a new connection is a reconnect in the grace period and not a
+/// takeover of a connection it still thinks is open (both answer `resumed: true`).
+pub async fn await_dropped(sup: &mut Client, agent: &str) {
+    loop {
+        let c = sup.expect("agent_changed").await;
+        if c["agent"]["agent_id"] == agent && c["agent"]["connected"] == false {
+            assert_ne!(c["agent"]["status"], "offline", "still in its grace: {c}");
+            return;
+        }
+    }
+}
+
 /// A chat task for the support queue.
 pub fn chat() -> Value {
     json!({"channel": "chat", "queue": "support"})
