@@ -250,6 +250,7 @@ test("two agents and an integration walk the help pages' flow", async () => {
 
   // Complete the chat with a wrap-up code.
   await a.getByTestId("in-progress").getByRole("button", { name: "Complete" }).click();
+  await expectFocused(a, "wrapup-code");
   await a.getByLabel("Wrap-up code (optional)").fill("refund-issued");
   await a.getByRole("button", { name: "Complete task" }).click();
   await a.getByText("No tasks in progress.").waitFor();
@@ -279,6 +280,15 @@ test("an unknown caller closed with Create / Discard", async () => {
   await signIn(a, token("sam", "agent"));
   await a.getByTestId("connection").filter({ hasText: "Connected" }).waitFor();
   await a.getByTestId("status-select").selectOption({ label: "Ready" });
+  await a.getByTestId("agent-status").filter({ hasText: /^Ready/ }).waitFor();
+  // Decline with a reason: the offer goes away, the agent stays Ready.
+  const first = await crm.createTask({ channel: "email", queue: "backoffice", customer: { email: "first@example.org" } });
+  const offer = a.locator(`section.offer[data-task-id="${first.task_id}"]`);
+  await offer.getByRole("button", { name: "Decline" }).click();
+  await expectFocused(a, await offer.getByLabel("Reason for declining (optional)").getAttribute("id"));
+  await offer.getByLabel("Reason for declining (optional)").fill("Not my language");
+  await offer.getByRole("button", { name: "Decline offer" }).click();
+  await a.locator("section.offer").waitFor({ state: "hidden" });
   await a.getByTestId("agent-status").filter({ hasText: /^Ready/ }).waitFor();
   await crm.createTask({ channel: "email", queue: "backoffice", customer: { email: "nobody@example.org" } });
   await a.locator("section.offer").getByRole("button", { name: "Accept" }).click();

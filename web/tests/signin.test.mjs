@@ -2,7 +2,7 @@
 // serves with the page (CSP, content types, ETags).
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { axe, launch, openPage, shot, startHub } from "./harness.mjs";
+import { axe, launch, openPage, shot, signIn, startHub, token } from "./harness.mjs";
 
 let demo;
 let browser;
@@ -36,6 +36,16 @@ test("the loopback demo lists its agents; picking one signs in", async () => {
   await page.getByRole("button", { name: "Sign out" }).click();
   await page.getByRole("heading", { name: "Demo agents" }).waitFor();
   assert.deepEqual(problems, []);
+  await context.close();
+});
+
+test("a refused token goes back to the sign-in page, saying why", async () => {
+  const { page, context } = await openPage(browser, demo);
+  await signIn(page, token("alice", "agent", -60)); // expired a minute ago
+  await page.getByRole("alert").filter({ hasText: "The hub refused this token (token_expired). Sign in again." }).waitFor();
+  await page.getByRole("heading", { name: "Sign in to the agent desktop" }).waitFor();
+  await signIn(page, "not-a-token");
+  await page.getByRole("alert").filter({ hasText: "(unauthorized)" }).waitFor();
   await context.close();
 });
 

@@ -71,13 +71,13 @@ export function startDesktop(root: HTMLElement, token: string, signOut: (message
   const announcer = h("div", { class: "sr-only", role: "status", "aria-live": "assertive" });
   const progressBox = h("section", { class: "card", "aria-labelledby": "inprogress-h" });
   const listsBox = h("section", { class: "card lists", "aria-labelledby": "lists-h" });
-  const workBox = h("div", { class: "work", id: "workspace" });
+  const workBox = h("div", { class: "work", id: "workspace", tabindex: -1 });
   const work = new Workspace(shell, workBox);
 
   function layout() {
     fill(
       root,
-      h("a", { class: "skip", href: "#workspace" }, t("customer")),
+      h("a", { class: "skip", href: "#workspace" }, t("skipToWork")),
       header,
       h("main", { class: "layout", id: "main" }, h("div", { class: "left" }, noticeBox, offerBox, progressBox, listsBox), workBox),
       announcer,
@@ -241,7 +241,7 @@ export function startDesktop(root: HTMLElement, token: string, signOut: (message
     }
     const text = h("p", { class: "countdown", "data-testid": "offer-countdown" });
     const bar = h("progress", { max: offer.timeout_ms, "aria-label": t("offerCountdown", { s: "" }).trim() }) as HTMLProgressElement;
-    const reasonId = uid("decline");
+    const reasonId = "decline-reason";
     offerBox.hidden = false;
     offerBox.setAttribute("data-offer-id", offer.offer_id);
     offerBox.setAttribute("data-task-id", task.task_id);
@@ -340,7 +340,7 @@ export function startDesktop(root: HTMLElement, token: string, signOut: (message
   // --- In Progress
   function renderProgress() {
     const tasks = agent?.in_progress ?? [];
-    const codeId = uid("wrapup");
+    const codeId = "wrapup-code";
     fill(
       progressBox,
       h("h2", { id: "inprogress-h" }, t("inProgress")),

@@ -159,7 +159,7 @@ export class Workspace {
     const mine = (change.customer_id && change.customer_id === customerId) || (change.kind === "activity" && change.id === s.activity?.activity_id);
     if (!mine) return;
     if (change.kind === "note") {
-      this.loadJourney().then(() => this.render(), () => {});
+      this.refreshJourney();
       return;
     }
     const held = this.heldVersion(change.kind, change.id);
@@ -170,7 +170,32 @@ export class Workspace {
       s.cautions = s.cautions.filter((c) => !(c.kind === change.kind && (c.record as { version: number }).version <= change.version));
       s.cautions.push({ kind: change.kind, record: change.record, by: change.changed_by, at: change.changed_at, conflict: false, version: change.version });
     }
-    this.loadJourney().then(() => this.render(), () => this.render());
+    this.render();
+    this.refreshJourney();
+  }
+
+  /**
+   * Reloads the journey after pushed changes, one request at a time: a burst of changes
+   * (an integration saving in a loop) costs two requests, not one each, which keeps the
+   * desktop far from the connection's rate limit.
+   */
+  private journeyBusy = false;
+  private journeyAgain = false;
+  private refreshJourney(): void {
+    if (this.journeyBusy) {
+      this.journeyAgain = true;
+      return;
+    }
+    this.journeyBusy = true;
+    this.loadJourney()
+      .catch(() => {})
+      .finally(() => {
+        this.journeyBusy = false;
+        if (this.journeyAgain) {
+          this.journeyAgain = false;
+          this.refreshJourney();
+        } else this.render();
+      });
   }
 
   private heldVersion(kind: RecordChange["kind"], id: string): number | null {
