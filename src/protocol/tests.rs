@@ -172,6 +172,21 @@ fn schema_frame_types(schema: &Value, frame: &str) -> BTreeSet<String> {
         .collect();
     let set: BTreeSet<String> = types.iter().cloned().collect();
     assert_eq!(set.len(), types.len(), "{frame} lists a type twice");
+    // Every message defined beside it (ClientPing, ServerWelcome...) is one it lists.
+    let prefix = frame.trim_end_matches("Frame");
+    let listed: BTreeSet<String> = refs
+        .iter()
+        .filter_map(|r| r["$ref"].as_str())
+        .map(|r| r.trim_start_matches("#/$defs/").to_owned())
+        .collect();
+    let defined: BTreeSet<String> = defs
+        .as_object()
+        .expect("$defs is an object")
+        .keys()
+        .filter(|k| k.starts_with(prefix) && *k != frame)
+        .cloned()
+        .collect();
+    assert_same(frame, "its oneOf", &listed, "$defs", &defined);
     set
 }
 
