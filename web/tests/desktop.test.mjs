@@ -209,6 +209,8 @@ test("two agents and an integration walk the help pages' flow", async () => {
   await shot(b, "05-caution");
   await caution.getByRole("button", { name: "Load" }).click();
   await b.getByTestId("customer-name").filter({ hasText: "João Pedro Silva" }).waitFor();
+  await b.getByTestId("open-list").getByRole("button", { name: "João Pedro Silva" }).waitFor();
+  await a.getByTestId("open-list").getByRole("button", { name: "João Pedro Silva" }).waitFor();
   assert.equal(await b.getByTestId("caution").count(), 0);
 
   // The conflict path: the integration changes the customer while B edits an older version.
@@ -291,7 +293,16 @@ test("an unknown caller closed with Create / Discard", async () => {
   await a.locator("section.offer").waitFor({ state: "hidden" });
   await a.getByTestId("agent-status").filter({ hasText: /^Ready/ }).waitFor();
   await crm.createTask({ channel: "email", queue: "backoffice", customer: { email: "nobody@example.org" } });
-  await a.locator("section.offer").getByRole("button", { name: "Accept" }).click();
+  // Keyboard only: Tab from the top of the page reaches Accept; Enter accepts.
+  await a.locator("section.offer").getByRole("button", { name: "Accept" }).waitFor();
+  await a.evaluate(() => document.activeElement?.blur());
+  let reached = false;
+  for (let i = 0; i < 30 && !reached; i++) {
+    await a.keyboard.press("Tab");
+    reached = await a.evaluate(() => document.activeElement?.getAttribute("data-testid") === "accept");
+  }
+  assert.ok(reached, "Accept is reachable with Tab");
+  await a.keyboard.press("Enter");
   await a.getByTestId("work-title").filter({ hasText: "Unknown caller" }).waitFor();
   await a.getByTestId("close").click();
   const dialog = a.getByRole("dialog", { name: "No customer created" });

@@ -47,9 +47,9 @@ export function freePort() {
 }
 
 /** Starts a hub; `config` is TOML without `[server] listen` (added here), or null for the demo setup. */
-export async function startHub(config) {
+export async function startHub(config, { port: fixedPort } = {}) {
   const bin = binary();
-  const port = await freePort();
+  const port = fixedPort ?? (await freePort());
   const dir = mkdtempSync(join(tmpdir(), "switchboard-web-"));
   const args = [];
   if (config !== null) {

@@ -108,3 +108,39 @@ test("the hub serves the page with a strict CSP, content types and ETags", async
   const noToken = await fetch(demo.base + "/v1/desktop/config");
   assert.equal(noToken.status, 401);
 });
+
+test("the desktop reconnects by itself when the hub restarts", async () => {
+  const CONFIG = `
+[auth]
+secret = "browser-test-secret-0123456789"
+
+[[queues]]
+id = "support"
+
+[[agents]]
+id = "ana"
+name = "Ana Araújo"
+queues = ["support"]
+`;
+  let hub = await startHub(CONFIG);
+  try {
+    const { page, context, problems } = await openPage(browser, hub);
+    await signIn(page, token("ana", "agent"));
+    await page.getByTestId("connection").filter({ hasText: "Connected" }).waitFor();
+    await page.getByTestId("status-select").selectOption({ label: "Ready" });
+    await page.getByTestId("agent-status").filter({ hasText: /^Ready/ }).waitFor();
+    // SIGTERM: the hub says goodbye (shutting_down) and closes; the page shows it is
+    // reconnecting, then is back on the new process as soon as it listens again.
+    const port = hub.port;
+    await hub.stop();
+    await page.getByTestId("connection").filter({ hasText: /Reconnecting in \d+ s|Connecting/ }).waitFor();
+    hub = await startHub(CONFIG, { port });
+    await page.getByTestId("connection").filter({ hasText: "Connected" }).waitFor({ timeout: 30_000 });
+    // A restarted in-memory hub starts the agent afresh: Not Ready, logged in.
+    await page.getByTestId("agent-status").filter({ hasText: "Not Ready (Logged in)" }).waitFor();
+    assert.deepEqual(problems.filter((p) => !/WebSocket/.test(p)), []);
+    await context.close();
+  } finally {
+    await hub.stop();
+  }
+});

@@ -96,7 +96,8 @@ export function startDesktop(root: HTMLElement, token: string, signOut: (message
 
   function notify(text: string, kind: "info" | "warn" | "error" = "info") {
     noticeSeq += 1;
-    notices = [...notices.slice(-3), { id: noticeSeq, text, kind }];
+    // The same message again replaces the older one instead of piling up.
+    notices = [...notices.filter((n) => n.text !== text).slice(-3), { id: noticeSeq, text, kind }];
     renderNotices();
   }
 

@@ -213,6 +213,7 @@ export class Workspace {
       s.view.customer = c.record as CustomerView["customer"];
       s.editing = false;
       s.draft = null;
+      void this.shell.refreshLists();
     } else if (c.kind === "request" && s.view) {
       const r = c.record as Request;
       s.view.requests = s.view.requests.map((x) => (x.request_id === r.request_id ? r : x));
@@ -266,6 +267,8 @@ export class Workspace {
         this.shell.notify(t("saved"));
         await this.loadJourney();
         this.render();
+        // The lists show the customer's name: ask for them again (the hub does not push them).
+        await this.shell.refreshLists();
       } catch (e) {
         if (!this.conflict(e, "customer", attempt)) throw e;
       }
@@ -407,8 +410,14 @@ export class Workspace {
 
   // --- drawing
   render(): void {
+    // A redraw keeps the keyboard focus where it was: by id for fields, else by the
+    // position among the workspace's focusable controls (a pushed change must not throw
+    // a keyboard user back to the top of the page).
+    const FOCUSABLE = "button, input, select, textarea, summary, [tabindex]";
     const active = document.activeElement as HTMLInputElement | null;
-    const focusId = active && this.root.contains(active) ? active.id : null;
+    const inside = !!active && this.root.contains(active);
+    const focusId = inside ? active!.id : null;
+    const focusIndex = inside && !focusId ? [...this.root.querySelectorAll(FOCUSABLE)].indexOf(active!) : -1;
     const sel = focusId && "selectionStart" in active! ? [active!.selectionStart, active!.selectionEnd] : null;
     const s = this.s;
     if (!s) {
@@ -430,6 +439,10 @@ export class Workspace {
       s.cautions.map((x) => this.cautionBox(x)),
       h("div", { class: "grid" }, h("div", { class: "col" }, this.customerCard(), this.requestCard(), this.activityCard()), h("div", { class: "col" }, this.summaryCard(), this.recentRequests(), this.timeline())),
     );
+    if (focusIndex >= 0) {
+      const all = this.root.querySelectorAll<HTMLElement>(FOCUSABLE);
+      all[Math.min(focusIndex, all.length - 1)]?.focus();
+    }
     if (focusId) {
       const el = document.getElementById(focusId) as HTMLInputElement | null;
       if (el) {
