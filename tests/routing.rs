@@ -124,7 +124,11 @@ async fn priority_then_arrival_and_the_longest_idle_agent() {
             low_new["task_id"].clone()
         ]
     );
-    // Longest idle: dj became ready before ana.
+    // Longest idle: dj became ready before ana. bo, with room for an email and idle
+    // longer than both, steps out first: else the email is his, and reaches dj only
+    // after bo's offer expires.
+    bo.ok(json!({"type": "set_state", "state": "not_ready", "reason": "lunch"}))
+        .await;
     let mut dj = hub.ready_agent("dj").await;
     let mut ana = hub.ready_agent("ana").await;
     let t = hub
@@ -132,7 +136,10 @@ async fn priority_then_arrival_and_the_longest_idle_agent() {
         .await;
     let offer = dj.expect("offer").await;
     assert_eq!(offer["offer"]["task"]["task_id"], t["task_id"]);
+    // At once, not after someone else's offer expired.
+    assert_eq!(offer["offer"]["task"]["offers"], 1, "{offer}");
     ana.expect_no("offer", Duration::from_millis(150)).await;
+    bo.expect_no("offer", Duration::ZERO).await;
     hub.shutdown().await;
 }
 
