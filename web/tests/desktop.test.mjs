@@ -28,6 +28,7 @@ offer_timeout_secs = 2
 id = "backoffice"
 name = "Back office"
 channels = ["email"]
+wrap_up_secs = 600
 
 [[agents]]
 id = "sam"
@@ -213,6 +214,15 @@ test("two agents and an integration walk the help pages' flow", async () => {
   await a.getByTestId("open-list").getByRole("button", { name: "João Pedro Silva" }).waitFor();
   assert.equal(await b.getByTestId("caution").count(), 0);
 
+  // B retitles the request; A, who has it open, gets the caution for the request and loads it.
+  await b.getByLabel("Request title").fill("Refund A-1001 (double charge)");
+  await b.getByTestId("request-card").getByRole("button", { name: "Save" }).click();
+  await a.getByTestId("caution").filter({ hasText: "joao changed this request" }).waitFor();
+  assert.equal(await a.getByLabel("Request title").inputValue(), "Reembolso do pedido A-1001 💶");
+  await a.getByTestId("caution").getByRole("button", { name: "Load" }).click();
+  assert.equal(await a.getByLabel("Request title").inputValue(), "Refund A-1001 (double charge)");
+  await a.locator("#req-title-count").filter({ hasText: "29 / 2,000 characters" }).waitFor();
+
   // The conflict path: the integration changes the customer while B edits an older version.
   const bForm = b.getByTestId("customer-card");
   await bForm.getByRole("button", { name: "Edit" }).click();
@@ -310,6 +320,13 @@ test("an unknown caller closed with Create / Discard", async () => {
   assert.deepEqual(await dialog.getByRole("button").allTextContents(), ["Create", "Discard", "Cancel"]);
   await dialog.getByRole("button", { name: "Discard" }).click();
   await a.getByText("No open customers.").waitFor();
+  // Completing starts the queue's wrap-up; End wrap-up makes the agent Ready at once.
+  await a.getByTestId("in-progress").getByRole("button", { name: "Complete" }).click();
+  await a.getByRole("button", { name: "Complete task" }).click();
+  await a.getByTestId("agent-status").filter({ hasText: /^Wrap-up.*Wrap-up until/ }).waitFor();
+  await a.getByTestId("end-wrap-up").click();
+  await a.getByTestId("agent-status").filter({ hasText: /^Ready/ }).waitFor();
+  assert.equal(await a.getByTestId("end-wrap-up").count(), 0);
   assert.deepEqual(A.problems, []);
   await A.context.close();
 });

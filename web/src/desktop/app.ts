@@ -166,6 +166,9 @@ export function startDesktop(root: HTMLElement, token: string, signOut: (message
             )
           : null,
       ),
+      agent?.status === "wrap_up"
+        ? h("button", { type: "button", "data-testid": "end-wrap-up", onclick: () => api.setState("ready").catch(fail) }, t("endWrapUp"))
+        : null,
       h("span", { class: `conn conn-${conn.kind}`, role: "status", "data-testid": "connection" }, connText),
       h("span", { class: "spacer" }),
       languageSwitch(() => layout()),

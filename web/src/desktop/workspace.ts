@@ -58,6 +58,8 @@ interface State {
   linkResults: { customer_id: string; name: string }[] | null;
 }
 
+/** A form label without its typing hint ("Emails (one per line)" -> "Emails"), for read-only views. */
+const bare = (key: Key) => t(key).replace(/\s*\([^)]*\)$/, "");
 const lines = (s: string) => s.split("\n").map((x) => x.trim()).filter(Boolean);
 
 export class Workspace {
@@ -540,9 +542,9 @@ export class Workspace {
                 h("dd", { "data-testid": "customer-name" }, c.name || "—"),
                 h("dt", null, t("kind")),
                 h("dd", null, tCode("k_", c.kind)),
-                c.emails.length ? [h("dt", null, t("emails")), h("dd", null, c.emails.join(", "))] : null,
-                c.phones.length ? [h("dt", null, t("phones")), h("dd", null, c.phones.join(", "))] : null,
-                c.chat_handles.length ? [h("dt", null, t("chatHandles")), h("dd", null, c.chat_handles.join(", "))] : null,
+                c.emails.length ? [h("dt", null, bare("emails")), h("dd", null, c.emails.join(", "))] : null,
+                c.phones.length ? [h("dt", null, bare("phones")), h("dd", null, c.phones.join(", "))] : null,
+                c.chat_handles.length ? [h("dt", null, bare("chatHandles")), h("dd", null, c.chat_handles.join(", "))] : null,
               ),
               h(
                 "button",
