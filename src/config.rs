@@ -99,7 +99,8 @@ pub struct ServerConfig {
     /// Where to listen (HTTP and websockets on one port).
     pub listen: String,
     /// Browser origins allowed to open a websocket (`Origin` header, exact match);
-    /// `"*"` allows any. Clients that send no `Origin` (not browsers) are not checked.
+    /// `"*"` allows any. Clients that send no `Origin` (not browsers) are not checked,
+    /// and the hub's own origin (the desktop it serves) is always allowed.
     pub allowed_origins: Vec<String>,
     /// How long a SIGTERM drain waits for connections to finish, in seconds.
     pub drain_secs: f64,
