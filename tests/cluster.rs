@@ -306,6 +306,7 @@ async fn accept_against_expiry_across_nodes_has_one_winner_seen_everywhere() {
     // Each node anchors its clock to the wall clock when it starts: allow for a few ms of
     // difference between processes.
     let mut race = Race::new(timeout, Duration::from_millis(5), OFFSETS_MS);
+    let mut lost = Vec::new();
     while let Some(offset) = race.next_offset() {
         let created = Instant::now();
         let t = b
@@ -358,11 +359,17 @@ async fn accept_against_expiry_across_nodes_has_one_winner_seen_everywhere() {
                 assert_eq!(seen["offers"], 1, "{seen}");
             }
             bo.set_ready().await;
+            lost.push(t["task_id"].clone());
         }
     }
     race.assert_both_outcomes();
     // No offer_ended for the last round's offer after all, whichever way it went.
     bo.expect_no("offer_ended", timeout * 2).await;
+    // The lost tasks went on: the next agent gets the oldest, in its place.
+    let mut dj = b.ready_agent("dj").await;
+    let next = dj.expect("offer").await;
+    assert_eq!(next["offer"]["task"]["task_id"], lost[0], "{next}");
+    assert_eq!(next["offer"]["task"]["offers"], 2, "{next}");
 }
 
 #[tokio::test]

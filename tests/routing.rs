@@ -272,6 +272,7 @@ async fn accept_racing_expiry_has_one_winner_and_both_sides_are_told() {
     let hub = TestHub::start(&format!("offer_timeout_secs = 0.1\n{QUEUES_AND_AGENTS}")).await;
     let mut bo = hub.ready_agent("bo").await;
     let mut race = Race::new(timeout, Duration::from_millis(1), OFFSETS_MS);
+    let mut lost = Vec::new();
     while let Some(offset) = race.next_offset() {
         let created = Instant::now();
         let t = hub.create(chat()).await;
@@ -322,11 +323,17 @@ async fn accept_racing_expiry_has_one_winner_and_both_sides_are_told() {
             assert_eq!(task["state"], "queued", "{task}");
             assert_eq!(task["offers"], 1, "{task}");
             bo.set_ready().await;
+            lost.push(t["task_id"].clone());
         }
     }
     race.assert_both_outcomes();
     // No offer_ended for the last round's offer after all, whichever way it went.
     bo.expect_no("offer_ended", timeout * 2).await;
+    // The lost tasks went on: the next agent gets the oldest, in its place.
+    let mut dj = hub.ready_agent("dj").await;
+    let next = dj.expect("offer").await;
+    assert_eq!(next["offer"]["task"]["task_id"], lost[0], "{next}");
+    assert_eq!(next["offer"]["task"]["offers"], 2, "{next}");
     hub.shutdown().await;
 }
 
