@@ -198,8 +198,10 @@ test("two agents and an integration walk the help pages' flow", async () => {
   await b.getByRole("tab", { name: /Open/ }).click();
   await b.getByTestId("open-list").getByRole("button", { name: "João Silva" }).waitFor();
 
-  // A edits and saves; B is told at once (caution notice) and loads.
-  await form.getByRole("button", { name: "Edit" }).click();
+  // A clicks the customer's name (the form opens for editing), saves; B is told at once
+  // (caution notice) and loads.
+  await a.getByTestId("work-title").getByRole("button", { name: "João Silva" }).click();
+  await expectFocused(a, "cust-name");
   await form.getByLabel("Name").fill("João Pedro Silva");
   await form.getByRole("button", { name: "Save" }).click();
   await form.getByTestId("customer-name").filter({ hasText: "João Pedro Silva" }).waitFor();

@@ -433,7 +433,12 @@ export class Workspace {
       h(
         "section",
         { class: "card head", "aria-labelledby": "work-h" },
-        h("h2", { id: "work-h", tabindex: -1, "data-testid": "work-title" }, heading),
+        // Clicking the customer's name opens the customer form (Edit, or the Name field of a new one).
+        h(
+          "h2",
+          { id: "work-h", tabindex: -1, "data-testid": "work-title" },
+          h("button", { type: "button", class: "link title", onclick: () => this.openForm() }, heading),
+        ),
         s.activity && s.own ? h("span", { class: "chip" }, tCode("ch_", s.activity.channel)) : null,
         h("span", { class: "spacer" }),
         h("button", { type: "button", "data-testid": "close", onclick: () => this.close().catch((e) => this.shell.fail(e)) }, t("closeInteraction")),
@@ -458,6 +463,18 @@ export class Workspace {
         }
       }
     }
+  }
+
+  private openForm(): void {
+    const s = this.s;
+    if (!s) return;
+    const c = s.view?.customer;
+    if (c && !s.editing) {
+      s.editing = true;
+      s.draft = { name: c.name, kind: c.kind, emails: c.emails.join("\n"), phones: c.phones.join("\n"), chat: c.chat_handles.join("\n") };
+      this.render();
+    }
+    document.getElementById("cust-name")?.focus();
   }
 
   private cautionBox(c: Caution) {
@@ -550,12 +567,7 @@ export class Workspace {
                 "button",
                 {
                   type: "button",
-                  onclick: () => {
-                    s.editing = true;
-                    s.draft = { name: c.name, kind: c.kind, emails: c.emails.join("\n"), phones: c.phones.join("\n"), chat: c.chat_handles.join("\n") };
-                    this.render();
-                    document.getElementById("cust-name")?.focus();
-                  },
+                  onclick: () => this.openForm(),
                 },
                 t("edit"),
               ),
