@@ -251,6 +251,12 @@ test("two agents and an integration walk the help pages' flow", async () => {
   assert.equal(await b.getByTestId("status-select").locator("option:checked").textContent(), "Not Ready: Missed offer");
   await shot(b, "06-missed-offer");
 
+  // Notes on the activity, with their own count and save.
+  await a.getByLabel("Activity notes").fill("Card refund requested.");
+  await a.locator("#act-notes-count").filter({ hasText: "22 / 2,000 characters" }).waitFor();
+  await a.getByRole("button", { name: "Save notes" }).click();
+  await a.getByTestId("journey").getByText("Interaction updated").first().waitFor();
+
   // Closing with unsaved changes asks Save / Discard.
   await a.getByLabel("Request description").fill("Charged twice; customer wants the refund to the card.");
   await a.getByTestId("close").click();
@@ -278,6 +284,7 @@ test("two agents and an integration walk the help pages' flow", async () => {
   await a.getByTestId("open-list").getByRole("button", { name: "João Pedro Silva" }).waitFor();
   // The description change was discarded: the saved one is back.
   assert.equal(await a.getByLabel("Request description").inputValue(), "Charged twice for the same order.");
+  assert.equal(await a.getByLabel("Activity notes").inputValue(), "Card refund requested.");
   await shot(a, "08-reopened");
 
   assert.deepEqual(A.problems, [], "no CSP violation or page error on A");

@@ -48,6 +48,7 @@ interface State {
   draft: CustomerDraft | null;
   tagText: string;
   tagError: string | null;
+  notes: string | null;
   cautions: Caution[];
   journey: JourneyEvent[];
   scope: "customer" | "request";
@@ -78,7 +79,7 @@ export class Workspace {
       activity?.request_id ?? view?.requests.find((r) => r.state === "open")?.request_id ?? view?.requests[0]?.request_id ?? null;
     return {
       activity, own, view, requestId,
-      title: null, description: null, editing: false, draft: null, tagText: "", tagError: null, cautions: [],
+      title: null, description: null, editing: false, draft: null, tagText: "", tagError: null, notes: null, cautions: [],
       journey: [], scope: "customer", note: "", details: false, summaryTab: "", linkQuery: "", linkResults: null,
     };
   }
@@ -139,6 +140,11 @@ export class Workspace {
     if (!s) return false;
     const r = this.request;
     return (s.title !== null && s.title !== (r?.title ?? "")) || (s.description !== null && s.description !== (r?.description ?? ""));
+  }
+
+  private notesDirty(): boolean {
+    const s = this.s;
+    return !!s?.activity && s.notes !== null && s.notes !== s.activity.notes;
   }
 
   private customerDirty(): boolean {
@@ -223,6 +229,7 @@ export class Workspace {
       s.description = null;
     } else if (c.kind === "activity") {
       s.activity = c.record as Activity;
+      s.notes = null;
     }
     s.cautions = s.cautions.filter((x) => x !== c);
     this.render();
@@ -317,8 +324,29 @@ export class Workspace {
       try {
         s.activity = (await this.shell.api.updateActivity(a.activity_id, version, { tags })).activity;
         s.cautions = s.cautions.filter((c) => c.kind !== "activity");
+        await this.loadJourney();
         this.render();
         document.getElementById("tag-input")?.focus();
+      } catch (e) {
+        if (!this.conflict(e, "activity", attempt)) throw e;
+      }
+    };
+    await attempt(a.version);
+  }
+
+  private async saveNotes(): Promise<void> {
+    const s = this.s!;
+    const a = s.activity;
+    if (!a || !this.notesDirty()) return;
+    const notes = s.notes!;
+    const attempt = async (version: number) => {
+      try {
+        s.activity = (await this.shell.api.updateActivity(a.activity_id, version, { notes })).activity;
+        s.notes = null;
+        s.cautions = s.cautions.filter((c) => c.kind !== "activity");
+        this.shell.notify(t("saved"));
+        await this.loadJourney();
+        this.render();
       } catch (e) {
         if (!this.conflict(e, "activity", attempt)) throw e;
       }
@@ -361,7 +389,7 @@ export class Workspace {
         await this.shell.api.closeInteraction(interaction.activity_id, "discard");
       } else return;
     } else {
-      if (this.requestDirty() || this.customerDirty()) {
+      if (this.requestDirty() || this.customerDirty() || this.notesDirty()) {
         const choice = await this.ask(t("closeUnsavedTitle"), t("closeUnsaved"), [
           ["save", t("save")],
           ["discard", t("discard")],
@@ -369,7 +397,8 @@ export class Workspace {
         if (choice === "save") {
           if (this.customerDirty()) await this.saveCustomer();
           await this.saveRequest();
-          if (this.requestDirty() || this.customerDirty() || this.s?.cautions.some((c) => c.conflict)) return;
+          await this.saveNotes();
+          if (this.requestDirty() || this.customerDirty() || this.notesDirty() || this.s?.cautions.some((c) => c.conflict)) return;
         } else if (choice !== "discard") return;
       }
       if (interaction) await this.shell.api.closeInteraction(interaction.activity_id);
@@ -775,6 +804,30 @@ export class Workspace {
       }),
       h("p", { id: "tag-hint", class: "hint" }, t("tagsHint")),
       h("p", { id: "tag-error", class: "error", role: "alert" }, s.tagError ?? ""),
+      h(
+        "form",
+        {
+          class: "form",
+          onsubmit: (e: Event) => {
+            e.preventDefault();
+            this.saveNotes().catch((err) => this.shell.fail(err));
+          },
+        },
+        h("label", { for: "act-notes" }, t("activityNotes")),
+        h("textarea", {
+          id: "act-notes",
+          rows: 3,
+          value: s.notes ?? a.notes,
+          "aria-describedby": "act-notes-count",
+          oninput: (e: Event) => {
+            const v = (e.target as HTMLTextAreaElement).value;
+            s.notes = v;
+            document.getElementById("act-notes-count")?.replaceWith(this.counter("act-notes-count", v));
+          },
+        }),
+        this.counter("act-notes-count", s.notes ?? a.notes),
+        h("div", { class: "actions" }, h("button", { type: "submit" }, t("saveNotes"))),
+      ),
     );
   }
 
