@@ -2,7 +2,7 @@
 // serves with the page (CSP, content types, ETags).
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { axe, launch, openPage, shot, signIn, startHub, token } from "./harness.mjs";
+import { axe, integration, launch, openPage, shot, signIn, startHub, token } from "./harness.mjs";
 
 let demo;
 let browser;
@@ -129,6 +129,9 @@ queues = ["support"]
     await page.getByTestId("connection").filter({ hasText: "Connected" }).waitFor();
     await page.getByTestId("status-select").selectOption({ label: "Ready" });
     await page.getByTestId("agent-status").filter({ hasText: /^Ready/ }).waitFor();
+    await integration(hub).createTask({ channel: "chat", queue: "support", customer: { name: "Before restart" } });
+    await page.getByTestId("accept").click();
+    await page.getByTestId("work-title").filter({ hasText: "Unknown caller" }).waitFor();
     // SIGTERM: the hub says goodbye (shutting_down) and closes; the page shows it is
     // reconnecting, then is back on the new process as soon as it listens again.
     const port = hub.port;
@@ -138,6 +141,9 @@ queues = ["support"]
     await page.getByTestId("connection").filter({ hasText: "Connected" }).waitFor({ timeout: 30_000 });
     // A restarted in-memory hub starts the agent afresh: Not Ready, logged in.
     await page.getByTestId("agent-status").filter({ hasText: "Not Ready (Logged in)" }).waitFor();
+    // Its interaction is gone with the old process: the workspace is put away.
+    await page.getByText("Accept a task, or open a customer from the Open, Recent or Search lists.").waitFor();
+    await page.getByText("No tasks in progress.").waitFor();
     assert.deepEqual(problems.filter((p) => !/WebSocket/.test(p)), []);
     await context.close();
   } finally {

@@ -547,6 +547,7 @@ export function startDesktop(root: HTMLElement, token: string, signOut: (message
   });
   client.on("welcome", (w) => {
     lists = w.lists;
+    work.onWelcome(w.lists);
     renderLists();
     renderProgress();
   });

@@ -8,7 +8,7 @@
 // so a redraw never loses text. A record this workspace holds keeps its version until
 // the agent loads a newer one, so a save based on an old version meets the hub's
 // version_conflict, which is shown as the caution notice too.
-import { HubError, type Activity, type Actor, type CustomerFields, type CustomerView, type JourneyEvent, type RecordChange, type Request } from "../../../clients/typescript/src/index.ts";
+import { HubError, type Activity, type Actor, type CustomerFields, type CustomerView, type JourneyEvent, type Lists, type RecordChange, type Request } from "../../../clients/typescript/src/index.ts";
 import type { Shell } from "./app.ts";
 import { charCount, fill, h, uid } from "./dom.ts";
 import { icon } from "./icons.ts";
@@ -157,6 +157,23 @@ export class Workspace {
 
   private fields(d: CustomerDraft): CustomerFields {
     return { name: d.name.trim(), kind: d.kind, emails: lines(d.emails), phones: lines(d.phones), chat_handles: lines(d.chat) };
+  }
+
+  /**
+   * After a welcome: a workspace whose interaction or reopened customer is no longer on
+   * the Open list (a hub that restarted without its state, an interaction closed from
+   * another desktop) is put away rather than left to fail on every save.
+   */
+  onWelcome(lists: Lists): void {
+    const s = this.s;
+    if (!s) return;
+    const still = lists.open.some((o) =>
+      s.own ? o.activity_id === s.activity?.activity_id : !o.activity_id && o.customer?.customer_id === s.view?.customer.customer_id,
+    );
+    if (!still) {
+      this.s = null;
+      this.render();
+    }
   }
 
   // --- the hub's pushes
