@@ -117,8 +117,14 @@ impl Node {
     }
 
     async fn task(&self, id: &Value) -> Value {
+        let (s, v) = self.get_task(id).await;
+        assert_eq!(s, 200, "{v}");
+        v
+    }
+
+    async fn get_task(&self, id: &Value) -> (u16, Value) {
         let tok = Self::token("crm", Role::Integration);
-        let (s, v) = http(
+        http(
             self.addr,
             "GET",
             &format!("/v1/tasks/{}", id.as_str().unwrap_or_default()),
@@ -126,23 +132,33 @@ impl Node {
             None,
             &[],
         )
-        .await;
-        assert_eq!(s, 200, "{v}");
-        v
+        .await
     }
 
     /// Waits until this node shows the task in `state`.
     async fn await_task_state(&self, id: &Value, state: &str) -> Value {
+        self.await_task(id, state, |t| t["state"] == state).await
+    }
+
+    /// Waits until this node shows the task as `pred` wants it (`what` says how, for the
+    /// failure). A task this node's replica has not applied yet (404 `task_not_found`)
+    /// is waited for too: a node answers from its own replica, which may lag the node
+    /// that created the task.
+    async fn await_task(&self, id: &Value, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         // Long enough for a lost node's heartbeat to expire and a grace period to end.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
         loop {
-            let t = self.task(id).await;
-            if t["state"] == state {
+            let (s, t) = self.get_task(id).await;
+            if s == 200 && pred(&t) {
                 return t;
             }
             assert!(
+                s == 200 || (s == 404 && t["error"]["code"] == "task_not_found"),
+                "{s}: {t}"
+            );
+            assert!(
                 tokio::time::Instant::now() < deadline,
-                "task never {state} here: {t}"
+                "task never {what} here: {s} {t}"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -468,8 +484,9 @@ async fn a_redis_restart_is_survived_and_nothing_acknowledged_is_lost() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
+    // b answers from its replica, which catches up with the log after the restart.
     for t in &before {
-        let seen = b.task(&t["task_id"]).await;
+        let seen = b.await_task(&t["task_id"], "known", |_| true).await;
         assert_eq!(seen["task_id"], t["task_id"]);
     }
     b.await_task_state(&after["task_id"], "queued").await;
