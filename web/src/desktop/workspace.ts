@@ -747,7 +747,8 @@ export class Workspace {
         h(
           "div",
           { class: "actions" },
-          h("button", { type: "submit", class: "primary", disabled: !s.view }, t("save")),
+          h("button", { type: "submit", class: "primary", disabled: !s.view, "aria-describedby": s.view ? undefined : "req-after" }, t("save")),
+          s.view ? null : h("span", { id: "req-after", class: "hint" }, t("requestAfterCreate")),
           r && s.view
             ? h(
                 "button",
