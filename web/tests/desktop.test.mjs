@@ -302,9 +302,12 @@ test("an unknown caller closed with Create / Discard", async () => {
   await a.getByTestId("connection").filter({ hasText: "Connected" }).waitFor();
   await a.getByTestId("status-select").selectOption({ label: "Ready" });
   await a.getByTestId("agent-status").filter({ hasText: /^Ready/ }).waitFor();
+  // An offer from a caller the hub knows (by email) names the customer before the accept.
+  await crm.createCustomer({ name: "Karin Känd", emails: ["First@Example.org"] });
   // Decline with a reason: the offer goes away, the agent stays Ready.
   const first = await crm.createTask({ channel: "email", queue: "backoffice", customer: { email: "first@example.org" } });
   const offer = a.locator(`section.offer[data-task-id="${first.task_id}"]`);
+  await offer.getByTestId("offer-known").filter({ hasText: "Karin Känd" }).waitFor();
   await offer.getByRole("button", { name: "Decline" }).click();
   await expectFocused(a, await offer.getByLabel("Reason for declining (optional)").getAttribute("id"));
   await offer.getByLabel("Reason for declining (optional)").fill("Not my language");

@@ -50,6 +50,9 @@ export function startDesktop(root: HTMLElement, token: string, signOut: (message
   let completing: string | null = null;
   let wrapUpCode = "";
   let announcedOffer: string | null = null;
+  // What the hub already knows of an offer's caller (looked up by its email, phone or chat
+  // handle, as the hub will match it on accept), by offer id: shown before accepting.
+  const known = new Map<string, CustomerSummary | null>();
 
   const shell: Shell = {
     api,
@@ -242,7 +245,9 @@ export function startDesktop(root: HTMLElement, token: string, signOut: (message
     if (announcedOffer !== offer.offer_id) {
       announcedOffer = offer.offer_id;
       announcer.textContent = t("offerAnnounce", { channel, who: who(task) });
+      lookUp(offer);
     }
+    const match = known.get(offer.offer_id);
     const text = h("p", { class: "countdown", "data-testid": "offer-countdown" });
     const bar = h("progress", { max: offer.timeout_ms, "aria-label": t("offerCountdown", { s: "" }).trim() }) as HTMLProgressElement;
     const reasonId = "decline-reason";
@@ -257,6 +262,7 @@ export function startDesktop(root: HTMLElement, token: string, signOut: (message
         { class: "facts" },
         h("dt", null, t("customer")),
         h("dd", { "data-testid": "offer-customer" }, c.name ?? t("unknownCaller")),
+        match ? [h("dt", null, t("knownCustomer")), h("dd", { "data-testid": "offer-known" }, match.name || match.emails[0] || match.phones[0] || match.customer_id)] : null,
         c.email ? [h("dt", null, t("ch_email")), h("dd", null, c.email)] : null,
         c.phone ? [h("dt", null, t("phone")), h("dd", null, c.phone)] : null,
         c.chat_handle ? [h("dt", null, t("ch_chat")), h("dd", null, c.chat_handle)] : null,
@@ -318,6 +324,27 @@ export function startDesktop(root: HTMLElement, token: string, signOut: (message
     );
     countdownEls = { text, bar, offer };
     tick();
+  }
+
+  function lookUp(offer: OfferView) {
+    const c = offer.task.customer ?? {};
+    const digits = (x: string) => x.replace(/\D/g, "");
+    const query = c.email ?? c.chat_handle ?? c.phone;
+    if (!query || known.size > 50) known.clear();
+    if (!query) return;
+    api.search(query).then(
+      (r) => {
+        const hit = r.customers.find(
+          (x) =>
+            (c.email && x.emails.some((e) => e.trim().toLowerCase() === c.email!.trim().toLowerCase())) ||
+            (c.phone && digits(c.phone).length > 0 && x.phones.some((p) => digits(p) === digits(c.phone!))),
+        );
+        // A chat handle is not in search results: one result for it is taken as the match.
+        known.set(offer.offer_id, hit ?? (c.chat_handle && !c.email && r.customers.length === 1 ? r.customers[0]! : null));
+        if (agent?.offer?.offer_id === offer.offer_id && known.get(offer.offer_id)) renderOffer();
+      },
+      () => {},
+    );
   }
 
   // What the customer answered before the chat, to read before accepting.
