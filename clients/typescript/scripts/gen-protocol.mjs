@@ -20,8 +20,9 @@ import { fileURLToPath } from "node:url";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const pkg = resolve(here, "..");
-const schemaPath = resolve(pkg, "../../protocol/v1/schema.json");
-const outPath = resolve(pkg, "src/protocol.ts");
+// The paths can be overridden for the generator's own tests.
+const schemaPath = resolve(process.env.GEN_PROTOCOL_SCHEMA ?? resolve(pkg, "../../protocol/v1/schema.json"));
+const outPath = resolve(process.env.GEN_PROTOCOL_OUT ?? resolve(pkg, "src/protocol.ts"));
 
 // Keywords that restrict values but not their TypeScript type.
 const VALUE_ONLY = new Set([

@@ -103,6 +103,15 @@ export async function startHub(port = 0) {
       rmSync(dir, { recursive: true, force: true });
       return r;
     },
+    /** An HTTP call as an integration; resolves with the status and the JSON body. */
+    async call(method, path, body) {
+      const res = await fetch(`${hub.http}${path}`, {
+        method,
+        headers: { authorization: `Bearer ${mint({ sub: "crm", role: "integration" })}`, "content-type": "application/json" },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+      return { status: res.status, body: await res.json() };
+    },
     /** POST /v1/tasks as an integration. */
     async createTask(body) {
       const res = await fetch(`${hub.http}/v1/tasks`, {

@@ -268,6 +268,39 @@ test("clock offset with a skewed local clock: the countdown follows the hub's de
   c.close();
 });
 
+test("customer context: a version_conflict carries the current record; an integration's change arrives as record_changed", async () => {
+  const t = fresh();
+  const created = await hub.call("POST", "/v1/customers", { name: `Đorđe ${t.queue}`, emails: [`dorde-${t.queue}@example.com`] });
+  assert.equal(created.status, 201);
+  const id = created.body.customer.customer_id;
+  const c = client({ token: t.token("ana") });
+  await connected(c);
+  const view = await c.reopenCustomer(id);
+  assert.equal(view.customer.version, 1);
+  assert.equal((await c.updateCustomer(id, 1, { name: "Đorđe Petrović" })).customer.version, 2);
+  await assert.rejects(c.updateCustomer(id, 1, { name: "Đorđe P." }), (e) => {
+    assert.ok(e instanceof HubError);
+    assert.equal(e.code, "version_conflict");
+    assert.equal(e.version, 2);
+    assert.equal(e.current.name, "Đorđe Petrović");
+    assert.deepEqual(e.changed_by, { id: t.id("ana"), role: "agent" });
+    assert.equal(typeof e.changed_at, "string");
+    return true;
+  });
+  await assert.rejects(c.updateActivity(randomUUID(), 1, { tags: ["a"] }), (e) => e.code === "activity_not_found");
+  await assert.rejects(c.closeCustomer(randomUUID()), (e) => e instanceof HubError);
+  const changed = nextEvent(c, "record_changed");
+  const patched = await hub.call("PATCH", `/v1/customers/${id}`, { base_version: 2, changes: { phones: ["+381 11 123 4567"] } });
+  assert.equal(patched.status, 200);
+  const { change } = await changed;
+  assert.equal(change.kind, "customer");
+  assert.equal(change.id, id);
+  assert.equal(change.version, 3);
+  assert.deepEqual(change.record.phones, ["+381 11 123 4567"]);
+  assert.deepEqual(change.changed_by, { id: "crm", role: "integration" });
+  c.close();
+});
+
 // Last: it replaces the shared hub.
 test("a hub restart: the client reconnects with backoff and starts afresh", async () => {
   const t = fresh();
