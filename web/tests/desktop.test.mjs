@@ -249,6 +249,7 @@ test("two agents and an integration walk the help pages' flow", async () => {
   await b.getByTestId("agent-status").filter({ hasText: "Not Ready (Missed offer)" }).waitFor();
   assert.equal(await b.locator("section.offer").isHidden(), true);
   assert.equal(await b.getByTestId("status-select").locator("option:checked").textContent(), "Not Ready: Missed offer");
+  await checkA11y(b, "missed-offer");
   await shot(b, "06-missed-offer");
 
   // Notes on the activity, with their own count and save.
@@ -275,8 +276,11 @@ test("two agents and an integration walk the help pages' flow", async () => {
   await a.getByRole("button", { name: "Complete task" }).click();
   await a.getByText("No tasks in progress.").waitFor();
 
-  // Reopen from Recent.
-  await a.getByRole("tab", { name: /Recent/ }).click();
+  // Reopen from Recent (the tabs follow the arrow keys).
+  await a.getByRole("tab", { name: /Open/ }).focus();
+  await a.keyboard.press("ArrowRight");
+  await expectFocused(a, "tab-recent");
+  assert.equal(await a.getByRole("tab", { name: /Recent/ }).getAttribute("aria-selected"), "true");
   await a.getByTestId("recent-list").getByText("João Pedro Silva").waitFor();
   await a.getByRole("button", { name: "Reopen João Pedro Silva" }).click();
   await a.getByTestId("work-title").filter({ hasText: "João Pedro Silva" }).waitFor();
@@ -285,6 +289,7 @@ test("two agents and an integration walk the help pages' flow", async () => {
   // The description change was discarded: the saved one is back.
   assert.equal(await a.getByLabel("Request description").inputValue(), "Charged twice for the same order.");
   assert.equal(await a.getByLabel("Activity notes").inputValue(), "Card refund requested.");
+  await checkA11y(a, "reopened");
   await shot(a, "08-reopened");
 
   assert.deepEqual(A.problems, [], "no CSP violation or page error on A");
