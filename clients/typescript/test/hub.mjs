@@ -80,14 +80,26 @@ export async function startHub(port = 0) {
   });
   const exited = new Promise((res) => child.once("exit", (code, signal) => res({ code, signal })));
   const lines = createInterface({ input: child.stdout });
-  const addr = await new Promise((res, rej) => {
-    lines.once("line", (line) => {
-      const m = /http:\/\/(\S+)/.exec(line);
-      if (m) res(m[1]);
-      else rej(new Error(`no address in ${JSON.stringify(line)}`));
+  let addr;
+  try {
+    addr = await new Promise((res, rej) => {
+      const timer = setTimeout(() => rej(new Error(`the hub did not start listening within 60 s: ${stderr}`)), 60000);
+      lines.once("line", (line) => {
+        clearTimeout(timer);
+        const m = /http:\/\/(\S+)/.exec(line);
+        if (m) res(m[1]);
+        else rej(new Error(`no address in ${JSON.stringify(line)}`));
+      });
+      exited.then(({ code, signal }) => {
+        clearTimeout(timer);
+        rej(new Error(`the hub exited (${code ?? signal}) before listening: ${stderr}`));
+      });
     });
-    exited.then(({ code, signal }) => rej(new Error(`the hub exited (${code ?? signal}) before listening: ${stderr}`)));
-  });
+  } catch (err) {
+    child.kill("SIGKILL");
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
   lines.on("line", () => {}); // keep reading stdout so the hub never blocks on it
   const hub = {
     addr,
@@ -99,7 +111,10 @@ export async function startHub(port = 0) {
     /** Stop the hub: SIGKILL (a crash) or SIGTERM (a drain). */
     async stop(signal = "SIGKILL") {
       if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      // A drain takes at most drain_secs (2 s); a hub still running long after is killed.
+      const timer = setTimeout(() => child.kill("SIGKILL"), 30000);
       const r = await exited;
+      clearTimeout(timer);
       rmSync(dir, { recursive: true, force: true });
       return r;
     },
@@ -109,6 +124,7 @@ export async function startHub(port = 0) {
         method,
         headers: { authorization: `Bearer ${mint({ sub: "crm", role: "integration" })}`, "content-type": "application/json" },
         body: body === undefined ? undefined : JSON.stringify(body),
+        signal: AbortSignal.timeout(10000),
       });
       return { status: res.status, body: await res.json() };
     },
@@ -118,6 +134,7 @@ export async function startHub(port = 0) {
         method: "POST",
         headers: { authorization: `Bearer ${mint({ sub: "crm", role: "integration" })}`, "content-type": "application/json" },
         body: JSON.stringify({ channel: "chat", ...body }),
+        signal: AbortSignal.timeout(10000),
       });
       const json = await res.json();
       if (res.status !== 201 && res.status !== 200) throw new Error(`create task: ${res.status} ${JSON.stringify(json)}`);
@@ -171,9 +188,10 @@ export async function startProxy(target) {
       }
       pairs.clear();
     },
+    /** Stop listening and reset every connection (not waiting for anything that lingers). */
     close() {
+      server.close();
       this.cut();
-      return new Promise((res) => server.close(res));
     },
   };
 }

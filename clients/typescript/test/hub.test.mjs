@@ -198,7 +198,7 @@ test("a broken connection: pending requests reject, the client reconnects at onc
   // And it works: the resumed offer can be accepted.
   assert.equal((await c.accept(offer2.offer_id)).task.state, "assigned");
   c.close();
-  await proxy.close();
+  proxy.close();
 });
 
 test("goodbye replaced: a second desktop takes over; the first stops for good", async () => {
