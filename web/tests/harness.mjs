@@ -3,7 +3,7 @@
 // the integration's HTTP calls, and Debian's Chromium driven by playwright-core.
 import { spawn, spawnSync } from "node:child_process";
 import { createHmac } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -92,6 +92,7 @@ export async function startHub(config, { port: fixedPort } = {}) {
       const exited = new Promise((r) => proc.once("exit", r));
       proc.kill("SIGTERM");
       await exited;
+      rmSync(dir, { recursive: true, force: true });
     },
   };
 }
