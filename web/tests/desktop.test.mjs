@@ -289,6 +289,15 @@ test("two agents and an integration walk the help pages' flow", async () => {
   // The description change was discarded: the saved one is back.
   assert.equal(await a.getByLabel("Request description").inputValue(), "Charged twice for the same order.");
   assert.equal(await a.getByLabel("Activity notes").inputValue(), "Card refund requested.");
+  // Closing the request: its state and closed date behind the request icon.
+  await a.getByRole("button", { name: "Close request" }).click();
+  await a.getByRole("button", { name: "Reopen request" }).waitFor();
+  await a.getByTestId("request-icon").click();
+  assert.equal(await a.getByTestId("request-icon").getAttribute("aria-expanded"), "true");
+  const closed = await a.getByTestId("request-details").textContent();
+  assert.match(closed, /StateClosed/);
+  assert.match(closed, /Closed\w{3} \d{1,2}, 2\d{3}/); // "Closed" then a date
+  await a.getByTestId("journey").getByText("Request closed").waitFor();
   await checkA11y(a, "reopened");
   await shot(a, "08-reopened");
 
