@@ -224,6 +224,9 @@ interface ClockSample {
   rtt: number;
 }
 
+/** A broken session is reconnected at once at most once in this long (ms). */
+const IMMEDIATE_AGAIN_MS = 10000;
+
 /** How many ping samples the clock keeps; the one with the shortest round trip wins. */
 const CLOCK_SAMPLES = 8;
 
@@ -261,11 +264,14 @@ export class SwitchboardClient {
   /** The current token's expiry, ms since the epoch. */
   private tokenExp: number | null = null;
   private envAttached = false;
+  /** When the client last reconnected at once (local clock), so a flapping hub gets backoff instead. */
+  private lastImmediate = -Infinity;
 
   constructor(opts: ClientOptions) {
     this.opts = opts;
     this.token = opts.token;
     this.WS = opts.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
+    if (!this.WS) throw new Error("no WebSocket in this environment: pass ClientOptions.WebSocket (in Node before 22, the ws package)");
     this.minMs = Math.max(0, opts.backoff?.minMs ?? 500);
     this.maxMs = Math.max(this.minMs, opts.backoff?.maxMs ?? 20000);
     this.timeoutMs = opts.requestTimeoutMs ?? 10000;
@@ -532,11 +538,10 @@ export class SwitchboardClient {
       this.finish(refused);
       return;
     }
-    if (!this.WS) throw new Error("no WebSocket: pass ClientOptions.WebSocket");
     const url = this.opts.url + (this.opts.url.includes("?") ? "&" : "?") + "access_token=" + encodeURIComponent(token);
     let ws: WebSocketLike;
     try {
-      ws = new this.WS(url, PROTOCOL);
+      ws = new this.WS!(url, PROTOCOL);
     } catch (err) {
       this.retryLater(this.backoffMs(), undefined, String(err));
       return;
@@ -787,8 +792,16 @@ export class SwitchboardClient {
     if (goodbye === "rate_limited" || code === 1008) {
       // "Reconnect slowly": the longest delay, jittered.
       delay = this.jitter(this.maxMs / 2, this.maxMs);
-    } else if (wasOpen && opened && (goodbye === "reconnect" || (goodbye === null && code === 1006))) {
-      // A session that broke (network loss, a lost node): reconnect at once, within the grace period.
+    } else if (
+      wasOpen &&
+      opened &&
+      (goodbye === "reconnect" || (goodbye === null && code === 1006)) &&
+      this.now() - this.lastImmediate >= IMMEDIATE_AGAIN_MS
+    ) {
+      // A session that broke (network loss, a lost node): reconnect at once, within the
+      // grace period. Not twice within IMMEDIATE_AGAIN_MS: a hub that welcomes and drops
+      // again gets the backoff.
+      this.lastImmediate = this.now();
       delay = 0;
     } else {
       delay = this.backoffMs();

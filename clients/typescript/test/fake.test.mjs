@@ -78,6 +78,10 @@ test("a dropped session reconnects at once and rejects pending requests with dis
   const second = await hub.nextConnection();
   assert.notEqual(second, first);
   await stateWhere(client, kind("open"));
+  // Dropped again right away: a flapping hub gets the backoff, not a tight loop.
+  second.drop();
+  const again = await stateWhere(client, kind("reconnecting"));
+  assert.ok(again.retryInMs >= 60000, `second drop within 10 s: backoff (${again.retryInMs})`);
   client.close();
 });
 
