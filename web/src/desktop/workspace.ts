@@ -333,6 +333,22 @@ export class Workspace {
     await attempt(r.version);
   }
 
+  private async setRequestState(r: Request, state: "open" | "closed"): Promise<void> {
+    const s = this.s!;
+    const attempt = async (version: number) => {
+      try {
+        const { request } = await this.shell.api.updateRequest(r.request_id, version, { state });
+        s.view!.requests = s.view!.requests.map((x) => (x.request_id === request.request_id ? request : x));
+        s.cautions = s.cautions.filter((c) => c.kind !== "request");
+        await this.loadJourney();
+        this.render();
+      } catch (e) {
+        if (!this.conflict(e, "request", attempt)) throw e;
+      }
+    };
+    await attempt(r.version);
+  }
+
   private async setTags(tags: string[]): Promise<void> {
     const s = this.s!;
     const a = s.activity;
@@ -754,11 +770,7 @@ export class Workspace {
                 "button",
                 {
                   type: "button",
-                  onclick: () =>
-                    this.shell.api.updateRequest(r.request_id, r.version, { state: r.state === "open" ? "closed" : "open" }).then(({ request }) => {
-                      s.view!.requests = s.view!.requests.map((x) => (x.request_id === request.request_id ? request : x));
-                      this.loadJourney().then(() => this.render());
-                    }, (e) => (this.conflict(e, "request", async () => {}) ? undefined : this.shell.fail(e))),
+                  onclick: () => this.setRequestState(r, r.state === "open" ? "closed" : "open").catch((e) => this.shell.fail(e)),
                 },
                 r.state === "open" ? t("closeRequest") : t("reopenRequest"),
               )
