@@ -49,6 +49,22 @@ test("a refused token goes back to the sign-in page, saying why", async () => {
   await context.close();
 });
 
+test("a second desktop of the same agent takes over; the first says so and stops", async () => {
+  const one = await openPage(browser, demo);
+  await one.page.locator("[data-agent=sam]").click();
+  await one.page.getByTestId("connection").filter({ hasText: "Connected" }).waitFor();
+  const two = await openPage(browser, demo);
+  await two.page.locator("[data-agent=sam]").click();
+  await two.page.getByTestId("connection").filter({ hasText: "Connected" }).waitFor();
+  await one.page.getByRole("alert").filter({ hasText: "Another desktop took over this session." }).waitFor();
+  await one.page.getByRole("heading", { name: "Demo agents" }).waitFor();
+  // The second stays connected: the first did not fight back by reconnecting.
+  await two.page.locator(".who", { hasText: "Sam Lee" }).waitFor();
+  assert.equal(await two.page.getByTestId("connection").textContent(), "Connected");
+  await one.context.close();
+  await two.context.close();
+});
+
 test("the browser's language is the default; the switch changes it, dates and numbers follow", async () => {
   const cases = [
     ["pt-BR", "Entrar na área de trabalho do agente", "Status", "Estado"],
