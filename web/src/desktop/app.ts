@@ -5,7 +5,7 @@
 // never loses what was typed.
 import {
   HubError, SwitchboardClient,
-  type AgentView, type ConnectionState, type CustomerSummary, type Lists, type OfferView, type Task,
+  type AgentView, type ConnectionState, type CustomerSummary, type DesktopConfig, type Lists, type OfferView, type Task,
 } from "../../../clients/typescript/src/index.ts";
 import { Api } from "./api.ts";
 import { fill, h, uid } from "./dom.ts";
@@ -13,11 +13,6 @@ import { fmtNumber, fmtTime, t, tCode } from "./i18n.ts";
 import { icon } from "./icons.ts";
 import { languageSwitch } from "./signin.ts";
 import { Workspace } from "./workspace.ts";
-
-interface DesktopConfig {
-  not_ready_reasons: string[];
-  queues: { queue_id: string; name: string }[];
-}
 
 export interface Shell {
   api: Api;

@@ -1,13 +1,10 @@
 // The sign-in page: paste a token, or, on the loopback demo, pick a demo agent
 // (`GET /v1/demo/agents` answers 404 anywhere else).
+import type { DemoAgents } from "../../../clients/typescript/src/index.ts";
 import { fill, h, uid } from "./dom.ts";
 import { LANGUAGES, changeLanguage, lang, t, type Lang } from "./i18n.ts";
 
-interface DemoAgent {
-  agent_id: string;
-  name: string;
-  token: string;
-}
+type DemoAgent = DemoAgents["agents"][number];
 
 export function languageSwitch(onChange: () => void): HTMLElement {
   const id = uid("lang");
@@ -84,7 +81,7 @@ export function showSignIn(root: HTMLElement, message: string | undefined, done:
   render();
   fetch("/v1/demo/agents")
     .then((r) => (r.ok ? r.json() : null))
-    .then((body: { agents?: DemoAgent[] } | null) => {
+    .then((body: DemoAgents | null) => {
       if (body?.agents?.length) {
         demo = body.agents;
         render();
