@@ -1,7 +1,7 @@
 // The client against the FakeHub: its state machine, backoff, wake-ups, timeouts and
 // goodbye rules, where a real hub cannot be made to do each thing on demand.
 
-import { test } from "node:test";
+import { test, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import { SwitchboardClient, HubError } from "../dist/index.js";
 import {
@@ -15,6 +15,13 @@ import {
 } from "../dist/testing.js";
 import { stateWhere, kind, nextEvent, record, within } from "./helpers.mjs";
 
+// Every client a test made is closed after it, passed or failed, so that a failing test
+// leaves no reconnect timer running.
+const made = [];
+afterEach(() => {
+  for (const c of made.splice(0)) c.close();
+});
+
 function setup(opts = {}, hubOpts = {}) {
   const hub = new FakeHub(hubOpts);
   const env = new FakeEnvironment();
@@ -25,6 +32,7 @@ function setup(opts = {}, hubOpts = {}) {
     environment: env,
     ...opts,
   });
+  made.push(client);
   return { hub, env, client };
 }
 
@@ -129,6 +137,7 @@ test("backoff with the default random varies (jitter) and stays within 0.5 s .. 
   // by `reconnecting`, and going online retries at once.
   const env = new FakeEnvironment();
   const c2 = new SwitchboardClient({ url: "ws://hub.test/v1/ws", token: makeToken(), WebSocket: hub.WebSocket, environment: env });
+  made.push(c2);
   client.close();
   c2.connect();
   const delays = [];

@@ -2,7 +2,7 @@
 // errors, an offer accepted, reconnect and resume after a broken connection, after a hub
 // restart and after a takeover (`replaced`), logouts, tokens, and the clock offset.
 
-import { test, before, after } from "node:test";
+import { test, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import WebSocket from "ws";
@@ -17,8 +17,14 @@ before(async () => {
   hub = await startHub();
 });
 
+// Every client a test made is closed after it, passed or failed.
+const proxies = [];
+afterEach(() => {
+  for (const c of clients.splice(0)) c.close();
+  for (const p of proxies.splice(0)) p.close();
+});
+
 after(async () => {
-  for (const c of clients) c.close();
   await hub?.stop();
 });
 
@@ -161,6 +167,7 @@ test("an offer arrives, counts down from the hub's deadline, and is accepted", a
 test("a broken connection: pending requests reject, the client reconnects at once and resumes offer, In Progress and lists", async () => {
   const t = fresh();
   const proxy = await startProxy(hub.addr);
+  proxies.push(proxy);
   const c = client({ url: proxy.ws, token: t.token("bo") });
   await connected(c);
   await c.setState("ready");
@@ -198,7 +205,6 @@ test("a broken connection: pending requests reject, the client reconnects at onc
   // And it works: the resumed offer can be accepted.
   assert.equal((await c.accept(offer2.offer_id)).task.state, "assigned");
   c.close();
-  proxy.close();
 });
 
 test("goodbye replaced: a second desktop takes over; the first stops for good", async () => {
