@@ -298,7 +298,8 @@ export function startDesktop(root: HTMLElement, token: string, signOut: (message
                 onclick: () =>
                   api.accept(offer.offer_id).then(async (r) => {
                     await refreshLists();
-                    await work.openActivity(r.activity.activity_id);
+                    // The accept's reply carries the activity the task became.
+                    if (r.activity) await work.openActivity(r.activity.activity_id);
                   }, fail),
               },
               t("accept"),
