@@ -353,6 +353,17 @@ test("an unknown caller closed with Create / Discard", async () => {
   await a.getByTestId("end-wrap-up").click();
   await a.getByTestId("agent-status").filter({ hasText: /^Ready/ }).waitFor();
   assert.equal(await a.getByTestId("end-wrap-up").count(), 0);
+
+  // An unknown caller linked to an existing customer found by search.
+  await crm.createTask({ channel: "email", queue: "backoffice", customer: { email: "karin.other@example.org" } });
+  await a.getByTestId("accept").click();
+  await a.getByTestId("work-title").filter({ hasText: "Unknown caller" }).waitFor();
+  await a.getByText("Link to an existing customer").click();
+  await a.locator("#link-q").fill("karin");
+  await a.getByTestId("customer-card").getByRole("button", { name: "Search", exact: true }).click();
+  await a.getByTestId("customer-card").getByRole("button", { name: "Link" }).click();
+  await a.getByTestId("work-title").filter({ hasText: "Karin Känd" }).waitFor();
+  await a.getByTestId("open-list").getByRole("button", { name: "Karin Känd" }).waitFor();
   assert.deepEqual(A.problems, []);
   await A.context.close();
 });

@@ -48,6 +48,7 @@ export function startDesktop(root: HTMLElement, token: string, signOut: (message
   // What the hub already knows of an offer's caller (looked up by its email, phone or chat
   // handle, as the hub will match it on accept), by offer id: shown before accepting.
   const known = new Map<string, CustomerSummary | null>();
+  let previewOpen = false;
 
   const shell: Shell = {
     api,
@@ -350,7 +351,7 @@ export function startDesktop(root: HTMLElement, token: string, signOut: (message
     if (!survey || typeof survey !== "object" || Array.isArray(survey)) return null;
     return h(
       "details",
-      { class: "preview" },
+      { class: "preview", open: previewOpen, ontoggle: (e: Event) => (previewOpen = (e.target as HTMLDetailsElement).open) },
       h("summary", null, t("preChat")),
       h("dl", { class: "facts" }, Object.entries(survey as Record<string, unknown>).map(([k, v]) => [h("dt", null, k), h("dd", null, typeof v === "object" ? JSON.stringify(v) : String(v))])),
     );

@@ -57,6 +57,7 @@ interface State {
   summaryTab: string;
   linkQuery: string;
   linkResults: { customer_id: string; name: string }[] | null;
+  linkOpen: boolean;
 }
 
 /** A form label without its typing hint ("Emails (one per line)" -> "Emails"), for read-only views. */
@@ -80,7 +81,7 @@ export class Workspace {
     return {
       activity, own, view, requestId,
       title: null, description: null, editing: false, draft: null, tagText: "", tagError: null, notes: null, cautions: [],
-      journey: [], scope: "customer", note: "", details: false, summaryTab: "", linkQuery: "", linkResults: null,
+      journey: [], scope: "customer", note: "", details: false, summaryTab: "", linkQuery: "", linkResults: null, linkOpen: false,
     };
   }
 
@@ -644,7 +645,12 @@ export class Workspace {
     const id = "link-q";
     return h(
       "details",
-      { class: "link-customer" },
+      {
+        class: "link-customer",
+        // Stays open across redraws (search results arrive by a redraw).
+        open: s.linkOpen,
+        ontoggle: (e: Event) => (s.linkOpen = (e.target as HTMLDetailsElement).open),
+      },
       h("summary", null, t("linkToCustomer")),
       h(
         "form",
