@@ -207,6 +207,36 @@ test("a broken connection: pending requests reject, the client reconnects at onc
   c.close();
 });
 
+test("the hub closes the connection (goodbye rate_limited, 1008): the client comes back slowly and resumes", async () => {
+  const t = fresh();
+  const c = client({ token: t.token("ana") });
+  await connected(c);
+  await c.setState("ready");
+  const offered = nextEvent(c, "offer");
+  const task = await hub.createTask({ queue: t.queue, customer: { email: "flood@example.com" } });
+  await c.accept((await offered).offer_id);
+  // A flood: more than rate_burst (100) frames in a row over the rate limit.
+  const refused = [];
+  c.on("error", (e) => refused.push(e.code));
+  const goodbye = nextEvent(c, "goodbye");
+  const reconnecting = stateWhere(c, kind("reconnecting"));
+  const flood = Array.from({ length: 400 }, () => c.ping().catch((e) => e.code));
+  assert.equal((await goodbye).reason, "rate_limited");
+  const r = await reconnecting;
+  assert.equal(r.code, 1008);
+  assert.ok(r.retryInMs >= 200 && r.retryInMs <= 400, `slowly: between maxMs / 2 and maxMs (${r.retryInMs})`);
+  assert.ok(refused.length >= 100 && refused.every((code) => code === "rate_limited"), `${refused.length} refused`);
+  const outcomes = await Promise.all(flood);
+  assert.ok(outcomes.includes("disconnected"), "requests cut off by the close reject with disconnected");
+  const w = await nextEvent(c, "welcome");
+  assert.equal(w.resumed, true, "within the grace period the session resumes");
+  assert.deepEqual(
+    w.agent.in_progress.map((x) => x.task_id),
+    [task.task_id],
+  );
+  c.close();
+});
+
 test("goodbye replaced: a second desktop takes over; the first stops for good", async () => {
   const t = fresh();
   const first = client({ token: t.token("ana") });
