@@ -211,6 +211,34 @@ const FINAL_GOODBYES: ReadonlyArray<string> = ["replaced", "logged_out", "logged
 
 type Timer = ReturnType<typeof setTimeout>;
 
+const isObject = (x: unknown): x is Record<string, unknown> => typeof x === "object" && x !== null && !Array.isArray(x);
+
+const isAgentView = (x: unknown): boolean =>
+  isObject(x) && typeof x.agent_id === "string" && typeof x.version === "number" && (x.offer === null || isObject(x.offer));
+
+/**
+ * Just what this client relies on in each frame it acts on (the rest is the app's to read,
+ * typed by the schema): enough that a frame that does not fit cannot throw inside it.
+ */
+function fits(f: { type: string } & Record<string, unknown>): boolean {
+  switch (f.type) {
+    case "welcome":
+      return isAgentView(f.agent) && isObject(f.lists) && typeof f.heartbeat_ms === "number";
+    case "reply":
+      return (typeof f.re === "string" || f.re === null) && isObject(f.result);
+    case "error":
+      return (typeof f.re === "string" || f.re === null) && typeof f.code === "string";
+    case "offer":
+      return isObject(f.offer) && typeof f.offer.offer_id === "string";
+    case "state":
+      return isAgentView(f.agent);
+    case "goodbye":
+      return typeof f.reason === "string";
+    default:
+      return true;
+  }
+}
+
 interface Pending {
   resolve(result: unknown): void;
   reject(err: HubError): void;
@@ -597,13 +625,16 @@ export class SwitchboardClient {
 
   private onMessage(data: unknown): void {
     if (typeof data !== "string") return;
-    let f: ServerFrame;
+    let f: ServerFrame & Record<string, unknown>;
     try {
       f = JSON.parse(data);
     } catch {
       return;
     }
     if (!f || typeof f !== "object" || typeof (f as { type?: unknown }).type !== "string") return;
+    // The hub's frames follow the schema; one that does not (a broken proxy, a hub bug) is
+    // dropped rather than allowed to break the connection's state machine.
+    if (!fits(f)) return;
     this.emit("frame", f);
     switch (f.type) {
       case "welcome":
@@ -691,8 +722,8 @@ export class SwitchboardClient {
     clearTimeout(p.timer);
     const r = result as Partial<ReplyAgent & ReplyLists & ReplyPing>;
     if (p.type === "ping" && typeof r.server_time === "string") this.clockSample(p.sentAt, r.server_time);
-    if (r.agent && p.type !== "set_agent_state") this.applyAgent(r.agent);
-    if (r.lists && p.type === "get_lists") this._lists = r.lists;
+    if (isAgentView(r.agent) && p.type !== "set_agent_state") this.applyAgent(r.agent as AgentView);
+    if (isObject(r.lists) && p.type === "get_lists") this._lists = r.lists;
     p.resolve(result);
   }
 

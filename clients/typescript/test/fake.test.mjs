@@ -481,11 +481,33 @@ test("frames the client does not know, or that are not JSON, are ignored", async
   const sock = await hub.nextConnection();
   await stateWhere(client, kind("open"));
   sock.pushRaw("{not json");
+  sock.pushRaw("[1, 2]");
+  sock.pushRaw("null");
   sock.push({ type: "something_new", x: 1 });
+  // Frames that do not fit the schema: dropped, nothing throws, nothing changes.
+  const pending = client.getState();
+  const req = await sock.nextRequest("get_state");
+  for (const bad of [
+    { type: "offer" },
+    { type: "offer", offer: null },
+    { type: "state", agent: null },
+    { type: "state", agent: { agent_id: "ana", version: "9" } },
+    { type: "welcome", agent: {} },
+    { type: "reply", re: req.id },
+    { type: "reply", re: req.id, result: "x" },
+    { type: "error", re: req.id },
+    { type: "goodbye" },
+  ]) {
+    sock.push(bad);
+  }
   sock.push({ type: "queue_changed", queue: { queue_id: "support" } });
   const q = await nextEvent(client, "queue_changed");
   assert.equal(q.queue.queue_id, "support");
   assert.equal(client.state.kind, "open");
+  assert.equal(client.agent.version, 1);
+  // The request is still pending, and a proper answer settles it.
+  sock.reply(req, { agent: makeAgentView({ version: 2 }) });
+  assert.equal((await pending).agent.version, 2);
   client.close();
 });
 
