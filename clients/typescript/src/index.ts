@@ -281,6 +281,8 @@ export class SwitchboardClient {
   private generation = 0;
   private retryTimer: Timer | null = null;
   private heartbeatTimer: Timer | null = null;
+  /** Bounds the wait for a welcome (a connection attempt that hangs). */
+  private connectTimer: Timer | null = null;
   private nextId = 1;
   private readonly pending = new Map<string, Pending>();
   private readonly listeners = new Map<string, Set<(payload: any) => void>>();
@@ -588,6 +590,20 @@ export class SwitchboardClient {
     ws.onclose = (ev: { code?: number; reason?: string }) => {
       if (this.ws === ws) this.onSocketClosed(ev.code ?? 1006, ev.reason ?? "", opened);
     };
+    // An attempt can hang (a connect to an unreachable network may take minutes to fail):
+    // no welcome within the request timeout counts as a failed attempt.
+    this.connectTimer = setTimeout(() => {
+      this.connectTimer = null;
+      if (this.ws === ws && this._state.kind === "connecting") {
+        this.detach(ws);
+        this.onSocketClosed(1006, `no welcome within ${this.timeoutMs} ms`, opened);
+      }
+    }, this.timeoutMs);
+  }
+
+  private clearConnectTimer(): void {
+    if (this.connectTimer !== null) clearTimeout(this.connectTimer);
+    this.connectTimer = null;
   }
 
   /**
@@ -690,6 +706,7 @@ export class SwitchboardClient {
   }
 
   private onWelcome(w: ServerWelcome): void {
+    this.clearConnectTimer();
     this.attempt = 0;
     // A welcome starts afresh (a restarted hub counts versions from 0 again).
     this._agent = w.agent;
@@ -801,6 +818,7 @@ export class SwitchboardClient {
     const wasOpen = this._state.kind === "open";
     this.ws = null;
     this.stopHeartbeat();
+    this.clearConnectTimer();
     this.rejectPending("the connection closed");
     const goodbye = this.goodbye;
     this.goodbye = null;
@@ -879,6 +897,7 @@ export class SwitchboardClient {
   private finish(reason: CloseReason, code?: number): void {
     this.clearRetry();
     this.stopHeartbeat();
+    this.clearConnectTimer();
     this.generation += 1;
     const ws = this.ws;
     this.ws = null;

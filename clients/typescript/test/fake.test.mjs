@@ -573,3 +573,22 @@ test("a token function that fails is retried with backoff", async () => {
   assert.equal(calls, 2);
   client.close();
 });
+
+test("an attempt that never gets its welcome is abandoned after requestTimeoutMs and retried", async () => {
+  const { hub, client } = setup({ requestTimeoutMs: 50, backoff: { minMs: 5, maxMs: 10 } }, { autoOpen: false, welcome: false });
+  client.connect();
+  const hung = await hub.nextConnection(); // never opens
+  const r = await stateWhere(client, kind("reconnecting"));
+  assert.match(r.reason, /no welcome within 50 ms/);
+  assert.ok(r.retryInMs >= 5 && r.retryInMs <= 10, "backoff, not at once");
+  assert.ok(hung.closedByClient, "the hung socket is closed");
+  const opened = await hub.nextConnection(); // opens, but the hub never says welcome
+  opened.open();
+  await stateWhere(client, (s) => s.kind === "reconnecting" && s.attempt === 3);
+  assert.ok(opened.closedByClient);
+  const third = await hub.nextConnection();
+  third.open();
+  third.welcome();
+  await stateWhere(client, kind("open"));
+  client.close();
+});
