@@ -55,6 +55,8 @@ const CONFIG = (listen) => `
 [server]
 listen = "${listen}"
 drain_secs = 2
+# The browser test's page (about:blank) sends Origin "null".
+allowed_origins = ["*"]
 
 [auth]
 secret = "${SECRET}"
