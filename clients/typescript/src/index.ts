@@ -381,6 +381,11 @@ export class SwitchboardClient {
     void this.openSocket();
   }
 
+  /** While `reconnecting`, try now instead of waiting out the delay (a "Reconnect now" button); otherwise nothing. */
+  reconnectNow(): void {
+    if (this._state.kind === "reconnecting") void this.openSocket();
+  }
+
   /** Close for good: `closed` with reason `client`, no reconnect; pending requests reject with `disconnected`. */
   close(): void {
     if (this._state.kind === "closed") return;

@@ -154,7 +154,7 @@ test("backoff with the default random varies (jitter) and stays within 0.5 s .. 
   c2.close();
 });
 
-test("online and the page becoming visible retry at once; hidden does not", async () => {
+test("online, the page becoming visible and reconnectNow() retry at once; hidden does not", async () => {
   const { hub, client, env } = setup({ backoff: { minMs: 60000, maxMs: 60000 } }, { autoOpen: false });
   client.connect();
   (await hub.nextConnection()).refuse();
@@ -170,13 +170,21 @@ test("online and the page becoming visible retry at once; hidden does not", asyn
   await stateWhere(client, (x) => x.kind === "reconnecting" && x.attempt === 3);
   env.setVisibility("visible");
   const s3 = await within(hub.nextConnection(), "a connection after visible");
-  s3.open();
+  s3.refuse();
+  await stateWhere(client, (x) => x.kind === "reconnecting" && x.attempt === 4);
+  client.reconnectNow();
+  assert.equal(client.state.kind, "connecting", "reconnectNow() tries at once");
+  const s4 = await within(hub.nextConnection(), "a connection after reconnectNow()");
+  s4.open();
   await stateWhere(client, kind("open"));
+  client.reconnectNow();
+  assert.equal(client.state.kind, "open", "reconnectNow() while open does nothing");
   // While open, becoming visible checks the connection with a ping.
-  const before = s3.sent.filter((f) => f.type === "ping").length;
+  const before = s4.sent.filter((f) => f.type === "ping").length;
   env.setVisibility("hidden");
   env.setVisibility("visible");
-  assert.equal(s3.sent.filter((f) => f.type === "ping").length, before + 1);
+  assert.equal(s4.sent.filter((f) => f.type === "ping").length, before + 1);
+  assert.equal(hub.sockets.length, 4);
   client.close();
 });
 
