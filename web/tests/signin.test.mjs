@@ -152,8 +152,12 @@ queues = ["support"]
     // reconnecting, then is back on the new process as soon as it listens again.
     const port = hub.port;
     await hub.stop();
-    await page.getByTestId("connection").filter({ hasText: /Reconnecting in \d+ s|Connecting/ }).waitFor();
+    await page.getByTestId("connection").filter({ hasText: /Reconnecting in \d+ s/ }).waitFor();
+    await page.getByTestId("reconnect-now").waitFor();
     hub = await startHub(CONFIG, { port });
+    // "Connect again" tries at once instead of waiting out the backoff.
+    const again = page.getByTestId("reconnect-now");
+    if (await again.isVisible()) await again.click().catch(() => {});
     await page.getByTestId("connection").filter({ hasText: "Connected" }).waitFor({ timeout: 30_000 });
     // A restarted in-memory hub starts the agent afresh: Not Ready, logged in.
     await page.getByTestId("agent-status").filter({ hasText: "Not Ready (Logged in)" }).waitFor();

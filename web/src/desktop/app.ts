@@ -169,6 +169,7 @@ export function startDesktop(root: HTMLElement, token: string, signOut: (message
         ? h("button", { type: "button", "data-testid": "end-wrap-up", onclick: () => api.setState("ready").catch(fail) }, t("endWrapUp"))
         : null,
       h("span", { class: `conn conn-${conn.kind}`, role: "status", "data-testid": "connection" }, connText),
+      conn.kind === "reconnecting" ? h("button", { type: "button", "data-testid": "reconnect-now", onclick: () => client.reconnectNow() }, t("reconnectNow")) : null,
       h("span", { class: "spacer" }),
       languageSwitch(() => layout()),
       h(
