@@ -36,4 +36,5 @@ pub mod server;
 pub mod state;
 pub mod store;
 pub mod task;
+pub mod web;
 pub mod ws;

@@ -342,6 +342,7 @@ pub async fn run_agent(hub: Arc<Hub>, ws: WebSocket, profile: Arc<Profile>) {
                     protocol: SUBPROTOCOL,
                     resumed,
                     heartbeat_ms: hub.config.limits.ping_interval_ms,
+                    server_time: hub.clock.now(),
                     agent: &view,
                     lists: &lists,
                 }
@@ -431,7 +432,11 @@ async fn agent_request(
 ) -> Result<ReplyBody, ErrorBody> {
     let agent = agent.clone();
     let cmd = match m {
-        ClientMessage::Ping {} => return Ok(ReplyBody::Empty {}),
+        ClientMessage::Ping {} => {
+            return Ok(ReplyBody::Pong {
+                server_time: hub.clock.now(),
+            });
+        }
         ClientMessage::GetState {} => {
             return match hub.store().agent_view(&agent).await {
                 Ok(Some(view)) => Ok(ReplyBody::Agent {
@@ -712,7 +717,11 @@ async fn supervisor_request(
     m: ClientMessage,
 ) -> Result<ReplyBody, ErrorBody> {
     let cmd = match m {
-        ClientMessage::Ping {} => return Ok(ReplyBody::Empty {}),
+        ClientMessage::Ping {} => {
+            return Ok(ReplyBody::Pong {
+                server_time: hub.clock.now(),
+            });
+        }
         ClientMessage::GetSnapshot {} => {
             return match hub.store().snapshot(hub.clock.now()).await {
                 Ok(s) => Ok(ReplyBody::Snapshot(Box::new(s))),
