@@ -15,7 +15,8 @@ use switchboard::clock::Ts;
 use switchboard::config::Config;
 use switchboard::context::record::Actor;
 use switchboard::ids::{Channel, ConnId};
-use switchboard::routing::{Book, Command, Reply};
+use switchboard::routing::{Book, Command};
+use switchboard::state::Reply;
 use switchboard::task::{CustomerIdentity, NewTask};
 
 const AGENTS: usize = 5_000;

@@ -71,21 +71,51 @@ pub struct Config {
     pub store: StoreConfig,
 }
 
+/// Which store keeps the state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    /// A command log and snapshots in `data_dir`, on this machine (the default).
+    File,
+    /// In this process only: everything is lost when it stops (tests, demos).
+    Memory,
+    /// Shared with other nodes through `redis`.
+    Redis,
+}
+
 /// `[store]`
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
-    /// A Redis URL (`redis://host:port/db`) to share state with other nodes; in memory
-    /// when absent. Also `--redis` or `SWITCHBOARD_REDIS`.
+    /// `file`, `memory` or `redis`. When absent: `redis` if a Redis URL is given,
+    /// otherwise `file`. `--in-memory` sets `memory`.
+    pub kind: Option<StoreKind>,
+    /// The file store's data directory (`--data-dir`, `SWITCHBOARD_DATA_DIR`).
+    pub data_dir: std::path::PathBuf,
+    /// A Redis URL (`redis://host:port/db`) to share state with other nodes. Also
+    /// `--redis` or `SWITCHBOARD_REDIS`.
     pub redis: Option<String>,
-    /// With Redis: a node stores a snapshot of the state every this many log entries,
-    /// and the log is trimmed below it (and below every live node's position).
+    /// A snapshot of the state every this many log entries; the log below it is
+    /// removed (with Redis: trimmed below it and below every live node's position).
     pub snapshot_every: u64,
+}
+
+impl StoreConfig {
+    /// The store that runs.
+    pub fn effective_kind(&self) -> StoreKind {
+        match (self.kind, &self.redis) {
+            (Some(k), _) => k,
+            (None, Some(_)) => StoreKind::Redis,
+            (None, None) => StoreKind::File,
+        }
+    }
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
+            kind: None,
+            data_dir: "switchboard-data".into(),
             redis: None,
             snapshot_every: 200_000,
         }
@@ -408,6 +438,15 @@ impl Config {
             }
         }
         name("server.node_id", &self.server.node_id)?;
+        match self.store.effective_kind() {
+            StoreKind::Redis if self.store.redis.is_none() => {
+                return Err(invalid("store.kind", "\"redis\" needs store.redis (a URL)"));
+            }
+            StoreKind::File if self.store.data_dir.as_os_str().is_empty() => {
+                return Err(invalid("store.data_dir", "must not be empty"));
+            }
+            _ => {}
+        }
         if self.store.snapshot_every == 0 {
             return Err(invalid("store.snapshot_every", "must be more than 0"));
         }

@@ -10,7 +10,8 @@ use crate::hub::Hub;
 use crate::ids::TaskId;
 use crate::ids::{CustomerId, RequestId};
 use crate::protocol::ErrorBody;
-use crate::routing::{Command, Reply};
+use crate::routing::Command;
+use crate::state::Reply;
 use crate::task::NewTask;
 use crate::ws;
 use axum::body::Bytes;
@@ -412,6 +413,7 @@ async fn readyz(State(hub): State<Arc<Hub>>) -> Result<&'static str, ApiError> {
 
 async fn metrics(State(hub): State<Arc<Hub>>) -> Result<Response, ApiError> {
     let snap = hub.store().snapshot(hub.clock.now()).await?;
-    let text = hub.metrics.render(&snap, hub.connections());
+    let mut text = hub.metrics.render(&snap, hub.connections());
+    hub.store().render_metrics(&mut text);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }

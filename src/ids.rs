@@ -189,6 +189,19 @@ impl Ids {
     }
 }
 
+/// Serializes a map in key order, so that equal maps encode to equal bytes (a
+/// `HashMap` iterates in an order of its own, different in every process).
+pub fn sorted<K, V, S>(m: &std::collections::HashMap<K, V>, s: S) -> Result<S::Ok, S::Error>
+where
+    K: Ord + serde::Serialize,
+    V: serde::Serialize,
+    S: serde::Serializer,
+{
+    let mut entries: Vec<(&K, &V)> = m.iter().collect();
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    s.collect_map(entries)
+}
+
 #[cfg(test)]
 mod tests {
     use super::Ids;

@@ -6,6 +6,10 @@
 //! - [`routing`]: the routing book: queues, offers, timers, and the routing decision.
 //! - [`task`]: what a task is, and its validation.
 //! - [`context`]: customers, requests, activities, the journey, and who watches what.
+//! - [`state`]: the replicated state (book and context together) and what one
+//!   decision produces ([`state::Outcome`]).
+//! - [`log`]: the command log's entry, its encoding and its replay (`step`), shared by
+//!   the file and Redis stores.
 //! - [`store`]: where the routing state lives ([`store::memory`] by default).
 //! - [`hub`]: this node's sessions, the delivery of notices, the timer loop.
 //! - [`ws`]: the websocket upgrade and the session on each connection.
@@ -24,10 +28,12 @@ pub mod error;
 pub mod http;
 pub mod hub;
 pub mod ids;
+pub mod log;
 pub mod metrics;
 pub mod protocol;
 pub mod routing;
 pub mod server;
+pub mod state;
 pub mod store;
 pub mod task;
 pub mod web;

@@ -20,6 +20,13 @@ struct Cli {
     /// Share state with other nodes through this Redis (`redis://host:port`).
     #[arg(long, env = "SWITCHBOARD_REDIS", global = true)]
     redis: Option<String>,
+    /// The file store's data directory (overrides `store.data_dir`; default
+    /// `./switchboard-data`).
+    #[arg(long, env = "SWITCHBOARD_DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
+    /// Keep the state in memory only (`store.kind = "memory"`): lost when the hub stops.
+    #[arg(long, global = true)]
+    in_memory: bool,
     /// This node's name (overrides `server.node_id`); must differ between nodes.
     #[arg(long, env = "SWITCHBOARD_NODE_ID", global = true)]
     node_id: Option<String>,
@@ -46,6 +53,12 @@ enum Cmd {
         #[arg(long, default_value_t = 86_400)]
         ttl: u64,
     },
+    /// Copy the file store's data directory to DIR, consistently, while the hub runs
+    /// (or not). Restore: stop the hub, put DIR in place of the data directory, start.
+    Backup {
+        /// Where the copy goes; must not exist yet.
+        dir: PathBuf,
+    },
 }
 
 fn load_config(cli: &Cli) -> anyhow_lite::Result<Config> {
@@ -58,6 +71,12 @@ fn load_config(cli: &Cli) -> anyhow_lite::Result<Config> {
     }
     if let Some(r) = &cli.redis {
         cfg.store.redis = Some(r.clone());
+    }
+    if let Some(d) = &cli.data_dir {
+        cfg.store.data_dir = d.clone();
+    }
+    if cli.in_memory {
+        cfg.store.kind = Some(switchboard::config::StoreKind::Memory);
     }
     if let Some(n) = &cli.node_id {
         cfg.server.node_id = n.clone();
@@ -111,6 +130,29 @@ fn main() -> std::process::ExitCode {
             };
             println!("{}", Keys::new(secret.as_bytes()).sign(&claims));
             std::process::ExitCode::SUCCESS
+        }
+        Some(Cmd::Backup { dir }) => {
+            match switchboard::store::file::backup::copy(
+                &cfg.store.data_dir,
+                dir,
+                std::sync::Arc::new(cfg.rules()),
+            ) {
+                Ok(b) => {
+                    println!(
+                        "backed up {} to {}: {} files, {} bytes, up to record {}",
+                        cfg.store.data_dir.display(),
+                        dir.display(),
+                        b.files,
+                        b.bytes,
+                        b.position
+                    );
+                    std::process::ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("switchboard: backup failed: {e}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
         }
         None | Some(Cmd::Serve) => {
             let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -173,7 +215,8 @@ async fn serve(mut cfg: Config, demo: bool) -> anyhow_lite::Result<()> {
     };
     let printed = cfg.clone();
     let running = switchboard::server::start(cfg, &secret).await?;
-    print_welcome(&printed, running.addr, &secret, demo);
+    let store = running.hub.store().describe();
+    print_welcome(&printed, running.addr, &secret, demo, &store);
     wait_for_signal().await;
     tracing::info!("signal received: draining");
     running.shutdown().await;
@@ -203,7 +246,7 @@ async fn wait_for_signal() {
     }
 }
 
-fn print_welcome(cfg: &Config, addr: std::net::SocketAddr, secret: &[u8], demo: bool) {
+fn print_welcome(cfg: &Config, addr: std::net::SocketAddr, secret: &[u8], demo: bool, store: &str) {
     // Written with errors ignored: a closed stdout (a supervisor that stopped reading)
     // must not take the hub down.
     use std::io::Write;
@@ -224,6 +267,7 @@ fn print_welcome(cfg: &Config, addr: std::net::SocketAddr, secret: &[u8], demo: 
         out,
         "switchboard listening on http://{addr} (websocket: ws://{addr}/v1/ws)"
     );
+    let _ = writeln!(out, "store: {store}");
     let _ = writeln!(out, "agent desktop:         http://{addr}/");
     if demo {
         let _ = writeln!(

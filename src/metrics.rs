@@ -5,7 +5,8 @@
 //! reports the same shared picture.
 
 use crate::agent::Status;
-use crate::routing::{Snapshot, Stats};
+use crate::routing::Snapshot;
+use crate::state::Stats;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;

@@ -3,9 +3,11 @@
 use crate::auth::Keys;
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::config::StoreKind;
 use crate::http;
 use crate::hub::Hub;
 use crate::store::Store;
+use crate::store::file::FileStore;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::RedisStore;
 use axum::serve::ListenerExt;
@@ -53,12 +55,28 @@ pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpList
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// Binds, starts the background loops and serves, in memory.
+/// Binds, starts the background loops and serves, with the configured store.
 pub async fn start(config: Config, secret: &[u8]) -> std::io::Result<Running> {
     let config = Arc::new(config);
     let clock = Clock::new();
     let rules = Arc::new(config.rules());
-    let (store, poll): (Arc<dyn Store>, Option<Duration>) = match &config.store.redis {
+    let redis = match config.store.effective_kind() {
+        StoreKind::Redis => config.store.redis.as_ref(),
+        _ => None,
+    };
+    let (store, poll): (Arc<dyn Store>, Option<Duration>) = match redis {
+        None if config.store.effective_kind() == StoreKind::File => {
+            let s = FileStore::open(
+                &config.store.data_dir,
+                &config.server.node_id,
+                rules,
+                clock.now(),
+                config.store.snapshot_every,
+            )
+            .await
+            .map_err(|e| std::io::Error::other(format!("file store: {e}")))?;
+            (Arc::new(s), None)
+        }
         None => (Arc::new(MemoryStore::new(rules, clock.now())), None),
         Some(url) => {
             let s = RedisStore::connect_with(

@@ -22,6 +22,7 @@ fn a_wrong_config_value_stops_the_start_naming_the_key() {
     let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
         .arg("--config")
         .arg(&path)
+        .arg("--in-memory")
         .output()
         .expect("run");
     let _ = std::fs::remove_file(&path);
@@ -38,6 +39,7 @@ async fn sigterm_drains_tells_clients_and_exits_zero() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
         .arg("--config")
         .arg(&path)
+        .arg("--in-memory")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

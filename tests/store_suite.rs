@@ -1,5 +1,9 @@
-//! One behaviour suite, run against every store: the in-memory one and the Redis one
-//! (against a `redis-server` this test starts on a free port).
+//! One behaviour suite, run against every store: the in-memory one, the file one (in a
+//! fresh temporary directory) and the Redis one (against a `redis-server` this test
+//! starts on a free port). The suite is the list of public functions below; each
+//! backend's module calls every one of them (`suite!`). In the races each side runs on
+//! an OS thread of its own, released together by a spinning barrier (`contend`), so
+//! that they contend for real, and each race test asserts that both outcomes occurred.
 
 mod common;
 
@@ -13,8 +17,10 @@ use switchboard::context::record::{Actor, CustomerFields};
 use switchboard::context::{ContextCommand, ContextReply};
 use switchboard::error::{HubError, OfferEnd};
 use switchboard::ids::{AgentId, Channel, ConnId, TaskId};
-use switchboard::routing::{Command, Reply, Rules};
+use switchboard::routing::{Command, Rules};
+use switchboard::state::Reply;
 use switchboard::store::Store;
+use switchboard::store::file::FileStore;
 use switchboard::store::memory::MemoryStore;
 use switchboard::store::redis::RedisStore;
 use switchboard::task::{CustomerIdentity, NewTask};
@@ -50,12 +56,47 @@ fn rules() -> Arc<Rules> {
 struct Subject {
     store: Arc<dyn Store>,
     _redis: Option<RedisServer>,
+    _dir: Option<TempDir>,
+}
+
+/// A directory removed when dropped.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!(
+            "sb-{tag}-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir_all(&p).expect("temp dir");
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 async fn memory() -> Subject {
     Subject {
         store: Arc::new(MemoryStore::new(rules(), T0)),
         _redis: None,
+        _dir: None,
+    }
+}
+
+async fn file() -> Subject {
+    let dir = TempDir::new("suite");
+    let store = FileStore::open(&dir.0, "suite", rules(), T0, 1_000_000)
+        .await
+        .expect("open the file store");
+    Subject {
+        store: Arc::new(store),
+        _redis: None,
+        _dir: Some(dir),
     }
 }
 
@@ -67,6 +108,7 @@ async fn redis() -> Subject {
     Subject {
         store: Arc::new(store),
         _redis: Some(server),
+        _dir: None,
     }
 }
 
@@ -145,7 +187,8 @@ async fn task_state(s: &dyn Store, t: TaskId) -> String {
 
 // ---- the suite: each takes a store and checks one behaviour -------------------------
 
-async fn routes_accepts_completes_and_attaches(s: &dyn Store) {
+pub async fn routes_accepts_completes_and_attaches(shared: &Arc<dyn Store>) {
+    let s: &dyn Store = shared.as_ref();
     ready(s, "a1", at(0)).await;
     let t = create(s, at(1)).await;
     let (offer, task) = offer_of(s, "a1").await.expect("offered");
@@ -183,7 +226,8 @@ async fn routes_accepts_completes_and_attaches(s: &dyn Store) {
     assert_eq!(task_state(s, t).await, "completed");
 }
 
-async fn expires_once_and_moves_on_in_place(s: &dyn Store) {
+pub async fn expires_once_and_moves_on_in_place(shared: &Arc<dyn Store>) {
+    let s: &dyn Store = shared.as_ref();
     ready(s, "a1", at(0)).await;
     let first = create(s, at(1)).await;
     ready(s, "a2", at(2)).await;
@@ -232,26 +276,54 @@ async fn expires_once_and_moves_on_in_place(s: &dyn Store) {
     assert_eq!(offer_of(s, "a2").await.map(|o| o.1), Some(first));
 }
 
-async fn accept_racing_expiry_has_one_winner(s: &dyn Store) {
-    for round in 0..10u64 {
+pub async fn accept_racing_expiry_has_one_winner(shared: &Arc<dyn Store>) {
+    let s: &dyn Store = shared.as_ref();
+    // Until both outcomes were seen (at least 10 rounds): which side wins is up to the
+    // scheduler, and a test that only ever saw one side would prove nothing.
+    let (mut accepts, mut expiries) = (0, 0);
+    let mut round = 0u64;
+    while round < 10 || ((accepts == 0 || expiries == 0) && round < 400) {
         let base = round * 100_000;
+        round += 1;
         ready(s, "a1", at(base)).await;
         let t = create(s, at(base + 1)).await;
         let (offer, _) = offer_of(s, "a1").await.expect("offered");
         let deadline = at(base + 1 + 15_000);
-        let accept = s.execute(
-            Command::Accept {
-                agent: "a1".into(),
-                offer_id: offer,
-            },
-            Ts(deadline.0 - 1),
-        );
-        let expire = s.expire_due(deadline);
-        let (a, e) = tokio::join!(accept, expire);
-        let a = a.expect("store").reply;
-        let expired = e.expect("store").stats.expired;
+        enum Side {
+            Accept(Result<switchboard::state::Outcome, HubError>),
+            Expire(Result<switchboard::state::Outcome, HubError>),
+        }
+        let accept = Box::pin(async move {
+            Side::Accept(
+                s.execute(
+                    Command::Accept {
+                        agent: "a1".into(),
+                        offer_id: offer,
+                    },
+                    Ts(deadline.0 - 1),
+                )
+                .await,
+            )
+        })
+            as std::pin::Pin<Box<dyn std::future::Future<Output = Side> + Send>>;
+        let expire = Box::pin(async move { Side::Expire(s.expire_due(deadline).await) })
+            as std::pin::Pin<Box<dyn std::future::Future<Output = Side> + Send>>;
+        let jobs = if round % 2 == 0 {
+            vec![accept, expire]
+        } else {
+            vec![expire, accept]
+        };
+        let (mut a, mut expired) = (None, None);
+        for side in contend(jobs) {
+            match side {
+                Side::Accept(r) => a = Some(r.expect("store").reply),
+                Side::Expire(r) => expired = Some(r.expect("store").stats.expired),
+            }
+        }
+        let (a, expired) = (a.expect("accept ran"), expired.expect("expiry ran"));
         match a {
             Ok(_) => {
+                accepts += 1;
                 assert_eq!(expired, 0, "round {round}: both won");
                 assert_eq!(task_state(s, t).await, "assigned");
                 s.execute(
@@ -266,9 +338,12 @@ async fn accept_racing_expiry_has_one_winner(s: &dyn Store) {
                 .expect("store")
                 .reply
                 .expect("complete");
+                assert_eq!(task_state(s, t).await, "completed");
             }
             Err(HubError::OfferEnded(OfferEnd::Expired)) => {
+                expiries += 1;
                 assert_eq!(expired, 1, "round {round}: nobody won");
+                assert_ne!(task_state(s, t).await, "assigned", "round {round}");
                 s.execute(
                     Command::CancelTask {
                         task_id: t,
@@ -281,10 +356,51 @@ async fn accept_racing_expiry_has_one_winner(s: &dyn Store) {
                 .expect("store")
                 .reply
                 .expect("cancel");
+                assert_eq!(task_state(s, t).await, "cancelled");
             }
             Err(other) => panic!("round {round}: {other:?}"),
         }
     }
+    assert!(
+        accepts > 0 && expiries > 0,
+        "both outcomes must occur: {accepts} accepts, {expiries} expiries in {round} rounds"
+    );
+}
+
+/// Runs every future on an OS thread of its own, all released at once by a spinning
+/// barrier, so that they contend for real even on a store that never awaits (the
+/// memory store decides within one poll: two tasks on one tokio worker would run one
+/// after the other). Threads are started in the order given; a caller alternates it,
+/// because on a busy machine the last one started tends to go first. Results in the
+/// order given.
+fn contend<'a, T: Send>(
+    jobs: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>>,
+) -> Vec<T> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let handle = tokio::runtime::Handle::current();
+    let n = jobs.len();
+    let arrived = AtomicUsize::new(0);
+    tokio::task::block_in_place(|| {
+        std::thread::scope(|scope| {
+            let threads: Vec<_> = jobs
+                .into_iter()
+                .map(|job| {
+                    let (handle, arrived) = (&handle, &arrived);
+                    scope.spawn(move || {
+                        arrived.fetch_add(1, Ordering::SeqCst);
+                        while arrived.load(Ordering::SeqCst) < n {
+                            std::hint::spin_loop();
+                        }
+                        handle.block_on(job)
+                    })
+                })
+                .collect();
+            threads
+                .into_iter()
+                .map(|t| t.join().expect("contending thread"))
+                .collect()
+        })
+    })
 }
 
 fn crm() -> Actor {
@@ -294,7 +410,8 @@ fn crm() -> Actor {
     }
 }
 
-async fn a_record_version_is_granted_once(s: &dyn Store) {
+pub async fn a_record_version_is_granted_once(shared: &Arc<dyn Store>) {
+    let s: &dyn Store = shared.as_ref();
     let created = s
         .context(
             ContextCommand::CreateCustomer {
@@ -315,21 +432,31 @@ async fn a_record_version_is_granted_once(s: &dyn Store) {
         other => panic!("{other:?}"),
     };
     for version in 1..=5u64 {
-        let saves = (0..8).map(|i| {
-            s.context(
-                ContextCommand::UpdateCustomer {
-                    by: crm(),
-                    customer_id: id,
-                    base_version: version,
-                    changes: CustomerFields {
-                        name: Some(format!("writer {i}")),
-                        ..Default::default()
+        // Eight writers on threads of their own, released together.
+        let saves = (0..8)
+            .map(|i| {
+                Box::pin(s.context(
+                    ContextCommand::UpdateCustomer {
+                        by: crm(),
+                        customer_id: id,
+                        base_version: version,
+                        changes: CustomerFields {
+                            name: Some(format!("writer {i}")),
+                            ..Default::default()
+                        },
                     },
-                },
-                at(version),
-            )
-        });
-        let results = futures_util::future::join_all(saves).await;
+                    at(version),
+                ))
+                    as std::pin::Pin<
+                        Box<
+                            dyn std::future::Future<
+                                    Output = Result<switchboard::state::Outcome, HubError>,
+                                > + Send,
+                        >,
+                    >
+            })
+            .collect();
+        let results = contend(saves);
         let wins = results
             .into_iter()
             .map(|r| r.expect("store").reply)
@@ -346,7 +473,8 @@ async fn a_record_version_is_granted_once(s: &dyn Store) {
     }
 }
 
-async fn idempotent_create(s: &dyn Store) {
+pub async fn idempotent_create(shared: &Arc<dyn Store>) {
+    let s: &dyn Store = shared.as_ref();
     let a = s
         .execute(new_task(Some("k-1")), at(0))
         .await
@@ -378,11 +506,15 @@ macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod memory_store {
             use super::*;
-            $(#[tokio::test] async fn $name() { let s = memory().await; super::$name(s.store.as_ref()).await; })*
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { let s = memory().await; super::$name(&s.store).await; })*
+        }
+        mod file_store {
+            use super::*;
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { let s = file().await; super::$name(&s.store).await; })*
         }
         mod redis_store {
             use super::*;
-            $(#[tokio::test] async fn $name() { let s = redis().await; super::$name(s.store.as_ref()).await; })*
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { let s = redis().await; super::$name(&s.store).await; })*
         }
     };
 }

@@ -7,7 +7,8 @@ use switchboard::clock::Clock;
 use switchboard::config::Config;
 use switchboard::hub::Hub;
 use switchboard::ids::{AgentId, Channel, ConnId};
-use switchboard::routing::{Command, Reply};
+use switchboard::routing::Command;
+use switchboard::state::Reply;
 use switchboard::store::memory::MemoryStore;
 use switchboard::task::{CustomerIdentity, NewTask};
 

@@ -54,6 +54,9 @@ pub struct HubSetup {
     pub redis: Option<String>,
     /// `store.snapshot_every`; `None` keeps the hub's default.
     pub snapshot_every: Option<u64>,
+    /// Without Redis: the file store (a data directory in the run's directory)
+    /// instead of the in-memory store.
+    pub durable: bool,
 }
 
 /// The reconnect grace period of the generated configs.
@@ -90,6 +93,16 @@ pub fn config_toml(setup: &HubSetup, secret: &str) -> String {
             t.push_str(&format!("snapshot_every = {}\n", n.max(1)));
         }
         t.push('\n');
+    } else if setup.durable {
+        // The data directory is given on the command line (the run's directory).
+        t.push_str("[store]\nkind = \"file\"\n");
+        if let Some(n) = setup.snapshot_every {
+            t.push_str(&format!("snapshot_every = {}\n", n.max(1)));
+        }
+        t.push('\n');
+    } else {
+        // The in-memory store, as these runs measured before the file store existed.
+        t.push_str("[store]\nkind = \"memory\"\n\n");
     }
     for q in &setup.queues {
         t.push_str(&format!("[[queues]]\nid = \"{q}\"\n\n"));
@@ -182,6 +195,9 @@ impl HubProcess {
             .kill_on_drop(true);
         if let Some(n) = node_id {
             cmd.arg("--node-id").arg(n);
+        }
+        if setup.durable && setup.redis.is_none() {
+            cmd.arg("--data-dir").arg(dir.join("data"));
         }
         cmd.env_remove("SWITCHBOARD_REDIS")
             .env_remove("SWITCHBOARD_NODE_ID");
@@ -466,6 +482,7 @@ mod tests {
             rust_log: None,
             redis: None,
             snapshot_every: None,
+            durable: false,
         };
         let text = config_toml(&setup, "0123456789abcdef0123");
         let cfg = switchboard::config::Config::parse(&text).expect("valid config");

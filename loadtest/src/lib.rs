@@ -9,7 +9,8 @@
 //! agents); [`conflicts::run_conflicts`] (editors racing on one record);
 //! [`expiry::run_expiry`] (an offer-expiry storm); [`reconnect::run_reconnect`]
 //! (dropped desktops reconnecting and resuming their offers and tasks);
-//! [`idle::run_idle`] (memory and CPU of idle heartbeating connections against the
+//! [`restart::run_restart`] (the file store ready again after a restart with a
+//! large log on disk); [`idle::run_idle`] (memory and CPU of idle heartbeating connections against the
 //! echo floor); and the [`echo`] floor (the
 //! same websocket stack with no hub logic); [`compare::run_compare`] runs `route` on one
 //! node in memory and then on several nodes sharing a Redis, and sets them side by
@@ -37,6 +38,7 @@ pub mod idle;
 pub mod reconnect;
 pub mod redisproc;
 pub mod report;
+pub mod restart;
 pub mod rng;
 pub mod route;
 pub mod scenario;

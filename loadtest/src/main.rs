@@ -74,6 +74,9 @@ enum Cmd {
     Idle(IdleArgs),
     /// The floor: websocket round trips against a bare echo server on the hub's stack.
     Echo(EchoArgs),
+    /// The file store in process: writes a large log (customer creates and saves),
+    /// stops, and times the restart until the store answers.
+    Restart(RestartArgs),
     /// Run only the echo server (websocket at /echo), for a while.
     EchoServer(EchoServerArgs),
 }
@@ -222,6 +225,10 @@ struct RouteCmd {
     /// Skip the echo floor run after the scenario (no hub / floor ratios).
     #[arg(long)]
     no_floor: bool,
+    /// Run the started hub on the file store (its data directory in the run's
+    /// directory) instead of in memory; ignored with --redis.
+    #[arg(long)]
+    durable: bool,
 }
 
 #[derive(Args)]
@@ -412,6 +419,29 @@ struct IdleArgs {
     /// The largest hub/floor ratio of RSS per connection that passes.
     #[arg(long, default_value_t = 2.0)]
     max_rss_ratio: f64,
+}
+
+#[derive(Args)]
+struct RestartArgs {
+    /// Log records to write.
+    #[arg(long, default_value_t = 1_000_000)]
+    records: u64,
+    /// Customers among them (the rest are saves of those customers).
+    #[arg(long, default_value_t = 100_000)]
+    customers: u64,
+    /// store.snapshot_every.
+    #[arg(long, default_value_t = 200_000)]
+    snapshot_every: u64,
+    /// Commands in flight at once while writing.
+    #[arg(long, default_value_t = 512)]
+    concurrency: usize,
+    /// The data directory to create (default: a fresh one under the temporary
+    /// directory).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Keep the data directory.
+    #[arg(long)]
+    keep_files: bool,
 }
 
 #[derive(Args)]
@@ -735,6 +765,7 @@ fn main() -> ExitCode {
             route: a,
             cluster,
             no_floor,
+            durable,
         }) => {
             let opts = match route_opts(&a) {
                 Ok(mut o) => {
@@ -742,6 +773,7 @@ fn main() -> ExitCode {
                     o.redis = cluster.redis;
                     o.redis_bin = cluster.redis_bin;
                     o.snapshot_every = cluster.snapshot_every;
+                    o.durable = durable;
                     o
                 }
                 Err(e) => {
@@ -789,6 +821,37 @@ fn main() -> ExitCode {
                 size: a.size,
             };
             finish(rt.block_on(run_echo(opts)), a.json.as_ref())
+        }
+        Cmd::Restart(a) => {
+            let dir = a.dir.clone().unwrap_or_else(|| {
+                std::env::temp_dir().join(format!("loadtest-restart-{}", std::process::id()))
+            });
+            let opts = loadtest::restart::RestartOpts {
+                records: a.records,
+                customers: a.customers,
+                snapshot_every: a.snapshot_every,
+                concurrency: a.concurrency,
+                dir,
+                keep: a.keep_files,
+            };
+            match rt.block_on(loadtest::restart::run_restart(opts)) {
+                Ok(r) => {
+                    println!(
+                        "restart: {} records written in {:.1} s ({:.0}/s); {} bytes on disk; ready after restart in {} ms at position {}",
+                        r.records,
+                        r.write.as_secs_f64(),
+                        r.records as f64 / r.write.as_secs_f64().max(1e-9),
+                        r.disk_bytes,
+                        r.ready.as_millis(),
+                        r.position
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("loadtest: restart: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Cmd::EchoServer(a) => rt.block_on(async {
             loadtest::raise_nofile_limit();

@@ -121,6 +121,9 @@ pub struct RouteOpts {
     /// `store.snapshot_every` of the started nodes (with `redis`); `None`: the hub's
     /// default.
     pub snapshot_every: Option<u64>,
+    /// Without `redis`: the hub runs the file store (data in the run's directory)
+    /// instead of the in-memory one.
+    pub durable: bool,
 }
 
 impl RouteOpts {
@@ -153,6 +156,7 @@ impl RouteOpts {
             redis: false,
             redis_bin: PathBuf::from("redis-server"),
             snapshot_every: None,
+            durable: false,
         }
     }
 
@@ -268,7 +272,7 @@ impl RouteOpts {
             "seed": self.seed,
             "close_interactions": self.close_interactions,
             "nodes": self.nodes,
-            "store": if self.redis { "redis" } else { "memory" },
+            "store": if self.redis { "redis" } else if self.durable { "file" } else { "memory" },
             "snapshot_every": self.snapshot_every,
         })
     }
@@ -840,6 +844,7 @@ pub async fn run_route(opts: RouteOpts) -> Result<Report, Failure> {
         rust_log: None,
         redis: None,
         snapshot_every: opts.snapshot_every,
+        durable: opts.durable,
     };
     let redis_bin = opts.redis.then_some(opts.redis_bin.as_path());
     let Launched {

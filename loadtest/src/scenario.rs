@@ -241,6 +241,7 @@ pub fn setup(send_queue: usize, offer_timeout: Duration) -> HubSetup {
         rust_log: None,
         redis: None,
         snapshot_every: None,
+        durable: false,
     }
 }
 

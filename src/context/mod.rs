@@ -376,21 +376,32 @@ struct AgentDesk {
 }
 
 /// The customer context. See the module documentation. It serializes whole, for
-/// snapshots of the replicated state.
+/// snapshots of the replicated state, its maps in key order: equal states encode to
+/// equal bytes.
 #[derive(Default, Serialize, Deserialize)]
 pub struct ContextBook {
     /// Where new record ids come from.
     #[serde(skip)]
     pub ids: crate::ids::Ids,
+    #[serde(serialize_with = "crate::ids::sorted")]
     customers: HashMap<CustomerId, Customer>,
+    #[serde(serialize_with = "crate::ids::sorted")]
     requests: HashMap<RequestId, Request>,
+    #[serde(serialize_with = "crate::ids::sorted")]
     activities: HashMap<ActivityId, Activity>,
+    #[serde(serialize_with = "crate::ids::sorted")]
     by_task: HashMap<crate::ids::TaskId, ActivityId>,
+    #[serde(serialize_with = "crate::ids::sorted")]
     customer_requests: HashMap<CustomerId, Vec<RequestId>>,
+    #[serde(serialize_with = "crate::ids::sorted")]
     customer_activities: HashMap<CustomerId, Vec<ActivityId>>,
+    #[serde(serialize_with = "crate::ids::sorted")]
     identities: HashMap<String, CustomerId>,
+    #[serde(serialize_with = "crate::ids::sorted")]
     journeys: HashMap<CustomerId, VecDeque<JourneyEvent>>,
+    #[serde(serialize_with = "crate::ids::sorted")]
     desks: HashMap<AgentId, AgentDesk>,
+    #[serde(serialize_with = "crate::ids::sorted")]
     watchers: HashMap<Topic, BTreeSet<AgentId>>,
 }
 

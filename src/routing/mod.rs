@@ -29,6 +29,8 @@ use std::sync::Arc;
 use std::time::Duration;
 pub use view::*;
 
+use crate::state::{Notice, Outcome, Reply, Stats};
+
 /// How many tasks an agent may hold per channel, offered or in progress.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Capacity {
@@ -307,15 +309,20 @@ impl Book {
             .map(|t| (t.clone(), t.seq, t.excluded.clone()))
             .collect();
         tasks.sort_by_key(|t| t.1);
+        // In a fixed order throughout: equal books encode to equal bytes.
+        let mut idempotency: Vec<_> = self
+            .idempotency
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        idempotency.sort();
+        let mut offers: Vec<_> = self.offers.iter().map(|(k, v)| (*k, v.clone())).collect();
+        offers.sort_by_key(|o| o.0);
         BookSnapshot {
             agents,
             tasks,
-            idempotency: self
-                .idempotency
-                .iter()
-                .map(|(k, v)| (k.clone(), *v))
-                .collect(),
-            offers: self.offers.iter().map(|(k, v)| (*k, v.clone())).collect(),
+            idempotency,
+            offers,
             ended: self
                 .ended_order
                 .iter()

@@ -7,109 +7,13 @@
 
 use super::{Dispatch, Store};
 use crate::clock::Ts;
-use crate::context::{ContextBook, ContextCommand, ContextEffects};
+use crate::context::ContextCommand;
 use crate::error::HubError;
 use crate::ids::{AgentId, QueueId, TaskId};
-use crate::routing::{
-    AgentView, Book, Command, Notice, Outcome, QueueStats, Reply, Rules, Snapshot,
-};
+use crate::routing::{AgentView, Command, QueueStats, Rules, Snapshot};
+use crate::state::{Outcome, State};
 use crate::task::Task;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
-
-/// Everything one node keeps when it keeps it alone.
-pub struct State {
-    /// Routing.
-    pub book: Book,
-    /// Customer context.
-    pub context: ContextBook,
-}
-
-impl State {
-    /// A routing command, then what the context makes of its task events.
-    pub fn execute(&mut self, cmd: Command, now: Ts) -> Outcome {
-        let accept = matches!(cmd, Command::Accept { .. });
-        let mut o = self.book.execute(cmd, now);
-        let mut fx = ContextEffects::default();
-        for ev in std::mem::take(&mut o.task_events) {
-            self.context.task_event(ev, now, &mut fx);
-        }
-        if accept {
-            if let Ok(Reply::Task(task)) = &o.reply {
-                let activity = self
-                    .context
-                    .activity_of_task(task.task_id)
-                    .map(|a| Box::new(a.clone()));
-                o.reply = Ok(Reply::Accepted {
-                    task: task.clone(),
-                    activity,
-                });
-            }
-        }
-        self.context_notices(&mut o, fx);
-        o
-    }
-
-    /// Fires every timer due at `now`.
-    pub fn expire_due(&mut self, now: Ts) -> Outcome {
-        let mut o = self.book.expire_due(now);
-        let mut fx = ContextEffects::default();
-        for ev in std::mem::take(&mut o.task_events) {
-            self.context.task_event(ev, now, &mut fx);
-        }
-        self.context_notices(&mut o, fx);
-        o
-    }
-
-    /// Both books, fresh.
-    pub fn new(rules: Arc<Rules>, now: Ts) -> State {
-        State {
-            book: Book::new(rules, now),
-            context: ContextBook::new(),
-        }
-    }
-
-    /// Makes every id minted from now on derive from `seed` (one log entry's position).
-    pub fn reseed(&mut self, seed: u64) {
-        self.book.ids.reseed(seed);
-        self.context.ids.reseed(seed.rotate_left(17) ^ 0x5bd1_e995);
-    }
-
-    /// Everything, as bytes, for a snapshot.
-    pub fn snapshot_bytes(&self) -> Result<Vec<u8>, HubError> {
-        rmp_serde::to_vec_named(&(self.book.snapshot_state(), &self.context))
-            .map_err(|e| HubError::StoreUnavailable(format!("cannot encode a snapshot: {e}")))
-    }
-
-    /// Both books from snapshot bytes.
-    pub fn from_snapshot(rules: Arc<Rules>, bytes: &[u8]) -> Result<State, HubError> {
-        let (book, context): (crate::routing::BookSnapshot, ContextBook) =
-            rmp_serde::from_slice(bytes).map_err(|e| {
-                HubError::StoreUnavailable(format!("cannot decode the snapshot: {e}"))
-            })?;
-        Ok(State {
-            book: Book::restore(rules, book),
-            context,
-        })
-    }
-
-    /// A customer-context command.
-    pub fn context(&mut self, cmd: ContextCommand, now: Ts) -> Outcome {
-        let mut fx = ContextEffects::default();
-        let reply = self.context.execute(cmd, now, &mut fx);
-        let mut o = Outcome::done();
-        o.reply = reply.map(Reply::Context);
-        self.context_notices(&mut o, fx);
-        o
-    }
-
-    fn context_notices(&self, o: &mut Outcome, fx: ContextEffects) {
-        // The Open and Recent lists change only through the agent's own requests, whose
-        // replies say what changed; `get_lists` and the welcome carry the whole lists.
-        for (change, to) in fx.changes {
-            o.notices.push(Notice::RecordChanged { to, change });
-        }
-    }
-}
 
 /// The default store: state in this process only.
 pub struct MemoryStore {

@@ -8,6 +8,8 @@
 //!
 //! `tests/store_suite.rs` runs the same behaviour tests against every implementation.
 
+mod background;
+pub mod file;
 pub mod memory;
 pub mod redis;
 
@@ -15,7 +17,8 @@ use crate::clock::Ts;
 use crate::context::ContextCommand;
 use crate::error::HubError;
 use crate::ids::{AgentId, QueueId, TaskId};
-use crate::routing::{AgentView, Command, Outcome, QueueStats, Snapshot};
+use crate::routing::{AgentView, Command, QueueStats, Snapshot};
+use crate::state::Outcome;
 use crate::task::Task;
 
 /// Where a store that learns of decisions made elsewhere (another node's commands)
@@ -34,7 +37,7 @@ pub trait Store: Send + Sync + 'static {
     /// activity of its customer in the same atomic step.
     async fn execute(&self, cmd: Command, now: Ts) -> Result<Outcome, HubError>;
     /// Carries out one customer-context command atomically at `now`; the reply is a
-    /// [`Reply::Context`](crate::routing::Reply::Context).
+    /// [`Reply::Context`](crate::state::Reply::Context).
     async fn context(&self, cmd: ContextCommand, now: Ts) -> Result<Outcome, HubError>;
     /// Fires every timer due at `now` (offer expiry, reconnect grace, wrap-up). Each
     /// fires exactly once, whichever node asks.
@@ -68,4 +71,10 @@ pub trait Store: Send + Sync + 'static {
     /// Stops the store's background work (log reader, heartbeat, snapshots) at the end
     /// of a drain, before the runtime tears down its connections under it.
     fn stop(&self) {}
+    /// Adds the store's own numbers to `/metrics` (Prometheus text).
+    fn render_metrics(&self, _out: &mut String) {}
+    /// What the start banner says about the store.
+    fn describe(&self) -> String {
+        "memory (nothing is kept after the hub stops)".into()
+    }
 }

@@ -18,7 +18,8 @@ use crate::protocol::{
     BadFrame, ClientMessage, ErrorBody, ReplyBody, RequestedState, SUBPROTOCOL, ServerMessage,
     error_text, parse_client,
 };
-use crate::routing::{Command, Profile, Reply};
+use crate::routing::{Command, Profile};
+use crate::state::Reply;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use std::sync::Arc;

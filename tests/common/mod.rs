@@ -127,7 +127,12 @@ impl TestHub {
         Self::start_with(config(extra)).await
     }
 
-    pub async fn start_with(cfg: Config) -> TestHub {
+    pub async fn start_with(mut cfg: Config) -> TestHub {
+        // In memory unless the test chose a store: nothing may write a data directory
+        // into the working tree.
+        if cfg.store.kind.is_none() && cfg.store.redis.is_none() {
+            cfg.store.kind = Some(switchboard::config::StoreKind::Memory);
+        }
         let running = switchboard::server::start(cfg, SECRET.as_bytes())
             .await
             .expect("hub starts");

@@ -1,0 +1,689 @@
+//! The file store: the command log on local disk, for one node with no other service.
+//!
+//! Every command is a [`log::Entry`](crate::log::Entry) appended to a segment file
+//! ([`segment`]) by one writer thread, which batches the commands waiting, writes them,
+//! syncs once (`fdatasync`) and only then applies them, in log order, through
+//! [`log::step`](crate::log::step) to the replica and answers their callers: nothing is
+//! acknowledged, and nobody is told of a decision, before it is on disk. A restart
+//! loads the snapshot ([`snapshot`]) and replays the segments after it through the same
+//! `step`, so it makes exactly the decisions that were made before. Every
+//! `snapshot_every` records the writer starts a new segment and a background thread
+//! builds a snapshot from the previous one plus the closed segments (never touching the
+//! live replica), puts it in place, and removes the segments it covers.
+//!
+//! The data directory holds `LOCK` ([`lock`]), `snapshot`, and `log-<first>.seg`.
+
+pub mod backup;
+mod lock;
+mod metrics;
+pub mod segment;
+pub mod snapshot;
+
+use super::background::lower_priority;
+use super::{Dispatch, Store};
+use crate::clock::Ts;
+use crate::context::ContextCommand;
+use crate::error::HubError;
+use crate::ids::{AgentId, QueueId, TaskId};
+use crate::log::{Body, Entry, Replica, seed_of, step};
+use crate::routing::{AgentView, Command, QueueStats, Rules, Snapshot};
+use crate::state::{Outcome, State};
+use crate::task::Task;
+use metrics::FileMetrics;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::time::Instant;
+use tokio::sync::oneshot;
+
+/// The most commands one group commit carries.
+const MAX_BATCH: usize = 4096;
+
+fn unavailable(e: impl std::fmt::Display) -> HubError {
+    HubError::StoreUnavailable(e.to_string())
+}
+
+/// The seed of the ids minted at a record position.
+fn seed(pos: u64) -> u64 {
+    seed_of(&pos.to_string())
+}
+
+/// Syncs a directory, so that files created, renamed or removed in it stay so.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// What a start found in the data directory.
+pub struct Recovered {
+    /// The state after the snapshot and every whole record.
+    pub replica: Replica<u64>,
+    /// The segment to go on appending to: its first position, path and whole length.
+    pub tail: Option<(u64, PathBuf, u64)>,
+    /// Torn bytes cut from (or, read-only, ignored at) the end of the last segment.
+    pub cut: u64,
+    /// Records replayed after the snapshot.
+    pub replayed: u64,
+}
+
+/// Loads the snapshot and replays the segments after it. With `repair`, a torn last
+/// record is cut off the file; without, it is only left out (for checking a copy).
+/// Damage anywhere else is an error naming the file and the offset.
+pub fn recover(dir: &Path, rules: Arc<Rules>, repair: bool) -> Result<Recovered, HubError> {
+    let mut replica = match snapshot::read(dir).map_err(unavailable)? {
+        Some(s) => Replica {
+            state: State::from_snapshot(rules, &s.bytes)?,
+            pos: s.pos,
+            now: Ts(s.now),
+            applied: 0,
+        },
+        None => Replica::blank(rules, 0),
+    };
+    let segments = segment::list(dir)
+        .map_err(|e| unavailable(format!("cannot list {}: {e}", dir.display())))?;
+    let mut tail = None;
+    let mut cut = 0u64;
+    let mut replayed = 0u64;
+    for (i, (first, path)) in segments.iter().enumerate() {
+        let last = i + 1 == segments.len();
+        let bytes = std::fs::read(path)
+            .map_err(|e| unavailable(format!("cannot read {}: {e}", path.display())))?;
+        let scan = segment::scan(&bytes);
+        if let Some((off, damage)) = &scan.damage {
+            match damage {
+                segment::Damage::Torn | segment::Damage::TornChecksum if last => {
+                    cut = (bytes.len() - off) as u64;
+                    tracing::warn!(
+                        file = %path.display(),
+                        offset = off,
+                        bytes = cut,
+                        "the last record was torn (a crash mid-write): cut off"
+                    );
+                    if repair {
+                        let f = std::fs::OpenOptions::new()
+                            .write(true)
+                            .open(path)
+                            .and_then(|f| f.set_len(*off as u64).and_then(|()| f.sync_all()));
+                        f.map_err(|e| {
+                            unavailable(format!(
+                                "cannot cut the torn tail of {}: {e}",
+                                path.display()
+                            ))
+                        })?;
+                    }
+                }
+                segment::Damage::Corrupt(what) => {
+                    return Err(unavailable(format!(
+                        "{} is damaged at offset {off}: {what}; refusing to start (restore a backup, or move the file away to lose what follows)",
+                        path.display()
+                    )));
+                }
+                _ => {
+                    return Err(unavailable(format!(
+                        "{} ends inside a record at offset {off} but is not the last segment; refusing to start",
+                        path.display()
+                    )));
+                }
+            }
+        }
+        for (k, (_, range)) in scan.records.iter().enumerate() {
+            let pos = first + k as u64;
+            if pos <= replica.pos {
+                continue; // covered by the snapshot (a crash before the removal)
+            }
+            if pos != replica.pos + 1 {
+                return Err(unavailable(format!(
+                    "{}: records {} to {} are missing; refusing to start",
+                    path.display(),
+                    replica.pos + 1,
+                    pos - 1
+                )));
+            }
+            step(&mut replica, pos, seed(pos), &bytes[range.clone()]);
+            replayed += 1;
+        }
+        if last {
+            let end = first + scan.records.len() as u64;
+            if end == replica.pos + 1 {
+                tail = Some((*first, path.clone(), scan.valid_len as u64));
+            } else if *first > replica.pos + 1 {
+                return Err(unavailable(format!(
+                    "{} starts at record {first} but the state ends at {}; refusing to start",
+                    path.display(),
+                    replica.pos
+                )));
+            }
+        }
+    }
+    Ok(Recovered {
+        replica,
+        tail,
+        cut,
+        replayed,
+    })
+}
+
+/// Bytes of segments and snapshot in `dir`.
+pub fn disk_bytes(dir: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.filter_map(Result::ok)
+        .filter(|e| {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            n == snapshot::FILE || segment::first_of(&n).is_some()
+        })
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// A command for the writer.
+struct Job {
+    bytes: Vec<u8>,
+    reply: oneshot::Sender<Result<Outcome, HubError>>,
+}
+
+struct Shared {
+    dir: PathBuf,
+    rules: Arc<Rules>,
+    replica: Mutex<Replica<u64>>,
+    dispatch: OnceLock<Weak<dyn Dispatch>>,
+    /// Why the log can no longer be written (a failed write or fsync): every command is
+    /// refused from then on, and readiness fails. After a failed fsync the kernel may
+    /// have dropped the pages, so carrying on could acknowledge what is not on disk.
+    failed: Mutex<Option<String>>,
+    /// Set by `stop`: commands are refused (the drain is over).
+    stopped: AtomicBool,
+    /// A snapshot is being built.
+    compacting: AtomicBool,
+    /// The snapshot builder, joined when the store is dropped.
+    compaction: Mutex<Option<std::thread::JoinHandle<()>>>,
+    snapshot_every: u64,
+    metrics: FileMetrics,
+}
+
+impl Shared {
+    fn replica(&self) -> MutexGuard<'_, Replica<u64>> {
+        // Nothing panics half-way through a step on purpose; carrying on with the state
+        // beats taking the hub down.
+        self.replica.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn fail(&self, why: String) {
+        tracing::error!(error = %why, "the log cannot be written: refusing every command from now on");
+        *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// The file-backed store. See the module documentation.
+pub struct FileStore {
+    shared: Arc<Shared>,
+    node: String,
+    tx: Option<mpsc::Sender<Job>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+    _lock: lock::DirLock,
+}
+
+/// The writer thread's own state.
+struct Writer {
+    shared: Arc<Shared>,
+    rx: mpsc::Receiver<Job>,
+    file: std::fs::File,
+    /// The next record's position.
+    next: u64,
+    /// Records written since the last snapshot was started.
+    since_snapshot: u64,
+}
+
+impl FileStore {
+    /// Opens (creating it if needed) the data directory: takes its lock, loads the
+    /// snapshot, replays the log, and declares lost the node(s) whose desktops were
+    /// connected when it stopped (their grace starts now; they resume by reconnecting).
+    pub async fn open(
+        dir: &Path,
+        node: &str,
+        rules: Arc<Rules>,
+        now: Ts,
+        snapshot_every: u64,
+    ) -> Result<FileStore, HubError> {
+        let dir = dir.to_path_buf();
+        let opened = {
+            let dir = dir.clone();
+            let rules = rules.clone();
+            tokio::task::spawn_blocking(move || open_blocking(&dir, rules))
+                .await
+                .map_err(unavailable)??
+        };
+        let (lock, rec, file, next) = opened;
+        let replayed = rec.replayed;
+        tracing::info!(
+            dir = %dir.display(),
+            position = rec.replica.pos,
+            replayed,
+            torn_bytes_cut = rec.cut,
+            "file store opened"
+        );
+        let lost = rec.replica.state.book.nodes_in_use();
+        let shared = Arc::new(Shared {
+            dir,
+            rules,
+            replica: Mutex::new(rec.replica),
+            dispatch: OnceLock::new(),
+            failed: Mutex::new(None),
+            stopped: AtomicBool::new(false),
+            compacting: AtomicBool::new(false),
+            compaction: Mutex::new(None),
+            snapshot_every: snapshot_every.max(1),
+            metrics: FileMetrics::default(),
+        });
+        let (tx, rx) = mpsc::channel();
+        let writer = Writer {
+            shared: shared.clone(),
+            rx,
+            file,
+            next,
+            // Counted from the snapshot, so that a log replayed at start is folded
+            // into the next snapshot in due course, not only after `snapshot_every`
+            // new records.
+            since_snapshot: replayed,
+        };
+        let writer = std::thread::Builder::new()
+            .name("sb-log-writer".into())
+            .spawn(move || writer.run())
+            .map_err(|e| unavailable(format!("cannot start the log writer: {e}")))?;
+        let store = FileStore {
+            shared,
+            node: node.to_owned(),
+            tx: Some(tx),
+            writer: Some(writer),
+            _lock: lock,
+        };
+        for n in lost {
+            tracing::info!(node = %n, "desktops were connected when the hub stopped: their grace starts now");
+            let o = store
+                .submit(Body::Routing(Box::new(Command::NodeLost { node: n })), now)
+                .await?;
+            o.reply?;
+        }
+        Ok(store)
+    }
+
+    /// The state as snapshot bytes (the encoding snapshots use), for comparing two
+    /// states.
+    pub fn state_bytes(&self) -> Result<Vec<u8>, HubError> {
+        self.shared.replica().state.snapshot_bytes()
+    }
+
+    /// The position of the last record applied.
+    pub fn position(&self) -> u64 {
+        self.shared.replica().pos
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    async fn submit(&self, body: Body, now: Ts) -> Result<Outcome, HubError> {
+        if let Some(why) = self.shared.failure() {
+            return Err(unavailable(why));
+        }
+        if self.shared.stopped.load(Ordering::Relaxed) {
+            return Err(unavailable("the store is stopped"));
+        }
+        let bytes = Entry {
+            req: None,
+            node: self.node.clone(),
+            now,
+            body,
+        }
+        .encode()?;
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .as_ref()
+            .ok_or_else(|| unavailable("the store is stopped"))?
+            .send(Job { bytes, reply })
+            .map_err(|_| unavailable("the log writer stopped"))?;
+        rx.await
+            .map_err(|_| unavailable("the log writer stopped"))?
+    }
+}
+
+/// The blocking part of opening: lock, recover, and the segment to append to.
+#[allow(clippy::type_complexity)]
+fn open_blocking(
+    dir: &Path,
+    rules: Arc<Rules>,
+) -> Result<(lock::DirLock, Recovered, std::fs::File, u64), HubError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| unavailable(format!("cannot create {}: {e}", dir.display())))?;
+    let lock = lock::acquire(dir).map_err(unavailable)?;
+    // A snapshot that was being written when the hub stopped never took effect.
+    let _ = std::fs::remove_file(dir.join(snapshot::TMP));
+    let rec = recover(dir, rules, true)?;
+    let next = rec.replica.pos + 1;
+    let file = match &rec.tail {
+        Some((_, path, _)) => std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(|e| unavailable(format!("cannot open {}: {e}", path.display())))?,
+        None => new_segment(dir, next)?,
+    };
+    Ok((lock, rec, file, next))
+}
+
+/// Creates the segment whose first record is `first`, durably.
+fn new_segment(dir: &Path, first: u64) -> Result<std::fs::File, HubError> {
+    let path = dir.join(segment::name(first));
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(|e| unavailable(format!("cannot create {}: {e}", path.display())))?;
+    sync_dir(dir).map_err(|e| unavailable(format!("cannot sync {}: {e}", dir.display())))?;
+    Ok(f)
+}
+
+impl Writer {
+    fn run(mut self) {
+        let mut buf = Vec::with_capacity(64 * 1024);
+        // Ends when the store is dropped (every sender with it).
+        while let Ok(first) = self.rx.recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match self.rx.try_recv() {
+                    Ok(j) => batch.push(j),
+                    Err(_) => break,
+                }
+            }
+            if let Some(why) = self.shared.failure() {
+                for j in batch {
+                    let _ = j.reply.send(Err(unavailable(why.clone())));
+                }
+                continue;
+            }
+            buf.clear();
+            for j in &batch {
+                segment::frame(&mut buf, &j.bytes);
+            }
+            let t = Instant::now();
+            let written = self
+                .file
+                .write_all(&buf)
+                .and_then(|()| self.file.sync_data());
+            if let Err(e) = written {
+                self.shared.fail(format!("cannot write the log: {e}"));
+                for j in batch {
+                    let _ = j
+                        .reply
+                        .send(Err(unavailable(format!("cannot write the log: {e}"))));
+                }
+                continue;
+            }
+            self.shared.metrics.commit(batch.len(), t.elapsed());
+            self.apply(batch);
+            if self.since_snapshot >= self.shared.snapshot_every
+                && !self.shared.compacting.load(Ordering::Acquire)
+            {
+                self.start_snapshot();
+            }
+        }
+    }
+
+    /// Applies a written batch in log order: each decision's notices to the hub, then
+    /// its outcome to its caller.
+    fn apply(&mut self, batch: Vec<Job>) {
+        let dispatch = self.shared.dispatch.get().and_then(Weak::upgrade);
+        let mut r = self.shared.replica();
+        for j in batch {
+            let pos = self.next;
+            self.next += 1;
+            self.since_snapshot += 1;
+            match step(&mut r, pos, seed(pos), &j.bytes) {
+                Some((mut o, _, _)) => {
+                    if let Some(d) = &dispatch {
+                        d.deliver(o.take_notices());
+                    }
+                    let _ = j.reply.send(Ok(o));
+                }
+                None => {
+                    let _ = j
+                        .reply
+                        .send(Err(unavailable("a log entry could not be decoded")));
+                }
+            }
+        }
+    }
+
+    /// Starts a new segment at the next position and builds a snapshot of everything
+    /// before it in the background.
+    fn start_snapshot(&mut self) {
+        let target = self.next - 1;
+        match new_segment(&self.shared.dir, self.next) {
+            Ok(f) => self.file = f,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start a new segment; the snapshot waits");
+                return;
+            }
+        }
+        self.since_snapshot = 0;
+        self.shared.compacting.store(true, Ordering::Release);
+        let shared = self.shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("sb-snapshot".into())
+            .spawn(move || {
+                lower_priority();
+                let t = Instant::now();
+                match compact(&shared.dir, shared.rules.clone(), target) {
+                    Ok(Some(size)) => {
+                        shared.metrics.snapshot(t.elapsed(), size);
+                        tracing::info!(
+                            position = target,
+                            bytes = size,
+                            ms = t.elapsed().as_millis() as u64,
+                            "snapshot written, segments below it removed"
+                        );
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot write a snapshot"),
+                }
+                shared.compacting.store(false, Ordering::Release);
+            });
+        match spawned {
+            Ok(h) => {
+                let mut slot = self
+                    .shared
+                    .compaction
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                if let Some(old) = slot.replace(h) {
+                    let _ = old.join(); // finished: `compacting` was false
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the snapshot thread");
+                self.shared.compacting.store(false, Ordering::Release);
+            }
+        }
+    }
+}
+
+/// Builds the snapshot at `target` from the stored one and the closed segments, puts
+/// it in place, and removes the segments it covers. Returns its size, or nothing when
+/// the stored one already covers `target`.
+pub fn compact(dir: &Path, rules: Arc<Rules>, target: u64) -> Result<Option<u64>, HubError> {
+    let mut r = match snapshot::read(dir).map_err(unavailable)? {
+        Some(s) => Replica {
+            state: State::from_snapshot(rules, &s.bytes)?,
+            pos: s.pos,
+            now: Ts(s.now),
+            applied: 0,
+        },
+        None => Replica::blank(rules, 0),
+    };
+    if r.pos >= target {
+        return Ok(None);
+    }
+    let segments = segment::list(dir).map_err(unavailable)?;
+    for (first, path) in segments.iter().filter(|(f, _)| *f <= target) {
+        let bytes = std::fs::read(path)
+            .map_err(|e| unavailable(format!("cannot read {}: {e}", path.display())))?;
+        let scan = segment::scan(&bytes);
+        if let Some((off, d)) = scan.damage {
+            return Err(unavailable(format!(
+                "{} is damaged at offset {off}: {d:?}",
+                path.display()
+            )));
+        }
+        for (k, (_, range)) in scan.records.iter().enumerate() {
+            let pos = first + k as u64;
+            if pos <= r.pos {
+                continue;
+            }
+            if pos > target {
+                break;
+            }
+            if pos != r.pos + 1 {
+                return Err(unavailable(format!(
+                    "{}: a gap before record {pos}",
+                    path.display()
+                )));
+            }
+            step(&mut r, pos, seed(pos), &bytes[range.clone()]);
+        }
+    }
+    if r.pos != target {
+        return Err(unavailable(format!(
+            "the log ends at {} before the snapshot's position {target}",
+            r.pos
+        )));
+    }
+    let bytes = r.state.snapshot_bytes()?;
+    let size = snapshot::write(dir, target, r.now.0, &bytes).map_err(|e| {
+        unavailable(format!(
+            "cannot write the snapshot in {}: {e}",
+            dir.display()
+        ))
+    })?;
+    // Only now that the snapshot is durable: the segments it covers go.
+    for (_, path) in segments.iter().filter(|(f, _)| *f <= target) {
+        if let Err(e) = std::fs::remove_file(path) {
+            tracing::warn!(file = %path.display(), error = %e, "cannot remove a segment the snapshot covers");
+        }
+    }
+    sync_dir(dir).map_err(unavailable)?;
+    Ok(Some(size))
+}
+
+impl Drop for FileStore {
+    fn drop(&mut self) {
+        // The writer ends once its channel closes; the snapshot builder is waited for,
+        // so that a store opened on the same directory next finds no one writing.
+        self.tx = None;
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+        let h = self
+            .shared
+            .compaction
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(h) = h {
+            let _ = h.join();
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for FileStore {
+    async fn execute(&self, cmd: Command, now: Ts) -> Result<Outcome, HubError> {
+        self.submit(Body::Routing(Box::new(cmd)), now).await
+    }
+
+    async fn context(&self, cmd: ContextCommand, now: Ts) -> Result<Outcome, HubError> {
+        self.submit(Body::Context(Box::new(cmd)), now).await
+    }
+
+    async fn expire_due(&self, now: Ts) -> Result<Outcome, HubError> {
+        // Logged only when something is due: a tick with nothing to fire writes nothing.
+        let due = self
+            .shared
+            .replica()
+            .state
+            .book
+            .next_deadline()
+            .is_some_and(|d| d <= now);
+        if !due {
+            return Ok(Outcome::done());
+        }
+        self.submit(Body::Expire, now).await
+    }
+
+    async fn next_deadline(&self) -> Result<Option<Ts>, HubError> {
+        Ok(self.shared.replica().state.book.next_deadline())
+    }
+
+    async fn agent_view(&self, agent: &AgentId) -> Result<Option<AgentView>, HubError> {
+        Ok(self.shared.replica().state.book.agent_view(agent))
+    }
+
+    async fn task(&self, id: TaskId) -> Result<Option<Task>, HubError> {
+        Ok(self.shared.replica().state.book.task(id).cloned())
+    }
+
+    async fn snapshot(&self, now: Ts) -> Result<Snapshot, HubError> {
+        Ok(self.shared.replica().state.book.snapshot(now))
+    }
+
+    async fn queue_stats(&self, queues: &[QueueId], now: Ts) -> Result<Vec<QueueStats>, HubError> {
+        let r = self.shared.replica();
+        Ok(queues
+            .iter()
+            .filter_map(|q| r.state.book.queue_stats(q, now))
+            .collect())
+    }
+
+    async fn ping(&self) -> Result<(), HubError> {
+        match self.shared.failure() {
+            Some(why) => Err(unavailable(why)),
+            None => Ok(()),
+        }
+    }
+
+    async fn context_read(&self, cmd: ContextCommand, now: Ts) -> Result<Outcome, HubError> {
+        // A read changes nothing, so it needs no place in the log.
+        if !cmd.is_read_only() {
+            return self.context(cmd, now).await;
+        }
+        Ok(self.shared.replica().state.context(cmd, now))
+    }
+
+    fn set_dispatch(&self, dispatch: Weak<dyn Dispatch>) {
+        let _ = self.shared.dispatch.set(dispatch);
+    }
+
+    fn stop(&self) {
+        self.shared.stopped.store(true, Ordering::Relaxed);
+    }
+
+    fn render_metrics(&self, out: &mut String) {
+        self.shared
+            .metrics
+            .render(out, disk_bytes(&self.shared.dir));
+    }
+
+    fn describe(&self) -> String {
+        format!("file ({})", self.shared.dir.display())
+    }
+}

@@ -1,0 +1,549 @@
+//! The shared store: state replicated on every node from one ordered log in Redis.
+//!
+//! Every decision is a command appended to one Redis stream (`XADD sb:log`). Redis gives
+//! the stream one total order. Every node reads the whole stream in that order and
+//! applies each entry to its own copy of the books ([`State`]), with the entry's time
+//! and ids derived from the entry's position: the books are deterministic, so every
+//! replica makes exactly the same decisions, and each decision is made once, at the
+//! entry's place in the log. Two accepts, an accept and an expiry, two saves on one
+//! record version, sent from different nodes at once: whichever Redis appended first
+//! wins everywhere, and the other is refused everywhere.
+//!
+//! A node answers its own command once its replica has applied it. Each node delivers
+//! the notices of every entry (its own and other nodes') to the sessions connected to
+//! it, in log order: an offer decided on node A reaches the agent on node B because B
+//! applies the same entry.
+//!
+//! The entry, its encoding and its replay are [`crate::log`]'s, shared with the file
+//! store. This module follows the log and answers commands; [`liveness`] beats and
+//! declares nodes lost; [`snapshot`] builds and stores snapshots; [`parse`] reads
+//! Redis replies.
+//!
+//! Keys:
+//! - `sb:log` (stream): the commands. Written by `XADD` (one per command, timer tick,
+//!   lost node); read by every node with `XREAD`. Trimmed below the oldest position any
+//!   live node still needs, once a snapshot covers it.
+//! - `sb:snapshot` (hash `pos`, `now`) and `sb:snapshot:state` (string): the books at
+//!   one log position. Uploaded in chunks to `sb:snapshot:staging:<node>`, then put in
+//!   place by `SNAPSHOT_SCRIPT` only if newer than the one there. A starting node loads
+//!   it and reads the log from its position.
+//! - `sb:node:<id>` (string, expires): a node's heartbeat, holding the last position it
+//!   applied. A node whose key has expired is declared lost (by any node appending
+//!   `NodeLost`), and its desktops enter the reconnect grace period.
+
+mod liveness;
+mod parse;
+mod snapshot;
+
+use super::background::Background;
+use super::{Dispatch, Store};
+use crate::clock::{Clock, Ts};
+use crate::context::ContextCommand;
+use crate::error::HubError;
+use crate::ids::{AgentId, QueueId, TaskId};
+use crate::log::{Body, Entry, seed_of, step};
+use crate::routing::{AgentView, Command, QueueStats, Rules, Snapshot};
+use crate::state::{Outcome, State};
+use crate::task::Task;
+use parse::{field_of, parse_xread, position_lt};
+use redis::AsyncConnectionConfig;
+use redis::Value;
+use redis::aio::MultiplexedConnection;
+use snapshot::fetch_snapshot;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// The replica: the books and where in the log (a stream id) they are.
+type Replica = crate::log::Replica<String>;
+
+const LOG: &str = "sb:log";
+const SNAPSHOT: &str = "sb:snapshot";
+/// The snapshot's bytes.
+const SNAPSHOT_STATE: &str = "sb:snapshot:state";
+/// How much of a snapshot one upload call carries.
+const SNAPSHOT_CHUNK: usize = 512 * 1024;
+
+/// How long a command waits for its own entry to be applied before answering
+/// `store_unavailable` (the entry may still take effect later).
+const APPLY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one Redis call may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// Heartbeat period; a node is lost after `HEARTBEAT_TTL` without one.
+const HEARTBEAT: Duration = Duration::from_millis(500);
+const HEARTBEAT_TTL: Duration = Duration::from_millis(3000);
+
+struct Shared {
+    node: String,
+    /// This run of the node: `node/boot`. Connections are filed under it, and its
+    /// heartbeat key names it.
+    incarnation: Arc<str>,
+    rules: Arc<Rules>,
+    client: redis::Client,
+    conn: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    replica: Mutex<Replica>,
+    waiters: Mutex<HashMap<uuid::Uuid, oneshot::Sender<Outcome>>>,
+    dispatch: OnceLock<Weak<dyn Dispatch>>,
+    /// Whether the log reader is keeping up (false after a failed Redis call, true again
+    /// after the next successful read): part of readiness.
+    healthy: AtomicBool,
+    /// The node's clock: a lost node's agents get their full grace from now.
+    clock: Clock,
+    snapshot_every: u64,
+    /// `Replica::applied` at the last snapshot.
+    last_snapshot: std::sync::atomic::AtomicU64,
+    /// Where snapshots are replayed and encoded.
+    background: Background,
+}
+
+/// The Redis-backed store. See the module documentation.
+pub struct RedisStore {
+    shared: Arc<Shared>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for RedisStore {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> HubError {
+    HubError::StoreUnavailable(e.to_string())
+}
+
+impl RedisStore {
+    /// Connects, loads the newest snapshot, applies the log after it, declares this
+    /// node's earlier incarnation lost, and starts following the log.
+    pub async fn connect(
+        url: &str,
+        node: &str,
+        rules: Arc<Rules>,
+        clock: Clock,
+    ) -> Result<RedisStore, HubError> {
+        Self::connect_with(url, node, rules, clock, 200_000).await
+    }
+
+    /// [`RedisStore::connect`], storing a snapshot every `snapshot_every` entries.
+    pub async fn connect_with(
+        url: &str,
+        node: &str,
+        rules: Arc<Rules>,
+        clock: Clock,
+        snapshot_every: u64,
+    ) -> Result<RedisStore, HubError> {
+        let client = redis::Client::open(url).map_err(unavailable)?;
+        let boot = uuid::Uuid::new_v4().simple().to_string();
+        let shared = Arc::new(Shared {
+            node: node.to_owned(),
+            incarnation: format!("{node}/{}", &boot[..12]).into(),
+            rules: rules.clone(),
+            client,
+            conn: tokio::sync::Mutex::new(None),
+            // Every replica starts from the same blank state at time zero, and takes
+            // its time from the log only: a node that starts later must decide exactly
+            // like one that was there all along.
+            replica: Mutex::new(Replica {
+                state: State::new(rules.clone(), Ts(0)),
+                pos: "0-0".into(),
+                now: Ts(0),
+                applied: 0,
+            }),
+            waiters: Mutex::new(HashMap::new()),
+            dispatch: OnceLock::new(),
+            healthy: AtomicBool::new(true),
+            clock,
+            snapshot_every: snapshot_every.max(1),
+            last_snapshot: std::sync::atomic::AtomicU64::new(0),
+            background: Background::start("sb-snapshot")?,
+        });
+        // Beat (with the position "0-0") before loading anything: the log is never
+        // trimmed past a node that is still catching up.
+        let heartbeat = tokio::spawn(shared.clone().heartbeat());
+        let started = async {
+            // One beat done before the load (the spawned loop may not have run yet):
+            // a snapshot stored from now on trims nothing this node still needs.
+            let mut c = shared.conn().await?;
+            redis::cmd("SET")
+                .arg(format!("sb:node:{}", shared.incarnation))
+                .arg("0-0")
+                .arg("PX")
+                .arg(HEARTBEAT_TTL.as_millis() as u64)
+                .query_async::<()>(&mut c)
+                .await
+                .map_err(unavailable)?;
+            shared.load_snapshot().await?;
+            // Catch up before serving, so that this node's first answers see the present;
+            // entries trimmed away meanwhile are noticed before each read (and the
+            // snapshot that covers them reloaded), never skipped over.
+            let mut reader = shared.reader().await?;
+            loop {
+                shared.check_gap(&mut reader).await?;
+                if shared.read_batch(&mut reader, None).await? == 0 {
+                    break;
+                }
+            }
+            // Whatever an earlier run of this node held is gone (all incarnations of
+            // this node id; this one has no connections yet).
+            let body = Body::Routing(Box::new(Command::NodeLost { node: node.into() }));
+            shared.append(body, shared.clock.now(), false).await?;
+            Ok::<_, HubError>(reader)
+        };
+        let reader = match started.await {
+            Ok(r) => r,
+            Err(e) => {
+                heartbeat.abort();
+                return Err(e);
+            }
+        };
+        let tasks = vec![
+            heartbeat,
+            tokio::spawn(shared.clone().follow(reader)),
+            tokio::spawn(shared.clone().snapshots()),
+        ];
+        Ok(RedisStore { shared, tasks })
+    }
+}
+
+impl Shared {
+    fn replica(&self) -> MutexGuard<'_, Replica> {
+        self.replica.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn conn(&self) -> Result<MultiplexedConnection, HubError> {
+        let mut guard = self.conn.lock().await;
+        if let Some(c) = guard.as_ref() {
+            return Ok(c.clone());
+        }
+        let cfg = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CALL_TIMEOUT))
+            .set_response_timeout(Some(CALL_TIMEOUT));
+        let c = self
+            .client
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await
+            .map_err(unavailable)?;
+        *guard = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Forgets a broken connection so that the next call reconnects.
+    async fn broken(&self) {
+        self.healthy.store(false, Ordering::Relaxed);
+        *self.conn.lock().await = None;
+    }
+
+    /// A connection of its own for the blocking reads of the log.
+    async fn reader(&self) -> Result<MultiplexedConnection, HubError> {
+        let cfg = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CALL_TIMEOUT))
+            .set_response_timeout(Some(CALL_TIMEOUT + Duration::from_secs(1)));
+        self.client
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Replaces the replica with the stored snapshot, if there is one.
+    async fn load_snapshot(&self) -> Result<(), HubError> {
+        let mut c = self.conn().await?;
+        let Some((pos, now, bytes)) = fetch_snapshot(&mut c, false).await? else {
+            return Ok(());
+        };
+        let rules = self.rules.clone();
+        let state = tokio::task::spawn_blocking(move || State::from_snapshot(rules, &bytes))
+            .await
+            .map_err(unavailable)??;
+        let mut r = self.replica();
+        r.state = state;
+        r.pos = pos;
+        r.now = now;
+        tracing::info!(pos = %r.pos, "loaded the snapshot");
+        Ok(())
+    }
+
+    /// Appends a command. With `wait`, returns the outcome once this node applied it.
+    async fn append(&self, body: Body, now: Ts, wait: bool) -> Result<Option<Outcome>, HubError> {
+        let req = wait.then(uuid::Uuid::new_v4);
+        let entry = Entry {
+            req,
+            node: self.node.clone(),
+            now,
+            body,
+        };
+        let bytes = rmp_serde::to_vec_named(&entry).map_err(unavailable)?;
+        // Registered before the append (the entry may be applied before XADD returns),
+        // removed however this call ends, even if its caller gives up on it.
+        let waiter = req.map(|r| Waiter::new(self, r));
+        let mut c = self.conn().await?;
+        let added: Result<String, _> = redis::cmd("XADD")
+            .arg(LOG)
+            .arg("*")
+            .arg("e")
+            .arg(bytes)
+            .query_async(&mut c)
+            .await;
+        if let Err(e) = added {
+            self.broken().await;
+            return Err(unavailable(e));
+        }
+        let Some(mut waiter) = waiter else {
+            return Ok(None);
+        };
+        match tokio::time::timeout(APPLY_TIMEOUT, &mut waiter.rx).await {
+            Ok(Ok(o)) => Ok(Some(o)),
+            _ => Err(unavailable(
+                "the command was logged but not applied in time; it may still take effect",
+            )),
+        }
+    }
+
+    /// Follows the log for as long as the node runs, reconnecting after failures and
+    /// reloading the snapshot if entries it had not applied were trimmed away.
+    async fn follow(self: Arc<Self>, mut reader: MultiplexedConnection) {
+        let mut backoff = Duration::from_millis(50);
+        let mut checked = tokio::time::Instant::now();
+        loop {
+            if checked.elapsed() >= Duration::from_secs(1) {
+                checked = tokio::time::Instant::now();
+                if let Err(e) = self.check_gap(&mut reader).await {
+                    tracing::warn!(error = %e, "cannot check the log for a gap");
+                }
+            }
+            match self.read_batch(&mut reader, Some(1000)).await {
+                Ok(_) => {
+                    backoff = Duration::from_millis(50);
+                    self.healthy.store(true, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the log; retrying");
+                    self.healthy.store(false, Ordering::Relaxed);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    if let Ok(r) = self.reader().await {
+                        reader = r;
+                        checked = tokio::time::Instant::now() - Duration::from_secs(2);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether entries after this node's position were trimmed (it was away longer than
+    /// the heartbeat expiry): then the replica reloads the snapshot, which covers them.
+    async fn check_gap(&self, reader: &mut MultiplexedConnection) -> Result<(), HubError> {
+        // No log yet (a first node on an empty Redis): nothing was trimmed.
+        let exists: bool = redis::cmd("EXISTS")
+            .arg(LOG)
+            .query_async(reader)
+            .await
+            .map_err(unavailable)?;
+        if !exists {
+            return Ok(());
+        }
+        let v: Value = redis::cmd("XINFO")
+            .arg("STREAM")
+            .arg(LOG)
+            .query_async(reader)
+            .await
+            .map_err(unavailable)?;
+        let Some(deleted) = field_of(&v, "max-deleted-entry-id") else {
+            return Ok(());
+        };
+        let pos = self.replica().pos.clone();
+        if deleted != "0-0" && position_lt(&pos, &deleted) {
+            tracing::error!(%pos, %deleted, "entries this node had not applied were trimmed: reloading the snapshot");
+            self.load_snapshot().await?;
+        }
+        Ok(())
+    }
+
+    /// Reads and applies one batch of entries. Returns how many were applied.
+    async fn read_batch(
+        &self,
+        reader: &mut MultiplexedConnection,
+        block_ms: Option<u64>,
+    ) -> Result<usize, HubError> {
+        let pos = self.replica().pos.clone();
+        let mut cmd = redis::cmd("XREAD");
+        cmd.arg("COUNT").arg(1000);
+        if let Some(ms) = block_ms {
+            cmd.arg("BLOCK").arg(ms);
+        }
+        cmd.arg("STREAMS").arg(LOG).arg(&pos);
+        let v: Value = cmd.query_async(reader).await.map_err(unavailable)?;
+        let entries = parse_xread(v);
+        let n = entries.len();
+        for (id, bytes) in entries {
+            self.apply(&id, &bytes);
+        }
+        Ok(n)
+    }
+
+    /// Applies one entry to the replica and delivers what it produced.
+    fn apply(&self, id: &str, bytes: &[u8]) {
+        let Some((outcome, node, req)) =
+            step(&mut self.replica(), id.to_owned(), seed_of(id), bytes)
+        else {
+            return;
+        };
+        let req = (node == self.node).then_some(req).flatten();
+        // Notices for everyone, here, in log order; the reply and the counts to the
+        // waiting caller (each node counts only its own decisions).
+        let mut outcome = outcome;
+        let shared = outcome.take_notices();
+        if let Some(d) = self.dispatch.get().and_then(Weak::upgrade) {
+            d.deliver(shared);
+        }
+        if let Some(req) = req {
+            let waiter = self
+                .waiters
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&req);
+            if let Some(tx) = waiter {
+                let _ = tx.send(outcome);
+            }
+        }
+    }
+}
+
+/// A caller waiting for its entry to be applied; removed from the waiters however the
+/// call ends.
+struct Waiter<'a> {
+    shared: &'a Shared,
+    req: uuid::Uuid,
+    rx: oneshot::Receiver<Outcome>,
+}
+
+impl<'a> Waiter<'a> {
+    fn new(shared: &'a Shared, req: uuid::Uuid) -> Waiter<'a> {
+        let (tx, rx) = oneshot::channel();
+        shared
+            .waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(req, tx);
+        Waiter { shared, req, rx }
+    }
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        self.shared
+            .waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.req);
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for RedisStore {
+    async fn execute(&self, cmd: Command, now: Ts) -> Result<Outcome, HubError> {
+        let o = self
+            .shared
+            .append(Body::Routing(Box::new(cmd)), now, true)
+            .await?;
+        o.ok_or_else(|| unavailable("no outcome"))
+    }
+
+    async fn context(&self, cmd: ContextCommand, now: Ts) -> Result<Outcome, HubError> {
+        let o = self
+            .shared
+            .append(Body::Context(Box::new(cmd)), now, true)
+            .await?;
+        o.ok_or_else(|| unavailable("no outcome"))
+    }
+
+    async fn expire_due(&self, now: Ts) -> Result<Outcome, HubError> {
+        // Any node may ask; an expiry that another node's tick already applied is a
+        // no-op when this one is applied, so an offer never expires twice.
+        let due = self
+            .shared
+            .replica()
+            .state
+            .book
+            .next_deadline()
+            .is_some_and(|d| d <= now);
+        if !due {
+            return Ok(Outcome::done());
+        }
+        let o = self.shared.append(Body::Expire, now, true).await?;
+        o.ok_or_else(|| unavailable("no outcome"))
+    }
+
+    async fn next_deadline(&self) -> Result<Option<Ts>, HubError> {
+        Ok(self.shared.replica().state.book.next_deadline())
+    }
+
+    async fn agent_view(&self, agent: &AgentId) -> Result<Option<AgentView>, HubError> {
+        Ok(self.shared.replica().state.book.agent_view(agent))
+    }
+
+    async fn task(&self, id: TaskId) -> Result<Option<Task>, HubError> {
+        Ok(self.shared.replica().state.book.task(id).cloned())
+    }
+
+    async fn snapshot(&self, now: Ts) -> Result<Snapshot, HubError> {
+        Ok(self.shared.replica().state.book.snapshot(now))
+    }
+
+    async fn queue_stats(&self, queues: &[QueueId], now: Ts) -> Result<Vec<QueueStats>, HubError> {
+        let r = self.shared.replica();
+        Ok(queues
+            .iter()
+            .filter_map(|q| r.state.book.queue_stats(q, now))
+            .collect())
+    }
+
+    async fn ping(&self) -> Result<(), HubError> {
+        // Ready means both: Redis answers, and this node is following the log (a replica
+        // that cannot read the log would answer with stale state).
+        if !self.shared.healthy.load(Ordering::Relaxed) {
+            return Err(unavailable("not following the log"));
+        }
+        let mut c = self.shared.conn().await?;
+        let r: Result<String, _> = redis::cmd("PING").query_async(&mut c).await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                self.shared.broken().await;
+                Err(unavailable(e))
+            }
+        }
+    }
+
+    fn set_dispatch(&self, dispatch: Weak<dyn Dispatch>) {
+        let _ = self.shared.dispatch.set(dispatch);
+    }
+
+    async fn context_read(&self, cmd: ContextCommand, now: Ts) -> Result<Outcome, HubError> {
+        // A read changes nothing, so it needs no place in the log: this replica answers.
+        if !cmd.is_read_only() {
+            return self.context(cmd, now).await;
+        }
+        Ok(self.shared.replica().state.context(cmd, now))
+    }
+
+    fn node_tag(&self) -> Option<Arc<str>> {
+        Some(self.shared.incarnation.clone())
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "redis (shared log; this node is {})",
+            self.shared.incarnation
+        )
+    }
+
+    fn stop(&self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}

@@ -1,0 +1,435 @@
+//! The file store's own guarantees: what a restart finds (replay equality, snapshots),
+//! a torn last record, damage elsewhere, the directory lock, and the agents connected
+//! when the hub stopped.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use switchboard::auth::Role;
+use switchboard::clock::Ts;
+use switchboard::config::Config;
+use switchboard::context::ContextCommand;
+use switchboard::context::record::{Actor, CustomerFields};
+use switchboard::ids::{AgentId, Channel, ConnId, CustomerId};
+use switchboard::routing::{Command, Rules};
+use switchboard::state::Reply;
+use switchboard::store::Store;
+use switchboard::store::file::{FileStore, recover, segment};
+use switchboard::task::{CustomerIdentity, NewTask};
+
+const CFG: &str = r#"
+[routing]
+offer_timeout_secs = 15
+wrap_up_secs = 2
+reconnect_grace_secs = 30
+
+[[queues]]
+id = "support"
+
+[[queues]]
+id = "sales"
+
+[[agents]]
+id = "a1"
+queues = ["support", "sales"]
+
+[[agents]]
+id = "a2"
+queues = ["support"]
+
+[[agents]]
+id = "a3"
+queues = ["sales"]
+"#;
+
+const T0: Ts = Ts(1_800_000_000_000_000);
+
+fn at(ms: u64) -> Ts {
+    Ts(T0.0 + ms * 1000)
+}
+
+fn rules() -> Arc<Rules> {
+    Arc::new(Config::parse(CFG).expect("config").rules())
+}
+
+/// A directory removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!(
+            "sb-{tag}-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir_all(&p).expect("temp dir");
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn open(dir: &Path, snapshot_every: u64) -> FileStore {
+    FileStore::open(dir, "n1", rules(), T0, snapshot_every)
+        .await
+        .expect("open the file store")
+}
+
+fn crm() -> Actor {
+    Actor {
+        id: "crm".into(),
+        role: Role::Integration,
+    }
+}
+
+fn new_task(queue: &str, key: Option<String>) -> Command {
+    Command::CreateTask(Box::new(NewTask {
+        channel: Channel::Chat,
+        queue: queue.into(),
+        priority: 0,
+        skills: vec![],
+        customer: CustomerIdentity {
+            phone: Some("+46 70 123 45 67".into()),
+            ..Default::default()
+        },
+        attributes: Default::default(),
+        idempotency_key: key,
+    }))
+}
+
+async fn new_customer(s: &dyn Store, name: &str, now: Ts) -> CustomerId {
+    let o = s
+        .context(
+            ContextCommand::CreateCustomer {
+                by: crm(),
+                fields: CustomerFields {
+                    name: Some(name.into()),
+                    ..Default::default()
+                },
+                activity_id: None,
+            },
+            now,
+        )
+        .await
+        .expect("store");
+    match o.reply {
+        Ok(Reply::Context(switchboard::context::ContextReply::Customer(v))) => {
+            v.customer.customer_id
+        }
+        other => panic!("create customer: {other:?}"),
+    }
+}
+
+fn last_segment(dir: &Path) -> PathBuf {
+    segment::list(dir)
+        .expect("list")
+        .pop()
+        .expect("a segment")
+        .1
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read dir") {
+        let e = e.expect("entry");
+        std::fs::copy(e.path(), to.join(e.file_name())).expect("copy");
+    }
+}
+
+/// Customers and tasks only (no desktop connected, so a restart appends nothing): the
+/// state after `n` records is exactly what a store opened on them holds.
+async fn write_records(s: &FileStore) -> (Vec<u8>, u64) {
+    let c = new_customer(s, "Ana Araújo", at(0)).await;
+    for i in 0..3 {
+        s.execute(new_task("support", Some(format!("k{i}"))), at(1 + i))
+            .await
+            .expect("store")
+            .reply
+            .expect("create");
+    }
+    let before = (s.state_bytes().expect("bytes"), s.position());
+    // The last record: a customer save.
+    s.context(
+        ContextCommand::UpdateCustomer {
+            by: crm(),
+            customer_id: c,
+            base_version: 1,
+            changes: CustomerFields {
+                name: Some("Ana Araújo Lima".into()),
+                ..Default::default()
+            },
+        },
+        at(10),
+    )
+    .await
+    .expect("store")
+    .reply
+    .expect("save");
+    before
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torn_last_record_is_cut_at_every_offset_and_the_records_before_it_remain() {
+    let dir = TempDir::new("torn");
+    let s = open(&dir.0, 1_000_000).await;
+    let (before, pos) = write_records(&s).await;
+    drop(s);
+    let seg = last_segment(&dir.0);
+    let bytes = std::fs::read(&seg).expect("read");
+    let scan = segment::scan(&bytes);
+    assert!(scan.damage.is_none());
+    let last = scan.records.last().expect("records").0;
+    assert!(bytes.len() - last > segment::HEADER);
+    for cut in last..bytes.len() {
+        let copy = TempDir::new("torn-copy");
+        copy_dir(&dir.0, &copy.0);
+        let seg = last_segment(&copy.0);
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .expect("open");
+        f.set_len(cut as u64).expect("cut");
+        drop(f);
+        let s = open(&copy.0, 1_000_000).await;
+        assert_eq!(s.position(), pos, "cut at {cut}");
+        assert!(
+            s.state_bytes().expect("bytes") == before,
+            "cut at {cut}: state differs"
+        );
+        drop(s);
+        // The torn bytes were cut off the file.
+        assert_eq!(
+            std::fs::metadata(&seg).expect("stat").len(),
+            last as u64,
+            "cut at {cut}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flipped_byte_before_the_last_record_refuses_the_start_naming_file_and_offset() {
+    let dir = TempDir::new("flip");
+    let s = open(&dir.0, 1_000_000).await;
+    write_records(&s).await;
+    drop(s);
+    let seg = last_segment(&dir.0);
+    let bytes = std::fs::read(&seg).expect("read");
+    let records = segment::scan(&bytes).records;
+    // A byte in the middle of the second record's payload, and one in the third
+    // record's header.
+    for (record, byte) in [
+        (1, records[1].1.start + records[1].1.len() / 2),
+        (2, records[2].0 + 2),
+    ] {
+        let copy = TempDir::new("flip-copy");
+        copy_dir(&dir.0, &copy.0);
+        let mut damaged = bytes.clone();
+        damaged[byte] ^= 0x01;
+        let seg_copy = last_segment(&copy.0);
+        std::fs::write(&seg_copy, &damaged).expect("write");
+        let err = match FileStore::open(&copy.0, "n1", rules(), T0, 1_000_000).await {
+            Ok(_) => panic!("a damaged log was loaded (byte {byte})"),
+            Err(e) => e.to_string(),
+        };
+        let offset = records[record].0;
+        assert!(
+            err.contains(&seg_copy.display().to_string())
+                && err.contains(&format!("offset {offset}")),
+            "byte {byte}: {err}"
+        );
+        // Nothing was cut or written.
+        assert_eq!(std::fs::read(&seg_copy).expect("read"), damaged);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_store_on_the_same_directory_is_refused_until_the_first_is_gone() {
+    let dir = TempDir::new("lock");
+    let first = open(&dir.0, 1_000_000).await;
+    let err = match FileStore::open(&dir.0, "n1", rules(), T0, 1_000_000).await {
+        Ok(_) => panic!("two stores on one directory"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("in use by another switchboard"), "{err}");
+    drop(first);
+    open(&dir.0, 1_000_000).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_connected_agents_get_their_grace_and_passed_deadlines_fire() {
+    let dir = TempDir::new("grace");
+    let s = open(&dir.0, 1_000_000).await;
+    let profile = rules().agents[0].clone();
+    s.execute(
+        Command::Connect {
+            profile,
+            conn: ConnId::new(),
+            node: "n1".into(),
+        },
+        at(0),
+    )
+    .await
+    .expect("store")
+    .reply
+    .expect("connect");
+    s.execute(Command::SetReady { agent: "a1".into() }, at(1))
+        .await
+        .expect("store")
+        .reply
+        .expect("ready");
+    s.execute(new_task("support", None), at(2))
+        .await
+        .expect("store")
+        .reply
+        .expect("create");
+    let a1 = AgentId::from("a1");
+    let v = s.agent_view(&a1).await.expect("store").expect("a1");
+    assert!(v.connected && v.offer.is_some());
+    drop(s);
+    // Down for a minute: past the offer's deadline.
+    let later = at(60_000);
+    let s = FileStore::open(&dir.0, "n1", rules(), later, 1_000_000)
+        .await
+        .expect("reopen");
+    let v = s.agent_view(&a1).await.expect("store").expect("a1");
+    assert!(
+        !v.connected,
+        "a1 is treated as disconnected after the restart"
+    );
+    let due = s.next_deadline().await.expect("store").expect("a deadline");
+    assert!(
+        due <= later,
+        "the offer's deadline passed while the hub was down"
+    );
+    let o = s.expire_due(later).await.expect("store");
+    assert_eq!(o.stats.expired, 1, "fired at once");
+}
+
+/// A small deterministic generator (xorshift), so that a failing seed can be re-run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// One random command against the store, using what it shows (offers, tasks).
+async fn random_step(s: &FileStore, r: &mut Rng, now: Ts, customers: &mut Vec<CustomerId>) {
+    let agents = ["a1", "a2", "a3"];
+    let agent = agents[r.below(3) as usize];
+    let id = AgentId::from(agent);
+    let view = s.agent_view(&id).await.expect("store");
+    let cmd = match r.below(12) {
+        0 => Command::Connect {
+            profile: rules()
+                .agents
+                .iter()
+                .find(|p| &*p.id.0 == agent)
+                .cloned()
+                .expect("profile"),
+            conn: ConnId::new(),
+            node: "n1".into(),
+        },
+        1 | 2 => Command::SetReady { agent: id },
+        3 => Command::SetNotReady {
+            agent: id,
+            reason: "break".into(),
+        },
+        4 | 5 => new_task(
+            ["support", "sales"][r.below(2) as usize],
+            (r.below(2) == 0).then(|| format!("key-{}", r.below(6))),
+        ),
+        6 => match view.and_then(|v| v.offer) {
+            Some(o) => Command::Accept {
+                agent: id,
+                offer_id: o.offer_id,
+            },
+            None => Command::SetReady { agent: id },
+        },
+        7 => match view.and_then(|v| v.offer) {
+            Some(o) => Command::Decline {
+                agent: id,
+                offer_id: o.offer_id,
+            },
+            None => Command::Logout { agent: id },
+        },
+        8 => match view.and_then(|v| v.in_progress.first().map(|t| t.task_id)) {
+            Some(task_id) => Command::Complete {
+                agent: id,
+                task_id,
+                wrap_up_code: None,
+            },
+            None => Command::Disconnect {
+                agent: id,
+                conn: ConnId::new(),
+            },
+        },
+        9 => {
+            s.expire_due(now).await.expect("store");
+            return;
+        }
+        10 => {
+            customers.push(new_customer(s, &format!("customer {}", r.next()), now).await);
+            return;
+        }
+        _ => {
+            if let Some(c) = customers.get(r.below(customers.len().max(1) as u64) as usize) {
+                s.context(
+                    ContextCommand::UpdateCustomer {
+                        by: crm(),
+                        customer_id: *c,
+                        base_version: 1 + r.below(3),
+                        changes: CustomerFields {
+                            name: Some(format!("renamed {}", r.next())),
+                            ..Default::default()
+                        },
+                    },
+                    now,
+                )
+                .await
+                .expect("store");
+            }
+            return;
+        }
+    };
+    s.execute(cmd, now).await.expect("store");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_after_a_restart_equals_the_state_before_it() {
+    // Property: for random command sequences, the state a restart replays (snapshot
+    // plus log) equals the state before the stop, compared through the snapshot
+    // encoding. Small snapshot intervals put snapshots in the middle of the runs.
+    for seed in 1..=12u64 {
+        let dir = TempDir::new("replay");
+        let mut r = Rng(0x9e37_79b9_7f4a_7c15 ^ seed.wrapping_mul(0x2545_f491_4f6c_dd1d));
+        let s = open(&dir.0, 5 + seed * 7).await;
+        let mut now = at(0);
+        let mut customers = Vec::new();
+        for _ in 0..150 {
+            now = now.plus(std::time::Duration::from_millis(r.below(4_000)));
+            random_step(&s, &mut r, now, &mut customers).await;
+        }
+        let before = s.state_bytes().expect("bytes");
+        let pos = s.position();
+        drop(s); // waits for a snapshot being written
+        let rec = recover(&dir.0, rules(), false).expect("recover");
+        assert_eq!(rec.replica.pos, pos, "seed {seed}");
+        let after = rec.replica.state.snapshot_bytes().expect("bytes");
+        assert!(after == before, "seed {seed}: the replayed state differs");
+        assert!(
+            dir.0.join("snapshot").exists(),
+            "seed {seed}: no snapshot was written in {pos} records"
+        );
+    }
+}
