@@ -195,6 +195,12 @@ pub struct RoutingConfig {
     pub wrap_up_secs: f64,
     /// How long a dropped desktop keeps its offer and tasks, in seconds.
     pub reconnect_grace_secs: f64,
+    /// How long a dropped desktop (its socket closed, its node declared lost) keeps a
+    /// pending offer before it is withdrawn and goes to the next agent, in seconds.
+    pub away_offer_secs: f64,
+    /// How long after an agent declined or missed a task it may be offered that task
+    /// again, in seconds; even then only when no other eligible agent is open for it.
+    pub reoffer_after_secs: f64,
     /// Not Ready reason codes an agent may choose (the built-ins `login`,
     /// `missed_offer` and `supervisor` are always there).
     pub not_ready_reasons: Vec<String>,
@@ -235,6 +241,9 @@ pub struct QueueConfig {
     /// Overrides `routing.wrap_up_secs`.
     #[serde(default)]
     pub wrap_up_secs: Option<f64>,
+    /// Overrides `routing.reoffer_after_secs`.
+    #[serde(default)]
+    pub reoffer_after_secs: Option<f64>,
 }
 
 /// `[[agents]]`
@@ -317,6 +326,8 @@ impl Default for RoutingConfig {
             offer_timeout_secs: 15.0,
             wrap_up_secs: 30.0,
             reconnect_grace_secs: 30.0,
+            reoffer_after_secs: 30.0,
+            away_offer_secs: 3.0,
             not_ready_reasons: ["break", "lunch", "meeting", "training", "after_call_work"]
                 .into_iter()
                 .map(String::from)
@@ -372,6 +383,7 @@ impl Config {
             skills: skills.iter().map(|s| s.to_string()).collect(),
             offer_timeout_secs: None,
             wrap_up_secs: None,
+            reoffer_after_secs: None,
         };
         let a = |id: &str, name: &str, skills: &[&str], queues: &[&str]| AgentConfig {
             id: id.into(),
@@ -501,6 +513,8 @@ impl Config {
         secs("routing.offer_timeout_secs", r.offer_timeout_secs, 0.001)?;
         secs("routing.wrap_up_secs", r.wrap_up_secs, 0.0)?;
         secs("routing.reconnect_grace_secs", r.reconnect_grace_secs, 0.0)?;
+        secs("routing.reoffer_after_secs", r.reoffer_after_secs, 0.0)?;
+        secs("routing.away_offer_secs", r.away_offer_secs, 0.0)?;
         if r.capacity.voice > 1 {
             return Err(invalid(
                 "routing.capacity.voice",
@@ -527,6 +541,9 @@ impl Config {
             }
             if let Some(t) = q.wrap_up_secs {
                 secs(&format!("queues[{i}].wrap_up_secs"), t, 0.0)?;
+            }
+            if let Some(t) = q.reoffer_after_secs {
+                secs(&format!("queues[{i}].reoffer_after_secs"), t, 0.0)?;
             }
             if q.channels.as_ref().is_some_and(Vec::is_empty) {
                 return Err(invalid(
@@ -596,6 +613,9 @@ impl Config {
                             q.offer_timeout_secs.unwrap_or(r.offer_timeout_secs),
                         ),
                         wrap_up: Duration::from_secs_f64(q.wrap_up_secs.unwrap_or(r.wrap_up_secs)),
+                        reoffer_after: Duration::from_secs_f64(
+                            q.reoffer_after_secs.unwrap_or(r.reoffer_after_secs),
+                        ),
                     },
                 )
             })
@@ -622,6 +642,7 @@ impl Config {
             agents,
             reasons,
             grace: Duration::from_secs_f64(r.reconnect_grace_secs),
+            away_offer: Duration::from_secs_f64(r.away_offer_secs),
             finished_retention: self.limits.finished_task_retention,
         }
     }
@@ -700,6 +721,18 @@ id = "support"
             (
                 "[limits]\nrate_per_sec = 0\n[[queues]]\nid = \"a\"\n",
                 "limits.rate_per_sec",
+            ),
+            (
+                "[routing]\naway_offer_secs = nan\n[[queues]]\nid = \"a\"\n",
+                "routing.away_offer_secs",
+            ),
+            (
+                "[routing]\nreoffer_after_secs = -1\n[[queues]]\nid = \"a\"\n",
+                "routing.reoffer_after_secs",
+            ),
+            (
+                "[[queues]]\nid = \"a\"\nreoffer_after_secs = 1e9\n",
+                "queues[0].reoffer_after_secs",
             ),
             ("", "queues"),
         ];

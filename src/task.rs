@@ -144,9 +144,15 @@ pub struct Task {
     /// comes back from an agent keeps it.
     #[serde(skip)]
     pub seq: u64,
-    /// Agents who declined or missed it: it never goes back to them.
+    /// Agents who declined or missed it within the queue's re-offer time: it does not
+    /// go back to them until that time has passed (a timer in the routing book moves
+    /// them to `passed`).
     #[serde(skip)]
     pub excluded: Vec<AgentId>,
+    /// Agents who declined or missed it longer ago than the re-offer time: they may
+    /// have it again, but only when no other eligible agent is open for it.
+    #[serde(skip)]
+    pub passed: Vec<AgentId>,
 }
 
 impl NewTask {

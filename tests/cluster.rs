@@ -389,6 +389,49 @@ async fn accept_against_expiry_across_nodes_has_one_winner_seen_everywhere() {
 }
 
 #[tokio::test]
+async fn a_lost_nodes_offer_reaches_a_live_agent_long_before_its_deadline() {
+    let redis = RedisServer::start();
+    // A deadline far away, a long grace: only the away-offer rule can move the offer.
+    let routing = "offer_timeout_secs = 60\nreconnect_grace_secs = 30\naway_offer_secs = 0.5";
+    let mut a = Node::start(&redis, "node-a", routing);
+    let b = Node::start(&redis, "node-b", routing);
+    // ana, on node a, has been Ready longest; bo is on node b.
+    let ana = a.ready_agent("ana").await;
+    let mut bo = b.ready_agent("bo").await;
+    a.kill9();
+    let killed = std::time::Instant::now();
+    // Created just after the kill: node a is not yet declared lost, so ana gets it.
+    let t = b
+        .create(json!({"channel": "chat", "queue": "support"}))
+        .await;
+    assert_eq!(t["state"], "offered", "{t}");
+    assert_eq!(t["agent_id"], "ana", "{t}");
+    // Once node a is declared lost (its heartbeat expires, 3 s) and the offer has
+    // waited the away time, bo gets it: not at the 60 s deadline.
+    let mut next = None;
+    for _ in 0..10 {
+        if let Some(o) = try_frame(&mut bo, "offer", Duration::from_secs(4)).await {
+            next = Some(o);
+            break;
+        }
+    }
+    let next = next.expect("bo is offered the task within 40 s, well before its 60 s deadline");
+    let elapsed = killed.elapsed();
+    assert_eq!(next["offer"]["task"]["task_id"], t["task_id"]);
+    assert_eq!(next["offer"]["task"]["offers"], 2);
+    assert!(
+        elapsed >= Duration::from_millis(500),
+        "not before the away time: {elapsed:?}"
+    );
+    eprintln!("the lost node's offer reached a live agent {elapsed:?} after the kill");
+    let r = bo
+        .ok(json!({"type": "accept", "offer_id": next["offer"]["offer_id"]}))
+        .await;
+    assert_eq!(r["task"]["agent_id"], "bo");
+    drop(ana);
+}
+
+#[tokio::test]
 async fn kill_9_of_a_node_mid_offer_loses_nothing() {
     let redis = RedisServer::start();
     let routing = "offer_timeout_secs = 60\nreconnect_grace_secs = 1.5";

@@ -33,6 +33,7 @@ fn task(phone: Option<&str>, email: Option<&str>) -> Task {
         idempotency_key: None,
         seq: 1,
         excluded: vec![],
+        passed: vec![],
     }
 }
 

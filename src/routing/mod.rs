@@ -31,6 +31,9 @@ pub use view::*;
 
 use crate::state::{Notice, Outcome, Reply, Stats};
 
+/// The re-offer time of a queue that has none (`routing.reoffer_after_secs`' default).
+pub const DEFAULT_REOFFER_AFTER: Duration = Duration::from_secs(30);
+
 /// How many tasks an agent may hold per channel, offered or in progress.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Capacity {
@@ -81,6 +84,9 @@ pub struct QueueRules {
     pub offer_timeout: Duration,
     /// How long wrap-up lasts after a task; zero for none.
     pub wrap_up: Duration,
+    /// How long after an agent declined or missed a task it may be offered that task
+    /// again (only when no other eligible agent is open for it).
+    pub reoffer_after: Duration,
 }
 
 /// The rules the book routes by, from the configuration.
@@ -94,6 +100,9 @@ pub struct Rules {
     pub reasons: BTreeSet<String>,
     /// How long a dropped agent keeps its work.
     pub grace: Duration,
+    /// How long a dropped agent keeps a pending offer (In Progress tasks keep the
+    /// whole grace).
+    pub away_offer: Duration,
     /// How many finished tasks (and their idempotency keys) are remembered.
     pub finished_retention: usize,
 }
@@ -196,6 +205,10 @@ enum Timer {
     Offer(OfferId),
     Grace(AgentId, ConnId),
     WrapUp(AgentId, TaskId),
+    /// The re-offer time of an agent who declined or missed a task has passed.
+    Reoffer(TaskId, AgentId),
+    /// A pending offer has waited long enough for a dropped desktop.
+    AwayOffer(AgentId, ConnId, OfferId),
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -249,6 +262,9 @@ pub struct BookSnapshot {
     timers: Vec<(Ts, Timer)>,
     finished: Vec<TaskId>,
     seq: u64,
+    /// Each task's agents whose re-offer time has passed (`Task::passed`).
+    #[serde(default)]
+    passed: Vec<(TaskId, Vec<AgentId>)>,
 }
 
 /// The routing book. See the module documentation.
@@ -331,6 +347,15 @@ impl Book {
             timers: self.timers.iter().cloned().collect(),
             finished: self.finished.iter().copied().collect(),
             seq: self.seq,
+            passed: self
+                .tasks
+                .values()
+                .filter(|t| !t.passed.is_empty())
+                .map(|t| (t.seq, t.task_id, t.passed.clone()))
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .map(|(_, id, p)| (id, p))
+                .collect(),
         }
     }
 
@@ -358,6 +383,11 @@ impl Book {
                 b.file_task(&task);
             }
             b.tasks.insert(task.task_id, task);
+        }
+        for (id, passed) in snap.passed {
+            if let Some(t) = b.tasks.get_mut(&id) {
+                t.passed = passed;
+            }
         }
         b.idempotency = snap.idempotency.into_iter().collect();
         for (id, o) in snap.offers {
@@ -427,6 +457,16 @@ impl Book {
                 }
                 Timer::WrapUp(agent, task_id) => {
                     self.agent_event(&mut tx, &agent, Event::WrapUpEnded { task_id }, now)
+                }
+                Timer::AwayOffer(agent, conn, offer_id) => self.agent_event(
+                    &mut tx,
+                    &agent,
+                    Event::AwayOfferWithdrawn { conn, offer_id },
+                    now,
+                ),
+                Timer::Reoffer(task_id, agent) => {
+                    self.reoffer_time_passed(&mut tx, task_id, agent);
+                    Ok(())
                 }
             };
         }
@@ -535,6 +575,7 @@ impl Book {
             }
             Command::NodeLost { node } => {
                 let grace_until = now.plus(self.rules.grace);
+                let offer_until = now.plus(self.rules.away_offer);
                 let covers = |n: &str| {
                     n == &*node || n.strip_prefix(&*node).is_some_and(|r| r.starts_with('/'))
                 };
@@ -549,7 +590,16 @@ impl Book {
                     .collect();
                 lost.sort();
                 for (agent, conn) in lost {
-                    self.agent_event(tx, &agent, Event::Disconnect { conn, grace_until }, now)?;
+                    self.agent_event(
+                        tx,
+                        &agent,
+                        Event::Disconnect {
+                            conn,
+                            grace_until,
+                            offer_until,
+                        },
+                        now,
+                    )?;
                     tx.notices.push(Notice::Close {
                         agent_id: agent,
                         reason: CloseReason::Reconnect,
@@ -560,7 +610,17 @@ impl Book {
             }
             Command::Disconnect { agent, conn } => {
                 let grace_until = now.plus(self.rules.grace);
-                self.agent_event(tx, &agent, Event::Disconnect { conn, grace_until }, now)?;
+                let offer_until = now.plus(self.rules.away_offer);
+                self.agent_event(
+                    tx,
+                    &agent,
+                    Event::Disconnect {
+                        conn,
+                        grace_until,
+                        offer_until,
+                    },
+                    now,
+                )?;
                 Ok(Reply::Done)
             }
             Command::SetReady { agent } => {
@@ -702,6 +762,7 @@ impl Book {
             idempotency_key: new.idempotency_key,
             seq: self.seq,
             excluded: Vec::new(),
+            passed: Vec::new(),
         };
         let id = task.task_id;
         if let Some(key) = &task.idempotency_key {
@@ -830,7 +891,7 @@ impl Book {
             } => {
                 if let Some(offer_id) = offer_id {
                     let end = match reason {
-                        ReleaseReason::Declined => {
+                        ReleaseReason::Declined | ReleaseReason::NotReady => {
                             tx.stats.declined += 1;
                             OfferEnd::Declined
                         }
@@ -838,12 +899,14 @@ impl Book {
                             tx.stats.expired += 1;
                             OfferEnd::Expired
                         }
-                        ReleaseReason::AgentOffline | ReleaseReason::Supervisor => {
-                            OfferEnd::Withdrawn
-                        }
+                        ReleaseReason::AgentOffline
+                        | ReleaseReason::Supervisor
+                        | ReleaseReason::DesktopGone => OfferEnd::Withdrawn,
                     };
                     self.end_offer(tx, offer_id, end);
-                    if end != OfferEnd::Declined {
+                    // The agent who sent `decline` knows; one whose `set_state`
+                    // declined the offer is told, like every other end.
+                    if reason != ReleaseReason::Declined {
                         tx.notices.push(Notice::ToAgent {
                             agent_id: agent_id.clone(),
                             notice: AgentNotice::OfferEnded {
@@ -857,11 +920,23 @@ impl Book {
                 let Some(task) = self.tasks.get_mut(&task_id) else {
                     return;
                 };
+                let mut reoffer_at = None;
                 if exclude && !task.excluded.contains(agent_id) {
                     task.excluded.push(agent_id.clone());
+                    task.passed.retain(|a| a != agent_id);
+                    let after = self
+                        .rules
+                        .queues
+                        .get(&task.queue)
+                        .map(|q| q.reoffer_after)
+                        .unwrap_or(DEFAULT_REOFFER_AFTER);
+                    reoffer_at = Some(now.plus(after));
                 }
                 task.state = TaskState::Queued;
                 let task = task.clone();
+                if let Some(at) = reoffer_at {
+                    self.arm(tx, at, Timer::Reoffer(task_id, agent_id.clone()));
+                }
                 self.file_task(&task);
                 tx.queues.insert(task.queue.clone());
                 tx.wake.push_back(Wake::Task(task_id));
@@ -882,6 +957,17 @@ impl Book {
             }
             Effect::ArmWrapUp { task_id, until } => {
                 self.arm(tx, until, Timer::WrapUp(agent_id.clone(), task_id));
+            }
+            Effect::ArmAwayOffer {
+                conn,
+                offer_id,
+                until,
+            } => {
+                self.arm(
+                    tx,
+                    until,
+                    Timer::AwayOffer(agent_id.clone(), conn, offer_id),
+                );
             }
             Effect::ArmGrace { conn, until } => {
                 self.arm(tx, until, Timer::Grace(agent_id.clone(), conn));
@@ -915,20 +1001,49 @@ impl Book {
         }
     }
 
-    /// The longest-idle open agent eligible for a waiting task.
+    /// The longest-idle open agent eligible for a waiting task. An agent who declined
+    /// or missed it (and whose re-offer time has passed) only when no other is.
     fn agent_for(&self, task_id: TaskId) -> Option<AgentId> {
         let task = self.tasks.get(&task_id)?;
         if task.state != TaskState::Queued {
             return None;
         }
         let q = self.queues.get(&task.queue)?;
-        q.open_agents()
-            .find(|k| {
-                self.agents
-                    .get(&k.agent_id)
-                    .is_some_and(|e| eligible(e, task))
-            })
-            .map(|k| k.agent_id.clone())
+        let mut fallback = None;
+        for k in q.open_agents() {
+            if !self
+                .agents
+                .get(&k.agent_id)
+                .is_some_and(|e| eligible(e, task))
+            {
+                continue;
+            }
+            if !task.passed.contains(&k.agent_id) {
+                return Some(k.agent_id.clone());
+            }
+            if fallback.is_none() {
+                fallback = Some(&k.agent_id);
+            }
+        }
+        fallback.cloned()
+    }
+
+    /// An agent who declined or missed a task may have it again: it moves from the
+    /// task's `excluded` to its `passed`, and the task looks for an agent.
+    fn reoffer_time_passed(&mut self, tx: &mut Tx, task_id: TaskId, agent: AgentId) {
+        let Some(t) = self.tasks.get_mut(&task_id) else {
+            return;
+        };
+        let Some(i) = t.excluded.iter().position(|a| *a == agent) else {
+            return;
+        };
+        t.excluded.remove(i);
+        if !t.passed.contains(&agent) {
+            t.passed.push(agent);
+        }
+        if t.state == TaskState::Queued {
+            tx.wake.push_back(Wake::Task(task_id));
+        }
     }
 
     /// The first waiting task, by priority then arrival, across the agent's queues, that
@@ -1196,6 +1311,7 @@ impl Book {
             name: e.profile.name.clone(),
             status: s.status(),
             reason: s.reason().map(str::to_owned),
+            pending_not_ready: s.pending_not_ready.clone(),
             since: s.since,
             connected: matches!(s.link, Link::Connected(_)),
             offer: s.offer.as_ref().and_then(|o| {
@@ -1233,6 +1349,7 @@ impl Book {
             name: e.profile.name.clone(),
             status: s.status(),
             reason: s.reason().map(str::to_owned),
+            pending_not_ready: s.pending_not_ready.clone(),
             since: s.since,
             connected: matches!(s.link, Link::Connected(_)),
             queues: e.profile.queues.clone(),

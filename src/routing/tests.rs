@@ -299,20 +299,258 @@ fn expiry_sets_not_ready_and_offers_the_next_agent_in_place() {
 }
 
 #[test]
-fn an_expired_task_keeps_its_place_and_never_returns_to_the_agent_who_missed_it() {
+fn an_expired_task_keeps_its_place_and_does_not_return_to_the_agent_who_missed_it_at_once() {
     let mut w = World::new();
     w.login_ready("a1", at_ms(0));
     let (first, _) = w.create("support", Channel::Chat, 0, &[], at_ms(1));
     let (second, _) = w.create("support", Channel::Voice, 0, &[], at_ms(2));
     let o = w.book.expire_due(at_ms(1 + 15_000));
     assert!(offers_in(&o).is_empty(), "no other agent");
-    // a1 comes back: it gets the second task, not the one it missed.
+    // a1 comes back within the re-offer time (30 s): it gets the second task, not the
+    // one it missed.
     w.run(Command::SetReady { agent: "a1".into() }, at_ms(20_000));
     assert_eq!(w.offer_of("a1").map(|o| o.1), Some(second));
     // A new agent gets the first task, which is still ahead of later arrivals.
     let (_third, _) = w.create("support", Channel::Chat, 0, &[], at_ms(20_001));
     w.login_ready("a2", at_ms(20_002));
     assert_eq!(w.offer_of("a2").map(|o| o.1), Some(first));
+}
+
+impl World {
+    fn decline(&mut self, agent: &str, now: Ts) -> Outcome {
+        let (offer_id, _) = self.offer_of(agent).expect("an offer");
+        let o = self.run(
+            Command::Decline {
+                agent: agent.into(),
+                offer_id,
+            },
+            now,
+        );
+        assert!(o.reply.is_ok(), "decline: {:?}", o.reply);
+        o
+    }
+}
+
+#[test]
+fn a_refused_task_returns_to_the_only_agent_after_the_reoffer_time() {
+    let mut w = World::new();
+    w.login_ready("a1", at_ms(0));
+    let (t, _) = w.create("support", Channel::Chat, 0, &[], at_ms(1));
+    let o = w.decline("a1", at_ms(2));
+    assert!(offers_in(&o).is_empty());
+    assert_eq!(w.task_state(t), TaskState::Queued);
+    // The re-offer time (routing.reoffer_after_secs, 30 s by default) is a timer.
+    assert_eq!(w.book.next_deadline(), Some(at_ms(2 + 30_000)));
+    let o = w.book.expire_due(at_ms(2 + 30_000 - 1));
+    assert!(offers_in(&o).is_empty(), "not before the re-offer time");
+    let o = w.book.expire_due(at_ms(2 + 30_000));
+    assert_eq!(offers_in(&o), vec![(AgentId::from("a1"), t)]);
+    // Declined again: away from it for another re-offer time.
+    let o = w.decline("a1", at_ms(30_010));
+    assert!(offers_in(&o).is_empty());
+    assert_eq!(w.book.next_deadline(), Some(at_ms(30_010 + 30_000)));
+    // A missed offer counts the same: a1 missed it, comes back Ready, and gets it once
+    // the time has passed.
+    let o = w.book.expire_due(at_ms(60_010));
+    assert_eq!(offers_in(&o), vec![(AgentId::from("a1"), t)]);
+    w.book.expire_due(at_ms(60_010 + 15_000));
+    assert_eq!(w.status("a1"), Status::NotReady);
+    w.run(Command::SetReady { agent: "a1".into() }, at_ms(80_000));
+    assert!(w.offer_of("a1").is_none(), "within the re-offer time");
+    let o = w.book.expire_due(at_ms(75_010 + 30_000));
+    assert_eq!(offers_in(&o), vec![(AgentId::from("a1"), t)]);
+}
+
+#[test]
+fn a_queue_may_set_its_own_reoffer_time() {
+    let mut w = World::with(&CONFIG.replace(
+        "id = \"vip\"\noffer_timeout_secs = 5",
+        "id = \"vip\"\noffer_timeout_secs = 5\nreoffer_after_secs = 0",
+    ));
+    w.login_ready("a2", at_ms(0));
+    let (t, _) = w.create("vip", Channel::Chat, 0, &[], at_ms(1));
+    // No wait at all: declined, and straight back to the only agent who can take it.
+    let o = w.decline("a2", at_ms(2));
+    assert_eq!(offers_in(&o), vec![]);
+    let o = w.book.expire_due(at_ms(2));
+    assert_eq!(offers_in(&o), vec![(AgentId::from("a2"), t)]);
+}
+
+#[test]
+fn an_agent_who_refused_a_task_is_passed_over_while_another_can_take_it() {
+    let mut w = World::new();
+    w.login_ready("a1", at_ms(0));
+    let (t, _) = w.create("support", Channel::Chat, 0, &[], at_ms(1));
+    w.decline("a1", at_ms(2));
+    w.run(
+        Command::SetNotReady {
+            agent: "a1".into(),
+            reason: "break".into(),
+        },
+        at_ms(3),
+    )
+    .reply
+    .expect("break");
+    // The re-offer time passes while a1 is on a break.
+    let o = w.book.expire_due(at_ms(2 + 30_000));
+    assert!(offers_in(&o).is_empty());
+    w.login_ready("a3", at_ms(30_003));
+    assert_eq!(w.offer_of("a3").map(|o| o.1), Some(t));
+    // a1, then a2, become Ready: a1 has been idle longer.
+    w.run(Command::SetReady { agent: "a1".into() }, at_ms(30_004));
+    w.login_ready("a2", at_ms(30_005));
+    // a3 declines: a2 gets it, though a1 has waited longer, since a1 refused it.
+    let o = w.decline("a3", at_ms(30_006));
+    assert_eq!(offers_in(&o), vec![(AgentId::from("a2"), t)]);
+    // a2 declines too: a1 is the only one left whose time has passed.
+    let o = w.decline("a2", at_ms(30_007));
+    assert_eq!(offers_in(&o), vec![(AgentId::from("a1"), t)]);
+}
+
+#[test]
+fn no_task_waits_while_an_agent_who_could_take_it_refused_it_longer_ago_than_the_reoffer_time() {
+    // A random walk with declines and missed offers. After each step (its due timers
+    // fired), no waiting task may have an agent free to take it, except one who
+    // declined or missed that very task less than the re-offer time ago. The test keeps
+    // its own record of refusals, from the replies and the notices, not the book's.
+    const REOFFER_MS: u64 = 3_000;
+    let mut w = World::with(
+        &CONFIG
+            .replace(
+                "reconnect_grace_secs = 30",
+                "reconnect_grace_secs = 30\noffer_timeout_secs = 2\nreoffer_after_secs = 3",
+            )
+            .replace("offer_timeout_secs = 5", "offer_timeout_secs = 1"),
+    );
+    let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut rnd = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let agents = ["a1", "a2", "a3"];
+    for a in agents {
+        w.login_ready(a, at_ms(0));
+    }
+    let skills: [&[&str]; 3] = [&[], &["en"], &["pt"]];
+    let mut refused: HashMap<(TaskId, AgentId), Ts> = HashMap::new();
+    let (mut declines, mut misses, mut returns) = (0, 0, 0);
+    for step in 1..3000u64 {
+        let now = at_ms(step * 150);
+        let mut outs = Vec::new();
+        match rnd(8) {
+            0 | 1 => {
+                let ch = Channel::ALL[rnd(3) as usize];
+                let q = if rnd(3) == 0 { "vip" } else { "support" };
+                outs.push(
+                    w.create(q, ch, rnd(3) as i64, skills[rnd(3) as usize], now)
+                        .1,
+                );
+            }
+            2 => {
+                let a = agents[rnd(3) as usize];
+                if let Some((offer_id, _)) = w.offer_of(a) {
+                    outs.push(w.run(
+                        Command::Accept {
+                            agent: a.into(),
+                            offer_id,
+                        },
+                        now,
+                    ));
+                }
+            }
+            3 | 4 => {
+                let a = agents[rnd(3) as usize];
+                if let Some((offer_id, task_id)) = w.offer_of(a) {
+                    let o = w.run(
+                        Command::Decline {
+                            agent: a.into(),
+                            offer_id,
+                        },
+                        now,
+                    );
+                    if o.reply.is_ok() {
+                        declines += 1;
+                        refused.insert((task_id, AgentId::from(a)), now);
+                    }
+                    outs.push(o);
+                }
+            }
+            5 => {
+                let a = agents[rnd(3) as usize];
+                let v = w.book.agent_view(&AgentId::from(a)).expect("agent");
+                if let Some(t) = v.in_progress.first() {
+                    outs.push(w.run(
+                        Command::Complete {
+                            agent: a.into(),
+                            task_id: t.task_id,
+                            wrap_up_code: None,
+                        },
+                        now,
+                    ));
+                }
+            }
+            _ => outs.push(w.run(
+                Command::SetReady {
+                    agent: agents[rnd(3) as usize].into(),
+                },
+                now,
+            )),
+        }
+        outs.push(w.book.expire_due(now));
+        for o in &outs {
+            for n in &o.notices {
+                match n {
+                    Notice::ToAgent {
+                        agent_id,
+                        notice:
+                            AgentNotice::OfferEnded {
+                                task_id,
+                                reason: OfferEnd::Expired,
+                                ..
+                            },
+                    } => {
+                        misses += 1;
+                        refused.insert((*task_id, agent_id.clone()), now);
+                    }
+                    Notice::ToAgent {
+                        agent_id,
+                        notice: AgentNotice::Offer(v),
+                    } if refused.contains_key(&(v.task.task_id, agent_id.clone())) => {
+                        returns += 1;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for (id, e) in &w.book.agents {
+            let v = w.book.agent_view(id).expect("agent");
+            for t in w
+                .book
+                .tasks
+                .values()
+                .filter(|t| t.state == TaskState::Queued)
+            {
+                let mut t = t.clone();
+                t.excluded.clear();
+                if !could_take(&v, &e.profile, &t) {
+                    continue;
+                }
+                let refused_at = refused.get(&(t.task_id, id.clone()));
+                assert!(
+                    refused_at.is_some_and(|r| now.since(*r).as_millis() < REOFFER_MS as u128),
+                    "step {step}: task {} waits while {id} could take it (refused at {refused_at:?}, now {now:?})",
+                    t.task_id
+                );
+            }
+        }
+        check_invariants(&w.book);
+    }
+    assert!(
+        declines > 100 && misses > 20 && returns > 20,
+        "the walk did too little: {declines} declines, {misses} missed offers, {returns} offers back to an agent who had refused the task"
+    );
 }
 
 #[test]
@@ -753,4 +991,143 @@ fn a_new_profile_on_connect_takes_the_agent_out_of_queues_it_left() {
     assert_eq!(w.task_state(vip), TaskState::Queued);
     let (sup, o) = w.create("support", Channel::Chat, 0, &[], at_ms(3));
     assert_eq!(offers_in(&o), vec![(AgentId::from("a2"), sup)]);
+}
+
+#[test]
+fn not_ready_during_an_offer_declines_it_and_the_task_goes_on() {
+    let mut w = World::new();
+    w.login_ready("a1", at_ms(0));
+    w.login_ready("a2", at_ms(1));
+    let (t, _) = w.create("support", Channel::Chat, 0, &[], at_ms(2));
+    let (offer_id, _) = w.offer_of("a1").expect("offer");
+    let o = w.run(
+        Command::SetNotReady {
+            agent: "a1".into(),
+            reason: "lunch".into(),
+        },
+        at_ms(3),
+    );
+    assert!(o.reply.is_ok(), "{:?}", o.reply);
+    assert_eq!(o.stats.declined, 1);
+    assert_eq!(offers_in(&o), vec![(AgentId::from("a2"), t)]);
+    assert!(o.notices.iter().any(|n| matches!(n,
+        Notice::ToAgent { agent_id, notice: AgentNotice::OfferEnded { offer_id: id, reason: OfferEnd::Declined, .. } }
+            if &*agent_id.0 == "a1" && *id == offer_id)));
+    assert_eq!(w.status("a1"), Status::NotReady);
+    // Like a decline: a1 is excluded from the task for the re-offer time.
+    assert!(
+        w.book
+            .task(t)
+            .is_some_and(|t| t.excluded.contains(&AgentId::from("a1")))
+    );
+    let o = w.run(
+        Command::Accept {
+            agent: "a1".into(),
+            offer_id,
+        },
+        at_ms(4),
+    );
+    assert_eq!(
+        o.reply.err(),
+        Some(HubError::OfferEnded(OfferEnd::Declined))
+    );
+}
+
+#[test]
+fn a_pending_not_ready_takes_no_offers_and_supervisors_see_it() {
+    let mut w = World::new();
+    w.login_ready("a1", at_ms(0));
+    w.create("support", Channel::Chat, 0, &[], at_ms(1));
+    let first = w.accept("a1", at_ms(2));
+    let o = w.run(
+        Command::SetNotReady {
+            agent: "a1".into(),
+            reason: "lunch".into(),
+        },
+        at_ms(3),
+    );
+    assert!(o.notices.iter().any(|n| matches!(n,
+        Notice::AgentChanged(s) if &*s.agent_id.0 == "a1" && s.pending_not_ready.as_deref() == Some("lunch"))));
+    let (second, o) = w.create("support", Channel::Chat, 0, &[], at_ms(4));
+    assert!(
+        offers_in(&o).is_empty(),
+        "a pending Not Ready takes no new work"
+    );
+    let o = w.run(
+        Command::Complete {
+            agent: "a1".into(),
+            task_id: first,
+            wrap_up_code: None,
+        },
+        at_ms(5),
+    );
+    assert!(offers_in(&o).is_empty());
+    let v = w.book.agent_view(&AgentId::from("a1")).expect("a1");
+    assert_eq!(
+        (v.status, v.reason.as_deref(), v.pending_not_ready),
+        (Status::NotReady, Some("lunch"), None)
+    );
+    assert_eq!(w.task_state(second), TaskState::Queued);
+}
+
+#[test]
+fn a_dropped_desktops_offer_goes_to_the_next_agent_after_the_away_time() {
+    // routing.away_offer_secs is 3 s by default; the grace here is 30 s.
+    let mut w = World::new();
+    w.login_ready("a1", at_ms(0));
+    w.login_ready("a2", at_ms(1));
+    w.create("support", Channel::Chat, 0, &[], at_ms(2));
+    let chat = w.accept("a1", at_ms(3));
+    let (t, _) = w.create("support", Channel::Chat, 0, &[], at_ms(4));
+    // The first offer made a1 the most recently idle: a2 gets the second chat.
+    assert_eq!(w.offer_of("a2").map(|o| o.1), Some(t));
+    let conn = w.conns[&AgentId::from("a2")];
+    w.run(
+        Command::Disconnect {
+            agent: "a2".into(),
+            conn,
+        },
+        at_ms(5),
+    )
+    .reply
+    .expect("drop");
+    assert!(offers_in(&w.book.expire_due(at_ms(5 + 3_000 - 1))).is_empty());
+    let o = w.book.expire_due(at_ms(5 + 3_000));
+    assert_eq!(offers_in(&o), vec![(AgentId::from("a1"), t)]);
+    assert!(o.notices.iter().any(|n| matches!(n,
+        Notice::ToAgent { agent_id, notice: AgentNotice::OfferEnded { reason: OfferEnd::Withdrawn, .. } } if &*agent_id.0 == "a2")));
+    // a2 is still in its grace: Ready, away, no offer.
+    let v = w.book.agent_view(&AgentId::from("a2")).expect("a2");
+    assert_eq!((v.status, v.connected), (Status::Ready, false));
+    // a1 drops too, with a chat in progress and the offer pending: the offer goes after
+    // the away time, the chat stays for the grace.
+    let conn = w.conns[&AgentId::from("a1")];
+    w.run(
+        Command::Disconnect {
+            agent: "a1".into(),
+            conn,
+        },
+        at_ms(4_000),
+    );
+    w.book.expire_due(at_ms(7_000));
+    let v = w.book.agent_view(&AgentId::from("a1")).expect("a1");
+    assert!(v.offer.is_none());
+    assert_eq!(v.in_progress.first().map(|t| t.task_id), Some(chat));
+    assert_eq!(
+        w.task_state(t),
+        TaskState::Queued,
+        "nobody connected to take it"
+    );
+    // a2 comes back within its grace: not a refuser, it gets the task.
+    let p = w.profile("a2");
+    let o = w.run(
+        Command::Connect {
+            profile: p,
+            conn: ConnId::new(),
+            node: "n1".into(),
+        },
+        at_ms(8_000),
+    );
+    assert!(matches!(o.reply, Ok(Reply::Agent { resumed: true, .. })));
+    assert_eq!(offers_in(&o), vec![(AgentId::from("a2"), t)]);
 }

@@ -45,6 +45,10 @@ pub struct AgentView {
     /// The Not Ready reason, if Not Ready.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// A Not Ready asked for while the agent had work: its reason, applied when the
+    /// work (and the wrap-up) ends.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_not_ready: Option<String>,
     /// Since when it shows this.
     pub since: Ts,
     /// Whether a desktop is connected.
@@ -71,6 +75,10 @@ pub struct AgentSummary {
     /// The Not Ready reason, if Not Ready.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// A Not Ready asked for while the agent had work: its reason, applied when the
+    /// work (and the wrap-up) ends.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_not_ready: Option<String>,
     /// Since when it shows this; time in state is now minus this.
     pub since: Ts,
     /// Whether a desktop is connected.
