@@ -211,6 +211,13 @@ pub enum Event {
         /// When wrap-up ends; `None` for no wrap-up.
         wrap_up_until: Option<Ts>,
     },
+    /// A task in progress was transferred away (to a queue or another agent).
+    TaskTransferred {
+        /// The task.
+        task_id: TaskId,
+        /// When wrap-up ends; `None` for no wrap-up.
+        wrap_up_until: Option<Ts>,
+    },
     /// The wrap-up timer ran out.
     WrapUpEnded {
         /// The task whose wrap-up it was.
@@ -529,6 +536,10 @@ pub fn apply(
             wrap_up_until,
         }
         | Event::TaskCancelled {
+            task_id,
+            wrap_up_until,
+        }
+        | Event::TaskTransferred {
             task_id,
             wrap_up_until,
         } => {

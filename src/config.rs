@@ -195,6 +195,8 @@ pub struct RoutingConfig {
     pub wrap_up_secs: f64,
     /// How long a dropped desktop keeps its offer and tasks, in seconds.
     pub reconnect_grace_secs: f64,
+    /// How many times one task may be transferred.
+    pub max_transfers: u32,
     /// How long a dropped desktop (its socket closed, its node declared lost) keeps a
     /// pending offer before it is withdrawn and goes to the next agent, in seconds.
     pub away_offer_secs: f64,
@@ -328,6 +330,7 @@ impl Default for RoutingConfig {
             reconnect_grace_secs: 30.0,
             reoffer_after_secs: 30.0,
             away_offer_secs: 3.0,
+            max_transfers: 5,
             not_ready_reasons: ["break", "lunch", "meeting", "training", "after_call_work"]
                 .into_iter()
                 .map(String::from)
@@ -515,6 +518,9 @@ impl Config {
         secs("routing.reconnect_grace_secs", r.reconnect_grace_secs, 0.0)?;
         secs("routing.reoffer_after_secs", r.reoffer_after_secs, 0.0)?;
         secs("routing.away_offer_secs", r.away_offer_secs, 0.0)?;
+        if r.max_transfers > 1000 {
+            return Err(invalid("routing.max_transfers", "must be at most 1000"));
+        }
         if r.capacity.voice > 1 {
             return Err(invalid(
                 "routing.capacity.voice",
@@ -644,6 +650,7 @@ impl Config {
             grace: Duration::from_secs_f64(r.reconnect_grace_secs),
             away_offer: Duration::from_secs_f64(r.away_offer_secs),
             finished_retention: self.limits.finished_task_retention,
+            max_transfers: r.max_transfers,
         }
     }
 }

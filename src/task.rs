@@ -140,6 +140,15 @@ pub struct Task {
     /// The idempotency key it was created with.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// How many times it has been transferred (absent when never).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub transfers: u32,
+    /// Transferred to the head of its queue: it waits ahead of every task without this.
+    #[serde(skip)]
+    pub head: bool,
+    /// A transfer to one agent in flight: the offer to `to`, asked by `from`.
+    #[serde(skip)]
+    pub handoff: Option<Handoff>,
     /// Arrival order: with the priority, the task's place in its queue. A task that
     /// comes back from an agent keeps it.
     #[serde(skip)]
@@ -153,6 +162,20 @@ pub struct Task {
     /// have it again, but only when no other eligible agent is open for it.
     #[serde(skip)]
     pub passed: Vec<AgentId>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// A transfer to one agent, from its offer to its end.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handoff {
+    /// The agent who had the task, told how the transfer ended; none when a supervisor
+    /// or an integration moved a task no agent had.
+    pub from: Option<AgentId>,
+    /// The agent it is offered to.
+    pub to: AgentId,
 }
 
 impl NewTask {

@@ -432,6 +432,41 @@ async fn a_lost_nodes_offer_reaches_a_live_agent_long_before_its_deadline() {
 }
 
 #[tokio::test]
+async fn a_transfer_from_an_agent_on_one_node_to_an_agent_on_another() {
+    let redis = RedisServer::start();
+    let a = Node::start(&redis, "node-a", "");
+    let b = Node::start(&redis, "node-b", "");
+    let mut bo = a.ready_agent("bo").await;
+    let t = b
+        .create(json!({"channel": "voice", "queue": "support"}))
+        .await;
+    let offer = bo.expect("offer").await;
+    bo.ok(json!({"type": "accept", "offer_id": offer["offer"]["offer_id"]}))
+        .await;
+    let mut dj = b.ready_agent("dj").await;
+    let r = bo
+        .ok(json!({"type": "transfer", "task_id": t["task_id"], "to_agent": "dj"}))
+        .await;
+    assert_eq!(r["task"]["agent_id"], "dj");
+    let offer = dj.expect("offer").await;
+    assert_eq!(offer["offer"]["task"]["transfers"], 1);
+    dj.ok(json!({"type": "accept", "offer_id": offer["offer"]["offer_id"]}))
+        .await;
+    let ended = bo.expect("transfer_ended").await;
+    assert_eq!(
+        (&ended["agent_id"], &ended["result"]),
+        (&json!("dj"), &json!("accepted"))
+    );
+    // Both replicas agree.
+    for n in [&a, &b] {
+        let task = n
+            .await_task(&t["task_id"], "assigned to dj", |v| v["agent_id"] == "dj")
+            .await;
+        assert_eq!(task["transfers"], 1);
+    }
+}
+
+#[tokio::test]
 async fn kill_9_of_a_node_mid_offer_loses_nothing() {
     let redis = RedisServer::start();
     let routing = "offer_timeout_secs = 60\nreconnect_grace_secs = 1.5";

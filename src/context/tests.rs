@@ -34,6 +34,9 @@ fn task(phone: Option<&str>, email: Option<&str>) -> Task {
         seq: 1,
         excluded: vec![],
         passed: vec![],
+        transfers: 0,
+        head: false,
+        handoff: None,
     }
 }
 

@@ -105,6 +105,28 @@ pub struct Rules {
     pub away_offer: Duration,
     /// How many finished tasks (and their idempotency keys) are remembered.
     pub finished_retention: usize,
+    /// How many times one task may be transferred.
+    pub max_transfers: u32,
+}
+
+/// Where a transfer sends a task.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum TransferTo {
+    /// A queue (its own, or another).
+    Queue {
+        /// The queue.
+        queue: QueueId,
+        /// A new priority; the task keeps its own when none.
+        priority: Option<i64>,
+        /// New required skills (the queue's own are added); the task keeps its own when
+        /// none.
+        skills: Option<Vec<String>>,
+        /// Ahead of every task waiting there.
+        head: bool,
+    },
+    /// One agent: an ordinary offer; on a decline, a miss or if the agent cannot take
+    /// it, the task goes back to its queue in its place.
+    Agent(AgentId),
 }
 
 /// A command to the book.
@@ -198,6 +220,17 @@ pub enum Command {
         /// Who.
         by: Actor,
     },
+    /// An agent (a task in its In Progress list), a supervisor or an integration (a task
+    /// queued, offered or in progress) transfers a task. (Last: log entries name
+    /// variants by position.)
+    Transfer {
+        /// The task.
+        task_id: TaskId,
+        /// Where to.
+        to: TransferTo,
+        /// Who.
+        by: Actor,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -265,6 +298,12 @@ pub struct BookSnapshot {
     /// Each task's agents whose re-offer time has passed (`Task::passed`).
     #[serde(default)]
     passed: Vec<(TaskId, Vec<AgentId>)>,
+    /// Tasks transferred to the head of their queue (`Task::head`).
+    #[serde(default)]
+    heads: Vec<TaskId>,
+    /// Transfers to one agent in flight (`Task::handoff`).
+    #[serde(default)]
+    handoffs: Vec<(TaskId, crate::task::Handoff)>,
 }
 
 /// The routing book. See the module documentation.
@@ -356,6 +395,25 @@ impl Book {
                 .into_iter()
                 .map(|(_, id, p)| (id, p))
                 .collect(),
+            heads: {
+                let mut h: Vec<_> = self
+                    .tasks
+                    .values()
+                    .filter(|t| t.head)
+                    .map(|t| (t.seq, t.task_id))
+                    .collect();
+                h.sort();
+                h.into_iter().map(|(_, id)| id).collect()
+            },
+            handoffs: {
+                let mut h: Vec<_> = self
+                    .tasks
+                    .values()
+                    .filter_map(|t| t.handoff.clone().map(|x| (t.seq, t.task_id, x)))
+                    .collect();
+                h.sort_by_key(|x| x.0);
+                h.into_iter().map(|(_, id, x)| (id, x)).collect()
+            },
         }
     }
 
@@ -376,9 +434,14 @@ impl Book {
                 },
             );
         }
+        let heads: BTreeSet<TaskId> = snap.heads.into_iter().collect();
+        let mut handoffs: HashMap<TaskId, crate::task::Handoff> =
+            snap.handoffs.into_iter().collect();
         for (mut task, seq, excluded) in snap.tasks {
             task.seq = seq;
             task.excluded = excluded;
+            task.head = heads.contains(&task.task_id);
+            task.handoff = handoffs.remove(&task.task_id);
             if task.state == TaskState::Queued {
                 b.file_task(&task);
             }
@@ -707,6 +770,7 @@ impl Book {
                 self.task_reply(task_id)
             }
             Command::CreateTask(new) => self.create_task(tx, *new, now),
+            Command::Transfer { task_id, to, by } => self.transfer(tx, task_id, to, by, now),
             Command::CancelTask {
                 task_id,
                 reason,
@@ -763,6 +827,9 @@ impl Book {
             seq: self.seq,
             excluded: Vec::new(),
             passed: Vec::new(),
+            transfers: 0,
+            head: false,
+            handoff: None,
         };
         let id = task.task_id;
         if let Some(key) = &task.idempotency_key {
@@ -809,6 +876,7 @@ impl Book {
             } => {
                 self.agent_event(tx, &agent_id, Event::OfferRevoked { offer_id }, now)?;
                 self.end_offer(tx, offer_id, OfferEnd::Withdrawn);
+                self.end_handoff(tx, task_id, &agent_id, TransferResult::Withdrawn);
                 tx.notices.push(Notice::ToAgent {
                     agent_id,
                     notice: AgentNotice::OfferEnded {
@@ -855,6 +923,239 @@ impl Book {
         tx.stats.cancelled += 1;
         self.retire(task_id);
         self.task_reply(task_id)
+    }
+
+    /// Moves a task to a queue or to one agent. The task keeps its id, its age and its
+    /// place (priority and arrival) unless the transfer changes the priority or asks
+    /// for the head of the queue. Whoever had it (in progress or offered) lets it go:
+    /// an agent who had it in progress goes to wrap-up as after `complete` and is
+    /// passed over for it for the re-offer time, like a refuser.
+    fn transfer(
+        &mut self,
+        tx: &mut Tx,
+        task_id: TaskId,
+        to: TransferTo,
+        by: Actor,
+        now: Ts,
+    ) -> Result<Reply, HubError> {
+        let task = self
+            .tasks
+            .get(&task_id)
+            .ok_or(HubError::TaskNotFound(task_id))?;
+        let by_agent = (by.role == crate::auth::Role::Agent).then(|| AgentId::from(&*by.id));
+        // An agent transfers only what it has in progress.
+        if let Some(me) = &by_agent {
+            if !matches!(&task.state, TaskState::Assigned { agent_id, .. } if agent_id == me) {
+                return Err(HubError::Transition(agent::TransitionError::NoSuchTask));
+            }
+        }
+        if task.state.is_finished() {
+            return Err(HubError::TaskFinished(task_id));
+        }
+        if task.transfers >= self.rules.max_transfers {
+            return Err(HubError::TransferLimit(task.transfers));
+        }
+        // Check the destination before anything changes.
+        let mut new_skills = None;
+        match &to {
+            TransferTo::Queue {
+                queue,
+                priority,
+                skills,
+                ..
+            } => {
+                let rules = self
+                    .rules
+                    .queues
+                    .get(queue)
+                    .ok_or_else(|| HubError::UnknownQueue(queue.to_string()))?;
+                if !rules.channels.contains(&task.channel) {
+                    return Err(HubError::ChannelNotServed {
+                        queue: queue.to_string(),
+                        channel: task.channel.to_string(),
+                    });
+                }
+                if let Some(p) = priority {
+                    if !crate::task::PRIORITY_RANGE.contains(p) {
+                        return Err(HubError::invalid(
+                            "priority",
+                            format!(
+                                "must be between {} and {}",
+                                crate::task::PRIORITY_RANGE.start(),
+                                crate::task::PRIORITY_RANGE.end()
+                            ),
+                        ));
+                    }
+                }
+                let base = match skills {
+                    Some(s) => {
+                        if s.len() > crate::task::MAX_SKILLS {
+                            return Err(HubError::invalid(
+                                "skills",
+                                format!("at most {} skills", crate::task::MAX_SKILLS),
+                            ));
+                        }
+                        for (i, k) in s.iter().enumerate() {
+                            crate::task::check_name(&format!("skills[{i}]"), k)?;
+                        }
+                        s.clone()
+                    }
+                    None => task.skills.clone(),
+                };
+                let mut all: Vec<String> = base.into_iter().chain(rules.skills.clone()).collect();
+                all.sort();
+                all.dedup();
+                new_skills = Some(all);
+            }
+            TransferTo::Agent(target) => {
+                if !self.agents.contains_key(target) {
+                    return Err(HubError::UnknownAgent(target.to_string()));
+                }
+            }
+        }
+        // Whoever has it lets it go.
+        let mut from = None;
+        match task.state.clone() {
+            TaskState::Queued => {
+                let (bucket, place) = bucket_and_place(task);
+                if let Some(q) = self.queues.get_mut(&task.queue) {
+                    q.remove(&bucket, &place);
+                }
+                tx.queues.insert(task.queue.clone());
+            }
+            TaskState::Offered {
+                offer_id, agent_id, ..
+            } => {
+                self.agent_event(tx, &agent_id, Event::OfferRevoked { offer_id }, now)?;
+                self.end_offer(tx, offer_id, OfferEnd::Withdrawn);
+                self.end_handoff(tx, task_id, &agent_id, TransferResult::Withdrawn);
+                tx.notices.push(Notice::ToAgent {
+                    agent_id,
+                    notice: AgentNotice::OfferEnded {
+                        offer_id,
+                        task_id,
+                        reason: OfferEnd::Withdrawn,
+                    },
+                });
+            }
+            TaskState::Assigned { agent_id, .. } => {
+                let wrap_up_until = self.wrap_up_until(task_id, now);
+                self.agent_event(
+                    tx,
+                    &agent_id,
+                    Event::TaskTransferred {
+                        task_id,
+                        wrap_up_until,
+                    },
+                    now,
+                )?;
+                if by_agent.as_ref() != Some(&agent_id) {
+                    tx.notices.push(Notice::ToAgent {
+                        agent_id: agent_id.clone(),
+                        notice: AgentNotice::TaskTransferred { task_id },
+                    });
+                }
+                from = Some(agent_id);
+            }
+            TaskState::Completed { .. } | TaskState::Cancelled { .. } => {
+                return Err(HubError::TaskFinished(task_id));
+            }
+        }
+        let Some(t) = self.tasks.get_mut(&task_id) else {
+            return Err(HubError::TaskNotFound(task_id));
+        };
+        t.transfers += 1;
+        t.state = TaskState::Queued;
+        let mut reoffer_at = None;
+        if let Some(a) = &from {
+            // Like a refuser: not straight back to the agent who let it go.
+            if !t.excluded.contains(a) {
+                t.excluded.push(a.clone());
+            }
+            t.passed.retain(|x| x != a);
+            let after = self
+                .rules
+                .queues
+                .get(&t.queue)
+                .map(|q| q.reoffer_after)
+                .unwrap_or(DEFAULT_REOFFER_AFTER);
+            reoffer_at = Some((now.plus(after), a.clone()));
+        }
+        let target = match to {
+            TransferTo::Queue {
+                queue,
+                priority,
+                head,
+                ..
+            } => {
+                t.queue = queue;
+                if let Some(p) = priority {
+                    t.priority = p;
+                }
+                if let Some(s) = new_skills {
+                    t.skills = s;
+                }
+                t.head = t.head || head;
+                None
+            }
+            TransferTo::Agent(target) => {
+                t.handoff = Some(crate::task::Handoff {
+                    from: from.clone(),
+                    to: target.clone(),
+                });
+                Some(target)
+            }
+        };
+        let t = t.clone();
+        tx.task_events.push(TaskEvent::Transferred {
+            task: Box::new(t.clone()),
+            from: from.clone(),
+            to: target.clone(),
+            by,
+        });
+        if let Some((at, a)) = reoffer_at {
+            self.arm(tx, at, Timer::Reoffer(task_id, a));
+        }
+        self.file_task(&t);
+        tx.queues.insert(t.queue.clone());
+        if let Some(target) = target {
+            let can = self.agents.get(&target).is_some_and(|e| {
+                e.state.open_for_work()
+                    && e.state.load(t.channel) < e.profile.capacity.of(t.channel)
+            });
+            if can {
+                self.offer(tx, task_id, target, now);
+            } else {
+                self.end_handoff(tx, task_id, &target, TransferResult::Unavailable);
+            }
+        }
+        tx.wake.push_back(Wake::Task(task_id));
+        self.route(tx, now);
+        self.task_reply(task_id)
+    }
+
+    /// Ends a transfer to `to`, if one is in flight for the task, and tells the agent
+    /// who made it how it ended.
+    fn end_handoff(&mut self, tx: &mut Tx, task_id: TaskId, to: &AgentId, result: TransferResult) {
+        let Some(t) = self.tasks.get_mut(&task_id) else {
+            return;
+        };
+        if t.handoff.as_ref().is_none_or(|h| &h.to != to) {
+            return;
+        }
+        let Some(h) = t.handoff.take() else {
+            return;
+        };
+        if let Some(from) = h.from {
+            tx.notices.push(Notice::ToAgent {
+                agent_id: from,
+                notice: AgentNotice::TransferEnded {
+                    task_id,
+                    agent_id: h.to,
+                    result,
+                },
+            });
+        }
     }
 
     /// Applies one event to one agent and carries out its effects.
@@ -917,6 +1218,16 @@ impl Book {
                         });
                     }
                 }
+                if offer_id.is_some() {
+                    let result = match reason {
+                        ReleaseReason::Declined | ReleaseReason::NotReady => {
+                            TransferResult::Declined
+                        }
+                        ReleaseReason::Expired => TransferResult::Expired,
+                        _ => TransferResult::Withdrawn,
+                    };
+                    self.end_handoff(tx, task_id, agent_id, result);
+                }
                 let Some(task) = self.tasks.get_mut(&task_id) else {
                     return;
                 };
@@ -943,6 +1254,7 @@ impl Book {
             }
             Effect::Assigned { task_id, offer_id } => {
                 self.end_offer(tx, offer_id, OfferEnd::Accepted);
+                self.end_handoff(tx, task_id, agent_id, TransferResult::Accepted);
                 tx.stats.accepted += 1;
                 if let Some(t) = self.tasks.get_mut(&task_id) {
                     t.state = TaskState::Assigned {
@@ -1405,6 +1717,7 @@ fn bucket_and_place(task: &Task) -> (Bucket, Place) {
             skills: task.skills.clone().into(),
         },
         Place {
+            lane: if task.head { 0 } else { 1 },
             priority: Reverse(task.priority),
             seq: task.seq,
             task_id: task.task_id,

@@ -1131,3 +1131,188 @@ fn a_dropped_desktops_offer_goes_to_the_next_agent_after_the_away_time() {
     assert!(matches!(o.reply, Ok(Reply::Agent { resumed: true, .. })));
     assert_eq!(offers_in(&o), vec![(AgentId::from("a2"), t)]);
 }
+
+fn transfer(w: &mut World, task_id: TaskId, to: TransferTo, by: Actor, now: Ts) -> Outcome {
+    w.run(Command::Transfer { task_id, to, by }, now)
+}
+
+fn agent_actor(id: &str) -> Actor {
+    Actor::agent(&AgentId::from(id))
+}
+
+fn to_queue(q: &str, priority: Option<i64>, head: bool) -> TransferTo {
+    TransferTo::Queue {
+        queue: QueueId::from(q),
+        priority,
+        skills: None,
+        head,
+    }
+}
+
+#[test]
+fn a_blind_transfer_keeps_the_task_its_age_and_place_and_the_head_option_jumps_the_queue() {
+    let mut w = World::new();
+    // Three chats wait in vip (a2 is its only agent, and is not there yet).
+    let (v1, _) = w.create("vip", Channel::Chat, 5, &[], at_ms(0));
+    let (v2, _) = w.create("vip", Channel::Chat, 0, &[], at_ms(1));
+    // a1 takes a support chat and transfers it to vip.
+    w.login_ready("a1", at_ms(2));
+    let (t, _) = w.create("support", Channel::Chat, 0, &[], at_ms(3));
+    w.accept("a1", at_ms(4));
+    let o = transfer(
+        &mut w,
+        t,
+        to_queue("vip", None, false),
+        agent_actor("a1"),
+        at_ms(5),
+    );
+    let task = match o.reply {
+        Ok(Reply::Task(task)) => task,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        (task.task_id, task.created_at, task.priority),
+        (t, at_ms(3), 0)
+    );
+    assert_eq!(task.queue, QueueId::from("vip"));
+    assert_eq!(task.transfers, 1);
+    assert_eq!(task.state, TaskState::Queued);
+    assert!(
+        w.book
+            .agent_view(&AgentId::from("a1"))
+            .is_some_and(|v| v.in_progress.is_empty())
+    );
+    // Its place is by priority, then arrival: v1 (priority 5), v2 (arrived at 1 ms),
+    // then t (arrived at 3 ms, in support: its age came along).
+    w.login_ready("a2", at_ms(6));
+    let mut order = vec![];
+    for i in 0..3 {
+        let got = w.accept("a2", at_ms(7 + i));
+        order.push(got);
+    }
+    assert_eq!(order, vec![v1, v2, t]);
+
+    // With head: ahead of a higher priority.
+    let mut w = World::new();
+    let (v1, _) = w.create("vip", Channel::Chat, 9, &[], at_ms(0));
+    w.login_ready("a1", at_ms(1));
+    let (t, _) = w.create("support", Channel::Chat, 0, &[], at_ms(2));
+    w.accept("a1", at_ms(3));
+    transfer(
+        &mut w,
+        t,
+        to_queue("vip", None, true),
+        agent_actor("a1"),
+        at_ms(4),
+    )
+    .reply
+    .expect("transfer");
+    w.login_ready("a2", at_ms(5));
+    assert_eq!(w.offer_of("a2").map(|o| o.1), Some(t));
+    w.accept("a2", at_ms(6));
+    assert_eq!(w.offer_of("a2").map(|o| o.1), Some(v1));
+}
+
+#[test]
+fn a_transfer_to_an_agent_is_an_offer_and_comes_back_to_the_queue_when_refused() {
+    let mut w = World::new();
+    w.login_ready("a1", at_ms(0));
+    let (t, _) = w.create("support", Channel::Voice, 0, &[], at_ms(1));
+    w.accept("a1", at_ms(2));
+    w.login_ready("a3", at_ms(3));
+    let o = transfer(
+        &mut w,
+        t,
+        TransferTo::Agent(AgentId::from("a3")),
+        agent_actor("a1"),
+        at_ms(4),
+    );
+    assert_eq!(offers_in(&o), vec![(AgentId::from("a3"), t)]);
+    let o = w.decline("a3", at_ms(5));
+    // Back in its queue: a1 let it go and a3 declined it, nobody else: it waits, and
+    // a1 is told.
+    assert!(offers_in(&o).is_empty());
+    assert_eq!(w.task_state(t), TaskState::Queued);
+    assert!(o.notices.iter().any(|n| matches!(n,
+        Notice::ToAgent { agent_id, notice: AgentNotice::TransferEnded { result: TransferResult::Declined, .. } } if &*agent_id.0 == "a1")));
+    // A supervisor sends it to a2, who is not there: unavailable, and it stays queued.
+    let sup = Actor {
+        id: "boss".into(),
+        role: crate::auth::Role::Supervisor,
+    };
+    let o = transfer(
+        &mut w,
+        t,
+        TransferTo::Agent(AgentId::from("a2")),
+        sup.clone(),
+        at_ms(6),
+    );
+    assert!(o.reply.is_ok());
+    assert_eq!(w.task_state(t), TaskState::Queued);
+    // a2 comes: the queue gives it the task as usual; then it is transferred once more
+    // to a3, who accepts.
+    w.login_ready("a2", at_ms(7));
+    assert_eq!(w.offer_of("a2").map(|o| o.1), Some(t));
+    let o = transfer(
+        &mut w,
+        t,
+        TransferTo::Agent(AgentId::from("a1")),
+        sup.clone(),
+        at_ms(8),
+    );
+    // The offer to a2 was withdrawn; a1 is on no call now and Ready: offered.
+    assert_eq!(offers_in(&o), vec![(AgentId::from("a1"), t)]);
+    w.accept("a1", at_ms(9));
+    assert!(matches!(w.task_state(t), TaskState::Assigned { .. }));
+    // The cap: 5 transfers by default; this task has had 3.
+    for i in 0..2 {
+        transfer(
+            &mut w,
+            t,
+            to_queue("support", None, false),
+            sup.clone(),
+            at_ms(10 + i),
+        )
+        .reply
+        .expect("under the cap");
+    }
+    let o = transfer(&mut w, t, to_queue("support", None, false), sup, at_ms(20));
+    assert_eq!(o.reply.err(), Some(HubError::TransferLimit(5)));
+}
+
+#[test]
+fn an_agent_transfers_only_its_own_tasks_in_progress() {
+    let mut w = World::new();
+    w.login_ready("a1", at_ms(0));
+    let (t, _) = w.create("support", Channel::Chat, 0, &[], at_ms(1));
+    // Offered, not accepted: not the agent's to transfer.
+    let o = transfer(
+        &mut w,
+        t,
+        to_queue("vip", None, false),
+        agent_actor("a1"),
+        at_ms(2),
+    );
+    assert!(matches!(o.reply, Err(HubError::Transition(_))));
+    w.accept("a1", at_ms(3));
+    let o = transfer(
+        &mut w,
+        t,
+        to_queue("vip", None, false),
+        agent_actor("a2"),
+        at_ms(4),
+    );
+    assert!(matches!(o.reply, Err(HubError::Transition(_))));
+    let o = transfer(
+        &mut w,
+        t,
+        to_queue("nope", None, false),
+        agent_actor("a1"),
+        at_ms(5),
+    );
+    assert!(matches!(o.reply, Err(HubError::UnknownQueue(_))));
+    assert!(
+        matches!(w.task_state(t), TaskState::Assigned { .. }),
+        "nothing changed"
+    );
+}

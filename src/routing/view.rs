@@ -143,6 +143,38 @@ pub enum AgentNotice {
     },
     /// The agent's state changed.
     State(Box<AgentView>),
+    /// A task in the agent's In Progress list was transferred away by someone else (a
+    /// supervisor, an integration).
+    TaskTransferred {
+        /// The task.
+        task_id: TaskId,
+    },
+    /// A transfer this agent made to one agent ended.
+    TransferEnded {
+        /// The task.
+        task_id: TaskId,
+        /// The agent it was transferred to.
+        agent_id: AgentId,
+        /// How it ended.
+        result: TransferResult,
+    },
+}
+
+/// How a transfer to one agent ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransferResult {
+    /// The target accepted: the task is its.
+    Accepted,
+    /// The target declined (or set Not Ready during the offer).
+    Declined,
+    /// The target let the offer expire.
+    Expired,
+    /// The offer was withdrawn (the target went away, a supervisor moved it, the task
+    /// was cancelled).
+    Withdrawn,
+    /// The target could not take an offer when the transfer was asked.
+    Unavailable,
 }
 
 /// Why the hub closes an agent's session.
