@@ -54,6 +54,7 @@ fn task(i: usize) -> Command {
         queue: format!("q{}", i % QUEUES),
         priority: (i % 3) as i64,
         skills: vec![SKILLS[i % SKILLS.len()].to_owned()],
+        skill_levels: Default::default(),
         customer: CustomerIdentity::default(),
         attributes: Default::default(),
         idempotency_key: None,

@@ -467,6 +467,34 @@ async fn a_transfer_from_an_agent_on_one_node_to_an_agent_on_another() {
 }
 
 #[tokio::test]
+async fn a_task_overflows_on_every_replica_and_reaches_an_agent_on_another_node() {
+    let redis = RedisServer::start();
+    // An extra queue of our own before the shared ones: nobody serves it, and it
+    // overflows to support after half a second of waiting.
+    let routing = "[[queues]]\nid = \"intake\"\nescalation = { overflow_after_secs = 0.5, overflow_queue = \"support\", priority_every_secs = 0.2, priority_step = 1, priority_max = 2 }\n";
+    let a = Node::start(&redis, "node-a", routing);
+    let b = Node::start(&redis, "node-b", routing);
+    let t = a
+        .create(json!({"channel": "chat", "queue": "intake"}))
+        .await;
+    assert_eq!(t["state"], "queued");
+    let mut bo = b.ready_agent("bo").await;
+    let offer = bo.expect("offer").await;
+    assert_eq!(offer["offer"]["task"]["task_id"], t["task_id"]);
+    assert_eq!(offer["offer"]["task"]["queue"], "support");
+    // Both replicas made the same steps: same queue, same priority.
+    let seen_a = a
+        .await_task(&t["task_id"], "offered to bo", |v| v["agent_id"] == "bo")
+        .await;
+    let seen_b = b
+        .await_task(&t["task_id"], "offered to bo", |v| v["agent_id"] == "bo")
+        .await;
+    assert_eq!(seen_a["queue"], "support");
+    assert_eq!(seen_a["priority"], seen_b["priority"]);
+    assert_eq!(seen_a["priority"], offer["offer"]["task"]["priority"]);
+}
+
+#[tokio::test]
 async fn kill_9_of_a_node_mid_offer_loses_nothing() {
     let redis = RedisServer::start();
     let routing = "offer_timeout_secs = 60\nreconnect_grace_secs = 1.5";

@@ -91,6 +91,7 @@ fn new_task(queue: &str, key: Option<String>) -> Command {
         queue: queue.into(),
         priority: 0,
         skills: vec![],
+        skill_levels: Default::default(),
         customer: CustomerIdentity {
             phone: Some("+46 70 123 45 67".into()),
             ..Default::default()

@@ -34,9 +34,11 @@ fn task(phone: Option<&str>, email: Option<&str>) -> Task {
         seq: 1,
         excluded: vec![],
         passed: vec![],
+        skill_levels: Default::default(),
         transfers: 0,
         head: false,
         handoff: None,
+        epoch: 0,
     }
 }
 

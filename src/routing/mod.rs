@@ -65,6 +65,9 @@ pub struct Profile {
     pub name: String,
     /// Its skills.
     pub skills: BTreeSet<String>,
+    /// Its skill levels, 1 to 10; a skill without one counts as 10.
+    #[serde(default)]
+    pub levels: std::collections::BTreeMap<String, u8>,
     /// The queues it serves.
     pub queues: Vec<QueueId>,
     /// Its per-channel capacity.
@@ -87,6 +90,31 @@ pub struct QueueRules {
     /// How long after an agent declined or missed a task it may be offered that task
     /// again (only when no other eligible agent is open for it).
     pub reoffer_after: Duration,
+    /// What happens to a task as it waits, if anything.
+    pub escalation: Option<Escalation>,
+}
+
+/// A queue's escalation rules.
+#[derive(Clone, Debug, Default)]
+pub struct Escalation {
+    /// Every this long, the priority rises by this much, up to this.
+    pub priority: Option<(Duration, i64, i64)>,
+    /// Every this long, the required skill levels fall by this much (down to 1).
+    pub relax: Option<(Duration, u8)>,
+    /// After this long, the task moves to this queue.
+    pub overflow: Option<(Duration, QueueId)>,
+}
+
+impl Profile {
+    /// The agent's level in a skill: its configured level, 10 for a plain skill, 0
+    /// without it.
+    pub fn level(&self, skill: &str) -> u8 {
+        match self.levels.get(skill) {
+            Some(l) => *l,
+            None if self.skills.contains(skill) => 10,
+            None => 0,
+        }
+    }
 }
 
 /// The rules the book routes by, from the configuration.
@@ -242,6 +270,12 @@ enum Timer {
     Reoffer(TaskId, AgentId),
     /// A pending offer has waited long enough for a dropped desktop.
     AwayOffer(AgentId, ConnId, OfferId),
+    /// A waiting task's priority rises a step (armed in this epoch of the task).
+    Priority(TaskId, u32),
+    /// A waiting task's required skill levels fall a step.
+    Relax(TaskId, u32),
+    /// A waiting task moves to its queue's overflow queue.
+    Overflow(TaskId, u32),
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -304,6 +338,9 @@ pub struct BookSnapshot {
     /// Transfers to one agent in flight (`Task::handoff`).
     #[serde(default)]
     handoffs: Vec<(TaskId, crate::task::Handoff)>,
+    /// Escalation epochs (`Task::epoch`), for tasks with one.
+    #[serde(default)]
+    epochs: Vec<(TaskId, u32)>,
 }
 
 /// The routing book. See the module documentation.
@@ -405,6 +442,16 @@ impl Book {
                 h.sort();
                 h.into_iter().map(|(_, id)| id).collect()
             },
+            epochs: {
+                let mut h: Vec<_> = self
+                    .tasks
+                    .values()
+                    .filter(|t| t.epoch > 0)
+                    .map(|t| (t.seq, t.task_id, t.epoch))
+                    .collect();
+                h.sort();
+                h.into_iter().map(|(_, id, e)| (id, e)).collect()
+            },
             handoffs: {
                 let mut h: Vec<_> = self
                     .tasks
@@ -435,6 +482,7 @@ impl Book {
             );
         }
         let heads: BTreeSet<TaskId> = snap.heads.into_iter().collect();
+        let epochs: HashMap<TaskId, u32> = snap.epochs.into_iter().collect();
         let mut handoffs: HashMap<TaskId, crate::task::Handoff> =
             snap.handoffs.into_iter().collect();
         for (mut task, seq, excluded) in snap.tasks {
@@ -442,6 +490,7 @@ impl Book {
             task.excluded = excluded;
             task.head = heads.contains(&task.task_id);
             task.handoff = handoffs.remove(&task.task_id);
+            task.epoch = epochs.get(&task.task_id).copied().unwrap_or(0);
             if task.state == TaskState::Queued {
                 b.file_task(&task);
             }
@@ -502,7 +551,7 @@ impl Book {
             if *at > now {
                 break;
             }
-            let Some((_, timer)) = self.timers.pop_first() else {
+            let Some((at, timer)) = self.timers.pop_first() else {
                 break;
             };
             // A timer may be stale (its offer accepted, its agent back): the state
@@ -529,6 +578,18 @@ impl Book {
                 ),
                 Timer::Reoffer(task_id, agent) => {
                     self.reoffer_time_passed(&mut tx, task_id, agent);
+                    Ok(())
+                }
+                Timer::Priority(task_id, epoch) => {
+                    self.escalate_priority(&mut tx, task_id, epoch, at);
+                    Ok(())
+                }
+                Timer::Relax(task_id, epoch) => {
+                    self.relax_levels(&mut tx, task_id, epoch, at);
+                    Ok(())
+                }
+                Timer::Overflow(task_id, epoch) => {
+                    self.overflow(&mut tx, task_id, epoch, at, now);
                     Ok(())
                 }
             };
@@ -809,6 +870,7 @@ impl Book {
             .chain(rules.skills.iter())
             .cloned()
             .collect();
+        skills.extend(new.skill_levels.keys().cloned());
         skills.sort();
         skills.dedup();
         self.seq += 1;
@@ -818,6 +880,7 @@ impl Book {
             queue: queue.clone(),
             priority: new.priority,
             skills,
+            skill_levels: new.skill_levels,
             customer: new.customer,
             attributes: new.attributes,
             created_at: now,
@@ -830,6 +893,7 @@ impl Book {
             transfers: 0,
             head: false,
             handoff: None,
+            epoch: 0,
         };
         let id = task.task_id;
         if let Some(key) = &task.idempotency_key {
@@ -837,6 +901,7 @@ impl Book {
         }
         self.file_task(&task);
         self.tasks.insert(id, task);
+        self.arm_escalation(tx, id, &queue, now);
         tx.stats.created += 1;
         tx.queues.insert(queue);
         tx.wake.push_back(Wake::Task(id));
@@ -1081,6 +1146,7 @@ impl Book {
                 .unwrap_or(DEFAULT_REOFFER_AFTER);
             reoffer_at = Some((now.plus(after), a.clone()));
         }
+        let mut moved_queue = false;
         let target = match to {
             TransferTo::Queue {
                 queue,
@@ -1088,6 +1154,7 @@ impl Book {
                 head,
                 ..
             } => {
+                moved_queue = t.queue != queue;
                 t.queue = queue;
                 if let Some(p) = priority {
                     t.priority = p;
@@ -1118,6 +1185,12 @@ impl Book {
         }
         self.file_task(&t);
         tx.queues.insert(t.queue.clone());
+        // Waiting afresh in a queue (another one, or its own after an agent had it):
+        // that queue's escalation starts over.
+        if target.is_none() && (moved_queue || from.is_some()) {
+            let q = t.queue.clone();
+            self.arm_escalation(tx, task_id, &q, now);
+        }
         if let Some(target) = target {
             let can = self.agents.get(&target).is_some_and(|e| {
                 e.state.open_for_work()
@@ -1132,6 +1205,149 @@ impl Book {
         tx.wake.push_back(Wake::Task(task_id));
         self.route(tx, now);
         self.task_reply(task_id)
+    }
+
+    /// Arms the escalation timers of `queue` for a task that starts waiting in it.
+    fn arm_escalation(&mut self, tx: &mut Tx, task_id: TaskId, queue: &QueueId, now: Ts) {
+        let Some(e) = self
+            .rules
+            .queues
+            .get(queue)
+            .and_then(|q| q.escalation.clone())
+        else {
+            return;
+        };
+        // A new epoch: timers armed for an earlier wait (another queue) do nothing.
+        let Some(t) = self.tasks.get_mut(&task_id) else {
+            return;
+        };
+        t.epoch += 1;
+        let (epoch, has_levels) = (t.epoch, !t.skill_levels.is_empty());
+        if let Some((every, _, _)) = e.priority {
+            self.arm(tx, now.plus(every), Timer::Priority(task_id, epoch));
+        }
+        if let Some((every, _)) = e.relax {
+            if has_levels {
+                self.arm(tx, now.plus(every), Timer::Relax(task_id, epoch));
+            }
+        }
+        if let Some((after, _)) = e.overflow {
+            self.arm(tx, now.plus(after), Timer::Overflow(task_id, epoch));
+        }
+    }
+
+    /// The task's queue's escalation, while the task is still waiting for an agent
+    /// (queued, or offered and not yet accepted).
+    fn waiting_escalation(&self, task_id: TaskId, epoch: u32) -> Option<(Task, Escalation)> {
+        let t = self.tasks.get(&task_id)?;
+        if t.epoch != epoch || !matches!(t.state, TaskState::Queued | TaskState::Offered { .. }) {
+            return None;
+        }
+        let e = self.rules.queues.get(&t.queue)?.escalation.clone()?;
+        Some((t.clone(), e))
+    }
+
+    /// Refiles a queued task after `change`; an offered one just changes.
+    fn refile(&mut self, task_id: TaskId, change: impl FnOnce(&mut Task)) -> bool {
+        let Some(t) = self.tasks.get(&task_id) else {
+            return false;
+        };
+        let queued = t.state == TaskState::Queued;
+        if queued {
+            let (bucket, place) = bucket_and_place(t);
+            if let Some(q) = self.queues.get_mut(&t.queue) {
+                q.remove(&bucket, &place);
+            }
+        }
+        let Some(t) = self.tasks.get_mut(&task_id) else {
+            return false;
+        };
+        change(t);
+        if queued {
+            let t = t.clone();
+            self.file_task(&t);
+        }
+        queued
+    }
+
+    /// One step of a waiting task's priority; the next step is armed from this one's
+    /// time (not from `now`), so that late ticks do not shift the schedule.
+    fn escalate_priority(&mut self, tx: &mut Tx, task_id: TaskId, epoch: u32, at: Ts) {
+        let Some((t, e)) = self.waiting_escalation(task_id, epoch) else {
+            return;
+        };
+        let Some((every, step, max)) = e.priority else {
+            return;
+        };
+        if t.priority < max {
+            self.refile(task_id, |t| t.priority = (t.priority + step).min(max));
+            tx.queues.insert(t.queue.clone());
+        }
+        if t.priority + step < max {
+            self.arm(tx, at.plus(every), Timer::Priority(task_id, epoch));
+        }
+    }
+
+    /// One step down of a waiting task's required skill levels; agents who now
+    /// qualify may take it at once.
+    fn relax_levels(&mut self, tx: &mut Tx, task_id: TaskId, epoch: u32, at: Ts) {
+        let Some((t, e)) = self.waiting_escalation(task_id, epoch) else {
+            return;
+        };
+        let Some((every, by)) = e.relax else {
+            return;
+        };
+        if t.skill_levels.values().all(|l| *l <= 1) {
+            return;
+        }
+        let queued = self.refile(task_id, |t| {
+            for l in t.skill_levels.values_mut() {
+                *l = l.saturating_sub(by).max(1);
+            }
+        });
+        if queued {
+            tx.wake.push_back(Wake::Task(task_id));
+        }
+        if self
+            .tasks
+            .get(&task_id)
+            .is_some_and(|t| t.skill_levels.values().any(|l| *l > 1))
+        {
+            self.arm(tx, at.plus(every), Timer::Relax(task_id, epoch));
+        }
+    }
+
+    /// A task still waiting after its queue's overflow time moves to the overflow
+    /// queue, keeping its age and place; one being offered at that moment is looked
+    /// at again one overflow period later.
+    fn overflow(&mut self, tx: &mut Tx, task_id: TaskId, epoch: u32, at: Ts, now: Ts) {
+        let Some((t, e)) = self.waiting_escalation(task_id, epoch) else {
+            return;
+        };
+        let Some((after, to)) = e.overflow else {
+            return;
+        };
+        if t.state != TaskState::Queued {
+            self.arm(tx, at.plus(after), Timer::Overflow(task_id, epoch));
+            return;
+        }
+        let Some(rules) = self.rules.queues.get(&to) else {
+            return;
+        };
+        if !rules.channels.contains(&t.channel) {
+            return;
+        }
+        let extra = rules.skills.clone();
+        tx.queues.insert(t.queue.clone());
+        self.refile(task_id, |t| {
+            t.queue = to.clone();
+            t.skills.extend(extra);
+            t.skills.sort();
+            t.skills.dedup();
+        });
+        tx.queues.insert(to.clone());
+        self.arm_escalation(tx, task_id, &to, now);
+        tx.wake.push_back(Wake::Task(task_id));
     }
 
     /// Ends a transfer to `to`, if one is in flight for the task, and tells the agent
@@ -1371,6 +1587,7 @@ impl Book {
             for (bucket, places) in idx.buckets() {
                 if e.state.load(bucket.channel) >= e.profile.capacity.of(bucket.channel)
                     || !bucket.skills.iter().all(|s| e.profile.skills.contains(s))
+                    || !bucket.levels.iter().all(|(s, l)| e.profile.level(s) >= *l)
                 {
                     continue;
                 }
@@ -1715,6 +1932,12 @@ fn bucket_and_place(task: &Task) -> (Bucket, Place) {
         Bucket {
             channel: task.channel,
             skills: task.skills.clone().into(),
+            levels: task
+                .skill_levels
+                .iter()
+                .map(|(s, l)| (s.clone(), *l))
+                .collect::<Vec<_>>()
+                .into(),
         },
         Place {
             lane: if task.head { 0 } else { 1 },
@@ -1730,6 +1953,10 @@ fn eligible(e: &AgentEntry, task: &Task) -> bool {
         && e.state.open_for_work()
         && e.state.load(task.channel) < e.profile.capacity.of(task.channel)
         && task.skills.iter().all(|s| e.profile.skills.contains(s))
+        && task
+            .skill_levels
+            .iter()
+            .all(|(s, l)| e.profile.level(s) >= *l)
         && !task.excluded.contains(&e.profile.id)
 }
 

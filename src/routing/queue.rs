@@ -33,6 +33,8 @@ pub struct Bucket {
     pub channel: Channel,
     /// The skills required, sorted.
     pub skills: Arc<[String]>,
+    /// The least levels required in some of them, sorted.
+    pub levels: Arc<[(String, u8)]>,
 }
 
 /// An agent's place among the open agents: longest idle first.

@@ -111,6 +111,7 @@ impl World {
                 queue: queue.into(),
                 priority,
                 skills: skills.iter().map(|s| s.to_string()).collect(),
+                skill_levels: Default::default(),
                 customer: CustomerIdentity::default(),
                 attributes: Default::default(),
                 idempotency_key: None,
@@ -792,6 +793,7 @@ fn idempotent_create_returns_the_same_task() {
             queue: "support".into(),
             priority: 0,
             skills: vec![],
+            skill_levels: Default::default(),
             customer: CustomerIdentity::default(),
             attributes: Default::default(),
             idempotency_key: Some("k1".into()),
@@ -825,6 +827,7 @@ fn unknown_queue_and_channel_are_refused() {
             queue: queue.into(),
             priority: 0,
             skills: vec![],
+            skill_levels: Default::default(),
             customer: CustomerIdentity::default(),
             attributes: Default::default(),
             idempotency_key: None,
@@ -1315,4 +1318,119 @@ fn an_agent_transfers_only_its_own_tasks_in_progress() {
         matches!(w.task_state(t), TaskState::Assigned { .. }),
         "nothing changed"
     );
+}
+
+const ESCALATING: &str = r#"
+[routing]
+wrap_up_secs = 0
+
+[[queues]]
+id = "support"
+escalation = { priority_every_secs = 10, priority_step = 2, priority_max = 5, relax_every_secs = 30, relax_levels = 3, overflow_after_secs = 100, overflow_queue = "overflow" }
+
+[[queues]]
+id = "overflow"
+skills = ["any"]
+
+[[agents]]
+id = "junior"
+skill_levels = { en = 4 }
+queues = ["support"]
+
+[[agents]]
+id = "senior"
+skills = ["en"]
+queues = ["support"]
+
+[[agents]]
+id = "backup"
+skills = ["any", "en"]
+queues = ["overflow"]
+"#;
+
+fn create_levels(w: &mut World, priority: i64, levels: &[(&str, u8)], now: Ts) -> TaskId {
+    let o = w.run(
+        Command::CreateTask(Box::new(NewTask {
+            channel: Channel::Chat,
+            queue: "support".into(),
+            priority,
+            skills: vec![],
+            skill_levels: levels.iter().map(|(s, l)| (s.to_string(), *l)).collect(),
+            customer: CustomerIdentity::default(),
+            attributes: Default::default(),
+            idempotency_key: None,
+        })),
+        now,
+    );
+    match o.reply {
+        Ok(Reply::Created { task, .. }) => task.task_id,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn priority_rises_a_step_every_period_up_to_the_cap_and_reorders_the_queue() {
+    let mut w = World::with(ESCALATING);
+    let old = create_levels(&mut w, 0, &[], at_ms(0));
+    let new = create_levels(&mut w, 3, &[], at_ms(5_000));
+    let prio = |w: &World, t| w.book.task(t).map(|t| t.priority);
+    w.book.expire_due(at_ms(9_999));
+    assert_eq!(prio(&w, old), Some(0));
+    w.book.expire_due(at_ms(10_000));
+    assert_eq!(prio(&w, old), Some(2));
+    w.book.expire_due(at_ms(20_000));
+    assert_eq!(prio(&w, old), Some(4));
+    // new: 3 at 5 s, 5 (the cap) at 15 s, and no higher.
+    w.book.expire_due(at_ms(30_000));
+    assert_eq!((prio(&w, old), prio(&w, new)), (Some(5), Some(5)));
+    w.book.expire_due(at_ms(90_000));
+    assert_eq!((prio(&w, old), prio(&w, new)), (Some(5), Some(5)));
+    // Equal priority now: the older comes first, though it started lower.
+    w.login_ready("senior", at_ms(90_001));
+    assert_eq!(w.offer_of("senior").map(|o| o.1), Some(old));
+}
+
+#[test]
+fn required_levels_relax_after_a_wait_and_plain_skills_still_work() {
+    let mut w = World::with(ESCALATING);
+    w.login_ready("junior", at_ms(0));
+    // "At least 7" in English: junior (level 4) cannot take it.
+    let t = create_levels(&mut w, 0, &[("en", 7)], at_ms(1));
+    assert_eq!(w.task_state(t), TaskState::Queued);
+    assert!(w.offer_of("junior").is_none());
+    // After 30 s: at least 4, and junior gets it in the same step.
+    let o = w.book.expire_due(at_ms(30_001));
+    assert_eq!(offers_in(&o), vec![(AgentId::from("junior"), t)]);
+    assert_eq!(
+        w.book.task(t).map(|t| t.skill_levels.clone()),
+        Some([("en".to_string(), 4)].into_iter().collect())
+    );
+    // A plain skill on an agent counts as level 10; a plain skill on a task as any
+    // level: senior takes both kinds.
+    w.login_ready("senior", at_ms(30_002));
+    let t2 = create_levels(&mut w, 0, &[("en", 10)], at_ms(30_003));
+    assert_eq!(w.offer_of("senior").map(|o| o.1), Some(t2));
+}
+
+#[test]
+fn a_task_waiting_past_the_overflow_time_moves_to_the_overflow_queue_in_its_place() {
+    let mut w = World::with(ESCALATING);
+    // Nobody in support is connected.
+    let t = w.create("support", Channel::Chat, 0, &["en"], at_ms(0)).0;
+    w.login_ready("backup", at_ms(1));
+    assert!(
+        w.offer_of("backup").is_none(),
+        "backup serves overflow only"
+    );
+    let o = w.book.expire_due(at_ms(100_000));
+    assert_eq!(offers_in(&o), vec![(AgentId::from("backup"), t)]);
+    let task = w.book.task(t).expect("task").clone();
+    assert_eq!(task.queue, QueueId::from("overflow"));
+    assert_eq!(task.created_at, at_ms(0), "its age came along");
+    assert_eq!(task.skills, vec!["any".to_string(), "en".to_string()]);
+    // Accepted tasks escalate no more: the timers find nothing to do.
+    w.accept("backup", at_ms(100_001));
+    let before = w.book.task(t).map(|t| t.priority);
+    w.book.expire_due(at_ms(500_000));
+    assert_eq!(w.book.task(t).map(|t| t.priority), before);
 }
