@@ -1434,3 +1434,54 @@ fn a_task_waiting_past_the_overflow_time_moves_to_the_overflow_queue_in_its_plac
     w.book.expire_due(at_ms(500_000));
     assert_eq!(w.book.task(t).map(|t| t.priority), before);
 }
+
+#[test]
+fn a_snapshot_keeps_refusals_heads_and_transfers_in_flight() {
+    let mut w = World::new();
+    w.login_ready("a1", at_ms(0));
+    let (t1, _) = w.create("support", Channel::Chat, 0, &[], at_ms(1));
+    w.decline("a1", at_ms(2));
+    // a1's re-offer time passes: a1 is `passed` for t1, is offered it again, takes it.
+    w.book.expire_due(at_ms(2 + 30_000));
+    assert_eq!(w.accept("a1", at_ms(30_003)), t1);
+    // A transfer to an agent in flight, and a task at the head of vip.
+    w.login_ready("a2", at_ms(30_004));
+    w.login_ready("a3", at_ms(30_005));
+    let (t2, _) = w.create("vip", Channel::Voice, 0, &[], at_ms(30_006));
+    w.accept("a2", at_ms(30_007));
+    transfer(
+        &mut w,
+        t2,
+        TransferTo::Agent(AgentId::from("a3")),
+        agent_actor("a2"),
+        at_ms(30_008),
+    )
+    .reply
+    .expect("to a3");
+    let (t3, _) = w.create("vip", Channel::Chat, 0, &[], at_ms(30_009));
+    w.accept("a2", at_ms(30_010));
+    transfer(
+        &mut w,
+        t3,
+        to_queue("vip", None, true),
+        agent_actor("a2"),
+        at_ms(30_011),
+    )
+    .reply
+    .expect("to the head");
+    let b = &w.book;
+    assert!(b.task(t1).is_some_and(|t| !t.passed.is_empty()));
+    assert!(b.task(t2).is_some_and(|t| t.handoff.is_some()));
+    assert!(
+        b.task(t3)
+            .is_some_and(|t| t.head && t.state == TaskState::Queued)
+    );
+    let bytes = rmp_serde::to_vec_named(&b.snapshot_state()).expect("encode");
+    let snap: BookSnapshot = rmp_serde::from_slice(&bytes).expect("decode");
+    let restored = Book::restore(b.rules().clone(), snap);
+    let again = rmp_serde::to_vec_named(&restored.snapshot_state()).expect("encode");
+    assert!(again == bytes, "the restored book encodes differently");
+    assert!(restored.task(t2).is_some_and(|t| t.handoff.is_some()));
+    assert!(restored.task(t3).is_some_and(|t| t.head));
+    assert!(restored.task(t1).is_some_and(|t| !t.passed.is_empty()));
+}
