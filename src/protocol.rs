@@ -146,6 +146,19 @@ pub enum ClientMessage {
         #[serde(default)]
         head: bool,
     },
+    /// Agent: ask another agent to take a task in progress (warm transfer); the task
+    /// stays this agent's until the other accepts.
+    Consult {
+        /// The task.
+        task_id: TaskId,
+        /// The agent asked.
+        to_agent: String,
+    },
+    /// Agent: take back a consult before the other agent accepted.
+    CancelConsult {
+        /// The task.
+        task_id: TaskId,
+    },
     /// Supervisor: the whole picture again.
     GetSnapshot {},
     /// Supervisor: set an agent Not Ready.
@@ -325,6 +338,8 @@ pub const CLIENT_TYPES: &[&str] = &[
     "set_agent_state",
     "logout_agent",
     "transfer",
+    "consult",
+    "cancel_consult",
     "get_lists",
     "search_customers",
     "get_customer",

@@ -267,3 +267,70 @@ async fn the_customer_context_follows_a_transfer() {
     assert_eq!(ch["change"]["customer_id"], customer_id);
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_consult_keeps_the_task_until_the_other_agent_accepts() {
+    let hub = hub("").await;
+    let mut bo = hub.ready_agent("bo").await;
+    let t = hub
+        .create(json!({"channel": "voice", "queue": "support"}))
+        .await;
+    bo.accept_next().await;
+    let mut dj = hub.ready_agent("dj").await;
+    // Asked, then taken back.
+    let r = bo
+        .ok(json!({"type": "consult", "task_id": t["task_id"], "to_agent": "dj"}))
+        .await;
+    assert_eq!(r["task"]["state"], "assigned");
+    assert_eq!(r["task"]["agent_id"], "bo");
+    let offer = dj.expect("offer").await;
+    assert_eq!(offer["offer"]["consult_from"], "bo");
+    bo.err(
+        json!({"type": "consult", "task_id": t["task_id"], "to_agent": "dj"}),
+        "offer_pending",
+    )
+    .await;
+    bo.ok(json!({"type": "cancel_consult", "task_id": t["task_id"]}))
+        .await;
+    let ended = dj.expect("offer_ended").await;
+    assert_eq!(ended["reason"], "withdrawn");
+    dj.err(
+        json!({"type": "accept", "offer_id": offer["offer"]["offer_id"]}),
+        "offer_withdrawn",
+    )
+    .await;
+    // Asked again and accepted: the task moves in one step.
+    bo.ok(json!({"type": "consult", "task_id": t["task_id"], "to_agent": "dj"}))
+        .await;
+    let offer = dj.expect("offer").await;
+    let st = bo.ok(json!({"type": "get_state"})).await;
+    assert_eq!(
+        st["agent"]["in_progress"][0]["task_id"], t["task_id"],
+        "still bo's"
+    );
+    let r = dj
+        .ok(json!({"type": "accept", "offer_id": offer["offer"]["offer_id"]}))
+        .await;
+    assert_eq!(r["task"]["agent_id"], "dj");
+    assert_eq!(r["task"]["transfers"], 2);
+    let ended = bo.expect("transfer_ended").await;
+    assert_eq!(
+        (&ended["agent_id"], &ended["result"]),
+        (&json!("dj"), &json!("accepted"))
+    );
+    bo.expect_state(|a| a["in_progress"] == json!([])).await;
+    // Nobody else to consult: a supervisor may not, and an agent who cannot take an
+    // offer now is refused.
+    let (mut sup, _) = hub.supervisor().await;
+    sup.err(
+        json!({"type": "consult", "task_id": t["task_id"], "to_agent": "bo"}),
+        "forbidden",
+    )
+    .await;
+    dj.err(
+        json!({"type": "consult", "task_id": t["task_id"], "to_agent": "ana"}),
+        "not_available",
+    )
+    .await;
+    hub.shutdown().await;
+}

@@ -259,6 +259,23 @@ pub enum Command {
         /// Who.
         by: Actor,
     },
+    /// An agent asks another to take a task it has in progress (a warm transfer): the
+    /// target gets an offer; the task stays the first agent's until the target accepts.
+    Consult {
+        /// The agent who has the task.
+        agent: AgentId,
+        /// The task.
+        task_id: TaskId,
+        /// The agent asked.
+        to: AgentId,
+    },
+    /// The agent who asked takes its consult back before the target accepted.
+    CancelConsult {
+        /// The agent who asked.
+        agent: AgentId,
+        /// The task.
+        task_id: TaskId,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -806,6 +823,11 @@ impl Book {
                 wrap_up_code,
             } => {
                 let wrap_up_until = self.wrap_up_until(task_id, now);
+                if self.tasks.get(&task_id).is_some_and(
+                    |t| matches!(&t.state, TaskState::Assigned { agent_id, .. } if *agent_id == agent),
+                ) {
+                    self.end_consult(tx, task_id, now, true);
+                }
                 self.agent_event(
                     tx,
                     &agent,
@@ -832,6 +854,18 @@ impl Book {
             }
             Command::CreateTask(new) => self.create_task(tx, *new, now),
             Command::Transfer { task_id, to, by } => self.transfer(tx, task_id, to, by, now),
+            Command::Consult { agent, task_id, to } => self.consult(tx, agent, task_id, to, now),
+            Command::CancelConsult { agent, task_id } => {
+                let holds = self.tasks.get(&task_id).is_some_and(|t| {
+                    matches!(&t.state, TaskState::Assigned { agent_id, .. } if *agent_id == agent)
+                        && t.handoff.is_some()
+                });
+                if !holds {
+                    return Err(HubError::Transition(agent::TransitionError::NoSuchTask));
+                }
+                self.end_consult(tx, task_id, now, false);
+                self.task_reply(task_id)
+            }
             Command::CancelTask {
                 task_id,
                 reason,
@@ -952,6 +986,7 @@ impl Book {
                 });
             }
             TaskState::Assigned { agent_id, .. } => {
+                self.end_consult(tx, task_id, now, true);
                 let wrap_up_until = self.wrap_up_until(task_id, now);
                 self.agent_event(
                     tx,
@@ -1104,6 +1139,7 @@ impl Book {
                 });
             }
             TaskState::Assigned { agent_id, .. } => {
+                self.end_consult(tx, task_id, now, true);
                 let wrap_up_until = self.wrap_up_until(task_id, now);
                 self.agent_event(
                     tx,
@@ -1350,6 +1386,135 @@ impl Book {
         tx.wake.push_back(Wake::Task(task_id));
     }
 
+    /// A warm transfer: the target gets an ordinary offer of the task, which stays in
+    /// the asking agent's In Progress list until the target accepts (see the
+    /// `Effect::Assigned` and `Effect::Release` handling).
+    fn consult(
+        &mut self,
+        tx: &mut Tx,
+        agent: AgentId,
+        task_id: TaskId,
+        to: AgentId,
+        now: Ts,
+    ) -> Result<Reply, HubError> {
+        let t = self
+            .tasks
+            .get(&task_id)
+            .ok_or(HubError::TaskNotFound(task_id))?;
+        if !matches!(&t.state, TaskState::Assigned { agent_id, .. } if *agent_id == agent) {
+            return Err(HubError::Transition(agent::TransitionError::NoSuchTask));
+        }
+        if t.handoff.is_some() {
+            return Err(HubError::Transition(agent::TransitionError::OfferPending));
+        }
+        if t.transfers >= self.rules.max_transfers {
+            return Err(HubError::TransferLimit(t.transfers));
+        }
+        if to == agent {
+            return Err(HubError::invalid(
+                "to_agent",
+                "an agent cannot consult itself",
+            ));
+        }
+        let target = self
+            .agents
+            .get(&to)
+            .ok_or_else(|| HubError::UnknownAgent(to.to_string()))?;
+        if !(target.state.open_for_work()
+            && target.state.load(t.channel) < target.profile.capacity.of(t.channel))
+        {
+            return Err(HubError::Transition(agent::TransitionError::NotAvailable));
+        }
+        let timeout = self
+            .rules
+            .queues
+            .get(&t.queue)
+            .map(|q| q.offer_timeout)
+            .unwrap_or(Duration::from_secs(15));
+        let (channel, queue) = (t.channel, t.queue.clone());
+        let offer = PendingOffer {
+            offer_id: OfferId(self.ids.mint()),
+            task_id,
+            channel,
+            deadline: now.plus(timeout),
+        };
+        let (offer_id, deadline) = (offer.offer_id, offer.deadline);
+        self.agent_event(tx, &to, Event::Offer(offer), now)?;
+        if let Some(q) = self.queues.get_mut(&queue) {
+            q.offers_pending += 1;
+        }
+        self.offers.insert(
+            offer_id,
+            LiveOffer {
+                task_id,
+                agent_id: to.clone(),
+                deadline,
+            },
+        );
+        self.arm(tx, deadline, Timer::Offer(offer_id));
+        tx.queues.insert(queue);
+        tx.stats.offers_made += 1;
+        let Some(t) = self.tasks.get_mut(&task_id) else {
+            return Err(HubError::TaskNotFound(task_id));
+        };
+        t.transfers += 1;
+        t.offers += 1;
+        t.handoff = Some(crate::task::Handoff {
+            from: Some(agent.clone()),
+            to: to.clone(),
+        });
+        let view = OfferView {
+            offer_id,
+            deadline,
+            timeout_ms: timeout.as_millis() as u64,
+            consult_from: Some(agent),
+            task: t.clone(),
+        };
+        tx.notices.push(Notice::ToAgent {
+            agent_id: to,
+            notice: AgentNotice::Offer(Box::new(view)),
+        });
+        self.task_reply(task_id)
+    }
+
+    /// Ends a consult in flight for a task that is in progress: the target's offer is
+    /// withdrawn. With `tell`, the agent who asked gets `transfer_ended` `withdrawn`
+    /// (it did not ask for the end itself).
+    fn end_consult(&mut self, tx: &mut Tx, task_id: TaskId, now: Ts, tell: bool) {
+        let Some(t) = self.tasks.get(&task_id) else {
+            return;
+        };
+        if !matches!(t.state, TaskState::Assigned { .. }) {
+            return;
+        }
+        let Some(h) = t.handoff.clone() else {
+            return;
+        };
+        let offer = self
+            .agents
+            .get(&h.to)
+            .and_then(|e| e.state.offer.as_ref())
+            .filter(|o| o.task_id == task_id)
+            .map(|o| o.offer_id);
+        if let Some(offer_id) = offer {
+            let _ = self.agent_event(tx, &h.to, Event::OfferRevoked { offer_id }, now);
+            self.end_offer(tx, offer_id, OfferEnd::Withdrawn);
+            tx.notices.push(Notice::ToAgent {
+                agent_id: h.to.clone(),
+                notice: AgentNotice::OfferEnded {
+                    offer_id,
+                    task_id,
+                    reason: OfferEnd::Withdrawn,
+                },
+            });
+        }
+        if tell {
+            self.end_handoff(tx, task_id, &h.to, TransferResult::Withdrawn);
+        } else if let Some(t) = self.tasks.get_mut(&task_id) {
+            t.handoff = None;
+        }
+    }
+
     /// Ends a transfer to `to`, if one is in flight for the task, and tells the agent
     /// who made it how it ended.
     fn end_handoff(&mut self, tx: &mut Tx, task_id: TaskId, to: &AgentId, result: TransferResult) {
@@ -1406,6 +1571,16 @@ impl Book {
                 reason,
                 exclude,
             } => {
+                // A consult's offer ending leaves the task with the agent who has it.
+                let consult = offer_id.is_some()
+                    && self.tasks.get(&task_id).is_some_and(|t| {
+                        matches!(&t.state, TaskState::Assigned { agent_id: holder, .. } if holder != agent_id)
+                    });
+                if offer_id.is_none() {
+                    // The agent lets go of work it had (offline): a consult it asked
+                    // for ends with it.
+                    self.end_consult(tx, task_id, now, true);
+                }
                 if let Some(offer_id) = offer_id {
                     let end = match reason {
                         ReleaseReason::Declined | ReleaseReason::NotReady => {
@@ -1444,6 +1619,9 @@ impl Book {
                     };
                     self.end_handoff(tx, task_id, agent_id, result);
                 }
+                if consult {
+                    return;
+                }
                 let Some(task) = self.tasks.get_mut(&task_id) else {
                     return;
                 };
@@ -1472,6 +1650,32 @@ impl Book {
                 self.end_offer(tx, offer_id, OfferEnd::Accepted);
                 self.end_handoff(tx, task_id, agent_id, TransferResult::Accepted);
                 tx.stats.accepted += 1;
+                // A consult accepted: the handover from the agent who had the task is
+                // part of this same step.
+                let holder = self.tasks.get(&task_id).and_then(|t| match &t.state {
+                    TaskState::Assigned { agent_id: h, .. } if h != agent_id => Some(h.clone()),
+                    _ => None,
+                });
+                if let Some(holder) = holder {
+                    let wrap_up_until = self.wrap_up_until(task_id, now);
+                    let _ = self.agent_event(
+                        tx,
+                        &holder,
+                        Event::TaskTransferred {
+                            task_id,
+                            wrap_up_until,
+                        },
+                        now,
+                    );
+                    if let Some(t) = self.tasks.get(&task_id) {
+                        tx.task_events.push(TaskEvent::Transferred {
+                            task: Box::new(t.clone()),
+                            from: Some(holder.clone()),
+                            to: Some(agent_id.clone()),
+                            by: Actor::agent(&holder),
+                        });
+                    }
+                }
                 if let Some(t) = self.tasks.get_mut(&task_id) {
                     t.state = TaskState::Assigned {
                         agent_id: agent_id.clone(),
@@ -1668,6 +1872,7 @@ impl Book {
             offer_id,
             deadline,
             timeout_ms: timeout.as_millis() as u64,
+            consult_from: None,
             task: task.clone(),
         };
         tx.notices.push(Notice::ToAgent {
@@ -1851,10 +2056,17 @@ impl Book {
                     .get(&task.queue)
                     .map(|q| q.offer_timeout.as_millis() as u64)
                     .unwrap_or(0);
+                let consult_from = match &task.state {
+                    TaskState::Assigned { agent_id, .. } if *agent_id != e.profile.id => {
+                        Some(agent_id.clone())
+                    }
+                    _ => None,
+                };
                 Some(OfferView {
                     offer_id: o.offer_id,
                     deadline: o.deadline,
                     timeout_ms: timeout,
+                    consult_from,
                     task: task.clone(),
                 })
             }),

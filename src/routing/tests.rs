@@ -1485,3 +1485,114 @@ fn a_snapshot_keeps_refusals_heads_and_transfers_in_flight() {
     assert!(restored.task(t3).is_some_and(|t| t.head));
     assert!(restored.task(t1).is_some_and(|t| !t.passed.is_empty()));
 }
+
+#[test]
+fn a_consult_keeps_the_task_with_the_first_agent_until_the_accept_then_hands_over_in_one_step() {
+    let mut w = World::new();
+    w.login_ready("a1", at_ms(0));
+    let (t, _) = w.create("support", Channel::Voice, 0, &[], at_ms(1));
+    w.accept("a1", at_ms(2));
+    w.login_ready("a2", at_ms(3));
+    let consult = |w: &mut World, now| {
+        w.run(
+            Command::Consult {
+                agent: "a1".into(),
+                task_id: t,
+                to: "a2".into(),
+            },
+            now,
+        )
+    };
+    let o = consult(&mut w, at_ms(4));
+    assert!(o.reply.is_ok(), "{:?}", o.reply);
+    assert_eq!(offers_in(&o), vec![(AgentId::from("a2"), t)]);
+    assert!(
+        matches!(&w.task_state(t), TaskState::Assigned { agent_id, .. } if &*agent_id.0 == "a1")
+    );
+    // One at a time.
+    assert!(matches!(
+        consult(&mut w, at_ms(5)).reply,
+        Err(HubError::Transition(agent::TransitionError::OfferPending))
+    ));
+    // a2 declines: the task stays with a1, who is told.
+    let o = w.decline("a2", at_ms(6));
+    assert!(o.notices.iter().any(|n| matches!(n,
+        Notice::ToAgent { agent_id, notice: AgentNotice::TransferEnded { result: TransferResult::Declined, .. } } if &*agent_id.0 == "a1")));
+    assert!(
+        matches!(&w.task_state(t), TaskState::Assigned { agent_id, .. } if &*agent_id.0 == "a1")
+    );
+    assert_eq!(w.status("a1"), Status::Busy);
+    // Asked again, taken back by a1.
+    consult(&mut w, at_ms(7)).reply.expect("again");
+    let o = w.run(
+        Command::CancelConsult {
+            agent: "a1".into(),
+            task_id: t,
+        },
+        at_ms(8),
+    );
+    assert!(o.notices.iter().any(|n| matches!(n,
+        Notice::ToAgent { agent_id, notice: AgentNotice::OfferEnded { reason: OfferEnd::Withdrawn, .. } } if &*agent_id.0 == "a2")));
+    assert_eq!(w.status("a2"), Status::Ready);
+    // Asked once more and accepted: one step.
+    consult(&mut w, at_ms(9)).reply.expect("once more");
+    let o = w.run(
+        Command::Accept {
+            agent: "a2".into(),
+            offer_id: w.offer_of("a2").expect("offer").0,
+        },
+        at_ms(10),
+    );
+    assert!(o.reply.is_ok(), "{:?}", o.reply);
+    assert!(
+        matches!(&w.task_state(t), TaskState::Assigned { agent_id, .. } if &*agent_id.0 == "a2")
+    );
+    assert_eq!(w.status("a1"), Status::Ready);
+    assert_eq!(w.status("a2"), Status::Busy);
+    assert!(o.notices.iter().any(|n| matches!(n,
+        Notice::ToAgent { agent_id, notice: AgentNotice::TransferEnded { result: TransferResult::Accepted, .. } } if &*agent_id.0 == "a1")));
+    // The context hears of the handover before the accept.
+    let kinds: Vec<&str> = o
+        .task_events
+        .iter()
+        .map(|e| match e {
+            TaskEvent::Transferred { .. } => "transferred",
+            TaskEvent::Assigned { .. } => "assigned",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(kinds, vec!["transferred", "assigned"]);
+    assert_eq!(w.book.task(t).map(|t| t.transfers), Some(3));
+}
+
+#[test]
+fn completing_a_task_with_a_consult_in_flight_withdraws_the_consult() {
+    let mut w = World::new();
+    w.login_ready("a1", at_ms(0));
+    let (t, _) = w.create("support", Channel::Voice, 0, &[], at_ms(1));
+    w.accept("a1", at_ms(2));
+    w.login_ready("a2", at_ms(3));
+    w.run(
+        Command::Consult {
+            agent: "a1".into(),
+            task_id: t,
+            to: "a2".into(),
+        },
+        at_ms(4),
+    )
+    .reply
+    .expect("consult");
+    let o = w.run(
+        Command::Complete {
+            agent: "a1".into(),
+            task_id: t,
+            wrap_up_code: None,
+        },
+        at_ms(5),
+    );
+    assert!(o.reply.is_ok());
+    assert!(o.notices.iter().any(|n| matches!(n,
+        Notice::ToAgent { agent_id, notice: AgentNotice::OfferEnded { reason: OfferEnd::Withdrawn, .. } } if &*agent_id.0 == "a2")));
+    assert_eq!(w.status("a2"), Status::Ready);
+    check_invariants(&w.book);
+}

@@ -19,6 +19,10 @@ pub struct OfferView {
     pub deadline: Ts,
     /// How long the agent had, in milliseconds.
     pub timeout_ms: u64,
+    /// For a consult (warm transfer): the agent who has the task and asks this one to
+    /// take it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consult_from: Option<AgentId>,
     /// The task.
     pub task: Task,
 }

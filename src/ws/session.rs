@@ -504,6 +504,16 @@ async fn agent_request(
                 by: Actor::agent(&agent),
             }
         }
+        ClientMessage::Consult { task_id, to_agent } => {
+            crate::task::check_name("to_agent", &to_agent).map_err(|e| hub_error(&e))?;
+            tracing::info!(agent_id = %agent, %task_id, to = %to_agent, "consult");
+            Command::Consult {
+                agent,
+                task_id,
+                to: AgentId::from(to_agent.as_str()),
+            }
+        }
+        ClientMessage::CancelConsult { task_id } => Command::CancelConsult { agent, task_id },
         ClientMessage::GetSnapshot {}
         | ClientMessage::SetAgentState { .. }
         | ClientMessage::LogoutAgent { .. } => {
