@@ -861,9 +861,10 @@ fn no_waiting_task_and_open_agent_could_be_paired_after_any_command() {
     let skills: [&[&str]; 3] = [&[], &["en"], &["pt"]];
     // What the walk did, so that it cannot pass by doing nothing.
     let (mut offers, mut accepts, mut completes, mut expiries) = (0, 0, 0, 0);
+    let (mut transfers, mut consults) = (0, 0);
     for step in 1..2000u64 {
         let now = at_ms(step * 100);
-        let o = match rnd(6) {
+        let o = match rnd(8) {
             0 | 1 => {
                 let ch = Channel::ALL[rnd(3) as usize];
                 let q = if rnd(2) == 0 { "support" } else { "vip" };
@@ -873,12 +874,22 @@ fn no_waiting_task_and_open_agent_could_be_paired_after_any_command() {
                 )
             }
             2 => {
+                // An accept may come after the deadline (no tick since): it loses, and
+                // that is a decision too.
                 let a = agents[rnd(3) as usize];
-                if w.offer_of(a).is_some() {
-                    w.accept(a, now);
-                    accepts += 1;
-                }
-                None
+                w.offer_of(a).map(|(offer_id, _)| {
+                    let o = w.run(
+                        Command::Accept {
+                            agent: a.into(),
+                            offer_id,
+                        },
+                        now,
+                    );
+                    if o.reply.is_ok() {
+                        accepts += 1;
+                    }
+                    o
+                })
             }
             3 => {
                 let a = agents[rnd(3) as usize];
@@ -901,6 +912,59 @@ fn no_waiting_task_and_open_agent_could_be_paired_after_any_command() {
                 },
                 now,
             )),
+            6 => {
+                // A transfer (to a queue, maybe its head, or to an agent) or a consult
+                // of what an agent has in progress.
+                let a = agents[rnd(3) as usize];
+                let v = w.book.agent_view(&AgentId::from(a)).expect("agent");
+                v.in_progress.first().map(|t| {
+                    // Mostly an agent who can take an offer now, so that consults
+                    // happen; sometimes any (then refused, or unavailable).
+                    let open = agents.iter().find(|x| {
+                        **x != a
+                            && w.book
+                                .agents
+                                .get(&AgentId::from(**x))
+                                .is_some_and(|e| e.state.open_for_work())
+                    });
+                    let to_agent = match open {
+                        Some(x) if rnd(4) != 0 => AgentId::from(*x),
+                        _ => AgentId::from(agents[rnd(3) as usize]),
+                    };
+                    let cmd = match rnd(3) {
+                        0 => Command::Transfer {
+                            task_id: t.task_id,
+                            to: TransferTo::Queue {
+                                queue: QueueId::from(if rnd(2) == 0 { "support" } else { "vip" }),
+                                priority: None,
+                                skills: None,
+                                head: rnd(2) == 0,
+                            },
+                            by: agent_actor(a),
+                        },
+                        1 => Command::Transfer {
+                            task_id: t.task_id,
+                            to: TransferTo::Agent(to_agent),
+                            by: agent_actor(a),
+                        },
+                        _ => Command::Consult {
+                            agent: a.into(),
+                            task_id: t.task_id,
+                            to: to_agent,
+                        },
+                    };
+                    let consult = matches!(cmd, Command::Consult { .. });
+                    let o = w.run(cmd, now);
+                    // A consult needs an open target, which a busy walk rarely has:
+                    // attempts are counted (the refusals must keep the invariants too).
+                    if consult {
+                        consults += 1;
+                    } else if o.reply.is_ok() {
+                        transfers += 1;
+                    }
+                    o
+                })
+            }
             _ => Some(w.book.expire_due(now)),
         };
         if let Some(o) = o {
@@ -912,8 +976,13 @@ fn no_waiting_task_and_open_agent_could_be_paired_after_any_command() {
     // The walk is deterministic (a fixed seed): these only guard against a change that
     // leaves it doing nothing, which would check nothing.
     assert!(
-        offers > 50 && accepts > 100 && completes > 100 && expiries > 0,
-        "the walk did too little: {offers} offers, {accepts} accepts, {completes} completes, {expiries} expiries"
+        offers > 50
+            && accepts > 100
+            && completes > 80
+            && expiries > 0
+            && transfers > 20
+            && consults > 20,
+        "the walk did too little: {offers} offers, {accepts} accepts, {completes} completes, {expiries} expiries, {transfers} transfers, {consults} consults asked"
     );
 }
 
@@ -937,6 +1006,7 @@ fn could_take(v: &AgentView, profile: &Profile, t: &Task) -> bool {
         && load < profile.capacity.of(t.channel)
         && profile.queues.contains(&t.queue)
         && t.skills.iter().all(|s| profile.skills.contains(s))
+        && t.skill_levels.iter().all(|(s, l)| profile.level(s) >= *l)
         && !t.excluded.contains(&v.agent_id)
 }
 
@@ -949,10 +1019,17 @@ fn check_invariants(b: &Book) {
         if let Some(o) = &e.state.offer {
             let live = b.offers.get(&o.offer_id).expect("agent's offer is live");
             assert_eq!(&live.agent_id, id);
-            assert!(matches!(
-                b.tasks[&o.task_id].state,
-                TaskState::Offered { .. }
-            ));
+            // Offered to this agent, or, for a consult, still another agent's with a
+            // handoff naming this one.
+            let t = &b.tasks[&o.task_id];
+            match &t.state {
+                TaskState::Offered { agent_id, .. } => assert_eq!(agent_id, id),
+                TaskState::Assigned { agent_id, .. } => {
+                    assert_ne!(agent_id, id);
+                    assert_eq!(t.handoff.as_ref().map(|h| &h.to), Some(id));
+                }
+                other => panic!("{id}'s offer is of a task {other:?}"),
+            }
         }
         let v = b.agent_view(id).expect("agent");
         for t in b.tasks.values().filter(|t| t.state == TaskState::Queued) {
