@@ -716,7 +716,10 @@ impl Book {
             }
             Command::NodeLost { node } => {
                 let grace_until = now.plus(self.rules.grace);
-                let offer_until = now.plus(self.rules.away_offer);
+                // The node's detection time (its heartbeat expiry) already was the
+                // desktop's time away: its offer goes on at once, so that a caller waits
+                // no longer than the detection.
+                let offer_until = now;
                 let covers = |n: &str| {
                     n == &*node || n.strip_prefix(&*node).is_some_and(|r| r.starts_with('/'))
                 };

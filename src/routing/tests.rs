@@ -1673,3 +1673,23 @@ fn completing_a_task_with_a_consult_in_flight_withdraws_the_consult() {
     assert_eq!(w.status("a2"), Status::Ready);
     check_invariants(&w.book);
 }
+
+#[test]
+fn a_lost_nodes_offers_go_on_at_once_and_its_tasks_keep_the_grace() {
+    let mut w = World::new();
+    w.login_ready("a1", at_ms(0));
+    w.create("support", Channel::Chat, 0, &[], at_ms(1));
+    let chat = w.accept("a1", at_ms(2));
+    let (t, _) = w.create("support", Channel::Chat, 0, &[], at_ms(3));
+    assert_eq!(w.offer_of("a1").map(|o| o.1), Some(t));
+    w.run(Command::NodeLost { node: "n1".into() }, at_ms(4))
+        .reply
+        .expect("lost");
+    // Due at once: the first tick withdraws it (a2 is on another node, Ready).
+    w.login_ready("a2", at_ms(4));
+    let o = w.book.expire_due(at_ms(4));
+    assert_eq!(offers_in(&o), vec![(AgentId::from("a2"), t)]);
+    let v = w.book.agent_view(&AgentId::from("a1")).expect("a1");
+    assert_eq!(v.in_progress.first().map(|t| t.task_id), Some(chat));
+    assert!(!v.connected);
+}
