@@ -1647,6 +1647,12 @@ impl Book {
                 }
                 self.file_task(&task);
                 tx.queues.insert(task.queue.clone());
+                if offer_id.is_none() {
+                    // Back from an agent who had it in progress (gone offline): it waits
+                    // again, and its queue's escalation starts over.
+                    let q = task.queue.clone();
+                    self.arm_escalation(tx, task_id, &q, now);
+                }
                 tx.wake.push_back(Wake::Task(task_id));
             }
             Effect::Assigned { task_id, offer_id } => {

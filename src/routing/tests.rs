@@ -1693,3 +1693,25 @@ fn a_lost_nodes_offers_go_on_at_once_and_its_tasks_keep_the_grace() {
     assert_eq!(v.in_progress.first().map(|t| t.task_id), Some(chat));
     assert!(!v.connected);
 }
+
+#[test]
+fn a_task_back_from_an_agent_who_went_offline_escalates_again() {
+    let mut w = World::with(ESCALATING);
+    w.login_ready("senior", at_ms(0));
+    let t = create_levels(&mut w, 0, &[], at_ms(1));
+    w.accept("senior", at_ms(2));
+    w.run(
+        Command::Logout {
+            agent: "senior".into(),
+        },
+        at_ms(3),
+    )
+    .reply
+    .expect("logout");
+    assert_eq!(w.task_state(t), TaskState::Queued);
+    // Its priority rises again, 10 s after it started waiting again.
+    w.book.expire_due(at_ms(3 + 10_000 - 1));
+    assert_eq!(w.book.task(t).map(|t| t.priority), Some(0));
+    w.book.expire_due(at_ms(3 + 10_000));
+    assert_eq!(w.book.task(t).map(|t| t.priority), Some(2));
+}
