@@ -116,6 +116,11 @@ pub struct AgentState {
     pub work: Vec<Work>,
     /// Its wrap-up period, if in one.
     pub wrap_up: Option<WrapUp>,
+    /// A Not Ready the agent asked for while it had work (in progress or in wrap-up):
+    /// the reason code it takes when the work ends. No new offers meanwhile; a `ready`
+    /// cancels it.
+    #[serde(default)]
+    pub pending_not_ready: Option<String>,
     /// When [`AgentState::status`] last changed.
     pub since: Ts,
     /// When the agent last became free for work: the longest-idle rule orders by this.
@@ -139,6 +144,16 @@ pub enum Event {
         conn: ConnId,
         /// When the agent goes Offline unless it reconnects.
         grace_until: Ts,
+        /// When a pending offer is withdrawn unless the desktop is back (an offer
+        /// must not ring on a desktop that is gone while a caller waits).
+        offer_until: Ts,
+    },
+    /// The time a pending offer may wait for a dropped desktop ran out.
+    AwayOfferWithdrawn {
+        /// The connection that dropped.
+        conn: ConnId,
+        /// The offer.
+        offer_id: OfferId,
     },
     /// The grace period of a dropped connection ran out.
     GraceExpired {
@@ -149,7 +164,8 @@ pub enum Event {
     Logout,
     /// The agent asks to be Ready; this also ends a wrap-up.
     SetReady,
-    /// The agent asks to be Not Ready.
+    /// The agent asks to be Not Ready: a pending offer is declined, and with work in
+    /// progress or in wrap-up the Not Ready waits for the work to end.
     SetNotReady {
         /// A configured reason code.
         reason: String,
@@ -195,6 +211,13 @@ pub enum Event {
         /// When wrap-up ends; `None` for no wrap-up.
         wrap_up_until: Option<Ts>,
     },
+    /// A task in progress was transferred away (to a queue or another agent).
+    TaskTransferred {
+        /// The task.
+        task_id: TaskId,
+        /// When wrap-up ends; `None` for no wrap-up.
+        wrap_up_until: Option<Ts>,
+    },
     /// The wrap-up timer ran out.
     WrapUpEnded {
         /// The task whose wrap-up it was.
@@ -214,13 +237,18 @@ pub enum ReleaseReason {
     AgentOffline,
     /// A supervisor set the agent Not Ready while the offer was pending.
     Supervisor,
+    /// The agent asked to be Not Ready while the offer was pending: a decline.
+    NotReady,
+    /// The agent's desktop was gone for longer than an offer may wait for it.
+    DesktopGone,
 }
 
 /// What the caller must do after a transition.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Effect {
-    /// Put the task back in its queue, in the place it had. With `exclude`, it is never
-    /// offered to this agent again.
+    /// Put the task back in its queue, in the place it had. With `exclude`, it is not
+    /// offered to this agent again before the queue's re-offer time (the routing book's
+    /// rule).
     Release {
         /// The task.
         task_id: TaskId,
@@ -242,6 +270,15 @@ pub enum Effect {
     ArmWrapUp {
         /// The task.
         task_id: TaskId,
+        /// When.
+        until: Ts,
+    },
+    /// Arm the timer that withdraws a pending offer from a dropped desktop.
+    ArmAwayOffer {
+        /// The connection that dropped.
+        conn: ConnId,
+        /// The offer.
+        offer_id: OfferId,
         /// When.
         until: Ts,
     },
@@ -288,6 +325,7 @@ impl AgentState {
             offer: None,
             work: Vec::new(),
             wrap_up: None,
+            pending_not_ready: None,
             since: now,
             idle_since: now,
             version: 0,
@@ -320,10 +358,11 @@ impl AgentState {
     }
 
     /// Whether the router may offer this agent work at all: Ready, connected, no offer
-    /// pending, not in wrap-up, and not on a call (one call at a time, nothing else meanwhile).
-    /// Per-channel capacity is the router's to check.
+    /// pending, not in wrap-up, no Not Ready pending, and not on a call (one call at a
+    /// time, nothing else meanwhile). Per-channel capacity is the router's to check.
     pub fn open_for_work(&self) -> bool {
         self.presence == Presence::Ready
+            && self.pending_not_ready.is_none()
             && matches!(self.link, Link::Connected(_))
             && self.offer.is_none()
             && self.wrap_up.is_none()
@@ -354,7 +393,11 @@ pub fn apply(
             }
             s.link = Link::Connected(conn);
         }
-        Event::Disconnect { conn, grace_until } => {
+        Event::Disconnect {
+            conn,
+            grace_until,
+            offer_until,
+        } => {
             // Only the agent's own connection counts: the close of a connection that
             // was taken over, or of one that is already gone, changes nothing.
             if s.link == Link::Connected(conn) {
@@ -362,6 +405,28 @@ pub fn apply(
                 fx.push(Effect::ArmGrace {
                     conn,
                     until: grace_until,
+                });
+                if let Some(o) = &s.offer {
+                    fx.push(Effect::ArmAwayOffer {
+                        conn,
+                        offer_id: o.offer_id,
+                        until: offer_until,
+                    });
+                }
+            }
+        }
+        Event::AwayOfferWithdrawn { conn, offer_id } => {
+            // Only while that very connection is still away: a desktop that came back
+            // (a new connection) keeps its offer.
+            let away = matches!(s.link, Link::Away { conn: c, .. } if c == conn);
+            if away && s.offer.as_ref().is_some_and(|o| o.offer_id == offer_id) {
+                let o = take_offer(&mut s, offer_id)?;
+                // Not a refusal: the task may come back to this agent as to any other.
+                fx.push(Effect::Release {
+                    task_id: o.task_id,
+                    offer_id: Some(offer_id),
+                    reason: ReleaseReason::DesktopGone,
+                    exclude: false,
                 });
             }
         }
@@ -385,16 +450,31 @@ pub fn apply(
                 s.idle_since = now;
             }
             s.presence = Presence::Ready;
+            // Cancels a pending Not Ready.
+            s.pending_not_ready = None;
         }
         Event::SetNotReady { reason } => {
             require_online(&s)?;
-            if s.offer.is_some() {
-                return Err(TransitionError::OfferPending);
+            // One step: the offer is declined (and the reason is the Not Ready's).
+            if let Some(o) = s.offer.take() {
+                fx.push(Effect::Release {
+                    task_id: o.task_id,
+                    offer_id: Some(o.offer_id),
+                    reason: ReleaseReason::NotReady,
+                    exclude: true,
+                });
             }
-            s.presence = Presence::NotReady { reason };
+            if s.presence == Presence::Ready && (!s.work.is_empty() || s.wrap_up.is_some()) {
+                // Finishing its work first: Not Ready when the work ends.
+                s.pending_not_ready = Some(reason);
+            } else {
+                s.pending_not_ready = None;
+                s.presence = Presence::NotReady { reason };
+            }
         }
         Event::ForceNotReady { reason } => {
             require_online(&s)?;
+            s.pending_not_ready = None;
             if let Some(o) = s.offer.take() {
                 fx.push(Effect::Release {
                     task_id: o.task_id,
@@ -458,6 +538,10 @@ pub fn apply(
         | Event::TaskCancelled {
             task_id,
             wrap_up_until,
+        }
+        | Event::TaskTransferred {
+            task_id,
+            wrap_up_until,
         } => {
             let i = s
                 .work
@@ -483,6 +567,14 @@ pub fn apply(
                 if s.work.is_empty() {
                     s.idle_since = now;
                 }
+            }
+        }
+    }
+    // The work ended: a pending Not Ready takes effect.
+    if s.offer.is_none() && s.work.is_empty() && s.wrap_up.is_none() {
+        if let Some(reason) = s.pending_not_ready.take() {
+            if s.presence != Presence::Offline {
+                s.presence = Presence::NotReady { reason };
             }
         }
     }
@@ -514,6 +606,7 @@ fn take_offer(s: &mut AgentState, offer_id: OfferId) -> Result<PendingOffer, Tra
 /// desktop that held them is gone); wrap-up ends.
 fn go_offline(s: &mut AgentState, fx: &mut Vec<Effect>) {
     s.presence = Presence::Offline;
+    s.pending_not_ready = None;
     s.link = Link::None;
     s.wrap_up = None;
     if let Some(o) = s.offer.take() {
@@ -752,19 +845,28 @@ mod tests {
     }
 
     #[test]
-    fn not_ready_while_reserved_is_refused_but_forced_by_supervisor() {
+    fn not_ready_while_reserved_declines_in_one_step_and_supervisor_withdraws() {
         let o = offer(Channel::Chat, at(16));
         let s = offered(ConnId::new(), &o);
+        let (s2, fx) = apply(
+            &s,
+            Event::SetNotReady {
+                reason: "break".into(),
+            },
+            at(2),
+        )
+        .expect("not ready declines");
+        assert_eq!(s2.status(), Status::NotReady);
+        assert_eq!(s2.reason(), Some("break"));
+        assert_eq!(s2.pending_not_ready, None);
         assert_eq!(
-            apply(
-                &s,
-                Event::SetNotReady {
-                    reason: "break".into()
-                },
-                at(2)
-            )
-            .err(),
-            Some(TransitionError::OfferPending)
+            fx,
+            vec![Effect::Release {
+                task_id: o.task_id,
+                offer_id: Some(o.offer_id),
+                reason: ReleaseReason::NotReady,
+                exclude: true,
+            }]
         );
         let (s, fx) = apply(
             &s,
@@ -780,6 +882,183 @@ mod tests {
             [Effect::Release {
                 exclude: false,
                 reason: ReleaseReason::Supervisor,
+                ..
+            }]
+        ));
+    }
+
+    /// An agent with a chat in progress (capacity left for more), Ready.
+    fn busy_on_chat() -> (AgentState, TaskId) {
+        let o = offer(Channel::Chat, at(16));
+        let (s, _) = apply(
+            &offered(ConnId::new(), &o),
+            Event::Accept {
+                offer_id: o.offer_id,
+            },
+            at(2),
+        )
+        .expect("accept");
+        (s, o.task_id)
+    }
+
+    fn not_ready(reason: &str) -> Event {
+        Event::SetNotReady {
+            reason: reason.into(),
+        }
+    }
+
+    #[test]
+    fn pending_not_ready_table() {
+        struct Case {
+            name: &'static str,
+            /// Events after the agent is busy on a chat (a task id placeholder `T`
+            /// stands for that chat).
+            events: Vec<fn(TaskId) -> Event>,
+            status: Status,
+            reason: Option<&'static str>,
+            pending: Option<&'static str>,
+            open: bool,
+        }
+        let cases = vec![
+            Case {
+                name: "not_ready while busy is pending; no new work meanwhile",
+                events: vec![|_| not_ready("lunch")],
+                status: Status::Busy,
+                reason: None,
+                pending: Some("lunch"),
+                open: false,
+            },
+            Case {
+                name: "a second not_ready changes the pending reason",
+                events: vec![|_| not_ready("lunch"), |_| not_ready("break")],
+                status: Status::Busy,
+                reason: None,
+                pending: Some("break"),
+                open: false,
+            },
+            Case {
+                name: "ready cancels it",
+                events: vec![|_| not_ready("lunch"), |_| Event::SetReady],
+                status: Status::Busy,
+                reason: None,
+                pending: None,
+                open: true,
+            },
+            Case {
+                name: "it applies when the work ends without wrap-up",
+                events: vec![|_| not_ready("lunch"), |t| Event::Complete {
+                    task_id: t,
+                    wrap_up_until: None,
+                }],
+                status: Status::NotReady,
+                reason: Some("lunch"),
+                pending: None,
+                open: false,
+            },
+            Case {
+                name: "it waits for the wrap-up",
+                events: vec![|_| not_ready("lunch"), |t| Event::Complete {
+                    task_id: t,
+                    wrap_up_until: Some(at(60)),
+                }],
+                status: Status::WrapUp,
+                reason: None,
+                pending: Some("lunch"),
+                open: false,
+            },
+            Case {
+                name: "and applies when the wrap-up ends",
+                events: vec![
+                    |_| not_ready("lunch"),
+                    |t| Event::Complete {
+                        task_id: t,
+                        wrap_up_until: Some(at(60)),
+                    },
+                    |t| Event::WrapUpEnded { task_id: t },
+                ],
+                status: Status::NotReady,
+                reason: Some("lunch"),
+                pending: None,
+                open: false,
+            },
+            Case {
+                name: "asked during the wrap-up, it applies when it ends",
+                events: vec![
+                    |t| Event::Complete {
+                        task_id: t,
+                        wrap_up_until: Some(at(60)),
+                    },
+                    |_| not_ready("meeting"),
+                    |t| Event::WrapUpEnded { task_id: t },
+                ],
+                status: Status::NotReady,
+                reason: Some("meeting"),
+                pending: None,
+                open: false,
+            },
+            Case {
+                name: "a cancelled task ends the work too",
+                events: vec![|_| not_ready("lunch"), |t| Event::TaskCancelled {
+                    task_id: t,
+                    wrap_up_until: None,
+                }],
+                status: Status::NotReady,
+                reason: Some("lunch"),
+                pending: None,
+                open: false,
+            },
+            Case {
+                name: "a supervisor's Not Ready replaces it at once",
+                events: vec![|_| not_ready("lunch"), |_| Event::ForceNotReady {
+                    reason: "supervisor".into(),
+                }],
+                status: Status::Busy,
+                reason: Some("supervisor"),
+                pending: None,
+                open: false,
+            },
+            Case {
+                name: "logging out forgets it",
+                events: vec![|_| not_ready("lunch"), |_| Event::Logout],
+                status: Status::Offline,
+                reason: None,
+                pending: None,
+                open: false,
+            },
+        ];
+        for c in cases {
+            let (mut s, task) = busy_on_chat();
+            assert!(s.open_for_work(), "{}: a chat leaves room", c.name);
+            for (i, e) in c.events.iter().enumerate() {
+                let before = s.version;
+                s = apply(&s, e(task), at(3 + i as u64)).expect(c.name).0;
+                assert!(
+                    s.version > before,
+                    "{}: every change is a new version",
+                    c.name
+                );
+            }
+            assert_eq!(s.status(), c.status, "{}", c.name);
+            assert_eq!(s.reason(), c.reason, "{}", c.name);
+            assert_eq!(s.pending_not_ready.as_deref(), c.pending, "{}", c.name);
+            assert_eq!(s.open_for_work(), c.open, "{}", c.name);
+        }
+    }
+
+    #[test]
+    fn not_ready_while_busy_with_an_offer_declines_it_and_is_pending() {
+        let (s, _) = busy_on_chat();
+        let o = offer(Channel::Chat, at(30));
+        let (s, _) = apply(&s, Event::Offer(o.clone()), at(3)).expect("second chat");
+        let (s, fx) = apply(&s, not_ready("lunch"), at(4)).expect("not ready");
+        assert_eq!(s.offer, None);
+        assert_eq!(s.status(), Status::Busy);
+        assert_eq!(s.pending_not_ready.as_deref(), Some("lunch"));
+        assert!(matches!(
+            fx.as_slice(),
+            [Effect::Release {
+                reason: ReleaseReason::NotReady,
+                exclude: true,
                 ..
             }]
         ));
@@ -875,16 +1154,24 @@ mod tests {
             Event::Disconnect {
                 conn,
                 grace_until: at(30),
+                offer_until: at(6),
             },
             at(3),
         )
         .expect("disc");
         assert_eq!(
             fx,
-            vec![Effect::ArmGrace {
-                conn,
-                until: at(30)
-            }]
+            vec![
+                Effect::ArmGrace {
+                    conn,
+                    until: at(30)
+                },
+                Effect::ArmAwayOffer {
+                    conn,
+                    offer_id: o.offer_id,
+                    until: at(6)
+                }
+            ]
         );
         assert_eq!(s.status(), Status::Reserved);
         assert!(!s.open_for_work());
@@ -892,8 +1179,19 @@ mod tests {
         let conn2 = ConnId::new();
         let (resumed, _) = apply(&s, Event::Connect { conn: conn2 }, at(4)).expect("resume");
         assert_eq!(resumed.offer, s.offer);
-        // The old grace timer is then a no-op.
+        // The old grace and away-offer timers are then no-ops.
         let (r2, fx) = apply(&resumed, Event::GraceExpired { conn }, at(30)).expect("noop");
+        assert_eq!(r2, resumed);
+        assert!(fx.is_empty());
+        let (r2, fx) = apply(
+            &resumed,
+            Event::AwayOfferWithdrawn {
+                conn,
+                offer_id: o.offer_id,
+            },
+            at(6),
+        )
+        .expect("noop");
         assert_eq!(r2, resumed);
         assert!(fx.is_empty());
         // Without a reconnect, grace expiry goes Offline and releases the offer.
@@ -907,6 +1205,58 @@ mod tests {
                 ..
             }]
         ));
+    }
+
+    #[test]
+    fn a_dropped_desktop_loses_its_offer_after_the_away_time_but_keeps_its_work() {
+        let conn = ConnId::new();
+        let (s, task) = {
+            let o = offer(Channel::Chat, at(16));
+            let (s, _) = apply(
+                &offered(conn, &o),
+                Event::Accept {
+                    offer_id: o.offer_id,
+                },
+                at(2),
+            )
+            .expect("accept");
+            (s, o.task_id)
+        };
+        let o = offer(Channel::Chat, at(40));
+        let (s, _) = apply(&s, Event::Offer(o.clone()), at(3)).expect("second chat");
+        let (s, _) = apply(
+            &s,
+            Event::Disconnect {
+                conn,
+                grace_until: at(60),
+                offer_until: at(7),
+            },
+            at(4),
+        )
+        .expect("drop");
+        let (s, fx) = apply(
+            &s,
+            Event::AwayOfferWithdrawn {
+                conn,
+                offer_id: o.offer_id,
+            },
+            at(7),
+        )
+        .expect("withdraw");
+        assert_eq!(
+            fx,
+            vec![Effect::Release {
+                task_id: o.task_id,
+                offer_id: Some(o.offer_id),
+                reason: ReleaseReason::DesktopGone,
+                exclude: false,
+            }]
+        );
+        assert_eq!(s.offer, None);
+        assert_eq!(s.status(), Status::Busy, "the chat in progress is kept");
+        assert_eq!(s.work.first().map(|w| w.task_id), Some(task));
+        assert!(matches!(s.link, Link::Away { .. }));
+        assert_eq!(s.presence, Presence::Ready);
     }
 
     #[test]
@@ -926,6 +1276,7 @@ mod tests {
             Event::Disconnect {
                 conn: old,
                 grace_until: at(30),
+                offer_until: at(5),
             },
             at(2),
         )

@@ -7,7 +7,7 @@
 
 use crate::agent::{REASON_LOGIN, REASON_MISSED_OFFER, REASON_SUPERVISOR};
 use crate::ids::{AgentId, Channel, QueueId};
-use crate::routing::{Capacity, Profile, QueueRules, Rules};
+use crate::routing::{Capacity, Escalation, Profile, QueueRules, Rules};
 use serde::Deserialize;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -195,6 +195,14 @@ pub struct RoutingConfig {
     pub wrap_up_secs: f64,
     /// How long a dropped desktop keeps its offer and tasks, in seconds.
     pub reconnect_grace_secs: f64,
+    /// How many times one task may be transferred.
+    pub max_transfers: u32,
+    /// How long a dropped desktop (its socket closed, its node declared lost) keeps a
+    /// pending offer before it is withdrawn and goes to the next agent, in seconds.
+    pub away_offer_secs: f64,
+    /// How long after an agent declined or missed a task it may be offered that task
+    /// again, in seconds; even then only when no other eligible agent is open for it.
+    pub reoffer_after_secs: f64,
     /// Not Ready reason codes an agent may choose (the built-ins `login`,
     /// `missed_offer` and `supervisor` are always there).
     pub not_ready_reasons: Vec<String>,
@@ -235,6 +243,53 @@ pub struct QueueConfig {
     /// Overrides `routing.wrap_up_secs`.
     #[serde(default)]
     pub wrap_up_secs: Option<f64>,
+    /// Overrides `routing.reoffer_after_secs`.
+    #[serde(default)]
+    pub reoffer_after_secs: Option<f64>,
+    /// Waits that escalate: priority rising, skill levels relaxing, overflow.
+    #[serde(default)]
+    pub escalation: Option<EscalationConfig>,
+}
+
+/// `[queues.escalation]`: what happens to a task as it waits. Each part is off unless
+/// its time is given.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EscalationConfig {
+    /// The priority rises by `priority_step` every this many seconds of waiting.
+    #[serde(default)]
+    pub priority_every_secs: Option<f64>,
+    /// How much it rises each time (default 1).
+    #[serde(default = "one_i64")]
+    pub priority_step: i64,
+    /// It rises no higher than this (default 1000, the highest priority).
+    #[serde(default = "max_priority")]
+    pub priority_max: i64,
+    /// The skill levels the task requires fall by `relax_levels` every this many
+    /// seconds of waiting, down to 1.
+    #[serde(default)]
+    pub relax_every_secs: Option<f64>,
+    /// How many levels each time (default 1).
+    #[serde(default = "one_u8")]
+    pub relax_levels: u8,
+    /// After this many seconds of waiting the task moves to `overflow_queue`.
+    #[serde(default)]
+    pub overflow_after_secs: Option<f64>,
+    /// The queue a task overflows to.
+    #[serde(default)]
+    pub overflow_queue: Option<String>,
+}
+
+fn one_i64() -> i64 {
+    1
+}
+
+fn one_u8() -> u8 {
+    1
+}
+
+fn max_priority() -> i64 {
+    *crate::task::PRIORITY_RANGE.end()
 }
 
 /// `[[agents]]`
@@ -254,6 +309,10 @@ pub struct AgentConfig {
     /// Overrides `routing.capacity`, channel by channel.
     #[serde(default)]
     pub capacity: Option<PartialCapacity>,
+    /// Skill levels, 1 to 10 (`{ en = 7 }`): each is also a skill. A plain skill (in
+    /// `skills` only) counts as level 10.
+    #[serde(default)]
+    pub skill_levels: std::collections::BTreeMap<String, u8>,
 }
 
 /// A capacity override: unset channels keep the default.
@@ -317,6 +376,9 @@ impl Default for RoutingConfig {
             offer_timeout_secs: 15.0,
             wrap_up_secs: 30.0,
             reconnect_grace_secs: 30.0,
+            reoffer_after_secs: 30.0,
+            away_offer_secs: 3.0,
+            max_transfers: 5,
             not_ready_reasons: ["break", "lunch", "meeting", "training", "after_call_work"]
                 .into_iter()
                 .map(String::from)
@@ -372,6 +434,8 @@ impl Config {
             skills: skills.iter().map(|s| s.to_string()).collect(),
             offer_timeout_secs: None,
             wrap_up_secs: None,
+            reoffer_after_secs: None,
+            escalation: None,
         };
         let a = |id: &str, name: &str, skills: &[&str], queues: &[&str]| AgentConfig {
             id: id.into(),
@@ -379,6 +443,7 @@ impl Config {
             skills: skills.iter().map(|s| s.to_string()).collect(),
             queues: queues.iter().map(|s| s.to_string()).collect(),
             capacity: None,
+            skill_levels: Default::default(),
         };
         use Channel::*;
         Config {
@@ -501,6 +566,11 @@ impl Config {
         secs("routing.offer_timeout_secs", r.offer_timeout_secs, 0.001)?;
         secs("routing.wrap_up_secs", r.wrap_up_secs, 0.0)?;
         secs("routing.reconnect_grace_secs", r.reconnect_grace_secs, 0.0)?;
+        secs("routing.reoffer_after_secs", r.reoffer_after_secs, 0.0)?;
+        secs("routing.away_offer_secs", r.away_offer_secs, 0.0)?;
+        if r.max_transfers > 1000 {
+            return Err(invalid("routing.max_transfers", "must be at most 1000"));
+        }
         if r.capacity.voice > 1 {
             return Err(invalid(
                 "routing.capacity.voice",
@@ -528,6 +598,9 @@ impl Config {
             if let Some(t) = q.wrap_up_secs {
                 secs(&format!("queues[{i}].wrap_up_secs"), t, 0.0)?;
             }
+            if let Some(t) = q.reoffer_after_secs {
+                secs(&format!("queues[{i}].reoffer_after_secs"), t, 0.0)?;
+            }
             if q.channels.as_ref().is_some_and(Vec::is_empty) {
                 return Err(invalid(
                     format!("queues[{i}].channels"),
@@ -536,6 +609,51 @@ impl Config {
             }
             for (j, s) in q.skills.iter().enumerate() {
                 name(&format!("queues[{i}].skills[{j}]"), s)?;
+            }
+        }
+        for (i, q) in self.queues.iter().enumerate() {
+            let Some(e) = &q.escalation else {
+                continue;
+            };
+            let key = |k: &str| format!("queues[{i}].escalation.{k}");
+            for (k, v) in [
+                ("priority_every_secs", e.priority_every_secs),
+                ("relax_every_secs", e.relax_every_secs),
+                ("overflow_after_secs", e.overflow_after_secs),
+            ] {
+                if let Some(v) = v {
+                    secs(&key(k), v, 0.001)?;
+                }
+            }
+            if !(1..=1000).contains(&e.priority_step) {
+                return Err(invalid(key("priority_step"), "must be between 1 and 1000"));
+            }
+            if !crate::task::PRIORITY_RANGE.contains(&e.priority_max) {
+                return Err(invalid(key("priority_max"), "must be between 0 and 1000"));
+            }
+            if !(1..=9).contains(&e.relax_levels) {
+                return Err(invalid(key("relax_levels"), "must be between 1 and 9"));
+            }
+            match (&e.overflow_after_secs, &e.overflow_queue) {
+                (Some(_), None) => {
+                    return Err(invalid(
+                        key("overflow_queue"),
+                        "needed with overflow_after_secs",
+                    ));
+                }
+                (None, Some(_)) => {
+                    return Err(invalid(
+                        key("overflow_after_secs"),
+                        "needed with overflow_queue",
+                    ));
+                }
+                (Some(_), Some(o)) if o == &q.id || !queue_ids.contains(o.as_str()) => {
+                    return Err(invalid(
+                        key("overflow_queue"),
+                        format!("{o:?} must be another configured queue"),
+                    ));
+                }
+                _ => {}
             }
         }
         let mut agent_ids = HashSet::new();
@@ -557,6 +675,15 @@ impl Config {
             }
             for (j, s) in a.skills.iter().enumerate() {
                 name(&format!("agents[{i}].skills[{j}]"), s)?;
+            }
+            for (s, l) in &a.skill_levels {
+                name(&format!("agents[{i}].skill_levels"), s)?;
+                if !(1..=10).contains(l) {
+                    return Err(invalid(
+                        format!("agents[{i}].skill_levels.{s}"),
+                        "must be a level from 1 to 10",
+                    ));
+                }
             }
             if a.capacity.and_then(|c| c.voice).is_some_and(|v| v > 1) {
                 return Err(invalid(
@@ -596,6 +723,20 @@ impl Config {
                             q.offer_timeout_secs.unwrap_or(r.offer_timeout_secs),
                         ),
                         wrap_up: Duration::from_secs_f64(q.wrap_up_secs.unwrap_or(r.wrap_up_secs)),
+                        reoffer_after: Duration::from_secs_f64(
+                            q.reoffer_after_secs.unwrap_or(r.reoffer_after_secs),
+                        ),
+                        escalation: q.escalation.as_ref().map(|e| Escalation {
+                            priority: e.priority_every_secs.map(|s| {
+                                (Duration::from_secs_f64(s), e.priority_step, e.priority_max)
+                            }),
+                            relax: e
+                                .relax_every_secs
+                                .map(|s| (Duration::from_secs_f64(s), e.relax_levels)),
+                            overflow: e.overflow_after_secs.zip(e.overflow_queue.as_ref()).map(
+                                |(s, q)| (Duration::from_secs_f64(s), QueueId::from(q.as_str())),
+                            ),
+                        }),
                     },
                 )
             })
@@ -607,7 +748,13 @@ impl Config {
                 Arc::new(Profile {
                     id: AgentId::from(a.id.as_str()),
                     name: a.name.clone().unwrap_or_else(|| a.id.clone()),
-                    skills: a.skills.iter().cloned().collect(),
+                    skills: a
+                        .skills
+                        .iter()
+                        .chain(a.skill_levels.keys())
+                        .cloned()
+                        .collect(),
+                    levels: a.skill_levels.clone(),
                     queues: a.queues.iter().map(|q| QueueId::from(q.as_str())).collect(),
                     capacity: self.capacity(a.capacity),
                 })
@@ -622,7 +769,9 @@ impl Config {
             agents,
             reasons,
             grace: Duration::from_secs_f64(r.reconnect_grace_secs),
+            away_offer: Duration::from_secs_f64(r.away_offer_secs),
             finished_retention: self.limits.finished_task_retention,
+            max_transfers: r.max_transfers,
         }
     }
 }
@@ -664,6 +813,23 @@ id = "support"
 "#;
 
     #[test]
+    fn the_readme_example_is_valid() {
+        let readme = include_str!("../README.md");
+        let start = readme
+            .find("```toml\n[server]")
+            .expect("README has the configuration example");
+        let body = &readme[start + "```toml\n".len()..];
+        let end = body.find("```").expect("the example ends");
+        let cfg = Config::parse(&body[..end]).expect("the README example parses");
+        let rules = cfg.rules();
+        let e = rules.queues[&QueueId::from("support")]
+            .escalation
+            .clone()
+            .expect("support escalates");
+        assert_eq!(e.overflow.map(|o| o.1), Some(QueueId::from("billing")));
+    }
+
+    #[test]
     fn demo_is_valid() {
         Config::demo().check().expect("demo config is valid");
     }
@@ -700,6 +866,34 @@ id = "support"
             (
                 "[limits]\nrate_per_sec = 0\n[[queues]]\nid = \"a\"\n",
                 "limits.rate_per_sec",
+            ),
+            (
+                "[routing]\naway_offer_secs = nan\n[[queues]]\nid = \"a\"\n",
+                "routing.away_offer_secs",
+            ),
+            (
+                "[[queues]]\nid = \"a\"\nescalation = { overflow_after_secs = 60, overflow_queue = \"b\" }\n",
+                "queues[0].escalation.overflow_queue",
+            ),
+            (
+                "[[queues]]\nid = \"a\"\nescalation = { relax_every_secs = 60, relax_levels = 0 }\n",
+                "queues[0].escalation.relax_levels",
+            ),
+            (
+                "[[queues]]\nid = \"a\"\nescalation = { priority_every_secs = 0 }\n",
+                "queues[0].escalation.priority_every_secs",
+            ),
+            (
+                "[[queues]]\nid = \"a\"\n[[agents]]\nid = \"x\"\nqueues = [\"a\"]\nskill_levels = { en = 11 }\n",
+                "agents[0].skill_levels.en",
+            ),
+            (
+                "[routing]\nreoffer_after_secs = -1\n[[queues]]\nid = \"a\"\n",
+                "routing.reoffer_after_secs",
+            ),
+            (
+                "[[queues]]\nid = \"a\"\nreoffer_after_secs = 1e9\n",
+                "queues[0].reoffer_after_secs",
             ),
             ("", "queues"),
         ];

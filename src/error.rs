@@ -97,6 +97,8 @@ pub enum ErrorCode {
     AlreadyLinked,
     /// The interaction is already closed.
     InteractionClosed,
+    /// A task already transferred `routing.max_transfers` times.
+    TransferLimit,
     /// The store behind the hub cannot be reached; nothing was changed.
     StoreUnavailable,
     /// The hub is shutting down.
@@ -149,6 +151,7 @@ impl ErrorCode {
             ErrorCode::RecordNotOpen => "record_not_open",
             ErrorCode::AlreadyLinked => "already_linked",
             ErrorCode::InteractionClosed => "interaction_closed",
+            ErrorCode::TransferLimit => "transfer_limit",
             ErrorCode::StoreUnavailable => "store_unavailable",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Internal => "internal",
@@ -176,7 +179,8 @@ impl ErrorCode {
             | VersionConflict
             | CustomerChoiceRequired
             | AlreadyLinked
-            | InteractionClosed => 409,
+            | InteractionClosed
+            | TransferLimit => 409,
             MethodNotAllowed => 405,
             FrameTooLarge | PayloadTooLarge => 413,
             RateLimited => 429,
@@ -297,6 +301,9 @@ pub enum HubError {
     /// The interaction is closed.
     #[error("this interaction is already closed")]
     InteractionClosed,
+    /// The task was transferred as many times as allowed.
+    #[error("this task was already transferred {0} times, the most allowed")]
+    TransferLimit(u32),
 }
 
 impl OfferEnd {
@@ -355,6 +362,7 @@ impl HubError {
             HubError::RecordNotOpen => ErrorCode::RecordNotOpen,
             HubError::AlreadyLinked => ErrorCode::AlreadyLinked,
             HubError::InteractionClosed => ErrorCode::InteractionClosed,
+            HubError::TransferLimit(_) => ErrorCode::TransferLimit,
         }
     }
 

@@ -58,6 +58,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/v1/tasks", post(create_task))
         .route("/v1/tasks/{id}", get(get_task))
         .route("/v1/tasks/{id}/cancel", post(cancel_task))
+        .route("/v1/tasks/{id}/transfer", post(transfer_task))
         .route("/v1/snapshot", get(snapshot))
         .route("/v1/customers", get(search_customers).post(create_customer))
         .route(
@@ -224,6 +225,39 @@ async fn cancel_task(
         .execute(Command::CancelTask {
             task_id,
             reason: body.reason,
+            by: actor(&c),
+        })
+        .await?
+    {
+        Reply::Task(t) => Ok(Json(t).into_response()),
+        _ => Err(ApiError::new(ErrorCode::Internal, "unexpected reply")),
+    }
+}
+
+/// `POST /v1/tasks/{id}/transfer`: the body is `TransferRequest` (exactly one of
+/// `to_queue`, `to_agent`).
+async fn transfer_task(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let c = caller(
+        &hub,
+        &headers,
+        &query,
+        &[Role::Integration, Role::Supervisor],
+    )?;
+    let task_id = parse_task_id(&id)?;
+    let body: crate::protocol::TransferRequest =
+        parse_body(body, hub.config.limits.max_body_bytes)?;
+    let to = body.destination()?;
+    tracing::info!(%task_id, by = %c.sub, ?to, "transfer");
+    match hub
+        .execute(Command::Transfer {
+            task_id,
+            to,
             by: actor(&c),
         })
         .await?

@@ -225,6 +225,30 @@ impl Hub {
                     .into(),
                 )
             }
+            AgentNotice::TaskTransferred { task_id } => {
+                tracing::info!(%agent_id, %task_id, "task transferred away");
+                Outbound::Text(
+                    ServerMessage::TaskTransferred { task_id: *task_id }
+                        .to_text()
+                        .into(),
+                )
+            }
+            AgentNotice::TransferEnded {
+                task_id,
+                agent_id: to,
+                result,
+            } => {
+                tracing::info!(%agent_id, %task_id, to = %to, ?result, "transfer ended");
+                Outbound::Text(
+                    ServerMessage::TransferEnded {
+                        task_id: *task_id,
+                        agent_id: to,
+                        result: *result,
+                    }
+                    .to_text()
+                    .into(),
+                )
+            }
             AgentNotice::State(view) => {
                 tracing::debug!(%agent_id, status = ?view.status, "state");
                 Outbound::State {

@@ -22,6 +22,60 @@ pub const SUBPROTOCOL: &str = "switchboard.v1";
 /// The most characters of a request id.
 pub const MAX_REQUEST_ID_CHARS: usize = 100;
 
+/// Where a transfer goes, as asked on the websocket or over HTTP.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransferRequest {
+    /// A queue.
+    #[serde(default)]
+    pub to_queue: Option<String>,
+    /// One agent.
+    #[serde(default)]
+    pub to_agent: Option<String>,
+    /// A new priority (queue transfers).
+    #[serde(default)]
+    pub priority: Option<i64>,
+    /// New required skills (queue transfers).
+    #[serde(default)]
+    pub skills: Option<Vec<String>>,
+    /// Ahead of every task waiting in the queue (queue transfers).
+    #[serde(default)]
+    pub head: bool,
+}
+
+impl TransferRequest {
+    /// The routing book's destination, or the field that is wrong.
+    pub fn destination(self) -> Result<crate::routing::TransferTo, HubError> {
+        use crate::ids::{AgentId, QueueId};
+        use crate::routing::TransferTo;
+        match (self.to_queue, self.to_agent) {
+            (Some(q), None) => {
+                crate::task::check_name("to_queue", &q)?;
+                Ok(TransferTo::Queue {
+                    queue: QueueId::from(q.as_str()),
+                    priority: self.priority,
+                    skills: self.skills,
+                    head: self.head,
+                })
+            }
+            (None, Some(a)) => {
+                crate::task::check_name("to_agent", &a)?;
+                if self.priority.is_some() || self.skills.is_some() || self.head {
+                    return Err(HubError::invalid(
+                        "to_agent",
+                        "priority, skills and head are for a transfer to a queue",
+                    ));
+                }
+                Ok(TransferTo::Agent(AgentId::from(a.as_str())))
+            }
+            _ => Err(HubError::invalid(
+                "to_queue",
+                "give exactly one of to_queue and to_agent",
+            )),
+        }
+    }
+}
+
 /// What an agent may ask to be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -71,6 +125,40 @@ pub enum ClientMessage {
     },
     /// Log out: the pending offer and tasks in progress go back to their queues.
     Logout {},
+    /// Agent (a task in its In Progress list) or supervisor (any task not finished):
+    /// transfer a task to a queue or to one agent. Exactly one of `to_queue`, `to_agent`.
+    Transfer {
+        /// The task.
+        task_id: TaskId,
+        /// A queue.
+        #[serde(default)]
+        to_queue: Option<String>,
+        /// One agent.
+        #[serde(default)]
+        to_agent: Option<String>,
+        /// A new priority (queue transfers).
+        #[serde(default)]
+        priority: Option<i64>,
+        /// New required skills (queue transfers).
+        #[serde(default)]
+        skills: Option<Vec<String>>,
+        /// Ahead of every task waiting in the queue (queue transfers).
+        #[serde(default)]
+        head: bool,
+    },
+    /// Agent: ask another agent to take a task in progress (warm transfer); the task
+    /// stays this agent's until the other accepts.
+    Consult {
+        /// The task.
+        task_id: TaskId,
+        /// The agent asked.
+        to_agent: String,
+    },
+    /// Agent: take back a consult before the other agent accepted.
+    CancelConsult {
+        /// The task.
+        task_id: TaskId,
+    },
     /// Supervisor: the whole picture again.
     GetSnapshot {},
     /// Supervisor: set an agent Not Ready.
@@ -249,6 +337,9 @@ pub const CLIENT_TYPES: &[&str] = &[
     "get_snapshot",
     "set_agent_state",
     "logout_agent",
+    "transfer",
+    "consult",
+    "cancel_consult",
     "get_lists",
     "search_customers",
     "get_customer",
@@ -533,6 +624,21 @@ pub enum ServerMessage<'a> {
     State {
         /// The new view.
         agent: &'a AgentView,
+    },
+    /// A task in this agent's In Progress list was transferred away by a supervisor or
+    /// an integration.
+    TaskTransferred {
+        /// The task.
+        task_id: TaskId,
+    },
+    /// A transfer this agent made to one agent ended.
+    TransferEnded {
+        /// The task.
+        task_id: TaskId,
+        /// The agent it went to.
+        agent_id: &'a crate::ids::AgentId,
+        /// How it ended.
+        result: crate::routing::TransferResult,
     },
     /// Supervisor: the whole picture.
     Snapshot(&'a Snapshot),

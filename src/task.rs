@@ -50,6 +50,9 @@ pub struct NewTask {
     /// Skills an agent needs, on top of the queue's own.
     #[serde(default)]
     pub skills: Vec<String>,
+    /// Skills with the least level (1 to 10) an agent needs; each is also a skill.
+    #[serde(default)]
+    pub skill_levels: std::collections::BTreeMap<String, u8>,
     /// What is known of the customer.
     #[serde(default)]
     pub customer: CustomerIdentity,
@@ -126,6 +129,10 @@ pub struct Task {
     pub priority: i64,
     /// Skills an agent needs (the task's and the queue's), sorted.
     pub skills: Vec<String>,
+    /// The least level an agent needs in some of those skills, now: the queue's
+    /// escalation may lower them as the task waits. Absent when none.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub skill_levels: std::collections::BTreeMap<String, u8>,
     /// What is known of the customer.
     pub customer: CustomerIdentity,
     /// Free attributes from intake.
@@ -140,13 +147,46 @@ pub struct Task {
     /// The idempotency key it was created with.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// How many times it has been transferred (absent when never).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub transfers: u32,
+    /// Transferred to the head of its queue: it waits ahead of every task without this.
+    #[serde(skip)]
+    pub head: bool,
+    /// A transfer to one agent in flight: the offer to `to`, asked by `from`.
+    #[serde(skip)]
+    pub handoff: Option<Handoff>,
+    /// Grows each time the task starts waiting in a queue with escalation timers
+    /// armed: a timer armed under an older epoch does nothing.
+    #[serde(skip)]
+    pub epoch: u32,
     /// Arrival order: with the priority, the task's place in its queue. A task that
     /// comes back from an agent keeps it.
     #[serde(skip)]
     pub seq: u64,
-    /// Agents who declined or missed it: it never goes back to them.
+    /// Agents who declined or missed it within the queue's re-offer time: it does not
+    /// go back to them until that time has passed (a timer in the routing book moves
+    /// them to `passed`).
     #[serde(skip)]
     pub excluded: Vec<AgentId>,
+    /// Agents who declined or missed it longer ago than the re-offer time: they may
+    /// have it again, but only when no other eligible agent is open for it.
+    #[serde(skip)]
+    pub passed: Vec<AgentId>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// A transfer to one agent, from its offer to its end.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handoff {
+    /// The agent who had the task, told how the transfer ended; none when a supervisor
+    /// or an integration moved a task no agent had.
+    pub from: Option<AgentId>,
+    /// The agent it is offered to.
+    pub to: AgentId,
 }
 
 impl NewTask {
@@ -171,6 +211,21 @@ impl NewTask {
         }
         for (i, s) in self.skills.iter().enumerate() {
             check_name(&format!("skills[{i}]"), s)?;
+        }
+        if self.skills.len() + self.skill_levels.len() > MAX_SKILLS {
+            return Err(HubError::invalid(
+                "skill_levels",
+                format!("at most {MAX_SKILLS} skills, with and without levels"),
+            ));
+        }
+        for (s, l) in &self.skill_levels {
+            check_name(&format!("skill_levels.{s}"), s)?;
+            if !(1..=10).contains(l) {
+                return Err(HubError::invalid(
+                    format!("skill_levels.{s}"),
+                    "must be a level from 1 to 10",
+                ));
+            }
         }
         let c = &self.customer;
         for (field, v) in [
@@ -259,6 +314,7 @@ mod tests {
             queue: "support".into(),
             priority: 0,
             skills: vec![],
+            skill_levels: Default::default(),
             customer: CustomerIdentity::default(),
             attributes: Map::new(),
             idempotency_key: None,

@@ -86,12 +86,6 @@ async fn transitions_that_are_not_allowed_are_typed_errors() {
         "not_your_offer",
     )
     .await;
-    // Not Ready while an offer is pending must go through accept or decline first.
-    ana.err(
-        json!({"type": "set_state", "state": "not_ready", "reason": "lunch"}),
-        "offer_pending",
-    )
-    .await;
     // An expired offer.
     ana.expect("offer_ended").await;
     ana.err(

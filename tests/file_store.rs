@@ -10,7 +10,7 @@ use switchboard::config::Config;
 use switchboard::context::ContextCommand;
 use switchboard::context::record::{Actor, CustomerFields};
 use switchboard::ids::{AgentId, Channel, ConnId, CustomerId};
-use switchboard::routing::{Command, Rules};
+use switchboard::routing::{Command, Rules, TransferTo};
 use switchboard::state::Reply;
 use switchboard::store::Store;
 use switchboard::store::file::{FileStore, recover, segment};
@@ -27,6 +27,7 @@ id = "support"
 
 [[queues]]
 id = "sales"
+escalation = { priority_every_secs = 5, priority_step = 1, priority_max = 3, relax_every_secs = 6, relax_levels = 2, overflow_after_secs = 20, overflow_queue = "support" }
 
 [[agents]]
 id = "a1"
@@ -39,6 +40,7 @@ queues = ["support"]
 [[agents]]
 id = "a3"
 queues = ["sales"]
+skill_levels = { sv = 5 }
 "#;
 
 const T0: Ts = Ts(1_800_000_000_000_000);
@@ -91,6 +93,7 @@ fn new_task(queue: &str, key: Option<String>) -> Command {
         queue: queue.into(),
         priority: 0,
         skills: vec![],
+        skill_levels: Default::default(),
         customer: CustomerIdentity {
             phone: Some("+46 70 123 45 67".into()),
             ..Default::default()
@@ -329,7 +332,7 @@ async fn random_step(s: &FileStore, r: &mut Rng, now: Ts, customers: &mut Vec<Cu
     let agent = agents[r.below(3) as usize];
     let id = AgentId::from(agent);
     let view = s.agent_view(&id).await.expect("store");
-    let cmd = match r.below(12) {
+    let cmd = match r.below(14) {
         0 => Command::Connect {
             profile: rules()
                 .agents
@@ -345,10 +348,41 @@ async fn random_step(s: &FileStore, r: &mut Rng, now: Ts, customers: &mut Vec<Cu
             agent: id,
             reason: "break".into(),
         },
-        4 | 5 => new_task(
-            ["support", "sales"][r.below(2) as usize],
-            (r.below(2) == 0).then(|| format!("key-{}", r.below(6))),
-        ),
+        4 | 5 => {
+            let queue = ["support", "sales"][r.below(2) as usize];
+            let mut cmd = new_task(
+                queue,
+                (r.below(2) == 0).then(|| format!("key-{}", r.below(6))),
+            );
+            // Some sales tasks ask for a level only a3 reaches after a relax step.
+            if let Command::CreateTask(t) = &mut cmd {
+                if queue == "sales" && r.below(2) == 0 {
+                    t.skill_levels.insert("sv".into(), 7);
+                }
+            }
+            cmd
+        }
+        12 | 13 => {
+            // A transfer of whatever the agent has in progress: to a queue (sometimes
+            // to its head) or to another agent.
+            match view.and_then(|v| v.in_progress.first().map(|t| t.task_id)) {
+                Some(task_id) => Command::Transfer {
+                    task_id,
+                    to: if r.below(2) == 0 {
+                        TransferTo::Queue {
+                            queue: ["support", "sales"][r.below(2) as usize].into(),
+                            priority: None,
+                            skills: None,
+                            head: r.below(2) == 0,
+                        }
+                    } else {
+                        TransferTo::Agent(AgentId::from(agents[r.below(3) as usize]))
+                    },
+                    by: Actor::agent(&id),
+                },
+                None => Command::SetReady { agent: id },
+            }
+        }
         6 => match view.and_then(|v| v.offer) {
             Some(o) => Command::Accept {
                 agent: id,

@@ -229,6 +229,135 @@ async fn decline_sends_the_task_to_the_next_agent() {
 }
 
 #[tokio::test]
+async fn a_declined_task_returns_to_the_only_agent_after_the_reoffer_time() {
+    let reoffer = Duration::from_millis(300);
+    let hub = TestHub::start(&format!("reoffer_after_secs = 0.3\n{QUEUES_AND_AGENTS}")).await;
+    let mut bo = hub.ready_agent("bo").await;
+    let t = hub.create(chat()).await;
+    let offer = bo.expect("offer").await;
+    let sent = Instant::now();
+    bo.ok(json!({"type": "decline", "offer_id": offer["offer"]["offer_id"]}))
+        .await;
+    // Nobody else serves the queue: after the re-offer time it comes back to bo.
+    let again = bo.expect("offer").await;
+    let back = Instant::now();
+    assert_eq!(again["offer"]["task"]["task_id"], t["task_id"]);
+    assert_eq!(again["offer"]["task"]["offers"], 2);
+    assert_ne!(again["offer"]["offer_id"], offer["offer"]["offer_id"]);
+    // The decline was applied after it was sent, and the re-offer at least the re-offer
+    // time after that: a bound this test can prove from its own clock.
+    assert!(back - sent >= reoffer, "back after {:?}", back - sent);
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn not_ready_during_an_offer_declines_it_in_one_step() {
+    // The default 15 s offer timeout: no expiry can overtake the requests below.
+    let hub = TestHub::start(QUEUES_AND_AGENTS).await;
+    let mut bo = hub.ready_agent("bo").await;
+    let mut dj = hub.ready_agent("dj").await;
+    let (mut sup, _) = hub.supervisor().await;
+    let t = hub.create(chat()).await;
+    let offer = bo.expect("offer").await;
+    let r = bo
+        .ok(json!({"type": "set_state", "state": "not_ready", "reason": "lunch"}))
+        .await;
+    assert_eq!(r["agent"]["status"], "not_ready");
+    assert_eq!(r["agent"]["reason"], "lunch");
+    assert_eq!(r["agent"]["offer"], Value::Null);
+    assert!(r["agent"].get("pending_not_ready").is_none());
+    let ended = bo.expect("offer_ended").await;
+    assert_eq!(ended["reason"], "declined");
+    assert_eq!(ended["offer_id"], offer["offer"]["offer_id"]);
+    // The task goes on to the next agent at once, and the old offer is closed.
+    assert_eq!(
+        dj.expect("offer").await["offer"]["task"]["task_id"],
+        t["task_id"]
+    );
+    bo.err(
+        json!({"type": "accept", "offer_id": offer["offer"]["offer_id"]}),
+        "offer_closed",
+    )
+    .await;
+    loop {
+        let c = sup.expect("agent_changed").await;
+        if c["agent"]["agent_id"] == "bo" && c["agent"]["status"] == "not_ready" {
+            assert_eq!(c["agent"]["reason"], "lunch");
+            break;
+        }
+    }
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn not_ready_while_busy_is_pending_until_the_work_ends_and_ready_cancels_it() {
+    // The default 15 s offer timeout: no expiry can overtake the requests below.
+    let hub = TestHub::start(QUEUES_AND_AGENTS).await;
+    let (mut sup, _) = hub.supervisor().await;
+    let mut bo = hub.ready_agent("bo").await;
+    let first = hub.create(chat()).await;
+    assert_eq!(bo.accept_next().await["task_id"], first["task_id"]);
+    let r = bo
+        .ok(json!({"type": "set_state", "state": "not_ready", "reason": "lunch"}))
+        .await;
+    assert_eq!(r["agent"]["status"], "busy");
+    assert_eq!(r["agent"]["pending_not_ready"], "lunch");
+    assert!(
+        r["agent"].get("reason").is_none(),
+        "Ready underneath until the work ends"
+    );
+    loop {
+        let c = sup.expect("agent_changed").await;
+        if c["agent"]["agent_id"] == "bo" && c["agent"]["pending_not_ready"] == "lunch" {
+            assert_eq!(c["agent"]["status"], "busy");
+            break;
+        }
+    }
+    // bo has room for two more chats, but asked for Not Ready: no new offer.
+    let second = hub.create(chat()).await;
+    assert_eq!(second["state"], "queued");
+    // ready cancels the pending Not Ready: the waiting chat comes at once.
+    let r = bo.ok(json!({"type": "set_state", "state": "ready"})).await;
+    assert!(r["agent"].get("pending_not_ready").is_none());
+    let offer = bo.expect("offer").await;
+    assert_eq!(offer["offer"]["task"]["task_id"], second["task_id"]);
+    // not_ready with that offer pending: the offer is declined and the Not Ready waits.
+    let r = bo
+        .ok(json!({"type": "set_state", "state": "not_ready", "reason": "break"}))
+        .await;
+    assert_eq!(r["agent"]["status"], "busy");
+    assert_eq!(r["agent"]["pending_not_ready"], "break");
+    assert_eq!(r["agent"]["offer"], Value::Null);
+    assert_eq!(bo.expect("offer_ended").await["reason"], "declined");
+    // The work ends: Not Ready with the reason asked for.
+    let r = bo.complete(&first["task_id"]).await;
+    assert_eq!(r["task"]["state"], "completed");
+    let st = bo.expect_state(|a| a["status"] == "not_ready").await;
+    assert_eq!(st["reason"], "break");
+    assert!(st.get("pending_not_ready").is_none());
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn not_ready_asked_in_wrap_up_applies_when_the_wrap_up_ends() {
+    let hub = TestHub::start(&format!("wrap_up_secs = 0.3\n{QUEUES_AND_AGENTS}")).await;
+    let mut bo = hub.ready_agent("bo").await;
+    let t = hub.create(chat()).await;
+    bo.accept_next().await;
+    bo.complete(&t["task_id"]).await;
+    bo.expect_state(|a| a["status"] == "wrap_up").await;
+    let r = bo
+        .ok(json!({"type": "set_state", "state": "not_ready", "reason": "meeting"}))
+        .await;
+    assert_eq!(r["agent"]["status"], "wrap_up");
+    assert_eq!(r["agent"]["pending_not_ready"], "meeting");
+    let st = bo.expect_state(|a| a["status"] == "not_ready").await;
+    assert_eq!(st["reason"], "meeting");
+    assert!(st.get("pending_not_ready").is_none());
+    hub.shutdown().await;
+}
+
+#[tokio::test]
 async fn expiry_makes_the_agent_not_ready_and_the_task_goes_on_in_place() {
     let hub = hub().await;
     let mut bo = hub.ready_agent("bo").await;
@@ -253,7 +382,8 @@ async fn expiry_makes_the_agent_not_ready_and_the_task_goes_on_in_place() {
         dj.expect("offer").await["offer"]["task"]["task_id"],
         first["task_id"]
     );
-    // And the task never goes back to the agent who missed it.
+    // And the task does not go back to the agent who missed it within the re-offer
+    // time (30 s here).
     let mut bo2 = bo;
     bo2.set_ready().await;
     assert_eq!(
@@ -428,6 +558,47 @@ async fn reconnect_within_grace_resumes_and_after_grace_goes_offline() {
     assert_eq!(
         dj.expect("offer").await["offer"]["task"]["task_id"],
         t["task_id"]
+    );
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_dropped_desktops_offer_goes_to_the_next_agent_and_its_tasks_wait_for_it() {
+    let away = Duration::from_millis(300);
+    let hub = TestHub::start(&format!(
+        "away_offer_secs = 0.3\nreconnect_grace_secs = 30\n{QUEUES_AND_AGENTS}"
+    ))
+    .await;
+    let (mut sup, _) = hub.supervisor().await;
+    let mut bo = hub.ready_agent("bo").await;
+    let first = hub.create(chat()).await;
+    assert_eq!(bo.accept_next().await["task_id"], first["task_id"]);
+    // bo has room for another chat: the second is offered to bo.
+    let second = hub.create(chat()).await;
+    let offer = bo.expect("offer").await;
+    assert_eq!(offer["offer"]["task"]["task_id"], second["task_id"]);
+    let mut dj = hub.ready_agent("dj").await;
+    let dropped = Instant::now();
+    drop(bo);
+    // The offer does not ring on until its 15 s deadline: dj gets it once bo's desktop
+    // has been gone for the away time.
+    let next = dj.expect("offer").await;
+    assert_eq!(next["offer"]["task"]["task_id"], second["task_id"]);
+    assert_eq!(next["offer"]["task"]["offers"], 2);
+    assert!(
+        dropped.elapsed() >= away,
+        "withdrawn after {:?}",
+        dropped.elapsed()
+    );
+    // bo comes back within its grace: the chat in progress is there, the offer is not.
+    await_dropped(&mut sup, "bo").await;
+    let bo = hub.agent("bo").await;
+    assert_eq!(bo.welcome["resumed"], true);
+    assert_eq!(bo.welcome["agent"]["offer"], Value::Null);
+    assert_eq!(bo.welcome["agent"]["status"], "busy");
+    assert_eq!(
+        bo.welcome["agent"]["in_progress"][0]["task_id"],
+        first["task_id"]
     );
     hub.shutdown().await;
 }

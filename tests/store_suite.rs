@@ -118,6 +118,7 @@ fn new_task(key: Option<&str>) -> Command {
         queue: "support".into(),
         priority: 0,
         skills: vec![],
+        skill_levels: Default::default(),
         customer: CustomerIdentity {
             phone: Some("+351 912 000 111".into()),
             ..Default::default()

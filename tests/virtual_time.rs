@@ -77,6 +77,7 @@ async fn the_default_offer_timeout_is_15_seconds_then_the_next_agent_gets_the_ta
             queue: "support".into(),
             priority: 0,
             skills: vec![],
+            skill_levels: Default::default(),
             customer: CustomerIdentity::default(),
             attributes: Default::default(),
             idempotency_key: None,

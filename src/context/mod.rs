@@ -363,6 +363,36 @@ pub enum TaskEvent {
         /// Who cancelled it.
         by: Actor,
     },
+    /// The task was transferred: the next agent to accept it gets an activity of its
+    /// own on the same customer and request.
+    Transferred {
+        /// The task, as transferred.
+        task: Box<Task>,
+        /// The agent who had it in progress, if one did.
+        from: Option<AgentId>,
+        /// The agent it is transferred to, for a transfer to one agent.
+        to: Option<AgentId>,
+        /// Who transferred it.
+        by: Actor,
+    },
+}
+
+/// How an activity is linked to its customer.
+#[derive(Clone, Copy)]
+struct LinkHow {
+    /// Just created (its stamp is not bumped).
+    fresh: bool,
+    /// The request to put it on (a transfer's: the one before), if still the
+    /// customer's; else the customer's most recent open request.
+    request: Option<RequestId>,
+}
+
+impl LinkHow {
+    /// An existing activity linked later (by the agent).
+    const LATER: LinkHow = LinkHow {
+        fresh: false,
+        request: None,
+    };
 }
 
 #[derive(Default, Serialize, Deserialize)]
@@ -391,6 +421,10 @@ pub struct ContextBook {
     activities: HashMap<ActivityId, Activity>,
     #[serde(serialize_with = "crate::ids::sorted")]
     by_task: HashMap<crate::ids::TaskId, ActivityId>,
+    /// Tasks transferred and not yet accepted again: the activity of the agent who had
+    /// them, whose customer and request the next agent's activity takes.
+    #[serde(default, serialize_with = "crate::ids::sorted")]
+    handovers: HashMap<crate::ids::TaskId, ActivityId>,
     #[serde(serialize_with = "crate::ids::sorted")]
     customer_requests: HashMap<CustomerId, Vec<RequestId>>,
     #[serde(serialize_with = "crate::ids::sorted")]
@@ -447,13 +481,40 @@ impl ContextBook {
                 self.task_journey(&task, JourneyKind::TaskCancelled, by, now);
                 None
             }
+            TaskEvent::Transferred { task, from, to, by } => {
+                let text = match &to {
+                    Some(a) => format!("agent:{a}"),
+                    None => format!("queue:{}", task.queue),
+                };
+                self.task_journey_text(&task, JourneyKind::TaskTransferred, by, now, Some(text));
+                // Only a task someone had becomes a new activity on its next accept; a
+                // queued one moved by a supervisor has none yet.
+                if from.is_some() {
+                    if let Some(aid) = self.by_task.remove(&task.task_id) {
+                        self.handovers.insert(task.task_id, aid);
+                    }
+                }
+                None
+            }
         }
     }
 
     fn task_journey(&mut self, task: &Task, kind: JourneyKind, by: Actor, now: Ts) {
+        self.task_journey_text(task, kind, by, now, None);
+    }
+
+    fn task_journey_text(
+        &mut self,
+        task: &Task,
+        kind: JourneyKind,
+        by: Actor,
+        now: Ts,
+        text: Option<String>,
+    ) {
         let Some(a) = self
             .by_task
             .get(&task.task_id)
+            .or_else(|| self.handovers.get(&task.task_id))
             .and_then(|id| self.activities.get(id))
         else {
             return;
@@ -466,7 +527,7 @@ impl ContextBook {
                 request_id: a.request_id,
                 activity_id: Some(a.activity_id),
                 task_id: Some(task.task_id),
-                text: None,
+                text,
             };
             self.journey(c, ev);
         }
@@ -492,9 +553,18 @@ impl ContextBook {
         let phones: Vec<String> = id.phone.iter().cloned().collect();
         let emails: Vec<String> = id.email.iter().cloned().collect();
         let handles: Vec<String> = id.chat_handle.iter().cloned().collect();
-        let customer_id = identity_keys(&phones, &emails, &handles)
-            .iter()
-            .find_map(|k| self.identities.get(k).copied());
+        // A transferred task: the customer and request of the activity before it.
+        let handed = self
+            .handovers
+            .remove(&task.task_id)
+            .and_then(|old| self.activities.get(&old))
+            .and_then(|a| a.customer_id.zip(a.request_id));
+        let customer_id = match handed {
+            Some((c, _)) => Some(c),
+            None => identity_keys(&phones, &emails, &handles)
+                .iter()
+                .find_map(|k| self.identities.get(k).copied()),
+        };
         let started_at = now;
         let activity = Activity {
             activity_id: ActivityId(self.ids.mint()),
@@ -525,7 +595,17 @@ impl ContextBook {
         self.desks.entry(agent.clone()).or_default().open.push(aid);
         match customer_id {
             Some(c) => {
-                self.link(aid, c, true, &by, now, fx);
+                self.link(
+                    aid,
+                    c,
+                    LinkHow {
+                        fresh: true,
+                        request: handed.map(|h| h.1),
+                    },
+                    &by,
+                    now,
+                    fx,
+                );
             }
             None => {
                 self.watch(Topic::Activity(aid), agent);
@@ -573,21 +653,26 @@ impl ContextBook {
         &mut self,
         aid: ActivityId,
         c: CustomerId,
-        fresh: bool,
+        how: LinkHow,
         by: &Actor,
         now: Ts,
         fx: &mut ContextEffects,
     ) {
-        let open_request = self
-            .customer_requests
-            .get(&c)
-            .and_then(|rs| {
-                rs.iter()
-                    .rev()
-                    .filter_map(|r| self.requests.get(r))
-                    .find(|r| r.state == RequestState::Open)
-            })
-            .map(|r| r.request_id);
+        // The request asked for (a transfer's: the same request as before), if it is
+        // still the customer's; else its most recent open one.
+        let LinkHow { fresh, request } = how;
+        let asked = request.filter(|r| self.requests.get(r).is_some_and(|r| r.customer_id == c));
+        let open_request = asked.or_else(|| {
+            self.customer_requests
+                .get(&c)
+                .and_then(|rs| {
+                    rs.iter()
+                        .rev()
+                        .filter_map(|r| self.requests.get(r))
+                        .find(|r| r.state == RequestState::Open)
+                })
+                .map(|r| r.request_id)
+        });
         let request_id = match open_request {
             Some(r) => r,
             None => self.new_request(c, String::new(), String::new(), by, now, fx),
@@ -753,7 +838,7 @@ impl ContextBook {
                 if !self.customers.contains_key(&customer_id) {
                     return Err(HubError::CustomerNotFound(customer_id));
                 }
-                self.link(activity_id, customer_id, false, &by, now, fx);
+                self.link(activity_id, customer_id, LinkHow::LATER, &by, now, fx);
                 self.activity_reply(activity_id)
             }
             ContextCommand::CreateRequest {
@@ -1061,7 +1146,7 @@ impl ContextBook {
         self.journey_simple(cid, JourneyKind::CustomerCreated, by, None, now);
         self.changed_customer(cid, by, now, fx);
         if let Some(aid) = activity_id {
-            self.link(aid, cid, false, by, now, fx);
+            self.link(aid, cid, LinkHow::LATER, by, now, fx);
         }
         Ok(cid)
     }

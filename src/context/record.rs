@@ -338,6 +338,9 @@ pub enum JourneyKind {
     TaskCancelled,
     /// A quick note.
     Note,
+    /// The task behind an activity was transferred (to a queue or an agent: `text` says
+    /// `queue:<id>` or `agent:<id>`).
+    TaskTransferred,
 }
 
 /// One event on a customer's journey.

@@ -33,6 +33,12 @@ fn task(phone: Option<&str>, email: Option<&str>) -> Task {
         idempotency_key: None,
         seq: 1,
         excluded: vec![],
+        passed: vec![],
+        skill_levels: Default::default(),
+        transfers: 0,
+        head: false,
+        handoff: None,
+        epoch: 0,
     }
 }
 

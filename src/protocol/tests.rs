@@ -130,6 +130,8 @@ fn server_types_of_the_enum() -> BTreeSet<String> {
         OfferEnded,
         TaskCancelled,
         State,
+        TaskTransferred,
+        TransferEnded,
         Snapshot,
         AgentChanged,
         QueueChanged,

@@ -31,6 +31,9 @@ pub use view::*;
 
 use crate::state::{Notice, Outcome, Reply, Stats};
 
+/// The re-offer time of a queue that has none (`routing.reoffer_after_secs`' default).
+pub const DEFAULT_REOFFER_AFTER: Duration = Duration::from_secs(30);
+
 /// How many tasks an agent may hold per channel, offered or in progress.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Capacity {
@@ -62,6 +65,9 @@ pub struct Profile {
     pub name: String,
     /// Its skills.
     pub skills: BTreeSet<String>,
+    /// Its skill levels, 1 to 10; a skill without one counts as 10.
+    #[serde(default)]
+    pub levels: std::collections::BTreeMap<String, u8>,
     /// The queues it serves.
     pub queues: Vec<QueueId>,
     /// Its per-channel capacity.
@@ -81,6 +87,34 @@ pub struct QueueRules {
     pub offer_timeout: Duration,
     /// How long wrap-up lasts after a task; zero for none.
     pub wrap_up: Duration,
+    /// How long after an agent declined or missed a task it may be offered that task
+    /// again (only when no other eligible agent is open for it).
+    pub reoffer_after: Duration,
+    /// What happens to a task as it waits, if anything.
+    pub escalation: Option<Escalation>,
+}
+
+/// A queue's escalation rules.
+#[derive(Clone, Debug, Default)]
+pub struct Escalation {
+    /// Every this long, the priority rises by this much, up to this.
+    pub priority: Option<(Duration, i64, i64)>,
+    /// Every this long, the required skill levels fall by this much (down to 1).
+    pub relax: Option<(Duration, u8)>,
+    /// After this long, the task moves to this queue.
+    pub overflow: Option<(Duration, QueueId)>,
+}
+
+impl Profile {
+    /// The agent's level in a skill: its configured level, 10 for a plain skill, 0
+    /// without it.
+    pub fn level(&self, skill: &str) -> u8 {
+        match self.levels.get(skill) {
+            Some(l) => *l,
+            None if self.skills.contains(skill) => 10,
+            None => 0,
+        }
+    }
 }
 
 /// The rules the book routes by, from the configuration.
@@ -94,8 +128,33 @@ pub struct Rules {
     pub reasons: BTreeSet<String>,
     /// How long a dropped agent keeps its work.
     pub grace: Duration,
+    /// How long a dropped agent keeps a pending offer (In Progress tasks keep the
+    /// whole grace).
+    pub away_offer: Duration,
     /// How many finished tasks (and their idempotency keys) are remembered.
     pub finished_retention: usize,
+    /// How many times one task may be transferred.
+    pub max_transfers: u32,
+}
+
+/// Where a transfer sends a task.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum TransferTo {
+    /// A queue (its own, or another).
+    Queue {
+        /// The queue.
+        queue: QueueId,
+        /// A new priority; the task keeps its own when none.
+        priority: Option<i64>,
+        /// New required skills (the queue's own are added); the task keeps its own when
+        /// none.
+        skills: Option<Vec<String>>,
+        /// Ahead of every task waiting there.
+        head: bool,
+    },
+    /// One agent: an ordinary offer; on a decline, a miss or if the agent cannot take
+    /// it, the task goes back to its queue in its place.
+    Agent(AgentId),
 }
 
 /// A command to the book.
@@ -189,6 +248,34 @@ pub enum Command {
         /// Who.
         by: Actor,
     },
+    /// An agent (a task in its In Progress list), a supervisor or an integration (a task
+    /// queued, offered or in progress) transfers a task. (Last: log entries name
+    /// variants by position.)
+    Transfer {
+        /// The task.
+        task_id: TaskId,
+        /// Where to.
+        to: TransferTo,
+        /// Who.
+        by: Actor,
+    },
+    /// An agent asks another to take a task it has in progress (a warm transfer): the
+    /// target gets an offer; the task stays the first agent's until the target accepts.
+    Consult {
+        /// The agent who has the task.
+        agent: AgentId,
+        /// The task.
+        task_id: TaskId,
+        /// The agent asked.
+        to: AgentId,
+    },
+    /// The agent who asked takes its consult back before the target accepted.
+    CancelConsult {
+        /// The agent who asked.
+        agent: AgentId,
+        /// The task.
+        task_id: TaskId,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -196,6 +283,16 @@ enum Timer {
     Offer(OfferId),
     Grace(AgentId, ConnId),
     WrapUp(AgentId, TaskId),
+    /// The re-offer time of an agent who declined or missed a task has passed.
+    Reoffer(TaskId, AgentId),
+    /// A pending offer has waited long enough for a dropped desktop.
+    AwayOffer(AgentId, ConnId, OfferId),
+    /// A waiting task's priority rises a step (armed in this epoch of the task).
+    Priority(TaskId, u32),
+    /// A waiting task's required skill levels fall a step.
+    Relax(TaskId, u32),
+    /// A waiting task moves to its queue's overflow queue.
+    Overflow(TaskId, u32),
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -249,6 +346,18 @@ pub struct BookSnapshot {
     timers: Vec<(Ts, Timer)>,
     finished: Vec<TaskId>,
     seq: u64,
+    /// Each task's agents whose re-offer time has passed (`Task::passed`).
+    #[serde(default)]
+    passed: Vec<(TaskId, Vec<AgentId>)>,
+    /// Tasks transferred to the head of their queue (`Task::head`).
+    #[serde(default)]
+    heads: Vec<TaskId>,
+    /// Transfers to one agent in flight (`Task::handoff`).
+    #[serde(default)]
+    handoffs: Vec<(TaskId, crate::task::Handoff)>,
+    /// Escalation epochs (`Task::epoch`), for tasks with one.
+    #[serde(default)]
+    epochs: Vec<(TaskId, u32)>,
 }
 
 /// The routing book. See the module documentation.
@@ -331,6 +440,44 @@ impl Book {
             timers: self.timers.iter().cloned().collect(),
             finished: self.finished.iter().copied().collect(),
             seq: self.seq,
+            passed: self
+                .tasks
+                .values()
+                .filter(|t| !t.passed.is_empty())
+                .map(|t| (t.seq, t.task_id, t.passed.clone()))
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .map(|(_, id, p)| (id, p))
+                .collect(),
+            heads: {
+                let mut h: Vec<_> = self
+                    .tasks
+                    .values()
+                    .filter(|t| t.head)
+                    .map(|t| (t.seq, t.task_id))
+                    .collect();
+                h.sort();
+                h.into_iter().map(|(_, id)| id).collect()
+            },
+            epochs: {
+                let mut h: Vec<_> = self
+                    .tasks
+                    .values()
+                    .filter(|t| t.epoch > 0)
+                    .map(|t| (t.seq, t.task_id, t.epoch))
+                    .collect();
+                h.sort();
+                h.into_iter().map(|(_, id, e)| (id, e)).collect()
+            },
+            handoffs: {
+                let mut h: Vec<_> = self
+                    .tasks
+                    .values()
+                    .filter_map(|t| t.handoff.clone().map(|x| (t.seq, t.task_id, x)))
+                    .collect();
+                h.sort_by_key(|x| x.0);
+                h.into_iter().map(|(_, id, x)| (id, x)).collect()
+            },
         }
     }
 
@@ -351,13 +498,25 @@ impl Book {
                 },
             );
         }
+        let heads: BTreeSet<TaskId> = snap.heads.into_iter().collect();
+        let epochs: HashMap<TaskId, u32> = snap.epochs.into_iter().collect();
+        let mut handoffs: HashMap<TaskId, crate::task::Handoff> =
+            snap.handoffs.into_iter().collect();
         for (mut task, seq, excluded) in snap.tasks {
             task.seq = seq;
             task.excluded = excluded;
+            task.head = heads.contains(&task.task_id);
+            task.handoff = handoffs.remove(&task.task_id);
+            task.epoch = epochs.get(&task.task_id).copied().unwrap_or(0);
             if task.state == TaskState::Queued {
                 b.file_task(&task);
             }
             b.tasks.insert(task.task_id, task);
+        }
+        for (id, passed) in snap.passed {
+            if let Some(t) = b.tasks.get_mut(&id) {
+                t.passed = passed;
+            }
         }
         b.idempotency = snap.idempotency.into_iter().collect();
         for (id, o) in snap.offers {
@@ -409,7 +568,7 @@ impl Book {
             if *at > now {
                 break;
             }
-            let Some((_, timer)) = self.timers.pop_first() else {
+            let Some((at, timer)) = self.timers.pop_first() else {
                 break;
             };
             // A timer may be stale (its offer accepted, its agent back): the state
@@ -427,6 +586,28 @@ impl Book {
                 }
                 Timer::WrapUp(agent, task_id) => {
                     self.agent_event(&mut tx, &agent, Event::WrapUpEnded { task_id }, now)
+                }
+                Timer::AwayOffer(agent, conn, offer_id) => self.agent_event(
+                    &mut tx,
+                    &agent,
+                    Event::AwayOfferWithdrawn { conn, offer_id },
+                    now,
+                ),
+                Timer::Reoffer(task_id, agent) => {
+                    self.reoffer_time_passed(&mut tx, task_id, agent);
+                    Ok(())
+                }
+                Timer::Priority(task_id, epoch) => {
+                    self.escalate_priority(&mut tx, task_id, epoch, at);
+                    Ok(())
+                }
+                Timer::Relax(task_id, epoch) => {
+                    self.relax_levels(&mut tx, task_id, epoch, at);
+                    Ok(())
+                }
+                Timer::Overflow(task_id, epoch) => {
+                    self.overflow(&mut tx, task_id, epoch, at, now);
+                    Ok(())
                 }
             };
         }
@@ -535,6 +716,10 @@ impl Book {
             }
             Command::NodeLost { node } => {
                 let grace_until = now.plus(self.rules.grace);
+                // The node's detection time (its heartbeat expiry) already was the
+                // desktop's time away: its offer goes on at once, so that a caller waits
+                // no longer than the detection.
+                let offer_until = now;
                 let covers = |n: &str| {
                     n == &*node || n.strip_prefix(&*node).is_some_and(|r| r.starts_with('/'))
                 };
@@ -549,7 +734,16 @@ impl Book {
                     .collect();
                 lost.sort();
                 for (agent, conn) in lost {
-                    self.agent_event(tx, &agent, Event::Disconnect { conn, grace_until }, now)?;
+                    self.agent_event(
+                        tx,
+                        &agent,
+                        Event::Disconnect {
+                            conn,
+                            grace_until,
+                            offer_until,
+                        },
+                        now,
+                    )?;
                     tx.notices.push(Notice::Close {
                         agent_id: agent,
                         reason: CloseReason::Reconnect,
@@ -560,7 +754,17 @@ impl Book {
             }
             Command::Disconnect { agent, conn } => {
                 let grace_until = now.plus(self.rules.grace);
-                self.agent_event(tx, &agent, Event::Disconnect { conn, grace_until }, now)?;
+                let offer_until = now.plus(self.rules.away_offer);
+                self.agent_event(
+                    tx,
+                    &agent,
+                    Event::Disconnect {
+                        conn,
+                        grace_until,
+                        offer_until,
+                    },
+                    now,
+                )?;
                 Ok(Reply::Done)
             }
             Command::SetReady { agent } => {
@@ -622,6 +826,11 @@ impl Book {
                 wrap_up_code,
             } => {
                 let wrap_up_until = self.wrap_up_until(task_id, now);
+                if self.tasks.get(&task_id).is_some_and(
+                    |t| matches!(&t.state, TaskState::Assigned { agent_id, .. } if *agent_id == agent),
+                ) {
+                    self.end_consult(tx, task_id, now, true);
+                }
                 self.agent_event(
                     tx,
                     &agent,
@@ -647,6 +856,19 @@ impl Book {
                 self.task_reply(task_id)
             }
             Command::CreateTask(new) => self.create_task(tx, *new, now),
+            Command::Transfer { task_id, to, by } => self.transfer(tx, task_id, to, by, now),
+            Command::Consult { agent, task_id, to } => self.consult(tx, agent, task_id, to, now),
+            Command::CancelConsult { agent, task_id } => {
+                let holds = self.tasks.get(&task_id).is_some_and(|t| {
+                    matches!(&t.state, TaskState::Assigned { agent_id, .. } if *agent_id == agent)
+                        && t.handoff.is_some()
+                });
+                if !holds {
+                    return Err(HubError::Transition(agent::TransitionError::NoSuchTask));
+                }
+                self.end_consult(tx, task_id, now, false);
+                self.task_reply(task_id)
+            }
             Command::CancelTask {
                 task_id,
                 reason,
@@ -685,6 +907,7 @@ impl Book {
             .chain(rules.skills.iter())
             .cloned()
             .collect();
+        skills.extend(new.skill_levels.keys().cloned());
         skills.sort();
         skills.dedup();
         self.seq += 1;
@@ -694,6 +917,7 @@ impl Book {
             queue: queue.clone(),
             priority: new.priority,
             skills,
+            skill_levels: new.skill_levels,
             customer: new.customer,
             attributes: new.attributes,
             created_at: now,
@@ -702,6 +926,11 @@ impl Book {
             idempotency_key: new.idempotency_key,
             seq: self.seq,
             excluded: Vec::new(),
+            passed: Vec::new(),
+            transfers: 0,
+            head: false,
+            handoff: None,
+            epoch: 0,
         };
         let id = task.task_id;
         if let Some(key) = &task.idempotency_key {
@@ -709,6 +938,7 @@ impl Book {
         }
         self.file_task(&task);
         self.tasks.insert(id, task);
+        self.arm_escalation(tx, id, &queue, now);
         tx.stats.created += 1;
         tx.queues.insert(queue);
         tx.wake.push_back(Wake::Task(id));
@@ -748,6 +978,7 @@ impl Book {
             } => {
                 self.agent_event(tx, &agent_id, Event::OfferRevoked { offer_id }, now)?;
                 self.end_offer(tx, offer_id, OfferEnd::Withdrawn);
+                self.end_handoff(tx, task_id, &agent_id, TransferResult::Withdrawn);
                 tx.notices.push(Notice::ToAgent {
                     agent_id,
                     notice: AgentNotice::OfferEnded {
@@ -758,6 +989,7 @@ impl Book {
                 });
             }
             TaskState::Assigned { agent_id, .. } => {
+                self.end_consult(tx, task_id, now, true);
                 let wrap_up_until = self.wrap_up_until(task_id, now);
                 self.agent_event(
                     tx,
@@ -796,6 +1028,520 @@ impl Book {
         self.task_reply(task_id)
     }
 
+    /// Moves a task to a queue or to one agent. The task keeps its id, its age and its
+    /// place (priority and arrival) unless the transfer changes the priority or asks
+    /// for the head of the queue. Whoever had it (in progress or offered) lets it go:
+    /// an agent who had it in progress goes to wrap-up as after `complete` and is
+    /// passed over for it for the re-offer time, like a refuser.
+    fn transfer(
+        &mut self,
+        tx: &mut Tx,
+        task_id: TaskId,
+        to: TransferTo,
+        by: Actor,
+        now: Ts,
+    ) -> Result<Reply, HubError> {
+        let task = self
+            .tasks
+            .get(&task_id)
+            .ok_or(HubError::TaskNotFound(task_id))?;
+        let by_agent = (by.role == crate::auth::Role::Agent).then(|| AgentId::from(&*by.id));
+        // An agent transfers only what it has in progress.
+        if let Some(me) = &by_agent {
+            if !matches!(&task.state, TaskState::Assigned { agent_id, .. } if agent_id == me) {
+                return Err(HubError::Transition(agent::TransitionError::NoSuchTask));
+            }
+        }
+        if task.state.is_finished() {
+            return Err(HubError::TaskFinished(task_id));
+        }
+        if task.transfers >= self.rules.max_transfers {
+            return Err(HubError::TransferLimit(task.transfers));
+        }
+        // Check the destination before anything changes.
+        let mut new_skills = None;
+        match &to {
+            TransferTo::Queue {
+                queue,
+                priority,
+                skills,
+                ..
+            } => {
+                let rules = self
+                    .rules
+                    .queues
+                    .get(queue)
+                    .ok_or_else(|| HubError::UnknownQueue(queue.to_string()))?;
+                if !rules.channels.contains(&task.channel) {
+                    return Err(HubError::ChannelNotServed {
+                        queue: queue.to_string(),
+                        channel: task.channel.to_string(),
+                    });
+                }
+                if let Some(p) = priority {
+                    if !crate::task::PRIORITY_RANGE.contains(p) {
+                        return Err(HubError::invalid(
+                            "priority",
+                            format!(
+                                "must be between {} and {}",
+                                crate::task::PRIORITY_RANGE.start(),
+                                crate::task::PRIORITY_RANGE.end()
+                            ),
+                        ));
+                    }
+                }
+                let base = match skills {
+                    Some(s) => {
+                        if s.len() > crate::task::MAX_SKILLS {
+                            return Err(HubError::invalid(
+                                "skills",
+                                format!("at most {} skills", crate::task::MAX_SKILLS),
+                            ));
+                        }
+                        for (i, k) in s.iter().enumerate() {
+                            crate::task::check_name(&format!("skills[{i}]"), k)?;
+                        }
+                        s.clone()
+                    }
+                    None => task.skills.clone(),
+                };
+                let mut all: Vec<String> = base.into_iter().chain(rules.skills.clone()).collect();
+                all.sort();
+                all.dedup();
+                new_skills = Some(all);
+            }
+            TransferTo::Agent(target) => {
+                if !self.agents.contains_key(target) {
+                    return Err(HubError::UnknownAgent(target.to_string()));
+                }
+            }
+        }
+        // Whoever has it lets it go.
+        let mut from = None;
+        match task.state.clone() {
+            TaskState::Queued => {
+                let (bucket, place) = bucket_and_place(task);
+                if let Some(q) = self.queues.get_mut(&task.queue) {
+                    q.remove(&bucket, &place);
+                }
+                tx.queues.insert(task.queue.clone());
+            }
+            TaskState::Offered {
+                offer_id, agent_id, ..
+            } => {
+                self.agent_event(tx, &agent_id, Event::OfferRevoked { offer_id }, now)?;
+                self.end_offer(tx, offer_id, OfferEnd::Withdrawn);
+                self.end_handoff(tx, task_id, &agent_id, TransferResult::Withdrawn);
+                tx.notices.push(Notice::ToAgent {
+                    agent_id,
+                    notice: AgentNotice::OfferEnded {
+                        offer_id,
+                        task_id,
+                        reason: OfferEnd::Withdrawn,
+                    },
+                });
+            }
+            TaskState::Assigned { agent_id, .. } => {
+                self.end_consult(tx, task_id, now, true);
+                let wrap_up_until = self.wrap_up_until(task_id, now);
+                self.agent_event(
+                    tx,
+                    &agent_id,
+                    Event::TaskTransferred {
+                        task_id,
+                        wrap_up_until,
+                    },
+                    now,
+                )?;
+                if by_agent.as_ref() != Some(&agent_id) {
+                    tx.notices.push(Notice::ToAgent {
+                        agent_id: agent_id.clone(),
+                        notice: AgentNotice::TaskTransferred { task_id },
+                    });
+                }
+                from = Some(agent_id);
+            }
+            TaskState::Completed { .. } | TaskState::Cancelled { .. } => {
+                return Err(HubError::TaskFinished(task_id));
+            }
+        }
+        let Some(t) = self.tasks.get_mut(&task_id) else {
+            return Err(HubError::TaskNotFound(task_id));
+        };
+        t.transfers += 1;
+        t.state = TaskState::Queued;
+        let mut reoffer_at = None;
+        if let Some(a) = &from {
+            // Like a refuser: not straight back to the agent who let it go.
+            if !t.excluded.contains(a) {
+                t.excluded.push(a.clone());
+            }
+            t.passed.retain(|x| x != a);
+            let after = self
+                .rules
+                .queues
+                .get(&t.queue)
+                .map(|q| q.reoffer_after)
+                .unwrap_or(DEFAULT_REOFFER_AFTER);
+            reoffer_at = Some((now.plus(after), a.clone()));
+        }
+        let mut moved_queue = false;
+        let target = match to {
+            TransferTo::Queue {
+                queue,
+                priority,
+                head,
+                ..
+            } => {
+                moved_queue = t.queue != queue;
+                t.queue = queue;
+                if let Some(p) = priority {
+                    t.priority = p;
+                }
+                if let Some(s) = new_skills {
+                    t.skills = s;
+                }
+                t.head = t.head || head;
+                None
+            }
+            TransferTo::Agent(target) => {
+                t.handoff = Some(crate::task::Handoff {
+                    from: from.clone(),
+                    to: target.clone(),
+                });
+                Some(target)
+            }
+        };
+        let t = t.clone();
+        tx.task_events.push(TaskEvent::Transferred {
+            task: Box::new(t.clone()),
+            from: from.clone(),
+            to: target.clone(),
+            by,
+        });
+        if let Some((at, a)) = reoffer_at {
+            self.arm(tx, at, Timer::Reoffer(task_id, a));
+        }
+        self.file_task(&t);
+        tx.queues.insert(t.queue.clone());
+        // Waiting afresh in a queue (another one, or its own after an agent had it):
+        // that queue's escalation starts over.
+        if target.is_none() && (moved_queue || from.is_some()) {
+            let q = t.queue.clone();
+            self.arm_escalation(tx, task_id, &q, now);
+        }
+        if let Some(target) = target {
+            let can = self.agents.get(&target).is_some_and(|e| {
+                e.state.open_for_work()
+                    && e.state.load(t.channel) < e.profile.capacity.of(t.channel)
+            });
+            if can {
+                self.offer(tx, task_id, target, now);
+            } else {
+                self.end_handoff(tx, task_id, &target, TransferResult::Unavailable);
+            }
+        }
+        tx.wake.push_back(Wake::Task(task_id));
+        self.route(tx, now);
+        self.task_reply(task_id)
+    }
+
+    /// Arms the escalation timers of `queue` for a task that starts waiting in it.
+    fn arm_escalation(&mut self, tx: &mut Tx, task_id: TaskId, queue: &QueueId, now: Ts) {
+        let Some(e) = self
+            .rules
+            .queues
+            .get(queue)
+            .and_then(|q| q.escalation.clone())
+        else {
+            return;
+        };
+        // A new epoch: timers armed for an earlier wait (another queue) do nothing.
+        let Some(t) = self.tasks.get_mut(&task_id) else {
+            return;
+        };
+        t.epoch += 1;
+        let (epoch, has_levels) = (t.epoch, !t.skill_levels.is_empty());
+        if let Some((every, _, _)) = e.priority {
+            self.arm(tx, now.plus(every), Timer::Priority(task_id, epoch));
+        }
+        if let Some((every, _)) = e.relax {
+            if has_levels {
+                self.arm(tx, now.plus(every), Timer::Relax(task_id, epoch));
+            }
+        }
+        if let Some((after, _)) = e.overflow {
+            self.arm(tx, now.plus(after), Timer::Overflow(task_id, epoch));
+        }
+    }
+
+    /// The task's queue's escalation, while the task is still waiting for an agent
+    /// (queued, or offered and not yet accepted).
+    fn waiting_escalation(&self, task_id: TaskId, epoch: u32) -> Option<(Task, Escalation)> {
+        let t = self.tasks.get(&task_id)?;
+        if t.epoch != epoch || !matches!(t.state, TaskState::Queued | TaskState::Offered { .. }) {
+            return None;
+        }
+        let e = self.rules.queues.get(&t.queue)?.escalation.clone()?;
+        Some((t.clone(), e))
+    }
+
+    /// Refiles a queued task after `change`; an offered one just changes.
+    fn refile(&mut self, task_id: TaskId, change: impl FnOnce(&mut Task)) -> bool {
+        let Some(t) = self.tasks.get(&task_id) else {
+            return false;
+        };
+        let queued = t.state == TaskState::Queued;
+        if queued {
+            let (bucket, place) = bucket_and_place(t);
+            if let Some(q) = self.queues.get_mut(&t.queue) {
+                q.remove(&bucket, &place);
+            }
+        }
+        let Some(t) = self.tasks.get_mut(&task_id) else {
+            return false;
+        };
+        change(t);
+        if queued {
+            let t = t.clone();
+            self.file_task(&t);
+        }
+        queued
+    }
+
+    /// One step of a waiting task's priority; the next step is armed from this one's
+    /// time (not from `now`), so that late ticks do not shift the schedule.
+    fn escalate_priority(&mut self, tx: &mut Tx, task_id: TaskId, epoch: u32, at: Ts) {
+        let Some((t, e)) = self.waiting_escalation(task_id, epoch) else {
+            return;
+        };
+        let Some((every, step, max)) = e.priority else {
+            return;
+        };
+        if t.priority < max {
+            self.refile(task_id, |t| t.priority = (t.priority + step).min(max));
+            tx.queues.insert(t.queue.clone());
+        }
+        if t.priority + step < max {
+            self.arm(tx, at.plus(every), Timer::Priority(task_id, epoch));
+        }
+    }
+
+    /// One step down of a waiting task's required skill levels; agents who now
+    /// qualify may take it at once.
+    fn relax_levels(&mut self, tx: &mut Tx, task_id: TaskId, epoch: u32, at: Ts) {
+        let Some((t, e)) = self.waiting_escalation(task_id, epoch) else {
+            return;
+        };
+        let Some((every, by)) = e.relax else {
+            return;
+        };
+        if t.skill_levels.values().all(|l| *l <= 1) {
+            return;
+        }
+        let queued = self.refile(task_id, |t| {
+            for l in t.skill_levels.values_mut() {
+                *l = l.saturating_sub(by).max(1);
+            }
+        });
+        if queued {
+            tx.wake.push_back(Wake::Task(task_id));
+        }
+        if self
+            .tasks
+            .get(&task_id)
+            .is_some_and(|t| t.skill_levels.values().any(|l| *l > 1))
+        {
+            self.arm(tx, at.plus(every), Timer::Relax(task_id, epoch));
+        }
+    }
+
+    /// A task still waiting after its queue's overflow time moves to the overflow
+    /// queue, keeping its age and place; one being offered at that moment is looked
+    /// at again one overflow period later.
+    fn overflow(&mut self, tx: &mut Tx, task_id: TaskId, epoch: u32, at: Ts, now: Ts) {
+        let Some((t, e)) = self.waiting_escalation(task_id, epoch) else {
+            return;
+        };
+        let Some((after, to)) = e.overflow else {
+            return;
+        };
+        if t.state != TaskState::Queued {
+            self.arm(tx, at.plus(after), Timer::Overflow(task_id, epoch));
+            return;
+        }
+        let Some(rules) = self.rules.queues.get(&to) else {
+            return;
+        };
+        if !rules.channels.contains(&t.channel) {
+            return;
+        }
+        let extra = rules.skills.clone();
+        tx.queues.insert(t.queue.clone());
+        self.refile(task_id, |t| {
+            t.queue = to.clone();
+            t.skills.extend(extra);
+            t.skills.sort();
+            t.skills.dedup();
+        });
+        tx.queues.insert(to.clone());
+        self.arm_escalation(tx, task_id, &to, now);
+        tx.wake.push_back(Wake::Task(task_id));
+    }
+
+    /// A warm transfer: the target gets an ordinary offer of the task, which stays in
+    /// the asking agent's In Progress list until the target accepts (see the
+    /// `Effect::Assigned` and `Effect::Release` handling).
+    fn consult(
+        &mut self,
+        tx: &mut Tx,
+        agent: AgentId,
+        task_id: TaskId,
+        to: AgentId,
+        now: Ts,
+    ) -> Result<Reply, HubError> {
+        let t = self
+            .tasks
+            .get(&task_id)
+            .ok_or(HubError::TaskNotFound(task_id))?;
+        if !matches!(&t.state, TaskState::Assigned { agent_id, .. } if *agent_id == agent) {
+            return Err(HubError::Transition(agent::TransitionError::NoSuchTask));
+        }
+        if t.handoff.is_some() {
+            return Err(HubError::Transition(agent::TransitionError::OfferPending));
+        }
+        if t.transfers >= self.rules.max_transfers {
+            return Err(HubError::TransferLimit(t.transfers));
+        }
+        if to == agent {
+            return Err(HubError::invalid(
+                "to_agent",
+                "an agent cannot consult itself",
+            ));
+        }
+        let target = self
+            .agents
+            .get(&to)
+            .ok_or_else(|| HubError::UnknownAgent(to.to_string()))?;
+        if !(target.state.open_for_work()
+            && target.state.load(t.channel) < target.profile.capacity.of(t.channel))
+        {
+            return Err(HubError::Transition(agent::TransitionError::NotAvailable));
+        }
+        let timeout = self
+            .rules
+            .queues
+            .get(&t.queue)
+            .map(|q| q.offer_timeout)
+            .unwrap_or(Duration::from_secs(15));
+        let (channel, queue) = (t.channel, t.queue.clone());
+        let offer = PendingOffer {
+            offer_id: OfferId(self.ids.mint()),
+            task_id,
+            channel,
+            deadline: now.plus(timeout),
+        };
+        let (offer_id, deadline) = (offer.offer_id, offer.deadline);
+        self.agent_event(tx, &to, Event::Offer(offer), now)?;
+        if let Some(q) = self.queues.get_mut(&queue) {
+            q.offers_pending += 1;
+        }
+        self.offers.insert(
+            offer_id,
+            LiveOffer {
+                task_id,
+                agent_id: to.clone(),
+                deadline,
+            },
+        );
+        self.arm(tx, deadline, Timer::Offer(offer_id));
+        tx.queues.insert(queue);
+        tx.stats.offers_made += 1;
+        let Some(t) = self.tasks.get_mut(&task_id) else {
+            return Err(HubError::TaskNotFound(task_id));
+        };
+        t.transfers += 1;
+        t.offers += 1;
+        t.handoff = Some(crate::task::Handoff {
+            from: Some(agent.clone()),
+            to: to.clone(),
+        });
+        let view = OfferView {
+            offer_id,
+            deadline,
+            timeout_ms: timeout.as_millis() as u64,
+            consult_from: Some(agent),
+            task: t.clone(),
+        };
+        tx.notices.push(Notice::ToAgent {
+            agent_id: to,
+            notice: AgentNotice::Offer(Box::new(view)),
+        });
+        self.task_reply(task_id)
+    }
+
+    /// Ends a consult in flight for a task that is in progress: the target's offer is
+    /// withdrawn. With `tell`, the agent who asked gets `transfer_ended` `withdrawn`
+    /// (it did not ask for the end itself).
+    fn end_consult(&mut self, tx: &mut Tx, task_id: TaskId, now: Ts, tell: bool) {
+        let Some(t) = self.tasks.get(&task_id) else {
+            return;
+        };
+        if !matches!(t.state, TaskState::Assigned { .. }) {
+            return;
+        }
+        let Some(h) = t.handoff.clone() else {
+            return;
+        };
+        let offer = self
+            .agents
+            .get(&h.to)
+            .and_then(|e| e.state.offer.as_ref())
+            .filter(|o| o.task_id == task_id)
+            .map(|o| o.offer_id);
+        if let Some(offer_id) = offer {
+            let _ = self.agent_event(tx, &h.to, Event::OfferRevoked { offer_id }, now);
+            self.end_offer(tx, offer_id, OfferEnd::Withdrawn);
+            tx.notices.push(Notice::ToAgent {
+                agent_id: h.to.clone(),
+                notice: AgentNotice::OfferEnded {
+                    offer_id,
+                    task_id,
+                    reason: OfferEnd::Withdrawn,
+                },
+            });
+        }
+        if tell {
+            self.end_handoff(tx, task_id, &h.to, TransferResult::Withdrawn);
+        } else if let Some(t) = self.tasks.get_mut(&task_id) {
+            t.handoff = None;
+        }
+    }
+
+    /// Ends a transfer to `to`, if one is in flight for the task, and tells the agent
+    /// who made it how it ended.
+    fn end_handoff(&mut self, tx: &mut Tx, task_id: TaskId, to: &AgentId, result: TransferResult) {
+        let Some(t) = self.tasks.get_mut(&task_id) else {
+            return;
+        };
+        if t.handoff.as_ref().is_none_or(|h| &h.to != to) {
+            return;
+        }
+        let Some(h) = t.handoff.take() else {
+            return;
+        };
+        if let Some(from) = h.from {
+            tx.notices.push(Notice::ToAgent {
+                agent_id: from,
+                notice: AgentNotice::TransferEnded {
+                    task_id,
+                    agent_id: h.to,
+                    result,
+                },
+            });
+        }
+    }
+
     /// Applies one event to one agent and carries out its effects.
     fn agent_event(
         &mut self,
@@ -828,9 +1574,19 @@ impl Book {
                 reason,
                 exclude,
             } => {
+                // A consult's offer ending leaves the task with the agent who has it.
+                let consult = offer_id.is_some()
+                    && self.tasks.get(&task_id).is_some_and(|t| {
+                        matches!(&t.state, TaskState::Assigned { agent_id: holder, .. } if holder != agent_id)
+                    });
+                if offer_id.is_none() {
+                    // The agent lets go of work it had (offline): a consult it asked
+                    // for ends with it.
+                    self.end_consult(tx, task_id, now, true);
+                }
                 if let Some(offer_id) = offer_id {
                     let end = match reason {
-                        ReleaseReason::Declined => {
+                        ReleaseReason::Declined | ReleaseReason::NotReady => {
                             tx.stats.declined += 1;
                             OfferEnd::Declined
                         }
@@ -838,12 +1594,14 @@ impl Book {
                             tx.stats.expired += 1;
                             OfferEnd::Expired
                         }
-                        ReleaseReason::AgentOffline | ReleaseReason::Supervisor => {
-                            OfferEnd::Withdrawn
-                        }
+                        ReleaseReason::AgentOffline
+                        | ReleaseReason::Supervisor
+                        | ReleaseReason::DesktopGone => OfferEnd::Withdrawn,
                     };
                     self.end_offer(tx, offer_id, end);
-                    if end != OfferEnd::Declined {
+                    // The agent who sent `decline` knows; one whose `set_state`
+                    // declined the offer is told, like every other end.
+                    if reason != ReleaseReason::Declined {
                         tx.notices.push(Notice::ToAgent {
                             agent_id: agent_id.clone(),
                             notice: AgentNotice::OfferEnded {
@@ -854,21 +1612,79 @@ impl Book {
                         });
                     }
                 }
+                if offer_id.is_some() {
+                    let result = match reason {
+                        ReleaseReason::Declined | ReleaseReason::NotReady => {
+                            TransferResult::Declined
+                        }
+                        ReleaseReason::Expired => TransferResult::Expired,
+                        _ => TransferResult::Withdrawn,
+                    };
+                    self.end_handoff(tx, task_id, agent_id, result);
+                }
+                if consult {
+                    return;
+                }
                 let Some(task) = self.tasks.get_mut(&task_id) else {
                     return;
                 };
+                let mut reoffer_at = None;
                 if exclude && !task.excluded.contains(agent_id) {
                     task.excluded.push(agent_id.clone());
+                    task.passed.retain(|a| a != agent_id);
+                    let after = self
+                        .rules
+                        .queues
+                        .get(&task.queue)
+                        .map(|q| q.reoffer_after)
+                        .unwrap_or(DEFAULT_REOFFER_AFTER);
+                    reoffer_at = Some(now.plus(after));
                 }
                 task.state = TaskState::Queued;
                 let task = task.clone();
+                if let Some(at) = reoffer_at {
+                    self.arm(tx, at, Timer::Reoffer(task_id, agent_id.clone()));
+                }
                 self.file_task(&task);
                 tx.queues.insert(task.queue.clone());
+                if offer_id.is_none() {
+                    // Back from an agent who had it in progress (gone offline): it waits
+                    // again, and its queue's escalation starts over.
+                    let q = task.queue.clone();
+                    self.arm_escalation(tx, task_id, &q, now);
+                }
                 tx.wake.push_back(Wake::Task(task_id));
             }
             Effect::Assigned { task_id, offer_id } => {
                 self.end_offer(tx, offer_id, OfferEnd::Accepted);
+                self.end_handoff(tx, task_id, agent_id, TransferResult::Accepted);
                 tx.stats.accepted += 1;
+                // A consult accepted: the handover from the agent who had the task is
+                // part of this same step.
+                let holder = self.tasks.get(&task_id).and_then(|t| match &t.state {
+                    TaskState::Assigned { agent_id: h, .. } if h != agent_id => Some(h.clone()),
+                    _ => None,
+                });
+                if let Some(holder) = holder {
+                    let wrap_up_until = self.wrap_up_until(task_id, now);
+                    let _ = self.agent_event(
+                        tx,
+                        &holder,
+                        Event::TaskTransferred {
+                            task_id,
+                            wrap_up_until,
+                        },
+                        now,
+                    );
+                    if let Some(t) = self.tasks.get(&task_id) {
+                        tx.task_events.push(TaskEvent::Transferred {
+                            task: Box::new(t.clone()),
+                            from: Some(holder.clone()),
+                            to: Some(agent_id.clone()),
+                            by: Actor::agent(&holder),
+                        });
+                    }
+                }
                 if let Some(t) = self.tasks.get_mut(&task_id) {
                     t.state = TaskState::Assigned {
                         agent_id: agent_id.clone(),
@@ -882,6 +1698,17 @@ impl Book {
             }
             Effect::ArmWrapUp { task_id, until } => {
                 self.arm(tx, until, Timer::WrapUp(agent_id.clone(), task_id));
+            }
+            Effect::ArmAwayOffer {
+                conn,
+                offer_id,
+                until,
+            } => {
+                self.arm(
+                    tx,
+                    until,
+                    Timer::AwayOffer(agent_id.clone(), conn, offer_id),
+                );
             }
             Effect::ArmGrace { conn, until } => {
                 self.arm(tx, until, Timer::Grace(agent_id.clone(), conn));
@@ -915,20 +1742,49 @@ impl Book {
         }
     }
 
-    /// The longest-idle open agent eligible for a waiting task.
+    /// The longest-idle open agent eligible for a waiting task. An agent who declined
+    /// or missed it (and whose re-offer time has passed) only when no other is.
     fn agent_for(&self, task_id: TaskId) -> Option<AgentId> {
         let task = self.tasks.get(&task_id)?;
         if task.state != TaskState::Queued {
             return None;
         }
         let q = self.queues.get(&task.queue)?;
-        q.open_agents()
-            .find(|k| {
-                self.agents
-                    .get(&k.agent_id)
-                    .is_some_and(|e| eligible(e, task))
-            })
-            .map(|k| k.agent_id.clone())
+        let mut fallback = None;
+        for k in q.open_agents() {
+            if !self
+                .agents
+                .get(&k.agent_id)
+                .is_some_and(|e| eligible(e, task))
+            {
+                continue;
+            }
+            if !task.passed.contains(&k.agent_id) {
+                return Some(k.agent_id.clone());
+            }
+            if fallback.is_none() {
+                fallback = Some(&k.agent_id);
+            }
+        }
+        fallback.cloned()
+    }
+
+    /// An agent who declined or missed a task may have it again: it moves from the
+    /// task's `excluded` to its `passed`, and the task looks for an agent.
+    fn reoffer_time_passed(&mut self, tx: &mut Tx, task_id: TaskId, agent: AgentId) {
+        let Some(t) = self.tasks.get_mut(&task_id) else {
+            return;
+        };
+        let Some(i) = t.excluded.iter().position(|a| *a == agent) else {
+            return;
+        };
+        t.excluded.remove(i);
+        if !t.passed.contains(&agent) {
+            t.passed.push(agent);
+        }
+        if t.state == TaskState::Queued {
+            tx.wake.push_back(Wake::Task(task_id));
+        }
     }
 
     /// The first waiting task, by priority then arrival, across the agent's queues, that
@@ -944,6 +1800,7 @@ impl Book {
             for (bucket, places) in idx.buckets() {
                 if e.state.load(bucket.channel) >= e.profile.capacity.of(bucket.channel)
                     || !bucket.skills.iter().all(|s| e.profile.skills.contains(s))
+                    || !bucket.levels.iter().all(|(s, l)| e.profile.level(s) >= *l)
                 {
                     continue;
                 }
@@ -1024,6 +1881,7 @@ impl Book {
             offer_id,
             deadline,
             timeout_ms: timeout.as_millis() as u64,
+            consult_from: None,
             task: task.clone(),
         };
         tx.notices.push(Notice::ToAgent {
@@ -1196,6 +2054,7 @@ impl Book {
             name: e.profile.name.clone(),
             status: s.status(),
             reason: s.reason().map(str::to_owned),
+            pending_not_ready: s.pending_not_ready.clone(),
             since: s.since,
             connected: matches!(s.link, Link::Connected(_)),
             offer: s.offer.as_ref().and_then(|o| {
@@ -1206,10 +2065,17 @@ impl Book {
                     .get(&task.queue)
                     .map(|q| q.offer_timeout.as_millis() as u64)
                     .unwrap_or(0);
+                let consult_from = match &task.state {
+                    TaskState::Assigned { agent_id, .. } if *agent_id != e.profile.id => {
+                        Some(agent_id.clone())
+                    }
+                    _ => None,
+                };
                 Some(OfferView {
                     offer_id: o.offer_id,
                     deadline: o.deadline,
                     timeout_ms: timeout,
+                    consult_from,
                     task: task.clone(),
                 })
             }),
@@ -1233,6 +2099,7 @@ impl Book {
             name: e.profile.name.clone(),
             status: s.status(),
             reason: s.reason().map(str::to_owned),
+            pending_not_ready: s.pending_not_ready.clone(),
             since: s.since,
             connected: matches!(s.link, Link::Connected(_)),
             queues: e.profile.queues.clone(),
@@ -1286,8 +2153,15 @@ fn bucket_and_place(task: &Task) -> (Bucket, Place) {
         Bucket {
             channel: task.channel,
             skills: task.skills.clone().into(),
+            levels: task
+                .skill_levels
+                .iter()
+                .map(|(s, l)| (s.clone(), *l))
+                .collect::<Vec<_>>()
+                .into(),
         },
         Place {
+            lane: if task.head { 0 } else { 1 },
             priority: Reverse(task.priority),
             seq: task.seq,
             task_id: task.task_id,
@@ -1300,6 +2174,10 @@ fn eligible(e: &AgentEntry, task: &Task) -> bool {
         && e.state.open_for_work()
         && e.state.load(task.channel) < e.profile.capacity.of(task.channel)
         && task.skills.iter().all(|s| e.profile.skills.contains(s))
+        && task
+            .skill_levels
+            .iter()
+            .all(|(s, l)| e.profile.level(s) >= *l)
         && !task.excluded.contains(&e.profile.id)
 }
 

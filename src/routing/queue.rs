@@ -12,9 +12,12 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-/// A task's place in its queue: higher priority first, then earlier arrival.
+/// A task's place in its queue: tasks transferred to the head first, then higher
+/// priority, then earlier arrival.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Place {
+    /// 0 for a task transferred to the head of the queue, 1 otherwise.
+    pub lane: u8,
     /// Priority, reversed so that the highest sorts first.
     pub priority: Reverse<i64>,
     /// Arrival order.
@@ -30,6 +33,8 @@ pub struct Bucket {
     pub channel: Channel,
     /// The skills required, sorted.
     pub skills: Arc<[String]>,
+    /// The least levels required in some of them, sorted.
+    pub levels: Arc<[(String, u8)]>,
 }
 
 /// An agent's place among the open agents: longest idle first.

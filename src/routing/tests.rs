@@ -111,6 +111,7 @@ impl World {
                 queue: queue.into(),
                 priority,
                 skills: skills.iter().map(|s| s.to_string()).collect(),
+                skill_levels: Default::default(),
                 customer: CustomerIdentity::default(),
                 attributes: Default::default(),
                 idempotency_key: None,
@@ -299,20 +300,258 @@ fn expiry_sets_not_ready_and_offers_the_next_agent_in_place() {
 }
 
 #[test]
-fn an_expired_task_keeps_its_place_and_never_returns_to_the_agent_who_missed_it() {
+fn an_expired_task_keeps_its_place_and_does_not_return_to_the_agent_who_missed_it_at_once() {
     let mut w = World::new();
     w.login_ready("a1", at_ms(0));
     let (first, _) = w.create("support", Channel::Chat, 0, &[], at_ms(1));
     let (second, _) = w.create("support", Channel::Voice, 0, &[], at_ms(2));
     let o = w.book.expire_due(at_ms(1 + 15_000));
     assert!(offers_in(&o).is_empty(), "no other agent");
-    // a1 comes back: it gets the second task, not the one it missed.
+    // a1 comes back within the re-offer time (30 s): it gets the second task, not the
+    // one it missed.
     w.run(Command::SetReady { agent: "a1".into() }, at_ms(20_000));
     assert_eq!(w.offer_of("a1").map(|o| o.1), Some(second));
     // A new agent gets the first task, which is still ahead of later arrivals.
     let (_third, _) = w.create("support", Channel::Chat, 0, &[], at_ms(20_001));
     w.login_ready("a2", at_ms(20_002));
     assert_eq!(w.offer_of("a2").map(|o| o.1), Some(first));
+}
+
+impl World {
+    fn decline(&mut self, agent: &str, now: Ts) -> Outcome {
+        let (offer_id, _) = self.offer_of(agent).expect("an offer");
+        let o = self.run(
+            Command::Decline {
+                agent: agent.into(),
+                offer_id,
+            },
+            now,
+        );
+        assert!(o.reply.is_ok(), "decline: {:?}", o.reply);
+        o
+    }
+}
+
+#[test]
+fn a_refused_task_returns_to_the_only_agent_after_the_reoffer_time() {
+    let mut w = World::new();
+    w.login_ready("a1", at_ms(0));
+    let (t, _) = w.create("support", Channel::Chat, 0, &[], at_ms(1));
+    let o = w.decline("a1", at_ms(2));
+    assert!(offers_in(&o).is_empty());
+    assert_eq!(w.task_state(t), TaskState::Queued);
+    // The re-offer time (routing.reoffer_after_secs, 30 s by default) is a timer.
+    assert_eq!(w.book.next_deadline(), Some(at_ms(2 + 30_000)));
+    let o = w.book.expire_due(at_ms(2 + 30_000 - 1));
+    assert!(offers_in(&o).is_empty(), "not before the re-offer time");
+    let o = w.book.expire_due(at_ms(2 + 30_000));
+    assert_eq!(offers_in(&o), vec![(AgentId::from("a1"), t)]);
+    // Declined again: away from it for another re-offer time.
+    let o = w.decline("a1", at_ms(30_010));
+    assert!(offers_in(&o).is_empty());
+    assert_eq!(w.book.next_deadline(), Some(at_ms(30_010 + 30_000)));
+    // A missed offer counts the same: a1 missed it, comes back Ready, and gets it once
+    // the time has passed.
+    let o = w.book.expire_due(at_ms(60_010));
+    assert_eq!(offers_in(&o), vec![(AgentId::from("a1"), t)]);
+    w.book.expire_due(at_ms(60_010 + 15_000));
+    assert_eq!(w.status("a1"), Status::NotReady);
+    w.run(Command::SetReady { agent: "a1".into() }, at_ms(80_000));
+    assert!(w.offer_of("a1").is_none(), "within the re-offer time");
+    let o = w.book.expire_due(at_ms(75_010 + 30_000));
+    assert_eq!(offers_in(&o), vec![(AgentId::from("a1"), t)]);
+}
+
+#[test]
+fn a_queue_may_set_its_own_reoffer_time() {
+    let mut w = World::with(&CONFIG.replace(
+        "id = \"vip\"\noffer_timeout_secs = 5",
+        "id = \"vip\"\noffer_timeout_secs = 5\nreoffer_after_secs = 0",
+    ));
+    w.login_ready("a2", at_ms(0));
+    let (t, _) = w.create("vip", Channel::Chat, 0, &[], at_ms(1));
+    // No wait at all: declined, and straight back to the only agent who can take it.
+    let o = w.decline("a2", at_ms(2));
+    assert_eq!(offers_in(&o), vec![]);
+    let o = w.book.expire_due(at_ms(2));
+    assert_eq!(offers_in(&o), vec![(AgentId::from("a2"), t)]);
+}
+
+#[test]
+fn an_agent_who_refused_a_task_is_passed_over_while_another_can_take_it() {
+    let mut w = World::new();
+    w.login_ready("a1", at_ms(0));
+    let (t, _) = w.create("support", Channel::Chat, 0, &[], at_ms(1));
+    w.decline("a1", at_ms(2));
+    w.run(
+        Command::SetNotReady {
+            agent: "a1".into(),
+            reason: "break".into(),
+        },
+        at_ms(3),
+    )
+    .reply
+    .expect("break");
+    // The re-offer time passes while a1 is on a break.
+    let o = w.book.expire_due(at_ms(2 + 30_000));
+    assert!(offers_in(&o).is_empty());
+    w.login_ready("a3", at_ms(30_003));
+    assert_eq!(w.offer_of("a3").map(|o| o.1), Some(t));
+    // a1, then a2, become Ready: a1 has been idle longer.
+    w.run(Command::SetReady { agent: "a1".into() }, at_ms(30_004));
+    w.login_ready("a2", at_ms(30_005));
+    // a3 declines: a2 gets it, though a1 has waited longer, since a1 refused it.
+    let o = w.decline("a3", at_ms(30_006));
+    assert_eq!(offers_in(&o), vec![(AgentId::from("a2"), t)]);
+    // a2 declines too: a1 is the only one left whose time has passed.
+    let o = w.decline("a2", at_ms(30_007));
+    assert_eq!(offers_in(&o), vec![(AgentId::from("a1"), t)]);
+}
+
+#[test]
+fn no_task_waits_while_an_agent_who_could_take_it_refused_it_longer_ago_than_the_reoffer_time() {
+    // A random walk with declines and missed offers. After each step (its due timers
+    // fired), no waiting task may have an agent free to take it, except one who
+    // declined or missed that very task less than the re-offer time ago. The test keeps
+    // its own record of refusals, from the replies and the notices, not the book's.
+    const REOFFER_MS: u64 = 3_000;
+    let mut w = World::with(
+        &CONFIG
+            .replace(
+                "reconnect_grace_secs = 30",
+                "reconnect_grace_secs = 30\noffer_timeout_secs = 2\nreoffer_after_secs = 3",
+            )
+            .replace("offer_timeout_secs = 5", "offer_timeout_secs = 1"),
+    );
+    let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut rnd = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let agents = ["a1", "a2", "a3"];
+    for a in agents {
+        w.login_ready(a, at_ms(0));
+    }
+    let skills: [&[&str]; 3] = [&[], &["en"], &["pt"]];
+    let mut refused: HashMap<(TaskId, AgentId), Ts> = HashMap::new();
+    let (mut declines, mut misses, mut returns) = (0, 0, 0);
+    for step in 1..3000u64 {
+        let now = at_ms(step * 150);
+        let mut outs = Vec::new();
+        match rnd(8) {
+            0 | 1 => {
+                let ch = Channel::ALL[rnd(3) as usize];
+                let q = if rnd(3) == 0 { "vip" } else { "support" };
+                outs.push(
+                    w.create(q, ch, rnd(3) as i64, skills[rnd(3) as usize], now)
+                        .1,
+                );
+            }
+            2 => {
+                let a = agents[rnd(3) as usize];
+                if let Some((offer_id, _)) = w.offer_of(a) {
+                    outs.push(w.run(
+                        Command::Accept {
+                            agent: a.into(),
+                            offer_id,
+                        },
+                        now,
+                    ));
+                }
+            }
+            3 | 4 => {
+                let a = agents[rnd(3) as usize];
+                if let Some((offer_id, task_id)) = w.offer_of(a) {
+                    let o = w.run(
+                        Command::Decline {
+                            agent: a.into(),
+                            offer_id,
+                        },
+                        now,
+                    );
+                    if o.reply.is_ok() {
+                        declines += 1;
+                        refused.insert((task_id, AgentId::from(a)), now);
+                    }
+                    outs.push(o);
+                }
+            }
+            5 => {
+                let a = agents[rnd(3) as usize];
+                let v = w.book.agent_view(&AgentId::from(a)).expect("agent");
+                if let Some(t) = v.in_progress.first() {
+                    outs.push(w.run(
+                        Command::Complete {
+                            agent: a.into(),
+                            task_id: t.task_id,
+                            wrap_up_code: None,
+                        },
+                        now,
+                    ));
+                }
+            }
+            _ => outs.push(w.run(
+                Command::SetReady {
+                    agent: agents[rnd(3) as usize].into(),
+                },
+                now,
+            )),
+        }
+        outs.push(w.book.expire_due(now));
+        for o in &outs {
+            for n in &o.notices {
+                match n {
+                    Notice::ToAgent {
+                        agent_id,
+                        notice:
+                            AgentNotice::OfferEnded {
+                                task_id,
+                                reason: OfferEnd::Expired,
+                                ..
+                            },
+                    } => {
+                        misses += 1;
+                        refused.insert((*task_id, agent_id.clone()), now);
+                    }
+                    Notice::ToAgent {
+                        agent_id,
+                        notice: AgentNotice::Offer(v),
+                    } if refused.contains_key(&(v.task.task_id, agent_id.clone())) => {
+                        returns += 1;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for (id, e) in &w.book.agents {
+            let v = w.book.agent_view(id).expect("agent");
+            for t in w
+                .book
+                .tasks
+                .values()
+                .filter(|t| t.state == TaskState::Queued)
+            {
+                let mut t = t.clone();
+                t.excluded.clear();
+                if !could_take(&v, &e.profile, &t) {
+                    continue;
+                }
+                let refused_at = refused.get(&(t.task_id, id.clone()));
+                assert!(
+                    refused_at.is_some_and(|r| now.since(*r).as_millis() < REOFFER_MS as u128),
+                    "step {step}: task {} waits while {id} could take it (refused at {refused_at:?}, now {now:?})",
+                    t.task_id
+                );
+            }
+        }
+        check_invariants(&w.book);
+    }
+    assert!(
+        declines > 100 && misses > 20 && returns > 20,
+        "the walk did too little: {declines} declines, {misses} missed offers, {returns} offers back to an agent who had refused the task"
+    );
 }
 
 #[test]
@@ -554,6 +793,7 @@ fn idempotent_create_returns_the_same_task() {
             queue: "support".into(),
             priority: 0,
             skills: vec![],
+            skill_levels: Default::default(),
             customer: CustomerIdentity::default(),
             attributes: Default::default(),
             idempotency_key: Some("k1".into()),
@@ -587,6 +827,7 @@ fn unknown_queue_and_channel_are_refused() {
             queue: queue.into(),
             priority: 0,
             skills: vec![],
+            skill_levels: Default::default(),
             customer: CustomerIdentity::default(),
             attributes: Default::default(),
             idempotency_key: None,
@@ -620,9 +861,10 @@ fn no_waiting_task_and_open_agent_could_be_paired_after_any_command() {
     let skills: [&[&str]; 3] = [&[], &["en"], &["pt"]];
     // What the walk did, so that it cannot pass by doing nothing.
     let (mut offers, mut accepts, mut completes, mut expiries) = (0, 0, 0, 0);
+    let (mut transfers, mut consults) = (0, 0);
     for step in 1..2000u64 {
         let now = at_ms(step * 100);
-        let o = match rnd(6) {
+        let o = match rnd(8) {
             0 | 1 => {
                 let ch = Channel::ALL[rnd(3) as usize];
                 let q = if rnd(2) == 0 { "support" } else { "vip" };
@@ -632,12 +874,22 @@ fn no_waiting_task_and_open_agent_could_be_paired_after_any_command() {
                 )
             }
             2 => {
+                // An accept may come after the deadline (no tick since): it loses, and
+                // that is a decision too.
                 let a = agents[rnd(3) as usize];
-                if w.offer_of(a).is_some() {
-                    w.accept(a, now);
-                    accepts += 1;
-                }
-                None
+                w.offer_of(a).map(|(offer_id, _)| {
+                    let o = w.run(
+                        Command::Accept {
+                            agent: a.into(),
+                            offer_id,
+                        },
+                        now,
+                    );
+                    if o.reply.is_ok() {
+                        accepts += 1;
+                    }
+                    o
+                })
             }
             3 => {
                 let a = agents[rnd(3) as usize];
@@ -660,6 +912,59 @@ fn no_waiting_task_and_open_agent_could_be_paired_after_any_command() {
                 },
                 now,
             )),
+            6 => {
+                // A transfer (to a queue, maybe its head, or to an agent) or a consult
+                // of what an agent has in progress.
+                let a = agents[rnd(3) as usize];
+                let v = w.book.agent_view(&AgentId::from(a)).expect("agent");
+                v.in_progress.first().map(|t| {
+                    // Mostly an agent who can take an offer now, so that consults
+                    // happen; sometimes any (then refused, or unavailable).
+                    let open = agents.iter().find(|x| {
+                        **x != a
+                            && w.book
+                                .agents
+                                .get(&AgentId::from(**x))
+                                .is_some_and(|e| e.state.open_for_work())
+                    });
+                    let to_agent = match open {
+                        Some(x) if rnd(4) != 0 => AgentId::from(*x),
+                        _ => AgentId::from(agents[rnd(3) as usize]),
+                    };
+                    let cmd = match rnd(3) {
+                        0 => Command::Transfer {
+                            task_id: t.task_id,
+                            to: TransferTo::Queue {
+                                queue: QueueId::from(if rnd(2) == 0 { "support" } else { "vip" }),
+                                priority: None,
+                                skills: None,
+                                head: rnd(2) == 0,
+                            },
+                            by: agent_actor(a),
+                        },
+                        1 => Command::Transfer {
+                            task_id: t.task_id,
+                            to: TransferTo::Agent(to_agent),
+                            by: agent_actor(a),
+                        },
+                        _ => Command::Consult {
+                            agent: a.into(),
+                            task_id: t.task_id,
+                            to: to_agent,
+                        },
+                    };
+                    let consult = matches!(cmd, Command::Consult { .. });
+                    let o = w.run(cmd, now);
+                    // A consult needs an open target, which a busy walk rarely has:
+                    // attempts are counted (the refusals must keep the invariants too).
+                    if consult {
+                        consults += 1;
+                    } else if o.reply.is_ok() {
+                        transfers += 1;
+                    }
+                    o
+                })
+            }
             _ => Some(w.book.expire_due(now)),
         };
         if let Some(o) = o {
@@ -671,8 +976,13 @@ fn no_waiting_task_and_open_agent_could_be_paired_after_any_command() {
     // The walk is deterministic (a fixed seed): these only guard against a change that
     // leaves it doing nothing, which would check nothing.
     assert!(
-        offers > 50 && accepts > 100 && completes > 100 && expiries > 0,
-        "the walk did too little: {offers} offers, {accepts} accepts, {completes} completes, {expiries} expiries"
+        offers > 50
+            && accepts > 100
+            && completes > 80
+            && expiries > 0
+            && transfers > 20
+            && consults > 20,
+        "the walk did too little: {offers} offers, {accepts} accepts, {completes} completes, {expiries} expiries, {transfers} transfers, {consults} consults asked"
     );
 }
 
@@ -696,6 +1006,7 @@ fn could_take(v: &AgentView, profile: &Profile, t: &Task) -> bool {
         && load < profile.capacity.of(t.channel)
         && profile.queues.contains(&t.queue)
         && t.skills.iter().all(|s| profile.skills.contains(s))
+        && t.skill_levels.iter().all(|(s, l)| profile.level(s) >= *l)
         && !t.excluded.contains(&v.agent_id)
 }
 
@@ -708,10 +1019,17 @@ fn check_invariants(b: &Book) {
         if let Some(o) = &e.state.offer {
             let live = b.offers.get(&o.offer_id).expect("agent's offer is live");
             assert_eq!(&live.agent_id, id);
-            assert!(matches!(
-                b.tasks[&o.task_id].state,
-                TaskState::Offered { .. }
-            ));
+            // Offered to this agent, or, for a consult, still another agent's with a
+            // handoff naming this one.
+            let t = &b.tasks[&o.task_id];
+            match &t.state {
+                TaskState::Offered { agent_id, .. } => assert_eq!(agent_id, id),
+                TaskState::Assigned { agent_id, .. } => {
+                    assert_ne!(agent_id, id);
+                    assert_eq!(t.handoff.as_ref().map(|h| &h.to), Some(id));
+                }
+                other => panic!("{id}'s offer is of a task {other:?}"),
+            }
         }
         let v = b.agent_view(id).expect("agent");
         for t in b.tasks.values().filter(|t| t.state == TaskState::Queued) {
@@ -753,4 +1071,647 @@ fn a_new_profile_on_connect_takes_the_agent_out_of_queues_it_left() {
     assert_eq!(w.task_state(vip), TaskState::Queued);
     let (sup, o) = w.create("support", Channel::Chat, 0, &[], at_ms(3));
     assert_eq!(offers_in(&o), vec![(AgentId::from("a2"), sup)]);
+}
+
+#[test]
+fn not_ready_during_an_offer_declines_it_and_the_task_goes_on() {
+    let mut w = World::new();
+    w.login_ready("a1", at_ms(0));
+    w.login_ready("a2", at_ms(1));
+    let (t, _) = w.create("support", Channel::Chat, 0, &[], at_ms(2));
+    let (offer_id, _) = w.offer_of("a1").expect("offer");
+    let o = w.run(
+        Command::SetNotReady {
+            agent: "a1".into(),
+            reason: "lunch".into(),
+        },
+        at_ms(3),
+    );
+    assert!(o.reply.is_ok(), "{:?}", o.reply);
+    assert_eq!(o.stats.declined, 1);
+    assert_eq!(offers_in(&o), vec![(AgentId::from("a2"), t)]);
+    assert!(o.notices.iter().any(|n| matches!(n,
+        Notice::ToAgent { agent_id, notice: AgentNotice::OfferEnded { offer_id: id, reason: OfferEnd::Declined, .. } }
+            if &*agent_id.0 == "a1" && *id == offer_id)));
+    assert_eq!(w.status("a1"), Status::NotReady);
+    // Like a decline: a1 is excluded from the task for the re-offer time.
+    assert!(
+        w.book
+            .task(t)
+            .is_some_and(|t| t.excluded.contains(&AgentId::from("a1")))
+    );
+    let o = w.run(
+        Command::Accept {
+            agent: "a1".into(),
+            offer_id,
+        },
+        at_ms(4),
+    );
+    assert_eq!(
+        o.reply.err(),
+        Some(HubError::OfferEnded(OfferEnd::Declined))
+    );
+}
+
+#[test]
+fn a_pending_not_ready_takes_no_offers_and_supervisors_see_it() {
+    let mut w = World::new();
+    w.login_ready("a1", at_ms(0));
+    w.create("support", Channel::Chat, 0, &[], at_ms(1));
+    let first = w.accept("a1", at_ms(2));
+    let o = w.run(
+        Command::SetNotReady {
+            agent: "a1".into(),
+            reason: "lunch".into(),
+        },
+        at_ms(3),
+    );
+    assert!(o.notices.iter().any(|n| matches!(n,
+        Notice::AgentChanged(s) if &*s.agent_id.0 == "a1" && s.pending_not_ready.as_deref() == Some("lunch"))));
+    let (second, o) = w.create("support", Channel::Chat, 0, &[], at_ms(4));
+    assert!(
+        offers_in(&o).is_empty(),
+        "a pending Not Ready takes no new work"
+    );
+    let o = w.run(
+        Command::Complete {
+            agent: "a1".into(),
+            task_id: first,
+            wrap_up_code: None,
+        },
+        at_ms(5),
+    );
+    assert!(offers_in(&o).is_empty());
+    let v = w.book.agent_view(&AgentId::from("a1")).expect("a1");
+    assert_eq!(
+        (v.status, v.reason.as_deref(), v.pending_not_ready),
+        (Status::NotReady, Some("lunch"), None)
+    );
+    assert_eq!(w.task_state(second), TaskState::Queued);
+}
+
+#[test]
+fn a_dropped_desktops_offer_goes_to_the_next_agent_after_the_away_time() {
+    // routing.away_offer_secs is 3 s by default; the grace here is 30 s.
+    let mut w = World::new();
+    w.login_ready("a1", at_ms(0));
+    w.login_ready("a2", at_ms(1));
+    w.create("support", Channel::Chat, 0, &[], at_ms(2));
+    let chat = w.accept("a1", at_ms(3));
+    let (t, _) = w.create("support", Channel::Chat, 0, &[], at_ms(4));
+    // The first offer made a1 the most recently idle: a2 gets the second chat.
+    assert_eq!(w.offer_of("a2").map(|o| o.1), Some(t));
+    let conn = w.conns[&AgentId::from("a2")];
+    w.run(
+        Command::Disconnect {
+            agent: "a2".into(),
+            conn,
+        },
+        at_ms(5),
+    )
+    .reply
+    .expect("drop");
+    assert!(offers_in(&w.book.expire_due(at_ms(5 + 3_000 - 1))).is_empty());
+    let o = w.book.expire_due(at_ms(5 + 3_000));
+    assert_eq!(offers_in(&o), vec![(AgentId::from("a1"), t)]);
+    assert!(o.notices.iter().any(|n| matches!(n,
+        Notice::ToAgent { agent_id, notice: AgentNotice::OfferEnded { reason: OfferEnd::Withdrawn, .. } } if &*agent_id.0 == "a2")));
+    // a2 is still in its grace: Ready, away, no offer.
+    let v = w.book.agent_view(&AgentId::from("a2")).expect("a2");
+    assert_eq!((v.status, v.connected), (Status::Ready, false));
+    // a1 drops too, with a chat in progress and the offer pending: the offer goes after
+    // the away time, the chat stays for the grace.
+    let conn = w.conns[&AgentId::from("a1")];
+    w.run(
+        Command::Disconnect {
+            agent: "a1".into(),
+            conn,
+        },
+        at_ms(4_000),
+    );
+    w.book.expire_due(at_ms(7_000));
+    let v = w.book.agent_view(&AgentId::from("a1")).expect("a1");
+    assert!(v.offer.is_none());
+    assert_eq!(v.in_progress.first().map(|t| t.task_id), Some(chat));
+    assert_eq!(
+        w.task_state(t),
+        TaskState::Queued,
+        "nobody connected to take it"
+    );
+    // a2 comes back within its grace: not a refuser, it gets the task.
+    let p = w.profile("a2");
+    let o = w.run(
+        Command::Connect {
+            profile: p,
+            conn: ConnId::new(),
+            node: "n1".into(),
+        },
+        at_ms(8_000),
+    );
+    assert!(matches!(o.reply, Ok(Reply::Agent { resumed: true, .. })));
+    assert_eq!(offers_in(&o), vec![(AgentId::from("a2"), t)]);
+}
+
+fn transfer(w: &mut World, task_id: TaskId, to: TransferTo, by: Actor, now: Ts) -> Outcome {
+    w.run(Command::Transfer { task_id, to, by }, now)
+}
+
+fn agent_actor(id: &str) -> Actor {
+    Actor::agent(&AgentId::from(id))
+}
+
+fn to_queue(q: &str, priority: Option<i64>, head: bool) -> TransferTo {
+    TransferTo::Queue {
+        queue: QueueId::from(q),
+        priority,
+        skills: None,
+        head,
+    }
+}
+
+#[test]
+fn a_blind_transfer_keeps_the_task_its_age_and_place_and_the_head_option_jumps_the_queue() {
+    let mut w = World::new();
+    // Three chats wait in vip (a2 is its only agent, and is not there yet).
+    let (v1, _) = w.create("vip", Channel::Chat, 5, &[], at_ms(0));
+    let (v2, _) = w.create("vip", Channel::Chat, 0, &[], at_ms(1));
+    // a1 takes a support chat and transfers it to vip.
+    w.login_ready("a1", at_ms(2));
+    let (t, _) = w.create("support", Channel::Chat, 0, &[], at_ms(3));
+    w.accept("a1", at_ms(4));
+    let o = transfer(
+        &mut w,
+        t,
+        to_queue("vip", None, false),
+        agent_actor("a1"),
+        at_ms(5),
+    );
+    let task = match o.reply {
+        Ok(Reply::Task(task)) => task,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        (task.task_id, task.created_at, task.priority),
+        (t, at_ms(3), 0)
+    );
+    assert_eq!(task.queue, QueueId::from("vip"));
+    assert_eq!(task.transfers, 1);
+    assert_eq!(task.state, TaskState::Queued);
+    assert!(
+        w.book
+            .agent_view(&AgentId::from("a1"))
+            .is_some_and(|v| v.in_progress.is_empty())
+    );
+    // Its place is by priority, then arrival: v1 (priority 5), v2 (arrived at 1 ms),
+    // then t (arrived at 3 ms, in support: its age came along).
+    w.login_ready("a2", at_ms(6));
+    let mut order = vec![];
+    for i in 0..3 {
+        let got = w.accept("a2", at_ms(7 + i));
+        order.push(got);
+    }
+    assert_eq!(order, vec![v1, v2, t]);
+
+    // With head: ahead of a higher priority.
+    let mut w = World::new();
+    let (v1, _) = w.create("vip", Channel::Chat, 9, &[], at_ms(0));
+    w.login_ready("a1", at_ms(1));
+    let (t, _) = w.create("support", Channel::Chat, 0, &[], at_ms(2));
+    w.accept("a1", at_ms(3));
+    transfer(
+        &mut w,
+        t,
+        to_queue("vip", None, true),
+        agent_actor("a1"),
+        at_ms(4),
+    )
+    .reply
+    .expect("transfer");
+    w.login_ready("a2", at_ms(5));
+    assert_eq!(w.offer_of("a2").map(|o| o.1), Some(t));
+    w.accept("a2", at_ms(6));
+    assert_eq!(w.offer_of("a2").map(|o| o.1), Some(v1));
+}
+
+#[test]
+fn a_transfer_to_an_agent_is_an_offer_and_comes_back_to_the_queue_when_refused() {
+    let mut w = World::new();
+    w.login_ready("a1", at_ms(0));
+    let (t, _) = w.create("support", Channel::Voice, 0, &[], at_ms(1));
+    w.accept("a1", at_ms(2));
+    w.login_ready("a3", at_ms(3));
+    let o = transfer(
+        &mut w,
+        t,
+        TransferTo::Agent(AgentId::from("a3")),
+        agent_actor("a1"),
+        at_ms(4),
+    );
+    assert_eq!(offers_in(&o), vec![(AgentId::from("a3"), t)]);
+    let o = w.decline("a3", at_ms(5));
+    // Back in its queue: a1 let it go and a3 declined it, nobody else: it waits, and
+    // a1 is told.
+    assert!(offers_in(&o).is_empty());
+    assert_eq!(w.task_state(t), TaskState::Queued);
+    assert!(o.notices.iter().any(|n| matches!(n,
+        Notice::ToAgent { agent_id, notice: AgentNotice::TransferEnded { result: TransferResult::Declined, .. } } if &*agent_id.0 == "a1")));
+    // A supervisor sends it to a2, who is not there: unavailable, and it stays queued.
+    let sup = Actor {
+        id: "boss".into(),
+        role: crate::auth::Role::Supervisor,
+    };
+    let o = transfer(
+        &mut w,
+        t,
+        TransferTo::Agent(AgentId::from("a2")),
+        sup.clone(),
+        at_ms(6),
+    );
+    assert!(o.reply.is_ok());
+    assert_eq!(w.task_state(t), TaskState::Queued);
+    // a2 comes: the queue gives it the task as usual; then it is transferred once more
+    // to a3, who accepts.
+    w.login_ready("a2", at_ms(7));
+    assert_eq!(w.offer_of("a2").map(|o| o.1), Some(t));
+    let o = transfer(
+        &mut w,
+        t,
+        TransferTo::Agent(AgentId::from("a1")),
+        sup.clone(),
+        at_ms(8),
+    );
+    // The offer to a2 was withdrawn; a1 is on no call now and Ready: offered.
+    assert_eq!(offers_in(&o), vec![(AgentId::from("a1"), t)]);
+    w.accept("a1", at_ms(9));
+    assert!(matches!(w.task_state(t), TaskState::Assigned { .. }));
+    // The cap: 5 transfers by default; this task has had 3.
+    for i in 0..2 {
+        transfer(
+            &mut w,
+            t,
+            to_queue("support", None, false),
+            sup.clone(),
+            at_ms(10 + i),
+        )
+        .reply
+        .expect("under the cap");
+    }
+    let o = transfer(&mut w, t, to_queue("support", None, false), sup, at_ms(20));
+    assert_eq!(o.reply.err(), Some(HubError::TransferLimit(5)));
+}
+
+#[test]
+fn an_agent_transfers_only_its_own_tasks_in_progress() {
+    let mut w = World::new();
+    w.login_ready("a1", at_ms(0));
+    let (t, _) = w.create("support", Channel::Chat, 0, &[], at_ms(1));
+    // Offered, not accepted: not the agent's to transfer.
+    let o = transfer(
+        &mut w,
+        t,
+        to_queue("vip", None, false),
+        agent_actor("a1"),
+        at_ms(2),
+    );
+    assert!(matches!(o.reply, Err(HubError::Transition(_))));
+    w.accept("a1", at_ms(3));
+    let o = transfer(
+        &mut w,
+        t,
+        to_queue("vip", None, false),
+        agent_actor("a2"),
+        at_ms(4),
+    );
+    assert!(matches!(o.reply, Err(HubError::Transition(_))));
+    let o = transfer(
+        &mut w,
+        t,
+        to_queue("nope", None, false),
+        agent_actor("a1"),
+        at_ms(5),
+    );
+    assert!(matches!(o.reply, Err(HubError::UnknownQueue(_))));
+    assert!(
+        matches!(w.task_state(t), TaskState::Assigned { .. }),
+        "nothing changed"
+    );
+}
+
+const ESCALATING: &str = r#"
+[routing]
+wrap_up_secs = 0
+
+[[queues]]
+id = "support"
+escalation = { priority_every_secs = 10, priority_step = 2, priority_max = 5, relax_every_secs = 30, relax_levels = 3, overflow_after_secs = 100, overflow_queue = "overflow" }
+
+[[queues]]
+id = "overflow"
+skills = ["any"]
+
+[[agents]]
+id = "junior"
+skill_levels = { en = 4 }
+queues = ["support"]
+
+[[agents]]
+id = "senior"
+skills = ["en"]
+queues = ["support"]
+
+[[agents]]
+id = "backup"
+skills = ["any", "en"]
+queues = ["overflow"]
+"#;
+
+fn create_levels(w: &mut World, priority: i64, levels: &[(&str, u8)], now: Ts) -> TaskId {
+    let o = w.run(
+        Command::CreateTask(Box::new(NewTask {
+            channel: Channel::Chat,
+            queue: "support".into(),
+            priority,
+            skills: vec![],
+            skill_levels: levels.iter().map(|(s, l)| (s.to_string(), *l)).collect(),
+            customer: CustomerIdentity::default(),
+            attributes: Default::default(),
+            idempotency_key: None,
+        })),
+        now,
+    );
+    match o.reply {
+        Ok(Reply::Created { task, .. }) => task.task_id,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn priority_rises_a_step_every_period_up_to_the_cap_and_reorders_the_queue() {
+    let mut w = World::with(ESCALATING);
+    let old = create_levels(&mut w, 0, &[], at_ms(0));
+    let new = create_levels(&mut w, 3, &[], at_ms(5_000));
+    let prio = |w: &World, t| w.book.task(t).map(|t| t.priority);
+    w.book.expire_due(at_ms(9_999));
+    assert_eq!(prio(&w, old), Some(0));
+    w.book.expire_due(at_ms(10_000));
+    assert_eq!(prio(&w, old), Some(2));
+    w.book.expire_due(at_ms(20_000));
+    assert_eq!(prio(&w, old), Some(4));
+    // new: 3 at 5 s, 5 (the cap) at 15 s, and no higher.
+    w.book.expire_due(at_ms(30_000));
+    assert_eq!((prio(&w, old), prio(&w, new)), (Some(5), Some(5)));
+    w.book.expire_due(at_ms(90_000));
+    assert_eq!((prio(&w, old), prio(&w, new)), (Some(5), Some(5)));
+    // Equal priority now: the older comes first, though it started lower.
+    w.login_ready("senior", at_ms(90_001));
+    assert_eq!(w.offer_of("senior").map(|o| o.1), Some(old));
+}
+
+#[test]
+fn required_levels_relax_after_a_wait_and_plain_skills_still_work() {
+    let mut w = World::with(ESCALATING);
+    w.login_ready("junior", at_ms(0));
+    // "At least 7" in English: junior (level 4) cannot take it.
+    let t = create_levels(&mut w, 0, &[("en", 7)], at_ms(1));
+    assert_eq!(w.task_state(t), TaskState::Queued);
+    assert!(w.offer_of("junior").is_none());
+    // After 30 s: at least 4, and junior gets it in the same step.
+    let o = w.book.expire_due(at_ms(30_001));
+    assert_eq!(offers_in(&o), vec![(AgentId::from("junior"), t)]);
+    assert_eq!(
+        w.book.task(t).map(|t| t.skill_levels.clone()),
+        Some([("en".to_string(), 4)].into_iter().collect())
+    );
+    // A plain skill on an agent counts as level 10; a plain skill on a task as any
+    // level: senior takes both kinds.
+    w.login_ready("senior", at_ms(30_002));
+    let t2 = create_levels(&mut w, 0, &[("en", 10)], at_ms(30_003));
+    assert_eq!(w.offer_of("senior").map(|o| o.1), Some(t2));
+}
+
+#[test]
+fn a_task_waiting_past_the_overflow_time_moves_to_the_overflow_queue_in_its_place() {
+    let mut w = World::with(ESCALATING);
+    // Nobody in support is connected.
+    let t = w.create("support", Channel::Chat, 0, &["en"], at_ms(0)).0;
+    w.login_ready("backup", at_ms(1));
+    assert!(
+        w.offer_of("backup").is_none(),
+        "backup serves overflow only"
+    );
+    let o = w.book.expire_due(at_ms(100_000));
+    assert_eq!(offers_in(&o), vec![(AgentId::from("backup"), t)]);
+    let task = w.book.task(t).expect("task").clone();
+    assert_eq!(task.queue, QueueId::from("overflow"));
+    assert_eq!(task.created_at, at_ms(0), "its age came along");
+    assert_eq!(task.skills, vec!["any".to_string(), "en".to_string()]);
+    // Accepted tasks escalate no more: the timers find nothing to do.
+    w.accept("backup", at_ms(100_001));
+    let before = w.book.task(t).map(|t| t.priority);
+    w.book.expire_due(at_ms(500_000));
+    assert_eq!(w.book.task(t).map(|t| t.priority), before);
+}
+
+#[test]
+fn a_snapshot_keeps_refusals_heads_and_transfers_in_flight() {
+    let mut w = World::new();
+    w.login_ready("a1", at_ms(0));
+    let (t1, _) = w.create("support", Channel::Chat, 0, &[], at_ms(1));
+    w.decline("a1", at_ms(2));
+    // a1's re-offer time passes: a1 is `passed` for t1, is offered it again, takes it.
+    w.book.expire_due(at_ms(2 + 30_000));
+    assert_eq!(w.accept("a1", at_ms(30_003)), t1);
+    // A transfer to an agent in flight, and a task at the head of vip.
+    w.login_ready("a2", at_ms(30_004));
+    w.login_ready("a3", at_ms(30_005));
+    let (t2, _) = w.create("vip", Channel::Voice, 0, &[], at_ms(30_006));
+    w.accept("a2", at_ms(30_007));
+    transfer(
+        &mut w,
+        t2,
+        TransferTo::Agent(AgentId::from("a3")),
+        agent_actor("a2"),
+        at_ms(30_008),
+    )
+    .reply
+    .expect("to a3");
+    let (t3, _) = w.create("vip", Channel::Chat, 0, &[], at_ms(30_009));
+    w.accept("a2", at_ms(30_010));
+    transfer(
+        &mut w,
+        t3,
+        to_queue("vip", None, true),
+        agent_actor("a2"),
+        at_ms(30_011),
+    )
+    .reply
+    .expect("to the head");
+    let b = &w.book;
+    assert!(b.task(t1).is_some_and(|t| !t.passed.is_empty()));
+    assert!(b.task(t2).is_some_and(|t| t.handoff.is_some()));
+    assert!(
+        b.task(t3)
+            .is_some_and(|t| t.head && t.state == TaskState::Queued)
+    );
+    let bytes = rmp_serde::to_vec_named(&b.snapshot_state()).expect("encode");
+    let snap: BookSnapshot = rmp_serde::from_slice(&bytes).expect("decode");
+    let restored = Book::restore(b.rules().clone(), snap);
+    let again = rmp_serde::to_vec_named(&restored.snapshot_state()).expect("encode");
+    assert!(again == bytes, "the restored book encodes differently");
+    assert!(restored.task(t2).is_some_and(|t| t.handoff.is_some()));
+    assert!(restored.task(t3).is_some_and(|t| t.head));
+    assert!(restored.task(t1).is_some_and(|t| !t.passed.is_empty()));
+}
+
+#[test]
+fn a_consult_keeps_the_task_with_the_first_agent_until_the_accept_then_hands_over_in_one_step() {
+    let mut w = World::new();
+    w.login_ready("a1", at_ms(0));
+    let (t, _) = w.create("support", Channel::Voice, 0, &[], at_ms(1));
+    w.accept("a1", at_ms(2));
+    w.login_ready("a2", at_ms(3));
+    let consult = |w: &mut World, now| {
+        w.run(
+            Command::Consult {
+                agent: "a1".into(),
+                task_id: t,
+                to: "a2".into(),
+            },
+            now,
+        )
+    };
+    let o = consult(&mut w, at_ms(4));
+    assert!(o.reply.is_ok(), "{:?}", o.reply);
+    assert_eq!(offers_in(&o), vec![(AgentId::from("a2"), t)]);
+    assert!(
+        matches!(&w.task_state(t), TaskState::Assigned { agent_id, .. } if &*agent_id.0 == "a1")
+    );
+    // One at a time.
+    assert!(matches!(
+        consult(&mut w, at_ms(5)).reply,
+        Err(HubError::Transition(agent::TransitionError::OfferPending))
+    ));
+    // a2 declines: the task stays with a1, who is told.
+    let o = w.decline("a2", at_ms(6));
+    assert!(o.notices.iter().any(|n| matches!(n,
+        Notice::ToAgent { agent_id, notice: AgentNotice::TransferEnded { result: TransferResult::Declined, .. } } if &*agent_id.0 == "a1")));
+    assert!(
+        matches!(&w.task_state(t), TaskState::Assigned { agent_id, .. } if &*agent_id.0 == "a1")
+    );
+    assert_eq!(w.status("a1"), Status::Busy);
+    // Asked again, taken back by a1.
+    consult(&mut w, at_ms(7)).reply.expect("again");
+    let o = w.run(
+        Command::CancelConsult {
+            agent: "a1".into(),
+            task_id: t,
+        },
+        at_ms(8),
+    );
+    assert!(o.notices.iter().any(|n| matches!(n,
+        Notice::ToAgent { agent_id, notice: AgentNotice::OfferEnded { reason: OfferEnd::Withdrawn, .. } } if &*agent_id.0 == "a2")));
+    assert_eq!(w.status("a2"), Status::Ready);
+    // Asked once more and accepted: one step.
+    consult(&mut w, at_ms(9)).reply.expect("once more");
+    let o = w.run(
+        Command::Accept {
+            agent: "a2".into(),
+            offer_id: w.offer_of("a2").expect("offer").0,
+        },
+        at_ms(10),
+    );
+    assert!(o.reply.is_ok(), "{:?}", o.reply);
+    assert!(
+        matches!(&w.task_state(t), TaskState::Assigned { agent_id, .. } if &*agent_id.0 == "a2")
+    );
+    assert_eq!(w.status("a1"), Status::Ready);
+    assert_eq!(w.status("a2"), Status::Busy);
+    assert!(o.notices.iter().any(|n| matches!(n,
+        Notice::ToAgent { agent_id, notice: AgentNotice::TransferEnded { result: TransferResult::Accepted, .. } } if &*agent_id.0 == "a1")));
+    // The context hears of the handover before the accept.
+    let kinds: Vec<&str> = o
+        .task_events
+        .iter()
+        .map(|e| match e {
+            TaskEvent::Transferred { .. } => "transferred",
+            TaskEvent::Assigned { .. } => "assigned",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(kinds, vec!["transferred", "assigned"]);
+    assert_eq!(w.book.task(t).map(|t| t.transfers), Some(3));
+}
+
+#[test]
+fn completing_a_task_with_a_consult_in_flight_withdraws_the_consult() {
+    let mut w = World::new();
+    w.login_ready("a1", at_ms(0));
+    let (t, _) = w.create("support", Channel::Voice, 0, &[], at_ms(1));
+    w.accept("a1", at_ms(2));
+    w.login_ready("a2", at_ms(3));
+    w.run(
+        Command::Consult {
+            agent: "a1".into(),
+            task_id: t,
+            to: "a2".into(),
+        },
+        at_ms(4),
+    )
+    .reply
+    .expect("consult");
+    let o = w.run(
+        Command::Complete {
+            agent: "a1".into(),
+            task_id: t,
+            wrap_up_code: None,
+        },
+        at_ms(5),
+    );
+    assert!(o.reply.is_ok());
+    assert!(o.notices.iter().any(|n| matches!(n,
+        Notice::ToAgent { agent_id, notice: AgentNotice::OfferEnded { reason: OfferEnd::Withdrawn, .. } } if &*agent_id.0 == "a2")));
+    assert_eq!(w.status("a2"), Status::Ready);
+    check_invariants(&w.book);
+}
+
+#[test]
+fn a_lost_nodes_offers_go_on_at_once_and_its_tasks_keep_the_grace() {
+    let mut w = World::new();
+    w.login_ready("a1", at_ms(0));
+    w.create("support", Channel::Chat, 0, &[], at_ms(1));
+    let chat = w.accept("a1", at_ms(2));
+    let (t, _) = w.create("support", Channel::Chat, 0, &[], at_ms(3));
+    assert_eq!(w.offer_of("a1").map(|o| o.1), Some(t));
+    w.run(Command::NodeLost { node: "n1".into() }, at_ms(4))
+        .reply
+        .expect("lost");
+    // Due at once: the first tick withdraws it (a2 is on another node, Ready).
+    w.login_ready("a2", at_ms(4));
+    let o = w.book.expire_due(at_ms(4));
+    assert_eq!(offers_in(&o), vec![(AgentId::from("a2"), t)]);
+    let v = w.book.agent_view(&AgentId::from("a1")).expect("a1");
+    assert_eq!(v.in_progress.first().map(|t| t.task_id), Some(chat));
+    assert!(!v.connected);
+}
+
+#[test]
+fn a_task_back_from_an_agent_who_went_offline_escalates_again() {
+    let mut w = World::with(ESCALATING);
+    w.login_ready("senior", at_ms(0));
+    let t = create_levels(&mut w, 0, &[], at_ms(1));
+    w.accept("senior", at_ms(2));
+    w.run(
+        Command::Logout {
+            agent: "senior".into(),
+        },
+        at_ms(3),
+    )
+    .reply
+    .expect("logout");
+    assert_eq!(w.task_state(t), TaskState::Queued);
+    // Its priority rises again, 10 s after it started waiting again.
+    w.book.expire_due(at_ms(3 + 10_000 - 1));
+    assert_eq!(w.book.task(t).map(|t| t.priority), Some(0));
+    w.book.expire_due(at_ms(3 + 10_000));
+    assert_eq!(w.book.task(t).map(|t| t.priority), Some(2));
 }

@@ -19,6 +19,10 @@ pub struct OfferView {
     pub deadline: Ts,
     /// How long the agent had, in milliseconds.
     pub timeout_ms: u64,
+    /// For a consult (warm transfer): the agent who has the task and asks this one to
+    /// take it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consult_from: Option<AgentId>,
     /// The task.
     pub task: Task,
 }
@@ -45,6 +49,10 @@ pub struct AgentView {
     /// The Not Ready reason, if Not Ready.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// A Not Ready asked for while the agent had work: its reason, applied when the
+    /// work (and the wrap-up) ends.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_not_ready: Option<String>,
     /// Since when it shows this.
     pub since: Ts,
     /// Whether a desktop is connected.
@@ -71,6 +79,10 @@ pub struct AgentSummary {
     /// The Not Ready reason, if Not Ready.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// A Not Ready asked for while the agent had work: its reason, applied when the
+    /// work (and the wrap-up) ends.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_not_ready: Option<String>,
     /// Since when it shows this; time in state is now minus this.
     pub since: Ts,
     /// Whether a desktop is connected.
@@ -135,6 +147,38 @@ pub enum AgentNotice {
     },
     /// The agent's state changed.
     State(Box<AgentView>),
+    /// A task in the agent's In Progress list was transferred away by someone else (a
+    /// supervisor, an integration).
+    TaskTransferred {
+        /// The task.
+        task_id: TaskId,
+    },
+    /// A transfer this agent made to one agent ended.
+    TransferEnded {
+        /// The task.
+        task_id: TaskId,
+        /// The agent it was transferred to.
+        agent_id: AgentId,
+        /// How it ended.
+        result: TransferResult,
+    },
+}
+
+/// How a transfer to one agent ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransferResult {
+    /// The target accepted: the task is its.
+    Accepted,
+    /// The target declined (or set Not Ready during the offer).
+    Declined,
+    /// The target let the offer expire.
+    Expired,
+    /// The offer was withdrawn (the target went away, a supervisor moved it, the task
+    /// was cancelled).
+    Withdrawn,
+    /// The target could not take an offer when the transfer was asked.
+    Unavailable,
 }
 
 /// Why the hub closes an agent's session.

@@ -187,6 +187,7 @@ fn agent_profile(hub: &Hub, claims: &Claims) -> Result<Arc<Profile>, ApiError> {
             .unwrap_or_default()
             .into_iter()
             .collect(),
+        levels: Default::default(),
         queues: queues.iter().map(|q| QueueId::from(q.as_str())).collect(),
         capacity: hub.config.capacity(None),
     }))

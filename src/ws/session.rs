@@ -481,6 +481,39 @@ async fn agent_request(
             }
         }
         ClientMessage::Logout {} => Command::Logout { agent },
+        ClientMessage::Transfer {
+            task_id,
+            to_queue,
+            to_agent,
+            priority,
+            skills,
+            head,
+        } => {
+            let req = crate::protocol::TransferRequest {
+                to_queue,
+                to_agent,
+                priority,
+                skills,
+                head,
+            };
+            let to = req.destination().map_err(|e| hub_error(&e))?;
+            tracing::info!(agent_id = %agent, %task_id, ?to, "transfer");
+            Command::Transfer {
+                task_id,
+                to,
+                by: Actor::agent(&agent),
+            }
+        }
+        ClientMessage::Consult { task_id, to_agent } => {
+            crate::task::check_name("to_agent", &to_agent).map_err(|e| hub_error(&e))?;
+            tracing::info!(agent_id = %agent, %task_id, to = %to_agent, "consult");
+            Command::Consult {
+                agent,
+                task_id,
+                to: AgentId::from(to_agent.as_str()),
+            }
+        }
+        ClientMessage::CancelConsult { task_id } => Command::CancelConsult { agent, task_id },
         ClientMessage::GetSnapshot {}
         | ClientMessage::SetAgentState { .. }
         | ClientMessage::LogoutAgent { .. } => {
@@ -749,6 +782,32 @@ async fn supervisor_request(
             tracing::info!(supervisor = %claims.sub, %agent_id, "supervisor logs agent out");
             Command::ForceLogout {
                 agent: AgentId::from(agent_id.as_str()),
+            }
+        }
+        ClientMessage::Transfer {
+            task_id,
+            to_queue,
+            to_agent,
+            priority,
+            skills,
+            head,
+        } => {
+            let req = crate::protocol::TransferRequest {
+                to_queue,
+                to_agent,
+                priority,
+                skills,
+                head,
+            };
+            let to = req.destination().map_err(|e| hub_error(&e))?;
+            tracing::info!(supervisor = %claims.sub, %task_id, ?to, "supervisor transfers a task");
+            Command::Transfer {
+                task_id,
+                to,
+                by: Actor {
+                    id: claims.sub.clone(),
+                    role: crate::auth::Role::Supervisor,
+                },
             }
         }
         _ => {
