@@ -34,6 +34,8 @@ import type {
   ServerSnapshot,
   ServerState,
   ServerTaskCancelled,
+  ServerTaskTransferred,
+  ServerTransferEnded,
   ServerWelcome,
   Snapshot,
 } from "./protocol.js";
@@ -154,6 +156,10 @@ export interface ClientEvents {
   offer: OfferView;
   offer_ended: ServerOfferEnded;
   task_cancelled: ServerTaskCancelled;
+  /** A task in the In Progress list was transferred away by a supervisor or an integration. */
+  task_transferred: ServerTaskTransferred;
+  /** A transfer or consult this agent made to one agent ended (accepted, or the task went back). */
+  transfer_ended: ServerTransferEnded;
   /** The agent's own `state` frames, as they come. */
   state: ServerState;
   /** `client.agent` changed (welcome, a newer `state` frame, or a reply carrying a newer view): draw from this. */
@@ -187,6 +193,9 @@ export interface ReplyByType {
   get_snapshot: Snapshot;
   set_agent_state: ReplyAgent;
   logout_agent: ReplyEmpty;
+  transfer: ReplyTask;
+  consult: ReplyTask;
+  cancel_consult: ReplyTask;
   get_lists: ReplyLists;
   search_customers: CustomersResult;
   get_customer: CustomerView;
@@ -446,6 +455,22 @@ export class SwitchboardClient {
     );
   }
   /** Log out: the hub answers, says goodbye `logged_out` and closes; the client ends `closed` / `logged_out`. */
+  /** Blind transfer of a task in progress to a queue (keeping its place unless `head` or `priority` say otherwise). */
+  transferToQueue(taskId: string, queue: string, opts: { priority?: number; skills?: string[]; head?: boolean } = {}): Promise<ReplyTask> {
+    return this.request({ type: "transfer", task_id: taskId, to_queue: queue, ...opts });
+  }
+  /** Transfer a task in progress to one agent: an ordinary offer; `transfer_ended` tells how it ended. */
+  transferToAgent(taskId: string, agentId: string): Promise<ReplyTask> {
+    return this.request({ type: "transfer", task_id: taskId, to_agent: agentId });
+  }
+  /** Warm transfer: the task stays this agent's until the other accepts. */
+  consult(taskId: string, agentId: string): Promise<ReplyTask> {
+    return this.request({ type: "consult", task_id: taskId, to_agent: agentId });
+  }
+  /** Take a consult back before it was accepted. */
+  cancelConsult(taskId: string): Promise<ReplyTask> {
+    return this.request({ type: "cancel_consult", task_id: taskId });
+  }
   logout(): Promise<ReplyEmpty> {
     return this.request({ type: "logout" });
   }
@@ -684,6 +709,12 @@ export class SwitchboardClient {
         break;
       case "task_cancelled":
         this.emit("task_cancelled", f);
+        break;
+      case "task_transferred":
+        this.emit("task_transferred", f);
+        break;
+      case "transfer_ended":
+        this.emit("transfer_ended", f);
         break;
       case "state":
         this.emit("state", f);

@@ -3,10 +3,10 @@
 /* eslint-disable */
 
 /** Any frame a client sends: a JSON text frame holding one object with a `type` and an optional `id`. Unknown fields are refused (`invalid_message`), an unknown `type` is `unknown_type`. Agent requests sent by a supervisor, and supervisor requests sent by an agent, are refused with `forbidden`. */
-export type ClientFrame = ClientPing | ClientGetState | ClientSetState | ClientAccept | ClientDecline | ClientComplete | ClientLogout | ClientGetSnapshot | ClientSetAgentState | ClientLogoutAgent | ClientGetLists | ClientSearchCustomers | ClientGetCustomer | ClientUnwatchCustomer | ClientGetRequest | ClientGetActivity | ClientCreateCustomer | ClientUpdateCustomer | ClientLinkActivity | ClientCreateRequest | ClientUpdateRequest | ClientUpdateActivity | ClientAddNote | ClientGetJourney | ClientCloseInteraction | ClientReopenCustomer | ClientCloseCustomer;
+export type ClientFrame = ClientPing | ClientGetState | ClientSetState | ClientAccept | ClientDecline | ClientComplete | ClientLogout | ClientGetSnapshot | ClientSetAgentState | ClientLogoutAgent | ClientTransfer | ClientConsult | ClientCancelConsult | ClientGetLists | ClientSearchCustomers | ClientGetCustomer | ClientUnwatchCustomer | ClientGetRequest | ClientGetActivity | ClientCreateCustomer | ClientUpdateCustomer | ClientLinkActivity | ClientCreateRequest | ClientUpdateRequest | ClientUpdateActivity | ClientAddNote | ClientGetJourney | ClientCloseInteraction | ClientReopenCustomer | ClientCloseCustomer;
 
 /** Any frame the hub sends: a JSON text frame holding one object whose `type` says which message it is. */
-export type ServerFrame = ServerWelcome | ServerReply | ServerError | ServerOffer | ServerOfferEnded | ServerTaskCancelled | ServerState | ServerSnapshot | ServerAgentChanged | ServerQueueChanged | ServerRecordChanged | ServerGoodbye;
+export type ServerFrame = ServerWelcome | ServerReply | ServerError | ServerOffer | ServerOfferEnded | ServerTaskCancelled | ServerTaskTransferred | ServerTransferEnded | ServerState | ServerSnapshot | ServerAgentChanged | ServerQueueChanged | ServerRecordChanged | ServerGoodbye;
 
 /** Application-level heartbeat (agents and supervisors). Answered with a `reply` whose `result` is `{}`. */
 export interface ClientPing {
@@ -24,7 +24,7 @@ export interface ClientGetState {
   id?: FrameId;
 }
 
-/** Agent: become Ready, or Not Ready with a configured reason code. `ready` also ends a wrap-up early. Not Ready is refused while an offer is pending (`offer_pending`). Answered with `{"agent": AgentView}`. */
+/** Agent: become Ready, or Not Ready with a configured reason code. `ready` also ends a wrap-up early. Not Ready while an offer is pending declines the offer (`offer_ended` `declined`) and sets Not Ready in one step; with work in progress or in wrap-up it is pending (`pending_not_ready`) until the work ends, and a later `ready` cancels it. Answered with `{"agent": AgentView}`. */
 export interface ClientSetState {
   /** The message type. */
   type: "set_state";
@@ -46,7 +46,7 @@ export interface ClientAccept {
   offer_id: Uuid;
 }
 
-/** Agent: decline the pending offer. The task goes back to its queue and is never offered to this agent again. Answered with `{}`. Like an accept, a decline at or after the deadline expires the offer instead and is refused with `offer_expired`. */
+/** Agent: decline the pending offer. The task goes back to its queue and is not offered to this agent again before the re-offer time (`routing.reoffer_after_secs`, 30 s), and after it only when no other eligible agent is open. Answered with `{}`. Like an accept, a decline at or after the deadline expires the offer instead and is refused with `offer_expired`. */
 export interface ClientDecline {
   /** The message type. */
   type: "decline";
@@ -69,6 +69,85 @@ export interface ClientComplete {
   /** An optional wrap-up code: 1 to 100 characters, not blank. */
   wrap_up_code?: string | null;
 }
+
+/** Agent (a task in its In Progress list) or supervisor (any task not finished: queued, offered or in progress): transfer a task, with exactly one of `to_queue` and `to_agent`. The task leaves whoever had it (an agent goes to wrap-up as after `complete`, and is passed over for the task for the re-offer time). Answered with `{"task": Task}` (state `queued` or `offered`). A task may be transferred `routing.max_transfers` (5) times (`transfer_limit`). */
+export interface ClientTransfer {
+  /** The message type. */
+  type: "transfer";
+  /** The request id, echoed as `re` in the answer. Optional. */
+  id?: FrameId;
+  /** The task. */
+  task_id: Uuid;
+  /** Transfer to this queue (blind). The task keeps its id, its age and its place (priority, arrival) unless `priority` or `head` say otherwise. */
+  to_queue?: QueueId;
+  /** Transfer to this agent: an ordinary offer (the queue's offer timeout). If the agent declines, misses it or cannot take it, the task goes back to its queue in its place and the agent who transferred it gets `transfer_ended`. */
+  to_agent?: AgentId;
+  /** Queue transfers: a new priority, 0 to 1000. */
+  priority?: number;
+  /** Queue transfers: the skills required instead of the task's own (the new queue's own are added). At most 32. */
+  skills?: string[];
+  /** Queue transfers: ahead of every task waiting in the queue (after earlier tasks transferred to the head). */
+  head?: boolean;
+}
+
+/** Agent: ask another agent to take a task in this agent's In Progress list (a warm transfer). The other agent gets an ordinary `offer` with `consult_from`; the task stays this agent's until the other accepts, and the handover is then one step (this agent gets `transfer_ended` `accepted` and the task leaves its list). A decline, a miss or a withdrawn offer leaves the task with this agent (`transfer_ended` with the result). The other agent must be able to take an offer now (`not_available`); one consult per task at a time (`offer_pending`); it counts towards `routing.max_transfers`. Answered with `{"task": Task}`. */
+export interface ClientConsult {
+  /** The message type. */
+  type: "consult";
+  /** The request id, echoed as `re` in the answer. Optional. */
+  id?: FrameId;
+  /** The task, in this agent's In Progress list. */
+  task_id: Uuid;
+  /** The agent asked to take it. */
+  to_agent: AgentId;
+}
+
+/** Agent: take back a consult before the other agent accepted: its offer is withdrawn (`offer_ended` `withdrawn`) and the task stays with this agent. Answered with `{"task": Task}`. */
+export interface ClientCancelConsult {
+  /** The message type. */
+  type: "cancel_consult";
+  /** The request id, echoed as `re` in the answer. Optional. */
+  id?: FrameId;
+  /** The task. */
+  task_id: Uuid;
+}
+
+/** The body of `POST /v1/tasks/{id}/transfer` (integrations, supervisors): exactly one of `to_queue` and `to_agent`, as the websocket's `transfer`. */
+export interface TransferTask {
+  /** Transfer to this queue (blind). The task keeps its id, its age and its place (priority, arrival) unless `priority` or `head` say otherwise. */
+  to_queue?: QueueId;
+  /** Transfer to this agent: an ordinary offer (the queue's offer timeout). If the agent declines, misses it or cannot take it, the task goes back to its queue in its place and the agent who transferred it gets `transfer_ended`. */
+  to_agent?: AgentId;
+  /** Queue transfers: a new priority, 0 to 1000. */
+  priority?: number;
+  /** Queue transfers: the skills required instead of the task's own (the new queue's own are added). At most 32. */
+  skills?: string[];
+  /** Queue transfers: ahead of every task waiting in the queue (after earlier tasks transferred to the head). */
+  head?: boolean;
+}
+
+/** A task in this agent's In Progress list was transferred away by a supervisor or an integration; it has left the list (a `state` frame follows). */
+export interface ServerTaskTransferred {
+  /** The message type. */
+  type: "task_transferred";
+  /** The task. */
+  task_id: Uuid;
+}
+
+/** A transfer this agent made to one agent ended: `accepted` (the task is the target's), or `declined`, `expired`, `withdrawn` or `unavailable` (the target could not take an offer when asked): then the task is back in its queue, in its place. */
+export interface ServerTransferEnded {
+  /** The message type. */
+  type: "transfer_ended";
+  /** The task. */
+  task_id: Uuid;
+  /** The agent it was transferred to. */
+  agent_id: AgentId;
+  /** How it ended. */
+  result: TransferResult;
+}
+
+/** How a transfer to one agent ended. */
+export type TransferResult = "accepted" | "declined" | "expired" | "withdrawn" | "unavailable";
 
 /** Agent: log out. The pending offer and the tasks in progress go back to their queues. Answered with `{}`, then `goodbye` (`logged_out`) and close code 4002. */
 export interface ClientLogout {
@@ -514,6 +593,8 @@ export type Task = {
   priority: number;
   /** Skills an agent needs: the task's own and its queue's, sorted, without duplicates. */
   skills: string[];
+  /** The least level an agent needs in some of `skills`, now: the task's `skill_levels`, lowered by its queue's escalation as it waits (never below 1). Absent when none. */
+  skill_levels?: { [key: string]: number };
   /** What is known of the customer. */
   customer: CustomerIdentity;
   /** Free attributes from intake, as given. */
@@ -522,6 +603,8 @@ export type Task = {
   created_at: Timestamp;
   /** How many times it has been offered (a re-offer after a decline or an expiry counts again). */
   offers: number;
+  /** How many times it has been transferred (`transfer`); absent when never. At most `routing.max_transfers` (5). */
+  transfers?: number;
   /** The idempotency key it was created with; absent when none. */
   idempotency_key?: string;
 } & ({
@@ -571,6 +654,8 @@ export interface NewTask {
   priority?: number;
   /** Skills an agent needs, on top of the queue's own. At most 32, each 1 to 100 characters, not blank. Default none. */
   skills?: string[];
+  /** Skills with the least level an agent needs in them, 1 to 10 (`{"en": 7}`: at least 7); each is also a required skill. An agent's plain skill counts as level 10. The queue's escalation may lower these levels as the task waits. With `skills`, at most 32 skills in all. Default none. */
+  skill_levels?: { [key: string]: number };
   /** What is known of the customer. Default: nothing. */
   customer?: NewCustomerIdentity;
   /** Free attributes from intake. Default: none. */
@@ -640,6 +725,8 @@ export interface AgentView {
   status: Status;
   /** The Not Ready reason, present exactly when the agent is Not Ready underneath: always with status `not_ready`, never with `ready` or `offline`, and possibly with `reserved`, `busy` or `wrap_up` (work laid over a Not Ready agent). */
   reason?: ReasonCode;
+  /** A Not Ready the agent asked for (`set_state` `not_ready`) while it had work in progress or in wrap-up: the reason code it takes when that work ends. Present only then (status `busy` or `wrap_up`); the agent gets no new offers meanwhile; a `set_state` `ready` cancels it. */
+  pending_not_ready?: ReasonCode;
   /** Since when it shows this status and reason. */
   since: Timestamp;
   /** Whether a desktop is connected (false during the reconnect grace period and when offline). */
@@ -662,7 +749,9 @@ export interface OfferView {
   deadline: Timestamp;
   /** How long the agent had, in milliseconds (the queue's offer timeout). */
   timeout_ms: number;
-  /** The task offered (its `state` is `offered`). */
+  /** Present for a consult (warm transfer): the agent who has the task in progress and asks this one to take it. Accepting takes the task over from that agent in one step. */
+  consult_from?: AgentId;
+  /** The task offered (its `state` is `offered`; for a consult, `assigned` to the agent in `consult_from`). */
   task: Task;
 }
 
@@ -684,6 +773,8 @@ export interface AgentSummary {
   status: Status;
   /** The Not Ready reason, present exactly when the agent is Not Ready underneath: always with status `not_ready`, never with `ready` or `offline`, and possibly with `reserved`, `busy` or `wrap_up` (work laid over a Not Ready agent). */
   reason?: ReasonCode;
+  /** A Not Ready the agent asked for (`set_state` `not_ready`) while it had work in progress or in wrap-up: the reason code it takes when that work ends. Present only then (status `busy` or `wrap_up`); the agent gets no new offers meanwhile; a `set_state` `ready` cancels it. */
+  pending_not_ready?: ReasonCode;
   /** Since when it shows this; time in state is now minus this. */
   since: Timestamp;
   /** Whether a desktop is connected. */
@@ -1019,7 +1110,7 @@ export type CustomerKind = "person" | "organisation";
 export type RequestState = "open" | "closed";
 
 /** What happened, on a customer's journey. */
-export type JourneyKind = "customer_created" | "customer_updated" | "request_opened" | "request_updated" | "request_closed" | "request_reopened" | "activity_started" | "activity_updated" | "activity_ended" | "task_completed" | "task_cancelled" | "note";
+export type JourneyKind = "customer_created" | "customer_updated" | "request_opened" | "request_updated" | "request_closed" | "request_reopened" | "activity_started" | "activity_updated" | "activity_ended" | "task_completed" | "task_cancelled" | "note" | "task_transferred";
 
 /** Which kind of record changed. */
 export type RecordKind = "customer" | "request" | "activity" | "note";
@@ -1054,7 +1145,7 @@ export interface HttpError {
 }
 
 /** A stable, machine-readable error code. The message beside it is for people and may change. See the README for the HTTP status of each and when it happens. */
-export type ErrorCode = "bad_json" | "unknown_type" | "invalid_message" | "invalid_field" | "field_too_long" | "frame_too_large" | "payload_too_large" | "binary_not_supported" | "rate_limited" | "unauthorized" | "token_expired" | "forbidden" | "origin_not_allowed" | "unknown_agent" | "unknown_queue" | "channel_not_served" | "unknown_reason" | "task_not_found" | "task_finished" | "offer_not_found" | "offer_expired" | "offer_withdrawn" | "not_your_offer" | "offer_closed" | "offer_pending" | "agent_offline" | "task_not_in_progress" | "not_available" | "not_found" | "method_not_allowed" | "customer_not_found" | "request_not_found" | "activity_not_found" | "version_conflict" | "duplicate_tag" | "customer_choice_required" | "record_not_open" | "already_linked" | "interaction_closed" | "store_unavailable" | "shutting_down" | "internal";
+export type ErrorCode = "bad_json" | "unknown_type" | "invalid_message" | "invalid_field" | "field_too_long" | "frame_too_large" | "payload_too_large" | "binary_not_supported" | "rate_limited" | "unauthorized" | "token_expired" | "forbidden" | "origin_not_allowed" | "unknown_agent" | "unknown_queue" | "channel_not_served" | "unknown_reason" | "task_not_found" | "task_finished" | "offer_not_found" | "offer_expired" | "offer_withdrawn" | "not_your_offer" | "offer_closed" | "offer_pending" | "agent_offline" | "task_not_in_progress" | "not_available" | "not_found" | "method_not_allowed" | "customer_not_found" | "request_not_found" | "activity_not_found" | "version_conflict" | "duplicate_tag" | "customer_choice_required" | "record_not_open" | "already_linked" | "interaction_closed" | "transfer_limit" | "store_unavailable" | "shutting_down" | "internal";
 
 /** The claims of a caller's token: a JWT signed with HS256 (any other `alg`, `none` included, is refused). Other claims (`iat`, `iss`, ...) are ignored. */
 export interface TokenClaims {
@@ -1081,8 +1172,8 @@ export type Channel = "voice" | "chat" | "email";
 /** A Not Ready reason code. The built-ins are `login` (right after connecting), `missed_offer` (set by the hub when an offer expires) and `supervisor` (a supervisor's change without a reason); the others are configured (`routing.not_ready_reasons`, by default `break`, `lunch`, `meeting`, `training`, `after_call_work`). An agent may choose only configured ones. */
 export type ReasonCode = string;
 
-/** How a pending offer ended without the agent's accept: `expired` (its deadline passed; the agent is set Not Ready with reason `missed_offer`) or `withdrawn` (the task was cancelled, a supervisor set the agent Not Ready, or the agent went offline). A decline produces no `offer_ended`. */
-export type OfferEndReason = "expired" | "withdrawn";
+/** How a pending offer ended without the agent's accept: `expired` (its deadline passed; the agent is set Not Ready with reason `missed_offer`), `withdrawn` (the task was cancelled, a supervisor set the agent Not Ready, the agent went offline, or its desktop was gone for `routing.away_offer_secs`), or `declined` (the agent's `set_state` `not_ready` declined it). A `decline` request produces no `offer_ended`. */
+export type OfferEndReason = "expired" | "withdrawn" | "declined";
 
 /** Why the hub closes the connection. The close code that follows: `replaced` 4001, `logged_out` and `logged_out_by_supervisor` 4002, `slow_consumer` 4003, `idle` 4004, `rate_limited` 1008, `frame_too_large` 1009, `store_unavailable` 1011, `shutting_down` and `reconnect` 1012. `reconnect`: the node this connection is on was declared lost by the other nodes (with Redis); reconnect (through the load balancer) and the session resumes. */
 export type GoodbyeReason = "replaced" | "logged_out" | "logged_out_by_supervisor" | "shutting_down" | "slow_consumer" | "rate_limited" | "frame_too_large" | "idle" | "store_unavailable" | "reconnect";
