@@ -364,6 +364,13 @@ test("an unknown caller closed with Create / Discard", async () => {
   await a.getByTestId("customer-card").getByRole("button", { name: "Link" }).click();
   await a.getByTestId("work-title").filter({ hasText: "Karin Känd" }).waitFor();
   await a.getByTestId("open-list").getByRole("button", { name: "Karin Känd" }).waitFor();
+
+  // Not Ready while busy is pending until the work ends; a transfer hands the task on.
+  await a.getByTestId("status-select").selectOption({ label: "Not Ready: Break" });
+  await a.getByTestId("agent-status").filter({ hasText: "Not Ready after this work: Break" }).waitFor();
+  await a.getByLabel("Transfer to queue").selectOption({ label: "Support" });
+  await a.getByTestId("in-progress").getByRole("button", { name: "Transfer" }).click();
+  await a.getByText("No tasks in progress.").waitFor();
   assert.deepEqual(A.problems, []);
   await A.context.close();
 });

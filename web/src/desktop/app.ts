@@ -162,6 +162,7 @@ export function startDesktop(root: HTMLElement, token: string, signOut: (message
               statusText(agent),
               " ",
               h("small", null, agent.wrap_up ? t("wrapUpUntil", { time: fmtTime(agent.wrap_up.until) }) : t("since", { time: fmtTime(agent.since) })),
+              agent.pending_not_ready ? [" · ", t("pendingNotReady", { reason: tCode("r_", agent.pending_not_ready) })] : null,
             )
           : null,
       ),
@@ -413,7 +414,9 @@ export function startDesktop(root: HTMLElement, token: string, signOut: (message
                       h("button", { type: "submit", class: "primary" }, t("completeConfirm")),
                       h("button", { type: "button", onclick: () => ((completing = null), renderProgress()) }, t("cancel")),
                     )
-                  : h(
+                  : [
+                    transferControl(task),
+                    h(
                       "button",
                       {
                         type: "button",
@@ -426,9 +429,31 @@ export function startDesktop(root: HTMLElement, token: string, signOut: (message
                       },
                       t("complete"),
                     ),
+                  ],
               );
             }),
           ),
+    );
+  }
+
+  // Transfer a task in progress to another queue (the hub offers it there).
+  function transferControl(task: Task) {
+    const others = config.queues.filter((q) => q.queue_id !== task.queue);
+    if (!others.length) return null;
+    const id = `transfer-${task.task_id}`;
+    return h(
+      "form",
+      {
+        class: "inline",
+        onsubmit: (e: Event) => {
+          e.preventDefault();
+          const queue = (document.getElementById(id) as HTMLSelectElement).value;
+          client.transferToQueue(task.task_id, queue).catch(fail);
+        },
+      },
+      h("label", { for: id, class: "sr-only" }, t("transferTo")),
+      h("select", { id }, others.map((q) => h("option", { value: q.queue_id }, q.name))),
+      h("button", { type: "submit" }, t("transfer")),
     );
   }
 
