@@ -310,3 +310,30 @@ async fn every_http_error_is_the_documented_json() {
     hub.create(chat()).await;
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_client_that_never_reads_its_answers_is_dropped() {
+    // The write stall limit is the sessions' write timeout, `limits.ping_timeout_ms`.
+    let hub = hub("ping_timeout_ms = 300\n").await;
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    // A small window, so that the hub's writes back up soon.
+    socket.set_recv_buffer_size(4096).expect("buffer size");
+    let mut s = socket.connect(hub.addr).await.expect("connect");
+    let requests = b"GET /nowhere HTTP/1.1\r\nhost: x\r\n\r\n".repeat(64);
+    // Pipelined requests, never reading an answer: the hub stops reading when its writes
+    // wait, so these writes wait too, until the hub gives up on the connection.
+    let ended = tokio::time::timeout(WAIT, async {
+        loop {
+            s.write_all(&requests).await?;
+        }
+        #[allow(unreachable_code)]
+        Ok::<(), std::io::Error>(())
+    })
+    .await;
+    assert!(
+        matches!(ended, Ok(Err(_))),
+        "the connection was still open after {WAIT:?}"
+    );
+    assert_eq!(healthz(hub.addr).await, 200);
+    hub.shutdown().await;
+}

@@ -1,6 +1,8 @@
 //! The socket under hyper: it carries the connection's [`Slot`] (so that an upgraded
-//! websocket stays counted until it closes), and gives hyper's own error answers the
-//! JSON body every other error has.
+//! websocket stays counted until it closes), fails a write that makes no progress for
+//! `limits.ping_timeout_ms` (a client that sends requests and never reads the answers
+//! would otherwise hold hyper on its write, where no read timeout runs), and gives
+//! hyper's own error answers the JSON body every other error has.
 //!
 //! hyper answers a request it cannot parse by itself, before the router sees anything:
 //! `400` (a bad request line or header), `414` (a target over 64 KiB), `431` (a head
@@ -11,10 +13,13 @@
 use super::Slot;
 use crate::error::ErrorCode;
 use crate::protocol::ErrorBody;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::time::Sleep;
 
 /// A whole HTTP/1.1 answer carrying `body` as JSON, closing the connection.
 pub(crate) fn answer(body: ErrorBody) -> Vec<u8> {
@@ -67,16 +72,51 @@ pub(crate) struct Guarded {
     max_header_bytes: usize,
     /// A rewritten answer still to be written, and how much of it is.
     pending: Option<(Vec<u8>, usize)>,
+    /// How long a write may wait for the peer to read.
+    write_stall: Duration,
+    /// Armed while a write waits; a write that completes at once arms nothing.
+    stalled: Option<Pin<Box<Sleep>>>,
 }
 
 impl Guarded {
-    pub(crate) fn new(tcp: TcpStream, slot: Slot, max_header_bytes: usize) -> Guarded {
+    pub(crate) fn new(
+        tcp: TcpStream,
+        slot: Slot,
+        max_header_bytes: usize,
+        write_stall: Duration,
+    ) -> Guarded {
         Guarded {
             tcp,
             _slot: slot,
             max_header_bytes,
             pending: None,
+            write_stall,
+            stalled: None,
         }
+    }
+
+    /// Passes a write's outcome through, failing it once it has waited too long.
+    fn bound<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        if r.is_ready() {
+            self.stalled = None;
+            return r;
+        }
+        let limit = self.write_stall;
+        let timer = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        if timer.as_mut().poll(cx).is_ready() {
+            self.stalled = None;
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the peer did not read",
+            )));
+        }
+        Poll::Pending
     }
 
     /// Writes what is left of a rewritten answer.
@@ -86,7 +126,11 @@ impl Guarded {
                 self.pending = None;
                 break;
             }
-            let n = ready!(Pin::new(&mut self.tcp).poll_write(cx, &bytes[*at..]))?;
+            let r = Pin::new(&mut self.tcp).poll_write(cx, &bytes[*at..]);
+            let n = ready!(self.bound(cx, r))?;
+            let Some((_, at)) = &mut self.pending else {
+                break;
+            };
             if n == 0 {
                 return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
             }
@@ -123,19 +167,22 @@ impl AsyncWrite for Guarded {
             }
             return Poll::Ready(Ok(buf.len()));
         }
-        Pin::new(&mut this.tcp).poll_write(cx, buf)
+        let r = Pin::new(&mut this.tcp).poll_write(cx, buf);
+        this.bound(cx, r)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
         ready!(this.poll_pending(cx))?;
-        Pin::new(&mut this.tcp).poll_flush(cx)
+        let r = Pin::new(&mut this.tcp).poll_flush(cx);
+        this.bound(cx, r)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
         ready!(this.poll_pending(cx))?;
-        Pin::new(&mut this.tcp).poll_shutdown(cx)
+        let r = Pin::new(&mut this.tcp).poll_shutdown(cx);
+        this.bound(cx, r)
     }
 }
 

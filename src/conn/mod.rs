@@ -148,6 +148,8 @@ pub async fn serve(
         .header_read_timeout(Duration::from_millis(limits.request_head_timeout_ms))
         .max_buf_size(limits.max_header_bytes)
         .keep_alive(true);
+    // The websocket sessions' own write timeout, for every write on the socket.
+    let write_stall = Duration::from_millis(limits.ping_timeout_ms);
     let refusing = Arc::new(AtomicUsize::new(0));
     // Closed (sender dropped) when the drain begins.
     let (drain_tx, drain_rx) = watch::channel(());
@@ -169,7 +171,12 @@ pub async fn serve(
                 continue;
             }
         };
-        let io = TokioIo::new(io::Guarded::new(tcp, slot, limits.max_header_bytes));
+        let io = TokioIo::new(io::Guarded::new(
+            tcp,
+            slot,
+            limits.max_header_bytes,
+            write_stall,
+        ));
         let conn = builder
             .serve_connection(io, service.clone())
             .with_upgrades();
