@@ -181,3 +181,21 @@ async fn frames_that_break_rfc_6455_close_with_its_codes_after_a_goodbye() {
     c.ok(json!({"type": "ping"})).await;
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_token_with_any_far_expiry_opens_a_working_session() {
+    let hub = hub().await;
+    for exp in [u64::MAX, i64::MAX as u64, unix_now() + 100 * 365 * 86_400] {
+        let mut c = Client::connect(&hub.ws_url(&token(&hub, "ana", Role::Agent, exp)))
+            .await
+            .expect("connects");
+        c.expect("welcome").await;
+        c.ok(json!({"type": "ping"})).await;
+        let mut s = Client::connect(&hub.ws_url(&token(&hub, "sup", Role::Supervisor, exp)))
+            .await
+            .expect("connects");
+        s.expect("snapshot").await;
+        s.ok(json!({"type": "ping"})).await;
+    }
+    hub.shutdown().await;
+}

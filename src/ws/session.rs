@@ -124,10 +124,13 @@ struct Conn {
 /// When a token that expires at `exp` (seconds since the epoch) runs out, on tokio's
 /// clock: the session ends then unless a fresh token arrived.
 fn expiry_deadline(exp: u64) -> tokio::time::Instant {
+    // As far as tokio's timer looks ahead (its own "far future"): a signed `exp` can be
+    // any number, and adding a huge one to an instant would overflow.
+    const FAR: Duration = Duration::from_secs(30 * 365 * 86_400);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    tokio::time::Instant::now() + Duration::from_secs(exp).saturating_sub(now)
+    tokio::time::Instant::now() + Duration::from_secs(exp).saturating_sub(now).min(FAR)
 }
 
 /// What the read side produced.
