@@ -85,6 +85,7 @@ pub async fn start(config: Config, secret: &[u8]) -> std::io::Result<Running> {
     let (stop, stopped) = oneshot::channel::<()>();
     let app = http::router(hub.clone());
     let drain_hub = hub.clone();
+    let serve_hub = hub.clone();
     let served = tokio::spawn(async move {
         let shutdown = async move {
             let _ = stopped.await;
@@ -92,7 +93,7 @@ pub async fn start(config: Config, secret: &[u8]) -> std::io::Result<Running> {
             drain_hub.start_drain();
         };
         // Timeouts and caps on every connection: see `conn`.
-        conn::serve(listener, app, &config.limits, shutdown).await;
+        conn::serve(listener, app, serve_hub, shutdown).await;
     });
     Ok(Running {
         addr,

@@ -147,8 +147,13 @@ async fn slow_and_silent_connections_are_closed_while_the_hub_keeps_serving() {
     let sent = dripper.await.expect("dripper");
     assert!(sent < 140, "closed only after {sent} bytes");
 
-    // Nothing of it stuck: the hub still serves.
+    // Nothing of it stuck: the hub still serves, and counted what it closed.
     assert_eq!(healthz(addr).await, 200);
+    assert!(metric(&hub, "switchboard_request_timeouts_total{phase=\"head\"}").await >= 4);
+    assert_eq!(
+        metric(&hub, "switchboard_request_timeouts_total{phase=\"body\"}").await,
+        1
+    );
     hub.shutdown().await;
 }
 
@@ -174,7 +179,8 @@ async fn hold(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
     held
 }
 
-async fn refused_then_served_again(addr: SocketAddr, mut held: Vec<TcpStream>) {
+async fn refused_then_served_again(hub: &TestHub, mut held: Vec<TcpStream>) {
+    let addr = hub.addr;
     let (status, v) = raw(
         addr,
         b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
@@ -194,13 +200,15 @@ async fn refused_then_served_again(addr: SocketAddr, mut held: Vec<TcpStream>) {
         );
         tokio::task::yield_now().await;
     }
+    assert!(metric(hub, "switchboard_connections_refused_total").await >= 1);
+    assert!(metric(hub, "switchboard_tcp_connections").await > held.len() as u64);
 }
 
 #[tokio::test]
 async fn past_the_connection_cap_a_connection_gets_the_documented_refusal() {
     let hub = hub("max_connections = 3\n").await;
     let held = hold(hub.addr, 3).await;
-    refused_then_served_again(hub.addr, held).await;
+    refused_then_served_again(&hub, held).await;
     hub.shutdown().await;
 }
 
@@ -208,7 +216,7 @@ async fn past_the_connection_cap_a_connection_gets_the_documented_refusal() {
 async fn past_the_per_address_cap_a_connection_gets_the_documented_refusal() {
     let hub = hub("max_connections_per_ip = 2\n").await;
     let held = hold(hub.addr, 2).await;
-    refused_then_served_again(hub.addr, held).await;
+    refused_then_served_again(&hub, held).await;
     hub.shutdown().await;
 }
 

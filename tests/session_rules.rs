@@ -61,6 +61,10 @@ async fn an_expiring_token_ends_the_session_unless_refreshed_in_time() {
         kept.ok(json!({"type": "get_state"})).await["agent"]["agent_id"],
         "ana"
     );
+    assert_eq!(
+        metric(&hub, "switchboard_sessions_token_expired_total").await,
+        2
+    );
     hub.shutdown().await;
 }
 
@@ -179,6 +183,10 @@ async fn frames_that_break_rfc_6455_close_with_its_codes_after_a_goodbye() {
     // The hub is unharmed.
     let mut c = hub.agent("ana").await;
     c.ok(json!({"type": "ping"})).await;
+    assert_eq!(
+        metric(&hub, "switchboard_ws_protocol_errors_total").await,
+        5
+    );
     hub.shutdown().await;
 }
 

@@ -14,6 +14,7 @@ mod request;
 
 use crate::config::LimitsConfig;
 use crate::error::ErrorCode;
+use crate::hub::Hub;
 use crate::protocol::ErrorBody;
 use axum::Router;
 use hyper::server::conn::http1;
@@ -65,6 +66,7 @@ pub fn max_connections(limits: &LimitsConfig) -> usize {
 
 /// The connection counts, in all and by source address.
 struct Caps {
+    hub: Arc<Hub>,
     total: AtomicUsize,
     max_total: usize,
     by_ip: Mutex<HashMap<IpAddr, usize>>,
@@ -81,6 +83,7 @@ pub(crate) struct Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         self.caps.total.fetch_sub(1, Ordering::AcqRel);
+        self.caps.hub.metrics.tcp_closed();
         if let Some(ip) = self.ip {
             let mut by_ip = self.caps.by_ip.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(n) = by_ip.get_mut(&ip) {
@@ -99,6 +102,7 @@ impl Caps {
             self.total.fetch_sub(1, Ordering::AcqRel);
             return Err("the hub holds as many connections as it takes; retry with backoff");
         }
+        self.hub.metrics.tcp_opened();
         let mut slot = Slot {
             caps: self.clone(),
             ip: None,
@@ -123,10 +127,12 @@ impl Caps {
 pub async fn serve(
     mut listener: TcpListener,
     app: Router,
-    limits: &LimitsConfig,
+    hub: Arc<Hub>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    let limits = &hub.config.limits;
     let caps = Arc::new(Caps {
+        hub: hub.clone(),
         total: AtomicUsize::new(0),
         max_total: max_connections(limits),
         by_ip: Mutex::new(HashMap::new()),
@@ -138,7 +144,7 @@ pub async fn serve(
         "connection caps"
     );
     let app = app.layer(axum::middleware::from_fn_with_state(
-        Arc::new(request::Limits::from(limits)),
+        Arc::new(request::Limits::new(limits, hub.clone())),
         request::guard,
     ));
     let service = TowerToHyperService::new(app);
@@ -167,6 +173,7 @@ pub async fn serve(
         let slot = match caps.take(peer.ip()) {
             Ok(slot) => slot,
             Err(why) => {
+                hub.metrics.connection_refused();
                 refuse(tcp, why, &refusing);
                 continue;
             }
@@ -182,6 +189,7 @@ pub async fn serve(
             .with_upgrades();
         let mut drain = drain_rx.clone();
         let done = done_rx.clone();
+        let hub = hub.clone();
         tokio::spawn(async move {
             let mut conn = std::pin::pin!(conn);
             let mut draining = false;
@@ -190,6 +198,7 @@ pub async fn serve(
                     r = conn.as_mut() => {
                         if let Err(e) = r {
                             if e.is_timeout() {
+                                hub.metrics.head_timeout();
                                 tracing::debug!(%peer, "request head not received in time; closed");
                             } else {
                                 tracing::debug!(%peer, error = %e, "connection ended with an error");

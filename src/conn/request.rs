@@ -9,6 +9,7 @@
 use crate::config::LimitsConfig;
 use crate::error::ErrorCode;
 use crate::http::ApiError;
+use crate::hub::Hub;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -17,19 +18,21 @@ use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The limits this layer applies.
+/// The limits this layer applies, and the hub whose counters it adds to.
 pub(crate) struct Limits {
     max_uri_bytes: usize,
     max_body_bytes: usize,
     body_timeout: Duration,
+    hub: Arc<Hub>,
 }
 
-impl From<&LimitsConfig> for Limits {
-    fn from(l: &LimitsConfig) -> Limits {
+impl Limits {
+    pub(crate) fn new(l: &LimitsConfig, hub: Arc<Hub>) -> Limits {
         Limits {
             max_uri_bytes: l.max_uri_bytes,
             max_body_bytes: l.max_body_bytes,
             body_timeout: Duration::from_millis(l.request_body_timeout_ms),
+            hub,
         }
     }
 }
@@ -101,6 +104,7 @@ pub(crate) async fn guard(State(limits): State<Arc<Limits>>, req: Request, next:
                 };
             }
             Err(_) => {
+                limits.hub.metrics.body_timeout();
                 tracing::debug!(uri = %parts.uri, "request body not received in time");
                 return closing(
                     ErrorCode::RequestTimeout,

@@ -259,7 +259,13 @@ impl Conn {
                 let _ = tokio::time::timeout(self.write_timeout, self.ws.close()).await;
                 return Ok(Incoming::Closed);
             }
-            Some(Err(e)) => return read_error(e),
+            Some(Err(e)) => {
+                let r = read_error(e);
+                if matches!(r, Err("protocol_error" | "invalid_utf8")) {
+                    self.hub.metrics.protocol_error();
+                }
+                return r;
+            }
             Some(Ok(m)) => m,
         };
         self.last_heard = Instant::now();
@@ -462,6 +468,9 @@ pub async fn run_agent(hub: Arc<Hub>, ws: WebSocket, profile: Arc<Profile>, clai
             }
         };
         tracing::info!(reason = end, "agent session ends");
+        if end == "token_expired" {
+            hub.metrics.token_expired();
+        }
         if !matches!(end, "closed" | "write_failed") {
             c.goodbye(end).await;
         }
@@ -777,6 +786,9 @@ pub async fn run_supervisor(hub: Arc<Hub>, ws: WebSocket, claims: Claims) {
             }
         };
         tracing::info!(reason = end, "supervisor session ends");
+        if end == "token_expired" {
+            hub.metrics.token_expired();
+        }
         if !matches!(end, "closed" | "write_failed") {
             c.goodbye(end).await;
         }
