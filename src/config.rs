@@ -99,7 +99,8 @@ pub struct ServerConfig {
     /// Where to listen (HTTP and websockets on one port).
     pub listen: String,
     /// Browser origins allowed to open a websocket (`Origin` header, exact match);
-    /// `"*"` allows any. Clients that send no `Origin` (not browsers) are not checked.
+    /// `"*"` allows any. Clients that send no `Origin` (not browsers) are not checked,
+    /// and the hub's own origin (the desktop it serves) is always allowed.
     pub allowed_origins: Vec<String>,
     /// How long a SIGTERM drain waits for connections to finish, in seconds.
     pub drain_secs: f64,
@@ -107,6 +108,10 @@ pub struct ServerConfig {
     pub queue_update_ms: u64,
     /// The name this node logs and reports.
     pub node_id: String,
+    /// Set by [`Config::demo`], never from a file: on loopback the desktop may then list
+    /// the demo agents with ready-made tokens (`GET /v1/demo/agents`).
+    #[serde(skip)]
+    pub demo: bool,
 }
 
 /// `[auth]`
@@ -263,6 +268,7 @@ impl Default for ServerConfig {
             drain_secs: 10.0,
             queue_update_ms: 250,
             node_id: "node-1".into(),
+            demo: false,
         }
     }
 }
@@ -399,6 +405,10 @@ impl Config {
                 ),
                 a("sam", "Sam Lee", &["en"], &["sales", "support", "billing"]),
             ],
+            server: ServerConfig {
+                demo: true,
+                ..ServerConfig::default()
+            },
             ..Config::default()
         }
     }

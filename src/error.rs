@@ -11,7 +11,10 @@ use crate::ids::{ActivityId, CustomerId, RequestId, TaskId};
 use serde::Serialize;
 
 /// The wire error codes. `protocol/v1/schema.json` lists the same set.
+// Deserialize only in tests: through it serde lists every variant's wire name, which the
+// protocol tests compare with the schema and the README.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(test, derive(serde::Deserialize))]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// The frame or body is not JSON.

@@ -32,4 +32,5 @@ pub mod routing;
 pub mod server;
 pub mod store;
 pub mod task;
+pub mod web;
 pub mod ws;

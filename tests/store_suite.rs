@@ -1,11 +1,11 @@
 //! One behaviour suite, run against every store: the in-memory one and the Redis one
 //! (against a `redis-server` this test starts on a free port).
 
-mod support;
+mod common;
 
+use common::redis_server::RedisServer;
 use std::sync::Arc;
 use std::time::Duration;
-use support::redis::RedisServer;
 use switchboard::auth::Role;
 use switchboard::clock::{Clock, Ts};
 use switchboard::config::Config;

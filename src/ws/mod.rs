@@ -124,7 +124,7 @@ fn prepare(
         let allowed = &hub.config.server.allowed_origins;
         let ok = origin
             .to_str()
-            .is_ok_and(|o| allowed.iter().any(|a| a == "*" || a == o));
+            .is_ok_and(|o| allowed.iter().any(|a| a == "*" || a == o) || same_origin(o, headers));
         if !ok {
             return Err(ApiError::new(
                 ErrorCode::OriginNotAllowed,
@@ -141,6 +141,19 @@ fn prepare(
             "integration tokens use the HTTP API, not websockets",
         )),
     }
+}
+
+/// Whether `origin` is the hub's own: the desktop the hub serves at `/` opens its
+/// websocket from the origin it was loaded from, whatever address the hub listens on.
+/// The browser sets both headers, so a page from elsewhere cannot pass for it.
+fn same_origin(origin: &str, headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+        .is_some_and(|authority| authority.eq_ignore_ascii_case(host))
 }
 
 /// The configured profile, or one from the token's claims where that is allowed.

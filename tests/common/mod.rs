@@ -1,7 +1,11 @@
 //! Test helpers: a hub on a free port, websocket clients that check every frame
-//! against `protocol/v1/schema.json`, and a small HTTP client.
+//! against `protocol/v1/schema.json`, a small HTTP client, and (`redis_server`) a
+//! `redis-server` of the test's own.
 
 #![allow(dead_code)]
+
+pub mod race;
+pub mod redis_server;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -469,6 +473,19 @@ impl Client {
                 Ok(_) => return (reason, None),
                 Err(_) => panic!("the server did not close within {WAIT:?}"),
             }
+        }
+    }
+}
+
+/// Waits until the supervisor sees `agent`'s desktop gone (`connected` false): the hub
+/// has handled the drop, so a new connection is a reconnect in the grace period and not a
+/// takeover of a connection it still thinks is open (both answer `resumed: true`).
+pub async fn await_dropped(sup: &mut Client, agent: &str) {
+    loop {
+        let c = sup.expect("agent_changed").await;
+        if c["agent"]["agent_id"] == agent && c["agent"]["connected"] == false {
+            assert_ne!(c["agent"]["status"], "offline", "still in its grace: {c}");
+            return;
         }
     }
 }
