@@ -167,8 +167,9 @@ pub struct LimitsConfig {
     /// `431 headers_too_large`. At least 8192.
     pub max_header_bytes: usize,
     /// Open connections (HTTP and websockets together) the hub accepts; past it new
-    /// ones get `503 too_many_connections`. Default: the process's open-file limit less
-    /// 128 descriptors kept for the store, logs and the listener.
+    /// ones get `503 too_many_connections`. Default: the process's open-file limit (the
+    /// soft one raised to the hard one at start) less 128 descriptors kept for the
+    /// store, logs and the listener.
     pub max_connections: Option<usize>,
     /// Open connections one source address may hold; 0 for no per-address cap.
     pub max_connections_per_ip: usize,

@@ -40,22 +40,42 @@ const MAX_REFUSING: usize = 1024;
 /// How long a refused connection is given to read its answer and close.
 const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 
-/// The process's soft open-file limit, when there is one.
+/// The most the soft open-file limit is raised to: a cap in the millions would only
+/// hide a configuration mistake.
+const MAX_RAISED_FDS: libc::rlim_t = 1 << 20;
+
+/// The process's soft open-file limit, first raised towards the hard limit: the soft
+/// default (often 1,024) would cap a contact center's desktops far below what the
+/// machine allows, and only the hard limit is an operator's decision.
 fn open_file_limit() -> Option<usize> {
     let mut r = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit only writes the struct it is given, which lives on this stack.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0
-        || r.rlim_cur == libc::RLIM_INFINITY
-    {
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
+        return None;
+    }
+    let want = r.rlim_max.min(MAX_RAISED_FDS);
+    if r.rlim_cur < want {
+        let raised = libc::rlimit {
+            rlim_cur: want,
+            rlim_max: r.rlim_max,
+        };
+        // SAFETY: setrlimit only reads the struct it is given.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            tracing::info!(from = r.rlim_cur, to = want, "open-file limit raised");
+            r.rlim_cur = want;
+        }
+    }
+    if r.rlim_cur == libc::RLIM_INFINITY {
         return None;
     }
     usize::try_from(r.rlim_cur).ok()
 }
 
-/// `limits.max_connections`, or the default derived from the open-file limit.
+/// `limits.max_connections`, or the default derived from the open-file limit (raised
+/// to the hard limit first).
 pub fn max_connections(limits: &LimitsConfig) -> usize {
     limits.max_connections.unwrap_or_else(|| {
         open_file_limit()
