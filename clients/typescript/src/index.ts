@@ -282,6 +282,8 @@ export class SwitchboardClient {
   private generation = 0;
   private retryTimer: Timer | null = null;
   private heartbeatTimer: Timer | null = null;
+  /** Bounds the wait for a welcome (a connection attempt that hangs). */
+  private connectTimer: Timer | null = null;
   private nextId = 1;
   private readonly pending = new Map<string, Pending>();
   private readonly listeners = new Map<string, Set<(payload: any) => void>>();
@@ -378,6 +380,11 @@ export class SwitchboardClient {
     this.attachEnvironment();
     this.attempt = 0;
     void this.openSocket();
+  }
+
+  /** While `reconnecting`, try now instead of waiting out the delay (a "Reconnect now" button); otherwise nothing. */
+  reconnectNow(): void {
+    if (this._state.kind === "reconnecting") void this.openSocket();
   }
 
   /** Close for good: `closed` with reason `client`, no reconnect; pending requests reject with `disconnected`. */
@@ -589,6 +596,20 @@ export class SwitchboardClient {
     ws.onclose = (ev: { code?: number; reason?: string }) => {
       if (this.ws === ws) this.onSocketClosed(ev.code ?? 1006, ev.reason ?? "", opened);
     };
+    // An attempt can hang (a connect to an unreachable network may take minutes to fail):
+    // no welcome within the request timeout counts as a failed attempt.
+    this.connectTimer = setTimeout(() => {
+      this.connectTimer = null;
+      if (this.ws === ws && this._state.kind === "connecting") {
+        this.detach(ws);
+        this.onSocketClosed(1006, `no welcome within ${this.timeoutMs} ms`, opened);
+      }
+    }, this.timeoutMs);
+  }
+
+  private clearConnectTimer(): void {
+    if (this.connectTimer !== null) clearTimeout(this.connectTimer);
+    this.connectTimer = null;
   }
 
   /**
@@ -691,6 +712,7 @@ export class SwitchboardClient {
   }
 
   private onWelcome(w: ServerWelcome): void {
+    this.clearConnectTimer();
     this.attempt = 0;
     // A welcome starts afresh (a restarted hub counts versions from 0 again).
     this._agent = w.agent;
@@ -802,6 +824,7 @@ export class SwitchboardClient {
     const wasOpen = this._state.kind === "open";
     this.ws = null;
     this.stopHeartbeat();
+    this.clearConnectTimer();
     this.rejectPending("the connection closed");
     const goodbye = this.goodbye;
     this.goodbye = null;
@@ -880,6 +903,7 @@ export class SwitchboardClient {
   private finish(reason: CloseReason, code?: number): void {
     this.clearRetry();
     this.stopHeartbeat();
+    this.clearConnectTimer();
     this.generation += 1;
     const ws = this.ws;
     this.ws = null;

@@ -154,7 +154,7 @@ test("backoff with the default random varies (jitter) and stays within 0.5 s .. 
   c2.close();
 });
 
-test("online and the page becoming visible retry at once; hidden does not", async () => {
+test("online, the page becoming visible and reconnectNow() retry at once; hidden does not", async () => {
   const { hub, client, env } = setup({ backoff: { minMs: 60000, maxMs: 60000 } }, { autoOpen: false });
   client.connect();
   (await hub.nextConnection()).refuse();
@@ -170,13 +170,21 @@ test("online and the page becoming visible retry at once; hidden does not", asyn
   await stateWhere(client, (x) => x.kind === "reconnecting" && x.attempt === 3);
   env.setVisibility("visible");
   const s3 = await within(hub.nextConnection(), "a connection after visible");
-  s3.open();
+  s3.refuse();
+  await stateWhere(client, (x) => x.kind === "reconnecting" && x.attempt === 4);
+  client.reconnectNow();
+  assert.equal(client.state.kind, "connecting", "reconnectNow() tries at once");
+  const s4 = await within(hub.nextConnection(), "a connection after reconnectNow()");
+  s4.open();
   await stateWhere(client, kind("open"));
+  client.reconnectNow();
+  assert.equal(client.state.kind, "open", "reconnectNow() while open does nothing");
   // While open, becoming visible checks the connection with a ping.
-  const before = s3.sent.filter((f) => f.type === "ping").length;
+  const before = s4.sent.filter((f) => f.type === "ping").length;
   env.setVisibility("hidden");
   env.setVisibility("visible");
-  assert.equal(s3.sent.filter((f) => f.type === "ping").length, before + 1);
+  assert.equal(s4.sent.filter((f) => f.type === "ping").length, before + 1);
+  assert.equal(hub.sockets.length, 4);
   client.close();
 });
 
@@ -571,5 +579,24 @@ test("a token function that fails is retried with backoff", async () => {
   await hub.nextConnection();
   await stateWhere(client, kind("open"));
   assert.equal(calls, 2);
+  client.close();
+});
+
+test("an attempt that never gets its welcome is abandoned after requestTimeoutMs and retried", async () => {
+  const { hub, client } = setup({ requestTimeoutMs: 50, backoff: { minMs: 5, maxMs: 10 } }, { autoOpen: false, welcome: false });
+  client.connect();
+  const hung = await hub.nextConnection(); // never opens
+  const r = await stateWhere(client, kind("reconnecting"));
+  assert.match(r.reason, /no welcome within 50 ms/);
+  assert.ok(r.retryInMs >= 5 && r.retryInMs <= 10, "backoff, not at once");
+  assert.ok(hung.closedByClient, "the hung socket is closed");
+  const opened = await hub.nextConnection(); // opens, but the hub never says welcome
+  opened.open();
+  await stateWhere(client, (s) => s.kind === "reconnecting" && s.attempt === 3);
+  assert.ok(opened.closedByClient);
+  const third = await hub.nextConnection();
+  third.open();
+  third.welcome();
+  await stateWhere(client, kind("open"));
   client.close();
 });

@@ -15,19 +15,25 @@ const pkg = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 export const BIN = process.env.SWITCHBOARD_BIN || resolve(pkg, "../../target/debug/switchboard");
 export const SECRET = "client-test-secret-0123456789";
 
-let inMemoryFlag = null;
-/** `--in-memory` when this binary has it (state in memory whatever its default). */
+let inMemory = null;
+/**
+ * `--in-memory` when this binary has it (state in memory whatever its default; the hub
+ * runs in a fresh temp directory anyway), as a global option or one of `serve`.
+ */
 function memoryArgs() {
-  if (inMemoryFlag === null) {
-    let help = "";
-    try {
-      help = execFileSync(BIN, ["--help"], { encoding: "utf8" });
-    } catch {
-      help = "";
-    }
-    inMemoryFlag = help.includes("--in-memory");
+  if (inMemory === null) {
+    const help = (args) => {
+      try {
+        return execFileSync(BIN, args, { encoding: "utf8" });
+      } catch {
+        return "";
+      }
+    };
+    if (help(["--help"]).includes("--in-memory")) inMemory = ["--in-memory"];
+    else if (help(["serve", "--help"]).includes("--in-memory")) inMemory = ["serve", "--in-memory"];
+    else inMemory = [];
   }
-  return inMemoryFlag ? ["--in-memory"] : [];
+  return inMemory;
 }
 
 const b64url = (s) => Buffer.from(s).toString("base64url");
@@ -49,6 +55,8 @@ const CONFIG = (listen) => `
 [server]
 listen = "${listen}"
 drain_secs = 2
+# The browser test's page (about:blank) sends Origin "null".
+allowed_origins = ["*"]
 
 [auth]
 secret = "${SECRET}"
@@ -69,7 +77,7 @@ export async function startHub(port = 0) {
   const dir = mkdtempSync(join(tmpdir(), "switchboard-client-test-"));
   const config = join(dir, "hub.toml");
   writeFileSync(config, CONFIG(`127.0.0.1:${port}`));
-  const child = spawn(BIN, ["--config", config, ...memoryArgs()], {
+  const child = spawn(BIN, [...memoryArgs(), "--config", config], {
     cwd: dir,
     env: { ...process.env, RUST_LOG: "warn" },
     stdio: ["ignore", "pipe", "pipe"],
