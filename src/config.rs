@@ -129,7 +129,8 @@ pub struct ServerConfig {
     /// Where to listen (HTTP and websockets on one port).
     pub listen: String,
     /// Browser origins allowed to open a websocket (`Origin` header, exact match);
-    /// `"*"` allows any. Clients that send no `Origin` (not browsers) are not checked.
+    /// `"*"` allows any. Clients that send no `Origin` (not browsers) are not checked,
+    /// and the hub's own origin (the desktop it serves) is always allowed.
     pub allowed_origins: Vec<String>,
     /// How long a SIGTERM drain waits for connections to finish, in seconds.
     pub drain_secs: f64,
@@ -137,6 +138,10 @@ pub struct ServerConfig {
     pub queue_update_ms: u64,
     /// The name this node logs and reports.
     pub node_id: String,
+    /// Set by [`Config::demo`], never from a file: on loopback the desktop may then list
+    /// the demo agents with ready-made tokens (`GET /v1/demo/agents`).
+    #[serde(skip)]
+    pub demo: bool,
 }
 
 /// `[auth]`
@@ -178,6 +183,26 @@ pub struct LimitsConfig {
     pub finished_task_retention: usize,
     /// The websocket read buffer per connection, in bytes.
     pub read_buffer_bytes: usize,
+    /// How long a connection may take to send a request's line and headers, in
+    /// milliseconds, counted from when the hub starts waiting for them: on a new
+    /// connection, and on a kept-alive one after each answer (so it is also the
+    /// keep-alive idle limit). The connection is closed when it runs out.
+    pub request_head_timeout_ms: u64,
+    /// How long a request's body may take to arrive, in milliseconds, counted from the
+    /// end of its headers; then `408 request_timeout` and the connection is closed.
+    pub request_body_timeout_ms: u64,
+    /// The longest request target (path and query), in bytes; longer gets `414 uri_too_long`.
+    pub max_uri_bytes: usize,
+    /// The most bytes of a request's line and headers together; more gets
+    /// `431 headers_too_large`. At least 8192.
+    pub max_header_bytes: usize,
+    /// Open connections (HTTP and websockets together) the hub accepts; past it new
+    /// ones get `503 too_many_connections`. Default: the process's open-file limit (the
+    /// soft one raised to the hard one at start) less 128 descriptors kept for the
+    /// store, logs and the listener.
+    pub max_connections: Option<usize>,
+    /// Open connections one source address may hold; 0 for no per-address cap.
+    pub max_connections_per_ip: usize,
 }
 
 /// `[routing]`: defaults for queues and agents.
@@ -274,6 +299,7 @@ impl Default for ServerConfig {
             drain_secs: 10.0,
             queue_update_ms: 250,
             node_id: "node-1".into(),
+            demo: false,
         }
     }
 }
@@ -301,6 +327,12 @@ impl Default for LimitsConfig {
             ping_timeout_ms: 10_000,
             finished_task_retention: 100_000,
             read_buffer_bytes: 4096,
+            request_head_timeout_ms: 10_000,
+            request_body_timeout_ms: 10_000,
+            max_uri_bytes: 8 * 1024,
+            max_header_bytes: 16 * 1024,
+            max_connections: None,
+            max_connections_per_ip: 0,
         }
     }
 }
@@ -404,6 +436,10 @@ impl Config {
                 ),
                 a("sam", "Sam Lee", &["en"], &["sales", "support", "billing"]),
             ],
+            server: ServerConfig {
+                demo: true,
+                ..ServerConfig::default()
+            },
             ..Config::default()
         }
     }
@@ -480,6 +516,27 @@ impl Config {
             if !(v.is_finite() && v >= 1.0) {
                 return Err(invalid(key, "must be a number of at least 1"));
             }
+        }
+        for (key, v) in [
+            ("limits.request_head_timeout_ms", l.request_head_timeout_ms),
+            ("limits.request_body_timeout_ms", l.request_body_timeout_ms),
+        ] {
+            if !(10..=3_600_000).contains(&v) {
+                return Err(invalid(key, "must be between 10 and 3600000 milliseconds"));
+            }
+        }
+        if l.max_uri_bytes < 256 {
+            return Err(invalid("limits.max_uri_bytes", "must be at least 256"));
+        }
+        // hyper refuses a smaller read buffer.
+        if l.max_header_bytes < MIN_HEADER_BYTES {
+            return Err(invalid(
+                "limits.max_header_bytes",
+                format!("must be at least {MIN_HEADER_BYTES}"),
+            ));
+        }
+        if l.max_connections == Some(0) {
+            return Err(invalid("limits.max_connections", "must be more than 0"));
         }
         if l.ping_interval_ms < 10 || l.ping_timeout_ms < 10 {
             return Err(invalid(
@@ -617,6 +674,9 @@ impl Config {
     }
 }
 
+/// The smallest `limits.max_header_bytes`: hyper's smallest read buffer.
+pub const MIN_HEADER_BYTES: usize = 8192;
+
 fn secs(key: &str, v: f64, min: f64) -> Result<(), ConfigError> {
     if !v.is_finite() || v < min || v > 86_400.0 {
         return Err(invalid(
@@ -690,6 +750,26 @@ id = "support"
             (
                 "[limits]\nrate_per_sec = 0\n[[queues]]\nid = \"a\"\n",
                 "limits.rate_per_sec",
+            ),
+            (
+                "[limits]\nrequest_head_timeout_ms = 0\n[[queues]]\nid = \"a\"\n",
+                "limits.request_head_timeout_ms",
+            ),
+            (
+                "[limits]\nrequest_body_timeout_ms = 5\n[[queues]]\nid = \"a\"\n",
+                "limits.request_body_timeout_ms",
+            ),
+            (
+                "[limits]\nmax_header_bytes = 4096\n[[queues]]\nid = \"a\"\n",
+                "limits.max_header_bytes",
+            ),
+            (
+                "[limits]\nmax_uri_bytes = 10\n[[queues]]\nid = \"a\"\n",
+                "limits.max_uri_bytes",
+            ),
+            (
+                "[limits]\nmax_connections = 0\n[[queues]]\nid = \"a\"\n",
+                "limits.max_connections",
             ),
             ("", "queues"),
         ];

@@ -11,7 +11,10 @@ use crate::ids::{ActivityId, CustomerId, RequestId, TaskId};
 use serde::Serialize;
 
 /// The wire error codes. `protocol/v1/schema.json` lists the same set.
+// Deserialize only in tests: through it serde lists every variant's wire name, which the
+// protocol tests compare with the schema and the README.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(test, derive(serde::Deserialize))]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// The frame or body is not JSON.
@@ -98,6 +101,18 @@ pub enum ErrorCode {
     StoreUnavailable,
     /// The hub is shutting down.
     ShuttingDown,
+    /// The request line, a header or the URL could not be read (HTTP).
+    BadRequest,
+    /// The request's body did not arrive in time (HTTP); the connection is closed.
+    RequestTimeout,
+    /// The request target is over the length limit (HTTP).
+    UriTooLong,
+    /// The request's line and headers are over the size limit (HTTP).
+    HeadersTooLarge,
+    /// The body is not `application/json` (HTTP).
+    UnsupportedMediaType,
+    /// The hub holds as many connections as it takes, in all or from this address.
+    TooManyConnections,
     /// A fault in the hub; details are in its log.
     Internal,
 }
@@ -148,6 +163,12 @@ impl ErrorCode {
             ErrorCode::InteractionClosed => "interaction_closed",
             ErrorCode::StoreUnavailable => "store_unavailable",
             ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::RequestTimeout => "request_timeout",
+            ErrorCode::UriTooLong => "uri_too_long",
+            ErrorCode::HeadersTooLarge => "headers_too_large",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::TooManyConnections => "too_many_connections",
             ErrorCode::Internal => "internal",
         }
     }
@@ -157,7 +178,13 @@ impl ErrorCode {
         use ErrorCode::*;
         match self {
             BadJson | UnknownType | InvalidMessage | InvalidField | FieldTooLong
-            | BinaryNotSupported | UnknownReason | ChannelNotServed | DuplicateTag => 400,
+            | BinaryNotSupported | UnknownReason | ChannelNotServed | DuplicateTag | BadRequest => {
+                400
+            }
+            RequestTimeout => 408,
+            UriTooLong => 414,
+            UnsupportedMediaType => 415,
+            HeadersTooLarge => 431,
             Unauthorized | TokenExpired => 401,
             Forbidden | OriginNotAllowed | NotYourOffer | RecordNotOpen => 403,
             NotFound | TaskNotFound | OfferNotFound | UnknownAgent | UnknownQueue
@@ -177,7 +204,7 @@ impl ErrorCode {
             MethodNotAllowed => 405,
             FrameTooLarge | PayloadTooLarge => 413,
             RateLimited => 429,
-            StoreUnavailable | ShuttingDown => 503,
+            StoreUnavailable | ShuttingDown | TooManyConnections => 503,
             Internal => 500,
         }
     }

@@ -268,6 +268,7 @@ fn print_welcome(cfg: &Config, addr: std::net::SocketAddr, secret: &[u8], demo: 
         "switchboard listening on http://{addr} (websocket: ws://{addr}/v1/ws)"
     );
     let _ = writeln!(out, "store: {store}");
+    let _ = writeln!(out, "agent desktop:         http://{addr}/");
     if demo {
         let _ = writeln!(
             out,

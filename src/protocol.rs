@@ -7,6 +7,7 @@
 //! every message with a JSON Schema; the integration tests validate every frame
 //! against it.
 
+use crate::clock::Ts;
 use crate::context::record::{Activity, CustomerFields, JourneyEvent, Note, Request, RequestState};
 use crate::context::{ContextReply, CustomerSummary, CustomerView, Lists, RecordChange};
 use crate::error::{ErrorCode, HubError, OfferEnd};
@@ -37,6 +38,12 @@ pub enum RequestedState {
 pub enum ClientMessage {
     /// Application-level heartbeat; the hub answers with an empty `reply`.
     Ping {},
+    /// Replace the token the connection was opened with by a fresh one (same `sub` and
+    /// role, a later `exp`): the session then ends at the new token's expiry instead.
+    RefreshToken {
+        /// The new token.
+        token: String,
+    },
     /// The agent's full current view.
     GetState {},
     /// Become Ready or Not Ready.
@@ -239,6 +246,7 @@ pub enum CloseChoiceName {
 /// The `type` values a client may send, to tell an unknown type from a malformed one.
 pub const CLIENT_TYPES: &[&str] = &[
     "ping",
+    "refresh_token",
     "get_state",
     "set_state",
     "accept",
@@ -329,6 +337,12 @@ pub fn parse_client(text: &str) -> Result<(Option<String>, ClientMessage), BadFr
 #[derive(Clone, Debug, Serialize)]
 #[serde(untagged)]
 pub enum ReplyBody {
+    /// The answer to `ping`: the hub's clock when it answered, so that a client can
+    /// measure its clock's offset from the round trip.
+    Pong {
+        /// The hub's clock.
+        server_time: Ts,
+    },
     /// Nothing more to say.
     Empty {},
     /// The agent's view.
@@ -477,6 +491,9 @@ pub enum ServerMessage<'a> {
         resumed: bool,
         /// How often the hub pings; a client may also send `ping` frames.
         heartbeat_ms: u64,
+        /// The hub's clock when it sent this frame: a first estimate of the offset between
+        /// the desktop's clock and the one offer deadlines are written in.
+        server_time: Ts,
         /// The agent's state, pending offer and In Progress list.
         agent: &'a AgentView,
         /// The Open and Recent lists.
@@ -545,7 +562,8 @@ pub enum ServerMessage<'a> {
     /// The hub is about to close this connection, and why.
     Goodbye {
         /// `replaced`, `logged_out`, `logged_out_by_supervisor`, `shutting_down`,
-        /// `slow_consumer`, `rate_limited`, `idle`.
+        /// `slow_consumer`, `rate_limited`, `idle`, `token_expired`, `protocol_error`,
+        /// `invalid_utf8`.
         reason: &'a str,
     },
 }
@@ -567,67 +585,4 @@ pub fn error_text(re: Option<String>, error: ErrorBody) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parse_sorts_bad_frames_by_kind() {
-        assert_eq!(
-            parse_client("nope").err().map(|e| e.code),
-            Some(ErrorCode::BadJson)
-        );
-        assert_eq!(
-            parse_client("[1]").err().map(|e| e.code),
-            Some(ErrorCode::InvalidMessage)
-        );
-        let e = parse_client(r#"{"id":"r1","type":"fly"}"#).err();
-        assert_eq!(e.as_ref().map(|e| e.code), Some(ErrorCode::UnknownType));
-        assert_eq!(e.and_then(|e| e.re).as_deref(), Some("r1"));
-        let e = parse_client(r#"{"id":"r2","type":"accept"}"#).err();
-        assert_eq!(e.as_ref().map(|e| e.code), Some(ErrorCode::InvalidMessage));
-        let e = parse_client(r#"{"id":"r3","type":"accept","offer_id":"x"}"#).err();
-        assert_eq!(e.as_ref().map(|e| e.code), Some(ErrorCode::InvalidMessage));
-        let e = parse_client(r#"{"type":"ping","extra":1}"#).err();
-        assert_eq!(e.as_ref().map(|e| e.code), Some(ErrorCode::InvalidMessage));
-    }
-
-    #[test]
-    fn parse_reads_id_and_request() {
-        let (re, m) =
-            parse_client(r#"{"id":"r1","type":"set_state","state":"not_ready","reason":"lunch"}"#)
-                .expect("parse");
-        assert_eq!(re.as_deref(), Some("r1"));
-        assert!(matches!(
-            m,
-            ClientMessage::SetState {
-                state: RequestedState::NotReady,
-                reason: Some(_)
-            }
-        ));
-    }
-
-    #[test]
-    fn every_client_type_is_known() {
-        for t in CLIENT_TYPES {
-            let r = parse_client(&format!(r#"{{"type":"{t}"}}"#));
-            assert!(
-                !matches!(&r, Err(e) if e.code == ErrorCode::UnknownType),
-                "{t} is listed but not parsed"
-            );
-        }
-    }
-
-    #[test]
-    fn error_codes_match_their_serde_names() {
-        for code in [
-            ErrorCode::BadJson,
-            ErrorCode::OfferExpired,
-            ErrorCode::StoreUnavailable,
-        ] {
-            assert_eq!(
-                serde_json::to_value(code).ok(),
-                Some(Value::String(code.as_str().into()))
-            );
-        }
-    }
-}
+mod tests;

@@ -4,8 +4,9 @@
 //! under traffic.
 
 mod common;
-mod support;
 
+use common::race::{Race, Timing};
+use common::redis_server::RedisServer;
 use common::*;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -13,8 +14,8 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use support::redis::RedisServer;
 use switchboard::auth::{Keys, Role};
+use tokio::time::Instant;
 
 /// One hub process.
 struct Node {
@@ -116,8 +117,14 @@ impl Node {
     }
 
     async fn task(&self, id: &Value) -> Value {
+        let (s, v) = self.get_task(id).await;
+        assert_eq!(s, 200, "{v}");
+        v
+    }
+
+    async fn get_task(&self, id: &Value) -> (u16, Value) {
         let tok = Self::token("crm", Role::Integration);
-        let (s, v) = http(
+        http(
             self.addr,
             "GET",
             &format!("/v1/tasks/{}", id.as_str().unwrap_or_default()),
@@ -125,23 +132,33 @@ impl Node {
             None,
             &[],
         )
-        .await;
-        assert_eq!(s, 200, "{v}");
-        v
+        .await
     }
 
     /// Waits until this node shows the task in `state`.
     async fn await_task_state(&self, id: &Value, state: &str) -> Value {
+        self.await_task(id, state, |t| t["state"] == state).await
+    }
+
+    /// Waits until this node shows the task as `pred` wants it (`what` says how, for the
+    /// failure). A task this node's replica has not applied yet (404 `task_not_found`)
+    /// is waited for too: a node answers from its own replica, which may lag the node
+    /// that created the task.
+    async fn await_task(&self, id: &Value, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         // Long enough for a lost node's heartbeat to expire and a grace period to end.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
         loop {
-            let t = self.task(id).await;
-            if t["state"] == state {
+            let (s, t) = self.get_task(id).await;
+            if s == 200 && pred(&t) {
                 return t;
             }
             assert!(
+                s == 200 || (s == 404 && t["error"]["code"] == "task_not_found"),
+                "{s}: {t}"
+            );
+            assert!(
                 tokio::time::Instant::now() < deadline,
-                "task never {state} here: {t}"
+                "task never {what} here: {s} {t}"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -293,38 +310,82 @@ async fn try_frame(c: &mut Client, ty: &str, d: Duration) -> Option<Value> {
 
 #[tokio::test]
 async fn accept_against_expiry_across_nodes_has_one_winner_seen_everywhere() {
+    // In ms from the latest the deadline can be. Between the deadline and the next timer
+    // tick (nodes poll every 50 ms) only the deadline rule of the accept entry itself
+    // makes it lose: the offsets after 0 aim there.
+    const OFFSETS_MS: &[i64] = &[-100, -40, -15, -5, 0, 5, 10, 25, 45];
+    let timeout = Duration::from_millis(300);
     let redis = RedisServer::start();
     let a = Node::start(&redis, "node-a", "offer_timeout_secs = 0.3");
     let b = Node::start(&redis, "node-b", "offer_timeout_secs = 0.3");
     let mut bo = a.ready_agent("bo").await;
-    let (mut wins, mut losses) = (0, 0);
-    for i in 0..10u64 {
+    // Each node anchors its clock to the wall clock when it starts: allow for a few ms of
+    // difference between processes.
+    let mut race = Race::new(timeout, Duration::from_millis(5), OFFSETS_MS);
+    let mut lost = Vec::new();
+    while let Some(offset) = race.next_offset() {
+        let created = Instant::now();
         let t = b
             .create(json!({"channel": "chat", "queue": "support"}))
             .await;
         let offer = bo.expect("offer").await;
+        let offered = Instant::now();
         assert_eq!(offer["offer"]["task"]["task_id"], t["task_id"]);
-        tokio::time::sleep(Duration::from_millis(270 + i * 6)).await;
+        let offer_id = offer["offer"]["offer_id"].clone();
+        tokio::time::sleep_until(race.aim(offered, offset)).await;
+        let sent = Instant::now();
         let r = bo
-            .request(json!({"type": "accept", "offer_id": offer["offer"]["offer_id"]}))
+            .request(json!({"type": "accept", "offer_id": offer_id}))
             .await;
-        if r["type"] == "reply" {
-            wins += 1;
-            b.await_task_state(&t["task_id"], "assigned").await;
+        let answered = Instant::now();
+        let won = r["type"] == "reply";
+        race.record(
+            offset,
+            &Timing {
+                created,
+                offered,
+                sent,
+                answered,
+            },
+            won,
+        );
+        if won {
+            assert_eq!(r["result"]["task"]["task_id"], t["task_id"]);
+            // Both nodes agree: assigned to bo.
+            for node in [&a, &b] {
+                let seen = node.await_task_state(&t["task_id"], "assigned").await;
+                assert_eq!(seen["agent_id"], "bo", "{seen}");
+            }
+            let busy = bo.expect_state(|a| a["status"] == "busy").await;
+            assert_eq!(busy["in_progress"][0]["task_id"], t["task_id"]);
             bo.complete(&t["task_id"]).await;
         } else {
-            losses += 1;
+            assert_eq!(r["type"], "error", "{r}");
             assert_eq!(r["code"], "offer_expired", "{r}");
-            assert_eq!(bo.expect("offer_ended").await["reason"], "expired");
-            let seen = b.task(&t["task_id"]).await;
-            assert_ne!(
-                seen["state"], "assigned",
-                "node b says assigned after the accept lost"
-            );
+            // The first offer_ended since the last round: one for a won offer would
+            // come first and fail here.
+            let ended = bo.expect("offer_ended").await;
+            assert_eq!(ended["offer_id"], offer_id, "{ended}");
+            assert_eq!(ended["reason"], "expired");
+            let st = bo.expect_state(|a| a["status"] == "not_ready").await;
+            assert_eq!(st["reason"], "missed_offer", "{st}");
+            // Both nodes agree: back in its queue, offered once, never assigned.
+            for node in [&a, &b] {
+                let seen = node.await_task_state(&t["task_id"], "queued").await;
+                assert_eq!(seen["offers"], 1, "{seen}");
+            }
             bo.set_ready().await;
+            lost.push(t["task_id"].clone());
         }
     }
-    assert_eq!(wins + losses, 10);
+    race.assert_both_outcomes();
+    // No offer_ended for the last round's offer after all, whichever way it went.
+    bo.expect_no("offer_ended", timeout * 2).await;
+    // The lost tasks went on: the next agent gets the oldest, in its place.
+    let mut dj = b.ready_agent("dj").await;
+    let next = dj.expect("offer").await;
+    assert_eq!(next["offer"]["task"]["task_id"], lost[0], "{next}");
+    assert_eq!(next["offer"]["task"]["offers"], 2, "{next}");
 }
 
 #[tokio::test]
@@ -423,8 +484,9 @@ async fn a_redis_restart_is_survived_and_nothing_acknowledged_is_lost() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
+    // b answers from its replica, which catches up with the log after the restart.
     for t in &before {
-        let seen = b.task(&t["task_id"]).await;
+        let seen = b.await_task(&t["task_id"], "known", |_| true).await;
         assert_eq!(seen["task_id"], t["task_id"]);
     }
     b.await_task_state(&after["task_id"], "queued").await;

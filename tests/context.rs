@@ -186,11 +186,13 @@ async fn lists_survive_a_reconnect_and_a_closed_customer_can_be_reopened() {
         json!({"name": "Giulia Ricci", "phones": ["+39 333 1234567"]}),
     )
     .await;
+    let (mut sup, _) = hub.supervisor().await;
     let mut ana = hub.ready_agent("ana").await;
     let (task, a) = call_from(&hub, &mut ana, "+39 333 1234567").await;
     drop(ana);
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    await_dropped(&mut sup, "ana").await;
     let mut ana = hub.agent("ana").await;
+    assert_eq!(ana.welcome["resumed"], true);
     // Open (the customer) and In Progress (the task) come back in the welcome.
     assert_eq!(
         ana.welcome["lists"]["open"][0]["activity_id"],

@@ -2,10 +2,12 @@
 
 mod common;
 
+use common::race::{Race, Timing};
 use common::*;
 use serde_json::{Value, json};
 use std::time::Duration;
 use switchboard::auth::Role;
+use tokio::time::Instant;
 
 const QUICK: &str = "offer_timeout_secs = 0.4\nreconnect_grace_secs = 0.5\n";
 
@@ -122,7 +124,11 @@ async fn priority_then_arrival_and_the_longest_idle_agent() {
             low_new["task_id"].clone()
         ]
     );
-    // Longest idle: dj became ready before ana.
+    // Longest idle: dj became ready before ana. bo, with room for an email and idle
+    // longer than both, steps out first: else the email is his, and reaches dj only
+    // after bo's offer expires.
+    bo.ok(json!({"type": "set_state", "state": "not_ready", "reason": "lunch"}))
+        .await;
     let mut dj = hub.ready_agent("dj").await;
     let mut ana = hub.ready_agent("ana").await;
     let t = hub
@@ -130,7 +136,10 @@ async fn priority_then_arrival_and_the_longest_idle_agent() {
         .await;
     let offer = dj.expect("offer").await;
     assert_eq!(offer["offer"]["task"]["task_id"], t["task_id"]);
+    // At once, not after someone else's offer expired.
+    assert_eq!(offer["offer"]["task"]["offers"], 1, "{offer}");
     ana.expect_no("offer", Duration::from_millis(150)).await;
+    bo.expect_no("offer", Duration::ZERO).await;
     hub.shutdown().await;
 }
 
@@ -256,38 +265,75 @@ async fn expiry_makes_the_agent_not_ready_and_the_task_goes_on_in_place() {
 
 #[tokio::test]
 async fn accept_racing_expiry_has_one_winner_and_both_sides_are_told() {
+    // Accepts aimed around the deadline, in ms from the latest it can be: well before
+    // (wins), just before and at it (the accept and the timer race), after (losses).
+    const OFFSETS_MS: &[i64] = &[-60, -30, -10, -4, -2, -1, 0, 1, 2, 5];
+    let timeout = Duration::from_millis(100);
     let hub = TestHub::start(&format!("offer_timeout_secs = 0.1\n{QUEUES_AND_AGENTS}")).await;
     let mut bo = hub.ready_agent("bo").await;
-    let mut wins = 0;
-    let mut losses = 0;
-    for i in 0..12u64 {
+    let mut race = Race::new(timeout, Duration::from_millis(1), OFFSETS_MS);
+    let mut lost = Vec::new();
+    while let Some(offset) = race.next_offset() {
+        let created = Instant::now();
         let t = hub.create(chat()).await;
         let offer = bo.expect("offer").await;
+        let offered = Instant::now();
         assert_eq!(offer["offer"]["task"]["task_id"], t["task_id"]);
-        // Aim at the deadline from both sides.
-        tokio::time::sleep(Duration::from_millis(85 + i * 3)).await;
+        let offer_id = offer["offer"]["offer_id"].clone();
+        tokio::time::sleep_until(race.aim(offered, offset)).await;
+        let sent = Instant::now();
         let r = bo
-            .request(json!({"type": "accept", "offer_id": offer["offer"]["offer_id"]}))
+            .request(json!({"type": "accept", "offer_id": offer_id}))
             .await;
+        let answered = Instant::now();
+        let won = r["type"] == "reply";
+        race.record(
+            offset,
+            &Timing {
+                created,
+                offered,
+                sent,
+                answered,
+            },
+            won,
+        );
         let task = hub.task(t["task_id"].as_str().unwrap_or_default()).await;
-        if r["type"] == "reply" {
-            wins += 1;
-            assert_eq!(task["state"], "assigned");
-            assert_eq!(task["agent_id"], "bo");
-            bo.expect_no("offer_ended", Duration::from_millis(150))
-                .await;
+        if won {
+            // The winner holds the task, everywhere it is shown.
+            assert_eq!(r["result"]["task"]["task_id"], t["task_id"]);
+            assert_eq!(r["result"]["task"]["state"], "assigned");
+            assert_eq!(task["state"], "assigned", "{task}");
+            assert_eq!(task["agent_id"], "bo", "{task}");
+            let busy = bo.expect_state(|a| a["status"] == "busy").await;
+            assert_eq!(busy["in_progress"][0]["task_id"], t["task_id"]);
             bo.complete(&t["task_id"]).await;
         } else {
-            losses += 1;
-            assert_eq!(r["code"], "offer_expired");
+            // The loser is told twice, goes Not Ready (missed_offer), and the task goes
+            // back to its queue, never to come back to this agent.
+            assert_eq!(r["type"], "error", "{r}");
+            assert_eq!(r["code"], "offer_expired", "{r}");
+            // The first offer_ended since the last round: one for a won offer would
+            // come first and fail here.
             let ended = bo.expect("offer_ended").await;
-            assert_eq!(ended["offer_id"], offer["offer"]["offer_id"]);
-            assert_eq!(task["state"], "queued");
-            // Ready again for the next round; the missed task never comes back here.
+            assert_eq!(ended["offer_id"], offer_id, "{ended}");
+            assert_eq!(ended["reason"], "expired");
+            let st = bo.expect_state(|a| a["status"] == "not_ready").await;
+            assert_eq!(st["reason"], "missed_offer", "{st}");
+            assert!(st["offer"].is_null(), "{st}");
+            assert_eq!(task["state"], "queued", "{task}");
+            assert_eq!(task["offers"], 1, "{task}");
             bo.set_ready().await;
+            lost.push(t["task_id"].clone());
         }
     }
-    assert_eq!(wins + losses, 12);
+    race.assert_both_outcomes();
+    // No offer_ended for the last round's offer after all, whichever way it went.
+    bo.expect_no("offer_ended", timeout * 2).await;
+    // The lost tasks went on: the next agent gets the oldest, in its place.
+    let mut dj = hub.ready_agent("dj").await;
+    let next = dj.expect("offer").await;
+    assert_eq!(next["offer"]["task"]["task_id"], lost[0], "{next}");
+    assert_eq!(next["offer"]["task"]["offers"], 2, "{next}");
     hub.shutdown().await;
 }
 
@@ -347,11 +393,12 @@ async fn cancel_takes_a_task_out_of_the_queue_the_offer_and_progress() {
 #[tokio::test]
 async fn reconnect_within_grace_resumes_and_after_grace_goes_offline() {
     let hub = hub().await;
+    let (mut sup, _) = hub.supervisor().await;
     let mut bo = hub.ready_agent("bo").await;
     let t = hub.create(chat()).await;
     let offer = bo.expect("offer").await;
     drop(bo);
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    await_dropped(&mut sup, "bo").await;
     let mut bo = hub.agent("bo").await;
     assert_eq!(bo.welcome["resumed"], true);
     assert_eq!(
@@ -361,8 +408,9 @@ async fn reconnect_within_grace_resumes_and_after_grace_goes_offline() {
     bo.ok(json!({"type": "accept", "offer_id": offer["offer"]["offer_id"]}))
         .await;
     drop(bo);
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    await_dropped(&mut sup, "bo").await;
     let bo = hub.agent("bo").await;
+    assert_eq!(bo.welcome["resumed"], true);
     assert_eq!(bo.welcome["agent"]["status"], "busy");
     assert_eq!(
         bo.welcome["agent"]["in_progress"][0]["task_id"],
@@ -370,7 +418,6 @@ async fn reconnect_within_grace_resumes_and_after_grace_goes_offline() {
     );
     // Gone past the grace period: Offline, and the task goes back to its queue.
     drop(bo);
-    let (mut sup, _) = hub.supervisor().await;
     loop {
         let c = sup.expect("agent_changed").await;
         if c["agent"]["agent_id"] == "bo" && c["agent"]["status"] == "offline" {

@@ -5,11 +5,11 @@
 //! an OS thread of its own, released together by a spinning barrier (`contend`), so
 //! that they contend for real, and each race test asserts that both outcomes occurred.
 
-mod support;
+mod common;
 
+use common::redis_server::RedisServer;
 use std::sync::Arc;
 use std::time::Duration;
-use support::redis::RedisServer;
 use switchboard::auth::Role;
 use switchboard::clock::{Clock, Ts};
 use switchboard::config::Config;

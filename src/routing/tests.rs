@@ -618,24 +618,32 @@ fn no_waiting_task_and_open_agent_could_be_paired_after_any_command() {
         w.login_ready(a, at_ms(0));
     }
     let skills: [&[&str]; 3] = [&[], &["en"], &["pt"]];
+    // What the walk did, so that it cannot pass by doing nothing.
+    let (mut offers, mut accepts, mut completes, mut expiries) = (0, 0, 0, 0);
     for step in 1..2000u64 {
         let now = at_ms(step * 100);
-        match rnd(6) {
+        let o = match rnd(6) {
             0 | 1 => {
                 let ch = Channel::ALL[rnd(3) as usize];
                 let q = if rnd(2) == 0 { "support" } else { "vip" };
-                w.create(q, ch, rnd(3) as i64, skills[rnd(3) as usize], now);
+                Some(
+                    w.create(q, ch, rnd(3) as i64, skills[rnd(3) as usize], now)
+                        .1,
+                )
             }
             2 => {
                 let a = agents[rnd(3) as usize];
                 if w.offer_of(a).is_some() {
                     w.accept(a, now);
+                    accepts += 1;
                 }
+                None
             }
             3 => {
                 let a = agents[rnd(3) as usize];
                 let v = w.book.agent_view(&AgentId::from(a)).expect("agent");
-                if let Some(t) = v.in_progress.first() {
+                v.in_progress.first().map(|t| {
+                    completes += 1;
                     w.run(
                         Command::Complete {
                             agent: a.into(),
@@ -643,27 +651,56 @@ fn no_waiting_task_and_open_agent_could_be_paired_after_any_command() {
                             wrap_up_code: None,
                         },
                         now,
-                    );
-                }
+                    )
+                })
             }
-            4 => {
-                w.run(
-                    Command::SetReady {
-                        agent: agents[rnd(3) as usize].into(),
-                    },
-                    now,
-                );
-            }
-            _ => {
-                w.book.expire_due(now);
-            }
+            4 => Some(w.run(
+                Command::SetReady {
+                    agent: agents[rnd(3) as usize].into(),
+                },
+                now,
+            )),
+            _ => Some(w.book.expire_due(now)),
+        };
+        if let Some(o) = o {
+            offers += offers_in(&o).len();
+            expiries += o.stats.expired;
         }
         check_invariants(&w.book);
     }
+    // The walk is deterministic (a fixed seed): these only guard against a change that
+    // leaves it doing nothing, which would check nothing.
+    assert!(
+        offers > 50 && accepts > 100 && completes > 100 && expiries > 0,
+        "the walk did too little: {offers} offers, {accepts} accepts, {completes} completes, {expiries} expiries"
+    );
 }
 
-/// No waiting task could go to an open agent; every offer is on exactly one agent and
-/// one task; no agent holds two calls.
+/// Whether the documented rules let the agent be offered `t` now, judged from its view
+/// and profile, not from the book's index of open agents nor its `eligible` (they are
+/// what the invariant checks): connected, Ready (no Not Ready reason, no offer, no
+/// wrap-up), not on a call, room on the channel, the queue, the skills, and not an agent
+/// who declined or missed the task.
+fn could_take(v: &AgentView, profile: &Profile, t: &Task) -> bool {
+    let load = v
+        .in_progress
+        .iter()
+        .filter(|w| w.channel == t.channel)
+        .count();
+    v.connected
+        && matches!(v.status, Status::Ready | Status::Busy)
+        && v.reason.is_none()
+        && v.offer.is_none()
+        && v.wrap_up.is_none()
+        && !v.in_progress.iter().any(|w| w.channel == Channel::Voice)
+        && load < profile.capacity.of(t.channel)
+        && profile.queues.contains(&t.queue)
+        && t.skills.iter().all(|s| profile.skills.contains(s))
+        && !t.excluded.contains(&v.agent_id)
+}
+
+/// No waiting task could go to an agent free to take it; every offer is on exactly one
+/// agent and one task; no agent holds two calls.
 fn check_invariants(b: &Book) {
     for (id, e) in &b.agents {
         let voice = e.state.load(Channel::Voice);
@@ -676,12 +713,10 @@ fn check_invariants(b: &Book) {
                 TaskState::Offered { .. }
             ));
         }
-        if e.open_key.is_none() {
-            continue;
-        }
+        let v = b.agent_view(id).expect("agent");
         for t in b.tasks.values().filter(|t| t.state == TaskState::Queued) {
             assert!(
-                !(e.profile.queues.contains(&t.queue) && eligible(e, t)),
+                !could_take(&v, &e.profile, t),
                 "task {} waits while {id} could take it",
                 t.task_id
             );

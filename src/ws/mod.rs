@@ -88,7 +88,9 @@ pub async fn upgrade(
                 .protocols([SUBPROTOCOL])
                 .on_upgrade(move |socket| async move {
                     match who {
-                        Who::Agent(profile) => session::run_agent(hub, socket, profile).await,
+                        Who::Agent(profile, claims) => {
+                            session::run_agent(hub, socket, profile, claims).await
+                        }
                         Who::Supervisor(claims) => {
                             session::run_supervisor(hub, socket, claims).await
                         }
@@ -103,7 +105,7 @@ pub async fn upgrade(
 }
 
 enum Who {
-    Agent(Arc<Profile>),
+    Agent(Arc<Profile>, Claims),
     Supervisor(Claims),
 }
 
@@ -122,7 +124,7 @@ fn prepare(
         let allowed = &hub.config.server.allowed_origins;
         let ok = origin
             .to_str()
-            .is_ok_and(|o| allowed.iter().any(|a| a == "*" || a == o));
+            .is_ok_and(|o| allowed.iter().any(|a| a == "*" || a == o) || same_origin(o, headers));
         if !ok {
             return Err(ApiError::new(
                 ErrorCode::OriginNotAllowed,
@@ -132,13 +134,26 @@ fn prepare(
     }
     let claims = authenticate(hub, headers, query)?;
     match claims.role {
-        Role::Agent => Ok(Who::Agent(agent_profile(hub, &claims)?)),
+        Role::Agent => Ok(Who::Agent(agent_profile(hub, &claims)?, claims)),
         Role::Supervisor => Ok(Who::Supervisor(claims)),
         Role::Integration => Err(ApiError::new(
             ErrorCode::Forbidden,
             "integration tokens use the HTTP API, not websockets",
         )),
     }
+}
+
+/// Whether `origin` is the hub's own: the desktop the hub serves at `/` opens its
+/// websocket from the origin it was loaded from, whatever address the hub listens on.
+/// The browser sets both headers, so a page from elsewhere cannot pass for it.
+fn same_origin(origin: &str, headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+        .is_some_and(|authority| authority.eq_ignore_ascii_case(host))
 }
 
 /// The configured profile, or one from the token's claims where that is allowed.

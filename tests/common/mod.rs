@@ -1,7 +1,11 @@
 //! Test helpers: a hub on a free port, websocket clients that check every frame
-//! against `protocol/v1/schema.json`, and a small HTTP client.
+//! against `protocol/v1/schema.json`, a small HTTP client, and (`redis_server`) a
+//! `redis-server` of the test's own.
 
 #![allow(dead_code)]
+
+pub mod race;
+pub mod redis_server;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -478,7 +482,31 @@ impl Client {
     }
 }
 
+/// Waits until the supervisor sees `agent`'s desktop gone (`connected` false): the hub
+/// has handled the drop, so a new connection is a reconnect in the grace period and not a
+/// takeover of a connection it still thinks is open (both answer `resumed: true`).
+pub async fn await_dropped(sup: &mut Client, agent: &str) {
+    loop {
+        let c = sup.expect("agent_changed").await;
+        if c["agent"]["agent_id"] == agent && c["agent"]["connected"] == false {
+            assert_ne!(c["agent"]["status"], "offline", "still in its grace: {c}");
+            return;
+        }
+    }
+}
+
 /// A chat task for the support queue.
 pub fn chat() -> Value {
     json!({"channel": "chat", "queue": "support"})
+}
+
+/// A counter or gauge from `/metrics` (the line `name value`; `name` may carry labels).
+pub async fn metric(hub: &TestHub, name: &str) -> u64 {
+    let (status, body) = hub.http("GET", "/metrics", None, None).await;
+    assert_eq!(status, 200, "{body}");
+    let text = body.as_str().unwrap_or_default().to_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
 }

@@ -1,0 +1,604 @@
+// The desktop shell: header (status, connection, language), the offer, the In Progress
+// list and the customer management panel (Open / Recent / Search). The customer
+// workspace is in workspace.ts. Every region is drawn from the state below; inputs write
+// their drafts into it as the agent types, so a redraw (a hub event, a language switch)
+// never loses what was typed.
+import {
+  HubError, SwitchboardClient,
+  type AgentView, type ConnectionState, type CustomerSummary, type DesktopConfig, type Lists, type OfferView, type Task,
+} from "../../../clients/typescript/src/index.ts";
+import { Api } from "./api.ts";
+import { fill, h, uid } from "./dom.ts";
+import { fmtNumber, fmtTime, t, tCode } from "./i18n.ts";
+import { icon } from "./icons.ts";
+import { languageSwitch } from "./signin.ts";
+import { Workspace } from "./workspace.ts";
+
+export interface Shell {
+  api: Api;
+  client: SwitchboardClient;
+  queueName(id: string): string;
+  notify(text: string, kind?: "info" | "warn" | "error"): void;
+  fail(e: unknown): void;
+  refreshLists(): Promise<void>;
+  lists: Lists;
+  me(): string;
+}
+
+type Tab = "open" | "recent" | "search";
+
+export function startDesktop(root: HTMLElement, token: string, signOut: (message?: string) => void): void {
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const client = new SwitchboardClient({ url: `${scheme}://${location.host}/v1/ws`, token });
+  const api = new Api(client);
+  let config: DesktopConfig = { not_ready_reasons: [], queues: [] };
+  let agent: AgentView | null = null;
+  let conn: ConnectionState = client.state;
+  let lists: Lists = { open: [], recent: [] };
+  let tab: Tab = "open";
+  let query = "";
+  let results: CustomerSummary[] | null = null;
+  let notices: { id: number; text: string; kind: string }[] = [];
+  let noticeSeq = 0;
+  let declining = false;
+  let declineReason = "";
+  let completing: string | null = null;
+  let wrapUpCode = "";
+  let announcedOffer: string | null = null;
+  // What the hub already knows of an offer's caller (looked up by its email, phone or chat
+  // handle, as the hub will match it on accept), by offer id: shown before accepting.
+  const known = new Map<string, CustomerSummary | null>();
+  let previewOpen = false;
+
+  const shell: Shell = {
+    api,
+    client,
+    queueName: (id) => config.queues.find((q) => q.queue_id === id)?.name ?? id,
+    notify,
+    fail,
+    refreshLists,
+    get lists() {
+      return lists;
+    },
+    me: () => agent?.agent_id ?? "",
+  };
+
+  // The layout, built once; regions are redrawn by their own functions.
+  const header = h("header", { class: "top" });
+  const noticeBox = h("div", { class: "notices", "aria-live": "polite" });
+  const offerBox = h("section", { class: "offer", "aria-labelledby": "offer-h", hidden: true });
+  const announcer = h("div", { class: "sr-only", role: "status", "aria-live": "assertive" });
+  const progressBox = h("section", { class: "card", "aria-labelledby": "inprogress-h" });
+  const listsBox = h("section", { class: "card lists", "aria-labelledby": "lists-h" });
+  const workBox = h("div", { class: "work", id: "workspace", tabindex: -1 });
+  const work = new Workspace(shell, workBox);
+
+  function layout() {
+    fill(
+      root,
+      h("a", { class: "skip", href: "#workspace" }, t("skipToWork")),
+      header,
+      h("main", { class: "layout", id: "main" }, h("div", { class: "left" }, noticeBox, offerBox, progressBox, listsBox), workBox),
+      announcer,
+    );
+    renderAll();
+  }
+
+  function renderAll() {
+    renderHeader();
+    renderNotices();
+    renderOffer();
+    renderProgress();
+    renderLists();
+    work.render();
+  }
+
+  function notify(text: string, kind: "info" | "warn" | "error" = "info") {
+    noticeSeq += 1;
+    // The same message again replaces the older one instead of piling up.
+    notices = [...notices.filter((n) => n.text !== text).slice(-3), { id: noticeSeq, text, kind }];
+    renderNotices();
+  }
+
+  function fail(e: unknown) {
+    const message = e instanceof HubError ? `${e.code}: ${e.message}` : String(e);
+    notify(t("error", { message }), "error");
+  }
+
+  async function refreshLists() {
+    try {
+      lists = (await api.getLists()).lists;
+      renderLists();
+    } catch (e) {
+      fail(e);
+    }
+  }
+
+  // --- header: who, status, connection, language, sign out
+  function statusText(a: AgentView): string {
+    const st = tCode("st_", a.status);
+    return a.reason && a.status === "not_ready" ? `${st} (${tCode("r_", a.reason)})` : a.reason ? `${st} · ${t("notReady")} (${tCode("r_", a.reason)})` : st;
+  }
+
+  function renderHeader() {
+    const statusId = uid("status");
+    const presence = agent ? (agent.reason === undefined || agent.reason === null ? "ready" : `nr:${agent.reason}`) : "";
+    const builtIn = agent?.reason && !config.not_ready_reasons.includes(agent.reason) ? agent.reason : null;
+    const connText =
+      conn.kind === "reconnecting"
+        ? t("conn_reconnecting", { s: fmtNumber(Math.ceil(conn.retryInMs / 1000)) })
+        : t(`conn_${conn.kind}` as "conn_open");
+    fill(
+      header,
+      h("span", { class: "brand" }, t("appName")),
+      agent ? h("span", { class: "who" }, agent.name) : null,
+      h(
+        "div",
+        { class: "status" },
+        h("label", { for: statusId }, t("status")),
+        h(
+          "select",
+          {
+            id: statusId,
+            "data-testid": "status-select",
+            disabled: !agent || conn.kind !== "open",
+            onchange: (e: Event) => {
+              const v = (e.target as HTMLSelectElement).value;
+              const p = v === "ready" ? api.setState("ready") : api.setState("not_ready", v.slice(3));
+              p.catch((err) => {
+                fail(err);
+                renderHeader();
+              });
+            },
+          },
+          h("option", { value: "ready", selected: presence === "ready" }, t("ready")),
+          builtIn ? h("option", { value: `nr:${builtIn}`, selected: true, disabled: true }, t("notReadyReason", { reason: tCode("r_", builtIn) })) : null,
+          config.not_ready_reasons.map((r) => h("option", { value: `nr:${r}`, selected: presence === `nr:${r}` }, t("notReadyReason", { reason: tCode("r_", r) }))),
+        ),
+        agent
+          ? h(
+              "span",
+              { class: `badge st-${agent.status}`, role: "status", "data-testid": "agent-status" },
+              statusText(agent),
+              " ",
+              h("small", null, agent.wrap_up ? t("wrapUpUntil", { time: fmtTime(agent.wrap_up.until) }) : t("since", { time: fmtTime(agent.since) })),
+            )
+          : null,
+      ),
+      agent?.status === "wrap_up"
+        ? h("button", { type: "button", "data-testid": "end-wrap-up", onclick: () => api.setState("ready").catch(fail) }, t("endWrapUp"))
+        : null,
+      h("span", { class: `conn conn-${conn.kind}`, role: "status", "data-testid": "connection" }, connText),
+      h("span", { class: "spacer" }),
+      languageSwitch(() => layout()),
+      h(
+        "button",
+        {
+          type: "button",
+          onclick: async () => {
+            try {
+              if (client.state.kind === "open") await api.logout();
+            } catch {
+              // Signing out locally is what matters; the hub logs the agent out when the socket closes.
+            }
+            client.close();
+            signOut();
+          },
+        },
+        t("signOut"),
+      ),
+    );
+  }
+
+  function renderNotices() {
+    fill(
+      noticeBox,
+      notices.map((n) =>
+        h(
+          "div",
+          { class: `notice ${n.kind}`, role: n.kind === "info" ? "status" : "alert" },
+          h("span", null, n.text),
+          h(
+            "button",
+            {
+              type: "button",
+              class: "icon",
+              "aria-label": t("dismiss"),
+              onclick: () => {
+                notices = notices.filter((x) => x.id !== n.id);
+                renderNotices();
+              },
+            },
+            "×",
+          ),
+        ),
+      ),
+    );
+  }
+
+  // --- the offer
+  let countdownEls: { text: HTMLElement; bar: HTMLProgressElement; offer: OfferView } | null = null;
+
+  function who(task: Task): string {
+    const c = task.customer ?? {};
+    return c.name || c.email || c.phone || c.chat_handle || t("unknownCaller");
+  }
+
+  function renderOffer() {
+    const offer = agent?.offer ?? null;
+    countdownEls = null;
+    if (!offer) {
+      offerBox.hidden = true;
+      offerBox.removeAttribute("data-offer-id");
+      fill(offerBox);
+      declining = false;
+      declineReason = "";
+      return;
+    }
+    const task = offer.task;
+    const c = task.customer ?? {};
+    const channel = tCode("ch_", task.channel);
+    if (announcedOffer !== offer.offer_id) {
+      announcedOffer = offer.offer_id;
+      announcer.textContent = t("offerAnnounce", { channel, who: who(task) });
+      lookUp(offer);
+    }
+    const match = known.get(offer.offer_id);
+    const text = h("p", { class: "countdown", "data-testid": "offer-countdown" });
+    const bar = h("progress", { max: offer.timeout_ms, "aria-label": t("offerCountdown", { s: "" }).trim() }) as HTMLProgressElement;
+    const reasonId = "decline-reason";
+    offerBox.hidden = false;
+    offerBox.setAttribute("data-offer-id", offer.offer_id);
+    offerBox.setAttribute("data-task-id", task.task_id);
+    fill(
+      offerBox,
+      h("h2", { id: "offer-h" }, t("offerTitle", { channel })),
+      h(
+        "dl",
+        { class: "facts" },
+        h("dt", null, t("customer")),
+        h("dd", { "data-testid": "offer-customer" }, c.name ?? t("unknownCaller")),
+        match ? [h("dt", null, t("knownCustomer")), h("dd", { "data-testid": "offer-known" }, match.name || match.emails[0] || match.phones[0] || match.customer_id)] : null,
+        c.email ? [h("dt", null, t("ch_email")), h("dd", null, c.email)] : null,
+        c.phone ? [h("dt", null, t("phone")), h("dd", null, c.phone)] : null,
+        c.chat_handle ? [h("dt", null, t("ch_chat")), h("dd", null, c.chat_handle)] : null,
+        h("dt", null, t("queue")),
+        h("dd", null, shell.queueName(task.queue)),
+        task.skills.length ? [h("dt", null, t("skills")), h("dd", null, task.skills.join(", "))] : null,
+      ),
+      surveyPreview(task),
+      text,
+      bar,
+      declining
+        ? h(
+            "form",
+            {
+              class: "inline",
+              onsubmit: (e: Event) => {
+                e.preventDefault();
+                api.decline(offer.offer_id, declineReason.trim() || undefined).then(() => {
+                  declining = false;
+                  declineReason = "";
+                }, fail);
+              },
+            },
+            h("label", { for: reasonId }, t("declineReason")),
+            h("input", { id: reasonId, value: declineReason, maxlength: 2000, oninput: (e: Event) => (declineReason = (e.target as HTMLInputElement).value) }),
+            h("button", { type: "submit" }, t("declineConfirm")),
+            h("button", { type: "button", onclick: () => ((declining = false), renderOffer()) }, t("cancel")),
+          )
+        : h(
+            "div",
+            { class: "actions" },
+            h(
+              "button",
+              {
+                type: "button",
+                class: "primary",
+                "data-testid": "accept",
+                onclick: () =>
+                  api.accept(offer.offer_id).then(async (r) => {
+                    await refreshLists();
+                    // The accept's reply carries the activity the task became.
+                    if (r.activity) await work.openActivity(r.activity.activity_id);
+                  }, fail),
+              },
+              t("accept"),
+            ),
+            h(
+              "button",
+              {
+                type: "button",
+                onclick: () => {
+                  declining = true;
+                  renderOffer();
+                  document.getElementById(reasonId)?.focus();
+                },
+              },
+              t("decline"),
+            ),
+          ),
+    );
+    countdownEls = { text, bar, offer };
+    tick();
+  }
+
+  function lookUp(offer: OfferView) {
+    const c = offer.task.customer ?? {};
+    const digits = (x: string) => x.replace(/\D/g, "");
+    const query = c.email ?? c.chat_handle ?? c.phone;
+    if (!query || known.size > 50) known.clear();
+    if (!query) return;
+    api.search(query).then(
+      (r) => {
+        const hit = r.customers.find(
+          (x) =>
+            (c.email && x.emails.some((e) => e.trim().toLowerCase() === c.email!.trim().toLowerCase())) ||
+            (c.phone && digits(c.phone).length > 0 && x.phones.some((p) => digits(p) === digits(c.phone!))),
+        );
+        // A chat handle is not in search results: one result for it is taken as the match.
+        known.set(offer.offer_id, hit ?? (c.chat_handle && !c.email && r.customers.length === 1 ? r.customers[0]! : null));
+        if (agent?.offer?.offer_id === offer.offer_id && known.get(offer.offer_id)) renderOffer();
+      },
+      () => {},
+    );
+  }
+
+  // What the customer answered before the chat, to read before accepting.
+  function surveyPreview(task: Task) {
+    const a = (task.attributes ?? {}) as Record<string, unknown>;
+    const survey = a.survey ?? a.pre_chat ?? a.prechat;
+    if (!survey || typeof survey !== "object" || Array.isArray(survey)) return null;
+    return h(
+      "details",
+      { class: "preview", open: previewOpen, ontoggle: (e: Event) => (previewOpen = (e.target as HTMLDetailsElement).open) },
+      h("summary", null, t("preChat")),
+      h("dl", { class: "facts" }, Object.entries(survey as Record<string, unknown>).map(([k, v]) => [h("dt", null, k), h("dd", null, typeof v === "object" ? JSON.stringify(v) : String(v))])),
+    );
+  }
+
+  function tick() {
+    if (!countdownEls) return;
+    const ms = client.remainingMs(countdownEls.offer.deadline);
+    countdownEls.text.textContent = t("offerCountdown", { s: fmtNumber(Math.ceil(ms / 1000)) });
+    countdownEls.bar.value = ms;
+  }
+  const ticker = setInterval(tick, 250);
+
+  // --- In Progress
+  function renderProgress() {
+    const tasks = agent?.in_progress ?? [];
+    const codeId = "wrapup-code";
+    fill(
+      progressBox,
+      h("h2", { id: "inprogress-h" }, t("inProgress")),
+      tasks.length === 0
+        ? h("p", { class: "empty" }, t("inProgressEmpty"))
+        : h(
+            "ul",
+            { class: "items", "data-testid": "in-progress" },
+            tasks.map((task) => {
+              const item = lists.open.find((o) => o.task_id === task.task_id);
+              return h(
+                "li",
+                { "data-task-id": task.task_id },
+                h(
+                  "button",
+                  {
+                    type: "button",
+                    class: "link",
+                    disabled: !item?.activity_id,
+                    onclick: () => item?.activity_id && work.openActivity(item.activity_id),
+                  },
+                  `${tCode("ch_", task.channel)} · ${item?.customer?.name || who(task)}`,
+                ),
+                h("small", null, ` ${shell.queueName(task.queue)} · ${fmtTime((task as { accepted_at?: string }).accepted_at)}`),
+                completing === task.task_id
+                  ? h(
+                      "form",
+                      {
+                        class: "inline",
+                        onsubmit: (e: Event) => {
+                          e.preventDefault();
+                          api.complete(task.task_id, wrapUpCode.trim() || undefined).then(() => {
+                            completing = null;
+                            wrapUpCode = "";
+                            renderProgress();
+                          }, fail);
+                        },
+                      },
+                      h("label", { for: codeId }, t("wrapUpCode")),
+                      h("input", { id: codeId, value: wrapUpCode, maxlength: 100, oninput: (e: Event) => (wrapUpCode = (e.target as HTMLInputElement).value) }),
+                      h("button", { type: "submit", class: "primary" }, t("completeConfirm")),
+                      h("button", { type: "button", onclick: () => ((completing = null), renderProgress()) }, t("cancel")),
+                    )
+                  : h(
+                      "button",
+                      {
+                        type: "button",
+                        onclick: () => {
+                          completing = task.task_id;
+                          wrapUpCode = "";
+                          renderProgress();
+                          document.getElementById(codeId)?.focus();
+                        },
+                      },
+                      t("complete"),
+                    ),
+              );
+            }),
+          ),
+    );
+  }
+
+  // --- Customer management: Open / Recent / Search
+  function renderLists() {
+    // In Progress links to the Open list's interactions: draw it with the lists.
+    renderProgress();
+    const tabs: Tab[] = ["open", "recent", "search"];
+    const label: Record<Tab, string> = { open: t("tabOpen"), recent: t("tabRecent"), search: t("tabSearch") };
+    const count: Record<Tab, number | null> = { open: lists.open.length, recent: lists.recent.length, search: null };
+    const focusTab = (x: Tab) => {
+      tab = x;
+      renderLists();
+      document.getElementById(`tab-${x}`)?.focus();
+    };
+    const searchId = uid("search");
+    fill(
+      listsBox,
+      h("h2", { id: "lists-h" }, t("customers")),
+      h(
+        "div",
+        { role: "tablist", "aria-label": t("customers"), class: "tabs" },
+        tabs.map((x, i) =>
+          h(
+            "button",
+            {
+              type: "button",
+              role: "tab",
+              id: `tab-${x}`,
+              "aria-selected": String(tab === x),
+              "aria-controls": `panel-${x}`,
+              tabindex: tab === x ? 0 : -1,
+              onclick: () => focusTab(x),
+              onkeydown: (e: KeyboardEvent) => {
+                if (e.key === "ArrowRight") focusTab(tabs[(i + 1) % tabs.length]!);
+                if (e.key === "ArrowLeft") focusTab(tabs[(i + tabs.length - 1) % tabs.length]!);
+              },
+            },
+            icon(x),
+            label[x],
+            count[x] !== null ? h("span", { class: "n" }, ` (${fmtNumber(count[x]!)})`) : null,
+          ),
+        ),
+      ),
+      h(
+        "div",
+        { role: "tabpanel", id: `panel-${tab}`, "aria-labelledby": `tab-${tab}`, class: "panel" },
+        tab === "open"
+          ? lists.open.length === 0
+            ? h("p", { class: "empty" }, t("openEmpty"))
+            : h(
+                "ul",
+                { class: "items", "data-testid": "open-list" },
+                lists.open.map((o) =>
+                  h(
+                    "li",
+                    { class: work.isShowing(o.activity_id, o.customer?.customer_id) ? "current" : "" },
+                    h(
+                      "button",
+                      {
+                        type: "button",
+                        class: "link",
+                        "aria-current": work.isShowing(o.activity_id, o.customer?.customer_id) ? "true" : undefined,
+                        onclick: () => (o.activity_id ? work.openActivity(o.activity_id) : o.customer && work.openCustomer(o.customer.customer_id, false)),
+                      },
+                      o.customer?.name || o.customer?.emails[0] || o.customer?.phones[0] || t("unknownCaller"),
+                    ),
+                    h("small", null, ` ${t("since", { time: fmtTime(o.since) })}`),
+                  ),
+                ),
+              )
+          : tab === "recent"
+            ? lists.recent.length === 0
+              ? h("p", { class: "empty" }, t("recentEmpty"))
+              : h("ul", { class: "items", "data-testid": "recent-list" }, lists.recent.map((c) => customerRow(c)))
+            : [
+                h(
+                  "form",
+                  {
+                    role: "search",
+                    class: "inline",
+                    onsubmit: (e: Event) => {
+                      e.preventDefault();
+                      if (!query.trim()) return;
+                      api.search(query.trim()).then((r) => {
+                        results = r.customers;
+                        renderLists();
+                      }, fail);
+                    },
+                  },
+                  h("label", { for: searchId, class: "sr-only" }, t("searchLabel")),
+                  h("input", { id: searchId, type: "search", value: query, placeholder: t("searchLabel"), maxlength: 2000, oninput: (e: Event) => (query = (e.target as HTMLInputElement).value) }),
+                  h("button", { type: "submit" }, t("searchButton")),
+                ),
+                results === null
+                  ? null
+                  : results.length === 0
+                    ? h("p", { class: "empty", role: "status" }, t("searchNone"))
+                    : h("ul", { class: "items", "data-testid": "search-results" }, results.map((c) => customerRow(c))),
+              ],
+      ),
+    );
+  }
+
+  function customerRow(c: CustomerSummary) {
+    const name = c.name || c.emails[0] || c.phones[0] || c.customer_id;
+    return h(
+      "li",
+      null,
+      h("span", { class: "name" }, name),
+      c.emails[0] && c.name ? h("small", null, ` ${c.emails[0]}`) : null,
+      h(
+        "button",
+        {
+          type: "button",
+          "aria-label": t("reopenNamed", { name }),
+          onclick: () => work.openCustomer(c.customer_id, true),
+        },
+        t("reopen"),
+      ),
+    );
+  }
+
+  // --- the hub's events
+  client.on("connection", (s) => {
+    conn = s;
+    if (s.kind === "closed") {
+      clearInterval(ticker);
+      const reason = s.reason;
+      if (reason === "token_expired" || reason === "unauthorized" || reason === "forbidden") {
+        signOut(t("tokenRejected", { reason }));
+        return;
+      }
+      if (reason === "logged_out") return;
+      if (reason === "replaced" || reason === "logged_out_by_supervisor") {
+        signOut(reason === "replaced" ? t("replaced") : t("loggedOutBySupervisor"));
+        return;
+      }
+    }
+    renderHeader();
+  });
+  client.on("welcome", (w) => {
+    lists = w.lists;
+    work.onWelcome(w.lists);
+    renderLists();
+    renderProgress();
+  });
+  client.on("agent", (a) => {
+    const offerChanged = (agent?.offer?.offer_id ?? null) !== (a.offer?.offer_id ?? null);
+    const progressChanged = (agent?.in_progress ?? []).map((x) => x.task_id).join() !== a.in_progress.map((x) => x.task_id).join();
+    agent = a;
+    renderHeader();
+    if (offerChanged) renderOffer();
+    if (progressChanged) renderProgress();
+  });
+  client.on("offer_ended", (e) => {
+    if (e.reason === "expired") notify(t("offerMissed"), "warn");
+    else notify(t("offerWithdrawn"), "info");
+  });
+  client.on("task_cancelled", () => notify(t("taskCancelled"), "warn"));
+  client.on("record_changed", (f) => work.onRecordChanged(f.change));
+
+  layout();
+  fetch("/v1/desktop/config", { headers: { authorization: `Bearer ${token}` } })
+    .then((r) => (r.ok ? r.json() : null))
+    .then((c: DesktopConfig | null) => {
+      if (c) {
+        config = c;
+        renderAll();
+      }
+    })
+    .catch(() => {});
+  client.connect();
+}

@@ -1,0 +1,175 @@
+// What the browser tests share: a hub the test starts (its own binary, a temp config, a
+// free loopback port, a fresh working directory), tokens signed with the test secret,
+// the integration's HTTP calls, and Debian's Chromium driven by playwright-core.
+import { spawn, spawnSync } from "node:child_process";
+import { createHmac } from "node:crypto";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const here = dirname(fileURLToPath(import.meta.url));
+export const repo = resolve(here, "..", "..");
+export const results = join(repo, "web", "test-results");
+mkdirSync(results, { recursive: true });
+
+export const SECRET = "browser-test-secret-0123456789";
+
+export function binary() {
+  const bin = process.env.SWITCHBOARD_BIN || join(repo, "target", "debug", "switchboard");
+  if (!existsSync(bin)) {
+    const r = spawnSync("cargo", ["build", "--bin", "switchboard"], { cwd: repo, stdio: "inherit" });
+    if (r.status !== 0) throw new Error("cargo build failed");
+  }
+  return bin;
+}
+
+let inMemoryFlag;
+function supportsInMemory(bin) {
+  if (inMemoryFlag === undefined) {
+    const help = spawnSync(bin, ["--help"], { encoding: "utf8" });
+    inMemoryFlag = /--in-memory/.test(help.stdout ?? "");
+  }
+  return inMemoryFlag;
+}
+
+export function freePort() {
+  return new Promise((res, rej) => {
+    const s = createServer();
+    s.on("error", rej);
+    s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address();
+      s.close(() => res(port));
+    });
+  });
+}
+
+/** Starts a hub; `config` is TOML without `[server] listen` (added here), or null for the demo setup. */
+export async function startHub(config, { port: fixedPort } = {}) {
+  const bin = binary();
+  const port = fixedPort ?? (await freePort());
+  const dir = mkdtempSync(join(tmpdir(), "switchboard-web-"));
+  const args = [];
+  if (config !== null) {
+    const path = join(dir, "config.toml");
+    writeFileSync(path, `[server]\nlisten = "127.0.0.1:${port}"\n\n${config}`);
+    args.push("--config", path);
+  } else {
+    args.push("--listen", `127.0.0.1:${port}`);
+  }
+  if (supportsInMemory(bin)) args.push("--in-memory");
+  const env = { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "warn" };
+  delete env.SWITCHBOARD_SECRET;
+  delete env.SWITCHBOARD_CONFIG;
+  delete env.SWITCHBOARD_LISTEN;
+  delete env.SWITCHBOARD_REDIS;
+  const proc = spawn(bin, args, { cwd: dir, env, stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  proc.stdout.on("data", (d) => (out += d));
+  proc.stderr.on("data", (d) => (out += d));
+  const base = `http://127.0.0.1:${port}`;
+  // Ready when it says so (the first line it prints once listening), or fail with its output.
+  await new Promise((res, rej) => {
+    const onData = () => {
+      if (out.includes("listening on")) {
+        proc.stdout.off("data", onData);
+        res();
+      }
+    };
+    proc.stdout.on("data", onData);
+    proc.once("exit", (code) => rej(new Error(`hub exited (${code}):\n${out}`)));
+  });
+  return {
+    base,
+    port,
+    dir,
+    proc,
+    output: () => out,
+    async stop() {
+      if (proc.exitCode !== null) return;
+      const exited = new Promise((r) => proc.once("exit", r));
+      proc.kill("SIGTERM");
+      await exited;
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+const b64 = (x) => Buffer.from(typeof x === "string" ? x : JSON.stringify(x)).toString("base64url");
+
+/** An HS256 token as the hub signs them. */
+export function token(sub, role, ttlSecs = 3600) {
+  const head = b64({ alg: "HS256", typ: "JWT" });
+  const body = b64({ sub, role, exp: Math.floor(Date.now() / 1000) + ttlSecs });
+  const sig = createHmac("sha256", SECRET).update(`${head}.${body}`).digest("base64url");
+  return `${head}.${body}.${sig}`;
+}
+
+/** The integration's side, over HTTP. */
+export function integration(hub) {
+  const auth = { authorization: `Bearer ${token("crm", "integration")}`, "content-type": "application/json" };
+  const call = async (method, path, body) => {
+    const r = await fetch(hub.base + path, { method, headers: auth, body: body === undefined ? undefined : JSON.stringify(body) });
+    const text = await r.text();
+    const json = text ? JSON.parse(text) : null;
+    if (!r.ok) throw new Error(`${method} ${path}: ${r.status} ${text}`);
+    return json;
+  };
+  return {
+    createTask: (task) => call("POST", "/v1/tasks", task),
+    cancelTask: (id) => call("POST", `/v1/tasks/${id}/cancel`, {}),
+    createCustomer: (c) => call("POST", "/v1/customers", c),
+    patchCustomer: (id, base, changes) => call("PATCH", `/v1/customers/${id}`, { base_version: base, changes }),
+    getCustomer: (id) => call("GET", `/v1/customers/${id}`),
+  };
+}
+
+export const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
+
+export async function launch() {
+  if (!existsSync(CHROMIUM)) throw new Error(`no Chromium at ${CHROMIUM} (apt-get install chromium)`);
+  // launch() gives the browser a fresh temporary profile (--user-data-dir) of its own.
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--no-first-run", "--disable-gpu"],
+  });
+}
+
+/** A page that fails the test on a CSP violation or an uncaught error. */
+export async function openPage(browser, hub, { locale = "en-US" } = {}) {
+  const context = await browser.newContext({ locale, viewport: { width: 1400, height: 1000 } });
+  const page = await context.newPage();
+  const problems = [];
+  page.on("console", (m) => {
+    if (m.type() === "error" && !/Failed to load resource/.test(m.text())) problems.push(m.text());
+  });
+  page.on("pageerror", (e) => problems.push(String(e)));
+  await page.goto(hub.base + "/");
+  return { context, page, problems };
+}
+
+export async function signIn(page, tok) {
+  await page.getByLabel("Agent token").fill(tok);
+  await page.getByRole("button", { name: "Sign in", exact: true }).click();
+}
+
+const axeSource = readFileSync(join(repo, "web", "node_modules", "axe-core", "axe.min.js"), "utf8");
+
+/** axe-core's serious and critical violations on the page as it is now. */
+export async function axe(page) {
+  // Evaluated through the debugging protocol, which the page's CSP does not govern.
+  await page.evaluate(axeSource);
+  const r = await page.evaluate(async () => {
+    // eslint-disable-next-line no-undef
+    const res = await window.axe.run(document, { resultTypes: ["violations"] });
+    return res.violations.map((v) => ({ id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.map((n) => n.target.join(" ")).slice(0, 5) }));
+  });
+  return r.filter((v) => v.impact === "serious" || v.impact === "critical");
+}
+
+export async function shot(page, name) {
+  await page.screenshot({ path: join(results, `${name}.png`), fullPage: true });
+}
