@@ -98,6 +98,11 @@ pub struct StoreConfig {
     /// A snapshot of the state every this many log entries; the log below it is
     /// removed (with Redis: trimmed below it and below every live node's position).
     pub snapshot_every: u64,
+    /// The most one store call may take, from the command handed to the store to its
+    /// answer, however the store's connection is doing (connecting, reconnecting, a
+    /// Redis that stopped answering, a stuck disk writer): then `store_unavailable`
+    /// when the command was certainly not handed over, `outcome_unknown` when it was.
+    pub call_timeout_ms: u64,
 }
 
 impl StoreConfig {
@@ -118,6 +123,7 @@ impl Default for StoreConfig {
             data_dir: "switchboard-data".into(),
             redis: None,
             snapshot_every: 200_000,
+            call_timeout_ms: 3_000,
         }
     }
 }
@@ -475,6 +481,9 @@ impl Config {
         }
         if self.store.snapshot_every == 0 {
             return Err(invalid("store.snapshot_every", "must be more than 0"));
+        }
+        if self.store.call_timeout_ms < 10 {
+            return Err(invalid("store.call_timeout_ms", "must be at least 10"));
         }
         if !addr.ip().is_loopback() && self.auth.secret.as_deref().is_none_or(str::is_empty) {
             return Err(invalid(

@@ -99,6 +99,9 @@ pub enum ErrorCode {
     InteractionClosed,
     /// The store behind the hub cannot be reached; nothing was changed.
     StoreUnavailable,
+    /// The store did not confirm in time whether the command took effect: it may have
+    /// been applied. A retry with the same idempotency key is safe.
+    OutcomeUnknown,
     /// The hub is shutting down.
     ShuttingDown,
     /// The request line, a header or the URL could not be read (HTTP).
@@ -162,6 +165,7 @@ impl ErrorCode {
             ErrorCode::AlreadyLinked => "already_linked",
             ErrorCode::InteractionClosed => "interaction_closed",
             ErrorCode::StoreUnavailable => "store_unavailable",
+            ErrorCode::OutcomeUnknown => "outcome_unknown",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::BadRequest => "bad_request",
             ErrorCode::RequestTimeout => "request_timeout",
@@ -205,6 +209,9 @@ impl ErrorCode {
             FrameTooLarge | PayloadTooLarge => 413,
             RateLimited => 429,
             StoreUnavailable | ShuttingDown | TooManyConnections => 503,
+            // A gateway timeout: the hub gave up waiting for its store, which may still
+            // have applied the command (unlike 503, which promises nothing changed).
+            OutcomeUnknown => 504,
             Internal => 500,
         }
     }
@@ -278,6 +285,10 @@ pub enum HubError {
     /// The store cannot be reached; nothing was changed.
     #[error("store unavailable: {0}")]
     StoreUnavailable(String),
+    /// The command may have been applied: it was handed to the store, which did not
+    /// confirm it within the call timeout.
+    #[error("outcome unknown: {0}")]
+    OutcomeUnknown(String),
     /// No such customer.
     #[error("no customer {0}")]
     CustomerNotFound(CustomerId),
@@ -370,6 +381,7 @@ impl HubError {
                 OfferEnd::Accepted | OfferEnd::Declined => ErrorCode::OfferClosed,
             },
             HubError::StoreUnavailable(_) => ErrorCode::StoreUnavailable,
+            HubError::OutcomeUnknown(_) => ErrorCode::OutcomeUnknown,
             HubError::CustomerNotFound(_) => ErrorCode::CustomerNotFound,
             HubError::RequestNotFound(_) => ErrorCode::RequestNotFound,
             HubError::ActivityNotFound(_) => ErrorCode::ActivityNotFound,

@@ -74,7 +74,8 @@ pub async fn start(config: Config, secret: &[u8]) -> std::io::Result<Running> {
                 config.store.snapshot_every,
             )
             .await
-            .map_err(|e| std::io::Error::other(format!("file store: {e}")))?;
+            .map_err(|e| std::io::Error::other(format!("file store: {e}")))?
+            .with_call_timeout(Duration::from_millis(config.store.call_timeout_ms));
             (Arc::new(s), None)
         }
         None => (Arc::new(MemoryStore::new(rules, clock.now())), None),
@@ -88,6 +89,7 @@ pub async fn start(config: Config, secret: &[u8]) -> std::io::Result<Running> {
             )
             .await
             .map_err(|e| std::io::Error::other(format!("redis: {e}")))?;
+            s.set_call_timeout(Duration::from_millis(config.store.call_timeout_ms));
             // Deadlines may be set by other nodes' commands: look every so often.
             (Arc::new(s), Some(Duration::from_millis(50)))
         }

@@ -498,7 +498,8 @@ fn record_disconnect(hub: Arc<Hub>, agent: AgentId, conn: ConnId) {
             };
             match hub.execute(cmd).await {
                 Ok(_) => return,
-                Err(HubError::StoreUnavailable(e)) => {
+                // A disconnect repeated changes nothing, so an unknown outcome is retried too.
+                Err(HubError::StoreUnavailable(e) | HubError::OutcomeUnknown(e)) => {
                     tracing::warn!(agent_id = %agent, error = %e, "disconnect not recorded yet; retrying");
                 }
                 Err(_) => return,
