@@ -32,6 +32,8 @@ pub struct SearchReport {
     pub index: Vec<Duration>,
     /// Old scan latencies, sorted.
     pub scan: Vec<Duration>,
+    /// The slowest index search of each kind of query, with an example.
+    pub slowest: Vec<(String, Duration)>,
 }
 
 fn rss_bytes() -> u64 {
@@ -125,12 +127,18 @@ impl SearchReport {
                 v.last().copied().unwrap_or_default().as_secs_f64() * 1e3
             )
         };
+        let slowest: String = self
+            .slowest
+            .iter()
+            .map(|(q, d)| format!("  slowest {q:?}: {:.3} ms\n", d.as_secs_f64() * 1e3))
+            .collect();
         format!(
-            "search: {} customers built in {:.1} s; {:.0} bytes resident per customer (records and index)\n{}{}",
+            "search: {} customers built in {:.1} s; {:.0} bytes resident per customer (records and index)\n{}{}{}",
             self.customers,
             self.build.as_secs_f64(),
             self.bytes_per_customer,
             row("index", &self.index),
+            slowest,
             row("old scan", &self.scan)
         )
     }
@@ -201,10 +209,15 @@ pub fn run_search(o: SearchOpts) -> Result<SearchReport, String> {
     }
     let mut index = Vec::with_capacity(queries.len());
     let mut scan = Vec::new();
+    let mut slowest = vec![(String::new(), Duration::ZERO); 8];
     for (i, q) in queries.iter().enumerate() {
         let t = Instant::now();
         let got = b.search(q, 50);
-        index.push(t.elapsed());
+        let took = t.elapsed();
+        index.push(took);
+        if took > slowest[i % 8].1 {
+            slowest[i % 8] = (q.clone(), took);
+        }
         if i < o.scans {
             let t = Instant::now();
             let want = b.search_by_scan(q, 50);
@@ -225,5 +238,6 @@ pub fn run_search(o: SearchOpts) -> Result<SearchReport, String> {
         bytes_per_customer,
         index,
         scan,
+        slowest,
     })
 }

@@ -12,23 +12,36 @@
 //! contain it, as sorted slot numbers). A field that contains the query contains each
 //! of the query's trigrams (or the query itself when it is shorter), so intersecting
 //! those lists gives every customer that can match; each candidate is then checked
-//! exactly against its stored folded fields. When the candidates are many (a query of
-//! one common letter), walking the customers in name order and checking them until the
-//! page is full is cheaper than sorting them all.
+//! exactly against its stored folded fields (a query of up to three characters is one
+//! n-gram, and its list is exactly its matches). The candidates are then put in name
+//! order a page at a time (a linear-time selection on a dense array of name prefixes),
+//! so a common first name costs its candidates' count, not a sort of them. When nearly
+//! every customer is a candidate (one common letter), walking the customers in name
+//! order and stopping at the page's end is cheaper still.
 //!
 //! Why hand-written: the crates that fit (a full-text engine like tantivy, an FST)
 //! bring a large tree, index words rather than substrings (a change of meaning), and
 //! want batch builds rather than one change at a time. This is ~300 lines, exact by
-//! construction (the property test compares it with the old scan), and its memory is a
-//! few hundred bytes per customer (`loadtest` reports it).
+//! construction (the property test compares it with the old scan); `loadtest search`
+//! reports its speed and the memory per customer at scale.
 
 use super::fold::fold;
 use super::record::Customer;
 use crate::ids::CustomerId;
 use std::collections::{BTreeSet, HashMap};
 
-/// Above this many candidates, walking in name order beats checking and sorting all.
-const DENSE: usize = 4_000;
+/// The share of all customers (in tenths) above which a query's candidates are walked
+/// in name order rather than selected: nearly everyone matches (one common letter).
+const WALK_TENTHS: usize = 9;
+
+/// A name's first 16 bytes, big-endian: ordered like the names themselves (ties broken
+/// by the whole name), held densely so that ordering candidates rarely touches a doc.
+fn name_key(name: &str) -> u128 {
+    let mut b = [0u8; 16];
+    let n = name.len().min(16);
+    b[..n].copy_from_slice(&name.as_bytes()[..n]);
+    u128::from_be_bytes(b)
+}
 
 /// The n-gram namespace for phone digits (kept apart from text: "123" in a name is
 /// not a phone match).
@@ -144,10 +157,13 @@ fn needed(s: &str, ns: u64) -> Vec<u64> {
 }
 
 /// The index. See the module documentation.
+#[derive(Default)]
 pub struct SearchIndex {
-    /// Above this many candidates, the walk in name order ([`DENSE`]; tests lower it
-    /// to exercise both ways).
-    pub(crate) dense: usize,
+    /// Above this many candidates, the walk in name order (default: nine tenths of
+    /// the customers; tests lower it to exercise both ways).
+    pub(crate) walk_above: Option<usize>,
+    /// [`name_key`] by slot.
+    keys: Vec<u128>,
     /// Docs by slot; a slot is a customer's for good (customers are never removed).
     docs: Vec<(CustomerId, SearchDoc)>,
     slots: HashMap<CustomerId, u32>,
@@ -155,18 +171,6 @@ pub struct SearchIndex {
     postings: HashMap<u64, Vec<u32>>,
     /// Every customer in result order.
     by_name: BTreeSet<(String, CustomerId)>,
-}
-
-impl Default for SearchIndex {
-    fn default() -> SearchIndex {
-        SearchIndex {
-            dense: DENSE,
-            docs: Vec::new(),
-            slots: HashMap::new(),
-            postings: HashMap::new(),
-            by_name: BTreeSet::new(),
-        }
-    }
 }
 
 impl SearchIndex {
@@ -195,6 +199,7 @@ impl SearchIndex {
                 let s = self.docs.len() as u32;
                 self.slots.insert(id, s);
                 self.docs.push((id, SearchDoc::default()));
+                self.keys.push(0);
                 (s, None)
             }
         };
@@ -222,6 +227,7 @@ impl SearchIndex {
                 _ => list.push(slot),
             }
         }
+        self.keys[slot as usize] = name_key(&doc.name);
         let entry = &mut self.docs[slot as usize].1;
         if entry.name != doc.name || old.is_empty() {
             self.by_name.remove(&(std::mem::take(&mut entry.name), id));
@@ -241,27 +247,64 @@ impl SearchIndex {
             candidates.sort_unstable();
             candidates.dedup();
         }
-        if candidates.len() > self.dense {
-            // Many may match: the first `limit` in name order come soonest this way.
+        // A query of up to three characters is one n-gram: its candidates are exactly
+        // its matches. A longer one's are checked.
+        // (NUL is the padding of a short n-gram's key: a query holding one is checked.)
+        let exact = q.text.chars().count() <= 3
+            && !q.text.contains('\0')
+            && q.digits.as_ref().is_none_or(|d| d.len() <= 3);
+        let walk_above = self
+            .walk_above
+            .unwrap_or(self.docs.len() / 10 * WALK_TENTHS);
+        if candidates.len() > walk_above.max(limit) {
+            // Nearly everyone may match: the first `limit` in name order come soonest
+            // this way (and the walk is at most the few non-matching customers long).
             return self
                 .by_name
                 .iter()
-                .filter(|(_, id)| self.doc(id).is_some_and(|d| d.matches(&q)))
+                .filter(|(_, id)| {
+                    self.slots.get(id).is_some_and(|&s| {
+                        if exact {
+                            candidates.binary_search(&s).is_ok()
+                        } else {
+                            self.docs[s as usize].1.matches(&q)
+                        }
+                    })
+                })
                 .take(limit)
                 .map(|(_, id)| *id)
                 .collect();
         }
-        let mut hits: Vec<&(CustomerId, SearchDoc)> = candidates
-            .into_iter()
-            .map(|s| &self.docs[s as usize])
-            .filter(|(_, d)| d.matches(&q))
-            .collect();
-        hits.sort_by(|a, b| a.1.name.cmp(&b.1.name).then(a.0.cmp(&b.0)));
-        hits.into_iter().take(limit).map(|(id, _)| *id).collect()
-    }
-
-    fn doc(&self, id: &CustomerId) -> Option<&SearchDoc> {
-        self.slots.get(id).map(|&s| &self.docs[s as usize].1)
+        // Otherwise the candidates are put in name order a batch at a time (the next
+        // smallest, found in linear time), and checked in that order until the page is
+        // full: usually one batch, however many candidates there are.
+        let order = |a: &u32, b: &u32| {
+            let (x, y) = (*a as usize, *b as usize);
+            self.keys[x]
+                .cmp(&self.keys[y])
+                .then_with(|| self.docs[x].1.name.cmp(&self.docs[y].1.name))
+                .then_with(|| self.docs[x].0.cmp(&self.docs[y].0))
+        };
+        let mut rest = candidates;
+        let mut out = Vec::with_capacity(limit);
+        while out.len() < limit && !rest.is_empty() {
+            let k = ((limit - out.len()) * 2).min(rest.len());
+            if k < rest.len() {
+                rest.select_nth_unstable_by(k - 1, order);
+            }
+            let mut batch: Vec<u32> = rest.drain(..k).collect();
+            batch.sort_unstable_by(order);
+            for s in batch {
+                let (id, d) = &self.docs[s as usize];
+                if exact || d.matches(&q) {
+                    out.push(*id);
+                    if out.len() == limit {
+                        break;
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// The slots in every posting list of `keys` (sorted).

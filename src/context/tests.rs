@@ -613,7 +613,7 @@ fn the_search_index_answers_exactly_what_the_old_scan_did_on_random_data() {
         loaded.rebuild_search();
         // The reloaded copy answers every query of more than a few candidates by the
         // walk in name order, the live one by its lists: both must be the scan.
-        loaded.search.dense = 3;
+        loaded.search.walk_above = Some(3);
         for q in &queries {
             for limit in [1, 7, 50] {
                 let want = ids_of(&b.search_by_scan(q, limit));
