@@ -278,23 +278,27 @@ impl SearchIndex {
         // Otherwise the candidates are put in name order a batch at a time (the next
         // smallest, found in linear time), and checked in that order until the page is
         // full: usually one batch, however many candidates there are.
-        let order = |a: &u32, b: &u32| {
-            let (x, y) = (*a as usize, *b as usize);
-            self.keys[x]
-                .cmp(&self.keys[y])
+        // The keys are gathered in slot order (a forward pass over the dense array), so
+        // the selection compares values at hand rather than chasing slots.
+        let order = |a: &(u128, u32), b: &(u128, u32)| {
+            let (x, y) = (a.1 as usize, b.1 as usize);
+            a.0.cmp(&b.0)
                 .then_with(|| self.docs[x].1.name.cmp(&self.docs[y].1.name))
                 .then_with(|| self.docs[x].0.cmp(&self.docs[y].0))
         };
-        let mut rest = candidates;
+        let mut rest: Vec<(u128, u32)> = candidates
+            .into_iter()
+            .map(|s| (self.keys[s as usize], s))
+            .collect();
         let mut out = Vec::with_capacity(limit);
         while out.len() < limit && !rest.is_empty() {
             let k = ((limit - out.len()) * 2).min(rest.len());
             if k < rest.len() {
                 rest.select_nth_unstable_by(k - 1, order);
             }
-            let mut batch: Vec<u32> = rest.drain(..k).collect();
+            let mut batch: Vec<(u128, u32)> = rest.drain(..k).collect();
             batch.sort_unstable_by(order);
-            for s in batch {
+            for (_, s) in batch {
                 let (id, d) = &self.docs[s as usize];
                 if exact || d.matches(&q) {
                     out.push(*id);
