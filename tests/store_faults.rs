@@ -148,3 +148,45 @@ async fn connecting_to_a_stopped_redis_is_refused_within_the_timeout() {
     }
     hub.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_shorter_than_the_timeout_answers_with_the_real_result() {
+    let redis = RedisServer::start();
+    // A timeout with room for the stop below on a busy machine.
+    let cfg = config(&format!(
+        "{QUEUES_AND_AGENTS}\n[store]\nredis = \"{}\"\ncall_timeout_ms = 10000\n",
+        redis.url()
+    ));
+    let hub = TestHub::start_with(cfg).await;
+    let (status, v, _) = create(&hub, "before").await;
+    assert_eq!(status, 201, "{v}");
+    redis.pause();
+    let pending = {
+        let tok = hub.token("crm", Role::Integration);
+        let addr = hub.addr;
+        tokio::spawn(async move {
+            let body = json!({"channel": "chat", "queue": "support", "idempotency_key": "held"});
+            common::http(
+                addr,
+                "POST",
+                "/v1/tasks",
+                Some(&tok),
+                Some(&body.to_string()),
+                &[],
+            )
+            .await
+        })
+    };
+    // The fault: Redis answers nothing for a moment, shorter than the call timeout.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    redis.resume();
+    // The caller was held, not refused, and gets what the command did once this node
+    // applied it from the log: the task, created once.
+    let (status, v) = pending.await.expect("the request task");
+    assert_eq!(status, 201, "{v}");
+    check_schema("Task", &v);
+    let (status, again, _) = create(&hub, "held").await;
+    assert_eq!(status, 200);
+    assert_eq!(again["task_id"], v["task_id"]);
+    hub.shutdown().await;
+}
