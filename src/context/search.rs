@@ -324,12 +324,35 @@ impl SearchIndex {
         let Some((first, rest)) = lists.split_first() else {
             return Vec::new();
         };
+        // Every list is sorted: each keeps a cursor that only moves forward, by
+        // galloping, so lists that hold nearly the same customers (the trigrams of a
+        // common name) intersect in about one step per entry.
+        let mut cursors = vec![0usize; rest.len()];
         first
             .iter()
             .copied()
-            .filter(|s| rest.iter().all(|l| l.binary_search(s).is_ok()))
+            .filter(|&s| {
+                rest.iter().zip(cursors.iter_mut()).all(|(l, c)| {
+                    *c = gallop(l, *c, s);
+                    l.get(*c) == Some(&s)
+                })
+            })
             .collect()
     }
+}
+
+/// The first index at or after `from` whose value is at least `s`, in sorted `l`.
+fn gallop(l: &[u32], from: usize, s: u32) -> usize {
+    let mut lo = from;
+    let mut step = 1;
+    let mut hi = from;
+    while hi < l.len() && l[hi] < s {
+        lo = hi + 1;
+        hi = from + step;
+        step <<= 1;
+    }
+    let hi = hi.min(l.len());
+    lo + l[lo..hi].partition_point(|&x| x < s)
 }
 
 /// The old linear scan's test for one customer: the definition of a match, kept as
