@@ -769,6 +769,10 @@ id = "support"
                 "limits.request_body_timeout_ms",
             ),
             (
+                "[store]\ncall_timeout_ms = 5\n[[queues]]\nid = \"a\"\n",
+                "store.call_timeout_ms",
+            ),
+            (
                 "[limits]\nmax_header_bytes = 4096\n[[queues]]\nid = \"a\"\n",
                 "limits.max_header_bytes",
             ),
