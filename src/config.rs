@@ -98,6 +98,11 @@ pub struct StoreConfig {
     /// A snapshot of the state every this many log entries; the log below it is
     /// removed (with Redis: trimmed below it and below every live node's position).
     pub snapshot_every: u64,
+    /// The most one store call may take, from the command handed to the store to its
+    /// answer, however the store's connection is doing (connecting, reconnecting, a
+    /// Redis that stopped answering, a stuck disk writer): then `store_unavailable`
+    /// when the command was certainly not handed over, `outcome_unknown` when it was.
+    pub call_timeout_ms: u64,
 }
 
 impl StoreConfig {
@@ -118,6 +123,7 @@ impl Default for StoreConfig {
             data_dir: "switchboard-data".into(),
             redis: None,
             snapshot_every: 200_000,
+            call_timeout_ms: 3_000,
         }
     }
 }
@@ -183,6 +189,26 @@ pub struct LimitsConfig {
     pub finished_task_retention: usize,
     /// The websocket read buffer per connection, in bytes.
     pub read_buffer_bytes: usize,
+    /// How long a connection may take to send a request's line and headers, in
+    /// milliseconds, counted from when the hub starts waiting for them: on a new
+    /// connection, and on a kept-alive one after each answer (so it is also the
+    /// keep-alive idle limit). The connection is closed when it runs out.
+    pub request_head_timeout_ms: u64,
+    /// How long a request's body may take to arrive, in milliseconds, counted from the
+    /// end of its headers; then `408 request_timeout` and the connection is closed.
+    pub request_body_timeout_ms: u64,
+    /// The longest request target (path and query), in bytes; longer gets `414 uri_too_long`.
+    pub max_uri_bytes: usize,
+    /// The most bytes of a request's line and headers together; more gets
+    /// `431 headers_too_large`. At least 8192.
+    pub max_header_bytes: usize,
+    /// Open connections (HTTP and websockets together) the hub accepts; past it new
+    /// ones get `503 too_many_connections`. Default: the process's open-file limit (the
+    /// soft one raised to the hard one at start) less 128 descriptors kept for the
+    /// store, logs and the listener.
+    pub max_connections: Option<usize>,
+    /// Open connections one source address may hold; 0 for no per-address cap.
+    pub max_connections_per_ip: usize,
 }
 
 /// `[routing]`: defaults for queues and agents.
@@ -366,6 +392,12 @@ impl Default for LimitsConfig {
             ping_timeout_ms: 10_000,
             finished_task_retention: 100_000,
             read_buffer_bytes: 4096,
+            request_head_timeout_ms: 10_000,
+            request_body_timeout_ms: 10_000,
+            max_uri_bytes: 8 * 1024,
+            max_header_bytes: 16 * 1024,
+            max_connections: None,
+            max_connections_per_ip: 0,
         }
     }
 }
@@ -515,6 +547,9 @@ impl Config {
         if self.store.snapshot_every == 0 {
             return Err(invalid("store.snapshot_every", "must be more than 0"));
         }
+        if self.store.call_timeout_ms < 10 {
+            return Err(invalid("store.call_timeout_ms", "must be at least 10"));
+        }
         if !addr.ip().is_loopback() && self.auth.secret.as_deref().is_none_or(str::is_empty) {
             return Err(invalid(
                 "auth.secret",
@@ -555,6 +590,27 @@ impl Config {
             if !(v.is_finite() && v >= 1.0) {
                 return Err(invalid(key, "must be a number of at least 1"));
             }
+        }
+        for (key, v) in [
+            ("limits.request_head_timeout_ms", l.request_head_timeout_ms),
+            ("limits.request_body_timeout_ms", l.request_body_timeout_ms),
+        ] {
+            if !(10..=3_600_000).contains(&v) {
+                return Err(invalid(key, "must be between 10 and 3600000 milliseconds"));
+            }
+        }
+        if l.max_uri_bytes < 256 {
+            return Err(invalid("limits.max_uri_bytes", "must be at least 256"));
+        }
+        // hyper refuses a smaller read buffer.
+        if l.max_header_bytes < MIN_HEADER_BYTES {
+            return Err(invalid(
+                "limits.max_header_bytes",
+                format!("must be at least {MIN_HEADER_BYTES}"),
+            ));
+        }
+        if l.max_connections == Some(0) {
+            return Err(invalid("limits.max_connections", "must be more than 0"));
         }
         if l.ping_interval_ms < 10 || l.ping_timeout_ms < 10 {
             return Err(invalid(
@@ -776,6 +832,9 @@ impl Config {
     }
 }
 
+/// The smallest `limits.max_header_bytes`: hyper's smallest read buffer.
+pub const MIN_HEADER_BYTES: usize = 8192;
+
 fn secs(key: &str, v: f64, min: f64) -> Result<(), ConfigError> {
     if !v.is_finite() || v < min || v > 86_400.0 {
         return Err(invalid(
@@ -894,6 +953,30 @@ id = "support"
             (
                 "[[queues]]\nid = \"a\"\nreoffer_after_secs = 1e9\n",
                 "queues[0].reoffer_after_secs",
+            ),
+            (
+                "[limits]\nrequest_head_timeout_ms = 0\n[[queues]]\nid = \"a\"\n",
+                "limits.request_head_timeout_ms",
+            ),
+            (
+                "[limits]\nrequest_body_timeout_ms = 5\n[[queues]]\nid = \"a\"\n",
+                "limits.request_body_timeout_ms",
+            ),
+            (
+                "[store]\ncall_timeout_ms = 5\n[[queues]]\nid = \"a\"\n",
+                "store.call_timeout_ms",
+            ),
+            (
+                "[limits]\nmax_header_bytes = 4096\n[[queues]]\nid = \"a\"\n",
+                "limits.max_header_bytes",
+            ),
+            (
+                "[limits]\nmax_uri_bytes = 10\n[[queues]]\nid = \"a\"\n",
+                "limits.max_uri_bytes",
+            ),
+            (
+                "[limits]\nmax_connections = 0\n[[queues]]\nid = \"a\"\n",
+                "limits.max_connections",
             ),
             ("", "queues"),
         ];

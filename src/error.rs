@@ -101,8 +101,23 @@ pub enum ErrorCode {
     TransferLimit,
     /// The store behind the hub cannot be reached; nothing was changed.
     StoreUnavailable,
+    /// The store did not confirm in time whether the command took effect: it may have
+    /// been applied. A retry with the same idempotency key is safe.
+    OutcomeUnknown,
     /// The hub is shutting down.
     ShuttingDown,
+    /// The request line, a header or the URL could not be read (HTTP).
+    BadRequest,
+    /// The request's body did not arrive in time (HTTP); the connection is closed.
+    RequestTimeout,
+    /// The request target is over the length limit (HTTP).
+    UriTooLong,
+    /// The request's line and headers are over the size limit (HTTP).
+    HeadersTooLarge,
+    /// The body is not `application/json` (HTTP).
+    UnsupportedMediaType,
+    /// The hub holds as many connections as it takes, in all or from this address.
+    TooManyConnections,
     /// A fault in the hub; details are in its log.
     Internal,
 }
@@ -153,7 +168,14 @@ impl ErrorCode {
             ErrorCode::InteractionClosed => "interaction_closed",
             ErrorCode::TransferLimit => "transfer_limit",
             ErrorCode::StoreUnavailable => "store_unavailable",
+            ErrorCode::OutcomeUnknown => "outcome_unknown",
             ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::RequestTimeout => "request_timeout",
+            ErrorCode::UriTooLong => "uri_too_long",
+            ErrorCode::HeadersTooLarge => "headers_too_large",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::TooManyConnections => "too_many_connections",
             ErrorCode::Internal => "internal",
         }
     }
@@ -163,7 +185,13 @@ impl ErrorCode {
         use ErrorCode::*;
         match self {
             BadJson | UnknownType | InvalidMessage | InvalidField | FieldTooLong
-            | BinaryNotSupported | UnknownReason | ChannelNotServed | DuplicateTag => 400,
+            | BinaryNotSupported | UnknownReason | ChannelNotServed | DuplicateTag | BadRequest => {
+                400
+            }
+            RequestTimeout => 408,
+            UriTooLong => 414,
+            UnsupportedMediaType => 415,
+            HeadersTooLarge => 431,
             Unauthorized | TokenExpired => 401,
             Forbidden | OriginNotAllowed | NotYourOffer | RecordNotOpen => 403,
             NotFound | TaskNotFound | OfferNotFound | UnknownAgent | UnknownQueue
@@ -184,7 +212,10 @@ impl ErrorCode {
             MethodNotAllowed => 405,
             FrameTooLarge | PayloadTooLarge => 413,
             RateLimited => 429,
-            StoreUnavailable | ShuttingDown => 503,
+            StoreUnavailable | ShuttingDown | TooManyConnections => 503,
+            // A gateway timeout: the hub gave up waiting for its store, which may still
+            // have applied the command (unlike 503, which promises nothing changed).
+            OutcomeUnknown => 504,
             Internal => 500,
         }
     }
@@ -258,6 +289,10 @@ pub enum HubError {
     /// The store cannot be reached; nothing was changed.
     #[error("store unavailable: {0}")]
     StoreUnavailable(String),
+    /// The command may have been applied: it was handed to the store, which did not
+    /// confirm it within the call timeout.
+    #[error("outcome unknown: {0}")]
+    OutcomeUnknown(String),
     /// No such customer.
     #[error("no customer {0}")]
     CustomerNotFound(CustomerId),
@@ -353,6 +388,7 @@ impl HubError {
                 OfferEnd::Accepted | OfferEnd::Declined => ErrorCode::OfferClosed,
             },
             HubError::StoreUnavailable(_) => ErrorCode::StoreUnavailable,
+            HubError::OutcomeUnknown(_) => ErrorCode::OutcomeUnknown,
             HubError::CustomerNotFound(_) => ErrorCode::CustomerNotFound,
             HubError::RequestNotFound(_) => ErrorCode::RequestNotFound,
             HubError::ActivityNotFound(_) => ErrorCode::ActivityNotFound,

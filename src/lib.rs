@@ -15,6 +15,7 @@
 //! - [`ws`]: the websocket upgrade and the session on each connection.
 //! - [`http`]: the task API and the operator endpoints.
 //! - [`protocol`]: the JSON frames of wire protocol v1.
+//! - [`conn`]: connections before they are authenticated: caps, timeouts, HTTP errors.
 //! - [`config`], [`auth`], [`clock`], [`metrics`], [`error`], [`ids`], [`server`].
 
 #![warn(missing_docs)]
@@ -23,6 +24,7 @@ pub mod agent;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod conn;
 pub mod context;
 pub mod error;
 pub mod http;

@@ -28,6 +28,12 @@ pub struct Metrics {
     expired: AtomicU64,
     ws_refused: AtomicU64,
     slow_consumers: AtomicU64,
+    tcp_open: AtomicU64,
+    connections_refused: AtomicU64,
+    head_timeouts: AtomicU64,
+    body_timeouts: AtomicU64,
+    protocol_errors: AtomicU64,
+    tokens_expired: AtomicU64,
     latency_buckets: [AtomicU64; BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_us: AtomicU64,
@@ -73,6 +79,41 @@ impl Metrics {
     /// A connection was closed for not reading.
     pub fn slow_consumer(&self) {
         self.slow_consumers.fetch_add(1, Relaxed);
+    }
+
+    /// A TCP connection was accepted and counted against the caps.
+    pub fn tcp_opened(&self) {
+        self.tcp_open.fetch_add(1, Relaxed);
+    }
+
+    /// A counted TCP connection closed.
+    pub fn tcp_closed(&self) {
+        self.tcp_open.fetch_sub(1, Relaxed);
+    }
+
+    /// A connection past a cap was refused.
+    pub fn connection_refused(&self) {
+        self.connections_refused.fetch_add(1, Relaxed);
+    }
+
+    /// A connection was closed for not sending a request head in time.
+    pub fn head_timeout(&self) {
+        self.head_timeouts.fetch_add(1, Relaxed);
+    }
+
+    /// A request was answered 408 for not sending its body in time.
+    pub fn body_timeout(&self) {
+        self.body_timeouts.fetch_add(1, Relaxed);
+    }
+
+    /// A websocket was closed for a frame that broke RFC 6455.
+    pub fn protocol_error(&self) {
+        self.protocol_errors.fetch_add(1, Relaxed);
+    }
+
+    /// A websocket session ended at its token's expiry.
+    pub fn token_expired(&self) {
+        self.tokens_expired.fetch_add(1, Relaxed);
     }
 
     /// The Prometheus text exposition.
@@ -143,6 +184,35 @@ impl Metrics {
         let _ = writeln!(
             o,
             "# HELP switchboard_connections Open websocket sessions on this node.\n# TYPE switchboard_connections gauge\nswitchboard_connections {connections}"
+        );
+        let _ = writeln!(
+            o,
+            "# HELP switchboard_tcp_connections Open TCP connections on this node (HTTP and websockets), counted against limits.max_connections.\n# TYPE switchboard_tcp_connections gauge\nswitchboard_tcp_connections {}",
+            self.tcp_open.load(Relaxed)
+        );
+        counter(
+            &mut o,
+            "switchboard_connections_refused_total",
+            "Connections refused past limits.max_connections or limits.max_connections_per_ip.",
+            &self.connections_refused,
+        );
+        let _ = writeln!(
+            o,
+            "# HELP switchboard_request_timeouts_total Connections closed for a request head (phase head, also idle keep-alive) or body (phase body) not received in time.\n# TYPE switchboard_request_timeouts_total counter\nswitchboard_request_timeouts_total{{phase=\"head\"}} {}\nswitchboard_request_timeouts_total{{phase=\"body\"}} {}",
+            self.head_timeouts.load(Relaxed),
+            self.body_timeouts.load(Relaxed)
+        );
+        counter(
+            &mut o,
+            "switchboard_ws_protocol_errors_total",
+            "Websockets closed for a frame that broke RFC 6455 (1002, 1007).",
+            &self.protocol_errors,
+        );
+        counter(
+            &mut o,
+            "switchboard_sessions_token_expired_total",
+            "Websocket sessions ended at their token's expiry.",
+            &self.tokens_expired,
         );
 
         let _ = writeln!(

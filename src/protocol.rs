@@ -92,6 +92,12 @@ pub enum RequestedState {
 pub enum ClientMessage {
     /// Application-level heartbeat; the hub answers with an empty `reply`.
     Ping {},
+    /// Replace the token the connection was opened with by a fresh one (same `sub` and
+    /// role, a later `exp`): the session then ends at the new token's expiry instead.
+    RefreshToken {
+        /// The new token.
+        token: String,
+    },
     /// The agent's full current view.
     GetState {},
     /// Become Ready or Not Ready.
@@ -328,6 +334,7 @@ pub enum CloseChoiceName {
 /// The `type` values a client may send, to tell an unknown type from a malformed one.
 pub const CLIENT_TYPES: &[&str] = &[
     "ping",
+    "refresh_token",
     "get_state",
     "set_state",
     "accept",
@@ -661,7 +668,8 @@ pub enum ServerMessage<'a> {
     /// The hub is about to close this connection, and why.
     Goodbye {
         /// `replaced`, `logged_out`, `logged_out_by_supervisor`, `shutting_down`,
-        /// `slow_consumer`, `rate_limited`, `idle`.
+        /// `slow_consumer`, `rate_limited`, `idle`, `token_expired`, `protocol_error`,
+        /// `invalid_utf8`.
         reason: &'a str,
     },
 }

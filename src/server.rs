@@ -4,13 +4,13 @@ use crate::auth::Keys;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::config::StoreKind;
+use crate::conn;
 use crate::http;
 use crate::hub::Hub;
 use crate::store::Store;
 use crate::store::file::FileStore;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::RedisStore;
-use axum::serve::ListenerExt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,7 +74,8 @@ pub async fn start(config: Config, secret: &[u8]) -> std::io::Result<Running> {
                 config.store.snapshot_every,
             )
             .await
-            .map_err(|e| std::io::Error::other(format!("file store: {e}")))?;
+            .map_err(|e| std::io::Error::other(format!("file store: {e}")))?
+            .with_call_timeout(Duration::from_millis(config.store.call_timeout_ms));
             (Arc::new(s), None)
         }
         None => (Arc::new(MemoryStore::new(rules, clock.now())), None),
@@ -88,16 +89,14 @@ pub async fn start(config: Config, secret: &[u8]) -> std::io::Result<Running> {
             )
             .await
             .map_err(|e| std::io::Error::other(format!("redis: {e}")))?;
+            s.set_call_timeout(Duration::from_millis(config.store.call_timeout_ms));
             // Deadlines may be set by other nodes' commands: look every so often.
             (Arc::new(s), Some(Duration::from_millis(50)))
         }
     };
     let hub = Hub::new(config.clone(), Keys::new(secret), store, clock);
-    let listener = bind(&config)?.tap_io(|tcp| {
-        // Frames are small and latency matters more than packet count.
-        let _ = tcp.set_nodelay(true);
-    });
-    let addr = axum::serve::Listener::local_addr(&listener)?;
+    let listener = bind(&config)?;
+    let addr = listener.local_addr()?;
     tokio::spawn(hub.clone().run_timers(poll));
     tokio::spawn(
         hub.clone()
@@ -106,18 +105,15 @@ pub async fn start(config: Config, secret: &[u8]) -> std::io::Result<Running> {
     let (stop, stopped) = oneshot::channel::<()>();
     let app = http::router(hub.clone());
     let drain_hub = hub.clone();
+    let serve_hub = hub.clone();
     let served = tokio::spawn(async move {
         let shutdown = async move {
             let _ = stopped.await;
             // Sessions say goodbye and close; new upgrades are refused.
             drain_hub.start_drain();
         };
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::error!(error = %e, "server stopped with an error");
-        }
+        // Timeouts and caps on every connection: see `conn`.
+        conn::serve(listener, app, serve_hub, shutdown).await;
     });
     Ok(Running {
         addr,

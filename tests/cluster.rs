@@ -568,7 +568,20 @@ async fn a_redis_restart_is_survived_and_nothing_acknowledged_is_lost() {
     }
     let mut ana = b.ready_agent("ana").await;
     redis.kill();
-    // Writes are refused, clearly; the sockets stay.
+    // Writes are refused, clearly; the sockets stay. The first may find the node's open
+    // connection broken mid-call: then it cannot know whether Redis appended the command
+    // before it died (with appendfsync always, a restart would replay it), and says so.
+    let (s, v) = a
+        .post_task(&json!({"channel": "email", "queue": "support"}))
+        .await;
+    assert!(
+        matches!(
+            (s, v["error"]["code"].as_str()),
+            (503, Some("store_unavailable")) | (504, Some("outcome_unknown"))
+        ),
+        "{s} {v}"
+    );
+    // From then on the node cannot even connect: certainly nothing was appended.
     let (s, v) = a
         .post_task(&json!({"channel": "email", "queue": "support"}))
         .await;

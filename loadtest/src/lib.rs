@@ -42,6 +42,7 @@ pub mod restart;
 pub mod rng;
 pub mod route;
 pub mod scenario;
+pub mod search;
 pub mod shared;
 pub mod stats;
 pub mod wire;

@@ -13,6 +13,7 @@
 //! loadtest idle [--conns 10000] [--duration 15] [--ping-every 5]
 //! loadtest echo [--conns 200] [--rate 2000] [--duration 5] [--addr ADDR]
 //! loadtest echo-server [--listen 127.0.0.1:0] [--secs 600]
+//! loadtest search [--customers 1000000] [--queries 2000] [--scans 40]
 //! ```
 //! Exit status: 0 when every invariant held, 1 when one broke, 2 when the run could not
 //! be carried out.
@@ -77,6 +78,9 @@ enum Cmd {
     /// The file store in process: writes a large log (customer creates and saves),
     /// stops, and times the restart until the store answers.
     Restart(RestartArgs),
+    /// Customer search at scale, in process: memory per customer, search latency through
+    /// the index and the old scan (checked to agree).
+    Search(SearchArgs),
     /// Run only the echo server (websocket at /echo), for a while.
     EchoServer(EchoServerArgs),
 }
@@ -419,6 +423,19 @@ struct IdleArgs {
     /// The largest hub/floor ratio of RSS per connection that passes.
     #[arg(long, default_value_t = 2.0)]
     max_rss_ratio: f64,
+}
+
+#[derive(Args)]
+struct SearchArgs {
+    /// Customers to create.
+    #[arg(long, default_value_t = 1_000_000)]
+    customers: usize,
+    /// Searches through the index.
+    #[arg(long, default_value_t = 2_000)]
+    queries: usize,
+    /// Of those, how many also through the old linear scan.
+    #[arg(long, default_value_t = 40)]
+    scans: usize,
 }
 
 #[derive(Args)]
@@ -821,6 +838,23 @@ fn main() -> ExitCode {
                 size: a.size,
             };
             finish(rt.block_on(run_echo(opts)), a.json.as_ref())
+        }
+        Cmd::Search(a) => {
+            let opts = loadtest::search::SearchOpts {
+                customers: a.customers,
+                queries: a.queries,
+                scans: a.scans,
+            };
+            match loadtest::search::run_search(opts) {
+                Ok(r) => {
+                    print!("{}", r.table());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("search: {e}");
+                    ExitCode::from(1)
+                }
+            }
         }
         Cmd::Restart(a) => {
             let dir = a.dir.clone().unwrap_or_else(|| {

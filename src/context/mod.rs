@@ -17,6 +17,7 @@
 
 pub mod fold;
 pub mod record;
+pub mod search;
 
 use crate::auth::Role;
 use crate::clock::Ts;
@@ -437,6 +438,10 @@ pub struct ContextBook {
     desks: HashMap<AgentId, AgentDesk>,
     #[serde(serialize_with = "crate::ids::sorted")]
     watchers: HashMap<Topic, BTreeSet<AgentId>>,
+    /// Derived from the customers and their requests: never stored, rebuilt on load
+    /// ([`ContextBook::rebuild_search`]), kept up to date by every change.
+    #[serde(skip)]
+    search: search::SearchIndex,
 }
 
 /// The lookup keys of an identity: phones by their digits, emails and handles by
@@ -730,6 +735,7 @@ impl ContextBook {
         let id = r.request_id;
         self.requests.insert(id, r);
         self.customer_requests.entry(c).or_default().push(id);
+        self.reindex(c);
         self.journey(
             c,
             JourneyEvent {
@@ -814,6 +820,7 @@ impl ContextBook {
                     self.identities.insert(k, customer_id);
                 }
                 self.customers.insert(customer_id, next);
+                self.reindex(customer_id);
                 self.journey_simple(customer_id, JourneyKind::CustomerUpdated, &by, None, now);
                 self.changed_customer(customer_id, &by, now, fx);
                 Ok(ContextReply::Customer(Box::new(
@@ -906,6 +913,7 @@ impl ContextBook {
                 }
                 next.stamp.bump(&by, now);
                 self.requests.insert(request_id, next.clone());
+                self.reindex(customer_id);
                 for k in kinds {
                     self.journey_simple(customer_id, k, &by, Some(request_id), now);
                 }
@@ -1143,6 +1151,7 @@ impl ContextBook {
             self.identities.entry(k).or_insert(cid);
         }
         self.customers.insert(cid, c);
+        self.reindex(cid);
         self.journey_simple(cid, JourneyKind::CustomerCreated, by, None, now);
         self.changed_customer(cid, by, now, fx);
         if let Some(aid) = activity_id {
@@ -1231,43 +1240,60 @@ impl ContextBook {
         }
     }
 
-    /// Customers whose name, email, phone or request title contains the query, folded.
+    /// Customers whose name, email, phone or request title contains the query, folded
+    /// ([`search`] has the rules), from the index.
     pub fn search(&self, query: &str, limit: usize) -> Vec<CustomerSummary> {
-        let q = fold(query.trim());
-        if q.is_empty() {
-            return Vec::new();
-        }
-        let q_digits: String = q.chars().filter(char::is_ascii_digit).collect();
+        self.search
+            .search(query, limit.clamp(1, SEARCH_LIMIT))
+            .into_iter()
+            .filter_map(|id| self.customers.get(&id))
+            .map(summary)
+            .collect()
+    }
+
+    /// The old linear scan over every customer: the definition of a match, kept as
+    /// the reference the index is tested against (and measured against).
+    pub fn search_by_scan(&self, query: &str, limit: usize) -> Vec<CustomerSummary> {
         let mut hits: Vec<&Customer> = self
             .customers
             .values()
-            .filter(|c| {
-                fold(&c.name).contains(&q)
-                    || c.emails.iter().any(|e| fold(e).contains(&q))
-                    || c.chat_handles.iter().any(|h| fold(h).contains(&q))
-                    || (q_digits.len() >= 3
-                        && q_digits.len() * 2 >= q.chars().filter(|c| !c.is_whitespace()).count()
-                        && c.phones.iter().any(|p| {
-                            p.chars()
-                                .filter(char::is_ascii_digit)
-                                .collect::<String>()
-                                .contains(&q_digits)
-                        }))
-                    || self
-                        .customer_requests
-                        .get(&c.customer_id)
-                        .is_some_and(|rs| {
-                            rs.iter()
-                                .filter_map(|r| self.requests.get(r))
-                                .any(|r| fold(&r.title).contains(&q))
-                        })
-            })
+            .filter(|c| search::reference_matches(c, self.titles(c.customer_id), query))
             .collect();
         hits.sort_by(|a, b| a.name.cmp(&b.name).then(a.customer_id.cmp(&b.customer_id)));
         hits.into_iter()
             .take(limit.clamp(1, SEARCH_LIMIT))
             .map(summary)
             .collect()
+    }
+
+    /// The titles of a customer's requests.
+    fn titles(&self, c: CustomerId) -> impl Iterator<Item = &str> {
+        self.customer_requests
+            .get(&c)
+            .into_iter()
+            .flatten()
+            .filter_map(|r| self.requests.get(r))
+            .map(|r| r.title.as_str())
+    }
+
+    /// Brings the search index up to date with customer `c` and its requests.
+    fn reindex(&mut self, c: CustomerId) {
+        let Some(customer) = self.customers.get(&c) else {
+            return;
+        };
+        let doc = search::SearchDoc::of(customer, self.titles(c));
+        self.search.set(c, doc);
+    }
+
+    /// Builds the search index from the customers (after loading a snapshot: the index
+    /// is derived state and is not stored). The result does not depend on the order.
+    pub fn rebuild_search(&mut self) {
+        self.search = search::SearchIndex::default();
+        let mut ids: Vec<CustomerId> = self.customers.keys().copied().collect();
+        ids.sort();
+        for c in ids {
+            self.reindex(c);
+        }
     }
 
     fn customer_view(&self, c: CustomerId) -> Result<CustomerView, HubError> {
@@ -1511,8 +1537,6 @@ fn check_version<T: Serialize>(base: u64, stamp: &Stamp, current: &T) -> Result<
         changed_at: stamp.updated_at,
     })
 }
-
-use fold::fold;
 
 #[cfg(test)]
 mod tests;

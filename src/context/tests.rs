@@ -454,3 +454,186 @@ fn a_task_taken_over_by_another_agent_moves_its_activity() {
     assert!(b.lists(&agent("ana")).open.is_empty());
     assert_eq!(b.lists(&agent("bo")).open.len(), 1);
 }
+
+/// A small deterministic generator (no dependency for one property test).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
+        xs[self.below(xs.len())]
+    }
+    /// A word from a small alphabet with accents, Cyrillic and digits, so that random
+    /// queries often hit.
+    fn word(&mut self, len: usize) -> String {
+        const ALPHA: &[&str] = &[
+            "a", "á", "A", "o", "Ö", "đ", "Đ", "ж", "Ђ", "e", "é", "n", "ñ", "s", "ß", "1", "2",
+            "3", " ",
+        ];
+        (0..len).map(|_| self.pick(ALPHA)).collect()
+    }
+    /// A word of `min` to `min + spread - 1` characters.
+    fn word_of(&mut self, min: usize, spread: usize) -> String {
+        let len = min + self.below(spread);
+        self.word(len)
+    }
+    fn phone(&mut self) -> String {
+        let digits: String = (0..6)
+            .map(|_| char::from(b'0' + self.below(4) as u8))
+            .collect();
+        format!("+3{} {}", self.below(10), digits)
+    }
+}
+
+fn ids_of(v: &[CustomerSummary]) -> Vec<CustomerId> {
+    v.iter().map(|c| c.customer_id).collect()
+}
+
+#[test]
+fn the_search_index_answers_exactly_what_the_old_scan_did_on_random_data() {
+    for seed in 1..=6u64 {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ seed);
+        let mut b = ContextBook::new();
+        let mut customers: Vec<(CustomerId, u64)> = Vec::new();
+        let mut requests: Vec<(RequestId, u64)> = Vec::new();
+        let mut texts: Vec<String> = Vec::new();
+        for step in 0..400 {
+            let n = at(step);
+            match rng.below(10) {
+                // New customers, most often.
+                0..=4 => {
+                    let name = rng.word_of(3, 8);
+                    let phone = rng.phone();
+                    let email = format!("{}@ex.{}", rng.word(4).replace(' ', ""), rng.word(2));
+                    texts.extend([name.clone(), phone.clone(), email.clone()]);
+                    let (r, _) = run(
+                        &mut b,
+                        ContextCommand::CreateCustomer {
+                            by: integration(),
+                            fields: CustomerFields {
+                                name: Some(name),
+                                phones: Some(vec![phone]),
+                                emails: Some(vec![email]),
+                                ..Default::default()
+                            },
+                            activity_id: None,
+                        },
+                        n,
+                    );
+                    if let Ok(ContextReply::Customer(v)) = r {
+                        customers.push((v.customer.customer_id, v.customer.stamp.version));
+                    }
+                }
+                // A renamed customer: the index drops the old terms.
+                5 | 6 if !customers.is_empty() => {
+                    let i = rng.below(customers.len());
+                    let (c, v) = customers[i];
+                    let name = rng.word_of(3, 8);
+                    texts.push(name.clone());
+                    let (r, _) = run(
+                        &mut b,
+                        ContextCommand::UpdateCustomer {
+                            by: integration(),
+                            customer_id: c,
+                            base_version: v,
+                            changes: CustomerFields {
+                                name: Some(name),
+                                phones: Some(vec![rng.phone()]),
+                                ..Default::default()
+                            },
+                        },
+                        n,
+                    );
+                    if let Ok(ContextReply::Customer(view)) = r {
+                        customers[i].1 = view.customer.stamp.version;
+                    }
+                }
+                // Requests and retitled requests: titles are searched too.
+                7 | 8 if !customers.is_empty() => {
+                    let (c, _) = customers[rng.below(customers.len())];
+                    let title = rng.word_of(5, 10);
+                    texts.push(title.clone());
+                    let (r, _) = run(
+                        &mut b,
+                        ContextCommand::CreateRequest {
+                            by: integration(),
+                            customer_id: c,
+                            title,
+                            description: String::new(),
+                        },
+                        n,
+                    );
+                    if let Ok(ContextReply::Request(r)) = r {
+                        requests.push((r.request_id, r.stamp.version));
+                    }
+                }
+                _ if !requests.is_empty() => {
+                    let i = rng.below(requests.len());
+                    let (r, v) = requests[i];
+                    let title = rng.word_of(4, 6);
+                    texts.push(title.clone());
+                    let (res, _) = run(
+                        &mut b,
+                        ContextCommand::UpdateRequest {
+                            by: integration(),
+                            request_id: r,
+                            base_version: v,
+                            title: Some(title),
+                            description: None,
+                            state: None,
+                        },
+                        n,
+                    );
+                    if let Ok(ContextReply::Request(req)) = res {
+                        requests[i].1 = req.stamp.version;
+                    }
+                }
+                _ => {}
+            }
+        }
+        assert!(customers.len() > 100);
+        // Queries: pieces of what was written (any length, so both the n-gram lists and
+        // the walk in name order are used), random words, digit runs, blanks.
+        let mut queries: Vec<String> = vec![String::new(), "  ".into(), "a".into(), "A".into()];
+        for _ in 0..300 {
+            let t: Vec<char> = texts[rng.below(texts.len())].chars().collect();
+            let from = rng.below(t.len().max(1));
+            let len = 1 + rng.below(6);
+            queries.push(t.iter().skip(from).take(len).collect());
+            queries.push(rng.word_of(1, 4));
+            let d: String = (0..3 + rng.below(3))
+                .map(|_| char::from(b'0' + rng.below(4) as u8))
+                .collect();
+            queries.push(d);
+        }
+        let bytes = rmp_serde::to_vec_named(&b).expect("encode");
+        let mut loaded: ContextBook = rmp_serde::from_slice(&bytes).expect("decode");
+        loaded.rebuild_search();
+        // The reloaded copy answers every query of more than a few candidates by the
+        // walk in name order, the live one by its lists: both must be the scan.
+        loaded.search.walk_above = Some(3);
+        for q in &queries {
+            for limit in [1, 7, 50] {
+                let want = ids_of(&b.search_by_scan(q, limit));
+                assert_eq!(
+                    ids_of(&b.search(q, limit)),
+                    want,
+                    "seed {seed} query {q:?} limit {limit}"
+                );
+                assert_eq!(
+                    ids_of(&loaded.search(q, limit)),
+                    want,
+                    "after a reload, walking: seed {seed} query {q:?} limit {limit}"
+                );
+            }
+        }
+    }
+}

@@ -85,6 +85,9 @@ impl State {
             rmp_serde::from_slice(bytes).map_err(|e| {
                 HubError::StoreUnavailable(format!("cannot decode the snapshot: {e}"))
             })?;
+        let mut context = context;
+        // The search index is derived from the customers, never stored.
+        context.rebuild_search();
         Ok(State {
             book: Book::restore(rules, book),
             context,

@@ -88,7 +88,9 @@ pub async fn upgrade(
                 .protocols([SUBPROTOCOL])
                 .on_upgrade(move |socket| async move {
                     match who {
-                        Who::Agent(profile) => session::run_agent(hub, socket, profile).await,
+                        Who::Agent(profile, claims) => {
+                            session::run_agent(hub, socket, profile, claims).await
+                        }
                         Who::Supervisor(claims) => {
                             session::run_supervisor(hub, socket, claims).await
                         }
@@ -103,7 +105,7 @@ pub async fn upgrade(
 }
 
 enum Who {
-    Agent(Arc<Profile>),
+    Agent(Arc<Profile>, Claims),
     Supervisor(Claims),
 }
 
@@ -132,7 +134,7 @@ fn prepare(
     }
     let claims = authenticate(hub, headers, query)?;
     match claims.role {
-        Role::Agent => Ok(Who::Agent(agent_profile(hub, &claims)?)),
+        Role::Agent => Ok(Who::Agent(agent_profile(hub, &claims)?, claims)),
         Role::Supervisor => Ok(Who::Supervisor(claims)),
         Role::Integration => Err(ApiError::new(
             ErrorCode::Forbidden,

@@ -7,7 +7,7 @@
 
 use super::queue::{Next, SendQueue};
 use super::rate::RateLimit;
-use crate::auth::Claims;
+use crate::auth::{AuthError, Claims, unix_now};
 use crate::context::record::Actor;
 use crate::context::{CloseChoice, ContextCommand, ContextReply, Lists};
 use crate::error::{ErrorCode, HubError};
@@ -45,6 +45,12 @@ mod close {
     pub const SLOW_CONSUMER: u16 = 4003;
     /// Nothing was heard within the ping timeout.
     pub const IDLE: u16 = 4004;
+    /// The token expired and no fresh one came over the socket.
+    pub const TOKEN_EXPIRED: u16 = 4005;
+    /// A frame broke RFC 6455 (reserved bits or opcodes, an unmasked frame, ...).
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text frame that is not UTF-8.
+    pub const INVALID_PAYLOAD: u16 = 1007;
 }
 
 fn close_code(reason: &str) -> u16 {
@@ -57,6 +63,9 @@ fn close_code(reason: &str) -> u16 {
         "store_unavailable" => close::SERVER_ERROR,
         "reconnect" => close::SHUTTING_DOWN,
         "idle" => close::IDLE,
+        "token_expired" => close::TOKEN_EXPIRED,
+        "protocol_error" => close::PROTOCOL_ERROR,
+        "invalid_utf8" => close::INVALID_PAYLOAD,
         _ => close::SHUTTING_DOWN,
     }
 }
@@ -109,6 +118,20 @@ struct Conn {
     last_heard: Instant,
     last_state_version: u64,
     write_timeout: Duration,
+    /// Who opened the connection, with the expiry of its latest token.
+    claims: Claims,
+}
+
+/// When a token that expires at `exp` (seconds since the epoch) runs out, on tokio's
+/// clock: the session ends then unless a fresh token arrived.
+fn expiry_deadline(exp: u64) -> tokio::time::Instant {
+    // As far as tokio's timer looks ahead (its own "far future"): a signed `exp` can be
+    // any number, and adding a huge one to an instant would overflow.
+    const FAR: Duration = Duration::from_secs(30 * 365 * 86_400);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    tokio::time::Instant::now() + Duration::from_secs(exp).saturating_sub(now).min(FAR)
 }
 
 /// What the read side produced.
@@ -119,7 +142,7 @@ enum Incoming {
 }
 
 impl Conn {
-    fn new(hub: Arc<Hub>, ws: WebSocket) -> Conn {
+    fn new(hub: Arc<Hub>, ws: WebSocket, claims: Claims) -> Conn {
         let l = &hub.config.limits;
         let now = Instant::now();
         Conn {
@@ -130,7 +153,34 @@ impl Conn {
             write_timeout: Duration::from_millis(l.ping_timeout_ms),
             hub,
             ws,
+            claims,
         }
+    }
+
+    /// Takes a fresh token for this connection; returns its expiry deadline.
+    fn refresh(&mut self, token: &str) -> Result<tokio::time::Instant, ErrorBody> {
+        let fresh = self.hub.keys.verify(token, unix_now()).map_err(|e| {
+            let code = match e {
+                AuthError::Expired => ErrorCode::TokenExpired,
+                AuthError::Missing | AuthError::Invalid(_) => ErrorCode::Unauthorized,
+            };
+            ErrorBody::new(code, e.to_string())
+        })?;
+        if fresh.sub != self.claims.sub || fresh.role != self.claims.role {
+            return Err(ErrorBody::new(
+                ErrorCode::Forbidden,
+                "the new token must have the same sub and role as the connection's",
+            ));
+        }
+        if fresh.exp <= self.claims.exp {
+            return Err(hub_error(&HubError::invalid(
+                "token",
+                "the new token must expire later than the current one",
+            )));
+        }
+        tracing::debug!(exp = fresh.exp, "token refreshed");
+        self.claims.exp = fresh.exp;
+        Ok(expiry_deadline(fresh.exp))
     }
 
     async fn send(&mut self, m: Message) -> bool {
@@ -211,15 +261,11 @@ impl Conn {
                 return Ok(Incoming::Closed);
             }
             Some(Err(e)) => {
-                let too_large = e
-                    .into_inner()
-                    .downcast::<tungstenite::Error>()
-                    .is_ok_and(|e| matches!(*e, tungstenite::Error::Capacity(_)));
-                return if too_large {
-                    Err("frame_too_large")
-                } else {
-                    Ok(Incoming::Closed)
-                };
+                let r = read_error(e);
+                if matches!(r, Err("protocol_error" | "invalid_utf8")) {
+                    self.hub.metrics.protocol_error();
+                }
+                return r;
             }
             Some(Ok(m)) => m,
         };
@@ -283,6 +329,32 @@ impl Conn {
     }
 }
 
+/// What a read error means for the connection: a frame over the hard limit, a frame
+/// that breaks RFC 6455 (closed with 1002, or 1007 for a text frame that is not UTF-8,
+/// after a goodbye, as the RFC asks), or the peer simply gone.
+fn read_error(e: axum::Error) -> Result<Incoming, &'static str> {
+    use tungstenite::error::ProtocolError;
+    let Ok(e) = e.into_inner().downcast::<tungstenite::Error>() else {
+        return Ok(Incoming::Closed);
+    };
+    match *e {
+        tungstenite::Error::Capacity(_) => Err("frame_too_large"),
+        tungstenite::Error::Utf8(ref m) => {
+            tracing::warn!(error = %m, "protocol error: a text frame is not UTF-8");
+            Err("invalid_utf8")
+        }
+        // The peer dropped the TCP connection: an ordinary (if abrupt) close.
+        tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+            Ok(Incoming::Closed)
+        }
+        tungstenite::Error::Protocol(ref p) => {
+            tracing::warn!(error = %p, "protocol error: a frame breaks RFC 6455");
+            Err("protocol_error")
+        }
+        _ => Ok(Incoming::Closed),
+    }
+}
+
 fn heartbeat_interval(hub: &Hub) -> tokio::time::Interval {
     let every = Duration::from_millis(hub.config.limits.ping_interval_ms);
     let mut i = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
@@ -295,7 +367,7 @@ fn hub_error(e: &HubError) -> ErrorBody {
 }
 
 /// Runs an agent desktop's session until it closes.
-pub async fn run_agent(hub: Arc<Hub>, ws: WebSocket, profile: Arc<Profile>) {
+pub async fn run_agent(hub: Arc<Hub>, ws: WebSocket, profile: Arc<Profile>, claims: Claims) {
     let conn_id = ConnId::new();
     let agent = profile.id.clone();
     let span = tracing::info_span!("agent_session", agent_id = %agent, conn_id = %conn_id);
@@ -313,7 +385,7 @@ pub async fn run_agent(hub: Arc<Hub>, ws: WebSocket, profile: Arc<Profile>) {
         if hub.is_draining() {
             queue.close("shutting_down");
         }
-        let mut c = Conn::new(hub.clone(), ws);
+        let mut c = Conn::new(hub.clone(), ws, claims);
         let connected = hub
             .execute(Command::Connect {
                 profile,
@@ -362,6 +434,7 @@ pub async fn run_agent(hub: Arc<Hub>, ws: WebSocket, profile: Arc<Profile>) {
             }
         }
         let mut beat = heartbeat_interval(&hub);
+        let mut expiry = std::pin::pin!(tokio::time::sleep_until(expiry_deadline(c.claims.exp)));
         let end: &'static str = loop {
             tokio::select! {
                 biased;
@@ -373,7 +446,16 @@ pub async fn run_agent(hub: Arc<Hub>, ws: WebSocket, profile: Arc<Profile>) {
                         if !c.write_batch(first, &queue).await { break "write_failed" }
                     }
                 },
+                () = &mut expiry => break "token_expired",
                 msg = c.ws.next() => match c.read(msg).await {
+                    Ok(Incoming::Request(re, ClientMessage::RefreshToken { token })) => {
+                        let r = c.refresh(&token).map(|at| {
+                            expiry.as_mut().reset(at);
+                            ReplyBody::Empty {}
+                        });
+                        let reply = Message::text(reply_text(re, r));
+                        if !c.write_batch(Some(reply), &queue).await { break "write_failed" }
+                    }
                     Ok(Incoming::Request(re, m)) => {
                         let r = agent_request(&hub, &agent, m).await;
                         let reply = Message::text(reply_text(re, r));
@@ -387,6 +469,9 @@ pub async fn run_agent(hub: Arc<Hub>, ws: WebSocket, profile: Arc<Profile>) {
             }
         };
         tracing::info!(reason = end, "agent session ends");
+        if end == "token_expired" {
+            hub.metrics.token_expired();
+        }
         if !matches!(end, "closed" | "write_failed") {
             c.goodbye(end).await;
         }
@@ -413,7 +498,8 @@ fn record_disconnect(hub: Arc<Hub>, agent: AgentId, conn: ConnId) {
             };
             match hub.execute(cmd).await {
                 Ok(_) => return,
-                Err(HubError::StoreUnavailable(e)) => {
+                // A disconnect repeated changes nothing, so an unknown outcome is retried too.
+                Err(HubError::StoreUnavailable(e) | HubError::OutcomeUnknown(e)) => {
                     tracing::warn!(agent_id = %agent, error = %e, "disconnect not recorded yet; retrying");
                 }
                 Err(_) => return,
@@ -692,7 +778,7 @@ pub async fn run_supervisor(hub: Arc<Hub>, ws: WebSocket, claims: Claims) {
         let _counted = hub.connection_opened();
         // Subscribe before the snapshot, so that no change falls between the two.
         let mut feed = hub.subscribe_supervisor();
-        let mut c = Conn::new(hub.clone(), ws);
+        let mut c = Conn::new(hub.clone(), ws, claims);
         if !send_snapshot(&mut c).await {
             return;
         }
@@ -703,10 +789,12 @@ pub async fn run_supervisor(hub: Arc<Hub>, ws: WebSocket, claims: Claims) {
             drain.mark_changed();
         }
         let mut beat = heartbeat_interval(&hub);
+        let mut expiry = std::pin::pin!(tokio::time::sleep_until(expiry_deadline(c.claims.exp)));
         let end: &'static str = loop {
             tokio::select! {
                 biased;
                 _ = drain.changed() => break "shutting_down",
+                () = &mut expiry => break "token_expired",
                 f = feed.recv() => match f {
                     Ok(text) => if !c.send_text(text.as_ref()).await { break "write_failed" },
                     // Too far behind to catch up frame by frame: start again from a snapshot.
@@ -714,8 +802,15 @@ pub async fn run_supervisor(hub: Arc<Hub>, ws: WebSocket, claims: Claims) {
                     Err(broadcast::error::RecvError::Closed) => break "shutting_down",
                 },
                 msg = c.ws.next() => match c.read(msg).await {
+                    Ok(Incoming::Request(re, ClientMessage::RefreshToken { token })) => {
+                        let r = c.refresh(&token).map(|at| {
+                            expiry.as_mut().reset(at);
+                            ReplyBody::Empty {}
+                        });
+                        if !c.reply(re, r).await { break "write_failed" }
+                    }
                     Ok(Incoming::Request(re, m)) => {
-                        let r = supervisor_request(&hub, &claims, m).await;
+                        let r = supervisor_request(&hub, &c.claims, m).await;
                         if !c.reply(re, r).await { break "write_failed" }
                     }
                     Ok(Incoming::Nothing) => {}
@@ -726,6 +821,9 @@ pub async fn run_supervisor(hub: Arc<Hub>, ws: WebSocket, claims: Claims) {
             }
         };
         tracing::info!(reason = end, "supervisor session ends");
+        if end == "token_expired" {
+            hub.metrics.token_expired();
+        }
         if !matches!(end, "closed" | "write_failed") {
             c.goodbye(end).await;
         }

@@ -499,3 +499,14 @@ pub async fn await_dropped(sup: &mut Client, agent: &str) {
 pub fn chat() -> Value {
     json!({"channel": "chat", "queue": "support"})
 }
+
+/// A counter or gauge from `/metrics` (the line `name value`; `name` may carry labels).
+pub async fn metric(hub: &TestHub, name: &str) -> u64 {
+    let (status, body) = hub.http("GET", "/metrics", None, None).await;
+    assert_eq!(status, 200, "{body}");
+    let text = body.as_str().unwrap_or_default().to_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
+}

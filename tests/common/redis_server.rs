@@ -77,6 +77,27 @@ impl RedisServer {
         }
     }
 
+    /// Stops it (SIGSTOP): it keeps its sockets, and the kernel keeps accepting
+    /// connections and bytes for it, but it answers nothing until [`Self::resume`].
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Continues it (SIGCONT) after [`Self::pause`].
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("redis-server is running").id();
+        let ok = Command::new("kill")
+            .arg(sig)
+            .arg(pid.to_string())
+            .status()
+            .expect("kill runs");
+        assert!(ok.success(), "kill {sig} {pid} failed");
+    }
+
     /// Starts it again on the same port and data directory.
     pub fn restart(&mut self) {
         self.kill();

@@ -184,6 +184,7 @@ export type RequestByType = { [F in ClientRequest as F["type"]]: F };
 /** The `result` of a successful reply, by request type. */
 export interface ReplyByType {
   ping: ReplyPing;
+  refresh_token: ReplyEmpty;
   get_state: ReplyAgent;
   set_state: ReplyAgent;
   accept: ReplyTask;

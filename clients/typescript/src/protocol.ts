@@ -3,7 +3,7 @@
 /* eslint-disable */
 
 /** Any frame a client sends: a JSON text frame holding one object with a `type` and an optional `id`. Unknown fields are refused (`invalid_message`), an unknown `type` is `unknown_type`. Agent requests sent by a supervisor, and supervisor requests sent by an agent, are refused with `forbidden`. */
-export type ClientFrame = ClientPing | ClientGetState | ClientSetState | ClientAccept | ClientDecline | ClientComplete | ClientLogout | ClientGetSnapshot | ClientSetAgentState | ClientLogoutAgent | ClientTransfer | ClientConsult | ClientCancelConsult | ClientGetLists | ClientSearchCustomers | ClientGetCustomer | ClientUnwatchCustomer | ClientGetRequest | ClientGetActivity | ClientCreateCustomer | ClientUpdateCustomer | ClientLinkActivity | ClientCreateRequest | ClientUpdateRequest | ClientUpdateActivity | ClientAddNote | ClientGetJourney | ClientCloseInteraction | ClientReopenCustomer | ClientCloseCustomer;
+export type ClientFrame = ClientPing | ClientRefreshToken | ClientGetState | ClientSetState | ClientAccept | ClientDecline | ClientComplete | ClientLogout | ClientGetSnapshot | ClientSetAgentState | ClientLogoutAgent | ClientTransfer | ClientConsult | ClientCancelConsult | ClientGetLists | ClientSearchCustomers | ClientGetCustomer | ClientUnwatchCustomer | ClientGetRequest | ClientGetActivity | ClientCreateCustomer | ClientUpdateCustomer | ClientLinkActivity | ClientCreateRequest | ClientUpdateRequest | ClientUpdateActivity | ClientAddNote | ClientGetJourney | ClientCloseInteraction | ClientReopenCustomer | ClientCloseCustomer;
 
 /** Any frame the hub sends: a JSON text frame holding one object whose `type` says which message it is. */
 export type ServerFrame = ServerWelcome | ServerReply | ServerError | ServerOffer | ServerOfferEnded | ServerTaskCancelled | ServerTaskTransferred | ServerTransferEnded | ServerState | ServerSnapshot | ServerAgentChanged | ServerQueueChanged | ServerRecordChanged | ServerGoodbye;
@@ -14,6 +14,16 @@ export interface ClientPing {
   type: "ping";
   /** The request id, echoed as `re` in the answer. Optional. */
   id?: FrameId;
+}
+
+/** Replace the token this connection was opened with by a fresh one (agents and supervisors), so that the session outlives the first token's `exp`. Without one, the session ends at `exp` with `goodbye` `token_expired` and close code 4005. The new token must be valid (HS256, this hub's secret: else `unauthorized`; not yet expired: else `token_expired`), name the same `sub` and `role` as the connection's (else `forbidden`) and expire later than the current one (else `invalid_field`, field `token`). A refused token changes nothing: the session keeps the token it had. Answered with `{}`. */
+export interface ClientRefreshToken {
+  /** The message type. */
+  type: "refresh_token";
+  /** The request id, echoed as `re` in the answer. Optional. */
+  id?: FrameId;
+  /** The new token (a JWT, see TokenClaims). */
+  token: string;
 }
 
 /** Agent: ask for its full current view. Answered with a `reply` whose `result` is `{"agent": AgentView}`. */
@@ -1145,7 +1155,7 @@ export interface HttpError {
 }
 
 /** A stable, machine-readable error code. The message beside it is for people and may change. See the README for the HTTP status of each and when it happens. */
-export type ErrorCode = "bad_json" | "unknown_type" | "invalid_message" | "invalid_field" | "field_too_long" | "frame_too_large" | "payload_too_large" | "binary_not_supported" | "rate_limited" | "unauthorized" | "token_expired" | "forbidden" | "origin_not_allowed" | "unknown_agent" | "unknown_queue" | "channel_not_served" | "unknown_reason" | "task_not_found" | "task_finished" | "offer_not_found" | "offer_expired" | "offer_withdrawn" | "not_your_offer" | "offer_closed" | "offer_pending" | "agent_offline" | "task_not_in_progress" | "not_available" | "not_found" | "method_not_allowed" | "customer_not_found" | "request_not_found" | "activity_not_found" | "version_conflict" | "duplicate_tag" | "customer_choice_required" | "record_not_open" | "already_linked" | "interaction_closed" | "transfer_limit" | "store_unavailable" | "shutting_down" | "internal";
+export type ErrorCode = "bad_json" | "unknown_type" | "invalid_message" | "invalid_field" | "field_too_long" | "frame_too_large" | "payload_too_large" | "binary_not_supported" | "rate_limited" | "unauthorized" | "token_expired" | "forbidden" | "origin_not_allowed" | "unknown_agent" | "unknown_queue" | "channel_not_served" | "unknown_reason" | "task_not_found" | "task_finished" | "offer_not_found" | "offer_expired" | "offer_withdrawn" | "not_your_offer" | "offer_closed" | "offer_pending" | "agent_offline" | "task_not_in_progress" | "not_available" | "not_found" | "method_not_allowed" | "customer_not_found" | "request_not_found" | "activity_not_found" | "version_conflict" | "duplicate_tag" | "customer_choice_required" | "record_not_open" | "already_linked" | "interaction_closed" | "transfer_limit" | "store_unavailable" | "outcome_unknown" | "shutting_down" | "bad_request" | "request_timeout" | "uri_too_long" | "headers_too_large" | "unsupported_media_type" | "too_many_connections" | "internal";
 
 /** The claims of a caller's token: a JWT signed with HS256 (any other `alg`, `none` included, is refused). Other claims (`iat`, `iss`, ...) are ignored. */
 export interface TokenClaims {
@@ -1175,8 +1185,8 @@ export type ReasonCode = string;
 /** How a pending offer ended without the agent's accept: `expired` (its deadline passed; the agent is set Not Ready with reason `missed_offer`), `withdrawn` (the task was cancelled, a supervisor set the agent Not Ready, the agent went offline, or its desktop was gone for `routing.away_offer_secs`), or `declined` (the agent's `set_state` `not_ready` declined it). A `decline` request produces no `offer_ended`. */
 export type OfferEndReason = "expired" | "withdrawn" | "declined";
 
-/** Why the hub closes the connection. The close code that follows: `replaced` 4001, `logged_out` and `logged_out_by_supervisor` 4002, `slow_consumer` 4003, `idle` 4004, `rate_limited` 1008, `frame_too_large` 1009, `store_unavailable` 1011, `shutting_down` and `reconnect` 1012. `reconnect`: the node this connection is on was declared lost by the other nodes (with Redis); reconnect (through the load balancer) and the session resumes. */
-export type GoodbyeReason = "replaced" | "logged_out" | "logged_out_by_supervisor" | "shutting_down" | "slow_consumer" | "rate_limited" | "frame_too_large" | "idle" | "store_unavailable" | "reconnect";
+/** Why the hub closes the connection. The close code that follows: `replaced` 4001, `logged_out` and `logged_out_by_supervisor` 4002, `slow_consumer` 4003, `idle` 4004, `token_expired` 4005 (get a new token, then reconnect), `protocol_error` 1002 (a frame broke RFC 6455: reserved bits or opcodes, an unmasked frame), `invalid_utf8` 1007 (a text frame that is not UTF-8), `rate_limited` 1008, `frame_too_large` 1009, `store_unavailable` 1011, `shutting_down` and `reconnect` 1012. `reconnect`: the node this connection is on was declared lost by the other nodes (with Redis); reconnect (through the load balancer) and the session resumes. */
+export type GoodbyeReason = "replaced" | "logged_out" | "logged_out_by_supervisor" | "shutting_down" | "slow_consumer" | "rate_limited" | "frame_too_large" | "idle" | "store_unavailable" | "reconnect" | "token_expired" | "protocol_error" | "invalid_utf8";
 
 /** A client's request id: a string of at most 100 characters (Unicode characters, not bytes). The hub echoes it as `re` in the `reply` or `error` that answers the request. `null` is the same as leaving it out. */
 export type FrameId = string | null;

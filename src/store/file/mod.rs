@@ -234,6 +234,8 @@ pub struct FileStore {
     writer: Option<std::thread::JoinHandle<()>>,
     applier: Option<std::thread::JoinHandle<()>>,
     _lock: lock::DirLock,
+    /// How long a caller waits for its command to be written, synced and applied.
+    call_timeout: std::time::Duration,
 }
 
 /// The writer thread's own state.
@@ -324,6 +326,7 @@ impl FileStore {
             tx: Some(tx),
             writer: Some(writer),
             applier: Some(applier),
+            call_timeout: std::time::Duration::from_secs(3),
             _lock: lock,
         };
         for n in lost {
@@ -352,6 +355,12 @@ impl FileStore {
         &self.shared.dir
     }
 
+    /// Bounds every command's wait for the disk (`store.call_timeout_ms`).
+    pub fn with_call_timeout(mut self, limit: std::time::Duration) -> FileStore {
+        self.call_timeout = limit;
+        self
+    }
+
     async fn submit(&self, body: Body, now: Ts) -> Result<Outcome, HubError> {
         if let Some(why) = self.shared.failure() {
             return Err(unavailable(why));
@@ -372,8 +381,18 @@ impl FileStore {
             .ok_or_else(|| unavailable("the store is stopped"))?
             .send(Job { bytes, reply })
             .map_err(|_| unavailable("the log writer stopped"))?;
-        rx.await
-            .map_err(|_| unavailable("the log writer stopped"))?
+        // A disk that hangs (a stuck fsync, a full NFS mount) must not hold the caller:
+        // it gets an answer within the call timeout. The job is queued and may still be
+        // written and applied, so the answer is `outcome_unknown`, never "nothing
+        // changed". The writer itself is not interrupted: a hung disk is the operator's
+        // to fix, and `/readyz` fails meanwhile only if the write fails.
+        match tokio::time::timeout(self.call_timeout, rx).await {
+            Ok(r) => r.map_err(|_| unavailable("the log writer stopped"))?,
+            Err(_) => Err(HubError::OutcomeUnknown(format!(
+                "the log writer did not answer within {} ms; the command may still be written",
+                self.call_timeout.as_millis()
+            ))),
+        }
     }
 }
 
@@ -441,10 +460,14 @@ impl Writer {
                 .and_then(|()| self.file.sync_data());
             if let Err(e) = written {
                 self.shared.fail(format!("cannot write the log: {e}"));
+                // Some of the batch may have reached the file (a write that went
+                // through, then a failed fsync): a restart would replay it. So the
+                // batch is told "unknown", not "nothing changed"; later commands are
+                // refused before any write (`store_unavailable`).
                 for j in batch {
-                    let _ = j
-                        .reply
-                        .send(Err(unavailable(format!("cannot write the log: {e}"))));
+                    let _ = j.reply.send(Err(HubError::OutcomeUnknown(format!(
+                        "cannot write the log: {e}"
+                    ))));
                 }
                 continue;
             }

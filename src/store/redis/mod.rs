@@ -66,11 +66,9 @@ const SNAPSHOT_STATE: &str = "sb:snapshot:state";
 /// How much of a snapshot one upload call carries.
 const SNAPSHOT_CHUNK: usize = 512 * 1024;
 
-/// How long a command waits for its own entry to be applied before answering
-/// `store_unavailable` (the entry may still take effect later).
-const APPLY_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long one Redis call may take.
-const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one store call may take by default (`store.call_timeout_ms`): connecting
+/// or waiting for a connection, the `XADD`, and the wait for this node to apply it.
+const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 /// Heartbeat period; a node is lost after `HEARTBEAT_TTL` without one.
 const HEARTBEAT: Duration = Duration::from_millis(500);
 const HEARTBEAT_TTL: Duration = Duration::from_millis(3000);
@@ -96,6 +94,8 @@ struct Shared {
     last_snapshot: std::sync::atomic::AtomicU64,
     /// Where snapshots are replayed and encoded.
     background: Background,
+    /// The whole budget of one store call, in milliseconds (`store.call_timeout_ms`).
+    call_timeout_ms: std::sync::atomic::AtomicU64,
 }
 
 /// The Redis-backed store. See the module documentation.
@@ -160,6 +160,7 @@ impl RedisStore {
             snapshot_every: snapshot_every.max(1),
             last_snapshot: std::sync::atomic::AtomicU64::new(0),
             background: Background::start("sb-snapshot")?,
+            call_timeout_ms: std::sync::atomic::AtomicU64::new(CALL_TIMEOUT.as_millis() as u64),
         });
         // Beat (with the position "0-0") before loading anything: the log is never
         // trimmed past a node that is still catching up.
@@ -209,43 +210,86 @@ impl RedisStore {
     }
 }
 
+impl RedisStore {
+    /// Bounds every store call (`store.call_timeout_ms`); connections made from now on
+    /// use it as their connect and response timeouts too.
+    pub fn set_call_timeout(&self, limit: Duration) {
+        self.shared
+            .call_timeout_ms
+            .store(limit.as_millis().max(1) as u64, Ordering::Relaxed);
+    }
+}
+
+/// Whether a failed `XADD` certainly did not append: Redis answered with an error
+/// (out of memory, read-only replica, ...). A lost connection or a timeout leaves it
+/// open whether Redis got the command: a stopped Redis reads it when it continues.
+fn refused_by_redis(e: &redis::RedisError) -> bool {
+    matches!(
+        e.kind(),
+        redis::ErrorKind::Server(_) | redis::ErrorKind::Extension
+    )
+}
+
 impl Shared {
+    fn call_timeout(&self) -> Duration {
+        Duration::from_millis(self.call_timeout_ms.load(Ordering::Relaxed))
+    }
+
     fn replica(&self) -> MutexGuard<'_, Replica> {
         self.replica.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The shared connection, made if there is none. Waiting for another caller's
+    /// connect and making one are both bounded by the call timeout: a Redis that
+    /// accepts TCP but does not answer (stopped) cannot hold a caller longer.
     async fn conn(&self) -> Result<MultiplexedConnection, HubError> {
-        let mut guard = self.conn.lock().await;
-        if let Some(c) = guard.as_ref() {
-            return Ok(c.clone());
-        }
-        let cfg = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(CALL_TIMEOUT))
-            .set_response_timeout(Some(CALL_TIMEOUT));
-        let c = self
-            .client
-            .get_multiplexed_async_connection_with_config(&cfg)
-            .await
-            .map_err(unavailable)?;
-        *guard = Some(c.clone());
-        Ok(c)
+        let limit = self.call_timeout();
+        let made = tokio::time::timeout(limit, async {
+            let mut guard = self.conn.lock().await;
+            if let Some(c) = guard.as_ref() {
+                return Ok(c.clone());
+            }
+            let cfg = AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(limit))
+                .set_response_timeout(Some(limit));
+            let c = self
+                .client
+                .get_multiplexed_async_connection_with_config(&cfg)
+                .await
+                .map_err(unavailable)?;
+            *guard = Some(c.clone());
+            Ok(c)
+        })
+        .await;
+        made.unwrap_or_else(|_| Err(unavailable("Redis did not answer in time (connecting)")))
     }
 
-    /// Forgets a broken connection so that the next call reconnects.
+    /// Forgets a broken connection so that the next call reconnects. Never waits: when
+    /// another caller is connecting, the connection it makes replaces this one anyway.
     async fn broken(&self) {
         self.healthy.store(false, Ordering::Relaxed);
-        *self.conn.lock().await = None;
+        if let Ok(mut guard) = self.conn.try_lock() {
+            *guard = None;
+        }
     }
 
     /// A connection of its own for the blocking reads of the log.
     async fn reader(&self) -> Result<MultiplexedConnection, HubError> {
+        let limit = self.call_timeout();
+        // The blocking reads wait up to 1 s on the server: the response timeout adds it.
         let cfg = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(CALL_TIMEOUT))
-            .set_response_timeout(Some(CALL_TIMEOUT + Duration::from_secs(1)));
-        self.client
-            .get_multiplexed_async_connection_with_config(&cfg)
-            .await
-            .map_err(unavailable)
+            .set_connection_timeout(Some(limit))
+            .set_response_timeout(Some(limit + Duration::from_secs(1)));
+        let made = tokio::time::timeout(
+            limit,
+            self.client
+                .get_multiplexed_async_connection_with_config(&cfg),
+        )
+        .await;
+        match made {
+            Ok(r) => r.map_err(unavailable),
+            Err(_) => Err(unavailable("Redis did not answer in time (connecting)")),
+        }
     }
 
     /// Replaces the replica with the stored snapshot, if there is one.
@@ -267,7 +311,14 @@ impl Shared {
     }
 
     /// Appends a command. With `wait`, returns the outcome once this node applied it.
+    ///
+    /// The whole call is bounded by the call timeout. Until the `XADD` is sent, a
+    /// failure is `store_unavailable` (nothing changed). Once sent, a failure or a
+    /// timeout is `outcome_unknown`: Redis may have appended it (a stopped Redis reads
+    /// what was sent when it continues), unless this node sees the entry applied
+    /// before the deadline, and then the caller gets the real outcome.
     async fn append(&self, body: Body, now: Ts, wait: bool) -> Result<Option<Outcome>, HubError> {
+        let deadline = tokio::time::Instant::now() + self.call_timeout();
         let req = wait.then(uuid::Uuid::new_v4);
         let entry = Entry {
             req,
@@ -279,25 +330,44 @@ impl Shared {
         // Registered before the append (the entry may be applied before XADD returns),
         // removed however this call ends, even if its caller gives up on it.
         let waiter = req.map(|r| Waiter::new(self, r));
-        let mut c = self.conn().await?;
-        let added: Result<String, _> = redis::cmd("XADD")
-            .arg(LOG)
-            .arg("*")
-            .arg("e")
-            .arg(bytes)
-            .query_async(&mut c)
-            .await;
-        if let Err(e) = added {
-            self.broken().await;
-            return Err(unavailable(e));
-        }
-        let Some(mut waiter) = waiter else {
-            return Ok(None);
+        let mut c = match tokio::time::timeout_at(deadline, self.conn()).await {
+            Ok(c) => c?,
+            Err(_) => return Err(unavailable("Redis did not answer in time (connecting)")),
         };
-        match tokio::time::timeout(APPLY_TIMEOUT, &mut waiter.rx).await {
+        let added = tokio::time::timeout_at(
+            deadline,
+            redis::cmd("XADD")
+                .arg(LOG)
+                .arg("*")
+                .arg("e")
+                .arg(bytes)
+                .query_async::<String>(&mut c),
+        )
+        .await;
+        let sent_but_unconfirmed = match added {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) if refused_by_redis(&e) => return Err(unavailable(e)),
+            Ok(Err(e)) => {
+                self.broken().await;
+                Some(e.to_string())
+            }
+            Err(_) => Some("Redis did not confirm the append in time".to_owned()),
+        };
+        let Some(mut waiter) = waiter else {
+            return match sent_but_unconfirmed {
+                None => Ok(None),
+                Some(why) => Err(HubError::OutcomeUnknown(why)),
+            };
+        };
+        // Even an unconfirmed append may show up in the log (the reader has its own
+        // connection): until the deadline, the applied entry answers the caller.
+        match tokio::time::timeout_at(deadline, &mut waiter.rx).await {
             Ok(Ok(o)) => Ok(Some(o)),
-            _ => Err(unavailable(
-                "the command was logged but not applied in time; it may still take effect",
+            _ => Err(HubError::OutcomeUnknown(
+                sent_but_unconfirmed.unwrap_or_else(|| {
+                    "the command was logged but not applied in time; it may still take effect"
+                        .to_owned()
+                }),
             )),
         }
     }
@@ -508,13 +578,15 @@ impl Store for RedisStore {
             return Err(unavailable("not following the log"));
         }
         let mut c = self.shared.conn().await?;
-        let r: Result<String, _> = redis::cmd("PING").query_async(&mut c).await;
+        let limit = self.shared.call_timeout();
+        let r = tokio::time::timeout(limit, redis::cmd("PING").query_async::<String>(&mut c)).await;
         match r {
-            Ok(_) => Ok(()),
-            Err(e) => {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => {
                 self.shared.broken().await;
                 Err(unavailable(e))
             }
+            Err(_) => Err(unavailable("Redis did not answer in time")),
         }
     }
 
