@@ -45,6 +45,15 @@ export function startDesktop(root: HTMLElement, token: string, signOut: (message
   let completing: string | null = null;
   let wrapUpCode = "";
   let announcedOffer: string | null = null;
+  // Handing a task in progress over to one agent: which task's form is open, and the id typed.
+  let handingOver: string | null = null;
+  let agentDraft = "";
+  // What this desktop asked of other agents, by task id, to word `transfer_ended`:
+  // a consult leaves the task here, a transfer sent it back to its queue.
+  const consults = new Map<string, string>();
+  const transfers = new Map<string, string>();
+  // The last offer shown, to word its `offer_ended` (a consult taken back names its asker).
+  let lastOffer: OfferView | null = null;
   // What the hub already knows of an offer's caller (looked up by its email, phone or chat
   // handle, as the hub will match it on accept), by offer id: shown before accepting.
   const known = new Map<string, CustomerSummary | null>();
@@ -240,9 +249,12 @@ export function startDesktop(root: HTMLElement, token: string, signOut: (message
     const task = offer.task;
     const c = task.customer ?? {};
     const channel = tCode("ch_", task.channel);
+    lastOffer = offer;
     if (announcedOffer !== offer.offer_id) {
       announcedOffer = offer.offer_id;
-      announcer.textContent = t("offerAnnounce", { channel, who: who(task) });
+      announcer.textContent = offer.consult_from
+        ? t("consultAnnounce", { agent: offer.consult_from, channel, who: who(task) })
+        : t("offerAnnounce", { channel, who: who(task) });
       lookUp(offer);
     }
     const match = known.get(offer.offer_id);
@@ -255,6 +267,7 @@ export function startDesktop(root: HTMLElement, token: string, signOut: (message
     fill(
       offerBox,
       h("h2", { id: "offer-h" }, t("offerTitle", { channel })),
+      offer.consult_from ? h("p", { class: "consult", "data-testid": "offer-consult" }, t("consultAsk", { agent: offer.consult_from })) : null,
       h(
         "dl",
         { class: "facts" },
@@ -267,6 +280,8 @@ export function startDesktop(root: HTMLElement, token: string, signOut: (message
         h("dt", null, t("queue")),
         h("dd", null, shell.queueName(task.queue)),
         task.skills.length ? [h("dt", null, t("skills")), h("dd", null, task.skills.join(", "))] : null,
+        levels(task) ? [h("dt", null, t("skillLevels")), h("dd", { "data-testid": "offer-skill-levels" }, levels(task))] : null,
+        offer.consult_from ? [h("dt", null, t("consultFrom")), h("dd", { "data-testid": "offer-consult-from" }, offer.consult_from)] : null,
       ),
       surveyPreview(task),
       text,
@@ -323,6 +338,12 @@ export function startDesktop(root: HTMLElement, token: string, signOut: (message
     );
     countdownEls = { text, bar, offer };
     tick();
+  }
+
+  // A task's least skill levels ("en ≥ 7, pt ≥ 3"), or null when it asks for none.
+  function levels(task: Task): string | null {
+    const l = Object.entries(task.skill_levels ?? {});
+    return l.length ? l.map(([k, v]) => `${k} ≥ ${fmtNumber(v)}`).join(", ") : null;
   }
 
   function lookUp(offer: OfferView) {
@@ -395,6 +416,30 @@ export function startDesktop(root: HTMLElement, token: string, signOut: (message
                   `${tCode("ch_", task.channel)} · ${item?.customer?.name || who(task)}`,
                 ),
                 h("small", null, ` ${shell.queueName(task.queue)} · ${fmtTime((task as { accepted_at?: string }).accepted_at)}`),
+                levels(task) ? h("small", null, ` · ${t("skillLevels")}: ${levels(task)}`) : null,
+                consults.has(task.task_id)
+                  ? h(
+                      "div",
+                      { class: "inline", "data-testid": "consult-pending" },
+                      h("span", { role: "status" }, t("consulting", { agent: consults.get(task.task_id)! })),
+                      h(
+                        "button",
+                        {
+                          type: "button",
+                          // The hub answers the one who cancels with the reply only (no
+                          // `transfer_ended`): the reply ends the consult here.
+                          onclick: () =>
+                            client.cancelConsult(task.task_id).then(() => {
+                              const to = consults.get(task.task_id);
+                              consults.delete(task.task_id);
+                              if (to) notify(t("consultCancelled", { agent: to }));
+                              renderProgress();
+                            }, fail),
+                        },
+                        t("cancelConsult"),
+                      ),
+                    )
+                  : null,
                 completing === task.task_id
                   ? h(
                       "form",
@@ -414,8 +459,25 @@ export function startDesktop(root: HTMLElement, token: string, signOut: (message
                       h("button", { type: "submit", class: "primary" }, t("completeConfirm")),
                       h("button", { type: "button", onclick: () => ((completing = null), renderProgress()) }, t("cancel")),
                     )
-                  : [
+                  : handingOver === task.task_id
+                    ? handOverForm(task)
+                    : [
                     transferControl(task),
+                    consults.has(task.task_id)
+                      ? null
+                      : h(
+                          "button",
+                          {
+                            type: "button",
+                            onclick: () => {
+                              handingOver = task.task_id;
+                              completing = null;
+                              renderProgress();
+                              document.getElementById(`agent-${task.task_id}`)?.focus();
+                            },
+                          },
+                          t("handOverTitle"),
+                        ),
                     h(
                       "button",
                       {
@@ -454,6 +516,56 @@ export function startDesktop(root: HTMLElement, token: string, signOut: (message
       h("label", { for: id, class: "sr-only" }, t("transferTo")),
       h("select", { id }, others.map((q) => h("option", { value: q.queue_id }, q.name))),
       h("button", { type: "submit" }, t("transfer")),
+    );
+  }
+
+  // Transfer a task in progress to one agent, or consult one (the task stays here until
+  // the other accepts). The agent is named by its id: the hub gives the desktop no list
+  // of agents.
+  function handOverForm(task: Task) {
+    const id = `agent-${task.task_id}`;
+    const legendId = `handover-h-${task.task_id}`;
+    const send = (how: "transfer" | "consult") => {
+      const to = agentDraft.trim();
+      const input = document.getElementById(id) as HTMLInputElement | null;
+      if (!to) {
+        input?.reportValidity();
+        input?.focus();
+        return;
+      }
+      const p = how === "consult" ? client.consult(task.task_id, to) : client.transferToAgent(task.task_id, to);
+      p.then(() => {
+        (how === "consult" ? consults : transfers).set(task.task_id, to);
+        handingOver = null;
+        agentDraft = "";
+        renderProgress();
+      }, fail);
+    };
+    return h(
+      "form",
+      {
+        class: "inline handover",
+        role: "group",
+        "aria-labelledby": legendId,
+        "data-testid": "handover",
+        onsubmit: (e: Event) => {
+          e.preventDefault();
+          const submitter = (e as SubmitEvent).submitter as HTMLButtonElement | null;
+          send(submitter?.value === "consult" ? "consult" : "transfer");
+        },
+        onkeydown: (e: KeyboardEvent) => {
+          if (e.key === "Escape") {
+            handingOver = null;
+            renderProgress();
+          }
+        },
+      },
+      h("strong", { id: legendId }, t("handOver")),
+      h("label", { for: id }, t("agentId")),
+      h("input", { id, value: agentDraft, required: true, maxlength: 100, autocomplete: "off", oninput: (e: Event) => (agentDraft = (e.target as HTMLInputElement).value) }),
+      h("button", { type: "submit", value: "transfer" }, t("transferToAgent")),
+      h("button", { type: "submit", value: "consult", class: "primary" }, t("consult")),
+      h("button", { type: "button", onclick: () => ((handingOver = null), renderProgress()) }, t("cancel")),
     );
   }
 
@@ -605,14 +717,32 @@ export function startDesktop(root: HTMLElement, token: string, signOut: (message
     const offerChanged = (agent?.offer?.offer_id ?? null) !== (a.offer?.offer_id ?? null);
     const progressChanged = (agent?.in_progress ?? []).map((x) => x.task_id).join() !== a.in_progress.map((x) => x.task_id).join();
     agent = a;
+    // Whatever left the In Progress list has no consult or hand-over form any more.
+    const here = new Set(a.in_progress.map((x) => x.task_id));
+    for (const id of consults.keys()) if (!here.has(id)) consults.delete(id);
+    if (handingOver && !here.has(handingOver)) handingOver = null;
     renderHeader();
     if (offerChanged) renderOffer();
     if (progressChanged) renderProgress();
   });
   client.on("offer_ended", (e) => {
+    const asker = lastOffer?.offer_id === e.offer_id ? lastOffer.consult_from : undefined;
     if (e.reason === "expired") notify(t("offerMissed"), "warn");
+    else if (e.reason === "declined") notify(t("offerDeclined"), "info");
+    else if (asker) notify(t("consultWithdrawn", { agent: asker }), "info");
     else notify(t("offerWithdrawn"), "info");
   });
+  client.on("transfer_ended", (e) => {
+    // A consult leaves the task with this agent; a transfer sent it back to its queue.
+    // Without a record here (a reload meanwhile), a task still in progress was a consult.
+    const consult = consults.has(e.task_id) || (!transfers.has(e.task_id) && !!agent?.in_progress.some((x) => x.task_id === e.task_id));
+    consults.delete(e.task_id);
+    transfers.delete(e.task_id);
+    const key = e.result === "accepted" ? "te_accepted" : (`te_${consult ? "c" : "t"}_${e.result}` as const);
+    notify(t(key, { agent: e.agent_id }), e.result === "accepted" ? "info" : "warn");
+    renderProgress();
+  });
+  client.on("task_transferred", () => notify(t("taskTransferred"), "warn"));
   client.on("task_cancelled", () => notify(t("taskCancelled"), "warn"));
   client.on("record_changed", (f) => work.onRecordChanged(f.change));
 
