@@ -91,6 +91,7 @@ test("consult, transfer to an agent, cancel consult, blind transfer", async () =
   await aRow.waitFor();
   assert.match(await aRow.textContent(), /Skill levels: en ≥ 7/);
   await a.getByTestId("work-title").filter({ hasText: "Unknown caller" }).waitFor();
+  await a.getByTestId("summary-skill-levels").filter({ hasText: "en ≥ 7" }).waitFor();
   // A makes the caller a customer, so that the context B gets is a named one.
   await a.getByTestId("customer-card").getByRole("button", { name: "Create" }).click();
   await a.getByTestId("work-title").filter({ hasText: "Maria Lopes" }).waitFor();
@@ -131,6 +132,7 @@ test("consult, transfer to an agent, cancel consult, blind transfer", async () =
   await b.getByTestId("work-title").filter({ hasText: "Maria Lopes" }).waitFor();
   await b.getByTestId("summary").getByRole("tabpanel").filter({ hasText: "B-77" }).waitFor();
   await b.getByTestId("journey").getByText("Task transferred").first().waitFor();
+  await b.getByTestId("summary-skill-levels").filter({ hasText: "en ≥ 7" }).waitFor();
   await noSeriousA11y(a, "after consult accepted");
 
   // A transfers an email to B; B declines; A is told and the task is back in its queue.
@@ -176,6 +178,21 @@ test("consult, transfer to an agent, cancel consult, blind transfer", async () =
   await a.locator(".notice.error").filter({ hasText: /^Error: (unknown_agent|not_available)/ }).waitFor();
   await a.getByRole("group", { name: "Transfer or consult an agent" }).getByRole("button", { name: "Cancel" }).click();
 
+  // A consult B declines leaves the task with A, which is told so.
+  const third = await crm.createTask({ channel: "email", queue: "backoffice", customer: { email: "eva@example.org" } });
+  await a.locator(`section.offer[data-task-id="${third.task_id}"]`).getByRole("button", { name: "Accept" }).click();
+  const thirdRow = a.getByTestId("in-progress").locator(`[data-task-id="${third.task_id}"]`);
+  await thirdRow.getByRole("button", { name: "Hand over to an agent" }).click();
+  await a.getByLabel("Agent id").fill("bob");
+  await a.getByRole("group", { name: "Transfer or consult an agent" }).getByRole("button", { name: "Consult" }).click();
+  const bThird = b.locator(`section.offer[data-task-id="${third.task_id}"]`);
+  await bThird.getByTestId("offer-consult-from").filter({ hasText: "alice" }).waitFor();
+  await bThird.getByRole("button", { name: "Decline" }).click();
+  await bThird.getByRole("button", { name: "Decline offer" }).click();
+  await a.getByText("bob declined the consult: the task stays with you.").waitFor();
+  await thirdRow.getByTestId("consult-pending").waitFor({ state: "detached" });
+  assert.equal(await thirdRow.count(), 1, "the declined consult's task stays with A");
+
   // A blind transfer to a queue still works: B, in Support, is offered it.
   await secondRow.getByLabel("Transfer to queue").selectOption({ label: "Support" });
   await secondRow.getByRole("button", { name: "Transfer", exact: true }).click();
@@ -184,6 +201,16 @@ test("consult, transfer to an agent, cancel consult, blind transfer", async () =
   await bSecond.getByRole("heading", { name: "Incoming Email" }).waitFor();
   await bSecond.getByRole("button", { name: "Accept" }).click();
   await b.getByTestId("in-progress").locator(`[data-task-id="${second.task_id}"]`).waitFor();
+
+  // An integration moves A's task away: A is told, and the task leaves In Progress.
+  const moved = await fetch(`${hub.base}/v1/tasks/${third.task_id}/transfer`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${token("crm", "integration")}`, "content-type": "application/json" },
+    body: JSON.stringify({ to_queue: "support" }),
+  });
+  assert.equal(moved.status, 200, await moved.text());
+  await a.getByText("A task was transferred away from you.").waitFor();
+  await thirdRow.waitFor({ state: "detached" });
 
   assert.deepEqual(A.problems, [], "no CSP violation or page error on A");
   assert.deepEqual(B.problems, [], "no CSP violation or page error on B");

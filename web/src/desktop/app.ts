@@ -23,6 +23,8 @@ export interface Shell {
   refreshLists(): Promise<void>;
   lists: Lists;
   me(): string;
+  /** The task in this agent's In Progress list with that id, if it is there. */
+  task(id: string): Task | undefined;
 }
 
 type Tab = "open" | "recent" | "search";
@@ -70,6 +72,7 @@ export function startDesktop(root: HTMLElement, token: string, signOut: (message
       return lists;
     },
     me: () => agent?.agent_id ?? "",
+    task: (id) => agent?.in_progress.find((x) => x.task_id === id),
   };
 
   // The layout, built once; regions are redrawn by their own functions.
@@ -723,7 +726,10 @@ export function startDesktop(root: HTMLElement, token: string, signOut: (message
     if (handingOver && !here.has(handingOver)) handingOver = null;
     renderHeader();
     if (offerChanged) renderOffer();
-    if (progressChanged) renderProgress();
+    if (progressChanged) {
+      renderProgress();
+      work.render();
+    }
   });
   client.on("offer_ended", (e) => {
     const asker = lastOffer?.offer_id === e.offer_id ? lastOffer.consult_from : undefined;

@@ -872,6 +872,8 @@ export class Workspace {
     const a = s.activity;
     if (!a) return null;
     const sum = a.summary;
+    const lv = Object.entries(this.shell.task(a.task_id)?.skill_levels ?? {});
+    const levels = lv.length ? lv.map(([k, v]) => `${k} ≥ ${fmtNumber(v)}`).join(", ") : null;
     const attrs = (sum.attributes ?? {}) as Record<string, unknown>;
     const obj = (v: unknown) => (v && typeof v === "object" && !Array.isArray(v) ? (v as Record<string, unknown>) : null);
     const survey = obj(attrs.survey) ?? obj(attrs.pre_chat) ?? obj(attrs.prechat);
@@ -949,6 +951,9 @@ export class Workspace {
         h("dd", null, fmtDuration(sum.wait_ms)),
         h("dt", null, t("skills")),
         h("dd", null, sum.skills.length ? sum.skills.join(", ") : t("none")),
+        // The least levels come with the task (the activity's summary does not keep
+        // them): shown while the task is in this agent's In Progress list.
+        levels ? [h("dt", null, t("skillLevels")), h("dd", { "data-testid": "summary-skill-levels" }, levels)] : null,
         h("dt", null, t("queue")),
         h("dd", null, this.shell.queueName(sum.queue)),
         h("dt", null, t("startTime")),
