@@ -202,15 +202,31 @@ test("consult, transfer to an agent, cancel consult, blind transfer", async () =
   await bSecond.getByRole("button", { name: "Accept" }).click();
   await b.getByTestId("in-progress").locator(`[data-task-id="${second.task_id}"]`).waitFor();
 
-  // An integration moves A's task away: A is told, and the task leaves In Progress.
+  // An integration moves A's task away (back to its queue, which only A serves, and A is
+  // passed over for it now): A is told, and the task leaves In Progress.
   const moved = await fetch(`${hub.base}/v1/tasks/${third.task_id}/transfer`, {
     method: "POST",
     headers: { authorization: `Bearer ${token("crm", "integration")}`, "content-type": "application/json" },
-    body: JSON.stringify({ to_queue: "support" }),
+    body: JSON.stringify({ to_queue: "backoffice" }),
   });
   assert.equal(moved.status, 200, await moved.text());
   await a.getByText("A task was transferred away from you.").waitFor();
   await thirdRow.waitFor({ state: "detached" });
+
+  // An offer B declines by choosing Not Ready is told in words.
+  await a.getByTestId("status-select").selectOption({ label: "Not Ready: Break" });
+  await a.getByTestId("agent-status").filter({ hasText: "Not Ready (Break)" }).waitFor();
+  const late = await crm.createTask({ channel: "chat", queue: "support", customer: { name: "Late Caller" } });
+  await b.locator(`section.offer[data-task-id="${late.task_id}"]`).waitFor();
+  await b.getByTestId("status-select").selectOption({ label: "Not Ready: Break" });
+  await b.getByText("The offer was declined: your status is Not Ready.").waitFor();
+  await b.locator("section.offer").waitFor({ state: "hidden" });
+
+  // The new controls follow the language: Serbian Cyrillic is made from the Latin table.
+  await b.getByLabel("Language").selectOption({ label: "Português" });
+  assert.equal(await b.getByTestId("in-progress").getByRole("button", { name: "Passar a um agente" }).count(), 2);
+  await b.getByLabel("Idioma").selectOption({ label: "Српски (ћирилица)" });
+  assert.equal(await b.getByTestId("in-progress").getByRole("button", { name: "Предај агенту" }).count(), 2);
 
   assert.deepEqual(A.problems, [], "no CSP violation or page error on A");
   assert.deepEqual(B.problems, [], "no CSP violation or page error on B");
