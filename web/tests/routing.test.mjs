@@ -109,7 +109,8 @@ test("consult, transfer to an agent, cancel consult, blind transfer", async () =
   await form.getByRole("button", { name: "Consult" }).click();
   assert.equal(await form.count(), 1);
   await a.keyboard.type("bob");
-  await form.getByRole("button", { name: "Consult" }).click();
+  // Enter in the field consults (the first button), it does not transfer.
+  await a.keyboard.press("Enter");
   await aRow.getByTestId("consult-pending").filter({ hasText: "Consulting bob: waiting for an answer." }).waitFor();
   // The task stays A's meanwhile.
   assert.equal(await aRow.count(), 1);

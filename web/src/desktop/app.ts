@@ -566,8 +566,9 @@ export function startDesktop(root: HTMLElement, token: string, signOut: (message
       h("strong", { id: legendId }, t("handOver")),
       h("label", { for: id }, t("agentId")),
       h("input", { id, value: agentDraft, required: true, maxlength: 100, autocomplete: "off", oninput: (e: Event) => (agentDraft = (e.target as HTMLInputElement).value) }),
-      h("button", { type: "submit", value: "transfer" }, t("transferToAgent")),
+      // Consult first: Enter in the field asks (the task stays here) rather than sends it away.
       h("button", { type: "submit", value: "consult", class: "primary" }, t("consult")),
+      h("button", { type: "submit", value: "transfer" }, t("transferToAgent")),
       h("button", { type: "button", onclick: () => ((handingOver = null), renderProgress()) }, t("cancel")),
     );
   }
