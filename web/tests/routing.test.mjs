@@ -177,7 +177,9 @@ test("consult, transfer to an agent, cancel consult, blind transfer", async () =
   await a.getByLabel("Agent id").fill("nobody");
   await a.getByRole("group", { name: "Transfer or consult an agent" }).getByRole("button", { name: "Consult" }).click();
   await a.locator(".notice.error").filter({ hasText: /^Error: (unknown_agent|not_available)/ }).waitFor();
-  await a.getByRole("group", { name: "Transfer or consult an agent" }).getByRole("button", { name: "Cancel" }).click();
+  await a.getByLabel("Agent id").press("Escape");
+  await a.getByRole("group", { name: "Transfer or consult an agent" }).waitFor({ state: "detached" });
+  await a.waitForFunction((id) => document.activeElement?.id === id, `handover-${second.task_id}`);
 
   // A consult B declines leaves the task with A, which is told so.
   const third = await crm.createTask({ channel: "email", queue: "backoffice", customer: { email: "eva@example.org" } });

@@ -472,6 +472,7 @@ export function startDesktop(root: HTMLElement, token: string, signOut: (message
                           "button",
                           {
                             type: "button",
+                            id: `handover-${task.task_id}`,
                             onclick: () => {
                               handingOver = task.task_id;
                               completing = null;
@@ -528,6 +529,12 @@ export function startDesktop(root: HTMLElement, token: string, signOut: (message
   function handOverForm(task: Task) {
     const id = `agent-${task.task_id}`;
     const legendId = `handover-h-${task.task_id}`;
+    // Closing the form puts the keyboard back on the button that opened it.
+    const close = () => {
+      handingOver = null;
+      renderProgress();
+      document.getElementById(`handover-${task.task_id}`)?.focus();
+    };
     const send = (how: "transfer" | "consult") => {
       const to = agentDraft.trim();
       const input = document.getElementById(id) as HTMLInputElement | null;
@@ -557,10 +564,7 @@ export function startDesktop(root: HTMLElement, token: string, signOut: (message
           send(submitter?.value === "consult" ? "consult" : "transfer");
         },
         onkeydown: (e: KeyboardEvent) => {
-          if (e.key === "Escape") {
-            handingOver = null;
-            renderProgress();
-          }
+          if (e.key === "Escape") close();
         },
       },
       h("strong", { id: legendId }, t("handOver")),
@@ -569,7 +573,7 @@ export function startDesktop(root: HTMLElement, token: string, signOut: (message
       // Consult first: Enter in the field asks (the task stays here) rather than sends it away.
       h("button", { type: "submit", value: "consult", class: "primary" }, t("consult")),
       h("button", { type: "submit", value: "transfer" }, t("transferToAgent")),
-      h("button", { type: "button", onclick: () => ((handingOver = null), renderProgress()) }, t("cancel")),
+      h("button", { type: "button", onclick: close }, t("cancel")),
     );
   }
 
