@@ -237,6 +237,15 @@ pub enum ClientMessage {
         /// The customer.
         customer_id: CustomerId,
     },
+    /// Move the agent's open interaction to another request of its customer, or to a
+    /// new one.
+    MoveActivity {
+        /// The interaction.
+        activity_id: ActivityId,
+        /// The request to move to; absent: a new request.
+        #[serde(default)]
+        request_id: Option<RequestId>,
+    },
     /// Open a new request for a customer.
     CreateRequest {
         /// The customer.
@@ -356,6 +365,7 @@ pub const CLIENT_TYPES: &[&str] = &[
     "create_customer",
     "update_customer",
     "link_activity",
+    "move_activity",
     "create_request",
     "update_request",
     "update_activity",

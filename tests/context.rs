@@ -447,3 +447,167 @@ async fn a_storm_of_concurrent_saves_has_exactly_one_winner_per_version() {
     );
     hub.shutdown().await;
 }
+
+/// The next `record_changed` for a record of `kind`, skipping others.
+async fn changed(agent: &mut Client, kind: &str) -> Value {
+    loop {
+        let n = agent.expect("record_changed").await;
+        if n["change"]["kind"] == kind {
+            return n["change"].clone();
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_interaction_moves_to_another_request_or_a_new_one() {
+    let hub = hub().await;
+    let c = customer(
+        &hub,
+        json!({"name": "Giulia Bianchi", "phones": ["+39 06 1234 5678"]}),
+    )
+    .await;
+    let cid = c["customer_id"].clone();
+    let mut ana = hub.ready_agent("ana").await;
+    let mut bo = hub.agent("bo").await;
+    let (task, a) = call_from(&hub, &mut ana, "+39 06 1234 5678").await;
+    let aid = a["activity_id"].clone();
+    let first = a["request_id"].clone();
+    let v = a["version"].as_u64().unwrap_or(0);
+    bo.ok(json!({"type": "get_customer", "customer_id": cid}))
+        .await;
+    // An existing request of the same customer.
+    let refund = ana
+        .ok(json!({"type": "create_request", "customer_id": cid, "title": "Rimborso"}))
+        .await["request"]
+        .clone();
+    changed(&mut bo, "request").await;
+    let moved = ana
+        .ok(json!({"type": "move_activity", "activity_id": aid, "request_id": refund["request_id"]}))
+        .await;
+    assert_eq!(moved["activity"]["request_id"], refund["request_id"]);
+    assert_eq!(moved["activity"]["version"], v + 1);
+    let n = changed(&mut bo, "activity").await;
+    assert_eq!(n["record"]["request_id"], refund["request_id"]);
+    assert_eq!(n["version"], v + 1);
+    // Moving where it already is changes nothing.
+    let same = ana
+        .ok(json!({"type": "move_activity", "activity_id": aid, "request_id": refund["request_id"]}))
+        .await;
+    assert_eq!(same["activity"]["version"], v + 1);
+    // A new request.
+    let fresh = ana
+        .ok(json!({"type": "move_activity", "activity_id": aid}))
+        .await;
+    let new_id = fresh["activity"]["request_id"].clone();
+    assert!(new_id.is_string());
+    assert_ne!(new_id, refund["request_id"]);
+    assert_ne!(new_id, first);
+    assert_eq!(changed(&mut bo, "request").await["id"], new_id);
+    assert_eq!(
+        changed(&mut bo, "activity").await["record"]["request_id"],
+        new_id
+    );
+    // Back to the first request after it was closed: it is reopened.
+    let r = ana
+        .ok(json!({"type": "get_request", "request_id": first}))
+        .await["request"]
+        .clone();
+    ana.ok(json!({"type": "update_request", "request_id": first, "base_version": r["version"], "state": "closed"}))
+        .await;
+    let back = ana
+        .ok(json!({"type": "move_activity", "activity_id": aid, "request_id": first}))
+        .await;
+    assert_eq!(back["activity"]["request_id"], first);
+    let r = ana
+        .ok(json!({"type": "get_request", "request_id": first}))
+        .await["request"]
+        .clone();
+    assert_eq!(r["state"], "open");
+    assert!(r["closed_at"].is_null());
+    let j = ana
+        .ok(json!({"type": "get_journey", "customer_id": cid, "request_id": first}))
+        .await;
+    let kinds: Vec<&str> = j["journey"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    assert!(
+        kinds.ends_with(&["request_closed", "request_reopened", "activity_updated"]),
+        "{kinds:?}"
+    );
+    ana.complete(&task["task_id"]).await;
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn moving_the_interaction_is_refused_with_a_typed_error() {
+    let hub = hub().await;
+    let c = customer(
+        &hub,
+        json!({"name": "Milica Petrović", "phones": ["+381 11 123 4567"]}),
+    )
+    .await;
+    let other = customer(&hub, json!({"name": "Jovan Jovanović"})).await;
+    let mut ana = hub.ready_agent("ana").await;
+    let mut bo = hub.ready_agent("bo").await;
+    let (task, a) = call_from(&hub, &mut ana, "+381 11 123 4567").await;
+    let aid = a["activity_id"].clone();
+    // A request of another customer, opened by bo who reopened that customer.
+    bo.ok(json!({"type": "reopen_customer", "customer_id": other["customer_id"]}))
+        .await;
+    let elsewhere = bo
+        .ok(json!({"type": "create_request", "customer_id": other["customer_id"], "title": "Druga"}))
+        .await["request"]["request_id"]
+        .clone();
+    let e = ana
+        .err(
+            json!({"type": "move_activity", "activity_id": aid, "request_id": elsewhere}),
+            "invalid_field",
+        )
+        .await;
+    assert_eq!(e["field"], "request_id");
+    ana.err(
+        json!({"type": "move_activity", "activity_id": aid, "request_id": "00000000-0000-4000-8000-000000000000"}),
+        "request_not_found",
+    )
+    .await;
+    ana.err(
+        json!({"type": "move_activity", "activity_id": "00000000-0000-4000-8000-000000000000"}),
+        "activity_not_found",
+    )
+    .await;
+    ana.err(
+        json!({"type": "move_activity", "activity_id": aid, "request_id": 7}),
+        "invalid_message",
+    )
+    .await;
+    // Not bo's interaction.
+    bo.err(
+        json!({"type": "move_activity", "activity_id": aid}),
+        "record_not_open",
+    )
+    .await;
+    // An unknown caller's interaction has no customer to choose requests from.
+    let (_, unknown) = call_from(&hub, &mut bo, "+381 60 000 0000").await;
+    bo.err(
+        json!({"type": "move_activity", "activity_id": unknown["activity_id"]}),
+        "customer_choice_required",
+    )
+    .await;
+    // Once closed, it stays where it is.
+    ana.ok(json!({"type": "close_interaction", "activity_id": aid}))
+        .await;
+    ana.err(
+        json!({"type": "move_activity", "activity_id": aid}),
+        "interaction_closed",
+    )
+    .await;
+    let after = ana
+        .ok(json!({"type": "get_activity", "activity_id": aid}))
+        .await;
+    assert_eq!(after["activity"]["request_id"], a["request_id"]);
+    let _ = (task, c);
+    hub.shutdown().await;
+}

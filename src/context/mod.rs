@@ -194,6 +194,16 @@ pub enum ContextCommand {
         /// The customer.
         customer_id: CustomerId,
     },
+    /// Move an agent's open interaction to another request of its customer, or to a
+    /// new one (`request_id` absent).
+    MoveActivity {
+        /// The agent.
+        by: Actor,
+        /// The interaction.
+        activity_id: ActivityId,
+        /// The request to move to; `None` opens a new one.
+        request_id: Option<RequestId>,
+    },
     /// Open a new request for a customer.
     CreateRequest {
         /// Who.
@@ -714,6 +724,91 @@ impl ContextBook {
         self.changed_activity(aid, by, now, fx);
     }
 
+    /// Moves an interaction to `to` (a request of its customer; a closed one is
+    /// reopened, since the agent is working on it again) or to a new request. Only the
+    /// agent's own open interaction moves, as only it is the agent's to edit.
+    fn move_activity(
+        &mut self,
+        aid: ActivityId,
+        to: Option<RequestId>,
+        by: &Actor,
+        now: Ts,
+        fx: &mut ContextEffects,
+    ) -> Result<(), HubError> {
+        let a = self
+            .activities
+            .get(&aid)
+            .ok_or(HubError::ActivityNotFound(aid))?;
+        if by.agent_id().as_ref() != Some(&a.agent_id) {
+            return Err(HubError::RecordNotOpen);
+        }
+        if a.ended_at.is_some() {
+            return Err(HubError::InteractionClosed);
+        }
+        // An unknown caller's interaction has no requests to choose from yet: the
+        // customer comes first (create or link).
+        let Some(c) = a.customer_id else {
+            return Err(HubError::CustomerChoiceRequired);
+        };
+        let (task_id, current) = (a.task_id, a.request_id);
+        let request_id = match to {
+            Some(r) => {
+                let req = self.requests.get(&r).ok_or(HubError::RequestNotFound(r))?;
+                if req.customer_id != c {
+                    return Err(HubError::Invalid {
+                        field: "request_id".into(),
+                        reason: "that request belongs to another customer".into(),
+                    });
+                }
+                if current == Some(r) {
+                    // Already there: nothing changes, no version bump.
+                    return Ok(());
+                }
+                if req.state == RequestState::Closed {
+                    let mut next = req.clone();
+                    next.state = RequestState::Open;
+                    next.closed_at = None;
+                    next.stamp.bump(by, now);
+                    self.requests.insert(r, next);
+                    self.journey(
+                        c,
+                        JourneyEvent {
+                            at: now,
+                            kind: JourneyKind::RequestReopened,
+                            by: by.clone(),
+                            request_id: Some(r),
+                            activity_id: None,
+                            task_id: None,
+                            text: None,
+                        },
+                    );
+                    self.changed_request(r, by, now, fx);
+                }
+                r
+            }
+            None => self.new_request(c, String::new(), String::new(), by, now, fx),
+        };
+        let Some(a) = self.activities.get_mut(&aid) else {
+            unreachable!("checked above")
+        };
+        a.request_id = Some(request_id);
+        a.stamp.bump(by, now);
+        self.journey(
+            c,
+            JourneyEvent {
+                at: now,
+                kind: JourneyKind::ActivityUpdated,
+                by: by.clone(),
+                request_id: Some(request_id),
+                activity_id: Some(aid),
+                task_id: Some(task_id),
+                text: None,
+            },
+        );
+        self.changed_activity(aid, by, now, fx);
+        Ok(())
+    }
+
     fn new_request(
         &mut self,
         c: CustomerId,
@@ -846,6 +941,14 @@ impl ContextBook {
                     return Err(HubError::CustomerNotFound(customer_id));
                 }
                 self.link(activity_id, customer_id, LinkHow::LATER, &by, now, fx);
+                self.activity_reply(activity_id)
+            }
+            ContextCommand::MoveActivity {
+                by,
+                activity_id,
+                request_id,
+            } => {
+                self.move_activity(activity_id, request_id, &by, now, fx)?;
                 self.activity_reply(activity_id)
             }
             ContextCommand::CreateRequest {

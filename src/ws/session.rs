@@ -663,6 +663,14 @@ fn context_command(agent: &AgentId, m: ClientMessage) -> Result<ContextCommand, 
             activity_id,
             customer_id,
         },
+        ClientMessage::MoveActivity {
+            activity_id,
+            request_id,
+        } => ContextCommand::MoveActivity {
+            by,
+            activity_id,
+            request_id,
+        },
         ClientMessage::CreateRequest {
             customer_id,
             title,

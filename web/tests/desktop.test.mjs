@@ -317,7 +317,7 @@ test("an unknown caller closed with Create / Discard", async () => {
   await a.getByTestId("status-select").selectOption({ label: "Ready" });
   await a.getByTestId("agent-status").filter({ hasText: /^Ready/ }).waitFor();
   // An offer from a caller the hub knows (by email) names the customer before the accept.
-  await crm.createCustomer({ name: "Karin Känd", emails: ["First@Example.org"] });
+  const karin = (await crm.createCustomer({ name: "Karin Känd", emails: ["First@Example.org"] })).customer;
   // Decline with a reason: the offer goes away, the agent stays Ready.
   const first = await crm.createTask({ channel: "email", queue: "backoffice", customer: { email: "first@example.org" } });
   const offer = a.locator(`section.offer[data-task-id="${first.task_id}"]`);
@@ -364,6 +364,27 @@ test("an unknown caller closed with Create / Discard", async () => {
   await a.getByTestId("customer-card").getByRole("button", { name: "Link" }).click();
   await a.getByTestId("work-title").filter({ hasText: "Karin Känd" }).waitFor();
   await a.getByTestId("open-list").getByRole("button", { name: "Karin Känd" }).waitFor();
+
+  // Linking the interaction to a request: title the one it landed on, move it to a new
+  // request, then back. The page shows the request the activity is on; the hub agrees.
+  const rr = a.getByTestId("recent-requests");
+  await a.getByLabel("Request title").fill("Fatura de março");
+  await a.getByTestId("request-card").getByRole("button", { name: "Save" }).click();
+  await rr.locator("li.current").filter({ hasText: "Fatura de março" }).waitFor();
+  const onRequest = async () => {
+    const v = await crm.getCustomer(karin.customer_id);
+    const r = v.requests.find((x) => x.request_id === v.activities[0].request_id);
+    return { count: v.requests.length, title: r?.title };
+  };
+  await rr.getByRole("button", { name: "New request" }).click();
+  await rr.locator("li.current").filter({ hasText: "(untitled request)" }).waitFor();
+  assert.equal(await rr.locator("li").count(), 2);
+  assert.equal(await a.getByLabel("Request title").inputValue(), "");
+  assert.deepEqual(await onRequest(), { count: 2, title: "" });
+  await rr.getByRole("button", { name: "Work on this request: Fatura de março" }).click();
+  await rr.locator("li.current").filter({ hasText: "Fatura de março" }).waitFor();
+  assert.equal(await a.getByLabel("Request title").inputValue(), "Fatura de março");
+  assert.deepEqual(await onRequest(), { count: 2, title: "Fatura de março" });
 
   // Not Ready while busy is pending until the work ends; a transfer hands the task on.
   await a.getByTestId("status-select").selectOption({ label: "Not Ready: Break" });

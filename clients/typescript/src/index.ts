@@ -206,6 +206,7 @@ export interface ReplyByType {
   create_customer: CustomerView;
   update_customer: CustomerView;
   link_activity: ReplyActivity;
+  move_activity: ReplyActivity;
   create_request: ReplyRequest;
   update_request: ReplyRequest;
   update_activity: ReplyActivity;
@@ -516,6 +517,14 @@ export class SwitchboardClient {
   }
   linkActivity(activityId: string, customerId: string): Promise<ReplyActivity> {
     return this.request({ type: "link_activity", activity_id: activityId, customer_id: customerId });
+  }
+  /** Moves the agent's open interaction to another request of its customer, or to a new one when `requestId` is absent. */
+  moveActivity(activityId: string, requestId?: string): Promise<ReplyActivity> {
+    return this.request(
+      requestId === undefined
+        ? { type: "move_activity", activity_id: activityId }
+        : { type: "move_activity", activity_id: activityId, request_id: requestId },
+    );
   }
   createRequest(customerId: string, fields: { title?: string; description?: string } = {}): Promise<ReplyRequest> {
     return this.request({ type: "create_request", customer_id: customerId, ...fields });

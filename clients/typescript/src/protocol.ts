@@ -3,7 +3,7 @@
 /* eslint-disable */
 
 /** Any frame a client sends: a JSON text frame holding one object with a `type` and an optional `id`. Unknown fields are refused (`invalid_message`), an unknown `type` is `unknown_type`. Agent requests sent by a supervisor, and supervisor requests sent by an agent, are refused with `forbidden`. */
-export type ClientFrame = ClientPing | ClientRefreshToken | ClientGetState | ClientSetState | ClientAccept | ClientDecline | ClientComplete | ClientLogout | ClientGetSnapshot | ClientSetAgentState | ClientLogoutAgent | ClientTransfer | ClientConsult | ClientCancelConsult | ClientGetLists | ClientSearchCustomers | ClientGetCustomer | ClientUnwatchCustomer | ClientGetRequest | ClientGetActivity | ClientCreateCustomer | ClientUpdateCustomer | ClientLinkActivity | ClientCreateRequest | ClientUpdateRequest | ClientUpdateActivity | ClientAddNote | ClientGetJourney | ClientCloseInteraction | ClientReopenCustomer | ClientCloseCustomer;
+export type ClientFrame = ClientPing | ClientRefreshToken | ClientGetState | ClientSetState | ClientAccept | ClientDecline | ClientComplete | ClientLogout | ClientGetSnapshot | ClientSetAgentState | ClientLogoutAgent | ClientTransfer | ClientConsult | ClientCancelConsult | ClientGetLists | ClientSearchCustomers | ClientGetCustomer | ClientUnwatchCustomer | ClientGetRequest | ClientGetActivity | ClientCreateCustomer | ClientUpdateCustomer | ClientLinkActivity | ClientMoveActivity | ClientCreateRequest | ClientUpdateRequest | ClientUpdateActivity | ClientAddNote | ClientGetJourney | ClientCloseInteraction | ClientReopenCustomer | ClientCloseCustomer;
 
 /** Any frame the hub sends: a JSON text frame holding one object whose `type` says which message it is. */
 export type ServerFrame = ServerWelcome | ServerReply | ServerError | ServerOffer | ServerOfferEnded | ServerTaskCancelled | ServerTaskTransferred | ServerTransferEnded | ServerState | ServerSnapshot | ServerAgentChanged | ServerQueueChanged | ServerRecordChanged | ServerGoodbye;
@@ -283,6 +283,18 @@ export interface ClientUpdateCustomer {
   base_version: number;
   /** The fields to change; absent fields stay. */
   changes: CustomerFields;
+}
+
+/** Agent: move its open interaction with a known customer to another request of that customer (a closed one is reopened), or, without `request_id`, to a new untitled request. Answered with `{"activity": Activity}`. */
+export interface ClientMoveActivity {
+  /** The message type. */
+  type: "move_activity";
+  /** The request id, echoed as `re` in the answer. Optional. */
+  id?: FrameId;
+  /** The interaction. */
+  activity_id: Uuid;
+  /** The request of the same customer to move to. Absent: a new request. */
+  request_id?: Uuid;
 }
 
 /** Agent: link its interaction with an unknown caller to an existing customer (on that customer's most recent open request, or a new one). Answered with `{"activity": Activity}`. */
@@ -573,7 +585,7 @@ export interface ReplyRequest {
   request: Request;
 }
 
-/** The result of `get_activity`, `update_activity`, `link_activity` and `close_interaction`. */
+/** The result of `get_activity`, `update_activity`, `link_activity`, `move_activity` and `close_interaction`. */
 export interface ReplyActivity {
   /** The activity. */
   activity: Activity;

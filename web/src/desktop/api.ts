@@ -42,6 +42,9 @@ export class Api {
   linkActivity(activityId: string, customerId: string) {
     return this.client.linkActivity(activityId, customerId);
   }
+  moveActivity(activityId: string, requestId?: string) {
+    return this.client.moveActivity(activityId, requestId);
+  }
   createRequest(customerId: string, title = "", description = "") {
     return this.client.createRequest(customerId, { title, description });
   }

@@ -962,6 +962,28 @@ export class Workspace {
     );
   }
 
+  /** The interaction shown is this agent's and still open: choosing a request links it there. */
+  private movable(): boolean {
+    const s = this.s;
+    return !!s && s.own && !!s.activity && !s.activity.ended_at && !!s.view;
+  }
+
+  /** Links the interaction to `requestId` (absent: a new request), then shows the request it is on. */
+  private async moveTo(requestId: string | undefined): Promise<void> {
+    const s = this.s!;
+    const { api } = this.shell;
+    const { activity } = await api.moveActivity(s.activity!.activity_id, requestId);
+    // The customer view again: a new request, or a closed one the move reopened.
+    const view = await api.getCustomer(activity.customer_id!);
+    if (this.s !== s) return;
+    s.activity = activity;
+    s.view = view;
+    s.requestId = activity.request_id;
+    s.title = s.description = null;
+    await this.loadJourney();
+    this.render();
+  }
+
   private recentRequests() {
     const s = this.s!;
     if (!s.view) return null;
@@ -974,13 +996,15 @@ export class Workspace {
         {
           type: "button",
           onclick: () =>
-            this.shell.api.createRequest(v.customer.customer_id).then(({ request }) => {
-              v.requests = [request, ...v.requests];
-              s.requestId = request.request_id;
-              s.title = s.description = null;
-              this.render();
-              document.getElementById("req-title")?.focus();
-            }, this.shell.fail),
+            (this.movable()
+              ? this.moveTo(undefined)
+              : this.shell.api.createRequest(v.customer.customer_id).then(({ request }) => {
+                  v.requests = [request, ...v.requests];
+                  s.requestId = request.request_id;
+                  s.title = s.description = null;
+                  this.render();
+                })
+            ).then(() => document.getElementById("req-title")?.focus(), this.shell.fail),
         },
         t("newRequest"),
       )),
@@ -1003,6 +1027,10 @@ export class Workspace {
                         type: "button",
                         "aria-label": `${t("workOnRequest")}: ${r.title || t("untitled")}`,
                         onclick: () => {
+                          if (this.movable()) {
+                            this.moveTo(r.request_id).catch(this.shell.fail);
+                            return;
+                          }
                           s.requestId = r.request_id;
                           s.title = s.description = null;
                           this.render();
