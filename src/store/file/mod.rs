@@ -387,7 +387,14 @@ impl FileStore {
         // changed". The writer itself is not interrupted: a hung disk is the operator's
         // to fix, and `/readyz` fails meanwhile only if the write fails.
         match tokio::time::timeout(self.call_timeout, rx).await {
-            Ok(r) => r.map_err(|_| unavailable("the log writer stopped"))?,
+            // The job was handed over: a writer or applier that died with it may have
+            // written it first (a restart replays it), so "nothing changed" would lie.
+            Ok(r) => r.map_err(|_| {
+                HubError::OutcomeUnknown(
+                    "the log writer stopped with the command in hand; it may have been written"
+                        .into(),
+                )
+            })?,
             Err(_) => Err(HubError::OutcomeUnknown(format!(
                 "the log writer did not answer within {} ms; the command may still be written",
                 self.call_timeout.as_millis()
@@ -427,7 +434,12 @@ fn new_segment(dir: &Path, first: u64) -> Result<std::fs::File, HubError> {
         .append(true)
         .open(&path)
         .map_err(|e| unavailable(format!("cannot create {}: {e}", path.display())))?;
-    sync_dir(dir).map_err(|e| unavailable(format!("cannot sync {}: {e}", dir.display())))?;
+    if let Err(e) = sync_dir(dir) {
+        // An empty segment left behind would sort last and make the real last segment
+        // look like a middle one: a torn tail there would then refuse the next start.
+        let _ = std::fs::remove_file(&path);
+        return Err(unavailable(format!("cannot sync {}: {e}", dir.display())));
+    }
     Ok(f)
 }
 
