@@ -415,10 +415,18 @@ pub struct LogSplit {
     pub after_drain: usize,
     /// The first few of those.
     pub after_samples: Vec<String>,
+    /// WARN/ERROR lines the run expected (see [`log_split_expecting`]), not in `bad`.
+    pub expected: usize,
 }
 
 /// Reads a hub's log and splits its warnings and errors at the end of its drain.
 pub fn log_split(path: &Path) -> LogSplit {
+    log_split_expecting(path, &[])
+}
+
+/// [`log_split`], with the warnings a run causes on purpose (a line containing one of
+/// `expected`, e.g. a node killed by the run being declared lost) counted apart.
+pub fn log_split_expecting(path: &Path, expected: &[String]) -> LogSplit {
     let mut out = LogSplit::default();
     let Ok(t) = std::fs::read_to_string(path) else {
         return out;
@@ -427,7 +435,11 @@ pub fn log_split(path: &Path) -> LogSplit {
     for l in t.lines() {
         out.lines += 1;
         let head: String = l.chars().take(64).collect();
-        if head.contains("WARN") || head.contains("ERROR") {
+        if (head.contains("WARN") || head.contains("ERROR"))
+            && expected.iter().any(|e| l.contains(e.as_str()))
+        {
+            out.expected += 1;
+        } else if head.contains("WARN") || head.contains("ERROR") {
             let (n, samples) = if drained {
                 (&mut out.after_drain, &mut out.after_samples)
             } else {

@@ -9,6 +9,7 @@
 //! agents); [`conflicts::run_conflicts`] (editors racing on one record);
 //! [`expiry::run_expiry`] (an offer-expiry storm); [`reconnect::run_reconnect`]
 //! (dropped desktops reconnecting and resuming their offers and tasks);
+//! [`nodeloss::run_nodeloss`] (kill -9 of a node: its agents' offers reaching live agents);
 //! [`restart::run_restart`] (the file store ready again after a restart with a
 //! large log on disk); [`idle::run_idle`] (memory and CPU of idle heartbeating connections against the
 //! echo floor); and the [`echo`] floor (the
@@ -35,6 +36,7 @@ pub mod floor;
 pub mod httpc;
 pub mod hubproc;
 pub mod idle;
+pub mod nodeloss;
 pub mod reconnect;
 pub mod redisproc;
 pub mod report;

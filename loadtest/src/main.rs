@@ -10,6 +10,7 @@
 //! loadtest expiry [--agents 10000] [--offer-timeout 2]
 //! loadtest reconnect [--agents 1000] [--busy-share 0.5] [--drop rst|fin|close|stale] [--waves 1]
 //!                    [--wave-gap 0.25] [--pause 0.5] [--grace 10] [--nodes N --redis]
+//! loadtest nodeloss [--agents 400] [--nodes 2] --redis [--offer-timeout 120] [--limit 30]
 //! loadtest idle [--conns 10000] [--duration 15] [--ping-every 5]
 //! loadtest echo [--conns 200] [--rate 2000] [--duration 5] [--addr ADDR]
 //! loadtest echo-server [--listen 127.0.0.1:0] [--secs 600]
@@ -26,6 +27,7 @@ use loadtest::expiry::{ExpiryOpts, run_expiry};
 use loadtest::fanout::{FanoutOpts, run_fanout};
 use loadtest::hubproc::{Capacity, default_hub_bin};
 use loadtest::idle::{IdleOpts, run_idle};
+use loadtest::nodeloss::{NodeLossOpts, run_nodeloss};
 use loadtest::reconnect::{DropMode, ReconnectOpts, run_reconnect};
 use loadtest::rng::Delay;
 use loadtest::{Failure, Report, RouteOpts, Target, run_route};
@@ -70,6 +72,10 @@ enum Cmd {
     /// grace period (to another node with --nodes); measures reconnect -> resumed
     /// welcome and accept/complete right after, checks nothing moved.
     Reconnect(ReconnectArgs),
+    /// kill -9 of node 1 while each of its agents holds an offer: measures the kill ->
+    /// the offer reaching a live agent on another node, checks each task reached
+    /// exactly one.
+    Nodeloss(NodelossArgs),
     /// Idle heartbeating agents: hub RSS per connection and CPU per heartbeat against
     /// the echo floor.
     Idle(IdleArgs),
@@ -403,6 +409,36 @@ struct ReconnectArgs {
 }
 
 #[derive(Args)]
+struct NodelossArgs {
+    #[command(flatten)]
+    hub: HubArgs,
+    #[command(flatten)]
+    common: Common,
+    /// Agents, spread over the nodes round-robin; node 1's each hold one offer.
+    #[arg(long, default_value_t = 400)]
+    agents: usize,
+    /// Hub nodes (at least 2), sharing a Redis of the run's own.
+    #[arg(long, default_value_t = 2)]
+    nodes: usize,
+    /// Start a redis-server of the run's own shared by the nodes (required: the
+    /// nodes learn of a lost node through it).
+    #[arg(long)]
+    redis: bool,
+    /// The redis-server binary.
+    #[arg(long, default_value = "redis-server")]
+    redis_bin: PathBuf,
+    /// Offer timeout of the started hubs, in seconds: long, so that no offer expires.
+    #[arg(long, default_value_t = 120.0)]
+    offer_timeout: f64,
+    /// Seconds after the kill to wait for the re-offers.
+    #[arg(long, default_value_t = 30.0)]
+    limit: f64,
+    /// Agents logging in at once.
+    #[arg(long, default_value_t = 64)]
+    connect_concurrency: usize,
+}
+
+#[derive(Args)]
 struct IdleArgs {
     #[command(flatten)]
     hub: HubArgs,
@@ -609,6 +645,23 @@ fn reconnect_opts(a: &ReconnectArgs) -> Result<ReconnectOpts, String> {
     o.redis = a.cluster.redis;
     o.redis_bin = a.cluster.redis_bin.clone();
     o.snapshot_every = a.cluster.snapshot_every;
+    o.progress = !a.common.quiet;
+    o.keep_files = a.common.keep_files;
+    Ok(o)
+}
+
+fn nodeloss_opts(a: &NodelossArgs) -> Result<NodeLossOpts, String> {
+    if !a.redis {
+        return Err("nodeloss needs --redis: the nodes learn of a lost node through it".into());
+    }
+    let mut o = NodeLossOpts::new(a.hub.target()?);
+    o.agents = a.agents;
+    o.nodes = a.nodes;
+    o.redis_bin = a.redis_bin.clone();
+    o.offer_timeout = secs(a.offer_timeout, "--offer-timeout")?;
+    o.limit = secs(a.limit, "--limit")?;
+    o.connect_concurrency = a.connect_concurrency;
+    o.source_addrs = a.common.source_addrs;
     o.progress = !a.common.quiet;
     o.keep_files = a.common.keep_files;
     Ok(o)
@@ -821,6 +874,13 @@ fn main() -> ExitCode {
         Cmd::Conflicts(a) => run(&rt, conflicts_opts(&a), &a.common, run_conflicts),
         Cmd::Expiry(a) => run(&rt, expiry_opts(&a), &a.common, run_expiry),
         Cmd::Reconnect(a) => run(&rt, reconnect_opts(&a), &a.common, run_reconnect),
+        Cmd::Nodeloss(a) => match nodeloss_opts(&a) {
+            Ok(o) => finish(rt.block_on(run_nodeloss(o)), a.common.json.as_ref()),
+            Err(e) => {
+                eprintln!("loadtest: {e}");
+                ExitCode::from(2)
+            }
+        },
         Cmd::Idle(a) => run(&rt, idle_opts(&a), &a.common, run_idle),
         Cmd::Echo(a) => {
             let duration = match secs(a.duration, "--duration") {

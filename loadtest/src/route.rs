@@ -615,6 +615,9 @@ pub(crate) struct Cluster {
     pub redis: Option<RedisProcess>,
     /// The run's temporary directory (config, logs, the Redis AOF).
     pub dir: Option<PathBuf>,
+    /// Warnings the run causes on purpose (text a log line contains): counted in a
+    /// note, not as breaches.
+    pub expected_warnings: Vec<String>,
 }
 
 impl Cluster {
@@ -624,6 +627,7 @@ impl Cluster {
             node_ids: Vec::new(),
             redis: None,
             dir: None,
+            expected_warnings: Vec::new(),
         }
     }
 
@@ -642,6 +646,7 @@ impl Cluster {
             node_ids: Vec::new(),
             redis: None,
             dir: Some(dir.clone()),
+            expected_warnings: Vec::new(),
         };
         let mut setup = setup;
         if let Some(redis_bin) = redis_bin {
@@ -773,7 +778,11 @@ impl Cluster {
             }
             None => None,
         };
-        ClusterEnd { nodes: ends, redis }
+        ClusterEnd {
+            nodes: ends,
+            redis,
+            expected: self.expected_warnings.clone(),
+        }
     }
 }
 
@@ -826,6 +835,7 @@ async fn redis_stats(r: &RedisProcess) -> Option<String> {
 struct ClusterEnd {
     nodes: Vec<NodeEnd>,
     redis: Option<RedisEnd>,
+    expected: Vec<String>,
 }
 
 /// Runs the `route` scenario. `Ok` when every invariant held; `Err` with the report
@@ -1028,9 +1038,11 @@ fn add_end_checks(r: &mut Report, end: &ClusterEnd) {
     let mut lines = 0;
     let mut breaches = Vec::new();
     let mut teardown = Vec::new();
+    let mut expected = 0;
     for n in &end.nodes {
-        let split = hubproc::log_split(&n.log_path);
+        let split = hubproc::log_split_expecting(&n.log_path, &end.expected);
         lines += split.lines;
+        expected += split.expected;
         let who = |x: String| {
             if several {
                 format!("{}: {x}", label(n))
@@ -1050,6 +1062,12 @@ fn add_end_checks(r: &mut Report, end: &ClusterEnd) {
                 split.after_samples.first().cloned().unwrap_or_default()
             )));
         }
+    }
+    if expected > 0 {
+        r.notes.push(format!(
+            "{expected} warning(s) the run caused on purpose, not counted as breaches: lines with {:?}",
+            end.expected
+        ));
     }
     if !teardown.is_empty() {
         // Not the run's: the process logging while it tears down after a clean drain

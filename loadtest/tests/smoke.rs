@@ -162,3 +162,43 @@ async fn smoke_reconnect_resumes_every_agent_on_the_other_node() {
         );
     }
 }
+
+/// The node-loss scenario, small: 40 agents on two nodes sharing a Redis; node 1's 20
+/// agents each hold an offer when node 1 is killed with SIGKILL; every task must reach
+/// exactly one live agent on node 2, as its second offer, and none be lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smoke_node_loss_moves_every_offer_to_one_live_agent() {
+    use loadtest::nodeloss::{NodeLossOpts, run_nodeloss};
+    let bin = hub_bin();
+    assert!(
+        bin.is_file(),
+        "the switchboard binary is missing at {}: build it with `cargo build -p switchboard`",
+        bin.display()
+    );
+    let mut opts = NodeLossOpts::new(Target::Spawn {
+        bin,
+        rust_log: None,
+    });
+    opts.agents = 40;
+    opts.progress = false;
+    let report = match run_nodeloss(opts).await {
+        Ok(r) => r,
+        Err(f) => {
+            if let Some(r) = &f.report {
+                eprintln!("{}", r.table());
+            }
+            panic!("node-loss smoke run failed: {f}");
+        }
+    };
+    println!("{}", report.table());
+    assert!(report.passed(), "{:?}", report.failed_checks());
+    assert!(
+        report.checks.iter().any(|c| c
+            .name
+            .starts_with("every task reached exactly one live agent")
+            && c.passed),
+        "the exactly-once check ran: {:?}",
+        report.checks.iter().map(|c| &c.name).collect::<Vec<_>>()
+    );
+    assert_eq!(report.latencies.first().map(|l| l.count), Some(20));
+}
