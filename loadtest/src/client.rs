@@ -133,6 +133,26 @@ pub async fn agent_connect(
     Ok(ws)
 }
 
+/// Connects an agent ([`agent_connect`]) and sets it Ready; `Err` when the hub refuses.
+pub async fn agent_ready(
+    addr: SocketAddr,
+    token: &str,
+    src: Option<Ipv4Addr>,
+) -> Result<Ws, String> {
+    let mut ws = agent_connect(addr, token, src).await?;
+    let (f, text) = request(
+        &mut ws,
+        "ready",
+        r#""type":"set_state","state":"ready""#,
+        |_| {},
+    )
+    .await?;
+    if f.ty != "reply" {
+        return Err(format!("set_state ready refused: {text}"));
+    }
+    Ok(ws)
+}
+
 /// Sends one request (`body` is the JSON object's fields after `"id"`) and waits for
 /// its answer, which it returns; frames in between are handed to `other`.
 pub async fn request(

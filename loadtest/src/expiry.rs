@@ -197,19 +197,7 @@ fn note(v: &mut Vec<String>, what: String) {
 
 async fn login(ctx: &Ctx, idx: usize, token: &str) -> Result<Ws, String> {
     let _permit = ctx.gate.acquire().await.map_err(|e| e.to_string())?;
-    let mut ws =
-        client::agent_connect(ctx.addr, token, client::source_addr(idx, ctx.spread)).await?;
-    let (f, text) = client::request(
-        &mut ws,
-        "r",
-        r#""type":"set_state","state":"ready""#,
-        |_| {},
-    )
-    .await?;
-    if f.ty != "reply" {
-        return Err(format!("set_state ready refused: {text}"));
-    }
-    Ok(ws)
+    client::agent_ready(ctx.addr, token, client::source_addr(idx, ctx.spread)).await
 }
 
 async fn agent(

@@ -180,18 +180,9 @@ async fn ready_agents(
         hs.push(tokio::spawn(async move {
             let _permit = gate.acquire_owned().await.map_err(|e| e.to_string())?;
             let src = client::source_addr(i, spread);
-            let mut ws = client::agent_connect(addr, &token, src).await?;
-            let (f, text) = client::request(
-                &mut ws,
-                "ready",
-                r#""type":"set_state","state":"ready""#,
-                |_| {},
-            )
-            .await?;
-            if f.ty != "reply" {
-                return Err(format!("{id}: set_state ready refused: {text}"));
-            }
-            Ok::<Ws, String>(ws)
+            client::agent_ready(addr, &token, src)
+                .await
+                .map_err(|e| format!("{id}: {e}"))
         }));
     }
     let mut out = Vec::with_capacity(hs.len());
