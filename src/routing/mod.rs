@@ -975,19 +975,7 @@ impl Book {
             }
             TaskState::Offered {
                 offer_id, agent_id, ..
-            } => {
-                self.agent_event(tx, &agent_id, Event::OfferRevoked { offer_id }, now)?;
-                self.end_offer(tx, offer_id, OfferEnd::Withdrawn);
-                self.end_handoff(tx, task_id, &agent_id, TransferResult::Withdrawn);
-                tx.notices.push(Notice::ToAgent {
-                    agent_id,
-                    notice: AgentNotice::OfferEnded {
-                        offer_id,
-                        task_id,
-                        reason: OfferEnd::Withdrawn,
-                    },
-                });
-            }
+            } => self.withdraw_offer(tx, task_id, offer_id, agent_id, now)?,
             TaskState::Assigned { agent_id, .. } => {
                 self.end_consult(tx, task_id, now, true);
                 let wrap_up_until = self.wrap_up_until(task_id, now);
@@ -1128,19 +1116,7 @@ impl Book {
             }
             TaskState::Offered {
                 offer_id, agent_id, ..
-            } => {
-                self.agent_event(tx, &agent_id, Event::OfferRevoked { offer_id }, now)?;
-                self.end_offer(tx, offer_id, OfferEnd::Withdrawn);
-                self.end_handoff(tx, task_id, &agent_id, TransferResult::Withdrawn);
-                tx.notices.push(Notice::ToAgent {
-                    agent_id,
-                    notice: AgentNotice::OfferEnded {
-                        offer_id,
-                        task_id,
-                        reason: OfferEnd::Withdrawn,
-                    },
-                });
-            }
+            } => self.withdraw_offer(tx, task_id, offer_id, agent_id, now)?,
             TaskState::Assigned { agent_id, .. } => {
                 self.end_consult(tx, task_id, now, true);
                 let wrap_up_until = self.wrap_up_until(task_id, now);
@@ -1888,6 +1864,30 @@ impl Book {
             agent_id,
             notice: AgentNotice::Offer(Box::new(view)),
         });
+    }
+
+    /// Takes a live offer back from its agent (the task is cancelled or transferred
+    /// while it rings): the agent is told, and a transfer or consult it was ends.
+    fn withdraw_offer(
+        &mut self,
+        tx: &mut Tx,
+        task_id: TaskId,
+        offer_id: OfferId,
+        agent_id: AgentId,
+        now: Ts,
+    ) -> Result<(), HubError> {
+        self.agent_event(tx, &agent_id, Event::OfferRevoked { offer_id }, now)?;
+        self.end_offer(tx, offer_id, OfferEnd::Withdrawn);
+        self.end_handoff(tx, task_id, &agent_id, TransferResult::Withdrawn);
+        tx.notices.push(Notice::ToAgent {
+            agent_id,
+            notice: AgentNotice::OfferEnded {
+                offer_id,
+                task_id,
+                reason: OfferEnd::Withdrawn,
+            },
+        });
+        Ok(())
     }
 
     /// Removes a live offer and remembers how it ended.
