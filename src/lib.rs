@@ -27,6 +27,7 @@ pub mod config;
 pub mod conn;
 pub mod context;
 pub mod error;
+pub mod events;
 pub mod http;
 pub mod hub;
 pub mod ids;

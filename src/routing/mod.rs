@@ -329,6 +329,7 @@ struct Tx {
     earliest_timer: Option<Ts>,
     stats: Stats,
     task_events: Vec<TaskEvent>,
+    events: Vec<crate::events::EventData>,
 }
 
 /// One agent in a snapshot: profile, state, tie-break sequence, node.
@@ -2118,6 +2119,7 @@ impl Book {
             earliest_timer,
             stats,
             task_events,
+            events,
             ..
         } = tx;
         let mut changed: Vec<&AgentId> = before
@@ -2144,6 +2146,7 @@ impl Book {
             earliest_timer,
             stats,
             task_events,
+            events,
         }
     }
 }

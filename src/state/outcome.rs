@@ -6,6 +6,7 @@ use crate::clock::Ts;
 use crate::context::record::Activity;
 use crate::context::{ContextReply, RecordChange, TaskEvent};
 use crate::error::HubError;
+use crate::events::EventData;
 use crate::ids::{AgentId, ConnId, QueueId};
 use crate::routing::{AgentNotice, AgentSummary, AgentView, CloseReason};
 use crate::task::Task;
@@ -113,6 +114,9 @@ pub struct Outcome {
     pub stats: Stats,
     /// What happened to tasks, for the customer context to follow.
     pub task_events: Vec<TaskEvent>,
+    /// The facts this decision established, in order, for integrations and statistics
+    /// (see [`crate::events`]).
+    pub events: Vec<EventData>,
 }
 
 impl Outcome {
@@ -126,6 +130,7 @@ impl Outcome {
             earliest_timer: self.earliest_timer.take(),
             stats: Stats::default(),
             task_events: Vec::new(),
+            events: Vec::new(),
         }
     }
 
@@ -145,6 +150,7 @@ impl Outcome {
             earliest_timer: None,
             stats: Stats::default(),
             task_events: Vec::new(),
+            events: Vec::new(),
         }
     }
 }

@@ -1,0 +1,422 @@
+//! Integration events: what each decision did, told to the systems around the hub
+//! (the telephony platform that bridges a call, the CRM, the workforce tool).
+//!
+//! The books produce an [`EventData`] for every fact a decision established, in the
+//! order it happened, into [`Outcome::events`](crate::state::Outcome). They come from
+//! the decision itself, so every replica that applies the same log entry produces the
+//! same events: they are computed once per decision, never once per node. The state
+//! numbers them (a sequence number, the log's epoch, the entry's time) and keeps a
+//! window of them; the stream (`GET /v1/events`), the webhooks and the statistics all
+//! read them from there.
+//!
+//! The wire form of one event is the envelope `{id, type, seq, time, data}`:
+//! `type` is the dotted name below (`task.offered`), `data` the variant's fields.
+//! Each variant has a JSON Schema in `protocol/v1/events.schema.json`.
+
+use crate::agent::Status;
+use crate::clock::Ts;
+use crate::ids::{ActivityId, AgentId, Channel, CustomerId, OfferId, QueueId, RequestId, TaskId};
+use crate::task::Task;
+use serde::Serialize;
+
+/// Where an ending offer's task was: what a statistic needs to tell an abandon (the
+/// caller hung up while waiting) from a task cancelled in an agent's hands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskPhase {
+    /// Waiting in its queue.
+    Queued,
+    /// Ringing at an agent.
+    Offered,
+    /// In an agent's hands.
+    Assigned,
+}
+
+/// Why an offer was withdrawn before the agent answered it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WithdrawReason {
+    /// The task was cancelled.
+    Cancelled,
+    /// The task was transferred elsewhere.
+    Transferred,
+    /// The agent went offline (logged out, lost past grace).
+    AgentOffline,
+}
+
+/// One fact a decision established. The serde tag is the event's dotted `type`; the
+/// content is its `data`.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "type", content = "data")]
+pub enum EventData {
+    /// A task was created (an integration's `POST /v1/tasks`; not on an idempotent
+    /// repeat).
+    #[serde(rename = "task.created")]
+    TaskCreated {
+        /// The task as created.
+        task: Box<Task>,
+    },
+    /// A task entered a queue's waiting line: after its creation, after an offer ended
+    /// without an accept (declined, expired, withdrawn from an agent gone offline), after
+    /// a transfer to a queue, after an overflow.
+    #[serde(rename = "task.queued")]
+    TaskQueued {
+        /// The task.
+        task_id: TaskId,
+        /// The queue it waits in now.
+        queue: QueueId,
+        /// Its channel.
+        channel: Channel,
+        /// Its priority now.
+        priority: i64,
+        /// When it first entered this queue (its place in line is kept across re-queues).
+        enqueued_at: Ts,
+        /// False on its first queueing after creation.
+        requeued: bool,
+    },
+    /// A task was offered to an agent. Bridging a call to the offer after `deadline` is
+    /// wrong: the offer has expired by then.
+    #[serde(rename = "task.offered")]
+    TaskOffered {
+        /// The task.
+        task_id: TaskId,
+        /// The offer.
+        offer_id: OfferId,
+        /// The agent it rings at.
+        agent_id: AgentId,
+        /// The queue it came from.
+        queue: QueueId,
+        /// Its channel.
+        channel: Channel,
+        /// When the offer expires unless accepted.
+        deadline: Ts,
+    },
+    /// The agent accepted the offer (followed by `task.assigned`).
+    #[serde(rename = "offer.accepted")]
+    OfferAccepted {
+        /// The task.
+        task_id: TaskId,
+        /// The offer.
+        offer_id: OfferId,
+        /// The agent.
+        agent_id: AgentId,
+    },
+    /// The agent declined the offer.
+    #[serde(rename = "offer.declined")]
+    OfferDeclined {
+        /// The task.
+        task_id: TaskId,
+        /// The offer.
+        offer_id: OfferId,
+        /// The agent.
+        agent_id: AgentId,
+        /// The reason the agent gave.
+        reason: Option<String>,
+    },
+    /// The offer's deadline passed without an answer.
+    #[serde(rename = "offer.expired")]
+    OfferExpired {
+        /// The task.
+        task_id: TaskId,
+        /// The offer.
+        offer_id: OfferId,
+        /// The agent.
+        agent_id: AgentId,
+    },
+    /// The offer was taken back before the agent answered.
+    #[serde(rename = "offer.withdrawn")]
+    OfferWithdrawn {
+        /// The task.
+        task_id: TaskId,
+        /// The offer.
+        offer_id: OfferId,
+        /// The agent.
+        agent_id: AgentId,
+        /// Why.
+        reason: WithdrawReason,
+    },
+    /// A task is in an agent's hands (after an accept, or a transfer landing).
+    #[serde(rename = "task.assigned")]
+    TaskAssigned {
+        /// The task.
+        task_id: TaskId,
+        /// The agent.
+        agent_id: AgentId,
+        /// The queue it was answered from.
+        queue: QueueId,
+        /// Its channel.
+        channel: Channel,
+        /// When it entered the queue it was answered from: `time - enqueued_at` is the
+        /// speed of answer.
+        enqueued_at: Ts,
+        /// The activity it became, when the customer context made one.
+        activity_id: Option<ActivityId>,
+        /// The customer, when known.
+        customer_id: Option<CustomerId>,
+        /// The request the activity is on.
+        request_id: Option<RequestId>,
+    },
+    /// The agent completed the task.
+    #[serde(rename = "task.completed")]
+    TaskCompleted {
+        /// The task.
+        task_id: TaskId,
+        /// The agent.
+        agent_id: AgentId,
+        /// The queue it was answered from.
+        queue: QueueId,
+        /// Its channel.
+        channel: Channel,
+        /// When it was accepted: `time - accepted_at` is the handle time.
+        accepted_at: Ts,
+        /// The wrap-up code the agent gave.
+        wrap_up_code: Option<String>,
+    },
+    /// The task was cancelled (the caller hung up, the integration withdrew it).
+    #[serde(rename = "task.cancelled")]
+    TaskCancelled {
+        /// The task.
+        task_id: TaskId,
+        /// The queue it was in.
+        queue: QueueId,
+        /// Its channel.
+        channel: Channel,
+        /// Where it was when cancelled: `queued` or `offered` is an abandon.
+        phase: TaskPhase,
+        /// When it entered its queue: `time - enqueued_at` is how long the caller waited.
+        enqueued_at: Ts,
+        /// The reason the integration gave.
+        reason: Option<String>,
+    },
+    /// The task was transferred (to a queue, or to one agent).
+    #[serde(rename = "task.transferred")]
+    TaskTransferred {
+        /// The task.
+        task_id: TaskId,
+        /// The agent who had it, if one did.
+        from_agent: Option<AgentId>,
+        /// The queue it was in.
+        from_queue: QueueId,
+        /// The agent it goes to, for a transfer to one agent.
+        to_agent: Option<AgentId>,
+        /// The queue it goes to.
+        to_queue: QueueId,
+    },
+    /// An agent logged in (not on a reconnect within grace).
+    #[serde(rename = "agent.logged_in")]
+    AgentLoggedIn {
+        /// The agent.
+        agent_id: AgentId,
+    },
+    /// An agent's status or Not Ready reason changed.
+    #[serde(rename = "agent.state_changed")]
+    AgentStateChanged {
+        /// The agent.
+        agent_id: AgentId,
+        /// The status now.
+        status: Status,
+        /// The Not Ready reason now.
+        reason: Option<String>,
+        /// The status before.
+        previous: Status,
+        /// The Not Ready reason before.
+        previous_reason: Option<String>,
+        /// When the previous status began: `time - previous_since` is the time spent in it.
+        previous_since: Ts,
+    },
+    /// An agent logged out, or was logged out.
+    #[serde(rename = "agent.logged_out")]
+    AgentLoggedOut {
+        /// The agent.
+        agent_id: AgentId,
+        /// True when a supervisor logged it out.
+        by_supervisor: bool,
+    },
+    /// An agent's desktop dropped; its grace period runs until `grace_until`.
+    #[serde(rename = "agent.connection_lost")]
+    AgentConnectionLost {
+        /// The agent.
+        agent_id: AgentId,
+        /// When the agent goes offline unless it reconnects.
+        grace_until: Ts,
+    },
+    /// A customer record was created.
+    #[serde(rename = "customer.created")]
+    CustomerCreated {
+        /// The customer.
+        customer_id: CustomerId,
+        /// Its version.
+        version: u64,
+    },
+    /// A customer record was changed.
+    #[serde(rename = "customer.updated")]
+    CustomerUpdated {
+        /// The customer.
+        customer_id: CustomerId,
+        /// Its new version.
+        version: u64,
+    },
+    /// A request was opened on a customer.
+    #[serde(rename = "request.opened")]
+    RequestOpened {
+        /// The request.
+        request_id: RequestId,
+        /// Its customer.
+        customer_id: CustomerId,
+    },
+    /// A request was closed.
+    #[serde(rename = "request.closed")]
+    RequestClosed {
+        /// The request.
+        request_id: RequestId,
+        /// Its customer.
+        customer_id: CustomerId,
+    },
+    /// A closed request was reopened.
+    #[serde(rename = "request.reopened")]
+    RequestReopened {
+        /// The request.
+        request_id: RequestId,
+        /// Its customer.
+        customer_id: CustomerId,
+    },
+    /// An activity was created (an accepted task, or one an agent logged).
+    #[serde(rename = "activity.created")]
+    ActivityCreated {
+        /// The activity.
+        activity_id: ActivityId,
+        /// Its request, when it has one.
+        request_id: Option<RequestId>,
+        /// Its customer, when known.
+        customer_id: Option<CustomerId>,
+        /// The task it came from.
+        task_id: Option<TaskId>,
+    },
+    /// An activity was closed.
+    #[serde(rename = "activity.closed")]
+    ActivityClosed {
+        /// The activity.
+        activity_id: ActivityId,
+        /// Its request, when it has one.
+        request_id: Option<RequestId>,
+        /// Its customer, when known.
+        customer_id: Option<CustomerId>,
+    },
+    /// A node was declared lost; its agents' grace periods started.
+    #[serde(rename = "node.lost")]
+    NodeLost {
+        /// The node's name (node id and incarnation).
+        node: String,
+    },
+}
+
+impl EventData {
+    /// The event's dotted type name, as on the wire.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            EventData::TaskCreated { .. } => "task.created",
+            EventData::TaskQueued { .. } => "task.queued",
+            EventData::TaskOffered { .. } => "task.offered",
+            EventData::OfferAccepted { .. } => "offer.accepted",
+            EventData::OfferDeclined { .. } => "offer.declined",
+            EventData::OfferExpired { .. } => "offer.expired",
+            EventData::OfferWithdrawn { .. } => "offer.withdrawn",
+            EventData::TaskAssigned { .. } => "task.assigned",
+            EventData::TaskCompleted { .. } => "task.completed",
+            EventData::TaskCancelled { .. } => "task.cancelled",
+            EventData::TaskTransferred { .. } => "task.transferred",
+            EventData::AgentLoggedIn { .. } => "agent.logged_in",
+            EventData::AgentStateChanged { .. } => "agent.state_changed",
+            EventData::AgentLoggedOut { .. } => "agent.logged_out",
+            EventData::AgentConnectionLost { .. } => "agent.connection_lost",
+            EventData::CustomerCreated { .. } => "customer.created",
+            EventData::CustomerUpdated { .. } => "customer.updated",
+            EventData::RequestOpened { .. } => "request.opened",
+            EventData::RequestClosed { .. } => "request.closed",
+            EventData::RequestReopened { .. } => "request.reopened",
+            EventData::ActivityCreated { .. } => "activity.created",
+            EventData::ActivityClosed { .. } => "activity.closed",
+            EventData::NodeLost { .. } => "node.lost",
+        }
+    }
+
+    /// Every type name, in the catalog's order.
+    pub const TYPES: [&'static str; 23] = [
+        "task.created",
+        "task.queued",
+        "task.offered",
+        "offer.accepted",
+        "offer.declined",
+        "offer.expired",
+        "offer.withdrawn",
+        "task.assigned",
+        "task.completed",
+        "task.cancelled",
+        "task.transferred",
+        "agent.logged_in",
+        "agent.state_changed",
+        "agent.logged_out",
+        "agent.connection_lost",
+        "customer.created",
+        "customer.updated",
+        "request.opened",
+        "request.closed",
+        "request.reopened",
+        "activity.created",
+        "activity.closed",
+        "node.lost",
+    ];
+
+    /// The task an event is about, if any: events of one task are delivered in order.
+    pub fn task_id(&self) -> Option<TaskId> {
+        match self {
+            EventData::TaskCreated { task } => Some(task.task_id),
+            EventData::TaskQueued { task_id, .. }
+            | EventData::TaskOffered { task_id, .. }
+            | EventData::OfferAccepted { task_id, .. }
+            | EventData::OfferDeclined { task_id, .. }
+            | EventData::OfferExpired { task_id, .. }
+            | EventData::OfferWithdrawn { task_id, .. }
+            | EventData::TaskAssigned { task_id, .. }
+            | EventData::TaskCompleted { task_id, .. }
+            | EventData::TaskCancelled { task_id, .. }
+            | EventData::TaskTransferred { task_id, .. } => Some(*task_id),
+            _ => None,
+        }
+    }
+
+    /// The agent an event is about, if any: events of one agent are delivered in order.
+    pub fn agent_id(&self) -> Option<&AgentId> {
+        match self {
+            EventData::TaskOffered { agent_id, .. }
+            | EventData::OfferAccepted { agent_id, .. }
+            | EventData::OfferDeclined { agent_id, .. }
+            | EventData::OfferExpired { agent_id, .. }
+            | EventData::OfferWithdrawn { agent_id, .. }
+            | EventData::TaskAssigned { agent_id, .. }
+            | EventData::TaskCompleted { agent_id, .. }
+            | EventData::AgentLoggedIn { agent_id }
+            | EventData::AgentStateChanged { agent_id, .. }
+            | EventData::AgentLoggedOut { agent_id, .. }
+            | EventData::AgentConnectionLost { agent_id, .. } => Some(agent_id),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_type_list_names_every_variant_once() {
+        let mut seen = std::collections::BTreeSet::new();
+        for t in EventData::TYPES {
+            assert!(seen.insert(t), "{t} twice");
+        }
+        let e = EventData::NodeLost { node: "n".into() };
+        let v = serde_json::to_value(&e).expect("encodes");
+        assert_eq!(v["type"], e.type_name());
+        assert_eq!(v["data"]["node"], "n");
+    }
+}
