@@ -45,6 +45,7 @@ impl State {
             }
         }
         self.context_notices(&mut o, fx);
+        self.after(&mut o, now);
         o
     }
 
@@ -56,6 +57,7 @@ impl State {
             self.context.task_event(ev, now, &mut fx);
         }
         self.context_notices(&mut o, fx);
+        self.after(&mut o, now);
         o
     }
 
@@ -101,8 +103,13 @@ impl State {
         let mut o = Outcome::done();
         o.reply = reply.map(Reply::Context);
         self.context_notices(&mut o, fx);
+        self.after(&mut o, now);
         o
     }
+
+    /// The one place every decision passes after the books made it: where its events
+    /// are numbered and kept (`crate::events`) and folded into the statistics.
+    fn after(&mut self, _o: &mut Outcome, _now: Ts) {}
 
     fn context_notices(&self, o: &mut Outcome, fx: ContextEffects) {
         // The Open and Recent lists change only through the agent's own requests, whose
