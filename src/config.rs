@@ -69,6 +69,30 @@ pub struct Config {
     pub agents: Vec<AgentConfig>,
     /// Where the state lives.
     pub store: StoreConfig,
+    /// How the statistics count.
+    pub stats: StatsConfig,
+}
+
+/// `[stats]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatsConfig {
+    /// The IANA time zone whose local midnight starts the statistics' day
+    /// (`Europe/Rome`), read from the system's zoneinfo. Every node of a cluster must
+    /// have the same.
+    pub timezone: String,
+    /// An abandon after a wait shorter than this, in seconds, is a short abandon:
+    /// counted apart and not against the service level.
+    pub short_abandon_secs: f64,
+}
+
+impl Default for StatsConfig {
+    fn default() -> Self {
+        StatsConfig {
+            timezone: "UTC".into(),
+            short_abandon_secs: 5.0,
+        }
+    }
 }
 
 /// Which store keeps the state.
@@ -142,6 +166,9 @@ pub struct ServerConfig {
     pub drain_secs: f64,
     /// How often supervisors get queue numbers, in milliseconds.
     pub queue_update_ms: u64,
+    /// The least time between two `stats` messages to supervisors, in milliseconds
+    /// (one is sent only when something changed).
+    pub stats_update_ms: u64,
     /// The name this node logs and reports.
     pub node_id: String,
     /// Set by [`Config::demo`], never from a file: on loopback the desktop may then list
@@ -275,6 +302,10 @@ pub struct QueueConfig {
     /// Waits that escalate: priority rising, skill levels relaxing, overflow.
     #[serde(default)]
     pub escalation: Option<EscalationConfig>,
+    /// The service-level threshold, in seconds: a task answered within it (wait at
+    /// most this) counts as answered in time. Default 20.
+    #[serde(default)]
+    pub service_level_secs: Option<f64>,
 }
 
 /// `[queues.escalation]`: what happens to a task as it waits. Each part is off unless
@@ -363,6 +394,7 @@ impl Default for ServerConfig {
             ],
             drain_secs: 10.0,
             queue_update_ms: 250,
+            stats_update_ms: 1000,
             node_id: "node-1".into(),
             demo: false,
         }
@@ -468,6 +500,7 @@ impl Config {
             wrap_up_secs: None,
             reoffer_after_secs: None,
             escalation: None,
+            service_level_secs: None,
         };
         let a = |id: &str, name: &str, skills: &[&str], queues: &[&str]| AgentConfig {
             id: id.into(),
@@ -565,6 +598,15 @@ impl Config {
         if self.server.queue_update_ms == 0 {
             return Err(invalid("server.queue_update_ms", "must be more than 0"));
         }
+        if !(10..=3_600_000).contains(&self.server.stats_update_ms) {
+            return Err(invalid(
+                "server.stats_update_ms",
+                "must be between 10 and 3600000 milliseconds",
+            ));
+        }
+        crate::stats::day::Zone::load(&self.stats.timezone)
+            .map_err(|e| invalid("stats.timezone", e))?;
+        secs("stats.short_abandon_secs", self.stats.short_abandon_secs, 0.0)?;
         let l = &self.limits;
         for (key, v) in [
             ("limits.max_frame_bytes", l.max_frame_bytes),
@@ -656,6 +698,9 @@ impl Config {
             }
             if let Some(t) = q.reoffer_after_secs {
                 secs(&format!("queues[{i}].reoffer_after_secs"), t, 0.0)?;
+            }
+            if let Some(t) = q.service_level_secs {
+                secs(&format!("queues[{i}].service_level_secs"), t, 0.0)?;
             }
             if q.channels.as_ref().is_some_and(Vec::is_empty) {
                 return Err(invalid(
@@ -820,7 +865,25 @@ impl Config {
         for b in [REASON_LOGIN, REASON_MISSED_OFFER, REASON_SUPERVISOR] {
             reasons.insert(b.to_owned());
         }
+        let zone = crate::stats::day::Zone::load(&self.stats.timezone).unwrap_or_else(|e| {
+            // `check` loaded it already; only a file removed since then lands here.
+            tracing::error!(error = %e, "statistics time zone unavailable: using UTC");
+            crate::stats::day::Zone::utc()
+        });
+        let stats = crate::stats::StatsRules {
+            zone,
+            short_abandon_us: (self.stats.short_abandon_secs * 1e6) as u64,
+            thresholds: self
+                .queues
+                .iter()
+                .map(|q| {
+                    let secs = q.service_level_secs.unwrap_or(20.0);
+                    (QueueId::from(q.id.as_str()), (secs * 1e6).round() as u64)
+                })
+                .collect(),
+        };
         Rules {
+            stats: Arc::new(stats),
             queues,
             agents,
             reasons,

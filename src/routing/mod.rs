@@ -11,6 +11,7 @@
 //! that became free looks for the best task it is eligible for. After every command
 //! the book holds this invariant: no waiting task and open agent could be paired.
 
+pub mod now;
 pub mod queue;
 pub mod view;
 
@@ -135,6 +136,9 @@ pub struct Rules {
     pub finished_retention: usize,
     /// How many times one task may be transferred.
     pub max_transfers: u32,
+    /// How the statistics count (kept beside the routing rules: every replica folds
+    /// by the same).
+    pub stats: Arc<crate::stats::StatsRules>,
 }
 
 /// Where a transfer sends a task.

@@ -11,7 +11,9 @@ pub use outcome::{Notice, Outcome, Reply, Stats};
 use crate::clock::Ts;
 use crate::context::{ContextBook, ContextCommand, ContextEffects};
 use crate::error::HubError;
-use crate::routing::{Book, Command, Rules};
+use crate::routing::{Book, BookSnapshot, Command, Rules};
+use crate::stats::Statistics;
+use serde::Deserialize;
 
 use std::sync::Arc;
 
@@ -21,7 +23,18 @@ pub struct State {
     pub book: Book,
     /// Customer context.
     pub context: ContextBook,
+    /// The statistics, folded from every decision's events.
+    pub stats: Statistics,
 }
+
+/// A snapshot's parts as decoded: a snapshot written before the statistics existed
+/// has two parts, and its statistics start empty.
+#[derive(Deserialize)]
+struct SnapshotParts(
+    BookSnapshot,
+    ContextBook,
+    #[serde(default)] Statistics,
+);
 
 impl State {
     /// A routing command, then what the context makes of its task events.
@@ -64,6 +77,7 @@ impl State {
     /// Both books, fresh.
     pub fn new(rules: Arc<Rules>, now: Ts) -> State {
         State {
+            stats: Statistics::new(rules.stats.clone()),
             book: Book::new(rules, now),
             context: ContextBook::new(),
         }
@@ -77,22 +91,21 @@ impl State {
 
     /// Everything, as bytes, for a snapshot.
     pub fn snapshot_bytes(&self) -> Result<Vec<u8>, HubError> {
-        rmp_serde::to_vec_named(&(self.book.snapshot_state(), &self.context))
+        rmp_serde::to_vec_named(&(self.book.snapshot_state(), &self.context, &self.stats))
             .map_err(|e| HubError::StoreUnavailable(format!("cannot encode a snapshot: {e}")))
     }
 
     /// Both books from snapshot bytes.
     pub fn from_snapshot(rules: Arc<Rules>, bytes: &[u8]) -> Result<State, HubError> {
-        let (book, context): (crate::routing::BookSnapshot, ContextBook) =
-            rmp_serde::from_slice(bytes).map_err(|e| {
-                HubError::StoreUnavailable(format!("cannot decode the snapshot: {e}"))
-            })?;
-        let mut context = context;
+        let SnapshotParts(book, mut context, mut stats) = rmp_serde::from_slice(bytes)
+            .map_err(|e| HubError::StoreUnavailable(format!("cannot decode the snapshot: {e}")))?;
         // The search index is derived from the customers, never stored.
         context.rebuild_search();
+        stats.set_rules(rules.stats.clone());
         Ok(State {
             book: Book::restore(rules, book),
             context,
+            stats,
         })
     }
 
@@ -109,7 +122,17 @@ impl State {
 
     /// The one place every decision passes after the books made it: where its events
     /// are numbered and kept (`crate::events`) and folded into the statistics.
-    fn after(&mut self, _o: &mut Outcome, _now: Ts) {}
+    fn after(&mut self, o: &mut Outcome, now: Ts) {
+        for ev in &o.events {
+            self.stats.apply(ev, now);
+        }
+        // The waiting counts of the queues the decision changed: the series' peaks.
+        for q in &o.queues {
+            if let Some(n) = self.book.waiting_len(q) {
+                self.stats.waiting(q, n, now);
+            }
+        }
+    }
 
     fn context_notices(&self, o: &mut Outcome, fx: ContextEffects) {
         // The Open and Recent lists change only through the agent's own requests, whose

@@ -88,6 +88,10 @@ impl Store for MemoryStore {
             .collect())
     }
 
+    fn read_state(&self, f: &mut dyn FnMut(&crate::state::State)) {
+        f(&self.state());
+    }
+
     async fn ping(&self) -> Result<(), HubError> {
         Ok(())
     }
