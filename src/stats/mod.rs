@@ -231,8 +231,13 @@ pub struct AgentFold {
 struct TaskTrack {
     /// The queue it is in.
     queue: QueueId,
-    /// In an agent's hands: a further `task.assigned` is a hand-over, not an answer.
-    assigned: bool,
+    /// When it entered that queue: created into it, or transferred or overflowed
+    /// into it. Speed of answer and abandon waits count from here (a task's own
+    /// `enqueued_at` is its creation, kept across transfers for its place in line).
+    entered_at: Ts,
+    /// Answered since it entered the queue: a further `task.assigned` is a hand-over
+    /// between agents, not an answer, and a cancel no abandon.
+    answered: bool,
     /// Transferred, its `task.queued` not yet seen: that one is no requeue.
     transferred: bool,
 }
@@ -402,26 +407,30 @@ impl Statistics {
                 task_id,
                 queue,
                 requeued,
+                enqueued_at,
                 ..
             } => {
-                let entered = match self.tasks.get_mut(task_id) {
+                let entered_at = match self.tasks.get_mut(task_id) {
                     Some(tr) if tr.queue == *queue => {
                         let requeue = *requeued && !tr.transferred;
                         tr.transferred = false;
-                        tr.assigned = false;
                         if requeue {
                             self.count(queue, t, |c| c.requeued += 1);
                         }
-                        false
+                        None
                     }
-                    _ => true,
+                    // Overflowed from another queue: it enters this one now.
+                    Some(_) => Some(t),
+                    // New (or older than the statistics).
+                    None => Some(*enqueued_at),
                 };
-                if entered {
+                if let Some(entered_at) = entered_at {
                     self.tasks.insert(
                         *task_id,
                         TaskTrack {
                             queue: queue.clone(),
-                            assigned: false,
+                            entered_at,
+                            answered: false,
                             transferred: false,
                         },
                     );
@@ -432,22 +441,47 @@ impl Statistics {
                 task_id,
                 from_agent,
                 from_queue,
+                to_agent,
                 to_queue,
-                ..
             } => {
                 self.count(from_queue, t, |c| c.transfers_out += 1);
-                self.count(to_queue, t, |c| {
-                    c.transfers_in += 1;
-                    c.offered += 1;
-                });
-                self.tasks.insert(
-                    *task_id,
-                    TaskTrack {
-                        queue: to_queue.clone(),
-                        assigned: false,
-                        transferred: true,
-                    },
-                );
+                if to_agent.is_none() {
+                    // Into a queue's line: a new arrival there.
+                    self.count(to_queue, t, |c| {
+                        c.transfers_in += 1;
+                        c.offered += 1;
+                    });
+                    self.tasks.insert(
+                        *task_id,
+                        TaskTrack {
+                            queue: to_queue.clone(),
+                            entered_at: t,
+                            answered: false,
+                            transferred: true,
+                        },
+                    );
+                } else {
+                    // Straight to an agent (a cold transfer, a consult landing): a
+                    // hand-over of a task already answered.
+                    self.count(to_queue, t, |c| c.transfers_in += 1);
+                    match self.tasks.get_mut(task_id) {
+                        Some(tr) => {
+                            tr.queue = to_queue.clone();
+                            tr.answered = true;
+                        }
+                        None => {
+                            self.tasks.insert(
+                                *task_id,
+                                TaskTrack {
+                                    queue: to_queue.clone(),
+                                    entered_at: t,
+                                    answered: true,
+                                    transferred: false,
+                                },
+                            );
+                        }
+                    }
+                }
                 if let Some(a) = from_agent {
                     self.agent(a).last_queue = Some(from_queue.clone());
                 }
@@ -487,22 +521,27 @@ impl Statistics {
                 enqueued_at,
                 ..
             } => {
-                let handover = match self.tasks.get_mut(task_id) {
-                    Some(tr) => std::mem::replace(&mut tr.assigned, true),
+                let entered_at = match self.tasks.get_mut(task_id) {
+                    Some(tr) if tr.answered => None,
+                    Some(tr) => {
+                        tr.answered = true;
+                        Some(tr.entered_at)
+                    }
                     None => {
                         self.tasks.insert(
                             *task_id,
                             TaskTrack {
                                 queue: queue.clone(),
-                                assigned: true,
+                                entered_at: *enqueued_at,
+                                answered: true,
                                 transferred: false,
                             },
                         );
-                        false
+                        Some(*enqueued_at)
                     }
                 };
-                if !handover {
-                    let wait = t.0.saturating_sub(enqueued_at.0);
+                if let Some(entered_at) = entered_at {
+                    let wait = t.0.saturating_sub(entered_at.0);
                     let within = wait <= self.rules.threshold_us(queue);
                     self.count(queue, t, |c| {
                         c.answered += 1;
@@ -545,9 +584,13 @@ impl Statistics {
                 enqueued_at,
                 ..
             } => {
-                self.tasks.remove(task_id);
-                if matches!(phase, TaskPhase::Queued | TaskPhase::Offered) {
-                    let wait = t.0.saturating_sub(enqueued_at.0);
+                let track = self.tasks.remove(task_id);
+                // Cancelled while waiting or ringing, never answered since it entered
+                // the queue: the caller gave up.
+                let waiting = matches!(phase, TaskPhase::Queued | TaskPhase::Offered);
+                if waiting && !track.as_ref().is_some_and(|tr| tr.answered) {
+                    let entered_at = track.map_or(*enqueued_at, |tr| tr.entered_at);
+                    let wait = t.0.saturating_sub(entered_at.0);
                     let short = wait < self.rules.short_abandon_us;
                     self.count(queue, t, |c| {
                         c.abandoned += 1;

@@ -312,10 +312,32 @@ fn a_hand_over_of_a_task_in_someones_hands_is_not_a_second_answer() {
     let (mut s, b) = setup();
     let t = Ts(T0);
     answer(&mut s, 1, "support", t, secs(3.0));
-    // A consult lands: the task is assigned to another agent while it was assigned.
+    // A consult lands: transferred from one agent to another, then assigned.
+    s.apply(
+        &EventData::TaskTransferred {
+            task_id: task(1),
+            from_agent: Some(a("a1")),
+            from_queue: q("support"),
+            to_agent: Some(a("a2")),
+            to_queue: q("support"),
+        },
+        Ts(T0 + secs(50.0)),
+    );
     s.apply(&assigned(1, "support", t), Ts(T0 + secs(50.0)));
+    // Assigned again without a transfer (an agent's work moved back): no answer either.
+    s.apply(&assigned(1, "support", t), Ts(T0 + secs(55.0)));
+    // Back in the line after its agent was lost, then cancelled: no abandon, it was
+    // answered.
+    s.apply(&queued(1, "support", t, true), Ts(T0 + secs(56.0)));
+    s.apply(
+        &cancelled(1, "support", TaskPhase::Queued, t),
+        Ts(T0 + secs(57.0)),
+    );
     let r = report(&s, &b, Ts(T0 + secs(60.0)));
-    assert_eq!(queue(&r, "support").today.answered, 1);
+    let w = &queue(&r, "support").today;
+    assert_eq!((w.offered, w.answered, w.abandoned), (1, 1, 0));
+    assert_eq!((w.transfers_in, w.transfers_out), (1, 1));
+    assert_eq!(w.max_speed_of_answer_ms, Some(3_000));
 }
 
 #[test]
