@@ -638,7 +638,11 @@ impl Config {
         }
         crate::stats::day::Zone::load(&self.stats.timezone)
             .map_err(|e| invalid("stats.timezone", e))?;
-        secs("stats.short_abandon_secs", self.stats.short_abandon_secs, 0.0)?;
+        secs(
+            "stats.short_abandon_secs",
+            self.stats.short_abandon_secs,
+            0.0,
+        )?;
         let ev = &self.events;
         for (key, v, min, max) in [
             ("events.retain_count", ev.retain_count, 1, 10_000_000),

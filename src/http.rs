@@ -8,11 +8,11 @@ use crate::context::record::{Actor, CustomerFields};
 use crate::error::{ErrorCode, HubError};
 use crate::hub::Hub;
 use crate::ids::{AgentId, QueueId, TaskId};
-use crate::stats::report::StatsQuery;
 use crate::ids::{CustomerId, RequestId};
 use crate::protocol::ErrorBody;
 use crate::routing::Command;
 use crate::state::Reply;
+use crate::stats::report::StatsQuery;
 use crate::task::NewTask;
 use crate::ws;
 use axum::body::Bytes;
@@ -318,10 +318,20 @@ async fn stats(
     )?;
     let mut q = StatsQuery::default();
     if let Some(v) = query.get("queue") {
-        q.queues = Some(id_list("queue", v)?.into_iter().map(|s| QueueId::from(s.as_str())).collect());
+        q.queues = Some(
+            id_list("queue", v)?
+                .into_iter()
+                .map(|s| QueueId::from(s.as_str()))
+                .collect(),
+        );
     }
     if let Some(v) = query.get("agent") {
-        q.agents = Some(id_list("agent", v)?.into_iter().map(|s| AgentId::from(s.as_str())).collect());
+        q.agents = Some(
+            id_list("agent", v)?
+                .into_iter()
+                .map(|s| AgentId::from(s.as_str()))
+                .collect(),
+        );
     }
     let report = hub.stats_report(&q)?;
     Ok(Json(report).into_response())

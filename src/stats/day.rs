@@ -162,8 +162,14 @@ mod tests {
             )
         );
         // Midnight itself belongs to the day it starts.
-        assert_eq!(day(&z, "2026-11-27T00:00:00Z").0, "2026-11-27T00:00:00.000Z");
-        assert_eq!(day(&z, "2026-11-26T23:59:59.999Z").0, "2026-11-26T00:00:00.000Z");
+        assert_eq!(
+            day(&z, "2026-11-27T00:00:00Z").0,
+            "2026-11-27T00:00:00.000Z"
+        );
+        assert_eq!(
+            day(&z, "2026-11-26T23:59:59.999Z").0,
+            "2026-11-26T00:00:00.000Z"
+        );
     }
 
     #[test]
@@ -178,8 +184,14 @@ mod tests {
             )
         );
         // 22:59:59.999Z on the 14th is still the 14th in Rome; 23:00Z is the 15th.
-        assert_eq!(day(&z, "2026-01-14T22:59:59.999Z").0, "2026-01-13T23:00:00.000Z");
-        assert_eq!(day(&z, "2026-01-14T23:00:00Z").0, "2026-01-14T23:00:00.000Z");
+        assert_eq!(
+            day(&z, "2026-01-14T22:59:59.999Z").0,
+            "2026-01-13T23:00:00.000Z"
+        );
+        assert_eq!(
+            day(&z, "2026-01-14T23:00:00Z").0,
+            "2026-01-14T23:00:00.000Z"
+        );
         // Spring forward (29 March 2026): a 23-hour day.
         assert_eq!(
             day(&z, "2026-03-29T12:00:00Z"),
@@ -221,7 +233,13 @@ mod tests {
 
     #[test]
     fn bad_names_are_refused() {
-        for bad in ["", "../etc/passwd", "/etc/localtime", "Europe/../x", "No/Such_Zone"] {
+        for bad in [
+            "",
+            "../etc/passwd",
+            "/etc/localtime",
+            "Europe/../x",
+            "No/Such_Zone",
+        ] {
             assert!(Zone::load(bad).is_err(), "{bad:?}");
         }
     }

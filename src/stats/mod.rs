@@ -179,7 +179,10 @@ fn observe(hist: &mut Vec<u64>, bounds: &[f64], us: u64) {
         hist.resize(bounds.len() + 1, 0);
     }
     let secs = us as f64 / 1e6;
-    let i = bounds.iter().position(|b| secs <= *b).unwrap_or(bounds.len());
+    let i = bounds
+        .iter()
+        .position(|b| secs <= *b)
+        .unwrap_or(bounds.len());
     hist[i] += 1;
 }
 
@@ -607,8 +610,8 @@ impl Statistics {
             } => {
                 let day_start = self.day_start;
                 let spent_today = t.0.saturating_sub(previous_since.0.max(day_start.0));
-                let wrap = (*previous == Status::WrapUp)
-                    .then(|| t.0.saturating_sub(previous_since.0));
+                let wrap =
+                    (*previous == Status::WrapUp).then(|| t.0.saturating_sub(previous_since.0));
                 let a = self.agent(agent_id);
                 a.today.status_us[status_index(*previous)] += spent_today;
                 if *previous == Status::NotReady {

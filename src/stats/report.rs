@@ -306,9 +306,8 @@ impl Statistics {
             };
             let window = |n: u64| {
                 let first = (minute + 1).saturating_sub(n);
-                let c = fold.map_or_else(Counts::default, |f| {
-                    minutes_sum(&f.minutes, first, minute)
-                });
+                let c =
+                    fold.map_or_else(Counts::default, |f| minutes_sum(&f.minutes, first, minute));
                 Window::of(&c, Ts(first * MINUTE_US), threshold)
             };
             let last_15m = window(15);

@@ -150,7 +150,10 @@ fn answered_at_19_999_s_is_within_a_20_s_threshold_and_at_20_001_s_is_not() {
     answer(&mut s, 4, "sales", t, secs(20.001));
     let r = report(&s, &b, Ts(T0 + secs(30.0)));
     let w = &queue(&r, "sales").today;
-    assert_eq!((w.answered_within_threshold, w.service_level), (1, Some(1.0)));
+    assert_eq!(
+        (w.answered_within_threshold, w.service_level),
+        (1, Some(1.0))
+    );
     assert_eq!(w.service_level_threshold_ms, 30_000);
 }
 
@@ -264,7 +267,10 @@ fn handle_wrap_up_offers_requeues_and_transfers_are_counted_where_they_belong() 
         Ts(T0 + secs(111.0)),
     );
     // Answered in sales 9 s after the transfer, completed 120 s later.
-    s.apply(&assigned(1, "sales", Ts(T0 + secs(81.0))), Ts(T0 + secs(90.0)));
+    s.apply(
+        &assigned(1, "sales", Ts(T0 + secs(81.0))),
+        Ts(T0 + secs(90.0)),
+    );
     s.apply(
         &EventData::TaskCompleted {
             task_id: task(1),
@@ -284,15 +290,24 @@ fn handle_wrap_up_offers_requeues_and_transfers_are_counted_where_they_belong() 
         (sup.offers_accepted, sup.offers_declined, sup.offers_expired),
         (1, 1, 1)
     );
-    assert_eq!((sup.answered, sup.avg_speed_of_answer_ms), (1, Some(21_000)));
+    assert_eq!(
+        (sup.answered, sup.avg_speed_of_answer_ms),
+        (1, Some(21_000))
+    );
     assert_eq!((sup.transfers_in, sup.transfers_out), (0, 1));
     assert_eq!(sup.avg_wrap_up_ms, Some(30_000));
     assert_eq!(sup.avg_handle_ms, None);
     let sales = &queue(&r, "sales").today;
-    assert_eq!(sales.offered, 1, "the transfer in is an offer, its queued no requeue");
+    assert_eq!(
+        sales.offered, 1,
+        "the transfer in is an offer, its queued no requeue"
+    );
     assert_eq!(sales.requeued, 0);
     assert_eq!((sales.transfers_in, sales.transfers_out), (1, 0));
-    assert_eq!((sales.answered, sales.avg_speed_of_answer_ms), (1, Some(9_000)));
+    assert_eq!(
+        (sales.answered, sales.avg_speed_of_answer_ms),
+        (1, Some(9_000))
+    );
     assert_eq!(sales.avg_handle_ms, Some(120_000));
     let agent = &r.agents[0].today;
     assert_eq!((agent.offers_declined, agent.offers_missed), (1, 1));
@@ -303,8 +318,14 @@ fn handle_wrap_up_offers_requeues_and_transfers_are_counted_where_they_belong() 
     assert_eq!(agent.avg_handle_ms, Some(120_000));
     // The all-time totals feed the histograms.
     let f = s.queue_fold(&q("sales")).expect("sales folded");
-    assert_eq!(f.totals.soa_hist[SOA_BUCKETS.iter().position(|b| *b == 10.0).unwrap()], 1);
-    assert_eq!(f.totals.handle_hist[HANDLE_BUCKETS.iter().position(|b| *b == 120.0).unwrap()], 1);
+    assert_eq!(
+        f.totals.soa_hist[SOA_BUCKETS.iter().position(|b| *b == 10.0).unwrap()],
+        1
+    );
+    assert_eq!(
+        f.totals.handle_hist[HANDLE_BUCKETS.iter().position(|b| *b == 120.0).unwrap()],
+        1
+    );
 }
 
 #[test]
@@ -367,7 +388,11 @@ fn the_day_starts_at_local_midnight_and_agent_time_is_cut_there() {
     assert_eq!(queue(&r, "support").today.answered, 0, "answered yesterday");
     assert_eq!(queue(&r, "support").last_30m.answered, 0, "31 minutes ago");
     let r20 = report(&s, &b, at("2026-11-26T23:20:00Z"));
-    assert_eq!(queue(&r20, "support").last_30m.answered, 1, "the windows span midnight");
+    assert_eq!(
+        queue(&r20, "support").last_30m.answered,
+        1,
+        "the windows span midnight"
+    );
     let today = &r.agents[0].today;
     assert_eq!(today.status_ms.not_ready, 30 * 60 * 1000);
     assert_eq!(today.not_ready_ms.get("break"), Some(&(30 * 60 * 1000)));
@@ -447,10 +472,17 @@ fn the_series_has_15_minute_buckets_with_the_peak_waiting() {
     assert_eq!(series[44].waiting, 5);
     assert_eq!(series[45].waiting, 5, "5 waited when its bucket began");
     assert_eq!(
-        (series[45].offered, series[45].answered, series[45].service_level),
+        (
+            series[45].offered,
+            series[45].answered,
+            series[45].service_level
+        ),
         (1, 1, Some(0.0))
     );
-    assert_eq!(series[46].waiting, 1, "carried into a bucket with no change");
+    assert_eq!(
+        series[46].waiting, 1,
+        "carried into a bucket with no change"
+    );
     assert_eq!(series[46].service_level, None);
     assert_eq!(series[43].waiting, 0);
 }
