@@ -546,3 +546,216 @@ fn the_statistics_survive_a_snapshot_and_an_old_snapshot_starts_them_empty() {
     let r = report(&back.stats, &back.book, now);
     assert_eq!(queue(&r, "support").today.answered, 0);
 }
+
+/// Decisions through the real books (`State::execute`, `State::expire_due`): the
+/// events they emit, folded by `State::after`.
+mod through_the_books {
+    use super::*;
+    use crate::context::record::Actor;
+    use crate::ids::ConnId;
+    use crate::routing::{Command, TransferTo};
+    use crate::state::State;
+    use crate::task::{CustomerIdentity, NewTask};
+
+    const BOOKS: &str = r#"
+[routing]
+wrap_up_secs = 10
+offer_timeout_secs = 60
+
+[stats]
+timezone = "Europe/Rome"
+
+[[queues]]
+id = "support"
+
+[[queues]]
+id = "sales"
+
+[[agents]]
+id = "a1"
+queues = ["support"]
+
+[[agents]]
+id = "a2"
+queues = ["support"]
+"#;
+
+    fn at(ms: u64) -> Ts {
+        Ts(T0 + ms * 1000)
+    }
+
+    fn create(st: &mut State, ms: u64) -> TaskId {
+        let o = st.execute(
+            Command::CreateTask(Box::new(NewTask {
+                channel: Channel::Voice,
+                queue: "support".into(),
+                priority: 0,
+                skills: vec![],
+                skill_levels: Default::default(),
+                customer: CustomerIdentity::default(),
+                attributes: Default::default(),
+                idempotency_key: None,
+            })),
+            at(ms),
+        );
+        match o.reply {
+            Ok(crate::state::Reply::Created { task, .. }) => task.task_id,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn accept(st: &mut State, agent: &str, ms: u64) -> TaskId {
+        let offer = st
+            .book
+            .agent_view(&a(agent))
+            .and_then(|v| v.offer)
+            .expect("an offer rings");
+        let o = st.execute(
+            Command::Accept {
+                agent: a(agent),
+                offer_id: offer.offer_id,
+            },
+            at(ms),
+        );
+        assert!(o.reply.is_ok(), "{:?}", o.reply);
+        offer.task.task_id
+    }
+
+    fn cancel(st: &mut State, task_id: TaskId, ms: u64) {
+        let o = st.execute(
+            Command::CancelTask {
+                task_id,
+                reason: None,
+                by: Actor {
+                    id: "crm".into(),
+                    role: crate::auth::Role::Integration,
+                },
+            },
+            at(ms),
+        );
+        assert!(o.reply.is_ok(), "{:?}", o.reply);
+    }
+
+    #[test]
+    fn every_figure_of_a_scripted_day() {
+        let cfg = Config::parse(BOOKS).expect("valid");
+        let rules = Arc::new(cfg.rules());
+        let mut st = State::new(rules.clone(), Ts(T0));
+        for id in ["a1", "a2"] {
+            let profile = rules
+                .agents
+                .iter()
+                .find(|p| p.id == a(id))
+                .expect("configured")
+                .clone();
+            st.execute(
+                Command::Connect {
+                    profile,
+                    conn: ConnId::new(),
+                    node: "n1".into(),
+                },
+                at(0),
+            );
+        }
+        st.execute(Command::SetReady { agent: a("a1") }, at(0));
+        // Answered after 19.999 s and after 20.001 s.
+        create(&mut st, 1_000);
+        let t1 = accept(&mut st, "a1", 20_999);
+        st.execute(Command::SetReady { agent: a("a2") }, at(21_000));
+        create(&mut st, 21_000);
+        let t2 = accept(&mut st, "a2", 41_001);
+        // Both busy on a call: two tasks wait and are cancelled, after 4.999 s and 5 s.
+        let t3 = create(&mut st, 50_000);
+        cancel(&mut st, t3, 54_999);
+        let t4 = create(&mut st, 60_000);
+        cancel(&mut st, t4, 65_000);
+        // a1 completes after 100 s; its 10 s wrap-up ends by the timer.
+        st.execute(
+            Command::Complete {
+                agent: a("a1"),
+                task_id: t1,
+                wrap_up_code: None,
+            },
+            at(120_999),
+        );
+        st.expire_due(at(130_999));
+        // a2 passes its call on to sales.
+        let o = st.execute(
+            Command::Transfer {
+                task_id: t2,
+                to: TransferTo::Queue {
+                    queue: q("sales"),
+                    priority: None,
+                    skills: None,
+                    head: false,
+                },
+                by: Actor::agent(&a("a2")),
+            },
+            at(141_001),
+        );
+        assert!(o.reply.is_ok(), "{:?}", o.reply);
+
+        let now = at(150_000);
+        let r = st
+            .stats
+            .report(&st.book, &StatsQuery::default(), now)
+            .expect("a report");
+        let sup = &queue(&r, "support").today;
+        assert_eq!(sup.offered, 4);
+        assert_eq!(sup.answered, 2);
+        assert_eq!(sup.answered_within_threshold, 1);
+        assert_eq!((sup.abandoned, sup.abandoned_short), (2, 1));
+        // 1 within / (2 answered + 2 abandoned - 1 short).
+        assert_eq!(sup.service_level, Some(1.0 / 3.0));
+        assert_eq!(sup.avg_speed_of_answer_ms, Some(20_000));
+        assert_eq!(sup.max_speed_of_answer_ms, Some(20_001));
+        assert_eq!(sup.avg_handle_ms, Some(100_000));
+        assert_eq!(sup.avg_wrap_up_ms, Some(10_000));
+        assert_eq!(
+            (sup.offers_accepted, sup.offers_declined, sup.offers_expired),
+            (2, 0, 0)
+        );
+        assert_eq!((sup.transfers_in, sup.transfers_out), (0, 1));
+        let sales = &queue(&r, "sales");
+        assert_eq!((sales.today.offered, sales.today.transfers_in), (1, 1));
+        assert_eq!(sales.now.waiting, 1);
+        assert_eq!(sales.now.waiting_by_channel.voice, 1);
+        assert_eq!(sales.now.oldest_enqueued_at, Some(at(21_000)));
+        let sq = queue(&r, "support");
+        assert_eq!(sq.now.waiting, 0);
+        assert_eq!(sq.now.agents.ready, 1, "a1 after its wrap-up");
+        assert_eq!(sq.now.agents.wrap_up, 1, "a2 after its transfer");
+        assert_eq!(sq.now.eligible_ready, 1);
+        // The peak of waiting tasks in the 10:00 bucket: one at a time.
+        let bucket = sq
+            .series
+            .iter()
+            .find(|b| b.start == at(0))
+            .expect("the 10:00 bucket");
+        assert_eq!((bucket.waiting, bucket.offered, bucket.answered), (1, 4, 2));
+        let a1 = &r
+            .agents
+            .iter()
+            .find(|x| x.agent_id == a("a1"))
+            .expect("a1")
+            .today;
+        assert_eq!(a1.handled.voice, 1);
+        assert_eq!(a1.avg_handle_ms, Some(100_000));
+        assert_eq!(a1.status_ms.reserved, 19_999);
+        assert_eq!(a1.status_ms.busy, 100_000);
+        assert_eq!(a1.status_ms.wrap_up, 10_000);
+        // Ready 0-1 s, then from the end of its wrap-up to now.
+        assert_eq!(a1.status_ms.ready, 1_000 + 150_000 - 130_999);
+        // The figures survive a snapshot.
+        let back =
+            State::from_snapshot(rules, &st.snapshot_bytes().expect("encodes")).expect("decodes");
+        let again = back
+            .stats
+            .report(&back.book, &StatsQuery::default(), now)
+            .expect("a report");
+        assert_eq!(
+            serde_json::to_value(&r).expect("json"),
+            serde_json::to_value(&again).expect("json")
+        );
+    }
+}
