@@ -466,21 +466,20 @@ impl Statistics {
                         },
                     );
                 } else {
-                    // Straight to an agent (a cold transfer, a consult landing): a
-                    // hand-over of a task already answered.
+                    // Straight to an agent. From an agent's hands (a cold transfer, a
+                    // consult landing) it stays answered: the landing is a hand-over.
+                    // A waiting task sent to an agent is answered when that agent
+                    // takes it.
                     self.count(to_queue, t, |c| c.transfers_in += 1);
                     match self.tasks.get_mut(task_id) {
-                        Some(tr) => {
-                            tr.queue = to_queue.clone();
-                            tr.answered = true;
-                        }
+                        Some(tr) => tr.queue = to_queue.clone(),
                         None => {
                             self.tasks.insert(
                                 *task_id,
                                 TaskTrack {
                                     queue: to_queue.clone(),
                                     entered_at: t,
-                                    answered: true,
+                                    answered: from_agent.is_some(),
                                     transferred: false,
                                 },
                             );

@@ -158,6 +158,33 @@ fn answered_at_19_999_s_is_within_a_20_s_threshold_and_at_20_001_s_is_not() {
 }
 
 #[test]
+fn a_waiting_task_sent_to_an_agent_is_answered_when_that_agent_takes_it() {
+    let (mut s, b) = setup();
+    let t = Ts(T0);
+    s.apply(&queued(1, "support", t, false), t);
+    // A supervisor sends it from the line to one agent, who accepts 5 s after.
+    s.apply(
+        &EventData::TaskTransferred {
+            task_id: task(1),
+            from_agent: None,
+            from_queue: q("support"),
+            to_agent: Some(a("a1")),
+            to_queue: q("support"),
+        },
+        Ts(T0 + secs(10.0)),
+    );
+    s.apply(&assigned(1, "support", t), Ts(T0 + secs(15.0)));
+    let r = report(&s, &b, Ts(T0 + secs(16.0)));
+    let w = &queue(&r, "support").today;
+    assert_eq!((w.offered, w.answered), (1, 1));
+    assert_eq!(
+        w.max_speed_of_answer_ms,
+        Some(15_000),
+        "waited since it was queued"
+    );
+}
+
+#[test]
 fn a_short_abandon_is_counted_apart_and_not_against_the_service_level() {
     let (mut s, b) = setup();
     let t = Ts(T0);
