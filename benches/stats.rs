@@ -39,7 +39,7 @@ fn config() -> Config {
 fn life(n: u64) -> Vec<(EventData, Ts)> {
     let t = Ts(T0 + n * 1_000);
     let task_id = TaskId(uuid::Uuid::from_u128(u128::from(n) + 1));
-    let offer_id = OfferId(uuid::Uuid::from_u128(u128::from(n) + 1 << 64));
+    let offer_id = OfferId(uuid::Uuid::from_u128((u128::from(n) + 1) << 64));
     let agent_id = AgentId::from(format!("a{}", n % AGENTS as u64).as_str());
     let queue = QueueId::from(format!("q{}", n % 4).as_str());
     let changed = |status, previous, since: Ts| EventData::AgentStateChanged {
