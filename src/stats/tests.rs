@@ -786,3 +786,46 @@ queues = ["support"]
         );
     }
 }
+
+#[test]
+fn the_configuration_is_checked() {
+    let base = "[[queues]]\nid = \"support\"\n";
+    let err = |extra: &str| {
+        Config::parse(&format!("{extra}\n{base}"))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
+    assert!(err("[stats]\ntimezone = \"Mars/Olympus\"").starts_with("stats.timezone:"));
+    assert!(err("[stats]\ntimezone = \"../../etc/passwd\"").starts_with("stats.timezone:"));
+    assert!(err("[stats]\nshort_abandon_secs = -1").starts_with("stats.short_abandon_secs:"));
+    assert!(err("[server]\nstats_update_ms = 0").starts_with("server.stats_update_ms:"));
+    assert!(
+        err("[stats]\nzone = \"UTC\"").contains("zone"),
+        "unknown key"
+    );
+    let bad_sl = Config::parse("[[queues]]\nid = \"q\"\nservice_level_secs = -2\n")
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        bad_sl.starts_with("queues[0].service_level_secs:"),
+        "{bad_sl}"
+    );
+    let ok = Config::parse(
+        "[stats]\ntimezone = \"America/Havana\"\n[[queues]]\nid = \"q\"\nservice_level_secs = 30\n",
+    )
+    .expect("valid");
+    let rules = ok.rules();
+    assert_eq!(rules.stats.zone.name(), "America/Havana");
+    assert_eq!(rules.stats.threshold_us(&q("q")), 30_000_000);
+    assert_eq!(ok.server.stats_update_ms, 1000);
+    assert_eq!(
+        Config::parse(base)
+            .expect("valid")
+            .rules()
+            .stats
+            .short_abandon_us,
+        5_000_000
+    );
+}
