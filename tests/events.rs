@@ -687,7 +687,7 @@ fn node(redis: &RedisServer, id: &str, dir: &Path) -> Proc {
     std::fs::write(
         &cfg,
         format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\ndrain_secs = 1\n[auth]\nsecret = \"{SECRET_BIN}\"\n[routing]\nwrap_up_secs = 0\n{QUEUES_AND_AGENTS}"
+            "[server]\nlisten = \"127.0.0.1:0\"\ndrain_secs = 1\n[auth]\nsecret = \"{SECRET_BIN}\"\n[routing]\nwrap_up_secs = 0\n[store]\nsnapshot_every = 10\n{QUEUES_AND_AGENTS}"
         ),
     )
     .expect("config");
@@ -764,4 +764,23 @@ async fn two_nodes_on_one_redis_serve_the_same_stream() {
     assert!(on_a.len() > 40, "a real run: {} events", on_a.len());
     assert_eq!(on_a, on_b, "the same ids, types and data from both nodes");
     assert_eq!(seqs(&on_a), (1..=on_a.len() as u64).collect::<Vec<_>>());
+    // A node that joins now starts from the snapshot (one every 10 entries) and the
+    // log after it: it holds the same window.
+    let c = node(&redis, "node-c", &dir.0);
+    let mut from_c = Sse::open(c.addr, "/v1/events?since=0", Some(&tok), &[])
+        .await
+        .stream();
+    let on_c = from_c
+        .events_until(is("task.created", &end["task_id"]))
+        .await;
+    assert_eq!(on_c, on_a, "a joining node serves the same events");
+    // And the numbering goes on alike everywhere.
+    let next = post_task(c.addr).await;
+    let a_next = from_a
+        .events_until(is("task.created", &next["task_id"]))
+        .await;
+    let c_next = from_c
+        .events_until(is("task.created", &next["task_id"]))
+        .await;
+    assert_eq!(a_next, c_next);
 }
