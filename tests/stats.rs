@@ -321,3 +321,80 @@ async fn two_nodes_on_one_redis_report_identical_statistics_after_a_mixed_run() 
     n1.shutdown().await;
     n2.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_file_store_keeps_the_statistics_across_a_restart() {
+    let dir = std::env::temp_dir().join(format!("sb-stats-{}", uuid::Uuid::new_v4()));
+    let file_config = || {
+        let mut cfg = stats_config("");
+        cfg.store.kind = Some(switchboard::config::StoreKind::File);
+        cfg.store.data_dir = dir.clone();
+        cfg
+    };
+    let hub = TestHub::start_with(file_config()).await;
+    let mut ana = hub.ready_agent("ana").await;
+    hub.create(chat()).await;
+    let task = ana.accept_next().await;
+    ana.complete(&task["task_id"]).await;
+    ana.ok(json!({"type": "set_state", "state": "not_ready", "reason": "break"}))
+        .await;
+    let waiting = hub.create(chat()).await;
+    cancel(&hub, &waiting).await;
+    let before = get_stats(&hub, "").await;
+    drop(ana);
+    hub.shutdown().await;
+
+    // The stopped hub's last tasks let go of the data directory's lock as they end; a
+    // start refuses a directory in use: start again once they have.
+    let deadline = Instant::now() + WAIT;
+    let running = loop {
+        let mut cfg = file_config();
+        cfg.store.kind = Some(switchboard::config::StoreKind::File);
+        match switchboard::server::start(cfg, SECRET.as_bytes()).await {
+            Ok(r) => break r,
+            Err(e) if e.to_string().contains("in use") && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("the hub starts again: {e}"),
+        }
+    };
+    let tok = switchboard::auth::Keys::new(SECRET.as_bytes()).sign(&switchboard::auth::Claims {
+        sub: "crm".into(),
+        role: Role::Integration,
+        exp: switchboard::auth::unix_now() + 600,
+        name: None,
+        skills: None,
+        queues: None,
+    });
+    let (st, after) = http(running.addr, "GET", "/v1/stats", Some(&tok), None, &[]).await;
+    assert_eq!(st, 200, "{after}");
+    check_schema("StatsReport", &after);
+    for q in ["support", "vip"] {
+        assert_eq!(
+            queue(&before, q)["today"],
+            queue(&after, q)["today"],
+            "queue {q} after the restart"
+        );
+    }
+    let today = &queue(&after, "support")["today"];
+    assert_eq!(
+        (today["offered"].clone(), today["answered"].clone()),
+        (json!(2), json!(1))
+    );
+    assert_eq!(today["abandoned_short"], 1);
+    let a = &agent(&after, "ana")["today"];
+    assert_eq!(a["handled"]["chat"], 1);
+    let b = &agent(&before, "ana")["today"];
+    for k in [
+        "handled",
+        "avg_handle_ms",
+        "offers_missed",
+        "offers_declined",
+    ] {
+        assert_eq!(a[k], b[k], "ana's {k} after the restart");
+    }
+    // Time in status goes on from where it was: at least what it was before.
+    assert!(a["status_ms"]["busy"].as_u64() >= b["status_ms"]["busy"].as_u64());
+    running.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
