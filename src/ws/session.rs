@@ -72,6 +72,10 @@ fn close_code(reason: &str) -> u16 {
 
 /// At most this many queued frames join one write.
 const WRITE_BATCH: usize = 32;
+/// How long a supervisor feed frame waits for the ones behind it (see `write_feed`).
+const FEED_COALESCE: Duration = Duration::from_millis(20);
+/// The most supervisor feed frames in one write.
+const FEED_BATCH: usize = 256;
 
 /// Runs a write with a timeout, without arming a timer when the write completes at
 /// once (the usual case: the socket has room), which saves a timer-wheel insert and
@@ -216,9 +220,10 @@ impl Conn {
         within(*write_timeout, work).await
     }
 
-    /// Writes a supervisor feed frame and those already waiting behind it (at most
-    /// `WRITE_BATCH`) with one flush: at thousands of changes a second, a write and a
-    /// flush per frame per supervisor is most of what supervisors cost the hub.
+    /// Writes a supervisor feed frame and those that arrive within `FEED_COALESCE`
+    /// behind it (at most `FEED_BATCH`) with one flush: at thousands of changes a
+    /// second, a wake-up, a write and a flush per frame per supervisor is most of what
+    /// supervisors cost the hub.
     async fn write_feed(
         &mut self,
         first: Arc<str>,
@@ -228,7 +233,11 @@ impl Conn {
         let mut lagged = false;
         let work = async {
             ws.feed(Message::text(first.as_ref())).await?;
-            for _ in 0..WRITE_BATCH {
+            // Let the changes of the next few milliseconds join this write: under load a
+            // console then costs one wake-up and one write per few dozen changes instead
+            // of one per change, for at most FEED_COALESCE more latency.
+            tokio::time::sleep(FEED_COALESCE).await;
+            for _ in 0..FEED_BATCH {
                 match feed.try_recv() {
                     Ok(text) => ws.feed(Message::text(text.as_ref())).await?,
                     Err(broadcast::error::TryRecvError::Lagged(_)) => {
