@@ -467,6 +467,13 @@ impl Seen {
                         )
                     });
                 conforms(&what, response, &a);
+                // What the hub took, the document must take too.
+                let body = req.body.as_deref().and_then(|b| serde_json::from_slice::<Value>(b).ok());
+                if let (true, Some(body)) = (a.status < 300, body) {
+                    let schema = &deref(&op["requestBody"])["content"]["application/json"]["schema"];
+                    assert!(!schema.is_null(), "{what}: a body the document does not mention");
+                    validate(schema, &body, &format!("{what}: the request"));
+                }
                 self.statuses
                     .entry((req.method.to_owned(), template.to_owned()))
                     .or_default()
