@@ -341,6 +341,21 @@ async fn context_reply(
     }
 }
 
+/// A whole-number query parameter: `default` when absent, `invalid_field` when it is
+/// not a whole number (a typo must not silently become the default).
+fn query_number(
+    query: &HashMap<String, String>,
+    name: &str,
+    default: usize,
+) -> Result<usize, ApiError> {
+    match query.get(name) {
+        None => Ok(default),
+        Some(v) => v
+            .parse()
+            .map_err(|_| HubError::invalid(name, "must be a whole number").into()),
+    }
+}
+
 async fn search_customers(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
@@ -354,10 +369,7 @@ async fn search_customers(
     )?;
     let q = query.get("q").cloned().unwrap_or_default();
     crate::task::check_text("q", &q)?;
-    let limit = query
-        .get("limit")
-        .and_then(|l| l.parse().ok())
-        .unwrap_or(20);
+    let limit = query_number(&query, "limit", 20)?;
     context_reply(
         &hub,
         ContextCommand::Search { query: q, limit },
@@ -452,11 +464,7 @@ async fn customer_journey(
             })?),
             None => None,
         };
-    let limit = query
-        .get("limit")
-        .and_then(|l| l.parse().ok())
-        .unwrap_or(100usize)
-        .clamp(1, 1000);
+    let limit = query_number(&query, "limit", 100)?.clamp(1, 1000);
     let cmd = ContextCommand::Journey {
         customer_id: parse_customer_id(&id)?,
         request_id,

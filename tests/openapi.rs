@@ -468,10 +468,17 @@ impl Seen {
                     });
                 conforms(&what, response, &a);
                 // What the hub took, the document must take too.
-                let body = req.body.as_deref().and_then(|b| serde_json::from_slice::<Value>(b).ok());
+                let body = req
+                    .body
+                    .as_deref()
+                    .and_then(|b| serde_json::from_slice::<Value>(b).ok());
                 if let (true, Some(body)) = (a.status < 300, body) {
-                    let schema = &deref(&op["requestBody"])["content"]["application/json"]["schema"];
-                    assert!(!schema.is_null(), "{what}: a body the document does not mention");
+                    let schema =
+                        &deref(&op["requestBody"])["content"]["application/json"]["schema"];
+                    assert!(
+                        !schema.is_null(),
+                        "{what}: a body the document does not mention"
+                    );
                     validate(schema, &body, &format!("{what}: the request"));
                 }
                 self.statuses
@@ -780,6 +787,11 @@ async fn every_operation_answers_as_documented() {
         .expect(addr, get("/v1/customers?q=joao&limit=5"), 200, None)
         .await;
     assert_eq!(found["customers"][0]["customer_id"], cid.as_str());
+    let typo = get("/v1/customers?q=joao&limit=ten");
+    seen.expect(addr, typo, 400, Some("invalid_field")).await;
+    let journey_typo = get(&format!("/v1/customers/{cid}/journey?limit=-1"));
+    seen.expect(addr, journey_typo, 400, Some("invalid_field"))
+        .await;
     let q = format!("/v1/customers?q={}", "a".repeat(2001));
     seen.expect(addr, get(&q), 400, Some("field_too_long"))
         .await;
