@@ -284,9 +284,9 @@ async fn exchange(addr: SocketAddr, head: &str, body: &[u8]) -> Answer {
                 };
                 let streaming =
                     header("content-type").is_some_and(|t| t.starts_with("text/event-stream"));
-                let len = if status == 101 || status == 304 || streaming {
-                    // A websocket, an empty answer, or an event stream that does not
-                    // end: the head is the answer.
+                // No body, and (RFC 9110) no content-length, after 101, 204 and 304;
+                // an event stream does not end: the head is the answer.
+                let len = if status == 101 || status == 204 || status == 304 || streaming {
                     0
                 } else if header("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
                     // Read to the last chunk, then unchunk.
