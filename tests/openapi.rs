@@ -623,6 +623,12 @@ async fn sweep(hub: &TestHub, seen: &mut Seen) {
             long.target = format!("{}?pad={}", long.target, "x".repeat(9000));
             let a = seen.call(addr, &long).await;
             assert_eq!(a.status, 414, "{method} {path} with a long target");
+            // ... and a body that is not JSON, whatever the method.
+            let text = Req::new(method, fill(path))
+                .raw(b"hello")
+                .header("content-type", "text/plain");
+            let a = seen.call(addr, &text).await;
+            assert_eq!(a.status, 415, "{method} {path} with a text body");
             match roles(op) {
                 None => {
                     let a = seen.call(addr, &base).await;
