@@ -327,6 +327,9 @@ pub struct AgentConfig {
     /// Its display name (default: the id).
     #[serde(default)]
     pub name: Option<String>,
+    /// Its team, for the wallboard's filter (optional; routing ignores it).
+    #[serde(default)]
+    pub team: Option<String>,
     /// Its skills.
     #[serde(default)]
     pub skills: Vec<String>,
@@ -472,6 +475,15 @@ impl Config {
         let a = |id: &str, name: &str, skills: &[&str], queues: &[&str]| AgentConfig {
             id: id.into(),
             name: Some(name.into()),
+            // Two teams, so that the demo's wallboard has something to filter by.
+            team: Some(
+                if queues.contains(&"billing") {
+                    "Back office"
+                } else {
+                    "Front office"
+                }
+                .into(),
+            ),
             skills: skills.iter().map(|s| s.to_string()).collect(),
             queues: queues.iter().map(|s| s.to_string()).collect(),
             capacity: None,
@@ -715,6 +727,9 @@ impl Config {
         let mut agent_ids = HashSet::new();
         for (i, a) in self.agents.iter().enumerate() {
             name(&format!("agents[{i}].id"), &a.id)?;
+            if let Some(team) = &a.team {
+                name(&format!("agents[{i}].team"), team)?;
+            }
             if !agent_ids.insert(a.id.as_str()) {
                 return Err(invalid(
                     format!("agents[{i}].id"),
@@ -804,6 +819,7 @@ impl Config {
                 Arc::new(Profile {
                     id: AgentId::from(a.id.as_str()),
                     name: a.name.clone().unwrap_or_else(|| a.id.clone()),
+                    team: a.team.clone(),
                     skills: a
                         .skills
                         .iter()
@@ -945,6 +961,10 @@ id = "support"
             (
                 "[[queues]]\nid = \"a\"\n[[agents]]\nid = \"x\"\nqueues = [\"a\"]\nskill_levels = { en = 11 }\n",
                 "agents[0].skill_levels.en",
+            ),
+            (
+                "[[queues]]\nid = \"a\"\n[[agents]]\nid = \"x\"\nqueues = [\"a\"]\nteam = \" \"\n",
+                "agents[0].team",
             ),
             (
                 "[routing]\nreoffer_after_secs = -1\n[[queues]]\nid = \"a\"\n",
