@@ -2056,7 +2056,6 @@ impl Book {
         AgentView {
             agent_id: e.profile.id.clone(),
             name: e.profile.name.clone(),
-            team: e.profile.team.clone(),
             status: s.status(),
             reason: s.reason().map(str::to_owned),
             pending_not_ready: s.pending_not_ready.clone(),
@@ -2102,6 +2101,7 @@ impl Book {
         AgentSummary {
             agent_id: e.profile.id.clone(),
             name: e.profile.name.clone(),
+            team: e.profile.team.clone(),
             status: s.status(),
             reason: s.reason().map(str::to_owned),
             pending_not_ready: s.pending_not_ready.clone(),

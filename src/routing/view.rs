@@ -44,9 +44,6 @@ pub struct AgentView {
     pub agent_id: AgentId,
     /// Its display name.
     pub name: String,
-    /// Its team, when configured.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub team: Option<String>,
     /// What it shows.
     pub status: Status,
     /// The Not Ready reason, if Not Ready.
@@ -77,6 +74,9 @@ pub struct AgentSummary {
     pub agent_id: AgentId,
     /// Its display name.
     pub name: String,
+    /// Its team, when configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
     /// What it shows.
     pub status: Status,
     /// The Not Ready reason, if Not Ready.
