@@ -7,11 +7,12 @@ use crate::context::ContextCommand;
 use crate::context::record::{Actor, CustomerFields};
 use crate::error::{ErrorCode, HubError};
 use crate::hub::Hub;
-use crate::ids::TaskId;
+use crate::ids::{AgentId, QueueId, TaskId};
 use crate::ids::{CustomerId, RequestId};
 use crate::protocol::ErrorBody;
 use crate::routing::Command;
 use crate::state::Reply;
+use crate::stats::report::StatsQuery;
 use crate::task::NewTask;
 use crate::ws;
 use axum::body::Bytes;
@@ -22,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 /// An error answered over HTTP: `{"error": {"code", "message", ...}}`.
@@ -60,6 +61,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/v1/tasks/{id}/cancel", post(cancel_task))
         .route("/v1/tasks/{id}/transfer", post(transfer_task))
         .route("/v1/snapshot", get(snapshot))
+        .route("/v1/stats", get(stats))
         .route("/v1/customers", get(search_customers).post(create_customer))
         .route(
             "/v1/customers/{id}",
@@ -282,6 +284,59 @@ async fn snapshot(
     Ok(Json(s).into_response())
 }
 
+/// The most ids one `?queue=` or `?agent=` filter may list.
+const MAX_FILTER_IDS: usize = 200;
+
+/// A comma-separated list of ids, each checked like a name.
+fn id_list(key: &str, v: &str) -> Result<BTreeSet<String>, ApiError> {
+    let ids: Vec<&str> = v.split(',').map(str::trim).collect();
+    if ids.len() > MAX_FILTER_IDS {
+        return Err(ApiError::new(
+            ErrorCode::InvalidField,
+            format!("{key}: at most {MAX_FILTER_IDS} ids"),
+        ));
+    }
+    if ids.iter().any(|i| i.is_empty()) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidField,
+            format!("{key}: a comma-separated list of ids, none empty"),
+        ));
+    }
+    Ok(ids.into_iter().map(str::to_owned).collect())
+}
+
+async fn stats(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    caller(
+        &hub,
+        &headers,
+        &query,
+        &[Role::Integration, Role::Supervisor],
+    )?;
+    let mut q = StatsQuery::default();
+    if let Some(v) = query.get("queue") {
+        q.queues = Some(
+            id_list("queue", v)?
+                .into_iter()
+                .map(|s| QueueId::from(s.as_str()))
+                .collect(),
+        );
+    }
+    if let Some(v) = query.get("agent") {
+        q.agents = Some(
+            id_list("agent", v)?
+                .into_iter()
+                .map(|s| AgentId::from(s.as_str()))
+                .collect(),
+        );
+    }
+    let report = hub.stats_report(&q)?;
+    Ok(Json(report).into_response())
+}
+
 fn parse_customer_id(id: &str) -> Result<CustomerId, ApiError> {
     uuid::Uuid::parse_str(id)
         .map(CustomerId)
@@ -448,6 +503,7 @@ async fn readyz(State(hub): State<Arc<Hub>>) -> Result<&'static str, ApiError> {
 async fn metrics(State(hub): State<Arc<Hub>>) -> Result<Response, ApiError> {
     let snap = hub.store().snapshot(hub.clock.now()).await?;
     let mut text = hub.metrics.render(&snap, hub.connections());
+    hub.render_stats_metrics(&mut text);
     hub.store().render_metrics(&mut text);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }

@@ -17,12 +17,13 @@ use crate::metrics::Metrics;
 use crate::protocol::ServerMessage;
 use crate::routing::{AgentNotice, CloseReason, Command, Profile};
 use crate::state::{Notice, Outcome, Reply};
+use crate::stats::report::{StatsQuery, StatsReport};
 use crate::store::Store;
 use crate::ws::queue::SendQueue;
 use axum::extract::ws::Utf8Bytes;
 use dashmap::DashMap;
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, broadcast, watch};
@@ -76,6 +77,9 @@ pub struct Hub {
     supervisors: broadcast::Sender<Arc<str>>,
     timer_wake: Notify,
     dirty_queues: Mutex<BTreeSet<QueueId>>,
+    /// Set by every decision that changed something: the statistics loop pushes a new
+    /// report only then (or when a minute passes, as the rolling windows move).
+    stats_dirty: AtomicBool,
     connections: AtomicUsize,
     draining: watch::Sender<bool>,
 }
@@ -106,6 +110,7 @@ impl Hub {
             supervisors,
             timer_wake: Notify::new(),
             dirty_queues: Mutex::new(BTreeSet::new()),
+            stats_dirty: AtomicBool::new(true),
             connections: AtomicUsize::new(0),
             draining,
         });
@@ -147,6 +152,9 @@ impl Hub {
         self.metrics.record(&o.stats);
         if o.earliest_timer.is_some() {
             self.timer_wake.notify_one();
+        }
+        if !o.queues.is_empty() || !o.notices.is_empty() {
+            self.stats_dirty.store(true, Ordering::Relaxed);
         }
         if !o.queues.is_empty() {
             let mut d = self.dirty_queues.lock().unwrap_or_else(|p| p.into_inner());
@@ -406,6 +414,55 @@ impl Hub {
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot read queue numbers"),
+            }
+        }
+    }
+}
+
+impl Hub {
+    /// The statistics report at this instant, from this node's replica.
+    pub fn stats_report(&self, q: &StatsQuery) -> Result<StatsReport, HubError> {
+        let now = self.clock.now();
+        let mut out = None;
+        self.store
+            .read_state(&mut |s| out = Some(s.stats.report(&s.book, q, now)));
+        out.unwrap_or_else(|| Err(HubError::StoreUnavailable("no state to read".into())))
+    }
+
+    /// The statistics' Prometheus metrics, appended to `out`.
+    pub fn render_stats_metrics(&self, out: &mut String) {
+        self.store
+            .read_state(&mut |s| crate::stats::prometheus::render(&s.stats, &s.book, out));
+    }
+
+    /// Pushes supervisors the statistics, at most every `every` and only when a decision
+    /// changed something or a minute began (the rolling windows move): one report per
+    /// tick, encoded once and shared by every supervisor.
+    pub async fn run_stats_updates(self: Arc<Self>, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut drain = self.drain_signal();
+        let mut last_minute = 0;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = drain.changed() => return,
+            }
+            if self.supervisors.receiver_count() == 0 {
+                continue;
+            }
+            let minute = self.clock.now().0 / 60_000_000;
+            let changed = self.stats_dirty.swap(false, Ordering::Relaxed);
+            if !changed && minute == last_minute {
+                continue;
+            }
+            last_minute = minute;
+            match self.stats_report(&StatsQuery::default()) {
+                Ok(report) => {
+                    let text = ServerMessage::Stats { stats: &report }.to_text();
+                    let _ = self.supervisors.send(text.into());
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot build the statistics"),
             }
         }
     }

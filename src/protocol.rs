@@ -13,6 +13,7 @@ use crate::context::{ContextReply, CustomerSummary, CustomerView, Lists, RecordC
 use crate::error::{ErrorCode, HubError, OfferEnd};
 use crate::ids::{ActivityId, CustomerId, OfferId, RequestId, TaskId};
 use crate::routing::{AgentSummary, AgentView, OfferView, QueueStats, Snapshot};
+use crate::stats::report::StatsReport;
 use crate::task::Task;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -578,6 +579,17 @@ impl ErrorBody {
     }
 }
 
+/// A supervisor's `snapshot` frame: the board (agents and queues) and the statistics.
+#[derive(Clone, Debug, Serialize)]
+pub struct SupervisorSnapshot<'a> {
+    /// Agents and queues.
+    #[serde(flatten)]
+    pub board: &'a Snapshot,
+    /// The statistics report, when the store could build one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stats: Option<&'a StatsReport>,
+}
+
 /// A frame the hub sends.
 #[derive(Clone, Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -657,8 +669,15 @@ pub enum ServerMessage<'a> {
         /// How it ended.
         result: crate::routing::TransferResult,
     },
-    /// Supervisor: the whole picture.
-    Snapshot(&'a Snapshot),
+    /// Supervisor: the whole picture (the first frame, and the catch-up of one that fell
+    /// behind), with the statistics.
+    Snapshot(SupervisorSnapshot<'a>),
+    /// Supervisor: the statistics, when something changed (at most every
+    /// `server.stats_update_ms`).
+    Stats {
+        /// The report, as `GET /v1/stats` answers it.
+        stats: &'a StatsReport,
+    },
     /// Supervisor: one agent's line changed.
     AgentChanged {
         /// The new line.

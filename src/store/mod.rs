@@ -54,6 +54,9 @@ pub trait Store: Send + Sync + 'static {
     async fn queue_stats(&self, queues: &[QueueId], now: Ts) -> Result<Vec<QueueStats>, HubError>;
     /// Whether the backend answers.
     async fn ping(&self) -> Result<(), HubError>;
+    /// Reads this node's copy of the state (the statistics report and metrics are
+    /// built from it), under the store's lock: `f` must be quick and must not block.
+    fn read_state(&self, f: &mut dyn FnMut(&crate::state::State));
     /// Answers a read-only context command (see [`ContextCommand::is_read_only`]) from
     /// what this node holds, without making it a decision.
     async fn context_read(&self, cmd: ContextCommand, now: Ts) -> Result<Outcome, HubError> {

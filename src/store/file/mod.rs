@@ -723,6 +723,10 @@ impl Store for FileStore {
             .collect())
     }
 
+    fn read_state(&self, f: &mut dyn FnMut(&crate::state::State)) {
+        f(&self.shared.replica().state);
+    }
+
     async fn ping(&self) -> Result<(), HubError> {
         match self.shared.failure() {
             Some(why) => Err(unavailable(why)),

@@ -571,6 +571,10 @@ impl Store for RedisStore {
             .collect())
     }
 
+    fn read_state(&self, f: &mut dyn FnMut(&crate::state::State)) {
+        f(&self.shared.replica().state);
+    }
+
     async fn ping(&self) -> Result<(), HubError> {
         // Ready means both: Redis answers, and this node is following the log (a replica
         // that cannot read the log would answer with stale state).
