@@ -1,8 +1,8 @@
 // The wallboard, in Chromium against a hub this test starts: a supervisor watches the
 // queues while an integration creates tasks (HTTP) and agents work them (websockets the
-// test drives); the tiles and rows show the expected numbers; filters, sorting with the
-// keyboard, forcing Not Ready and logging out from the wallboard, TV mode, a language,
-// and no serious accessibility violations (axe-core).
+// test drives); the tiles and rows show the expected numbers, the day's statistics and
+// charts; filters, sorting with the keyboard, forcing Not Ready and logging out from the
+// wallboard, TV mode, a language, and no serious accessibility violations (axe-core).
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { agentSocket, axe, integration, launch, openPage, shot, startHub, token } from "./harness.mjs";
@@ -26,6 +26,12 @@ id = "sales"
 name = "Sales"
 channels = ["chat", "voice"]
 
+[[queues]]
+id = "callback"
+name = "Callback"
+channels = ["chat"]
+offer_timeout_secs = 1
+
 [[agents]]
 id = "alice"
 name = "Alice Moreau"
@@ -41,7 +47,7 @@ queues = ["support", "sales"]
 [[agents]]
 id = "sam"
 name = "Sam Lee"
-queues = ["sales"]
+queues = ["callback"]
 `;
 
 let hub;
@@ -106,7 +112,7 @@ test("a supervisor watches the queues while tasks arrive and agents work them; f
   // Sales: João goes on a break, nobody else is Ready there; two chats wait, the oldest ticks.
   await joao.request({ type: "set_state", state: "not_ready", reason: "break" });
   await row(page, "joao").filter({ hasText: "Break" }).waitFor();
-  await crm.createTask({ channel: "chat", queue: "sales", customer: { chat_handle: "w1" } });
+  const waitingChat = await crm.createTask({ channel: "chat", queue: "sales", customer: { chat_handle: "w1" } });
   await crm.createTask({ channel: "voice", queue: "sales", customer: { phone: "+351210000001" } });
   const sales = tile(page, "sales");
   await sales.getByTestId("waiting").filter({ hasText: /^2$/ }).waitFor();
@@ -130,6 +136,30 @@ test("a supervisor watches the queues while tasks arrive and agents work them; f
   assert.equal(await task.locator(".chip").getAttribute("title"), chat.task_id);
   await tile(page, "support").getByTestId("count-busy").filter({ hasText: /^1$/ }).waitFor();
   await tile(page, "support").getByTestId("waiting").filter({ hasText: /^0$/ }).waitFor();
+
+  // The day's statistics: Support answered its chat at once (within 20 s): 100 %, on target.
+  const support = tile(page, "support");
+  await support.getByTestId("count-offered").filter({ hasText: /^1$/ }).waitFor();
+  await support.getByTestId("count-answered").filter({ hasText: /^1$/ }).waitFor();
+  await support.getByTestId("service-level").filter({ hasText: /^100%/ }).waitFor();
+  assert.match(await support.getAttribute("class"), /\bsl-ok\b/);
+  await sales.getByTestId("count-offered").filter({ hasText: /^2$/ }).waitFor();
+  await sales.getByTestId("count-answered").filter({ hasText: /^0$/ }).waitFor();
+
+  // Sam misses an offer (Callback rings for 1 s): Not Ready (Missed offer), one missed today.
+  const sam = await agentSocket(browser, hub, token("sam", "agent"));
+  await sam.request({ type: "set_state", state: "ready" });
+  await crm.createTask({ channel: "chat", queue: "callback", customer: { chat_handle: "w3" } });
+  await sam.next((f) => f.type === "offer_ended" && f.reason === "expired", "Sam's offer expiring");
+  await row(page, "sam").filter({ hasText: "Missed offer" }).waitFor();
+  await row(page, "sam").locator(".col-missed").filter({ hasText: /^1$/ }).waitFor();
+  assert.equal(await row(page, "alice").locator(".col-missed").textContent(), "0");
+  await tile(page, "callback").getByTestId("waiting").filter({ hasText: /^1$/ }).waitFor();
+
+  // The charts: Sales had two waiting in this quarter hour; Support's service level point.
+  await page.locator('figure[data-queue="sales"] svg.waiting rect[data-waiting="2"]').waitFor();
+  await page.locator('figure[data-queue="support"] svg.sl circle.dot.ok').waitFor();
+  assert.match(await page.locator('figure[data-queue="support"] svg.sl').getAttribute("aria-label"), /^Service level in Support .* latest 100%$/);
   await shot(page, "wallboard-01-floor");
 
   // Filters: by team, then by queue (rows and tiles).
@@ -140,9 +170,10 @@ test("a supervisor watches the queues while tasks arrive and agents work them; f
   await page.waitForFunction(() => document.querySelector("table.agents tbody tr th")?.textContent === "Sam Lee");
   await page.getByTestId("filter-team").selectOption({ label: "All teams" });
   await page.getByTestId("filter-queue").selectOption({ label: "Sales" });
-  await page.waitForFunction(() => document.querySelectorAll("table.agents tbody tr").length === 2);
-  assert.deepEqual((await names(page)).sort(), ["João Araújo", "Sam Lee"]);
+  await page.waitForFunction(() => document.querySelectorAll("table.agents tbody tr").length === 1);
+  assert.deepEqual(await names(page), ["João Araújo"]);
   assert.equal(await page.locator("section.tile").count(), 1);
+  assert.equal(await page.locator("figure.chart-card").count(), 1);
   assert.match(page.url(), /queue=sales/);
   await page.getByTestId("filter-queue").selectOption({ label: "All queues" });
   await page.waitForFunction(() => document.querySelectorAll("table.agents tbody tr").length === 3);
@@ -184,12 +215,17 @@ test("a supervisor watches the queues while tasks arrive and agents work them; f
   await noSeriousA11y(page, "wallboard after actions");
   await shot(page, "wallboard-02-actions");
 
+  // A caller gives up: one abandon in Sales, one fewer waiting.
+  await crm.cancelTask(waitingChat.task_id);
+  await sales.getByTestId("count-abandoned").filter({ hasText: /^1$/ }).waitFor();
+  await sales.getByTestId("waiting").filter({ hasText: /^1$/ }).waitFor();
+
   // TV mode: large type, no controls; Escape leaves it.
   await page.getByTestId("tv-toggle").click();
   await page.locator("body.tv").waitFor();
   assert.match(page.url(), /tv=1/);
   assert.equal(await page.locator("main select, main button, main input").count(), 0, "no controls in TV mode");
-  await tile(page, "sales").getByTestId("waiting").filter({ hasText: /^2$/ }).waitFor();
+  await tile(page, "sales").getByTestId("waiting").filter({ hasText: /^1$/ }).waitFor();
   await noSeriousA11y(page, "TV mode");
   await shot(page, "wallboard-03-tv");
   await page.keyboard.press("Escape");
@@ -215,6 +251,7 @@ test("a supervisor watches the queues while tasks arrive and agents work them; f
 
   await alice.close();
   await joao.close();
+  await sam.close();
   assert.deepEqual(problems, []);
   await context.close();
 });

@@ -35,17 +35,17 @@ import type {
   ServerRecordChanged,
   ServerSnapshot,
   ServerState,
+  ServerStats,
   ServerTaskCancelled,
   ServerTaskTransferred,
   ServerTransferEnded,
   ServerWelcome,
   QueueStats,
   Snapshot,
+  StatsReport,
 } from "./protocol.js";
-import type { ServerStats, StatsReport } from "./stats.js";
 
 export * from "./protocol.js";
-export * from "./stats.js";
 
 /** The websocket subprotocol of this protocol version. */
 export const PROTOCOL = "switchboard.v1";
@@ -758,16 +758,6 @@ export class SwitchboardClient<R extends Role = "agent"> {
     // dropped rather than allowed to break the connection's state machine.
     if (!fits(f)) return;
     this.emit("frame", f);
-    if ((f.type as string) === "stats") {
-      const stats = (f as unknown as ServerStats).stats;
-      this.emit("stats", f as unknown as ServerStats);
-      this.statsClock(stats);
-      if (this._board) {
-        this._board.stats = stats;
-        this.emit("board", this._board);
-      }
-      return;
-    }
     switch (f.type) {
       case "welcome":
         if (this.role === "agent") this.onWelcome(f);
@@ -830,6 +820,14 @@ export class SwitchboardClient<R extends Role = "agent"> {
         }
         break;
       }
+      case "stats":
+        this.emit("stats", f);
+        this.statsClock(f.stats);
+        if (this._board) {
+          this._board.stats = f.stats;
+          this.emit("board", this._board);
+        }
+        break;
       case "record_changed":
         this.emit("record_changed", f);
         break;
@@ -875,14 +873,13 @@ export class SwitchboardClient<R extends Role = "agent"> {
    * carries no `server_time`) and, roughly, by the statistics' `generated_at`.
    */
   private onSnapshot(f: ServerSnapshot): void {
-    const snap = f as ServerSnapshot & { stats?: StatsReport };
     const opening = this._state.kind === "connecting" && this.role === "supervisor";
     if (opening) {
       this.clearConnectTimer();
       this.attempt = 0;
       this.samples = [];
     }
-    const stats = isObject(snap.stats) ? snap.stats : null;
+    const stats = isObject(f.stats) ? f.stats : null;
     if (stats) this.statsClock(stats);
     const now = this.serverNow();
     this._board = {
@@ -906,7 +903,7 @@ export class SwitchboardClient<R extends Role = "agent"> {
    */
   private statsClock(stats: StatsReport): void {
     if (this.samples.length > 0) return;
-    const at = Date.parse((stats as { generated_at?: string }).generated_at ?? "");
+    const at = Date.parse(stats.generated_at);
     if (Number.isNaN(at)) return;
     this.offset = at - this.now();
     this.clockMeasured = true;

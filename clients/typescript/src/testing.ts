@@ -29,10 +29,12 @@ import type {
   ServerSnapshot,
   ServerWelcome,
   QueueStats,
+  StatsQueue,
+  StatsReport,
+  StatsWindow,
   Task,
 } from "./protocol.js";
 import type { ClientEnvironment, WebSocketLike } from "./index.js";
-import type { QueueStatistics, StatsReport, StatsWindow } from "./stats.js";
 
 /** The close code the hub sends after each goodbye (protocol/README.md, "Close codes and goodbye"). */
 export const GOODBYE_CLOSE_CODES: Readonly<Record<GoodbyeReason, number>> = {
@@ -60,7 +62,7 @@ export interface FakeHubOptions {
   /** Send a welcome after opening (default true); a function returns the fields to change in it. */
   welcome?: boolean | ((socket: FakeSocket) => Partial<ServerWelcome>);
   /** For a supervisor's socket (its token's role), send a snapshot after opening instead (default true); a function returns its fields. */
-  snapshot?: boolean | ((socket: FakeSocket) => Partial<ServerSnapshot> & { stats?: StatsReport });
+  snapshot?: boolean | ((socket: FakeSocket) => Partial<ServerSnapshot>);
   /** Answer `ping` with the hub's clock (default true). */
   answerPings?: boolean;
   /** The hub's clock (ms since the epoch) for `server_time`; default `Date.now`. */
@@ -167,7 +169,7 @@ export class FakeSocket implements WebSocketLike {
   }
 
   /** Send a supervisor's snapshot: `makeSnapshot(fields)`. */
-  snapshot(fields: Partial<ServerSnapshot> & { stats?: StatsReport } = {}): ServerSnapshot {
+  snapshot(fields: Partial<ServerSnapshot> = {}): ServerSnapshot {
     const frame = { type: "snapshot", ...makeSnapshot(fields) } as ServerSnapshot;
     this.push(frame);
     return frame;
@@ -433,7 +435,7 @@ export function makeQueueStats(fields: Partial<QueueStats> = {}): QueueStats {
 }
 
 /** A snapshot's body: one agent (`makeAgentSummary()`) and one queue (`makeQueueStats()`) unless `fields` say otherwise. */
-export function makeSnapshot(fields: Partial<ServerSnapshot> & { stats?: StatsReport } = {}): Omit<ServerSnapshot, "type"> & { stats?: StatsReport } {
+export function makeSnapshot(fields: Partial<ServerSnapshot> = {}): Omit<ServerSnapshot, "type"> {
   const { type: _type, ...rest } = { type: "snapshot", ...fields };
   void _type;
   return { agents: [makeAgentSummary()], queues: [makeQueueStats()], ...rest };
@@ -442,6 +444,7 @@ export function makeSnapshot(fields: Partial<ServerSnapshot> & { stats?: StatsRe
 /** A window of statistics with nothing counted yet, with `fields` changed. */
 export function makeStatsWindow(fields: Partial<StatsWindow> = {}): StatsWindow {
   return {
+    window_start: new Date(0).toISOString(),
     offered: 0,
     answered: 0,
     abandoned: 0,
@@ -464,9 +467,10 @@ export function makeStatsWindow(fields: Partial<StatsWindow> = {}): StatsWindow 
 }
 
 /** One queue's statistics (`support`, nothing waiting, no series), with `fields` changed. */
-export function makeQueueStatistics(fields: Partial<QueueStatistics> = {}): QueueStatistics {
+export function makeStatsQueue(fields: Partial<StatsQueue> = {}): StatsQueue {
   return {
     queue_id: "support",
+    name: "Support",
     now: {
       waiting: 0,
       waiting_by_channel: { voice: 0, chat: 0, email: 0 },
@@ -485,7 +489,7 @@ export function makeQueueStatistics(fields: Partial<QueueStatistics> = {}): Queu
   };
 }
 
-/** Statistics as `GET /v1/stats` answers them: one queue (`makeQueueStatistics()`), no agents, unless `fields` say otherwise. */
+/** Statistics as `GET /v1/stats` answers them: one queue (`makeStatsQueue()`), no agents, unless `fields` say otherwise. */
 export function makeStats(fields: Partial<StatsReport> = {}, opts: { now?: number } = {}): StatsReport {
   const now = opts.now ?? Date.now();
   const day = new Date(now);
@@ -494,7 +498,8 @@ export function makeStats(fields: Partial<StatsReport> = {}, opts: { now?: numbe
     generated_at: new Date(now).toISOString(),
     timezone: "UTC",
     day_start: day.toISOString(),
-    queues: [makeQueueStatistics()],
+    day_end: new Date(day.getTime() + 86_400_000).toISOString(),
+    queues: [makeStatsQueue()],
     agents: [],
     ...fields,
   };

@@ -11,7 +11,7 @@ import {
   makeAgentSummary,
   makeAgentView,
   makeQueueStats,
-  makeQueueStatistics,
+  makeStatsQueue,
   makeStats,
   makeToken,
 } from "../dist/testing.js";
@@ -38,7 +38,7 @@ function setup(opts = {}, hubOpts = {}) {
 }
 
 test("a supervisor's connection opens on the snapshot, which fills the board", async () => {
-  const stats = makeStats({ queues: [makeQueueStatistics({ queue_id: "sales" })] });
+  const stats = makeStats({ queues: [makeStatsQueue({ queue_id: "sales" })] });
   const { hub, client } = setup(
     {},
     {
@@ -92,7 +92,7 @@ test("agent_changed follows the version rule; queue_changed and stats replace; e
 
   sock.push({ type: "queue_changed", queue: makeQueueStats({ waiting: 7, longest_wait_ms: 1200 }) });
   await nextEvent(client, "board", (b) => b.queues.get("support").waiting === 7);
-  const stats = makeStats({ queues: [makeQueueStatistics({ today: { ...makeQueueStatistics().today, offered: 9 } })] });
+  const stats = makeStats({ queues: [makeStatsQueue({ today: { ...makeStatsQueue().today, offered: 9 } })] });
   const ev = nextEvent(client, "stats");
   sock.push({ type: "stats", stats });
   assert.equal((await ev).stats.queues[0].today.offered, 9);

@@ -10,10 +10,10 @@ import {
 import { fill, h, uid } from "../desktop/dom.ts";
 import { fmtNumber, t, tCode } from "../desktop/i18n.ts";
 import { languageSwitch } from "../desktop/signin.ts";
-import { serviceLevelChart, waitingChart } from "./charts.ts";
+import { serviceLevelChart, waitingChart, type Day } from "./charts.ts";
 import { w } from "./i18n.ts";
 import {
-  ALL, NO_TEAM, SERVICE_LEVEL_TARGET, clock, rows, teams, tiles,
+  ALL, NO_TEAM, clock, parseTarget, rows, teams, tiles,
   type Filters, type Row, type SortKey, type Tile,
 } from "./model.ts";
 
@@ -40,6 +40,7 @@ export function startWallboard(root: HTMLElement, token: string, signOut: (messa
   const client = new SwitchboardClient({ url: `${scheme}://${location.host}/v1/ws`, token, role: "supervisor" });
   const params = new URLSearchParams(location.search);
   let tv = params.get("tv") === "1";
+  const target = parseTarget(params.get("target"));
   let config: DesktopConfig = { not_ready_reasons: [], queues: [] };
   let conn: ConnectionState<"supervisor"> = client.state;
   const filters: Filters = { queue: params.get("queue") ?? ALL, team: params.get("team") ?? ALL };
@@ -169,6 +170,7 @@ export function startWallboard(root: HTMLElement, token: string, signOut: (messa
             onchange: (e: Event) => {
               filters.queue = (e.target as HTMLSelectElement).value;
               keepInUrl();
+              chartsFor = null;
               renderBoard();
             },
           },
@@ -188,6 +190,7 @@ export function startWallboard(root: HTMLElement, token: string, signOut: (messa
             onchange: (e: Event) => {
               filters.team = (e.target as HTMLSelectElement).value;
               keepInUrl();
+              chartsFor = null;
               renderBoard();
             },
           },
@@ -239,7 +242,7 @@ export function startWallboard(root: HTMLElement, token: string, signOut: (messa
       fill(tileBox, h("p", { class: "empty" }, t(`conn_${conn.kind}` as "conn_open")));
       return;
     }
-    renderTiles(tiles(board, filters));
+    renderTiles(tiles(board, filters, target));
     renderTable(rows(board, filters, sort));
     renderCharts(board);
     tick();
@@ -277,7 +280,7 @@ export function startWallboard(root: HTMLElement, token: string, signOut: (messa
           h(
             "p",
             { class: "target" },
-            w("slTarget", { pct: pct(SERVICE_LEVEL_TARGET), s: fmtNumber(Math.round((q.thresholdMs ?? 20000) / 1000)) }),
+            w("slTarget", { pct: pct(target), s: fmtNumber(Math.round((q.thresholdMs ?? 20000) / 1000)) }),
           ),
           h(
             "dl",
@@ -527,12 +530,18 @@ export function startWallboard(root: HTMLElement, token: string, signOut: (messa
       return;
     }
     const tz = stats.timezone;
-    const fmtHour = (iso: string) => {
-      try {
-        return new Intl.DateTimeFormat(document.documentElement.lang || "en", { hour: "2-digit", minute: "2-digit", timeZone: tz }).format(new Date(iso));
-      } catch {
-        return iso.slice(11, 16);
-      }
+    const start = Date.parse(stats.day_start);
+    const end = Date.parse(stats.day_end);
+    const day: Day = {
+      start,
+      buckets: Number.isFinite(end - start) && end > start ? Math.round((end - start) / 900_000) : 96,
+      hour: (ms) => {
+        try {
+          return new Intl.DateTimeFormat(document.documentElement.lang || "en", { hour: "2-digit", minute: "2-digit", timeZone: tz }).format(new Date(ms));
+        } catch {
+          return new Date(ms).toISOString().slice(11, 16);
+        }
+      },
     };
     const shown = stats.queues
       .filter((q) => filters.queue === ALL || q.queue_id === filters.queue)
@@ -550,12 +559,12 @@ export function startWallboard(root: HTMLElement, token: string, signOut: (messa
             "figure",
             { class: "card chart-card", "data-queue": q.queue_id },
             h("figcaption", null, name),
-            waitingChart(q.series, w("chartWaiting", { queue: name, n: fmtNumber(Math.max(0, ...q.series.map((b) => b.waiting))) }), fmtHour),
+            waitingChart(q.series, w("chartWaiting", { queue: name, n: fmtNumber(Math.max(0, ...q.series.map((b) => b.waiting))) }), day),
             serviceLevelChart(
               q.series,
-              SERVICE_LEVEL_TARGET,
-              w("chartSl", { queue: name, target: pct(SERVICE_LEVEL_TARGET), last: last?.service_level != null ? pct(last.service_level) : "—" }),
-              fmtHour,
+              target,
+              w("chartSl", { queue: name, target: pct(target), last: last?.service_level != null ? pct(last.service_level) : "—" }),
+              day,
             ),
           );
         }),
