@@ -63,7 +63,8 @@ const STATUS_ORDER: Record<Status, number> = { reserved: 0, busy: 1, wrap_up: 2,
 export function serviceLevelClass(sl: number | null, target = SERVICE_LEVEL_TARGET): Level {
   if (sl === null || Number.isNaN(sl)) return "none";
   if (sl >= target) return "ok";
-  if (sl >= target - SERVICE_LEVEL_MARGIN) return "warn";
+  // 0.8 - 0.1 is 0.7000000000000001 in floating point: compare with a hair's tolerance.
+  if (sl >= target - SERVICE_LEVEL_MARGIN - 1e-9) return "warn";
   return "bad";
 }
 
