@@ -222,8 +222,9 @@ test("a supervisor watches the queues while tasks arrive and agents work them; f
 
   // TV mode: large type, no controls; Escape leaves it.
   await page.getByTestId("tv-toggle").click();
-  await page.locator("body.tv").waitFor();
+  await page.locator("html.tv").waitFor();
   assert.match(page.url(), /tv=1/);
+  assert.ok(parseFloat(await page.evaluate(() => getComputedStyle(document.documentElement).fontSize)) >= 20, "large type");
   assert.equal(await page.locator("main select, main button, main input").count(), 0, "no controls in TV mode");
   await tile(page, "sales").getByTestId("waiting").filter({ hasText: /^1$/ }).waitFor();
   await noSeriousA11y(page, "TV mode");
@@ -243,7 +244,7 @@ test("a supervisor watches the queues while tasks arrive and agents work them; f
   const wall = await openPage(browser, hub, { path: "/wallboard?tv=1&queue=support" });
   const tvPage = wall.page;
   await signInWallboard(tvPage, token("lead", "supervisor"));
-  await tvPage.locator("body.tv").waitFor();
+  await tvPage.locator("html.tv").waitFor();
   await tile(tvPage, "support").waitFor();
   assert.equal(await tvPage.locator("section.tile").count(), 1);
   assert.deepEqual(wall.problems, []);

@@ -62,7 +62,7 @@ export function startWallboard(root: HTMLElement, token: string, signOut: (messa
   const announcer = h("div", { class: "sr-only", role: "status", "aria-live": "polite" });
 
   function layout() {
-    document.body.classList.toggle("tv", tv);
+    document.documentElement.classList.toggle("tv", tv);
     // Headings, rows and controls are rebuilt in the new language or mode.
     views.clear();
     order = [];
@@ -131,7 +131,7 @@ export function startWallboard(root: HTMLElement, token: string, signOut: (messa
       tv
         ? null
         : [
-            h("button", { type: "button", "data-testid": "tv-toggle", "aria-pressed": "false", onclick: () => setTv(true) }, w("tvMode")),
+            h("button", { type: "button", "data-testid": "tv-toggle", onclick: () => setTv(true) }, w("tvMode")),
             languageSwitch(() => layout()),
             h(
               "button",
@@ -590,15 +590,18 @@ export function startWallboard(root: HTMLElement, token: string, signOut: (messa
   const ticker = setInterval(tick, 1000);
 
   // TV mode entered with the toggle leaves with Escape (a wall display opened with ?tv=1 has no keyboard to speak of).
-  document.addEventListener("keydown", (e) => {
+  const onKey = (e: KeyboardEvent) => {
     if (e.key === "Escape" && tv) setTv(false);
-  });
+  };
+  document.addEventListener("keydown", onKey);
 
   // --- the hub's events
   client.on("connection", (s) => {
     conn = s;
     if (s.kind === "closed") {
+      // This wallboard is over (signed out, or a refused token): nothing of it may draw again.
       clearInterval(ticker);
+      document.removeEventListener("keydown", onKey);
       const reason = s.reason;
       if (reason === "token_expired" || reason === "unauthorized" || reason === "forbidden") {
         signOut(w("tokenRejected", { reason }));

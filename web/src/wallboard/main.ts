@@ -56,7 +56,7 @@ function showSignIn(root: HTMLElement, message: string | undefined, done: (token
 function boot(message?: string): void {
   const root = document.getElementById("app");
   if (!root) return;
-  document.body.classList.remove("tv");
+  document.documentElement.classList.remove("tv");
   const token = sessionStorage.getItem(TOKEN_KEY);
   if (token) {
     startWallboard(root, token, signOut);
