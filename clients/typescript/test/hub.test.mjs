@@ -6,7 +6,7 @@ import { test, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import WebSocket from "ws";
-import { SwitchboardClient, HubError } from "../dist/index.js";
+import { SwitchboardClient, HubError, fetchStats } from "../dist/index.js";
 import { QUEUES, agentToken, mint, startHub, startProxy } from "./hub.mjs";
 import { stateWhere, kind, nextEvent, within } from "./helpers.mjs";
 
@@ -419,4 +419,17 @@ test("a supervisor's client against the hub: snapshot, live lines, Not Ready wit
   await stateWhere(agent, kind("closed"), "agent closed");
   assert.equal(agent.state.reason, "logged_out_by_supervisor");
   await nextEvent(sup, "board", (b) => b.agents.get(id)?.status === "offline");
+});
+
+test("fetchStats: GET /v1/stats for a supervisor, filtered by queue; an agent's token is refused", async () => {
+  const f = fresh();
+  await hub.createTask({ queue: f.queue });
+  const all = await fetchStats(hub.http, mint({ sub: "lead", role: "supervisor" }));
+  assert.ok(all.queues.some((q) => q.queue_id === f.queue));
+  const one = await fetchStats(hub.http, mint({ sub: "crm", role: "integration" }), { queues: [f.queue] });
+  assert.deepEqual(one.queues.map((q) => q.queue_id), [f.queue]);
+  assert.equal(one.queues[0].now.waiting, 1);
+  assert.equal(one.queues[0].today.offered, 1);
+  assert.ok(!Number.isNaN(Date.parse(one.generated_at)));
+  await assert.rejects(fetchStats(hub.http, f.token("ana")), (e) => e instanceof HubError && e.code === "forbidden");
 });
