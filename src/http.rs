@@ -62,6 +62,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/v1/tasks/{id}/transfer", post(transfer_task))
         .route("/v1/snapshot", get(snapshot))
         .route("/v1/stats", get(stats))
+        .route("/v1/events", get(crate::events::stream::events))
         .route("/v1/customers", get(search_customers).post(create_customer))
         .route(
             "/v1/customers/{id}",
@@ -89,7 +90,8 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-fn caller(
+/// The caller's claims, when its token is valid and its role one of `roles`.
+pub(crate) fn caller(
     hub: &Hub,
     headers: &HeaderMap,
     query: &HashMap<String, String>,

@@ -254,10 +254,12 @@ pub struct Statistics {
     /// The local day the `today` figures are of: `[day_start, day_end)`.
     day_start: Ts,
     day_end: Ts,
-    queues: HashMap<QueueId, QueueFold>,
-    agents: HashMap<AgentId, AgentFold>,
-    tasks: HashMap<TaskId, TaskTrack>,
-    offers: HashMap<OfferId, QueueId>,
+    // Ordered maps: a snapshot's bytes must not depend on a hash seed (replicas and
+    // replays are compared through them).
+    queues: BTreeMap<QueueId, QueueFold>,
+    agents: BTreeMap<AgentId, AgentFold>,
+    tasks: BTreeMap<TaskId, TaskTrack>,
+    offers: BTreeMap<OfferId, QueueId>,
     /// Grows with every event folded.
     changes: u64,
 }

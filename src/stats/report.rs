@@ -11,7 +11,6 @@ use crate::clock::Ts;
 use crate::error::HubError;
 use crate::ids::{AgentId, QueueId};
 use crate::routing::Book;
-use crate::routing::now::QueueNow;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -332,7 +331,7 @@ impl Statistics {
                     service_level: service_level(&c),
                 });
             }
-            let n = nows.remove(&id).unwrap_or_else(QueueNow::default);
+            let n = nows.remove(&id).unwrap_or_default();
             queues.push(QueueReport {
                 name: book.queue_name(&id).unwrap_or_default().to_owned(),
                 now: NowReport {

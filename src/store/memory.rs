@@ -99,6 +99,10 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    fn with_events(&self, f: &mut dyn FnMut(&crate::events::EventLog)) {
+        f(&self.state().events)
+    }
+
     fn set_dispatch(&self, dispatch: Weak<dyn Dispatch>) {
         let _ = self.dispatch.set(dispatch);
     }

@@ -742,6 +742,11 @@ impl Store for FileStore {
         Ok(self.shared.replica().state.context(cmd, now))
     }
 
+    fn with_events(&self, f: &mut dyn FnMut(&crate::events::EventLog)) {
+        // The applier delivers each batch under this lock (`apply`).
+        f(&self.shared.replica().state.events)
+    }
+
     fn set_dispatch(&self, dispatch: Weak<dyn Dispatch>) {
         let _ = self.shared.dispatch.set(dispatch);
     }
