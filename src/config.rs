@@ -69,6 +69,65 @@ pub struct Config {
     pub agents: Vec<AgentConfig>,
     /// Where the state lives.
     pub store: StoreConfig,
+    /// How the statistics count.
+    pub stats: StatsConfig,
+    /// Integration events: the window kept and the stream.
+    pub events: EventsConfig,
+}
+
+/// `[stats]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatsConfig {
+    /// The IANA time zone whose local midnight starts the statistics' day
+    /// (`Europe/Rome`), read from the system's zoneinfo. Every node of a cluster must
+    /// have the same.
+    pub timezone: String,
+    /// An abandon after a wait shorter than this, in seconds, is a short abandon:
+    /// counted apart and not against the service level.
+    pub short_abandon_secs: f64,
+}
+
+impl Default for StatsConfig {
+    fn default() -> Self {
+        StatsConfig {
+            timezone: "UTC".into(),
+            short_abandon_secs: 5.0,
+        }
+    }
+}
+
+/// `[events]`: the window of integration events and `GET /v1/events`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// At most this many events are kept for readers that resume (unless a webhook
+    /// endpoint still needs older ones, up to `max_held`).
+    pub retain_count: usize,
+    /// Events older than this many seconds are dropped (same exception).
+    pub retain_secs: u64,
+    /// At most this many MiB of events (their wire text) are kept (same exception).
+    pub retain_mib: usize,
+    /// The hard cap on events kept, whatever a webhook endpoint still needs.
+    pub max_held: usize,
+    /// How often an idle stream gets a comment line, in seconds.
+    pub keepalive_secs: u64,
+    /// Events queued to one stream reader before it counts as not reading and is cut
+    /// off (it resumes from its position).
+    pub stream_buffer: usize,
+}
+
+impl Default for EventsConfig {
+    fn default() -> EventsConfig {
+        EventsConfig {
+            retain_count: 100_000,
+            retain_secs: 86_400,
+            retain_mib: 256,
+            max_held: 1_000_000,
+            keepalive_secs: 15,
+            stream_buffer: 4096,
+        }
+    }
 }
 
 /// Which store keeps the state.
@@ -142,6 +201,9 @@ pub struct ServerConfig {
     pub drain_secs: f64,
     /// How often supervisors get queue numbers, in milliseconds.
     pub queue_update_ms: u64,
+    /// The least time between two `stats` messages to supervisors, in milliseconds
+    /// (one is sent only when something changed).
+    pub stats_update_ms: u64,
     /// The name this node logs and reports.
     pub node_id: String,
     /// Set by [`Config::demo`], never from a file: on loopback the desktop may then list
@@ -275,6 +337,10 @@ pub struct QueueConfig {
     /// Waits that escalate: priority rising, skill levels relaxing, overflow.
     #[serde(default)]
     pub escalation: Option<EscalationConfig>,
+    /// The service-level threshold, in seconds: a task answered within it (wait at
+    /// most this) counts as answered in time. Default 20.
+    #[serde(default)]
+    pub service_level_secs: Option<f64>,
 }
 
 /// `[queues.escalation]`: what happens to a task as it waits. Each part is off unless
@@ -327,6 +393,9 @@ pub struct AgentConfig {
     /// Its display name (default: the id).
     #[serde(default)]
     pub name: Option<String>,
+    /// Its team, for the wallboard's filter (optional; routing ignores it).
+    #[serde(default)]
+    pub team: Option<String>,
     /// Its skills.
     #[serde(default)]
     pub skills: Vec<String>,
@@ -363,6 +432,7 @@ impl Default for ServerConfig {
             ],
             drain_secs: 10.0,
             queue_update_ms: 250,
+            stats_update_ms: 1000,
             node_id: "node-1".into(),
             demo: false,
         }
@@ -468,10 +538,20 @@ impl Config {
             wrap_up_secs: None,
             reoffer_after_secs: None,
             escalation: None,
+            service_level_secs: None,
         };
         let a = |id: &str, name: &str, skills: &[&str], queues: &[&str]| AgentConfig {
             id: id.into(),
             name: Some(name.into()),
+            // Two teams, so that the demo's wallboard has something to filter by.
+            team: Some(
+                if queues.contains(&"billing") {
+                    "Back office"
+                } else {
+                    "Front office"
+                }
+                .into(),
+            ),
             skills: skills.iter().map(|s| s.to_string()).collect(),
             queues: queues.iter().map(|s| s.to_string()).collect(),
             capacity: None,
@@ -565,6 +645,48 @@ impl Config {
         if self.server.queue_update_ms == 0 {
             return Err(invalid("server.queue_update_ms", "must be more than 0"));
         }
+        if !(10..=3_600_000).contains(&self.server.stats_update_ms) {
+            return Err(invalid(
+                "server.stats_update_ms",
+                "must be between 10 and 3600000 milliseconds",
+            ));
+        }
+        crate::stats::day::Zone::load(&self.stats.timezone)
+            .map_err(|e| invalid("stats.timezone", e))?;
+        secs(
+            "stats.short_abandon_secs",
+            self.stats.short_abandon_secs,
+            0.0,
+        )?;
+        let ev = &self.events;
+        for (key, v, min, max) in [
+            ("events.retain_count", ev.retain_count, 1, 10_000_000),
+            ("events.max_held", ev.max_held, 1, 50_000_000),
+            ("events.retain_mib", ev.retain_mib, 1, 65_536),
+            ("events.stream_buffer", ev.stream_buffer, 16, 1_000_000),
+        ] {
+            if !(min..=max).contains(&v) {
+                return Err(invalid(key, format!("must be between {min} and {max}")));
+            }
+        }
+        if ev.max_held < ev.retain_count {
+            return Err(invalid(
+                "events.max_held",
+                "must be at least events.retain_count",
+            ));
+        }
+        if !(1..=30 * 86_400).contains(&ev.retain_secs) {
+            return Err(invalid(
+                "events.retain_secs",
+                "must be between 1 and 2592000 seconds",
+            ));
+        }
+        if !(1..=3600).contains(&ev.keepalive_secs) {
+            return Err(invalid(
+                "events.keepalive_secs",
+                "must be between 1 and 3600 seconds",
+            ));
+        }
         let l = &self.limits;
         for (key, v) in [
             ("limits.max_frame_bytes", l.max_frame_bytes),
@@ -657,6 +779,9 @@ impl Config {
             if let Some(t) = q.reoffer_after_secs {
                 secs(&format!("queues[{i}].reoffer_after_secs"), t, 0.0)?;
             }
+            if let Some(t) = q.service_level_secs {
+                secs(&format!("queues[{i}].service_level_secs"), t, 0.0)?;
+            }
             if q.channels.as_ref().is_some_and(Vec::is_empty) {
                 return Err(invalid(
                     format!("queues[{i}].channels"),
@@ -715,6 +840,9 @@ impl Config {
         let mut agent_ids = HashSet::new();
         for (i, a) in self.agents.iter().enumerate() {
             name(&format!("agents[{i}].id"), &a.id)?;
+            if let Some(team) = &a.team {
+                name(&format!("agents[{i}].team"), team)?;
+            }
             if !agent_ids.insert(a.id.as_str()) {
                 return Err(invalid(
                     format!("agents[{i}].id"),
@@ -804,6 +932,7 @@ impl Config {
                 Arc::new(Profile {
                     id: AgentId::from(a.id.as_str()),
                     name: a.name.clone().unwrap_or_else(|| a.id.clone()),
+                    team: a.team.clone(),
                     skills: a
                         .skills
                         .iter()
@@ -820,7 +949,25 @@ impl Config {
         for b in [REASON_LOGIN, REASON_MISSED_OFFER, REASON_SUPERVISOR] {
             reasons.insert(b.to_owned());
         }
+        let zone = crate::stats::day::Zone::load(&self.stats.timezone).unwrap_or_else(|e| {
+            // `check` loaded it already; only a file removed since then lands here.
+            tracing::error!(error = %e, "statistics time zone unavailable: using UTC");
+            crate::stats::day::Zone::utc()
+        });
+        let stats = crate::stats::StatsRules {
+            zone,
+            short_abandon_us: (self.stats.short_abandon_secs * 1e6) as u64,
+            thresholds: self
+                .queues
+                .iter()
+                .map(|q| {
+                    let secs = q.service_level_secs.unwrap_or(20.0);
+                    (QueueId::from(q.id.as_str()), (secs * 1e6).round() as u64)
+                })
+                .collect(),
+        };
         Rules {
+            stats: Arc::new(stats),
             queues,
             agents,
             reasons,
@@ -828,6 +975,12 @@ impl Config {
             away_offer: Duration::from_secs_f64(r.away_offer_secs),
             finished_retention: self.limits.finished_task_retention,
             max_transfers: r.max_transfers,
+            events: crate::events::Retention {
+                count: self.events.retain_count,
+                age: Duration::from_secs(self.events.retain_secs),
+                bytes: self.events.retain_mib << 20,
+                max_held: self.events.max_held,
+            },
         }
     }
 }
@@ -947,6 +1100,10 @@ id = "support"
                 "agents[0].skill_levels.en",
             ),
             (
+                "[[queues]]\nid = \"a\"\n[[agents]]\nid = \"x\"\nqueues = [\"a\"]\nteam = \" \"\n",
+                "agents[0].team",
+            ),
+            (
                 "[routing]\nreoffer_after_secs = -1\n[[queues]]\nid = \"a\"\n",
                 "routing.reoffer_after_secs",
             ),
@@ -977,6 +1134,26 @@ id = "support"
             (
                 "[limits]\nmax_connections = 0\n[[queues]]\nid = \"a\"\n",
                 "limits.max_connections",
+            ),
+            (
+                "[events]\nretain_count = 0\n[[queues]]\nid = \"a\"\n",
+                "events.retain_count",
+            ),
+            (
+                "[events]\nretain_secs = 0\n[[queues]]\nid = \"a\"\n",
+                "events.retain_secs",
+            ),
+            (
+                "[events]\nretain_count = 2000\nmax_held = 1000\n[[queues]]\nid = \"a\"\n",
+                "events.max_held",
+            ),
+            (
+                "[events]\nkeepalive_secs = 0\n[[queues]]\nid = \"a\"\n",
+                "events.keepalive_secs",
+            ),
+            (
+                "[events]\nstream_buffer = 1\n[[queues]]\nid = \"a\"\n",
+                "events.stream_buffer",
             ),
             ("", "queues"),
         ];

@@ -12,17 +12,19 @@ use crate::auth::Keys;
 use crate::clock::{Clock, Ts};
 use crate::config::Config;
 use crate::error::HubError;
+use crate::events::{Envelope, EventFeed, EventsGone};
 use crate::ids::{AgentId, ConnId, QueueId};
 use crate::metrics::Metrics;
 use crate::protocol::ServerMessage;
 use crate::routing::{AgentNotice, CloseReason, Command, Profile};
 use crate::state::{Notice, Outcome, Reply};
+use crate::stats::report::{StatsQuery, StatsReport};
 use crate::store::Store;
 use crate::ws::queue::SendQueue;
 use axum::extract::ws::Utf8Bytes;
 use dashmap::DashMap;
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, broadcast, watch};
@@ -74,8 +76,15 @@ pub struct Hub {
     profiles: HashMap<AgentId, Arc<Profile>>,
     sessions: DashMap<AgentId, SessionHandle>,
     supervisors: broadcast::Sender<Arc<str>>,
+    /// Every numbered event this node delivers, in log order: the live half of the
+    /// event stream (`events_from`). Its capacity bounds how far a reader may fall
+    /// behind (`events.stream_buffer`).
+    events: broadcast::Sender<Arc<Envelope>>,
     timer_wake: Notify,
     dirty_queues: Mutex<BTreeSet<QueueId>>,
+    /// Set by every decision that changed something: the statistics loop pushes a new
+    /// report only then (or when a minute passes, as the rolling windows move).
+    stats_dirty: AtomicBool,
     connections: AtomicUsize,
     draining: watch::Sender<bool>,
 }
@@ -90,6 +99,7 @@ impl Hub {
             .map(|p| (p.id.clone(), p))
             .collect();
         let (supervisors, _) = broadcast::channel(4096);
+        let (events, _) = broadcast::channel(config.events.stream_buffer.max(1));
         let (draining, _) = watch::channel(false);
         let node = store
             .node_tag()
@@ -104,8 +114,10 @@ impl Hub {
             profiles,
             sessions: DashMap::new(),
             supervisors,
+            events,
             timer_wake: Notify::new(),
             dirty_queues: Mutex::new(BTreeSet::new()),
+            stats_dirty: AtomicBool::new(true),
             connections: AtomicUsize::new(0),
             draining,
         });
@@ -145,8 +157,16 @@ impl Hub {
     /// Delivers an outcome's notices and returns its reply.
     pub fn dispatch(&self, o: Outcome) -> Result<Reply, HubError> {
         self.metrics.record(&o.stats);
+        // Sent only with no readers is a no-op; each event leaves once per node, here,
+        // in decision order (every store calls this under its replica's lock).
+        for e in o.envelopes {
+            let _ = self.events.send(e);
+        }
         if o.earliest_timer.is_some() {
             self.timer_wake.notify_one();
+        }
+        if !o.queues.is_empty() || !o.notices.is_empty() {
+            self.stats_dirty.store(true, Ordering::Relaxed);
         }
         if !o.queues.is_empty() {
             let mut d = self.dirty_queues.lock().unwrap_or_else(|p| p.into_inner());
@@ -292,6 +312,50 @@ impl Hub {
         self.sessions.remove_if(agent, |_, h| h.conn == conn);
     }
 
+    /// Every held event after `after`, then the live ones, with no gap and no repeat:
+    /// the window is read and the live channel subscribed in one step under the
+    /// store's lock. When `live` answers `Lagged`, call again from the last seq seen.
+    /// An `after` beyond the last event gives an empty backlog (a replica that lags
+    /// another); the reader skips live events up to it. The live channel may jump
+    /// ahead of a reader's last seq when this node reloaded a snapshot: call again from
+    /// the last seq seen then, too.
+    pub fn events_from(&self, after: u64) -> Result<EventFeed, EventsGone> {
+        let mut out = Err(EventsGone { oldest: 1 });
+        self.store.with_events(&mut |log| {
+            out = log.after(after).map(|backlog| EventFeed {
+                backlog,
+                live: self.events.subscribe(),
+            });
+        });
+        out
+    }
+
+    /// The live events from now on, with the last seq already made.
+    pub fn events_tail(&self) -> (u64, broadcast::Receiver<Arc<Envelope>>) {
+        let mut out = None;
+        self.store.with_events(&mut |log| {
+            out = Some((log.last_seq(), self.events.subscribe()));
+        });
+        out.unwrap_or_else(|| (0, self.events.subscribe()))
+    }
+
+    /// This history's epoch (empty before the first decision was logged).
+    pub fn event_epoch(&self) -> String {
+        let mut out = String::new();
+        self.store.with_events(&mut |log| {
+            out = log.epoch().map(|e| e.to_string()).unwrap_or_default();
+        });
+        out
+    }
+
+    /// The oldest seq held and the last made.
+    pub fn event_bounds(&self) -> (u64, u64) {
+        let mut out = (1, 0);
+        self.store
+            .with_events(&mut |log| out = (log.oldest_seq(), log.last_seq()));
+        out
+    }
+
     /// Supervisor frames: agent and queue changes.
     pub fn subscribe_supervisor(&self) -> broadcast::Receiver<Arc<str>> {
         self.supervisors.subscribe()
@@ -406,6 +470,55 @@ impl Hub {
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot read queue numbers"),
+            }
+        }
+    }
+}
+
+impl Hub {
+    /// The statistics report at this instant, from this node's replica.
+    pub fn stats_report(&self, q: &StatsQuery) -> Result<StatsReport, HubError> {
+        let now = self.clock.now();
+        let mut out = None;
+        self.store
+            .read_state(&mut |s| out = Some(s.stats.report(&s.book, q, now)));
+        out.unwrap_or_else(|| Err(HubError::StoreUnavailable("no state to read".into())))
+    }
+
+    /// The statistics' Prometheus metrics, appended to `out`.
+    pub fn render_stats_metrics(&self, out: &mut String) {
+        self.store
+            .read_state(&mut |s| crate::stats::prometheus::render(&s.stats, &s.book, out));
+    }
+
+    /// Pushes supervisors the statistics, at most every `every` and only when a decision
+    /// changed something or a minute began (the rolling windows move): one report per
+    /// tick, encoded once and shared by every supervisor.
+    pub async fn run_stats_updates(self: Arc<Self>, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut drain = self.drain_signal();
+        let mut last_minute = 0;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = drain.changed() => return,
+            }
+            if self.supervisors.receiver_count() == 0 {
+                continue;
+            }
+            let minute = self.clock.now().0 / 60_000_000;
+            let changed = self.stats_dirty.swap(false, Ordering::Relaxed);
+            if !changed && minute == last_minute {
+                continue;
+            }
+            last_minute = minute;
+            match self.stats_report(&StatsQuery::default()) {
+                Ok(report) => {
+                    let text = ServerMessage::Stats { stats: &report }.to_text();
+                    let _ = self.supervisors.send(text.into());
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot build the statistics"),
             }
         }
     }

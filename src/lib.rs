@@ -8,6 +8,8 @@
 //! - [`context`]: customers, requests, activities, the journey, and who watches what.
 //! - [`state`]: the replicated state (book and context together) and what one
 //!   decision produces ([`state::Outcome`]).
+//! - [`stats`]: contact-center statistics folded from every decision's events, in
+//!   the replicated state; their report and their metrics.
 //! - [`log`]: the command log's entry, its encoding and its replay (`step`), shared by
 //!   the file and Redis stores.
 //! - [`store`]: where the routing state lives ([`store::memory`] by default).
@@ -37,6 +39,7 @@ pub mod protocol;
 pub mod routing;
 pub mod server;
 pub mod state;
+pub mod stats;
 pub mod store;
 pub mod task;
 pub mod web;

@@ -13,6 +13,7 @@ use crate::context::{ContextReply, CustomerSummary, CustomerView, Lists, RecordC
 use crate::error::{ErrorCode, HubError, OfferEnd};
 use crate::ids::{ActivityId, CustomerId, OfferId, RequestId, TaskId};
 use crate::routing::{AgentSummary, AgentView, OfferView, QueueStats, Snapshot};
+use crate::stats::report::StatsReport;
 use crate::task::Task;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -526,6 +527,12 @@ pub struct ErrorBody {
     /// On `version_conflict`: what to load.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub conflict: Option<Box<Conflict>>,
+    /// On `events_gone`: the oldest event still held.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oldest_seq: Option<u64>,
+    /// On `events_gone`: the hub's epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
 }
 
 /// What a `version_conflict` error carries for the caution prompt.
@@ -546,6 +553,10 @@ impl From<&HubError> for ErrorBody {
         let mut b = ErrorBody::new(e.code(), e.to_string());
         b.field = e.field().map(str::to_owned);
         b.limit = e.limit();
+        if let HubError::EventsGone { oldest, epoch, .. } = e {
+            b.oldest_seq = Some(*oldest);
+            b.epoch = Some(epoch.clone());
+        }
         if let HubError::VersionConflict {
             version,
             current,
@@ -574,8 +585,21 @@ impl ErrorBody {
             field: None,
             limit: None,
             conflict: None,
+            oldest_seq: None,
+            epoch: None,
         }
     }
+}
+
+/// A supervisor's `snapshot` frame: the board (agents and queues) and the statistics.
+#[derive(Clone, Debug, Serialize)]
+pub struct SupervisorSnapshot<'a> {
+    /// Agents and queues.
+    #[serde(flatten)]
+    pub board: &'a Snapshot,
+    /// The statistics report, when the store could build one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stats: Option<&'a StatsReport>,
 }
 
 /// A frame the hub sends.
@@ -657,8 +681,15 @@ pub enum ServerMessage<'a> {
         /// How it ended.
         result: crate::routing::TransferResult,
     },
-    /// Supervisor: the whole picture.
-    Snapshot(&'a Snapshot),
+    /// Supervisor: the whole picture (the first frame, and the catch-up of one that fell
+    /// behind), with the statistics.
+    Snapshot(SupervisorSnapshot<'a>),
+    /// Supervisor: the statistics, when something changed (at most every
+    /// `server.stats_update_ms`).
+    Stats {
+        /// The report, as `GET /v1/stats` answers it.
+        stats: &'a StatsReport,
+    },
     /// Supervisor: one agent's line changed.
     AgentChanged {
         /// The new line.

@@ -102,6 +102,10 @@ pub async fn start(config: Config, secret: &[u8]) -> std::io::Result<Running> {
         hub.clone()
             .run_queue_updates(Duration::from_millis(config.server.queue_update_ms)),
     );
+    tokio::spawn(
+        hub.clone()
+            .run_stats_updates(Duration::from_millis(config.server.stats_update_ms)),
+    );
     let (stop, stopped) = oneshot::channel::<()>();
     let app = http::router(hub.clone());
     let drain_hub = hub.clone();

@@ -1,6 +1,7 @@
-//! The agent desktop the hub serves at `/`: the built files of `web/` (`web/dist`),
-//! embedded in the binary so that the start command serves a working desktop and
-//! `cargo build` needs no Node. Also the two small HTTP routes the desktop reads besides
+//! The agent desktop the hub serves at `/` and the supervisors' wallboard at
+//! `/wallboard`: the built files of `web/` (`web/dist`), embedded in the binary so that
+//! the start command serves a working desktop and `cargo build` needs no Node. Also the
+//! two small HTTP routes the desktop reads besides
 //! the websocket: its settings (`GET /v1/desktop/config`) and, on the loopback demo only,
 //! the demo agents with ready-made tokens (`GET /v1/demo/agents`).
 //!
@@ -61,6 +62,18 @@ static STYLE: Asset = Asset::new(
     "text/css; charset=utf-8",
 );
 static ICON: Asset = Asset::new(include_bytes!("../web/dist/icon.svg"), "image/svg+xml");
+static WALLBOARD: Asset = Asset::new(
+    include_bytes!("../web/dist/wallboard.html"),
+    "text/html; charset=utf-8",
+);
+static WALLBOARD_SCRIPT: Asset = Asset::new(
+    include_bytes!("../web/dist/wallboard.js"),
+    "text/javascript; charset=utf-8",
+);
+static WALLBOARD_STYLE: Asset = Asset::new(
+    include_bytes!("../web/dist/wallboard.css"),
+    "text/css; charset=utf-8",
+);
 
 /// No inline script or style, nothing from elsewhere; `connect-src 'self'` covers the
 /// websocket back to this origin (`ws:` / `wss:` of the same host and port).
@@ -78,6 +91,9 @@ crate::http::route_table! {
     get "/assets/icon.svg" => |h: HeaderMap| async move { serve(&ICON, &h) },
     get "/v1/desktop/config" => desktop_config,
     get "/v1/demo/agents" => demo_agents,
+    get "/wallboard" => |h: HeaderMap| async move { serve(&WALLBOARD, &h) },
+    get "/assets/wallboard.js" => |h: HeaderMap| async move { serve(&WALLBOARD_SCRIPT, &h) },
+    get "/assets/wallboard.css" => |h: HeaderMap| async move { serve(&WALLBOARD_STYLE, &h) },
 }
 
 fn serve(asset: &'static Asset, request: &HeaderMap) -> Response {

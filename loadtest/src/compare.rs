@@ -130,7 +130,7 @@ impl CompareReport {
     }
 }
 
-fn side(label: String, r: Result<Report, Failure>) -> Side {
+pub(crate) fn side(label: String, r: Result<Report, Failure>) -> Side {
     match r {
         Ok(r) => Side {
             label,
@@ -145,7 +145,7 @@ fn side(label: String, r: Result<Report, Failure>) -> Side {
     }
 }
 
-fn lat<'a>(r: &'a Report, name: &str) -> Option<&'a LatencySummary> {
+pub(crate) fn lat<'a>(r: &'a Report, name: &str) -> Option<&'a LatencySummary> {
     r.latencies.iter().find(|l| l.name == name && l.count > 0)
 }
 

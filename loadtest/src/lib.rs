@@ -20,7 +20,9 @@
 //! [`agent`] (a simulated desktop for `route`), [`client`] (light websocket clients
 //! spread over loopback source addresses), [`httpc`] (a keep-alive HTTP/1.1 client),
 //! [`redisproc`] (a Redis of the run's own), [`stats`] (histograms), [`checks`] and
-//! [`report`].
+//! [`report`]. [`supervise::run_supervise`] runs `route` without and then with
+//! supervisor consoles ([`supervisor`]: decision -> supervisor feed lag) and compares
+//! the hub's CPU per task.
 //!
 //! Traffic goes to loopback only, and every run is bounded in tasks and time.
 
@@ -47,6 +49,8 @@ pub mod scenario;
 pub mod search;
 pub mod shared;
 pub mod stats;
+pub mod supervise;
+pub mod supervisor;
 pub mod wire;
 
 pub use report::{Failure, Report};

@@ -5,6 +5,7 @@
 //!                [--nodes N --redis [--redis-bin PATH]]
 //! loadtest compare [--agents 200] [--rate 2000] [--duration 10] [--nodes 2]
 //! loadtest smoke [--hub-bin PATH]
+//! loadtest supervise [--agents 1000] [--supervisors 10] [--rate 2000] [--duration 10]
 //! loadtest fanout [--subscribers 1000] [--editors 1] [--rate 20] [--duration 10]
 //! loadtest conflicts [--editors 8] [--watchers 4] [--duration 10]
 //! loadtest expiry [--agents 10000] [--offer-timeout 2]
@@ -30,6 +31,7 @@ use loadtest::idle::{IdleOpts, run_idle};
 use loadtest::nodeloss::{NodeLossOpts, run_nodeloss};
 use loadtest::reconnect::{DropMode, ReconnectOpts, run_reconnect};
 use loadtest::rng::Delay;
+use loadtest::supervise::{SuperviseOpts, run_supervise};
 use loadtest::{Failure, Report, RouteOpts, Target, run_route};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -58,6 +60,10 @@ enum Cmd {
     /// A short `route` run (about 3 s, 300 tasks, 20 agents) with every check; exit 0
     /// when all hold.
     Smoke(SmokeArgs),
+    /// The route scenario twice with the same load on one node: without supervisors,
+    /// then with M supervisor consoles; decision -> supervisor lag (p99) and the hub's
+    /// CPU per task of both (issue 15's figures).
+    Supervise(SuperviseArgs),
     /// One customer watched by many agents while editors save it at a rate; measures
     /// save -> notification on every subscriber and checks exactly-once, in-order
     /// delivery.
@@ -257,6 +263,18 @@ struct CompareArgs {
     /// store.snapshot_every of the Redis run's nodes (default: the hub's).
     #[arg(long)]
     snapshot_every: Option<u64>,
+}
+
+#[derive(Args)]
+struct SuperviseArgs {
+    #[command(flatten)]
+    route: RouteArgs,
+    /// Supervisor consoles of the second run.
+    #[arg(long, default_value_t = 10)]
+    supervisors: usize,
+    /// Seconds between the two runs.
+    #[arg(long, default_value_t = 2.0)]
+    pause: f64,
 }
 
 #[derive(Args)]
@@ -814,6 +832,63 @@ fn compare(rt: &tokio::runtime::Runtime, a: CompareArgs) -> ExitCode {
     }
 }
 
+fn supervise(rt: &tokio::runtime::Runtime, a: SuperviseArgs) -> ExitCode {
+    let opts = match (route_opts(&a.route), secs(a.pause, "--pause")) {
+        (Ok(route), Ok(pause)) => {
+            if a.route.hub.hub.is_some() {
+                eprintln!("loadtest: supervise starts its own hubs: not with --hub");
+                return ExitCode::from(2);
+            }
+            if a.supervisors == 0 || a.supervisors > 1000 {
+                eprintln!("loadtest: --supervisors must be 1 to 1000");
+                return ExitCode::from(2);
+            }
+            SuperviseOpts {
+                route,
+                supervisors: a.supervisors,
+                pause,
+            }
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("loadtest: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let report = rt.block_on(run_supervise(opts, !a.route.quiet));
+    for side in [&report.bare, &report.watched] {
+        println!("\n=== {} ===", side.label);
+        match &side.report {
+            Some(r) => print!("{}", r.table()),
+            None => println!(
+                "not run: {}",
+                side.failure.as_deref().unwrap_or("no report")
+            ),
+        }
+    }
+    print!("{}", report.table());
+    if let Some(path) = &a.route.json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(text) => {
+                if let Err(e) = std::fs::write(path, text + "\n") {
+                    eprintln!("loadtest: cannot write {}: {e}", path.display());
+                    return ExitCode::from(2);
+                }
+            }
+            Err(e) => {
+                eprintln!("loadtest: cannot encode the report: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if report.passed() {
+        ExitCode::SUCCESS
+    } else if report.complete() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::from(2)
+    }
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -857,6 +932,7 @@ fn main() -> ExitCode {
             )
         }
         Cmd::Compare(a) => compare(&rt, a),
+        Cmd::Supervise(a) => supervise(&rt, a),
         Cmd::Smoke(a) => {
             let target = match a.hub.target() {
                 Ok(t) => t,

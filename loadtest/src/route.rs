@@ -19,6 +19,7 @@ use crate::report::{Check, Counts, Failure, Report};
 use crate::rng::{Delay, Rng};
 use crate::shared::{Counters, Shared};
 use crate::stats::HistSet;
+use crate::supervisor;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -124,6 +125,9 @@ pub struct RouteOpts {
     /// Without `redis`: the hub runs the file store (data in the run's directory)
     /// instead of the in-memory one.
     pub durable: bool,
+    /// Supervisor consoles connected for the whole load (spread over the nodes), each
+    /// measuring decision -> its feed ([`crate::supervisor`]).
+    pub supervisors: usize,
 }
 
 impl RouteOpts {
@@ -157,6 +161,7 @@ impl RouteOpts {
             redis_bin: PathBuf::from("redis-server"),
             snapshot_every: None,
             durable: false,
+            supervisors: 0,
         }
     }
 
@@ -1236,6 +1241,23 @@ async fn drive(
         );
     }
 
+    // Supervisor consoles, connected before the load so that their feed covers it.
+    let (sup_stop, sup_stop_rx) = watch::channel(false);
+    let mut consoles = Vec::with_capacity(opts.supervisors);
+    for i in 0..opts.supervisors {
+        let token = sign(&keys, &format!("lt-sup-{i}"), Role::Supervisor, ttl, None);
+        match supervisor::connect(addrs[i % addrs.len()], &token, i).await {
+            Ok(c) => consoles.push(tokio::spawn(supervisor::watch(c, sup_stop_rx.clone()))),
+            Err(e) => {
+                let _ = phase_tx.send(Phase::Close);
+                let _ = collect_agents(handles, Duration::from_secs(10)).await;
+                return Err(Failure::new(format!(
+                    "supervisor {i} could not connect: {e}"
+                )));
+            }
+        }
+    }
+
     let node_cpu_before = hub.node_cpu();
     let redis_cpu_before = hub.redis_cpu();
     let harness_cpu_before = hubproc::self_cpu_secs();
@@ -1325,6 +1347,18 @@ async fn drive(
         .map(|(now, before)| now - before);
     let harness_cpu_load = hubproc::self_cpu_secs() - harness_cpu_before;
 
+    let _ = sup_stop.send(true);
+    let mut sup_outs = Vec::with_capacity(consoles.len());
+    for h in consoles {
+        match h.await {
+            Ok(o) => sup_outs.push(o),
+            Err(e) => sup_outs.push(supervisor::SupOutcome {
+                error: Some(format!("a console task failed: {e}")),
+                ..Default::default()
+            }),
+        }
+    }
+
     // Quiesce: every agent finishes, declines what is offered, goes Not Ready.
     let _ = phase_tx.send(Phase::Quiesce);
     let quiesce_limit = Duration::from_secs(10) + opts.offer_timeout;
@@ -1346,6 +1380,9 @@ async fn drive(
     let mut hists = HistSet::default();
     hists.merge(&gen_out.hists);
     for o in &outcomes {
+        hists.merge(&o.hists);
+    }
+    for o in &sup_outs {
         hists.merge(&o.hists);
     }
     let first_send = gen_out.first_send_ns.unwrap_or(0);
@@ -1384,7 +1421,7 @@ async fn drive(
     } else {
         None
     };
-    let latencies = hists.summaries(&[
+    let mut latency_names = vec![
         H_CREATE_TO_OFFER,
         H_ACCEPT_RTT,
         H_COMPLETE_RTT,
@@ -1392,7 +1429,11 @@ async fn drive(
         agent::H_CLOSE_RTT,
         H_HTTP_CREATE,
         H_SCHEDULE_LAG,
-    ]);
+    ];
+    if opts.supervisors > 0 {
+        latency_names.extend([supervisor::H_SUP_LAG, supervisor::H_STATS_AGE]);
+    }
+    let latencies = hists.summaries(&latency_names);
 
     // Checks.
     let mut checks = Vec::new();
@@ -1513,6 +1554,36 @@ async fn drive(
         trace_breaches.push(format!(
             "{} offers of tasks this run did not create",
             findings.foreign
+        ));
+    }
+    if opts.supervisors > 0 {
+        let breaches: Vec<String> = sup_outs
+            .iter()
+            .enumerate()
+            .flat_map(|(i, o)| {
+                let mut b = Vec::new();
+                if let Some(e) = &o.error {
+                    b.push(format!("supervisor {i}: {e}"));
+                }
+                if !o.snapshot_had_stats {
+                    b.push(format!("supervisor {i}: its snapshot had no stats"));
+                }
+                if o.stats_msgs == 0 {
+                    b.push(format!("supervisor {i}: no stats message"));
+                }
+                b
+            })
+            .collect();
+        let frames: u64 = sup_outs.iter().map(|o| o.frames).sum();
+        let stats_msgs: u64 = sup_outs.iter().map(|o| o.stats_msgs).sum();
+        let catch_ups: u64 = sup_outs.iter().map(|o| o.catch_ups).sum();
+        checks.push(Check::from_breaches(
+            "every supervisor stayed connected and got stats",
+            format!(
+                "{} supervisors: {frames} frames, {stats_msgs} stats messages, {catch_ups} catch-up snapshots",
+                opts.supervisors
+            ),
+            &breaches,
         ));
     }
     let mut notes = Vec::new();

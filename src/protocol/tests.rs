@@ -133,6 +133,7 @@ fn server_types_of_the_enum() -> BTreeSet<String> {
         TaskTransferred,
         TransferEnded,
         Snapshot,
+        Stats,
         AgentChanged,
         QueueChanged,
         RecordChanged,

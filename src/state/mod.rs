@@ -11,7 +11,10 @@ pub use outcome::{Notice, Outcome, Reply, Stats};
 use crate::clock::Ts;
 use crate::context::{ContextBook, ContextCommand, ContextEffects};
 use crate::error::HubError;
-use crate::routing::{Book, Command, Rules};
+use crate::events::{EventData, EventLog, EventLogSnapshot};
+use crate::routing::{Book, BookSnapshot, Command, Rules};
+use crate::stats::Statistics;
+use serde::Deserialize;
 
 use std::sync::Arc;
 
@@ -21,7 +24,21 @@ pub struct State {
     pub book: Book,
     /// Customer context.
     pub context: ContextBook,
+    /// The numbered integration events and their window.
+    pub events: EventLog,
+    /// The statistics, folded from every decision's events.
+    pub stats: Statistics,
 }
+
+/// A snapshot's parts as decoded. One written before the events and the statistics
+/// were kept has only the first two parts: the missing ones start empty.
+#[derive(Deserialize)]
+struct SnapshotParts(
+    BookSnapshot,
+    ContextBook,
+    #[serde(default)] Option<EventLogSnapshot>,
+    #[serde(default)] Statistics,
+);
 
 impl State {
     /// A routing command, then what the context makes of its task events.
@@ -44,6 +61,7 @@ impl State {
                 });
             }
         }
+        self.name_activities(&mut o);
         self.context_notices(&mut o, fx);
         self.after(&mut o, now);
         o
@@ -64,6 +82,8 @@ impl State {
     /// Both books, fresh.
     pub fn new(rules: Arc<Rules>, now: Ts) -> State {
         State {
+            events: EventLog::new(rules.events),
+            stats: Statistics::new(rules.stats.clone()),
             book: Book::new(rules, now),
             context: ContextBook::new(),
         }
@@ -77,22 +97,33 @@ impl State {
 
     /// Everything, as bytes, for a snapshot.
     pub fn snapshot_bytes(&self) -> Result<Vec<u8>, HubError> {
-        rmp_serde::to_vec_named(&(self.book.snapshot_state(), &self.context))
-            .map_err(|e| HubError::StoreUnavailable(format!("cannot encode a snapshot: {e}")))
+        rmp_serde::to_vec_named(&(
+            self.book.snapshot_state(),
+            &self.context,
+            self.events.snapshot(),
+            &self.stats,
+        ))
+        .map_err(|e| HubError::StoreUnavailable(format!("cannot encode a snapshot: {e}")))
     }
 
     /// Both books from snapshot bytes.
     pub fn from_snapshot(rules: Arc<Rules>, bytes: &[u8]) -> Result<State, HubError> {
-        let (book, context): (crate::routing::BookSnapshot, ContextBook) =
-            rmp_serde::from_slice(bytes).map_err(|e| {
-                HubError::StoreUnavailable(format!("cannot decode the snapshot: {e}"))
-            })?;
-        let mut context = context;
+        let SnapshotParts(book, mut context, events, mut stats) = rmp_serde::from_slice(bytes)
+            .map_err(|e| HubError::StoreUnavailable(format!("cannot decode the snapshot: {e}")))?;
         // The search index is derived from the customers, never stored.
         context.rebuild_search();
+        // A snapshot written before events were kept has no window, and the epoch is
+        // named by the next entry applied.
+        let events = match events {
+            Some(e) => EventLog::restore(rules.events, e),
+            None => EventLog::new(rules.events),
+        };
+        stats.set_rules(rules.stats.clone());
         Ok(State {
             book: Book::restore(rules, book),
             context,
+            events,
+            stats,
         })
     }
 
@@ -108,10 +139,45 @@ impl State {
     }
 
     /// The one place every decision passes after the books made it: where its events
-    /// are numbered and kept (`crate::events`) and folded into the statistics.
-    fn after(&mut self, _o: &mut Outcome, _now: Ts) {}
+    /// are numbered and kept (`crate::events`) and folded into the statistics. `now`
+    /// is the log entry's time, so every replica numbers, stamps and counts alike.
+    fn after(&mut self, o: &mut Outcome, now: Ts) {
+        for ev in &o.events {
+            self.stats.apply(ev, now);
+        }
+        // The waiting counts of the queues the decision changed: the series' peaks.
+        for q in &o.queues {
+            if let Some(n) = self.book.waiting_len(q) {
+                self.stats.waiting(q, n, now);
+            }
+        }
+        if !o.events.is_empty() {
+            o.envelopes = self.events.record(&o.events, now);
+        }
+    }
 
-    fn context_notices(&self, o: &mut Outcome, fx: ContextEffects) {
+    /// An accepted task's `task.assigned` names the activity the context made of it.
+    fn name_activities(&self, o: &mut Outcome) {
+        for ev in o.events.iter_mut() {
+            if let EventData::TaskAssigned {
+                task_id,
+                activity_id,
+                customer_id,
+                request_id,
+                ..
+            } = ev
+            {
+                if let Some(a) = self.context.activity_of_task(*task_id) {
+                    *activity_id = Some(a.activity_id);
+                    *customer_id = a.customer_id;
+                    *request_id = a.request_id;
+                }
+            }
+        }
+    }
+
+    fn context_notices(&self, o: &mut Outcome, mut fx: ContextEffects) {
+        o.events.append(&mut fx.events);
         // The Open and Recent lists change only through the agent's own requests, whose
         // replies say what changed; `get_lists` and the welcome carry the whole lists.
         for (change, to) in fx.changes {
@@ -119,3 +185,6 @@ impl State {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

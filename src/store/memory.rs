@@ -24,8 +24,11 @@ pub struct MemoryStore {
 impl MemoryStore {
     /// A store with the configured agents and queues.
     pub fn new(rules: Arc<Rules>, now: Ts) -> MemoryStore {
+        let mut state = State::new(rules, now);
+        // Nothing outlives this process: every start is a new history.
+        state.events.begin(uuid::Uuid::new_v4().as_u64_pair().0);
         MemoryStore {
-            state: Mutex::new(State::new(rules, now)),
+            state: Mutex::new(state),
             dispatch: OnceLock::new(),
         }
     }
@@ -88,8 +91,16 @@ impl Store for MemoryStore {
             .collect())
     }
 
+    fn read_state(&self, f: &mut dyn FnMut(&crate::state::State)) {
+        f(&self.state());
+    }
+
     async fn ping(&self) -> Result<(), HubError> {
         Ok(())
+    }
+
+    fn with_events(&self, f: &mut dyn FnMut(&crate::events::EventLog)) {
+        f(&self.state().events)
     }
 
     fn set_dispatch(&self, dispatch: Weak<dyn Dispatch>) {

@@ -16,6 +16,7 @@ pub mod redis;
 use crate::clock::Ts;
 use crate::context::ContextCommand;
 use crate::error::HubError;
+use crate::events::EventLog;
 use crate::ids::{AgentId, QueueId, TaskId};
 use crate::routing::{AgentView, Command, QueueStats, Snapshot};
 use crate::state::Outcome;
@@ -54,6 +55,9 @@ pub trait Store: Send + Sync + 'static {
     async fn queue_stats(&self, queues: &[QueueId], now: Ts) -> Result<Vec<QueueStats>, HubError>;
     /// Whether the backend answers.
     async fn ping(&self) -> Result<(), HubError>;
+    /// Reads this node's copy of the state (the statistics report and metrics are
+    /// built from it), under the store's lock: `f` must be quick and must not block.
+    fn read_state(&self, f: &mut dyn FnMut(&crate::state::State));
     /// Answers a read-only context command (see [`ContextCommand::is_read_only`]) from
     /// what this node holds, without making it a decision.
     async fn context_read(&self, cmd: ContextCommand, now: Ts) -> Result<Outcome, HubError> {
@@ -65,6 +69,11 @@ pub trait Store: Send + Sync + 'static {
     fn node_tag(&self) -> Option<std::sync::Arc<str>> {
         None
     }
+    /// Runs `f` on this node's window of numbered events, under the lock its decisions
+    /// are applied and delivered under: whatever `f` sees is exactly what was
+    /// delivered before it, and what is delivered after it is newer (`Hub::events_from`
+    /// reads the window and subscribes to the live events in one step through this).
+    fn with_events(&self, f: &mut dyn FnMut(&EventLog));
     /// Gives the store the hub to deliver notices of decisions it applies on its own
     /// (a shared store applies every node's commands). The in-memory store has none.
     fn set_dispatch(&self, _dispatch: std::sync::Weak<dyn Dispatch>) {}

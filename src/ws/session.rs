@@ -843,7 +843,16 @@ pub async fn run_supervisor(hub: Arc<Hub>, ws: WebSocket, claims: Claims) {
 async fn send_snapshot(c: &mut Conn) -> bool {
     match c.hub.store().snapshot(c.hub.clock.now()).await {
         Ok(s) => {
-            let text = ServerMessage::Snapshot(&s).to_text();
+            let stats = c
+                .hub
+                .stats_report(&crate::stats::report::StatsQuery::default())
+                .map_err(|e| tracing::warn!(error = %e, "no statistics for the snapshot"))
+                .ok();
+            let text = ServerMessage::Snapshot(crate::protocol::SupervisorSnapshot {
+                board: &s,
+                stats: stats.as_ref(),
+            })
+            .to_text();
             c.send_text(text).await
         }
         Err(e) => c.reply(None, Err(hub_error(&e))).await,

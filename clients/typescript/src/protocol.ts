@@ -6,7 +6,7 @@
 export type ClientFrame = ClientPing | ClientRefreshToken | ClientGetState | ClientSetState | ClientAccept | ClientDecline | ClientComplete | ClientLogout | ClientGetSnapshot | ClientSetAgentState | ClientLogoutAgent | ClientTransfer | ClientConsult | ClientCancelConsult | ClientGetLists | ClientSearchCustomers | ClientGetCustomer | ClientUnwatchCustomer | ClientGetRequest | ClientGetActivity | ClientCreateCustomer | ClientUpdateCustomer | ClientLinkActivity | ClientMoveActivity | ClientCreateRequest | ClientUpdateRequest | ClientUpdateActivity | ClientAddNote | ClientGetJourney | ClientCloseInteraction | ClientReopenCustomer | ClientCloseCustomer;
 
 /** Any frame the hub sends: a JSON text frame holding one object whose `type` says which message it is. */
-export type ServerFrame = ServerWelcome | ServerReply | ServerError | ServerOffer | ServerOfferEnded | ServerTaskCancelled | ServerTaskTransferred | ServerTransferEnded | ServerState | ServerSnapshot | ServerAgentChanged | ServerQueueChanged | ServerRecordChanged | ServerGoodbye;
+export type ServerFrame = ServerWelcome | ServerReply | ServerError | ServerOffer | ServerOfferEnded | ServerTaskCancelled | ServerTaskTransferred | ServerTransferEnded | ServerState | ServerSnapshot | ServerStats | ServerAgentChanged | ServerQueueChanged | ServerRecordChanged | ServerGoodbye;
 
 /** Application-level heartbeat (agents and supervisors). Answered with a `reply` whose `result` is `{}`. */
 export interface ClientPing {
@@ -511,7 +511,7 @@ export interface ServerState {
   agent: AgentView;
 }
 
-/** Supervisor: the whole picture. The first frame to a supervisor, and sent again when the supervisor fell too far behind the live feed. */
+/** Supervisor: the whole picture. The first frame to a supervisor, and sent again when the supervisor fell too far behind the live feed. Carries the statistics as `stats`. */
 export interface ServerSnapshot {
   /** The message type. */
   type: "snapshot";
@@ -519,6 +519,16 @@ export interface ServerSnapshot {
   agents: AgentSummary[];
   /** Every queue, sorted by `queue_id`. */
   queues: QueueStats[];
+  /** The statistics, as `GET /v1/stats` answers them (absent only when the hub could not build them). */
+  stats?: StatsReport;
+}
+
+/** Supervisor: the statistics changed (a decision changed something, or a minute began and the rolling windows moved). Sent at most every `server.stats_update_ms` (1000 ms by default); one report per tick, the same for every supervisor. */
+export interface ServerStats {
+  /** The message type. */
+  type: "stats";
+  /** The report, as `GET /v1/stats` answers it without filters. */
+  stats: StatsReport;
 }
 
 /** Supervisor: one agent's line changed. */
@@ -791,6 +801,8 @@ export interface AgentSummary {
   agent_id: AgentId;
   /** Its display name. */
   name: string;
+  /** Its team (`agents[].team` in the configuration); absent when none is configured. */
+  team?: string;
   /** What it shows. */
   status: Status;
   /** The Not Ready reason, present exactly when the agent is Not Ready underneath: always with status `not_ready`, never with `ready` or `offline`, and possibly with `reserved`, `busy` or `wrap_up` (work laid over a Not Ready agent). */
@@ -805,10 +817,22 @@ export interface AgentSummary {
   queues: QueueId[];
   /** How many tasks it has in progress. */
   in_progress: number;
+  /** Those tasks, oldest accept first (as many as `in_progress`): a wallboard's current task and its age. */
+  tasks: WorkSummary[];
   /** The task it is being offered; absent when none. */
   offered_task?: Uuid;
   /** Grows with every change of this agent: drop a line whose version is not greater than the one you have. */
   version: number;
+}
+
+/** A task in an agent's In Progress list, as a supervisor sees it. */
+export interface WorkSummary {
+  /** The task. */
+  task_id: Uuid;
+  /** Its channel. */
+  channel: Channel;
+  /** When the agent accepted it; the task's age with this agent is now minus this. */
+  since: Timestamp;
 }
 
 /** One line of a supervisor's queue board. */
@@ -833,6 +857,161 @@ export interface Snapshot {
   agents: AgentSummary[];
   /** Every queue, sorted by `queue_id`. */
   queues: QueueStats[];
+}
+
+/** The statistics (`GET /v1/stats`, the supervisor `snapshot` and `stats` messages). Built from one node's replica at `generated_at`; every node of a cluster folds the same decisions, so all report the same counts. protocol/README.md, "Statistics", defines every figure. */
+export interface StatsReport {
+  /** When the report was built: every `now` figure, window and open interval ends here. */
+  generated_at: Timestamp;
+  /** The IANA zone whose local midnight starts the day (`[stats] timezone`). */
+  timezone: string;
+  /** The start of the current local day (local midnight, or the first instant of the date where midnight is skipped). */
+  day_start: Timestamp;
+  /** The start of the next local day (23 or 25 hours after `day_start` on a DST change). */
+  day_end: Timestamp;
+  /** The queues (all, or those `?queue=` names), sorted by `queue_id`. */
+  queues: StatsQueue[];
+  /** The agents the hub knows (all, or those `?agent=` names), sorted by `agent_id`. */
+  agents: StatsAgent[];
+}
+
+/** One queue's statistics. */
+export interface StatsQueue {
+  queue_id: QueueId;
+  /** Its display name. */
+  name: string;
+  now: StatsNow;
+  /** Since `day_start`. */
+  today: StatsWindow;
+  /** The current minute so far and the 14 whole minutes before it. */
+  last_15m: StatsWindow;
+  /** The current minute so far and the 29 whole minutes before it. */
+  last_30m: StatsWindow;
+  /** Today in 15-minute buckets from `day_start`, up to and including the current one. */
+  series: StatsSeriesPoint[];
+}
+
+/** A count per agent status. */
+export interface StatsByStatus {
+  /** Offline. */
+  offline: number;
+  /** Not Ready. */
+  not_ready: number;
+  /** Ready. */
+  ready: number;
+  /** Reserved (an offer ringing). */
+  reserved: number;
+  /** Busy. */
+  busy: number;
+  /** Wrap-up. */
+  wrap_up: number;
+}
+
+/** A count per channel. */
+export interface StatsByChannel {
+  /** Voice. */
+  voice: number;
+  /** Chat. */
+  chat: number;
+  /** Email. */
+  email: number;
+}
+
+/** A queue now, read from the routing state when the report is built. */
+export interface StatsNow {
+  /** Tasks waiting (not ringing, not in an agent's hands). */
+  waiting: number;
+  waiting_by_channel: StatsByChannel;
+  /** Tasks waiting by priority (the key, as text); priorities with none are absent. */
+  waiting_by_priority: { [key: string]: number };
+  /** When the longest-waiting task entered the queue (clients tick its wait themselves); null when none waits. */
+  oldest_enqueued_at: Timestamp | null;
+  /** The agents who serve the queue, by status (an agent serving two queues counts in both). */
+  agents: StatsByStatus;
+  /** Its Not Ready agents by reason code. */
+  not_ready_reasons: { [key: string]: number };
+  /** Agents the router may offer the queue's next task to now: Ready, connected, no offer ringing, not in wrap-up, capacity left. */
+  eligible_ready: number;
+  /** Offers ringing on the queue's tasks. */
+  offers_pending: number;
+}
+
+/** A queue's figures over a span that ends at `generated_at` (see protocol/README.md for each definition). */
+export interface StatsWindow {
+  /** Where the span starts. */
+  window_start: Timestamp;
+  /** Tasks that entered the queue: created into it, transferred into it, overflowed into it. */
+  offered: number;
+  /** Tasks an agent took from the queue. */
+  answered: number;
+  /** Tasks cancelled while waiting or ringing (short abandons included). */
+  abandoned: number;
+  /** Abandons after a wait under `[stats] short_abandon_secs`. */
+  abandoned_short: number;
+  /** Tasks answered after a wait of at most the threshold. */
+  answered_within_threshold: number;
+  /** answered_within_threshold / (answered + abandoned - abandoned_short); null when that denominator is 0. */
+  service_level: number | null;
+  /** The queue's threshold (`service_level_secs`, default 20 s). */
+  service_level_threshold_ms: number;
+  /** Mean wait of the answered tasks; null when none. */
+  avg_speed_of_answer_ms: number | null;
+  /** Longest wait of an answered task; null when none. */
+  max_speed_of_answer_ms: number | null;
+  /** Mean accept-to-complete time of the tasks completed; null when none. */
+  avg_handle_ms: number | null;
+  /** Mean length of the wrap-ups that ended after a task of the queue; null when none. */
+  avg_wrap_up_ms: number | null;
+  /** Offers of its tasks accepted. */
+  offers_accepted: number;
+  /** Offers of its tasks declined. */
+  offers_declined: number;
+  /** Offers of its tasks that expired unanswered. */
+  offers_expired: number;
+  /** Tasks put back in the queue after an offer ended without an accept. */
+  requeued: number;
+  /** Transfers into the queue. */
+  transfers_in: number;
+  /** Transfers out of the queue. */
+  transfers_out: number;
+}
+
+/** One 15-minute bucket of a queue's day. */
+export interface StatsSeriesPoint {
+  /** Its start. */
+  start: Timestamp;
+  /** The most tasks waiting at once during it. */
+  waiting: number;
+  /** Tasks that entered the queue in it. */
+  offered: number;
+  /** Tasks answered in it. */
+  answered: number;
+  /** Its service level, same formula; null when nothing counted. */
+  service_level: number | null;
+}
+
+/** One agent's statistics. */
+export interface StatsAgent {
+  agent_id: AgentId;
+  /** Its display name. */
+  name: string;
+  today: StatsAgentToday;
+}
+
+/** One agent since `day_start`. */
+export interface StatsAgentToday {
+  /** Milliseconds in each status since `day_start`, the current one up to `generated_at`. */
+  status_ms: StatsByStatus;
+  /** Not Ready milliseconds by reason code. */
+  not_ready_ms: { [key: string]: number };
+  /** Tasks completed, by channel. */
+  handled: StatsByChannel;
+  /** Mean accept-to-complete time of those; null when none. */
+  avg_handle_ms: number | null;
+  /** Offers that expired unanswered. */
+  offers_missed: number;
+  /** Offers declined. */
+  offers_declined: number;
 }
 
 /** A customer record. */
@@ -1158,6 +1337,10 @@ export interface ErrorBody {
   changed_by?: Actor;
   /** `version_conflict` only: when. */
   changed_at?: Timestamp;
+  /** `events_gone` only: the oldest event the hub still holds; resynchronize from `GET /v1/snapshot` and read the stream from `oldest_seq - 1`. */
+  oldest_seq?: number;
+  /** `events_gone` only: the hub's event epoch now (empty before its first event). */
+  epoch?: string;
 }
 
 /** The body of every HTTP error response: `{"error": {...}}`. The HTTP status goes with the code (see the README). */
@@ -1167,7 +1350,7 @@ export interface HttpError {
 }
 
 /** A stable, machine-readable error code. The message beside it is for people and may change. See the README for the HTTP status of each and when it happens. */
-export type ErrorCode = "bad_json" | "unknown_type" | "invalid_message" | "invalid_field" | "field_too_long" | "frame_too_large" | "payload_too_large" | "binary_not_supported" | "rate_limited" | "unauthorized" | "token_expired" | "forbidden" | "origin_not_allowed" | "unknown_agent" | "unknown_queue" | "channel_not_served" | "unknown_reason" | "task_not_found" | "task_finished" | "offer_not_found" | "offer_expired" | "offer_withdrawn" | "not_your_offer" | "offer_closed" | "offer_pending" | "agent_offline" | "task_not_in_progress" | "not_available" | "not_found" | "method_not_allowed" | "customer_not_found" | "request_not_found" | "activity_not_found" | "version_conflict" | "duplicate_tag" | "customer_choice_required" | "record_not_open" | "already_linked" | "interaction_closed" | "transfer_limit" | "store_unavailable" | "outcome_unknown" | "shutting_down" | "bad_request" | "request_timeout" | "uri_too_long" | "headers_too_large" | "unsupported_media_type" | "too_many_connections" | "internal";
+export type ErrorCode = "bad_json" | "unknown_type" | "invalid_message" | "invalid_field" | "field_too_long" | "frame_too_large" | "payload_too_large" | "binary_not_supported" | "rate_limited" | "unauthorized" | "token_expired" | "forbidden" | "origin_not_allowed" | "unknown_agent" | "unknown_queue" | "channel_not_served" | "unknown_reason" | "task_not_found" | "task_finished" | "offer_not_found" | "offer_expired" | "offer_withdrawn" | "not_your_offer" | "offer_closed" | "offer_pending" | "agent_offline" | "task_not_in_progress" | "not_available" | "not_found" | "method_not_allowed" | "customer_not_found" | "request_not_found" | "activity_not_found" | "version_conflict" | "duplicate_tag" | "customer_choice_required" | "record_not_open" | "already_linked" | "interaction_closed" | "transfer_limit" | "store_unavailable" | "outcome_unknown" | "shutting_down" | "bad_request" | "request_timeout" | "uri_too_long" | "headers_too_large" | "unsupported_media_type" | "too_many_connections" | "events_gone" | "internal";
 
 /** The claims of a caller's token: a JWT signed with HS256 (any other `alg`, `none` included, is refused). Other claims (`iat`, `iss`, ...) are ignored. */
 export interface TokenClaims {

@@ -723,6 +723,10 @@ impl Store for FileStore {
             .collect())
     }
 
+    fn read_state(&self, f: &mut dyn FnMut(&crate::state::State)) {
+        f(&self.shared.replica().state);
+    }
+
     async fn ping(&self) -> Result<(), HubError> {
         match self.shared.failure() {
             Some(why) => Err(unavailable(why)),
@@ -736,6 +740,11 @@ impl Store for FileStore {
             return self.context(cmd, now).await;
         }
         Ok(self.shared.replica().state.context(cmd, now))
+    }
+
+    fn with_events(&self, f: &mut dyn FnMut(&crate::events::EventLog)) {
+        // The applier delivers each batch under this lock (`apply`).
+        f(&self.shared.replica().state.events)
     }
 
     fn set_dispatch(&self, dispatch: Weak<dyn Dispatch>) {
