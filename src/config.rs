@@ -69,6 +69,8 @@ pub struct Config {
     pub agents: Vec<AgentConfig>,
     /// Where the state lives.
     pub store: StoreConfig,
+    /// Webhook endpoints and their delivery rules.
+    pub webhooks: crate::webhooks::config::WebhooksConfig,
 }
 
 /// Which store keeps the state.
@@ -748,6 +750,9 @@ impl Config {
                 ));
             }
         }
+        self.webhooks
+            .check()
+            .map_err(|(key, message)| invalid(key, message))?;
         Ok(())
     }
 

@@ -66,6 +66,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
             get(get_customer).patch(update_customer),
         )
         .route("/v1/customers/{id}/journey", get(customer_journey))
+        .merge(crate::webhooks::api::routes())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -87,7 +88,8 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-fn caller(
+/// The caller's claims, if its token is valid and its role one of `roles`.
+pub(crate) fn caller(
     hub: &Hub,
     headers: &HeaderMap,
     query: &HashMap<String, String>,
@@ -104,7 +106,7 @@ fn caller(
 }
 
 /// Turns a body into a request, with the protocol's error codes.
-fn parse_body<T: for<'de> Deserialize<'de>>(
+pub(crate) fn parse_body<T: for<'de> Deserialize<'de>>(
     body: Result<Bytes, BytesRejection>,
     limit: usize,
 ) -> Result<T, ApiError> {
@@ -449,5 +451,8 @@ async fn metrics(State(hub): State<Arc<Hub>>) -> Result<Response, ApiError> {
     let snap = hub.store().snapshot(hub.clock.now()).await?;
     let mut text = hub.metrics.render(&snap, hub.connections());
     hub.store().render_metrics(&mut text);
+    if let Some(w) = hub.webhooks.get() {
+        w.render_metrics(&hub.store().webhooks().await?, &mut text);
+    }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }

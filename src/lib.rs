@@ -15,6 +15,7 @@
 //! - [`ws`]: the websocket upgrade and the session on each connection.
 //! - [`http`]: the task API and the operator endpoints.
 //! - [`protocol`]: the JSON frames of wire protocol v1.
+//! - [`webhooks`]: signed pushes of the events to HTTP endpoints (Standard Webhooks).
 //! - [`conn`]: connections before they are authenticated: caps, timeouts, HTTP errors.
 //! - [`config`], [`auth`], [`clock`], [`metrics`], [`error`], [`ids`], [`server`].
 
@@ -40,4 +41,5 @@ pub mod state;
 pub mod store;
 pub mod task;
 pub mod web;
+pub mod webhooks;
 pub mod ws;

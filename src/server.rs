@@ -95,6 +95,14 @@ pub async fn start(config: Config, secret: &[u8]) -> std::io::Result<Running> {
         }
     };
     let hub = Hub::new(config.clone(), Keys::new(secret), store, clock);
+    // Until the event window exists, the webhooks read a feed with no events.
+    let feed: Arc<dyn crate::webhooks::feed::Feed> =
+        Arc::new(crate::webhooks::feed::NoEvents::default());
+    let _ = hub.webhooks.set(crate::webhooks::Webhooks::start(
+        &hub,
+        Arc::downgrade(&feed),
+    ));
+    std::mem::forget(feed);
     let listener = bind(&config)?;
     let addr = listener.local_addr()?;
     tokio::spawn(hub.clone().run_timers(poll));
@@ -136,6 +144,10 @@ impl Running {
             tracing::warn!(left, "drain limit reached with connections still open");
         }
         let _ = tokio::time::timeout(limit, &mut self.served).await;
+        if let Some(w) = self.hub.webhooks.get() {
+            // Positions written and leases let go, so another node takes over at once.
+            w.stop().await;
+        }
         self.hub.store().stop();
     }
 }

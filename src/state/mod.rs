@@ -12,6 +12,7 @@ use crate::clock::Ts;
 use crate::context::{ContextBook, ContextCommand, ContextEffects};
 use crate::error::HubError;
 use crate::routing::{Book, Command, Rules};
+use crate::webhooks::book::{WebhookBook, WebhookCommand};
 
 use std::sync::Arc;
 
@@ -21,6 +22,8 @@ pub struct State {
     pub book: Book,
     /// Customer context.
     pub context: ContextBook,
+    /// Webhook endpoints made through the API, and every endpoint's position and lease.
+    pub webhooks: WebhookBook,
 }
 
 impl State {
@@ -66,7 +69,16 @@ impl State {
         State {
             book: Book::new(rules, now),
             context: ContextBook::new(),
+            webhooks: WebhookBook::default(),
         }
+    }
+
+    /// A webhook command: endpoints, positions, leases. It makes no events and no
+    /// notices (the hub's webhook service reads the book).
+    pub fn webhook(&mut self, cmd: WebhookCommand, now: Ts) -> Outcome {
+        let mut o = Outcome::done();
+        o.reply = self.webhooks.execute(cmd, now).map(Reply::Webhook);
+        o
     }
 
     /// Makes every id minted from now on derive from `seed` (one log entry's position).
@@ -77,22 +89,31 @@ impl State {
 
     /// Everything, as bytes, for a snapshot.
     pub fn snapshot_bytes(&self) -> Result<Vec<u8>, HubError> {
-        rmp_serde::to_vec_named(&(self.book.snapshot_state(), &self.context))
+        rmp_serde::to_vec_named(&(self.book.snapshot_state(), &self.context, &self.webhooks))
             .map_err(|e| HubError::StoreUnavailable(format!("cannot encode a snapshot: {e}")))
     }
 
     /// Both books from snapshot bytes.
     pub fn from_snapshot(rules: Arc<Rules>, bytes: &[u8]) -> Result<State, HubError> {
-        let (book, context): (crate::routing::BookSnapshot, ContextBook) =
-            rmp_serde::from_slice(bytes).map_err(|e| {
-                HubError::StoreUnavailable(format!("cannot decode the snapshot: {e}"))
-            })?;
+        // A snapshot written before the webhooks' state existed has two parts.
+        let (book, context, webhooks): (crate::routing::BookSnapshot, ContextBook, WebhookBook) =
+            match rmp_serde::from_slice(bytes) {
+                Ok(three) => three,
+                Err(_) => {
+                    let (book, context): (crate::routing::BookSnapshot, ContextBook) =
+                        rmp_serde::from_slice(bytes).map_err(|e| {
+                            HubError::StoreUnavailable(format!("cannot decode the snapshot: {e}"))
+                        })?;
+                    (book, context, WebhookBook::default())
+                }
+            };
         let mut context = context;
         // The search index is derived from the customers, never stored.
         context.rebuild_search();
         Ok(State {
             book: Book::restore(rules, book),
             context,
+            webhooks,
         })
     }
 

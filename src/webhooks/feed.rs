@@ -1,0 +1,129 @@
+//! Where an endpoint's events come from: the hub's numbered event window
+//! (`Hub::events_from`), behind a small trait so the delivery can be fed by a test.
+//!
+//! Until the events branch lands, the envelope types mirror its contract.
+
+use crate::clock::Ts;
+use crate::events::EventData;
+use std::sync::Arc;
+use tokio::sync::broadcast;
+
+/// One numbered event (mirror of `crate::events::Envelope`).
+#[derive(Debug)]
+pub struct Envelope {
+    /// Its position, dense from 1 per epoch.
+    pub seq: u64,
+    /// The log entry's time.
+    pub time: Ts,
+    /// What happened.
+    pub data: EventData,
+    /// The wire form.
+    pub json: Arc<str>,
+}
+
+/// Every held event after a position, then live ones without a gap.
+pub struct EventFeed {
+    /// Held events, in order.
+    pub backlog: Vec<Arc<Envelope>>,
+    /// Live events.
+    pub live: broadcast::Receiver<Arc<Envelope>>,
+}
+
+/// The asked position is older than the window.
+#[derive(Debug, Clone, Copy)]
+pub struct EventsGone {
+    /// The oldest sequence number still held.
+    pub oldest: u64,
+}
+
+/// A source of events.
+pub trait Feed: Send + Sync + 'static {
+    /// Events after `after`.
+    fn events_from(&self, after: u64) -> Result<EventFeed, EventsGone>;
+    /// The last event's sequence number.
+    fn head(&self) -> u64;
+    /// The epoch (part of every event id).
+    fn epoch(&self) -> String;
+}
+
+/// Reads one endpoint's events in order from a [`Feed`], re-subscribing after a lag.
+pub struct Reader {
+    after: u64,
+    backlog: std::collections::VecDeque<Arc<Envelope>>,
+    live: Option<broadcast::Receiver<Arc<Envelope>>>,
+}
+
+impl Reader {
+    /// A reader from `after`.
+    pub fn new(after: u64) -> Reader {
+        Reader {
+            after,
+            backlog: Default::default(),
+            live: None,
+        }
+    }
+
+    /// The next event; `None` when the feed closed (the hub stops).
+    /// The feed is held weakly: a reader waiting for live events does not keep a hub
+    /// that is gone alive.
+    pub async fn next(
+        &mut self,
+        feed: &std::sync::Weak<dyn Feed>,
+    ) -> Result<Option<Arc<Envelope>>, EventsGone> {
+        loop {
+            if let Some(e) = self.backlog.pop_front() {
+                if e.seq > self.after {
+                    self.after = e.seq;
+                    return Ok(Some(e));
+                }
+                continue;
+            }
+            let live = match &mut self.live {
+                Some(l) => l,
+                None => {
+                    let Some(feed) = feed.upgrade() else {
+                        return Ok(None);
+                    };
+                    let f = feed.events_from(self.after)?;
+                    self.backlog = f.backlog.into();
+                    self.live = Some(f.live);
+                    continue;
+                }
+            };
+            match live.recv().await {
+                Ok(e) if e.seq > self.after => {
+                    self.after = e.seq;
+                    return Ok(Some(e));
+                }
+                Ok(_) => {}
+                // Fell behind the live channel: ask again from the last event seen.
+                Err(broadcast::error::RecvError::Lagged(_)) => self.live = None,
+                Err(broadcast::error::RecvError::Closed) => return Ok(None),
+            }
+        }
+    }
+}
+
+/// A feed with no events (until the event window exists).
+pub struct NoEvents(broadcast::Sender<Arc<Envelope>>);
+
+impl Default for NoEvents {
+    fn default() -> Self {
+        NoEvents(broadcast::channel(1).0)
+    }
+}
+
+impl Feed for NoEvents {
+    fn events_from(&self, _after: u64) -> Result<EventFeed, EventsGone> {
+        Ok(EventFeed {
+            backlog: Vec::new(),
+            live: self.0.subscribe(),
+        })
+    }
+    fn head(&self) -> u64 {
+        0
+    }
+    fn epoch(&self) -> String {
+        String::new()
+    }
+}
