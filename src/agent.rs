@@ -37,7 +37,7 @@ pub enum Presence {
 }
 
 /// What an agent shows to itself and to supervisors.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     /// Not logged in.

@@ -71,6 +71,38 @@ pub struct Config {
     pub store: StoreConfig,
     /// Webhook endpoints and their delivery rules.
     pub webhooks: crate::webhooks::config::WebhooksConfig,
+    /// Integration events: the window kept and the stream.
+    pub events: EventsConfig,
+}
+
+/// `[events]`: the window of integration events and `GET /v1/events`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// At most this many events are kept for readers that resume (unless a webhook
+    /// endpoint still needs older ones, up to `max_held`).
+    pub retain_count: usize,
+    /// Events older than this many seconds are dropped (same exception).
+    pub retain_secs: u64,
+    /// The hard cap on events kept, whatever a webhook endpoint still needs.
+    pub max_held: usize,
+    /// How often an idle stream gets a comment line, in seconds.
+    pub keepalive_secs: u64,
+    /// Events queued to one stream reader before it counts as not reading and is cut
+    /// off (it resumes from its position).
+    pub stream_buffer: usize,
+}
+
+impl Default for EventsConfig {
+    fn default() -> EventsConfig {
+        EventsConfig {
+            retain_count: 100_000,
+            retain_secs: 86_400,
+            max_held: 1_000_000,
+            keepalive_secs: 15,
+            stream_buffer: 4096,
+        }
+    }
 }
 
 /// Which store keeps the state.
@@ -567,6 +599,34 @@ impl Config {
         if self.server.queue_update_ms == 0 {
             return Err(invalid("server.queue_update_ms", "must be more than 0"));
         }
+        let ev = &self.events;
+        for (key, v, min, max) in [
+            ("events.retain_count", ev.retain_count, 1, 10_000_000),
+            ("events.max_held", ev.max_held, 1, 50_000_000),
+            ("events.stream_buffer", ev.stream_buffer, 16, 1_000_000),
+        ] {
+            if !(min..=max).contains(&v) {
+                return Err(invalid(key, format!("must be between {min} and {max}")));
+            }
+        }
+        if ev.max_held < ev.retain_count {
+            return Err(invalid(
+                "events.max_held",
+                "must be at least events.retain_count",
+            ));
+        }
+        if !(1..=30 * 86_400).contains(&ev.retain_secs) {
+            return Err(invalid(
+                "events.retain_secs",
+                "must be between 1 and 2592000 seconds",
+            ));
+        }
+        if !(1..=3600).contains(&ev.keepalive_secs) {
+            return Err(invalid(
+                "events.keepalive_secs",
+                "must be between 1 and 3600 seconds",
+            ));
+        }
         let l = &self.limits;
         for (key, v) in [
             ("limits.max_frame_bytes", l.max_frame_bytes),
@@ -833,6 +893,11 @@ impl Config {
             away_offer: Duration::from_secs_f64(r.away_offer_secs),
             finished_retention: self.limits.finished_task_retention,
             max_transfers: r.max_transfers,
+            events: crate::events::Retention {
+                count: self.events.retain_count,
+                age: Duration::from_secs(self.events.retain_secs),
+                max_held: self.events.max_held,
+            },
         }
     }
 }
@@ -982,6 +1047,26 @@ id = "support"
             (
                 "[limits]\nmax_connections = 0\n[[queues]]\nid = \"a\"\n",
                 "limits.max_connections",
+            ),
+            (
+                "[events]\nretain_count = 0\n[[queues]]\nid = \"a\"\n",
+                "events.retain_count",
+            ),
+            (
+                "[events]\nretain_secs = 0\n[[queues]]\nid = \"a\"\n",
+                "events.retain_secs",
+            ),
+            (
+                "[events]\nretain_count = 2000\nmax_held = 1000\n[[queues]]\nid = \"a\"\n",
+                "events.max_held",
+            ),
+            (
+                "[events]\nkeepalive_secs = 0\n[[queues]]\nid = \"a\"\n",
+                "events.keepalive_secs",
+            ),
+            (
+                "[events]\nstream_buffer = 1\n[[queues]]\nid = \"a\"\n",
+                "events.stream_buffer",
             ),
             ("", "queues"),
         ];

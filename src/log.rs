@@ -104,6 +104,16 @@ pub fn step<P: std::fmt::Display>(
     let now = entry.now.max(r.now);
     r.now = now;
     r.state.reseed(seed);
+    if r.state.events.epoch().is_none() {
+        // The first entry a blank state applies names the epoch: the same on every
+        // replica of this log, new with a new log (its position, time, node and request
+        // id differ).
+        let mut h = seed ^ entry.now.0.rotate_left(23) ^ seed_of(&entry.node).rotate_left(41);
+        if let Some(req) = entry.req {
+            h ^= req.as_u64_pair().0;
+        }
+        r.state.events.begin(h);
+    }
     let o = match entry.body {
         Body::Routing(cmd) => r.state.execute(*cmd, now),
         Body::Context(cmd) => r.state.context(*cmd, now),

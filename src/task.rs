@@ -117,7 +117,7 @@ impl TaskState {
 }
 
 /// A task as the hub keeps it, and as the wire protocol shows it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Task {
     /// Its id.
     pub task_id: TaskId,

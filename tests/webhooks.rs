@@ -39,15 +39,7 @@ impl TestFeed {
     fn push(&self, data: EventData) -> u64 {
         let mut held = self.held.lock().unwrap();
         let seq = held.len() as u64 + 1;
-        let tagged = serde_json::to_value(&data).unwrap();
-        let body = json!({"id": format!("ep1-{seq}"), "type": data.type_name(), "seq": seq,
-            "time": "2026-01-01T00:00:00.000Z", "epoch": "ep1", "data": tagged["data"]});
-        let e = Arc::new(Envelope {
-            seq,
-            time: Ts(0),
-            data,
-            json: body.to_string().into(),
-        });
+        let e = Arc::new(Envelope::new("ep1", seq, Ts(0), data));
         held.push(e.clone());
         let _ = self.live.send(e);
         seq

@@ -22,6 +22,7 @@ pub mod search;
 use crate::auth::Role;
 use crate::clock::Ts;
 use crate::error::HubError;
+use crate::events::EventData;
 use crate::ids::{ActivityId, AgentId, CustomerId, NoteId, RequestId};
 use crate::task::{Task, check_text};
 use record::*;
@@ -348,6 +349,8 @@ pub enum ContextReply {
 pub struct ContextEffects {
     /// Changes to push: the change and who watches it (the author excluded).
     pub changes: Vec<(Arc<RecordChange>, Vec<AgentId>)>,
+    /// The integration events of the changes, in order.
+    pub events: Vec<crate::events::EventData>,
 }
 
 /// A routing event the context follows.
@@ -626,10 +629,19 @@ impl ContextBook {
                 self.watch(Topic::Activity(aid), agent);
             }
         }
-        self.activities
+        let a = self
+            .activities
             .get(&aid)
             .cloned()
-            .unwrap_or_else(|| unreachable!("just inserted"))
+            .unwrap_or_else(|| unreachable!("just inserted"));
+        // After the request it may have opened: the activity is created on it.
+        fx.events.push(EventData::ActivityCreated {
+            activity_id: aid,
+            request_id: a.request_id,
+            customer_id: a.customer_id,
+            task_id: Some(a.task_id),
+        });
+        a
     }
 
     fn transfer(
@@ -770,6 +782,10 @@ impl ContextBook {
                     next.closed_at = None;
                     next.stamp.bump(by, now);
                     self.requests.insert(r, next);
+                    fx.events.push(EventData::RequestReopened {
+                        request_id: r,
+                        customer_id: c,
+                    });
                     self.journey(
                         c,
                         JourneyEvent {
@@ -830,6 +846,10 @@ impl ContextBook {
         let id = r.request_id;
         self.requests.insert(id, r);
         self.customer_requests.entry(c).or_default().push(id);
+        fx.events.push(EventData::RequestOpened {
+            request_id: id,
+            customer_id: c,
+        });
         self.reindex(c);
         self.journey(
             c,
@@ -914,6 +934,10 @@ impl ContextBook {
                 for k in identity_keys(&next.phones, &next.emails, &next.chat_handles) {
                     self.identities.insert(k, customer_id);
                 }
+                fx.events.push(EventData::CustomerUpdated {
+                    customer_id,
+                    version: next.stamp.version,
+                });
                 self.customers.insert(customer_id, next);
                 self.reindex(customer_id);
                 self.journey_simple(customer_id, JourneyKind::CustomerUpdated, &by, None, now);
@@ -1015,6 +1039,21 @@ impl ContextBook {
                     _ => {}
                 }
                 next.stamp.bump(&by, now);
+                for k in &kinds {
+                    match k {
+                        JourneyKind::RequestClosed => fx.events.push(EventData::RequestClosed {
+                            request_id,
+                            customer_id,
+                        }),
+                        JourneyKind::RequestReopened => {
+                            fx.events.push(EventData::RequestReopened {
+                                request_id,
+                                customer_id,
+                            })
+                        }
+                        _ => {}
+                    }
+                }
                 self.requests.insert(request_id, next.clone());
                 self.reindex(customer_id);
                 for k in kinds {
@@ -1250,6 +1289,10 @@ impl ContextBook {
             ));
         }
         let cid = c.customer_id;
+        fx.events.push(EventData::CustomerCreated {
+            customer_id: cid,
+            version: c.stamp.version,
+        });
         for k in identity_keys(&c.phones, &c.emails, &c.chat_handles) {
             self.identities.entry(k).or_insert(cid);
         }
@@ -1277,6 +1320,11 @@ impl ContextBook {
         a.ended_at = Some(now);
         a.stamp.bump(&by, now);
         let (customer, request) = (a.customer_id, a.request_id);
+        fx.events.push(EventData::ActivityClosed {
+            activity_id: aid,
+            request_id: request,
+            customer_id: customer,
+        });
         let desk = self.desks.entry(agent.clone()).or_default();
         desk.open.retain(|x| *x != aid);
         if let Some(c) = customer {

@@ -637,3 +637,5 @@ fn the_search_index_answers_exactly_what_the_old_scan_did_on_random_data() {
         }
     }
 }
+
+mod events;

@@ -17,11 +17,15 @@ use crate::agent::Status;
 use crate::clock::Ts;
 use crate::ids::{ActivityId, AgentId, Channel, CustomerId, OfferId, QueueId, RequestId, TaskId};
 use crate::task::Task;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+pub mod window;
+pub use window::{EventLog, EventLogSnapshot, EventsGone, Retention};
 
 /// Where an ending offer's task was: what a statistic needs to tell an abandon (the
 /// caller hung up while waiting) from a task cancelled in an agent's hands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskPhase {
     /// Waiting in its queue.
@@ -33,7 +37,7 @@ pub enum TaskPhase {
 }
 
 /// Why an offer was withdrawn before the agent answered it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WithdrawReason {
     /// The task was cancelled.
@@ -42,11 +46,19 @@ pub enum WithdrawReason {
     Transferred,
     /// The agent went offline (logged out, lost past grace).
     AgentOffline,
+    /// A supervisor set the agent Not Ready while the offer rang.
+    Supervisor,
+    /// The agent's desktop dropped and did not come back within
+    /// `routing.away_offer_secs` (or its node was lost).
+    DesktopGone,
+    /// A consult ended before the asked agent answered (the asking agent took it back,
+    /// completed the task or lost it).
+    ConsultEnded,
 }
 
 /// One fact a decision established. The serde tag is the event's dotted `type`; the
 /// content is its `data`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data")]
 pub enum EventData {
     /// A task was created (an integration's `POST /v1/tasks`; not on an idempotent
@@ -402,6 +414,78 @@ impl EventData {
             _ => None,
         }
     }
+}
+
+/// One numbered event: its place in the log (`seq`, dense from 1 within an epoch), the
+/// log entry's time, the fact, and its wire form, made once and shared by every reader.
+#[derive(Debug, PartialEq)]
+pub struct Envelope {
+    /// The sequence number.
+    pub seq: u64,
+    /// The log entry's time.
+    pub time: Ts,
+    /// The fact.
+    pub data: EventData,
+    /// The wire envelope: `{"id": "<epoch>-<seq>", "type", "seq", "time", "epoch",
+    /// "data"}`.
+    pub json: Arc<str>,
+}
+
+impl Envelope {
+    /// Numbers `data` and makes its wire form.
+    pub fn new(epoch: &str, seq: u64, time: Ts, data: EventData) -> Envelope {
+        let json = wire(epoch, seq, time, &data).into();
+        Envelope {
+            seq,
+            time,
+            data,
+            json,
+        }
+    }
+
+    /// The event's dotted type name.
+    pub fn type_name(&self) -> &'static str {
+        self.data.type_name()
+    }
+}
+
+/// The wire envelope of one event. serde writes the catalog's adjacently tagged form
+/// as `{"type":"<t>","data":<data>}`; the envelope is that `data` text spliced after
+/// the other fields, so the variant's fields are encoded once and never as a tree.
+fn wire(epoch: &str, seq: u64, time: Ts, data: &EventData) -> String {
+    let ty = data.type_name();
+    let tagged = serde_json::to_string(data).unwrap_or_default();
+    let head = format!(r#"{{"type":"{ty}","data":"#);
+    let inner = tagged
+        .strip_prefix(head.as_str())
+        .and_then(|rest| rest.strip_suffix('}'))
+        .map(str::to_owned)
+        .unwrap_or_else(|| {
+            // Not the expected shape (cannot happen with serde_json's writer); the
+            // slow way, through a tree.
+            serde_json::to_value(data)
+                .ok()
+                .and_then(|v| v.get("data").map(|d| d.to_string()))
+                .unwrap_or_else(|| "{}".into())
+        });
+    let time = time.rfc3339();
+    let mut out = String::with_capacity(inner.len() + 96 + epoch.len() * 2 + ty.len());
+    out.push_str(r#"{"id":""#);
+    out.push_str(epoch);
+    out.push('-');
+    out.push_str(&seq.to_string());
+    out.push_str(r#"","type":""#);
+    out.push_str(ty);
+    out.push_str(r#"","seq":"#);
+    out.push_str(&seq.to_string());
+    out.push_str(r#","time":""#);
+    out.push_str(&time);
+    out.push_str(r#"","epoch":""#);
+    out.push_str(epoch);
+    out.push_str(r#"","data":"#);
+    out.push_str(&inner);
+    out.push('}');
+    out
 }
 
 #[cfg(test)]

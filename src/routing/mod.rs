@@ -19,6 +19,7 @@ use crate::clock::Ts;
 use crate::context::TaskEvent;
 use crate::context::record::Actor;
 use crate::error::{HubError, OfferEnd};
+use crate::events::{EventData, TaskPhase, WithdrawReason};
 use crate::ids::{AgentId, Channel, ConnId, Ids, OfferId, QueueId, TaskId};
 use crate::task::{NewTask, Task, TaskState};
 use queue::{Bucket, IdleKey, Place, QueueIndex};
@@ -135,6 +136,8 @@ pub struct Rules {
     pub finished_retention: usize,
     /// How many times one task may be transferred.
     pub max_transfers: u32,
+    /// How long integration events are kept (`[events]`).
+    pub events: crate::events::Retention,
 }
 
 /// Where a transfer sends a task.
@@ -329,7 +332,9 @@ struct Tx {
     earliest_timer: Option<Ts>,
     stats: Stats,
     task_events: Vec<TaskEvent>,
-    events: Vec<crate::events::EventData>,
+    events: Vec<EventData>,
+    /// A supervisor's logout: the agent's `agent.logged_out` says so.
+    by_supervisor: bool,
 }
 
 /// One agent in a snapshot: profile, state, tie-break sequence, node.
@@ -734,6 +739,13 @@ impl Book {
                     })
                     .collect();
                 lost.sort();
+                // Several nodes may declare the same loss; only the declaration that
+                // found desktops through it is news.
+                if !lost.is_empty() {
+                    tx.events.push(EventData::NodeLost {
+                        node: node.to_string(),
+                    });
+                }
                 for (agent, conn) in lost {
                     self.agent_event(
                         tx,
@@ -793,6 +805,7 @@ impl Book {
                 Ok(Reply::Done)
             }
             Command::ForceLogout { agent } => {
+                tx.by_supervisor = true;
                 self.agent_event(tx, &agent, Event::Logout, now)?;
                 self.replace_close_reason(tx, &agent, CloseReason::LoggedOutBySupervisor);
                 Ok(Reply::Done)
@@ -832,6 +845,7 @@ impl Book {
                 ) {
                     self.end_consult(tx, task_id, now, true);
                 }
+                let mark = tx.events.len();
                 self.agent_event(
                     tx,
                     &agent,
@@ -841,6 +855,24 @@ impl Book {
                     },
                     now,
                 )?;
+                if let Some(t) = self.tasks.get(&task_id) {
+                    let accepted_at = match &t.state {
+                        TaskState::Assigned { accepted_at, .. } => *accepted_at,
+                        _ => now,
+                    };
+                    // Before the agent's own change (to wrap-up) that it caused.
+                    tx.events.insert(
+                        mark,
+                        EventData::TaskCompleted {
+                            task_id,
+                            agent_id: agent.clone(),
+                            queue: t.queue.clone(),
+                            channel: t.channel,
+                            accepted_at,
+                            wrap_up_code: wrap_up_code.clone(),
+                        },
+                    );
+                }
                 if let Some(t) = self.tasks.get_mut(&task_id) {
                     t.state = TaskState::Completed {
                         agent_id: agent.clone(),
@@ -937,6 +969,10 @@ impl Book {
         if let Some(key) = &task.idempotency_key {
             self.idempotency.insert(key.clone(), id);
         }
+        tx.events.push(EventData::TaskCreated {
+            task: Box::new(task.clone()),
+        });
+        tx.events.push(queued_event(&task, false));
         self.file_task(&task);
         self.tasks.insert(id, task);
         self.arm_escalation(tx, id, &queue, now);
@@ -967,6 +1003,23 @@ impl Book {
             .tasks
             .get(&task_id)
             .ok_or(HubError::TaskNotFound(task_id))?;
+        let phase = match task.state {
+            TaskState::Queued => Some(TaskPhase::Queued),
+            TaskState::Offered { .. } => Some(TaskPhase::Offered),
+            TaskState::Assigned { .. } => Some(TaskPhase::Assigned),
+            TaskState::Completed { .. } | TaskState::Cancelled { .. } => None,
+        };
+        if let Some(phase) = phase {
+            // First: the offer withdrawn and the agent's change follow from it.
+            tx.events.push(EventData::TaskCancelled {
+                task_id,
+                queue: task.queue.clone(),
+                channel: task.channel,
+                phase,
+                enqueued_at: task.created_at,
+                reason: reason.clone(),
+            });
+        }
         match task.state.clone() {
             TaskState::Queued => {
                 let (bucket, place) = bucket_and_place(task);
@@ -976,7 +1029,14 @@ impl Book {
             }
             TaskState::Offered {
                 offer_id, agent_id, ..
-            } => self.withdraw_offer(tx, task_id, offer_id, agent_id, now)?,
+            } => self.withdraw_offer(
+                tx,
+                task_id,
+                offer_id,
+                agent_id,
+                WithdrawReason::Cancelled,
+                now,
+            )?,
             TaskState::Assigned { agent_id, .. } => {
                 self.end_consult(tx, task_id, now, true);
                 let wrap_up_until = self.wrap_up_until(task_id, now);
@@ -1107,6 +1167,8 @@ impl Book {
         }
         // Whoever has it lets it go.
         let mut from = None;
+        let mark = tx.events.len();
+        let from_queue = task.queue.clone();
         match task.state.clone() {
             TaskState::Queued => {
                 let (bucket, place) = bucket_and_place(task);
@@ -1117,7 +1179,14 @@ impl Book {
             }
             TaskState::Offered {
                 offer_id, agent_id, ..
-            } => self.withdraw_offer(tx, task_id, offer_id, agent_id, now)?,
+            } => self.withdraw_offer(
+                tx,
+                task_id,
+                offer_id,
+                agent_id,
+                WithdrawReason::Transferred,
+                now,
+            )?,
             TaskState::Assigned { agent_id, .. } => {
                 self.end_consult(tx, task_id, now, true);
                 let wrap_up_until = self.wrap_up_until(task_id, now);
@@ -1190,6 +1259,20 @@ impl Book {
             }
         };
         let t = t.clone();
+        // First: what the transfer made the holders do follows from it.
+        tx.events.insert(
+            mark,
+            EventData::TaskTransferred {
+                task_id,
+                from_agent: from.clone(),
+                from_queue,
+                to_agent: target.clone(),
+                to_queue: t.queue.clone(),
+            },
+        );
+        if target.is_none() {
+            tx.events.push(queued_event(&t, true));
+        }
         tx.task_events.push(TaskEvent::Transferred {
             task: Box::new(t.clone()),
             from: from.clone(),
@@ -1216,6 +1299,7 @@ impl Book {
                 self.offer(tx, task_id, target, now);
             } else {
                 self.end_handoff(tx, task_id, &target, TransferResult::Unavailable);
+                tx.events.push(queued_event(&t, true));
             }
         }
         tx.wake.push_back(Wake::Task(task_id));
@@ -1361,6 +1445,9 @@ impl Book {
             t.skills.sort();
             t.skills.dedup();
         });
+        if let Some(t) = self.tasks.get(&task_id) {
+            tx.events.push(queued_event(t, true));
+        }
         tx.queues.insert(to.clone());
         self.arm_escalation(tx, task_id, &to, now);
         tx.wake.push_back(Wake::Task(task_id));
@@ -1419,7 +1506,19 @@ impl Book {
             deadline: now.plus(timeout),
         };
         let (offer_id, deadline) = (offer.offer_id, offer.deadline);
+        let mark = tx.events.len();
         self.agent_event(tx, &to, Event::Offer(offer), now)?;
+        tx.events.insert(
+            mark,
+            EventData::TaskOffered {
+                task_id,
+                offer_id,
+                agent_id: to.clone(),
+                queue: queue.clone(),
+                channel,
+                deadline,
+            },
+        );
         if let Some(q) = self.queues.get_mut(&queue) {
             q.offers_pending += 1;
         }
@@ -1477,7 +1576,21 @@ impl Book {
             .filter(|o| o.task_id == task_id)
             .map(|o| o.offer_id);
         if let Some(offer_id) = offer {
-            let _ = self.agent_event(tx, &h.to, Event::OfferRevoked { offer_id }, now);
+            let mark = tx.events.len();
+            if self
+                .agent_event(tx, &h.to, Event::OfferRevoked { offer_id }, now)
+                .is_ok()
+            {
+                tx.events.insert(
+                    mark,
+                    EventData::OfferWithdrawn {
+                        task_id,
+                        offer_id,
+                        agent_id: h.to.clone(),
+                        reason: WithdrawReason::ConsultEnded,
+                    },
+                );
+            }
             self.end_offer(tx, offer_id, OfferEnd::Withdrawn);
             tx.notices.push(Notice::ToAgent {
                 agent_id: h.to.clone(),
@@ -1533,10 +1646,18 @@ impl Book {
             .ok_or_else(|| HubError::UnknownAgent(id.to_string()))?;
         let (next, effects) = agent::apply(&entry.state, event, now)?;
         let before = std::mem::replace(&mut entry.state, next);
+        let changes = agent_events(id, &before, &entry.state, tx.by_supervisor);
         tx.before.entry(id.clone()).or_insert(before);
+        // A login before what it caused; the new status (and a logout, a lost
+        // connection) after what the effects did to tasks and offers on the way.
+        let mut changes = changes.into_iter().peekable();
+        if let Some(login) = changes.next_if(|e| matches!(e, EventData::AgentLoggedIn { .. })) {
+            tx.events.push(login);
+        }
         for e in effects {
             self.effect(tx, id, e, now);
         }
+        tx.events.extend(changes);
         if self.reindex(id) {
             tx.wake.push_back(Wake::Agent(id.clone()));
         }
@@ -1562,6 +1683,41 @@ impl Book {
                     self.end_consult(tx, task_id, now, true);
                 }
                 if let Some(offer_id) = offer_id {
+                    let (task_id, agent_id2) = (task_id, agent_id.clone());
+                    let withdrawn = |reason| EventData::OfferWithdrawn {
+                        task_id,
+                        offer_id,
+                        agent_id: agent_id2.clone(),
+                        reason,
+                    };
+                    tx.events.push(match reason {
+                        ReleaseReason::Declined => EventData::OfferDeclined {
+                            task_id,
+                            offer_id,
+                            agent_id: agent_id.clone(),
+                            reason: None,
+                        },
+                        ReleaseReason::NotReady => EventData::OfferDeclined {
+                            task_id,
+                            offer_id,
+                            agent_id: agent_id.clone(),
+                            // Declined by choosing Not Ready: the reason chosen.
+                            reason: self.agents.get(agent_id).and_then(|e| {
+                                e.state
+                                    .reason()
+                                    .map(str::to_owned)
+                                    .or_else(|| e.state.pending_not_ready.clone())
+                            }),
+                        },
+                        ReleaseReason::Expired => EventData::OfferExpired {
+                            task_id,
+                            offer_id,
+                            agent_id: agent_id.clone(),
+                        },
+                        ReleaseReason::AgentOffline => withdrawn(WithdrawReason::AgentOffline),
+                        ReleaseReason::Supervisor => withdrawn(WithdrawReason::Supervisor),
+                        ReleaseReason::DesktopGone => withdrawn(WithdrawReason::DesktopGone),
+                    });
                     let end = match reason {
                         ReleaseReason::Declined | ReleaseReason::NotReady => {
                             tx.stats.declined += 1;
@@ -1622,6 +1778,7 @@ impl Book {
                 if let Some(at) = reoffer_at {
                     self.arm(tx, at, Timer::Reoffer(task_id, agent_id.clone()));
                 }
+                tx.events.push(queued_event(&task, true));
                 self.file_task(&task);
                 tx.queues.insert(task.queue.clone());
                 if offer_id.is_none() {
@@ -1636,6 +1793,11 @@ impl Book {
                 self.end_offer(tx, offer_id, OfferEnd::Accepted);
                 self.end_handoff(tx, task_id, agent_id, TransferResult::Accepted);
                 tx.stats.accepted += 1;
+                tx.events.push(EventData::OfferAccepted {
+                    task_id,
+                    offer_id,
+                    agent_id: agent_id.clone(),
+                });
                 // A consult accepted: the handover from the agent who had the task is
                 // part of this same step.
                 let holder = self.tasks.get(&task_id).and_then(|t| match &t.state {
@@ -1643,6 +1805,16 @@ impl Book {
                     _ => None,
                 });
                 if let Some(holder) = holder {
+                    if let Some(t) = self.tasks.get(&task_id) {
+                        // The transfer lands now.
+                        tx.events.push(EventData::TaskTransferred {
+                            task_id,
+                            from_agent: Some(holder.clone()),
+                            from_queue: t.queue.clone(),
+                            to_agent: Some(agent_id.clone()),
+                            to_queue: t.queue.clone(),
+                        });
+                    }
                     let wrap_up_until = self.wrap_up_until(task_id, now);
                     let _ = self.agent_event(
                         tx,
@@ -1667,6 +1839,17 @@ impl Book {
                         agent_id: agent_id.clone(),
                         accepted_at: now,
                     };
+                    tx.events.push(EventData::TaskAssigned {
+                        task_id,
+                        agent_id: agent_id.clone(),
+                        queue: t.queue.clone(),
+                        channel: t.channel,
+                        enqueued_at: t.created_at,
+                        // Named by the context in the same step (`State::execute`).
+                        activity_id: None,
+                        customer_id: None,
+                        request_id: None,
+                    });
                     tx.task_events.push(TaskEvent::Assigned {
                         task: Box::new(t.clone()),
                         agent: agent_id.clone(),
@@ -1815,7 +1998,8 @@ impl Book {
             channel: task.channel,
             deadline: now.plus(timeout),
         };
-        let (offer_id, deadline) = (offer.offer_id, offer.deadline);
+        let (offer_id, deadline, channel) = (offer.offer_id, offer.deadline, offer.channel);
+        let mark = tx.events.len();
         if self
             .agent_event(tx, &agent_id, Event::Offer(offer), now)
             .is_err()
@@ -1825,6 +2009,18 @@ impl Book {
             tracing::error!(%agent_id, %task_id, "routing picked an agent that cannot take an offer");
             return;
         }
+        // Before the agent's change to Reserved that it caused.
+        tx.events.insert(
+            mark,
+            EventData::TaskOffered {
+                task_id,
+                offer_id,
+                agent_id: agent_id.clone(),
+                queue: queue.clone(),
+                channel,
+                deadline,
+            },
+        );
         if let Some(q) = self.queues.get_mut(&queue) {
             q.remove(&bucket, &place);
             q.offers_pending += 1;
@@ -1875,9 +2071,20 @@ impl Book {
         task_id: TaskId,
         offer_id: OfferId,
         agent_id: AgentId,
+        why: WithdrawReason,
         now: Ts,
     ) -> Result<(), HubError> {
+        let mark = tx.events.len();
         self.agent_event(tx, &agent_id, Event::OfferRevoked { offer_id }, now)?;
+        tx.events.insert(
+            mark,
+            EventData::OfferWithdrawn {
+                task_id,
+                offer_id,
+                agent_id: agent_id.clone(),
+                reason: why,
+            },
+        );
         self.end_offer(tx, offer_id, OfferEnd::Withdrawn);
         self.end_handoff(tx, task_id, &agent_id, TransferResult::Withdrawn);
         tx.notices.push(Notice::ToAgent {
@@ -2147,8 +2354,65 @@ impl Book {
             stats,
             task_events,
             events,
+            envelopes: Vec::new(),
         }
     }
+}
+
+/// `task.queued` for a task filed in its queue now.
+fn queued_event(t: &Task, requeued: bool) -> EventData {
+    EventData::TaskQueued {
+        task_id: t.task_id,
+        queue: t.queue.clone(),
+        channel: t.channel,
+        priority: t.priority,
+        // A task keeps its age (and its place) across re-queues and transfers.
+        enqueued_at: t.created_at,
+        requeued,
+    }
+}
+
+/// The agent events of one change of an agent's state: `agent.logged_in` (first, when
+/// it happened), `agent.state_changed`, `agent.logged_out`, `agent.connection_lost`. A
+/// desktop that reconnects within its grace logs nothing in: the agent never left.
+fn agent_events(
+    id: &AgentId,
+    before: &AgentState,
+    after: &AgentState,
+    by_supervisor: bool,
+) -> Vec<EventData> {
+    use crate::agent::Presence;
+    let mut out = Vec::new();
+    let was_in = before.presence != Presence::Offline;
+    let is_in = after.presence != Presence::Offline;
+    if !was_in && is_in {
+        out.push(EventData::AgentLoggedIn {
+            agent_id: id.clone(),
+        });
+    }
+    if before.status() != after.status() || before.reason() != after.reason() {
+        out.push(EventData::AgentStateChanged {
+            agent_id: id.clone(),
+            status: after.status(),
+            reason: after.reason().map(str::to_owned),
+            previous: before.status(),
+            previous_reason: before.reason().map(str::to_owned),
+            previous_since: before.since,
+        });
+    }
+    if was_in && !is_in {
+        out.push(EventData::AgentLoggedOut {
+            agent_id: id.clone(),
+            by_supervisor,
+        });
+    }
+    if let (Link::Connected(_), Link::Away { grace_until, .. }) = (&before.link, &after.link) {
+        out.push(EventData::AgentConnectionLost {
+            agent_id: id.clone(),
+            grace_until: *grace_until,
+        });
+    }
+    out
 }
 
 fn bucket_and_place(task: &Task) -> (Bucket, Place) {

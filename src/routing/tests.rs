@@ -1715,3 +1715,5 @@ fn a_task_back_from_an_agent_who_went_offline_escalates_again() {
     w.book.expire_due(at_ms(3 + 10_000));
     assert_eq!(w.book.task(t).map(|t| t.priority), Some(2));
 }
+
+mod events;

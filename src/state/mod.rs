@@ -11,6 +11,7 @@ pub use outcome::{Notice, Outcome, Reply, Stats};
 use crate::clock::Ts;
 use crate::context::{ContextBook, ContextCommand, ContextEffects};
 use crate::error::HubError;
+use crate::events::{EventData, EventLog, EventLogSnapshot};
 use crate::routing::{Book, Command, Rules};
 use crate::webhooks::book::{WebhookBook, WebhookCommand};
 
@@ -24,6 +25,8 @@ pub struct State {
     pub context: ContextBook,
     /// Webhook endpoints made through the API, and every endpoint's position and lease.
     pub webhooks: WebhookBook,
+    /// The numbered integration events and their window.
+    pub events: EventLog,
 }
 
 impl State {
@@ -47,6 +50,7 @@ impl State {
                 });
             }
         }
+        self.name_activities(&mut o);
         self.context_notices(&mut o, fx);
         self.after(&mut o, now);
         o
@@ -67,6 +71,7 @@ impl State {
     /// Both books, fresh.
     pub fn new(rules: Arc<Rules>, now: Ts) -> State {
         State {
+            events: EventLog::new(rules.events),
             book: Book::new(rules, now),
             context: ContextBook::new(),
             webhooks: WebhookBook::default(),
@@ -78,6 +83,10 @@ impl State {
     pub fn webhook(&mut self, cmd: WebhookCommand, now: Ts) -> Outcome {
         let mut o = Outcome::done();
         o.reply = self.webhooks.execute(cmd, now).map(Reply::Webhook);
+        // The window keeps what an enabled endpoint has not received yet (up to
+        // `events.max_held`); set here, from replicated state, so every replica agrees.
+        self.events
+            .set_retain_floor(self.webhooks.floor().map(|p| p + 1));
         o
     }
 
@@ -89,31 +98,52 @@ impl State {
 
     /// Everything, as bytes, for a snapshot.
     pub fn snapshot_bytes(&self) -> Result<Vec<u8>, HubError> {
-        rmp_serde::to_vec_named(&(self.book.snapshot_state(), &self.context, &self.webhooks))
-            .map_err(|e| HubError::StoreUnavailable(format!("cannot encode a snapshot: {e}")))
+        rmp_serde::to_vec_named(&(
+            self.book.snapshot_state(),
+            &self.context,
+            self.events.snapshot(),
+            &self.webhooks,
+        ))
+        .map_err(|e| HubError::StoreUnavailable(format!("cannot encode a snapshot: {e}")))
     }
 
     /// Both books from snapshot bytes.
     pub fn from_snapshot(rules: Arc<Rules>, bytes: &[u8]) -> Result<State, HubError> {
-        // A snapshot written before the webhooks' state existed has two parts.
-        let (book, context, webhooks): (crate::routing::BookSnapshot, ContextBook, WebhookBook) =
-            match rmp_serde::from_slice(bytes) {
-                Ok(three) => three,
+        type Full = (
+            crate::routing::BookSnapshot,
+            ContextBook,
+            EventLogSnapshot,
+            WebhookBook,
+        );
+        type WithEvents = (crate::routing::BookSnapshot, ContextBook, EventLogSnapshot);
+        type Before = (crate::routing::BookSnapshot, ContextBook);
+        let (book, mut context, events, webhooks) = match rmp_serde::from_slice::<Full>(bytes) {
+            Ok((b, c, e, w)) => (b, c, Some(e), w),
+            // A snapshot written before the webhooks' state was kept: no endpoints made
+            // through the API, no positions (config endpoints start afresh).
+            Err(_) => match rmp_serde::from_slice::<WithEvents>(bytes) {
+                Ok((b, c, e)) => (b, c, Some(e), WebhookBook::default()),
+                // A snapshot written before events were kept: no window, and the epoch
+                // is named by the next entry applied.
                 Err(_) => {
-                    let (book, context): (crate::routing::BookSnapshot, ContextBook) =
-                        rmp_serde::from_slice(bytes).map_err(|e| {
-                            HubError::StoreUnavailable(format!("cannot decode the snapshot: {e}"))
-                        })?;
-                    (book, context, WebhookBook::default())
+                    let (b, c): Before = rmp_serde::from_slice(bytes).map_err(|e| {
+                        HubError::StoreUnavailable(format!("cannot decode the snapshot: {e}"))
+                    })?;
+                    (b, c, None, WebhookBook::default())
                 }
-            };
-        let mut context = context;
+            },
+        };
         // The search index is derived from the customers, never stored.
         context.rebuild_search();
+        let events = match events {
+            Some(e) => EventLog::restore(rules.events, e),
+            None => EventLog::new(rules.events),
+        };
         Ok(State {
             book: Book::restore(rules, book),
             context,
             webhooks,
+            events,
         })
     }
 
@@ -129,10 +159,36 @@ impl State {
     }
 
     /// The one place every decision passes after the books made it: where its events
-    /// are numbered and kept (`crate::events`) and folded into the statistics.
-    fn after(&mut self, _o: &mut Outcome, _now: Ts) {}
+    /// are numbered and kept (`crate::events`) and folded into the statistics. `now`
+    /// is the log entry's time, so every replica numbers and stamps alike.
+    fn after(&mut self, o: &mut Outcome, now: Ts) {
+        if !o.events.is_empty() {
+            o.envelopes = self.events.record(&o.events, now);
+        }
+    }
 
-    fn context_notices(&self, o: &mut Outcome, fx: ContextEffects) {
+    /// An accepted task's `task.assigned` names the activity the context made of it.
+    fn name_activities(&self, o: &mut Outcome) {
+        for ev in o.events.iter_mut() {
+            if let EventData::TaskAssigned {
+                task_id,
+                activity_id,
+                customer_id,
+                request_id,
+                ..
+            } = ev
+            {
+                if let Some(a) = self.context.activity_of_task(*task_id) {
+                    *activity_id = Some(a.activity_id);
+                    *customer_id = a.customer_id;
+                    *request_id = a.request_id;
+                }
+            }
+        }
+    }
+
+    fn context_notices(&self, o: &mut Outcome, mut fx: ContextEffects) {
+        o.events.append(&mut fx.events);
         // The Open and Recent lists change only through the agent's own requests, whose
         // replies say what changed; `get_lists` and the welcome carry the whole lists.
         for (change, to) in fx.changes {
@@ -140,3 +196,6 @@ impl State {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -6,7 +6,7 @@ use crate::clock::Ts;
 use crate::context::record::Activity;
 use crate::context::{ContextReply, RecordChange, TaskEvent};
 use crate::error::HubError;
-use crate::events::EventData;
+use crate::events::{Envelope, EventData};
 use crate::ids::{AgentId, ConnId, QueueId};
 use crate::routing::{AgentNotice, AgentSummary, AgentView, CloseReason};
 use crate::task::Task;
@@ -119,6 +119,9 @@ pub struct Outcome {
     /// The facts this decision established, in order, for integrations and statistics
     /// (see [`crate::events`]).
     pub events: Vec<EventData>,
+    /// The same events numbered (by `State::after`): delivered with the notices, to
+    /// this node's event stream.
+    pub envelopes: Vec<Arc<Envelope>>,
 }
 
 impl Outcome {
@@ -133,6 +136,7 @@ impl Outcome {
             stats: Stats::default(),
             task_events: Vec::new(),
             events: Vec::new(),
+            envelopes: std::mem::take(&mut self.envelopes),
         }
     }
 
@@ -153,6 +157,7 @@ impl Outcome {
             stats: Stats::default(),
             task_events: Vec::new(),
             events: Vec::new(),
+            envelopes: Vec::new(),
         }
     }
 }

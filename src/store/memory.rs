@@ -24,8 +24,11 @@ pub struct MemoryStore {
 impl MemoryStore {
     /// A store with the configured agents and queues.
     pub fn new(rules: Arc<Rules>, now: Ts) -> MemoryStore {
+        let mut state = State::new(rules, now);
+        // Nothing outlives this process: every start is a new history.
+        state.events.begin(uuid::Uuid::new_v4().as_u64_pair().0);
         MemoryStore {
-            state: Mutex::new(State::new(rules, now)),
+            state: Mutex::new(state),
             dispatch: OnceLock::new(),
         }
     }

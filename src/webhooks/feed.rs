@@ -1,25 +1,11 @@
 //! Where an endpoint's events come from: the hub's numbered event window
 //! (`Hub::events_from`), behind a small trait so the delivery can be fed by a test.
 //!
-//! Until the events branch lands, the envelope types mirror its contract.
 
-use crate::clock::Ts;
-use crate::events::EventData;
 use std::sync::Arc;
 use tokio::sync::broadcast;
 
-/// One numbered event (mirror of `crate::events::Envelope`).
-#[derive(Debug)]
-pub struct Envelope {
-    /// Its position, dense from 1 per epoch.
-    pub seq: u64,
-    /// The log entry's time.
-    pub time: Ts,
-    /// What happened.
-    pub data: EventData,
-    /// The wire form.
-    pub json: Arc<str>,
-}
+pub use crate::events::{Envelope, EventsGone};
 
 /// Every held event after a position, then live ones without a gap.
 pub struct EventFeed {
@@ -27,13 +13,6 @@ pub struct EventFeed {
     pub backlog: Vec<Arc<Envelope>>,
     /// Live events.
     pub live: broadcast::Receiver<Arc<Envelope>>,
-}
-
-/// The asked position is older than the window.
-#[derive(Debug, Clone, Copy)]
-pub struct EventsGone {
-    /// The oldest sequence number still held.
-    pub oldest: u64,
 }
 
 /// A source of events.
