@@ -158,6 +158,12 @@ impl Hub {
     /// Delivers an outcome's notices and returns its reply.
     pub fn dispatch(&self, o: Outcome) -> Result<Reply, HubError> {
         self.metrics.record(&o.stats);
+        if !o.envelopes.is_empty() {
+            if let Some(w) = self.webhooks.get() {
+                // In log order: every store delivers decisions in the order made.
+                w.publish(&o.envelopes);
+            }
+        }
         if o.earliest_timer.is_some() {
             self.timer_wake.notify_one();
         }

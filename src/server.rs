@@ -95,14 +95,10 @@ pub async fn start(config: Config, secret: &[u8]) -> std::io::Result<Running> {
         }
     };
     let hub = Hub::new(config.clone(), Keys::new(secret), store, clock);
-    // Until the event window exists, the webhooks read a feed with no events.
-    let feed: Arc<dyn crate::webhooks::feed::Feed> =
-        Arc::new(crate::webhooks::feed::NoEvents::default());
-    let _ = hub.webhooks.set(crate::webhooks::Webhooks::start(
-        &hub,
-        Arc::downgrade(&feed),
-    ));
-    std::mem::forget(feed);
+    // The webhooks read the hub's event window (held weakly: they never keep a hub
+    // that stopped alive).
+    let feed: Arc<dyn crate::webhooks::feed::Feed> = hub.clone();
+    crate::webhooks::Webhooks::start(&hub, Arc::downgrade(&feed));
     let listener = bind(&config)?;
     let addr = listener.local_addr()?;
     tokio::spawn(hub.clone().run_timers(poll));

@@ -79,6 +79,10 @@ impl Store for MemoryStore {
         Ok(self.state().webhooks.clone())
     }
 
+    fn with_events(&self, f: &mut dyn FnMut(&crate::events::EventLog)) {
+        f(&self.state().events)
+    }
+
     async fn next_deadline(&self) -> Result<Option<Ts>, HubError> {
         Ok(self.state().book.next_deadline())
     }

@@ -52,6 +52,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Outcome, HubError>;
     /// The webhooks' replicated state as this node holds it.
     async fn webhooks(&self) -> Result<crate::webhooks::book::WebhookBook, HubError>;
+    /// Reads this node's event window (the replica's), under the replica's lock: keep
+    /// `f` short.
+    fn with_events(&self, f: &mut dyn FnMut(&crate::events::EventLog));
     /// The earliest pending deadline.
     async fn next_deadline(&self) -> Result<Option<Ts>, HubError>;
     /// One agent's view.

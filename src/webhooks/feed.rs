@@ -1,5 +1,7 @@
-//! Where an endpoint's events come from: the hub's numbered event window
-//! (`Hub::events_from`), behind a small trait so the delivery can be fed by a test.
+//! Where an endpoint's events come from: the replica's numbered event window, then
+//! the events this node applies as they are delivered (`Hub::dispatch` hands each
+//! decision's envelopes to [`Webhooks::publish`](super::Webhooks::publish) in log
+//! order), behind a small trait so the delivery can be fed by a test.
 //!
 
 use std::sync::Arc;
@@ -83,26 +85,33 @@ impl Reader {
     }
 }
 
-/// A feed with no events (until the event window exists).
-pub struct NoEvents(broadcast::Sender<Arc<Envelope>>);
-
-impl Default for NoEvents {
-    fn default() -> Self {
-        NoEvents(broadcast::channel(1).0)
-    }
-}
-
-impl Feed for NoEvents {
-    fn events_from(&self, _after: u64) -> Result<EventFeed, EventsGone> {
+impl Feed for crate::hub::Hub {
+    fn events_from(&self, after: u64) -> Result<EventFeed, EventsGone> {
+        let Some(w) = self.webhooks.get() else {
+            return Err(EventsGone { oldest: 0 });
+        };
+        // Subscribed before the window is read: an event applied in between is in
+        // both, and the reader drops the repeat by its number; none falls between.
+        let live = w.subscribe();
+        let mut backlog = Ok(Vec::new());
+        self.store()
+            .with_events(&mut |log| backlog = log.after(after));
         Ok(EventFeed {
-            backlog: Vec::new(),
-            live: self.0.subscribe(),
+            backlog: backlog?,
+            live,
         })
     }
+
     fn head(&self) -> u64 {
-        0
+        let mut head = 0;
+        self.store().with_events(&mut |log| head = log.last_seq());
+        head
     }
+
     fn epoch(&self) -> String {
-        String::new()
+        let mut epoch = String::new();
+        self.store()
+            .with_events(&mut |log| epoch = log.epoch().map(|e| e.to_string()).unwrap_or_default());
+        epoch
     }
 }

@@ -52,6 +52,8 @@ struct Shared {
     /// Answers to give first, in order, before `answer`.
     script: Mutex<std::collections::VecDeque<Answer>>,
     arrived: Notify,
+    /// How long each answer takes.
+    delay: Mutex<Duration>,
 }
 
 pub struct Receiver {
@@ -82,6 +84,10 @@ fn serve(l: tokio::net::TcpListener, shared: Arc<Shared>) -> JoinHandle<()> {
                 let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                     let shared = shared.clone();
                     async move {
+                        let delay = *shared.delay.lock().unwrap_or_else(|p| p.into_inner());
+                        if !delay.is_zero() {
+                            tokio::time::sleep(delay).await;
+                        }
                         let headers = req.headers().clone();
                         let body = req
                             .into_body()
@@ -146,6 +152,7 @@ impl Receiver {
             answer: Mutex::new(Answer::Status(200, None)),
             script: Mutex::new(Default::default()),
             arrived: Notify::new(),
+            delay: Mutex::new(Duration::ZERO),
         });
         let server = Some(serve(l, shared.clone()));
         Receiver {
@@ -162,6 +169,11 @@ impl Receiver {
     /// From now on answers this.
     pub fn answer(&self, a: Answer) {
         *self.shared.answer.lock().unwrap_or_else(|p| p.into_inner()) = a;
+    }
+
+    /// Each answer takes this long from now on.
+    pub fn delay(&self, d: Duration) {
+        *self.shared.delay.lock().unwrap_or_else(|p| p.into_inner()) = d;
     }
 
     /// Answers these first, in order.

@@ -563,6 +563,10 @@ impl Store for RedisStore {
         Ok(self.shared.replica().state.webhooks.clone())
     }
 
+    fn with_events(&self, f: &mut dyn FnMut(&crate::events::EventLog)) {
+        f(&self.shared.replica().state.events)
+    }
+
     async fn next_deadline(&self) -> Result<Option<Ts>, HubError> {
         Ok(self.shared.replica().state.book.next_deadline())
     }
