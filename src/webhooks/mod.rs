@@ -59,6 +59,9 @@ pub struct Definition {
     pub from_config: bool,
 }
 
+/// A counter's name, help and reading.
+type Counter = (&'static str, &'static str, fn(&Records) -> u64);
+
 struct Active {
     token: u64,
     runner: Arc<Runner>,
@@ -393,7 +396,7 @@ impl Webhooks {
             .into_iter()
             .map(|d| d.id)
             .collect();
-        let metrics: [(&str, &str, fn(&Records) -> u64); 4] = [
+        let metrics: [Counter; 4] = [
             (
                 "switchboard_webhook_deliveries_total",
                 "Events delivered (2xx) by this node.",
