@@ -12,11 +12,9 @@ use crate::auth::{Claims, Role, unix_now};
 use crate::error::ErrorCode;
 use crate::http::ApiError;
 use crate::hub::Hub;
-use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
-use axum::routing::get;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -69,24 +67,17 @@ static ICON: Asset = Asset::new(include_bytes!("../web/dist/icon.svg"), "image/s
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
                    connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-/// The desktop's routes, merged into the hub's router.
-pub fn routes() -> Router<Arc<Hub>> {
-    Router::new()
-        .route("/", get(|h: HeaderMap| async move { serve(&INDEX, &h) }))
-        .route(
-            "/assets/desktop.js",
-            get(|h: HeaderMap| async move { serve(&SCRIPT, &h) }),
-        )
-        .route(
-            "/assets/desktop.css",
-            get(|h: HeaderMap| async move { serve(&STYLE, &h) }),
-        )
-        .route(
-            "/assets/icon.svg",
-            get(|h: HeaderMap| async move { serve(&ICON, &h) }),
-        )
-        .route("/v1/desktop/config", get(desktop_config))
-        .route("/v1/demo/agents", get(demo_agents))
+crate::http::route_table! {
+    /// The desktop's routes, merged into the hub's router (see
+    /// [`crate::http::all_routes`]); documented in `protocol/openapi.yaml` like the rest.
+    pub const ROUTES;
+    pub fn routes;
+    get "/" => |h: HeaderMap| async move { serve(&INDEX, &h) },
+    get "/assets/desktop.js" => |h: HeaderMap| async move { serve(&SCRIPT, &h) },
+    get "/assets/desktop.css" => |h: HeaderMap| async move { serve(&STYLE, &h) },
+    get "/assets/icon.svg" => |h: HeaderMap| async move { serve(&ICON, &h) },
+    get "/v1/desktop/config" => desktop_config,
+    get "/v1/demo/agents" => demo_agents,
 }
 
 fn serve(asset: &'static Asset, request: &HeaderMap) -> Response {

@@ -14,29 +14,31 @@ use crate::error::{ErrorCode, HubError};
 use crate::http::{ApiError, caller, parse_body};
 use crate::hub::Hub;
 use axum::Json;
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The routes.
-pub fn routes() -> Router<Arc<Hub>> {
-    Router::new()
-        .route("/v1/webhooks", get(list).post(create))
-        .route("/v1/webhooks/{id}", get(read).delete(delete))
-        .route("/v1/webhooks/{id}/rotate", post(rotate))
-        .route("/v1/webhooks/{id}/disable", post(disable))
-        .route("/v1/webhooks/{id}/enable", post(enable))
-        .route("/v1/webhooks/{id}/attempts", get(attempts))
-        .route("/v1/webhooks/{id}/replay", post(replay))
+crate::http::route_table! {
+    /// The webhook routes, merged into the hub's router (see
+    /// [`crate::http::all_routes`]); documented in `protocol/openapi.yaml`.
+    pub const ROUTES;
+    pub fn routes;
+    get "/v1/webhooks" => list,
+    post "/v1/webhooks" => create,
+    get "/v1/webhooks/{id}" => read,
+    delete "/v1/webhooks/{id}" => delete,
+    post "/v1/webhooks/{id}/rotate" => rotate,
+    post "/v1/webhooks/{id}/disable" => disable,
+    post "/v1/webhooks/{id}/enable" => enable,
+    get "/v1/webhooks/{id}/attempts" => attempts,
+    post "/v1/webhooks/{id}/replay" => replay,
 }
 
 type Q = Query<HashMap<String, String>>;
