@@ -469,10 +469,17 @@ impl Seen {
                     });
                 conforms(&what, response, &a);
                 // What the hub took, the document must take too.
-                let body = req.body.as_deref().and_then(|b| serde_json::from_slice::<Value>(b).ok());
+                let body = req
+                    .body
+                    .as_deref()
+                    .and_then(|b| serde_json::from_slice::<Value>(b).ok());
                 if let (true, Some(body)) = (a.status < 300, body) {
-                    let schema = &deref(&op["requestBody"])["content"]["application/json"]["schema"];
-                    assert!(!schema.is_null(), "{what}: a body the document does not mention");
+                    let schema =
+                        &deref(&op["requestBody"])["content"]["application/json"]["schema"];
+                    assert!(
+                        !schema.is_null(),
+                        "{what}: a body the document does not mention"
+                    );
                     validate(schema, &body, &format!("{what}: the request"));
                 }
                 self.statuses
@@ -889,12 +896,27 @@ async fn every_operation_answers_as_documented() {
     let made = seen
         .expect(addr, post("/v1/webhooks").json(hook.clone()), 201, None)
         .await;
-    assert!(made["secret"].as_str().expect("secret").starts_with("whsec_"));
-    seen.expect(addr, post("/v1/webhooks").json(hook), 400, Some("invalid_field"))
-        .await;
+    assert!(
+        made["secret"]
+            .as_str()
+            .expect("secret")
+            .starts_with("whsec_")
+    );
+    seen.expect(
+        addr,
+        post("/v1/webhooks").json(hook),
+        400,
+        Some("invalid_field"),
+    )
+    .await;
     let private = json!({"url": "http://127.0.0.1:9/"});
-    seen.expect(addr, post("/v1/webhooks").json(private), 400, Some("invalid_field"))
-        .await;
+    seen.expect(
+        addr,
+        post("/v1/webhooks").json(private),
+        400,
+        Some("invalid_field"),
+    )
+    .await;
     seen.expect(addr, get("/v1/webhooks"), 200, None).await;
     seen.expect(addr, get("/v1/webhooks/crm"), 200, None).await;
     seen.expect(addr, post("/v1/webhooks/crm/rotate"), 200, None)
@@ -908,9 +930,15 @@ async fn every_operation_answers_as_documented() {
     let replay = post("/v1/webhooks/crm/replay").json(json!({"since": 0}));
     seen.expect(addr, replay, 200, None).await;
     let replay = post("/v1/webhooks/crm/replay").json(json!({"since": -1}));
-    seen.expect(addr, replay, 400, Some("invalid_message")).await;
-    seen.expect(addr, Req::new("delete", "/v1/webhooks/crm").token(&crm), 204, None)
+    seen.expect(addr, replay, 400, Some("invalid_message"))
         .await;
+    seen.expect(
+        addr,
+        Req::new("delete", "/v1/webhooks/crm").token(&crm),
+        204,
+        None,
+    )
+    .await;
     seen.expect(addr, get("/v1/webhooks/crm"), 404, Some("not_found"))
         .await;
 

@@ -66,6 +66,7 @@ struct Active {
     token: u64,
     runner: Arc<Runner>,
     stop: watch::Sender<bool>,
+    done: tokio::task::JoinHandle<()>,
 }
 
 /// This node's webhook service.
@@ -239,8 +240,8 @@ impl Webhooks {
         };
         for (id, a) in active {
             let _ = a.stop.send(true);
-            // Give the runner a moment to write its position before the release.
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            // The runner writes its position as it stops; then the lease goes.
+            let _ = tokio::time::timeout(Duration::from_secs(2), a.done).await;
             let _ = hub
                 .webhook(WebhookCommand::Release { id, token: a.token })
                 .await;
@@ -278,9 +279,11 @@ impl Webhooks {
         let now = hub.clock.now();
         let defs = definitions(&self.rules, &book, now);
         let me = hub.node.to_string();
-        // Runners of endpoints that are gone.
+        // Runners of endpoints that are gone, and runners that ended by themselves (a
+        // store that did not answer their last write): claimed again below.
         {
             let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
+            active.retain(|_, a| !a.done.is_finished());
             active.retain(|id, a| {
                 let keep = defs.iter().any(|d| &d.id == id);
                 if !keep {
@@ -370,11 +373,12 @@ impl Webhooks {
         let (stop, stopped) = watch::channel(false);
         let control: Arc<dyn Control> = Arc::new(StoreControl(Arc::downgrade(hub)));
         tracing::info!(endpoint = %d.id, token, position, "webhook delivery starts on this node");
-        tokio::spawn(
-            runner
-                .clone()
-                .run(self.feed.clone(), control, token, position, stopped),
-        );
+        let done =
+            tokio::spawn(
+                runner
+                    .clone()
+                    .run(self.feed.clone(), control, token, position, stopped),
+            );
         self.active
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -384,6 +388,7 @@ impl Webhooks {
                     token,
                     runner,
                     stop,
+                    done,
                 },
             );
     }
