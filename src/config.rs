@@ -84,6 +84,8 @@ pub struct EventsConfig {
     pub retain_count: usize,
     /// Events older than this many seconds are dropped (same exception).
     pub retain_secs: u64,
+    /// At most this many MiB of events (their wire text) are kept (same exception).
+    pub retain_mib: usize,
     /// The hard cap on events kept, whatever a webhook endpoint still needs.
     pub max_held: usize,
     /// How often an idle stream gets a comment line, in seconds.
@@ -98,6 +100,7 @@ impl Default for EventsConfig {
         EventsConfig {
             retain_count: 100_000,
             retain_secs: 86_400,
+            retain_mib: 256,
             max_held: 1_000_000,
             keepalive_secs: 15,
             stream_buffer: 4096,
@@ -603,6 +606,7 @@ impl Config {
         for (key, v, min, max) in [
             ("events.retain_count", ev.retain_count, 1, 10_000_000),
             ("events.max_held", ev.max_held, 1, 50_000_000),
+            ("events.retain_mib", ev.retain_mib, 1, 65_536),
             ("events.stream_buffer", ev.stream_buffer, 16, 1_000_000),
         ] {
             if !(min..=max).contains(&v) {
@@ -896,6 +900,7 @@ impl Config {
             events: crate::events::Retention {
                 count: self.events.retain_count,
                 age: Duration::from_secs(self.events.retain_secs),
+                bytes: self.events.retain_mib << 20,
                 max_held: self.events.max_held,
             },
         }

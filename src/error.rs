@@ -118,6 +118,10 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     /// The hub holds as many connections as it takes, in all or from this address.
     TooManyConnections,
+    /// `GET /v1/events`: the events after the position asked for are no longer held
+    /// (or the position is from another epoch): resynchronize from `GET /v1/snapshot`
+    /// and continue from `oldest_seq - 1`.
+    EventsGone,
     /// A fault in the hub; details are in its log.
     Internal,
 }
@@ -176,6 +180,7 @@ impl ErrorCode {
             ErrorCode::HeadersTooLarge => "headers_too_large",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::TooManyConnections => "too_many_connections",
+            ErrorCode::EventsGone => "events_gone",
             ErrorCode::Internal => "internal",
         }
     }
@@ -210,6 +215,7 @@ impl ErrorCode {
             | InteractionClosed
             | TransferLimit => 409,
             MethodNotAllowed => 405,
+            EventsGone => 410,
             FrameTooLarge | PayloadTooLarge => 413,
             RateLimited => 429,
             StoreUnavailable | ShuttingDown | TooManyConnections => 503,
@@ -339,6 +345,16 @@ pub enum HubError {
     /// The task was transferred as many times as allowed.
     #[error("this task was already transferred {0} times, the most allowed")]
     TransferLimit(u32),
+    /// The events asked for are no longer held, or were of another history.
+    #[error("{why}; the oldest event held is {oldest} (epoch {epoch:?})")]
+    EventsGone {
+        /// Why, for people.
+        why: String,
+        /// The oldest seq held.
+        oldest: u64,
+        /// This hub's epoch.
+        epoch: String,
+    },
 }
 
 impl OfferEnd {
@@ -399,6 +415,7 @@ impl HubError {
             HubError::AlreadyLinked => ErrorCode::AlreadyLinked,
             HubError::InteractionClosed => ErrorCode::InteractionClosed,
             HubError::TransferLimit(_) => ErrorCode::TransferLimit,
+            HubError::EventsGone { .. } => ErrorCode::EventsGone,
         }
     }
 

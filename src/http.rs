@@ -81,6 +81,7 @@ route_table! {
     post "/v1/tasks/{id}/cancel" => cancel_task,
     post "/v1/tasks/{id}/transfer" => transfer_task,
     get "/v1/snapshot" => snapshot,
+    get "/v1/events" => crate::events::stream::events,
     get "/v1/customers" => search_customers,
     post "/v1/customers" => create_customer,
     get "/v1/customers/{id}" => get_customer,
@@ -124,7 +125,7 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-/// The caller's claims, if its token is valid and its role one of `roles`.
+/// The caller's claims, when its token is valid and its role one of `roles`.
 pub(crate) fn caller(
     hub: &Hub,
     headers: &HeaderMap,

@@ -12,6 +12,7 @@ use crate::auth::Keys;
 use crate::clock::{Clock, Ts};
 use crate::config::Config;
 use crate::error::HubError;
+use crate::events::{Envelope, EventFeed, EventsGone};
 use crate::ids::{AgentId, ConnId, QueueId};
 use crate::metrics::Metrics;
 use crate::protocol::ServerMessage;
@@ -76,6 +77,10 @@ pub struct Hub {
     profiles: HashMap<AgentId, Arc<Profile>>,
     sessions: DashMap<AgentId, SessionHandle>,
     supervisors: broadcast::Sender<Arc<str>>,
+    /// Every numbered event this node delivers, in log order: the live half of the
+    /// event stream (`events_from`). Its capacity bounds how far a reader may fall
+    /// behind (`events.stream_buffer`).
+    events: broadcast::Sender<Arc<Envelope>>,
     timer_wake: Notify,
     dirty_queues: Mutex<BTreeSet<QueueId>>,
     connections: AtomicUsize,
@@ -92,6 +97,7 @@ impl Hub {
             .map(|p| (p.id.clone(), p))
             .collect();
         let (supervisors, _) = broadcast::channel(4096);
+        let (events, _) = broadcast::channel(config.events.stream_buffer.max(1));
         let (draining, _) = watch::channel(false);
         let node = store
             .node_tag()
@@ -107,6 +113,7 @@ impl Hub {
             profiles,
             sessions: DashMap::new(),
             supervisors,
+            events,
             timer_wake: Notify::new(),
             dirty_queues: Mutex::new(BTreeSet::new()),
             connections: AtomicUsize::new(0),
@@ -158,11 +165,10 @@ impl Hub {
     /// Delivers an outcome's notices and returns its reply.
     pub fn dispatch(&self, o: Outcome) -> Result<Reply, HubError> {
         self.metrics.record(&o.stats);
-        if !o.envelopes.is_empty() {
-            if let Some(w) = self.webhooks.get() {
-                // In log order: every store delivers decisions in the order made.
-                w.publish(&o.envelopes);
-            }
+        // Sent only with no readers is a no-op; each event leaves once per node, here,
+        // in decision order (every store calls this under its replica's lock).
+        for e in o.envelopes {
+            let _ = self.events.send(e);
         }
         if o.earliest_timer.is_some() {
             self.timer_wake.notify_one();
@@ -309,6 +315,50 @@ impl Hub {
     /// Forgets a session, unless a newer one has taken its place.
     pub fn unregister(&self, agent: &AgentId, conn: ConnId) {
         self.sessions.remove_if(agent, |_, h| h.conn == conn);
+    }
+
+    /// Every held event after `after`, then the live ones, with no gap and no repeat:
+    /// the window is read and the live channel subscribed in one step under the
+    /// store's lock. When `live` answers `Lagged`, call again from the last seq seen.
+    /// An `after` beyond the last event gives an empty backlog (a replica that lags
+    /// another); the reader skips live events up to it. The live channel may jump
+    /// ahead of a reader's last seq when this node reloaded a snapshot: call again from
+    /// the last seq seen then, too.
+    pub fn events_from(&self, after: u64) -> Result<EventFeed, EventsGone> {
+        let mut out = Err(EventsGone { oldest: 1 });
+        self.store.with_events(&mut |log| {
+            out = log.after(after).map(|backlog| EventFeed {
+                backlog,
+                live: self.events.subscribe(),
+            });
+        });
+        out
+    }
+
+    /// The live events from now on, with the last seq already made.
+    pub fn events_tail(&self) -> (u64, broadcast::Receiver<Arc<Envelope>>) {
+        let mut out = None;
+        self.store.with_events(&mut |log| {
+            out = Some((log.last_seq(), self.events.subscribe()));
+        });
+        out.unwrap_or_else(|| (0, self.events.subscribe()))
+    }
+
+    /// This history's epoch (empty before the first decision was logged).
+    pub fn event_epoch(&self) -> String {
+        let mut out = String::new();
+        self.store.with_events(&mut |log| {
+            out = log.epoch().map(|e| e.to_string()).unwrap_or_default();
+        });
+        out
+    }
+
+    /// The oldest seq held and the last made.
+    pub fn event_bounds(&self) -> (u64, u64) {
+        let mut out = (1, 0);
+        self.store
+            .with_events(&mut |log| out = (log.oldest_seq(), log.last_seq()));
+        out
     }
 
     /// Supervisor frames: agent and queue changes.

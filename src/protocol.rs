@@ -526,6 +526,12 @@ pub struct ErrorBody {
     /// On `version_conflict`: what to load.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub conflict: Option<Box<Conflict>>,
+    /// On `events_gone`: the oldest event still held.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oldest_seq: Option<u64>,
+    /// On `events_gone`: the hub's epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
 }
 
 /// What a `version_conflict` error carries for the caution prompt.
@@ -546,6 +552,10 @@ impl From<&HubError> for ErrorBody {
         let mut b = ErrorBody::new(e.code(), e.to_string());
         b.field = e.field().map(str::to_owned);
         b.limit = e.limit();
+        if let HubError::EventsGone { oldest, epoch, .. } = e {
+            b.oldest_seq = Some(*oldest);
+            b.epoch = Some(epoch.clone());
+        }
         if let HubError::VersionConflict {
             version,
             current,
@@ -574,6 +584,8 @@ impl ErrorBody {
             field: None,
             limit: None,
             conflict: None,
+            oldest_seq: None,
+            epoch: None,
         }
     }
 }

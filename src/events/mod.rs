@@ -20,6 +20,7 @@ use crate::task::Task;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
+pub mod stream;
 pub mod window;
 pub use window::{EventLog, EventLogSnapshot, EventsGone, Retention};
 
@@ -416,6 +417,15 @@ impl EventData {
     }
 }
 
+/// What a reader of the events gets from `Hub::events_from`: every held event after
+/// its position, then the live ones.
+pub struct EventFeed {
+    /// Held events, in order.
+    pub backlog: Vec<Arc<Envelope>>,
+    /// Live events, from the one after the backlog's last on.
+    pub live: tokio::sync::broadcast::Receiver<Arc<Envelope>>,
+}
+
 /// One numbered event: its place in the log (`seq`, dense from 1 within an epoch), the
 /// log entry's time, the fact, and its wire form, made once and shared by every reader.
 #[derive(Debug, PartialEq)]
@@ -504,3 +514,6 @@ mod tests {
         assert_eq!(v["data"]["node"], "n");
     }
 }
+
+#[cfg(test)]
+mod schema_tests;

@@ -21,6 +21,9 @@ pub struct Retention {
     /// Events older than this (by their log time) are dropped, unless a retain floor
     /// holds them.
     pub age: Duration,
+    /// At most this many bytes of wire text (a task's attributes may make one
+    /// `task.created` tens of kilobytes), unless a retain floor holds more.
+    pub bytes: usize,
     /// A hard cap: a retain floor never holds more than this many events.
     pub max_held: usize,
 }
@@ -30,6 +33,7 @@ impl Default for Retention {
         Retention {
             count: 100_000,
             age: Duration::from_secs(86_400),
+            bytes: 256 << 20,
             max_held: 1_000_000,
         }
     }
@@ -51,6 +55,8 @@ pub struct EventLog {
     epoch: Option<Arc<str>>,
     last: u64,
     window: VecDeque<Arc<Envelope>>,
+    /// The wire text held, in bytes.
+    bytes: usize,
     floor: Option<u64>,
     retention: Retention,
 }
@@ -142,6 +148,7 @@ impl EventLog {
         for data in events {
             self.last += 1;
             let env = Arc::new(Envelope::new(&epoch, self.last, now, data.clone()));
+            self.bytes += env.json.len();
             self.window.push_back(env.clone());
             out.push(env);
         }
@@ -154,9 +161,13 @@ impl EventLog {
         while let Some(front) = self.window.front() {
             let len = self.window.len();
             let held = self.floor.is_some_and(|f| front.seq >= f);
-            let expired = len > self.retention.count || front.time.0 < cutoff;
+            let expired = len > self.retention.count
+                || front.time.0 < cutoff
+                || self.bytes > self.retention.bytes;
             if len > self.retention.max_held.max(self.retention.count) || (expired && !held) {
-                self.window.pop_front();
+                if let Some(e) = self.window.pop_front() {
+                    self.bytes = self.bytes.saturating_sub(e.json.len());
+                }
             } else {
                 break;
             }
@@ -197,7 +208,7 @@ impl EventLog {
     pub fn restore(retention: Retention, snap: EventLogSnapshot) -> EventLog {
         let epoch: Option<Arc<str>> = snap.epoch.map(Arc::from);
         let e = epoch.clone().unwrap_or_else(|| Arc::from("0"));
-        let window = snap
+        let window: VecDeque<Arc<Envelope>> = snap
             .events
             .into_iter()
             .map(|(seq, time, data)| Arc::new(Envelope::new(&e, seq, time, data)))
@@ -205,6 +216,7 @@ impl EventLog {
         EventLog {
             epoch,
             last: snap.last,
+            bytes: window.iter().map(|e| e.json.len()).sum(),
             window,
             floor: snap.floor,
             retention,
@@ -234,8 +246,23 @@ mod tests {
         EventLog::new(Retention {
             count,
             age: Duration::from_secs(age_secs),
+            bytes: 1 << 20,
             max_held: 10,
         })
+    }
+
+    #[test]
+    fn the_bytes_held_bound_the_window_too() {
+        let mut l = log(100, 3600);
+        l.retention.bytes = 1000;
+        for i in 0..50u64 {
+            l.record(&[ev("x")], Ts(i));
+        }
+        let one = l.after(49).map(|_| ()).ok();
+        assert_eq!(one, Some(()));
+        let per = l.window.back().map(|e| e.json.len()).unwrap_or(1);
+        assert_eq!(l.len(), 1000 / per, "as many as fit in 1000 bytes");
+        assert!(l.bytes <= 1000);
     }
 
     #[test]

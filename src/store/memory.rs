@@ -79,10 +79,6 @@ impl Store for MemoryStore {
         Ok(self.state().webhooks.clone())
     }
 
-    fn with_events(&self, f: &mut dyn FnMut(&crate::events::EventLog)) {
-        f(&self.state().events)
-    }
-
     async fn next_deadline(&self) -> Result<Option<Ts>, HubError> {
         Ok(self.state().book.next_deadline())
     }
@@ -109,6 +105,10 @@ impl Store for MemoryStore {
 
     async fn ping(&self) -> Result<(), HubError> {
         Ok(())
+    }
+
+    fn with_events(&self, f: &mut dyn FnMut(&crate::events::EventLog)) {
+        f(&self.state().events)
     }
 
     fn set_dispatch(&self, dispatch: Weak<dyn Dispatch>) {

@@ -16,6 +16,7 @@ pub mod redis;
 use crate::clock::Ts;
 use crate::context::ContextCommand;
 use crate::error::HubError;
+use crate::events::EventLog;
 use crate::ids::{AgentId, QueueId, TaskId};
 use crate::routing::{AgentView, Command, QueueStats, Snapshot};
 use crate::state::Outcome;
@@ -52,9 +53,6 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Outcome, HubError>;
     /// The webhooks' replicated state as this node holds it.
     async fn webhooks(&self) -> Result<crate::webhooks::book::WebhookBook, HubError>;
-    /// Reads this node's event window (the replica's), under the replica's lock: keep
-    /// `f` short.
-    fn with_events(&self, f: &mut dyn FnMut(&crate::events::EventLog));
     /// The earliest pending deadline.
     async fn next_deadline(&self) -> Result<Option<Ts>, HubError>;
     /// One agent's view.
@@ -78,6 +76,11 @@ pub trait Store: Send + Sync + 'static {
     fn node_tag(&self) -> Option<std::sync::Arc<str>> {
         None
     }
+    /// Runs `f` on this node's window of numbered events, under the lock its decisions
+    /// are applied and delivered under: whatever `f` sees is exactly what was
+    /// delivered before it, and what is delivered after it is newer (`Hub::events_from`
+    /// reads the window and subscribes to the live events in one step through this).
+    fn with_events(&self, f: &mut dyn FnMut(&EventLog));
     /// Gives the store the hub to deliver notices of decisions it applies on its own
     /// (a shared store applies every node's commands). The in-memory store has none.
     fn set_dispatch(&self, _dispatch: std::sync::Weak<dyn Dispatch>) {}

@@ -1,21 +1,12 @@
-//! Where an endpoint's events come from: the replica's numbered event window, then
-//! the events this node applies as they are delivered (`Hub::dispatch` hands each
-//! decision's envelopes to [`Webhooks::publish`](super::Webhooks::publish) in log
-//! order), behind a small trait so the delivery can be fed by a test.
+//! Where an endpoint's events come from: the hub's feed (`Hub::events_from`: the
+//! replica's window, then the live events, with no gap), behind a small trait so the
+//! delivery can be fed by a test.
 //!
 
 use std::sync::Arc;
 use tokio::sync::broadcast;
 
-pub use crate::events::{Envelope, EventsGone};
-
-/// Every held event after a position, then live ones without a gap.
-pub struct EventFeed {
-    /// Held events, in order.
-    pub backlog: Vec<Arc<Envelope>>,
-    /// Live events.
-    pub live: broadcast::Receiver<Arc<Envelope>>,
-}
+pub use crate::events::{Envelope, EventFeed, EventsGone};
 
 /// A source of events.
 pub trait Feed: Send + Sync + 'static {
@@ -72,6 +63,8 @@ impl Reader {
                 }
             };
             match live.recv().await {
+                // A jump (this node reloaded a snapshot): read the window again.
+                Ok(e) if e.seq > self.after + 1 => self.live = None,
                 Ok(e) if e.seq > self.after => {
                     self.after = e.seq;
                     return Ok(Some(e));
@@ -87,31 +80,14 @@ impl Reader {
 
 impl Feed for crate::hub::Hub {
     fn events_from(&self, after: u64) -> Result<EventFeed, EventsGone> {
-        let Some(w) = self.webhooks.get() else {
-            return Err(EventsGone { oldest: 0 });
-        };
-        // Subscribed before the window is read: an event applied in between is in
-        // both, and the reader drops the repeat by its number; none falls between.
-        let live = w.subscribe();
-        let mut backlog = Ok(Vec::new());
-        self.store()
-            .with_events(&mut |log| backlog = log.after(after));
-        Ok(EventFeed {
-            backlog: backlog?,
-            live,
-        })
+        crate::hub::Hub::events_from(self, after)
     }
 
     fn head(&self) -> u64 {
-        let mut head = 0;
-        self.store().with_events(&mut |log| head = log.last_seq());
-        head
+        self.event_bounds().1
     }
 
     fn epoch(&self) -> String {
-        let mut epoch = String::new();
-        self.store()
-            .with_events(&mut |log| epoch = log.epoch().map(|e| e.to_string()).unwrap_or_default());
-        epoch
+        self.event_epoch()
     }
 }

@@ -77,7 +77,6 @@ pub struct Webhooks {
     active: Mutex<BTreeMap<String, Active>>,
     records: Mutex<BTreeMap<String, Arc<Records>>>,
     stop: watch::Sender<bool>,
-    live: tokio::sync::broadcast::Sender<Arc<crate::events::Envelope>>,
 }
 
 /// The book's reply, or an internal error.
@@ -175,28 +174,10 @@ impl Webhooks {
             active: Mutex::new(BTreeMap::new()),
             records: Mutex::new(BTreeMap::new()),
             stop,
-            // A runner that falls this far behind reads the window again.
-            live: tokio::sync::broadcast::channel(16_384).0,
         });
-        // Set before the first round: the hub's feed reads the live channel from it.
         let _ = hub.webhooks.set(w.clone());
         tokio::spawn(w.clone().run());
         w
-    }
-
-    /// Hands this node's newly applied events to the runners (never waits).
-    pub fn publish(&self, envelopes: &[Arc<crate::events::Envelope>]) {
-        if self.live.receiver_count() == 0 {
-            return;
-        }
-        for e in envelopes {
-            let _ = self.live.send(e.clone());
-        }
-    }
-
-    /// Live events from now on.
-    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<crate::events::Envelope>> {
-        self.live.subscribe()
     }
 
     /// The delivery rules.

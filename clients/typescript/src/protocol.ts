@@ -1158,6 +1158,10 @@ export interface ErrorBody {
   changed_by?: Actor;
   /** `version_conflict` only: when. */
   changed_at?: Timestamp;
+  /** `events_gone` only: the oldest event the hub still holds; resynchronize from `GET /v1/snapshot` and read the stream from `oldest_seq - 1`. */
+  oldest_seq?: number;
+  /** `events_gone` only: the hub's event epoch now (empty before its first event). */
+  epoch?: string;
 }
 
 /** The body of every HTTP error response: `{"error": {...}}`. The HTTP status goes with the code (see the README). */
@@ -1167,7 +1171,7 @@ export interface HttpError {
 }
 
 /** A stable, machine-readable error code. The message beside it is for people and may change. See the README for the HTTP status of each and when it happens. */
-export type ErrorCode = "bad_json" | "unknown_type" | "invalid_message" | "invalid_field" | "field_too_long" | "frame_too_large" | "payload_too_large" | "binary_not_supported" | "rate_limited" | "unauthorized" | "token_expired" | "forbidden" | "origin_not_allowed" | "unknown_agent" | "unknown_queue" | "channel_not_served" | "unknown_reason" | "task_not_found" | "task_finished" | "offer_not_found" | "offer_expired" | "offer_withdrawn" | "not_your_offer" | "offer_closed" | "offer_pending" | "agent_offline" | "task_not_in_progress" | "not_available" | "not_found" | "method_not_allowed" | "customer_not_found" | "request_not_found" | "activity_not_found" | "version_conflict" | "duplicate_tag" | "customer_choice_required" | "record_not_open" | "already_linked" | "interaction_closed" | "transfer_limit" | "store_unavailable" | "outcome_unknown" | "shutting_down" | "bad_request" | "request_timeout" | "uri_too_long" | "headers_too_large" | "unsupported_media_type" | "too_many_connections" | "internal";
+export type ErrorCode = "bad_json" | "unknown_type" | "invalid_message" | "invalid_field" | "field_too_long" | "frame_too_large" | "payload_too_large" | "binary_not_supported" | "rate_limited" | "unauthorized" | "token_expired" | "forbidden" | "origin_not_allowed" | "unknown_agent" | "unknown_queue" | "channel_not_served" | "unknown_reason" | "task_not_found" | "task_finished" | "offer_not_found" | "offer_expired" | "offer_withdrawn" | "not_your_offer" | "offer_closed" | "offer_pending" | "agent_offline" | "task_not_in_progress" | "not_available" | "not_found" | "method_not_allowed" | "customer_not_found" | "request_not_found" | "activity_not_found" | "version_conflict" | "duplicate_tag" | "customer_choice_required" | "record_not_open" | "already_linked" | "interaction_closed" | "transfer_limit" | "store_unavailable" | "outcome_unknown" | "shutting_down" | "bad_request" | "request_timeout" | "uri_too_long" | "headers_too_large" | "unsupported_media_type" | "too_many_connections" | "events_gone" | "internal";
 
 /** The claims of a caller's token: a JWT signed with HS256 (any other `alg`, `none` included, is refused). Other claims (`iat`, `iss`, ...) are ignored. */
 export interface TokenClaims {

@@ -711,10 +711,6 @@ impl Store for FileStore {
         Ok(self.shared.replica().state.webhooks.clone())
     }
 
-    fn with_events(&self, f: &mut dyn FnMut(&crate::events::EventLog)) {
-        f(&self.shared.replica().state.events)
-    }
-
     async fn next_deadline(&self) -> Result<Option<Ts>, HubError> {
         Ok(self.shared.replica().state.book.next_deadline())
     }
@@ -752,6 +748,11 @@ impl Store for FileStore {
             return self.context(cmd, now).await;
         }
         Ok(self.shared.replica().state.context(cmd, now))
+    }
+
+    fn with_events(&self, f: &mut dyn FnMut(&crate::events::EventLog)) {
+        // The applier delivers each batch under this lock (`apply`).
+        f(&self.shared.replica().state.events)
     }
 
     fn set_dispatch(&self, dispatch: Weak<dyn Dispatch>) {

@@ -456,8 +456,10 @@ impl Shared {
 
     /// Applies one entry to the replica and delivers what it produced.
     fn apply(&self, id: &str, bytes: &[u8]) {
-        let Some((outcome, node, req)) =
-            step(&mut self.replica(), id.to_owned(), seed_of(id), bytes)
+        // Delivered under the replica's lock, as the other stores do: a reader of the
+        // event window (`with_events`) then sees exactly what was delivered before it.
+        let mut replica = self.replica();
+        let Some((outcome, node, req)) = step(&mut replica, id.to_owned(), seed_of(id), bytes)
         else {
             return;
         };
@@ -469,6 +471,7 @@ impl Shared {
         if let Some(d) = self.dispatch.get().and_then(Weak::upgrade) {
             d.deliver(shared);
         }
+        drop(replica);
         if let Some(req) = req {
             let waiter = self
                 .waiters
@@ -563,10 +566,6 @@ impl Store for RedisStore {
         Ok(self.shared.replica().state.webhooks.clone())
     }
 
-    fn with_events(&self, f: &mut dyn FnMut(&crate::events::EventLog)) {
-        f(&self.shared.replica().state.events)
-    }
-
     async fn next_deadline(&self) -> Result<Option<Ts>, HubError> {
         Ok(self.shared.replica().state.book.next_deadline())
     }
@@ -608,6 +607,10 @@ impl Store for RedisStore {
             }
             Err(_) => Err(unavailable("Redis did not answer in time")),
         }
+    }
+
+    fn with_events(&self, f: &mut dyn FnMut(&crate::events::EventLog)) {
+        f(&self.shared.replica().state.events)
     }
 
     fn set_dispatch(&self, dispatch: Weak<dyn Dispatch>) {

@@ -1,0 +1,357 @@
+//! `GET /v1/events`: the numbered events as Server-Sent Events, resumable.
+//!
+//! A reader names its position (`Last-Event-ID`, or `?since=` on a first connection);
+//! it gets every held event after it, then the live ones, with no gap and no repeat
+//! (`Hub::events_from` reads the window and subscribes in one step). Without a
+//! position it starts with the live events. A position older than the window, or an
+//! `?epoch=` that is not the hub's, answers 410 `events_gone` with the oldest event
+//! held. The live events come from the hub's broadcast, whose capacity
+//! (`events.stream_buffer`) bounds how far a reader may fall behind: past it the
+//! stream ends with a `cutoff` event naming the reason, and the reader resumes from
+//! its last id like after any other drop.
+
+use super::{EventData, EventFeed, EventsGone};
+use crate::auth::Role;
+use crate::error::HubError;
+use crate::events::Envelope;
+use crate::http::ApiError;
+use crate::hub::Hub;
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::sync::{broadcast, watch};
+
+/// How many bytes of events one write carries at most: a reader catching up from the
+/// window gets them in large writes, not one per event.
+const BATCH_BYTES: usize = 32 * 1024;
+
+/// Which event types a reader wants: `?types=task.*,agent.state_changed`.
+#[derive(Clone, Debug, Default)]
+pub struct TypeFilter {
+    /// Exact names; empty with no prefixes means every type.
+    exact: Vec<&'static str>,
+    /// Prefixes ending in a dot (`task.`).
+    prefixes: Vec<String>,
+}
+
+impl TypeFilter {
+    /// Parses the comma-separated list; a name or prefix no event type has is an
+    /// error (a typo would otherwise be a stream that stays silent).
+    pub fn parse(list: Option<&str>) -> Result<TypeFilter, HubError> {
+        let mut f = TypeFilter::default();
+        let Some(list) = list else {
+            return Ok(f);
+        };
+        for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            if item == "*" {
+                return Ok(TypeFilter::default());
+            }
+            if let Some(prefix) = item.strip_suffix('*') {
+                if !prefix.ends_with('.') || !EventData::TYPES.iter().any(|t| t.starts_with(prefix))
+                {
+                    return Err(HubError::invalid(
+                        "types",
+                        format!("{item:?} matches no event type (a prefix is like task.*)"),
+                    ));
+                }
+                f.prefixes.push(prefix.to_owned());
+            } else {
+                match EventData::TYPES.iter().find(|t| **t == item) {
+                    Some(t) => f.exact.push(t),
+                    None => {
+                        return Err(HubError::invalid(
+                            "types",
+                            format!("{item:?} is not an event type"),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(f)
+    }
+
+    /// Whether the reader wants this type.
+    pub fn accepts(&self, t: &str) -> bool {
+        (self.exact.is_empty() && self.prefixes.is_empty())
+            || self.exact.contains(&t)
+            || self.prefixes.iter().any(|p| t.starts_with(p.as_str()))
+    }
+}
+
+/// `GET /v1/events`.
+pub async fn events(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    crate::http::caller(
+        &hub,
+        &headers,
+        &query,
+        &[Role::Integration, Role::Supervisor],
+    )?;
+    let filter = TypeFilter::parse(query.get("types").map(String::as_str))?;
+    // A browser's EventSource reconnects with Last-Event-ID and the URL it started
+    // with: the header is the newer position.
+    let since = match headers.get("last-event-id") {
+        Some(v) => Some(parse_seq("Last-Event-ID", v.to_str().ok())?),
+        None => query
+            .get("since")
+            .map(|s| parse_seq("since", Some(s)))
+            .transpose()?,
+    };
+    if let Some(want) = query.get("epoch") {
+        let epoch = hub.event_epoch();
+        if *want != epoch {
+            let (oldest, _) = hub.event_bounds();
+            return Err(HubError::EventsGone {
+                why: format!("epoch {want:?} is not this hub's history"),
+                oldest,
+                epoch,
+            }
+            .into());
+        }
+    }
+    let (last, feed) = match since {
+        Some(after) => match hub.events_from(after) {
+            Ok(feed) => (after, feed),
+            Err(EventsGone { oldest }) => {
+                return Err(HubError::EventsGone {
+                    why: format!("the events after {after} are no longer held"),
+                    oldest,
+                    epoch: hub.event_epoch(),
+                }
+                .into());
+            }
+        },
+        None => {
+            let (last, live) = hub.events_tail();
+            (
+                last,
+                EventFeed {
+                    backlog: Vec::new(),
+                    live,
+                },
+            )
+        }
+    };
+    let keepalive = Duration::from_secs(hub.config.events.keepalive_secs);
+    let reader = Reader {
+        drain: hub.drain_signal(),
+        backlog: feed.backlog.into(),
+        live: feed.live,
+        last,
+        sent_id: last,
+        filter,
+        keepalive: tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive),
+        hub,
+        done: false,
+        hello: true,
+    };
+    let stream = futures_util::stream::unfold(reader, |mut r| async move {
+        r.next()
+            .await
+            .map(|b| (Ok::<Bytes, std::convert::Infallible>(b), r))
+    });
+    let mut res = Response::new(Body::from_stream(stream));
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // Proxies that buffer responses (nginx) would hold the events back.
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    *res.status_mut() = StatusCode::OK;
+    Ok(res)
+}
+
+fn parse_seq(field: &str, v: Option<&str>) -> Result<u64, ApiError> {
+    v.and_then(|s| s.trim().parse::<u64>().ok()).ok_or_else(|| {
+        ApiError::from(HubError::invalid(
+            field,
+            "must be an event's seq (a whole number)",
+        ))
+    })
+}
+
+/// One reader's position and what it reads from.
+struct Reader {
+    hub: Arc<Hub>,
+    backlog: VecDeque<Arc<Envelope>>,
+    live: broadcast::Receiver<Arc<Envelope>>,
+    /// The last seq passed, sent or filtered out.
+    last: u64,
+    /// The last `id:` the reader was sent.
+    sent_id: u64,
+    filter: TypeFilter,
+    keepalive: tokio::time::Interval,
+    drain: watch::Receiver<bool>,
+    done: bool,
+    hello: bool,
+}
+
+impl Reader {
+    /// The next bytes to write, or `None` at the end of the stream.
+    async fn next(&mut self) -> Option<Bytes> {
+        if self.done {
+            return None;
+        }
+        let mut out = String::new();
+        if self.hello {
+            self.hello = false;
+            // The reconnect delay for EventSource, and where the stream starts.
+            out.push_str(&format!(
+                "retry: 1000\n: epoch {} after {}\n\n",
+                self.hub.event_epoch(),
+                self.last
+            ));
+        }
+        loop {
+            // What is ready now, in one write.
+            while out.len() < BATCH_BYTES {
+                match self.ready() {
+                    Step::Event(e) => self.write(&mut out, &e),
+                    Step::Nothing => break,
+                    Step::End(why) => {
+                        self.end(&mut out, why);
+                        return Some(out.into());
+                    }
+                }
+            }
+            if !out.is_empty() {
+                self.keepalive.reset();
+                return Some(out.into());
+            }
+            if *self.drain.borrow() {
+                self.end(&mut out, "shutting_down");
+                return Some(out.into());
+            }
+            tokio::select! {
+                r = self.live.recv() => match self.take(r) {
+                    Step::Event(e) => self.write(&mut out, &e),
+                    Step::Nothing => {}
+                    Step::End(why) => {
+                        self.end(&mut out, why);
+                        return Some(out.into());
+                    }
+                },
+                _ = self.keepalive.tick() => {
+                    out.push_str(": keep-alive\n");
+                    // A filtered reader's position moves past events it did not want,
+                    // so that its Last-Event-ID stays within the window.
+                    if self.last > self.sent_id {
+                        out.push_str(&format!("id: {}\n", self.last));
+                        self.sent_id = self.last;
+                    }
+                    out.push('\n');
+                    return Some(out.into());
+                }
+                _ = self.drain.changed() => {}
+            }
+        }
+    }
+
+    /// The next event without waiting.
+    fn ready(&mut self) -> Step {
+        while let Some(e) = self.backlog.pop_front() {
+            if e.seq > self.last {
+                return self.pass(e);
+            }
+        }
+        match self.live.try_recv() {
+            Ok(e) => self.take(Ok(e)),
+            Err(TryRecvError::Empty) => Step::Nothing,
+            Err(TryRecvError::Lagged(n)) => self.take(Err(RecvError::Lagged(n))),
+            Err(TryRecvError::Closed) => self.take(Err(RecvError::Closed)),
+        }
+    }
+
+    fn take(&mut self, r: Result<Arc<Envelope>, RecvError>) -> Step {
+        match r {
+            Ok(e) if e.seq <= self.last => Step::Nothing,
+            Ok(e) if e.seq > self.last + 1 => {
+                // This node's replica jumped ahead (it reloaded a snapshot): what it
+                // skipped is in the window.
+                match self.hub.events_from(self.last) {
+                    Ok(feed) => {
+                        self.backlog = feed.backlog.into();
+                        self.live = feed.live;
+                        Step::Nothing
+                    }
+                    Err(_) => Step::End("events_gone"),
+                }
+            }
+            Ok(e) => self.pass(e),
+            Err(RecvError::Lagged(_)) => Step::End("slow_reader"),
+            Err(RecvError::Closed) => Step::End("shutting_down"),
+        }
+    }
+
+    fn pass(&mut self, e: Arc<Envelope>) -> Step {
+        self.last = e.seq;
+        if self.filter.accepts(e.type_name()) {
+            Step::Event(e)
+        } else {
+            Step::Nothing
+        }
+    }
+
+    fn write(&mut self, out: &mut String, e: &Envelope) {
+        out.push_str("id: ");
+        out.push_str(&e.seq.to_string());
+        out.push_str("\nevent: ");
+        out.push_str(e.type_name());
+        out.push_str("\ndata: ");
+        out.push_str(&e.json);
+        out.push_str("\n\n");
+        self.sent_id = e.seq;
+    }
+
+    /// The last event of a stream the hub ends: no `id`, so that the reader resumes
+    /// from the last event it got.
+    fn end(&mut self, out: &mut String, reason: &str) {
+        self.done = true;
+        tracing::info!(reason, last = self.last, "event stream cut off");
+        out.push_str(&format!(
+            "event: cutoff\ndata: {{\"reason\":\"{reason}\",\"last_seq\":{}}}\n\n",
+            self.sent_id
+        ));
+    }
+}
+
+enum Step {
+    Event(Arc<Envelope>),
+    Nothing,
+    End(&'static str),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorCode;
+
+    #[test]
+    fn type_filters_take_names_and_prefixes_and_refuse_unknown_ones() {
+        let f = TypeFilter::parse(Some("task.*, agent.state_changed")).expect("valid");
+        assert!(f.accepts("task.offered"));
+        assert!(f.accepts("agent.state_changed"));
+        assert!(!f.accepts("agent.logged_in"));
+        assert!(!f.accepts("offer.accepted"));
+        assert!(TypeFilter::parse(None).expect("all").accepts("node.lost"));
+        assert!(
+            TypeFilter::parse(Some("*"))
+                .expect("all")
+                .accepts("node.lost")
+        );
+        for bad in ["task.offerd", "tasks.*", "task*", "nope"] {
+            let e = TypeFilter::parse(Some(bad)).expect_err(bad);
+            assert_eq!(e.code(), ErrorCode::InvalidField, "{bad}");
+        }
+    }
+}
