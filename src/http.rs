@@ -107,7 +107,10 @@ pub fn router(hub: Arc<Hub>) -> Router {
     api_routes()
         // Not yet in the route table: it joins ROUTES once protocol/openapi.yaml
         // documents it (the events and openapi branches), or the drift test fails.
-        .route("/v1/events", axum::routing::get(crate::events::stream::events))
+        .route(
+            "/v1/events",
+            axum::routing::get(crate::events::stream::events),
+        )
         .merge(crate::webhooks::api::routes())
         .merge(crate::web::routes())
         .fallback(not_found)

@@ -431,3 +431,165 @@ async fn two_nodes_deliver_each_event_once_and_the_other_takes_over_a_killed_one
     eprintln!("the survivor delivered the events after the kill {took:?} after it (lease 1.5 s)");
     assert_in_order_per_task(&got);
 }
+
+async fn hub_with_endpoint(rx: &Receiver, secret: &str) -> TestHub {
+    let mut c = config(QUEUES_AND_AGENTS);
+    c.webhooks.allow_private = true;
+    c.webhooks.position_every_ms = 50;
+    c.webhooks.retry_jitter = 0.0;
+    c.webhooks.retry_schedule_ms = vec![0, 100, 200, 400, 800, 800, 800, 800, 800, 800];
+    c.webhooks
+        .endpoints
+        .push(switchboard::webhooks::config::EndpointConfig {
+            id: "crm".into(),
+            url: rx.url(),
+            secret: secret.to_owned(),
+            types: vec!["task.*".into()],
+        });
+    TestHub::start_with(c).await
+}
+
+/// Waits until the endpoint's view satisfies `pred`.
+async fn await_endpoint(hub: &TestHub, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let tok = hub.token("crm", Role::Integration);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (s, v) = hub.http("GET", "/v1/webhooks/crm", Some(&tok), None).await;
+        assert_eq!(s, 200, "{v}");
+        if pred(&v) {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the endpoint never {what}: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_receiver_down_then_up_gets_every_event_of_a_hub_in_order() {
+    let mut rx = Receiver::start().await;
+    let secret = Secret::generate().text();
+    let hub = hub_with_endpoint(&rx, &secret).await;
+    let tok = hub.token("crm", Role::Integration);
+    // Delivery is under way before the receiver goes down.
+    hub.create(common::chat()).await;
+    rx.wait_for(Duration::from_secs(5), "the first task's events", |g| {
+        by_seq(g).0.len() >= 2
+    })
+    .await;
+    rx.down();
+    for _ in 0..10 {
+        hub.create(common::chat()).await;
+    }
+    // Wait until attempts have failed against the closed port.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, v) = hub
+            .http("GET", "/v1/webhooks/crm/attempts", Some(&tok), None)
+            .await;
+        let failed = v["attempts"]
+            .as_array()
+            .map_or(0, |a| a.iter().filter(|a| a["outcome"] == "failed").count());
+        if failed >= 3 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no failed attempts: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let lagging = await_endpoint(&hub, "lags", |v| v["lag"].as_u64().unwrap_or(0) > 0).await;
+    assert_eq!(lagging["enabled"], true);
+    rx.up().await;
+    let got = rx
+        .wait_for(Duration::from_secs(15), "all 22 events", |g| {
+            by_seq(g).0.len() >= 22
+        })
+        .await;
+    let (first, _) = by_seq(&got);
+    assert_eq!(
+        first.keys().copied().collect::<Vec<_>>(),
+        (1..=22).collect::<Vec<u64>>(),
+        "none lost"
+    );
+    assert_in_order_per_task(&got);
+    for r in &got {
+        verify(&secret, r);
+    }
+    await_endpoint(&hub, "catches up", |v| v["lag"] == 0 && v["position"] == 22).await;
+    let (_, m) = hub.http("GET", "/metrics", None, None).await;
+    let m = m.as_str().unwrap_or("").to_owned();
+    let retries = m
+        .lines()
+        .find(|l| l.starts_with("switchboard_webhook_retries_total{endpoint=\"crm\"}"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse::<u64>().ok())
+        .expect("the retries counter");
+    assert!(retries > 0, "{m}");
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_410_disables_the_endpoint_and_enable_resumes_at_that_event_replay_repeats_with_the_same_ids()
+ {
+    let rx = Receiver::start().await;
+    let secret = Secret::generate().text();
+    let hub = hub_with_endpoint(&rx, &secret).await;
+    let tok = hub.token("crm", Role::Integration);
+    rx.answer(common::receiver::Answer::Status(410, None));
+    hub.create(common::chat()).await;
+    let v = await_endpoint(&hub, "is disabled", |v| v["enabled"] == false).await;
+    assert!(
+        v["disabled_reason"].as_str().unwrap_or("").contains("410"),
+        "{v}"
+    );
+    assert_eq!(v["position"], 0, "the refused event is not skipped: {v}");
+    let refused = rx.received();
+    assert_eq!(refused.len(), 1, "nothing after the 410");
+    // The receiver is back: enable resumes with the same event.
+    rx.answer(common::receiver::Answer::Status(200, None));
+    let (s, v) = hub
+        .http("POST", "/v1/webhooks/crm/enable", Some(&tok), None)
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let got = rx
+        .wait_for(Duration::from_secs(10), "both events", |g| {
+            by_seq(g).0.len() >= 2
+        })
+        .await;
+    let (first, _) = by_seq(&got);
+    assert_eq!(
+        first[&1].id(),
+        refused[0].id(),
+        "the same event, the same webhook-id"
+    );
+    await_endpoint(&hub, "catches up", |v| v["position"] == 2).await;
+    // Replay from 0: both again, with their ids.
+    let (s, v) = hub
+        .http(
+            "POST",
+            "/v1/webhooks/crm/replay",
+            Some(&tok),
+            Some(r#"{"since": 0}"#),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let got = rx
+        .wait_for(Duration::from_secs(10), "the replay", |g| {
+            by_seq(g).1.values().all(|n| *n >= 2) && by_seq(g).1.len() == 2
+        })
+        .await;
+    let (first2, count) = by_seq(&got);
+    assert_eq!(count.len(), 2);
+    for (seq, r) in &first2 {
+        assert!(
+            got.iter()
+                .filter(|x| x.status == 200 && x.json()["seq"] == *seq)
+                .all(|x| x.id() == r.id())
+        );
+    }
+    hub.shutdown().await;
+}
