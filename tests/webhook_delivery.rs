@@ -593,3 +593,51 @@ async fn a_410_disables_the_endpoint_and_enable_resumes_at_that_event_replay_rep
     }
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_api_endpoint_is_signed_with_both_secrets_during_a_rotation() {
+    let rx = Receiver::start().await;
+    let mut c = config(QUEUES_AND_AGENTS);
+    c.webhooks.allow_private = true;
+    let hub = TestHub::start_with(c).await;
+    let tok = hub.token("crm", Role::Integration);
+    let body = json!({"id": "crm", "url": rx.url(), "types": ["task.created"]}).to_string();
+    let (s, v) = hub
+        .http("POST", "/v1/webhooks", Some(&tok), Some(&body))
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let old = v["secret"].as_str().expect("secret").to_owned();
+    hub.create(common::chat()).await;
+    let got = rx
+        .wait_for(Duration::from_secs(10), "the first event", |g| {
+            !g.is_empty()
+        })
+        .await;
+    verify(&old, &got[0]);
+    let (s, v) = hub
+        .http("POST", "/v1/webhooks/crm/rotate", Some(&tok), None)
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let new = v["secret"].as_str().expect("secret").to_owned();
+    // The runner picks the new secret up at its next lease renewal.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let n = rx.received().len();
+        hub.create(common::chat()).await;
+        let got = rx
+            .wait_for(Duration::from_secs(10), "another event", |g| g.len() > n)
+            .await;
+        let last = got.last().expect("one");
+        if last.header("webhook-signature").split(' ').count() == 2 {
+            verify(&old, last);
+            verify(&new, last);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never signed with both secrets"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    hub.shutdown().await;
+}
