@@ -641,3 +641,53 @@ async fn an_api_endpoint_is_signed_with_both_secrets_during_a_rotation() {
     }
     hub.shutdown().await;
 }
+
+/// A smoke figure, not a benchmark (run with `--ignored --nocapture`): create ->
+/// `task.created` at the receiver, over 300 creates at about 100 a second, one node in
+/// memory. The load test owns the real figure.
+#[tokio::test]
+#[ignore]
+async fn smoke_create_to_receiver_latency() {
+    let rx = Receiver::start().await;
+    let mut c = config(QUEUES_AND_AGENTS);
+    c.webhooks.allow_private = true;
+    c.webhooks
+        .endpoints
+        .push(switchboard::webhooks::config::EndpointConfig {
+            id: "crm".into(),
+            url: rx.url(),
+            secret: Secret::generate().text(),
+            types: vec!["task.created".into()],
+        });
+    let hub = TestHub::start_with(c).await;
+    let mut sent = HashMap::new();
+    for i in 0..300 {
+        let t0 = std::time::Instant::now();
+        let t = hub.create(common::chat()).await;
+        sent.insert(t["task_id"].as_str().unwrap().to_owned(), t0);
+        if i % 10 == 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let got = rx
+        .wait_for(Duration::from_secs(20), "300 events", |g| g.len() >= 300)
+        .await;
+    let mut lat: Vec<Duration> = got
+        .iter()
+        .filter_map(|r| {
+            let b = r.json();
+            let id = b["data"]["task"]["task_id"].as_str()?.to_owned();
+            Some(r.at - *sent.get(&id)?)
+        })
+        .collect();
+    lat.sort();
+    let p = |q: f64| lat[((lat.len() as f64 - 1.0) * q) as usize];
+    eprintln!(
+        "create -> task.created at the receiver: n={} p50={:?} p99={:?} max={:?}",
+        lat.len(),
+        p(0.5),
+        p(0.99),
+        p(1.0)
+    );
+    hub.shutdown().await;
+}
