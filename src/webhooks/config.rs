@@ -161,7 +161,12 @@ impl WebhooksConfig {
             if !seen.insert(e.id.as_str()) {
                 return Err((key("id"), format!("{:?} twice", e.id)));
             }
-            Target::parse(&e.url).map_err(|m| (key("url"), m.to_string()))?;
+            let target = Target::parse(&e.url).map_err(|m| (key("url"), m.to_string()))?;
+            // An address literal is judged now; a name when it is connected to.
+            if let Ok(ip) = target.host.parse::<std::net::IpAddr>() {
+                super::target::check(ip, self.allow_private)
+                    .map_err(|m| (key("url"), m.to_string()))?;
+            }
             Secret::parse(&e.secret).map_err(|m| (key("secret"), m.to_string()))?;
             check_types(&e.types).map_err(|m| (key("types"), m))?;
         }
@@ -183,5 +188,21 @@ mod tests {
         assert!(check_types(&t).is_ok());
         assert!(check_types(&["tasks.*".to_owned()]).is_err());
         assert!(check_types(&[]).is_err());
+    }
+
+    #[test]
+    fn a_config_endpoint_on_a_private_address_needs_allow_private() {
+        let mut c = WebhooksConfig::default();
+        c.endpoints.push(EndpointConfig {
+            id: "crm".into(),
+            url: "http://10.1.2.3/hooks".into(),
+            secret: Secret::generate().text(),
+            types: vec!["*".into()],
+        });
+        let (key, why) = c.check().expect_err("refused");
+        assert_eq!(key, "webhooks.endpoints[0].url");
+        assert!(why.contains("private"), "{why}");
+        c.allow_private = true;
+        assert_eq!(c.check(), Ok(()));
     }
 }
