@@ -284,9 +284,14 @@ async fn exchange(addr: SocketAddr, head: &str, body: &[u8]) -> Answer {
                 };
                 let streaming =
                     header("content-type").is_some_and(|t| t.starts_with("text/event-stream"));
-                let len = if status == 101 || status == 204 || status == 304 || streaming {
-                    // A websocket, an empty answer (no content-length after 204, RFC
-                    // 9110), or an event stream that does not end: the head is the answer.
+                // No body, and (RFC 9110) no content-length, after 101, 204 and 304;
+                // an event stream does not end: the head is the answer.
+                let len = if status == 101
+                    || status == 204
+                    || status == 304
+                    || streaming
+                    || head.starts_with("HEAD ")
+                {
                     0
                 } else if header("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
                     // Read to the last chunk, then unchunk.
@@ -623,6 +628,21 @@ async fn sweep(hub: &TestHub, seen: &mut Seen) {
             long.target = format!("{}?pad={}", long.target, "x".repeat(9000));
             let a = seen.call(addr, &long).await;
             assert_eq!(a.status, 414, "{method} {path} with a long target");
+            // ... and a body that is not JSON, whatever the method.
+            let text = Req::new(method, fill(path))
+                .raw(b"hello")
+                .header("content-type", "text/plain");
+            let a = seen.call(addr, &text).await;
+            assert_eq!(a.status, 415, "{method} {path} with a text body");
+            // Each `get` also answers HEAD: the same status, no body (not an upgrade).
+            if method == "get" && path != "/v1/ws" {
+                let g = base.send(addr).await;
+                let mut h = base.clone();
+                h.method = "head";
+                let h = h.send(addr).await;
+                assert_eq!(h.status, g.status, "HEAD {path} and GET {path}");
+                assert!(h.body.is_empty(), "HEAD {path} has no body");
+            }
             match roles(op) {
                 None => {
                     let a = seen.call(addr, &base).await;
