@@ -71,6 +71,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// How the statistics count.
     pub stats: StatsConfig,
+    /// Webhook endpoints and their delivery rules.
+    pub webhooks: crate::webhooks::config::WebhooksConfig,
     /// Integration events: the window kept and the stream.
     pub events: EventsConfig,
 }
@@ -876,6 +878,9 @@ impl Config {
                 ));
             }
         }
+        self.webhooks
+            .check()
+            .map_err(|(key, message)| invalid(key, message))?;
         Ok(())
     }
 

@@ -93,10 +93,14 @@ route_table! {
     get "/metrics" => metrics,
 }
 
-/// Every `(method, path)` the hub routes: [`ROUTES`] and the desktop's
-/// ([`crate::web::ROUTES`]). Each `get` also answers `HEAD` (axum does that).
+/// Every `(method, path)` the hub routes: [`ROUTES`], the desktop's
+/// ([`crate::web::ROUTES`]) and the webhooks' ([`crate::webhooks::api::ROUTES`]). Each `get` also answers `HEAD` (axum does that).
 pub fn all_routes() -> impl Iterator<Item = (&'static str, &'static str)> {
-    ROUTES.iter().chain(crate::web::ROUTES).copied()
+    ROUTES
+        .iter()
+        .chain(crate::web::ROUTES)
+        .chain(crate::webhooks::api::ROUTES)
+        .copied()
 }
 
 /// The whole router: websockets and HTTP on one port.
@@ -109,6 +113,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
             "/v1/events",
             axum::routing::get(crate::events::stream::events),
         )
+        .merge(crate::webhooks::api::routes())
         .merge(crate::web::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -145,7 +150,7 @@ pub(crate) fn caller(
 }
 
 /// Turns a body into a request, with the protocol's error codes.
-fn parse_body<T: for<'de> Deserialize<'de>>(
+pub(crate) fn parse_body<T: for<'de> Deserialize<'de>>(
     body: Result<Bytes, BytesRejection>,
     limit: usize,
 ) -> Result<T, ApiError> {
@@ -552,5 +557,8 @@ async fn metrics(State(hub): State<Arc<Hub>>) -> Result<Response, ApiError> {
     let mut text = hub.metrics.render(&snap, hub.connections());
     hub.render_stats_metrics(&mut text);
     hub.store().render_metrics(&mut text);
+    if let Some(w) = hub.webhooks.get() {
+        w.render_metrics(&hub.store().webhooks().await?, &mut text);
+    }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }

@@ -961,6 +961,57 @@ async fn every_operation_answers_as_documented() {
     )
     .await;
 
+    // Webhooks (a documentation address: allowed, and nothing answers there).
+    let hook = json!({"id": "crm", "url": "http://192.0.2.1/hooks", "types": ["task.*"]});
+    let made = seen
+        .expect(addr, post("/v1/webhooks").json(hook.clone()), 201, None)
+        .await;
+    assert!(
+        made["secret"]
+            .as_str()
+            .expect("secret")
+            .starts_with("whsec_")
+    );
+    seen.expect(
+        addr,
+        post("/v1/webhooks").json(hook),
+        400,
+        Some("invalid_field"),
+    )
+    .await;
+    let private = json!({"url": "http://127.0.0.1:9/"});
+    seen.expect(
+        addr,
+        post("/v1/webhooks").json(private),
+        400,
+        Some("invalid_field"),
+    )
+    .await;
+    seen.expect(addr, get("/v1/webhooks"), 200, None).await;
+    seen.expect(addr, get("/v1/webhooks/crm"), 200, None).await;
+    seen.expect(addr, post("/v1/webhooks/crm/rotate"), 200, None)
+        .await;
+    seen.expect(addr, post("/v1/webhooks/crm/disable"), 200, None)
+        .await;
+    seen.expect(addr, post("/v1/webhooks/crm/enable"), 200, None)
+        .await;
+    seen.expect(addr, get("/v1/webhooks/crm/attempts"), 200, None)
+        .await;
+    let replay = post("/v1/webhooks/crm/replay").json(json!({"since": 0}));
+    seen.expect(addr, replay, 200, None).await;
+    let replay = post("/v1/webhooks/crm/replay").json(json!({"since": -1}));
+    seen.expect(addr, replay, 400, Some("invalid_message"))
+        .await;
+    seen.expect(
+        addr,
+        Req::new("delete", "/v1/webhooks/crm").token(&crm),
+        204,
+        None,
+    )
+    .await;
+    seen.expect(addr, get("/v1/webhooks/crm"), 404, Some("not_found"))
+        .await;
+
     // Any route.
     seen.expect(addr, Req::new("get", "/v1/nothing"), 404, Some("not_found"))
         .await;

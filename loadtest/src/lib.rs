@@ -32,6 +32,7 @@ pub mod client;
 pub mod compare;
 pub mod conflicts;
 pub mod echo;
+pub mod events;
 pub mod expiry;
 pub mod fanout;
 pub mod floor;

@@ -212,6 +212,10 @@ struct RouteArgs {
     /// as a desktop does; without it the agents' Open lists grow all run.
     #[arg(long)]
     close_interactions: bool,
+    /// One `GET /v1/events` reader for the whole run: create -> `task.offered` as the
+    /// stream shows it (p99), and the stream's checks (dense seqs, no cutoff).
+    #[arg(long)]
+    stream_reader: bool,
 }
 
 #[derive(Args)]
@@ -591,6 +595,7 @@ fn route_opts(a: &RouteArgs) -> Result<RouteOpts, String> {
     o.progress = !a.quiet && o.duration >= Duration::from_secs(2);
     o.keep_files = a.keep_files;
     o.close_interactions = a.close_interactions;
+    o.stream_reader = a.stream_reader;
     Ok(o)
 }
 

@@ -128,6 +128,9 @@ pub struct RouteOpts {
     /// Supervisor consoles connected for the whole load (spread over the nodes), each
     /// measuring decision -> its feed ([`crate::supervisor`]).
     pub supervisors: usize,
+    /// One `GET /v1/events` reader (on the first node) for the whole run: create ->
+    /// `task.offered` as it sees it, and the stream's checks.
+    pub stream_reader: bool,
 }
 
 impl RouteOpts {
@@ -162,6 +165,7 @@ impl RouteOpts {
             snapshot_every: None,
             durable: false,
             supervisors: 0,
+            stream_reader: false,
         }
     }
 
@@ -279,6 +283,7 @@ impl RouteOpts {
             "nodes": self.nodes,
             "store": if self.redis { "redis" } else if self.durable { "file" } else { "memory" },
             "snapshot_every": self.snapshot_every,
+            "stream_reader": self.stream_reader,
         })
     }
 }
@@ -1262,6 +1267,21 @@ async fn drive(
     let redis_cpu_before = hub.redis_cpu();
     let harness_cpu_before = hubproc::self_cpu_secs();
 
+    // The stream reader, connected before the first create.
+    let (reader_stop, reader_stop_rx) = watch::channel(false);
+    let reader = opts.stream_reader.then(|| {
+        tokio::spawn(crate::events::read(
+            addrs[0],
+            integration.clone(),
+            shared.clone(),
+            reader_stop_rx,
+        ))
+    });
+    if reader.is_some() {
+        // Its request reaches the hub before the creates start.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     // The load: open loop, `http_conns` creators sharing one schedule.
     let (stop_tx, stop_rx) = watch::channel(false);
     let prog = opts
@@ -1375,10 +1395,21 @@ async fn drive(
         let _ = p.await;
     }
     quiesce?;
+    let _ = reader_stop.send(true);
+    let stream = match reader {
+        Some(h) => Some(h.await.unwrap_or_else(|e| crate::events::StreamOutcome {
+            errors: vec![format!("the stream reader failed: {e}")],
+            ..Default::default()
+        })),
+        None => None,
+    };
 
     // Figures.
     let mut hists = HistSet::default();
     hists.merge(&gen_out.hists);
+    if let Some(s) = &stream {
+        hists.merge(&s.hists);
+    }
     for o in &outcomes {
         hists.merge(&o.hists);
     }
@@ -1433,6 +1464,9 @@ async fn drive(
     if opts.supervisors > 0 {
         latency_names.extend([supervisor::H_SUP_LAG, supervisor::H_STATS_AGE]);
     }
+    if stream.is_some() {
+        latency_names.push(crate::events::H_CREATE_TO_STREAM_OFFER);
+    }
     let latencies = hists.summaries(&latency_names);
 
     // Checks.
@@ -1461,6 +1495,21 @@ async fn drive(
         format!("{n} agents, Ready in {login_secs:.2} s"),
         &conn_breaches,
     ));
+    if let Some(s) = &stream {
+        let mut breaches = s.errors.clone();
+        let seen = hists.get(crate::events::H_CREATE_TO_STREAM_OFFER).count();
+        if seen < counts.first_offers {
+            breaches.push(format!(
+                "{} first offers, {seen} seen on the stream",
+                counts.first_offers
+            ));
+        }
+        checks.push(Check::from_breaches(
+            "the event stream read every event, in order, and every first offer",
+            format!("{} events, {seen} first offers", s.events),
+            &breaches,
+        ));
+    }
     let mut create_breaches = gen_out.errors.clone();
     create_breaches.extend(gen_failures);
     if counts.create_errors as usize > create_breaches.len() {

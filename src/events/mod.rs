@@ -444,7 +444,19 @@ pub struct Envelope {
 impl Envelope {
     /// Numbers `data` and makes its wire form.
     pub fn new(epoch: &str, seq: u64, time: Ts, data: EventData) -> Envelope {
-        let json = wire(epoch, seq, time, &data).into();
+        Envelope::with_time_text(epoch, seq, time, &time.rfc3339(), data)
+    }
+
+    /// [`Envelope::new`] with the time's text already made (the events of one
+    /// decision share it).
+    pub fn with_time_text(
+        epoch: &str,
+        seq: u64,
+        time: Ts,
+        time_text: &str,
+        data: EventData,
+    ) -> Envelope {
+        let json = wire(epoch, seq, time_text, &data).into();
         Envelope {
             seq,
             time,
@@ -459,42 +471,41 @@ impl Envelope {
     }
 }
 
-/// The wire envelope of one event. serde writes the catalog's adjacently tagged form
-/// as `{"type":"<t>","data":<data>}`; the envelope is that `data` text spliced after
-/// the other fields, so the variant's fields are encoded once and never as a tree.
-fn wire(epoch: &str, seq: u64, time: Ts, data: &EventData) -> String {
+/// The wire envelope of one event, written into one buffer: the envelope's own
+/// fields, then serde's adjacently tagged form of the catalog
+/// (`{"type":"<t>","data":<data>}`) with its tag cut off, so that the variant's fields
+/// are encoded once, straight into place, and never as a tree.
+fn wire(epoch: &str, seq: u64, time_text: &str, data: &EventData) -> String {
+    use std::fmt::Write;
     let ty = data.type_name();
-    let tagged = serde_json::to_string(data).unwrap_or_default();
-    let head = format!(r#"{{"type":"{ty}","data":"#);
-    let inner = tagged
-        .strip_prefix(head.as_str())
-        .and_then(|rest| rest.strip_suffix('}'))
-        .map(str::to_owned)
-        .unwrap_or_else(|| {
-            // Not the expected shape (cannot happen with serde_json's writer); the
-            // slow way, through a tree.
-            serde_json::to_value(data)
-                .ok()
-                .and_then(|v| v.get("data").map(|d| d.to_string()))
-                .unwrap_or_else(|| "{}".into())
-        });
-    let time = time.rfc3339();
-    let mut out = String::with_capacity(inner.len() + 96 + epoch.len() * 2 + ty.len());
-    out.push_str(r#"{"id":""#);
-    out.push_str(epoch);
-    out.push('-');
-    out.push_str(&seq.to_string());
-    out.push_str(r#"","type":""#);
-    out.push_str(ty);
-    out.push_str(r#"","seq":"#);
-    out.push_str(&seq.to_string());
-    out.push_str(r#","time":""#);
-    out.push_str(&time);
-    out.push_str(r#"","epoch":""#);
-    out.push_str(epoch);
-    out.push_str(r#"","data":"#);
-    out.push_str(&inner);
-    out.push('}');
+    let mut out = String::with_capacity(256);
+    let _ = write!(
+        out,
+        r#"{{"id":"{epoch}-{seq}","type":"{ty}","seq":{seq},"time":"{time_text}","epoch":"{epoch}","data":"#
+    );
+    let at = out.len();
+    let mut buf = std::mem::take(&mut out).into_bytes();
+    let _ = serde_json::to_writer(&mut buf, data);
+    // serde_json writes valid UTF-8.
+    let mut out = String::from_utf8(buf).unwrap_or_default();
+    let head_len = r#"{"type":"","data":"#.len() + ty.len();
+    let tagged_ok = out.get(at..at + 9) == Some(r#"{"type":""#)
+        && out.get(at + head_len - 8..at + head_len) == Some(r#","data":"#)
+        && out.ends_with("}}");
+    if tagged_ok {
+        out.replace_range(at..at + head_len, "");
+        // The tagged form's closing brace closes the envelope.
+    } else {
+        // Not the expected shape (cannot happen with serde_json's writer); the slow
+        // way, through a tree.
+        out.truncate(at);
+        let inner = serde_json::to_value(data)
+            .ok()
+            .and_then(|v| v.get("data").map(|d| d.to_string()))
+            .unwrap_or_else(|| "{}".into());
+        out.push_str(&inner);
+        out.push('}');
+    }
     out
 }
 

@@ -144,10 +144,17 @@ impl EventLog {
             self.begin(now.0);
         }
         let epoch = self.epoch.clone().unwrap_or_else(|| Arc::from("0"));
+        let time_text = now.rfc3339();
         let mut out = Vec::with_capacity(events.len());
         for data in events {
             self.last += 1;
-            let env = Arc::new(Envelope::new(&epoch, self.last, now, data.clone()));
+            let env = Arc::new(Envelope::with_time_text(
+                &epoch,
+                self.last,
+                now,
+                &time_text,
+                data.clone(),
+            ));
             self.bytes += env.json.len();
             self.window.push_back(env.clone());
             out.push(env);
