@@ -853,6 +853,30 @@ async fn every_operation_answers_as_documented() {
         .expect(addr, get("/v1/customers?q=joao&limit=5"), 200, None)
         .await;
     assert_eq!(found["customers"][0]["customer_id"], cid.as_str());
+    // The event stream: its head only (an open stream is tests/events.rs's business).
+    seen.expect(addr, get("/v1/events?types=task.*"), 200, None)
+        .await;
+    seen.expect(
+        addr,
+        get("/v1/events?epoch=another"),
+        410,
+        Some("events_gone"),
+    )
+    .await;
+    seen.expect(
+        addr,
+        get("/v1/events?types=task.nope"),
+        400,
+        Some("invalid_field"),
+    )
+    .await;
+    seen.expect(
+        addr,
+        get("/v1/events?since=ten"),
+        400,
+        Some("invalid_field"),
+    )
+    .await;
     let typo = get("/v1/customers?q=joao&limit=ten");
     seen.expect(addr, typo, 400, Some("invalid_field")).await;
     let journey_typo = get(&format!("/v1/customers/{cid}/journey?limit=-1"));
