@@ -493,13 +493,18 @@ async fn a_reader_that_falls_too_far_behind_is_cut_off_and_resumes_from_its_posi
         .await
         .stream();
     // Enough events (about 50 KB each) to fill the socket buffers (the hub's send
-    // buffer grows to 4 MiB) and then the stream's 16 events.
+    // buffer grows up to the kernel's tcp_wmem maximum) and then the stream's 16.
+    let wmem_max: usize = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
+        .ok()
+        .and_then(|t| t.split_whitespace().nth(2).and_then(|v| v.parse().ok()))
+        .unwrap_or(4 << 20);
+    let tasks = (wmem_max + (4 << 20)) / 50_000 + 40;
     let attrs: serde_json::Map<String, Value> = (0..25)
         .map(|i| (format!("k{i}"), Value::String("x".repeat(2000))))
         .collect();
     let attrs = Value::Object(attrs);
     let mut last_task = Value::Null;
-    for _ in 0..200 {
+    for _ in 0..tasks {
         let mut body = chat();
         body["attributes"] = attrs.clone();
         last_task = hub.create(body).await["task_id"].clone();
@@ -687,7 +692,7 @@ fn node(redis: &RedisServer, id: &str, dir: &Path) -> Proc {
     std::fs::write(
         &cfg,
         format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\ndrain_secs = 1\n[auth]\nsecret = \"{SECRET_BIN}\"\n[routing]\nwrap_up_secs = 0\n{QUEUES_AND_AGENTS}"
+            "[server]\nlisten = \"127.0.0.1:0\"\ndrain_secs = 1\n[auth]\nsecret = \"{SECRET_BIN}\"\n[routing]\nwrap_up_secs = 0\n[store]\nsnapshot_every = 10\n{QUEUES_AND_AGENTS}"
         ),
     )
     .expect("config");
@@ -764,4 +769,23 @@ async fn two_nodes_on_one_redis_serve_the_same_stream() {
     assert!(on_a.len() > 40, "a real run: {} events", on_a.len());
     assert_eq!(on_a, on_b, "the same ids, types and data from both nodes");
     assert_eq!(seqs(&on_a), (1..=on_a.len() as u64).collect::<Vec<_>>());
+    // A node that joins now starts from the snapshot (one every 10 entries) and the
+    // log after it: it holds the same window.
+    let c = node(&redis, "node-c", &dir.0);
+    let mut from_c = Sse::open(c.addr, "/v1/events?since=0", Some(&tok), &[])
+        .await
+        .stream();
+    let on_c = from_c
+        .events_until(is("task.created", &end["task_id"]))
+        .await;
+    assert_eq!(on_c, on_a, "a joining node serves the same events");
+    // And the numbering goes on alike everywhere.
+    let next = post_task(c.addr).await;
+    let a_next = from_a
+        .events_until(is("task.created", &next["task_id"]))
+        .await;
+    let c_next = from_c
+        .events_until(is("task.created", &next["task_id"]))
+        .await;
+    assert_eq!(a_next, c_next);
 }
