@@ -71,6 +71,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// How the statistics count.
     pub stats: StatsConfig,
+    /// Webhook endpoints and their delivery rules.
+    pub webhooks: crate::webhooks::config::WebhooksConfig,
     /// Integration events: the window kept and the stream.
     pub events: EventsConfig,
 }
@@ -393,6 +395,9 @@ pub struct AgentConfig {
     /// Its display name (default: the id).
     #[serde(default)]
     pub name: Option<String>,
+    /// Its team, for the wallboard's filter (optional; routing ignores it).
+    #[serde(default)]
+    pub team: Option<String>,
     /// Its skills.
     #[serde(default)]
     pub skills: Vec<String>,
@@ -540,6 +545,15 @@ impl Config {
         let a = |id: &str, name: &str, skills: &[&str], queues: &[&str]| AgentConfig {
             id: id.into(),
             name: Some(name.into()),
+            // Two teams, so that the demo's wallboard has something to filter by.
+            team: Some(
+                if queues.contains(&"billing") {
+                    "Back office"
+                } else {
+                    "Front office"
+                }
+                .into(),
+            ),
             skills: skills.iter().map(|s| s.to_string()).collect(),
             queues: queues.iter().map(|s| s.to_string()).collect(),
             capacity: None,
@@ -828,6 +842,9 @@ impl Config {
         let mut agent_ids = HashSet::new();
         for (i, a) in self.agents.iter().enumerate() {
             name(&format!("agents[{i}].id"), &a.id)?;
+            if let Some(team) = &a.team {
+                name(&format!("agents[{i}].team"), team)?;
+            }
             if !agent_ids.insert(a.id.as_str()) {
                 return Err(invalid(
                     format!("agents[{i}].id"),
@@ -861,6 +878,9 @@ impl Config {
                 ));
             }
         }
+        self.webhooks
+            .check()
+            .map_err(|(key, message)| invalid(key, message))?;
         Ok(())
     }
 
@@ -917,6 +937,7 @@ impl Config {
                 Arc::new(Profile {
                     id: AgentId::from(a.id.as_str()),
                     name: a.name.clone().unwrap_or_else(|| a.id.clone()),
+                    team: a.team.clone(),
                     skills: a
                         .skills
                         .iter()
@@ -1082,6 +1103,10 @@ id = "support"
             (
                 "[[queues]]\nid = \"a\"\n[[agents]]\nid = \"x\"\nqueues = [\"a\"]\nskill_levels = { en = 11 }\n",
                 "agents[0].skill_levels.en",
+            ),
+            (
+                "[[queues]]\nid = \"a\"\n[[agents]]\nid = \"x\"\nqueues = [\"a\"]\nteam = \" \"\n",
+                "agents[0].team",
             ),
             (
                 "[routing]\nreoffer_after_secs = -1\n[[queues]]\nid = \"a\"\n",

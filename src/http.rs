@@ -20,7 +20,6 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use std::collections::{BTreeSet, HashMap};
@@ -51,27 +50,65 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Declares a table of routes once, as both the list that `tests/openapi.rs` compares
+/// with `protocol/openapi.yaml` (`(method, path)` pairs, the method in lower case as
+/// OpenAPI writes it) and the router built from it, so that the two cannot differ.
+/// Every route the hub serves is declared with it: never add one with `.route`
+/// elsewhere, or the drift test cannot see it.
+macro_rules! route_table {
+    ($(#[$meta:meta])* $vis:vis const $list:ident; $fvis:vis fn $build:ident;
+     $($method:ident $path:literal => $handler:expr,)+) => {
+        $(#[$meta])*
+        $vis const $list: &[(&str, &str)] = &[$((stringify!($method), $path),)+];
+
+        /// The router of the routes in the table beside it (one path may appear with
+        /// several methods: axum merges them).
+        $fvis fn $build() -> axum::Router<std::sync::Arc<crate::hub::Hub>> {
+            axum::Router::new()$(.route($path, axum::routing::$method($handler)))+
+        }
+    };
+}
+pub(crate) use route_table;
+
+route_table! {
+    /// The websocket upgrade, the HTTP API and the operator endpoints. A route added
+    /// here must be documented in `protocol/openapi.yaml`: `tests/openapi.rs` fails
+    /// until the two agree.
+    pub const ROUTES;
+    fn api_routes;
+    get "/v1/ws" => ws::upgrade,
+    post "/v1/tasks" => create_task,
+    get "/v1/tasks/{id}" => get_task,
+    post "/v1/tasks/{id}/cancel" => cancel_task,
+    post "/v1/tasks/{id}/transfer" => transfer_task,
+    get "/v1/snapshot" => snapshot,
+    get "/v1/stats" => stats,
+    get "/v1/events" => crate::events::stream::events,
+    get "/v1/customers" => search_customers,
+    post "/v1/customers" => create_customer,
+    get "/v1/customers/{id}" => get_customer,
+    patch "/v1/customers/{id}" => update_customer,
+    get "/v1/customers/{id}/journey" => customer_journey,
+    get "/healthz" => healthz,
+    get "/readyz" => readyz,
+    get "/metrics" => metrics,
+}
+
+/// Every `(method, path)` the hub routes: [`ROUTES`], the desktop's
+/// ([`crate::web::ROUTES`]) and the webhooks' ([`crate::webhooks::api::ROUTES`]). Each `get` also answers `HEAD` (axum does that).
+pub fn all_routes() -> impl Iterator<Item = (&'static str, &'static str)> {
+    ROUTES
+        .iter()
+        .chain(crate::web::ROUTES)
+        .chain(crate::webhooks::api::ROUTES)
+        .copied()
+}
+
 /// The whole router: websockets and HTTP on one port.
 pub fn router(hub: Arc<Hub>) -> Router {
     let body_limit = hub.config.limits.max_body_bytes;
-    Router::new()
-        .route("/v1/ws", get(ws::upgrade))
-        .route("/v1/tasks", post(create_task))
-        .route("/v1/tasks/{id}", get(get_task))
-        .route("/v1/tasks/{id}/cancel", post(cancel_task))
-        .route("/v1/tasks/{id}/transfer", post(transfer_task))
-        .route("/v1/snapshot", get(snapshot))
-        .route("/v1/stats", get(stats))
-        .route("/v1/events", get(crate::events::stream::events))
-        .route("/v1/customers", get(search_customers).post(create_customer))
-        .route(
-            "/v1/customers/{id}",
-            get(get_customer).patch(update_customer),
-        )
-        .route("/v1/customers/{id}/journey", get(customer_journey))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+    api_routes()
+        .merge(crate::webhooks::api::routes())
         .merge(crate::web::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -108,7 +145,7 @@ pub(crate) fn caller(
 }
 
 /// Turns a body into a request, with the protocol's error codes.
-fn parse_body<T: for<'de> Deserialize<'de>>(
+pub(crate) fn parse_body<T: for<'de> Deserialize<'de>>(
     body: Result<Bytes, BytesRejection>,
     limit: usize,
 ) -> Result<T, ApiError> {
@@ -366,6 +403,21 @@ async fn context_reply(
     }
 }
 
+/// A whole-number query parameter: `default` when absent, `invalid_field` when it is
+/// not a whole number (a typo must not silently become the default).
+fn query_number(
+    query: &HashMap<String, String>,
+    name: &str,
+    default: usize,
+) -> Result<usize, ApiError> {
+    match query.get(name) {
+        None => Ok(default),
+        Some(v) => v
+            .parse()
+            .map_err(|_| HubError::invalid(name, "must be a whole number").into()),
+    }
+}
+
 async fn search_customers(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
@@ -379,10 +431,7 @@ async fn search_customers(
     )?;
     let q = query.get("q").cloned().unwrap_or_default();
     crate::task::check_text("q", &q)?;
-    let limit = query
-        .get("limit")
-        .and_then(|l| l.parse().ok())
-        .unwrap_or(20);
+    let limit = query_number(&query, "limit", 20)?;
     context_reply(
         &hub,
         ContextCommand::Search { query: q, limit },
@@ -477,11 +526,7 @@ async fn customer_journey(
             })?),
             None => None,
         };
-    let limit = query
-        .get("limit")
-        .and_then(|l| l.parse().ok())
-        .unwrap_or(100usize)
-        .clamp(1, 1000);
+    let limit = query_number(&query, "limit", 100)?.clamp(1, 1000);
     let cmd = ContextCommand::Journey {
         customer_id: parse_customer_id(&id)?,
         request_id,
@@ -507,5 +552,8 @@ async fn metrics(State(hub): State<Arc<Hub>>) -> Result<Response, ApiError> {
     let mut text = hub.metrics.render(&snap, hub.connections());
     hub.render_stats_metrics(&mut text);
     hub.store().render_metrics(&mut text);
+    if let Some(w) = hub.webhooks.get() {
+        w.render_metrics(&hub.store().webhooks().await?, &mut text);
+    }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }

@@ -72,6 +72,8 @@ pub struct Hub {
     pub metrics: Metrics,
     /// The node name this node's connections are filed under.
     pub node: Arc<str>,
+    /// The webhook service, once started (`server::start`).
+    pub webhooks: std::sync::OnceLock<Arc<crate::webhooks::Webhooks>>,
     store: Arc<dyn Store>,
     profiles: HashMap<AgentId, Arc<Profile>>,
     sessions: DashMap<AgentId, SessionHandle>,
@@ -106,6 +108,7 @@ impl Hub {
             .unwrap_or_else(|| config.server.node_id.as_str().into());
         let hub = Arc::new(Hub {
             node,
+            webhooks: std::sync::OnceLock::new(),
             config,
             keys,
             clock,
@@ -140,6 +143,16 @@ impl Hub {
     pub async fn execute(&self, cmd: Command) -> Result<Reply, HubError> {
         let now = self.clock.now();
         let outcome = self.store.execute(cmd, now).await?;
+        self.dispatch(outcome)
+    }
+
+    /// Carries out a webhook command (a log entry of its own).
+    pub async fn webhook(
+        &self,
+        cmd: crate::webhooks::book::WebhookCommand,
+    ) -> Result<Reply, HubError> {
+        let now = self.clock.now();
+        let outcome = self.store.webhook(cmd, now).await?;
         self.dispatch(outcome)
     }
 

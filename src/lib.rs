@@ -17,6 +17,7 @@
 //! - [`ws`]: the websocket upgrade and the session on each connection.
 //! - [`http`]: the task API and the operator endpoints.
 //! - [`protocol`]: the JSON frames of wire protocol v1.
+//! - [`webhooks`]: signed pushes of the events to HTTP endpoints (Standard Webhooks).
 //! - [`conn`]: connections before they are authenticated: caps, timeouts, HTTP errors.
 //! - [`config`], [`auth`], [`clock`], [`metrics`], [`error`], [`ids`], [`server`].
 
@@ -43,4 +44,5 @@ pub mod stats;
 pub mod store;
 pub mod task;
 pub mod web;
+pub mod webhooks;
 pub mod ws;

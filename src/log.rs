@@ -39,6 +39,8 @@ pub enum Body {
     Context(Box<ContextCommand>),
     /// Fire every timer due at the entry's time.
     Expire,
+    /// A change to the webhooks' endpoints, positions or leases.
+    Webhook(Box<crate::webhooks::book::WebhookCommand>),
 }
 
 impl Entry {
@@ -116,6 +118,7 @@ pub fn step<P: std::fmt::Display>(
         Body::Routing(cmd) => r.state.execute(*cmd, now),
         Body::Context(cmd) => r.state.context(*cmd, now),
         Body::Expire => r.state.expire_due(now),
+        Body::Webhook(cmd) => r.state.webhook(*cmd, now),
     };
     Some((o, entry.node, entry.req))
 }

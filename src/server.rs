@@ -95,6 +95,10 @@ pub async fn start(config: Config, secret: &[u8]) -> std::io::Result<Running> {
         }
     };
     let hub = Hub::new(config.clone(), Keys::new(secret), store, clock);
+    // The webhooks read the hub's event window (held weakly: they never keep a hub
+    // that stopped alive).
+    let feed: Arc<dyn crate::webhooks::feed::Feed> = hub.clone();
+    crate::webhooks::Webhooks::start(&hub, Arc::downgrade(&feed));
     let listener = bind(&config)?;
     let addr = listener.local_addr()?;
     tokio::spawn(hub.clone().run_timers(poll));
@@ -140,6 +144,10 @@ impl Running {
             tracing::warn!(left, "drain limit reached with connections still open");
         }
         let _ = tokio::time::timeout(limit, &mut self.served).await;
+        if let Some(w) = self.hub.webhooks.get() {
+            // Positions written and leases let go, so another node takes over at once.
+            w.stop().await;
+        }
         self.hub.store().stop();
     }
 }

@@ -1,6 +1,7 @@
-//! The agent desktop the hub serves at `/`: the built files of `web/` (`web/dist`),
-//! embedded in the binary so that the start command serves a working desktop and
-//! `cargo build` needs no Node. Also the two small HTTP routes the desktop reads besides
+//! The agent desktop the hub serves at `/` and the supervisors' wallboard at
+//! `/wallboard`: the built files of `web/` (`web/dist`), embedded in the binary so that
+//! the start command serves a working desktop and `cargo build` needs no Node. Also the
+//! two small HTTP routes the desktop reads besides
 //! the websocket: its settings (`GET /v1/desktop/config`) and, on the loopback demo only,
 //! the demo agents with ready-made tokens (`GET /v1/demo/agents`).
 //!
@@ -12,11 +13,9 @@ use crate::auth::{Claims, Role, unix_now};
 use crate::error::ErrorCode;
 use crate::http::ApiError;
 use crate::hub::Hub;
-use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
-use axum::routing::get;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -63,30 +62,38 @@ static STYLE: Asset = Asset::new(
     "text/css; charset=utf-8",
 );
 static ICON: Asset = Asset::new(include_bytes!("../web/dist/icon.svg"), "image/svg+xml");
+static WALLBOARD: Asset = Asset::new(
+    include_bytes!("../web/dist/wallboard.html"),
+    "text/html; charset=utf-8",
+);
+static WALLBOARD_SCRIPT: Asset = Asset::new(
+    include_bytes!("../web/dist/wallboard.js"),
+    "text/javascript; charset=utf-8",
+);
+static WALLBOARD_STYLE: Asset = Asset::new(
+    include_bytes!("../web/dist/wallboard.css"),
+    "text/css; charset=utf-8",
+);
 
 /// No inline script or style, nothing from elsewhere; `connect-src 'self'` covers the
 /// websocket back to this origin (`ws:` / `wss:` of the same host and port).
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
                    connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-/// The desktop's routes, merged into the hub's router.
-pub fn routes() -> Router<Arc<Hub>> {
-    Router::new()
-        .route("/", get(|h: HeaderMap| async move { serve(&INDEX, &h) }))
-        .route(
-            "/assets/desktop.js",
-            get(|h: HeaderMap| async move { serve(&SCRIPT, &h) }),
-        )
-        .route(
-            "/assets/desktop.css",
-            get(|h: HeaderMap| async move { serve(&STYLE, &h) }),
-        )
-        .route(
-            "/assets/icon.svg",
-            get(|h: HeaderMap| async move { serve(&ICON, &h) }),
-        )
-        .route("/v1/desktop/config", get(desktop_config))
-        .route("/v1/demo/agents", get(demo_agents))
+crate::http::route_table! {
+    /// The desktop's routes, merged into the hub's router (see
+    /// [`crate::http::all_routes`]); documented in `protocol/openapi.yaml` like the rest.
+    pub const ROUTES;
+    pub fn routes;
+    get "/" => |h: HeaderMap| async move { serve(&INDEX, &h) },
+    get "/assets/desktop.js" => |h: HeaderMap| async move { serve(&SCRIPT, &h) },
+    get "/assets/desktop.css" => |h: HeaderMap| async move { serve(&STYLE, &h) },
+    get "/assets/icon.svg" => |h: HeaderMap| async move { serve(&ICON, &h) },
+    get "/v1/desktop/config" => desktop_config,
+    get "/v1/demo/agents" => demo_agents,
+    get "/wallboard" => |h: HeaderMap| async move { serve(&WALLBOARD, &h) },
+    get "/assets/wallboard.js" => |h: HeaderMap| async move { serve(&WALLBOARD_SCRIPT, &h) },
+    get "/assets/wallboard.css" => |h: HeaderMap| async move { serve(&WALLBOARD_STYLE, &h) },
 }
 
 fn serve(asset: &'static Asset, request: &HeaderMap) -> Response {

@@ -493,13 +493,18 @@ async fn a_reader_that_falls_too_far_behind_is_cut_off_and_resumes_from_its_posi
         .await
         .stream();
     // Enough events (about 50 KB each) to fill the socket buffers (the hub's send
-    // buffer grows to 4 MiB) and then the stream's 16 events.
+    // buffer grows up to the kernel's tcp_wmem maximum) and then the stream's 16.
+    let wmem_max: usize = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
+        .ok()
+        .and_then(|t| t.split_whitespace().nth(2).and_then(|v| v.parse().ok()))
+        .unwrap_or(4 << 20);
+    let tasks = (wmem_max + (4 << 20)) / 50_000 + 40;
     let attrs: serde_json::Map<String, Value> = (0..25)
         .map(|i| (format!("k{i}"), Value::String("x".repeat(2000))))
         .collect();
     let attrs = Value::Object(attrs);
     let mut last_task = Value::Null;
-    for _ in 0..200 {
+    for _ in 0..tasks {
         let mut body = chat();
         body["attributes"] = attrs.clone();
         last_task = hub.create(body).await["task_id"].clone();

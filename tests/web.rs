@@ -1,4 +1,4 @@
-//! The desktop the hub serves: the page and its assets with their headers, the
+//! The desktop and the wallboard the hub serves: the pages and their assets with their headers, the
 //! same-origin websocket from that page, the desktop settings, and the demo agents that
 //! only the loopback demo lists. (The desktop itself is tested in a browser: web/tests.)
 
@@ -28,9 +28,20 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
         .map(str::trim)
 }
 
+const CSP_EXPECTED: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+                   connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
 #[tokio::test]
-async fn the_page_and_its_assets_are_served_with_a_strict_csp_and_etags() {
+async fn the_pages_and_their_assets_are_served_with_a_strict_csp_and_etags() {
     let hub = TestHub::start(common::QUEUES_AND_AGENTS).await;
+    let (head, body) = get(hub.addr, "/wallboard", "").await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(body.contains("/assets/wallboard.js"), "{body}");
+    assert_eq!(
+        header(&head, "content-security-policy"),
+        Some(CSP_EXPECTED),
+        "the wallboard has the desktop's CSP"
+    );
     let (head, body) = get(hub.addr, "/", "").await;
     assert!(head.starts_with("http/1.1 200"), "{head}");
     assert_eq!(
@@ -47,10 +58,13 @@ async fn the_page_and_its_assets_are_served_with_a_strict_csp_and_etags() {
         assert!(csp.contains(rule), "{csp} has {rule}");
     }
     assert!(!csp.contains("unsafe"), "{csp}");
+    assert_eq!(csp, CSP_EXPECTED);
     assert!(body.contains("/assets/desktop.js"), "{body}");
     for (path, ty) in [
         ("/assets/desktop.js", "text/javascript; charset=utf-8"),
         ("/assets/desktop.css", "text/css; charset=utf-8"),
+        ("/assets/wallboard.js", "text/javascript; charset=utf-8"),
+        ("/assets/wallboard.css", "text/css; charset=utf-8"),
     ] {
         let (head, body) = get(hub.addr, path, "").await;
         assert!(head.starts_with("http/1.1 200"), "{path}: {head}");
@@ -157,5 +171,53 @@ async fn only_the_loopback_demo_lists_its_agents_with_working_tokens() {
         (status, v["error"]["code"].as_str()),
         (404, Some("not_found"))
     );
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_wallboards_feed_names_each_agents_team_and_its_tasks_with_their_accept_time() {
+    let hub = TestHub::start(
+        r#"
+[[queues]]
+id = "support"
+
+[[agents]]
+id = "ana"
+name = "Ana Araújo"
+team = "Blue"
+queues = ["support"]
+
+[[agents]]
+id = "bo"
+queues = ["support"]
+"#,
+    )
+    .await;
+    let (mut sup, snap) = hub.supervisor().await;
+    let line = |snap: &serde_json::Value, id: &str| {
+        snap["agents"]
+            .as_array()
+            .and_then(|a| a.iter().find(|x| x["agent_id"] == id).cloned())
+            .expect("the agent's line")
+    };
+    assert_eq!(line(&snap, "ana")["team"], "Blue");
+    assert!(line(&snap, "bo").get("team").is_none(), "no team: absent");
+    assert_eq!(line(&snap, "ana")["tasks"], serde_json::json!([]));
+
+    let mut ana = hub.ready_agent("ana").await;
+    let task = hub.create(common::chat()).await;
+    let accepted = ana.accept_next().await;
+    let changed = loop {
+        let f = sup.expect("agent_changed").await;
+        if f["agent"]["agent_id"] == "ana" && f["agent"]["in_progress"] == 1 {
+            break f;
+        }
+    };
+    let tasks = changed["agent"]["tasks"].as_array().expect("tasks");
+    assert_eq!(tasks.len(), 1);
+    assert_eq!(tasks[0]["task_id"], task["task_id"]);
+    assert_eq!(tasks[0]["channel"], "chat");
+    assert_eq!(tasks[0]["since"], accepted["accepted_at"]);
+    assert_eq!(changed["agent"]["team"], "Blue");
     hub.shutdown().await;
 }

@@ -1452,7 +1452,7 @@ async fn drive(
     } else {
         None
     };
-    let mut order = vec![
+    let mut latency_names = vec![
         H_CREATE_TO_OFFER,
         H_ACCEPT_RTT,
         H_COMPLETE_RTT,
@@ -1462,12 +1462,12 @@ async fn drive(
         H_SCHEDULE_LAG,
     ];
     if opts.supervisors > 0 {
-        order.extend([supervisor::H_SUP_LAG, supervisor::H_STATS_AGE]);
+        latency_names.extend([supervisor::H_SUP_LAG, supervisor::H_STATS_AGE]);
     }
     if stream.is_some() {
-        order.push(crate::events::H_CREATE_TO_STREAM_OFFER);
+        latency_names.push(crate::events::H_CREATE_TO_STREAM_OFFER);
     }
-    let latencies = hists.summaries(&order);
+    let latencies = hists.summaries(&latency_names);
 
     // Checks.
     let mut checks = Vec::new();

@@ -65,6 +65,9 @@ pub struct Profile {
     pub id: AgentId,
     /// Its display name.
     pub name: String,
+    /// Its team (configured agents only), shown to supervisors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
     /// Its skills.
     pub skills: BTreeSet<String>,
     /// Its skill levels, 1 to 10; a skill without one counts as 10.
@@ -2309,6 +2312,7 @@ impl Book {
         AgentSummary {
             agent_id: e.profile.id.clone(),
             name: e.profile.name.clone(),
+            team: e.profile.team.clone(),
             status: s.status(),
             reason: s.reason().map(str::to_owned),
             pending_not_ready: s.pending_not_ready.clone(),
@@ -2316,6 +2320,15 @@ impl Book {
             connected: matches!(s.link, Link::Connected(_)),
             queues: e.profile.queues.clone(),
             in_progress: s.work.len(),
+            tasks: s
+                .work
+                .iter()
+                .map(|w| WorkSummary {
+                    task_id: w.task_id,
+                    channel: w.channel,
+                    since: w.since,
+                })
+                .collect(),
             offered_task: s.offer.as_ref().map(|o| o.task_id),
             version: s.version,
         }

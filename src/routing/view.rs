@@ -5,7 +5,7 @@
 use crate::agent::Status;
 use crate::clock::Ts;
 use crate::error::OfferEnd;
-use crate::ids::{AgentId, OfferId, QueueId, TaskId};
+use crate::ids::{AgentId, Channel, OfferId, QueueId, TaskId};
 use crate::task::Task;
 use serde::Serialize;
 
@@ -74,6 +74,9 @@ pub struct AgentSummary {
     pub agent_id: AgentId,
     /// Its display name.
     pub name: String,
+    /// Its team, when configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
     /// What it shows.
     pub status: Status,
     /// The Not Ready reason, if Not Ready.
@@ -91,11 +94,25 @@ pub struct AgentSummary {
     pub queues: Vec<QueueId>,
     /// How many tasks it has in progress.
     pub in_progress: usize,
+    /// Those tasks, oldest accept first: what a wallboard shows as the current task
+    /// and its age.
+    pub tasks: Vec<WorkSummary>,
     /// The task it is being offered, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub offered_task: Option<TaskId>,
     /// Grows with every change: drop a line older than the one you have.
     pub version: u64,
+}
+
+/// A task in an agent's In Progress list, as a supervisor sees it.
+#[derive(Clone, Debug, Serialize)]
+pub struct WorkSummary {
+    /// The task.
+    pub task_id: TaskId,
+    /// Its channel.
+    pub channel: Channel,
+    /// When the agent accepted it.
+    pub since: Ts,
 }
 
 /// One line of a supervisor's queue board.

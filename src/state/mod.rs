@@ -14,6 +14,7 @@ use crate::error::HubError;
 use crate::events::{EventData, EventLog, EventLogSnapshot};
 use crate::routing::{Book, BookSnapshot, Command, Rules};
 use crate::stats::Statistics;
+use crate::webhooks::book::{WebhookBook, WebhookCommand};
 use serde::Deserialize;
 
 use std::sync::Arc;
@@ -24,20 +25,24 @@ pub struct State {
     pub book: Book,
     /// Customer context.
     pub context: ContextBook,
+    /// Webhook endpoints made through the API, and every endpoint's position and lease.
+    pub webhooks: WebhookBook,
     /// The numbered integration events and their window.
     pub events: EventLog,
     /// The statistics, folded from every decision's events.
     pub stats: Statistics,
 }
 
-/// A snapshot's parts as decoded. One written before the events and the statistics
-/// were kept has only the first two parts: the missing ones start empty.
+/// A snapshot's parts as decoded. One written before the events, the statistics and
+/// the webhooks' book were kept lacks the later parts: the missing ones start empty
+/// (no endpoints made through the API, no delivery positions).
 #[derive(Deserialize)]
 struct SnapshotParts(
     BookSnapshot,
     ContextBook,
     #[serde(default)] Option<EventLogSnapshot>,
     #[serde(default)] Statistics,
+    #[serde(default)] WebhookBook,
 );
 
 impl State {
@@ -86,7 +91,20 @@ impl State {
             stats: Statistics::new(rules.stats.clone()),
             book: Book::new(rules, now),
             context: ContextBook::new(),
+            webhooks: WebhookBook::default(),
         }
+    }
+
+    /// A webhook command: endpoints, positions, leases. It makes no events and no
+    /// notices (the hub's webhook service reads the book).
+    pub fn webhook(&mut self, cmd: WebhookCommand, now: Ts) -> Outcome {
+        let mut o = Outcome::done();
+        o.reply = self.webhooks.execute(cmd, now).map(Reply::Webhook);
+        // The window keeps what an enabled endpoint has not received yet (up to
+        // `events.max_held`); set here, from replicated state, so every replica agrees.
+        self.events
+            .set_retain_floor(self.webhooks.floor().map(|p| p + 1));
+        o
     }
 
     /// Makes every id minted from now on derive from `seed` (one log entry's position).
@@ -102,14 +120,17 @@ impl State {
             &self.context,
             self.events.snapshot(),
             &self.stats,
+            &self.webhooks,
         ))
         .map_err(|e| HubError::StoreUnavailable(format!("cannot encode a snapshot: {e}")))
     }
 
     /// Both books from snapshot bytes.
     pub fn from_snapshot(rules: Arc<Rules>, bytes: &[u8]) -> Result<State, HubError> {
-        let SnapshotParts(book, mut context, events, mut stats) = rmp_serde::from_slice(bytes)
-            .map_err(|e| HubError::StoreUnavailable(format!("cannot decode the snapshot: {e}")))?;
+        let SnapshotParts(book, mut context, events, mut stats, webhooks) =
+            rmp_serde::from_slice(bytes).map_err(|e| {
+                HubError::StoreUnavailable(format!("cannot decode the snapshot: {e}"))
+            })?;
         // The search index is derived from the customers, never stored.
         context.rebuild_search();
         // A snapshot written before events were kept has no window, and the epoch is
@@ -122,6 +143,7 @@ impl State {
         Ok(State {
             book: Book::restore(rules, book),
             context,
+            webhooks,
             events,
             stats,
         })

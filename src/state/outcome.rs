@@ -74,6 +74,8 @@ pub enum Reply {
         /// False when an earlier create with the same key made it.
         created: bool,
     },
+    /// A webhook command's answer.
+    Webhook(crate::webhooks::book::WebhookReply),
 }
 
 /// Counts for the metrics, from one command.

@@ -67,6 +67,18 @@ impl Store for MemoryStore {
         Ok(self.decide(|st| st.expire_due(now)))
     }
 
+    async fn webhook(
+        &self,
+        cmd: crate::webhooks::book::WebhookCommand,
+        now: Ts,
+    ) -> Result<Outcome, HubError> {
+        Ok(self.decide(|st| st.webhook(cmd, now)))
+    }
+
+    async fn webhooks(&self) -> Result<crate::webhooks::book::WebhookBook, HubError> {
+        Ok(self.state().webhooks.clone())
+    }
+
     async fn next_deadline(&self) -> Result<Option<Ts>, HubError> {
         Ok(self.state().book.next_deadline())
     }

@@ -43,6 +43,16 @@ pub trait Store: Send + Sync + 'static {
     /// Fires every timer due at `now` (offer expiry, reconnect grace, wrap-up). Each
     /// fires exactly once, whichever node asks.
     async fn expire_due(&self, now: Ts) -> Result<Outcome, HubError>;
+    /// Carries out one webhook command (an endpoint made or changed, a position, a
+    /// lease) as a decision of its own, logged like any other; the reply is a
+    /// [`Reply::Webhook`](crate::state::Reply::Webhook).
+    async fn webhook(
+        &self,
+        cmd: crate::webhooks::book::WebhookCommand,
+        now: Ts,
+    ) -> Result<Outcome, HubError>;
+    /// The webhooks' replicated state as this node holds it.
+    async fn webhooks(&self) -> Result<crate::webhooks::book::WebhookBook, HubError>;
     /// The earliest pending deadline.
     async fn next_deadline(&self) -> Result<Option<Ts>, HubError>;
     /// One agent's view.

@@ -183,6 +183,7 @@ fn agent_profile(hub: &Hub, claims: &Claims) -> Result<Arc<Profile>, ApiError> {
     Ok(Arc::new(Profile {
         id,
         name: claims.name.clone().unwrap_or_else(|| claims.sub.clone()),
+        team: None,
         skills: claims
             .skills
             .clone()

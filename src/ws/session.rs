@@ -807,7 +807,8 @@ fn context_command(agent: &AgentId, m: ClientMessage) -> Result<ContextCommand, 
 
 fn reply_body(r: Result<Reply, HubError>) -> Result<ReplyBody, ErrorBody> {
     match r {
-        Ok(Reply::Done) => Ok(ReplyBody::Empty {}),
+        // A webhook command never comes from a socket.
+        Ok(Reply::Done) | Ok(Reply::Webhook(_)) => Ok(ReplyBody::Empty {}),
         Ok(Reply::Agent { view, .. }) => Ok(ReplyBody::Agent { agent: view }),
         Ok(Reply::Task(task)) | Ok(Reply::Created { task, .. }) => Ok(ReplyBody::Task {
             task,

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod race;
+pub mod receiver;
 pub mod redis_server;
 
 use futures_util::{SinkExt, StreamExt};

@@ -138,8 +138,8 @@ export async function launch() {
   });
 }
 
-/** A page that fails the test on a CSP violation or an uncaught error. */
-export async function openPage(browser, hub, { locale = "en-US" } = {}) {
+/** A page that fails the test on a CSP violation or an uncaught error; `path` is the page's (`/` the desktop, `/wallboard`). */
+export async function openPage(browser, hub, { locale = "en-US", path = "/" } = {}) {
   const context = await browser.newContext({ locale, viewport: { width: 1400, height: 1000 } });
   const page = await context.newPage();
   const problems = [];
@@ -147,8 +147,69 @@ export async function openPage(browser, hub, { locale = "en-US" } = {}) {
     if (m.type() === "error" && !/Failed to load resource/.test(m.text())) problems.push(m.text());
   });
   page.on("pageerror", (e) => problems.push(String(e)));
-  await page.goto(hub.base + "/");
+  await page.goto(hub.base + path);
   return { context, page, problems };
+}
+
+/**
+ * An agent's websocket driven by the test, opened inside a browser page on the hub's own
+ * origin (Node 20 has no WebSocket, and this package no `ws`): `request(frame)` resolves
+ * with the reply (or rejects with the error), `next(pred)` with the first frame received
+ * that satisfies `pred` (older ones included), `close()` ends it.
+ */
+export async function agentSocket(browser, hub, tok) {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(hub.base + "/healthz");
+  await page.evaluate(
+    ([url]) =>
+      new Promise((resolve, reject) => {
+        const ws = new WebSocket(url, "switchboard.v1");
+        window.__frames = [];
+        window.__ws = ws;
+        ws.onmessage = (e) => {
+          const f = JSON.parse(e.data);
+          window.__frames.push(f);
+          if (f.type === "welcome") resolve();
+        };
+        ws.onclose = (e) => {
+          window.__closed = { code: e.code, reason: e.reason };
+          reject(new Error(`closed ${e.code}`));
+        };
+      }),
+    [`${hub.base.replace("http", "ws")}/v1/ws?access_token=${encodeURIComponent(tok)}`],
+  );
+  let seq = 0;
+  const frames = () => page.evaluate(() => window.__frames);
+  const next = async (pred, what = "a frame") => {
+    const deadline = Date.now() + 15000;
+    for (;;) {
+      const found = (await frames()).find(pred);
+      if (found) return found;
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+      // Wait for the next frame (or the socket closing) before looking again.
+      const n = (await frames()).length;
+      await page
+        .waitForFunction((count) => window.__frames.length > count || window.__closed, n, { timeout: Math.max(1, deadline - Date.now()) })
+        .catch(() => {});
+    }
+  };
+  return {
+    page,
+    next,
+    frames,
+    closed: () => page.evaluate(() => window.__closed ?? null),
+    async request(frame) {
+      const id = `t${++seq}`;
+      await page.evaluate((f) => window.__ws.send(JSON.stringify(f)), { ...frame, id });
+      const r = await next((f) => f.re === id, `the answer to ${frame.type}`);
+      if (r.type === "error") throw new Error(`${frame.type}: ${r.code} ${r.message}`);
+      return r.result;
+    },
+    async close() {
+      await context.close();
+    },
+  };
 }
 
 export async function signIn(page, tok) {

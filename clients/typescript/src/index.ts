@@ -1,9 +1,11 @@
-// @switchboard/client: an agent desktop's connection to the switchboard hub (protocol
-// switchboard.v1). Frame types come from protocol/v1/schema.json (./protocol.ts, generated);
-// this file owns the connection: its state machine, reconnects, resume, requests and their
-// answers, and the clock offset. See README.md for the rules it follows and why.
+// @switchboard/client: an agent desktop's or a supervisor console's connection to the
+// switchboard hub (protocol switchboard.v1). Frame types come from protocol/v1/schema.json
+// (./protocol.ts, generated); this file owns the connection: its state machine, reconnects,
+// resume, requests and their answers, the clock offset, and a supervisor's board (the
+// snapshot with the live changes laid over it). See README.md for the rules it follows and why.
 
 import type {
+  AgentSummary,
   AgentView,
   ClientFrame,
   CustomerFields,
@@ -33,11 +35,14 @@ import type {
   ServerRecordChanged,
   ServerSnapshot,
   ServerState,
+  ServerStats,
   ServerTaskCancelled,
   ServerTaskTransferred,
   ServerTransferEnded,
   ServerWelcome,
+  QueueStats,
   Snapshot,
+  StatsReport,
 } from "./protocol.js";
 
 export * from "./protocol.js";
@@ -45,13 +50,44 @@ export * from "./protocol.js";
 /** The websocket subprotocol of this protocol version. */
 export const PROTOCOL = "switchboard.v1";
 
-/** Where the connection is. `open` means the hub's `welcome` arrived (not merely the socket opened). */
-export type ConnectionState =
+/** Who the client connects as: an agent desktop (the default) or a supervisor console. */
+export type Role = "agent" | "supervisor";
+
+/** The open state: an agent's carries the `welcome`, a supervisor's the first `snapshot`. */
+export type OpenState<R extends Role = "agent"> = R extends "supervisor"
+  ? { kind: "open"; snapshot: ServerSnapshot }
+  : { kind: "open"; welcome: ServerWelcome };
+
+/**
+ * Where the connection is. `open` means the hub's first frame arrived (an agent's
+ * `welcome`, a supervisor's `snapshot`), not merely that the socket opened.
+ */
+export type ConnectionState<R extends Role = "agent"> =
   | { kind: "idle" }
   | { kind: "connecting"; attempt: number }
-  | { kind: "open"; welcome: ServerWelcome }
+  | OpenState<R>
   | { kind: "reconnecting"; attempt: number; retryInMs: number; code?: number; reason?: string }
   | { kind: "closed"; reason: CloseReason; code?: number };
+
+/**
+ * A supervisor's picture of the floor: the last `snapshot` with every newer
+ * `agent_changed` (by the version rule), `queue_changed` and `stats` laid over it. A new
+ * snapshot (after a reconnect, or when the console fell behind) replaces it whole.
+ */
+export interface Board {
+  /** Every agent's line, by agent id. */
+  readonly agents: Map<string, AgentSummary>;
+  /** Every queue's numbers, by queue id. */
+  readonly queues: Map<string, QueueStats>;
+  /**
+   * When each queue's line arrived, on the hub's clock (ms since the epoch):
+   * `longest_wait_ms` was measured then, so the oldest task waits since
+   * `queueSeenAt - longest_wait_ms` (for hubs whose statistics lack `oldest_enqueued_at`).
+   */
+  readonly queueSeenAt: Map<string, number>;
+  /** The latest statistics (`snapshot.stats`, then `stats` frames); null when the hub sends none. */
+  stats: StatsReport | null;
+}
 
 /**
  * Why the client stopped for good (it does not reconnect on its own):
@@ -94,11 +130,13 @@ export interface ClientEnvironment {
   };
 }
 
-export interface ClientOptions {
+export interface ClientOptions<R extends Role = "agent"> {
   /** The hub's websocket URL, e.g. `ws://127.0.0.1:8080/v1/ws`; the token is added as `?access_token=`. */
   url: string;
-  /** The agent's token, or a function asked for one before every (re)connect. */
+  /** The agent's (or supervisor's) token, or a function asked for one before every (re)connect. */
   token: string | (() => string | Promise<string>);
+  /** `supervisor` for a supervisor console (its token's role must be `supervisor`); default `agent`. */
+  role?: R;
   /** The WebSocket constructor; default `globalThis.WebSocket`. */
   WebSocket?: WebSocketConstructor;
   /** Reconnect delays: default 500 .. 20000 ms, jittered (see README). */
@@ -147,9 +185,9 @@ export class HubError extends Error {
 }
 
 /** Events: `client.on(name, fn)` returns the function that unsubscribes. */
-export interface ClientEvents {
+export interface ClientEvents<R extends Role = "agent"> {
   /** Every change of `client.state`. */
-  connection: ConnectionState;
+  connection: ConnectionState<R>;
   /** After every (re)connect; `.resumed` says whether the hub kept the session (offer, In Progress). */
   welcome: ServerWelcome;
   /** Every offer frame's `offer`; also a pending offer found in a `welcome` that this client had not announced yet. */
@@ -164,9 +202,15 @@ export interface ClientEvents {
   state: ServerState;
   /** `client.agent` changed (welcome, a newer `state` frame, or a reply carrying a newer view): draw from this. */
   agent: AgentView;
+  /** Supervisors: the whole picture (the first frame, and again after a reconnect or when the console fell behind). */
   snapshot: ServerSnapshot;
+  /** Supervisors: every `agent_changed` frame as it comes (`board` applies the version rule). */
   agent_changed: ServerAgentChanged;
   queue_changed: ServerQueueChanged;
+  /** Supervisors: the statistics, pushed at most every `server.stats_update_ms`. */
+  stats: ServerStats;
+  /** Supervisors: `client.board` changed (a snapshot, a newer agent line, queue numbers, statistics): draw from this. */
+  board: Board;
   record_changed: ServerRecordChanged;
   goodbye: ServerGoodbye;
   /** An `error` frame that answers no pending request (`rate_limited`, `frame_too_large`, `store_unavailable`, ...). */
@@ -227,6 +271,9 @@ const isObject = (x: unknown): x is Record<string, unknown> => typeof x === "obj
 const isAgentView = (x: unknown): boolean =>
   isObject(x) && typeof x.agent_id === "string" && typeof x.version === "number" && (x.offer === null || isObject(x.offer));
 
+const isSummary = (x: unknown): boolean => isObject(x) && typeof x.agent_id === "string" && typeof x.version === "number";
+const isQueue = (x: unknown): boolean => isObject(x) && typeof x.queue_id === "string";
+
 /**
  * Just what this client relies on in each frame it acts on (the rest is the app's to read,
  * typed by the schema): enough that a frame that does not fit cannot throw inside it.
@@ -245,6 +292,14 @@ function fits(f: { type: string } & Record<string, unknown>): boolean {
       return isAgentView(f.agent);
     case "goodbye":
       return typeof f.reason === "string";
+    case "snapshot":
+      return Array.isArray(f.agents) && Array.isArray(f.queues) && f.agents.every(isSummary) && f.queues.every(isQueue);
+    case "agent_changed":
+      return isSummary(f.agent);
+    case "queue_changed":
+      return isQueue(f.queue);
+    case "stats":
+      return isObject(f.stats) && Array.isArray(f.stats.queues);
     default:
       return true;
   }
@@ -269,8 +324,10 @@ const IMMEDIATE_AGAIN_MS = 10000;
 /** How many ping samples the clock keeps; the one with the shortest round trip wins. */
 const CLOCK_SAMPLES = 8;
 
-export class SwitchboardClient {
-  private readonly opts: ClientOptions;
+export class SwitchboardClient<R extends Role = "agent"> {
+  private readonly opts: ClientOptions<R>;
+  /** `agent` or `supervisor`, from the options. */
+  readonly role: R;
   private readonly WS: WebSocketConstructor | undefined;
   private readonly minMs: number;
   private readonly maxMs: number;
@@ -280,8 +337,9 @@ export class SwitchboardClient {
   private readonly env: ClientEnvironment | null;
   private token: ClientOptions["token"];
 
-  private _state: ConnectionState = { kind: "idle" };
+  private _state: ConnectionState<R> = { kind: "idle" };
   private _agent: AgentView | null = null;
+  private _board: Board | null = null;
   private _lists: Lists | null = null;
   private ws: WebSocketLike | null = null;
   /** The goodbye the current socket received, if any. */
@@ -308,8 +366,9 @@ export class SwitchboardClient {
   /** When the client last reconnected at once (local clock), so a flapping hub gets backoff instead. */
   private lastImmediate = -Infinity;
 
-  constructor(opts: ClientOptions) {
+  constructor(opts: ClientOptions<R>) {
     this.opts = opts;
+    this.role = (opts.role ?? "agent") as R;
     this.token = opts.token;
     this.WS = opts.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
     if (!this.WS) throw new Error("no WebSocket in this environment: pass ClientOptions.WebSocket (in Node before 22, the ws package)");
@@ -327,8 +386,13 @@ export class SwitchboardClient {
   }
 
   /** Where the connection is. */
-  get state(): ConnectionState {
+  get state(): ConnectionState<R> {
     return this._state;
+  }
+
+  /** A supervisor's board (see `Board`); null before the first snapshot, and always for an agent. */
+  get board(): Board | null {
+    return this._board;
   }
 
   /** The agent's latest view (from welcome, `state` frames and replies, by the version rule); null before the first welcome. */
@@ -364,14 +428,14 @@ export class SwitchboardClient {
   }
 
   /** Subscribe; returns the function that unsubscribes. */
-  on<K extends keyof ClientEvents>(type: K, fn: (payload: ClientEvents[K]) => void): () => void {
-    let set = this.listeners.get(type);
+  on<K extends keyof ClientEvents<R>>(type: K, fn: (payload: ClientEvents<R>[K]) => void): () => void {
+    let set = this.listeners.get(type as string);
     if (!set) {
       set = new Set();
-      this.listeners.set(type, set);
+      this.listeners.set(type as string, set);
     }
     // A wrapper per subscription, so the same function subscribed twice unsubscribes once each.
-    const wrapper = (p: ClientEvents[K]) => fn(p);
+    const wrapper = (p: ClientEvents<R>[K]) => fn(p);
     set.add(wrapper);
     return () => {
       set.delete(wrapper);
@@ -479,10 +543,12 @@ export class SwitchboardClient {
   getSnapshot(): Promise<Snapshot> {
     return this.request({ type: "get_snapshot" });
   }
+  /** Supervisors: set an agent Not Ready (`reason` a configured code; default the built-in `supervisor`). */
   setAgentState(agentId: string, reason?: string): Promise<ReplyAgent> {
     const f = { type: "set_agent_state", agent_id: agentId, state: "not_ready" } as const;
     return this.request(reason === undefined ? f : { ...f, reason });
   }
+  /** Supervisors: log an agent out (its desktop gets goodbye `logged_out_by_supervisor`). */
   logoutAgent(agentId: string): Promise<ReplyEmpty> {
     return this.request({ type: "logout_agent", agent_id: agentId });
   }
@@ -568,13 +634,13 @@ export class SwitchboardClient {
 
   // The connection.
 
-  private moveTo(s: ConnectionState): void {
-    this._state = s;
+  private moveTo(s: ConnectionState<Role>): void {
+    this._state = s as ConnectionState<R>;
     this.emit("connection", s);
   }
 
-  private emit<K extends keyof ClientEvents>(type: K, payload: ClientEvents[K]): void {
-    const set = this.listeners.get(type);
+  private emit<K extends keyof ClientEvents<Role>>(type: K, payload: ClientEvents<Role>[K]): void {
+    const set = this.listeners.get(type as string);
     if (!set) return;
     for (const fn of [...set]) {
       try {
@@ -669,7 +735,7 @@ export class SwitchboardClient {
       return "unauthorized";
     }
     if (!claims || typeof claims.exp !== "number") return "unauthorized";
-    if (claims.role !== undefined && claims.role !== "agent") return "forbidden";
+    if (claims.role !== undefined && claims.role !== this.role) return "forbidden";
     this.tokenExp = claims.exp * 1000;
     if (this.clockMeasured && this.tokenExpired()) return "token_expired";
     return null;
@@ -694,7 +760,7 @@ export class SwitchboardClient {
     this.emit("frame", f);
     switch (f.type) {
       case "welcome":
-        this.onWelcome(f);
+        if (this.role === "agent") this.onWelcome(f);
         break;
       case "reply":
         this.onReply(f.re, f.result);
@@ -731,13 +797,36 @@ export class SwitchboardClient {
         this.applyAgent(f.agent);
         break;
       case "snapshot":
-        this.emit("snapshot", f);
+        this.onSnapshot(f);
         break;
-      case "agent_changed":
+      case "agent_changed": {
         this.emit("agent_changed", f);
+        const b = this._board;
+        const held = b?.agents.get(f.agent.agent_id);
+        // The version rule: a line not newer than the one held is dropped.
+        if (b && !(held && f.agent.version <= held.version)) {
+          b.agents.set(f.agent.agent_id, f.agent);
+          this.emit("board", b);
+        }
         break;
-      case "queue_changed":
+      }
+      case "queue_changed": {
         this.emit("queue_changed", f);
+        const b = this._board;
+        if (b) {
+          b.queues.set(f.queue.queue_id, f.queue);
+          b.queueSeenAt.set(f.queue.queue_id, this.serverNow());
+          this.emit("board", b);
+        }
+        break;
+      }
+      case "stats":
+        this.emit("stats", f);
+        this.statsClock(f.stats);
+        if (this._board) {
+          this._board.stats = f.stats;
+          this.emit("board", this._board);
+        }
         break;
       case "record_changed":
         this.emit("record_changed", f);
@@ -775,6 +864,49 @@ export class SwitchboardClient {
       this.emit("offer", offer);
     }
     this.heartbeat(w.heartbeat_ms);
+  }
+
+  /**
+   * A supervisor's first frame, and any later snapshot: the board starts afresh (versions
+   * as they are: a restarted hub counts from 0 again). The first one after connecting
+   * opens the connection; the clock is measured by the ping that follows (a snapshot
+   * carries no `server_time`) and, roughly, by the statistics' `generated_at`.
+   */
+  private onSnapshot(f: ServerSnapshot): void {
+    const opening = this._state.kind === "connecting" && this.role === "supervisor";
+    if (opening) {
+      this.clearConnectTimer();
+      this.attempt = 0;
+      this.samples = [];
+    }
+    const stats = isObject(f.stats) ? f.stats : null;
+    if (stats) this.statsClock(stats);
+    const now = this.serverNow();
+    this._board = {
+      agents: new Map(f.agents.map((a) => [a.agent_id, a])),
+      queues: new Map(f.queues.map((q) => [q.queue_id, q])),
+      queueSeenAt: new Map(f.queues.map((q) => [q.queue_id, now])),
+      stats,
+    };
+    if (opening) {
+      this.moveTo({ kind: "open", snapshot: f });
+      if (this._state.kind !== "open") return; // a `connection` listener closed the client
+    }
+    this.emit("snapshot", f);
+    this.emit("board", this._board);
+    if (opening) this.heartbeat(0);
+  }
+
+  /**
+   * Before any ping has answered, the statistics' `generated_at` (stamped when they
+   * left the hub) is the best estimate of the hub's clock there is; a ping replaces it.
+   */
+  private statsClock(stats: StatsReport): void {
+    if (this.samples.length > 0) return;
+    const at = Date.parse(stats.generated_at);
+    if (Number.isNaN(at)) return;
+    this.offset = at - this.now();
+    this.clockMeasured = true;
   }
 
   private onReply(re: string | null, result: ReplyResult): void {
@@ -989,4 +1121,43 @@ export class SwitchboardClient {
     if (doc && typeof doc.addEventListener === "function") doc.removeEventListener?.("visibilitychange", this.visible);
     else env.removeEventListener?.("visibilitychange", this.visible);
   }
+}
+
+/**
+ * `GET /v1/stats` (supervisor and integration tokens): the statistics over HTTP, for a page
+ * that wants them without a websocket. `baseUrl` is the hub's HTTP origin
+ * (`https://hub.example.com`); `queues` / `agents` filter. Rejects with a HubError carrying
+ * the hub's error code, or `disconnected` when the hub could not be reached.
+ */
+export async function fetchStats(
+  baseUrl: string,
+  token: string,
+  opts: { queues?: string[]; agents?: string[]; fetch?: typeof fetch } = {},
+): Promise<StatsReport> {
+  const url = new URL("/v1/stats", baseUrl);
+  if (opts.queues?.length) url.searchParams.set("queue", opts.queues.join(","));
+  if (opts.agents?.length) url.searchParams.set("agent", opts.agents.join(","));
+  const f = opts.fetch ?? fetch;
+  let res: Response;
+  try {
+    res = await f(url.toString(), { headers: { authorization: `Bearer ${token}` } });
+  } catch (err) {
+    throw new HubError("disconnected", `GET /v1/stats: ${String(err)}`, undefined, "stats");
+  }
+  let body: unknown = null;
+  try {
+    body = await res.json();
+  } catch {
+    body = null;
+  }
+  if (!res.ok) {
+    const e = isObject(body) && isObject(body.error) ? body.error : {};
+    const code = typeof e.code === "string" ? (e.code as ErrorCode) : "internal";
+    const frame = { type: "error", re: null, code, message: String(e.message ?? res.statusText), ...e } as ServerError;
+    throw new HubError(code, `GET /v1/stats: ${res.status} ${frame.message}`, frame, "stats");
+  }
+  if (!isObject(body) || !Array.isArray(body.queues)) {
+    throw new HubError("internal", "GET /v1/stats: the answer is not statistics", undefined, "stats");
+  }
+  return body as unknown as StatsReport;
 }

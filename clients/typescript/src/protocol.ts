@@ -801,6 +801,8 @@ export interface AgentSummary {
   agent_id: AgentId;
   /** Its display name. */
   name: string;
+  /** Its team (`agents[].team` in the configuration); absent when none is configured. */
+  team?: string;
   /** What it shows. */
   status: Status;
   /** The Not Ready reason, present exactly when the agent is Not Ready underneath: always with status `not_ready`, never with `ready` or `offline`, and possibly with `reserved`, `busy` or `wrap_up` (work laid over a Not Ready agent). */
@@ -815,10 +817,22 @@ export interface AgentSummary {
   queues: QueueId[];
   /** How many tasks it has in progress. */
   in_progress: number;
+  /** Those tasks, oldest accept first (as many as `in_progress`): a wallboard's current task and its age. */
+  tasks: WorkSummary[];
   /** The task it is being offered; absent when none. */
   offered_task?: Uuid;
   /** Grows with every change of this agent: drop a line whose version is not greater than the one you have. */
   version: number;
+}
+
+/** A task in an agent's In Progress list, as a supervisor sees it. */
+export interface WorkSummary {
+  /** The task. */
+  task_id: Uuid;
+  /** Its channel. */
+  channel: Channel;
+  /** When the agent accepted it; the task's age with this agent is now minus this. */
+  since: Timestamp;
 }
 
 /** One line of a supervisor's queue board. */

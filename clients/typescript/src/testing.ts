@@ -9,9 +9,16 @@
 //   sock.reply(req, { task: ... });                 // or sock.error(req, "offer_expired")
 //   sock.goodbye("replaced");                       // goodbye + close 4001
 //
+// A socket whose token has role `supervisor` gets a `snapshot` instead of the welcome:
+//
+//   const sock = await hub.nextConnection();      // opened, with snapshot(makeSnapshot())
+//   sock.push({ type: "agent_changed", agent: makeAgentSummary({ status: "ready", version: 2 }) });
+//   sock.push({ type: "stats", stats: makeStats() });
+//
 // Events are delivered asynchronously (on a microtask), as a real socket delivers them.
 
 import type {
+  AgentSummary,
   AgentView,
   ClientFrame,
   ErrorCode,
@@ -19,7 +26,12 @@ import type {
   OfferView,
   ServerError,
   ServerFrame,
+  ServerSnapshot,
   ServerWelcome,
+  QueueStats,
+  StatsQueue,
+  StatsReport,
+  StatsWindow,
   Task,
 } from "./protocol.js";
 import type { ClientEnvironment, WebSocketLike } from "./index.js";
@@ -49,6 +61,8 @@ export interface FakeHubOptions {
   autoOpen?: boolean;
   /** Send a welcome after opening (default true); a function returns the fields to change in it. */
   welcome?: boolean | ((socket: FakeSocket) => Partial<ServerWelcome>);
+  /** For a supervisor's socket (its token's role), send a snapshot after opening instead (default true); a function returns its fields. */
+  snapshot?: boolean | ((socket: FakeSocket) => Partial<ServerSnapshot>);
   /** Answer `ping` with the hub's clock (default true). */
   answerPings?: boolean;
   /** The hub's clock (ms since the epoch) for `server_time`; default `Date.now`. */
@@ -94,6 +108,8 @@ export class FakeSocket implements WebSocketLike {
   readonly protocols: string[];
   /** The `access_token` of the URL. */
   readonly token: string | null;
+  /** The `role` claim of that token (`agent` when it has none or cannot be read). */
+  readonly role: string;
   readyState = CONNECTING;
   protocol = "";
   binaryType = "blob";
@@ -127,6 +143,14 @@ export class FakeSocket implements WebSocketLike {
       token = null;
     }
     this.token = token;
+    let role = "agent";
+    try {
+      const claims = JSON.parse(atob((token ?? "").split(".")[1]!.replace(/-/g, "+").replace(/_/g, "/")));
+      if (typeof claims.role === "string") role = claims.role;
+    } catch {
+      role = "agent";
+    }
+    this.role = role;
   }
 
   /** The hub accepts the upgrade: `open` fires (and a welcome follows when the hub is set to send one). */
@@ -135,8 +159,20 @@ export class FakeSocket implements WebSocketLike {
     this.readyState = OPEN;
     this.protocol = this.protocols.includes("switchboard.v1") ? "switchboard.v1" : "";
     this.later(() => this.onopen?.({ type: "open" }));
+    if (this.role === "supervisor") {
+      const s = this.hub.options.snapshot ?? true;
+      if (s !== false) this.snapshot(typeof s === "function" ? s(this) : {});
+      return;
+    }
     const w = this.hub.options.welcome ?? true;
     if (w !== false) this.welcome(typeof w === "function" ? w(this) : {});
+  }
+
+  /** Send a supervisor's snapshot: `makeSnapshot(fields)`. */
+  snapshot(fields: Partial<ServerSnapshot> = {}): ServerSnapshot {
+    const frame = { type: "snapshot", ...makeSnapshot(fields) } as ServerSnapshot;
+    this.push(frame);
+    return frame;
   }
 
   /** The hub refuses the upgrade (as a browser sees it: an error, then close 1006, never open). */
@@ -364,6 +400,107 @@ export function makeAgentView(fields: Partial<AgentView> = {}): AgentView {
     in_progress: [],
     wrap_up: null,
     version: 1,
+    ...fields,
+  };
+}
+
+/** A valid AgentSummary (a supervisor's line: Ana, logged in, Not Ready `login`), with `fields` changed. */
+export function makeAgentSummary(fields: Partial<AgentSummary> = {}): AgentSummary {
+  return {
+    agent_id: "ana",
+    name: "Ana",
+    status: "not_ready",
+    reason: "login",
+    since: new Date(0).toISOString(),
+    connected: true,
+    queues: ["support"],
+    in_progress: 0,
+    tasks: [],
+    version: 1,
+    ...fields,
+  };
+}
+
+/** A valid QueueStats (queue `support`, nothing waiting), with `fields` changed. */
+export function makeQueueStats(fields: Partial<QueueStats> = {}): QueueStats {
+  return {
+    queue_id: "support",
+    name: "Support",
+    waiting: 0,
+    longest_wait_ms: 0,
+    offers_pending: 0,
+    agents_open: 0,
+    ...fields,
+  };
+}
+
+/** A snapshot's body: one agent (`makeAgentSummary()`) and one queue (`makeQueueStats()`) unless `fields` say otherwise. */
+export function makeSnapshot(fields: Partial<ServerSnapshot> = {}): Omit<ServerSnapshot, "type"> {
+  const { type: _type, ...rest } = { type: "snapshot", ...fields };
+  void _type;
+  return { agents: [makeAgentSummary()], queues: [makeQueueStats()], ...rest };
+}
+
+/** A window of statistics with nothing counted yet, with `fields` changed. */
+export function makeStatsWindow(fields: Partial<StatsWindow> = {}): StatsWindow {
+  return {
+    window_start: new Date(0).toISOString(),
+    offered: 0,
+    answered: 0,
+    abandoned: 0,
+    abandoned_short: 0,
+    answered_within_threshold: 0,
+    service_level: null,
+    service_level_threshold_ms: 20000,
+    avg_speed_of_answer_ms: null,
+    max_speed_of_answer_ms: null,
+    avg_handle_ms: null,
+    avg_wrap_up_ms: null,
+    offers_accepted: 0,
+    offers_declined: 0,
+    offers_expired: 0,
+    requeued: 0,
+    transfers_in: 0,
+    transfers_out: 0,
+    ...fields,
+  };
+}
+
+/** One queue's statistics (`support`, nothing waiting, no series), with `fields` changed. */
+export function makeStatsQueue(fields: Partial<StatsQueue> = {}): StatsQueue {
+  return {
+    queue_id: "support",
+    name: "Support",
+    now: {
+      waiting: 0,
+      waiting_by_channel: { voice: 0, chat: 0, email: 0 },
+      waiting_by_priority: {},
+      oldest_enqueued_at: null,
+      agents: { offline: 0, not_ready: 1, ready: 0, reserved: 0, busy: 0, wrap_up: 0 },
+      not_ready_reasons: { login: 1 },
+      eligible_ready: 0,
+      offers_pending: 0,
+    },
+    today: makeStatsWindow(),
+    last_15m: makeStatsWindow(),
+    last_30m: makeStatsWindow(),
+    series: [],
+    ...fields,
+  };
+}
+
+/** Statistics as `GET /v1/stats` answers them: one queue (`makeStatsQueue()`), no agents, unless `fields` say otherwise. */
+export function makeStats(fields: Partial<StatsReport> = {}, opts: { now?: number } = {}): StatsReport {
+  const now = opts.now ?? Date.now();
+  const day = new Date(now);
+  day.setUTCHours(0, 0, 0, 0);
+  return {
+    generated_at: new Date(now).toISOString(),
+    timezone: "UTC",
+    day_start: day.toISOString(),
+    day_end: new Date(day.getTime() + 86_400_000).toISOString(),
+    queues: [makeStatsQueue()],
+    agents: [],
     ...fields,
   };
 }

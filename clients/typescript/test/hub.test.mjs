@@ -6,7 +6,7 @@ import { test, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import WebSocket from "ws";
-import { SwitchboardClient, HubError } from "../dist/index.js";
+import { SwitchboardClient, HubError, fetchStats } from "../dist/index.js";
 import { QUEUES, agentToken, mint, startHub, startProxy } from "./hub.mjs";
 import { stateWhere, kind, nextEvent, within } from "./helpers.mjs";
 
@@ -372,4 +372,64 @@ test("a hub restart: the client reconnects with backoff and starts afresh", asyn
   hub = await startHub(port);
   assert.equal((await again).resumed, false);
   c.close();
+});
+
+test("a supervisor's client against the hub: snapshot, live lines, Not Ready with a reason, logout, a new snapshot after a broken connection", async () => {
+  const f = fresh();
+  const proxy = await startProxy(hub.addr);
+  proxies.push(proxy);
+  const sup = client({ url: proxy.ws, role: "supervisor", token: mint({ sub: "lead", role: "supervisor" }) });
+  sup.connect();
+  const open = await stateWhere(sup, kind("open"), "supervisor open");
+  assert.ok(open.snapshot.queues.some((q) => q.queue_id === f.queue));
+  assert.ok(sup.board.queues.has(f.queue));
+
+  // An agent logs in and goes Ready: its line appears on the board.
+  const agent = client({ token: f.token("ana") });
+  await connected(agent);
+  await agent.setState("ready");
+  const id = f.id("ana");
+  await nextEvent(sup, "board", (b) => b.agents.get(id)?.status === "ready");
+
+  // A task waits in the queue when nobody is Ready; the queue line says so.
+  await agent.setState("not_ready", "lunch");
+  await nextEvent(sup, "board", (b) => b.agents.get(id)?.reason === "lunch");
+  await hub.createTask({ queue: f.queue });
+  await nextEvent(sup, "board", (b) => b.queues.get(f.queue)?.waiting === 1);
+
+  // Forced Not Ready with a configured reason: the agent's own view follows.
+  await agent.setState("ready");
+  await agentWhere(agent, (a) => a.status === "reserved", "the offer");
+  const { agent: view } = await sup.setAgentState(id, "break");
+  assert.equal(view.reason, "break");
+  await agentWhere(agent, (a) => a.status === "not_ready" && a.reason === "break", "forced Not Ready");
+  await nextEvent(sup, "board", (b) => b.agents.get(id)?.reason === "break" && b.queues.get(f.queue)?.waiting === 1);
+  await assert.rejects(sup.setAgentState(id, "no-such-reason"), (e) => e instanceof HubError && e.code === "unknown_reason");
+
+  // A broken connection: the client reconnects and the new snapshot replaces the board.
+  const before = sup.board;
+  proxy.cut();
+  await stateWhere(sup, kind("reconnecting"), "reconnecting");
+  await stateWhere(sup, kind("open"), "open again");
+  assert.notEqual(sup.board, before);
+  assert.equal(sup.board.agents.get(id).reason, "break");
+
+  // Logout: the agent's client stops for good.
+  await sup.logoutAgent(id);
+  await stateWhere(agent, kind("closed"), "agent closed");
+  assert.equal(agent.state.reason, "logged_out_by_supervisor");
+  await nextEvent(sup, "board", (b) => b.agents.get(id)?.status === "offline");
+});
+
+test("fetchStats: GET /v1/stats for a supervisor, filtered by queue; an agent's token is refused", async () => {
+  const f = fresh();
+  await hub.createTask({ queue: f.queue });
+  const all = await fetchStats(hub.http, mint({ sub: "lead", role: "supervisor" }));
+  assert.ok(all.queues.some((q) => q.queue_id === f.queue));
+  const one = await fetchStats(hub.http, mint({ sub: "crm", role: "integration" }), { queues: [f.queue] });
+  assert.deepEqual(one.queues.map((q) => q.queue_id), [f.queue]);
+  assert.equal(one.queues[0].now.waiting, 1);
+  assert.equal(one.queues[0].today.offered, 1);
+  assert.ok(!Number.isNaN(Date.parse(one.generated_at)));
+  await assert.rejects(fetchStats(hub.http, f.token("ana")), (e) => e instanceof HubError && e.code === "forbidden");
 });

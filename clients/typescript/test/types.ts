@@ -27,6 +27,16 @@ client.on("offer", (w: { session_id: string }) => w);
 // @ts-expect-error: no such event
 client.on("offers", () => {});
 
+// A supervisor's client: its open state carries the snapshot, and it has a board.
+const sup = new SwitchboardClient({ url: "ws://hub/v1/ws", token: makeToken({ role: "supervisor" }), role: "supervisor", WebSocket: hub.WebSocket });
+sup.on("connection", (s) => {
+  if (s.kind === "open") void s.snapshot.agents[0]?.tasks;
+  // @ts-expect-error: a supervisor gets no welcome
+  if (s.kind === "open") void s.welcome;
+});
+sup.on("board", (b) => void b.agents.get("ana")?.team);
+sup.on("stats", (f) => void f.stats.queues[0]?.now.oldest_enqueued_at);
+
 async function requests(): Promise<void> {
   const accepted: ReplyTask = await client.request({ type: "accept", offer_id: "x" });
   const t: Task = accepted.task;

@@ -699,6 +699,18 @@ impl Store for FileStore {
         self.submit(Body::Expire, now).await
     }
 
+    async fn webhook(
+        &self,
+        cmd: crate::webhooks::book::WebhookCommand,
+        now: Ts,
+    ) -> Result<Outcome, HubError> {
+        self.submit(Body::Webhook(Box::new(cmd)), now).await
+    }
+
+    async fn webhooks(&self) -> Result<crate::webhooks::book::WebhookBook, HubError> {
+        Ok(self.shared.replica().state.webhooks.clone())
+    }
+
     async fn next_deadline(&self) -> Result<Option<Ts>, HubError> {
         Ok(self.shared.replica().state.book.next_deadline())
     }

@@ -550,6 +550,22 @@ impl Store for RedisStore {
         o.ok_or_else(|| unavailable("no outcome"))
     }
 
+    async fn webhook(
+        &self,
+        cmd: crate::webhooks::book::WebhookCommand,
+        now: Ts,
+    ) -> Result<Outcome, HubError> {
+        let o = self
+            .shared
+            .append(Body::Webhook(Box::new(cmd)), now, true)
+            .await?;
+        o.ok_or_else(|| unavailable("no outcome"))
+    }
+
+    async fn webhooks(&self) -> Result<crate::webhooks::book::WebhookBook, HubError> {
+        Ok(self.shared.replica().state.webhooks.clone())
+    }
+
     async fn next_deadline(&self) -> Result<Option<Ts>, HubError> {
         Ok(self.shared.replica().state.book.next_deadline())
     }

@@ -1,0 +1,190 @@
+//! The HTTP client that POSTs webhooks: hyper's HTTP/1 connection driven directly
+//! (already in the tree for the server), so that the connection is made here, to an
+//! address this module has checked (`target::check`), never to whatever a name
+//! resolves to later. Idle connections are kept per endpoint and reused.
+
+use super::target::{Target, TargetError};
+use axum::body::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// What the receiver answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// The status code.
+    pub status: u16,
+    /// `Retry-After`, when given (seconds or an HTTP date).
+    pub retry_after: Option<Duration>,
+}
+
+/// Why an attempt got no answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SendError {
+    /// The address is refused.
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    /// Connecting failed.
+    #[error("connect: {0}")]
+    Connect(String),
+    /// The exchange failed.
+    #[error("http: {0}")]
+    Http(String),
+    /// No answer within the timeout.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Answers read past this are not wanted: the connection is dropped, not reused.
+const MAX_ANSWER_BODY: usize = 64 * 1024;
+/// Idle connections kept per endpoint.
+const MAX_IDLE: usize = 32;
+
+/// One endpoint's connections.
+pub struct Client {
+    target: Target,
+    allow_private: bool,
+    idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
+}
+
+impl Client {
+    /// A client for one endpoint.
+    pub fn new(target: Target, allow_private: bool) -> Client {
+        Client {
+            target,
+            allow_private,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// POSTs `body` with `headers`; the whole exchange (connect included) within
+    /// `timeout`.
+    pub async fn post(
+        &self,
+        headers: &[(&'static str, String)],
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Answer, SendError> {
+        match tokio::time::timeout(timeout, self.exchange(headers, body)).await {
+            Ok(r) => r,
+            Err(_) => Err(SendError::Timeout(timeout)),
+        }
+    }
+
+    async fn exchange(
+        &self,
+        headers: &[(&'static str, String)],
+        body: Bytes,
+    ) -> Result<Answer, SendError> {
+        let mut sender = match self.take_idle() {
+            Some(s) => s,
+            None => self.connect().await?,
+        };
+        let mut req = hyper::Request::post(self.target.path.as_str())
+            .header(hyper::header::HOST, self.target.authority.as_str())
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .header(hyper::header::USER_AGENT, "switchboard-webhooks/1");
+        for (k, v) in headers {
+            req = req.header(*k, v.as_str());
+        }
+        let req = req
+            .body(Full::new(body))
+            .map_err(|e| SendError::Http(e.to_string()))?;
+        let res = sender
+            .send_request(req)
+            .await
+            .map_err(|e| SendError::Http(e.to_string()))?;
+        let status = res.status().as_u16();
+        let retry_after = res
+            .headers()
+            .get(hyper::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        // Read the answer (bounded) so the connection can carry the next request.
+        if Limited::new(res.into_body(), MAX_ANSWER_BODY)
+            .collect()
+            .await
+            .is_ok()
+        {
+            self.put_idle(sender);
+        }
+        Ok(Answer {
+            status,
+            retry_after,
+        })
+    }
+
+    fn take_idle(&self) -> Option<SendRequest<Full<Bytes>>> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(s) = idle.pop() {
+            if s.is_ready() {
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    fn put_idle(&self, s: SendRequest<Full<Bytes>>) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < MAX_IDLE {
+            idle.push(s);
+        }
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, SendError> {
+        // Resolved and checked on every new connection (DNS rebinding).
+        let addrs = self.target.resolve(self.allow_private).await?;
+        let mut last = None;
+        for a in addrs {
+            match tokio::net::TcpStream::connect(a).await {
+                Ok(s) => {
+                    let _ = s.set_nodelay(true);
+                    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+                        .await
+                        .map_err(|e| SendError::Connect(e.to_string()))?;
+                    // The connection's own task; it ends when the sender is dropped.
+                    tokio::spawn(async move {
+                        let _ = conn.await;
+                    });
+                    return Ok(sender);
+                }
+                Err(e) => last = Some(format!("{a}: {e}")),
+            }
+        }
+        Err(SendError::Connect(
+            last.unwrap_or_else(|| "no address".into()),
+        ))
+    }
+}
+
+/// `Retry-After`: delay seconds, or an HTTP date (RFC 9110).
+pub fn parse_retry_after(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+    let now = chrono::Utc::now();
+    Some(
+        (at.with_timezone(&chrono::Utc) - now)
+            .to_std()
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_in_seconds_or_as_a_date() {
+        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+}

@@ -1,0 +1,341 @@
+//! One endpoint's delivery on the node that holds its lease: read events from the
+//! position, send them (in order per task and per agent, in parallel otherwise, at
+//! most `max_in_flight` at once), retry each on the schedule until it succeeds, and
+//! write the position forward in batches under the lease's fencing token.
+//!
+//! At least once, never skipped: the position moves only over a prefix of events that
+//! are done (delivered, not of the endpoint's types, or an offer past its deadline),
+//! so whoever resumes from it (this node after a restart, another node after this
+//! one died) repeats at most what was in flight, with the same `webhook-id`. An event
+//! that cannot be delivered stops the endpoint at that event (410, or every retry
+//! failed): disabled, never skipped.
+
+use super::client::{Client, SendError};
+use super::config::{WebhooksConfig, matches};
+use super::feed::{Envelope, Feed, Reader};
+use super::signing::{self, Secret};
+use super::window::Window;
+use crate::clock::{Clock, Ts};
+use crate::error::HubError;
+use crate::events::EventData;
+use axum::body::Bytes;
+use serde::Serialize;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// What a delivering runner asks of the replicated state.
+#[async_trait::async_trait]
+pub trait Control: Send + Sync + 'static {
+    /// Writes the position; `false` when the token is no longer the holder's.
+    async fn advance(&self, id: &str, token: u64, position: u64) -> Result<bool, HubError>;
+    /// Disables the endpoint (if the token is still the holder's).
+    async fn disable(&self, id: &str, token: u64, reason: String) -> Result<(), HubError>;
+}
+
+/// One attempt, as `GET /v1/webhooks/{id}/attempts` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Attempt {
+    /// The event id (`webhook-id`).
+    pub event_id: String,
+    /// Its sequence number.
+    pub seq: u64,
+    /// Its type.
+    pub event_type: &'static str,
+    /// 1 for the first attempt of this event on this node.
+    pub attempt: u32,
+    /// When it started.
+    pub at: Ts,
+    /// How long it took, in milliseconds.
+    pub duration_ms: u64,
+    /// `delivered`, `failed`, `expired` (an offer past its deadline: not sent) or
+    /// `gone` (410: the endpoint is disabled).
+    pub outcome: &'static str,
+    /// The receiver's status code, when it answered.
+    pub status: Option<u16>,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+    /// The wait before the next attempt, in milliseconds, when there is one.
+    pub next_retry_ms: Option<u64>,
+}
+
+/// One endpoint's counters and recent attempts on this node.
+#[derive(Default)]
+pub struct Records {
+    /// Events delivered (a 2xx).
+    pub delivered: AtomicU64,
+    /// Attempts that failed.
+    pub failures: AtomicU64,
+    /// Attempts that were retries.
+    pub retries: AtomicU64,
+    /// Offers not delivered because their deadline passed.
+    pub expired: AtomicU64,
+    /// The position this node last knew (for the lag).
+    pub position: AtomicU64,
+    attempts: Mutex<VecDeque<Attempt>>,
+}
+
+impl Records {
+    fn record(&self, a: Attempt, keep: usize) {
+        let mut q = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
+        q.push_back(a);
+        while q.len() > keep {
+            q.pop_front();
+        }
+    }
+
+    /// The recent attempts, newest first.
+    pub fn recent(&self, limit: usize) -> Vec<Attempt> {
+        let q = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
+        q.iter().rev().take(limit).cloned().collect()
+    }
+}
+
+/// What an endpoint's runner needs, shared with its deliveries.
+pub struct Runner {
+    /// The endpoint id.
+    pub id: String,
+    /// Its types.
+    pub types: Vec<String>,
+    /// Its connections.
+    pub client: Client,
+    /// The secrets in force (current first); replaced on a rotation.
+    pub secrets: Mutex<Arc<Vec<Secret>>>,
+    /// The delivery rules.
+    pub rules: Arc<WebhooksConfig>,
+    /// Counters and attempts.
+    pub records: Arc<Records>,
+    /// The epoch, for event ids.
+    pub epoch: String,
+    /// The model's clock.
+    pub clock: Clock,
+}
+
+enum Fate {
+    Done,
+    Gone(String),
+    Exhausted(String),
+}
+
+/// A wait varied by up to `jitter` (a fraction) up or down.
+fn jittered(ms: u64, jitter: f64) -> Duration {
+    if ms == 0 || jitter == 0.0 {
+        return Duration::from_millis(ms);
+    }
+    // Randomness from the OS generator uuid already uses; no rand crate for this.
+    let r = (uuid::Uuid::new_v4().as_u128() as u64 as f64) / (u64::MAX as f64); // 0..1
+    let f = 1.0 + jitter * (2.0 * r - 1.0);
+    Duration::from_millis((ms as f64 * f).round() as u64)
+}
+
+fn offer_deadline(d: &EventData) -> Option<Ts> {
+    match d {
+        EventData::TaskOffered { deadline, .. } => Some(*deadline),
+        _ => None,
+    }
+}
+
+impl Runner {
+    /// Delivers from `position` under `token` until told to stop, fenced, or the
+    /// endpoint is disabled.
+    pub async fn run(
+        self: Arc<Self>,
+        feed: Weak<dyn Feed>,
+        control: Arc<dyn Control>,
+        token: u64,
+        position: u64,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let rules = self.rules.clone();
+        let mut reader = Reader::new(position);
+        let mut window = Window::new(position);
+        let mut held: HashMap<u64, Arc<Envelope>> = HashMap::new();
+        let mut sending: JoinSet<(u64, Fate)> = JoinSet::new();
+        let mut written = position;
+        let mut written_at = tokio::time::Instant::now();
+        let every = Duration::from_millis(rules.position_every_ms);
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.records.position.store(position, Relaxed);
+        let mut fenced = false;
+        loop {
+            for seq in window.take_ready(rules.max_in_flight) {
+                if let Some(ev) = held.get(&seq).cloned() {
+                    let me = self.clone();
+                    sending.spawn(async move { (seq, me.deliver(ev).await) });
+                }
+            }
+            tokio::select! {
+                biased;
+                _ = stop.changed() => break,
+                Some(done) = sending.join_next() => {
+                    let Ok((seq, fate)) = done else { continue };
+                    match fate {
+                        Fate::Done => {
+                            held.remove(&seq);
+                            window.finish(seq);
+                        }
+                        Fate::Gone(why) | Fate::Exhausted(why) => {
+                            // Stop here: the position stays before this event.
+                            sending.abort_all();
+                            if let Err(e) = control.disable(&self.id, token, why.clone()).await {
+                                tracing::warn!(endpoint = %self.id, error = %e, "cannot record that the endpoint is disabled");
+                            }
+                            tracing::warn!(endpoint = %self.id, reason = %why, "webhook endpoint disabled");
+                            break;
+                        }
+                    }
+                }
+                next = reader.next(&feed), if window.len() < rules.window => match next {
+                    Ok(Some(ev)) => {
+                        let wanted = matches(&self.types, ev.data.type_name());
+                        window.push(ev.seq, ev.data.task_id(), ev.data.agent_id().cloned(), wanted);
+                        if wanted {
+                            held.insert(ev.seq, ev);
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(gone) => {
+                        let why = format!(
+                            "events after {} are no longer held (the oldest is {}): replay from a position still held to resume",
+                            window.position(),
+                            gone.oldest
+                        );
+                        if let Err(e) = control.disable(&self.id, token, why).await {
+                            tracing::warn!(endpoint = %self.id, error = %e, "cannot record that the endpoint is disabled");
+                        }
+                        break;
+                    }
+                },
+                _ = tick.tick() => {}
+            }
+            let pos = window.position();
+            self.records.position.store(pos, Relaxed);
+            if pos > written
+                && (written_at.elapsed() >= every || pos - written >= rules.position_every_events)
+            {
+                match control.advance(&self.id, token, pos).await {
+                    Ok(true) => {
+                        written = pos;
+                        written_at = tokio::time::Instant::now();
+                    }
+                    Ok(false) => {
+                        fenced = true;
+                        break;
+                    }
+                    // The store is away: try again at the next tick.
+                    Err(e) => {
+                        tracing::debug!(endpoint = %self.id, error = %e, "position not written")
+                    }
+                }
+            }
+        }
+        sending.abort_all();
+        let pos = window.position();
+        if !fenced && pos > written {
+            let _ = control.advance(&self.id, token, pos).await;
+        }
+    }
+
+    /// One event until it is done, or the endpoint must stop.
+    async fn deliver(&self, ev: Arc<Envelope>) -> Fate {
+        let rules = &self.rules;
+        let event_id = format!("{}-{}", self.epoch, ev.seq);
+        let body = Bytes::from(ev.json.as_bytes().to_vec());
+        let deadline = offer_deadline(&ev.data);
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            let at = self.clock.now();
+            let mut rec = Attempt {
+                event_id: event_id.clone(),
+                seq: ev.seq,
+                event_type: ev.data.type_name(),
+                attempt,
+                at,
+                duration_ms: 0,
+                outcome: "failed",
+                status: None,
+                error: None,
+                next_retry_ms: None,
+            };
+            if deadline.is_some_and(|d| at >= d) {
+                // Bridging a call to an offer that has expired is wrong: not sent.
+                rec.outcome = "expired";
+                self.records.expired.fetch_add(1, Relaxed);
+                self.records.record(rec, rules.attempts_kept);
+                return Fate::Done;
+            }
+            if attempt > 1 {
+                self.records.retries.fetch_add(1, Relaxed);
+            }
+            let secrets = self
+                .secrets
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let headers = signing::headers(&event_id, at.0 / 1_000_000, &body, secrets.iter());
+            let started = std::time::Instant::now();
+            let r = self
+                .client
+                .post(
+                    &headers,
+                    body.clone(),
+                    Duration::from_millis(rules.timeout_ms),
+                )
+                .await;
+            rec.duration_ms = started.elapsed().as_millis() as u64;
+            let mut retry_after = None;
+            match r {
+                Ok(a) => {
+                    rec.status = Some(a.status);
+                    if (200..300).contains(&a.status) {
+                        rec.outcome = "delivered";
+                        self.records.delivered.fetch_add(1, Relaxed);
+                        self.records.record(rec, rules.attempts_kept);
+                        return Fate::Done;
+                    }
+                    if a.status == 410 {
+                        rec.outcome = "gone";
+                        self.records.failures.fetch_add(1, Relaxed);
+                        self.records.record(rec, rules.attempts_kept);
+                        return Fate::Gone(format!(
+                            "the receiver answered 410 Gone to event {event_id}"
+                        ));
+                    }
+                    if a.status == 429 || a.status == 503 {
+                        retry_after = a.retry_after;
+                    }
+                    rec.error = Some(if (300..400).contains(&a.status) {
+                        format!("redirect {} (redirects are not followed)", a.status)
+                    } else {
+                        format!("status {}", a.status)
+                    });
+                }
+                Err(e) => {
+                    rec.error = Some(match e {
+                        SendError::Target(t) => t.to_string(),
+                        other => other.to_string(),
+                    });
+                }
+            }
+            self.records.failures.fetch_add(1, Relaxed);
+            let Some(&wait_ms) = rules.retry_schedule_ms.get(attempt as usize) else {
+                let why = format!(
+                    "event {event_id} failed {attempt} times ({}): the retry schedule is exhausted",
+                    rec.error.as_deref().unwrap_or("failed")
+                );
+                self.records.record(rec, rules.attempts_kept);
+                return Fate::Exhausted(why);
+            };
+            // A receiver that says when to come back is taken at its word.
+            let wait = retry_after.unwrap_or_else(|| jittered(wait_ms, rules.retry_jitter));
+            rec.next_retry_ms = Some(wait.as_millis() as u64);
+            self.records.record(rec, rules.attempts_kept);
+            tokio::time::sleep(wait).await;
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! Where a webhook goes, and where it may not go (server-side request forgery).
+//!
+//! An endpoint's URL must be plain `http://host[:port]/path` (the client speaks no TLS:
+//! see README, "Webhooks"). Its host may not be a loopback, private, link-local,
+//! shared, unique-local, multicast or unspecified address unless
+//! `webhooks.allow_private` is set: otherwise anyone allowed to add an endpoint could
+//! make the hub POST into the network it runs in (a cloud metadata service at
+//! 169.254.169.254, an admin port on localhost). The rule is checked when an endpoint
+//! is made (an address literal, or what the name resolves to then) and again on every
+//! connection, against the address actually connected to: a name that resolves to a
+//! public address at creation and to a private one later (DNS rebinding) is refused.
+
+use axum::http::Uri;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+/// A parsed endpoint URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// Host name or address literal (without brackets).
+    pub host: String,
+    /// Port (80 when absent).
+    pub port: u16,
+    /// Path and query, at least `/`.
+    pub path: String,
+    /// `host[:port]` for the Host header.
+    pub authority: String,
+}
+
+/// Why a URL or an address is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    /// Not a URL this client can send to.
+    #[error("{0}")]
+    Url(String),
+    /// The address is private, loopback or link-local, and the config does not allow it.
+    #[error("{0} is a private, loopback or link-local address (webhooks.allow_private is off)")]
+    Private(IpAddr),
+}
+
+impl Target {
+    /// Parses and checks the form of `url` (not its address).
+    pub fn parse(url: &str) -> Result<Target, TargetError> {
+        let bad = |why: &str| TargetError::Url(why.to_owned());
+        if url.len() > 2048 {
+            return Err(bad("a webhook URL is at most 2,048 bytes"));
+        }
+        let uri: Uri = url.parse().map_err(|_| bad("not a URL"))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some("https") => {
+                return Err(bad(
+                    "https endpoints are not supported by this build (no TLS client): use http, through a TLS-terminating proxy if the receiver is remote",
+                ));
+            }
+            _ => return Err(bad("the URL must start with http://")),
+        }
+        let auth = uri.authority().ok_or_else(|| bad("the URL has no host"))?;
+        if auth.as_str().contains('@') {
+            return Err(bad("credentials in the URL are not supported"));
+        }
+        let host = auth.host().trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(bad("the URL has no host"));
+        }
+        let path = uri
+            .path_and_query()
+            .map(|p| p.as_str().to_owned())
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| "/".into());
+        Ok(Target {
+            host: host.to_owned(),
+            port: auth.port_u16().unwrap_or(80),
+            path,
+            authority: auth.as_str().to_owned(),
+        })
+    }
+
+    /// The addresses the host stands for, each checked; the first refusal when none
+    /// is allowed.
+    pub async fn resolve(&self, allow_private: bool) -> Result<Vec<SocketAddr>, TargetError> {
+        let addrs: Vec<SocketAddr> = match self.host.parse::<IpAddr>() {
+            Ok(ip) => vec![SocketAddr::new(ip, self.port)],
+            Err(_) => tokio::net::lookup_host((self.host.as_str(), self.port))
+                .await
+                .map_err(|e| TargetError::Url(format!("cannot resolve {}: {e}", self.host)))?
+                .collect(),
+        };
+        let mut refused = None;
+        let allowed: Vec<SocketAddr> = addrs
+            .into_iter()
+            .filter(|a| match check(a.ip(), allow_private) {
+                Ok(()) => true,
+                Err(e) => {
+                    refused.get_or_insert(e);
+                    false
+                }
+            })
+            .collect();
+        match (allowed.is_empty(), refused) {
+            (true, Some(e)) => Err(e),
+            (true, None) => Err(TargetError::Url(format!(
+                "{} resolves to no address",
+                self.host
+            ))),
+            _ => Ok(allowed),
+        }
+    }
+}
+
+/// Whether the hub may connect to `ip`.
+pub fn check(ip: IpAddr, allow_private: bool) -> Result<(), TargetError> {
+    if allow_private || is_public(ip) {
+        Ok(())
+    } else {
+        Err(TargetError::Private(ip))
+    }
+}
+
+fn is_public_v4(ip: Ipv4Addr) -> bool {
+    let o = ip.octets();
+    !(ip.is_loopback()
+        || ip.is_private()
+        || ip.is_link_local()
+        || ip.is_unspecified()
+        || ip.is_broadcast()
+        || ip.is_multicast()
+        // 0.0.0.0/8 ("this network") and 100.64.0.0/10 (shared, carrier NAT).
+        || o[0] == 0
+        || (o[0] == 100 && (o[1] & 0xc0) == 64))
+}
+
+fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => is_public_v4(v4),
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public_v4(v4);
+            }
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00 // unique local fc00::/7
+                || (first & 0xffc0) == 0xfe80 // link-local fe80::/10
+                || v6 == Ipv6Addr::from([0, 0, 0, 0, 0, 0, 0, 1]))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_loopback_and_link_local_addresses_are_refused() {
+        for a in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+        ] {
+            let ip: IpAddr = a.parse().expect("address");
+            assert_eq!(check(ip, false), Err(TargetError::Private(ip)), "{a}");
+            assert_eq!(check(ip, true), Ok(()), "{a}");
+        }
+        for a in ["93.184.216.34", "2606:4700::1111", "172.32.0.1"] {
+            assert_eq!(check(a.parse().expect("address"), false), Ok(()), "{a}");
+        }
+    }
+
+    #[test]
+    fn urls_are_parsed_or_refused_with_a_reason() {
+        let t = Target::parse("http://[::1]:8080/hook?x=1").expect("parses");
+        assert_eq!(
+            (t.host.as_str(), t.port, t.path.as_str()),
+            ("::1", 8080, "/hook?x=1")
+        );
+        let t = Target::parse("http://example.com").expect("parses");
+        assert_eq!((t.port, t.path.as_str()), (80, "/"));
+        for bad in [
+            "ftp://x/",
+            "https://example.com/",
+            "/relative",
+            "http://u:p@example.com/",
+            "nonsense",
+        ] {
+            assert!(Target::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_name_is_checked_by_what_it_resolves_to() {
+        let t = Target::parse("http://localhost:9/").expect("parses");
+        assert!(matches!(
+            t.resolve(false).await,
+            Err(TargetError::Private(_))
+        ));
+        assert!(t.resolve(true).await.is_ok());
+    }
+}

@@ -1,0 +1,244 @@
+//! A real HTTP receiver for webhook tests: a hyper server on a port of its own that
+//! records every request (headers, body, arrival) and answers as the test says: 200,
+//! another status (with `Retry-After`), or nothing at all (down: the port refuses
+//! connections, then is listened on again).
+
+use axum::http::HeaderMap;
+use http_body_util::BodyExt;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+/// One request received.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+    pub at: Instant,
+    /// What it was answered.
+    pub status: u16,
+}
+
+impl Received {
+    pub fn id(&self) -> String {
+        self.header("webhook-id")
+    }
+    pub fn header(&self, name: &str) -> String {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("a webhook body is JSON")
+    }
+}
+
+/// How the receiver answers.
+#[derive(Clone, Debug)]
+pub enum Answer {
+    /// This status, with `Retry-After` when given.
+    Status(u16, Option<&'static str>),
+}
+
+struct Shared {
+    got: Mutex<Vec<Received>>,
+    answer: Mutex<Answer>,
+    /// Answers to give first, in order, before `answer`.
+    script: Mutex<std::collections::VecDeque<Answer>>,
+    arrived: Notify,
+    /// How long each answer takes.
+    delay: Mutex<Duration>,
+}
+
+pub struct Receiver {
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+    server: Option<JoinHandle<()>>,
+}
+
+async fn listen(addr: SocketAddr) -> tokio::net::TcpListener {
+    let s = tokio::net::TcpSocket::new_v4().expect("socket");
+    s.set_reuseaddr(true).expect("reuseaddr");
+    s.bind(addr).expect("bind the receiver's port");
+    s.listen(128).expect("listen")
+}
+
+fn serve(l: tokio::net::TcpListener, shared: Arc<Shared>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        // The connections die with the server task (down() aborts it): a receiver
+        // that is down answers nothing, on new connections or kept-alive ones.
+        let mut conns = tokio::task::JoinSet::new();
+        loop {
+            let Ok((sock, _)) = l.accept().await else {
+                return;
+            };
+            while conns.try_join_next().is_some() {}
+            let shared = shared.clone();
+            conns.spawn(async move {
+                let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let shared = shared.clone();
+                    async move {
+                        let delay = *shared.delay.lock().unwrap_or_else(|p| p.into_inner());
+                        if !delay.is_zero() {
+                            tokio::time::sleep(delay).await;
+                        }
+                        let headers = req.headers().clone();
+                        let body = req
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes().to_vec())
+                            .unwrap_or_default();
+                        let answer = {
+                            let next = shared
+                                .script
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .pop_front();
+                            next.unwrap_or_else(|| {
+                                shared
+                                    .answer
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .clone()
+                            })
+                        };
+                        let Answer::Status(code, retry_after) = answer;
+                        shared
+                            .got
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(Received {
+                                headers,
+                                body,
+                                at: Instant::now(),
+                                status: code,
+                            });
+                        shared.arrived.notify_waiters();
+                        let mut res = hyper::Response::builder().status(code);
+                        if let Some(r) = retry_after {
+                            res = res.header("retry-after", r);
+                        }
+                        if (300..400).contains(&code) {
+                            res = res.header("location", "http://127.0.0.1:9/elsewhere");
+                        }
+                        Ok::<_, std::convert::Infallible>(
+                            res.body(http_body_util::Full::new(axum::body::Bytes::new()))
+                                .expect("response"),
+                        )
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(sock), svc)
+                    .await;
+            });
+        }
+    })
+}
+
+impl Receiver {
+    /// A receiver answering 200.
+    pub async fn start() -> Receiver {
+        let l = listen("127.0.0.1:0".parse().expect("addr")).await;
+        let addr = l.local_addr().expect("addr");
+        let shared = Arc::new(Shared {
+            got: Mutex::new(Vec::new()),
+            answer: Mutex::new(Answer::Status(200, None)),
+            script: Mutex::new(Default::default()),
+            arrived: Notify::new(),
+            delay: Mutex::new(Duration::ZERO),
+        });
+        let server = Some(serve(l, shared.clone()));
+        Receiver {
+            addr,
+            shared,
+            server,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/hooks", self.addr)
+    }
+
+    /// From now on answers this.
+    pub fn answer(&self, a: Answer) {
+        *self.shared.answer.lock().unwrap_or_else(|p| p.into_inner()) = a;
+    }
+
+    /// Each answer takes this long from now on.
+    pub fn delay(&self, d: Duration) {
+        *self.shared.delay.lock().unwrap_or_else(|p| p.into_inner()) = d;
+    }
+
+    /// Answers these first, in order.
+    pub fn script(&self, answers: impl IntoIterator<Item = Answer>) {
+        self.shared
+            .script
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(answers);
+    }
+
+    /// Stops listening: connections are refused.
+    pub fn down(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.abort();
+        }
+    }
+
+    /// Listens again on the same port.
+    pub async fn up(&mut self) {
+        let l = listen(self.addr).await;
+        self.server = Some(serve(l, self.shared.clone()));
+    }
+
+    /// Everything received so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.shared
+            .got
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Waits until `pred` holds over what was received (or panics after `limit`).
+    pub async fn wait_for(
+        &self,
+        limit: Duration,
+        what: &str,
+        pred: impl Fn(&[Received]) -> bool,
+    ) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let arrived = self.shared.arrived.notified();
+            tokio::pin!(arrived);
+            arrived.as_mut().enable();
+            let got = self.received();
+            if pred(&got) {
+                return got;
+            }
+            if tokio::time::timeout_at(deadline, arrived).await.is_err() {
+                let got = self.received();
+                if pred(&got) {
+                    return got;
+                }
+                panic!(
+                    "the receiver did not get {what} within {limit:?}; got {} requests",
+                    got.len()
+                );
+            }
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.down();
+    }
+}

@@ -1,0 +1,556 @@
+//! Webhooks: deliveries to a real HTTP receiver, verified with the `standardwebhooks`
+//! crate's verifier. The delivery runner is fed events by the test here (the hub's
+//! event window is exercised by the hub-level tests below); the API runs on a real hub.
+
+mod common;
+
+use common::receiver::{Answer, Received, Receiver};
+use common::{TestHub, config};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+use switchboard::auth::Role;
+use switchboard::clock::{Clock, Ts};
+use switchboard::error::HubError;
+use switchboard::events::EventData;
+use switchboard::ids::{AgentId, Channel, OfferId, QueueId, TaskId};
+use switchboard::webhooks::client::Client;
+use switchboard::webhooks::config::WebhooksConfig;
+use switchboard::webhooks::delivery::{Control, Records, Runner};
+use switchboard::webhooks::feed::{Envelope, EventFeed, EventsGone, Feed};
+use switchboard::webhooks::signing::Secret;
+use switchboard::webhooks::target::Target;
+use tokio::sync::{broadcast, watch};
+
+/// Events the test pushes.
+struct TestFeed {
+    held: Mutex<Vec<Arc<Envelope>>>,
+    live: broadcast::Sender<Arc<Envelope>>,
+}
+
+impl TestFeed {
+    fn new() -> Arc<TestFeed> {
+        Arc::new(TestFeed {
+            held: Mutex::new(Vec::new()),
+            live: broadcast::channel(4096).0,
+        })
+    }
+    fn push(&self, data: EventData) -> u64 {
+        let mut held = self.held.lock().unwrap();
+        let seq = held.len() as u64 + 1;
+        let e = Arc::new(Envelope::new("ep1", seq, Ts(0), data));
+        held.push(e.clone());
+        let _ = self.live.send(e);
+        seq
+    }
+}
+
+impl Feed for TestFeed {
+    fn events_from(&self, after: u64) -> Result<EventFeed, EventsGone> {
+        let held = self.held.lock().unwrap();
+        let live = self.live.subscribe();
+        Ok(EventFeed {
+            backlog: held.iter().filter(|e| e.seq > after).cloned().collect(),
+            live,
+        })
+    }
+    fn head(&self) -> u64 {
+        self.held.lock().unwrap().len() as u64
+    }
+    fn epoch(&self) -> String {
+        "ep1".into()
+    }
+}
+
+/// Records what the runner writes.
+#[derive(Default)]
+struct TestControl {
+    positions: Mutex<Vec<u64>>,
+    disabled: Mutex<Option<String>>,
+    stopped: tokio::sync::Notify,
+}
+
+#[async_trait::async_trait]
+impl Control for TestControl {
+    async fn advance(&self, _id: &str, _token: u64, position: u64) -> Result<bool, HubError> {
+        self.positions.lock().unwrap().push(position);
+        Ok(true)
+    }
+    async fn disable(&self, _id: &str, _token: u64, reason: String) -> Result<(), HubError> {
+        *self.disabled.lock().unwrap() = Some(reason);
+        self.stopped.notify_waiters();
+        Ok(())
+    }
+}
+
+fn task(n: u128) -> TaskId {
+    TaskId(uuid::Uuid::from_u128(n))
+}
+
+fn queued(n: u128) -> EventData {
+    EventData::TaskQueued {
+        task_id: task(n),
+        queue: QueueId::from("support"),
+        channel: Channel::Chat,
+        priority: 0,
+        enqueued_at: Ts(0),
+        requeued: false,
+    }
+}
+
+fn offered(n: u128, agent: &str, deadline: Ts) -> EventData {
+    EventData::TaskOffered {
+        task_id: task(n),
+        offer_id: OfferId(uuid::Uuid::from_u128(n + 1000)),
+        agent_id: AgentId::from(agent),
+        queue: QueueId::from("support"),
+        channel: Channel::Chat,
+        deadline,
+    }
+}
+
+fn rules(schedule: &[u64]) -> WebhooksConfig {
+    WebhooksConfig {
+        allow_private: true,
+        retry_schedule_ms: schedule.to_vec(),
+        retry_jitter: 0.0,
+        timeout_ms: 2_000,
+        position_every_ms: 50,
+        ..WebhooksConfig::default()
+    }
+}
+
+struct Delivering {
+    secret: Secret,
+    control: Arc<TestControl>,
+    records: Arc<Records>,
+    stop: watch::Sender<bool>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+fn deliver(
+    feed: &Arc<TestFeed>,
+    rx: &Receiver,
+    rules: WebhooksConfig,
+    types: &[&str],
+) -> Delivering {
+    let secret = Secret::generate();
+    let runner = Arc::new(Runner {
+        id: "crm".into(),
+        types: types.iter().map(|t| t.to_string()).collect(),
+        client: Client::new(Target::parse(&rx.url()).unwrap(), rules.allow_private),
+        secrets: Mutex::new(Arc::new(vec![secret.clone()])),
+        rules: Arc::new(rules),
+        records: Arc::new(Records::default()),
+        epoch: "ep1".into(),
+        clock: Clock::new(),
+    });
+    let control = Arc::new(TestControl::default());
+    let (stop, stopped) = watch::channel(false);
+    let feed_dyn: Arc<dyn Feed> = feed.clone();
+    let weak: Weak<dyn Feed> = Arc::downgrade(&feed_dyn);
+    let records = runner.records.clone();
+    let c: Arc<dyn Control> = control.clone();
+    let done = tokio::spawn(runner.run(weak, c, 1, 0, stopped));
+    Delivering {
+        secret,
+        control,
+        records,
+        stop,
+        done,
+    }
+}
+
+fn verify(secret: &Secret, r: &Received) {
+    let wh = standardwebhooks::Webhook::new(&secret.text()).expect("secret");
+    wh.verify(&r.body, &r.headers)
+        .unwrap_or_else(|e| panic!("signature of {} does not verify: {e:?}", r.id()));
+}
+
+/// The first delivery of each event id, in arrival order.
+fn firsts(got: &[Received]) -> Vec<Received> {
+    let mut seen = std::collections::HashSet::new();
+    got.iter()
+        .filter(|r| r.status / 100 == 2 && seen.insert(r.id()))
+        .cloned()
+        .collect()
+}
+
+fn delivered_ids(got: &[Received]) -> std::collections::HashSet<String> {
+    got.iter()
+        .filter(|r| r.status / 100 == 2)
+        .map(|r| r.id())
+        .collect()
+}
+
+#[tokio::test]
+async fn deliveries_are_signed_and_each_task_in_order_while_the_receiver_is_down_then_up() {
+    let mut rx = Receiver::start().await;
+    let feed = TestFeed::new();
+    let d = deliver(
+        &feed,
+        &rx,
+        rules(&[0, 100, 200, 400, 800, 800, 800, 800, 800, 800, 800, 800]),
+        &["*"],
+    );
+    // Three tasks, interleaved, each with several events.
+    for round in 0..4u128 {
+        for t in 1..=3u128 {
+            let _ = round;
+            feed.push(queued(t));
+        }
+    }
+    rx.wait_for(Duration::from_secs(5), "the first 12 events", |g| {
+        delivered_ids(g).len() == 12
+    })
+    .await;
+    // Down: connections refused while more events happen.
+    rx.down();
+    for _ in 0..3 {
+        for t in 1..=3u128 {
+            feed.push(queued(t));
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        d.records
+            .failures
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
+    rx.up().await;
+    let got = rx
+        .wait_for(Duration::from_secs(10), "all 21 events", |g| {
+            delivered_ids(g).len() == 21
+        })
+        .await;
+    for r in &got {
+        verify(&d.secret, r);
+        let body = r.json();
+        assert_eq!(r.id(), body["id"], "webhook-id is the event id");
+    }
+    // Per task: seq increases in arrival order of first deliveries.
+    let mut last: HashMap<String, u64> = HashMap::new();
+    for r in firsts(&got) {
+        let b = r.json();
+        let t = b["data"]["task_id"].as_str().unwrap().to_owned();
+        let seq = b["seq"].as_u64().unwrap();
+        let prev = last.insert(t.clone(), seq).unwrap_or(0);
+        assert!(seq > prev, "task {t}: {seq} after {prev}");
+    }
+    // The position reaches the last event.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while d.control.positions.lock().unwrap().last() != Some(&21) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "position not written: {:?}",
+            d.control.positions.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = d.stop.send(true);
+    let _ = d.done.await;
+}
+
+#[tokio::test]
+async fn a_410_disables_the_endpoint_at_that_event() {
+    let rx = Receiver::start().await;
+    rx.script([Answer::Status(200, None), Answer::Status(410, None)]);
+    let feed = TestFeed::new();
+    let d = deliver(&feed, &rx, rules(&[0, 50]), &["*"]);
+    let stopped = d.control.stopped.notified();
+    feed.push(queued(1));
+    feed.push(queued(1));
+    feed.push(queued(1));
+    tokio::time::timeout(Duration::from_secs(5), stopped)
+        .await
+        .expect("disabled in time");
+    let why = d.control.disabled.lock().unwrap().clone().unwrap();
+    assert!(why.contains("410"), "{why}");
+    tokio::time::timeout(Duration::from_secs(5), d.done)
+        .await
+        .expect("the runner stops")
+        .unwrap();
+    // Event 3 was never sent; the position stays at 1 (event 2 is not skipped).
+    assert_eq!(rx.received().len(), 2);
+    assert!(d.control.positions.lock().unwrap().iter().all(|p| *p <= 1));
+}
+
+#[tokio::test]
+async fn retry_after_of_a_429_is_honoured_and_redirects_are_failures() {
+    let rx = Receiver::start().await;
+    rx.script([
+        Answer::Status(429, Some("2")),
+        Answer::Status(302, None),
+        Answer::Status(200, None),
+    ]);
+    let feed = TestFeed::new();
+    // The schedule alone would retry after 20 ms.
+    let d = deliver(&feed, &rx, rules(&[0, 20, 20, 20]), &["*"]);
+    feed.push(queued(1));
+    let got = rx
+        .wait_for(Duration::from_secs(6), "three attempts", |g| g.len() == 3)
+        .await;
+    let gap = got[1].at - got[0].at;
+    assert!(
+        gap >= Duration::from_millis(1_900),
+        "retried after {gap:?}, Retry-After said 2 s"
+    );
+    let redirect = got[2].at - got[1].at;
+    assert!(
+        redirect < Duration::from_millis(1_000),
+        "the 302 retried on the schedule: {redirect:?}"
+    );
+    assert!(
+        got.iter().all(|r| r.id() == "ep1-1"),
+        "the same webhook-id on every attempt"
+    );
+    // The receiver counts a request before the runner records its answer.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while d.records.recent(10).len() < 3 {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let attempts = d.records.recent(10);
+    assert_eq!(attempts.len(), 3);
+    assert_eq!(attempts[0].outcome, "delivered");
+    assert!(
+        attempts[1]
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("redirect")
+    );
+    assert_eq!(attempts[2].next_retry_ms, Some(2_000));
+    let _ = d.stop.send(true);
+}
+
+#[tokio::test]
+async fn an_offer_past_its_deadline_is_not_delivered_and_other_types_are_filtered() {
+    let rx = Receiver::start().await;
+    rx.script([Answer::Status(500, None)]);
+    let feed = TestFeed::new();
+    let d = deliver(&feed, &rx, rules(&[0, 600, 600]), &["task.offered"]);
+    let clock = Clock::new();
+    // The first attempt fails; the retry would come after the deadline.
+    feed.push(offered(
+        1,
+        "a1",
+        clock.now().plus(Duration::from_millis(300)),
+    ));
+    feed.push(queued(2)); // not of the endpoint's types
+    feed.push(offered(3, "a2", clock.now().plus(Duration::from_secs(60))));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while d.control.positions.lock().unwrap().last() != Some(&3) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "position: {:?}",
+            d.control.positions.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let got = rx.received();
+    let ids: Vec<String> = got.iter().map(|r| r.id()).collect();
+    assert_eq!(
+        ids,
+        ["ep1-1", "ep1-3"],
+        "one failed attempt of the expired offer, then the live one"
+    );
+    let attempts = d.records.recent(10);
+    assert!(
+        attempts
+            .iter()
+            .any(|a| a.seq == 1 && a.outcome == "expired"),
+        "{attempts:?}"
+    );
+    assert_eq!(
+        d.records.expired.load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    let _ = d.stop.send(true);
+}
+
+#[tokio::test]
+async fn one_agent_in_order_across_tasks() {
+    let rx = Receiver::start().await;
+    let feed = TestFeed::new();
+    let d = deliver(&feed, &rx, rules(&[0, 50]), &["*"]);
+    let far = Clock::new().now().plus(Duration::from_secs(60));
+    for t in 1..=20u128 {
+        feed.push(offered(t, if t % 2 == 0 { "a1" } else { "a2" }, far));
+    }
+    let got = rx
+        .wait_for(Duration::from_secs(5), "20 offers", |g| {
+            delivered_ids(g).len() == 20
+        })
+        .await;
+    let mut last: HashMap<String, u64> = HashMap::new();
+    for r in firsts(&got) {
+        let b = r.json();
+        let a = b["data"]["agent_id"].as_str().unwrap().to_owned();
+        let seq = b["seq"].as_u64().unwrap();
+        assert!(seq > last.insert(a, seq).unwrap_or(0));
+    }
+    let _ = d.stop.send(true);
+}
+
+// ---- The API on a real hub ----
+
+fn hub_config(allow_private: bool) -> switchboard::config::Config {
+    let mut c = config(common::QUEUES_AND_AGENTS);
+    c.webhooks.allow_private = allow_private;
+    c
+}
+
+#[tokio::test]
+async fn private_addresses_are_refused_unless_allowed() {
+    let hub = TestHub::start_with(hub_config(false)).await;
+    let tok = hub.token("crm", Role::Integration);
+    for url in [
+        "http://127.0.0.1:9/x",
+        "http://169.254.169.254/latest",
+        "http://10.0.0.1/",
+        "http://localhost:8080/",
+    ] {
+        let (s, v) = hub
+            .http(
+                "POST",
+                "/v1/webhooks",
+                Some(&tok),
+                Some(&json!({"url": url}).to_string()),
+            )
+            .await;
+        assert_eq!(s, 400, "{url}: {v}");
+        assert_eq!(v["error"]["code"], "invalid_field", "{v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains("private"),
+            "{v}"
+        );
+    }
+    let (s, v) = hub
+        .http(
+            "POST",
+            "/v1/webhooks",
+            Some(&tok),
+            Some(&json!({"url": "https://example.com/"}).to_string()),
+        )
+        .await;
+    assert_eq!(s, 400, "{v}");
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn endpoints_through_the_api_show_the_secret_only_on_create_and_rotate() {
+    let hub = TestHub::start_with(hub_config(true)).await;
+    let tok = hub.token("crm", Role::Integration);
+    // A supervisor may not manage webhooks.
+    let sup = hub.token("boss", Role::Supervisor);
+    let (s, _) = hub.http("GET", "/v1/webhooks", Some(&sup), None).await;
+    assert_eq!(s, 403);
+    let (s, created) = hub
+        .http(
+            "POST",
+            "/v1/webhooks",
+            Some(&tok),
+            Some(
+                &json!({"id": "crm", "url": "http://127.0.0.1:9/hook", "types": ["task.*"]})
+                    .to_string(),
+            ),
+        )
+        .await;
+    assert_eq!(s, 201, "{created}");
+    let secret = created["secret"].as_str().unwrap().to_owned();
+    assert!(Secret::parse(&secret).is_ok());
+    assert_eq!(created["types"], json!(["task.*"]));
+    let (s, v) = hub
+        .http(
+            "POST",
+            "/v1/webhooks",
+            Some(&tok),
+            Some(&json!({"id": "crm", "url": "http://127.0.0.1:9/"}).to_string()),
+        )
+        .await;
+    assert_eq!(s, 400, "a second endpoint with the same id: {v}");
+    let (s, list) = hub.http("GET", "/v1/webhooks", Some(&tok), None).await;
+    assert_eq!(s, 200);
+    assert_eq!(list["webhooks"][0]["id"], "crm");
+    assert!(
+        !list.to_string().contains(&secret),
+        "the list shows no secret"
+    );
+    let (s, v) = hub
+        .http("POST", "/v1/webhooks/crm/rotate", Some(&tok), None)
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_ne!(v["secret"], Value::String(secret.clone()));
+    assert!(v["previous_secret_until"].is_string(), "{v}");
+    let (s, v) = hub
+        .http("POST", "/v1/webhooks/crm/disable", Some(&tok), None)
+        .await;
+    assert_eq!((s, &v["enabled"]), (200, &json!(false)), "{v}");
+    let (s, v) = hub
+        .http("POST", "/v1/webhooks/crm/enable", Some(&tok), None)
+        .await;
+    assert_eq!((s, &v["enabled"]), (200, &json!(true)), "{v}");
+    let (s, v) = hub
+        .http("GET", "/v1/webhooks/crm/attempts", Some(&tok), None)
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert!(v["attempts"].is_array());
+    let (s, v) = hub
+        .http(
+            "POST",
+            "/v1/webhooks/crm/replay",
+            Some(&tok),
+            Some(r#"{"since": 99999}"#),
+        )
+        .await;
+    assert_eq!(s, 400, "a replay past the newest event: {v}");
+    let (s, v) = hub
+        .http(
+            "POST",
+            "/v1/webhooks/crm/replay",
+            Some(&tok),
+            Some(r#"{"since": "x"}"#),
+        )
+        .await;
+    assert_eq!(s, 400, "{v}");
+    let (s, _) = hub
+        .http("DELETE", "/v1/webhooks/crm", Some(&tok), None)
+        .await;
+    assert_eq!(s, 204);
+    let (s, _) = hub.http("GET", "/v1/webhooks/crm", Some(&tok), None).await;
+    assert_eq!(s, 404);
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_config_endpoint_cannot_be_deleted_or_rotated_through_the_api() {
+    let mut c = hub_config(true);
+    c.webhooks
+        .endpoints
+        .push(switchboard::webhooks::config::EndpointConfig {
+            id: "wfm".into(),
+            url: "http://127.0.0.1:9/".into(),
+            secret: Secret::generate().text(),
+            types: vec!["agent.*".into()],
+        });
+    let hub = TestHub::start_with(c).await;
+    let tok = hub.token("crm", Role::Integration);
+    let (s, v) = hub.http("GET", "/v1/webhooks/wfm", Some(&tok), None).await;
+    assert_eq!((s, &v["source"]), (200, &json!("config")), "{v}");
+    let (s, _) = hub
+        .http("DELETE", "/v1/webhooks/wfm", Some(&tok), None)
+        .await;
+    assert_eq!(s, 403);
+    let (s, _) = hub
+        .http("POST", "/v1/webhooks/wfm/rotate", Some(&tok), None)
+        .await;
+    assert_eq!(s, 403);
+    let (s, v) = hub
+        .http("POST", "/v1/webhooks/wfm/disable", Some(&tok), None)
+        .await;
+    assert_eq!(s, 200, "{v}");
+    hub.shutdown().await;
+}
