@@ -1892,8 +1892,12 @@ fn hook_checks(
     let mut every = h.errors.clone();
     let (missing, first) = &h.missing;
     if *missing > 0 {
+        // The hub does not send an offer past its deadline: say so when it did that.
+        let expired = h
+            .hub_counter("switchboard_webhook_expired_total")
+            .unwrap_or(0.0);
         every.push(format!(
-            "{missing} of seqs 1..={} never arrived (first: {first:?}); waited {:.1} s after the run",
+            "{missing} of seqs 1..={} never arrived (first: {first:?}); waited {:.1} s after the run; the hub counts {expired} offers not sent because their deadline had passed",
             h.last_seq.unwrap_or(0),
             h.catch_up.as_secs_f64()
         ));
@@ -1952,6 +1956,14 @@ fn hook_notes(h: &crate::webhook::HookOutcome) -> Vec<String> {
         h.last_seq.map_or("?".into(), |n| n.to_string()),
         h.catch_up.as_secs_f64() * 1e3
     )];
+    if !h.hub_counters.is_empty() {
+        let list: Vec<String> = h
+            .hub_counters
+            .iter()
+            .map(|(n, v)| format!("{} {v}", n.trim_start_matches("switchboard_")))
+            .collect();
+        notes.push(format!("hub /metrics: {}", list.join(", ")));
+    }
     let (n, ex) = &h.activity_ahead;
     if *n > 0 {
         notes.push(format!(

@@ -169,8 +169,21 @@ pub struct HookOutcome {
     pub tasks_created: u64,
     /// Tasks whose `task.completed` arrived.
     pub tasks_completed: u64,
+    /// The hub's `switchboard_webhook_*` counters at the end (`/metrics`), as
+    /// `name value` (deliveries, failures, retries, offers expired before sending).
+    pub hub_counters: Vec<(String, f64)>,
     /// Errors of the harness's own (reading the last seq).
     pub errors: Vec<String>,
+}
+
+impl HookOutcome {
+    /// One of the hub's counters.
+    pub fn hub_counter(&self, name: &str) -> Option<f64> {
+        self.hub_counters
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| *v)
+    }
 }
 
 impl Receiver {
@@ -246,6 +259,7 @@ impl Receiver {
             }
         }
         out.catch_up = started.elapsed();
+        out.hub_counters = hub_counters(hub).await;
         let mut s = self.lock();
         out.hists.merge(&s.hists);
         out.deliveries = s.deliveries;
@@ -453,6 +467,30 @@ fn verify(
     }
 }
 
+/// The hub's `switchboard_webhook_*` counters (summed over endpoints; there is one).
+async fn hub_counters(hub: SocketAddr) -> Vec<(String, f64)> {
+    let mut c = crate::httpc::HttpClient::new(hub);
+    let Ok(r) = c.get("/metrics", None).await else {
+        return Vec::new();
+    };
+    let mut out: Vec<(String, f64)> = Vec::new();
+    for line in r.text().lines() {
+        let Some(rest) = line.strip_prefix("switchboard_webhook_") else {
+            continue;
+        };
+        let name = rest.split(['{', ' ']).next().unwrap_or_default();
+        let Some(v) = rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else {
+            continue;
+        };
+        let name = format!("switchboard_webhook_{name}");
+        match out.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, t)) => *t += v,
+            None => out.push((name, v)),
+        }
+    }
+    out
+}
+
 /// The hub's newest event number: the `: epoch E after N` line a `GET /v1/events`
 /// without a position starts with.
 async fn last_seq(addr: SocketAddr, token: &str) -> Result<u64, String> {
@@ -492,6 +530,31 @@ async fn last_seq(addr: SocketAddr, token: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fresh_signature_verifies_and_a_changed_body_or_key_does_not() {
+        let key = fresh_key();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs()
+            .to_string();
+        let body = br#"{"id":"e-1","seq":1}"#;
+        let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("any key");
+        mac.update(format!("e-1.{now}.").as_bytes());
+        mac.update(body);
+        let good = format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()));
+        // During a rotation the header carries another secret's signature too.
+        let two = format!("v1,AAAA {good}");
+        assert_eq!(
+            verify(&key, Some("e-1"), Some(&now), Some(&two), body),
+            Ok(())
+        );
+        assert!(verify(&key, Some("e-1"), Some(&now), Some(&good), b"{}").is_err());
+        assert!(verify(&key, Some("e-2"), Some(&now), Some(&good), body).is_err());
+        assert!(verify(&[7; 32], Some("e-1"), Some(&now), Some(&good), body).is_err());
+        assert!(verify(&key, Some("e-1"), None, Some(&good), body).is_err());
+    }
 
     #[test]
     fn the_specification_example_verifies() {
