@@ -1832,7 +1832,10 @@ async fn drive(
                 + counts.accepted
                 + counts.declined
                 + counts.completed
-                + 2 * created,
+                + 2 * created
+                // Each webhook delivery is an HTTP request the hub writes and a
+                // response it reads.
+                + hook.as_ref().map_or(0, |h| 2 * h.deliveries),
             window_secs: load_secs,
             hub_cpu_secs: cpu,
             frame_bytes: (bytes_out / n_out.max(1)) as usize,
