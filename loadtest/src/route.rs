@@ -1441,7 +1441,7 @@ async fn drive(
     let hook = match receiver {
         Some(r) => Some(
             r.finish(
-                addrs[0],
+                &addrs,
                 &integration,
                 &gen_out.created,
                 Duration::from_secs(30),

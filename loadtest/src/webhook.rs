@@ -226,17 +226,23 @@ impl Receiver {
     }
 
     /// Asks the hub for its last seq, waits (at most `limit`) until every event up to
-    /// it has arrived, and reports. `created` are the run's task ids.
+    /// it has arrived, and reports. `created` are the run's task ids; `hub` the nodes
+    /// (the first is asked for the last seq; the counters are summed over all, since
+    /// each node counts what it delivered).
     pub async fn finish(
         &self,
-        hub: SocketAddr,
+        hub: &[SocketAddr],
         token: &str,
         created: &[(u64, String)],
         limit: Duration,
     ) -> HookOutcome {
         let mut out = HookOutcome::default();
         let started = Instant::now();
-        let last = match last_seq(hub, token).await {
+        let Some(&first) = hub.first() else {
+            out.errors.push("no hub node to ask".into());
+            return out;
+        };
+        let last = match last_seq(first, token).await {
             Ok(n) => Some(n),
             Err(e) => {
                 out.errors
@@ -259,7 +265,14 @@ impl Receiver {
             }
         }
         out.catch_up = started.elapsed();
-        out.hub_counters = hub_counters(hub).await;
+        for &node in hub {
+            for (name, v) in hub_counters(node).await {
+                match out.hub_counters.iter_mut().find(|(n, _)| *n == name) {
+                    Some((_, t)) => *t += v,
+                    None => out.hub_counters.push((name, v)),
+                }
+            }
+        }
         let mut s = self.lock();
         out.hists.merge(&s.hists);
         out.deliveries = s.deliveries;
@@ -467,7 +480,7 @@ fn verify(
     }
 }
 
-/// The hub's `switchboard_webhook_*` counters (summed over endpoints; there is one).
+/// The node's `switchboard_webhook_*_total` counters (summed over endpoints; there is one).
 async fn hub_counters(hub: SocketAddr) -> Vec<(String, f64)> {
     let mut c = crate::httpc::HttpClient::new(hub);
     let Ok(r) = c.get("/metrics", None).await else {
@@ -479,6 +492,10 @@ async fn hub_counters(hub: SocketAddr) -> Vec<(String, f64)> {
             continue;
         };
         let name = rest.split(['{', ' ']).next().unwrap_or_default();
+        // Counters only: a gauge (the lag) is each node's own view, not a sum.
+        if !name.ends_with("_total") {
+            continue;
+        }
         let Some(v) = rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else {
             continue;
         };
