@@ -4,7 +4,7 @@
 #
 #   cargo build --release -p switchboard -p loadtest
 #   loadtest/run-benchmarks.sh [scenario ...]     # default: all
-#   scenarios: route redis compare fanout expiry reconnect idle conflicts smoke echo
+#   scenarios: route redis compare events fanout expiry reconnect idle conflicts smoke echo
 #
 # Loopback only; every run is bounded and stops what it started. Before each run it
 # waits (at most 10 minutes) until no cargo/rustc/test binary is running, so that
@@ -69,6 +69,14 @@ fi
 # Both in one invocation.
 if all compare; then
     run compare-2000 compare --agents 200 --rate 2000 --duration 10 --quiet
+fi
+# Issue 14: one stream reader and one webhook endpoint at 2,000 tasks/s, against the
+# same run without them (hub CPU per task, events-{off,on}.*).
+if all events; then
+    quiet
+    loadtest/events-cpu.sh --agents 200 --rate 2000 --duration 10 >"$OUT/events-compare.txt"
+    echo "   exit $?" >&2
+    cat "$OUT/events-compare.txt" >&2
 fi
 # (3) fan-out.
 if all fanout; then

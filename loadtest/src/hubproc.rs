@@ -57,6 +57,8 @@ pub struct HubSetup {
     /// Without Redis: the file store (a data directory in the run's directory)
     /// instead of the in-memory store.
     pub durable: bool,
+    /// A `[[webhooks.endpoints]]` entry (`route --webhook-receiver`).
+    pub webhook: Option<crate::webhook::Endpoint>,
 }
 
 /// The reconnect grace period of the generated configs.
@@ -103,6 +105,9 @@ pub fn config_toml(setup: &HubSetup, secret: &str) -> String {
     } else {
         // The in-memory store, as these runs measured before the file store existed.
         t.push_str("[store]\nkind = \"memory\"\n\n");
+    }
+    if let Some(w) = &setup.webhook {
+        t.push_str(&w.config_toml());
     }
     for q in &setup.queues {
         t.push_str(&format!("[[queues]]\nid = \"{q}\"\n\n"));
@@ -495,6 +500,7 @@ mod tests {
             redis: None,
             snapshot_every: None,
             durable: false,
+            webhook: None,
         };
         let text = config_toml(&setup, "0123456789abcdef0123");
         let cfg = switchboard::config::Config::parse(&text).expect("valid config");
@@ -513,5 +519,17 @@ mod tests {
         let cfg = switchboard::config::Config::parse(&text).expect("valid config");
         assert_eq!(cfg.store.redis.as_deref(), Some("redis://127.0.0.1:6399/"));
         assert_eq!(cfg.store.snapshot_every, 50_000);
+        let with_hook = HubSetup {
+            webhook: Some(crate::webhook::Endpoint {
+                url: "http://127.0.0.1:9/hooks/loadtest".into(),
+                secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+            }),
+            ..with_redis
+        };
+        let text = config_toml(&with_hook, "0123456789abcdef0123");
+        let cfg = switchboard::config::Config::parse(&text).expect("valid config");
+        assert!(cfg.webhooks.allow_private);
+        assert_eq!(cfg.webhooks.endpoints.len(), 1);
+        assert_eq!(cfg.webhooks.endpoints[0].types, vec!["*".to_owned()]);
     }
 }

@@ -52,6 +52,7 @@ pub mod shared;
 pub mod stats;
 pub mod supervise;
 pub mod supervisor;
+pub mod webhook;
 pub mod wire;
 
 pub use report::{Failure, Report};

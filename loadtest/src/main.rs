@@ -216,6 +216,11 @@ struct RouteArgs {
     /// stream shows it (p99), and the stream's checks (dense seqs, no cutoff).
     #[arg(long)]
     stream_reader: bool,
+    /// One webhook endpoint of the harness's own (an HTTP receiver on 127.0.0.1 in the
+    /// started hub's config, every type): signatures verified, every event and its
+    /// order per task and agent checked, create -> task.offered at the receiver (p99).
+    #[arg(long)]
+    webhook_receiver: bool,
 }
 
 #[derive(Args)]
@@ -596,6 +601,7 @@ fn route_opts(a: &RouteArgs) -> Result<RouteOpts, String> {
     o.keep_files = a.keep_files;
     o.close_interactions = a.close_interactions;
     o.stream_reader = a.stream_reader;
+    o.webhook_receiver = a.webhook_receiver;
     Ok(o)
 }
 

@@ -15,7 +15,7 @@ use crate::checks::{self, Lookup};
 use crate::httpc::{HttpClient, created_task_id};
 use crate::hubproc::{self, Capacity, HubProcess, HubSetup};
 use crate::redisproc::RedisProcess;
-use crate::report::{Check, Counts, Failure, Report};
+use crate::report::{Check, Counts, Failure, Figure, Report};
 use crate::rng::{Delay, Rng};
 use crate::shared::{Counters, Shared};
 use crate::stats::HistSet;
@@ -131,6 +131,10 @@ pub struct RouteOpts {
     /// One `GET /v1/events` reader (on the first node) for the whole run: create ->
     /// `task.offered` as it sees it, and the stream's checks.
     pub stream_reader: bool,
+    /// A webhook endpoint of the harness's own (an HTTP receiver on loopback, in the
+    /// started hub's config): every event delivered, signed, in order per task and
+    /// agent, and create -> `task.offered` at the receiver ([`crate::webhook`]).
+    pub webhook_receiver: bool,
 }
 
 impl RouteOpts {
@@ -166,6 +170,7 @@ impl RouteOpts {
             durable: false,
             supervisors: 0,
             stream_reader: false,
+            webhook_receiver: false,
         }
     }
 
@@ -236,6 +241,11 @@ impl RouteOpts {
             if self.nodes > 1 || self.redis {
                 return bad("--nodes and --redis start their own hubs: not with --hub".into());
             }
+            if self.webhook_receiver {
+                return bad(
+                    "--webhook-receiver writes the started hub's config: not with --hub".into(),
+                );
+            }
         }
         if self.nodes == 0 || self.nodes > MAX_NODES {
             return bad(format!("--nodes must be 1 to {MAX_NODES}"));
@@ -284,6 +294,7 @@ impl RouteOpts {
             "store": if self.redis { "redis" } else if self.durable { "file" } else { "memory" },
             "snapshot_every": self.snapshot_every,
             "stream_reader": self.stream_reader,
+            "webhook_receiver": self.webhook_receiver,
         })
     }
 }
@@ -854,6 +865,16 @@ pub async fn run_route(opts: RouteOpts) -> Result<Report, Failure> {
     opts.check()?;
     raise_nofile_limit();
     let total = opts.total_tasks();
+    // The receiver listens before the hub starts: the hub's config names it.
+    let receiver = if opts.webhook_receiver {
+        Some(
+            crate::webhook::Receiver::start()
+                .await
+                .map_err(|e| Failure::new(format!("the webhook receiver cannot listen: {e}")))?,
+        )
+    } else {
+        None
+    };
     let setup = HubSetup {
         queues: opts.queues.clone(),
         offer_timeout: opts.offer_timeout,
@@ -865,6 +886,7 @@ pub async fn run_route(opts: RouteOpts) -> Result<Report, Failure> {
         redis: None,
         snapshot_every: opts.snapshot_every,
         durable: opts.durable,
+        webhook: receiver.as_ref().map(|r| r.endpoint().clone()),
     };
     let redis_bin = opts.redis.then_some(opts.redis_bin.as_path());
     let Launched {
@@ -873,7 +895,15 @@ pub async fn run_route(opts: RouteOpts) -> Result<Report, Failure> {
         secret,
         desc,
     } = launch(&opts.target, opts.nodes, redis_bin, setup).await?;
-    let result = drive(&opts, &mut cluster, addrs.into(), &secret, desc).await;
+    let result = drive(
+        &opts,
+        &mut cluster,
+        addrs.into(),
+        &secret,
+        desc,
+        receiver.as_ref(),
+    )
+    .await;
     land(cluster, result, opts.keep_files).await
 }
 
@@ -1165,6 +1195,7 @@ async fn drive(
     addrs: Arc<[SocketAddr]>,
     secret: &str,
     hub_desc: String,
+    receiver: Option<&crate::webhook::Receiver>,
 ) -> Result<Report, Failure> {
     let total = opts.total_tasks();
     let cpu_at_start = hubproc::self_cpu_secs();
@@ -1178,6 +1209,9 @@ async fn drive(
     let nonce = format!("{:08x}", Rng::new(opts.seed ^ wall).next_u64() as u32);
     let timeline_secs = (opts.duration + opts.drain_cap()).as_secs() as usize + 30;
     let shared = Arc::new(Shared::new(total as usize, timeline_secs, &nonce));
+    if let Some(r) = receiver {
+        r.attach(shared.clone());
+    }
     let opts_arc = Arc::new(opts.clone());
     let plan = Arc::new(AgentPlan {
         accept: opts.accept,
@@ -1403,12 +1437,28 @@ async fn drive(
         })),
         None => None,
     };
+    // The webhook endpoint: every event up to the hub's last, given time to arrive.
+    let hook = match receiver {
+        Some(r) => Some(
+            r.finish(
+                &addrs,
+                &integration,
+                &gen_out.created,
+                Duration::from_secs(30),
+            )
+            .await,
+        ),
+        None => None,
+    };
 
     // Figures.
     let mut hists = HistSet::default();
     hists.merge(&gen_out.hists);
     if let Some(s) = &stream {
         hists.merge(&s.hists);
+    }
+    if let Some(h) = &hook {
+        hists.merge(&h.hists);
     }
     for o in &outcomes {
         hists.merge(&o.hists);
@@ -1467,6 +1517,9 @@ async fn drive(
     if stream.is_some() {
         latency_names.push(crate::events::H_CREATE_TO_STREAM_OFFER);
     }
+    if hook.is_some() {
+        latency_names.push(crate::webhook::H_CREATE_TO_HOOK_OFFER);
+    }
     let latencies = hists.summaries(&latency_names);
 
     // Checks.
@@ -1510,6 +1563,24 @@ async fn drive(
             &breaches,
         ));
     }
+    let mut figures = Vec::new();
+    if let Some(h) = &hook {
+        let seen = hists.get(crate::webhook::H_CREATE_TO_HOOK_OFFER).count();
+        checks.extend(hook_checks(h, seen, counts.first_offers, counts.completed));
+        figures.extend([
+            Figure::new("webhook deliveries", h.deliveries as f64, ""),
+            Figure::new("webhook events (distinct)", h.distinct as f64, ""),
+            Figure::new("webhook repeats", h.duplicates as f64, ""),
+            Figure::new("webhook events missing", h.missing.0 as f64, ""),
+            Figure::new("webhook order breaks", h.order.0 as f64, ""),
+            Figure::new(
+                "webhook catch-up after the run",
+                h.catch_up.as_secs_f64() * 1e3,
+                "ms",
+            ),
+        ]);
+    }
+    let hook_notes = hook.as_ref().map(hook_notes).unwrap_or_default();
     let mut create_breaches = gen_out.errors.clone();
     create_breaches.extend(gen_failures);
     if counts.create_errors as usize > create_breaches.len() {
@@ -1635,7 +1706,7 @@ async fn drive(
             &breaches,
         ));
     }
-    let mut notes = Vec::new();
+    let mut notes = hook_notes;
     if matches!(opts.target, Target::External { .. }) {
         // Another client's tasks may share the queues: not a breach there.
         notes.append(&mut trace_breaches);
@@ -1761,7 +1832,10 @@ async fn drive(
                 + counts.accepted
                 + counts.declined
                 + counts.completed
-                + 2 * created,
+                + 2 * created
+                // Each webhook delivery is an HTTP request the hub writes and a
+                // response it reads.
+                + hook.as_ref().map_or(0, |h| 2 * h.deliveries),
             window_secs: load_secs,
             hub_cpu_secs: cpu,
             frame_bytes: (bytes_out / n_out.max(1)) as usize,
@@ -1776,7 +1850,7 @@ async fn drive(
         scenario: "route".into(),
         params: opts.params(),
         hub: hub_desc,
-        figures: Vec::new(),
+        figures,
         elapsed_secs,
         create_window_secs: window_secs,
         create_rate: if window_secs > 0.0 {
@@ -1802,4 +1876,103 @@ async fn drive(
         notes,
         floor_basis,
     })
+}
+
+/// The checks of the webhook endpoint's deliveries.
+fn hook_checks(
+    h: &crate::webhook::HookOutcome,
+    first_offers_timed: u64,
+    first_offers: u64,
+    completed: u64,
+) -> Vec<Check> {
+    let samples = |what: &str, (n, ex): &(u64, Vec<String>)| -> Vec<String> {
+        let mut b = ex.clone();
+        if *n as usize > b.len() {
+            b.push(format!("{n} {what} in all"));
+        }
+        b
+    };
+    let mut every = h.errors.clone();
+    let (missing, first) = &h.missing;
+    if *missing > 0 {
+        // The hub does not send an offer past its deadline: say so when it did that.
+        let expired = h
+            .hub_counter("switchboard_webhook_expired_total")
+            .unwrap_or(0.0);
+        every.push(format!(
+            "{missing} of seqs 1..={} never arrived (first: {first:?}); waited {:.1} s after the run; the hub counts {expired} offers not sent because their deadline had passed",
+            h.last_seq.unwrap_or(0),
+            h.catch_up.as_secs_f64()
+        ));
+    }
+    every.extend(samples(
+        "created tasks without task.created",
+        &h.tasks_unseen,
+    ));
+    if first_offers_timed < first_offers {
+        every.push(format!(
+            "{first_offers} first offers, {first_offers_timed} task.offered of this run's tasks received"
+        ));
+    }
+    if h.tasks_completed < completed {
+        every.push(format!(
+            "{completed} tasks completed, {} task.completed received",
+            h.tasks_completed
+        ));
+    }
+    vec![
+        Check::from_breaches(
+            "every webhook delivery carried a valid signature and an envelope",
+            format!(
+                "{} deliveries, HMAC-SHA256 checked by the receiver",
+                h.deliveries
+            ),
+            &samples("bad deliveries", &h.bad),
+        ),
+        Check::from_breaches(
+            "the webhook endpoint received every event (no gap up to the hub's last seq) and every task's",
+            format!(
+                "{} distinct events of {} (seqs 1..={}), {} repeats (at least once), {} tasks' task.created",
+                h.distinct,
+                h.last_seq.map_or("?".into(), |n| n.to_string()),
+                h.last_seq.unwrap_or(0),
+                h.duplicates,
+                h.tasks_created,
+            ),
+            &every,
+        ),
+        Check::from_breaches(
+            "webhook deliveries in order per task and per agent",
+            "first arrivals of each seq; a task's events are its task.* and offer.*".into(),
+            &samples("order breaks", &h.order),
+        ),
+    ]
+}
+
+/// What the webhook endpoint saw that is allowed but worth knowing.
+fn hook_notes(h: &crate::webhook::HookOutcome) -> Vec<String> {
+    let mut notes = vec![format!(
+        "webhook endpoint: {} deliveries, {} distinct events, {} repeats; every event up to seq {} in {:.0} ms after the run",
+        h.deliveries,
+        h.distinct,
+        h.duplicates,
+        h.last_seq.map_or("?".into(), |n| n.to_string()),
+        h.catch_up.as_secs_f64() * 1e3
+    )];
+    if !h.hub_counters.is_empty() {
+        let list: Vec<String> = h
+            .hub_counters
+            .iter()
+            .map(|(n, v)| format!("{} {v}", n.trim_start_matches("switchboard_")))
+            .collect();
+        notes.push(format!("hub /metrics: {}", list.join(", ")));
+    }
+    let (n, ex) = &h.activity_ahead;
+    if *n > 0 {
+        notes.push(format!(
+            "webhook: {n} task.*/offer.* events arrived after a later activity.* event of the same task (activities are not ordered with their task), e.g. {}",
+            ex.first().cloned().unwrap_or_default()
+        ));
+    }
+    notes
 }

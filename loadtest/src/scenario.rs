@@ -242,6 +242,7 @@ pub fn setup(send_queue: usize, offer_timeout: Duration) -> HubSetup {
         redis: None,
         snapshot_every: None,
         durable: false,
+        webhook: None,
     }
 }
 

@@ -72,6 +72,76 @@ async fn smoke_routing_holds_every_invariant() {
     }
 }
 
+/// The smoke run with one `GET /v1/events` reader and one webhook endpoint of the
+/// harness's own (a receiver on loopback named in the hub's config): every delivery's
+/// signature verifies, every event up to the hub's last seq arrives, in order per task
+/// and per agent, and every first offer is timed at the reader and at the receiver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smoke_with_a_stream_reader_and_a_webhook_endpoint_gets_every_event() {
+    let bin = hub_bin();
+    assert!(
+        bin.is_file(),
+        "the switchboard binary is missing at {}: build it with `cargo build -p switchboard`",
+        bin.display()
+    );
+    let mut opts = RouteOpts::smoke(Target::Spawn {
+        bin,
+        rust_log: None,
+    });
+    opts.stream_reader = true;
+    opts.webhook_receiver = true;
+    let report = match run_route(opts).await {
+        Ok(r) => r,
+        Err(f) => {
+            if let Some(r) = &f.report {
+                eprintln!("{}", r.table());
+            }
+            panic!("smoke run with events consumers failed: {f}");
+        }
+    };
+    println!("{}", report.table());
+    assert!(report.passed(), "{:?}", report.failed_checks());
+    for name in [
+        "every webhook delivery carried a valid signature and an envelope",
+        "webhook deliveries in order per task and per agent",
+    ] {
+        assert!(
+            report.checks.iter().any(|c| c.name == name && c.passed),
+            "{name} was checked and held"
+        );
+    }
+    let figure = |n: &str| {
+        report
+            .figures
+            .iter()
+            .find(|f| f.name == n)
+            .map(|f| f.value)
+            .unwrap_or_else(|| panic!("figure {n} reported"))
+    };
+    // Several events per task: created, queued, offered, ... completed.
+    assert!(
+        figure("webhook events (distinct)") > 3.0 * report.counts.created as f64,
+        "the receiver got the run's events"
+    );
+    assert_eq!(figure("webhook events missing"), 0.0);
+    let timed = |n: &str| {
+        report
+            .latencies
+            .iter()
+            .find(|l| l.name == n)
+            .map_or(0, |l| l.count)
+    };
+    assert_eq!(
+        timed("create -> task.offered (webhook)"),
+        report.counts.first_offers,
+        "every first offer timed at the receiver"
+    );
+    assert_eq!(
+        timed("create -> task.offered (stream)"),
+        report.counts.first_offers
+    );
+}
+
 /// The same short run over two nodes sharing a Redis of the run's own (started by the
 /// harness: free port, temporary directory, AOF always): agents and creates alternate
 /// between the nodes, so offers, accepts and completes cross nodes, and every check

@@ -394,6 +394,9 @@ impl EventData {
             | EventData::TaskCompleted { task_id, .. }
             | EventData::TaskCancelled { task_id, .. }
             | EventData::TaskTransferred { task_id, .. } => Some(*task_id),
+            // The activity an accept made is part of that task's story: a receiver must
+            // not see it before the task's `offer.accepted`.
+            EventData::ActivityCreated { task_id, .. } => *task_id,
             _ => None,
         }
     }
@@ -512,6 +515,18 @@ fn wire(epoch: &str, seq: u64, time_text: &str, data: &EventData) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_activity_made_by_a_task_is_ordered_with_it() {
+        let task_id = TaskId(uuid::Uuid::from_u128(7));
+        let e = EventData::ActivityCreated {
+            activity_id: ActivityId(uuid::Uuid::from_u128(8)),
+            request_id: None,
+            customer_id: None,
+            task_id: Some(task_id),
+        };
+        assert_eq!(e.task_id(), Some(task_id));
+    }
 
     #[test]
     fn the_type_list_names_every_variant_once() {
