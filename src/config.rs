@@ -343,6 +343,11 @@ pub struct QueueConfig {
     /// most this) counts as answered in time. Default 20.
     #[serde(default)]
     pub service_level_secs: Option<f64>,
+    /// The service-level objective, in percent (1 to 100): the share of tasks the
+    /// queue aims to answer within `service_level_secs`. Default 80 (80/20). The
+    /// statistics carry it so that a wallboard colours against it.
+    #[serde(default)]
+    pub service_level_target: Option<f64>,
 }
 
 /// `[queues.escalation]`: what happens to a task as it waits. Each part is off unless
@@ -541,6 +546,7 @@ impl Config {
             reoffer_after_secs: None,
             escalation: None,
             service_level_secs: None,
+            service_level_target: None,
         };
         let a = |id: &str, name: &str, skills: &[&str], queues: &[&str]| AgentConfig {
             id: id.into(),
@@ -784,6 +790,14 @@ impl Config {
             if let Some(t) = q.service_level_secs {
                 secs(&format!("queues[{i}].service_level_secs"), t, 0.0)?;
             }
+            if let Some(t) = q.service_level_target {
+                if !t.is_finite() || !(1.0..=100.0).contains(&t) {
+                    return Err(invalid(
+                        format!("queues[{i}].service_level_target"),
+                        "must be a percentage from 1 to 100",
+                    ));
+                }
+            }
             if q.channels.as_ref().is_some_and(Vec::is_empty) {
                 return Err(invalid(
                     format!("queues[{i}].channels"),
@@ -968,6 +982,14 @@ impl Config {
                 .map(|q| {
                     let secs = q.service_level_secs.unwrap_or(20.0);
                     (QueueId::from(q.id.as_str()), (secs * 1e6).round() as u64)
+                })
+                .collect(),
+            targets: self
+                .queues
+                .iter()
+                .filter_map(|q| {
+                    let pct = q.service_level_target?;
+                    Some((QueueId::from(q.id.as_str()), pct / 100.0))
                 })
                 .collect(),
         };

@@ -227,6 +227,44 @@ async fn a_supervisor_gets_stats_in_its_snapshot_and_a_stats_message_after_a_cha
     hub.shutdown().await;
 }
 
+#[tokio::test]
+async fn each_queue_carries_its_configured_service_level_target() {
+    // Support aims at 90/15; vip has neither key: 80/20.
+    let queues = QUEUES_AND_AGENTS.replacen(
+        "id = \"support\"\n",
+        "id = \"support\"\nservice_level_target = 90\nservice_level_secs = 15\n",
+        1,
+    );
+    let hub = TestHub::start_with(config(&format!("{queues}\n{STATS}"))).await;
+    let r = get_stats(&hub, "").await;
+    let support = queue(&r, "support");
+    assert_eq!(support["service_level_target"], 0.9, "{support}");
+    assert_eq!(support["today"]["service_level_threshold_ms"], 15_000);
+    assert_eq!(queue(&r, "vip")["service_level_target"], 0.8);
+    // The supervisor feed carries the same report.
+    let (_sup, snap) = hub.supervisor().await;
+    assert_eq!(
+        queue(&snap["stats"], "support")["service_level_target"],
+        0.9
+    );
+    hub.shutdown().await;
+
+    // Out of range, the hub does not start: a clear error names the key.
+    let bad = QUEUES_AND_AGENTS.replacen(
+        "id = \"vip\"\n",
+        "id = \"vip\"\nservice_level_target = 0.8\n",
+        1,
+    );
+    let e = switchboard::config::Config::parse(&bad)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert_eq!(
+        e,
+        "queues[1].service_level_target: must be a percentage from 1 to 100"
+    );
+}
+
 /// The parts of a report every node must agree on: everything but the instant it was
 /// built at and what depends on that instant (open status intervals).
 fn comparable(r: &Value) -> Value {

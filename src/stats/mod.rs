@@ -58,18 +58,25 @@ pub struct StatsRules {
     pub short_abandon_us: u64,
     /// Each queue's service-level threshold (`service_level_secs`), in microseconds.
     pub thresholds: HashMap<QueueId, u64>,
+    /// Each queue's service-level objective (`service_level_target`), as a fraction.
+    /// Computes nothing: the report carries it for whoever judges the service level.
+    pub targets: HashMap<QueueId, f64>,
 }
+
+/// The service-level objective of a queue with none configured: 80 %.
+pub const DEFAULT_TARGET: f64 = 0.8;
 
 /// The service-level threshold of a queue with none configured: 20 seconds.
 pub const DEFAULT_THRESHOLD_US: u64 = 20_000_000;
 
 impl StatsRules {
-    /// UTC, 5-second short abandons, 20-second thresholds.
+    /// UTC, 5-second short abandons, 20-second thresholds, 80 % targets.
     pub fn utc() -> StatsRules {
         StatsRules {
             zone: Zone::utc(),
             short_abandon_us: 5_000_000,
             thresholds: HashMap::new(),
+            targets: HashMap::new(),
         }
     }
 
@@ -79,6 +86,11 @@ impl StatsRules {
             .get(q)
             .copied()
             .unwrap_or(DEFAULT_THRESHOLD_US)
+    }
+
+    /// A queue's service-level objective, as a fraction (0.8 for 80 %).
+    pub fn target(&self, q: &QueueId) -> f64 {
+        self.targets.get(q).copied().unwrap_or(DEFAULT_TARGET)
     }
 }
 

@@ -47,6 +47,9 @@ pub struct QueueReport {
     pub queue_id: QueueId,
     /// Its display name.
     pub name: String,
+    /// Its service-level objective as a fraction (`service_level_target` / 100):
+    /// what the windows' `service_level` is judged against.
+    pub service_level_target: f64,
     /// What is true now.
     pub now: NowReport,
     /// Since local midnight.
@@ -334,6 +337,7 @@ impl Statistics {
             let n = nows.remove(&id).unwrap_or_default();
             queues.push(QueueReport {
                 name: book.queue_name(&id).unwrap_or_default().to_owned(),
+                service_level_target: self.rules.target(&id),
                 now: NowReport {
                     waiting: n.waiting_by_channel.iter().sum(),
                     waiting_by_channel: ByChannel::from(n.waiting_by_channel),

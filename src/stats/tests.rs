@@ -20,6 +20,7 @@ service_level_secs = 20
 [[queues]]
 id = "sales"
 service_level_secs = 30
+service_level_target = 90
 
 [[agents]]
 id = "a1"
@@ -155,6 +156,9 @@ fn answered_at_19_999_s_is_within_a_20_s_threshold_and_at_20_001_s_is_not() {
         (1, Some(1.0))
     );
     assert_eq!(w.service_level_threshold_ms, 30_000);
+    // Each queue carries its objective: configured 90 %, else the default 80 %.
+    assert_eq!(queue(&r, "sales").service_level_target, 0.9);
+    assert_eq!(queue(&r, "support").service_level_target, 0.8);
 }
 
 #[test]
@@ -812,6 +816,17 @@ fn the_configuration_is_checked() {
         bad_sl.starts_with("queues[0].service_level_secs:"),
         "{bad_sl}"
     );
+    for bad in ["0", "100.5", "-80", "nan"] {
+        let e = err(&format!(
+            "[[queues]]\nid = \"q\"\nservice_level_target = {bad}"
+        ));
+        assert_eq!(
+            e, "queues[0].service_level_target: must be a percentage from 1 to 100",
+            "{bad}"
+        );
+    }
+    let e = err("[[queues]]\nid = \"q\"\nservice_level_target = \"80%\"");
+    assert!(e.contains("service_level_target"), "{e}");
     let ok = Config::parse(
         "[stats]\ntimezone = \"America/Havana\"\n[[queues]]\nid = \"q\"\nservice_level_secs = 30\n",
     )
@@ -819,6 +834,15 @@ fn the_configuration_is_checked() {
     let rules = ok.rules();
     assert_eq!(rules.stats.zone.name(), "America/Havana");
     assert_eq!(rules.stats.threshold_us(&q("q")), 30_000_000);
+    assert_eq!(rules.stats.target(&q("q")), 0.8);
+    let edges = Config::parse(
+        "[[queues]]\nid = \"one\"\nservice_level_target = 1\n[[queues]]\nid = \"all\"\nservice_level_target = 100\n[[queues]]\nid = \"half\"\nservice_level_target = 92.5\n",
+    )
+    .expect("valid")
+    .rules();
+    assert_eq!(edges.stats.target(&q("one")), 0.01);
+    assert_eq!(edges.stats.target(&q("all")), 1.0);
+    assert_eq!(edges.stats.target(&q("half")), 0.925);
     assert_eq!(ok.server.stats_update_ms, 1000);
     assert_eq!(
         Config::parse(base)

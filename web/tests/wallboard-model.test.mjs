@@ -62,10 +62,48 @@ test("the service level's colour: on target, within 10 points under it, further 
   assert.equal(M.serviceLevelClass(0.7, 0.8), "warn");
   assert.equal(M.serviceLevelClass(0.69999, 0.8), "bad");
   assert.equal(M.serviceLevelClass(null, 0.8), "none");
+  // `?target=`: an override in percent, or none (each queue's configured target).
   assert.equal(M.parseTarget("90"), 0.9);
-  assert.equal(M.parseTarget(null), 0.8);
-  assert.equal(M.parseTarget("0"), 0.8);
-  assert.equal(M.parseTarget("abc"), 0.8);
+  assert.equal(M.parseTarget(null), null);
+  assert.equal(M.parseTarget(""), null);
+  assert.equal(M.parseTarget("0"), null);
+  assert.equal(M.parseTarget("abc"), null);
+});
+
+test("tiles colour each queue against its configured target, unless the URL overrides it", () => {
+  const queues = [
+    F.makeQueueStats({ queue_id: "support", name: "Support" }),
+    F.makeQueueStats({ queue_id: "sales", name: "Sales" }),
+  ];
+  // Both at 85 %: Support aims at 95 % (10 points short: amber), Sales at 80 % (on target).
+  const stats = F.makeStats({
+    queues: [
+      F.makeStatsQueue({ queue_id: "support", service_level_target: 0.95, today: F.makeStatsWindow({ service_level: 0.85 }) }),
+      F.makeStatsQueue({ queue_id: "sales", service_level_target: 0.8, today: F.makeStatsWindow({ service_level: 0.85 }) }),
+    ],
+  });
+  const all = { queue: M.ALL, team: M.ALL };
+  const levels = (override) => M.tiles(board({ queues, stats }), all, override).map((t) => [t.queueId, t.target, t.level]);
+  assert.deepEqual(levels(), [
+    ["sales", 0.8, "ok"],
+    ["support", 0.95, "warn"],
+  ]);
+  // 0.849 against 0.95 is more than 10 points under: red.
+  stats.queues[0].today.service_level = 0.849;
+  assert.equal(M.tiles(board({ queues, stats }), all)[1].level, "bad");
+  stats.queues[0].today.service_level = 0.85;
+  // `?target=90` judges both against 90 %.
+  assert.deepEqual(levels(M.parseTarget("90")), [
+    ["sales", 0.9, "warn"],
+    ["support", 0.9, "warn"],
+  ]);
+  // No statistics yet: the hub's default, and no colour.
+  assert.deepEqual(M.tiles(board({ queues }), all).map((t) => [t.target, t.level]), [
+    [0.8, "none"],
+    [0.8, "none"],
+  ]);
+  assert.equal(M.queueTarget(stats.queues[0]), 0.95);
+  assert.equal(M.queueTarget(undefined), 0.8);
 });
 
 test("tiles: waiting, the oldest wait (statistics first, else counted back from the queue line), agents by status, today", () => {

@@ -20,6 +20,8 @@ not_ready_reasons = ["break", "lunch"]
 id = "support"
 name = "Support"
 channels = ["chat", "email", "voice"]
+service_level_target = 90
+service_level_secs = 15
 
 [[queues]]
 id = "sales"
@@ -137,8 +139,11 @@ test("a supervisor watches the queues while tasks arrive and agents work them; f
   await tile(page, "support").getByTestId("count-busy").filter({ hasText: /^1$/ }).waitFor();
   await tile(page, "support").getByTestId("waiting").filter({ hasText: /^0$/ }).waitFor();
 
-  // The day's statistics: Support answered its chat at once (within 20 s): 100 %, on target.
+  // The day's statistics: Support answered its chat at once (within its 15 s): 100 %, on
+  // its configured 90 % target; Sales has the hub's default 80/20.
   const support = tile(page, "support");
+  await support.locator(".target").filter({ hasText: /^Target 90% answered within 15 s$/ }).waitFor();
+  await sales.locator(".target").filter({ hasText: /^Target 80% answered within 20 s$/ }).waitFor();
   await support.getByTestId("count-offered").filter({ hasText: /^1$/ }).waitFor();
   await support.getByTestId("count-answered").filter({ hasText: /^1$/ }).waitFor();
   await support.getByTestId("service-level").filter({ hasText: /^100%/ }).waitFor();
@@ -159,7 +164,7 @@ test("a supervisor watches the queues while tasks arrive and agents work them; f
   // The charts: Sales had two waiting in this quarter hour; Support's service level point.
   await page.locator('figure[data-queue="sales"] svg.waiting rect[data-waiting="2"]').waitFor();
   await page.locator('figure[data-queue="support"] svg.sl circle.dot.ok').waitFor();
-  assert.match(await page.locator('figure[data-queue="support"] svg.sl').getAttribute("aria-label"), /^Service level in Support .* latest 100%$/);
+  assert.match(await page.locator('figure[data-queue="support"] svg.sl').getAttribute("aria-label"), /^Service level in Support .* against the 90% target; latest 100%$/);
   await shot(page, "wallboard-01-floor");
 
   // Filters: by team, then by queue (rows and tiles).
@@ -240,13 +245,15 @@ test("a supervisor watches the queues while tasks arrive and agents work them; f
   await page.getByRole("columnheader", { name: "Tempo no estado" }).waitFor();
   await noSeriousA11y(page, "wallboard in Portuguese");
 
-  // A wallboard opened as ?tv=1 starts in TV mode (a wall display).
-  const wall = await openPage(browser, hub, { path: "/wallboard?tv=1&queue=support" });
+  // A wallboard opened as ?tv=1 starts in TV mode (a wall display); ?target=100 overrides
+  // Support's configured 90 %.
+  const wall = await openPage(browser, hub, { path: "/wallboard?tv=1&queue=support&target=100" });
   const tvPage = wall.page;
   await signInWallboard(tvPage, token("lead", "supervisor"));
   await tvPage.locator("html.tv").waitFor();
   await tile(tvPage, "support").waitFor();
   assert.equal(await tvPage.locator("section.tile").count(), 1);
+  await tile(tvPage, "support").locator(".target").filter({ hasText: /^Target 100% answered within 15 s$/ }).waitFor();
   assert.deepEqual(wall.problems, []);
   await wall.context.close();
 

@@ -880,6 +880,8 @@ export interface StatsQueue {
   queue_id: QueueId;
   /** Its display name. */
   name: string;
+  /** The queue's service-level objective as a fraction (`service_level_target` / 100, default 0.8): the share of tasks it aims to answer within `service_level_threshold_ms`. What a wallboard colours `service_level` against; the hub computes nothing with it. */
+  service_level_target: number;
   now: StatsNow;
   /** Since `day_start`. */
   today: StatsWindow;

@@ -471,6 +471,7 @@ export function makeStatsQueue(fields: Partial<StatsQueue> = {}): StatsQueue {
   return {
     queue_id: "support",
     name: "Support",
+    service_level_target: 0.8,
     now: {
       waiting: 0,
       waiting_by_channel: { voice: 0, chat: 0, email: 0 },

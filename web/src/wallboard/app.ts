@@ -13,7 +13,7 @@ import { languageSwitch } from "../desktop/signin.ts";
 import { serviceLevelChart, waitingChart, type Day } from "./charts.ts";
 import { w } from "./i18n.ts";
 import {
-  ALL, NO_TEAM, clock, parseTarget, rows, teams, tiles,
+  ALL, NO_TEAM, clock, parseTarget, queueTarget, rows, teams, tiles,
   type Filters, type Row, type SortKey, type Tile,
 } from "./model.ts";
 
@@ -40,7 +40,8 @@ export function startWallboard(root: HTMLElement, token: string, signOut: (messa
   const client = new SwitchboardClient({ url: `${scheme}://${location.host}/v1/ws`, token, role: "supervisor" });
   const params = new URLSearchParams(location.search);
   let tv = params.get("tv") === "1";
-  const target = parseTarget(params.get("target"));
+  // Each queue's target comes from the hub's configuration; `?target=` overrides them all.
+  const targetOverride = parseTarget(params.get("target"));
   let config: DesktopConfig = { not_ready_reasons: [], queues: [] };
   let conn: ConnectionState<"supervisor"> = client.state;
   const filters: Filters = { queue: params.get("queue") ?? ALL, team: params.get("team") ?? ALL };
@@ -242,7 +243,7 @@ export function startWallboard(root: HTMLElement, token: string, signOut: (messa
       fill(tileBox, h("p", { class: "empty" }, t(`conn_${conn.kind}` as "conn_open")));
       return;
     }
-    renderTiles(tiles(board, filters, target));
+    renderTiles(tiles(board, filters, targetOverride));
     renderTable(rows(board, filters, sort));
     renderCharts(board);
     tick();
@@ -280,7 +281,7 @@ export function startWallboard(root: HTMLElement, token: string, signOut: (messa
           h(
             "p",
             { class: "target" },
-            w("slTarget", { pct: pct(target), s: fmtNumber(Math.round((q.thresholdMs ?? 20000) / 1000)) }),
+            w("slTarget", { pct: pct(q.target), s: fmtNumber(Math.round((q.thresholdMs ?? 20000) / 1000)) }),
           ),
           h(
             "dl",
@@ -555,6 +556,7 @@ export function startWallboard(root: HTMLElement, token: string, signOut: (messa
         shown.map((q) => {
           const name = board.queues.get(q.queue_id)?.name ?? q.queue_id;
           const last = [...q.series].reverse().find((b) => b.service_level !== null);
+          const target = queueTarget(q, targetOverride);
           return h(
             "figure",
             { class: "card chart-card", "data-queue": q.queue_id },

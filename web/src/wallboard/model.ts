@@ -4,16 +4,24 @@
 import type { AgentSummary, Board, StatsQueue, StatsReport, Status } from "../../../clients/typescript/src/index.ts";
 
 /**
- * The service level a queue aims at, as a fraction: the hub's statistics carry each
- * queue's threshold (answered within 20 s), not a target, so the wallboard assumes the
- * common 80 % unless its URL says otherwise (`?target=90`).
+ * The service level a queue aims at, as a fraction, when nothing says otherwise: the
+ * hub's default for `[[queues]] service_level_target` (80 %). Each queue's statistics
+ * carry its configured target (`service_level_target`), which the wallboard uses.
  */
 export const SERVICE_LEVEL_TARGET = 0.8;
 
-/** `?target=` as a fraction: a percentage from 1 to 100, else the default. */
-export function parseTarget(param: string | null): number {
+/**
+ * `?target=` as a fraction: a percentage from 1 to 100 that overrides every queue's
+ * configured target (a wall screen judging against a stricter objective), else null.
+ */
+export function parseTarget(param: string | null): number | null {
   const n = Number(param);
-  return param !== null && Number.isFinite(n) && n >= 1 && n <= 100 ? n / 100 : SERVICE_LEVEL_TARGET;
+  return param !== null && param.trim() !== "" && Number.isFinite(n) && n >= 1 && n <= 100 ? n / 100 : null;
+}
+
+/** The target a queue's service level is coloured against: the URL's override, else its configured one. */
+export function queueTarget(s: StatsQueue | undefined, override: number | null = null): number {
+  return override ?? s?.service_level_target ?? SERVICE_LEVEL_TARGET;
 }
 /** Within this many points under the target a tile is amber, further below red. */
 export const SERVICE_LEVEL_MARGIN = 0.1;
@@ -28,6 +36,8 @@ export interface Tile {
   oldestAt: number | null;
   serviceLevel: number | null;
   thresholdMs: number | null;
+  /** The target the level is judged against, as a fraction. */
+  target: number;
   level: Level;
   ready: number;
   busy: number;
@@ -72,7 +82,7 @@ function queueStats(stats: StatsReport | null, queueId: string): StatsQueue | un
   return stats?.queues.find((q) => q.queue_id === queueId);
 }
 
-export function tiles(board: Board, filters: Filters, target = SERVICE_LEVEL_TARGET): Tile[] {
+export function tiles(board: Board, filters: Filters, targetOverride: number | null = null): Tile[] {
   const out: Tile[] = [];
   const agents = [...board.agents.values()].filter((a) => teamMatches(a, filters.team));
   for (const q of [...board.queues.values()].sort((a, b) => a.queue_id.localeCompare(b.queue_id))) {
@@ -89,6 +99,7 @@ export function tiles(board: Board, filters: Filters, target = SERVICE_LEVEL_TAR
     const serving = agents.filter((a) => a.queues.includes(q.queue_id));
     const count = (...st: Status[]) => serving.filter((a) => st.includes(a.status)).length;
     const sl = s?.today.service_level ?? null;
+    const target = queueTarget(s, targetOverride);
     out.push({
       queueId: q.queue_id,
       name: q.name,
@@ -96,6 +107,7 @@ export function tiles(board: Board, filters: Filters, target = SERVICE_LEVEL_TAR
       oldestAt,
       serviceLevel: sl,
       thresholdMs: s?.today.service_level_threshold_ms ?? null,
+      target,
       level: serviceLevelClass(sl, target),
       ready: count("ready"),
       busy: count("busy", "reserved"),
