@@ -82,7 +82,8 @@ pub enum EventData {
         channel: Channel,
         /// Its priority now.
         priority: i64,
-        /// When it first entered this queue (its place in line is kept across re-queues).
+        /// When the task arrived (its creation): it keeps its age and its place in line
+        /// across re-queues and transfers.
         enqueued_at: Ts,
         /// False on its first queueing after creation.
         requeued: bool,
@@ -159,8 +160,9 @@ pub enum EventData {
         queue: QueueId,
         /// Its channel.
         channel: Channel,
-        /// When it entered the queue it was answered from: `time - enqueued_at` is the
-        /// speed of answer.
+        /// When the task arrived (its creation, kept across transfers): `time -
+        /// enqueued_at` is the caller's whole wait. The statistics count a transfer or an
+        /// overflow as a new arrival in its queue (protocol/README.md, Statistics).
         enqueued_at: Ts,
         /// The activity it became, when the customer context made one.
         activity_id: Option<ActivityId>,
@@ -196,7 +198,8 @@ pub enum EventData {
         channel: Channel,
         /// Where it was when cancelled: `queued` or `offered` is an abandon.
         phase: TaskPhase,
-        /// When it entered its queue: `time - enqueued_at` is how long the caller waited.
+        /// When the task arrived (its creation, kept across transfers): `time -
+        /// enqueued_at` is how long the caller waited.
         enqueued_at: Ts,
         /// The reason the integration gave.
         reason: Option<String>,
