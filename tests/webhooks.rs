@@ -212,13 +212,20 @@ async fn deliveries_are_signed_and_each_task_in_order_while_the_receiver_is_down
             feed.push(queued(t));
         }
     }
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    assert!(
-        d.records
-            .failures
-            .load(std::sync::atomic::Ordering::Relaxed)
-            > 0
-    );
+    // Wait until the sender has really met the refusal before bringing the receiver up.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while d
+        .records
+        .failures
+        .load(std::sync::atomic::Ordering::Relaxed)
+        == 0
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no delivery failed while the receiver was down"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     rx.up().await;
     let got = rx
         .wait_for(Duration::from_secs(10), "all 21 events", |g| {
