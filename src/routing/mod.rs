@@ -1027,46 +1027,14 @@ impl Book {
                 reason: reason.clone(),
             });
         }
-        match task.state.clone() {
-            TaskState::Queued => {
-                let (bucket, place) = bucket_and_place(task);
-                if let Some(q) = self.queues.get_mut(&task.queue) {
-                    q.remove(&bucket, &place);
-                }
-            }
-            TaskState::Offered {
-                offer_id, agent_id, ..
-            } => self.withdraw_offer(
-                tx,
-                task_id,
-                offer_id,
+        if let Some(agent_id) = self.take_back(tx, task_id, TakeBack::Cancel, now)? {
+            tx.notices.push(Notice::ToAgent {
                 agent_id,
-                WithdrawReason::Cancelled,
-                now,
-            )?,
-            TaskState::Assigned { agent_id, .. } => {
-                self.end_consult(tx, task_id, now, true);
-                let wrap_up_until = self.wrap_up_until(task_id, now);
-                self.agent_event(
-                    tx,
-                    &agent_id,
-                    Event::TaskCancelled {
-                        task_id,
-                        wrap_up_until,
-                    },
-                    now,
-                )?;
-                tx.notices.push(Notice::ToAgent {
-                    agent_id,
-                    notice: AgentNotice::TaskCancelled {
-                        task_id,
-                        reason: reason.clone(),
-                    },
-                });
-            }
-            TaskState::Completed { .. } | TaskState::Cancelled { .. } => {
-                return Err(HubError::TaskFinished(task_id));
-            }
+                notice: AgentNotice::TaskCancelled {
+                    task_id,
+                    reason: reason.clone(),
+                },
+            });
         }
         if let Some(t) = self.tasks.get_mut(&task_id) {
             t.state = TaskState::Cancelled {
@@ -1082,6 +1050,64 @@ impl Book {
         tx.stats.cancelled += 1;
         self.retire(task_id);
         self.task_reply(task_id)
+    }
+
+    /// Takes a live task back from wherever it is, for a cancel or a transfer: out of
+    /// its queue, its offer withdrawn, or out of the hands of the agent who had it in
+    /// progress (its consult ended, the agent to wrap-up as after `complete`). Returns
+    /// that agent; telling it is the caller's, since a cancel and a transfer say
+    /// different things. The task's own state is the caller's to set.
+    fn take_back(
+        &mut self,
+        tx: &mut Tx,
+        task_id: TaskId,
+        why: TakeBack,
+        now: Ts,
+    ) -> Result<Option<AgentId>, HubError> {
+        let task = self
+            .tasks
+            .get(&task_id)
+            .ok_or(HubError::TaskNotFound(task_id))?;
+        match task.state.clone() {
+            TaskState::Queued => {
+                let (bucket, place) = bucket_and_place(task);
+                let queue = task.queue.clone();
+                if let Some(q) = self.queues.get_mut(&queue) {
+                    q.remove(&bucket, &place);
+                }
+                tx.queues.insert(queue);
+                Ok(None)
+            }
+            TaskState::Offered {
+                offer_id, agent_id, ..
+            } => {
+                let reason = match why {
+                    TakeBack::Cancel => WithdrawReason::Cancelled,
+                    TakeBack::Transfer => WithdrawReason::Transferred,
+                };
+                self.withdraw_offer(tx, task_id, offer_id, agent_id, reason, now)?;
+                Ok(None)
+            }
+            TaskState::Assigned { agent_id, .. } => {
+                self.end_consult(tx, task_id, now, true);
+                let wrap_up_until = self.wrap_up_until(task_id, now);
+                let event = match why {
+                    TakeBack::Cancel => Event::TaskCancelled {
+                        task_id,
+                        wrap_up_until,
+                    },
+                    TakeBack::Transfer => Event::TaskTransferred {
+                        task_id,
+                        wrap_up_until,
+                    },
+                };
+                self.agent_event(tx, &agent_id, event, now)?;
+                Ok(Some(agent_id))
+            }
+            TaskState::Completed { .. } | TaskState::Cancelled { .. } => {
+                Err(HubError::TaskFinished(task_id))
+            }
+        }
     }
 
     /// Moves a task to a queue or to one agent. The task keeps its id, its age and its
@@ -1173,49 +1199,15 @@ impl Book {
             }
         }
         // Whoever has it lets it go.
-        let mut from = None;
         let mark = tx.events.len();
         let from_queue = task.queue.clone();
-        match task.state.clone() {
-            TaskState::Queued => {
-                let (bucket, place) = bucket_and_place(task);
-                if let Some(q) = self.queues.get_mut(&task.queue) {
-                    q.remove(&bucket, &place);
-                }
-                tx.queues.insert(task.queue.clone());
-            }
-            TaskState::Offered {
-                offer_id, agent_id, ..
-            } => self.withdraw_offer(
-                tx,
-                task_id,
-                offer_id,
-                agent_id,
-                WithdrawReason::Transferred,
-                now,
-            )?,
-            TaskState::Assigned { agent_id, .. } => {
-                self.end_consult(tx, task_id, now, true);
-                let wrap_up_until = self.wrap_up_until(task_id, now);
-                self.agent_event(
-                    tx,
-                    &agent_id,
-                    Event::TaskTransferred {
-                        task_id,
-                        wrap_up_until,
-                    },
-                    now,
-                )?;
-                if by_agent.as_ref() != Some(&agent_id) {
-                    tx.notices.push(Notice::ToAgent {
-                        agent_id: agent_id.clone(),
-                        notice: AgentNotice::TaskTransferred { task_id },
-                    });
-                }
-                from = Some(agent_id);
-            }
-            TaskState::Completed { .. } | TaskState::Cancelled { .. } => {
-                return Err(HubError::TaskFinished(task_id));
+        let from = self.take_back(tx, task_id, TakeBack::Transfer, now)?;
+        if let Some(agent_id) = &from {
+            if by_agent.as_ref() != Some(agent_id) {
+                tx.notices.push(Notice::ToAgent {
+                    agent_id: agent_id.clone(),
+                    notice: AgentNotice::TaskTransferred { task_id },
+                });
             }
         }
         let Some(t) = self.tasks.get_mut(&task_id) else {
@@ -2467,3 +2459,10 @@ fn eligible(e: &AgentEntry, task: &Task) -> bool {
 
 #[cfg(test)]
 mod tests;
+
+/// Why a live task is taken back from wherever it is ([`Book::take_back`]).
+#[derive(Clone, Copy)]
+enum TakeBack {
+    Cancel,
+    Transfer,
+}
