@@ -304,6 +304,39 @@ async fn an_https_name_resolving_to_loopback_is_refused_at_connection_unless_all
     hub.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_handshake_that_never_finishes_fails_within_the_attempts_timeout() {
+    // Accepts connections and never answers the TLS client hello.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let held = tokio::spawn(async move {
+        let mut socks = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            socks.push(s);
+        }
+    });
+    let mut c = config(QUEUES_AND_AGENTS);
+    c.webhooks.allow_private = true;
+    c.webhooks.timeout_ms = 300;
+    c.webhooks.retry_jitter = 0.0;
+    c.webhooks.retry_schedule_ms = vec![0, 100, 100, 100, 100, 100, 100, 100];
+    c.webhooks.endpoints.push(EndpointConfig {
+        id: "crm".into(),
+        url: format!("https://localhost:{port}/hooks"),
+        secret: Secret::generate().text(),
+        types: vec!["task.*".into()],
+    });
+    let hub = TestHub::start_with(c).await;
+    hub.create(common::chat()).await;
+    let a = await_failed_attempt(&hub, "crm", "no answer within 300ms").await;
+    let took = a["duration_ms"].as_u64().expect("duration_ms");
+    assert!((300..2_000).contains(&took), "{a}");
+    hub.shutdown().await;
+    held.abort();
+}
+
 #[test]
 fn a_ca_file_that_cannot_be_used_stops_the_config_naming_the_key_and_the_file() {
     let dir = temp();
