@@ -419,6 +419,9 @@ async fn private_addresses_are_refused_unless_allowed() {
         "http://169.254.169.254/latest",
         "http://10.0.0.1/",
         "http://localhost:8080/",
+        // The same rule for https: the address is judged, not the certificate.
+        "https://127.0.0.1:8443/x",
+        "https://localhost/",
     ] {
         let (s, v) = hub
             .http(
@@ -440,7 +443,7 @@ async fn private_addresses_are_refused_unless_allowed() {
             "POST",
             "/v1/webhooks",
             Some(&tok),
-            Some(&json!({"url": "https://example.com/"}).to_string()),
+            Some(&json!({"url": "ftp://example.com/"}).to_string()),
         )
         .await;
     assert_eq!(s, 400, "{v}");

@@ -1,15 +1,18 @@
 //! The HTTP client that POSTs webhooks: hyper's HTTP/1 connection driven directly
 //! (already in the tree for the server), so that the connection is made here, to an
 //! address this module has checked (`target::check`), never to whatever a name
-//! resolves to later. Idle connections are kept per endpoint and reused.
+//! resolves to later. Idle connections are kept per endpoint and reused. For https the
+//! TLS handshake (`tls`) runs over that connection, inside the attempt's timeout.
 
 use super::target::{Target, TargetError};
+use super::tls::Tls;
 use axum::body::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use std::sync::Mutex;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 /// What the receiver answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +32,9 @@ pub enum SendError {
     /// Connecting failed.
     #[error("connect: {0}")]
     Connect(String),
+    /// The TLS handshake failed (a certificate not trusted or not for the host, ...).
+    #[error("tls: {0}")]
+    Tls(String),
     /// The exchange failed.
     #[error("http: {0}")]
     Http(String),
@@ -46,17 +52,28 @@ const MAX_IDLE: usize = 32;
 pub struct Client {
     target: Target,
     allow_private: bool,
+    /// For an https target: the roots its certificate is checked against.
+    tls: Option<Tls>,
     idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
 }
 
 impl Client {
-    /// A client for one endpoint.
+    /// A client for one endpoint (https: checked against Mozilla's roots).
     pub fn new(target: Target, allow_private: bool) -> Client {
         Client {
+            tls: target.https.then(Tls::mozilla),
             target,
             allow_private,
             idle: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The same, https checked against `tls` (the roots with `webhooks.ca_file`).
+    pub fn with_tls(mut self, tls: &Tls) -> Client {
+        if self.target.https {
+            self.tls = Some(tls.clone());
+        }
+        self
     }
 
     /// POSTs `body` with `headers`; the whole exchange (connect included) within
@@ -141,14 +158,16 @@ impl Client {
             match tokio::net::TcpStream::connect(a).await {
                 Ok(s) => {
                     let _ = s.set_nodelay(true);
-                    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
-                        .await
-                        .map_err(|e| SendError::Connect(e.to_string()))?;
-                    // The connection's own task; it ends when the sender is dropped.
-                    tokio::spawn(async move {
-                        let _ = conn.await;
-                    });
-                    return Ok(sender);
+                    return match &self.tls {
+                        None => http1(s).await,
+                        Some(tls) => {
+                            let s = tls
+                                .connect(&self.target.host, s)
+                                .await
+                                .map_err(SendError::Tls)?;
+                            http1(s).await
+                        }
+                    };
                 }
                 Err(e) => last = Some(format!("{a}: {e}")),
             }
@@ -157,6 +176,21 @@ impl Client {
             last.unwrap_or_else(|| "no address".into()),
         ))
     }
+}
+
+/// HTTP/1 over a connection made (plain or TLS).
+async fn http1<T>(io: T) -> Result<SendRequest<Full<Bytes>>, SendError>
+where
+    T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| SendError::Connect(e.to_string()))?;
+    // The connection's own task; it ends when the sender is dropped.
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
 }
 
 /// `Retry-After`: delay seconds, or an HTTP date (RFC 9110).

@@ -12,6 +12,9 @@ pub struct WebhooksConfig {
     /// Endpoints on loopback, private, link-local (and other non-public) addresses are
     /// refused unless this is set (server-side request forgery).
     pub allow_private: bool,
+    /// A PEM file of CA certificates that https endpoints' certificates may also chain
+    /// to (a private CA), besides Mozilla's roots; read at start.
+    pub ca_file: Option<std::path::PathBuf>,
     /// The wait before each retry, in milliseconds: the Standard Webhooks schedule
     /// (immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h). After the last one
     /// fails the endpoint is disabled, at its position (nothing is skipped).
@@ -47,7 +50,7 @@ pub struct WebhooksConfig {
 pub struct EndpointConfig {
     /// Its id (letters, digits, `-`, `_`; at most 64).
     pub id: String,
-    /// `http://host[:port]/path`.
+    /// `http://` or `https://host[:port]/path`.
     pub url: String,
     /// `whsec_<base64>` (24 to 64 bytes).
     pub secret: String,
@@ -64,6 +67,7 @@ impl Default for WebhooksConfig {
     fn default() -> Self {
         WebhooksConfig {
             allow_private: false,
+            ca_file: None,
             retry_schedule_ms: vec![
                 0, 5_000, 300_000, 1_800_000, 7_200_000, 18_000_000, 36_000_000, 36_000_000,
             ],
@@ -153,6 +157,10 @@ impl WebhooksConfig {
                 "position_every_ms",
                 "position_every_ms must be at least 10 and position_every_events at least 1",
             );
+        }
+        if let Some(path) = &self.ca_file {
+            super::tls::client_config(Some(path))
+                .map_err(|m| ("webhooks.ca_file".to_owned(), m))?;
         }
         let mut seen = std::collections::BTreeSet::new();
         for (i, e) in self.endpoints.iter().enumerate() {

@@ -7,7 +7,8 @@
 //!   lease), changed only through the command log.
 //! - [`window`]: which events may go now, and how far the position may move (pure).
 //! - [`delivery`]: one endpoint's runner on the node that holds its lease.
-//! - [`client`]: the HTTP client; [`target`]: URLs and the private-address rule.
+//! - [`client`]: the HTTP client; [`target`]: URLs and the private-address rule;
+//!   [`tls`]: https (rustls, Mozilla's roots and `webhooks.ca_file`).
 //! - [`feed`]: where events come from; [`config`]: `[webhooks]`; [`api`]: the routes.
 //!
 //! [`Webhooks`] is this node's side: every third of a lease it reads the book, claims
@@ -23,6 +24,7 @@ pub mod delivery;
 pub mod feed;
 pub mod signing;
 pub mod target;
+pub mod tls;
 pub mod window;
 
 use crate::clock::Ts;
@@ -74,6 +76,8 @@ pub struct Webhooks {
     hub: Weak<Hub>,
     feed: Weak<dyn Feed>,
     rules: Arc<WebhooksConfig>,
+    /// The roots https endpoints are checked against (read once, at start).
+    tls: tls::Tls,
     active: Mutex<BTreeMap<String, Active>>,
     records: Mutex<BTreeMap<String, Arc<Records>>>,
     stop: watch::Sender<bool>,
@@ -171,6 +175,7 @@ impl Webhooks {
             hub: Arc::downgrade(hub),
             feed,
             rules: Arc::new(hub.config.webhooks.clone()),
+            tls: tls::Tls::load(hub.config.webhooks.ca_file.as_deref()),
             active: Mutex::new(BTreeMap::new()),
             records: Mutex::new(BTreeMap::new()),
             stop,
@@ -344,7 +349,7 @@ impl Webhooks {
         let runner = Arc::new(Runner {
             id: d.id.clone(),
             types: d.types.clone(),
-            client: client::Client::new(target, self.rules.allow_private),
+            client: client::Client::new(target, self.rules.allow_private).with_tls(&self.tls),
             secrets: Mutex::new(Arc::new(d.secrets.clone())),
             rules: self.rules.clone(),
             records: self.records(&d.id),

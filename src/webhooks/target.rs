@@ -1,7 +1,7 @@
 //! Where a webhook goes, and where it may not go (server-side request forgery).
 //!
-//! An endpoint's URL must be plain `http://host[:port]/path` (the client speaks no TLS:
-//! see README, "Webhooks"). Its host may not be a loopback, private, link-local,
+//! An endpoint's URL is `http://` or `https://host[:port]/path` (https: `tls`, the
+//! certificate checked for the host). Its host may not be a loopback, private, link-local,
 //! shared, unique-local, multicast or unspecified address unless
 //! `webhooks.allow_private` is set: otherwise anyone allowed to add an endpoint could
 //! make the hub POST into the network it runs in (a cloud metadata service at
@@ -9,6 +9,8 @@
 //! is made (an address literal, or what the name resolves to then) and again on every
 //! connection, against the address actually connected to: a name that resolves to a
 //! public address at creation and to a private one later (DNS rebinding) is refused.
+//! The same for https: the address is checked before the handshake, whatever the
+//! certificate says.
 
 use axum::http::Uri;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -18,8 +20,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 pub struct Target {
     /// Host name or address literal (without brackets).
     pub host: String,
-    /// Port (80 when absent).
+    /// Port (80, or 443 for https, when absent).
     pub port: u16,
+    /// `https://`: the connection is TLS, the certificate checked for `host`.
+    pub https: bool,
     /// Path and query, at least `/`.
     pub path: String,
     /// `host[:port]` for the Host header.
@@ -45,15 +49,11 @@ impl Target {
             return Err(bad("a webhook URL is at most 2,048 bytes"));
         }
         let uri: Uri = url.parse().map_err(|_| bad("not a URL"))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(bad(
-                    "https endpoints are not supported by this build (no TLS client): use http, through a TLS-terminating proxy if the receiver is remote",
-                ));
-            }
-            _ => return Err(bad("the URL must start with http://")),
-        }
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err(bad("the URL must start with http:// or https://")),
+        };
         let auth = uri.authority().ok_or_else(|| bad("the URL has no host"))?;
         if auth.as_str().contains('@') {
             return Err(bad("credentials in the URL are not supported"));
@@ -69,7 +69,8 @@ impl Target {
             .unwrap_or_else(|| "/".into());
         Ok(Target {
             host: host.to_owned(),
-            port: auth.port_u16().unwrap_or(80),
+            port: auth.port_u16().unwrap_or(if https { 443 } else { 80 }),
+            https,
             path,
             authority: auth.as_str().to_owned(),
         })
@@ -183,10 +184,17 @@ mod tests {
             ("::1", 8080, "/hook?x=1")
         );
         let t = Target::parse("http://example.com").expect("parses");
-        assert_eq!((t.port, t.path.as_str()), (80, "/"));
+        assert_eq!((t.port, t.path.as_str(), t.https), (80, "/", false));
+        let t = Target::parse("https://example.com").expect("parses");
+        assert_eq!((t.port, t.path.as_str(), t.https), (443, "/", true));
+        let t = Target::parse("https://crm.example.com:8443/h").expect("parses");
+        assert_eq!(
+            (t.host.as_str(), t.port, t.https),
+            ("crm.example.com", 8443, true)
+        );
         for bad in [
             "ftp://x/",
-            "https://example.com/",
+            "wss://example.com/",
             "/relative",
             "http://u:p@example.com/",
             "nonsense",

@@ -7,6 +7,7 @@
 pub mod race;
 pub mod receiver;
 pub mod redis_server;
+pub mod tls;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};

@@ -1,7 +1,8 @@
 //! A real HTTP receiver for webhook tests: a hyper server on a port of its own that
 //! records every request (headers, body, arrival) and answers as the test says: 200,
 //! another status (with `Retry-After`), or nothing at all (down: the port refuses
-//! connections, then is listened on again).
+//! connections, then is listened on again). `start_tls`: the same over TLS, with a
+//! certificate the test can change while it runs.
 
 use axum::http::HeaderMap;
 use http_body_util::BodyExt;
@@ -54,6 +55,8 @@ struct Shared {
     arrived: Notify,
     /// How long each answer takes.
     delay: Mutex<Duration>,
+    /// https: the certificate new connections are served with.
+    tls: Mutex<Option<tokio_rustls::TlsAcceptor>>,
 }
 
 pub struct Receiver {
@@ -80,6 +83,7 @@ fn serve(l: tokio::net::TcpListener, shared: Arc<Shared>) -> JoinHandle<()> {
             };
             while conns.try_join_next().is_some() {}
             let shared = shared.clone();
+            let tls = shared.tls.lock().unwrap_or_else(|p| p.into_inner()).clone();
             conns.spawn(async move {
                 let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                     let shared = shared.clone();
@@ -134,9 +138,19 @@ fn serve(l: tokio::net::TcpListener, shared: Arc<Shared>) -> JoinHandle<()> {
                         )
                     }
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(sock), svc)
-                    .await;
+                let http = hyper::server::conn::http1::Builder::new();
+                match tls {
+                    None => {
+                        let _ = http.serve_connection(TokioIo::new(sock), svc).await;
+                    }
+                    // A failed handshake (a client that does not trust the certificate)
+                    // reaches nothing.
+                    Some(tls) => {
+                        if let Ok(s) = tls.accept(sock).await {
+                            let _ = http.serve_connection(TokioIo::new(s), svc).await;
+                        }
+                    }
+                }
             });
         }
     })
@@ -145,6 +159,21 @@ fn serve(l: tokio::net::TcpListener, shared: Arc<Shared>) -> JoinHandle<()> {
 impl Receiver {
     /// A receiver answering 200.
     pub async fn start() -> Receiver {
+        Receiver::open(None).await
+    }
+
+    /// A receiver answering 200 over TLS with `tls`'s certificate; its URL names
+    /// `localhost`.
+    pub async fn start_tls(tls: tokio_rustls::TlsAcceptor) -> Receiver {
+        Receiver::open(Some(tls)).await
+    }
+
+    /// New connections are served with this certificate from now on.
+    pub fn set_tls(&self, tls: tokio_rustls::TlsAcceptor) {
+        *self.shared.tls.lock().unwrap_or_else(|p| p.into_inner()) = Some(tls);
+    }
+
+    async fn open(tls: Option<tokio_rustls::TlsAcceptor>) -> Receiver {
         let l = listen("127.0.0.1:0".parse().expect("addr")).await;
         let addr = l.local_addr().expect("addr");
         let shared = Arc::new(Shared {
@@ -153,6 +182,7 @@ impl Receiver {
             script: Mutex::new(Default::default()),
             arrived: Notify::new(),
             delay: Mutex::new(Duration::ZERO),
+            tls: Mutex::new(tls),
         });
         let server = Some(serve(l, shared.clone()));
         Receiver {
@@ -163,7 +193,17 @@ impl Receiver {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}/hooks", self.addr)
+        if self
+            .shared
+            .tls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+        {
+            format!("https://localhost:{}/hooks", self.addr.port())
+        } else {
+            format!("http://{}/hooks", self.addr)
+        }
     }
 
     /// From now on answers this.
