@@ -12,8 +12,8 @@ use switchboard::context::record::{Actor, CustomerFields};
 use switchboard::ids::{AgentId, Channel, ConnId, CustomerId};
 use switchboard::routing::{Command, Rules, TransferTo};
 use switchboard::state::Reply;
-use switchboard::store::Store;
 use switchboard::store::file::{FileStore, recover, segment};
+use switchboard::store::{Sink, Store};
 use switchboard::task::{CustomerIdentity, NewTask};
 
 const CFG: &str = r#"
@@ -75,7 +75,7 @@ impl Drop for TempDir {
 }
 
 async fn open(dir: &Path, snapshot_every: u64) -> FileStore {
-    FileStore::open(dir, "n1", rules(), T0, snapshot_every)
+    FileStore::open(dir, "n1", rules(), T0, snapshot_every, Sink::detached())
         .await
         .expect("open the file store")
 }
@@ -233,10 +233,11 @@ async fn a_flipped_byte_before_the_last_record_refuses_the_start_naming_file_and
         damaged[byte] ^= 0x01;
         let seg_copy = last_segment(&copy.0);
         std::fs::write(&seg_copy, &damaged).expect("write");
-        let err = match FileStore::open(&copy.0, "n1", rules(), T0, 1_000_000).await {
-            Ok(_) => panic!("a damaged log was loaded (byte {byte})"),
-            Err(e) => e.to_string(),
-        };
+        let err =
+            match FileStore::open(&copy.0, "n1", rules(), T0, 1_000_000, Sink::detached()).await {
+                Ok(_) => panic!("a damaged log was loaded (byte {byte})"),
+                Err(e) => e.to_string(),
+            };
         let offset = records[record].0;
         assert!(
             err.contains(&seg_copy.display().to_string())
@@ -252,7 +253,7 @@ async fn a_flipped_byte_before_the_last_record_refuses_the_start_naming_file_and
 async fn a_second_store_on_the_same_directory_is_refused_until_the_first_is_gone() {
     let dir = TempDir::new("lock");
     let first = open(&dir.0, 1_000_000).await;
-    let err = match FileStore::open(&dir.0, "n1", rules(), T0, 1_000_000).await {
+    let err = match FileStore::open(&dir.0, "n1", rules(), T0, 1_000_000, Sink::detached()).await {
         Ok(_) => panic!("two stores on one directory"),
         Err(e) => e.to_string(),
     };
@@ -294,7 +295,7 @@ async fn after_a_restart_connected_agents_get_their_grace_and_passed_deadlines_f
     drop(s);
     // Down for a minute: past the offer's deadline.
     let later = at(60_000);
-    let s = FileStore::open(&dir.0, "n1", rules(), later, 1_000_000)
+    let s = FileStore::open(&dir.0, "n1", rules(), later, 1_000_000, Sink::detached())
         .await
         .expect("reopen");
     let v = s.agent_view(&a1).await.expect("store").expect("a1");

@@ -21,21 +21,19 @@ pub mod segment;
 pub mod snapshot;
 
 use super::background::lower_priority;
-use super::{Dispatch, Store};
+use super::{Decision, Sink, Store};
 use crate::clock::Ts;
 use crate::context::ContextCommand;
 use crate::error::HubError;
-use crate::ids::{AgentId, QueueId, TaskId};
 use crate::log::{Body, Entry, Replica, seed_of, step};
-use crate::routing::{AgentView, Command, QueueStats, Rules, Snapshot};
+use crate::routing::{Command, Rules};
 use crate::state::{Outcome, State};
-use crate::task::Task;
 use metrics::FileMetrics;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 use tokio::sync::oneshot;
 
@@ -191,7 +189,8 @@ struct Shared {
     dir: PathBuf,
     rules: Arc<Rules>,
     replica: Mutex<Replica<u64>>,
-    dispatch: OnceLock<Weak<dyn Dispatch>>,
+    /// Where the applier delivers each decision's notices.
+    sink: Sink,
     /// Why the log can no longer be written (a failed write or fsync): every command is
     /// refused from then on, and readiness fails. After a failed fsync the kernel may
     /// have dropped the pages, so carrying on could acknowledge what is not on disk.
@@ -255,12 +254,14 @@ impl FileStore {
     /// Opens (creating it if needed) the data directory: takes its lock, loads the
     /// snapshot, replays the log, and declares lost the node(s) whose desktops were
     /// connected when it stopped (their grace starts now; they resume by reconnecting).
+    /// Each decision's notices go to `sink`.
     pub async fn open(
         dir: &Path,
         node: &str,
         rules: Arc<Rules>,
         now: Ts,
         snapshot_every: u64,
+        sink: Sink,
     ) -> Result<FileStore, HubError> {
         let dir = dir.to_path_buf();
         let opened = {
@@ -284,7 +285,7 @@ impl FileStore {
             dir,
             rules,
             replica: Mutex::new(rec.replica),
-            dispatch: OnceLock::new(),
+            sink,
             failed: Mutex::new(None),
             stopped: AtomicBool::new(false),
             compacting: AtomicBool::new(false),
@@ -557,15 +558,12 @@ impl Writer {
 /// outcome to its caller. Only the applier thread calls it, so log order, apply order
 /// and notice order are one.
 fn apply(shared: &Shared, first: u64, batch: Vec<Job>) {
-    let dispatch = shared.dispatch.get().and_then(Weak::upgrade);
     let mut r = shared.replica();
     for (i, j) in batch.into_iter().enumerate() {
         let pos = first + i as u64;
         match step(&mut r, pos, seed(pos), &j.bytes) {
             Some((mut o, _, _)) => {
-                if let Some(d) = &dispatch {
-                    d.deliver(o.take_notices());
-                }
+                shared.sink.deliver(&mut o);
                 let _ = j.reply.send(Ok(o));
             }
             None => {
@@ -676,66 +674,12 @@ impl Drop for FileStore {
 
 #[async_trait::async_trait]
 impl Store for FileStore {
-    async fn execute(&self, cmd: Command, now: Ts) -> Result<Outcome, HubError> {
-        self.submit(Body::Routing(Box::new(cmd)), now).await
+    async fn decide(&self, d: Decision, now: Ts) -> Result<Outcome, HubError> {
+        self.submit(d, now).await
     }
 
-    async fn context(&self, cmd: ContextCommand, now: Ts) -> Result<Outcome, HubError> {
-        self.submit(Body::Context(Box::new(cmd)), now).await
-    }
-
-    async fn expire_due(&self, now: Ts) -> Result<Outcome, HubError> {
-        // Logged only when something is due: a tick with nothing to fire writes nothing.
-        let due = self
-            .shared
-            .replica()
-            .state
-            .book
-            .next_deadline()
-            .is_some_and(|d| d <= now);
-        if !due {
-            return Ok(Outcome::done());
-        }
-        self.submit(Body::Expire, now).await
-    }
-
-    async fn webhook(
-        &self,
-        cmd: crate::webhooks::book::WebhookCommand,
-        now: Ts,
-    ) -> Result<Outcome, HubError> {
-        self.submit(Body::Webhook(Box::new(cmd)), now).await
-    }
-
-    async fn webhooks(&self) -> Result<crate::webhooks::book::WebhookBook, HubError> {
-        Ok(self.shared.replica().state.webhooks.clone())
-    }
-
-    async fn next_deadline(&self) -> Result<Option<Ts>, HubError> {
-        Ok(self.shared.replica().state.book.next_deadline())
-    }
-
-    async fn agent_view(&self, agent: &AgentId) -> Result<Option<AgentView>, HubError> {
-        Ok(self.shared.replica().state.book.agent_view(agent))
-    }
-
-    async fn task(&self, id: TaskId) -> Result<Option<Task>, HubError> {
-        Ok(self.shared.replica().state.book.task(id).cloned())
-    }
-
-    async fn snapshot(&self, now: Ts) -> Result<Snapshot, HubError> {
-        Ok(self.shared.replica().state.book.snapshot(now))
-    }
-
-    async fn queue_stats(&self, queues: &[QueueId], now: Ts) -> Result<Vec<QueueStats>, HubError> {
-        let r = self.shared.replica();
-        Ok(queues
-            .iter()
-            .filter_map(|q| r.state.book.queue_stats(q, now))
-            .collect())
-    }
-
-    fn read_state(&self, f: &mut dyn FnMut(&crate::state::State)) {
+    fn read_state(&self, f: &mut dyn FnMut(&State)) {
+        // The applier delivers each batch under this lock (`apply`).
         f(&self.shared.replica().state);
     }
 
@@ -752,15 +696,6 @@ impl Store for FileStore {
             return self.context(cmd, now).await;
         }
         Ok(self.shared.replica().state.context(cmd, now))
-    }
-
-    fn with_events(&self, f: &mut dyn FnMut(&crate::events::EventLog)) {
-        // The applier delivers each batch under this lock (`apply`).
-        f(&self.shared.replica().state.events)
-    }
-
-    fn set_dispatch(&self, dispatch: Weak<dyn Dispatch>) {
-        let _ = self.shared.dispatch.set(dispatch);
     }
 
     fn stop(&self) {
