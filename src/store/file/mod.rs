@@ -58,7 +58,8 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
 pub struct Recovered {
     /// The state after the snapshot and every whole record.
     pub replica: Replica<u64>,
-    /// The segment to go on appending to: its first position, path and whole length.
+    /// The segment to go on appending to: its first position, path and whole length
+    /// (none: start a new segment at the next position).
     pub tail: Option<(u64, PathBuf, u64)>,
     /// Torn bytes cut from (or, read-only, ignored at) the end of the last segment.
     pub cut: u64,
@@ -97,7 +98,7 @@ pub fn recover(dir: &Path, rules: Arc<Rules>, repair: bool) -> Result<Recovered,
                         file = %path.display(),
                         offset = off,
                         bytes = cut,
-                        "the last record was torn (a crash mid-write): cut off"
+                        "the log's tail was torn (a crash before it was synced; never acknowledged): cut off"
                     );
                     if repair {
                         let f = std::fs::OpenOptions::new()
@@ -120,7 +121,7 @@ pub fn recover(dir: &Path, rules: Arc<Rules>, repair: bool) -> Result<Recovered,
                 }
                 _ => {
                     return Err(unavailable(format!(
-                        "{} ends inside a record at offset {off} but is not the last segment; refusing to start",
+                        "{} ends inside a record or an unfinished batch at offset {off} but is not the last segment; refusing to start",
                         path.display()
                     )));
                 }
@@ -144,8 +145,15 @@ pub fn recover(dir: &Path, rules: Arc<Rules>, repair: bool) -> Result<Recovered,
         }
         if last {
             let end = first + scan.records.len() as u64;
+            // Appended to only in format 2, with its header in place: a format-1
+            // segment (from before batch-end markers) is left as it is, and a segment
+            // cut short while being made is made again.
+            let appendable =
+                scan.format == segment::Format::V2 && scan.valid_len >= segment::MAGIC.len();
             if end == replica.pos + 1 {
-                tail = Some((*first, path.clone(), scan.valid_len as u64));
+                if appendable {
+                    tail = Some((*first, path.clone(), scan.valid_len as u64));
+                }
             } else if *first > replica.pos + 1 {
                 return Err(unavailable(format!(
                     "{} starts at record {first} but the state ends at {}; refusing to start",
@@ -244,6 +252,8 @@ struct Writer {
     /// Written batches, with their first position, to the applier.
     written: mpsc::Sender<(u64, Vec<Job>)>,
     file: std::fs::File,
+    /// The current segment's length: where the next batch starts.
+    len: u64,
     /// The next record's position.
     next: u64,
     /// Records written since the last snapshot was started.
@@ -271,7 +281,7 @@ impl FileStore {
                 .await
                 .map_err(unavailable)??
         };
-        let (lock, rec, file, next) = opened;
+        let (lock, rec, file, len, next) = opened;
         let replayed = rec.replayed;
         tracing::info!(
             dir = %dir.display(),
@@ -300,6 +310,7 @@ impl FileStore {
             rx,
             written,
             file,
+            len,
             next,
             // Counted from the snapshot, so that a log replayed at start is folded
             // into the next snapshot in due course, not only after `snapshot_every`
@@ -409,7 +420,7 @@ impl FileStore {
 fn open_blocking(
     dir: &Path,
     rules: Arc<Rules>,
-) -> Result<(lock::DirLock, Recovered, std::fs::File, u64), HubError> {
+) -> Result<(lock::DirLock, Recovered, std::fs::File, u64, u64), HubError> {
     std::fs::create_dir_all(dir)
         .map_err(|e| unavailable(format!("cannot create {}: {e}", dir.display())))?;
     let lock = lock::acquire(dir).map_err(unavailable)?;
@@ -417,24 +428,35 @@ fn open_blocking(
     let _ = std::fs::remove_file(dir.join(snapshot::TMP));
     let rec = recover(dir, rules, true)?;
     let next = rec.replica.pos + 1;
-    let file = match &rec.tail {
-        Some((_, path, _)) => std::fs::OpenOptions::new()
-            .append(true)
-            .open(path)
-            .map_err(|e| unavailable(format!("cannot open {}: {e}", path.display())))?,
-        None => new_segment(dir, next)?,
+    let (file, len) = match &rec.tail {
+        Some((_, path, len)) => (
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(path)
+                .map_err(|e| unavailable(format!("cannot open {}: {e}", path.display())))?,
+            *len,
+        ),
+        None => (new_segment(dir, next)?, segment::MAGIC.len() as u64),
     };
-    Ok((lock, rec, file, next))
+    Ok((lock, rec, file, len, next))
 }
 
-/// Creates the segment whose first record is `first`, durably.
+/// Creates the segment whose first record is `first`, with its format header, durably.
+/// A file of that name can only be one cut short while being made (no records): it is
+/// made again.
 fn new_segment(dir: &Path, first: u64) -> Result<std::fs::File, HubError> {
     let path = dir.join(segment::name(first));
-    let f = std::fs::OpenOptions::new()
+    let made = std::fs::OpenOptions::new()
         .create(true)
-        .append(true)
+        .write(true)
+        .truncate(true)
         .open(&path)
-        .map_err(|e| unavailable(format!("cannot create {}: {e}", path.display())))?;
+        .and_then(|mut f| {
+            f.write_all(&segment::MAGIC)?;
+            f.sync_data()?;
+            Ok(f)
+        });
+    let f = made.map_err(|e| unavailable(format!("cannot create {}: {e}", path.display())))?;
     if let Err(e) = sync_dir(dir) {
         // An empty segment left behind would sort last and make the real last segment
         // look like a middle one: a torn tail there would then refuse the next start.
@@ -466,6 +488,9 @@ impl Writer {
             for j in &batch {
                 segment::frame(&mut buf, &j.bytes);
             }
+            // Written with the batch, before its one fsync: a batch whose marker is not
+            // on disk was never acknowledged (`segment`, format 2).
+            segment::end_batch(&mut buf, self.len, batch.len() as u32);
             let t = Instant::now();
             let written = self
                 .file
@@ -485,6 +510,7 @@ impl Writer {
                 continue;
             }
             self.shared.metrics.commit(batch.len(), t.elapsed());
+            self.len += buf.len() as u64;
             let first = self.next;
             self.next += batch.len() as u64;
             self.since_snapshot += batch.len() as u64;
@@ -506,7 +532,10 @@ impl Writer {
     fn start_snapshot(&mut self) {
         let target = self.next - 1;
         match new_segment(&self.shared.dir, self.next) {
-            Ok(f) => self.file = f,
+            Ok(f) => {
+                self.file = f;
+                self.len = segment::MAGIC.len() as u64;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot start a new segment; the snapshot waits");
                 return;
