@@ -5,8 +5,9 @@
 //! which agent is connected here and through which bounded queue, who supervises, the
 //! timer loop that asks the store to fire due deadlines, and the counters. Every
 //! change goes `Hub::execute -> Store::execute`; the store hands the decision's notices
-//! to `Hub::dispatch` (as `Dispatch::deliver`) in decision order, and the hub counts
-//! and returns the reply.
+//! to its delivery sink, bound to this hub when it is built (`Hub::new`), which ends in
+//! `Hub::dispatch` (as `Dispatch::deliver`) in decision order; the hub counts and
+//! returns the reply.
 
 use crate::auth::Keys;
 use crate::clock::{Clock, Ts};
@@ -92,8 +93,15 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// A hub over `store`.
-    pub fn new(config: Arc<Config>, keys: Keys, store: Arc<dyn Store>, clock: Clock) -> Arc<Hub> {
+    /// A hub over `store`, which was built with the sink whose `binding` this is: the
+    /// hub binds it to itself here, once.
+    pub fn new(
+        config: Arc<Config>,
+        keys: Keys,
+        store: Arc<dyn Store>,
+        binding: crate::store::Binding,
+        clock: Clock,
+    ) -> Arc<Hub> {
         let profiles = config
             .rules()
             .agents
@@ -125,7 +133,7 @@ impl Hub {
             draining,
         });
         let weak: std::sync::Weak<dyn crate::store::Dispatch> = Arc::downgrade(&hub) as _;
-        hub.store.set_dispatch(weak);
+        binding.bind(weak);
         hub
     }
 

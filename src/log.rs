@@ -43,6 +43,19 @@ pub enum Body {
     Webhook(Box<crate::webhooks::book::WebhookCommand>),
 }
 
+impl Body {
+    /// Makes the decision on `state` at `now`: the one place a body becomes a call on
+    /// the books, for a log replay ([`step`]) and the in-memory store alike.
+    pub fn apply(self, state: &mut State, now: Ts) -> Outcome {
+        match self {
+            Body::Routing(cmd) => state.execute(*cmd, now),
+            Body::Context(cmd) => state.context(*cmd, now),
+            Body::Expire => state.expire_due(now),
+            Body::Webhook(cmd) => state.webhook(*cmd, now),
+        }
+    }
+}
+
 impl Entry {
     /// The entry as log bytes.
     pub fn encode(&self) -> Result<Vec<u8>, HubError> {
@@ -114,12 +127,7 @@ pub fn step<P: std::fmt::Display>(
         }
         r.state.events.begin(h);
     }
-    let o = match entry.body {
-        Body::Routing(cmd) => r.state.execute(*cmd, now),
-        Body::Context(cmd) => r.state.context(*cmd, now),
-        Body::Expire => r.state.expire_due(now),
-        Body::Webhook(cmd) => r.state.webhook(*cmd, now),
-    };
+    let o = entry.body.apply(&mut r.state, now);
     Some((o, entry.node, entry.req))
 }
 

@@ -64,6 +64,8 @@ pub async fn start(config: Config, secret: &[u8]) -> std::io::Result<Running> {
         StoreKind::Redis => config.store.redis.as_ref(),
         _ => None,
     };
+    // The store delivers through this sink from its first decision; the hub binds it.
+    let (sink, binding) = crate::store::sink::sink();
     let (store, poll): (Arc<dyn Store>, Option<Duration>) = match redis {
         None if config.store.effective_kind() == StoreKind::File => {
             let s = FileStore::open(
@@ -72,13 +74,14 @@ pub async fn start(config: Config, secret: &[u8]) -> std::io::Result<Running> {
                 rules,
                 clock.now(),
                 config.store.snapshot_every,
+                sink,
             )
             .await
             .map_err(|e| std::io::Error::other(format!("file store: {e}")))?
             .with_call_timeout(Duration::from_millis(config.store.call_timeout_ms));
             (Arc::new(s), None)
         }
-        None => (Arc::new(MemoryStore::new(rules, clock.now())), None),
+        None => (Arc::new(MemoryStore::new(rules, clock.now(), sink)), None),
         Some(url) => {
             let s = RedisStore::connect_with(
                 url,
@@ -86,6 +89,7 @@ pub async fn start(config: Config, secret: &[u8]) -> std::io::Result<Running> {
                 rules,
                 clock.clone(),
                 config.store.snapshot_every,
+                sink,
             )
             .await
             .map_err(|e| std::io::Error::other(format!("redis: {e}")))?;
@@ -94,7 +98,7 @@ pub async fn start(config: Config, secret: &[u8]) -> std::io::Result<Running> {
             (Arc::new(s), Some(Duration::from_millis(50)))
         }
     };
-    let hub = Hub::new(config.clone(), Keys::new(secret), store, clock);
+    let hub = Hub::new(config.clone(), Keys::new(secret), store, binding, clock);
     // The webhooks read the hub's event window (held weakly: they never keep a hub
     // that stopped alive).
     let feed: Arc<dyn crate::webhooks::feed::Feed> = hub.clone();

@@ -1,6 +1,8 @@
 //! The file store's own guarantees: what a restart finds (replay equality, snapshots),
-//! a torn last record, damage elsewhere, the directory lock, and the agents connected
-//! when the hub stopped.
+//! a torn last batch (cut), damage to acknowledged records (refused, the last one
+//! included), a batch that lost an earlier page (cut without its marker, refused with
+//! it), format-1 directories, the directory lock, and the agents connected when the hub
+//! stopped.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,8 +14,8 @@ use switchboard::context::record::{Actor, CustomerFields};
 use switchboard::ids::{AgentId, Channel, ConnId, CustomerId};
 use switchboard::routing::{Command, Rules, TransferTo};
 use switchboard::state::Reply;
-use switchboard::store::Store;
 use switchboard::store::file::{FileStore, recover, segment};
+use switchboard::store::{Sink, Store};
 use switchboard::task::{CustomerIdentity, NewTask};
 
 const CFG: &str = r#"
@@ -75,7 +77,7 @@ impl Drop for TempDir {
 }
 
 async fn open(dir: &Path, snapshot_every: u64) -> FileStore {
-    FileStore::open(dir, "n1", rules(), T0, snapshot_every)
+    FileStore::open(dir, "n1", rules(), T0, snapshot_every, Sink::detached())
         .await
         .expect("open the file store")
 }
@@ -233,10 +235,11 @@ async fn a_flipped_byte_before_the_last_record_refuses_the_start_naming_file_and
         damaged[byte] ^= 0x01;
         let seg_copy = last_segment(&copy.0);
         std::fs::write(&seg_copy, &damaged).expect("write");
-        let err = match FileStore::open(&copy.0, "n1", rules(), T0, 1_000_000).await {
-            Ok(_) => panic!("a damaged log was loaded (byte {byte})"),
-            Err(e) => e.to_string(),
-        };
+        let err =
+            match FileStore::open(&copy.0, "n1", rules(), T0, 1_000_000, Sink::detached()).await {
+                Ok(_) => panic!("a damaged log was loaded (byte {byte})"),
+                Err(e) => e.to_string(),
+            };
         let offset = records[record].0;
         assert!(
             err.contains(&seg_copy.display().to_string())
@@ -248,11 +251,144 @@ async fn a_flipped_byte_before_the_last_record_refuses_the_start_naming_file_and
     }
 }
 
+/// Opens a copy of `dir` whose last segment is replaced by `bytes`; the error, if the
+/// start is refused.
+async fn open_with_last_segment(dir: &Path, bytes: &[u8]) -> (TempDir, Result<FileStore, String>) {
+    let copy = TempDir::new("seg-copy");
+    copy_dir(dir, &copy.0);
+    std::fs::write(last_segment(&copy.0), bytes).expect("write");
+    let r = FileStore::open(&copy.0, "n1", rules(), T0, 1_000_000, Sink::detached())
+        .await
+        .map_err(|e| e.to_string());
+    (copy, r)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flipped_byte_in_the_last_acknowledged_record_refuses_the_start() {
+    let dir = TempDir::new("flip-last");
+    let s = open(&dir.0, 1_000_000).await;
+    write_records(&s).await;
+    drop(s);
+    let seg = last_segment(&dir.0);
+    let bytes = std::fs::read(&seg).expect("read");
+    let (off, payload) = segment::scan(&bytes)
+        .records
+        .last()
+        .expect("records")
+        .clone();
+    // Its payload ends the records: before batch-end markers this read as a torn tail
+    // and was cut. Its batch's marker follows it, so it was acknowledged: refused.
+    for byte in [
+        payload.start,
+        payload.start + payload.len() / 2,
+        payload.end - 1,
+    ] {
+        let mut damaged = bytes.clone();
+        damaged[byte] ^= 0x01;
+        let (copy, r) = open_with_last_segment(&dir.0, &damaged).await;
+        let err = match r {
+            Ok(_) => panic!("a flipped acknowledged record was loaded (byte {byte})"),
+            Err(e) => e,
+        };
+        assert!(err.contains(&format!("offset {off}")), "byte {byte}: {err}");
+        assert_eq!(std::fs::read(last_segment(&copy.0)).expect("read"), damaged);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_with_a_lost_earlier_page_is_cut_without_its_marker_and_refused_with_it() {
+    let dir = TempDir::new("lost-page");
+    let s = open(&dir.0, 1_000_000).await;
+    write_records(&s).await;
+    let after = (s.state_bytes().expect("bytes"), s.position());
+    drop(s);
+    let seg = last_segment(&dir.0);
+    let bytes = std::fs::read(&seg).expect("read");
+    let scan = segment::scan(&bytes);
+    assert!(scan.damage.is_none());
+    // A batch of three records being written when the power went: its first page never
+    // reached the disk (a hole, zeros), its later pages did, its marker did not.
+    let payload = &bytes[scan.records[0].1.clone()];
+    let mut batch = Vec::new();
+    for _ in 0..3 {
+        segment::frame(&mut batch, &[payload, &[b' '; 3000][..]].concat());
+    }
+    let mut torn = bytes.clone();
+    torn.extend_from_slice(&batch);
+    let start = bytes.len();
+    for x in &mut torn[start..start + 4096] {
+        *x = 0;
+    }
+    let (copy, r) = open_with_last_segment(&dir.0, &torn).await;
+    let s = r.expect("a batch without its marker was never acknowledged: cut, not refused");
+    assert_eq!(s.position(), after.1);
+    assert!(s.state_bytes().expect("bytes") == after.0);
+    drop(s);
+    assert_eq!(
+        std::fs::metadata(last_segment(&copy.0))
+            .expect("stat")
+            .len(),
+        bytes.len() as u64
+    );
+    // The same batch with its marker on disk was synced and acknowledged: the lost page
+    // is damage, and the start is refused naming the offset.
+    segment::end_batch(&mut batch, start as u64, 3);
+    let mut damaged = bytes.clone();
+    damaged.extend_from_slice(&batch);
+    for x in &mut damaged[start..start + 4096] {
+        *x = 0;
+    }
+    let (_copy, r) = open_with_last_segment(&dir.0, &damaged).await;
+    match r {
+        Ok(_) => panic!("damage inside a batch with its marker was loaded"),
+        Err(e) => assert!(e.contains(&format!("offset {start}")), "{e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_written_before_batch_markers_is_read_and_continued() {
+    let dir = TempDir::new("v1");
+    let s = open(&dir.0, 1_000_000).await;
+    write_records(&s).await;
+    let (state, pos) = (s.state_bytes().expect("bytes"), s.position());
+    drop(s);
+    // The same records in format 1: no header, no markers.
+    let seg = last_segment(&dir.0);
+    let bytes = std::fs::read(&seg).expect("read");
+    let mut v1 = Vec::new();
+    for (_, r) in segment::scan(&bytes).records {
+        segment::frame(&mut v1, &bytes[r]);
+    }
+    std::fs::write(&seg, &v1).expect("write");
+    assert_eq!(segment::scan(&v1).format, segment::Format::V1);
+    let s = open(&dir.0, 1_000_000).await;
+    assert_eq!(s.position(), pos);
+    assert!(s.state_bytes().expect("bytes") == state);
+    // New records go to a new format-2 segment; the old one is left as it was.
+    s.execute(new_task("support", Some("after".into())), at(100))
+        .await
+        .expect("store")
+        .reply
+        .expect("create");
+    let (state, pos) = (s.state_bytes().expect("bytes"), s.position());
+    drop(s);
+    assert_eq!(std::fs::read(&seg).expect("read"), v1);
+    let newest = last_segment(&dir.0);
+    assert_ne!(newest, seg);
+    assert_eq!(
+        segment::scan(&std::fs::read(&newest).expect("read")).format,
+        segment::Format::V2
+    );
+    let s = open(&dir.0, 1_000_000).await;
+    assert_eq!(s.position(), pos);
+    assert!(s.state_bytes().expect("bytes") == state);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_store_on_the_same_directory_is_refused_until_the_first_is_gone() {
     let dir = TempDir::new("lock");
     let first = open(&dir.0, 1_000_000).await;
-    let err = match FileStore::open(&dir.0, "n1", rules(), T0, 1_000_000).await {
+    let err = match FileStore::open(&dir.0, "n1", rules(), T0, 1_000_000, Sink::detached()).await {
         Ok(_) => panic!("two stores on one directory"),
         Err(e) => e.to_string(),
     };
@@ -294,7 +430,7 @@ async fn after_a_restart_connected_agents_get_their_grace_and_passed_deadlines_f
     drop(s);
     // Down for a minute: past the offer's deadline.
     let later = at(60_000);
-    let s = FileStore::open(&dir.0, "n1", rules(), later, 1_000_000)
+    let s = FileStore::open(&dir.0, "n1", rules(), later, 1_000_000, Sink::detached())
         .await
         .expect("reopen");
     let v = s.agent_view(&a1).await.expect("store").expect("a1");

@@ -19,10 +19,10 @@ use switchboard::error::{HubError, OfferEnd};
 use switchboard::ids::{AgentId, Channel, ConnId, TaskId};
 use switchboard::routing::{Command, Rules};
 use switchboard::state::Reply;
-use switchboard::store::Store;
 use switchboard::store::file::FileStore;
 use switchboard::store::memory::MemoryStore;
 use switchboard::store::redis::RedisStore;
+use switchboard::store::{Sink, Store};
 use switchboard::task::{CustomerIdentity, NewTask};
 
 const CFG: &str = r#"
@@ -82,7 +82,7 @@ impl Drop for TempDir {
 
 async fn memory() -> Subject {
     Subject {
-        store: Arc::new(MemoryStore::new(rules(), T0)),
+        store: Arc::new(MemoryStore::new(rules(), T0, Sink::detached())),
         _redis: None,
         _dir: None,
     }
@@ -90,7 +90,7 @@ async fn memory() -> Subject {
 
 async fn file() -> Subject {
     let dir = TempDir::new("suite");
-    let store = FileStore::open(&dir.0, "suite", rules(), T0, 1_000_000)
+    let store = FileStore::open(&dir.0, "suite", rules(), T0, 1_000_000, Sink::detached())
         .await
         .expect("open the file store");
     Subject {
@@ -102,9 +102,15 @@ async fn file() -> Subject {
 
 async fn redis() -> Subject {
     let server = RedisServer::start();
-    let store = RedisStore::connect(&server.url(), "suite", rules(), Clock::new())
-        .await
-        .expect("connect to the test's redis-server");
+    let store = RedisStore::connect(
+        &server.url(),
+        "suite",
+        rules(),
+        Clock::new(),
+        Sink::detached(),
+    )
+    .await
+    .expect("connect to the test's redis-server");
     Subject {
         store: Arc::new(store),
         _redis: Some(server),
@@ -531,15 +537,27 @@ suite!(
 #[tokio::test]
 async fn a_redis_node_started_later_sees_the_same_state() {
     let server = RedisServer::start();
-    let a = RedisStore::connect(&server.url(), "n-a", rules(), Clock::new())
-        .await
-        .expect("a");
+    let a = RedisStore::connect(
+        &server.url(),
+        "n-a",
+        rules(),
+        Clock::new(),
+        Sink::detached(),
+    )
+    .await
+    .expect("a");
     ready_on(&a, "a1", at(0), "n-a").await;
     let t = create(&a, at(1)).await;
     assert_eq!(task_state(&a, t).await, "offered", "on a");
-    let b = RedisStore::connect(&server.url(), "n-b", rules(), Clock::new())
-        .await
-        .expect("b");
+    let b = RedisStore::connect(
+        &server.url(),
+        "n-b",
+        rules(),
+        Clock::new(),
+        Sink::detached(),
+    )
+    .await
+    .expect("b");
     let v = b.agent_view(&AgentId::from("a1")).await.expect("store");
     assert_eq!(
         task_state(&b, t).await,
@@ -574,9 +592,16 @@ async fn a_redis_node_started_later_sees_the_same_state() {
 #[tokio::test]
 async fn snapshots_bound_the_log_and_a_new_node_starts_from_one() {
     let server = RedisServer::start();
-    let a = RedisStore::connect_with(&server.url(), "n-a", rules(), Clock::new(), 50)
-        .await
-        .expect("a");
+    let a = RedisStore::connect_with(
+        &server.url(),
+        "n-a",
+        rules(),
+        Clock::new(),
+        50,
+        Sink::detached(),
+    )
+    .await
+    .expect("a");
     ready_on(&a, "a1", at(0), "n-a").await;
     let mut tasks = Vec::new();
     for i in 0..200u64 {
@@ -637,9 +662,16 @@ async fn snapshots_bound_the_log_and_a_new_node_starts_from_one() {
         .expect("exists");
     assert!(has);
     // A node that starts now has every task, from the snapshot plus the log's tail.
-    let b = RedisStore::connect_with(&server.url(), "n-b", rules(), Clock::new(), 50)
-        .await
-        .expect("b");
+    let b = RedisStore::connect_with(
+        &server.url(),
+        "n-b",
+        rules(),
+        Clock::new(),
+        50,
+        Sink::detached(),
+    )
+    .await
+    .expect("b");
     for (i, t) in tasks.iter().enumerate() {
         assert_eq!(task_state(&b, *t).await, "completed", "task {i}");
         // Snapshots are built by replaying the log, not by copying a's replica: the
@@ -666,15 +698,27 @@ async fn snapshots_bound_the_log_and_a_new_node_starts_from_one() {
 async fn a_node_started_later_replays_to_exactly_the_same_decisions() {
     let server = RedisServer::start();
     let clock = Clock::new();
-    let a = RedisStore::connect(&server.url(), "n-a", rules(), clock.clone())
-        .await
-        .expect("a");
+    let a = RedisStore::connect(
+        &server.url(),
+        "n-a",
+        rules(),
+        clock.clone(),
+        Sink::detached(),
+    )
+    .await
+    .expect("a");
     ready_on(&a, "a1", clock.now(), "n-a").await;
     let t = create(&a, clock.now()).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let b = RedisStore::connect(&server.url(), "n-b", rules(), Clock::new())
-        .await
-        .expect("b");
+    let b = RedisStore::connect(
+        &server.url(),
+        "n-b",
+        rules(),
+        Clock::new(),
+        Sink::detached(),
+    )
+    .await
+    .expect("b");
     let on_a = a.task(t).await.expect("store").expect("task");
     let on_b = b.task(t).await.expect("store").expect("task");
     let (ja, jb) = (
@@ -700,9 +744,16 @@ async fn the_log_is_never_trimmed_past_a_live_node() {
         .get_multiplexed_async_connection()
         .await
         .expect("conn");
-    let a = RedisStore::connect_with(&server.url(), "n-a", rules(), Clock::new(), 50)
-        .await
-        .expect("a");
+    let a = RedisStore::connect_with(
+        &server.url(),
+        "n-a",
+        rules(),
+        Clock::new(),
+        50,
+        Sink::detached(),
+    )
+    .await
+    .expect("a");
     let _: () = redis::cmd("SET")
         .arg("sb:node:n-slow/boot")
         .arg("0-1")

@@ -28,11 +28,13 @@ queues = ["support"]
 fn hub() -> Arc<Hub> {
     let cfg = Arc::new(Config::parse(CFG).expect("config"));
     let clock = Clock::new();
-    let store = Arc::new(MemoryStore::new(Arc::new(cfg.rules()), clock.now()));
+    let (sink, binding) = switchboard::store::sink::sink();
+    let store = Arc::new(MemoryStore::new(Arc::new(cfg.rules()), clock.now(), sink));
     Hub::new(
         cfg,
         switchboard::auth::Keys::new(b"0123456789abcdef"),
         store,
+        binding,
         clock,
     )
 }

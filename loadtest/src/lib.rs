@@ -11,7 +11,8 @@
 //! (dropped desktops reconnecting and resuming their offers and tasks);
 //! [`nodeloss::run_nodeloss`] (kill -9 of a node: its agents' offers reaching live agents);
 //! [`restart::run_restart`] (the file store ready again after a restart with a
-//! large log on disk); [`idle::run_idle`] (memory and CPU of idle heartbeating connections against the
+//! large log on disk); [`crash::run_crash`] (kill -9 rounds of a file-store hub under
+//! load, every acknowledged command checked after each restart); [`idle::run_idle`] (memory and CPU of idle heartbeating connections against the
 //! echo floor); and the [`echo`] floor (the
 //! same websocket stack with no hub logic); [`compare::run_compare`] runs `route` on one
 //! node in memory and then on several nodes sharing a Redis, and sets them side by
@@ -31,6 +32,7 @@ pub mod checks;
 pub mod client;
 pub mod compare;
 pub mod conflicts;
+pub mod crash;
 pub mod echo;
 pub mod events;
 pub mod expiry;

@@ -16,6 +16,7 @@
 //! loadtest echo [--conns 200] [--rate 2000] [--duration 5] [--addr ADDR]
 //! loadtest echo-server [--listen 127.0.0.1:0] [--secs 600]
 //! loadtest search [--customers 1000000] [--queries 2000] [--scans 40]
+//! loadtest crash [--rounds 100] [--agents 3] [--writers 2] [--max-load-ms 1500] [--snapshot-every 500]
 //! ```
 //! Exit status: 0 when every invariant held, 1 when one broke, 2 when the run could not
 //! be carried out.
@@ -90,6 +91,11 @@ enum Cmd {
     /// The file store in process: writes a large log (customer creates and saves),
     /// stops, and times the restart until the store answers.
     Restart(RestartArgs),
+    /// kill -9 of a file-store hub under load (task creates, customer saves, agents
+    /// accepting and completing), N rounds on one data directory; after each restart
+    /// every acknowledged command is checked (there, its version and state, nothing
+    /// applied twice).
+    Crash(CrashArgs),
     /// Customer search at scale, in process: memory per customer, search latency through
     /// the index and the old scan (checked to agree).
     Search(SearchArgs),
@@ -520,6 +526,32 @@ struct RestartArgs {
     #[arg(long)]
     dir: Option<PathBuf>,
     /// Keep the data directory.
+    #[arg(long)]
+    keep_files: bool,
+}
+
+#[derive(Args)]
+struct CrashArgs {
+    /// kill -9 rounds.
+    #[arg(long, default_value_t = 100)]
+    rounds: usize,
+    /// Agent desktops accepting and completing.
+    #[arg(long, default_value_t = 3)]
+    agents: usize,
+    /// Task creators, and as many customer savers.
+    #[arg(long, default_value_t = 2)]
+    writers: usize,
+    /// The longest load before a kill (each kill lands at a random moment between a
+    /// quarter of it and all of it), in milliseconds.
+    #[arg(long, default_value_t = 1500)]
+    max_load_ms: u64,
+    /// store.snapshot_every (small, so that kills land in snapshots too).
+    #[arg(long, default_value_t = 500)]
+    snapshot_every: u64,
+    /// The switchboard binary (default: the release build next to loadtest).
+    #[arg(long)]
+    hub_bin: Option<PathBuf>,
+    /// Keep the run's directory (the data directory and the hub's logs).
     #[arg(long)]
     keep_files: bool,
 }
@@ -1031,6 +1063,39 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("loadtest: restart: {e}");
                     ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::Crash(a) => {
+            let opts = loadtest::crash::CrashOpts {
+                bin: a.hub_bin.clone().unwrap_or_else(default_hub_bin),
+                rounds: a.rounds.max(1),
+                agents: a.agents,
+                writers: a.writers,
+                max_load: Duration::from_millis(a.max_load_ms),
+                snapshot_every: a.snapshot_every,
+                keep: a.keep_files,
+            };
+            match rt.block_on(loadtest::crash::run_crash(opts)) {
+                Ok(r) => {
+                    let (cr, ac, co, sv) = r.acks;
+                    println!(
+                        "crash: {} rounds of kill -9 run; {} acknowledged commands checked after the last restart ({} checks after the restarts between rounds); acknowledged: {cr} creates, {ac} accepts, {co} completes, {sv} customer versions; {} desktops resumed",
+                        r.rounds, r.checked, r.checked_per_round, r.resumed
+                    );
+                    if r.breaches.is_empty() {
+                        ExitCode::SUCCESS
+                    } else {
+                        for b in &r.breaches {
+                            eprintln!("crash: BREACH {b}");
+                        }
+                        eprintln!("crash: the run's directory is kept: {}", r.dir.display());
+                        ExitCode::from(1)
+                    }
+                }
+                Err(e) => {
+                    eprintln!("loadtest: crash: {e}");
+                    ExitCode::from(2)
                 }
             }
         }

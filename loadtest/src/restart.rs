@@ -14,8 +14,8 @@ use switchboard::context::ContextCommand;
 use switchboard::context::record::{Actor, CustomerFields};
 use switchboard::ids::CustomerId;
 use switchboard::state::Reply;
-use switchboard::store::Store;
 use switchboard::store::file::{FileStore, disk_bytes};
+use switchboard::store::{Sink, Store};
 
 /// What `restart` does.
 pub struct RestartOpts {
@@ -69,9 +69,16 @@ pub async fn run_restart(o: RestartOpts) -> Result<RestartReport, String> {
     }
     let now = Ts(1_800_000_000_000_000);
     let store = Arc::new(
-        FileStore::open(&o.dir, "loadtest", rules(), now, o.snapshot_every)
-            .await
-            .map_err(|e| e.to_string())?,
+        FileStore::open(
+            &o.dir,
+            "loadtest",
+            rules(),
+            now,
+            o.snapshot_every,
+            Sink::detached(),
+        )
+        .await
+        .map_err(|e| e.to_string())?,
     );
     let started = Instant::now();
     let workers = o.concurrency.max(1) as u64;
@@ -138,9 +145,16 @@ pub async fn run_restart(o: RestartOpts) -> Result<RestartReport, String> {
     drop(store);
     let bytes = disk_bytes(&dir);
     let t = Instant::now();
-    let reopened = FileStore::open(&dir, "loadtest", rules(), now, o.snapshot_every)
-        .await
-        .map_err(|e| e.to_string())?;
+    let reopened = FileStore::open(
+        &dir,
+        "loadtest",
+        rules(),
+        now,
+        o.snapshot_every,
+        Sink::detached(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     reopened.ping().await.map_err(|e| e.to_string())?;
     let ready = t.elapsed();
     let position = reopened.position();

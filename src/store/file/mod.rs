@@ -21,21 +21,19 @@ pub mod segment;
 pub mod snapshot;
 
 use super::background::lower_priority;
-use super::{Dispatch, Store};
+use super::{Decision, Sink, Store};
 use crate::clock::Ts;
 use crate::context::ContextCommand;
 use crate::error::HubError;
-use crate::ids::{AgentId, QueueId, TaskId};
 use crate::log::{Body, Entry, Replica, seed_of, step};
-use crate::routing::{AgentView, Command, QueueStats, Rules, Snapshot};
+use crate::routing::{Command, Rules};
 use crate::state::{Outcome, State};
-use crate::task::Task;
 use metrics::FileMetrics;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 use tokio::sync::oneshot;
 
@@ -60,7 +58,8 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
 pub struct Recovered {
     /// The state after the snapshot and every whole record.
     pub replica: Replica<u64>,
-    /// The segment to go on appending to: its first position, path and whole length.
+    /// The segment to go on appending to: its first position, path and whole length
+    /// (none: start a new segment at the next position).
     pub tail: Option<(u64, PathBuf, u64)>,
     /// Torn bytes cut from (or, read-only, ignored at) the end of the last segment.
     pub cut: u64,
@@ -99,7 +98,7 @@ pub fn recover(dir: &Path, rules: Arc<Rules>, repair: bool) -> Result<Recovered,
                         file = %path.display(),
                         offset = off,
                         bytes = cut,
-                        "the last record was torn (a crash mid-write): cut off"
+                        "the log's tail was torn (a crash before it was synced; never acknowledged): cut off"
                     );
                     if repair {
                         let f = std::fs::OpenOptions::new()
@@ -122,7 +121,7 @@ pub fn recover(dir: &Path, rules: Arc<Rules>, repair: bool) -> Result<Recovered,
                 }
                 _ => {
                     return Err(unavailable(format!(
-                        "{} ends inside a record at offset {off} but is not the last segment; refusing to start",
+                        "{} ends inside a record or an unfinished batch at offset {off} but is not the last segment; refusing to start",
                         path.display()
                     )));
                 }
@@ -146,8 +145,15 @@ pub fn recover(dir: &Path, rules: Arc<Rules>, repair: bool) -> Result<Recovered,
         }
         if last {
             let end = first + scan.records.len() as u64;
+            // Appended to only in format 2, with its header in place: a format-1
+            // segment (from before batch-end markers) is left as it is, and a segment
+            // cut short while being made is made again.
+            let appendable =
+                scan.format == segment::Format::V2 && scan.valid_len >= segment::MAGIC.len();
             if end == replica.pos + 1 {
-                tail = Some((*first, path.clone(), scan.valid_len as u64));
+                if appendable {
+                    tail = Some((*first, path.clone(), scan.valid_len as u64));
+                }
             } else if *first > replica.pos + 1 {
                 return Err(unavailable(format!(
                     "{} starts at record {first} but the state ends at {}; refusing to start",
@@ -191,7 +197,8 @@ struct Shared {
     dir: PathBuf,
     rules: Arc<Rules>,
     replica: Mutex<Replica<u64>>,
-    dispatch: OnceLock<Weak<dyn Dispatch>>,
+    /// Where the applier delivers each decision's notices.
+    sink: Sink,
     /// Why the log can no longer be written (a failed write or fsync): every command is
     /// refused from then on, and readiness fails. After a failed fsync the kernel may
     /// have dropped the pages, so carrying on could acknowledge what is not on disk.
@@ -245,6 +252,8 @@ struct Writer {
     /// Written batches, with their first position, to the applier.
     written: mpsc::Sender<(u64, Vec<Job>)>,
     file: std::fs::File,
+    /// The current segment's length: where the next batch starts.
+    len: u64,
     /// The next record's position.
     next: u64,
     /// Records written since the last snapshot was started.
@@ -255,12 +264,14 @@ impl FileStore {
     /// Opens (creating it if needed) the data directory: takes its lock, loads the
     /// snapshot, replays the log, and declares lost the node(s) whose desktops were
     /// connected when it stopped (their grace starts now; they resume by reconnecting).
+    /// Each decision's notices go to `sink`.
     pub async fn open(
         dir: &Path,
         node: &str,
         rules: Arc<Rules>,
         now: Ts,
         snapshot_every: u64,
+        sink: Sink,
     ) -> Result<FileStore, HubError> {
         let dir = dir.to_path_buf();
         let opened = {
@@ -270,7 +281,7 @@ impl FileStore {
                 .await
                 .map_err(unavailable)??
         };
-        let (lock, rec, file, next) = opened;
+        let (lock, rec, file, len, next) = opened;
         let replayed = rec.replayed;
         tracing::info!(
             dir = %dir.display(),
@@ -284,7 +295,7 @@ impl FileStore {
             dir,
             rules,
             replica: Mutex::new(rec.replica),
-            dispatch: OnceLock::new(),
+            sink,
             failed: Mutex::new(None),
             stopped: AtomicBool::new(false),
             compacting: AtomicBool::new(false),
@@ -299,6 +310,7 @@ impl FileStore {
             rx,
             written,
             file,
+            len,
             next,
             // Counted from the snapshot, so that a log replayed at start is folded
             // into the next snapshot in due course, not only after `snapshot_every`
@@ -408,7 +420,7 @@ impl FileStore {
 fn open_blocking(
     dir: &Path,
     rules: Arc<Rules>,
-) -> Result<(lock::DirLock, Recovered, std::fs::File, u64), HubError> {
+) -> Result<(lock::DirLock, Recovered, std::fs::File, u64, u64), HubError> {
     std::fs::create_dir_all(dir)
         .map_err(|e| unavailable(format!("cannot create {}: {e}", dir.display())))?;
     let lock = lock::acquire(dir).map_err(unavailable)?;
@@ -416,24 +428,35 @@ fn open_blocking(
     let _ = std::fs::remove_file(dir.join(snapshot::TMP));
     let rec = recover(dir, rules, true)?;
     let next = rec.replica.pos + 1;
-    let file = match &rec.tail {
-        Some((_, path, _)) => std::fs::OpenOptions::new()
-            .append(true)
-            .open(path)
-            .map_err(|e| unavailable(format!("cannot open {}: {e}", path.display())))?,
-        None => new_segment(dir, next)?,
+    let (file, len) = match &rec.tail {
+        Some((_, path, len)) => (
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(path)
+                .map_err(|e| unavailable(format!("cannot open {}: {e}", path.display())))?,
+            *len,
+        ),
+        None => (new_segment(dir, next)?, segment::MAGIC.len() as u64),
     };
-    Ok((lock, rec, file, next))
+    Ok((lock, rec, file, len, next))
 }
 
-/// Creates the segment whose first record is `first`, durably.
+/// Creates the segment whose first record is `first`, with its format header, durably.
+/// A file of that name can only be one cut short while being made (no records): it is
+/// made again.
 fn new_segment(dir: &Path, first: u64) -> Result<std::fs::File, HubError> {
     let path = dir.join(segment::name(first));
-    let f = std::fs::OpenOptions::new()
+    let made = std::fs::OpenOptions::new()
         .create(true)
-        .append(true)
+        .write(true)
+        .truncate(true)
         .open(&path)
-        .map_err(|e| unavailable(format!("cannot create {}: {e}", path.display())))?;
+        .and_then(|mut f| {
+            f.write_all(&segment::MAGIC)?;
+            f.sync_data()?;
+            Ok(f)
+        });
+    let f = made.map_err(|e| unavailable(format!("cannot create {}: {e}", path.display())))?;
     if let Err(e) = sync_dir(dir) {
         // An empty segment left behind would sort last and make the real last segment
         // look like a middle one: a torn tail there would then refuse the next start.
@@ -465,6 +488,9 @@ impl Writer {
             for j in &batch {
                 segment::frame(&mut buf, &j.bytes);
             }
+            // Written with the batch, before its one fsync: a batch whose marker is not
+            // on disk was never acknowledged (`segment`, format 2).
+            segment::end_batch(&mut buf, self.len, batch.len() as u32);
             let t = Instant::now();
             let written = self
                 .file
@@ -484,6 +510,7 @@ impl Writer {
                 continue;
             }
             self.shared.metrics.commit(batch.len(), t.elapsed());
+            self.len += buf.len() as u64;
             let first = self.next;
             self.next += batch.len() as u64;
             self.since_snapshot += batch.len() as u64;
@@ -505,7 +532,10 @@ impl Writer {
     fn start_snapshot(&mut self) {
         let target = self.next - 1;
         match new_segment(&self.shared.dir, self.next) {
-            Ok(f) => self.file = f,
+            Ok(f) => {
+                self.file = f;
+                self.len = segment::MAGIC.len() as u64;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot start a new segment; the snapshot waits");
                 return;
@@ -557,15 +587,12 @@ impl Writer {
 /// outcome to its caller. Only the applier thread calls it, so log order, apply order
 /// and notice order are one.
 fn apply(shared: &Shared, first: u64, batch: Vec<Job>) {
-    let dispatch = shared.dispatch.get().and_then(Weak::upgrade);
     let mut r = shared.replica();
     for (i, j) in batch.into_iter().enumerate() {
         let pos = first + i as u64;
         match step(&mut r, pos, seed(pos), &j.bytes) {
             Some((mut o, _, _)) => {
-                if let Some(d) = &dispatch {
-                    d.deliver(o.take_notices());
-                }
+                shared.sink.deliver(&mut o);
                 let _ = j.reply.send(Ok(o));
             }
             None => {
@@ -676,66 +703,12 @@ impl Drop for FileStore {
 
 #[async_trait::async_trait]
 impl Store for FileStore {
-    async fn execute(&self, cmd: Command, now: Ts) -> Result<Outcome, HubError> {
-        self.submit(Body::Routing(Box::new(cmd)), now).await
+    async fn decide(&self, d: Decision, now: Ts) -> Result<Outcome, HubError> {
+        self.submit(d, now).await
     }
 
-    async fn context(&self, cmd: ContextCommand, now: Ts) -> Result<Outcome, HubError> {
-        self.submit(Body::Context(Box::new(cmd)), now).await
-    }
-
-    async fn expire_due(&self, now: Ts) -> Result<Outcome, HubError> {
-        // Logged only when something is due: a tick with nothing to fire writes nothing.
-        let due = self
-            .shared
-            .replica()
-            .state
-            .book
-            .next_deadline()
-            .is_some_and(|d| d <= now);
-        if !due {
-            return Ok(Outcome::done());
-        }
-        self.submit(Body::Expire, now).await
-    }
-
-    async fn webhook(
-        &self,
-        cmd: crate::webhooks::book::WebhookCommand,
-        now: Ts,
-    ) -> Result<Outcome, HubError> {
-        self.submit(Body::Webhook(Box::new(cmd)), now).await
-    }
-
-    async fn webhooks(&self) -> Result<crate::webhooks::book::WebhookBook, HubError> {
-        Ok(self.shared.replica().state.webhooks.clone())
-    }
-
-    async fn next_deadline(&self) -> Result<Option<Ts>, HubError> {
-        Ok(self.shared.replica().state.book.next_deadline())
-    }
-
-    async fn agent_view(&self, agent: &AgentId) -> Result<Option<AgentView>, HubError> {
-        Ok(self.shared.replica().state.book.agent_view(agent))
-    }
-
-    async fn task(&self, id: TaskId) -> Result<Option<Task>, HubError> {
-        Ok(self.shared.replica().state.book.task(id).cloned())
-    }
-
-    async fn snapshot(&self, now: Ts) -> Result<Snapshot, HubError> {
-        Ok(self.shared.replica().state.book.snapshot(now))
-    }
-
-    async fn queue_stats(&self, queues: &[QueueId], now: Ts) -> Result<Vec<QueueStats>, HubError> {
-        let r = self.shared.replica();
-        Ok(queues
-            .iter()
-            .filter_map(|q| r.state.book.queue_stats(q, now))
-            .collect())
-    }
-
-    fn read_state(&self, f: &mut dyn FnMut(&crate::state::State)) {
+    fn read_state(&self, f: &mut dyn FnMut(&State)) {
+        // The applier delivers each batch under this lock (`apply`).
         f(&self.shared.replica().state);
     }
 
@@ -752,15 +725,6 @@ impl Store for FileStore {
             return self.context(cmd, now).await;
         }
         Ok(self.shared.replica().state.context(cmd, now))
-    }
-
-    fn with_events(&self, f: &mut dyn FnMut(&crate::events::EventLog)) {
-        // The applier delivers each batch under this lock (`apply`).
-        f(&self.shared.replica().state.events)
-    }
-
-    fn set_dispatch(&self, dispatch: Weak<dyn Dispatch>) {
-        let _ = self.shared.dispatch.set(dispatch);
     }
 
     fn stop(&self) {

@@ -36,15 +36,13 @@ mod parse;
 mod snapshot;
 
 use super::background::Background;
-use super::{Dispatch, Store};
+use super::{Decision, Sink, Store};
 use crate::clock::{Clock, Ts};
 use crate::context::ContextCommand;
 use crate::error::HubError;
-use crate::ids::{AgentId, QueueId, TaskId};
 use crate::log::{Body, Entry, seed_of, step};
-use crate::routing::{AgentView, Command, QueueStats, Rules, Snapshot};
+use crate::routing::{Command, Rules};
 use crate::state::{Outcome, State};
-use crate::task::Task;
 use parse::{field_of, parse_xread, position_lt};
 use redis::AsyncConnectionConfig;
 use redis::Value;
@@ -52,7 +50,7 @@ use redis::aio::MultiplexedConnection;
 use snapshot::fetch_snapshot;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -83,7 +81,8 @@ struct Shared {
     conn: tokio::sync::Mutex<Option<MultiplexedConnection>>,
     replica: Mutex<Replica>,
     waiters: Mutex<HashMap<uuid::Uuid, oneshot::Sender<Outcome>>>,
-    dispatch: OnceLock<Weak<dyn Dispatch>>,
+    /// Where the reader delivers every entry's notices.
+    sink: Sink,
     /// Whether the log reader is keeping up (false after a failed Redis call, true again
     /// after the next successful read): part of readiness.
     healthy: AtomicBool,
@@ -118,14 +117,16 @@ fn unavailable(e: impl std::fmt::Display) -> HubError {
 
 impl RedisStore {
     /// Connects, loads the newest snapshot, applies the log after it, declares this
-    /// node's earlier incarnation lost, and starts following the log.
+    /// node's earlier incarnation lost, and starts following the log. Every entry's
+    /// notices go to `sink`.
     pub async fn connect(
         url: &str,
         node: &str,
         rules: Arc<Rules>,
         clock: Clock,
+        sink: Sink,
     ) -> Result<RedisStore, HubError> {
-        Self::connect_with(url, node, rules, clock, 200_000).await
+        Self::connect_with(url, node, rules, clock, 200_000, sink).await
     }
 
     /// [`RedisStore::connect`], storing a snapshot every `snapshot_every` entries.
@@ -135,6 +136,7 @@ impl RedisStore {
         rules: Arc<Rules>,
         clock: Clock,
         snapshot_every: u64,
+        sink: Sink,
     ) -> Result<RedisStore, HubError> {
         let client = redis::Client::open(url).map_err(unavailable)?;
         let boot = uuid::Uuid::new_v4().simple().to_string();
@@ -154,7 +156,7 @@ impl RedisStore {
                 applied: 0,
             }),
             waiters: Mutex::new(HashMap::new()),
-            dispatch: OnceLock::new(),
+            sink,
             healthy: AtomicBool::new(true),
             clock,
             snapshot_every: snapshot_every.max(1),
@@ -467,10 +469,7 @@ impl Shared {
         // Notices for everyone, here, in log order; the reply and the counts to the
         // waiting caller (each node counts only its own decisions).
         let mut outcome = outcome;
-        let shared = outcome.take_notices();
-        if let Some(d) = self.dispatch.get().and_then(Weak::upgrade) {
-            d.deliver(shared);
-        }
+        self.sink.deliver(&mut outcome);
         drop(replica);
         if let Some(req) = req {
             let waiter = self
@@ -517,80 +516,15 @@ impl Drop for Waiter<'_> {
 
 #[async_trait::async_trait]
 impl Store for RedisStore {
-    async fn execute(&self, cmd: Command, now: Ts) -> Result<Outcome, HubError> {
-        let o = self
-            .shared
-            .append(Body::Routing(Box::new(cmd)), now, true)
-            .await?;
+    async fn decide(&self, d: Decision, now: Ts) -> Result<Outcome, HubError> {
+        // Any node may tick (`Expire`): an expiry that another node's tick already
+        // applied is a no-op when this one is applied, so an offer never expires twice.
+        let o = self.shared.append(d, now, true).await?;
         o.ok_or_else(|| unavailable("no outcome"))
     }
 
-    async fn context(&self, cmd: ContextCommand, now: Ts) -> Result<Outcome, HubError> {
-        let o = self
-            .shared
-            .append(Body::Context(Box::new(cmd)), now, true)
-            .await?;
-        o.ok_or_else(|| unavailable("no outcome"))
-    }
-
-    async fn expire_due(&self, now: Ts) -> Result<Outcome, HubError> {
-        // Any node may ask; an expiry that another node's tick already applied is a
-        // no-op when this one is applied, so an offer never expires twice.
-        let due = self
-            .shared
-            .replica()
-            .state
-            .book
-            .next_deadline()
-            .is_some_and(|d| d <= now);
-        if !due {
-            return Ok(Outcome::done());
-        }
-        let o = self.shared.append(Body::Expire, now, true).await?;
-        o.ok_or_else(|| unavailable("no outcome"))
-    }
-
-    async fn webhook(
-        &self,
-        cmd: crate::webhooks::book::WebhookCommand,
-        now: Ts,
-    ) -> Result<Outcome, HubError> {
-        let o = self
-            .shared
-            .append(Body::Webhook(Box::new(cmd)), now, true)
-            .await?;
-        o.ok_or_else(|| unavailable("no outcome"))
-    }
-
-    async fn webhooks(&self) -> Result<crate::webhooks::book::WebhookBook, HubError> {
-        Ok(self.shared.replica().state.webhooks.clone())
-    }
-
-    async fn next_deadline(&self) -> Result<Option<Ts>, HubError> {
-        Ok(self.shared.replica().state.book.next_deadline())
-    }
-
-    async fn agent_view(&self, agent: &AgentId) -> Result<Option<AgentView>, HubError> {
-        Ok(self.shared.replica().state.book.agent_view(agent))
-    }
-
-    async fn task(&self, id: TaskId) -> Result<Option<Task>, HubError> {
-        Ok(self.shared.replica().state.book.task(id).cloned())
-    }
-
-    async fn snapshot(&self, now: Ts) -> Result<Snapshot, HubError> {
-        Ok(self.shared.replica().state.book.snapshot(now))
-    }
-
-    async fn queue_stats(&self, queues: &[QueueId], now: Ts) -> Result<Vec<QueueStats>, HubError> {
-        let r = self.shared.replica();
-        Ok(queues
-            .iter()
-            .filter_map(|q| r.state.book.queue_stats(q, now))
-            .collect())
-    }
-
-    fn read_state(&self, f: &mut dyn FnMut(&crate::state::State)) {
+    fn read_state(&self, f: &mut dyn FnMut(&State)) {
+        // The reader delivers every entry under this lock (`Shared::apply`).
         f(&self.shared.replica().state);
     }
 
@@ -611,14 +545,6 @@ impl Store for RedisStore {
             }
             Err(_) => Err(unavailable("Redis did not answer in time")),
         }
-    }
-
-    fn with_events(&self, f: &mut dyn FnMut(&crate::events::EventLog)) {
-        f(&self.shared.replica().state.events)
-    }
-
-    fn set_dispatch(&self, dispatch: Weak<dyn Dispatch>) {
-        let _ = self.shared.dispatch.set(dispatch);
     }
 
     async fn context_read(&self, cmd: ContextCommand, now: Ts) -> Result<Outcome, HubError> {
