@@ -54,6 +54,8 @@ struct Shared {
     arrived: Notify,
     /// How long each answer takes.
     delay: Mutex<Duration>,
+    /// Connections accepted.
+    accepted: std::sync::atomic::AtomicUsize,
 }
 
 pub struct Receiver {
@@ -79,6 +81,9 @@ fn serve(l: tokio::net::TcpListener, shared: Arc<Shared>) -> JoinHandle<()> {
                 return;
             };
             while conns.try_join_next().is_some() {}
+            shared
+                .accepted
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let shared = shared.clone();
             conns.spawn(async move {
                 let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
@@ -153,6 +158,7 @@ impl Receiver {
             script: Mutex::new(Default::default()),
             arrived: Notify::new(),
             delay: Mutex::new(Duration::ZERO),
+            accepted: Default::default(),
         });
         let server = Some(serve(l, shared.clone()));
         Receiver {
@@ -183,6 +189,13 @@ impl Receiver {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .extend(answers);
+    }
+
+    /// How many connections it has accepted.
+    pub fn connections(&self) -> usize {
+        self.shared
+            .accepted
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Stops listening: connections are refused.
