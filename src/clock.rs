@@ -27,6 +27,54 @@ impl Ts {
     }
     /// RFC 3339 text with millisecond precision, as the wire protocol carries it.
     pub fn rfc3339(self) -> String {
+        if let Some(b) = self.rfc3339_bytes() {
+            // Digits and ASCII punctuation only.
+            return String::from_utf8_lossy(&b).into_owned();
+        }
+        self.rfc3339_chrono()
+    }
+
+    /// The text of [`Ts::rfc3339`] for the years 1970 to 9999, made without chrono's
+    /// formatting machinery: every event and every frame carries a few timestamps, so
+    /// this runs for each of them. `None` past 9999 (chrono writes those).
+    fn rfc3339_bytes(self) -> Option<[u8; 24]> {
+        // 10000-01-01T00:00:00Z.
+        const END: u64 = 253_402_300_800;
+        let secs = self.0 / 1_000_000;
+        if secs >= END {
+            return None;
+        }
+        let millis = (self.0 % 1_000_000) / 1000;
+        let (days, rem) = (secs / 86_400, secs % 86_400);
+        // Days to a civil date (H. Hinnant, "chrono-Compatible Low-Level Date
+        // Algorithms"), on unsigned numbers: the dates here are after 1970.
+        let z = days + 719_468;
+        let era = z / 146_097;
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + u64::from(month <= 2);
+        let mut b = *b"0000-00-00T00:00:00.000Z";
+        let mut put = |at: usize, width: usize, mut v: u64| {
+            for i in (at..at + width).rev() {
+                b[i] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        };
+        put(0, 4, year);
+        put(5, 2, month);
+        put(8, 2, day);
+        put(11, 2, rem / 3600);
+        put(14, 2, rem % 3600 / 60);
+        put(17, 2, rem % 60);
+        put(20, 3, millis);
+        Some(b)
+    }
+
+    fn rfc3339_chrono(self) -> String {
         let secs = (self.0 / 1_000_000) as i64;
         let nanos = ((self.0 % 1_000_000) * 1000) as u32;
         match chrono::DateTime::from_timestamp(secs, nanos) {
@@ -42,7 +90,11 @@ impl Ts {
 impl Serialize for Ts {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         if s.is_human_readable() {
-            s.serialize_str(&self.rfc3339())
+            match self.rfc3339_bytes() {
+                // Digits and ASCII punctuation: always UTF-8.
+                Some(b) => s.serialize_str(std::str::from_utf8(&b).unwrap_or_default()),
+                None => s.serialize_str(&self.rfc3339_chrono()),
+            }
         } else {
             s.serialize_u64(self.0)
         }
@@ -122,6 +174,36 @@ mod tests {
     #[test]
     fn rfc3339_has_millis() {
         assert_eq!(Ts(1_500_000).rfc3339(), "1970-01-01T00:00:01.500Z");
+    }
+
+    #[test]
+    fn rfc3339_writes_what_chrono_writes() {
+        let day = 86_400_000_000u64;
+        let mut cases = vec![
+            0,
+            999,
+            1_000,
+            951_782_400_000_000,     // 2000-02-29
+            951_868_799_999_999,     // its last microsecond
+            4_107_542_400_000_000,   // 2100-03-01 (2100 is no leap year)
+            253_402_300_799_999_999, // 9999-12-31T23:59:59.999999
+            253_402_300_800_000_000, // 10000: chrono's path
+            u64::MAX,
+        ];
+        // Every day of a leap-year cycle and more, at changing times of day.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for d in 0..(5 * 366) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            cases.push(1_700_000_000_000_000 + d * day + x % day);
+            cases.push(x % 253_402_300_800_000_000);
+        }
+        for t in cases {
+            assert_eq!(Ts(t).rfc3339(), Ts(t).rfc3339_chrono(), "{t}");
+            let json = serde_json::to_string(&Ts(t)).expect("encodes");
+            assert_eq!(json, format!("\"{}\"", Ts(t).rfc3339_chrono()), "{t}");
+        }
     }
 
     #[tokio::test(start_paused = true)]

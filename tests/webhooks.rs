@@ -402,6 +402,29 @@ async fn one_agent_in_order_across_tasks() {
     let _ = d.stop.send(true);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_one_after_another_keep_one_connection() {
+    // Each event of one task is sent when the previous one's 2xx came back: the
+    // connection that carried it is the one to reuse, even though its own task may
+    // not yet have seen the end of the exchange when the next event goes.
+    let rx = Receiver::start().await;
+    let feed = TestFeed::new();
+    let d = deliver(&feed, &rx, rules(&[0, 50]), &["*"]);
+    for _ in 0..60 {
+        feed.push(queued(7));
+    }
+    rx.wait_for(Duration::from_secs(10), "60 events", |g| {
+        delivered_ids(g).len() == 60
+    })
+    .await;
+    assert_eq!(
+        rx.connections(),
+        1,
+        "one kept-alive connection carried them all"
+    );
+    let _ = d.stop.send(true);
+}
+
 // ---- The API on a real hub ----
 
 fn hub_config(allow_private: bool) -> switchboard::config::Config {

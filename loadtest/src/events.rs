@@ -26,18 +26,28 @@ pub struct StreamOutcome {
     pub hists: HistSet,
     /// Events read.
     pub events: u64,
+    /// With type patterns: the seqs of the events of those types (read from seq 1),
+    /// what a webhook endpoint of the same types must receive.
+    pub matching: Option<std::collections::HashSet<u64>>,
+    /// The last seq read.
+    pub last_seq: u64,
     /// What went wrong (a gap in the seqs, a cutoff, a refusal, a read error).
     pub errors: Vec<String>,
 }
 
-/// Reads the stream from the next event on until `stop` turns true.
+/// Reads the stream from the next event on (from seq 1 with `types`: their seqs are
+/// kept) until `stop` names a seq it has read up to.
 pub async fn read(
     addr: SocketAddr,
     token: Arc<str>,
     shared: Arc<Shared>,
-    mut stop: watch::Receiver<bool>,
+    types: Option<Vec<String>>,
+    mut stop: watch::Receiver<Option<u64>>,
 ) -> StreamOutcome {
-    let mut out = StreamOutcome::default();
+    let mut out = StreamOutcome {
+        matching: types.as_ref().map(|_| Default::default()),
+        ..Default::default()
+    };
     let mut s = match TcpStream::connect(addr).await {
         Ok(s) => s,
         Err(e) => {
@@ -46,8 +56,9 @@ pub async fn read(
         }
     };
     let _ = s.set_nodelay(true);
+    let since = if types.is_some() { "?since=0" } else { "" };
     let req = format!(
-        "GET /v1/events HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {token}\r\naccept: text/event-stream\r\n\r\n"
+        "GET /v1/events{since} HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {token}\r\naccept: text/event-stream\r\n\r\n"
     );
     if let Err(e) = s.write_all(req.as_bytes()).await {
         out.errors
@@ -78,9 +89,13 @@ pub async fn read(
     loop {
         // One chunk: its size line, its bytes, CRLF.
         line.clear();
+        let read_up_to = last_seq.unwrap_or(0);
         let n = tokio::select! {
             r = r.read_line(&mut line) => r,
-            _ = stop.wait_for(|s| *s) => return out,
+            _ = stop.wait_for(|s| s.is_some_and(|n| read_up_to >= n)) => {
+                out.last_seq = read_up_to;
+                return out;
+            }
         };
         let size = match n {
             Ok(0) => {
@@ -128,6 +143,13 @@ pub async fn read(
                 }
             }
             last_seq = Some(seq);
+            if let (Some(m), Some(types), Some(ty)) =
+                (out.matching.as_mut(), types.as_ref(), v["type"].as_str())
+            {
+                if crate::webhook::matches(types, ty) {
+                    m.insert(seq);
+                }
+            }
             let d = &v["data"];
             match v["type"].as_str() {
                 Some("task.created") => {

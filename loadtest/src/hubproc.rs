@@ -523,6 +523,7 @@ mod tests {
             webhook: Some(crate::webhook::Endpoint {
                 url: "http://127.0.0.1:9/hooks/loadtest".into(),
                 secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+                types: vec!["*".into()],
             }),
             ..with_redis
         };
@@ -531,5 +532,15 @@ mod tests {
         assert!(cfg.webhooks.allow_private);
         assert_eq!(cfg.webhooks.endpoints.len(), 1);
         assert_eq!(cfg.webhooks.endpoints[0].types, vec!["*".to_owned()]);
+        let mut two = with_hook;
+        if let Some(w) = two.webhook.as_mut() {
+            w.types = vec!["task.offered".into(), "agent.*".into()];
+        }
+        let cfg = switchboard::config::Config::parse(&config_toml(&two, "0123456789abcdef0123"))
+            .expect("valid config");
+        assert_eq!(
+            cfg.webhooks.endpoints[0].types,
+            vec!["task.offered".to_owned(), "agent.*".to_owned()]
+        );
     }
 }

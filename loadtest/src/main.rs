@@ -227,6 +227,12 @@ struct RouteArgs {
     /// order per task and agent checked, create -> task.offered at the receiver (p99).
     #[arg(long)]
     webhook_receiver: bool,
+    /// The receiver's event types, comma-separated patterns as `[[webhooks.endpoints]]`
+    /// takes them (`task.offered,task.assigned`, `task.*`; default every type). Other
+    /// than `*` it needs --stream-reader: the stream names every event's type, so the
+    /// receiver knows which it must get.
+    #[arg(long, value_delimiter = ',', default_value = "*")]
+    webhook_types: Vec<String>,
 }
 
 #[derive(Args)]
@@ -634,6 +640,11 @@ fn route_opts(a: &RouteArgs) -> Result<RouteOpts, String> {
     o.close_interactions = a.close_interactions;
     o.stream_reader = a.stream_reader;
     o.webhook_receiver = a.webhook_receiver;
+    o.webhook_types = a
+        .webhook_types
+        .iter()
+        .map(|t| t.trim().to_owned())
+        .collect();
     Ok(o)
 }
 

@@ -135,6 +135,8 @@ pub struct RouteOpts {
     /// started hub's config): every event delivered, signed, in order per task and
     /// agent, and create -> `task.offered` at the receiver ([`crate::webhook`]).
     pub webhook_receiver: bool,
+    /// The receiver's type patterns (`["*"]`: every type).
+    pub webhook_types: Vec<String>,
 }
 
 impl RouteOpts {
@@ -171,6 +173,7 @@ impl RouteOpts {
             supervisors: 0,
             stream_reader: false,
             webhook_receiver: false,
+            webhook_types: vec!["*".into()],
         }
     }
 
@@ -247,6 +250,27 @@ impl RouteOpts {
                 );
             }
         }
+        if self.webhook_types.is_empty()
+            || self.webhook_types.iter().any(|t| {
+                t.is_empty()
+                    || !t
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._*".contains(&b))
+            })
+        {
+            return bad(format!(
+                "--webhook-types {:?}: comma-separated patterns such as task.offered or task.*",
+                self.webhook_types
+            ));
+        }
+        if !crate::webhook::every_type(&self.webhook_types) {
+            if !self.webhook_receiver {
+                return bad("--webhook-types is the --webhook-receiver's: give both".into());
+            }
+            if !self.stream_reader {
+                return bad("--webhook-types other than * needs --stream-reader: the stream names every event's type, so the receiver knows which it must get".into());
+            }
+        }
         if self.nodes == 0 || self.nodes > MAX_NODES {
             return bad(format!("--nodes must be 1 to {MAX_NODES}"));
         }
@@ -295,6 +319,7 @@ impl RouteOpts {
             "snapshot_every": self.snapshot_every,
             "stream_reader": self.stream_reader,
             "webhook_receiver": self.webhook_receiver,
+            "webhook_types": self.webhook_types,
         })
     }
 }
@@ -868,7 +893,7 @@ pub async fn run_route(opts: RouteOpts) -> Result<Report, Failure> {
     // The receiver listens before the hub starts: the hub's config names it.
     let receiver = if opts.webhook_receiver {
         Some(
-            crate::webhook::Receiver::start()
+            crate::webhook::Receiver::start(opts.webhook_types.clone())
                 .await
                 .map_err(|e| Failure::new(format!("the webhook receiver cannot listen: {e}")))?,
         )
@@ -1302,12 +1327,17 @@ async fn drive(
     let harness_cpu_before = hubproc::self_cpu_secs();
 
     // The stream reader, connected before the first create.
-    let (reader_stop, reader_stop_rx) = watch::channel(false);
+    let (reader_stop, reader_stop_rx) = watch::channel(None);
+    // With webhook type patterns the reader reads from seq 1 and keeps the seqs of
+    // those types: what the endpoint must receive.
+    let hook_types = (opts.webhook_receiver && !crate::webhook::every_type(&opts.webhook_types))
+        .then(|| opts.webhook_types.clone());
     let reader = opts.stream_reader.then(|| {
         tokio::spawn(crate::events::read(
             addrs[0],
             integration.clone(),
             shared.clone(),
+            hook_types.clone(),
             reader_stop_rx,
         ))
     });
@@ -1429,13 +1459,44 @@ async fn drive(
         let _ = p.await;
     }
     quiesce?;
-    let _ = reader_stop.send(true);
+    // The reader stops at once, or, when it names what the endpoint must receive,
+    // once it has read up to the hub's last event (within 30 s).
+    let read_up_to = match (&hook_types, &reader) {
+        (Some(_), Some(_)) => crate::webhook::last_seq(addrs[0], &integration)
+            .await
+            .unwrap_or(0),
+        _ => 0,
+    };
+    let _ = reader_stop.send(Some(read_up_to));
     let stream = match reader {
-        Some(h) => Some(h.await.unwrap_or_else(|e| crate::events::StreamOutcome {
-            errors: vec![format!("the stream reader failed: {e}")],
-            ..Default::default()
-        })),
+        Some(mut h) => {
+            let r = match tokio::time::timeout(Duration::from_secs(30), &mut h).await {
+                Ok(r) => r,
+                Err(_) => {
+                    let _ = reader_stop.send(Some(0));
+                    h.await
+                }
+            };
+            Some(r.unwrap_or_else(|e| crate::events::StreamOutcome {
+                errors: vec![format!("the stream reader failed: {e}")],
+                ..Default::default()
+            }))
+        }
         None => None,
+    };
+    let mut stream = stream;
+    if let (Some(_), Some(s)) = (&hook_types, stream.as_mut()) {
+        if s.last_seq < read_up_to {
+            let why = format!(
+                "stream: read up to seq {} of {read_up_to}: the events the webhook endpoint must receive are not all known",
+                s.last_seq
+            );
+            s.errors.push(why);
+        }
+    }
+    let expected = match (&hook_types, &stream) {
+        (Some(_), Some(s)) => s.matching.as_ref(),
+        _ => None,
     };
     // The webhook endpoint: every event up to the hub's last, given time to arrive.
     let hook = match receiver {
@@ -1444,6 +1505,7 @@ async fn drive(
                 &addrs,
                 &integration,
                 &gen_out.created,
+                expected,
                 Duration::from_secs(30),
             )
             .await,
@@ -1571,6 +1633,7 @@ async fn drive(
             Figure::new("webhook deliveries", h.deliveries as f64, ""),
             Figure::new("webhook events (distinct)", h.distinct as f64, ""),
             Figure::new("webhook repeats", h.duplicates as f64, ""),
+            Figure::new("webhook connections opened", h.connections as f64, ""),
             Figure::new("webhook events missing", h.missing.0 as f64, ""),
             Figure::new("webhook order breaks", h.order.0 as f64, ""),
             Figure::new(
@@ -1900,8 +1963,9 @@ fn hook_checks(
             .hub_counter("switchboard_webhook_expired_total")
             .unwrap_or(0.0);
         every.push(format!(
-            "{missing} of seqs 1..={} never arrived (first: {first:?}); waited {:.1} s after the run; the hub counts {expired} offers not sent because their deadline had passed",
+            "{missing} of seqs 1..={} (of the types {:?}) never arrived (first: {first:?}); waited {:.1} s after the run; the hub counts {expired} offers not sent because their deadline had passed",
             h.last_seq.unwrap_or(0),
+            h.types,
             h.catch_up.as_secs_f64()
         ));
     }
@@ -1909,12 +1973,13 @@ fn hook_checks(
         "created tasks without task.created",
         &h.tasks_unseen,
     ));
-    if first_offers_timed < first_offers {
+    let wants = |ty: &str| crate::webhook::matches(&h.types, ty);
+    if wants("task.offered") && first_offers_timed < first_offers {
         every.push(format!(
             "{first_offers} first offers, {first_offers_timed} task.offered of this run's tasks received"
         ));
     }
-    if h.tasks_completed < completed {
+    if wants("task.completed") && h.tasks_completed < completed {
         every.push(format!(
             "{completed} tasks completed, {} task.completed received",
             h.tasks_completed
@@ -1932,10 +1997,11 @@ fn hook_checks(
         Check::from_breaches(
             "the webhook endpoint received every event (no gap up to the hub's last seq) and every task's",
             format!(
-                "{} distinct events of {} (seqs 1..={}), {} repeats (at least once), {} tasks' task.created",
+                "{} distinct events of {} (seqs 1..={}, types {}), {} repeats (at least once), {} tasks' task.created",
                 h.distinct,
-                h.last_seq.map_or("?".into(), |n| n.to_string()),
+                h.expected.map_or("?".into(), |n| n.to_string()),
                 h.last_seq.unwrap_or(0),
+                h.types.join(","),
                 h.duplicates,
                 h.tasks_created,
             ),
@@ -1952,8 +2018,9 @@ fn hook_checks(
 /// What the webhook endpoint saw that is allowed but worth knowing.
 fn hook_notes(h: &crate::webhook::HookOutcome) -> Vec<String> {
     let mut notes = vec![format!(
-        "webhook endpoint: {} deliveries, {} distinct events, {} repeats; every event up to seq {} in {:.0} ms after the run",
+        "webhook endpoint: {} deliveries over {} connections, {} distinct events, {} repeats; every event up to seq {} in {:.0} ms after the run",
         h.deliveries,
+        h.connections,
         h.distinct,
         h.duplicates,
         h.last_seq.map_or("?".into(), |n| n.to_string()),

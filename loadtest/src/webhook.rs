@@ -1,18 +1,22 @@
 //! One webhook endpoint during the `route` scenario (`--webhook-receiver`): a small
 //! HTTP receiver on 127.0.0.1 that the started hub's config names in
-//! `[[webhooks.endpoints]]` (every type). It answers 204 to each delivery, verifies its
+//! `[[webhooks.endpoints]]` (every type, or the `--webhook-types` patterns). It answers 204 to each delivery, verifies its
 //! Standard Webhooks signature (HMAC-SHA256 of `{webhook-id}.{webhook-timestamp}.{body}`
 //! with the secret's key bytes, as `protocol/webhooks.md` says: computed here, not with
 //! the hub's code, so that a signing bug shows), and records what arrived:
 //!
 //! - every event number (`seq`) once: after the run, every seq from 1 to the hub's last
-//!   must have arrived (no gap), repeats are counted (at least once allows them);
+//!   must have arrived (no gap), repeats are counted (at least once allows them). With
+//!   type patterns, the seqs the stream reader saw with a matching type (it reads from
+//!   seq 1 and names every event's type), and nothing of another type;
 //! - order: the first arrival of each event of one task (its `task.*` and `offer.*`
 //!   events, those `EventData::task_id` names) and of one agent has a larger seq than
 //!   the one before it (`protocol/webhooks.md`: in order per task and agent); an
 //!   `activity.created` names its task but is not ordered with it (noted, not failed);
 //! - create -> `task.offered` at the receiver (the first offer of each task), timed
-//!   like the stream reader's ([`crate::events`]).
+//!   like the stream reader's ([`crate::events`]); without `task.created` among the
+//!   types, the offer's arrival is kept and timed after the run from the creates'
+//!   answers (which name each task).
 //!
 //! The handler records before it answers: the hub sends a task's next event only after
 //! the previous one's 2xx, so arrival order here is delivery order.
@@ -24,6 +28,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
+use axum::serve::ListenerExt;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
@@ -55,17 +60,39 @@ pub struct Endpoint {
     pub url: String,
     /// `whsec_<base64>`.
     pub secret: String,
+    /// Its type patterns.
+    pub types: Vec<String>,
 }
 
 impl Endpoint {
     /// The `[webhooks]` section: private addresses allowed (the receiver is on
-    /// loopback), this one endpoint, every type.
+    /// loopback), this one endpoint, its types.
     pub fn config_toml(&self) -> String {
+        // Patterns are letters, digits, '.', '_' and '*' (RouteOpts::check): no quoting.
+        let types: Vec<String> = self.types.iter().map(|t| format!("\"{t}\"")).collect();
         format!(
-            "[webhooks]\nallow_private = true\n\n[[webhooks.endpoints]]\nid = \"{ENDPOINT_ID}\"\nurl = \"{}\"\nsecret = \"{}\"\ntypes = [\"*\"]\n\n",
-            self.url, self.secret
+            "[webhooks]\nallow_private = true\n\n[[webhooks.endpoints]]\nid = \"{ENDPOINT_ID}\"\nurl = \"{}\"\nsecret = \"{}\"\ntypes = [{}]\n\n",
+            self.url,
+            self.secret,
+            types.join(", ")
         )
     }
+}
+
+/// Whether the patterns take every type.
+pub fn every_type(types: &[String]) -> bool {
+    types.iter().any(|t| t == "*")
+}
+
+/// Whether an event type matches the patterns, as `protocol/webhooks.md` says (`*`,
+/// the type itself, or `prefix.*`): written here again, not taken from the hub.
+pub fn matches(types: &[String], ty: &str) -> bool {
+    types.iter().any(|p| {
+        p == "*"
+            || p == ty
+            || p.strip_suffix(".*")
+                .is_some_and(|pre| ty.split('.').next() == Some(pre))
+    })
 }
 
 /// What the receiver has seen so far.
@@ -96,6 +123,11 @@ struct Seen {
     /// Tasks created by this run whose first `task.offered` has not arrived: the
     /// run's sequence number (the create's send time).
     waiting_offer: HashMap<String, u64>,
+    /// Tasks whose first `task.offered` arrived.
+    offered: HashSet<String>,
+    /// First offers of tasks whose `task.created` was not received (not of the
+    /// types): when they arrived, timed after the run.
+    unresolved_offers: HashMap<String, u64>,
     hists: HistSet,
     epochs: HashSet<String>,
 }
@@ -118,6 +150,9 @@ impl Seen {
 
 struct Inner {
     key: Vec<u8>,
+    types: Vec<String>,
+    /// Connections accepted: the hub keeps a few alive and reuses them.
+    connections: std::sync::atomic::AtomicU64,
     seen: Mutex<Seen>,
     /// The run's clock and create send times, set by the run before its first create.
     shared: OnceLock<Arc<Shared>>,
@@ -145,12 +180,18 @@ pub struct HookOutcome {
     pub hists: HistSet,
     /// POSTs received, repeats included.
     pub deliveries: u64,
+    /// Connections the hub opened to the receiver.
+    pub connections: u64,
     /// Distinct events received.
     pub distinct: u64,
     /// Repeats (allowed: at least once).
     pub duplicates: u64,
     /// The hub's last seq when the run ended (from `GET /v1/events`).
     pub last_seq: Option<u64>,
+    /// The endpoint's type patterns.
+    pub types: Vec<String>,
+    /// How many of seqs 1..=last_seq are of those types (all of them for `*`).
+    pub expected: Option<u64>,
     /// How long after the run's end the last missing event arrived.
     pub catch_up: Duration,
     /// Seqs from 1 to `last_seq` that never arrived: (count, first few).
@@ -187,23 +228,35 @@ impl HookOutcome {
 }
 
 impl Receiver {
-    /// Binds 127.0.0.1 on a free port with a fresh secret and starts serving.
-    pub async fn start() -> std::io::Result<Receiver> {
+    /// Binds 127.0.0.1 on a free port with a fresh secret and starts serving; the
+    /// endpoint takes `types`.
+    pub async fn start(types: Vec<String>) -> std::io::Result<Receiver> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let key = fresh_key();
         let endpoint = Endpoint {
             url: format!("http://{addr}{PATH}"),
             secret: format!("whsec_{}", STANDARD.encode(&key)),
+            types: types.clone(),
         };
         let inner = Arc::new(Inner {
             key,
+            types,
+            connections: Default::default(),
             seen: Mutex::new(Seen::default()),
             shared: OnceLock::new(),
         });
         let app = Router::new()
             .route(PATH, post(deliver))
             .with_state(inner.clone());
+        let counted = inner.clone();
+        let listener = listener.tap_io(move |tcp| {
+            counted
+                .connections
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            // The answer goes out at once (as a receiver in production should).
+            let _ = tcp.set_nodelay(true);
+        });
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -228,12 +281,15 @@ impl Receiver {
     /// Asks the hub for its last seq, waits (at most `limit`) until every event up to
     /// it has arrived, and reports. `created` are the run's task ids; `hub` the nodes
     /// (the first is asked for the last seq; the counters are summed over all, since
-    /// each node counts what it delivered).
+    /// each node counts what it delivered). `expected`: with type patterns, the seqs of
+    /// the matching types (from the stream reader, up to at least the last seq);
+    /// `None` for every type (every seq from 1).
     pub async fn finish(
         &self,
         hub: &[SocketAddr],
         token: &str,
         created: &[(u64, String)],
+        expected: Option<&HashSet<u64>>,
         limit: Duration,
     ) -> HookOutcome {
         let mut out = HookOutcome::default();
@@ -251,12 +307,19 @@ impl Receiver {
             }
         };
         out.last_seq = last;
+        out.types = self.inner.types.clone();
+        out.expected = last.map(|l| {
+            (1..=l)
+                .filter(|q| expected.is_none_or(|e| e.contains(q)))
+                .count() as u64
+        });
         if let Some(last) = last {
             // Polled: the deliveries come on the receiver's own tasks.
+            let wanted = |q: &u64| expected.is_none_or(|e| e.contains(q));
             while started.elapsed() < limit {
                 let have = {
                     let s = self.lock();
-                    (1..=last).all(|q| s.seqs.contains(&q))
+                    (1..=last).filter(wanted).all(|q| s.seqs.contains(&q))
                 };
                 if have {
                     break;
@@ -276,12 +339,16 @@ impl Receiver {
         let mut s = self.lock();
         out.hists.merge(&s.hists);
         out.deliveries = s.deliveries;
+        out.connections = self
+            .inner
+            .connections
+            .load(std::sync::atomic::Ordering::Relaxed);
         out.distinct = s.seqs.len() as u64;
         out.duplicates = s.duplicates;
         if let Some(last) = last {
             let mut n = 0;
             let mut first = Vec::new();
-            for q in 1..=last {
+            for q in (1..=last).filter(|q| expected.is_none_or(|e| e.contains(q))) {
                 if !s.seqs.contains(&q) {
                     n += 1;
                     if first.len() < SAMPLES {
@@ -299,16 +366,31 @@ impl Receiver {
         out.order = (s.order_breaks, std::mem::take(&mut s.order_samples));
         out.bad = (s.bad, std::mem::take(&mut s.bad_samples));
         out.activity_ahead = (s.activity_ahead, std::mem::take(&mut s.activity_samples));
+        // Every task's task.created, when that type is wanted.
         let unseen: Vec<&String> = created
             .iter()
             .map(|(_, id)| id)
-            .filter(|id| !s.created.contains(*id))
+            .filter(|id| matches(&self.inner.types, "task.created") && !s.created.contains(*id))
             .collect();
         out.tasks_unseen = (
             unseen.len() as u64,
             unseen.iter().take(SAMPLES).map(|s| s.to_string()).collect(),
         );
         out.tasks_created = s.created.len() as u64;
+        // First offers whose task.created was not of the types: timed from the
+        // creates' answers.
+        let seq_of: HashMap<&str, u64> = created.iter().map(|(q, id)| (id.as_str(), *q)).collect();
+        let shared = self.inner.shared.get();
+        for (t, at) in std::mem::take(&mut s.unresolved_offers) {
+            let sent = seq_of
+                .get(t.as_str())
+                .and_then(|q| shared.and_then(|sh| sh.sent_ns(*q)));
+            if let Some(sent) = sent {
+                out.hists
+                    .get(H_CREATE_TO_HOOK_OFFER)
+                    .record_ns_span(sent, at);
+            }
+        }
         out.tasks_completed = s.completed.len() as u64;
         out
     }
@@ -367,6 +449,11 @@ async fn deliver(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Byte
             s.epochs.insert(e.to_owned());
         }
     }
+    if !matches(&inner.types, ty) {
+        s.bad(format!(
+            "event {id}: type {ty} is not of the endpoint's types"
+        ));
+    }
     if !s.seqs.insert(seq) {
         // A repeat: allowed, counted, and not an order break (a retry may follow).
         s.duplicates += 1;
@@ -414,16 +501,24 @@ async fn deliver(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Byte
                 s.waiting_offer.insert(t.to_owned(), run_seq);
             }
         }
-        ("task.offered", Some(t)) => {
-            // The first offer only: the entry goes.
-            let sent = s
-                .waiting_offer
-                .remove(t)
-                .and_then(|q| inner.shared.get()?.sent_ns(q));
-            if let (Some(sent), Some(now)) = (sent, now_ns) {
-                s.hists
-                    .get(H_CREATE_TO_HOOK_OFFER)
-                    .record_ns_span(sent, now);
+        // The first offer only.
+        ("task.offered", Some(t)) if s.offered.insert(t.to_owned()) => {
+            match s.waiting_offer.remove(t) {
+                Some(q) => {
+                    let sent = inner.shared.get().and_then(|sh| sh.sent_ns(q));
+                    if let (Some(sent), Some(now)) = (sent, now_ns) {
+                        s.hists
+                            .get(H_CREATE_TO_HOOK_OFFER)
+                            .record_ns_span(sent, now);
+                    }
+                }
+                // Its task.created was not received (not of the types, or a task of
+                // before the run): timed after the run if it is the run's.
+                None => {
+                    if let Some(now) = now_ns {
+                        s.unresolved_offers.insert(t.to_owned(), now);
+                    }
+                }
             }
         }
         ("task.completed", Some(t)) => {
@@ -510,7 +605,7 @@ async fn hub_counters(hub: SocketAddr) -> Vec<(String, f64)> {
 
 /// The hub's newest event number: the `: epoch E after N` line a `GET /v1/events`
 /// without a position starts with.
-async fn last_seq(addr: SocketAddr, token: &str) -> Result<u64, String> {
+pub async fn last_seq(addr: SocketAddr, token: &str) -> Result<u64, String> {
     let read = async {
         let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
         let req = format!(

@@ -134,7 +134,7 @@ impl EventLog {
 
     /// Numbers a decision's events at the log time `now`, keeps them, and drops what
     /// the retention no longer covers. Returns the envelopes, in order.
-    pub fn record(&mut self, events: &[EventData], now: Ts) -> Vec<Arc<Envelope>> {
+    pub fn record(&mut self, events: Vec<EventData>, now: Ts) -> Vec<Arc<Envelope>> {
         if events.is_empty() {
             return Vec::new();
         }
@@ -149,11 +149,7 @@ impl EventLog {
         for data in events {
             self.last += 1;
             let env = Arc::new(Envelope::with_time_text(
-                &epoch,
-                self.last,
-                now,
-                &time_text,
-                data.clone(),
+                &epoch, self.last, now, &time_text, data,
             ));
             self.bytes += env.json.len();
             self.window.push_back(env.clone());
@@ -263,7 +259,7 @@ mod tests {
         let mut l = log(100, 3600);
         l.retention.bytes = 1000;
         for i in 0..50u64 {
-            l.record(&[ev("x")], Ts(i));
+            l.record(vec![ev("x")], Ts(i));
         }
         let one = l.after(49).map(|_| ()).ok();
         assert_eq!(one, Some(()));
@@ -276,8 +272,8 @@ mod tests {
     fn numbers_densely_from_one_and_serves_after() {
         let mut l = log(100, 3600);
         l.begin(7);
-        let a = l.record(&[ev("a"), ev("b")], Ts(1_000_000));
-        let b = l.record(&[ev("c")], Ts(2_000_000));
+        let a = l.record(vec![ev("a"), ev("b")], Ts(1_000_000));
+        let b = l.record(vec![ev("c")], Ts(2_000_000));
         assert_eq!(a.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2]);
         assert_eq!(b[0].seq, 3);
         let after1: Vec<u64> = l.after(1).expect("held").iter().map(|e| e.seq).collect();
@@ -298,13 +294,13 @@ mod tests {
     fn count_and_age_bound_the_window_and_older_readers_are_told() {
         let mut l = log(3, 10);
         for i in 0..5u64 {
-            l.record(&[ev("x")], Ts(i * 1_000_000));
+            l.record(vec![ev("x")], Ts(i * 1_000_000));
         }
         assert_eq!(l.oldest_seq(), 3);
         assert_eq!(l.after(1), Err(EventsGone { oldest: 3 }));
         assert_eq!(l.after(2).expect("held").len(), 3);
         // Twenty seconds later everything older than ten seconds is gone.
-        l.record(&[ev("y")], Ts(24_000_000));
+        l.record(vec![ev("y")], Ts(24_000_000));
         assert_eq!(l.oldest_seq(), 6);
         assert_eq!(l.after(4), Err(EventsGone { oldest: 6 }));
     }
@@ -314,15 +310,15 @@ mod tests {
         let mut l = log(2, 3600);
         l.set_retain_floor(Some(2));
         for i in 0..8u64 {
-            l.record(&[ev("x")], Ts(i));
+            l.record(vec![ev("x")], Ts(i));
         }
         assert_eq!(l.oldest_seq(), 2, "held from the floor on");
         for i in 8..20u64 {
-            l.record(&[ev("x")], Ts(i));
+            l.record(vec![ev("x")], Ts(i));
         }
         assert_eq!(l.len(), 10, "never more than max_held");
         l.set_retain_floor(None);
-        l.record(&[ev("x")], Ts(21));
+        l.record(vec![ev("x")], Ts(21));
         assert_eq!(l.len(), 2);
     }
 
@@ -330,7 +326,7 @@ mod tests {
     fn a_snapshot_keeps_the_window_the_numbering_and_the_epoch() {
         let mut l = log(100, 3600);
         l.begin(42);
-        l.record(&[ev("a"), ev("b")], Ts(1_234_567));
+        l.record(vec![ev("a"), ev("b")], Ts(1_234_567));
         let bytes = rmp_serde::to_vec_named(&l.snapshot()).expect("encodes");
         let back: EventLogSnapshot = rmp_serde::from_slice(&bytes).expect("decodes");
         let mut r = EventLog::restore(l.retention(), back);
@@ -349,7 +345,7 @@ mod tests {
             .collect();
         assert_eq!(a, b);
         assert_eq!(r.after(0).expect("held")[0].time, Ts(1_234_567));
-        assert_eq!(r.record(&[ev("c")], Ts(2_000_000))[0].seq, 3);
+        assert_eq!(r.record(vec![ev("c")], Ts(2_000_000))[0].seq, 3);
     }
 
     #[test]

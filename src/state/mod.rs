@@ -174,7 +174,8 @@ impl State {
             }
         }
         if !o.events.is_empty() {
-            o.envelopes = self.events.record(&o.events, now);
+            // Moved into their envelopes, not copied (a task.created holds the task).
+            o.envelopes = self.events.record(std::mem::take(&mut o.events), now);
         }
     }
 

@@ -117,7 +117,7 @@ pub struct Outcome {
     /// What happened to tasks, for the customer context to follow.
     pub task_events: Vec<TaskEvent>,
     /// The facts this decision established, in order, for integrations and statistics
-    /// (see [`crate::events`]).
+    /// (see [`crate::events`]); `State::after` moves them into `envelopes`.
     pub events: Vec<EventData>,
     /// The same events numbered (by `State::after`): delivered with the notices, to
     /// this node's event stream.

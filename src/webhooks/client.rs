@@ -9,6 +9,7 @@ use super::tls::Tls;
 use axum::body::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1::SendRequest;
+use hyper::header::{self, HeaderName, HeaderValue};
 use hyper_util::rt::TokioIo;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -48,6 +49,12 @@ const MAX_ANSWER_BODY: usize = 64 * 1024;
 /// Idle connections kept per endpoint.
 const MAX_IDLE: usize = 32;
 
+/// The headers every request of an endpoint carries, made once.
+struct Fixed {
+    path: hyper::Uri,
+    host: HeaderValue,
+}
+
 /// One endpoint's connections.
 pub struct Client {
     target: Target,
@@ -55,16 +62,28 @@ pub struct Client {
     /// For an https target: the roots its certificate is checked against.
     tls: Option<Tls>,
     idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
+    /// An error when the URL's path or host is not a valid request line or header (not
+    /// expected of a `Target`: every attempt then fails, with the reason).
+    fixed: Result<Fixed, String>,
 }
 
 impl Client {
     /// A client for one endpoint (https: checked against Mozilla's roots).
     pub fn new(target: Target, allow_private: bool) -> Client {
+        let fixed = match (
+            hyper::Uri::try_from(target.path.as_str()),
+            HeaderValue::from_str(&target.authority),
+        ) {
+            (Ok(path), Ok(host)) => Ok(Fixed { path, host }),
+            (Err(e), _) => Err(format!("the path {:?}: {e}", target.path)),
+            (_, Err(e)) => Err(format!("the host {:?}: {e}", target.authority)),
+        };
         Client {
             tls: target.https.then(Tls::mozilla),
             target,
             allow_private,
             idle: Mutex::new(Vec::new()),
+            fixed,
         }
     }
 
@@ -76,11 +95,11 @@ impl Client {
         self
     }
 
-    /// POSTs `body` with `headers`; the whole exchange (connect included) within
-    /// `timeout`.
+    /// POSTs `body` with `headers` (the ones of this attempt: the constant ones are
+    /// added here); the whole exchange (connect included) within `timeout`.
     pub async fn post(
         &self,
-        headers: &[(&'static str, String)],
+        headers: [(HeaderName, HeaderValue); 3],
         body: Bytes,
         timeout: Duration,
     ) -> Result<Answer, SendError> {
@@ -92,23 +111,31 @@ impl Client {
 
     async fn exchange(
         &self,
-        headers: &[(&'static str, String)],
+        headers: [(HeaderName, HeaderValue); 3],
         body: Bytes,
     ) -> Result<Answer, SendError> {
-        let mut sender = match self.take_idle() {
-            Some(s) => s,
-            None => self.connect().await?,
-        };
-        let mut req = hyper::Request::post(self.target.path.as_str())
-            .header(hyper::header::HOST, self.target.authority.as_str())
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .header(hyper::header::USER_AGENT, "switchboard-webhooks/1");
+        let fixed = self
+            .fixed
+            .as_ref()
+            .map_err(|e| SendError::Http(e.clone()))?;
+        let mut sender = self.sender().await?;
+        let mut req = hyper::Request::new(Full::new(body));
+        *req.method_mut() = hyper::Method::POST;
+        *req.uri_mut() = fixed.path.clone();
+        let h = req.headers_mut();
+        h.reserve(6);
+        h.insert(header::HOST, fixed.host.clone());
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert(
+            header::USER_AGENT,
+            HeaderValue::from_static("switchboard-webhooks/1"),
+        );
         for (k, v) in headers {
-            req = req.header(*k, v.as_str());
+            h.insert(k, v);
         }
-        let req = req
-            .body(Full::new(body))
-            .map_err(|e| SendError::Http(e.to_string()))?;
         let res = sender
             .send_request(req)
             .await
@@ -116,7 +143,7 @@ impl Client {
         let status = res.status().as_u16();
         let retry_after = res
             .headers()
-            .get(hyper::header::RETRY_AFTER)
+            .get(header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
         // Read the answer (bounded) so the connection can carry the next request.
@@ -133,10 +160,23 @@ impl Client {
         })
     }
 
+    /// A kept connection, or a new one. A connection whose answer was just read is
+    /// open but not yet ready (its task has not yet seen the end of the exchange):
+    /// waited for, not dropped, so keep-alive holds when the next event follows at
+    /// once.
+    async fn sender(&self) -> Result<SendRequest<Full<Bytes>>, SendError> {
+        while let Some(mut s) = self.take_idle() {
+            if s.ready().await.is_ok() {
+                return Ok(s);
+            }
+        }
+        self.connect().await
+    }
+
     fn take_idle(&self) -> Option<SendRequest<Full<Bytes>>> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         while let Some(s) = idle.pop() {
-            if s.is_ready() {
+            if !s.is_closed() {
                 return Some(s);
             }
         }

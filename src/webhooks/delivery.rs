@@ -19,13 +19,17 @@ use crate::clock::{Clock, Ts};
 use crate::error::HubError;
 use crate::events::EventData;
 use axum::body::Bytes;
+use axum::http::{HeaderName, HeaderValue};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 
 /// What a delivering runner asks of the replicated state.
 #[async_trait::async_trait]
@@ -138,9 +142,27 @@ fn offer_deadline(d: &EventData) -> Option<Ts> {
     }
 }
 
+/// An event's wire text as a request body, without a copy: the bytes stay those of the
+/// shared envelope (made once per event, for every reader and every endpoint).
+struct Body(Arc<Envelope>);
+
+impl AsRef<[u8]> for Body {
+    fn as_ref(&self) -> &[u8] {
+        self.0.json.as_bytes()
+    }
+}
+
+/// A position write (`Control::advance`) under way, with the position it writes.
+type Writing = Pin<Box<dyn Future<Output = (u64, Result<bool, HubError>)> + Send>>;
+
 impl Runner {
     /// Delivers from `position` under `token` until told to stop, fenced, or the
     /// endpoint is disabled.
+    ///
+    /// Every delivery (its attempts and retry waits) is a future polled by this one
+    /// task, beside the feed and the position write: no task is spawned per delivery,
+    /// and an answer turns into the next send of the window in the same wake-up. The
+    /// position write runs concurrently too, so deliveries never wait for the log.
     pub async fn run(
         self: Arc<Self>,
         feed: Weak<dyn Feed>,
@@ -153,60 +175,68 @@ impl Runner {
         let mut reader = Reader::new(position);
         let mut window = Window::new(position);
         let mut held: HashMap<u64, Arc<Envelope>> = HashMap::new();
-        let mut sending: JoinSet<(u64, Fate)> = JoinSet::new();
+        let mut sending = FuturesUnordered::new();
+        let mut writing: Option<Writing> = None;
         let mut written = position;
         let mut written_at = tokio::time::Instant::now();
+        let mut next_try = written_at;
         let every = Duration::from_millis(rules.position_every_ms);
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.records.position.store(position, Relaxed);
         let mut fenced = false;
+        // Why the endpoint stops here, and whether that is worth a warning.
+        let mut disable: Option<(String, bool)> = None;
         loop {
-            for seq in window.take_ready(rules.max_in_flight) {
-                if let Some(ev) = held.get(&seq).cloned() {
-                    let me = self.clone();
-                    sending.spawn(async move { (seq, me.deliver(ev).await) });
+            while let Some(seq) = window.next_ready(rules.max_in_flight) {
+                if let Some(ev) = held.remove(&seq) {
+                    sending.push(self.deliver(ev));
                 }
             }
             tokio::select! {
                 biased;
                 _ = stop.changed() => break,
-                Some(done) = sending.join_next() => {
-                    let Ok((seq, fate)) = done else { continue };
-                    match fate {
-                        Fate::Done => {
-                            held.remove(&seq);
-                            window.finish(seq);
+                Some((seq, fate)) = sending.next(), if !sending.is_empty() => match fate {
+                    Fate::Done => window.finish(seq),
+                    // Stop here: the position stays before this event.
+                    Fate::Gone(why) | Fate::Exhausted(why) => {
+                        disable = Some((why, true));
+                        break;
+                    }
+                },
+                (pos, r) = async { writing.as_mut().expect("guarded").await }, if writing.is_some() => {
+                    writing = None;
+                    match r {
+                        Ok(true) => {
+                            written = pos;
+                            written_at = tokio::time::Instant::now();
                         }
-                        Fate::Gone(why) | Fate::Exhausted(why) => {
-                            // Stop here: the position stays before this event.
-                            sending.abort_all();
-                            if let Err(e) = control.disable(&self.id, token, why.clone()).await {
-                                tracing::warn!(endpoint = %self.id, error = %e, "cannot record that the endpoint is disabled");
-                            }
-                            tracing::warn!(endpoint = %self.id, reason = %why, "webhook endpoint disabled");
+                        Ok(false) => {
+                            fenced = true;
                             break;
+                        }
+                        // The store is away: try again a tick later.
+                        Err(e) => {
+                            next_try = tokio::time::Instant::now() + every;
+                            tracing::debug!(endpoint = %self.id, error = %e, "position not written")
                         }
                     }
                 }
                 next = reader.next(&feed), if window.len() < rules.window => match next {
                     Ok(Some(ev)) => {
                         let wanted = matches(&self.types, ev.data.type_name());
-                        window.push(ev.seq, ev.data.task_id(), ev.data.agent_id().cloned(), wanted);
+                        window.push(ev.seq, ev.data.task_id(), ev.data.agent_id(), wanted);
                         if wanted {
                             held.insert(ev.seq, ev);
                         }
                     }
                     Ok(None) => break,
                     Err(gone) => {
-                        let why = format!(
+                        disable = Some((format!(
                             "events after {} are no longer held (the oldest is {}): replay from a position still held to resume",
                             window.position(),
                             gone.oldest
-                        );
-                        if let Err(e) = control.disable(&self.id, token, why).await {
-                            tracing::warn!(endpoint = %self.id, error = %e, "cannot record that the endpoint is disabled");
-                        }
+                        ), false));
                         break;
                     }
                 },
@@ -214,38 +244,51 @@ impl Runner {
             }
             let pos = window.position();
             self.records.position.store(pos, Relaxed);
-            if pos > written
+            if writing.is_none()
+                && pos > written
                 && (written_at.elapsed() >= every || pos - written >= rules.position_every_events)
+                && tokio::time::Instant::now() >= next_try
             {
-                match control.advance(&self.id, token, pos).await {
-                    Ok(true) => {
-                        written = pos;
-                        written_at = tokio::time::Instant::now();
-                    }
-                    Ok(false) => {
-                        fenced = true;
-                        break;
-                    }
-                    // The store is away: try again at the next tick.
-                    Err(e) => {
-                        tracing::debug!(endpoint = %self.id, error = %e, "position not written")
-                    }
-                }
+                let (control, id) = (control.clone(), self.id.clone());
+                writing = Some(Box::pin(async move {
+                    (pos, control.advance(&id, token, pos).await)
+                }));
             }
         }
-        sending.abort_all();
+        // What is in flight is dropped: it is sent again by whoever resumes.
+        drop(sending);
+        if let Some((why, warn)) = disable {
+            if let Err(e) = control.disable(&self.id, token, why.clone()).await {
+                tracing::warn!(endpoint = %self.id, error = %e, "cannot record that the endpoint is disabled");
+            }
+            if warn {
+                tracing::warn!(endpoint = %self.id, reason = %why, "webhook endpoint disabled");
+            }
+        }
+        if let Some(w) = writing.take() {
+            match w.await {
+                (pos, Ok(true)) => written = written.max(pos),
+                (_, Ok(false)) => fenced = true,
+                (_, Err(_)) => {}
+            }
+        }
         let pos = window.position();
         if !fenced && pos > written {
             let _ = control.advance(&self.id, token, pos).await;
         }
     }
 
-    /// One event until it is done, or the endpoint must stop.
-    async fn deliver(&self, ev: Arc<Envelope>) -> Fate {
+    /// One event until it is done, or the endpoint must stop: its seq and its fate.
+    async fn deliver(&self, ev: Arc<Envelope>) -> (u64, Fate) {
+        (ev.seq, self.attempts(ev).await)
+    }
+
+    async fn attempts(&self, ev: Arc<Envelope>) -> Fate {
         let rules = &self.rules;
         let event_id = format!("{}-{}", self.epoch, ev.seq);
-        let body = Bytes::from(ev.json.as_bytes().to_vec());
+        let id_value = HeaderValue::from_str(&event_id).ok();
         let deadline = offer_deadline(&ev.data);
+        let body = Bytes::from_owner(Body(ev.clone()));
         let mut attempt: u32 = 0;
         loop {
             attempt += 1;
@@ -277,16 +320,34 @@ impl Runner {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone();
-            let headers = signing::headers(&event_id, at.0 / 1_000_000, &body, secrets.iter());
+            let timestamp = (at.0 / 1_000_000).to_string();
+            let signature = signing::signature(&event_id, &timestamp, &body, secrets.iter());
             let started = std::time::Instant::now();
-            let r = self
-                .client
-                .post(
-                    &headers,
-                    body.clone(),
-                    Duration::from_millis(rules.timeout_ms),
-                )
-                .await;
+            let r = match (
+                id_value.clone(),
+                HeaderValue::try_from(timestamp),
+                HeaderValue::try_from(signature),
+            ) {
+                (Some(id), Ok(ts), Ok(sig)) => {
+                    let headers = [
+                        (HeaderName::from_static("webhook-id"), id),
+                        (HeaderName::from_static("webhook-timestamp"), ts),
+                        (HeaderName::from_static("webhook-signature"), sig),
+                    ];
+                    self.client
+                        .post(
+                            headers,
+                            body.clone(),
+                            Duration::from_millis(rules.timeout_ms),
+                        )
+                        .await
+                }
+                // Ids, digits and base64 always are header values; kept as a failure
+                // rather than a panic.
+                _ => Err(SendError::Http(format!(
+                    "event {event_id}: a header value that HTTP refuses"
+                ))),
+            };
             rec.duration_ms = started.elapsed().as_millis() as u64;
             let mut retry_after = None;
             match r {

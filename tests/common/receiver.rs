@@ -57,6 +57,8 @@ struct Shared {
     delay: Mutex<Duration>,
     /// https: the certificate new connections are served with.
     tls: Mutex<Option<tokio_rustls::TlsAcceptor>>,
+    /// Connections accepted.
+    accepted: std::sync::atomic::AtomicUsize,
 }
 
 pub struct Receiver {
@@ -82,6 +84,9 @@ fn serve(l: tokio::net::TcpListener, shared: Arc<Shared>) -> JoinHandle<()> {
                 return;
             };
             while conns.try_join_next().is_some() {}
+            shared
+                .accepted
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let shared = shared.clone();
             let tls = shared.tls.lock().unwrap_or_else(|p| p.into_inner()).clone();
             conns.spawn(async move {
@@ -183,6 +188,7 @@ impl Receiver {
             arrived: Notify::new(),
             delay: Mutex::new(Duration::ZERO),
             tls: Mutex::new(tls),
+            accepted: Default::default(),
         });
         let server = Some(serve(l, shared.clone()));
         Receiver {
@@ -223,6 +229,13 @@ impl Receiver {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .extend(answers);
+    }
+
+    /// How many connections it has accepted.
+    pub fn connections(&self) -> usize {
+        self.shared
+            .accepted
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Stops listening: connections are refused.
