@@ -63,6 +63,16 @@ impl Store for MemoryStore {
         Ok(self.decide(|st| st.context(cmd, now)))
     }
 
+    async fn context_read(&self, cmd: ContextCommand, now: Ts) -> Result<Outcome, HubError> {
+        if !cmd.is_read_only() {
+            return self.context(cmd, now).await;
+        }
+        // A read makes no decision and has nothing to deliver; the state's lock only
+        // for its start: a search runs after it is let go.
+        let read = self.state().context_read(cmd, now);
+        Ok(read.finish())
+    }
+
     async fn expire_due(&self, now: Ts) -> Result<Outcome, HubError> {
         Ok(self.decide(|st| st.expire_due(now)))
     }
