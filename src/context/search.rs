@@ -14,14 +14,19 @@
 //! those lists gives every customer that can match; each candidate is then checked
 //! exactly against its stored folded fields (a query of up to three characters is one
 //! n-gram, and its list is exactly its matches). The candidates are then put in name
-//! order a page at a time (a linear-time selection on a dense array of name prefixes),
-//! so a common first name costs its candidates' count, not a sort of them. When nearly
-//! every customer is a candidate (one common letter), walking the customers in name
-//! order and stopping at the page's end is cheaper still.
+//! order a page at a time (a linear-time selection on a dense array of name prefixes).
+//! When a query may match many customers (an estimate from the lists: see
+//! [`estimate`]), walking the customers in name order and stopping at the page's end is
+//! cheaper; the walk gives up after a few times its expected length (the matches are
+//! bunched late in the name order) and the lists answer.
+//!
+//! Off the decision path: the index has its own lock and holds each customer's result
+//! line, so a search needs neither the records nor the state's lock. The context book
+//! is its one writer and never waits for a search (see [`SearchIndex::set`]).
 //!
 //! Why hand-written: the crates that fit (a full-text engine like tantivy, an FST)
 //! bring a large tree, index words rather than substrings (a change of meaning), and
-//! want batch builds rather than one change at a time. This is ~300 lines, exact by
+//! want batch builds rather than one change at a time. This is ~450 lines, exact by
 //! construction (the property test compares it with the old scan); `loadtest search`
 //! reports its speed and the memory per customer at scale.
 
@@ -162,6 +167,9 @@ pub(crate) struct Tuning {
     pub walk_above: Option<usize>,
     /// How many customers a walk may look at before it gives up for the lists.
     pub walk_steps: Option<usize>,
+    /// Mark the candidates and walk the name order for the marks when there are more
+    /// than this many of them.
+    pub marks_above: Option<usize>,
 }
 
 /// The index's data, behind [`Shared::index`]. See the module documentation.
@@ -288,8 +296,54 @@ impl Index {
         let exact = q.text.chars().count() <= 3
             && !q.text.contains('\0')
             && q.digits.as_ref().is_none_or(|d| d.len() <= 3);
+        // Many candidates: marking them costs one write each, and walking the name
+        // order for the marks a few nanoseconds a step (no doc is read), far less than
+        // gathering every candidate's name key (a cache miss each) to select from.
+        if candidates.len() > self.tuning.marks_above.unwrap_or(MARKS_ABOVE) {
+            let steps = candidates.len().saturating_mul(MARK_STEPS);
+            if let Some(found) = self.walk_marked(&candidates, q, exact, limit, steps) {
+                return self.summaries(found);
+            }
+        }
         let found = self.in_name_order(candidates, q, exact, limit);
         self.summaries(found)
+    }
+
+    /// The first `limit` of `candidates` that match, in name order, found by walking
+    /// the name order for them; `None` after `steps` steps.
+    fn walk_marked(
+        &self,
+        candidates: &[u32],
+        q: &Query,
+        exact: bool,
+        limit: usize,
+        steps: usize,
+    ) -> Option<Vec<u32>> {
+        let mut marks = vec![0u64; self.docs.len().div_ceil(64)];
+        for &s in candidates {
+            marks[s as usize / 64] |= 1 << (s % 64);
+        }
+        let mut out = Vec::with_capacity(limit);
+        let mut left = candidates.len();
+        for (i, &s) in self.by_name.values().enumerate() {
+            if i == steps {
+                return None;
+            }
+            if marks[s as usize / 64] & (1 << (s % 64)) == 0 {
+                continue;
+            }
+            if exact || self.docs[s as usize].1.matches(q) {
+                out.push(s);
+                if out.len() == limit {
+                    break;
+                }
+            }
+            left -= 1;
+            if left == 0 {
+                break;
+            }
+        }
+        Some(out)
     }
 
     /// The first `limit` matches in name order, looking at no more than `steps`
@@ -364,6 +418,12 @@ impl Index {
             .collect()
     }
 }
+
+/// Above this many candidates, [`Index::walk_marked`] first.
+const MARKS_ABOVE: usize = 4096;
+/// A walk for marks may take this many steps per candidate before the selection
+/// answers instead (a step costs a small fraction of a candidate's selection).
+const MARK_STEPS: usize = 16;
 
 /// The walk's share of the cost model: a step of the walk (a doc checked) costs
 /// about this many steps of the lists.

@@ -613,19 +613,28 @@ fn the_search_index_answers_exactly_what_the_old_scan_did_on_random_data() {
         let bytes = rmp_serde::to_vec_named(&b).expect("encode");
         // Reloaded copies, each forced one way: every query of more than a few
         // candidates by the walk in name order (which gives up after a few steps in
-        // one copy, so the lists answer after a failed walk), and never by the walk.
+        // two copies, so the lists answer after a failed walk: by selection, or by the
+        // walk for marks), and never by the walk.
         let tunings = [
             search::Tuning {
                 walk_above: Some(3),
                 walk_steps: None,
+                marks_above: None,
             },
             search::Tuning {
                 walk_above: Some(3),
                 walk_steps: Some(5),
+                marks_above: Some(usize::MAX),
+            },
+            search::Tuning {
+                walk_above: Some(3),
+                walk_steps: Some(5),
+                marks_above: Some(0),
             },
             search::Tuning {
                 walk_above: Some(usize::MAX),
                 walk_steps: None,
+                marks_above: Some(0),
             },
         ];
         let loaded: Vec<ContextBook> = tunings

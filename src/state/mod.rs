@@ -37,7 +37,7 @@ pub struct State {
 /// ([`State::context_read`]), finished without it.
 pub enum ContextRead {
     /// Answered under the lock (a lookup: microseconds).
-    Done(Outcome),
+    Done(Box<Outcome>),
     /// A search, to run on the index alone.
     Search {
         /// The index's handle.
@@ -53,7 +53,7 @@ impl ContextRead {
     /// The outcome. Call it after letting the store's lock go.
     pub fn finish(self) -> Outcome {
         match self {
-            ContextRead::Done(o) => o,
+            ContextRead::Done(o) => *o,
             ContextRead::Search {
                 searcher,
                 query,
@@ -195,7 +195,7 @@ impl State {
                 query,
                 limit,
             },
-            cmd => ContextRead::Done(self.context(cmd, now)),
+            cmd => ContextRead::Done(Box::new(self.context(cmd, now))),
         }
     }
 
