@@ -423,7 +423,7 @@ impl Index {
 const MARKS_ABOVE: usize = 4096;
 /// A walk for marks may take this many steps per candidate before the selection
 /// answers instead (a step costs a small fraction of a candidate's selection).
-const MARK_STEPS: usize = 16;
+const MARK_STEPS: usize = 1;
 
 /// The walk's share of the cost model: a step of the walk (a doc checked) costs
 /// about this many steps of the lists.
