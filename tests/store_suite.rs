@@ -509,6 +509,65 @@ pub async fn idempotent_create(shared: &Arc<dyn Store>) {
     }
 }
 
+/// Names of the customers `query` finds, through the store's read path (the index's
+/// handle taken under the store's lock, the search after it), with their versions.
+async fn found(s: &dyn Store, query: &str) -> Vec<(String, u64)> {
+    let cmd = ContextCommand::Search {
+        query: query.into(),
+        limit: 10,
+    };
+    match s.context_read(cmd, at(9)).await.expect("store").reply {
+        Ok(Reply::Context(ContextReply::Customers(v))) => {
+            v.into_iter().map(|c| (c.name, c.version)).collect()
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+pub async fn a_search_sees_every_change_answered_before_it(shared: &Arc<dyn Store>) {
+    let s: &dyn Store = shared.as_ref();
+    let created = s
+        .context(
+            ContextCommand::CreateCustomer {
+                by: crm(),
+                fields: CustomerFields {
+                    name: Some("Åsa Öberg".into()),
+                    ..Default::default()
+                },
+                activity_id: None,
+            },
+            at(0),
+        )
+        .await
+        .expect("store")
+        .reply;
+    let id = match created {
+        Ok(Reply::Context(ContextReply::Customer(v))) => v.customer.customer_id,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(found(s, "oberg").await, [("Åsa Öberg".to_owned(), 1)]);
+    let renamed = s
+        .context(
+            ContextCommand::UpdateCustomer {
+                by: crm(),
+                customer_id: id,
+                base_version: 1,
+                changes: CustomerFields {
+                    name: Some("Åsa Lindqvist".into()),
+                    ..Default::default()
+                },
+            },
+            at(1),
+        )
+        .await
+        .expect("store")
+        .reply;
+    assert!(renamed.is_ok(), "{renamed:?}");
+    // The result line comes from the index: the new name and version, at once.
+    assert_eq!(found(s, "oberg").await, []);
+    assert_eq!(found(s, "ÅSA").await, [("Åsa Lindqvist".to_owned(), 2)]);
+}
+
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod memory_store {
@@ -532,6 +591,7 @@ suite!(
     accept_racing_expiry_has_one_winner,
     a_record_version_is_granted_once,
     idempotent_create,
+    a_search_sees_every_change_answered_before_it,
 );
 
 #[tokio::test]

@@ -95,8 +95,22 @@ pub struct OpenItem {
     pub since: Ts,
 }
 
+/// Searches one context book's index, away from the book (see
+/// [`ContextBook::searcher`]).
+#[derive(Clone)]
+pub struct Searcher(search::SearchReader);
+
+impl Searcher {
+    /// Customers whose name, email, phone or request title contains the query, folded
+    /// ([`search`] has the rules), in name order, at most `limit` (1 to
+    /// [`SEARCH_LIMIT`]).
+    pub fn search(&self, query: &str, limit: usize) -> Vec<CustomerSummary> {
+        self.0.search(query, limit.clamp(1, SEARCH_LIMIT))
+    }
+}
+
 /// A customer in a list or a search result.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct CustomerSummary {
     /// The customer.
     pub customer_id: CustomerId,
@@ -1394,12 +1408,14 @@ impl ContextBook {
     /// Customers whose name, email, phone or request title contains the query, folded
     /// ([`search`] has the rules), from the index.
     pub fn search(&self, query: &str, limit: usize) -> Vec<CustomerSummary> {
-        self.search
-            .search(query, limit.clamp(1, SEARCH_LIMIT))
-            .into_iter()
-            .filter_map(|id| self.customers.get(&id))
-            .map(summary)
-            .collect()
+        self.searcher().search(query, limit)
+    }
+
+    /// A handle that answers searches without this book (nor the lock it is kept
+    /// under): the index holds the result lines itself. The stores take it under
+    /// the state's lock and search after letting the lock go.
+    pub fn searcher(&self) -> Searcher {
+        Searcher(self.search.reader())
     }
 
     /// The old linear scan over every customer: the definition of a match, kept as

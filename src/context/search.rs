@@ -14,25 +14,28 @@
 //! those lists gives every customer that can match; each candidate is then checked
 //! exactly against its stored folded fields (a query of up to three characters is one
 //! n-gram, and its list is exactly its matches). The candidates are then put in name
-//! order a page at a time (a linear-time selection on a dense array of name prefixes),
-//! so a common first name costs its candidates' count, not a sort of them. When nearly
-//! every customer is a candidate (one common letter), walking the customers in name
-//! order and stopping at the page's end is cheaper still.
+//! order a page at a time (a linear-time selection on a dense array of name prefixes).
+//! When a query may match many customers (an estimate from the lists: see
+//! [`estimate`]), walking the customers in name order and stopping at the page's end is
+//! cheaper; the walk gives up after a few times its expected length (the matches are
+//! bunched late in the name order) and the lists answer.
+//!
+//! Off the decision path: the index has its own lock and holds each customer's result
+//! line, so a search needs neither the records nor the state's lock. The context book
+//! is its one writer and never waits for a search (see [`SearchIndex::set`]).
 //!
 //! Why hand-written: the crates that fit (a full-text engine like tantivy, an FST)
 //! bring a large tree, index words rather than substrings (a change of meaning), and
-//! want batch builds rather than one change at a time. This is ~300 lines, exact by
+//! want batch builds rather than one change at a time. This is ~450 lines, exact by
 //! construction (the property test compares it with the old scan); `loadtest search`
 //! reports its speed and the memory per customer at scale.
 
+use super::CustomerSummary;
 use super::fold::fold;
 use super::record::Customer;
 use crate::ids::CustomerId;
-use std::collections::{BTreeSet, HashMap};
-
-/// The share of all customers (in tenths) above which a query's candidates are walked
-/// in name order rather than selected: nearly everyone matches (one common letter).
-const WALK_TENTHS: usize = 9;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, TryLockError};
 
 /// A name's first 16 bytes, big-endian: ordered like the names themselves (ties broken
 /// by the whole name), held densely so that ordering candidates rarely touches a doc.
@@ -48,10 +51,11 @@ fn name_key(name: &str) -> u128 {
 const DIGITS_NS: u64 = 1 << 63;
 
 /// What search looks at in one customer, folded once.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SearchDoc {
-    /// The customer's name as stored (results are sorted by it).
-    pub name: String,
+    /// The result line (results are sorted by its name): the index answers from it,
+    /// without the records.
+    pub summary: CustomerSummary,
     /// Folded name, emails, chat handles and request titles.
     pub texts: Vec<String>,
     /// Each phone's digits.
@@ -71,7 +75,7 @@ impl SearchDoc {
             .map(|p| p.chars().filter(char::is_ascii_digit).collect())
             .collect();
         SearchDoc {
-            name: c.name.clone(),
+            summary: super::summary(c),
             texts,
             digits,
         }
@@ -156,12 +160,22 @@ fn needed(s: &str, ns: u64) -> Vec<u64> {
     out
 }
 
-/// The index. See the module documentation.
+/// How the index chooses its way; tests force each way (`None`: the cost model).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Tuning {
+    /// Walk in name order when about this many customers or more may match.
+    pub walk_above: Option<usize>,
+    /// How many customers a walk may look at before it gives up for the lists.
+    pub walk_steps: Option<usize>,
+    /// Mark the candidates and walk the name order for the marks when there are more
+    /// than this many of them.
+    pub marks_above: Option<usize>,
+}
+
+/// The index's data, behind [`Shared::index`]. See the module documentation.
 #[derive(Default)]
-pub struct SearchIndex {
-    /// Above this many candidates, the walk in name order (default: nine tenths of
-    /// the customers; tests lower it to exercise both ways).
-    pub(crate) walk_above: Option<usize>,
+struct Index {
+    tuning: Tuning,
     /// [`name_key`] by slot.
     keys: Vec<u128>,
     /// Docs by slot; a slot is a customer's for good (customers are never removed).
@@ -169,24 +183,14 @@ pub struct SearchIndex {
     slots: HashMap<CustomerId, u32>,
     /// N-gram key -> sorted slots.
     postings: HashMap<u64, Vec<u32>>,
-    /// Every customer in result order.
-    by_name: BTreeSet<(String, CustomerId)>,
+    /// Every customer in result order, with its slot.
+    by_name: BTreeMap<(String, CustomerId), u32>,
 }
 
-impl SearchIndex {
-    /// How many customers it holds.
-    pub fn len(&self) -> usize {
-        self.docs.len()
-    }
-
-    /// Whether it holds none.
-    pub fn is_empty(&self) -> bool {
-        self.docs.is_empty()
-    }
-
+impl Index {
     /// Puts `doc` in place of what the index had for `id` (adding it if new). Only the
     /// n-grams that changed are touched.
-    pub fn set(&mut self, id: CustomerId, doc: SearchDoc) {
+    fn set(&mut self, id: CustomerId, doc: SearchDoc) {
         let (slot, old) = match self.slots.get(&id) {
             Some(&s) => {
                 let old = &self.docs[s as usize].1;
@@ -195,17 +199,11 @@ impl SearchIndex {
                 }
                 (s, Some(old.grams()))
             }
-            None => {
-                let s = self.docs.len() as u32;
-                self.slots.insert(id, s);
-                self.docs.push((id, SearchDoc::default()));
-                self.keys.push(0);
-                (s, None)
-            }
+            None => (self.docs.len() as u32, None),
         };
         let new = doc.grams();
-        let old = old.unwrap_or_default();
-        for k in old.iter().filter(|k| new.binary_search(k).is_err()) {
+        let old_grams = old.as_deref().unwrap_or_default();
+        for k in old_grams.iter().filter(|k| new.binary_search(k).is_err()) {
             if let Some(list) = self.postings.get_mut(k) {
                 if let Ok(i) = list.binary_search(&slot) {
                     list.remove(i);
@@ -215,7 +213,7 @@ impl SearchIndex {
                 }
             }
         }
-        for k in new.iter().filter(|k| old.binary_search(k).is_err()) {
+        for k in new.iter().filter(|k| old_grams.binary_search(k).is_err()) {
             let list = self.postings.entry(*k).or_default();
             // New customers take the highest slot: usually a push.
             match list.last() {
@@ -227,23 +225,68 @@ impl SearchIndex {
                 _ => list.push(slot),
             }
         }
-        self.keys[slot as usize] = name_key(&doc.name);
+        let key = name_key(&doc.summary.name);
+        if old.is_none() {
+            self.slots.insert(id, slot);
+            self.by_name.insert((doc.summary.name.clone(), id), slot);
+            self.keys.push(key);
+            self.docs.push((id, doc));
+            return;
+        }
+        self.keys[slot as usize] = key;
         let entry = &mut self.docs[slot as usize].1;
-        if entry.name != doc.name || old.is_empty() {
-            self.by_name.remove(&(std::mem::take(&mut entry.name), id));
-            self.by_name.insert((doc.name.clone(), id));
+        if entry.summary.name != doc.summary.name {
+            self.by_name
+                .remove(&(std::mem::take(&mut entry.summary.name), id));
+            self.by_name.insert((doc.summary.name.clone(), id), slot);
         }
         *entry = doc;
     }
 
-    /// The customers matching `query`, in result order, at most `limit`.
-    pub fn search(&self, query: &str, limit: usize) -> Vec<CustomerId> {
-        let Some(q) = Query::new(query) else {
+    /// The posting lists of `keys`, shortest first; `None` when one is empty (nothing
+    /// can match).
+    fn lists(&self, keys: &[u64]) -> Option<Vec<&[u32]>> {
+        let mut lists = Vec::with_capacity(keys.len());
+        for k in keys {
+            lists.push(self.postings.get(k)?.as_slice());
+        }
+        lists.sort_by_key(|l| l.len());
+        Some(lists)
+    }
+
+    /// The customers matching `q`, in result order, at most `limit`.
+    fn search(&self, q: &Query, limit: usize) -> Vec<CustomerSummary> {
+        let text = self.lists(&needed(&q.text, 0));
+        let digits = q
+            .digits
+            .as_deref()
+            .and_then(|d| self.lists(&needed(d, DIGITS_NS)));
+        if text.is_none() && digits.is_none() {
             return Vec::new();
-        };
-        let mut candidates = self.candidates(&needed(&q.text, 0));
-        if let Some(d) = &q.digits {
-            candidates.extend(self.candidates(&needed(d, DIGITS_NS)));
+        }
+        // About how many customers match: decides between the walk in name order and
+        // the lists (see the module documentation).
+        let about = text.as_deref().map_or(0, estimate) + digits.as_deref().map_or(0, estimate);
+        let n = self.docs.len();
+        let walk_above = self
+            .tuning
+            .walk_above
+            .unwrap_or_else(|| (limit * n).isqrt() * WALK_FACTOR);
+        if about > walk_above {
+            // The walk expects `limit` matches in `limit * n / about` steps; it gives up
+            // after a few times that (the matches are bunched at the end of the order,
+            // or fewer than the estimate), and the lists answer instead.
+            let steps = self
+                .tuning
+                .walk_steps
+                .unwrap_or((limit * n / about.max(1)).saturating_mul(4) + 256);
+            if let Some(found) = self.walk(q, limit, steps) {
+                return self.summaries(found);
+            }
+        }
+        let mut candidates = text.map(|l| intersect(&l)).unwrap_or_default();
+        if let Some(l) = digits {
+            candidates.extend(intersect(&l));
             candidates.sort_unstable();
             candidates.dedup();
         }
@@ -253,38 +296,96 @@ impl SearchIndex {
         let exact = q.text.chars().count() <= 3
             && !q.text.contains('\0')
             && q.digits.as_ref().is_none_or(|d| d.len() <= 3);
-        let walk_above = self
-            .walk_above
-            .unwrap_or(self.docs.len() / 10 * WALK_TENTHS);
-        if candidates.len() > walk_above.max(limit) {
-            // Nearly everyone may match: the first `limit` in name order come soonest
-            // this way (and the walk is at most the few non-matching customers long).
-            return self
-                .by_name
-                .iter()
-                .filter(|(_, id)| {
-                    self.slots.get(id).is_some_and(|&s| {
-                        if exact {
-                            candidates.binary_search(&s).is_ok()
-                        } else {
-                            self.docs[s as usize].1.matches(&q)
-                        }
-                    })
-                })
-                .take(limit)
-                .map(|(_, id)| *id)
-                .collect();
+        // Many candidates: marking them costs one write each, and walking the name
+        // order for the marks a few nanoseconds a step (no doc is read), far less than
+        // gathering every candidate's name key (a cache miss each) to select from.
+        if candidates.len() > self.tuning.marks_above.unwrap_or(MARKS_ABOVE) {
+            let steps = candidates.len().saturating_mul(MARK_STEPS);
+            if let Some(found) = self.walk_marked(&candidates, q, exact, limit, steps) {
+                return self.summaries(found);
+            }
         }
-        // Otherwise the candidates are put in name order a batch at a time (the next
-        // smallest, found in linear time), and checked in that order until the page is
-        // full: usually one batch, however many candidates there are.
-        // The keys are gathered in slot order (a forward pass over the dense array), so
-        // the selection compares values at hand rather than chasing slots.
+        let found = self.in_name_order(candidates, q, exact, limit);
+        self.summaries(found)
+    }
+
+    /// The first `limit` of `candidates` that match, in name order, found by walking
+    /// the name order for them; `None` after `steps` steps.
+    fn walk_marked(
+        &self,
+        candidates: &[u32],
+        q: &Query,
+        exact: bool,
+        limit: usize,
+        steps: usize,
+    ) -> Option<Vec<u32>> {
+        let mut marks = vec![0u64; self.docs.len().div_ceil(64)];
+        for &s in candidates {
+            marks[s as usize / 64] |= 1 << (s % 64);
+        }
+        let mut out = Vec::with_capacity(limit);
+        let mut left = candidates.len();
+        for (i, &s) in self.by_name.values().enumerate() {
+            if i == steps {
+                return None;
+            }
+            if marks[s as usize / 64] & (1 << (s % 64)) == 0 {
+                continue;
+            }
+            if exact || self.docs[s as usize].1.matches(q) {
+                out.push(s);
+                if out.len() == limit {
+                    break;
+                }
+            }
+            left -= 1;
+            if left == 0 {
+                break;
+            }
+        }
+        Some(out)
+    }
+
+    /// The first `limit` matches in name order, looking at no more than `steps`
+    /// customers: `None` if that was not enough.
+    fn walk(&self, q: &Query, limit: usize, steps: usize) -> Option<Vec<u32>> {
+        let mut out = Vec::with_capacity(limit);
+        for (i, &slot) in self.by_name.values().enumerate() {
+            if i == steps {
+                return None;
+            }
+            if self.docs[slot as usize].1.matches(q) {
+                out.push(slot);
+                if out.len() == limit {
+                    break;
+                }
+            }
+        }
+        Some(out)
+    }
+
+    /// Of `candidates` (slots), the first `limit` that match, in name order.
+    fn in_name_order(
+        &self,
+        candidates: Vec<u32>,
+        q: &Query,
+        exact: bool,
+        limit: usize,
+    ) -> Vec<u32> {
+        // The candidates are put in name order a batch at a time (the next smallest,
+        // found in linear time), and checked in that order until the page is full:
+        // usually one batch, however many candidates there are. The keys are gathered
+        // in slot order (a forward pass over the dense array), so the selection
+        // compares values at hand rather than chasing slots.
         let order = |a: &(u128, u32), b: &(u128, u32)| {
             let (x, y) = (a.1 as usize, b.1 as usize);
-            a.0.cmp(&b.0)
-                .then_with(|| self.docs[x].1.name.cmp(&self.docs[y].1.name))
-                .then_with(|| self.docs[x].0.cmp(&self.docs[y].0))
+            a.0.cmp(&b.0).then_with(|| {
+                let (dx, dy) = (&self.docs[x], &self.docs[y]);
+                dx.1.summary
+                    .name
+                    .cmp(&dy.1.summary.name)
+                    .then(dx.0.cmp(&dy.0))
+            })
         };
         let mut rest: Vec<(u128, u32)> = candidates
             .into_iter()
@@ -299,9 +400,8 @@ impl SearchIndex {
             let mut batch: Vec<(u128, u32)> = rest.drain(..k).collect();
             batch.sort_unstable_by(order);
             for (_, s) in batch {
-                let (id, d) = &self.docs[s as usize];
-                if exact || d.matches(&q) {
-                    out.push(*id);
+                if exact || self.docs[s as usize].1.matches(q) {
+                    out.push(s);
                     if out.len() == limit {
                         break;
                     }
@@ -311,33 +411,157 @@ impl SearchIndex {
         out
     }
 
-    /// The slots in every posting list of `keys` (sorted).
-    fn candidates(&self, keys: &[u64]) -> Vec<u32> {
-        let mut lists: Vec<&Vec<u32>> = Vec::with_capacity(keys.len());
-        for k in keys {
-            match self.postings.get(k) {
-                Some(l) => lists.push(l),
-                None => return Vec::new(),
-            }
+    fn summaries(&self, slots: Vec<u32>) -> Vec<CustomerSummary> {
+        slots
+            .into_iter()
+            .map(|s| self.docs[s as usize].1.summary.clone())
+            .collect()
+    }
+}
+
+/// Above this many candidates, [`Index::walk_marked`] first.
+const MARKS_ABOVE: usize = 4096;
+/// A walk for marks may take this many steps per candidate before the selection
+/// answers instead (a step costs a small fraction of a candidate's selection).
+const MARK_STEPS: usize = 1;
+
+/// The walk's share of the cost model: a step of the walk (a doc checked) costs
+/// about this many steps of the lists.
+const WALK_FACTOR: usize = 2;
+
+/// About how many slots are in every one of `lists` (shortest first): exact for one
+/// list; otherwise the shortest's length times the share of an even sample of it that
+/// the others hold too (a few dozen binary searches).
+fn estimate(lists: &[&[u32]]) -> usize {
+    const SAMPLE: usize = 64;
+    let Some((first, rest)) = lists.split_first() else {
+        return 0;
+    };
+    if rest.is_empty() || first.is_empty() {
+        return first.len();
+    }
+    let n = first.len().min(SAMPLE);
+    let hits = (0..n)
+        .filter(|i| {
+            let s = first[i * first.len() / n];
+            rest.iter().all(|l| l.binary_search(&s).is_ok())
+        })
+        .count();
+    first.len() * hits / n
+}
+
+/// The slots in every one of `lists` (shortest first), sorted.
+fn intersect(lists: &[&[u32]]) -> Vec<u32> {
+    let Some((first, rest)) = lists.split_first() else {
+        return Vec::new();
+    };
+    // Every list is sorted: each keeps a cursor that only moves forward, by galloping,
+    // so lists that hold nearly the same customers (the trigrams of a common name)
+    // intersect in about one step per entry.
+    let mut cursors = vec![0usize; rest.len()];
+    first
+        .iter()
+        .copied()
+        .filter(|&s| {
+            rest.iter().zip(cursors.iter_mut()).all(|(l, c)| {
+                *c = gallop(l, *c, s);
+                l.get(*c) == Some(&s)
+            })
+        })
+        .collect()
+}
+
+/// The index as its one writer (the context book, under the state's lock) and its
+/// readers (searches, which never take the state's lock) share it.
+#[derive(Default)]
+struct Shared {
+    index: RwLock<Index>,
+    /// Changes not yet in `index`, in decision order. The writer adds to it and brings
+    /// it in only when no search holds the index: it never waits for one. A search
+    /// brings in whatever is left before it reads, so it sees every decision made
+    /// before it began.
+    pending: Mutex<Vec<(CustomerId, SearchDoc)>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Shared {
+    /// Brings the pending changes in, in order (the caller holds the index for
+    /// writing, so no one else takes them out of order).
+    fn catch_up(&self, ix: &mut Index) {
+        let todo = std::mem::take(&mut *lock(&self.pending));
+        for (id, doc) in todo {
+            ix.set(id, doc);
         }
-        lists.sort_by_key(|l| l.len());
-        let Some((first, rest)) = lists.split_first() else {
+    }
+
+    fn search(&self, query: &str, limit: usize) -> Vec<CustomerSummary> {
+        let Some(q) = Query::new(query) else {
             return Vec::new();
         };
-        // Every list is sorted: each keeps a cursor that only moves forward, by
-        // galloping, so lists that hold nearly the same customers (the trigrams of a
-        // common name) intersect in about one step per entry.
-        let mut cursors = vec![0usize; rest.len()];
-        first
-            .iter()
-            .copied()
-            .filter(|&s| {
-                rest.iter().zip(cursors.iter_mut()).all(|(l, c)| {
-                    *c = gallop(l, *c, s);
-                    l.get(*c) == Some(&s)
-                })
-            })
-            .collect()
+        if !lock(&self.pending).is_empty() {
+            let mut ix = self.index.write().unwrap_or_else(|p| p.into_inner());
+            self.catch_up(&mut ix);
+        }
+        let ix = self.index.read().unwrap_or_else(|p| p.into_inner());
+        ix.search(&q, limit)
+    }
+}
+
+/// The search index, owned by the context book, which alone changes it. Searches go
+/// through a [`SearchReader`], which needs no other lock.
+#[derive(Default)]
+pub struct SearchIndex {
+    shared: Arc<Shared>,
+}
+
+impl SearchIndex {
+    /// Puts `doc` in place of what the index had for `id` (adding it if new). Never
+    /// waits: while a search reads the index, the change waits in `pending` for the
+    /// next change or search to bring it in.
+    pub fn set(&mut self, id: CustomerId, doc: SearchDoc) {
+        lock(&self.shared.pending).push((id, doc));
+        match self.shared.index.try_write() {
+            Ok(mut ix) => self.shared.catch_up(&mut ix),
+            Err(TryLockError::Poisoned(p)) => self.shared.catch_up(&mut p.into_inner()),
+            Err(TryLockError::WouldBlock) => {}
+        }
+    }
+
+    /// A handle for searching, to be used without the state's lock.
+    pub fn reader(&self) -> SearchReader {
+        SearchReader(self.shared.clone())
+    }
+
+    /// Forces the way queries are answered (tests).
+    #[cfg(test)]
+    pub(crate) fn tune(&self, t: Tuning) {
+        self.shared
+            .index
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .tuning = t;
+    }
+}
+
+/// A search handle on one index: what a store takes under the state's lock (a
+/// reference count) to search after letting the lock go. A reloaded state has a new
+/// index; a handle taken before keeps answering from the old one.
+#[derive(Clone)]
+pub struct SearchReader(Arc<Shared>);
+
+impl SearchReader {
+    /// The customers matching `query`, in result order, at most `limit`.
+    pub fn search(&self, query: &str, limit: usize) -> Vec<CustomerSummary> {
+        self.0.search(query, limit)
+    }
+
+    /// Holds the index as a search does (tests: a change made meanwhile).
+    #[cfg(test)]
+    pub(crate) fn hold(&self) -> std::sync::RwLockReadGuard<'_, impl Sized> {
+        self.0.index.read().unwrap_or_else(|p| p.into_inner())
     }
 }
 

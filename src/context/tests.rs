@@ -493,10 +493,6 @@ impl Rng {
     }
 }
 
-fn ids_of(v: &[CustomerSummary]) -> Vec<CustomerId> {
-    v.iter().map(|c| c.customer_id).collect()
-}
-
 #[test]
 fn the_search_index_answers_exactly_what_the_old_scan_did_on_random_data() {
     for seed in 1..=6u64 {
@@ -615,27 +611,94 @@ fn the_search_index_answers_exactly_what_the_old_scan_did_on_random_data() {
             queries.push(d);
         }
         let bytes = rmp_serde::to_vec_named(&b).expect("encode");
-        let mut loaded: ContextBook = rmp_serde::from_slice(&bytes).expect("decode");
-        loaded.rebuild_search();
-        // The reloaded copy answers every query of more than a few candidates by the
-        // walk in name order, the live one by its lists: both must be the scan.
-        loaded.search.walk_above = Some(3);
+        // Reloaded copies, each forced one way: every query of more than a few
+        // candidates by the walk in name order (which gives up after a few steps in
+        // two copies, so the lists answer after a failed walk: by selection, or by the
+        // walk for marks), and never by the walk.
+        let tunings = [
+            search::Tuning {
+                walk_above: Some(3),
+                walk_steps: None,
+                marks_above: None,
+            },
+            search::Tuning {
+                walk_above: Some(3),
+                walk_steps: Some(5),
+                marks_above: Some(usize::MAX),
+            },
+            search::Tuning {
+                walk_above: Some(3),
+                walk_steps: Some(5),
+                marks_above: Some(0),
+            },
+            search::Tuning {
+                walk_above: Some(usize::MAX),
+                walk_steps: None,
+                marks_above: Some(0),
+            },
+        ];
+        let loaded: Vec<ContextBook> = tunings
+            .iter()
+            .map(|t| {
+                let mut l: ContextBook = rmp_serde::from_slice(&bytes).expect("decode");
+                l.rebuild_search();
+                l.search.tune(*t);
+                l
+            })
+            .collect();
         for q in &queries {
             for limit in [1, 7, 50] {
-                let want = ids_of(&b.search_by_scan(q, limit));
+                // The whole result lines, not only the ids: the index holds them.
+                let want = b.search_by_scan(q, limit);
                 assert_eq!(
-                    ids_of(&b.search(q, limit)),
+                    b.search(q, limit),
                     want,
                     "seed {seed} query {q:?} limit {limit}"
                 );
-                assert_eq!(
-                    ids_of(&loaded.search(q, limit)),
-                    want,
-                    "after a reload, walking: seed {seed} query {q:?} limit {limit}"
-                );
+                for (l, t) in loaded.iter().zip(&tunings) {
+                    assert_eq!(
+                        l.search(q, limit),
+                        want,
+                        "after a reload, {t:?}: seed {seed} query {q:?} limit {limit}"
+                    );
+                }
             }
         }
     }
+}
+
+/// A search is answered from the index's handle, without the book: a change made
+/// while a search holds the index waits for the next search, which sees it.
+#[test]
+fn a_change_made_while_a_search_reads_the_index_is_seen_by_the_next_search() {
+    let mut b = ContextBook::new();
+    let create = |b: &mut ContextBook, name: &str| {
+        let (r, _) = run(
+            b,
+            ContextCommand::CreateCustomer {
+                by: integration(),
+                fields: CustomerFields {
+                    name: Some(name.into()),
+                    ..Default::default()
+                },
+                activity_id: None,
+            },
+            at(1),
+        );
+        assert!(r.is_ok(), "{r:?}");
+    };
+    create(&mut b, "Åsa Öberg");
+    let searcher = b.searcher();
+    let held = searcher.0.hold();
+    // The book does not wait for the reader: the change waits instead.
+    create(&mut b, "Asa Lindqvist");
+    drop(held);
+    let names: Vec<String> = searcher
+        .search("asa", 10)
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(names, ["Asa Lindqvist", "Åsa Öberg"]);
 }
 
 mod events;

@@ -9,7 +9,7 @@ pub mod outcome;
 pub use outcome::{Notice, Outcome, Reply, Stats};
 
 use crate::clock::Ts;
-use crate::context::{ContextBook, ContextCommand, ContextEffects};
+use crate::context::{ContextBook, ContextCommand, ContextEffects, ContextReply, Searcher};
 use crate::error::HubError;
 use crate::events::{EventData, EventLog, EventLogSnapshot};
 use crate::routing::{Book, BookSnapshot, Command, Rules};
@@ -31,6 +31,41 @@ pub struct State {
     pub events: EventLog,
     /// The statistics, folded from every decision's events.
     pub stats: Statistics,
+}
+
+/// A read-only context command, started under the store's lock
+/// ([`State::context_read`]), finished without it.
+pub enum ContextRead {
+    /// Answered under the lock (a lookup: microseconds).
+    Done(Box<Outcome>),
+    /// A search, to run on the index alone.
+    Search {
+        /// The index's handle.
+        searcher: Searcher,
+        /// What was typed.
+        query: String,
+        /// The most results.
+        limit: usize,
+    },
+}
+
+impl ContextRead {
+    /// The outcome. Call it after letting the store's lock go.
+    pub fn finish(self) -> Outcome {
+        match self {
+            ContextRead::Done(o) => *o,
+            ContextRead::Search {
+                searcher,
+                query,
+                limit,
+            } => {
+                let mut o = Outcome::done();
+                let found = searcher.search(&query, limit);
+                o.reply = Ok(Reply::Context(ContextReply::Customers(found)));
+                o
+            }
+        }
+    }
 }
 
 /// A snapshot's parts as decoded. One written before the events, the statistics and
@@ -147,6 +182,21 @@ impl State {
             events,
             stats,
         })
+    }
+
+    /// Starts a read-only context command ([`ContextCommand::is_read_only`]) under the
+    /// store's lock. A search only takes the index's handle here and is carried out by
+    /// [`ContextRead::finish`] after the lock is let go: however broad, it never holds
+    /// up a decision.
+    pub fn context_read(&mut self, cmd: ContextCommand, now: Ts) -> ContextRead {
+        match cmd {
+            ContextCommand::Search { query, limit } => ContextRead::Search {
+                searcher: self.context.searcher(),
+                query,
+                limit,
+            },
+            cmd => ContextRead::Done(Box::new(self.context(cmd, now))),
+        }
     }
 
     /// A customer-context command.

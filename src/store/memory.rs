@@ -7,6 +7,7 @@
 
 use super::{Decision, Sink, Store};
 use crate::clock::Ts;
+use crate::context::ContextCommand;
 use crate::error::HubError;
 use crate::routing::Rules;
 use crate::state::{Outcome, State};
@@ -48,6 +49,16 @@ impl Store for MemoryStore {
         let mut o = d.apply(&mut st, now);
         self.sink.deliver(&mut o);
         Ok(o)
+    }
+
+    async fn context_read(&self, cmd: ContextCommand, now: Ts) -> Result<Outcome, HubError> {
+        if !cmd.is_read_only() {
+            return self.context(cmd, now).await;
+        }
+        // A read makes no decision and has nothing to deliver; the state's lock only
+        // for its start: a search runs after it is let go.
+        let read = self.state().context_read(cmd, now);
+        Ok(read.finish())
     }
 
     fn read_state(&self, f: &mut dyn FnMut(&State)) {

@@ -552,7 +552,9 @@ impl Store for RedisStore {
         if !cmd.is_read_only() {
             return self.context(cmd, now).await;
         }
-        Ok(self.shared.replica().state.context(cmd, now))
+        // The replica's lock only for the start: a search runs after it is let go.
+        let read = self.shared.replica().state.context_read(cmd, now);
+        Ok(read.finish())
     }
 
     fn node_tag(&self) -> Option<Arc<str>> {
