@@ -50,6 +50,7 @@ pub mod rng;
 pub mod route;
 pub mod scenario;
 pub mod search;
+pub mod searchers;
 pub mod shared;
 pub mod stats;
 pub mod supervise;

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! loadtest route [--agents 200] [--rate 1000] [--duration 10] [--hub ADDR --secret S | --hub-bin PATH]
-//!                [--nodes N --redis [--redis-bin PATH]]
+//!                [--nodes N --redis [--redis-bin PATH]] [--customers M --searchers N]
 //! loadtest compare [--agents 200] [--rate 2000] [--duration 10] [--nodes 2]
 //! loadtest smoke [--hub-bin PATH]
 //! loadtest supervise [--agents 1000] [--supervisors 10] [--rate 2000] [--duration 10]
@@ -233,6 +233,16 @@ struct RouteArgs {
     /// receiver knows which it must get.
     #[arg(long, value_delimiter = ',', default_value = "*")]
     webhook_types: Vec<String>,
+    /// Customers created over HTTP before the agents log in (names, emails, phones as
+    /// `loadtest search` makes them), for --searchers to find.
+    #[arg(long, default_value_t = 0)]
+    customers: u64,
+    /// Agent sessions of their own (no queues, so never offered a task) each sending
+    /// `search_customers` at the hub's rate limit, or 10/s when that limit is far above
+    /// what a person types, for the whole load window: search request -> reply and
+    /// every error answer reported.
+    #[arg(long, default_value_t = 0)]
+    searchers: usize,
 }
 
 #[derive(Args)]
@@ -640,6 +650,8 @@ fn route_opts(a: &RouteArgs) -> Result<RouteOpts, String> {
     o.close_interactions = a.close_interactions;
     o.stream_reader = a.stream_reader;
     o.webhook_receiver = a.webhook_receiver;
+    o.customers = a.customers;
+    o.searchers = a.searchers;
     o.webhook_types = a
         .webhook_types
         .iter()

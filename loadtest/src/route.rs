@@ -38,6 +38,10 @@ pub const H_SCHEDULE_LAG: &str = "create schedule lag";
 pub const MAX_TASKS: u64 = 5_000_000;
 /// The most agents one run may log in.
 pub const MAX_AGENTS: usize = 100_000;
+/// The most searchers one run may connect.
+pub const MAX_SEARCHERS: usize = 1000;
+/// The most customers one run may preload.
+pub const MAX_CUSTOMERS: u64 = 10_000_000;
 /// The most hub nodes one run may start.
 pub const MAX_NODES: usize = 8;
 
@@ -137,6 +141,12 @@ pub struct RouteOpts {
     pub webhook_receiver: bool,
     /// The receiver's type patterns (`["*"]`: every type).
     pub webhook_types: Vec<String>,
+    /// Customers created over HTTP before the agents log in, for the searchers to find
+    /// ([`crate::searchers`]).
+    pub customers: u64,
+    /// Agent sessions of their own (no queues, never Ready) sending `search_customers`
+    /// at the hub's rate limit (or a desktop's rate) for the whole load window.
+    pub searchers: usize,
 }
 
 impl RouteOpts {
@@ -174,6 +184,8 @@ impl RouteOpts {
             stream_reader: false,
             webhook_receiver: false,
             webhook_types: vec!["*".into()],
+            customers: 0,
+            searchers: 0,
         }
     }
 
@@ -271,6 +283,12 @@ impl RouteOpts {
                 return bad("--webhook-types other than * needs --stream-reader: the stream names every event's type, so the receiver knows which it must get".into());
             }
         }
+        if self.searchers > MAX_SEARCHERS {
+            return bad(format!("--searchers must be at most {MAX_SEARCHERS}"));
+        }
+        if self.customers > MAX_CUSTOMERS {
+            return bad(format!("--customers must be at most {MAX_CUSTOMERS}"));
+        }
         if self.nodes == 0 || self.nodes > MAX_NODES {
             return bad(format!("--nodes must be 1 to {MAX_NODES}"));
         }
@@ -320,6 +338,8 @@ impl RouteOpts {
             "stream_reader": self.stream_reader,
             "webhook_receiver": self.webhook_receiver,
             "webhook_types": self.webhook_types,
+            "customers": self.customers,
+            "searchers": self.searchers,
         })
     }
 }
@@ -913,6 +933,11 @@ pub async fn run_route(opts: RouteOpts) -> Result<Report, Failure> {
         durable: opts.durable,
         webhook: receiver.as_ref().map(|r| r.endpoint().clone()),
     };
+    // The searchers send at the hub's per-connection limit, as the config says it.
+    let hub_limit = match &opts.target {
+        Target::Spawn { .. } => crate::searchers::config_rate(&hubproc::config_toml(&setup, "")),
+        Target::External { .. } => None,
+    };
     let redis_bin = opts.redis.then_some(opts.redis_bin.as_path());
     let Launched {
         mut cluster,
@@ -927,6 +952,7 @@ pub async fn run_route(opts: RouteOpts) -> Result<Report, Failure> {
         &secret,
         desc,
         receiver.as_ref(),
+        hub_limit,
     )
     .await;
     land(cluster, result, opts.keep_files).await
@@ -1221,6 +1247,7 @@ async fn drive(
     secret: &str,
     hub_desc: String,
     receiver: Option<&crate::webhook::Receiver>,
+    hub_limit: Option<f64>,
 ) -> Result<Report, Failure> {
     let total = opts.total_tasks();
     let cpu_at_start = hubproc::self_cpu_secs();
@@ -1249,6 +1276,23 @@ async fn drive(
     });
     let (phase_tx, phase_rx) = watch::channel(Phase::Run);
     let gate = Arc::new(Semaphore::new(opts.connect_concurrency.max(1)));
+    // The customer base the searchers search, before anyone logs in.
+    let preload_secs = if opts.customers > 0 {
+        if opts.progress {
+            eprintln!("preloading {} customers", opts.customers);
+        }
+        let took = crate::searchers::preload(
+            addrs.clone(),
+            integration.clone(),
+            opts.customers,
+            opts.http_conns.clamp(8, 64),
+            opts.progress,
+        )
+        .await?;
+        Some(took.as_secs_f64())
+    } else {
+        None
+    };
     let rss_before_login = hub.node_rss_kib();
     let mut handles = Vec::with_capacity(opts.agents);
     for i in 0..opts.agents {
@@ -1346,6 +1390,37 @@ async fn drive(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
+    // The searchers, connected before the load and searching until its last create.
+    let (search_stop, search_stop_rx) = watch::channel(false);
+    let (search_rate, why_rate) = crate::searchers::searcher_rate(hub_limit);
+    if opts.searchers > 0 && opts.progress {
+        eprintln!(
+            "{} searchers at {search_rate}/s each ({why_rate})",
+            opts.searchers
+        );
+    }
+    let searchers: Vec<_> = (0..opts.searchers)
+        .map(|i| {
+            // No queues: never offered a task; never Ready.
+            let token = sign(
+                &keys,
+                &format!("lt-searcher-{i}"),
+                Role::Agent,
+                ttl,
+                Some(Vec::new()),
+            );
+            tokio::spawn(crate::searchers::run_searcher(
+                addrs[i % addrs.len()],
+                token,
+                search_rate,
+                crate::searchers::query,
+                opts.customers,
+                opts.seed ^ (0x5ea7_c4e5 + i as u64),
+                search_stop_rx.clone(),
+            ))
+        })
+        .collect();
+
     // The load: open loop, `http_conns` creators sharing one schedule.
     let (stop_tx, stop_rx) = watch::channel(false);
     let prog = opts
@@ -1384,6 +1459,15 @@ async fn drive(
     }
     gen_out.created.sort_by_key(|(s, _)| *s);
     let created = gen_out.created.len() as u64;
+    let _ = search_stop.send(true);
+    let mut search_outs = Vec::with_capacity(searchers.len());
+    let mut searchers_lost = 0;
+    for h in searchers {
+        match h.await {
+            Ok(o) => search_outs.push(o),
+            Err(_) => searchers_lost += 1,
+        }
+    }
 
     // Drain: let the agents finish what was created, while they make progress.
     let stall = opts.drain_stall();
@@ -1909,7 +1993,7 @@ async fn drive(
                 .map(|l| (l.name.clone(), l.p50_us, l.p99_us)),
         }
     });
-    Ok(Report {
+    let mut report = Report {
         scenario: "route".into(),
         params: opts.params(),
         hub: hub_desc,
@@ -1938,7 +2022,24 @@ async fn drive(
         harness_cpu_secs: hubproc::self_cpu_secs() - cpu_at_start,
         notes,
         floor_basis,
-    })
+    };
+    if let Some(secs) = preload_secs {
+        report.notes.push(format!(
+            "{} customers preloaded over HTTP in {secs:.1} s ({:.0}/s)",
+            opts.customers,
+            opts.customers as f64 / secs.max(1e-9)
+        ));
+    }
+    if opts.searchers > 0 {
+        crate::searchers::add_to_report(
+            &mut report,
+            &search_outs,
+            searchers_lost,
+            search_rate,
+            &why_rate,
+        );
+    }
+    Ok(report)
 }
 
 /// The checks of the webhook endpoint's deliveries.

@@ -58,7 +58,7 @@ impl Rng {
     }
 }
 
-const FIRST: &[&str] = &[
+pub(crate) const FIRST: &[&str] = &[
     "João",
     "Ana",
     "Đorđe",
@@ -80,7 +80,7 @@ const FIRST: &[&str] = &[
     "Beatriz",
     "Erik",
 ];
-const LAST: &[&str] = &[
+pub(crate) const LAST: &[&str] = &[
     "Araújo",
     "Öberg",
     "Đorđević",

@@ -272,3 +272,127 @@ async fn smoke_node_loss_moves_every_offer_to_one_live_agent() {
     );
     assert_eq!(report.latencies.first().map(|l| l.count), Some(20));
 }
+
+/// The smoke run with a preloaded customer base and agents searching it for the whole
+/// load window: every search answered with a reply and timed, and routing's checks
+/// all still hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smoke_with_searchers_times_every_search_and_routing_still_holds() {
+    let bin = hub_bin();
+    assert!(
+        bin.is_file(),
+        "the switchboard binary is missing at {}: build it with `cargo build -p switchboard`",
+        bin.display()
+    );
+    let mut opts = RouteOpts::smoke(Target::Spawn {
+        bin,
+        rust_log: None,
+    });
+    opts.customers = 2000;
+    opts.searchers = 3;
+    let report = match run_route(opts).await {
+        Ok(r) => r,
+        Err(f) => {
+            if let Some(r) = &f.report {
+                eprintln!("{}", r.table());
+            }
+            panic!("smoke run with searchers failed: {f}");
+        }
+    };
+    println!("{}", report.table());
+    assert!(report.passed(), "{:?}", report.failed_checks());
+    let search = report
+        .latencies
+        .iter()
+        .find(|l| l.name == loadtest::searchers::H_SEARCH)
+        .expect("the search latency is reported");
+    // Three searchers at 10/s over a 3 s window, each at least one search.
+    assert!(search.count >= 3, "{search:?}");
+    let check = report
+        .checks
+        .iter()
+        .find(|c| c.name == "every search answered without an error")
+        .expect("the searchers' check is there");
+    assert!(
+        check.detail.contains(&format!(
+            "{} searches from 3 searchers, {} replies",
+            search.count, search.count
+        )),
+        "{check:?}"
+    );
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|n| n.starts_with("2000 customers preloaded")),
+        "{:?}",
+        report.notes
+    );
+}
+
+/// A searcher whose searches the hub refuses counts every refusal by its code, and the
+/// report's check fails on them: errors are never taken for answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_searcher_counts_the_errors_it_is_answered_with() {
+    use loadtest::hubproc::{Capacity, HubProcess, HubSetup, RECONNECT_GRACE};
+    use loadtest::searchers::{SearcherOutcome, add_to_report, run_searcher};
+    use std::time::Duration;
+    use switchboard::auth::{Claims, Keys, Role};
+    let bin = hub_bin();
+    assert!(
+        bin.is_file(),
+        "the switchboard binary is missing at {}",
+        bin.display()
+    );
+    let setup = HubSetup {
+        queues: vec!["lt-q0".into()],
+        offer_timeout: Duration::from_secs(2),
+        capacity: Capacity::default(),
+        retention: 1000,
+        send_queue: 1024,
+        reconnect_grace: RECONNECT_GRACE,
+        rust_log: None,
+        redis: None,
+        snapshot_every: None,
+        durable: false,
+        webhook: None,
+    };
+    let hub = HubProcess::spawn(&bin, &setup)
+        .await
+        .expect("the hub starts");
+    let token = Keys::new(hub.secret.as_bytes()).sign(&Claims {
+        sub: "lt-searcher-0".into(),
+        role: Role::Agent,
+        exp: switchboard::auth::unix_now() + 600,
+        name: None,
+        skills: None,
+        queues: Some(Vec::new()),
+    });
+    // Over the 2000 characters a search query may have: field_too_long, every time.
+    fn too_long(_: &mut loadtest::rng::Rng, _: u64) -> String {
+        "a".repeat(2001)
+    }
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let searcher = tokio::spawn(run_searcher(
+        hub.addr, token, 50.0, too_long, 10, 1, stop_rx,
+    ));
+    // Stopped at once, it still sends its first search (the schedule's first tick).
+    stop.send(true).expect("the searcher listens");
+    let out: SearcherOutcome = searcher.await.expect("the searcher ends");
+    let (dir, _) = (hub.dir.clone(), hub.stop(Duration::from_secs(10)).await);
+    HubProcess::remove_files(&dir);
+    assert_eq!(out.broke, None);
+    assert!(out.sent >= 1);
+    assert_eq!(out.replied, 0);
+    assert_eq!(
+        out.errors.get("field_too_long").copied(),
+        Some(out.sent),
+        "{:?}",
+        out.errors
+    );
+    let mut report = loadtest::Report::new("route", serde_json::json!({}), "test".into());
+    add_to_report(&mut report, &[out], 0, 50.0, "test");
+    let check = &report.checks[0];
+    assert!(!check.passed, "{check:?}");
+    assert!(check.detail.contains("field_too_long x"), "{check:?}");
+}
