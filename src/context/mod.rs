@@ -18,6 +18,7 @@
 pub mod fold;
 pub mod record;
 pub mod search;
+pub mod search_threads;
 
 use crate::auth::Role;
 use crate::clock::Ts;

@@ -50,8 +50,9 @@ pub enum ContextRead {
 }
 
 impl ContextRead {
-    /// The outcome. Call it after letting the store's lock go.
-    pub fn finish(self) -> Outcome {
+    /// The outcome. Call it after letting the store's lock go: a search runs on the
+    /// search threads ([`crate::context::search_threads`]), not on the caller's.
+    pub async fn finish(self) -> Outcome {
         match self {
             ContextRead::Done(o) => *o,
             ContextRead::Search {
@@ -60,8 +61,13 @@ impl ContextRead {
                 limit,
             } => {
                 let mut o = Outcome::done();
-                let found = searcher.search(&query, limit);
-                o.reply = Ok(Reply::Context(ContextReply::Customers(found)));
+                let found =
+                    crate::context::search_threads::run(move || searcher.search(&query, limit))
+                        .await;
+                o.reply = match found {
+                    Some(found) => Ok(Reply::Context(ContextReply::Customers(found))),
+                    None => Err(HubError::StoreUnavailable("the search failed".into())),
+                };
                 o
             }
         }

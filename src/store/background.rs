@@ -54,13 +54,23 @@ impl Background {
 /// could stretch a build past any bound on a saturated node).
 #[cfg(target_os = "linux")]
 pub fn lower_priority() {
+    set_nice(10);
+}
+
+/// Sets the calling thread's nice value (Linux: per thread).
+#[cfg(target_os = "linux")]
+pub fn set_nice(nice: i32) {
     // SAFETY: setpriority takes plain integers and touches no memory of ours. On Linux
     // the nice value is per thread, and `who = 0` names the calling thread.
-    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
+    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
     if r != 0 {
-        tracing::debug!("cannot lower the snapshot thread's priority");
+        tracing::debug!(nice, "cannot lower a background thread's priority");
     }
 }
 
 #[cfg(not(target_os = "linux"))]
 pub fn lower_priority() {}
+
+/// Sets the calling thread's nice value (not on this platform).
+#[cfg(not(target_os = "linux"))]
+pub fn set_nice(_nice: i32) {}

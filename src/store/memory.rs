@@ -58,7 +58,7 @@ impl Store for MemoryStore {
         // A read makes no decision and has nothing to deliver; the state's lock only
         // for its start: a search runs after it is let go.
         let read = self.state().context_read(cmd, now);
-        Ok(read.finish())
+        Ok(read.finish().await)
     }
 
     fn read_state(&self, f: &mut dyn FnMut(&State)) {

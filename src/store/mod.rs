@@ -11,7 +11,7 @@
 //!
 //! `tests/store_suite.rs` runs the same behaviour tests against every implementation.
 
-mod background;
+pub(crate) mod background;
 pub mod file;
 pub mod memory;
 pub mod redis;

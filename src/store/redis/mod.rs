@@ -554,7 +554,7 @@ impl Store for RedisStore {
         }
         // The replica's lock only for the start: a search runs after it is let go.
         let read = self.shared.replica().state.context_read(cmd, now);
-        Ok(read.finish())
+        Ok(read.finish().await)
     }
 
     fn node_tag(&self) -> Option<Arc<str>> {
