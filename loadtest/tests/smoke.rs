@@ -21,8 +21,8 @@ fn hub_bin() -> PathBuf {
         .join(format!("switchboard{}", std::env::consts::EXE_SUFFIX))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn smoke_routing_holds_every_invariant() {
+/// The hub binary, checked to be there (these tests do not skip).
+fn checked_hub_bin() -> PathBuf {
     let bin = hub_bin();
     assert!(
         bin.is_file(),
@@ -30,20 +30,36 @@ async fn smoke_routing_holds_every_invariant() {
          (or set SWITCHBOARD_BIN); this test does not skip",
         bin.display()
     );
-    let opts = RouteOpts::smoke(Target::Spawn {
-        bin,
+    bin
+}
+
+/// The hub for a scenario to start.
+fn spawned() -> Target {
+    Target::Spawn {
+        bin: checked_hub_bin(),
         rust_log: None,
-    });
-    let total = opts.total_tasks();
-    let report = match run_route(opts).await {
+    }
+}
+
+/// The report of a run that completed; a run that could not is the test's failure,
+/// with its partial report printed.
+fn passed_run(run: Result<loadtest::Report, loadtest::Failure>, what: &str) -> loadtest::Report {
+    match run {
         Ok(r) => r,
         Err(f) => {
             if let Some(r) = &f.report {
                 eprintln!("{}", r.table());
             }
-            panic!("smoke run failed: {f}");
+            panic!("{what}: {f}");
         }
-    };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smoke_routing_holds_every_invariant() {
+    let opts = RouteOpts::smoke(spawned());
+    let total = opts.total_tasks();
+    let report = passed_run(run_route(opts).await, "smoke run failed");
     println!("{}", report.table());
     assert!(
         report.passed(),
@@ -78,27 +94,13 @@ async fn smoke_routing_holds_every_invariant() {
 /// and per agent, and every first offer is timed at the reader and at the receiver.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smoke_with_a_stream_reader_and_a_webhook_endpoint_gets_every_event() {
-    let bin = hub_bin();
-    assert!(
-        bin.is_file(),
-        "the switchboard binary is missing at {}: build it with `cargo build -p switchboard`",
-        bin.display()
-    );
-    let mut opts = RouteOpts::smoke(Target::Spawn {
-        bin,
-        rust_log: None,
-    });
+    let mut opts = RouteOpts::smoke(spawned());
     opts.stream_reader = true;
     opts.webhook_receiver = true;
-    let report = match run_route(opts).await {
-        Ok(r) => r,
-        Err(f) => {
-            if let Some(r) = &f.report {
-                eprintln!("{}", r.table());
-            }
-            panic!("smoke run with events consumers failed: {f}");
-        }
-    };
+    let report = passed_run(
+        run_route(opts).await,
+        "smoke run with events consumers failed",
+    );
     println!("{}", report.table());
     assert!(report.passed(), "{:?}", report.failed_checks());
     for name in [
@@ -148,28 +150,11 @@ async fn smoke_with_a_stream_reader_and_a_webhook_endpoint_gets_every_event() {
 /// still holds. Needs `redis-server` (`.ci/run` installs it); a missing one fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smoke_over_two_nodes_and_redis_holds_every_invariant() {
-    let bin = hub_bin();
-    assert!(
-        bin.is_file(),
-        "the switchboard binary is missing at {}: build it with `cargo build -p switchboard`",
-        bin.display()
-    );
-    let mut opts = RouteOpts::smoke(Target::Spawn {
-        bin,
-        rust_log: None,
-    });
+    let mut opts = RouteOpts::smoke(spawned());
     opts.nodes = 2;
     opts.redis = true;
     let total = opts.total_tasks();
-    let report = match run_route(opts).await {
-        Ok(r) => r,
-        Err(f) => {
-            if let Some(r) = &f.report {
-                eprintln!("{}", r.table());
-            }
-            panic!("two-node smoke run failed: {f}");
-        }
-    };
+    let report = passed_run(run_route(opts).await, "two-node smoke run failed");
     println!("{}", report.table());
     assert!(report.passed(), "{:?}", report.failed_checks());
     assert_eq!(report.counts.created, total);
@@ -194,28 +179,11 @@ async fn smoke_over_two_nodes_and_redis_holds_every_invariant() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smoke_reconnect_resumes_every_agent_on_the_other_node() {
     use loadtest::reconnect::{ReconnectOpts, run_reconnect};
-    let bin = hub_bin();
-    assert!(
-        bin.is_file(),
-        "the switchboard binary is missing at {}: build it with `cargo build -p switchboard`",
-        bin.display()
-    );
-    let mut opts = ReconnectOpts::new(Target::Spawn {
-        bin,
-        rust_log: None,
-    });
+    let mut opts = ReconnectOpts::new(spawned());
     opts.agents = 200;
     opts.nodes = 2;
     opts.redis = true;
-    let report = match run_reconnect(opts).await {
-        Ok(r) => r,
-        Err(f) => {
-            if let Some(r) = &f.report {
-                eprintln!("{}", r.table());
-            }
-            panic!("reconnect smoke run failed: {f}");
-        }
-    };
+    let report = passed_run(run_reconnect(opts).await, "reconnect smoke run failed");
     println!("{}", report.table());
     assert!(report.passed(), "{:?}", report.failed_checks());
     for name in [
@@ -239,27 +207,10 @@ async fn smoke_reconnect_resumes_every_agent_on_the_other_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smoke_node_loss_moves_every_offer_to_one_live_agent() {
     use loadtest::nodeloss::{NodeLossOpts, run_nodeloss};
-    let bin = hub_bin();
-    assert!(
-        bin.is_file(),
-        "the switchboard binary is missing at {}: build it with `cargo build -p switchboard`",
-        bin.display()
-    );
-    let mut opts = NodeLossOpts::new(Target::Spawn {
-        bin,
-        rust_log: None,
-    });
+    let mut opts = NodeLossOpts::new(spawned());
     opts.agents = 40;
     opts.progress = false;
-    let report = match run_nodeloss(opts).await {
-        Ok(r) => r,
-        Err(f) => {
-            if let Some(r) = &f.report {
-                eprintln!("{}", r.table());
-            }
-            panic!("node-loss smoke run failed: {f}");
-        }
-    };
+    let report = passed_run(run_nodeloss(opts).await, "node-loss smoke run failed");
     println!("{}", report.table());
     assert!(report.passed(), "{:?}", report.failed_checks());
     assert!(
@@ -278,27 +229,10 @@ async fn smoke_node_loss_moves_every_offer_to_one_live_agent() {
 /// all still hold.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smoke_with_searchers_times_every_search_and_routing_still_holds() {
-    let bin = hub_bin();
-    assert!(
-        bin.is_file(),
-        "the switchboard binary is missing at {}: build it with `cargo build -p switchboard`",
-        bin.display()
-    );
-    let mut opts = RouteOpts::smoke(Target::Spawn {
-        bin,
-        rust_log: None,
-    });
+    let mut opts = RouteOpts::smoke(spawned());
     opts.customers = 2000;
     opts.searchers = 3;
-    let report = match run_route(opts).await {
-        Ok(r) => r,
-        Err(f) => {
-            if let Some(r) = &f.report {
-                eprintln!("{}", r.table());
-            }
-            panic!("smoke run with searchers failed: {f}");
-        }
-    };
+    let report = passed_run(run_route(opts).await, "smoke run with searchers failed");
     println!("{}", report.table());
     assert!(report.passed(), "{:?}", report.failed_checks());
     let search = report
@@ -338,12 +272,6 @@ async fn a_searcher_counts_the_errors_it_is_answered_with() {
     use loadtest::searchers::{SearcherOutcome, add_to_report, run_searcher};
     use std::time::Duration;
     use switchboard::auth::{Claims, Keys, Role};
-    let bin = hub_bin();
-    assert!(
-        bin.is_file(),
-        "the switchboard binary is missing at {}",
-        bin.display()
-    );
     let setup = HubSetup {
         queues: vec!["lt-q0".into()],
         offer_timeout: Duration::from_secs(2),
@@ -357,7 +285,7 @@ async fn a_searcher_counts_the_errors_it_is_answered_with() {
         durable: false,
         webhook: None,
     };
-    let hub = HubProcess::spawn(&bin, &setup)
+    let hub = HubProcess::spawn(&checked_hub_bin(), &setup)
         .await
         .expect("the hub starts");
     let token = Keys::new(hub.secret.as_bytes()).sign(&Claims {
