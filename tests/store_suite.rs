@@ -16,6 +16,7 @@ use switchboard::config::Config;
 use switchboard::context::record::{Actor, CustomerFields};
 use switchboard::context::{ContextCommand, ContextReply};
 use switchboard::error::{HubError, OfferEnd};
+use switchboard::ids::CustomerId;
 use switchboard::ids::{AgentId, Channel, ConnId, TaskId};
 use switchboard::routing::{Command, Rules};
 use switchboard::state::Reply;
@@ -417,14 +418,14 @@ fn crm() -> Actor {
     }
 }
 
-pub async fn a_record_version_is_granted_once(shared: &Arc<dyn Store>) {
-    let s: &dyn Store = shared.as_ref();
+/// Creates a customer named `name` at time 0 and returns its id.
+async fn create_customer(s: &dyn Store, name: &str) -> CustomerId {
     let created = s
         .context(
             ContextCommand::CreateCustomer {
                 by: crm(),
                 fields: CustomerFields {
-                    name: Some("Åsa Öberg".into()),
+                    name: Some(name.into()),
                     ..Default::default()
                 },
                 activity_id: None,
@@ -434,10 +435,15 @@ pub async fn a_record_version_is_granted_once(shared: &Arc<dyn Store>) {
         .await
         .expect("store")
         .reply;
-    let id = match created {
+    match created {
         Ok(Reply::Context(ContextReply::Customer(v))) => v.customer.customer_id,
         other => panic!("{other:?}"),
-    };
+    }
+}
+
+pub async fn a_record_version_is_granted_once(shared: &Arc<dyn Store>) {
+    let s: &dyn Store = shared.as_ref();
+    let id = create_customer(s, "Åsa Öberg").await;
     for version in 1..=5u64 {
         // Eight writers on threads of their own, released together.
         let saves = (0..8)
@@ -526,25 +532,7 @@ async fn found(s: &dyn Store, query: &str) -> Vec<(String, u64)> {
 
 pub async fn a_search_sees_every_change_answered_before_it(shared: &Arc<dyn Store>) {
     let s: &dyn Store = shared.as_ref();
-    let created = s
-        .context(
-            ContextCommand::CreateCustomer {
-                by: crm(),
-                fields: CustomerFields {
-                    name: Some("Åsa Öberg".into()),
-                    ..Default::default()
-                },
-                activity_id: None,
-            },
-            at(0),
-        )
-        .await
-        .expect("store")
-        .reply;
-    let id = match created {
-        Ok(Reply::Context(ContextReply::Customer(v))) => v.customer.customer_id,
-        other => panic!("{other:?}"),
-    };
+    let id = create_customer(s, "Åsa Öberg").await;
     assert_eq!(found(s, "oberg").await, [("Åsa Öberg".to_owned(), 1)]);
     let renamed = s
         .context(

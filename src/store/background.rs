@@ -1,4 +1,5 @@
-//! A low-priority thread for the stores' background work (building snapshots).
+//! Low-priority threads for work that should use what the live path leaves over:
+//! the stores' snapshots, customer searches.
 
 use crate::error::HubError;
 use tokio::sync::oneshot;
@@ -12,24 +13,49 @@ pub struct Background {
 }
 
 impl Background {
-    /// Starts the thread, named `name`.
+    /// Starts the thread, named `name`, at nice 10.
     pub fn start(name: &str) -> Result<Background, HubError> {
+        Background::pool(name, 1, 10)
+    }
+
+    /// Starts `threads` threads (`name-0`, ...) at the given nice value, taking jobs
+    /// from one queue: at least one must start.
+    pub fn pool(name: &str, threads: usize, nice: i32) -> Result<Background, HubError> {
         let (tx, rx) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
-        std::thread::Builder::new()
-            .name(name.into())
-            .spawn(move || {
-                lower_priority();
-                // Ends when the store is dropped (the sender with it). A job that
-                // panics (a corrupt stored snapshot) fails alone: its caller gets an
-                // error, the thread goes on.
-                for job in rx {
-                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
-                }
-            })
-            .map_err(|e| {
-                HubError::StoreUnavailable(format!("cannot start the snapshot thread: {e}"))
-            })?;
-        Ok(Background { jobs: tx })
+        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+        let mut started = 0;
+        let mut failure = None;
+        for i in 0..threads.max(1) {
+            let rx = rx.clone();
+            let thread_name = if threads <= 1 {
+                name.to_owned()
+            } else {
+                format!("{name}-{i}")
+            };
+            let spawned = std::thread::Builder::new()
+                .name(thread_name)
+                .spawn(move || {
+                    set_nice(nice);
+                    // Ends when the owner is dropped (the sender with it). A job that
+                    // panics (a corrupt stored snapshot) fails alone: its caller gets an
+                    // error, the thread goes on.
+                    loop {
+                        let job = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                        let Ok(job) = job else { return };
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                    }
+                });
+            match spawned {
+                Ok(_) => started += 1,
+                Err(e) => failure = Some(e),
+            }
+        }
+        match failure {
+            Some(e) if started == 0 => Err(HubError::StoreUnavailable(format!(
+                "cannot start the {name} thread: {e}"
+            ))),
+            _ => Ok(Background { jobs: tx }),
+        }
     }
 
     /// Runs `f` on the background thread and waits for its result.
@@ -43,9 +69,9 @@ impl Background {
         });
         self.jobs
             .send(job)
-            .map_err(|_| HubError::StoreUnavailable("the snapshot thread is gone".into()))?;
+            .map_err(|_| HubError::StoreUnavailable("the background thread is gone".into()))?;
         rx.await
-            .map_err(|_| HubError::StoreUnavailable("the snapshot thread dropped a job".into()))
+            .map_err(|_| HubError::StoreUnavailable("a background thread dropped a job".into()))
     }
 }
 
