@@ -401,7 +401,11 @@ impl Agent {
         );
         let (mut ws, _) = tokio::time::timeout(
             Duration::from_secs(15),
-            tokio_tungstenite::connect_async_with_config(req, None, true),
+            tokio_tungstenite::connect_async_with_config(
+                req,
+                Some(crate::client::ws_config()),
+                true,
+            ),
         )
         .await
         .map_err(|_| format!("{id}: websocket connect timed out"))?

@@ -183,7 +183,10 @@ async fn agent(c: Arc<Ctx>, id: String, a: Shared) {
         c.addr,
         c.token(&id, Role::Agent)
     );
-    let Ok((mut ws, _)) = tokio_tungstenite::connect_async(url).await else {
+    let Ok((mut ws, _)) =
+        tokio_tungstenite::connect_async_with_config(url, Some(crate::client::ws_config()), false)
+            .await
+    else {
         return;
     };
     let mut n = 0u64;
