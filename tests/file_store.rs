@@ -187,8 +187,38 @@ async fn a_torn_last_record_is_cut_at_every_offset_and_the_records_before_it_rem
     let scan = segment::scan(&bytes);
     assert!(scan.damage.is_none());
     let last = scan.records.last().expect("records").0;
-    assert!(bytes.len() - last > segment::HEADER);
-    for cut in last..bytes.len() {
+    let end = scan.valid_len;
+    assert!(end - last > segment::HEADER);
+    // The segment was written ahead with zeros (`file::PREALLOC`), which read as free
+    // room, not as a torn record.
+    assert!(bytes.len() > end, "no room was written ahead");
+    assert!(bytes[end..].iter().all(|b| *b == 0));
+    for cut in last..end {
+        // A crash in a segment written ahead: the batch's bytes from `cut` on never
+        // reached the disk, the zeros written ahead did.
+        let copy = TempDir::new("torn-zeros");
+        copy_dir(&dir.0, &copy.0);
+        let seg = last_segment(&copy.0);
+        let mut torn = bytes.clone();
+        torn[cut..].fill(0);
+        std::fs::write(&seg, &torn).expect("write");
+        let s = open(&copy.0, 1_000_000).await;
+        assert_eq!(s.position(), pos, "zeros from {cut}");
+        assert!(
+            s.state_bytes().expect("bytes") == before,
+            "zeros from {cut}: state differs"
+        );
+        drop(s);
+        let left = std::fs::read(&seg).expect("read");
+        let again = segment::scan(&left);
+        assert!(
+            again.damage.is_none(),
+            "zeros from {cut}: {:?}",
+            again.damage
+        );
+        assert_eq!(again.valid_len, last, "zeros from {cut}");
+
+        // A crash in a file that ends where the write stopped.
         let copy = TempDir::new("torn-copy");
         copy_dir(&dir.0, &copy.0);
         let seg = last_segment(&copy.0);
@@ -306,6 +336,8 @@ async fn a_batch_with_a_lost_earlier_page_is_cut_without_its_marker_and_refused_
     let bytes = std::fs::read(&seg).expect("read");
     let scan = segment::scan(&bytes);
     assert!(scan.damage.is_none());
+    // Without the zeros written ahead: the batch below lands where the records end.
+    let bytes = bytes[..scan.valid_len].to_vec();
     // A batch of three records being written when the power went: its first page never
     // reached the disk (a hole, zeros), its later pages did, its marker did not.
     let payload = &bytes[scan.records[0].1.clone()];

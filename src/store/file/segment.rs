@@ -225,8 +225,14 @@ fn scan_v2(bytes: &[u8]) -> Scan {
     let mut batch = MAGIC.len();
     let mut off = batch;
     let damage = loop {
+        // The end, or zeros written ahead of the records (`file::PREALLOC`) after a
+        // whole batch: free room. Zeros after records without their marker are a batch
+        // cut short, as below.
+        if pending.is_empty() && bytes[off..].iter().all(|b| *b == 0) {
+            break None;
+        }
         if off == bytes.len() {
-            break (!pending.is_empty()).then_some((off, "a batch without its end marker"));
+            break Some((off, "a batch without its end marker"));
         }
         match read_at(bytes, off) {
             Read::Short => break Some((off, "the bytes end inside a record")),
@@ -407,6 +413,25 @@ mod tests {
         assert_eq!(scan(&MAGIC[..3]).damage, Some((0, Damage::Torn)));
         assert_eq!(scan(&MAGIC[..3]).format, Format::V2);
         assert!(scan(&[]).damage.is_none());
+    }
+
+    #[test]
+    fn format_2_zeros_after_a_whole_batch_are_room_and_after_a_part_a_tear() {
+        let (bytes, first_end) = two_batches();
+        let whole = scan(&bytes);
+        let mut ahead = bytes.clone();
+        ahead.extend_from_slice(&[0; 4096]);
+        let s = scan(&ahead);
+        assert!(s.damage.is_none(), "{:?}", s.damage);
+        assert_eq!(s.valid_len, bytes.len());
+        assert_eq!(s.records, whole.records);
+        // The second batch cut short, the rest of its room zeros: torn at its start.
+        let mut cut = bytes.clone();
+        cut[first_end + HEADER + 2..].fill(0);
+        cut.extend_from_slice(&[0; 4096]);
+        let s = scan(&cut);
+        assert_eq!(s.valid_len, first_end);
+        assert!(matches!(s.damage, Some((at, Damage::Torn)) if at == first_end));
     }
 
     #[test]
