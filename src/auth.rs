@@ -69,7 +69,9 @@ pub enum AuthError {
 /// Signs and checks tokens with one secret.
 #[derive(Clone)]
 pub struct Keys {
-    secret: Vec<u8>,
+    /// HMAC-SHA256 keyed with the secret once: every token's check clones it instead
+    /// of hashing the key's inner and outer blocks again (a check per HTTP request).
+    keyed: Hmac<Sha256>,
 }
 
 impl std::fmt::Debug for Keys {
@@ -83,17 +85,16 @@ const HEADER: &str = r#"{"alg":"HS256","typ":"JWT"}"#;
 impl Keys {
     /// Keys from a shared secret.
     pub fn new(secret: &[u8]) -> Keys {
-        Keys {
-            secret: secret.to_vec(),
-        }
+        // HMAC takes a key of any length, so this cannot fail.
+        let keyed = match Hmac::<Sha256>::new_from_slice(secret) {
+            Ok(m) => m,
+            Err(_) => unreachable!("HMAC accepts keys of any length"),
+        };
+        Keys { keyed }
     }
 
     fn mac(&self) -> Hmac<Sha256> {
-        // HMAC takes a key of any length, so this cannot fail.
-        match Hmac::<Sha256>::new_from_slice(&self.secret) {
-            Ok(m) => m,
-            Err(_) => unreachable!("HMAC accepts keys of any length"),
-        }
+        self.keyed.clone()
     }
 
     /// A signed token.
