@@ -308,7 +308,7 @@ impl Reader {
         out.push_str("\nevent: ");
         out.push_str(e.type_name());
         out.push_str("\ndata: ");
-        out.push_str(&e.json);
+        out.push_str(e.json());
         out.push_str("\n\n");
         self.sent_id = e.seq;
     }
