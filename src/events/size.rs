@@ -6,8 +6,8 @@
 //! bound instead, from its fields: the same on every replica (the window must be), never
 //! below the text's real length (so the limit still bounds the memory the texts take
 //! once read), and close to it (a few bytes per field: the longest key's room, the
-//! widest timestamp and number, six bytes for every character JSON escapes). Every made
-//! text is checked against its bound in debug builds (`Envelope::json`).
+//! widest timestamp and number; strings are counted exactly, escapes included). Every
+//! made text is checked against its bound in debug builds (`Envelope::json`).
 
 use super::EventData;
 use crate::task::{CustomerIdentity, Task, TaskState};
@@ -171,14 +171,19 @@ fn opt_str(x: Option<&str>) -> usize {
     x.map_or(SCALAR, esc)
 }
 
-/// A string as JSON: its quotes, its bytes, and for each byte JSON escapes (`"`, `\`,
-/// the control characters) up to five more (`\u001f`).
+/// A string as JSON, exactly as serde_json writes it: its quotes, its bytes, one more
+/// for each `"`, `\\` and `\n`-style escape, five more for each other control
+/// character (`\u001f`).
 fn esc(x: &str) -> usize {
-    let escaped = x
+    let extra: usize = x
         .bytes()
-        .filter(|&b| b < 0x20 || b == b'"' || b == b'\\')
-        .count();
-    2 + x.len() + 5 * escaped
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 1,
+            0..=0x1f => 5,
+            _ => 0,
+        })
+        .sum();
+    2 + x.len() + extra
 }
 
 fn digits(n: u64) -> usize {
@@ -275,7 +280,7 @@ mod tests {
             },
         ] {
             out.push(EventData::TaskCreated {
-                task: Box::new(task(text, state)),
+                task: Arc::new(task(text, state)),
             });
         }
         out.extend([
@@ -431,12 +436,12 @@ mod tests {
     }
 
     #[test]
-    fn escapes_are_counted_at_their_widest() {
-        assert_eq!(esc(""), 2);
-        assert_eq!(esc("ab"), 4);
-        // serde_json writes \u0001 (six bytes) for it.
-        assert_eq!(esc("\u{1}"), serde_json::to_string("\u{1}").map_or(0, |t| t.len()));
-        assert!(esc("\"\\\n") >= serde_json::to_string("\"\\\n").map_or(0, |t| t.len()));
+    fn strings_are_counted_exactly() {
+        let mut every_byte: String = (0u8..0x80).map(char::from).collect();
+        every_byte.push_str("Ђорђе 😀");
+        for x in ["", "ab", "\u{1}", "\"\\\n\r\t\u{8}\u{c}\u{1f}", &every_byte] {
+            assert_eq!(esc(x), serde_json::to_string(x).map_or(0, |t| t.len()), "{x:?}");
+        }
         assert_eq!(digits(0), 1);
         assert_eq!(digits(9), 1);
         assert_eq!(digits(10), 2);

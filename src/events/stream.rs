@@ -304,7 +304,7 @@ impl Reader {
 
     fn write(&mut self, out: &mut String, e: &Envelope) {
         out.push_str("id: ");
-        out.push_str(&e.seq.to_string());
+        super::push_u64(out, e.seq);
         out.push_str("\nevent: ");
         out.push_str(e.type_name());
         out.push_str("\ndata: ");
