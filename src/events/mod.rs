@@ -600,7 +600,14 @@ mod tests {
 
     #[test]
     fn the_wire_text_is_the_envelope_byte_for_byte() {
-        let e = Envelope::new("ep", 12, Ts(2_000_000), EventData::NodeLost { node: "n\"1".into() });
+        let e = Envelope::new(
+            "ep",
+            12,
+            Ts(2_000_000),
+            EventData::NodeLost {
+                node: "n\"1".into(),
+            },
+        );
         assert!(!e.is_encoded());
         assert_eq!(
             e.json(),

@@ -63,7 +63,10 @@ fn data_bound(data: &EventData) -> usize {
             queue,
             wrap_up_code,
             ..
-        } => fields(6, UUID + s(&agent_id.0) + s(&queue.0) + NAME + TS + opt(wrap_up_code)),
+        } => fields(
+            6,
+            UUID + s(&agent_id.0) + s(&queue.0) + NAME + TS + opt(wrap_up_code),
+        ),
         TaskCancelled { queue, reason, .. } => {
             fields(6, UUID + s(&queue.0) + 2 * NAME + TS + opt(reason))
         }
@@ -93,9 +96,7 @@ fn data_bound(data: &EventData) -> usize {
         AgentLoggedOut { agent_id, .. } => fields(2, s(&agent_id.0) + SCALAR),
         AgentConnectionLost { agent_id, .. } => fields(2, s(&agent_id.0) + TS),
         CustomerCreated { .. } | CustomerUpdated { .. } => fields(2, UUID + NUMBER),
-        RequestOpened { .. } | RequestClosed { .. } | RequestReopened { .. } => {
-            fields(2, 2 * UUID)
-        }
+        RequestOpened { .. } | RequestClosed { .. } | RequestReopened { .. } => fields(2, 2 * UUID),
         ActivityCreated { .. } => fields(4, 4 * UUID),
         ActivityClosed { .. } => fields(3, 3 * UUID),
         NodeLost { node } => fields(1, s(node)),
@@ -440,7 +441,11 @@ mod tests {
         let mut every_byte: String = (0u8..0x80).map(char::from).collect();
         every_byte.push_str("Ђорђе 😀");
         for x in ["", "ab", "\u{1}", "\"\\\n\r\t\u{8}\u{c}\u{1f}", &every_byte] {
-            assert_eq!(esc(x), serde_json::to_string(x).map_or(0, |t| t.len()), "{x:?}");
+            assert_eq!(
+                esc(x),
+                serde_json::to_string(x).map_or(0, |t| t.len()),
+                "{x:?}"
+            );
         }
         assert_eq!(digits(0), 1);
         assert_eq!(digits(9), 1);

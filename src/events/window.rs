@@ -276,13 +276,22 @@ mod tests {
         let mut l = log(100, 3600);
         let made = l.record(vec![ev("a"), ev("b")], Ts(1_000_000));
         let charged = l.bytes;
-        assert!(made.iter().all(|e| !e.is_encoded()), "numbering encodes nothing");
+        assert!(
+            made.iter().all(|e| !e.is_encoded()),
+            "numbering encodes nothing"
+        );
         let held = l.after(0).expect("held");
         let text = held[0].json();
-        assert!(made[0].is_encoded(), "the window holds the envelope the reader made");
+        assert!(
+            made[0].is_encoded(),
+            "the window holds the envelope the reader made"
+        );
         assert!(std::ptr::eq(text, made[0].json()), "made once, shared");
         assert!(!made[1].is_encoded(), "an event nobody read stays unmade");
-        assert_eq!(l.bytes, charged, "the window charged the bound before any read");
+        assert_eq!(
+            l.bytes, charged,
+            "the window charged the bound before any read"
+        );
         assert!(text.len() <= made[0].wire_bound());
     }
 

@@ -979,7 +979,8 @@ impl Book {
             self.idempotency.insert(key.clone(), id);
         }
         let task = Arc::new(task);
-        tx.events.push(EventData::TaskCreated { task: task.clone() });
+        tx.events
+            .push(EventData::TaskCreated { task: task.clone() });
         tx.events.push(queued_event(&task, false));
         self.file_task(&task);
         self.tasks.insert(id, task);
