@@ -1,7 +1,7 @@
-//! What integration events cost: numbering a decision's events (their JSON made once),
-//! a routing decision through `State` (book, context, events) against the bare book,
-//! and (printed once, not a criterion measurement) a snapshot with a full window
-//! against one without.
+//! What integration events cost: numbering a decision's events (their JSON is made by
+//! the first reader, not here), a routing decision through `State` (book, context,
+//! events) against the bare book, and (printed once, not a criterion measurement) a
+//! snapshot with a full window against one without.
 //!
 //! `cargo bench --bench events`.
 
@@ -177,7 +177,8 @@ fn snapshot_cost() {
     let json: usize = st
         .events
         .after(st.events.oldest_seq() - 1)
-        .map(|v| v.iter().map(|e| e.json.len()).sum())
+        // Made here, as a reader would.
+        .map(|v| v.iter().map(|e| e.json().len()).sum())
         .unwrap_or(0);
     st.events = EventLog::new(Retention::default());
     let without = measure(&st);

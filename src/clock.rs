@@ -34,6 +34,15 @@ impl Ts {
         self.rfc3339_chrono()
     }
 
+    /// Appends [`Ts::rfc3339`] to `out`, with no string of its own in between.
+    pub fn push_rfc3339(self, out: &mut String) {
+        match self.rfc3339_bytes() {
+            // Digits and ASCII punctuation only.
+            Some(b) => out.push_str(std::str::from_utf8(&b).unwrap_or_default()),
+            None => out.push_str(&self.rfc3339_chrono()),
+        }
+    }
+
     /// The text of [`Ts::rfc3339`] for the years 1970 to 9999, made without chrono's
     /// formatting machinery: every event and every frame carries a few timestamps, so
     /// this runs for each of them. `None` past 9999 (chrono writes those).

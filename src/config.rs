@@ -109,6 +109,9 @@ pub struct EventsConfig {
     /// Events older than this many seconds are dropped (same exception).
     pub retain_secs: u64,
     /// At most this many MiB of events (their wire text) are kept (same exception).
+    /// Each event counts the most its wire text can take, reckoned from its fields
+    /// when it is numbered: the text itself is made only when a reader first asks for
+    /// it, and is never longer.
     pub retain_mib: usize,
     /// The hard cap on events kept, whatever a webhook endpoint still needs.
     pub max_held: usize,

@@ -374,21 +374,21 @@ pub enum TaskEvent {
     /// An agent accepted the task: it becomes an activity.
     Assigned {
         /// The task as accepted.
-        task: Box<Task>,
+        task: Arc<Task>,
         /// The agent.
         agent: AgentId,
     },
     /// The task was completed.
     Completed {
         /// The task.
-        task: Box<Task>,
+        task: Arc<Task>,
         /// The agent.
         agent: AgentId,
     },
     /// The task was cancelled.
     Cancelled {
         /// The task.
-        task: Box<Task>,
+        task: Arc<Task>,
         /// Who cancelled it.
         by: Actor,
     },
@@ -396,7 +396,7 @@ pub enum TaskEvent {
     /// own on the same customer and request.
     Transferred {
         /// The task, as transferred.
-        task: Box<Task>,
+        task: Arc<Task>,
         /// The agent who had it in progress, if one did.
         from: Option<AgentId>,
         /// The agent it is transferred to, for a transfer to one agent.

@@ -58,7 +58,7 @@ fn accept(b: &mut ContextBook, t: &Task, who: &str, now: Ts) -> (Activity, Conte
     let a = b
         .task_event(
             TaskEvent::Assigned {
-                task: Box::new(t.clone()),
+                task: Arc::new(t.clone()),
                 agent: agent(who),
             },
             now,

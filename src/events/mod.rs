@@ -18,8 +18,9 @@ use crate::clock::Ts;
 use crate::ids::{ActivityId, AgentId, Channel, CustomerId, OfferId, QueueId, RequestId, TaskId};
 use crate::task::Task;
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+mod size;
 pub mod stream;
 pub mod window;
 pub use window::{EventLog, EventLogSnapshot, EventsGone, Retention};
@@ -66,8 +67,8 @@ pub enum EventData {
     /// repeat).
     #[serde(rename = "task.created")]
     TaskCreated {
-        /// The task as created.
-        task: Box<Task>,
+        /// The task as created (shared with the routing book until it changes).
+        task: Arc<Task>,
     },
     /// A task entered a queue's waiting line: after its creation, after an offer ended
     /// without an accept (declined, expired, withdrawn from an agent gone offline), after
@@ -433,8 +434,13 @@ pub struct EventFeed {
 }
 
 /// One numbered event: its place in the log (`seq`, dense from 1 within an epoch), the
-/// log entry's time, the fact, and its wire form, made once and shared by every reader.
-#[derive(Debug, PartialEq)]
+/// log entry's time, the fact, and its wire form.
+///
+/// The wire form is made by the first reader that asks for it ([`Envelope::json`]: a
+/// stream reader, a webhook delivery) and shared by every later one; a decision nobody
+/// reads never encodes its events. The decision only numbers them, under the store's
+/// lock.
+#[derive(Debug)]
 pub struct Envelope {
     /// The sequence number.
     pub seq: u64,
@@ -442,33 +448,67 @@ pub struct Envelope {
     pub time: Ts,
     /// The fact.
     pub data: EventData,
+    /// The log's epoch (one allocation shared by every event of it).
+    epoch: Arc<str>,
+    /// The most bytes the wire text takes ([`size::wire_bound`]): what the window
+    /// charges for the event, encoded or not.
+    bound: usize,
     /// The wire envelope: `{"id": "<epoch>-<seq>", "type", "seq", "time", "epoch",
-    /// "data"}`.
-    pub json: Arc<str>,
+    /// "data"}`, once a reader asked for it.
+    json: OnceLock<Box<str>>,
+}
+
+/// Two envelopes are equal when they number the same fact alike, whether or not either
+/// has made its wire text yet (the text follows from the rest).
+impl PartialEq for Envelope {
+    fn eq(&self, other: &Envelope) -> bool {
+        self.seq == other.seq
+            && self.time == other.time
+            && self.epoch == other.epoch
+            && self.data == other.data
+    }
 }
 
 impl Envelope {
-    /// Numbers `data` and makes its wire form.
-    pub fn new(epoch: &str, seq: u64, time: Ts, data: EventData) -> Envelope {
-        Envelope::with_time_text(epoch, seq, time, &time.rfc3339(), data)
-    }
-
-    /// [`Envelope::new`] with the time's text already made (the events of one
-    /// decision share it).
-    pub fn with_time_text(
-        epoch: &str,
-        seq: u64,
-        time: Ts,
-        time_text: &str,
-        data: EventData,
-    ) -> Envelope {
-        let json = wire(epoch, seq, time_text, &data).into();
+    /// Numbers `data` in `epoch`; its wire form is made when first read.
+    pub fn new(epoch: impl Into<Arc<str>>, seq: u64, time: Ts, data: EventData) -> Envelope {
+        let epoch = epoch.into();
+        let bound = size::wire_bound(&epoch, seq, &data);
         Envelope {
             seq,
             time,
             data,
-            json,
+            epoch,
+            bound,
+            json: OnceLock::new(),
         }
+    }
+
+    /// The wire envelope, made on the first call (by whichever reader comes first) and
+    /// shared by every later one.
+    pub fn json(&self) -> &str {
+        self.json.get_or_init(|| {
+            let text = wire(&self.epoch, self.seq, self.time, &self.data, self.bound);
+            debug_assert!(
+                text.len() <= self.bound,
+                "{} is {} bytes, bound {}",
+                self.type_name(),
+                text.len(),
+                self.bound
+            );
+            text.into_boxed_str()
+        })
+    }
+
+    /// Whether a reader has made the wire text yet.
+    pub fn is_encoded(&self) -> bool {
+        self.json.get().is_some()
+    }
+
+    /// The most bytes the wire text takes, made or not: what the window's byte limit
+    /// counts.
+    pub fn wire_bound(&self) -> usize {
+        self.bound
     }
 
     /// The event's dotted type name.
@@ -481,14 +521,25 @@ impl Envelope {
 /// fields, then serde's adjacently tagged form of the catalog
 /// (`{"type":"<t>","data":<data>}`) with its tag cut off, so that the variant's fields
 /// are encoded once, straight into place, and never as a tree.
-fn wire(epoch: &str, seq: u64, time_text: &str, data: &EventData) -> String {
-    use std::fmt::Write;
+fn wire(epoch: &str, seq: u64, time: Ts, data: &EventData, bound: usize) -> String {
     let ty = data.type_name();
-    let mut out = String::with_capacity(256);
-    let _ = write!(
-        out,
-        r#"{{"id":"{epoch}-{seq}","type":"{ty}","seq":{seq},"time":"{time_text}","epoch":"{epoch}","data":"#
-    );
+    // Room for the tag serde writes and this function cuts off again: never grown.
+    let mut out = String::with_capacity(bound + r#"{"type":"","data":}"#.len() + ty.len());
+    // {"id":"<epoch>-<seq>","type":"<ty>","seq":<seq>,"time":"<time>","epoch":"<epoch>",
+    // "data":, piece by piece (`write!` costs a fifth of the encoding).
+    out.push_str(r#"{"id":""#);
+    out.push_str(epoch);
+    out.push('-');
+    push_u64(&mut out, seq);
+    out.push_str(r#"","type":""#);
+    out.push_str(ty);
+    out.push_str(r#"","seq":"#);
+    push_u64(&mut out, seq);
+    out.push_str(r#","time":""#);
+    time.push_rfc3339(&mut out);
+    out.push_str(r#"","epoch":""#);
+    out.push_str(epoch);
+    out.push_str(r#"","data":"#);
     let at = out.len();
     let mut buf = std::mem::take(&mut out).into_bytes();
     let _ = serde_json::to_writer(&mut buf, data);
@@ -515,6 +566,22 @@ fn wire(epoch: &str, seq: u64, time_text: &str, data: &EventData) -> String {
     out
 }
 
+/// Appends `n` in decimal.
+pub(crate) fn push_u64(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // ASCII digits.
+    out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -529,6 +596,29 @@ mod tests {
             task_id: Some(task_id),
         };
         assert_eq!(e.task_id(), Some(task_id));
+    }
+
+    #[test]
+    fn the_wire_text_is_the_envelope_byte_for_byte() {
+        let e = Envelope::new(
+            "ep",
+            12,
+            Ts(2_000_000),
+            EventData::NodeLost {
+                node: "n\"1".into(),
+            },
+        );
+        assert!(!e.is_encoded());
+        assert_eq!(
+            e.json(),
+            r#"{"id":"ep-12","type":"node.lost","seq":12,"time":"1970-01-01T00:00:02.000Z","epoch":"ep","data":{"node":"n\"1"}}"#
+        );
+        assert!(e.is_encoded());
+        for n in [0, 7, 10, 99_999, u64::MAX] {
+            let mut out = String::new();
+            push_u64(&mut out, n);
+            assert_eq!(out, n.to_string());
+        }
     }
 
     #[test]

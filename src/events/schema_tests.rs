@@ -67,7 +67,7 @@ impl Run {
     fn keep(&mut self, o: Outcome) -> Outcome {
         for e in &o.envelopes {
             self.seen
-                .push(serde_json::from_str(&e.json).expect("an envelope is JSON"));
+                .push(serde_json::from_str(e.json()).expect("an envelope is JSON"));
         }
         o
     }

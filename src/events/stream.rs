@@ -304,11 +304,11 @@ impl Reader {
 
     fn write(&mut self, out: &mut String, e: &Envelope) {
         out.push_str("id: ");
-        out.push_str(&e.seq.to_string());
+        super::push_u64(out, e.seq);
         out.push_str("\nevent: ");
         out.push_str(e.type_name());
         out.push_str("\ndata: ");
-        out.push_str(&e.json);
+        out.push_str(e.json());
         out.push_str("\n\n");
         self.sent_id = e.seq;
     }

@@ -22,7 +22,9 @@ pub struct Retention {
     /// holds them.
     pub age: Duration,
     /// At most this many bytes of wire text (a task's attributes may make one
-    /// `task.created` tens of kilobytes), unless a retain floor holds more.
+    /// `task.created` tens of kilobytes), unless a retain floor holds more. Each event
+    /// counts its [`Envelope::wire_bound`], made or not: the same on every replica,
+    /// never less than the text it makes when a reader asks.
     pub bytes: usize,
     /// A hard cap: a retain floor never holds more than this many events.
     pub max_held: usize,
@@ -55,14 +57,16 @@ pub struct EventLog {
     epoch: Option<Arc<str>>,
     last: u64,
     window: VecDeque<Arc<Envelope>>,
-    /// The wire text held, in bytes.
+    /// The wire text held, in bytes: the sum of the events' bounds
+    /// ([`Envelope::wire_bound`]), whether or not a reader has made the text yet.
     bytes: usize,
     floor: Option<u64>,
     retention: Retention,
 }
 
-/// What a snapshot keeps of the log: the data without the wire text, which is made
-/// again on load (the exact microsecond times survive; JSON keeps milliseconds).
+/// What a snapshot keeps of the log: the data without the wire text, which a reader
+/// makes again after a load (the exact microsecond times survive; JSON keeps
+/// milliseconds).
 #[derive(Serialize, Deserialize)]
 pub struct EventLogSnapshot {
     epoch: Option<String>,
@@ -133,7 +137,9 @@ impl EventLog {
     }
 
     /// Numbers a decision's events at the log time `now`, keeps them, and drops what
-    /// the retention no longer covers. Returns the envelopes, in order.
+    /// the retention no longer covers. Returns the envelopes, in order. Their wire text
+    /// is not made here, under the store's lock, but by the first reader
+    /// ([`Envelope::json`]).
     pub fn record(&mut self, events: Vec<EventData>, now: Ts) -> Vec<Arc<Envelope>> {
         if events.is_empty() {
             return Vec::new();
@@ -144,14 +150,11 @@ impl EventLog {
             self.begin(now.0);
         }
         let epoch = self.epoch.clone().unwrap_or_else(|| Arc::from("0"));
-        let time_text = now.rfc3339();
         let mut out = Vec::with_capacity(events.len());
         for data in events {
             self.last += 1;
-            let env = Arc::new(Envelope::with_time_text(
-                &epoch, self.last, now, &time_text, data,
-            ));
-            self.bytes += env.json.len();
+            let env = Arc::new(Envelope::new(epoch.clone(), self.last, now, data));
+            self.bytes += env.wire_bound();
             self.window.push_back(env.clone());
             out.push(env);
         }
@@ -169,7 +172,7 @@ impl EventLog {
                 || self.bytes > self.retention.bytes;
             if len > self.retention.max_held.max(self.retention.count) || (expired && !held) {
                 if let Some(e) = self.window.pop_front() {
-                    self.bytes = self.bytes.saturating_sub(e.json.len());
+                    self.bytes = self.bytes.saturating_sub(e.wire_bound());
                 }
             } else {
                 break;
@@ -207,19 +210,19 @@ impl EventLog {
         }
     }
 
-    /// The log from a snapshot, its wire texts made again.
+    /// The log from a snapshot; the wire texts are made again when read.
     pub fn restore(retention: Retention, snap: EventLogSnapshot) -> EventLog {
         let epoch: Option<Arc<str>> = snap.epoch.map(Arc::from);
         let e = epoch.clone().unwrap_or_else(|| Arc::from("0"));
         let window: VecDeque<Arc<Envelope>> = snap
             .events
             .into_iter()
-            .map(|(seq, time, data)| Arc::new(Envelope::new(&e, seq, time, data)))
+            .map(|(seq, time, data)| Arc::new(Envelope::new(e.clone(), seq, time, data)))
             .collect();
         EventLog {
             epoch,
             last: snap.last,
-            bytes: window.iter().map(|e| e.json.len()).sum(),
+            bytes: window.iter().map(|e| e.wire_bound()).sum(),
             window,
             floor: snap.floor,
             retention,
@@ -263,9 +266,33 @@ mod tests {
         }
         let one = l.after(49).map(|_| ()).ok();
         assert_eq!(one, Some(()));
-        let per = l.window.back().map(|e| e.json.len()).unwrap_or(1);
+        let per = l.window.back().map(|e| e.wire_bound()).unwrap_or(1);
         assert_eq!(l.len(), 1000 / per, "as many as fit in 1000 bytes");
         assert!(l.bytes <= 1000);
+    }
+
+    #[test]
+    fn the_wire_text_is_made_by_the_first_reader_and_shared() {
+        let mut l = log(100, 3600);
+        let made = l.record(vec![ev("a"), ev("b")], Ts(1_000_000));
+        let charged = l.bytes;
+        assert!(
+            made.iter().all(|e| !e.is_encoded()),
+            "numbering encodes nothing"
+        );
+        let held = l.after(0).expect("held");
+        let text = held[0].json();
+        assert!(
+            made[0].is_encoded(),
+            "the window holds the envelope the reader made"
+        );
+        assert!(std::ptr::eq(text, made[0].json()), "made once, shared");
+        assert!(!made[1].is_encoded(), "an event nobody read stays unmade");
+        assert_eq!(
+            l.bytes, charged,
+            "the window charged the bound before any read"
+        );
+        assert!(text.len() <= made[0].wire_bound());
     }
 
     #[test]
@@ -280,7 +307,7 @@ mod tests {
         assert_eq!(after1, vec![2, 3]);
         assert!(l.after(3).expect("held").is_empty());
         assert!(l.after(99).expect("future is empty").is_empty());
-        let v: serde_json::Value = serde_json::from_str(&b[0].json).expect("json");
+        let v: serde_json::Value = serde_json::from_str(b[0].json()).expect("json");
         let epoch = l.epoch().expect("epoch").to_string();
         assert_eq!(v["id"], format!("{epoch}-3"));
         assert_eq!(v["type"], "node.lost");
@@ -335,13 +362,13 @@ mod tests {
             .after(0)
             .expect("held")
             .iter()
-            .map(|e| e.json.clone())
+            .map(|e| e.json().to_owned())
             .collect();
         let b: Vec<_> = r
             .after(0)
             .expect("held")
             .iter()
-            .map(|e| e.json.clone())
+            .map(|e| e.json().to_owned())
             .collect();
         assert_eq!(a, b);
         assert_eq!(r.after(0).expect("held")[0].time, Ts(1_234_567));

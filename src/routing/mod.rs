@@ -379,7 +379,9 @@ pub struct Book {
     pub ids: Ids,
     rules: Arc<Rules>,
     agents: HashMap<AgentId, AgentEntry>,
-    tasks: HashMap<TaskId, Task>,
+    /// Shared with the replies, views, notices and events that show a task: a change
+    /// copies it only while one of them still holds it (`Arc::make_mut`).
+    tasks: HashMap<TaskId, Arc<Task>>,
     idempotency: HashMap<String, TaskId>,
     queues: HashMap<QueueId, QueueIndex>,
     offers: HashMap<OfferId, LiveOffer>,
@@ -428,7 +430,7 @@ impl Book {
         let mut tasks: Vec<_> = self
             .tasks
             .values()
-            .map(|t| (t.clone(), t.seq, t.excluded.clone()))
+            .map(|t| (Task::clone(t), t.seq, t.excluded.clone()))
             .collect();
         tasks.sort_by_key(|t| t.1);
         // In a fixed order throughout: equal books encode to equal bytes.
@@ -524,10 +526,10 @@ impl Book {
             if task.state == TaskState::Queued {
                 b.file_task(&task);
             }
-            b.tasks.insert(task.task_id, task);
+            b.tasks.insert(task.task_id, Arc::new(task));
         }
         for (id, passed) in snap.passed {
-            if let Some(t) = b.tasks.get_mut(&id) {
+            if let Some(t) = b.tasks.get_mut(&id).map(Arc::make_mut) {
                 t.passed = passed;
             }
         }
@@ -643,7 +645,7 @@ impl Book {
 
     /// A task, by id.
     pub fn task(&self, id: TaskId) -> Option<&Task> {
-        self.tasks.get(&id)
+        self.tasks.get(&id).map(|t| &**t)
     }
 
     /// An agent's full view.
@@ -830,7 +832,7 @@ impl Book {
                     .tasks
                     .get(&live.task_id)
                     .ok_or(HubError::TaskNotFound(live.task_id))?;
-                Ok(Reply::Task(Box::new(task.clone())))
+                Ok(Reply::Task(task.clone()))
             }
             Command::Decline { agent, offer_id } => {
                 let live = self.live_offer(&agent, offer_id)?;
@@ -881,14 +883,14 @@ impl Book {
                     );
                 }
                 if let Some(t) = self.tasks.get_mut(&task_id) {
-                    t.state = TaskState::Completed {
+                    Arc::make_mut(t).state = TaskState::Completed {
                         agent_id: agent.clone(),
                         completed_at: now,
                         wrap_up_code,
                     };
                     tx.stats.completed += 1;
                     tx.task_events.push(TaskEvent::Completed {
-                        task: Box::new(t.clone()),
+                        task: t.clone(),
                         agent: agent.clone(),
                     });
                 }
@@ -936,7 +938,7 @@ impl Book {
         if let Some(key) = &new.idempotency_key {
             if let Some(task) = self.idempotency.get(key).and_then(|id| self.tasks.get(id)) {
                 return Ok(Reply::Created {
-                    task: Box::new(task.clone()),
+                    task: task.clone(),
                     created: false,
                 });
             }
@@ -976,9 +978,9 @@ impl Book {
         if let Some(key) = &task.idempotency_key {
             self.idempotency.insert(key.clone(), id);
         }
-        tx.events.push(EventData::TaskCreated {
-            task: Box::new(task.clone()),
-        });
+        let task = Arc::new(task);
+        tx.events
+            .push(EventData::TaskCreated { task: task.clone() });
         tx.events.push(queued_event(&task, false));
         self.file_task(&task);
         self.tasks.insert(id, task);
@@ -990,7 +992,7 @@ impl Book {
         self.route(tx, now);
         let task = self.tasks.get(&id).ok_or(HubError::TaskNotFound(id))?;
         Ok(Reply::Created {
-            task: Box::new(task.clone()),
+            task: task.clone(),
             created: true,
         })
     }
@@ -1037,13 +1039,13 @@ impl Book {
             });
         }
         if let Some(t) = self.tasks.get_mut(&task_id) {
-            t.state = TaskState::Cancelled {
+            Arc::make_mut(t).state = TaskState::Cancelled {
                 cancelled_at: now,
                 reason,
             };
             tx.queues.insert(t.queue.clone());
             tx.task_events.push(TaskEvent::Cancelled {
-                task: Box::new(t.clone()),
+                task: t.clone(),
                 by,
             });
         }
@@ -1210,9 +1212,10 @@ impl Book {
                 });
             }
         }
-        let Some(t) = self.tasks.get_mut(&task_id) else {
+        let Some(slot) = self.tasks.get_mut(&task_id) else {
             return Err(HubError::TaskNotFound(task_id));
         };
+        let t = Arc::make_mut(slot);
         t.transfers += 1;
         t.state = TaskState::Queued;
         let mut reoffer_at = None;
@@ -1257,7 +1260,7 @@ impl Book {
                 Some(target)
             }
         };
-        let t = t.clone();
+        let t = Arc::clone(slot);
         // First: what the transfer made the holders do follows from it.
         tx.events.insert(
             mark,
@@ -1273,7 +1276,7 @@ impl Book {
             tx.events.push(queued_event(&t, true));
         }
         tx.task_events.push(TaskEvent::Transferred {
-            task: Box::new(t.clone()),
+            task: t.clone(),
             from: from.clone(),
             to: target.clone(),
             by,
@@ -1317,7 +1320,7 @@ impl Book {
             return;
         };
         // A new epoch: timers armed for an earlier wait (another queue) do nothing.
-        let Some(t) = self.tasks.get_mut(&task_id) else {
+        let Some(t) = self.tasks.get_mut(&task_id).map(Arc::make_mut) else {
             return;
         };
         t.epoch += 1;
@@ -1337,7 +1340,7 @@ impl Book {
 
     /// The task's queue's escalation, while the task is still waiting for an agent
     /// (queued, or offered and not yet accepted).
-    fn waiting_escalation(&self, task_id: TaskId, epoch: u32) -> Option<(Task, Escalation)> {
+    fn waiting_escalation(&self, task_id: TaskId, epoch: u32) -> Option<(Arc<Task>, Escalation)> {
         let t = self.tasks.get(&task_id)?;
         if t.epoch != epoch || !matches!(t.state, TaskState::Queued | TaskState::Offered { .. }) {
             return None;
@@ -1361,9 +1364,9 @@ impl Book {
         let Some(t) = self.tasks.get_mut(&task_id) else {
             return false;
         };
-        change(t);
+        change(Arc::make_mut(t));
         if queued {
-            let t = t.clone();
+            let t = Arc::clone(t);
             self.file_task(&t);
         }
         queued
@@ -1532,9 +1535,10 @@ impl Book {
         self.arm(tx, deadline, Timer::Offer(offer_id));
         tx.queues.insert(queue);
         tx.stats.offers_made += 1;
-        let Some(t) = self.tasks.get_mut(&task_id) else {
+        let Some(slot) = self.tasks.get_mut(&task_id) else {
             return Err(HubError::TaskNotFound(task_id));
         };
+        let t = Arc::make_mut(slot);
         t.transfers += 1;
         t.offers += 1;
         t.handoff = Some(crate::task::Handoff {
@@ -1546,7 +1550,7 @@ impl Book {
             deadline,
             timeout_ms: timeout.as_millis() as u64,
             consult_from: Some(agent),
-            task: t.clone(),
+            task: Arc::clone(slot),
         };
         tx.notices.push(Notice::ToAgent {
             agent_id: to,
@@ -1603,7 +1607,9 @@ impl Book {
         if tell {
             self.end_handoff(tx, task_id, &h.to, TransferResult::Withdrawn);
         } else if let Some(t) = self.tasks.get_mut(&task_id) {
-            t.handoff = None;
+            if t.handoff.is_some() {
+                Arc::make_mut(t).handoff = None;
+            }
         }
     }
 
@@ -1616,7 +1622,7 @@ impl Book {
         if t.handoff.as_ref().is_none_or(|h| &h.to != to) {
             return;
         }
-        let Some(h) = t.handoff.take() else {
+        let Some(h) = Arc::make_mut(t).handoff.take() else {
             return;
         };
         if let Some(from) = h.from {
@@ -1757,9 +1763,10 @@ impl Book {
                 if consult {
                     return;
                 }
-                let Some(task) = self.tasks.get_mut(&task_id) else {
+                let Some(slot) = self.tasks.get_mut(&task_id) else {
                     return;
                 };
+                let task = Arc::make_mut(slot);
                 let mut reoffer_at = None;
                 if exclude && !task.excluded.contains(agent_id) {
                     task.excluded.push(agent_id.clone());
@@ -1773,7 +1780,7 @@ impl Book {
                     reoffer_at = Some(now.plus(after));
                 }
                 task.state = TaskState::Queued;
-                let task = task.clone();
+                let task = Arc::clone(slot);
                 if let Some(at) = reoffer_at {
                     self.arm(tx, at, Timer::Reoffer(task_id, agent_id.clone()));
                 }
@@ -1826,7 +1833,7 @@ impl Book {
                     );
                     if let Some(t) = self.tasks.get(&task_id) {
                         tx.task_events.push(TaskEvent::Transferred {
-                            task: Box::new(t.clone()),
+                            task: t.clone(),
                             from: Some(holder.clone()),
                             to: Some(agent_id.clone()),
                             by: Actor::agent(&holder),
@@ -1834,7 +1841,7 @@ impl Book {
                     }
                 }
                 if let Some(t) = self.tasks.get_mut(&task_id) {
-                    t.state = TaskState::Assigned {
+                    Arc::make_mut(t).state = TaskState::Assigned {
                         agent_id: agent_id.clone(),
                         accepted_at: now,
                     };
@@ -1850,7 +1857,7 @@ impl Book {
                         request_id: None,
                     });
                     tx.task_events.push(TaskEvent::Assigned {
-                        task: Box::new(t.clone()),
+                        task: t.clone(),
                         agent: agent_id.clone(),
                     });
                 }
@@ -1937,6 +1944,7 @@ impl Book {
         let Some(i) = t.excluded.iter().position(|a| *a == agent) else {
             return;
         };
+        let t = Arc::make_mut(t);
         t.excluded.remove(i);
         if !t.passed.contains(&agent) {
             t.passed.push(agent);
@@ -2035,9 +2043,10 @@ impl Book {
         self.arm(tx, deadline, Timer::Offer(offer_id));
         tx.queues.insert(queue);
         tx.stats.offers_made += 1;
-        let Some(task) = self.tasks.get_mut(&task_id) else {
+        let Some(slot) = self.tasks.get_mut(&task_id) else {
             return;
         };
+        let task = Arc::make_mut(slot);
         task.state = TaskState::Offered {
             offer_id,
             agent_id: agent_id.clone(),
@@ -2054,7 +2063,7 @@ impl Book {
             deadline,
             timeout_ms: timeout.as_millis() as u64,
             consult_from: None,
-            task: task.clone(),
+            task: Arc::clone(slot),
         };
         tx.notices.push(Notice::ToAgent {
             agent_id,
@@ -2158,8 +2167,8 @@ impl Book {
                 break;
             };
             if let Some(t) = self.tasks.remove(&old) {
-                if let Some(k) = t.idempotency_key {
-                    self.idempotency.remove(&k);
+                if let Some(k) = &t.idempotency_key {
+                    self.idempotency.remove(k);
                 }
             }
         }
@@ -2251,7 +2260,7 @@ impl Book {
 
     fn task_reply(&self, id: TaskId) -> Result<Reply, HubError> {
         let t = self.tasks.get(&id).ok_or(HubError::TaskNotFound(id))?;
-        Ok(Reply::Task(Box::new(t.clone())))
+        Ok(Reply::Task(t.clone()))
     }
 
     fn view_of(&self, e: &AgentEntry) -> AgentView {

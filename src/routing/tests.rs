@@ -533,7 +533,7 @@ fn no_task_waits_while_an_agent_who_could_take_it_refused_it_longer_ago_than_the
                 .values()
                 .filter(|t| t.state == TaskState::Queued)
             {
-                let mut t = t.clone();
+                let mut t = Task::clone(t);
                 t.excluded.clear();
                 if !could_take(&v, &e.profile, &t) {
                     continue;

@@ -8,6 +8,7 @@ use crate::error::OfferEnd;
 use crate::ids::{AgentId, Channel, OfferId, QueueId, TaskId};
 use crate::task::Task;
 use serde::Serialize;
+use std::sync::Arc;
 
 /// An offer as the agent sees it: the task and what is known of the customer, so the
 /// agent can look before accepting.
@@ -23,8 +24,8 @@ pub struct OfferView {
     /// take it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub consult_from: Option<AgentId>,
-    /// The task.
-    pub task: Task,
+    /// The task (shared with the book).
+    pub task: Arc<Task>,
 }
 
 /// An agent's wrap-up period.
@@ -60,7 +61,7 @@ pub struct AgentView {
     /// The pending offer, if any.
     pub offer: Option<OfferView>,
     /// The In Progress list.
-    pub in_progress: Vec<Task>,
+    pub in_progress: Vec<Arc<Task>>,
     /// The wrap-up period, if any.
     pub wrap_up: Option<WrapUpView>,
     /// Grows with every change: drop a view older than the one you have.

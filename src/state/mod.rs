@@ -101,8 +101,9 @@ impl State {
                     .context
                     .activity_of_task(task.task_id)
                     .map(|a| Box::new(a.clone()));
+                // The same shared task, not a copy of it.
                 o.reply = Ok(Reply::Accepted {
-                    task: task.clone(),
+                    task: Arc::clone(task),
                     activity,
                 });
             }

@@ -56,12 +56,12 @@ pub enum Reply {
         /// On connect: whether the agent resumed a session it had (reconnect or takeover).
         resumed: bool,
     },
-    /// A task.
-    Task(Box<Task>),
+    /// A task (shared with the routing book: a reply copies nothing).
+    Task(Arc<Task>),
     /// An accepted task and the activity it became.
     Accepted {
         /// The task.
-        task: Box<Task>,
+        task: Arc<Task>,
         /// The activity, attached to the customer's request when the customer is known.
         activity: Option<Box<Activity>>,
     },
@@ -70,7 +70,7 @@ pub enum Reply {
     /// A task created, or found by its idempotency key (`created` false).
     Created {
         /// The task.
-        task: Box<Task>,
+        task: Arc<Task>,
         /// False when an earlier create with the same key made it.
         created: bool,
     },

@@ -87,7 +87,7 @@ fn events_are_numbered_densely_with_the_entry_time_and_the_assignment_names_its_
         EventData::TaskAssigned { activity_id, .. } => assert_eq!(*activity_id, Some(activity)),
         other => panic!("{other:?}"),
     }
-    let v: serde_json::Value = serde_json::from_str(&o.envelopes[1].json).expect("json");
+    let v: serde_json::Value = serde_json::from_str(o.envelopes[1].json()).expect("json");
     assert_eq!(v["data"]["activity_id"], activity.to_string());
     assert_eq!(v["seq"], 9);
 
@@ -100,14 +100,14 @@ fn events_are_numbered_densely_with_the_entry_time_and_the_assignment_names_its_
         .after(0)
         .expect("held")
         .iter()
-        .map(|e| e.json.clone())
+        .map(|e| e.json().to_owned())
         .collect();
     let b: Vec<_> = back
         .events
         .after(0)
         .expect("held")
         .iter()
-        .map(|e| e.json.clone())
+        .map(|e| e.json().to_owned())
         .collect();
     assert_eq!(a, b);
     let o = back.execute(Command::Logout { agent: "a1".into() }, at(4));

@@ -348,19 +348,14 @@ impl Statistics {
         }
     }
 
+    // One search of the map per call (the key's clone is a reference count): every
+    // event of a decision lands here, and ids compare as strings.
     fn queue(&mut self, q: &QueueId) -> &mut QueueFold {
-        if !self.queues.contains_key(q) {
-            self.queues.insert(q.clone(), QueueFold::default());
-        }
-        // Just inserted when missing.
-        self.queues.get_mut(q).expect("present")
+        self.queues.entry(q.clone()).or_default()
     }
 
     fn agent(&mut self, a: &AgentId) -> &mut AgentFold {
-        if !self.agents.contains_key(a) {
-            self.agents.insert(a.clone(), AgentFold::default());
-        }
-        self.agents.get_mut(a).expect("present")
+        self.agents.entry(a.clone()).or_default()
     }
 
     /// Applies `f` to a queue's counts of today, of `t`'s minute and 15-minute bucket,

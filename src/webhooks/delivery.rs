@@ -148,7 +148,7 @@ struct Body(Arc<Envelope>);
 
 impl AsRef<[u8]> for Body {
     fn as_ref(&self) -> &[u8] {
-        self.0.json.as_bytes()
+        self.0.json().as_bytes()
     }
 }
 
