@@ -676,7 +676,11 @@ async fn unrelated_events_are_pipelined_on_one_connection_and_verify() {
         "requests were read {} at most before an answer: not pipelined",
         rx.max_batch()
     );
-    assert_eq!(rx.connections(), 1, "one kept-alive connection carried them");
+    assert_eq!(
+        rx.connections(),
+        1,
+        "one kept-alive connection carried them"
+    );
     await_position(&d, 40).await;
     assert_eq!(d.records.failures.load(Relaxed), 0);
     assert_eq!(d.records.delivered.load(Relaxed), 40);
@@ -769,7 +773,11 @@ async fn chunked_answers_are_read_and_connection_close_gets_one_request_per_conn
         })
         .await;
     await_position(&d, 20).await;
-    assert_eq!(d.records.failures.load(Relaxed), 0, "no request lost to a close");
+    assert_eq!(
+        d.records.failures.load(Relaxed),
+        0,
+        "no request lost to a close"
+    );
     assert!(got.iter().all(|r| r.status == 200), "none left unanswered");
     assert_eq!(closing.connections(), 20, "one request per connection");
     let _ = d.stop.send(true);

@@ -395,10 +395,19 @@ mod tests {
     #[test]
     fn what_the_receiver_sends_is_bounded_with_a_typed_error() {
         let big_head = format!("HTTP/1.1 200 OK\r\nx: {}\r\n\r\n", "a".repeat(MAX_HEAD));
-        assert_eq!(read_all(big_head.as_bytes(), 4096), Err(WireError::HeadTooLarge));
+        assert_eq!(
+            read_all(big_head.as_bytes(), 4096),
+            Err(WireError::HeadTooLarge)
+        );
         let endless = format!("HTTP/1.1 200 OK\r\nx: {}", "a".repeat(MAX_HEAD + 10));
-        assert_eq!(read_all(endless.as_bytes(), 4096), Err(WireError::HeadTooLarge));
-        let long = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", MAX_BODY + 1);
+        assert_eq!(
+            read_all(endless.as_bytes(), 4096),
+            Err(WireError::HeadTooLarge)
+        );
+        let long = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n",
+            MAX_BODY + 1
+        );
         assert_eq!(read_all(long.as_bytes(), 64), Err(WireError::BodyTooLarge));
         let chunk = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nfffffffff\r\n";
         assert_eq!(read_all(chunk.as_bytes(), 64), Err(WireError::BodyTooLarge));
@@ -406,7 +415,10 @@ mod tests {
         for _ in 0..20 {
             chunks.push_str(&format!("1000\r\n{}\r\n", "z".repeat(4096)));
         }
-        assert_eq!(read_all(chunks.as_bytes(), 999), Err(WireError::BodyTooLarge));
+        assert_eq!(
+            read_all(chunks.as_bytes(), 999),
+            Err(WireError::BodyTooLarge)
+        );
         let line = format!(
             "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1;{}",
             "e".repeat(2000)
@@ -424,11 +436,20 @@ mod tests {
             "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0\r\n{}",
             "t: 1\r\n".repeat(MAX_HEAD / 5)
         );
-        assert_eq!(read_all(trailers.as_bytes(), 512), Err(WireError::HeadTooLarge));
+        assert_eq!(
+            read_all(trailers.as_bytes(), 512),
+            Err(WireError::HeadTooLarge)
+        );
         let two = "HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n";
-        assert_eq!(read_all(two.as_bytes(), 64), Err(WireError::BadContentLength));
+        assert_eq!(
+            read_all(two.as_bytes(), 64),
+            Err(WireError::BadContentLength)
+        );
         let neg = "HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n";
-        assert_eq!(read_all(neg.as_bytes(), 64), Err(WireError::BadContentLength));
+        assert_eq!(
+            read_all(neg.as_bytes(), 64),
+            Err(WireError::BadContentLength)
+        );
         assert!(matches!(
             read_all(b"SMTP ready\r\n\r\n", 64),
             Err(WireError::Malformed(_))

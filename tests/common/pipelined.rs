@@ -178,7 +178,14 @@ impl Pipelined {
     }
 }
 
-fn record(inner: &Inner, conn: usize, batch: usize, headers: HeaderMap, body: Vec<u8>, status: u16) {
+fn record(
+    inner: &Inner,
+    conn: usize,
+    batch: usize,
+    headers: HeaderMap,
+    body: Vec<u8>,
+    status: u16,
+) {
     inner
         .seen
         .lock()
@@ -228,7 +235,9 @@ async fn serve(mut s: TcpStream, conn: usize, inner: Arc<Inner>) {
         } else if pending.len() >= plan.batch {
             None
         } else {
-            tokio::time::timeout(plan.quiet, s.read(&mut chunk)).await.ok()
+            tokio::time::timeout(plan.quiet, s.read(&mut chunk))
+                .await
+                .ok()
         };
         match read {
             Some(Ok(0)) | Some(Err(_)) => {
