@@ -4,10 +4,12 @@
 
 mod common;
 
+use common::pipelined::{Pipelined, Plan};
 use common::receiver::{Answer, Received, Receiver};
 use common::{TestHub, config};
 use serde_json::{Value, json};
 use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use switchboard::auth::Role;
@@ -135,11 +137,21 @@ fn deliver(
     rules: WebhooksConfig,
     types: &[&str],
 ) -> Delivering {
+    let client = Client::new(Target::parse(&rx.url()).unwrap(), rules.allow_private);
+    deliver_with(feed, client, rules, types)
+}
+
+fn deliver_with(
+    feed: &Arc<TestFeed>,
+    client: Client,
+    rules: WebhooksConfig,
+    types: &[&str],
+) -> Delivering {
     let secret = Secret::generate();
     let runner = Arc::new(Runner {
         id: "crm".into(),
         types: types.iter().map(|t| t.to_string()).collect(),
-        client: Client::new(Target::parse(&rx.url()).unwrap(), rules.allow_private),
+        client,
         secrets: Mutex::new(Arc::new(vec![secret.clone()])),
         rules: Arc::new(rules),
         records: Arc::new(Records::default()),
@@ -586,4 +598,220 @@ async fn a_config_endpoint_cannot_be_deleted_or_rotated_through_the_api() {
         .await;
     assert_eq!(s, 200, "{v}");
     hub.shutdown().await;
+}
+
+// ---- Pipelining: several requests on one kept-alive connection ----
+
+/// A runner sending to `rx` with at most `depth` requests unanswered per connection.
+fn deliver_pipelined(feed: &Arc<TestFeed>, rx: &Pipelined, depth: usize) -> Delivering {
+    let r = rules(&[0, 50, 50, 50, 50, 50]);
+    let client = Client::new(Target::parse(&rx.url()).unwrap(), true).with_depth(depth);
+    deliver_with(feed, client, r, &["*"])
+}
+
+/// Waits until the runner has written `seq` as its position: every event up to it
+/// answered 2xx as the runner saw it.
+async fn await_position(d: &Delivering, seq: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while d.control.positions.lock().unwrap().last() != Some(&seq) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "position not at {seq}: {:?}",
+            d.control.positions.lock().unwrap().last()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Checks that every request of a task was sent after its earlier events were
+/// answered 2xx (the receiver records in the order it answered).
+fn assert_each_task_waited_for_its_2xx(got: &[Received]) {
+    let mut done: HashMap<String, std::collections::BTreeSet<u64>> = HashMap::new();
+    let mut seqs: HashMap<String, std::collections::BTreeSet<u64>> = HashMap::new();
+    for r in got {
+        let b = r.json();
+        seqs.entry(b["data"]["task_id"].as_str().unwrap().to_owned())
+            .or_default()
+            .insert(b["seq"].as_u64().unwrap());
+    }
+    for r in got {
+        let b = r.json();
+        let t = b["data"]["task_id"].as_str().unwrap().to_owned();
+        let seq = b["seq"].as_u64().unwrap();
+        let delivered = done.entry(t.clone()).or_default();
+        for earlier in seqs[&t].range(..seq) {
+            assert!(
+                delivered.contains(earlier),
+                "task {t}: event {seq} sent before event {earlier} was answered 2xx"
+            );
+        }
+        if r.status / 100 == 2 {
+            delivered.insert(seq);
+        }
+    }
+}
+
+#[tokio::test]
+async fn unrelated_events_are_pipelined_on_one_connection_and_verify() {
+    let rx = Pipelined::start(Plan {
+        batch: 4,
+        ..Plan::default()
+    })
+    .await;
+    let feed = TestFeed::new();
+    for t in 1..=40u128 {
+        feed.push(queued(t));
+    }
+    let d = deliver_pipelined(&feed, &rx, 16);
+    let got = rx
+        .wait_for(Duration::from_secs(10), "40 events", |g| {
+            delivered_ids(g).len() == 40
+        })
+        .await;
+    for r in &got {
+        verify(&d.secret, r);
+    }
+    assert!(
+        rx.max_batch() >= 4,
+        "requests were read {} at most before an answer: not pipelined",
+        rx.max_batch()
+    );
+    assert_eq!(
+        rx.connections(),
+        1,
+        "one kept-alive connection carried them"
+    );
+    await_position(&d, 40).await;
+    assert_eq!(d.records.failures.load(Relaxed), 0);
+    assert_eq!(d.records.delivered.load(Relaxed), 40);
+    let _ = d.stop.send(true);
+}
+
+#[tokio::test]
+async fn a_connection_closed_after_one_answer_redelivers_the_rest_with_their_ids() {
+    // The first two connections: several requests read, the first answered, then the
+    // connection closes on the others.
+    let rx = Pipelined::start(Plan {
+        batch: 4,
+        drop_after_first: 2,
+        ..Plan::default()
+    })
+    .await;
+    let feed = TestFeed::new();
+    for t in 1..=40u128 {
+        feed.push(queued(t));
+    }
+    let d = deliver_pipelined(&feed, &rx, 16);
+    let got = rx
+        .wait_for(Duration::from_secs(10), "40 events", |g| {
+            delivered_ids(g).len() == 40
+        })
+        .await;
+    let dropped: Vec<String> = got
+        .iter()
+        .filter(|r| r.status == 0)
+        .map(|r| r.id())
+        .collect();
+    assert!(
+        dropped.len() >= 2,
+        "the receiver closed on unanswered requests: {dropped:?}"
+    );
+    let delivered = delivered_ids(&got);
+    for id in &dropped {
+        assert!(delivered.contains(id), "{id} never redelivered");
+    }
+    for r in &got {
+        verify(&d.secret, r);
+    }
+    // Only the receiver's 2xx count: nothing it never answered.
+    let answered_2xx = got.iter().filter(|r| r.status / 100 == 2).count() as u64;
+    assert_eq!(answered_2xx, 40, "each event answered 2xx once");
+    await_position(&d, 40).await;
+    assert_eq!(d.records.delivered.load(Relaxed), answered_2xx);
+    assert!(d.records.failures.load(Relaxed) >= dropped.len() as u64);
+    let _ = d.stop.send(true);
+}
+
+#[tokio::test]
+async fn chunked_answers_are_read_and_connection_close_gets_one_request_per_connection() {
+    let chunked = Pipelined::start(Plan {
+        batch: 4,
+        chunked: true,
+        ..Plan::default()
+    })
+    .await;
+    let feed = TestFeed::new();
+    for t in 1..=40u128 {
+        feed.push(queued(t));
+    }
+    let d = deliver_pipelined(&feed, &chunked, 16);
+    chunked
+        .wait_for(Duration::from_secs(10), "40 events", |g| {
+            delivered_ids(g).len() == 40
+        })
+        .await;
+    await_position(&d, 40).await;
+    assert_eq!(d.records.failures.load(Relaxed), 0, "every answer read");
+    assert!(chunked.max_batch() >= 4);
+    assert_eq!(chunked.connections(), 1);
+    let _ = d.stop.send(true);
+
+    // A receiver that closes after each answer: never pipelined to, nothing lost.
+    let closing = Pipelined::start(Plan {
+        close: true,
+        ..Plan::default()
+    })
+    .await;
+    let feed = TestFeed::new();
+    for t in 1..=20u128 {
+        feed.push(queued(t));
+    }
+    let d = deliver_pipelined(&feed, &closing, 16);
+    let got = closing
+        .wait_for(Duration::from_secs(10), "20 events", |g| {
+            delivered_ids(g).len() == 20
+        })
+        .await;
+    await_position(&d, 20).await;
+    assert_eq!(
+        d.records.failures.load(Relaxed),
+        0,
+        "no request lost to a close"
+    );
+    assert!(got.iter().all(|r| r.status == 200), "none left unanswered");
+    assert_eq!(closing.connections(), 20, "one request per connection");
+    let _ = d.stop.send(true);
+}
+
+#[tokio::test]
+async fn each_tasks_events_stay_in_order_when_pipelined_with_503s() {
+    let rx = Pipelined::start(Plan {
+        batch: 4,
+        busy_every: 3,
+        ..Plan::default()
+    })
+    .await;
+    let feed = TestFeed::new();
+    for _ in 0..5 {
+        for t in 1..=20u128 {
+            feed.push(queued(t));
+        }
+    }
+    let d = deliver_pipelined(&feed, &rx, 16);
+    let got = rx
+        .wait_for(Duration::from_secs(20), "100 events", |g| {
+            delivered_ids(g).len() == 100
+        })
+        .await;
+    assert!(got.iter().any(|r| r.status == 503));
+    assert!(rx.max_batch() >= 4, "pipelined");
+    assert_each_task_waited_for_its_2xx(&got);
+    let mut last: HashMap<String, u64> = HashMap::new();
+    for r in firsts(&got) {
+        let b = r.json();
+        let t = b["data"]["task_id"].as_str().unwrap().to_owned();
+        let seq = b["seq"].as_u64().unwrap();
+        assert!(seq > last.insert(t, seq).unwrap_or(0));
+    }
+    let _ = d.stop.send(true);
 }

@@ -1,19 +1,28 @@
-//! The HTTP client that POSTs webhooks: hyper's HTTP/1 connection driven directly
-//! (already in the tree for the server), so that the connection is made here, to an
-//! address this module has checked (`target::check`), never to whatever a name
-//! resolves to later. Idle connections are kept per endpoint and reused. For https the
-//! TLS handshake (`tls`) runs over that connection, inside the attempt's timeout.
+//! The HTTP client that POSTs webhooks: a small HTTP/1.1 client of its own
+//! (`pipeline`, `wire`) so that deliveries of unrelated events share a kept-alive
+//! connection, pipelined (several requests written before their answers, which come
+//! back in order), and so that the connection is made here, to an address this module
+//! has checked (`target::check`), never to whatever a name resolves to later. For https
+//! the TLS handshake (`tls`) runs over that connection, inside the attempt's timeout.
+//!
+//! An attempt gives its request to the first open connection of the endpoint with
+//! room (fewer than `depth` unanswered), so a burst fills one connection before the
+//! next is made; a new connection is made when none has room. The delivery's rules
+//! (one task's events one at a time, each after the previous one's 2xx) are the
+//! runner's: a connection only ever carries unrelated events together.
 
+use super::pipeline::{self, Job, KeepAlive, Outcome, Shared};
 use super::target::{Target, TargetError};
 use super::tls::Tls;
+use super::wire::{Request, WireError};
 use axum::body::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::client::conn::http1::SendRequest;
-use hyper::header::{self, HeaderName, HeaderValue};
-use hyper_util::rt::TokioIo;
-use std::sync::Mutex;
+use hyper::header::{HeaderName, HeaderValue};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 /// What the receiver answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,23 +45,31 @@ pub enum SendError {
     /// The TLS handshake failed (a certificate not trusted or not for the host, ...).
     #[error("tls: {0}")]
     Tls(String),
-    /// The exchange failed.
+    /// The request could not be made.
     #[error("http: {0}")]
     Http(String),
+    /// The connection ended (closed, reset) before this request's answer: it may
+    /// have been received, or not; it is sent again.
+    #[error("no answer: {0}")]
+    Closed(String),
+    /// The answers on the connection broke HTTP or a bound.
+    #[error(transparent)]
+    Answer(#[from] WireError),
     /// No answer within the timeout.
     #[error("no answer within {0:?}")]
     Timeout(Duration),
 }
 
-/// Answers read past this are not wanted: the connection is dropped, not reused.
-const MAX_ANSWER_BODY: usize = 64 * 1024;
-/// Idle connections kept per endpoint.
-const MAX_IDLE: usize = 32;
+/// Requests unanswered on one connection, by default.
+pub const DEFAULT_DEPTH: usize = 16;
+/// Times a request handed back unsent (its connection ended first) is given to
+/// another: each hand-back is a connection that ended, so a few at most.
+const MAX_HANDS: usize = 8;
 
-/// The headers every request of an endpoint carries, made once.
-struct Fixed {
-    path: hyper::Uri,
-    host: HeaderValue,
+/// A connection as the client holds it.
+struct Held {
+    jobs: mpsc::UnboundedSender<Job>,
+    shared: Arc<Shared>,
 }
 
 /// One endpoint's connections.
@@ -61,20 +78,24 @@ pub struct Client {
     allow_private: bool,
     /// For an https target: the roots its certificate is checked against.
     tls: Option<Tls>,
-    idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
-    /// An error when the URL's path or host is not a valid request line or header (not
-    /// expected of a `Target`: every attempt then fails, with the reason).
-    fixed: Result<Fixed, String>,
+    /// Unanswered requests per connection (1: no pipelining).
+    depth: usize,
+    conns: Mutex<Vec<Held>>,
+    keep: Arc<KeepAlive>,
+    /// The request line and constant fields; an error when the URL's path or host is
+    /// not a valid request target or field (not expected of a `Target`: every attempt
+    /// then fails, with the reason).
+    request: Result<Request, String>,
 }
 
 impl Client {
     /// A client for one endpoint (https: checked against Mozilla's roots).
     pub fn new(target: Target, allow_private: bool) -> Client {
-        let fixed = match (
+        let request = match (
             hyper::Uri::try_from(target.path.as_str()),
             HeaderValue::from_str(&target.authority),
         ) {
-            (Ok(path), Ok(host)) => Ok(Fixed { path, host }),
+            (Ok(_), Ok(host)) => Ok(Request::new(&target.path, &host)),
             (Err(e), _) => Err(format!("the path {:?}: {e}", target.path)),
             (_, Err(e)) => Err(format!("the host {:?}: {e}", target.authority)),
         };
@@ -82,8 +103,10 @@ impl Client {
             tls: target.https.then(Tls::mozilla),
             target,
             allow_private,
-            idle: Mutex::new(Vec::new()),
-            fixed,
+            depth: DEFAULT_DEPTH,
+            conns: Mutex::new(Vec::new()),
+            keep: Arc::default(),
+            request,
         }
     }
 
@@ -95,6 +118,13 @@ impl Client {
         self
     }
 
+    /// The same, with at most `depth` requests unanswered per connection (1: one
+    /// exchange at a time, no pipelining).
+    pub fn with_depth(mut self, depth: usize) -> Client {
+        self.depth = depth.max(1);
+        self
+    }
+
     /// POSTs `body` with `headers` (the ones of this attempt: the constant ones are
     /// added here); the whole exchange (connect included) within `timeout`.
     pub async fn post(
@@ -103,7 +133,10 @@ impl Client {
         body: Bytes,
         timeout: Duration,
     ) -> Result<Answer, SendError> {
-        match tokio::time::timeout(timeout, self.exchange(headers, body)).await {
+        let deadline = Instant::now() + timeout;
+        match tokio::time::timeout_at(deadline, self.exchange(&headers, &body, deadline, timeout))
+            .await
+        {
             Ok(r) => r,
             Err(_) => Err(SendError::Timeout(timeout)),
         }
@@ -111,126 +144,111 @@ impl Client {
 
     async fn exchange(
         &self,
-        headers: [(HeaderName, HeaderValue); 3],
-        body: Bytes,
+        headers: &[(HeaderName, HeaderValue)],
+        body: &[u8],
+        deadline: Instant,
+        timeout: Duration,
     ) -> Result<Answer, SendError> {
-        let fixed = self
-            .fixed
+        let request = self
+            .request
             .as_ref()
             .map_err(|e| SendError::Http(e.clone()))?;
-        let mut sender = self.sender().await?;
-        let mut req = hyper::Request::new(Full::new(body));
-        *req.method_mut() = hyper::Method::POST;
-        *req.uri_mut() = fixed.path.clone();
-        let h = req.headers_mut();
-        h.reserve(6);
-        h.insert(header::HOST, fixed.host.clone());
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        h.insert(
-            header::USER_AGENT,
-            HeaderValue::from_static("switchboard-webhooks/1"),
-        );
-        for (k, v) in headers {
-            h.insert(k, v);
-        }
-        let res = sender
-            .send_request(req)
-            .await
-            .map_err(|e| SendError::Http(e.to_string()))?;
-        let status = res.status().as_u16();
-        let retry_after = res
-            .headers()
-            .get(header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
-        // Read the answer (bounded) so the connection can carry the next request.
-        if Limited::new(res.into_body(), MAX_ANSWER_BODY)
-            .collect()
-            .await
-            .is_ok()
-        {
-            self.put_idle(sender);
-        }
-        Ok(Answer {
-            status,
-            retry_after,
-        })
-    }
-
-    /// A kept connection, or a new one. A connection whose answer was just read is
-    /// open but not yet ready (its task has not yet seen the end of the exchange):
-    /// waited for, not dropped, so keep-alive holds when the next event follows at
-    /// once.
-    async fn sender(&self) -> Result<SendRequest<Full<Bytes>>, SendError> {
-        while let Some(mut s) = self.take_idle() {
-            if s.ready().await.is_ok() {
-                return Ok(s);
-            }
-        }
-        self.connect().await
-    }
-
-    fn take_idle(&self) -> Option<SendRequest<Full<Bytes>>> {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        while let Some(s) = idle.pop() {
-            if !s.is_closed() {
-                return Some(s);
-            }
-        }
-        None
-    }
-
-    fn put_idle(&self, s: SendRequest<Full<Bytes>>) {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        if idle.len() < MAX_IDLE {
-            idle.push(s);
-        }
-    }
-
-    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, SendError> {
-        // Resolved and checked on every new connection (DNS rebinding).
-        let addrs = self.target.resolve(self.allow_private).await?;
-        let mut last = None;
-        for a in addrs {
-            match tokio::net::TcpStream::connect(a).await {
-                Ok(s) => {
-                    let _ = s.set_nodelay(true);
-                    return match &self.tls {
-                        None => http1(s).await,
-                        Some(tls) => {
-                            let s = tls
-                                .connect(&self.target.host, s)
-                                .await
-                                .map_err(SendError::Tls)?;
-                            http1(s).await
-                        }
-                    };
+        let mut bytes = request.encode(headers, body);
+        for _ in 0..MAX_HANDS {
+            let (answer, outcome) = oneshot::channel();
+            self.give(Job {
+                bytes,
+                deadline,
+                timeout,
+                answer,
+            });
+            match outcome.await {
+                Ok(Outcome::Answer(h)) => {
+                    return Ok(Answer {
+                        status: h.status,
+                        retry_after: h.retry_after,
+                    });
                 }
-                Err(e) => last = Some(format!("{a}: {e}")),
+                Ok(Outcome::Failed(e)) => return Err(e),
+                Ok(Outcome::Unsent(b)) => bytes = b,
+                Err(_) => {
+                    return Err(SendError::Closed(
+                        "the connection's task ended without an answer".into(),
+                    ));
+                }
             }
         }
-        Err(SendError::Connect(
-            last.unwrap_or_else(|| "no address".into()),
-        ))
+        Err(SendError::Closed(format!(
+            "{MAX_HANDS} connections ended before the request was written"
+        )))
+    }
+
+    /// Gives `job` to the first open connection with room, or to a new one.
+    fn give(&self, mut job: Job) {
+        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        conns.retain(|c| !c.shared.closed.load(Relaxed));
+        // A receiver that closes after each answer gets one request per connection.
+        let room = |c: &Held| !self.keep.no() && c.shared.assigned.load(Relaxed) < self.depth;
+        for c in conns.iter().filter(|c| room(c)) {
+            c.shared.assigned.fetch_add(1, Relaxed);
+            match c.jobs.send(job) {
+                Ok(()) => return,
+                // Its task is gone.
+                Err(mpsc::error::SendError(j)) => {
+                    c.shared.assigned.fetch_sub(1, Relaxed);
+                    c.shared.closed.store(true, Relaxed);
+                    job = j;
+                }
+            }
+        }
+        let (jobs, rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared::default());
+        shared.assigned.store(1, Relaxed);
+        // The new connection's task takes it first (it cannot have ended yet).
+        let _ = jobs.send(job);
+        let (target, allow_private) = (self.target.clone(), self.allow_private);
+        let (s, keep, depth) = (shared.clone(), self.keep.clone(), self.depth);
+        match self.tls.clone() {
+            None => tokio::spawn(pipeline::run(
+                tcp(target, allow_private),
+                rx,
+                s,
+                keep,
+                depth,
+            )),
+            Some(tls) => tokio::spawn(pipeline::run(
+                async move {
+                    let host = target.host.clone();
+                    let s = tcp(target, allow_private).await?;
+                    tls.connect(&host, s).await.map_err(SendError::Tls)
+                },
+                rx,
+                s,
+                keep,
+                depth,
+            )),
+        };
+        conns.push(Held { jobs, shared });
     }
 }
 
-/// HTTP/1 over a connection made (plain or TLS).
-async fn http1<T>(io: T) -> Result<SendRequest<Full<Bytes>>, SendError>
-where
-    T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-{
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
-        .await
-        .map_err(|e| SendError::Connect(e.to_string()))?;
-    // The connection's own task; it ends when the sender is dropped.
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(sender)
+/// A TCP connection to an allowed address of `target`; resolved and checked on every
+/// new connection (DNS rebinding).
+async fn tcp(target: Target, allow_private: bool) -> Result<TcpStream, SendError> {
+    let addrs = target.resolve(allow_private).await?;
+    let mut last = None;
+    for a in addrs {
+        match TcpStream::connect(a).await {
+            Ok(s) => {
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Err(e) => last = Some(format!("{a}: {e}")),
+        }
+    }
+    Err(SendError::Connect(
+        last.unwrap_or_else(|| "no address".into()),
+    ))
 }
 
 /// `Retry-After`: delay seconds, or an HTTP date (RFC 9110).

@@ -27,6 +27,9 @@ pub struct WebhooksConfig {
     /// Events of one endpoint in flight at once (events of one task or one agent are
     /// always one at a time, in order).
     pub max_in_flight: usize,
+    /// Requests written on one connection before their answers (HTTP/1.1
+    /// pipelining, unrelated events only); 1: one exchange at a time.
+    pub pipeline_depth: usize,
     /// Events one endpoint reads ahead of its position.
     pub window: usize,
     /// How long a node's lease on an endpoint lasts unless renewed (renewed every
@@ -74,6 +77,7 @@ impl Default for WebhooksConfig {
             retry_jitter: 0.1,
             timeout_ms: 15_000,
             max_in_flight: 16,
+            pipeline_depth: 16,
             window: 1024,
             lease_ms: 6_000,
             position_every_ms: 1_000,
@@ -142,6 +146,9 @@ impl WebhooksConfig {
         }
         if self.max_in_flight == 0 || self.max_in_flight > 1024 {
             return bad("max_in_flight", "must be 1 to 1024");
+        }
+        if self.pipeline_depth == 0 || self.pipeline_depth > 128 {
+            return bad("pipeline_depth", "must be 1 to 128");
         }
         if self.window < self.max_in_flight || self.window > 1_000_000 {
             return bad(

@@ -7,8 +7,10 @@
 //!   lease), changed only through the command log.
 //! - [`window`]: which events may go now, and how far the position may move (pure).
 //! - [`delivery`]: one endpoint's runner on the node that holds its lease.
-//! - [`client`]: the HTTP client; [`target`]: URLs and the private-address rule;
-//!   [`tls`]: https (rustls, Mozilla's roots and `webhooks.ca_file`).
+//! - [`client`]: the HTTP client, its connections pipelined ([`pipeline`]: one
+//!   connection; [`wire`]: HTTP/1.1 requests written, answers read, bounded);
+//!   [`target`]: URLs and the private-address rule; [`tls`]: https (rustls, Mozilla's
+//!   roots and `webhooks.ca_file`).
 //! - [`feed`]: where events come from; [`config`]: `[webhooks]`; [`api`]: the routes.
 //!
 //! [`Webhooks`] is this node's side: every third of a lease it reads the book, claims
@@ -22,10 +24,12 @@ pub mod client;
 pub mod config;
 pub mod delivery;
 pub mod feed;
+pub mod pipeline;
 pub mod signing;
 pub mod target;
 pub mod tls;
 pub mod window;
+pub mod wire;
 
 use crate::clock::Ts;
 use crate::error::HubError;
@@ -349,7 +353,9 @@ impl Webhooks {
         let runner = Arc::new(Runner {
             id: d.id.clone(),
             types: d.types.clone(),
-            client: client::Client::new(target, self.rules.allow_private).with_tls(&self.tls),
+            client: client::Client::new(target, self.rules.allow_private)
+                .with_tls(&self.tls)
+                .with_depth(self.rules.pipeline_depth),
             secrets: Mutex::new(Arc::new(d.secrets.clone())),
             rules: self.rules.clone(),
             records: self.records(&d.id),

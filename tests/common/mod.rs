@@ -1,9 +1,11 @@
 //! Test helpers: a hub on a free port, websocket clients that check every frame
 //! against `protocol/v1/schema.json`, a small HTTP client, and (`redis_server`) a
-//! `redis-server` of the test's own.
+//! `redis-server` of the test's own; `receiver` (hyper) and `pipelined` (raw, for
+//! pipelining) webhook receivers.
 
 #![allow(dead_code)]
 
+pub mod pipelined;
 pub mod race;
 pub mod receiver;
 pub mod redis_server;

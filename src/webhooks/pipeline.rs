@@ -1,0 +1,423 @@
+//! One kept-alive HTTP/1.1 connection to an endpoint, carrying requests pipelined (RFC
+//! 9112 §9.3.2): every request ready when the connection's task wakes is written with
+//! one `write`, up to `depth` unanswered, and the answers, which the receiver must send
+//! in the order of the requests, are read in that order (`wire::Answers`) and handed to
+//! the requests' attempts. So a burst of unrelated events costs one write and one read
+//! in the kernel, not one of each per event.
+//!
+//! Generic over the stream: a `TcpStream`, or the TLS stream over it.
+//!
+//! What is never taken as an answer: a request the connection wrote but that got no
+//! answer before the connection ended (closed, reset, an answer that breaks HTTP, a
+//! timeout) fails ([`SendError::Closed`] and the others), and the attempt is retried on
+//! the schedule (the same `webhook-id`). A request never written is handed back
+//! ([`Outcome::Unsent`]) for another connection: it was no attempt.
+//!
+//! A new connection writes one request and waits for its answer before pipelining,
+//! unless the receiver is known to keep connections alive ([`KeepAlive`]): one that
+//! answers `Connection: close` gets one request per connection, and no request is lost
+//! to its close.
+
+use super::client::SendError;
+use super::wire::{Answers, Head, Step};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering::Relaxed};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, Sleep};
+
+/// One request for a connection.
+pub struct Job {
+    /// The request, head and body.
+    pub bytes: Vec<u8>,
+    /// When its attempt gives up...
+    pub deadline: Instant,
+    /// ...its timeout.
+    pub timeout: Duration,
+    /// Where its outcome goes.
+    pub answer: oneshot::Sender<Outcome>,
+}
+
+/// What became of a request.
+pub enum Outcome {
+    /// The receiver's answer (its head: the body is read and discarded).
+    Answer(Head),
+    /// Written, or the connection never made: the attempt failed.
+    Failed(SendError),
+    /// Never written (the connection ended first): for another connection.
+    Unsent(Vec<u8>),
+}
+
+/// A connection's state as the client picking one sees it.
+#[derive(Default)]
+pub struct Shared {
+    /// Requests given to it and not yet answered, failed or handed back.
+    pub assigned: AtomicUsize,
+    /// Closed, or closing: takes no new request.
+    pub closed: AtomicBool,
+}
+
+/// Whether the endpoint's receiver keeps connections alive, as its last answer said.
+pub struct KeepAlive(AtomicU8);
+
+impl Default for KeepAlive {
+    fn default() -> Self {
+        KeepAlive(AtomicU8::new(UNKNOWN))
+    }
+}
+
+const UNKNOWN: u8 = 0;
+const YES: u8 = 1;
+const NO: u8 = 2;
+
+impl KeepAlive {
+    /// Its last answer kept the connection alive.
+    pub fn yes(&self) -> bool {
+        self.0.load(Relaxed) == YES
+    }
+
+    /// Its last answer closed the connection.
+    pub fn no(&self) -> bool {
+        self.0.load(Relaxed) == NO
+    }
+
+    fn set(&self, keep: bool) {
+        let v = if keep { YES } else { NO };
+        if self.0.load(Relaxed) != v {
+            self.0.store(v, Relaxed);
+        }
+    }
+
+    #[cfg(test)]
+    fn unknown(&self) -> bool {
+        self.0.load(Relaxed) == UNKNOWN
+    }
+}
+
+/// Bytes asked of the stream per read.
+const READ: usize = 16 * 1024;
+
+/// Makes the connection (for the first request, within its deadline), then carries
+/// requests until it ends; every request left is then failed or handed back.
+pub async fn run<S, C>(
+    connect: C,
+    mut jobs: mpsc::UnboundedReceiver<Job>,
+    shared: Arc<Shared>,
+    keep: Arc<KeepAlive>,
+    depth: usize,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+    C: Future<Output = Result<S, SendError>>,
+{
+    let Some(first) = jobs.recv().await else {
+        return;
+    };
+    let made = match tokio::time::timeout_at(first.deadline, connect).await {
+        Ok(made) => made,
+        Err(_) => Err(SendError::Timeout(first.timeout)),
+    };
+    let io = match made {
+        Ok(io) => io,
+        Err(e) => {
+            // Every request routed here was an attempt to connect, and failed.
+            shared.closed.store(true, Relaxed);
+            let fail = |j: Job| {
+                let _ = j.answer.send(Outcome::Failed(e.clone()));
+                shared.assigned.fetch_sub(1, Relaxed);
+            };
+            fail(first);
+            jobs.close();
+            while let Ok(j) = jobs.try_recv() {
+                fail(j);
+            }
+            return;
+        }
+    };
+    let mut conn = Conn {
+        io,
+        jobs,
+        queued: VecDeque::from([first]),
+        waiting: VecDeque::new(),
+        out: Vec::new(),
+        written: 0,
+        flush: false,
+        inbuf: Vec::new(),
+        rbuf: vec![0; READ].into_boxed_slice(),
+        answers: Answers::new(),
+        proven: false,
+        last: false,
+        timer: None,
+        depth: depth.max(1),
+        shared: &shared,
+        keep: &keep,
+    };
+    let why = std::future::poll_fn(|cx| conn.poll(cx)).await;
+    shared.closed.store(true, Relaxed);
+    let Conn {
+        mut jobs,
+        queued,
+        waiting,
+        ..
+    } = conn;
+    if let Some(why) = why {
+        for w in waiting {
+            let _ = w.answer.send(Outcome::Failed(why.clone()));
+            shared.assigned.fetch_sub(1, Relaxed);
+        }
+    }
+    let unsent = |j: Job| {
+        let _ = j.answer.send(Outcome::Unsent(j.bytes));
+        shared.assigned.fetch_sub(1, Relaxed);
+    };
+    queued.into_iter().for_each(unsent);
+    jobs.close();
+    while let Ok(j) = jobs.try_recv() {
+        unsent(j);
+    }
+}
+
+/// A request written and not yet answered.
+struct Waiter {
+    answer: oneshot::Sender<Outcome>,
+    deadline: Instant,
+    timeout: Duration,
+}
+
+struct Conn<'a, S> {
+    io: S,
+    jobs: mpsc::UnboundedReceiver<Job>,
+    /// Taken from `jobs`, not yet written.
+    queued: VecDeque<Job>,
+    /// Written, unanswered, in the order written (the order answers come in).
+    waiting: VecDeque<Waiter>,
+    out: Vec<u8>,
+    written: usize,
+    flush: bool,
+    inbuf: Vec<u8>,
+    rbuf: Box<[u8]>,
+    answers: Answers,
+    /// An answer on this connection kept it alive: requests may be pipelined.
+    proven: bool,
+    /// An answer said the connection closes after it: nothing more is written.
+    last: bool,
+    /// The first unanswered request's deadline (set late: re-armed when it fires).
+    timer: Option<Pin<Box<Sleep>>>,
+    depth: usize,
+    shared: &'a Shared,
+    keep: &'a KeepAlive,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
+    /// Runs until the connection ends: `None` when it ended with nothing unanswered
+    /// (the client dropped it, or it closed between answers), else why.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<SendError>> {
+        match self.step(cx) {
+            Poll::Ready(Err(e)) => Poll::Ready(Some(e)),
+            Poll::Ready(Ok(())) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn step(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), SendError>> {
+        let mut jobs_done = false;
+        loop {
+            let mut again = false;
+            // Take what the attempts have sent, up to the depth.
+            while !self.last && self.queued.len() + self.waiting.len() < self.depth {
+                match self.jobs.poll_recv(cx) {
+                    Poll::Ready(Some(j)) => self.queued.push_back(j),
+                    Poll::Ready(None) => {
+                        jobs_done = true;
+                        break;
+                    }
+                    Poll::Pending => break,
+                }
+            }
+            // Into the write buffer: every one taken once the connection is known to
+            // be kept alive, else one at a time.
+            while !self.last
+                && (self.waiting.is_empty() || self.proven || self.keep.yes())
+                && let Some(j) = self.queued.pop_front()
+            {
+                if j.answer.is_closed() {
+                    // Its attempt is over (timed out): not sent.
+                    self.shared.assigned.fetch_sub(1, Relaxed);
+                    continue;
+                }
+                if self.out.is_empty() {
+                    self.out = j.bytes;
+                } else {
+                    self.out.extend_from_slice(&j.bytes);
+                }
+                self.waiting.push_back(Waiter {
+                    answer: j.answer,
+                    deadline: j.deadline,
+                    timeout: j.timeout,
+                });
+            }
+            // Write it: one write for all of it, when the kernel takes it.
+            while self.written < self.out.len() {
+                match Pin::new(&mut self.io).poll_write(cx, &self.out[self.written..]) {
+                    Poll::Ready(Ok(0)) => {
+                        return Poll::Ready(Err(SendError::Closed(
+                            "the connection takes no more bytes".into(),
+                        )));
+                    }
+                    Poll::Ready(Ok(n)) => self.written += n,
+                    Poll::Ready(Err(e)) => {
+                        return Poll::Ready(Err(SendError::Closed(format!("write: {e}"))));
+                    }
+                    Poll::Pending => break,
+                }
+            }
+            if !self.out.is_empty() && self.written == self.out.len() {
+                self.out.clear();
+                self.written = 0;
+                self.flush = true;
+            }
+            if self.flush {
+                // TLS: what the record layer still holds goes out.
+                match Pin::new(&mut self.io).poll_flush(cx) {
+                    Poll::Ready(Ok(())) => self.flush = false,
+                    Poll::Ready(Err(e)) => {
+                        return Poll::Ready(Err(SendError::Closed(format!("write: {e}"))));
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            // Read what came: always, so that a receiver closing an idle connection
+            // is seen before a request is written to it.
+            let mut rb = ReadBuf::new(&mut self.rbuf);
+            match Pin::new(&mut self.io).poll_read(cx, &mut rb) {
+                Poll::Ready(Ok(())) if rb.filled().is_empty() => return Poll::Ready(self.ended()),
+                Poll::Ready(Ok(())) => {
+                    let n = rb.filled().len();
+                    self.inbuf.extend_from_slice(&self.rbuf[..n]);
+                    self.read_answers()?;
+                    if self.last && self.answers.between() {
+                        // The receiver closes now: what it did not answer, it never will.
+                        return Poll::Ready(self.unanswered(|n| {
+                            format!("the receiver closed the connection (connection: close) with {n} request(s) unanswered")
+                        }));
+                    }
+                    again = true;
+                }
+                Poll::Ready(Err(e)) => {
+                    return Poll::Ready(Err(SendError::Closed(format!("read: {e}"))));
+                }
+                Poll::Pending => {}
+            }
+            if let Some(e) = self.expired(cx) {
+                return Poll::Ready(Err(e));
+            }
+            if !again {
+                if jobs_done && self.queued.is_empty() && self.waiting.is_empty() {
+                    // The client is gone and nothing is left to answer.
+                    return Poll::Ready(Ok(()));
+                }
+                return Poll::Pending;
+            }
+        }
+    }
+
+    /// Every answer complete in the buffer, handed to its request in order.
+    fn read_answers(&mut self) -> Result<(), SendError> {
+        let mut at = 0;
+        while at < self.inbuf.len() {
+            if self.last && self.answers.between() {
+                // Nothing after an answer that closes the connection is an answer.
+                break;
+            }
+            if self.answers.between() && self.waiting.is_empty() {
+                return Err(super::wire::WireError::Unsolicited.into());
+            }
+            let (used, step) = self.answers.step(&self.inbuf[at..])?;
+            at += used;
+            match step {
+                Step::More if used == 0 => break,
+                Step::More | Step::End => {}
+                Step::Head(head) => {
+                    let Some(Waiter { answer, .. }) = self.waiting.pop_front() else {
+                        return Err(super::wire::WireError::Unsolicited.into());
+                    };
+                    self.shared.assigned.fetch_sub(1, Relaxed);
+                    self.keep.set(!head.close);
+                    if head.close {
+                        self.last = true;
+                        self.shared.closed.store(true, Relaxed);
+                    } else {
+                        self.proven = true;
+                    }
+                    let _ = answer.send(Outcome::Answer(head));
+                }
+            }
+        }
+        self.inbuf.drain(..at);
+        Ok(())
+    }
+
+    /// The stream ended (the receiver closed, or reset).
+    fn ended(&mut self) -> Result<(), SendError> {
+        if !self.answers.between() && !self.answers.until_close() {
+            return Err(SendError::Closed(
+                "the connection closed in the middle of an answer".into(),
+            ));
+        }
+        self.unanswered(|n| {
+            format!("the receiver closed the connection with {n} request(s) unanswered")
+        })
+    }
+
+    fn unanswered(&self, why: impl Fn(usize) -> String) -> Result<(), SendError> {
+        match self.waiting.len() {
+            0 => Ok(()),
+            n => Err(SendError::Closed(why(n))),
+        }
+    }
+
+    /// The first unanswered request's deadline passed: the receiver is stuck, and
+    /// every request behind it would wait as long.
+    fn expired(&mut self, cx: &mut Context<'_>) -> Option<SendError> {
+        loop {
+            let front = self.waiting.front().map(|w| (w.deadline, w.timeout));
+            let timer = match (&mut self.timer, front) {
+                (Some(t), _) => t,
+                (None, None) => return None,
+                (None, Some((d, _))) => self.timer.insert(Box::pin(tokio::time::sleep_until(d))),
+            };
+            if timer.as_mut().poll(cx).is_pending() {
+                return None;
+            }
+            match front {
+                Some((d, timeout)) if d <= Instant::now() => {
+                    return Some(SendError::Timeout(timeout));
+                }
+                Some((d, _)) => timer.as_mut().reset(d),
+                None => {
+                    self.timer = None;
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keep_alive_follows_the_last_answer() {
+        let k = KeepAlive::default();
+        assert!(k.unknown() && !k.yes() && !k.no());
+        k.set(false);
+        assert!(k.no());
+        k.set(true);
+        assert!(k.yes());
+    }
+}
