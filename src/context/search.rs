@@ -194,11 +194,14 @@ impl List {
         }
         if self.blocks[b].len() == BLOCK {
             // Full: split in halves before the insert (a block never grows past its
-            // first allocation).
+            // first allocation). The half the insert does not go to is cut to its
+            // length: insertions that bunch (ascending names, a busy spot) leave full
+            // blocks behind them, not half-empty ones.
             let tail = self.blocks[b].split_off(BLOCK / 2);
             self.firsts.insert(b + 1, tail[0]);
             self.blocks.insert(b + 1, tail);
             if i > BLOCK / 2 {
+                self.blocks[b].shrink_to_fit();
                 b += 1;
                 i -= BLOCK / 2;
             }
