@@ -28,6 +28,8 @@ pub struct SearchReport {
     pub build: Duration,
     /// Resident set growth per customer, in bytes (records plus index).
     pub bytes_per_customer: f64,
+    /// Building the index again at once, as after a load (`rebuild_search`).
+    pub rebuild: Duration,
     /// Index search latencies, sorted.
     pub index: Vec<Duration>,
     /// Old scan latencies, sorted.
@@ -133,10 +135,11 @@ impl SearchReport {
             .map(|(q, d)| format!("  slowest {q:?}: {:.3} ms\n", d.as_secs_f64() * 1e3))
             .collect();
         format!(
-            "search: {} customers built in {:.1} s; {:.0} bytes resident per customer (records and index)\n{}{}{}",
+            "search: {} customers built in {:.1} s; {:.0} bytes resident per customer (records and index); index rebuilt as after a load in {:.1} s\n{}{}{}",
             self.customers,
             self.build.as_secs_f64(),
             self.bytes_per_customer,
+            self.rebuild.as_secs_f64(),
             row("index", &self.index),
             slowest,
             row("old scan", &self.scan)
@@ -232,10 +235,21 @@ pub fn run_search(o: SearchOpts) -> Result<SearchReport, String> {
     }
     index.sort();
     scan.sort();
+    let t = Instant::now();
+    b.rebuild_search();
+    let rebuild = t.elapsed();
+    if let Some(q) = queries.first()
+        && b.search(q, 50) != b.search_by_scan(q, 50)
+    {
+        return Err(format!(
+            "query {q:?}: the rebuilt index and the scan disagree"
+        ));
+    }
     Ok(SearchReport {
         customers: o.customers,
         build,
         bytes_per_customer,
+        rebuild,
         index,
         scan,
         slowest,

@@ -1456,12 +1456,16 @@ impl ContextBook {
     /// Builds the search index from the customers (after loading a snapshot: the index
     /// is derived state and is not stored). The result does not depend on the order.
     pub fn rebuild_search(&mut self) {
-        self.search = search::SearchIndex::default();
         let mut ids: Vec<CustomerId> = self.customers.keys().copied().collect();
         ids.sort();
-        for c in ids {
-            self.reindex(c);
-        }
+        let docs = ids
+            .into_iter()
+            .filter_map(|c| {
+                let customer = self.customers.get(&c)?;
+                Some((c, search::SearchDoc::of(customer, self.titles(c))))
+            })
+            .collect();
+        self.search = search::SearchIndex::build(docs);
     }
 
     fn customer_view(&self, c: CustomerId) -> Result<CustomerView, HubError> {

@@ -9,16 +9,18 @@
 //!
 //! How it is answered without a scan: every folded field is cut into its n-grams of 1,
 //! 2 and 3 characters, and each n-gram has a posting list (the customers whose fields
-//! contain it, as sorted slot numbers). A field that contains the query contains each
-//! of the query's trigrams (or the query itself when it is shorter), so intersecting
-//! those lists gives every customer that can match; each candidate is then checked
-//! exactly against its stored folded fields (a query of up to three characters is one
-//! n-gram, and its list is exactly its matches). The candidates are then put in name
-//! order a page at a time (a linear-time selection on a dense array of name prefixes).
-//! When a query may match many customers (an estimate from the lists: see
-//! [`estimate`]), walking the customers in name order and stopping at the page's end is
-//! cheaper; the walk gives up after a few times its expected length (the matches are
-//! bunched late in the name order) and the lists answer.
+//! contain it). A field that contains the query contains each of the query's trigrams
+//! (or the query itself when it is shorter), so the customers in all those lists are
+//! every customer that can match; each is then checked exactly against its stored
+//! folded fields (a query of up to three characters is one n-gram, and its list is
+//! exactly its matches).
+//!
+//! The lists are kept in name order, the order results are shown in: each customer
+//! has a label that grows with (name, id), with gaps, so a new or renamed customer
+//! takes a label between its neighbours' (see [`Index::place`]). The lists are
+//! intersected in that order one customer at a time (jumping ahead by galloping), so
+//! the first matches found are the page and a query stops there, however many
+//! customers share its words (a common first name).
 //!
 //! Off the decision path: the index has its own lock and holds each customer's result
 //! line, so a search needs neither the records nor the state's lock. The context book
@@ -26,7 +28,7 @@
 //!
 //! Why hand-written: the crates that fit (a full-text engine like tantivy, an FST)
 //! bring a large tree, index words rather than substrings (a change of meaning), and
-//! want batch builds rather than one change at a time. This is ~450 lines, exact by
+//! want batch builds rather than one change at a time. This is ~500 lines, exact by
 //! construction (the property test compares it with the old scan); `loadtest search`
 //! reports its speed and the memory per customer at scale.
 
@@ -35,16 +37,8 @@ use super::fold::fold;
 use super::record::Customer;
 use crate::ids::CustomerId;
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound::{Excluded, Unbounded};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, TryLockError};
-
-/// A name's first 16 bytes, big-endian: ordered like the names themselves (ties broken
-/// by the whole name), held densely so that ordering candidates rarely touches a doc.
-fn name_key(name: &str) -> u128 {
-    let mut b = [0u8; 16];
-    let n = name.len().min(16);
-    b[..n].copy_from_slice(&name.as_bytes()[..n]);
-    u128::from_be_bytes(b)
-}
 
 /// The n-gram namespace for phone digits (kept apart from text: "123" in a name is
 /// not a phone match).
@@ -160,315 +154,425 @@ fn needed(s: &str, ns: u64) -> Vec<u64> {
     out
 }
 
-/// How the index chooses its way; tests force each way (`None`: the cost model).
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct Tuning {
-    /// Walk in name order when about this many customers or more may match.
-    pub walk_above: Option<usize>,
-    /// How many customers a walk may look at before it gives up for the lists.
-    pub walk_steps: Option<usize>,
-    /// Mark the candidates and walk the name order for the marks when there are more
-    /// than this many of them.
-    pub marks_above: Option<usize>,
+/// The most slots in one block of a posting list: a change moves at most this many.
+const BLOCK: usize = 512;
+
+/// One n-gram's posting list: the slots of the customers holding it, in name order
+/// (by [`Index::labels`]), in blocks, so that a customer placed anywhere in the order
+/// moves one block's tail rather than the whole list.
+#[derive(Default)]
+struct List {
+    /// Each block's first slot: a place is found through these (and their labels)
+    /// without reading the blocks.
+    firsts: Vec<u32>,
+    /// The slots, in name order, in blocks of 1 to [`BLOCK`].
+    blocks: Vec<Vec<u32>>,
+    len: usize,
+}
+
+impl List {
+    /// The block that holds, or would hold, label `l`.
+    fn block_of(&self, labels: &[u64], l: u64) -> usize {
+        self.firsts
+            .partition_point(|&s| labels[s as usize] <= l)
+            .saturating_sub(1)
+    }
+
+    /// Puts `slot` in its place (its label must be set).
+    fn insert(&mut self, labels: &[u64], slot: u32) {
+        let l = labels[slot as usize];
+        if self.blocks.is_empty() {
+            self.firsts.push(slot);
+            self.blocks.push(vec![slot]);
+            self.len = 1;
+            return;
+        }
+        let mut b = self.block_of(labels, l);
+        let mut i = self.blocks[b].partition_point(|&s| labels[s as usize] < l);
+        if self.blocks[b].get(i) == Some(&slot) {
+            return;
+        }
+        if self.blocks[b].len() == BLOCK {
+            // Full: split in halves before the insert (a block never grows past its
+            // first allocation). The half the insert does not go to is cut to its
+            // length: insertions that bunch (ascending names, a busy spot) leave full
+            // blocks behind them, not half-empty ones.
+            let tail = self.blocks[b].split_off(BLOCK / 2);
+            self.firsts.insert(b + 1, tail[0]);
+            self.blocks.insert(b + 1, tail);
+            if i > BLOCK / 2 {
+                self.blocks[b].shrink_to_fit();
+                b += 1;
+                i -= BLOCK / 2;
+            }
+        }
+        self.blocks[b].insert(i, slot);
+        if i == 0 {
+            self.firsts[b] = slot;
+        }
+        self.len += 1;
+    }
+
+    /// Takes `slot` out (with the label it was put in with).
+    fn remove(&mut self, labels: &[u64], slot: u32) {
+        let l = labels[slot as usize];
+        let b = self.block_of(labels, l);
+        let Some(block) = self.blocks.get_mut(b) else {
+            return;
+        };
+        let i = block.partition_point(|&s| labels[s as usize] < l);
+        if block.get(i) != Some(&slot) {
+            return;
+        }
+        block.remove(i);
+        self.len -= 1;
+        if block.is_empty() {
+            self.blocks.remove(b);
+            self.firsts.remove(b);
+        } else if i == 0 {
+            self.firsts[b] = block[0];
+        }
+    }
+
+    /// Appends `slot`, last in name order (a build in name order).
+    fn push(&mut self, slot: u32) {
+        match self.blocks.last_mut() {
+            Some(b) if b.len() < BLOCK => b.push(slot),
+            _ => {
+                self.firsts.push(slot);
+                self.blocks.push(vec![slot]);
+            }
+        }
+        self.len += 1;
+    }
+}
+
+/// A place in a [`List`], moving forward only.
+struct Cursor<'a> {
+    list: &'a List,
+    block: usize,
+    at: usize,
+}
+
+impl Cursor<'_> {
+    /// The slot here; `None` past the end.
+    fn slot(&self) -> Option<u32> {
+        self.list.blocks.get(self.block).map(|b| b[self.at])
+    }
+
+    fn advance(&mut self) {
+        self.at += 1;
+        if self.at == self.list.blocks[self.block].len() {
+            self.block += 1;
+            self.at = 0;
+        }
+    }
+
+    /// Moves to the first slot whose label is at least `l`: galloping over the blocks'
+    /// first slots, then within the block, so a short move costs a short search.
+    fn seek(&mut self, labels: &[u64], l: u64) {
+        let (firsts, blocks) = (&self.list.firsts, &self.list.blocks);
+        if self.block >= blocks.len() {
+            return;
+        }
+        let b = gallop(firsts.len(), self.block + 1, |j| {
+            labels[firsts[j] as usize] <= l
+        }) - 1;
+        if b > self.block {
+            self.block = b;
+            self.at = 0;
+        }
+        let block = &blocks[self.block];
+        self.at = gallop(block.len(), self.at, |j| labels[block[j] as usize] < l);
+        if self.at == block.len() {
+            self.block += 1;
+            self.at = 0;
+        }
+    }
+}
+
+/// The slots in every one of some lists, in name order, found one at a time (a
+/// leapfrog join: each list jumps to the furthest label any other is at), so a query
+/// stops after its page whatever the lists' lengths.
+struct Common<'a> {
+    /// Shortest first.
+    cursors: Vec<Cursor<'a>>,
+}
+
+impl Common<'_> {
+    fn next(&mut self, labels: &[u64]) -> Option<u32> {
+        let mut target = labels[self.cursors.first()?.slot()? as usize];
+        'again: loop {
+            for c in &mut self.cursors {
+                c.seek(labels, target);
+                let l = labels[c.slot()? as usize];
+                if l > target {
+                    target = l;
+                    continue 'again;
+                }
+            }
+            let first = &mut self.cursors[0];
+            let s = first.slot()?;
+            first.advance();
+            return Some(s);
+        }
+    }
 }
 
 /// The index's data, behind [`Shared::index`]. See the module documentation.
 #[derive(Default)]
 struct Index {
-    tuning: Tuning,
-    /// [`name_key`] by slot.
-    keys: Vec<u128>,
     /// Docs by slot; a slot is a customer's for good (customers are never removed).
     docs: Vec<(CustomerId, SearchDoc)>,
+    /// Each slot's place in name order: labels grow with (name, id), with gaps between
+    /// them, so a customer placed between two others takes a label between theirs
+    /// (and only when there is no gap left are a few neighbours given new ones, in
+    /// the same order: see [`Index::relabel`]). The posting lists are in this order,
+    /// and since a relabelling keeps it, it never touches them.
+    labels: Vec<u64>,
     slots: HashMap<CustomerId, u32>,
-    /// N-gram key -> sorted slots.
-    postings: HashMap<u64, Vec<u32>>,
+    /// N-gram key -> slots in name order.
+    postings: HashMap<u64, List>,
     /// Every customer in result order, with its slot.
     by_name: BTreeMap<(String, CustomerId), u32>,
 }
 
 impl Index {
-    /// Puts `doc` in place of what the index had for `id` (adding it if new). Only the
-    /// n-grams that changed are touched.
-    fn set(&mut self, id: CustomerId, doc: SearchDoc) {
-        let (slot, old) = match self.slots.get(&id) {
-            Some(&s) => {
-                let old = &self.docs[s as usize].1;
-                if *old == doc {
-                    return;
-                }
-                (s, Some(old.grams()))
-            }
-            None => (self.docs.len() as u32, None),
+    /// An index of `docs` at once (after a load): the customers are labelled evenly in
+    /// name order and every list is built by appending.
+    fn build(docs: Vec<(CustomerId, SearchDoc)>) -> Index {
+        let n = docs.len();
+        let mut order: Vec<u32> = (0..n as u32).collect();
+        let key = |s: &u32| {
+            let (id, d) = &docs[*s as usize];
+            (d.summary.name.as_str(), *id)
         };
-        let new = doc.grams();
-        let old_grams = old.as_deref().unwrap_or_default();
-        for k in old_grams.iter().filter(|k| new.binary_search(k).is_err()) {
-            if let Some(list) = self.postings.get_mut(k) {
-                if let Ok(i) = list.binary_search(&slot) {
-                    list.remove(i);
-                }
-                if list.is_empty() {
-                    self.postings.remove(k);
-                }
+        order.sort_unstable_by(|a, b| key(a).cmp(&key(b)));
+        let gap = (1u128 << 64) / (n as u128 + 1);
+        let mut labels = vec![0u64; n];
+        for (j, &s) in order.iter().enumerate() {
+            labels[s as usize] = ((j as u128 + 1) * gap) as u64;
+        }
+        let mut postings: HashMap<u64, List> = HashMap::new();
+        for &s in &order {
+            for k in docs[s as usize].1.grams() {
+                postings.entry(k).or_default().push(s);
             }
         }
-        for k in new.iter().filter(|k| old_grams.binary_search(k).is_err()) {
-            let list = self.postings.entry(*k).or_default();
-            // New customers take the highest slot: usually a push.
-            match list.last() {
-                Some(&l) if l >= slot => {
-                    if let Err(i) = list.binary_search(&slot) {
-                        list.insert(i, slot);
-                    }
-                }
-                _ => list.push(slot),
+        for list in postings.values_mut() {
+            if let Some(b) = list.blocks.last_mut() {
+                b.shrink_to_fit();
             }
         }
-        let key = name_key(&doc.summary.name);
-        if old.is_none() {
-            self.slots.insert(id, slot);
-            self.by_name.insert((doc.summary.name.clone(), id), slot);
-            self.keys.push(key);
-            self.docs.push((id, doc));
-            return;
+        let by_name = order
+            .iter()
+            .map(|&s| {
+                let (id, d) = &docs[s as usize];
+                ((d.summary.name.clone(), *id), s)
+            })
+            .collect();
+        let slots = docs
+            .iter()
+            .enumerate()
+            .map(|(s, (id, _))| (*id, s as u32))
+            .collect();
+        Index {
+            docs,
+            labels,
+            slots,
+            postings,
+            by_name,
         }
-        self.keys[slot as usize] = key;
-        let entry = &mut self.docs[slot as usize].1;
-        if entry.summary.name != doc.summary.name {
-            self.by_name
-                .remove(&(std::mem::take(&mut entry.summary.name), id));
-            self.by_name.insert((doc.summary.name.clone(), id), slot);
-        }
-        *entry = doc;
     }
 
-    /// The posting lists of `keys`, shortest first; `None` when one is empty (nothing
-    /// can match).
-    fn lists(&self, keys: &[u64]) -> Option<Vec<&[u32]>> {
-        let mut lists = Vec::with_capacity(keys.len());
-        for k in keys {
-            lists.push(self.postings.get(k)?.as_slice());
+    /// Puts `doc` in place of what the index had for `id` (adding it if new). Only the
+    /// n-grams that changed are touched, unless the name changed: then the customer
+    /// moves in name order, out of every list and back in at its new place.
+    fn set(&mut self, id: CustomerId, doc: SearchDoc) {
+        let new = doc.grams();
+        let Some(&slot) = self.slots.get(&id) else {
+            let slot = self.docs.len() as u32;
+            self.slots.insert(id, slot);
+            self.labels.push(0);
+            self.place((doc.summary.name.clone(), id), slot);
+            for k in &new {
+                self.postings
+                    .entry(*k)
+                    .or_default()
+                    .insert(&self.labels, slot);
+            }
+            self.docs.push((id, doc));
+            return;
+        };
+        let entry = &mut self.docs[slot as usize].1;
+        if *entry == doc {
+            return;
         }
-        lists.sort_by_key(|l| l.len());
-        Some(lists)
+        let old = entry.grams();
+        if entry.summary.name != doc.summary.name {
+            let old_name = std::mem::take(&mut entry.summary.name);
+            for k in &old {
+                self.unpost(*k, slot);
+            }
+            self.by_name.remove(&(old_name, id));
+            self.place((doc.summary.name.clone(), id), slot);
+            for k in &new {
+                self.postings
+                    .entry(*k)
+                    .or_default()
+                    .insert(&self.labels, slot);
+            }
+        } else {
+            for k in old.iter().filter(|k| new.binary_search(k).is_err()) {
+                self.unpost(*k, slot);
+            }
+            for k in new.iter().filter(|k| old.binary_search(k).is_err()) {
+                self.postings
+                    .entry(*k)
+                    .or_default()
+                    .insert(&self.labels, slot);
+            }
+        }
+        self.docs[slot as usize].1 = doc;
+    }
+
+    /// Takes `slot` out of `k`'s list (dropping the list when it empties).
+    fn unpost(&mut self, k: u64, slot: u32) {
+        if let Some(list) = self.postings.get_mut(&k) {
+            list.remove(&self.labels, slot);
+            if list.len == 0 {
+                self.postings.remove(&k);
+            }
+        }
+    }
+
+    /// Files `slot` under `key` in name order and gives it a label between its
+    /// neighbours' (the middle of the gap), relabelling when there is none.
+    fn place(&mut self, key: (String, CustomerId), slot: u32) {
+        let label = |s: &u32| self.labels[*s as usize];
+        let below = self
+            .by_name
+            .range(..&key)
+            .next_back()
+            .map(|(_, s)| label(s));
+        let above = self
+            .by_name
+            .range((Excluded(&key), Unbounded))
+            .next()
+            .map(|(_, s)| label(s));
+        // The free labels are [from, to).
+        let from = below.map_or(0, |l| u128::from(l) + 1);
+        let to = above.map_or(1 << 64, u128::from);
+        self.by_name.insert(key.clone(), slot);
+        if from < to {
+            self.labels[slot as usize] = (from + (to - from) / 2) as u64;
+        } else {
+            // No free label between the neighbours.
+            self.relabel(&key, slot, below.or(above).unwrap_or(0));
+        }
+    }
+
+    /// Gives `slot` (just filed under `key`) a label near `near`, spreading its
+    /// neighbours' labels: the smallest aligned range of labels around `near` whose
+    /// customers (with this one) are at most the square root of its size is labelled
+    /// evenly (the order-maintenance scheme of Bender et al., 2002: a few relabellings
+    /// per insertion on average, wherever the insertions bunch). Only `labels` changes:
+    /// the order, and so every posting list, stays as it was.
+    fn relabel(&mut self, key: &(String, CustomerId), slot: u32, near: u64) {
+        let (mut left, mut right) = (Vec::new(), Vec::new());
+        let (mut start, mut size) = (0u128, 1u128 << 64);
+        {
+            let labels = &self.labels;
+            let mut before = self.by_name.range(..key).rev().map(|(_, &s)| s).peekable();
+            let mut after = self
+                .by_name
+                .range((Excluded(key), Unbounded))
+                .map(|(_, &s)| s)
+                .peekable();
+            for bits in 1..=64u32 {
+                size = 1u128 << bits;
+                start = u128::from(near) & !(size - 1);
+                while let Some(s) = before.next_if(|&s| u128::from(labels[s as usize]) >= start) {
+                    left.push(s);
+                }
+                while let Some(s) =
+                    after.next_if(|&s| u128::from(labels[s as usize]) < start + size)
+                {
+                    right.push(s);
+                }
+                let count = (left.len() + right.len() + 1) as u128;
+                if count * count <= size {
+                    break;
+                }
+            }
+        }
+        let count = (left.len() + right.len() + 1) as u128;
+        let gap = (size / count).max(1);
+        let all = left.iter().rev().chain([&slot]).chain(&right);
+        for (j, &s) in all.enumerate() {
+            self.labels[s as usize] = (start + j as u128 * gap) as u64;
+        }
+    }
+
+    /// The customers in every list of `keys`, in name order; `None` when a list is
+    /// missing (nothing can match).
+    fn common(&self, keys: &[u64]) -> Option<Common<'_>> {
+        let mut cursors = Vec::with_capacity(keys.len());
+        for k in keys {
+            cursors.push(Cursor {
+                list: self.postings.get(k)?,
+                block: 0,
+                at: 0,
+            });
+        }
+        cursors.sort_by_key(|c| c.list.len);
+        Some(Common { cursors })
     }
 
     /// The customers matching `q`, in result order, at most `limit`.
     fn search(&self, q: &Query, limit: usize) -> Vec<CustomerSummary> {
-        let text = self.lists(&needed(&q.text, 0));
-        let digits = q
+        let labels = &self.labels;
+        let mut text = self.common(&needed(&q.text, 0));
+        let mut digits = q
             .digits
             .as_deref()
-            .and_then(|d| self.lists(&needed(d, DIGITS_NS)));
-        if text.is_none() && digits.is_none() {
-            return Vec::new();
-        }
-        // About how many customers match: decides between the walk in name order and
-        // the lists (see the module documentation).
-        let about = text.as_deref().map_or(0, estimate) + digits.as_deref().map_or(0, estimate);
-        let n = self.docs.len();
-        let walk_above = self
-            .tuning
-            .walk_above
-            .unwrap_or_else(|| (limit * n).isqrt() * WALK_FACTOR);
-        if about > walk_above {
-            // The walk expects `limit` matches in `limit * n / about` steps; it gives up
-            // after a few times that (the matches are bunched at the end of the order,
-            // or fewer than the estimate), and the lists answer instead.
-            let steps = self
-                .tuning
-                .walk_steps
-                .unwrap_or((limit * n / about.max(1)).saturating_mul(4) + 256);
-            if let Some(found) = self.walk(q, limit, steps) {
-                return self.summaries(found);
-            }
-        }
-        let mut candidates = text.map(|l| intersect(&l)).unwrap_or_default();
-        if let Some(l) = digits {
-            candidates.extend(intersect(&l));
-            candidates.sort_unstable();
-            candidates.dedup();
-        }
+            .and_then(|d| self.common(&needed(d, DIGITS_NS)));
         // A query of up to three characters is one n-gram: its candidates are exactly
         // its matches. A longer one's are checked.
         // (NUL is the padding of a short n-gram's key: a query holding one is checked.)
         let exact = q.text.chars().count() <= 3
             && !q.text.contains('\0')
             && q.digits.as_ref().is_none_or(|d| d.len() <= 3);
-        // Many candidates: marking them costs one write each, and walking the name
-        // order for the marks a few nanoseconds a step (no doc is read), far less than
-        // gathering every candidate's name key (a cache miss each) to select from.
-        if candidates.len() > self.tuning.marks_above.unwrap_or(MARKS_ABOVE) {
-            let steps = candidates.len().saturating_mul(MARK_STEPS);
-            if let Some(found) = self.walk_marked(&candidates, q, exact, limit, steps) {
-                return self.summaries(found);
-            }
-        }
-        let found = self.in_name_order(candidates, q, exact, limit);
-        self.summaries(found)
-    }
-
-    /// The first `limit` of `candidates` that match, in name order, found by walking
-    /// the name order for them; `None` after `steps` steps.
-    fn walk_marked(
-        &self,
-        candidates: &[u32],
-        q: &Query,
-        exact: bool,
-        limit: usize,
-        steps: usize,
-    ) -> Option<Vec<u32>> {
-        let mut marks = vec![0u64; self.docs.len().div_ceil(64)];
-        for &s in candidates {
-            marks[s as usize / 64] |= 1 << (s % 64);
-        }
+        // Both streams are in name order: merged, the candidates come in name order,
+        // and the page is the first `limit` that match.
+        let mut a = text.as_mut().and_then(|c| c.next(labels));
+        let mut b = digits.as_mut().and_then(|c| c.next(labels));
         let mut out = Vec::with_capacity(limit);
-        let mut left = candidates.len();
-        for (i, &s) in self.by_name.values().enumerate() {
-            if i == steps {
-                return None;
-            }
-            if marks[s as usize / 64] & (1 << (s % 64)) == 0 {
-                continue;
-            }
-            if exact || self.docs[s as usize].1.matches(q) {
-                out.push(s);
-                if out.len() == limit {
-                    break;
-                }
-            }
-            left -= 1;
-            if left == 0 {
-                break;
-            }
-        }
-        Some(out)
-    }
-
-    /// The first `limit` matches in name order, looking at no more than `steps`
-    /// customers: `None` if that was not enough.
-    fn walk(&self, q: &Query, limit: usize, steps: usize) -> Option<Vec<u32>> {
-        let mut out = Vec::with_capacity(limit);
-        for (i, &slot) in self.by_name.values().enumerate() {
-            if i == steps {
-                return None;
-            }
-            if self.docs[slot as usize].1.matches(q) {
-                out.push(slot);
-                if out.len() == limit {
-                    break;
-                }
-            }
-        }
-        Some(out)
-    }
-
-    /// Of `candidates` (slots), the first `limit` that match, in name order.
-    fn in_name_order(
-        &self,
-        candidates: Vec<u32>,
-        q: &Query,
-        exact: bool,
-        limit: usize,
-    ) -> Vec<u32> {
-        // The candidates are put in name order a batch at a time (the next smallest,
-        // found in linear time), and checked in that order until the page is full:
-        // usually one batch, however many candidates there are. The keys are gathered
-        // in slot order (a forward pass over the dense array), so the selection
-        // compares values at hand rather than chasing slots.
-        let order = |a: &(u128, u32), b: &(u128, u32)| {
-            let (x, y) = (a.1 as usize, b.1 as usize);
-            a.0.cmp(&b.0).then_with(|| {
-                let (dx, dy) = (&self.docs[x], &self.docs[y]);
-                dx.1.summary
-                    .name
-                    .cmp(&dy.1.summary.name)
-                    .then(dx.0.cmp(&dy.0))
-            })
-        };
-        let mut rest: Vec<(u128, u32)> = candidates
-            .into_iter()
-            .map(|s| (self.keys[s as usize], s))
-            .collect();
-        let mut out = Vec::with_capacity(limit);
-        while out.len() < limit && !rest.is_empty() {
-            let k = ((limit - out.len()) * 2).min(rest.len());
-            if k < rest.len() {
-                rest.select_nth_unstable_by(k - 1, order);
-            }
-            let mut batch: Vec<(u128, u32)> = rest.drain(..k).collect();
-            batch.sort_unstable_by(order);
-            for (_, s) in batch {
-                if exact || self.docs[s as usize].1.matches(q) {
-                    out.push(s);
-                    if out.len() == limit {
-                        break;
+        while out.len() < limit {
+            let take_a = match (a, b) {
+                (None, None) => break,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (Some(x), Some(y)) => {
+                    if x == y {
+                        b = digits.as_mut().and_then(|c| c.next(labels));
                     }
+                    labels[x as usize] <= labels[y as usize]
                 }
+            };
+            let s = if take_a {
+                std::mem::replace(&mut a, text.as_mut().and_then(|c| c.next(labels)))
+            } else {
+                std::mem::replace(&mut b, digits.as_mut().and_then(|c| c.next(labels)))
+            };
+            let Some(s) = s else { break };
+            let doc = &self.docs[s as usize].1;
+            if exact || doc.matches(q) {
+                out.push(doc.summary.clone());
             }
         }
         out
     }
-
-    fn summaries(&self, slots: Vec<u32>) -> Vec<CustomerSummary> {
-        slots
-            .into_iter()
-            .map(|s| self.docs[s as usize].1.summary.clone())
-            .collect()
-    }
-}
-
-/// Above this many candidates, [`Index::walk_marked`] first.
-const MARKS_ABOVE: usize = 4096;
-/// A walk for marks may take this many steps per candidate before the selection
-/// answers instead (a step costs a small fraction of a candidate's selection).
-const MARK_STEPS: usize = 1;
-
-/// The walk's share of the cost model: a step of the walk (a doc checked) costs
-/// about this many steps of the lists.
-const WALK_FACTOR: usize = 2;
-
-/// About how many slots are in every one of `lists` (shortest first): exact for one
-/// list; otherwise the shortest's length times the share of an even sample of it that
-/// the others hold too (a few dozen binary searches).
-fn estimate(lists: &[&[u32]]) -> usize {
-    const SAMPLE: usize = 64;
-    let Some((first, rest)) = lists.split_first() else {
-        return 0;
-    };
-    if rest.is_empty() || first.is_empty() {
-        return first.len();
-    }
-    let n = first.len().min(SAMPLE);
-    let hits = (0..n)
-        .filter(|i| {
-            let s = first[i * first.len() / n];
-            rest.iter().all(|l| l.binary_search(&s).is_ok())
-        })
-        .count();
-    first.len() * hits / n
-}
-
-/// The slots in every one of `lists` (shortest first), sorted.
-fn intersect(lists: &[&[u32]]) -> Vec<u32> {
-    let Some((first, rest)) = lists.split_first() else {
-        return Vec::new();
-    };
-    // Every list is sorted: each keeps a cursor that only moves forward, by galloping,
-    // so lists that hold nearly the same customers (the trigrams of a common name)
-    // intersect in about one step per entry.
-    let mut cursors = vec![0usize; rest.len()];
-    first
-        .iter()
-        .copied()
-        .filter(|&s| {
-            rest.iter().zip(cursors.iter_mut()).all(|(l, c)| {
-                *c = gallop(l, *c, s);
-                l.get(*c) == Some(&s)
-            })
-        })
-        .collect()
 }
 
 /// The index as its one writer (the context book, under the state's lock) and its
@@ -535,14 +639,14 @@ impl SearchIndex {
         SearchReader(self.shared.clone())
     }
 
-    /// Forces the way queries are answered (tests).
-    #[cfg(test)]
-    pub(crate) fn tune(&self, t: Tuning) {
-        self.shared
-            .index
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .tuning = t;
+    /// An index of `docs` built at once (after a snapshot is loaded).
+    pub fn build(docs: Vec<(CustomerId, SearchDoc)>) -> SearchIndex {
+        SearchIndex {
+            shared: Arc::new(Shared {
+                index: RwLock::new(Index::build(docs)),
+                pending: Mutex::default(),
+            }),
+        }
     }
 }
 
@@ -565,18 +669,26 @@ impl SearchReader {
     }
 }
 
-/// The first index at or after `from` whose value is at least `s`, in sorted `l`.
-fn gallop(l: &[u32], from: usize, s: u32) -> usize {
-    let mut lo = from;
-    let mut step = 1;
-    let mut hi = from;
-    while hi < l.len() && l[hi] < s {
+/// The first index at or after `from` (up to `len`) where `below` stops holding
+/// (`below` holds up to some index, then never): probes 1, 2, 4, ... ahead, then
+/// halves, so the cost grows with the distance moved, not with `len`.
+fn gallop(len: usize, from: usize, below: impl Fn(usize) -> bool) -> usize {
+    let (mut lo, mut hi, mut step) = (from, from, 1);
+    while hi < len && below(hi) {
         lo = hi + 1;
         hi = from + step;
         step <<= 1;
     }
-    let hi = hi.min(l.len());
-    lo + l[lo..hi].partition_point(|&x| x < s)
+    let mut hi = hi.min(len);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if below(mid) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
 }
 
 /// The old linear scan's test for one customer: the definition of a match, kept as
