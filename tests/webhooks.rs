@@ -609,6 +609,38 @@ fn deliver_pipelined(feed: &Arc<TestFeed>, rx: &Pipelined, depth: usize) -> Deli
     deliver_with(feed, client, r, &["*"])
 }
 
+/// One event of each of `tasks` (a task may come again) delivered to a raw receiver
+/// following `plan`, 16 deep; what it received once every event had arrived.
+struct PipelinedRun {
+    rx: Pipelined,
+    /// The runner holds the feed weakly.
+    _feed: Arc<TestFeed>,
+    d: Delivering,
+    got: Vec<Received>,
+}
+
+async fn pipelined_run(plan: Plan, tasks: impl IntoIterator<Item = u128>) -> PipelinedRun {
+    let rx = Pipelined::start(plan).await;
+    let feed = TestFeed::new();
+    let mut n = 0;
+    for t in tasks {
+        feed.push(queued(t));
+        n += 1;
+    }
+    let d = deliver_pipelined(&feed, &rx, 16);
+    let got = rx
+        .wait_for(Duration::from_secs(20), &format!("{n} events"), |g| {
+            delivered_ids(g).len() == n
+        })
+        .await;
+    PipelinedRun {
+        rx,
+        _feed: feed,
+        d,
+        got,
+    }
+}
+
 /// Waits until the runner has written `seq` as its position: every event up to it
 /// answered 2xx as the runner saw it.
 async fn await_position(d: &Delivering, seq: u64) {
@@ -653,21 +685,14 @@ fn assert_each_task_waited_for_its_2xx(got: &[Received]) {
 
 #[tokio::test]
 async fn unrelated_events_are_pipelined_on_one_connection_and_verify() {
-    let rx = Pipelined::start(Plan {
-        batch: 4,
-        ..Plan::default()
-    })
+    let PipelinedRun { rx, d, got, .. } = pipelined_run(
+        Plan {
+            batch: 4,
+            ..Plan::default()
+        },
+        1..=40,
+    )
     .await;
-    let feed = TestFeed::new();
-    for t in 1..=40u128 {
-        feed.push(queued(t));
-    }
-    let d = deliver_pipelined(&feed, &rx, 16);
-    let got = rx
-        .wait_for(Duration::from_secs(10), "40 events", |g| {
-            delivered_ids(g).len() == 40
-        })
-        .await;
     for r in &got {
         verify(&d.secret, r);
     }
@@ -691,22 +716,15 @@ async fn unrelated_events_are_pipelined_on_one_connection_and_verify() {
 async fn a_connection_closed_after_one_answer_redelivers_the_rest_with_their_ids() {
     // The first two connections: several requests read, the first answered, then the
     // connection closes on the others.
-    let rx = Pipelined::start(Plan {
-        batch: 4,
-        drop_after_first: 2,
-        ..Plan::default()
-    })
+    let PipelinedRun { d, got, .. } = pipelined_run(
+        Plan {
+            batch: 4,
+            drop_after_first: 2,
+            ..Plan::default()
+        },
+        1..=40,
+    )
     .await;
-    let feed = TestFeed::new();
-    for t in 1..=40u128 {
-        feed.push(queued(t));
-    }
-    let d = deliver_pipelined(&feed, &rx, 16);
-    let got = rx
-        .wait_for(Duration::from_secs(10), "40 events", |g| {
-            delivered_ids(g).len() == 40
-        })
-        .await;
     let dropped: Vec<String> = got
         .iter()
         .filter(|r| r.status == 0)
@@ -734,22 +752,15 @@ async fn a_connection_closed_after_one_answer_redelivers_the_rest_with_their_ids
 
 #[tokio::test]
 async fn chunked_answers_are_read_and_connection_close_gets_one_request_per_connection() {
-    let chunked = Pipelined::start(Plan {
-        batch: 4,
-        chunked: true,
-        ..Plan::default()
-    })
+    let PipelinedRun { rx: chunked, d, .. } = pipelined_run(
+        Plan {
+            batch: 4,
+            chunked: true,
+            ..Plan::default()
+        },
+        1..=40,
+    )
     .await;
-    let feed = TestFeed::new();
-    for t in 1..=40u128 {
-        feed.push(queued(t));
-    }
-    let d = deliver_pipelined(&feed, &chunked, 16);
-    chunked
-        .wait_for(Duration::from_secs(10), "40 events", |g| {
-            delivered_ids(g).len() == 40
-        })
-        .await;
     await_position(&d, 40).await;
     assert_eq!(d.records.failures.load(Relaxed), 0, "every answer read");
     assert!(chunked.max_batch() >= 4);
@@ -757,21 +768,19 @@ async fn chunked_answers_are_read_and_connection_close_gets_one_request_per_conn
     let _ = d.stop.send(true);
 
     // A receiver that closes after each answer: never pipelined to, nothing lost.
-    let closing = Pipelined::start(Plan {
-        close: true,
-        ..Plan::default()
-    })
+    let PipelinedRun {
+        rx: closing,
+        d,
+        got,
+        ..
+    } = pipelined_run(
+        Plan {
+            close: true,
+            ..Plan::default()
+        },
+        1..=20,
+    )
     .await;
-    let feed = TestFeed::new();
-    for t in 1..=20u128 {
-        feed.push(queued(t));
-    }
-    let d = deliver_pipelined(&feed, &closing, 16);
-    let got = closing
-        .wait_for(Duration::from_secs(10), "20 events", |g| {
-            delivered_ids(g).len() == 20
-        })
-        .await;
     await_position(&d, 20).await;
     assert_eq!(
         d.records.failures.load(Relaxed),
@@ -785,24 +794,15 @@ async fn chunked_answers_are_read_and_connection_close_gets_one_request_per_conn
 
 #[tokio::test]
 async fn each_tasks_events_stay_in_order_when_pipelined_with_503s() {
-    let rx = Pipelined::start(Plan {
-        batch: 4,
-        busy_every: 3,
-        ..Plan::default()
-    })
+    let PipelinedRun { rx, d, got, .. } = pipelined_run(
+        Plan {
+            batch: 4,
+            busy_every: 3,
+            ..Plan::default()
+        },
+        (0..5).flat_map(|_| 1..=20u128),
+    )
     .await;
-    let feed = TestFeed::new();
-    for _ in 0..5 {
-        for t in 1..=20u128 {
-            feed.push(queued(t));
-        }
-    }
-    let d = deliver_pipelined(&feed, &rx, 16);
-    let got = rx
-        .wait_for(Duration::from_secs(20), "100 events", |g| {
-            delivered_ids(g).len() == 100
-        })
-        .await;
     assert!(got.iter().any(|r| r.status == 503));
     assert!(rx.max_batch() >= 4, "pipelined");
     assert_each_task_waited_for_its_2xx(&got);

@@ -6,7 +6,7 @@
 //! that order, so a request recorded after another was sent after that one's answer
 //! could have been read.
 
-use super::receiver::Received;
+use super::receiver::{Received, wait_notified};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -158,23 +158,15 @@ impl Pipelined {
         what: &str,
         pred: impl Fn(&[Received]) -> bool,
     ) -> Vec<Received> {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let arrived = self.inner.arrived.notified();
-            tokio::pin!(arrived);
-            arrived.as_mut().enable();
-            let got: Vec<Received> = self.seen().into_iter().map(|s| s.request).collect();
-            if pred(&got) {
-                return got;
-            }
-            if tokio::time::timeout_at(deadline, arrived).await.is_err() {
-                panic!(
-                    "the receiver did not get {what} within {limit:?}; got {} requests, at most {} read before answering",
-                    got.len(),
-                    self.max_batch()
-                );
-            }
-        }
+        let now = || self.seen().into_iter().map(|s| s.request).collect();
+        wait_notified(&self.inner.arrived, limit, now, pred, |got| {
+            format!(
+                "the receiver did not get {what} within {limit:?}; got {} requests, at most {} read before answering",
+                got.len(),
+                self.max_batch()
+            )
+        })
+        .await
     }
 }
 

@@ -267,25 +267,46 @@ impl Receiver {
         what: &str,
         pred: impl Fn(&[Received]) -> bool,
     ) -> Vec<Received> {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let arrived = self.shared.arrived.notified();
-            tokio::pin!(arrived);
-            arrived.as_mut().enable();
-            let got = self.received();
+        wait_notified(
+            &self.shared.arrived,
+            limit,
+            || self.received(),
+            pred,
+            |got| {
+                format!(
+                    "the receiver did not get {what} within {limit:?}; got {} requests",
+                    got.len()
+                )
+            },
+        )
+        .await
+    }
+}
+
+/// Waits until `pred` holds over `now()`, looking again each time `arrived` is
+/// notified; after `limit`, one last look, then a panic with `failure`'s text.
+pub async fn wait_notified<T>(
+    arrived: &tokio::sync::Notify,
+    limit: Duration,
+    now: impl Fn() -> Vec<T>,
+    pred: impl Fn(&[T]) -> bool,
+    failure: impl Fn(&[T]) -> String,
+) -> Vec<T> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let notified = arrived.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let got = now();
+        if pred(&got) {
+            return got;
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            let got = now();
             if pred(&got) {
                 return got;
             }
-            if tokio::time::timeout_at(deadline, arrived).await.is_err() {
-                let got = self.received();
-                if pred(&got) {
-                    return got;
-                }
-                panic!(
-                    "the receiver did not get {what} within {limit:?}; got {} requests",
-                    got.len()
-                );
-            }
+            panic!("{}", failure(&got));
         }
     }
 }
