@@ -396,10 +396,7 @@ impl Index {
             self.labels.push(0);
             self.place((doc.summary.name.clone(), id), slot);
             for k in &new {
-                self.postings
-                    .entry(*k)
-                    .or_default()
-                    .insert(&self.labels, slot);
+                self.post(*k, slot);
             }
             self.docs.push((id, doc));
             return;
@@ -417,23 +414,25 @@ impl Index {
             self.by_name.remove(&(old_name, id));
             self.place((doc.summary.name.clone(), id), slot);
             for k in &new {
-                self.postings
-                    .entry(*k)
-                    .or_default()
-                    .insert(&self.labels, slot);
+                self.post(*k, slot);
             }
         } else {
             for k in old.iter().filter(|k| new.binary_search(k).is_err()) {
                 self.unpost(*k, slot);
             }
             for k in new.iter().filter(|k| old.binary_search(k).is_err()) {
-                self.postings
-                    .entry(*k)
-                    .or_default()
-                    .insert(&self.labels, slot);
+                self.post(*k, slot);
             }
         }
         self.docs[slot as usize].1 = doc;
+    }
+
+    /// Puts `slot` into `k`'s list at its place in name order (making the list).
+    fn post(&mut self, k: u64, slot: u32) {
+        self.postings
+            .entry(k)
+            .or_default()
+            .insert(&self.labels, slot);
     }
 
     /// Takes `slot` out of `k`'s list (dropping the list when it empties).

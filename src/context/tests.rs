@@ -78,6 +78,23 @@ fn run(
     (r, fx)
 }
 
+/// A customer created by an integration with `fields`: its id and version, when made.
+fn created(b: &mut ContextBook, fields: CustomerFields, now: Ts) -> Option<(CustomerId, u64)> {
+    let (r, _) = run(
+        b,
+        ContextCommand::CreateCustomer {
+            by: integration(),
+            fields,
+            activity_id: None,
+        },
+        now,
+    );
+    match r {
+        Ok(ContextReply::Customer(v)) => Some((v.customer.customer_id, v.customer.stamp.version)),
+        _ => None,
+    }
+}
+
 fn customer(b: &mut ContextBook, name: &str, phone: &str, email: &str) -> CustomerId {
     let (r, _) = run(
         b,
@@ -510,23 +527,13 @@ fn the_search_index_answers_exactly_what_the_old_scan_did_on_random_data() {
                     let phone = rng.phone();
                     let email = format!("{}@ex.{}", rng.word(4).replace(' ', ""), rng.word(2));
                     texts.extend([name.clone(), phone.clone(), email.clone()]);
-                    let (r, _) = run(
-                        &mut b,
-                        ContextCommand::CreateCustomer {
-                            by: integration(),
-                            fields: CustomerFields {
-                                name: Some(name),
-                                phones: Some(vec![phone]),
-                                emails: Some(vec![email]),
-                                ..Default::default()
-                            },
-                            activity_id: None,
-                        },
-                        n,
-                    );
-                    if let Ok(ContextReply::Customer(v)) = r {
-                        customers.push((v.customer.customer_id, v.customer.stamp.version));
-                    }
+                    let fields = CustomerFields {
+                        name: Some(name),
+                        phones: Some(vec![phone]),
+                        emails: Some(vec![email]),
+                        ..Default::default()
+                    };
+                    customers.extend(created(&mut b, fields, n));
                 }
                 // A renamed customer: the index drops the old terms.
                 5 | 6 if !customers.is_empty() => {
@@ -708,22 +715,12 @@ fn search_pages_are_in_name_order_through_renames_equal_names_and_reloads() {
                 0..=5 => {
                     let name = crowded_name(&mut rng, &mut up, &mut down);
                     let phone = format!("+381 {}", rng.below(1000));
-                    let (r, _) = run(
-                        &mut b,
-                        ContextCommand::CreateCustomer {
-                            by: integration(),
-                            fields: CustomerFields {
-                                name: Some(name),
-                                phones: Some(vec![phone]),
-                                ..Default::default()
-                            },
-                            activity_id: None,
-                        },
-                        n,
-                    );
-                    if let Ok(ContextReply::Customer(v)) = r {
-                        customers.push((v.customer.customer_id, v.customer.stamp.version));
-                    }
+                    let fields = CustomerFields {
+                        name: Some(name),
+                        phones: Some(vec![phone]),
+                        ..Default::default()
+                    };
+                    customers.extend(created(&mut b, fields, n));
                 }
                 6..=8 if !customers.is_empty() => {
                     let i = rng.below(customers.len());
