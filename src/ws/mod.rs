@@ -86,13 +86,16 @@ pub async fn upgrade(
                 .max_message_size(l.hard_max_frame_bytes)
                 .max_frame_size(l.hard_max_frame_bytes)
                 .protocols([SUBPROTOCOL])
+                // Each kind of session boxed on its own: the task spawned for the
+                // upgrade is as large as its largest branch, and a thousand idle agents
+                // would each carry a supervisor console's future otherwise.
                 .on_upgrade(move |socket| async move {
                     match who {
                         Who::Agent(profile, claims) => {
-                            session::run_agent(hub, socket, profile, claims).await
+                            Box::pin(session::run_agent(hub, socket, profile, claims)).await
                         }
                         Who::Supervisor(claims) => {
-                            session::run_supervisor(hub, socket, claims).await
+                            Box::pin(session::run_supervisor(hub, socket, claims)).await
                         }
                     }
                 })

@@ -407,10 +407,21 @@ fn hub_error(e: &HubError) -> ErrorBody {
 }
 
 /// Runs an agent desktop's session until it closes.
-pub async fn run_agent(hub: Arc<Hub>, ws: WebSocket, profile: Arc<Profile>, claims: Claims) {
+///
+/// Not an `async fn`: an async fn keeps its arguments in its future beside the body's
+/// own copies of them, and a session's future is allocated whole for every connection
+/// and kept while it is open; the connection state (with the websocket) is made here
+/// and moved in once (issue 1's memory per idle connection).
+pub fn run_agent(
+    hub: Arc<Hub>,
+    ws: WebSocket,
+    profile: Arc<Profile>,
+    claims: Claims,
+) -> impl std::future::Future<Output = ()> + Send {
     let conn_id = ConnId::new();
     let agent = profile.id.clone();
     let span = tracing::info_span!("agent_session", agent_id = %agent, conn_id = %conn_id);
+    let mut c = Conn::new(hub.clone(), ws, claims);
     async move {
         let _counted = hub.connection_opened();
         let queue = Arc::new(SendQueue::new(hub.config.limits.send_queue));
@@ -425,7 +436,6 @@ pub async fn run_agent(hub: Arc<Hub>, ws: WebSocket, profile: Arc<Profile>, clai
         if hub.is_draining() {
             queue.close("shutting_down");
         }
-        let mut c = Conn::new(hub.clone(), ws, claims);
         let connected = hub
             .execute(Command::Connect {
                 profile,
@@ -521,7 +531,6 @@ pub async fn run_agent(hub: Arc<Hub>, ws: WebSocket, profile: Arc<Profile>, clai
         record_disconnect(hub.clone(), agent.clone(), conn_id);
     }
     .instrument(span)
-    .await
 }
 
 /// Records that a connection is gone, retrying in the background while the store is
