@@ -95,6 +95,30 @@ fn created(b: &mut ContextBook, fields: CustomerFields, now: Ts) -> Option<(Cust
     }
 }
 
+/// Customer `c` at version `v` changed by an integration: its new version, when saved.
+fn updated(
+    b: &mut ContextBook,
+    c: CustomerId,
+    v: u64,
+    changes: CustomerFields,
+    now: Ts,
+) -> Option<u64> {
+    let (r, _) = run(
+        b,
+        ContextCommand::UpdateCustomer {
+            by: integration(),
+            customer_id: c,
+            base_version: v,
+            changes,
+        },
+        now,
+    );
+    match r {
+        Ok(ContextReply::Customer(view)) => Some(view.customer.stamp.version),
+        _ => None,
+    }
+}
+
 fn customer(b: &mut ContextBook, name: &str, phone: &str, email: &str) -> CustomerId {
     let (r, _) = run(
         b,
@@ -541,22 +565,13 @@ fn the_search_index_answers_exactly_what_the_old_scan_did_on_random_data() {
                     let (c, v) = customers[i];
                     let name = rng.word_of(3, 8);
                     texts.push(name.clone());
-                    let (r, _) = run(
-                        &mut b,
-                        ContextCommand::UpdateCustomer {
-                            by: integration(),
-                            customer_id: c,
-                            base_version: v,
-                            changes: CustomerFields {
-                                name: Some(name),
-                                phones: Some(vec![rng.phone()]),
-                                ..Default::default()
-                            },
-                        },
-                        n,
-                    );
-                    if let Ok(ContextReply::Customer(view)) = r {
-                        customers[i].1 = view.customer.stamp.version;
+                    let changes = CustomerFields {
+                        name: Some(name),
+                        phones: Some(vec![rng.phone()]),
+                        ..Default::default()
+                    };
+                    if let Some(version) = updated(&mut b, c, v, changes, n) {
+                        customers[i].1 = version;
                     }
                 }
                 // Requests and retitled requests: titles are searched too.
@@ -736,18 +751,8 @@ fn search_pages_are_in_name_order_through_renames_equal_names_and_reloads() {
                             ..Default::default()
                         }
                     };
-                    let (r, _) = run(
-                        &mut b,
-                        ContextCommand::UpdateCustomer {
-                            by: integration(),
-                            customer_id: c,
-                            base_version: v,
-                            changes,
-                        },
-                        n,
-                    );
-                    if let Ok(ContextReply::Customer(view)) = r {
-                        customers[i].1 = view.customer.stamp.version;
+                    if let Some(version) = updated(&mut b, c, v, changes, n) {
+                        customers[i].1 = version;
                     }
                 }
                 _ if !customers.is_empty() => {
