@@ -120,6 +120,10 @@ pub struct EventsConfig {
     /// Events queued to one stream reader before it counts as not reading and is cut
     /// off (it resumes from its position).
     pub stream_buffer: usize,
+    /// A stream is written at most once per this many milliseconds: the first event
+    /// after a quiet spell goes at once, those that follow within it go in one write
+    /// (one wake-up, one system call) at its end. 0: each event at once.
+    pub stream_linger_ms: u64,
 }
 
 impl Default for EventsConfig {
@@ -131,6 +135,7 @@ impl Default for EventsConfig {
             max_held: 1_000_000,
             keepalive_secs: 15,
             stream_buffer: 4096,
+            stream_linger_ms: 1,
         }
     }
 }
@@ -692,6 +697,12 @@ impl Config {
                 "must be between 1 and 2592000 seconds",
             ));
         }
+        if ev.stream_linger_ms > 1_000 {
+            return Err(invalid(
+                "events.stream_linger_ms",
+                "must be between 0 and 1000 milliseconds",
+            ));
+        }
         if !(1..=3600).contains(&ev.keepalive_secs) {
             return Err(invalid(
                 "events.keepalive_secs",
@@ -1180,6 +1191,14 @@ id = "support"
             (
                 "[events]\nkeepalive_secs = 0\n[[queues]]\nid = \"a\"\n",
                 "events.keepalive_secs",
+            ),
+            (
+                "[events]\nstream_linger_ms = 1001\n[[queues]]\nid = \"a\"\n",
+                "events.stream_linger_ms",
+            ),
+            (
+                "[webhooks]\nlinger_ms = 1001\n[[queues]]\nid = \"a\"\n",
+                "webhooks.linger_ms",
             ),
             (
                 "[events]\nstream_buffer = 1\n[[queues]]\nid = \"a\"\n",

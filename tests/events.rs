@@ -215,6 +215,21 @@ impl Sse {
         }
     }
 
+    /// The events of the next chunk of the body (one write of the hub's), with when it
+    /// came.
+    async fn chunk(&mut self) -> (std::time::Instant, Vec<Value>) {
+        assert!(self.fill(WAIT).await, "the stream ended");
+        let at = std::time::Instant::now();
+        let mut got = Vec::new();
+        while self.text.contains("\n\n") {
+            let (b, _) = self.block(WAIT).await.expect("a block");
+            if let Some(data) = b.data {
+                got.push(serde_json::from_str(&data).expect("data is JSON"));
+            }
+        }
+        (at, got)
+    }
+
     /// Events until one satisfies `until` (included).
     async fn events_until(&mut self, until: impl Fn(&Value) -> bool) -> Vec<Value> {
         let mut out = Vec::new();
@@ -450,6 +465,57 @@ async fn an_agent_token_is_refused_and_no_token_is_unauthorized() {
     assert_eq!(
         (status, v["error"]["code"].as_str()),
         (401, Some("unauthorized"))
+    );
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_lone_event_goes_at_once_and_those_within_the_linger_in_one_write() {
+    let hub = TestHub::start(&format!(
+        "[events]\nstream_linger_ms = 1000\n{QUEUES_AND_AGENTS}"
+    ))
+    .await;
+    let tok = hub.token("crm", Role::Integration);
+    let mut sse = Sse::open(hub.addr, "/v1/events", Some(&tok), &[])
+        .await
+        .stream();
+    let (_, hello) = sse.block(WAIT).await.expect("hello");
+    assert!(hello.iter().any(|c| c.starts_with("epoch")), "{hello:?}");
+    // The stream was quiet: the first task's events are written without waiting.
+    let asked = std::time::Instant::now();
+    let first = hub.create(chat()).await;
+    let (at, got) = sse.chunk().await;
+    assert!(
+        at - asked < Duration::from_millis(500),
+        "a lone event waited {:?} (the linger is 1 s)",
+        at - asked
+    );
+    assert_eq!(got[0]["type"], "task.created");
+    assert_eq!(got[0]["data"]["task"]["task_id"], first["task_id"]);
+    // Within the linger: four more tasks, whose events wait for its end and go in one
+    // write with whatever of the first task's was not in the first.
+    let mut last = Value::Null;
+    for _ in 0..4 {
+        last = hub.create(chat()).await["task_id"].clone();
+    }
+    let (then, rest) = sse.chunk().await;
+    assert!(
+        then - at >= Duration::from_millis(700),
+        "the next write came {:?} after the first (the linger is 1 s)",
+        then - at
+    );
+    let created = rest.iter().filter(|e| e["type"] == "task.created").count();
+    assert_eq!(
+        created, 4,
+        "every task made within the linger, in one write: {rest:?}"
+    );
+    assert!(rest.iter().any(is("task.queued", &last)), "{rest:?}");
+    let all: Vec<Value> = got.into_iter().chain(rest).collect();
+    let s = seqs(&all);
+    assert_eq!(
+        s,
+        (s[0]..s[0] + s.len() as u64).collect::<Vec<_>>(),
+        "no gap"
     );
     hub.shutdown().await;
 }

@@ -437,6 +437,63 @@ async fn events_one_after_another_keep_one_connection() {
     let _ = d.stop.send(true);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_event_goes_at_once_and_those_within_the_linger_together() {
+    let rx = Receiver::start().await;
+    let feed = TestFeed::new();
+    let d = deliver(
+        &feed,
+        &rx,
+        WebhooksConfig {
+            linger_ms: 1_000,
+            ..rules(&[0, 50])
+        },
+        &["*"],
+    );
+    // The feed was quiet: the first event is sent without waiting.
+    let pushed = std::time::Instant::now();
+    feed.push(queued(1));
+    let got = rx
+        .wait_for(Duration::from_secs(5), "the first event", |g| {
+            delivered_ids(g).len() == 1
+        })
+        .await;
+    let first = got[0].at;
+    assert!(
+        first - pushed < Duration::from_millis(500),
+        "a lone event waited {:?} (the linger is 1 s)",
+        first - pushed
+    );
+    // Within the linger: eight unrelated events, taken together at its end and
+    // written on the one kept-alive connection.
+    for t in 2..=9u128 {
+        feed.push(queued(t));
+    }
+    let got = rx
+        .wait_for(Duration::from_secs(5), "nine events", |g| {
+            delivered_ids(g).len() == 9
+        })
+        .await;
+    let rest: Vec<_> = firsts(&got).into_iter().skip(1).collect();
+    assert_eq!(rest.len(), 8);
+    let (early, late) = (
+        rest.iter().map(|r| r.at).min().expect("some"),
+        rest.iter().map(|r| r.at).max().expect("some"),
+    );
+    assert!(
+        early - first >= Duration::from_millis(700),
+        "the next events went {:?} after the first (the linger is 1 s)",
+        early - first
+    );
+    assert!(
+        late - early < Duration::from_millis(300),
+        "taken together, they arrive together: {:?} apart",
+        late - early
+    );
+    assert_eq!(rx.connections(), 1);
+    let _ = d.stop.send(true);
+}
+
 // ---- The API on a real hub ----
 
 fn hub_config(allow_private: bool) -> switchboard::config::Config {

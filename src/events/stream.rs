@@ -141,6 +141,7 @@ pub async fn events(
         }
     };
     let keepalive = Duration::from_secs(hub.config.events.keepalive_secs);
+    let linger = Duration::from_millis(hub.config.events.stream_linger_ms);
     let reader = Reader {
         drain: hub.drain_signal(),
         backlog: feed.backlog.into(),
@@ -152,6 +153,8 @@ pub async fn events(
         hub,
         done: false,
         hello: true,
+        linger,
+        rest_until: None,
     };
     let stream = futures_util::stream::unfold(reader, |mut r| async move {
         r.next()
@@ -194,6 +197,10 @@ struct Reader {
     drain: watch::Receiver<bool>,
     done: bool,
     hello: bool,
+    /// The least time between two writes of events...
+    linger: Duration,
+    /// ...and when the next may go.
+    rest_until: Option<tokio::time::Instant>,
 }
 
 impl Reader {
@@ -212,11 +219,25 @@ impl Reader {
                 self.last
             ));
         }
+        // Events that come soon after a write wait for the rest of `linger` and go
+        // together: a busy stream costs a write per `linger`, not one per event.
+        if let Some(at) = self.rest_until.take() {
+            if out.is_empty() && tokio::time::Instant::now() < at {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at) => {}
+                    _ = self.drain.changed() => {}
+                }
+            }
+        }
+        let mut events = 0;
         loop {
             // What is ready now, in one write.
             while out.len() < BATCH_BYTES {
                 match self.ready() {
-                    Step::Event(e) => self.write(&mut out, &e),
+                    Step::Event(e) => {
+                        self.write(&mut out, &e);
+                        events += 1;
+                    }
                     Step::Nothing => break,
                     Step::End(why) => {
                         self.end(&mut out, why);
@@ -226,6 +247,10 @@ impl Reader {
             }
             if !out.is_empty() {
                 self.keepalive.reset();
+                // A full write (a reader catching up) is followed at once by the next.
+                if events > 0 && !self.linger.is_zero() && out.len() < BATCH_BYTES {
+                    self.rest_until = Some(tokio::time::Instant::now() + self.linger);
+                }
                 return Some(out.into());
             }
             if *self.drain.borrow() {
@@ -234,7 +259,10 @@ impl Reader {
             }
             tokio::select! {
                 r = self.live.recv() => match self.take(r) {
-                    Step::Event(e) => self.write(&mut out, &e),
+                    Step::Event(e) => {
+                        self.write(&mut out, &e);
+                        events += 1;
+                    }
                     Step::Nothing => {}
                     Step::End(why) => {
                         self.end(&mut out, why);

@@ -20,8 +20,8 @@ use crate::error::HubError;
 use crate::events::EventData;
 use axum::body::Bytes;
 use axum::http::{HeaderName, HeaderValue};
-use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -187,6 +187,13 @@ impl Runner {
         let mut fenced = false;
         // Why the endpoint stops here, and whether that is worth a warning.
         let mut disable: Option<(String, bool)> = None;
+        // After new events are taken the feed rests for `linger`: what comes meanwhile
+        // is taken together at its end, so a busy endpoint's events go in batches
+        // (one wake-up, one write) while a lone event still goes at once.
+        let linger = Duration::from_millis(rules.linger_ms);
+        let rest = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(rest);
+        let mut resting = false;
         loop {
             while let Some(seq) = window.next_ready(rules.max_in_flight) {
                 if let Some(ev) = held.remove(&seq) {
@@ -222,24 +229,45 @@ impl Runner {
                         }
                     }
                 }
-                next = reader.next(&feed), if window.len() < rules.window => match next {
-                    Ok(Some(ev)) => {
-                        let wanted = matches(&self.types, ev.data.type_name());
-                        window.push(ev.seq, ev.data.task_id(), ev.data.agent_id(), wanted);
-                        if wanted {
-                            held.insert(ev.seq, ev);
+                next = reader.next(&feed), if window.len() < rules.window && !resting => {
+                    // This one, and every other already there.
+                    let mut next = Some(next);
+                    let mut closed = false;
+                    while let Some(n) = next.take() {
+                        match n {
+                            Ok(Some(ev)) => {
+                                let wanted = matches(&self.types, ev.data.type_name());
+                                window.push(ev.seq, ev.data.task_id(), ev.data.agent_id(), wanted);
+                                if wanted {
+                                    held.insert(ev.seq, ev);
+                                }
+                            }
+                            Ok(None) => {
+                                closed = true;
+                                break;
+                            }
+                            Err(gone) => {
+                                disable = Some((format!(
+                                    "events after {} are no longer held (the oldest is {}): replay from a position still held to resume",
+                                    window.position(),
+                                    gone.oldest
+                                ), false));
+                                break;
+                            }
+                        }
+                        if window.len() < rules.window {
+                            next = reader.next(&feed).now_or_never();
                         }
                     }
-                    Ok(None) => break,
-                    Err(gone) => {
-                        disable = Some((format!(
-                            "events after {} are no longer held (the oldest is {}): replay from a position still held to resume",
-                            window.position(),
-                            gone.oldest
-                        ), false));
+                    if closed || disable.is_some() {
                         break;
                     }
+                    if !linger.is_zero() {
+                        rest.as_mut().reset(tokio::time::Instant::now() + linger);
+                        resting = true;
+                    }
                 },
+                _ = &mut rest, if resting => resting = false,
                 _ = tick.tick() => {}
             }
             let pos = window.position();
