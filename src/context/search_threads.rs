@@ -7,9 +7,14 @@
 //! at 10/s each (`loadtest route --customers 1000000 --searchers 20`, BENCHMARKS):
 //! create -> offer p99 28 ms with searches on the workers, 5.9 ms on two threads at
 //! nice 5, 3.7 ms on one at nice 10 (2.0 ms without searches); a search's p99 rose to
-//! 94 ms, which a person typing does not notice, where a ringing call would.
+//! 94 ms, which a person typing does not notice, where a ringing call would. At nice
+//! 10 a waking decision could still wait for a search's time slice to end (2.6x the
+//! p99 without searches on 26 Nov); in `SCHED_IDLE` it takes the core at once: 2.37 ms
+//! against 2.26 ms without (1.05x), searches p99 21 ms (loadtest/results/2026-11-26-s3).
+//! Under a load that leaves no core idle searches slow down instead (weight 3 against
+//! 1,024), and their rate limit keeps them from piling up.
 
-use crate::store::background::Background;
+use crate::store::background::{Background, Priority};
 use std::sync::OnceLock;
 
 /// How many threads search at once: half the cores, at least one, so that searches
@@ -18,13 +23,12 @@ fn threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
 }
 
-/// The nice value of the search threads: weight 110 against a decision thread's 1,024,
-/// about a tenth of a contended core (the snapshot thread's too).
-const NICE: i32 = 10;
+/// The search threads' priority.
+const PRIORITY: Priority = Priority::Idle;
 
 fn pool() -> Option<&'static Background> {
     static POOL: OnceLock<Option<Background>> = OnceLock::new();
-    POOL.get_or_init(|| match Background::pool("search", threads(), NICE) {
+    POOL.get_or_init(|| match Background::pool("search", threads(), PRIORITY) {
         Ok(b) => Some(b),
         Err(e) => {
             tracing::warn!(error = %e, "searches run on the tokio workers");
