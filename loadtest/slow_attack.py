@@ -10,7 +10,9 @@ GET /healthz on fresh connections meanwhile. Prints one JSON object:
    "close_secs": {"silent": {"max": ...}, ...}, "healthz_ms": {"p50", "p99", "max", "n"}}
 
 Usage: slow_attack.py HOST:PORT [--connections 5000] [--limit-secs 30]
-  [--healthz-only SECONDS]   (no attack: only sample /healthz, for the baseline)
+  [--healthz-only SECONDS]   (no attack: only sample /healthz)
+  [--no-healthz]             (the attack only: sample /healthz from another process,
+                              whose event loop is not busy with 5,000 connections)
 
 Standard library only; needs an open-file limit above N (ulimit -n).
 """
@@ -89,12 +91,15 @@ async def main():
     ap.add_argument("--connections", type=int, default=5000)
     ap.add_argument("--limit-secs", type=float, default=30.0)
     ap.add_argument("--healthz-only", type=float, default=None)
+    ap.add_argument("--no-healthz", action="store_true")
     a = ap.parse_args()
     host, port = a.addr.rsplit(":", 1)
     port = int(port)
     stop = asyncio.Event()
     samples = []
-    sampler = asyncio.create_task(healthz_sampler(host, port, stop, samples))
+    sampler = None
+    if not a.no_healthz:
+        sampler = asyncio.create_task(healthz_sampler(host, port, stop, samples))
     result = {}
     if a.healthz_only is not None:
         await asyncio.sleep(a.healthz_only)
@@ -121,6 +126,9 @@ async def main():
             close_secs=close,
         )
     stop.set()
+    if sampler is None:
+        print(json.dumps(result))
+        return
     await sampler
     fin = [s for s in samples if s != float("inf")]
     result["healthz_ms"] = {
