@@ -124,6 +124,8 @@ fn rules(schedule: &[u64]) -> WebhooksConfig {
 }
 
 struct Delivering {
+    /// The runner holds the feed weakly: kept alive as long as the delivery is.
+    _feed: Arc<TestFeed>,
     secret: Secret,
     control: Arc<TestControl>,
     records: Arc<Records>,
@@ -166,6 +168,7 @@ fn deliver_with(
     let c: Arc<dyn Control> = control.clone();
     let done = tokio::spawn(runner.run(weak, c, 1, 0, stopped));
     Delivering {
+        _feed: feed.clone(),
         secret,
         control,
         records,
@@ -438,59 +441,94 @@ async fn events_one_after_another_keep_one_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lone_event_goes_at_once_and_those_within_the_linger_together() {
+async fn while_one_is_in_flight_new_events_wait_for_an_answer_or_the_linger_then_go_together() {
+    // One request per connection (no pipelining): an event taken is sent at once on a
+    // connection of its own, so when each arrives says when the runner took it.
     let rx = Receiver::start().await;
     let feed = TestFeed::new();
-    let d = deliver(
+    let client = Client::new(Target::parse(&rx.url()).unwrap(), true).with_depth(1);
+    let d = deliver_with(
         &feed,
-        &rx,
+        client,
         WebhooksConfig {
             linger_ms: 1_000,
+            // No position ticks: they wake the runner too, and a wake-up takes what
+            // the feed has.
+            position_every_ms: 60_000,
             ..rules(&[0, 50])
         },
         &["*"],
     );
-    // The feed was quiet: the first event is sent without waiting.
+    let span = |a: &[(String, std::time::Instant)]| {
+        let t = a.iter().map(|(_, at)| *at);
+        (t.clone().min().expect("some"), t.max().expect("some"))
+    };
+    // Nothing in flight: an event goes at once.
+    rx.delay(Duration::from_millis(400));
     let pushed = std::time::Instant::now();
     feed.push(queued(1));
     let got = rx
-        .wait_for(Duration::from_secs(5), "the first event", |g| {
-            delivered_ids(g).len() == 1
-        })
+        .wait_arrivals(Duration::from_secs(5), "the first event", |a| a.len() == 1)
         .await;
-    let first = got[0].at;
+    let first = got[0].1;
     assert!(
-        first - pushed < Duration::from_millis(500),
-        "a lone event waited {:?} (the linger is 1 s)",
+        first - pushed < Duration::from_millis(300),
+        "a lone event waited {:?}",
         first - pushed
     );
-    // Within the linger: eight unrelated events, taken together at its end and
-    // written on the one kept-alive connection.
+    // While it is in flight (its answer takes 400 ms), eight more: taken together
+    // when its answer comes back, not one by one, and not at the linger's end (1 s).
     for t in 2..=9u128 {
         feed.push(queued(t));
     }
     let got = rx
-        .wait_for(Duration::from_secs(5), "nine events", |g| {
-            delivered_ids(g).len() == 9
-        })
+        .wait_arrivals(Duration::from_secs(5), "nine events", |a| a.len() == 9)
         .await;
-    let rest: Vec<_> = firsts(&got).into_iter().skip(1).collect();
-    assert_eq!(rest.len(), 8);
-    let (early, late) = (
-        rest.iter().map(|r| r.at).min().expect("some"),
-        rest.iter().map(|r| r.at).max().expect("some"),
-    );
+    let (early, late) = span(&got[1..]);
     assert!(
-        early - first >= Duration::from_millis(700),
-        "the next events went {:?} after the first (the linger is 1 s)",
+        early - first >= Duration::from_millis(300),
+        "taken while the first was in flight ({:?} after it)",
         early - first
     );
     assert!(
-        late - early < Duration::from_millis(300),
-        "taken together, they arrive together: {:?} apart",
+        early - first < Duration::from_millis(900),
+        "taken at the first's answer, not at the linger's end ({:?} after it)",
+        early - first
+    );
+    assert!(
+        late - early < Duration::from_millis(200),
+        "taken together, sent together: {:?} apart",
         late - early
     );
-    assert_eq!(rx.connections(), 1);
+    rx.wait_for(Duration::from_secs(5), "nine answers", |g| {
+        delivered_ids(g).len() == 9
+    })
+    .await;
+    // An answer slower than the linger does not hold new events past it: what comes
+    // while the 10th is in flight (3 s) goes when the linger (1 s) ends.
+    rx.delay(Duration::from_secs(3));
+    feed.push(queued(10));
+    let got = rx
+        .wait_arrivals(Duration::from_secs(5), "the 10th", |a| a.len() == 10)
+        .await;
+    let tenth = got[9].1;
+    for t in 11..=14u128 {
+        feed.push(queued(t));
+    }
+    let got = rx
+        .wait_arrivals(Duration::from_secs(5), "14 events", |a| a.len() == 14)
+        .await;
+    let (early, late) = span(&got[10..]);
+    assert!(
+        early - tenth >= Duration::from_millis(700) && early - tenth < Duration::from_millis(2_500),
+        "taken at the linger's end, before the slow answer: {:?} after the 10th",
+        early - tenth
+    );
+    assert!(
+        late - early < Duration::from_millis(200),
+        "{:?} apart",
+        late - early
+    );
     let _ = d.stop.send(true);
 }
 
@@ -670,8 +708,6 @@ fn deliver_pipelined(feed: &Arc<TestFeed>, rx: &Pipelined, depth: usize) -> Deli
 /// following `plan`, 16 deep; what it received once every event had arrived.
 struct PipelinedRun {
     rx: Pipelined,
-    /// The runner holds the feed weakly.
-    _feed: Arc<TestFeed>,
     d: Delivering,
     got: Vec<Received>,
 }
@@ -685,17 +721,15 @@ async fn pipelined_run(plan: Plan, tasks: impl IntoIterator<Item = u128>) -> Pip
         n += 1;
     }
     let d = deliver_pipelined(&feed, &rx, 16);
-    let got = rx
-        .wait_for(Duration::from_secs(20), &format!("{n} events"), |g| {
+    let stopped = d.control.stopped.notified();
+    let what = format!("{n} events");
+    let got = tokio::select! {
+        got = rx.wait_for(Duration::from_secs(20), &what, |g| {
             delivered_ids(g).len() == n
-        })
-        .await;
-    PipelinedRun {
-        rx,
-        _feed: feed,
-        d,
-        got,
-    }
+        }) => got,
+        _ = stopped => panic!("the endpoint was disabled: {:?}", d.control.disabled.lock().unwrap()),
+    };
+    PipelinedRun { rx, d, got }
 }
 
 /// Waits until the runner has written `seq` as its position: every event up to it

@@ -181,20 +181,41 @@ impl Runner {
         let mut written_at = tokio::time::Instant::now();
         let mut next_try = written_at;
         let every = Duration::from_millis(rules.position_every_ms);
-        let mut tick = tokio::time::interval(every);
+        // Nothing to write at the start: the first tick is a period away.
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.records.position.store(position, Relaxed);
         let mut fenced = false;
         // Why the endpoint stops here, and whether that is worth a warning.
         let mut disable: Option<(String, bool)> = None;
-        // After new events are taken the feed rests for `linger`: what comes meanwhile
-        // is taken together at its end, so a busy endpoint's events go in batches
-        // (one wake-up, one write) while a lone event still goes at once.
+        // While deliveries are in flight the runner wakes for their answers anyway: each
+        // wake-up takes whatever the feed has by then, in one go, and the feed itself
+        // (a wake-up per event) is only listened to when nothing is in flight, or once
+        // `linger` has passed since the last take (an endpoint that answers slowly
+        // still gets new events that often). So a lone event goes at once, and a busy endpoint's events go in
+        // batches, one write each, without a wake-up of their own.
         let linger = Duration::from_millis(rules.linger_ms);
         let rest = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(rest);
         let mut resting = false;
         loop {
+            let (mut open, mut took) = (true, false);
+            while open && window.len() < rules.window {
+                match reader.next(&feed).now_or_never() {
+                    Some(next) => {
+                        open = self.take(next, &mut window, &mut held, &mut disable);
+                        took = true;
+                    }
+                    None => break,
+                }
+            }
+            if !open {
+                break;
+            }
+            if took && !linger.is_zero() {
+                rest.as_mut().reset(tokio::time::Instant::now() + linger);
+                resting = true;
+            }
             while let Some(seq) = window.next_ready(rules.max_in_flight) {
                 if let Some(ev) = held.remove(&seq) {
                     sending.push(self.deliver(ev));
@@ -229,37 +250,8 @@ impl Runner {
                         }
                     }
                 }
-                next = reader.next(&feed), if window.len() < rules.window && !resting => {
-                    // This one, and every other already there.
-                    let mut next = Some(next);
-                    let mut closed = false;
-                    while let Some(n) = next.take() {
-                        match n {
-                            Ok(Some(ev)) => {
-                                let wanted = matches(&self.types, ev.data.type_name());
-                                window.push(ev.seq, ev.data.task_id(), ev.data.agent_id(), wanted);
-                                if wanted {
-                                    held.insert(ev.seq, ev);
-                                }
-                            }
-                            Ok(None) => {
-                                closed = true;
-                                break;
-                            }
-                            Err(gone) => {
-                                disable = Some((format!(
-                                    "events after {} are no longer held (the oldest is {}): replay from a position still held to resume",
-                                    window.position(),
-                                    gone.oldest
-                                ), false));
-                                break;
-                            }
-                        }
-                        if window.len() < rules.window {
-                            next = reader.next(&feed).now_or_never();
-                        }
-                    }
-                    if closed || disable.is_some() {
+                next = reader.next(&feed), if window.len() < rules.window && (sending.is_empty() || !resting) => {
+                    if !self.take(next, &mut window, &mut held, &mut disable) {
                         break;
                     }
                     if !linger.is_zero() {
@@ -303,6 +295,40 @@ impl Runner {
         let pos = window.position();
         if !fenced && pos > written {
             let _ = control.advance(&self.id, token, pos).await;
+        }
+    }
+
+    /// Puts what the feed gave in the window (and holds it when it is of the endpoint's
+    /// types); `false` when the runner must stop: the feed closed, or the events after
+    /// the position are no longer held (`disable` says why).
+    fn take(
+        &self,
+        next: Result<Option<Arc<Envelope>>, super::feed::EventsGone>,
+        window: &mut Window,
+        held: &mut HashMap<u64, Arc<Envelope>>,
+        disable: &mut Option<(String, bool)>,
+    ) -> bool {
+        match next {
+            Ok(Some(ev)) => {
+                let wanted = matches(&self.types, ev.data.type_name());
+                window.push(ev.seq, ev.data.task_id(), ev.data.agent_id(), wanted);
+                if wanted {
+                    held.insert(ev.seq, ev);
+                }
+                true
+            }
+            Ok(None) => false,
+            Err(gone) => {
+                *disable = Some((
+                    format!(
+                        "events after {} are no longer held (the oldest is {}): replay from a position still held to resume",
+                        window.position(),
+                        gone.oldest
+                    ),
+                    false,
+                ));
+                false
+            }
         }
     }
 

@@ -49,6 +49,8 @@ pub enum Answer {
 
 struct Shared {
     got: Mutex<Vec<Received>>,
+    /// Each request's `webhook-id` and when it came, before any delay of its answer.
+    arrivals: Mutex<Vec<(String, Instant)>>,
     answer: Mutex<Answer>,
     /// Answers to give first, in order, before `answer`.
     script: Mutex<std::collections::VecDeque<Answer>>,
@@ -93,6 +95,18 @@ fn serve(l: tokio::net::TcpListener, shared: Arc<Shared>) -> JoinHandle<()> {
                 let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                     let shared = shared.clone();
                     async move {
+                        let id = req
+                            .headers()
+                            .get("webhook-id")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_owned();
+                        shared
+                            .arrivals
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push((id, Instant::now()));
+                        shared.arrived.notify_waiters();
                         let delay = *shared.delay.lock().unwrap_or_else(|p| p.into_inner());
                         if !delay.is_zero() {
                             tokio::time::sleep(delay).await;
@@ -183,6 +197,7 @@ impl Receiver {
         let addr = l.local_addr().expect("addr");
         let shared = Arc::new(Shared {
             got: Mutex::new(Vec::new()),
+            arrivals: Mutex::new(Vec::new()),
             answer: Mutex::new(Answer::Status(200, None)),
             script: Mutex::new(Default::default()),
             arrived: Notify::new(),
@@ -258,6 +273,30 @@ impl Receiver {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Waits until `pred` holds over the requests' arrivals (`webhook-id`, when it came,
+    /// before any delay of its answer), in arrival order.
+    pub async fn wait_arrivals(
+        &self,
+        limit: Duration,
+        what: &str,
+        pred: impl Fn(&[(String, Instant)]) -> bool,
+    ) -> Vec<(String, Instant)> {
+        let now = || {
+            self.shared
+                .arrivals
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+        };
+        wait_notified(&self.shared.arrived, limit, now, pred, |got| {
+            format!(
+                "{what} did not arrive within {limit:?}; {} requests came",
+                got.len()
+            )
+        })
+        .await
     }
 
     /// Waits until `pred` holds over what was received (or panics after `limit`).
