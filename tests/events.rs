@@ -469,18 +469,21 @@ async fn an_agent_token_is_refused_and_no_token_is_unauthorized() {
     hub.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_lone_event_goes_at_once_and_those_within_the_linger_in_one_write() {
-    let hub = TestHub::start(&format!(
-        "[events]\nstream_linger_ms = 1000\n{QUEUES_AND_AGENTS}"
-    ))
-    .await;
+/// A hub with this `[events]` setting, and a stream opened on it past its hello.
+async fn hub_and_stream(setting: &str) -> (TestHub, Sse) {
+    let hub = TestHub::start(&format!("[events]\n{setting}\n{QUEUES_AND_AGENTS}")).await;
     let tok = hub.token("crm", Role::Integration);
     let mut sse = Sse::open(hub.addr, "/v1/events", Some(&tok), &[])
         .await
         .stream();
     let (_, hello) = sse.block(WAIT).await.expect("hello");
     assert!(hello.iter().any(|c| c.starts_with("epoch")), "{hello:?}");
+    (hub, sse)
+}
+
+#[tokio::test]
+async fn a_lone_event_goes_at_once_and_those_within_the_linger_in_one_write() {
+    let (hub, mut sse) = hub_and_stream("stream_linger_ms = 1000").await;
     // The stream was quiet: the first task's events are written without waiting.
     let asked = std::time::Instant::now();
     let first = hub.create(chat()).await;
@@ -522,16 +525,7 @@ async fn a_lone_event_goes_at_once_and_those_within_the_linger_in_one_write() {
 
 #[tokio::test]
 async fn an_idle_stream_gets_keep_alives_and_a_drain_ends_it_with_a_reason() {
-    let hub = TestHub::start(&format!(
-        "[events]\nkeepalive_secs = 1\n{QUEUES_AND_AGENTS}"
-    ))
-    .await;
-    let tok = hub.token("crm", Role::Integration);
-    let mut sse = Sse::open(hub.addr, "/v1/events", Some(&tok), &[])
-        .await
-        .stream();
-    let (_, hello) = sse.block(WAIT).await.expect("hello");
-    assert!(hello.iter().any(|c| c.starts_with("epoch")), "{hello:?}");
+    let (hub, mut sse) = hub_and_stream("keepalive_secs = 1").await;
     let (b, comments) = sse.block(WAIT).await.expect("a keep-alive");
     assert!(b.data.is_none());
     assert_eq!(comments, ["keep-alive"]);

@@ -459,9 +459,23 @@ async fn while_one_is_in_flight_new_events_wait_for_an_answer_or_the_linger_then
         },
         &["*"],
     );
-    let span = |a: &[(String, std::time::Instant)]| {
-        let t = a.iter().map(|(_, at)| *at);
-        (t.clone().min().expect("some"), t.max().expect("some"))
+    // Pushes events of `tasks`; when the first and the last of them arrived.
+    let burst = |tasks: std::ops::RangeInclusive<u128>| {
+        let (feed, rx) = (&feed, &rx);
+        async move {
+            let n = tasks.clone().count();
+            let before = rx.arrivals().len();
+            for t in tasks {
+                feed.push(queued(t));
+            }
+            let got = rx
+                .wait_arrivals(Duration::from_secs(5), "the burst", |a| {
+                    a.len() == before + n
+                })
+                .await;
+            let t = got[before..].iter().map(|(_, at)| *at);
+            (t.clone().min().expect("some"), t.max().expect("some"))
+        }
     };
     // Nothing in flight: an event goes at once.
     rx.delay(Duration::from_millis(400));
@@ -478,13 +492,7 @@ async fn while_one_is_in_flight_new_events_wait_for_an_answer_or_the_linger_then
     );
     // While it is in flight (its answer takes 400 ms), eight more: taken together
     // when its answer comes back, not one by one, and not at the linger's end (1 s).
-    for t in 2..=9u128 {
-        feed.push(queued(t));
-    }
-    let got = rx
-        .wait_arrivals(Duration::from_secs(5), "nine events", |a| a.len() == 9)
-        .await;
-    let (early, late) = span(&got[1..]);
+    let (early, late) = burst(2..=9).await;
     assert!(
         early - first >= Duration::from_millis(300),
         "taken while the first was in flight ({:?} after it)",
@@ -512,13 +520,7 @@ async fn while_one_is_in_flight_new_events_wait_for_an_answer_or_the_linger_then
         .wait_arrivals(Duration::from_secs(5), "the 10th", |a| a.len() == 10)
         .await;
     let tenth = got[9].1;
-    for t in 11..=14u128 {
-        feed.push(queued(t));
-    }
-    let got = rx
-        .wait_arrivals(Duration::from_secs(5), "14 events", |a| a.len() == 14)
-        .await;
-    let (early, late) = span(&got[10..]);
+    let (early, late) = burst(11..=14).await;
     assert!(
         early - tenth >= Duration::from_millis(700) && early - tenth < Duration::from_millis(2_500),
         "taken at the linger's end, before the slow answer: {:?} after the 10th",

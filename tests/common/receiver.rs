@@ -275,6 +275,16 @@ impl Receiver {
             .clone()
     }
 
+    /// Every request's `webhook-id` and when it came (before any delay of its answer),
+    /// in arrival order.
+    pub fn arrivals(&self) -> Vec<(String, Instant)> {
+        self.shared
+            .arrivals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Waits until `pred` holds over the requests' arrivals (`webhook-id`, when it came,
     /// before any delay of its answer), in arrival order.
     pub async fn wait_arrivals(
@@ -283,19 +293,18 @@ impl Receiver {
         what: &str,
         pred: impl Fn(&[(String, Instant)]) -> bool,
     ) -> Vec<(String, Instant)> {
-        let now = || {
-            self.shared
-                .arrivals
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone()
-        };
-        wait_notified(&self.shared.arrived, limit, now, pred, |got| {
-            format!(
-                "{what} did not arrive within {limit:?}; {} requests came",
-                got.len()
-            )
-        })
+        wait_notified(
+            &self.shared.arrived,
+            limit,
+            || self.arrivals(),
+            pred,
+            |got| {
+                format!(
+                    "{what} did not arrive within {limit:?}; {} requests came",
+                    got.len()
+                )
+            },
+        )
         .await
     }
 
