@@ -322,7 +322,11 @@ pub async fn accept_racing_expiry_has_one_winner(shared: &Arc<dyn Store>) {
             vec![expire, accept]
         };
         let (mut a, mut expired) = (None, None);
-        for side in contend(jobs) {
+        // Each side starts 0-200 µs after the release, at random: on a store whose one
+        // path reaches its writer a little sooner than the other (the file store's
+        // expiry, under CI's load: 400 expiries in 400 rounds, seen once) that side
+        // would win every round, and the other outcome would go untested.
+        for side in contend(jobs, Duration::from_micros(200)) {
             match side {
                 Side::Accept(r) => a = Some(r.expect("store").reply),
                 Side::Expire(r) => expired = Some(r.expect("store").stats.expired),
@@ -381,8 +385,11 @@ pub async fn accept_racing_expiry_has_one_winner(shared: &Arc<dyn Store>) {
 /// after the other). Threads are started in the order given; a caller alternates it,
 /// because on a busy machine the last one started tends to go first. Results in the
 /// order given.
+///
+/// With `stagger`, each job starts a random time up to it after the release.
 fn contend<'a, T: Send>(
     jobs: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>>,
+    stagger: std::time::Duration,
 ) -> Vec<T> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let handle = tokio::runtime::Handle::current();
@@ -394,9 +401,17 @@ fn contend<'a, T: Send>(
                 .into_iter()
                 .map(|job| {
                     let (handle, arrived) = (&handle, &arrived);
+                    let stagger = std::time::Duration::from_nanos(
+                        (switchboard::ids::random_v4().as_u128() % (stagger.as_nanos().max(1)))
+                            as u64,
+                    );
                     scope.spawn(move || {
                         arrived.fetch_add(1, Ordering::SeqCst);
                         while arrived.load(Ordering::SeqCst) < n {
+                            std::hint::spin_loop();
+                        }
+                        let released = std::time::Instant::now();
+                        while released.elapsed() < stagger {
                             std::hint::spin_loop();
                         }
                         handle.block_on(job)
@@ -469,7 +484,7 @@ pub async fn a_record_version_is_granted_once(shared: &Arc<dyn Store>) {
                     >
             })
             .collect();
-        let results = contend(saves);
+        let results = contend(saves, Duration::ZERO);
         let wins = results
             .into_iter()
             .map(|r| r.expect("store").reply)
