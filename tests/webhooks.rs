@@ -69,6 +69,8 @@ impl Feed for TestFeed {
 #[derive(Default)]
 struct TestControl {
     positions: Mutex<Vec<u64>>,
+    /// Notified at every position written.
+    advanced: tokio::sync::Notify,
     disabled: Mutex<Option<String>>,
     stopped: tokio::sync::Notify,
 }
@@ -77,6 +79,7 @@ struct TestControl {
 impl Control for TestControl {
     async fn advance(&self, _id: &str, _token: u64, position: u64) -> Result<bool, HubError> {
         self.positions.lock().unwrap().push(position);
+        self.advanced.notify_waiters();
         Ok(true)
     }
     async fn disable(&self, _id: &str, _token: u64, reason: String) -> Result<(), HubError> {
@@ -253,24 +256,9 @@ async fn deliveries_are_signed_and_each_task_in_order_while_the_receiver_is_down
         assert_eq!(r.id(), body["id"], "webhook-id is the event id");
     }
     // Per task: seq increases in arrival order of first deliveries.
-    let mut last: HashMap<String, u64> = HashMap::new();
-    for r in firsts(&got) {
-        let b = r.json();
-        let t = b["data"]["task_id"].as_str().unwrap().to_owned();
-        let seq = b["seq"].as_u64().unwrap();
-        let prev = last.insert(t.clone(), seq).unwrap_or(0);
-        assert!(seq > prev, "task {t}: {seq} after {prev}");
-    }
+    assert_in_order_by(&got, "task_id");
     // The position reaches the last event.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-    while d.control.positions.lock().unwrap().last() != Some(&21) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "position not written: {:?}",
-            d.control.positions.lock().unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    await_position(&d, 21).await;
     let _ = d.stop.send(true);
     let _ = d.done.await;
 }
@@ -363,15 +351,7 @@ async fn an_offer_past_its_deadline_is_not_delivered_and_other_types_are_filtere
     ));
     feed.push(queued(2)); // not of the endpoint's types
     feed.push(offered(3, "a2", clock.now().plus(Duration::from_secs(60))));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while d.control.positions.lock().unwrap().last() != Some(&3) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "position: {:?}",
-            d.control.positions.lock().unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    await_position(&d, 3).await;
     let got = rx.received();
     let ids: Vec<String> = got.iter().map(|r| r.id()).collect();
     assert_eq!(
@@ -407,13 +387,7 @@ async fn one_agent_in_order_across_tasks() {
             delivered_ids(g).len() == 20
         })
         .await;
-    let mut last: HashMap<String, u64> = HashMap::new();
-    for r in firsts(&got) {
-        let b = r.json();
-        let a = b["data"]["agent_id"].as_str().unwrap().to_owned();
-        let seq = b["seq"].as_u64().unwrap();
-        assert!(seq > last.insert(a, seq).unwrap_or(0));
-    }
+    assert_in_order_by(&got, "agent_id");
     let _ = d.stop.send(true);
 }
 
@@ -744,14 +718,26 @@ async fn pipelined_run(plan: Plan, tasks: impl IntoIterator<Item = u128>) -> Pip
 /// Waits until the runner has written `seq` as its position: every event up to it
 /// answered 2xx as the runner saw it.
 async fn await_position(d: &Delivering, seq: u64) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while d.control.positions.lock().unwrap().last() != Some(&seq) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "position not at {seq}: {:?}",
-            d.control.positions.lock().unwrap().last()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    common::receiver::wait_notified(
+        &d.control.advanced,
+        Duration::from_secs(5),
+        || d.control.positions.lock().unwrap().clone(),
+        |p| p.last() == Some(&seq),
+        |p| format!("position not at {seq}: {p:?}"),
+    )
+    .await;
+}
+
+/// Checks that, per value of `data.<key>` (`task_id`, `agent_id`), the first
+/// deliveries of events arrived in the order of their seqs.
+fn assert_in_order_by(got: &[Received], key: &str) {
+    let mut last: HashMap<String, u64> = HashMap::new();
+    for r in firsts(got) {
+        let b = r.json();
+        let k = b["data"][key].as_str().unwrap().to_owned();
+        let seq = b["seq"].as_u64().unwrap();
+        let prev = last.insert(k.clone(), seq).unwrap_or(0);
+        assert!(seq > prev, "{key} {k}: {seq} after {prev}");
     }
 }
 
@@ -906,12 +892,6 @@ async fn each_tasks_events_stay_in_order_when_pipelined_with_503s() {
     assert!(got.iter().any(|r| r.status == 503));
     assert!(rx.max_batch() >= 4, "pipelined");
     assert_each_task_waited_for_its_2xx(&got);
-    let mut last: HashMap<String, u64> = HashMap::new();
-    for r in firsts(&got) {
-        let b = r.json();
-        let t = b["data"]["task_id"].as_str().unwrap().to_owned();
-        let seq = b["seq"].as_u64().unwrap();
-        assert!(seq > last.insert(t, seq).unwrap_or(0));
-    }
+    assert_in_order_by(&got, "task_id");
     let _ = d.stop.send(true);
 }
