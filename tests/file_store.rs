@@ -635,3 +635,65 @@ async fn replay_after_a_restart_equals_the_state_before_it() {
         );
     }
 }
+
+/// Names (and versions) of the customers `query` finds through the store's read path.
+async fn found(s: &dyn Store, query: &str) -> Vec<(String, u64)> {
+    let cmd = ContextCommand::Search {
+        query: query.into(),
+        limit: 50,
+    };
+    match s.context_read(cmd, at(9)).await.expect("store").reply {
+        Ok(Reply::Context(switchboard::context::ContextReply::Customers(v))) => {
+            v.into_iter().map(|c| (c.name, c.version)).collect()
+        }
+        other => panic!("search: {other:?}"),
+    }
+}
+
+/// A restart replays the log tail without keeping the search index up (each change
+/// to it is a search per posting list), then builds it once: what it finds is what
+/// the log says, renames after the snapshot included, before and after the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_search_finds_what_the_snapshot_and_the_replayed_tail_hold() {
+    let dir = TempDir::new("search");
+    let s = open(&dir.0, 25).await;
+    let mut ids = Vec::new();
+    for i in 0..60u64 {
+        ids.push(new_customer(&s, &format!("Åsa {i:02} Öberg"), at(i)).await);
+    }
+    // Renamed across the snapshots and in the tail after the last one.
+    for (k, id) in ids.iter().enumerate().filter(|(k, _)| k % 3 == 0) {
+        let o = s
+            .context(
+                ContextCommand::UpdateCustomer {
+                    by: crm(),
+                    customer_id: *id,
+                    base_version: 1,
+                    changes: CustomerFields {
+                        name: Some(format!("Bo {k:02} Lindqvist")),
+                        ..Default::default()
+                    },
+                },
+                at(100),
+            )
+            .await
+            .expect("store");
+        assert!(o.reply.is_ok(), "{:?}", o.reply);
+    }
+    let queries = ["oberg", "lindqvist", "bo 5", "asa 1", "3"];
+    let mut before = Vec::new();
+    for q in queries {
+        before.push(found(&s, q).await);
+    }
+    assert_eq!(before[0].len(), 40);
+    assert_eq!(before[1].len(), 20);
+    drop(s);
+    assert!(dir.0.join("snapshot").exists(), "no snapshot was written");
+    let s = open(&dir.0, 25).await;
+    for (q, want) in queries.iter().zip(&before) {
+        assert_eq!(&found(&s, q).await, want, "query {q:?} after the restart");
+    }
+    // And the rebuilt index is kept up again.
+    new_customer(&s, "Zora Öberg", at(200)).await;
+    assert_eq!(found(&s, "zora").await, [("Zora Öberg".to_owned(), 1)]);
+}

@@ -243,6 +243,11 @@ struct RouteArgs {
     /// every error answer reported.
     #[arg(long, default_value_t = 0)]
     searchers: usize,
+    /// Customers created per second over HTTP during the load window (after the
+    /// --customers ones), by one integration connection: changes to the search index
+    /// while routing runs; their latency reported.
+    #[arg(long, default_value_t = 0.0)]
+    customer_rate: f64,
 }
 
 #[derive(Args)]
@@ -652,6 +657,7 @@ fn route_opts(a: &RouteArgs) -> Result<RouteOpts, String> {
     o.webhook_receiver = a.webhook_receiver;
     o.customers = a.customers;
     o.searchers = a.searchers;
+    o.customer_rate = a.customer_rate;
     o.webhook_types = a
         .webhook_types
         .iter()

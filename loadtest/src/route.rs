@@ -147,6 +147,9 @@ pub struct RouteOpts {
     /// Agent sessions of their own (no queues, never Ready) sending `search_customers`
     /// at the hub's rate limit (or a desktop's rate) for the whole load window.
     pub searchers: usize,
+    /// Customers created per second over HTTP during the load window (after the
+    /// preloaded ones), by one integration connection; 0: none.
+    pub customer_rate: f64,
 }
 
 impl RouteOpts {
@@ -186,6 +189,7 @@ impl RouteOpts {
             webhook_types: vec!["*".into()],
             customers: 0,
             searchers: 0,
+            customer_rate: 0.0,
         }
     }
 
@@ -286,6 +290,9 @@ impl RouteOpts {
         if self.searchers > MAX_SEARCHERS {
             return bad(format!("--searchers must be at most {MAX_SEARCHERS}"));
         }
+        if !(0.0..=10_000.0).contains(&self.customer_rate) {
+            return bad("--customer-rate must be 0 to 10000 a second".into());
+        }
         if self.customers > MAX_CUSTOMERS {
             return bad(format!("--customers must be at most {MAX_CUSTOMERS}"));
         }
@@ -340,6 +347,7 @@ impl RouteOpts {
             "webhook_types": self.webhook_types,
             "customers": self.customers,
             "searchers": self.searchers,
+            "customer_rate": self.customer_rate,
         })
     }
 }
@@ -1421,6 +1429,17 @@ async fn drive(
         })
         .collect();
 
+    // Customers written while the load runs, until its last create.
+    let writer = (opts.customer_rate > 0.0).then(|| {
+        tokio::spawn(crate::searchers::run_writer(
+            addrs[0],
+            integration.clone(),
+            opts.customer_rate,
+            opts.customers,
+            search_stop_rx.clone(),
+        ))
+    });
+
     // The load: open loop, `http_conns` creators sharing one schedule.
     let (stop_tx, stop_rx) = watch::channel(false);
     let prog = opts
@@ -1468,6 +1487,10 @@ async fn drive(
             Err(_) => searchers_lost += 1,
         }
     }
+    let writer_out = match writer {
+        Some(h) => h.await.ok(),
+        None => None,
+    };
 
     // Drain: let the agents finish what was created, while they make progress.
     let stall = opts.drain_stall();
@@ -2029,6 +2052,13 @@ async fn drive(
             opts.customers,
             opts.customers as f64 / secs.max(1e-9)
         ));
+    }
+    if opts.customer_rate > 0.0 {
+        crate::searchers::add_writer_to_report(
+            &mut report,
+            writer_out.as_ref(),
+            opts.customer_rate,
+        );
     }
     if opts.searchers > 0 {
         crate::searchers::add_to_report(

@@ -3,7 +3,9 @@
 //! `loadtest search`); during the load window `N` agent sessions of their own (token
 //! profiles with no queue, never Ready, so they get no offers) each send
 //! `search_customers` at a fixed rate, and the run reports request -> reply and every
-//! search that was answered with an error.
+//! search that was answered with an error. With `--customer-rate R` one integration
+//! connection creates customers at `R` a second meanwhile (each one a change to the
+//! search index), and the run reports their latency.
 
 use crate::client::{self, Lite, Ws};
 use crate::httpc::HttpClient;
@@ -334,6 +336,83 @@ pub fn add_to_report(
     r.notes.push(format!(
         "searchers: {} agent sessions (no queues, never Ready) each searching at {rate}/s ({why_rate}) for the load window: {sent} sent, {replied} replied, {errored} errors",
         outs.len()
+    ));
+}
+
+/// The customer writer's latency's name in the report.
+pub const H_CUSTOMER: &str = "customer create (load)";
+
+/// What the customer writer did.
+#[derive(Default)]
+pub struct WriterOutcome {
+    /// Customers created (201).
+    pub created: u64,
+    /// Every other answer or failure, with the customer's index.
+    pub errors: Vec<String>,
+    /// POST -> 201.
+    pub hist: Hist,
+}
+
+/// Creates customers `first..` at `rate` a second over one keep-alive connection (an
+/// integration importing, or agents saving, while the load runs) until `stop`. Behind
+/// schedule (a slow answer) the next one goes at once, never a burst over the rate.
+pub async fn run_writer(
+    addr: SocketAddr,
+    token: Arc<str>,
+    rate: f64,
+    first: u64,
+    mut stop: watch::Receiver<bool>,
+) -> WriterOutcome {
+    let mut out = WriterOutcome::default();
+    let mut c = HttpClient::new(addr);
+    let period = Duration::from_secs_f64(1.0 / rate.max(0.001));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    for i in first.. {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => break,
+        }
+        if *stop.borrow() {
+            break;
+        }
+        let body = customer_body(i);
+        let t = Instant::now();
+        match c
+            .post_json("/v1/customers", Some(&token), body.as_bytes())
+            .await
+        {
+            Ok(r) if r.status == 201 => {
+                out.created += 1;
+                out.hist.record(t.elapsed());
+            }
+            Ok(r) => out
+                .errors
+                .push(format!("customer {i}: {} {}", r.status, r.text())),
+            Err(e) => out.errors.push(format!("customer {i}: {e}")),
+        }
+    }
+    out
+}
+
+/// Adds the writer's latency, its check and a note to `r`.
+pub fn add_writer_to_report(r: &mut Report, out: Option<&WriterOutcome>, rate: f64) {
+    let lost = WriterOutcome {
+        errors: vec!["the customer writer task failed".into()],
+        ..WriterOutcome::default()
+    };
+    let out = out.unwrap_or(&lost);
+    r.latencies.push(out.hist.summary(H_CUSTOMER));
+    let shown: Vec<String> = out.errors.iter().take(5).cloned().collect();
+    r.checks.push(Check::from_breaches(
+        "every customer created during the load answered 201",
+        format!("{} created at {rate}/s", out.created),
+        &shown,
+    ));
+    r.notes.push(format!(
+        "customer writer: {} customers created over HTTP at {rate}/s during the load window, {} errors",
+        out.created,
+        out.errors.len()
     ));
 }
 

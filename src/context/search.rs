@@ -24,7 +24,10 @@
 //!
 //! Off the decision path: the index has its own lock and holds each customer's result
 //! line, so a search needs neither the records nor the state's lock. The context book
-//! is its one writer and never waits for a search (see [`SearchIndex::set`]).
+//! is its one writer: it queues each change and goes on (never waiting for a search,
+//! nor doing the index's work under the state's lock); the search threads bring the
+//! changes in, and a search reads the index together with the changes still waiting,
+//! so it sees every decision made before it began (see [`SearchIndex::set`]).
 //!
 //! Why hand-written: the crates that fit (a full-text engine like tantivy, an FST)
 //! bring a large tree, index words rather than substrings (a change of meaning), and
@@ -35,10 +38,13 @@
 use super::CustomerSummary;
 use super::fold::fold;
 use super::record::Customer;
+use super::search_threads;
 use crate::ids::CustomerId;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Bound::{Excluded, Unbounded};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, TryLockError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockWriteGuard, TryLockError};
+use std::time::{Duration, Instant};
 
 /// The n-gram namespace for phone digits (kept apart from text: "123" in a name is
 /// not a phone match).
@@ -529,7 +535,14 @@ impl Index {
     }
 
     /// The customers matching `q`, in result order, at most `limit`.
-    fn search(&self, q: &Query, limit: usize) -> Vec<CustomerSummary> {
+    /// The first `limit` matches, in name order, leaving out the customers `skip`
+    /// names (those with a newer doc waiting).
+    fn search(
+        &self,
+        q: &Query,
+        limit: usize,
+        skip: impl Fn(CustomerId) -> bool,
+    ) -> Vec<CustomerSummary> {
         let labels = &self.labels;
         let mut text = self.common(&needed(&q.text, 0));
         let mut digits = q
@@ -565,8 +578,8 @@ impl Index {
                 std::mem::replace(&mut b, digits.as_mut().and_then(|c| c.next(labels)))
             };
             let Some(s) = s else { break };
-            let doc = &self.docs[s as usize].1;
-            if exact || doc.matches(q) {
+            let (id, doc) = &self.docs[s as usize];
+            if !skip(*id) && (exact || doc.matches(q)) {
                 out.push(doc.summary.clone());
             }
         }
@@ -574,29 +587,95 @@ impl Index {
     }
 }
 
+/// Changes waiting for the search threads, at most: past this, the writer brings
+/// them in itself (as it did before they had threads to go to), so that a backlog a
+/// bulk import builds up on a saturated node stays bounded, in memory and in what each
+/// search scans of it.
+const MAX_PENDING: usize = 4_096;
+/// Changes brought in per hold of the index for writing: a search waits for at most
+/// one such turn (~6 ms at a million customers).
+const TURN: usize = 32;
+/// A search thread brings changes in for this long, then queues itself again behind
+/// the searches that came meanwhile.
+const SLICE: Duration = Duration::from_millis(5);
+
 /// The index as its one writer (the context book, under the state's lock) and its
 /// readers (searches, which never take the state's lock) share it.
 #[derive(Default)]
 struct Shared {
     index: RwLock<Index>,
-    /// Changes not yet in `index`, in decision order. The writer adds to it and brings
-    /// it in only when no search holds the index: it never waits for one. A search
-    /// brings in whatever is left before it reads, so it sees every decision made
-    /// before it began.
-    pending: Mutex<Vec<(CustomerId, SearchDoc)>>,
+    /// Changes not yet in `index`, in decision order. The writer only adds to it;
+    /// they are brought in on the search threads, in turns, under the index's write
+    /// lock, so never out of order. A search reads the index and these together, so it
+    /// sees every decision made before it began.
+    pending: Mutex<VecDeque<(CustomerId, Arc<SearchDoc>)>>,
+    /// A catch-up is queued on the search threads, or running.
+    queued: AtomicBool,
+    /// Which threads brought changes in (tests: never the writer's, below the bound).
+    #[cfg(test)]
+    applied_on: Mutex<Vec<std::thread::ThreadId>>,
+    /// Held by a test to keep the search threads from bringing changes in.
+    #[cfg(test)]
+    gate: Mutex<()>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+fn write(l: &RwLock<Index>) -> RwLockWriteGuard<'_, Index> {
+    l.write().unwrap_or_else(|p| p.into_inner())
+}
+
 impl Shared {
-    /// Brings the pending changes in, in order (the caller holds the index for
-    /// writing, so no one else takes them out of order).
-    fn catch_up(&self, ix: &mut Index) {
-        let todo = std::mem::take(&mut *lock(&self.pending));
+    /// Brings in up to `n` pending changes, oldest first (the caller holds the index
+    /// for writing, so no one else takes them out of order); `false` when none were
+    /// left.
+    fn bring_in(&self, ix: &mut Index, n: usize) -> bool {
+        let todo: Vec<_> = {
+            let mut p = lock(&self.pending);
+            let n = p.len().min(n);
+            p.drain(..n).collect()
+        };
+        #[cfg(test)]
+        if !todo.is_empty() {
+            lock(&self.applied_on).push(std::thread::current().id());
+        }
+        let any = !todo.is_empty();
         for (id, doc) in todo {
-            ix.set(id, doc);
+            ix.set(id, Arc::unwrap_or_clone(doc));
+        }
+        any
+    }
+
+    /// On a search thread: brings the pending changes in, a turn at a time, until none
+    /// is left (then no catch-up is queued any more), or for [`SLICE`] (then it queues
+    /// itself again, behind the searches waiting).
+    fn catch_up(self: Arc<Self>) {
+        let began = Instant::now();
+        loop {
+            {
+                #[cfg(test)]
+                let _gate = lock(&self.gate);
+                let mut ix = write(&self.index);
+                let left = {
+                    let p = lock(&self.pending);
+                    if p.is_empty() {
+                        // Under the pending lock: a change added after this queues a
+                        // catch-up of its own.
+                        self.queued.store(false, Ordering::Release);
+                        return;
+                    }
+                    p.len()
+                };
+                self.bring_in(&mut ix, TURN.min(left));
+            }
+            if began.elapsed() >= SLICE {
+                let again = self.clone();
+                if search_threads::spawn(move || again.catch_up()) {
+                    return;
+                }
+            }
         }
     }
 
@@ -604,12 +683,28 @@ impl Shared {
         let Some(q) = Query::new(query) else {
             return Vec::new();
         };
-        if !lock(&self.pending).is_empty() {
-            let mut ix = self.index.write().unwrap_or_else(|p| p.into_inner());
-            self.catch_up(&mut ix);
-        }
         let ix = self.index.read().unwrap_or_else(|p| p.into_inner());
-        ix.search(&q, limit)
+        // While the index is held for reading nothing leaves `pending`: the two
+        // together are every change so far. The latest doc of each customer with a
+        // change waiting replaces what the index has for it (a rename moves it).
+        let waiting: HashMap<CustomerId, Arc<SearchDoc>> = {
+            let p = lock(&self.pending);
+            p.iter().map(|(id, d)| (*id, d.clone())).collect()
+        };
+        if waiting.is_empty() {
+            return ix.search(&q, limit, |_| false);
+        }
+        let mut out = ix.search(&q, limit, |id| waiting.contains_key(&id));
+        drop(ix);
+        out.extend(
+            waiting
+                .values()
+                .filter(|d| d.matches(&q))
+                .map(|d| d.summary.clone()),
+        );
+        out.sort_by(|a, b| (&a.name, a.customer_id).cmp(&(&b.name, b.customer_id)));
+        out.truncate(limit);
+        out
     }
 }
 
@@ -618,19 +713,62 @@ impl Shared {
 #[derive(Default)]
 pub struct SearchIndex {
     shared: Arc<Shared>,
+    /// Kept up by no one, answers nothing: the index of a state that is only
+    /// replayed (see `ContextBook::without_search`).
+    off: bool,
 }
 
 impl SearchIndex {
-    /// Puts `doc` in place of what the index had for `id` (adding it if new). Never
-    /// waits: while a search reads the index, the change waits in `pending` for the
-    /// next change or search to bring it in.
+    /// Puts `doc` in place of what the index had for `id` (adding it if new). Off the
+    /// decision path: the change is queued and a search thread brings it in (putting a
+    /// customer into its posting lists is a search per list, ~0.2 ms at a million
+    /// customers); a search meanwhile sees it among the pending ones. Without search
+    /// threads, or past [`MAX_PENDING`], changes are brought in here, when no search
+    /// holds the index (waiting for one only past twice the bound).
     pub fn set(&mut self, id: CustomerId, doc: SearchDoc) {
-        lock(&self.shared.pending).push((id, doc));
-        match self.shared.index.try_write() {
-            Ok(mut ix) => self.shared.catch_up(&mut ix),
-            Err(TryLockError::Poisoned(p)) => self.shared.catch_up(&mut p.into_inner()),
-            Err(TryLockError::WouldBlock) => {}
+        if self.off {
+            return;
         }
+        let n = {
+            let mut p = lock(&self.shared.pending);
+            p.push_back((id, Arc::new(doc)));
+            p.len()
+        };
+        let mut excess = n.saturating_sub(MAX_PENDING);
+        if excess == 0 {
+            if self.shared.queued.swap(true, Ordering::AcqRel) {
+                // The catch-up under way takes this one too: it stops only when it
+                // finds nothing pending, under the lock this was added under.
+                return;
+            }
+            let shared = self.shared.clone();
+            if search_threads::spawn(move || shared.catch_up()) {
+                return;
+            }
+            // No search threads: every change is brought in here.
+            self.shared.queued.store(false, Ordering::Release);
+            excess = usize::MAX;
+        }
+        // Past the bound the book brings in the excess itself, oldest first: about a
+        // change per change, what a change cost it before the search threads took the
+        // work over (never the whole backlog at once, which would hold the decisions
+        // up for as long). It waits for the index only when twice past the bound.
+        let ix = match self.shared.index.try_write() {
+            Ok(ix) => Some(ix),
+            Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(TryLockError::WouldBlock) if n > 2 * MAX_PENDING => Some(write(&self.shared.index)),
+            Err(TryLockError::WouldBlock) => None,
+        };
+        if let Some(mut ix) = ix {
+            self.shared.bring_in(&mut ix, excess);
+        }
+    }
+
+    /// Brings every pending change in now, waiting for searches to let go of the
+    /// index (after a bulk load, so that what is timed next is the index alone).
+    pub fn settle(&self) {
+        let mut ix = write(&self.shared.index);
+        while self.shared.bring_in(&mut ix, usize::MAX) {}
     }
 
     /// A handle for searching, to be used without the state's lock.
@@ -643,8 +781,17 @@ impl SearchIndex {
         SearchIndex {
             shared: Arc::new(Shared {
                 index: RwLock::new(Index::build(docs)),
-                pending: Mutex::default(),
+                ..Shared::default()
             }),
+            off: false,
+        }
+    }
+
+    /// An index that is never kept up (see `off`).
+    pub fn off() -> SearchIndex {
+        SearchIndex {
+            off: true,
+            ..SearchIndex::default()
         }
     }
 }
@@ -666,6 +813,42 @@ impl SearchReader {
     pub(crate) fn hold(&self) -> std::sync::RwLockReadGuard<'_, impl Sized> {
         self.0.index.read().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Changes not yet in the index (tests).
+    #[cfg(test)]
+    pub(crate) fn pending(&self) -> usize {
+        lock(&self.0.pending).len()
+    }
+
+    /// The threads that brought changes in so far (tests).
+    #[cfg(test)]
+    pub(crate) fn applied_on(&self) -> Vec<std::thread::ThreadId> {
+        lock(&self.0.applied_on).clone()
+    }
+
+    /// Keeps the search threads from bringing changes in while held (tests).
+    #[cfg(test)]
+    pub(crate) fn hold_back(&self) -> MutexGuard<'_, ()> {
+        lock(&self.0.gate)
+    }
+
+    /// Waits until no change is pending and no catch-up is queued (tests): the
+    /// search threads' work is done.
+    #[cfg(test)]
+    pub(crate) fn wait_indexed(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.pending() > 0 || self.0.queued.load(Ordering::Acquire) {
+            assert!(
+                Instant::now() < deadline,
+                "the search threads never caught up"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// The bound on changes waiting (tests).
+    #[cfg(test)]
+    pub(crate) const MAX_PENDING: usize = MAX_PENDING;
 }
 
 /// The first index at or after `from` (up to `len`) where `below` stops holding

@@ -1,18 +1,21 @@
-//! The threads customer searches run on. A broad search over a million customers takes
-//! milliseconds of CPU; on a tokio worker it would hold up every session and decision
-//! queued behind that worker. So a search, which needs no lock of the state's (the
-//! index has its own), runs here: threads of their own, at a lower CPU priority than
-//! the decisions, so that when the cores are busy routing comes first and searches take
-//! what is left over. Measured on 2 cores with 20 agents searching a million customers
-//! at 10/s each (`loadtest route --customers 1000000 --searchers 20`, BENCHMARKS):
-//! create -> offer p99 28 ms with searches on the workers, 5.9 ms on two threads at
-//! nice 5, 3.7 ms on one at nice 10 (2.0 ms without searches); a search's p99 rose to
-//! 94 ms, which a person typing does not notice, where a ringing call would. At nice
-//! 10 a waking decision could still wait for a search's time slice to end (2.6x the
-//! p99 without searches on 26 Nov); in `SCHED_IDLE` it takes the core at once: 2.37 ms
-//! against 2.26 ms without (1.05x), searches p99 21 ms (loadtest/results/2026-11-26-s3).
-//! Under a load that leaves no core idle searches slow down instead (weight 3 against
-//! 1,024), and their rate limit keeps them from piling up.
+//! The threads customer searches run on, and where the search index is kept up with
+//! each change (`search::SearchIndex::set` queues it; a catch-up here brings it in),
+//! both for the same reason: neither belongs on the decision path. A broad search over
+//! a million customers takes milliseconds of CPU; on a tokio worker it would hold up
+//! every session and decision queued behind that worker. So a search, which needs no
+//! lock of the state's (the index has its own), runs here: threads of their own, at a
+//! lower CPU priority than the decisions, so that when the cores are busy routing comes
+//! first and searches take what is left over. Measured on 2 cores with 20 agents
+//! searching a million customers at 10/s each (`loadtest route --customers 1000000
+//! --searchers 20`, BENCHMARKS): create -> offer p99 28 ms with searches on the
+//! workers, 5.9 ms on two threads at nice 5, 3.7 ms on one at nice 10 (2.0 ms without
+//! searches); a search's p99 rose to 94 ms, which a person typing does not notice,
+//! where a ringing call would. At nice 10 a waking decision could still wait for a
+//! search's time slice to end (2.6x the p99 without searches on 26 Nov); in
+//! `SCHED_IDLE` it takes the core at once: 2.37 ms against 2.26 ms without (1.05x),
+//! searches p99 21 ms (loadtest/results/2026-11-26-s3). Under a load that leaves no
+//! core idle searches slow down instead (weight 3 against 1,024), and their rate limit
+//! keeps them from piling up.
 
 use crate::store::background::{Background, Priority};
 use std::sync::OnceLock;
@@ -36,6 +39,13 @@ fn pool() -> Option<&'static Background> {
         }
     })
     .as_ref()
+}
+
+/// Queues `f` on the search threads, behind the searches already waiting; `false`
+/// when there are none (they could not be started, or are gone): the caller does the
+/// work itself.
+pub fn spawn(f: impl FnOnce() + Send + 'static) -> bool {
+    pool().is_some_and(|pool| pool.spawn(f))
 }
 
 /// Runs `f` on a search thread and waits for it; `None` when it panicked. Without

@@ -83,14 +83,20 @@ pub struct Recovered {
 /// record is cut off the file; without, it is only left out (for checking a copy).
 /// Damage anywhere else is an error naming the file and the offset.
 pub fn recover(dir: &Path, rules: Arc<Rules>, repair: bool) -> Result<Recovered, HubError> {
+    // The search index is built once after the replay, not kept up through it.
     let mut replica = match snapshot::read(dir).map_err(unavailable)? {
         Some(s) => Replica {
-            state: State::from_snapshot(rules, &s.bytes)?,
+            state: State::from_snapshot_without_search(rules, &s.bytes)?,
             pos: s.pos,
             now: Ts(s.now),
             applied: 0,
         },
-        None => Replica::blank(rules, 0),
+        None => Replica {
+            state: State::new_without_search(rules, Ts(0)),
+            pos: 0,
+            now: Ts(0),
+            applied: 0,
+        },
     };
     let segments = segment::list(dir)
         .map_err(|e| unavailable(format!("cannot list {}: {e}", dir.display())))?;
@@ -177,6 +183,7 @@ pub fn recover(dir: &Path, rules: Arc<Rules>, repair: bool) -> Result<Recovered,
             }
         }
     }
+    replica.state.rebuild_search();
     Ok(Recovered {
         replica,
         tail,
@@ -660,14 +667,20 @@ fn apply(shared: &Shared, first: u64, batch: Vec<Job>) {
 /// it in place, and removes the segments it covers. Returns its size, or nothing when
 /// the stored one already covers `target`.
 pub fn compact(dir: &Path, rules: Arc<Rules>, target: u64) -> Result<Option<u64>, HubError> {
+    // Replayed only to be written: no search index to keep up.
     let mut r = match snapshot::read(dir).map_err(unavailable)? {
         Some(s) => Replica {
-            state: State::from_snapshot(rules, &s.bytes)?,
+            state: State::from_snapshot_without_search(rules, &s.bytes)?,
             pos: s.pos,
             now: Ts(s.now),
             applied: 0,
         },
-        None => Replica::blank(rules, 0),
+        None => Replica {
+            state: State::new_without_search(rules, Ts(0)),
+            pos: 0,
+            now: Ts(0),
+            applied: 0,
+        },
     };
     if r.pos >= target {
         return Ok(None);

@@ -159,14 +159,15 @@ impl Shared {
         let mut r = self
             .background
             .run(move || match base {
+                // Replayed only to be written: no search index to keep up.
                 Some((pos, now, bytes)) => Ok::<_, HubError>(Replica {
-                    state: State::from_snapshot(rules, &bytes)?,
+                    state: State::from_snapshot_without_search(rules, &bytes)?,
                     pos,
                     now,
                     applied: 0,
                 }),
                 None => Ok(Replica {
-                    state: State::new(rules, Ts(0)),
+                    state: State::new_without_search(rules, Ts(0)),
                     pos: "0-0".into(),
                     now: Ts(0),
                     applied: 0,
