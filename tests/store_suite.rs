@@ -892,3 +892,80 @@ async fn the_log_is_never_trimmed_past_a_live_node() {
         .expect("pttl");
     assert_eq!(ttl, -1, "the stored snapshot does not expire");
 }
+
+/// A node that starts on a stream with a snapshot replays without a search index and
+/// builds it once before it serves: its searches find what the snapshot and the tail
+/// hold (renames after the snapshot included), and its index is kept up from then on.
+#[tokio::test]
+async fn a_node_started_later_finds_the_customers_snapshot_and_tail_hold() {
+    let server = RedisServer::start();
+    let a = RedisStore::connect_with(
+        &server.url(),
+        "n-a",
+        rules(),
+        Clock::new(),
+        40,
+        Sink::detached(),
+    )
+    .await
+    .expect("a");
+    let mut ids = Vec::new();
+    for i in 0..90u64 {
+        ids.push(create_customer(&a, &format!("Åsa {i:02} Öberg")).await);
+    }
+    for (k, id) in ids.iter().enumerate().filter(|(k, _)| k % 3 == 0) {
+        let renamed = a
+            .context(
+                ContextCommand::UpdateCustomer {
+                    by: crm(),
+                    customer_id: *id,
+                    base_version: 1,
+                    changes: CustomerFields {
+                        name: Some(format!("Bo {k:02} Lindqvist")),
+                        ..Default::default()
+                    },
+                },
+                at(1),
+            )
+            .await
+            .expect("store")
+            .reply;
+        assert!(renamed.is_ok(), "{renamed:?}");
+    }
+    let client = redis::Client::open(server.url()).expect("client");
+    let mut c = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("conn");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !redis::cmd("EXISTS")
+        .arg("sb:snapshot")
+        .query_async::<bool>(&mut c)
+        .await
+        .expect("exists")
+    {
+        assert!(tokio::time::Instant::now() < deadline, "no snapshot stored");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let b = RedisStore::connect_with(
+        &server.url(),
+        "n-b",
+        rules(),
+        Clock::new(),
+        40,
+        Sink::detached(),
+    )
+    .await
+    .expect("b");
+    for q in ["oberg", "lindqvist", "bo 3", "asa 1", "7"] {
+        // `found` caps at 10; these are in name order on both.
+        assert_eq!(found(&b, q).await, found(&a, q).await, "query {q:?}");
+    }
+    assert_eq!(
+        found(&b, "bo 03").await,
+        [("Bo 03 Lindqvist".to_owned(), 2)]
+    );
+    assert_eq!(found(&b, "asa 02").await, [("Åsa 02 Öberg".to_owned(), 1)]);
+    create_customer(&b, "Zora Öberg").await;
+    assert_eq!(found(&b, "zora").await, [("Zora Öberg".to_owned(), 1)]);
+}

@@ -95,6 +95,10 @@ struct Shared {
     background: Background,
     /// The whole budget of one store call, in milliseconds (`store.call_timeout_ms`).
     call_timeout_ms: std::sync::atomic::AtomicU64,
+    /// Catching up at start: the replica keeps no search index until the replay is
+    /// done, then builds it once (kept up entry by entry, a long stream of customer
+    /// changes took seconds more).
+    catching_up: AtomicBool,
 }
 
 /// The Redis-backed store. See the module documentation.
@@ -150,7 +154,7 @@ impl RedisStore {
             // its time from the log only: a node that starts later must decide exactly
             // like one that was there all along.
             replica: Mutex::new(Replica {
-                state: State::new(rules.clone(), Ts(0)),
+                state: State::new_without_search(rules.clone(), Ts(0)),
                 pos: "0-0".into(),
                 now: Ts(0),
                 applied: 0,
@@ -163,6 +167,7 @@ impl RedisStore {
             last_snapshot: std::sync::atomic::AtomicU64::new(0),
             background: Background::start("sb-snapshot")?,
             call_timeout_ms: std::sync::atomic::AtomicU64::new(CALL_TIMEOUT.as_millis() as u64),
+            catching_up: AtomicBool::new(true),
         });
         // Beat (with the position "0-0") before loading anything: the log is never
         // trimmed past a node that is still catching up.
@@ -190,6 +195,7 @@ impl RedisStore {
                     break;
                 }
             }
+            shared.build_search().await?;
             // Whatever an earlier run of this node held is gone (all incarnations of
             // this node id; this one has no connections yet).
             let body = Body::Routing(Box::new(Command::NodeLost { node: node.into() }));
@@ -294,6 +300,24 @@ impl Shared {
         }
     }
 
+    /// Ends the catch-up at start: builds the replica's search index from what the
+    /// replay left, once, off the runtime's workers (nothing is served yet; the state
+    /// is taken out of the replica meanwhile, only its position is read elsewhere).
+    async fn build_search(&self) -> Result<(), HubError> {
+        let blank = State::new_without_search(self.rules.clone(), Ts(0));
+        let state = std::mem::replace(&mut self.replica().state, blank);
+        let state = tokio::task::spawn_blocking(move || {
+            let mut state = state;
+            state.rebuild_search();
+            state
+        })
+        .await
+        .map_err(unavailable)?;
+        self.replica().state = state;
+        self.catching_up.store(false, Ordering::Release);
+        Ok(())
+    }
+
     /// Replaces the replica with the stored snapshot, if there is one.
     async fn load_snapshot(&self) -> Result<(), HubError> {
         let mut c = self.conn().await?;
@@ -301,9 +325,16 @@ impl Shared {
             return Ok(());
         };
         let rules = self.rules.clone();
-        let state = tokio::task::spawn_blocking(move || State::from_snapshot(rules, &bytes))
-            .await
-            .map_err(unavailable)??;
+        let search = !self.catching_up.load(Ordering::Acquire);
+        let state = tokio::task::spawn_blocking(move || {
+            if search {
+                State::from_snapshot(rules, &bytes)
+            } else {
+                State::from_snapshot_without_search(rules, &bytes)
+            }
+        })
+        .await
+        .map_err(unavailable)??;
         let mut r = self.replica();
         r.state = state;
         r.pos = pos;
