@@ -598,6 +598,8 @@ const TURN: usize = 32;
 /// A search thread brings changes in for this long, then queues itself again behind
 /// the searches that came meanwhile.
 const SLICE: Duration = Duration::from_millis(5);
+/// Past [`MAX_PENDING`], changes the writer brings in per change it makes, at most.
+const OVERFLOW_TURN: usize = 2;
 
 /// The index as its one writer (the context book, under the state's lock) and its
 /// readers (searches, which never take the state's lock) share it.
@@ -652,23 +654,34 @@ impl Shared {
     /// is left (then no catch-up is queued any more), or for [`SLICE`] (then it queues
     /// itself again, behind the searches waiting).
     fn catch_up(self: Arc<Self>) {
+        /// A catch-up that panics (a bug in the index) still lets the next change
+        /// queue one: the changes stay correct for searches through `pending`.
+        struct Unqueue<'a>(&'a AtomicBool);
+        impl Drop for Unqueue<'_> {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    self.0.store(false, Ordering::Release);
+                }
+            }
+        }
+        let _unqueue = Unqueue(&self.queued);
         let began = Instant::now();
         loop {
+            {
+                let p = lock(&self.pending);
+                if p.is_empty() {
+                    // Under the pending lock: a change added after this queues a
+                    // catch-up of its own. (Checked before taking the index for
+                    // writing, which would hold new searches behind the longest one.)
+                    self.queued.store(false, Ordering::Release);
+                    return;
+                }
+            }
             {
                 #[cfg(test)]
                 let _gate = lock(&self.gate);
                 let mut ix = write(&self.index);
-                let left = {
-                    let p = lock(&self.pending);
-                    if p.is_empty() {
-                        // Under the pending lock: a change added after this queues a
-                        // catch-up of its own.
-                        self.queued.store(false, Ordering::Release);
-                        return;
-                    }
-                    p.len()
-                };
-                self.bring_in(&mut ix, TURN.min(left));
+                self.bring_in(&mut ix, TURN);
             }
             if began.elapsed() >= SLICE {
                 let again = self.clone();
@@ -687,10 +700,11 @@ impl Shared {
         // While the index is held for reading nothing leaves `pending`: the two
         // together are every change so far. The latest doc of each customer with a
         // change waiting replaces what the index has for it (a rename moves it).
-        let waiting: HashMap<CustomerId, Arc<SearchDoc>> = {
-            let p = lock(&self.pending);
-            p.iter().map(|(id, d)| (*id, d.clone())).collect()
-        };
+        // Copied (reference counts) under the lock, which the writer takes for every
+        // change, and sorted out after letting it go.
+        let copied: Vec<(CustomerId, Arc<SearchDoc>)> =
+            lock(&self.pending).iter().cloned().collect();
+        let waiting: HashMap<CustomerId, Arc<SearchDoc>> = copied.into_iter().collect();
         if waiting.is_empty() {
             return ix.search(&q, limit, |_| false);
         }
@@ -723,8 +737,8 @@ impl SearchIndex {
     /// decision path: the change is queued and a search thread brings it in (putting a
     /// customer into its posting lists is a search per list, ~0.2 ms at a million
     /// customers); a search meanwhile sees it among the pending ones. Without search
-    /// threads, or past [`MAX_PENDING`], changes are brought in here, when no search
-    /// holds the index (waiting for one only past twice the bound).
+    /// threads, or past [`MAX_PENDING`], changes are brought in here (past the bound
+    /// two per change at most), when no search holds the index: never waiting for one.
     pub fn set(&mut self, id: CustomerId, doc: SearchDoc) {
         if self.off {
             return;
@@ -748,19 +762,28 @@ impl SearchIndex {
             // No search threads: every change is brought in here.
             self.shared.queued.store(false, Ordering::Release);
             excess = usize::MAX;
+        } else if !self.shared.queued.swap(true, Ordering::AcqRel) {
+            // Past the bound with no catch-up queued (the last one panicked, or the
+            // threads were gone): one more try.
+            let shared = self.shared.clone();
+            if !search_threads::spawn(move || shared.catch_up()) {
+                self.shared.queued.store(false, Ordering::Release);
+                excess = usize::MAX;
+            }
         }
-        // Past the bound the book brings in the excess itself, oldest first: about a
-        // change per change, what a change cost it before the search threads took the
-        // work over (never the whole backlog at once, which would hold the decisions
-        // up for as long). It waits for the index only when twice past the bound.
+        // Past the bound the book brings in the oldest itself, two per change at most
+        // (so the backlog shrinks): about what a change cost it before the search
+        // threads took the work over, never the whole backlog at once, which would
+        // hold the decisions up for as long. Never waiting for the index either: its
+        // holders are searches and catch-ups in `SCHED_IDLE`, which a busy node may
+        // not run for a while (the backlog then grows past the bound until it does).
         let ix = match self.shared.index.try_write() {
             Ok(ix) => Some(ix),
             Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
-            Err(TryLockError::WouldBlock) if n > 2 * MAX_PENDING => Some(write(&self.shared.index)),
             Err(TryLockError::WouldBlock) => None,
         };
         if let Some(mut ix) = ix {
-            self.shared.bring_in(&mut ix, excess);
+            self.shared.bring_in(&mut ix, excess.min(OVERFLOW_TURN));
         }
     }
 
@@ -773,6 +796,9 @@ impl SearchIndex {
 
     /// A handle for searching, to be used without the state's lock.
     pub fn reader(&self) -> SearchReader {
+        // An index that is off is never kept up: a state that is searched must have
+        // built one (`ContextBook::rebuild_search`).
+        debug_assert!(!self.off, "a search on a state replayed without its index");
         SearchReader(self.shared.clone())
     }
 
@@ -833,10 +859,12 @@ impl SearchReader {
     }
 
     /// Waits until no change is pending and no catch-up is queued (tests): the
-    /// search threads' work is done.
+    /// search threads' work is done. They run in `SCHED_IDLE`: with every core busy
+    /// with other tests they get ~0.3% of one, hence the generous bound (only ever
+    /// reached when they never catch up).
     #[cfg(test)]
     pub(crate) fn wait_indexed(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(120);
         while self.pending() > 0 || self.0.queued.load(Ordering::Acquire) {
             assert!(
                 Instant::now() < deadline,

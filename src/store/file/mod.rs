@@ -83,7 +83,9 @@ pub struct Recovered {
 /// record is cut off the file; without, it is only left out (for checking a copy).
 /// Damage anywhere else is an error naming the file and the offset.
 pub fn recover(dir: &Path, rules: Arc<Rules>, repair: bool) -> Result<Recovered, HubError> {
-    // The search index is built once after the replay, not kept up through it.
+    // Without the search index: kept up through a long tail it cost seconds, and a
+    // check of a copy (`switchboard backup`) never searches. The store builds it once
+    // after this (`open_blocking`).
     let mut replica = match snapshot::read(dir).map_err(unavailable)? {
         Some(s) => Replica {
             state: State::from_snapshot_without_search(rules, &s.bytes)?,
@@ -183,7 +185,6 @@ pub fn recover(dir: &Path, rules: Arc<Rules>, repair: bool) -> Result<Recovered,
             }
         }
     }
-    replica.state.rebuild_search();
     Ok(Recovered {
         replica,
         tail,
@@ -456,7 +457,9 @@ fn open_blocking(
     let lock = lock::acquire(dir).map_err(unavailable)?;
     // A snapshot that was being written when the hub stopped never took effect.
     let _ = std::fs::remove_file(dir.join(snapshot::TMP));
-    let rec = recover(dir, rules, true)?;
+    let mut rec = recover(dir, rules, true)?;
+    // Replayed without the search index: built once, now that the state is whole.
+    rec.replica.state.rebuild_search();
     let next = rec.replica.pos + 1;
     let (file, len) = match &rec.tail {
         Some((_, path, len)) => (

@@ -301,8 +301,10 @@ impl Shared {
     }
 
     /// Ends the catch-up at start: builds the replica's search index from what the
-    /// replay left, once, off the runtime's workers (nothing is served yet; the state
-    /// is taken out of the replica meanwhile, only its position is read elsewhere).
+    /// replay left, once, off the runtime's workers. Nothing is served yet, and the
+    /// state is taken out of the replica meanwhile: the heartbeat, the one reader of
+    /// it then, sees the position and a blank state's nodes in use (none) for that
+    /// moment, and skips one liveness round.
     async fn build_search(&self) -> Result<(), HubError> {
         let blank = State::new_without_search(self.rules.clone(), Ts(0));
         let state = std::mem::replace(&mut self.replica().state, blank);
