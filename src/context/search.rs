@@ -610,7 +610,7 @@ struct Shared {
     /// they are brought in on the search threads, in turns, under the index's write
     /// lock, so never out of order. A search reads the index and these together, so it
     /// sees every decision made before it began.
-    pending: Mutex<VecDeque<(CustomerId, Arc<SearchDoc>)>>,
+    pending: Mutex<Pending>,
     /// A catch-up is queued on the search threads, or running.
     queued: AtomicBool,
     /// Which threads brought changes in (tests: never the writer's, below the bound).
@@ -629,16 +629,71 @@ fn write(l: &RwLock<Index>) -> RwLockWriteGuard<'_, Index> {
     l.write().unwrap_or_else(|p| p.into_inner())
 }
 
+/// One change waiting for the index.
+type Change = (CustomerId, Arc<SearchDoc>);
+
+/// Changes in sealed chunks of [`CHUNK`] behind an open one, so that what a search
+/// copies under the lock the writer takes for every change is a reference count per
+/// chunk, not one per change: the book never waits long for a search, however long
+/// the backlog (a bulk import that outruns the search threads).
+#[derive(Default)]
+struct Pending {
+    /// Oldest first.
+    sealed: VecDeque<Arc<Vec<Change>>>,
+    /// The newest, fewer than `CHUNK`.
+    open: Vec<Change>,
+    len: usize,
+}
+
+/// Changes per sealed chunk.
+const CHUNK: usize = 256;
+
+impl Pending {
+    fn push(&mut self, c: Change) {
+        self.open.push(c);
+        self.len += 1;
+        if self.open.len() == CHUNK {
+            self.sealed
+                .push_back(Arc::new(std::mem::take(&mut self.open)));
+        }
+    }
+
+    /// Takes up to `n` changes, oldest first.
+    fn take(&mut self, mut n: usize) -> Vec<Change> {
+        let mut out = Vec::new();
+        while n > 0 {
+            if let Some(front) = self.sealed.pop_front() {
+                // A search may share it: then the rest is copied, a chunk at most.
+                let mut v = Arc::unwrap_or_clone(front);
+                if v.len() > n {
+                    self.sealed.push_front(Arc::new(v.split_off(n)));
+                }
+                n -= v.len();
+                out.append(&mut v);
+            } else if !self.open.is_empty() {
+                let k = n.min(self.open.len());
+                out.extend(self.open.drain(..k));
+                n -= k;
+            } else {
+                break;
+            }
+        }
+        self.len -= out.len();
+        out
+    }
+
+    /// What a search reads: the sealed chunks shared, the open one copied.
+    fn view(&self) -> (Vec<Arc<Vec<Change>>>, Vec<Change>) {
+        (self.sealed.iter().cloned().collect(), self.open.clone())
+    }
+}
+
 impl Shared {
     /// Brings in up to `n` pending changes, oldest first (the caller holds the index
     /// for writing, so no one else takes them out of order); `false` when none were
     /// left.
     fn bring_in(&self, ix: &mut Index, n: usize) -> bool {
-        let todo: Vec<_> = {
-            let mut p = lock(&self.pending);
-            let n = p.len().min(n);
-            p.drain(..n).collect()
-        };
+        let todo = lock(&self.pending).take(n);
         #[cfg(test)]
         if !todo.is_empty() {
             lock(&self.applied_on).push(std::thread::current().id());
@@ -669,7 +724,7 @@ impl Shared {
         loop {
             {
                 let p = lock(&self.pending);
-                if p.is_empty() {
+                if p.len == 0 {
                     // Under the pending lock: a change added after this queues a
                     // catch-up of its own. (Checked before taking the index for
                     // writing, which would hold new searches behind the longest one.)
@@ -700,11 +755,16 @@ impl Shared {
         // While the index is held for reading nothing leaves `pending`: the two
         // together are every change so far. The latest doc of each customer with a
         // change waiting replaces what the index has for it (a rename moves it).
-        // Copied (reference counts) under the lock, which the writer takes for every
-        // change, and sorted out after letting it go.
-        let copied: Vec<(CustomerId, Arc<SearchDoc>)> =
-            lock(&self.pending).iter().cloned().collect();
-        let waiting: HashMap<CustomerId, Arc<SearchDoc>> = copied.into_iter().collect();
+        // Taken under the lock, which the writer takes for every change, as a
+        // reference count per chunk, and sorted out after letting it go; in order, so
+        // a customer's latest change is the one kept.
+        let (sealed, open) = lock(&self.pending).view();
+        let waiting: HashMap<CustomerId, Arc<SearchDoc>> = sealed
+            .iter()
+            .flat_map(|c| c.iter())
+            .chain(&open)
+            .cloned()
+            .collect();
         if waiting.is_empty() {
             return ix.search(&q, limit, |_| false);
         }
@@ -745,8 +805,8 @@ impl SearchIndex {
         }
         let n = {
             let mut p = lock(&self.shared.pending);
-            p.push_back((id, Arc::new(doc)));
-            p.len()
+            p.push((id, Arc::new(doc)));
+            p.len
         };
         let mut excess = n.saturating_sub(MAX_PENDING);
         if excess == 0 {
@@ -843,7 +903,7 @@ impl SearchReader {
     /// Changes not yet in the index (tests).
     #[cfg(test)]
     pub(crate) fn pending(&self) -> usize {
-        lock(&self.0.pending).len()
+        lock(&self.0.pending).len
     }
 
     /// The threads that brought changes in so far (tests).
@@ -926,4 +986,61 @@ pub fn reference_matches<'a>(
                     .contains(&q_digits)
             }))
         || titles.any(|t| fold(t).contains(&q))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(id: CustomerId, name: &str) -> Change {
+        let summary = CustomerSummary {
+            customer_id: id,
+            kind: Default::default(),
+            name: name.into(),
+            emails: Vec::new(),
+            phones: Vec::new(),
+            version: 1,
+        };
+        let doc = SearchDoc {
+            summary,
+            texts: vec![name.into()],
+            digits: Vec::new(),
+        };
+        (id, Arc::new(doc))
+    }
+
+    fn names(v: &[Change]) -> Vec<String> {
+        v.iter().map(|(_, d)| d.summary.name.clone()).collect()
+    }
+
+    /// Taken oldest first across sealed chunks (split where a take ends, shared with
+    /// a search or not) and the open one; a search's view is every change, in order.
+    #[test]
+    fn pending_changes_leave_oldest_first_across_chunks_and_views_keep_the_order() {
+        let ids: Vec<CustomerId> = (0..3).map(|_| CustomerId::new()).collect();
+        let mut p = Pending::default();
+        let n = 2 * CHUNK + 44;
+        for i in 0..n {
+            p.push(change(ids[i % 3], &format!("{i}")));
+        }
+        assert_eq!((p.len, p.sealed.len(), p.open.len()), (n, 2, 44));
+        let want = |r: std::ops::Range<usize>| r.map(|i| i.to_string()).collect::<Vec<_>>();
+        assert_eq!(names(&p.take(3)), want(0..3));
+        // A search holds the view while the next take splits the chunk it shares.
+        let (sealed, open) = p.view();
+        assert_eq!(names(&p.take(CHUNK)), want(3..CHUNK + 3));
+        let seen: Vec<Change> = sealed
+            .iter()
+            .flat_map(|c| c.iter())
+            .chain(&open)
+            .cloned()
+            .collect();
+        assert_eq!(names(&seen), want(3..n));
+        // The latest change of each customer is the last one seen.
+        let latest: HashMap<CustomerId, Arc<SearchDoc>> = seen.into_iter().collect();
+        assert_eq!(latest[&ids[(n - 1) % 3]].summary.name, (n - 1).to_string());
+        assert_eq!(names(&p.take(usize::MAX)), want(CHUNK + 3..n));
+        assert_eq!((p.len, p.sealed.len(), p.open.len()), (0, 0, 0));
+        assert!(p.take(1).is_empty());
+    }
 }
