@@ -1452,6 +1452,9 @@ impl ContextBook {
 
     /// Brings the search index up to date with customer `c` and its requests.
     fn reindex(&mut self, c: CustomerId) {
+        if self.search.is_off() {
+            return;
+        }
         let Some(customer) = self.customers.get(&c) else {
             return;
         };

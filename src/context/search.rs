@@ -722,6 +722,11 @@ impl Shared {
         let _unqueue = Unqueue(&self.queued);
         let began = Instant::now();
         loop {
+            if Arc::strong_count(&self) == 1 {
+                // The index's owner (a state replaced or stopped) and every search
+                // handle are gone: nobody will read what would be brought in.
+                return;
+            }
             {
                 let p = lock(&self.pending);
                 if p.len == 0 {
@@ -879,6 +884,11 @@ impl SearchIndex {
             off: true,
             ..SearchIndex::default()
         }
+    }
+
+    /// Whether it is one of those: then a change need not even be folded for it.
+    pub fn is_off(&self) -> bool {
+        self.off
     }
 }
 
