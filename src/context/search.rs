@@ -25,7 +25,7 @@
 //! Off the decision path: the index has its own lock and holds each customer's result
 //! line, so a search needs neither the records nor the state's lock. The context book
 //! is its one writer: it queues each change and goes on (never waiting for a search,
-//! nor doing the index's work under the state's lock); the search threads bring the
+//! nor doing the index's work under the state's lock); a thread of the index's own brings the
 //! changes in, and a search reads the index together with the changes still waiting,
 //! so it sees every decision made before it began (see [`SearchIndex::set`]).
 //!
@@ -44,7 +44,6 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Bound::{Excluded, Unbounded};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockWriteGuard, TryLockError};
-use std::time::{Duration, Instant};
 
 /// The n-gram namespace for phone digits (kept apart from text: "123" in a name is
 /// not a phone match).
@@ -587,7 +586,7 @@ impl Index {
     }
 }
 
-/// Changes waiting for the search threads, at most: past this, the writer brings
+/// Changes waiting for the index's thread, at most: past this, the writer brings
 /// them in itself (as it did before they had threads to go to), so that a backlog a
 /// bulk import builds up on a saturated node stays bounded, in memory and in what each
 /// search scans of it.
@@ -595,9 +594,6 @@ const MAX_PENDING: usize = 4_096;
 /// Changes brought in per hold of the index for writing: a search waits for at most
 /// one such turn (~6 ms at a million customers).
 const TURN: usize = 32;
-/// A search thread brings changes in for this long, then queues itself again behind
-/// the searches that came meanwhile.
-const SLICE: Duration = Duration::from_millis(5);
 /// Past [`MAX_PENDING`], changes the writer brings in per change it makes, at most.
 const OVERFLOW_TURN: usize = 2;
 
@@ -607,16 +603,16 @@ const OVERFLOW_TURN: usize = 2;
 struct Shared {
     index: RwLock<Index>,
     /// Changes not yet in `index`, in decision order. The writer only adds to it;
-    /// they are brought in on the search threads, in turns, under the index's write
+    /// they are brought in on the index's thread, in turns, under the index's write
     /// lock, so never out of order. A search reads the index and these together, so it
     /// sees every decision made before it began.
     pending: Mutex<Pending>,
-    /// A catch-up is queued on the search threads, or running.
+    /// A catch-up is queued on the index's thread, or running.
     queued: AtomicBool,
     /// Which threads brought changes in (tests: never the writer's, below the bound).
     #[cfg(test)]
     applied_on: Mutex<Vec<std::thread::ThreadId>>,
-    /// Held by a test to keep the search threads from bringing changes in.
+    /// Held by a test to keep the index's thread from bringing changes in.
     #[cfg(test)]
     gate: Mutex<()>,
 }
@@ -635,7 +631,7 @@ type Change = (CustomerId, Arc<SearchDoc>);
 /// Changes in sealed chunks of [`CHUNK`] behind an open one, so that what a search
 /// copies under the lock the writer takes for every change is a reference count per
 /// chunk, not one per change: the book never waits long for a search, however long
-/// the backlog (a bulk import that outruns the search threads).
+/// the backlog (a bulk import that outruns the index's thread).
 #[derive(Default)]
 struct Pending {
     /// Oldest first.
@@ -705,9 +701,9 @@ impl Shared {
         any
     }
 
-    /// On a search thread: brings the pending changes in, a turn at a time, until none
-    /// is left (then no catch-up is queued any more), or for [`SLICE`] (then it queues
-    /// itself again, behind the searches waiting).
+    /// On the index's thread: brings the pending changes in, a turn at a time (a search
+    /// waiting for the index goes between two), until none is left (then no catch-up
+    /// is queued any more).
     fn catch_up(self: Arc<Self>) {
         /// A catch-up that panics (a bug in the index) still lets the next change
         /// queue one: the changes stay correct for searches through `pending`.
@@ -720,7 +716,6 @@ impl Shared {
             }
         }
         let _unqueue = Unqueue(&self.queued);
-        let began = Instant::now();
         loop {
             if Arc::strong_count(&self) == 1 {
                 // The index's owner (a state replaced or stopped) and every search
@@ -742,12 +737,6 @@ impl Shared {
                 let _gate = lock(&self.gate);
                 let mut ix = write(&self.index);
                 self.bring_in(&mut ix, TURN);
-            }
-            if began.elapsed() >= SLICE {
-                let again = self.clone();
-                if search_threads::spawn(move || again.catch_up()) {
-                    return;
-                }
             }
         }
     }
@@ -799,11 +788,12 @@ pub struct SearchIndex {
 
 impl SearchIndex {
     /// Puts `doc` in place of what the index had for `id` (adding it if new). Off the
-    /// decision path: the change is queued and a search thread brings it in (putting a
+    /// decision path: the change is queued and the index's thread brings it in (putting a
     /// customer into its posting lists is a search per list, ~0.2 ms at a million
-    /// customers); a search meanwhile sees it among the pending ones. Without search
-    /// threads, or past [`MAX_PENDING`], changes are brought in here (past the bound
-    /// two per change at most), when no search holds the index: never waiting for one.
+    /// customers); a search meanwhile sees it among the pending ones. Without the
+    /// index's thread, or past [`MAX_PENDING`], changes are brought in here (past the
+    /// bound two per change at most), when no search holds the index, waiting for it
+    /// only past twice the bound.
     pub fn set(&mut self, id: CustomerId, doc: SearchDoc) {
         if self.off {
             return;
@@ -821,30 +811,33 @@ impl SearchIndex {
                 return;
             }
             let shared = self.shared.clone();
-            if search_threads::spawn(move || shared.catch_up()) {
+            if search_threads::spawn_indexer(move || shared.catch_up()) {
                 return;
             }
-            // No search threads: every change is brought in here.
+            // No thread for the index: every change is brought in here.
             self.shared.queued.store(false, Ordering::Release);
             excess = usize::MAX;
         } else if !self.shared.queued.swap(true, Ordering::AcqRel) {
             // Past the bound with no catch-up queued (the last one panicked, or the
             // threads were gone): one more try.
             let shared = self.shared.clone();
-            if !search_threads::spawn(move || shared.catch_up()) {
+            if !search_threads::spawn_indexer(move || shared.catch_up()) {
                 self.shared.queued.store(false, Ordering::Release);
                 excess = usize::MAX;
             }
         }
         // Past the bound the book brings in the oldest itself, two per change at most
-        // (so the backlog shrinks): about what a change cost it before the search
-        // threads took the work over, never the whole backlog at once, which would
-        // hold the decisions up for as long. Never waiting for the index either: its
-        // holders are searches and catch-ups in `SCHED_IDLE`, which a busy node may
-        // not run for a while (the backlog then grows past the bound until it does).
+        // (so the backlog shrinks): about what a change cost it before the index had
+        // a thread of its own, never the whole backlog at once, which would hold the
+        // decisions up for as long. It waits for the index only past twice the bound:
+        // a backlog without a bound would make every search sort out all of it
+        // (measured: a million customers created at 36,000/s left searches 12-19 s
+        // behind). The holder it waits for is a search (milliseconds) or a turn of the
+        // index's thread, at nice 5 (see `search_threads`).
         let ix = match self.shared.index.try_write() {
             Ok(ix) => Some(ix),
             Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(TryLockError::WouldBlock) if n > 2 * MAX_PENDING => Some(write(&self.shared.index)),
             Err(TryLockError::WouldBlock) => None,
         };
         if let Some(mut ix) = ix {
@@ -922,23 +915,24 @@ impl SearchReader {
         lock(&self.0.applied_on).clone()
     }
 
-    /// Keeps the search threads from bringing changes in while held (tests).
+    /// Keeps the index's thread from bringing changes in while held (tests).
     #[cfg(test)]
     pub(crate) fn hold_back(&self) -> MutexGuard<'_, ()> {
         lock(&self.0.gate)
     }
 
     /// Waits until no change is pending and no catch-up is queued (tests): the
-    /// search threads' work is done. They run in `SCHED_IDLE`: with every core busy
-    /// with other tests they get ~0.3% of one, hence the generous bound (only ever
-    /// reached when they never catch up).
+    /// index's thread is done. It runs at nice 5 and shares the cores with every
+    /// other test, hence the generous bound (only ever reached when it never catches
+    /// up).
     #[cfg(test)]
     pub(crate) fn wait_indexed(&self) {
+        use std::time::{Duration, Instant};
         let deadline = Instant::now() + Duration::from_secs(120);
         while self.pending() > 0 || self.0.queued.load(Ordering::Acquire) {
             assert!(
                 Instant::now() < deadline,
-                "the search threads never caught up"
+                "the index's thread never caught up"
             );
             std::thread::sleep(Duration::from_millis(1));
         }

@@ -1,6 +1,6 @@
-//! The threads customer searches run on, and where the search index is kept up with
-//! each change (`search::SearchIndex::set` queues it; a catch-up here brings it in),
-//! both for the same reason: neither belongs on the decision path. A broad search over
+//! The threads customer searches run on, and the one that keeps the search index up
+//! with each change (`search::SearchIndex::set` queues it; a catch-up there brings it
+//! in), both for the same reason: neither belongs on the decision path. A broad search over
 //! a million customers takes milliseconds of CPU; on a tokio worker it would hold up
 //! every session and decision queued behind that worker. So a search, which needs no
 //! lock of the state's (the index has its own), runs here: threads of their own, at a
@@ -41,11 +41,29 @@ fn pool() -> Option<&'static Background> {
     .as_ref()
 }
 
-/// Queues `f` on the search threads, behind the searches already waiting; `false`
-/// when there are none (they could not be started, or are gone): the caller does the
-/// work itself.
-pub fn spawn(f: impl FnOnce() + Send + 'static) -> bool {
-    pool().is_some_and(|pool| pool.spawn(f))
+/// The thread that keeps the search index up: at nice 5, not in `SCHED_IDLE` like the
+/// searches. The book waits for it when the changes it queued pile up past a bound (a
+/// bulk import faster than the index): then it must get a share of a busy core, where
+/// an idle-priority thread holding the index could keep the decisions waiting for
+/// seconds.
+fn indexer() -> Option<&'static Background> {
+    static POOL: OnceLock<Option<Background>> = OnceLock::new();
+    POOL.get_or_init(
+        || match Background::pool("search-index", 1, Priority::Nice(5)) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                tracing::warn!(error = %e, "the search index is kept up under the state's lock");
+                None
+            }
+        },
+    )
+    .as_ref()
+}
+
+/// Queues `f` on the index's thread; `false` when there is none (it could not be
+/// started, or is gone): the caller does the work itself.
+pub fn spawn_indexer(f: impl FnOnce() + Send + 'static) -> bool {
+    indexer().is_some_and(|pool| pool.spawn(f))
 }
 
 /// Runs `f` on a search thread and waits for it; `None` when it panicked. Without

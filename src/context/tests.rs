@@ -842,9 +842,9 @@ fn assert_searches_match_the_scan(b: &ContextBook, queries: &[&str], when: &str)
 
 /// Putting a customer into the index's posting lists is a search per list (~0.2 ms at
 /// a million customers): the book, which runs under the state's lock, only queues the
-/// change, and the search threads bring it in.
+/// change, and the index's own thread brings it in.
 #[test]
-fn the_index_is_kept_up_on_the_search_threads_never_by_the_book() {
+fn the_index_is_kept_up_on_a_thread_of_its_own_never_by_the_book() {
     let mut b = ContextBook::new();
     let mut made = Vec::new();
     for i in 0..200u64 {
@@ -868,7 +868,7 @@ fn the_index_is_kept_up_on_the_search_threads_never_by_the_book() {
 
 /// A search reads the index together with the changes still waiting for it: a new
 /// customer is found, a renamed one is found under its new name only and in its new
-/// place, before the search threads bring either in.
+/// place, before the index's thread brings either in.
 #[test]
 fn a_search_sees_the_changes_still_waiting_for_the_index() {
     let mut b = ContextBook::new();
@@ -910,7 +910,7 @@ fn a_search_sees_the_changes_still_waiting_for_the_index() {
     assert_searches_match_the_scan(&b, &queries, "indexed");
 }
 
-/// Changes wait for the search threads up to a bound; past it the book brings in the
+/// Changes wait for the index's thread up to a bound; past it the book brings in the
 /// oldest itself, at most two for each it adds (never the whole backlog at once), so a
 /// backlog (a bulk import on a saturated node) stays bounded.
 #[test]
