@@ -24,8 +24,7 @@ pub struct SearchOpts {
 pub struct SearchReport {
     /// Customers created.
     pub customers: usize,
-    /// Building them: the commands, as the decision path runs them (each change to
-    /// the index queued; a search thread brings it in meanwhile).
+    /// Building them: the commands, as the decision path runs them.
     pub build: Duration,
     /// From the first command until the index held every customer.
     pub indexed: Duration,

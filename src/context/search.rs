@@ -24,10 +24,7 @@
 //!
 //! Off the decision path: the index has its own lock and holds each customer's result
 //! line, so a search needs neither the records nor the state's lock. The context book
-//! is its one writer: it queues each change and goes on (never waiting for a search,
-//! nor doing the index's work under the state's lock); a thread of the index's own brings the
-//! changes in, and a search reads the index together with the changes still waiting,
-//! so it sees every decision made before it began (see [`SearchIndex::set`]).
+//! is its one writer and never waits for a search (see [`SearchIndex::set`]).
 //!
 //! Why hand-written: the crates that fit (a full-text engine like tantivy, an FST)
 //! bring a large tree, index words rather than substrings (a change of meaning), and
@@ -38,12 +35,10 @@
 use super::CustomerSummary;
 use super::fold::fold;
 use super::record::Customer;
-use super::search_threads;
 use crate::ids::CustomerId;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound::{Excluded, Unbounded};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockWriteGuard, TryLockError};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, TryLockError};
 
 /// The n-gram namespace for phone digits (kept apart from text: "123" in a name is
 /// not a phone match).
@@ -534,14 +529,7 @@ impl Index {
     }
 
     /// The customers matching `q`, in result order, at most `limit`.
-    /// The first `limit` matches, in name order, leaving out the customers `skip`
-    /// names (those with a newer doc waiting).
-    fn search(
-        &self,
-        q: &Query,
-        limit: usize,
-        skip: impl Fn(CustomerId) -> bool,
-    ) -> Vec<CustomerSummary> {
+    fn search(&self, q: &Query, limit: usize) -> Vec<CustomerSummary> {
         let labels = &self.labels;
         let mut text = self.common(&needed(&q.text, 0));
         let mut digits = q
@@ -577,8 +565,8 @@ impl Index {
                 std::mem::replace(&mut b, digits.as_mut().and_then(|c| c.next(labels)))
             };
             let Some(s) = s else { break };
-            let (id, doc) = &self.docs[s as usize];
-            if !skip(*id) && (exact || doc.matches(q)) {
+            let doc = &self.docs[s as usize].1;
+            if exact || doc.matches(q) {
                 out.push(doc.summary.clone());
             }
         }
@@ -586,158 +574,29 @@ impl Index {
     }
 }
 
-/// Changes waiting for the index's thread, at most: past this, the writer brings
-/// them in itself (as it did before they had threads to go to), so that a backlog a
-/// bulk import builds up on a saturated node stays bounded, in memory and in what each
-/// search scans of it.
-const MAX_PENDING: usize = 4_096;
-/// Changes brought in per hold of the index for writing: a search waits for at most
-/// one such turn (~6 ms at a million customers).
-const TURN: usize = 32;
-/// Past [`MAX_PENDING`], changes the writer brings in per change it makes, at most.
-const OVERFLOW_TURN: usize = 2;
-
 /// The index as its one writer (the context book, under the state's lock) and its
 /// readers (searches, which never take the state's lock) share it.
 #[derive(Default)]
 struct Shared {
     index: RwLock<Index>,
-    /// Changes not yet in `index`, in decision order. The writer only adds to it;
-    /// they are brought in on the index's thread, in turns, under the index's write
-    /// lock, so never out of order. A search reads the index and these together, so it
-    /// sees every decision made before it began.
-    pending: Mutex<Pending>,
-    /// A catch-up is queued on the index's thread, or running.
-    queued: AtomicBool,
-    /// Which threads brought changes in (tests: never the writer's, below the bound).
-    #[cfg(test)]
-    applied_on: Mutex<Vec<std::thread::ThreadId>>,
-    /// Held by a test to keep the index's thread from bringing changes in.
-    #[cfg(test)]
-    gate: Mutex<()>,
+    /// Changes not yet in `index`, in decision order. The writer adds to it and brings
+    /// it in only when no search holds the index: it never waits for one. A search
+    /// brings in whatever is left before it reads, so it sees every decision made
+    /// before it began.
+    pending: Mutex<Vec<(CustomerId, SearchDoc)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn write(l: &RwLock<Index>) -> RwLockWriteGuard<'_, Index> {
-    l.write().unwrap_or_else(|p| p.into_inner())
-}
-
-/// One change waiting for the index.
-type Change = (CustomerId, Arc<SearchDoc>);
-
-/// Changes in sealed chunks of [`CHUNK`] behind an open one, so that what a search
-/// copies under the lock the writer takes for every change is a reference count per
-/// chunk, not one per change: the book never waits long for a search, however long
-/// the backlog (a bulk import that outruns the index's thread).
-#[derive(Default)]
-struct Pending {
-    /// Oldest first.
-    sealed: VecDeque<Arc<Vec<Change>>>,
-    /// The newest, fewer than `CHUNK`.
-    open: Vec<Change>,
-    len: usize,
-}
-
-/// Changes per sealed chunk.
-const CHUNK: usize = 256;
-
-impl Pending {
-    fn push(&mut self, c: Change) {
-        self.open.push(c);
-        self.len += 1;
-        if self.open.len() == CHUNK {
-            self.sealed
-                .push_back(Arc::new(std::mem::take(&mut self.open)));
-        }
-    }
-
-    /// Takes up to `n` changes, oldest first.
-    fn take(&mut self, mut n: usize) -> Vec<Change> {
-        let mut out = Vec::new();
-        while n > 0 {
-            if let Some(front) = self.sealed.pop_front() {
-                // A search may share it: then the rest is copied, a chunk at most.
-                let mut v = Arc::unwrap_or_clone(front);
-                if v.len() > n {
-                    self.sealed.push_front(Arc::new(v.split_off(n)));
-                }
-                n -= v.len();
-                out.append(&mut v);
-            } else if !self.open.is_empty() {
-                let k = n.min(self.open.len());
-                out.extend(self.open.drain(..k));
-                n -= k;
-            } else {
-                break;
-            }
-        }
-        self.len -= out.len();
-        out
-    }
-
-    /// What a search reads: the sealed chunks shared, the open one copied.
-    fn view(&self) -> (Vec<Arc<Vec<Change>>>, Vec<Change>) {
-        (self.sealed.iter().cloned().collect(), self.open.clone())
-    }
-}
-
 impl Shared {
-    /// Brings in up to `n` pending changes, oldest first (the caller holds the index
-    /// for writing, so no one else takes them out of order); `false` when none were
-    /// left.
-    fn bring_in(&self, ix: &mut Index, n: usize) -> bool {
-        let todo = lock(&self.pending).take(n);
-        #[cfg(test)]
-        if !todo.is_empty() {
-            lock(&self.applied_on).push(std::thread::current().id());
-        }
-        let any = !todo.is_empty();
+    /// Brings the pending changes in, in order (the caller holds the index for
+    /// writing, so no one else takes them out of order).
+    fn catch_up(&self, ix: &mut Index) {
+        let todo = std::mem::take(&mut *lock(&self.pending));
         for (id, doc) in todo {
-            ix.set(id, Arc::unwrap_or_clone(doc));
-        }
-        any
-    }
-
-    /// On the index's thread: brings the pending changes in, a turn at a time (a search
-    /// waiting for the index goes between two), until none is left (then no catch-up
-    /// is queued any more).
-    fn catch_up(self: Arc<Self>) {
-        /// A catch-up that panics (a bug in the index) still lets the next change
-        /// queue one: the changes stay correct for searches through `pending`.
-        struct Unqueue<'a>(&'a AtomicBool);
-        impl Drop for Unqueue<'_> {
-            fn drop(&mut self) {
-                if std::thread::panicking() {
-                    self.0.store(false, Ordering::Release);
-                }
-            }
-        }
-        let _unqueue = Unqueue(&self.queued);
-        loop {
-            if Arc::strong_count(&self) == 1 {
-                // The index's owner (a state replaced or stopped) and every search
-                // handle are gone: nobody will read what would be brought in.
-                return;
-            }
-            {
-                let p = lock(&self.pending);
-                if p.len == 0 {
-                    // Under the pending lock: a change added after this queues a
-                    // catch-up of its own. (Checked before taking the index for
-                    // writing, which would hold new searches behind the longest one.)
-                    self.queued.store(false, Ordering::Release);
-                    return;
-                }
-            }
-            {
-                #[cfg(test)]
-                let _gate = lock(&self.gate);
-                let mut ix = write(&self.index);
-                self.bring_in(&mut ix, TURN);
-            }
+            ix.set(id, doc);
         }
     }
 
@@ -745,34 +604,12 @@ impl Shared {
         let Some(q) = Query::new(query) else {
             return Vec::new();
         };
-        let ix = self.index.read().unwrap_or_else(|p| p.into_inner());
-        // While the index is held for reading nothing leaves `pending`: the two
-        // together are every change so far. The latest doc of each customer with a
-        // change waiting replaces what the index has for it (a rename moves it).
-        // Taken under the lock, which the writer takes for every change, as a
-        // reference count per chunk, and sorted out after letting it go; in order, so
-        // a customer's latest change is the one kept.
-        let (sealed, open) = lock(&self.pending).view();
-        let waiting: HashMap<CustomerId, Arc<SearchDoc>> = sealed
-            .iter()
-            .flat_map(|c| c.iter())
-            .chain(&open)
-            .cloned()
-            .collect();
-        if waiting.is_empty() {
-            return ix.search(&q, limit, |_| false);
+        if !lock(&self.pending).is_empty() {
+            let mut ix = self.index.write().unwrap_or_else(|p| p.into_inner());
+            self.catch_up(&mut ix);
         }
-        let mut out = ix.search(&q, limit, |id| waiting.contains_key(&id));
-        drop(ix);
-        out.extend(
-            waiting
-                .values()
-                .filter(|d| d.matches(&q))
-                .map(|d| d.summary.clone()),
-        );
-        out.sort_by(|a, b| (&a.name, a.customer_id).cmp(&(&b.name, b.customer_id)));
-        out.truncate(limit);
-        out
+        let ix = self.index.read().unwrap_or_else(|p| p.into_inner());
+        ix.search(&q, limit)
     }
 }
 
@@ -787,69 +624,26 @@ pub struct SearchIndex {
 }
 
 impl SearchIndex {
-    /// Puts `doc` in place of what the index had for `id` (adding it if new). Off the
-    /// decision path: the change is queued and the index's thread brings it in (putting a
-    /// customer into its posting lists is a search per list, ~0.2 ms at a million
-    /// customers); a search meanwhile sees it among the pending ones. Without the
-    /// index's thread, or past [`MAX_PENDING`], changes are brought in here (past the
-    /// bound two per change at most), when no search holds the index, waiting for it
-    /// only past twice the bound.
+    /// Puts `doc` in place of what the index had for `id` (adding it if new). Never
+    /// waits: while a search reads the index, the change waits in `pending` for the
+    /// next change or search to bring it in.
     pub fn set(&mut self, id: CustomerId, doc: SearchDoc) {
         if self.off {
             return;
         }
-        let n = {
-            let mut p = lock(&self.shared.pending);
-            p.push((id, Arc::new(doc)));
-            p.len
-        };
-        let mut excess = n.saturating_sub(MAX_PENDING);
-        if excess == 0 {
-            if self.shared.queued.swap(true, Ordering::AcqRel) {
-                // The catch-up under way takes this one too: it stops only when it
-                // finds nothing pending, under the lock this was added under.
-                return;
-            }
-            let shared = self.shared.clone();
-            if search_threads::spawn_indexer(move || shared.catch_up()) {
-                return;
-            }
-            // No thread for the index: every change is brought in here.
-            self.shared.queued.store(false, Ordering::Release);
-            excess = usize::MAX;
-        } else if !self.shared.queued.swap(true, Ordering::AcqRel) {
-            // Past the bound with no catch-up queued (the last one panicked, or the
-            // threads were gone): one more try.
-            let shared = self.shared.clone();
-            if !search_threads::spawn_indexer(move || shared.catch_up()) {
-                self.shared.queued.store(false, Ordering::Release);
-                excess = usize::MAX;
-            }
-        }
-        // Past the bound the book brings in the oldest itself, two per change at most
-        // (so the backlog shrinks): about what a change cost it before the index had
-        // a thread of its own, never the whole backlog at once, which would hold the
-        // decisions up for as long. It waits for the index only past twice the bound:
-        // a backlog without a bound would make every search sort out all of it
-        // (measured: a million customers created at 36,000/s left searches 12-19 s
-        // behind). The holder it waits for is a search (milliseconds) or a turn of the
-        // index's thread, at nice 5 (see `search_threads`).
-        let ix = match self.shared.index.try_write() {
-            Ok(ix) => Some(ix),
-            Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
-            Err(TryLockError::WouldBlock) if n > 2 * MAX_PENDING => Some(write(&self.shared.index)),
-            Err(TryLockError::WouldBlock) => None,
-        };
-        if let Some(mut ix) = ix {
-            self.shared.bring_in(&mut ix, excess.min(OVERFLOW_TURN));
+        lock(&self.shared.pending).push((id, doc));
+        match self.shared.index.try_write() {
+            Ok(mut ix) => self.shared.catch_up(&mut ix),
+            Err(TryLockError::Poisoned(p)) => self.shared.catch_up(&mut p.into_inner()),
+            Err(TryLockError::WouldBlock) => {}
         }
     }
 
     /// Brings every pending change in now, waiting for searches to let go of the
     /// index (after a bulk load, so that what is timed next is the index alone).
     pub fn settle(&self) {
-        let mut ix = write(&self.shared.index);
-        while self.shared.bring_in(&mut ix, usize::MAX) {}
+        let mut ix = self.shared.index.write().unwrap_or_else(|p| p.into_inner());
+        self.shared.catch_up(&mut ix);
     }
 
     /// A handle for searching, to be used without the state's lock.
@@ -865,7 +659,7 @@ impl SearchIndex {
         SearchIndex {
             shared: Arc::new(Shared {
                 index: RwLock::new(Index::build(docs)),
-                ..Shared::default()
+                pending: Mutex::default(),
             }),
             off: false,
         }
@@ -902,45 +696,6 @@ impl SearchReader {
     pub(crate) fn hold(&self) -> std::sync::RwLockReadGuard<'_, impl Sized> {
         self.0.index.read().unwrap_or_else(|p| p.into_inner())
     }
-
-    /// Changes not yet in the index (tests).
-    #[cfg(test)]
-    pub(crate) fn pending(&self) -> usize {
-        lock(&self.0.pending).len
-    }
-
-    /// The threads that brought changes in so far (tests).
-    #[cfg(test)]
-    pub(crate) fn applied_on(&self) -> Vec<std::thread::ThreadId> {
-        lock(&self.0.applied_on).clone()
-    }
-
-    /// Keeps the index's thread from bringing changes in while held (tests).
-    #[cfg(test)]
-    pub(crate) fn hold_back(&self) -> MutexGuard<'_, ()> {
-        lock(&self.0.gate)
-    }
-
-    /// Waits until no change is pending and no catch-up is queued (tests): the
-    /// index's thread is done. It runs at nice 5 and shares the cores with every
-    /// other test, hence the generous bound (only ever reached when it never catches
-    /// up).
-    #[cfg(test)]
-    pub(crate) fn wait_indexed(&self) {
-        use std::time::{Duration, Instant};
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while self.pending() > 0 || self.0.queued.load(Ordering::Acquire) {
-            assert!(
-                Instant::now() < deadline,
-                "the index's thread never caught up"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-
-    /// The bound on changes waiting (tests).
-    #[cfg(test)]
-    pub(crate) const MAX_PENDING: usize = MAX_PENDING;
 }
 
 /// The first index at or after `from` (up to `len`) where `below` stops holding
@@ -990,61 +745,4 @@ pub fn reference_matches<'a>(
                     .contains(&q_digits)
             }))
         || titles.any(|t| fold(t).contains(&q))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn change(id: CustomerId, name: &str) -> Change {
-        let summary = CustomerSummary {
-            customer_id: id,
-            kind: Default::default(),
-            name: name.into(),
-            emails: Vec::new(),
-            phones: Vec::new(),
-            version: 1,
-        };
-        let doc = SearchDoc {
-            summary,
-            texts: vec![name.into()],
-            digits: Vec::new(),
-        };
-        (id, Arc::new(doc))
-    }
-
-    fn names(v: &[Change]) -> Vec<String> {
-        v.iter().map(|(_, d)| d.summary.name.clone()).collect()
-    }
-
-    /// Taken oldest first across sealed chunks (split where a take ends, shared with
-    /// a search or not) and the open one; a search's view is every change, in order.
-    #[test]
-    fn pending_changes_leave_oldest_first_across_chunks_and_views_keep_the_order() {
-        let ids: Vec<CustomerId> = (0..3).map(|_| CustomerId::new()).collect();
-        let mut p = Pending::default();
-        let n = 2 * CHUNK + 44;
-        for i in 0..n {
-            p.push(change(ids[i % 3], &format!("{i}")));
-        }
-        assert_eq!((p.len, p.sealed.len(), p.open.len()), (n, 2, 44));
-        let want = |r: std::ops::Range<usize>| r.map(|i| i.to_string()).collect::<Vec<_>>();
-        assert_eq!(names(&p.take(3)), want(0..3));
-        // A search holds the view while the next take splits the chunk it shares.
-        let (sealed, open) = p.view();
-        assert_eq!(names(&p.take(CHUNK)), want(3..CHUNK + 3));
-        let seen: Vec<Change> = sealed
-            .iter()
-            .flat_map(|c| c.iter())
-            .chain(&open)
-            .cloned()
-            .collect();
-        assert_eq!(names(&seen), want(3..n));
-        // The latest change of each customer is the last one seen.
-        let latest: HashMap<CustomerId, Arc<SearchDoc>> = seen.into_iter().collect();
-        assert_eq!(latest[&ids[(n - 1) % 3]].summary.name, (n - 1).to_string());
-        assert_eq!(names(&p.take(usize::MAX)), want(CHUNK + 3..n));
-        assert_eq!((p.len, p.sealed.len(), p.open.len()), (0, 0, 0));
-        assert!(p.take(1).is_empty());
-    }
 }

@@ -1,21 +1,18 @@
-//! The threads customer searches run on, and the one that keeps the search index up
-//! with each change (`search::SearchIndex::set` queues it; a catch-up there brings it
-//! in), both for the same reason: neither belongs on the decision path. A broad search over
-//! a million customers takes milliseconds of CPU; on a tokio worker it would hold up
-//! every session and decision queued behind that worker. So a search, which needs no
-//! lock of the state's (the index has its own), runs here: threads of their own, at a
-//! lower CPU priority than the decisions, so that when the cores are busy routing comes
-//! first and searches take what is left over. Measured on 2 cores with 20 agents
-//! searching a million customers at 10/s each (`loadtest route --customers 1000000
-//! --searchers 20`, BENCHMARKS): create -> offer p99 28 ms with searches on the
-//! workers, 5.9 ms on two threads at nice 5, 3.7 ms on one at nice 10 (2.0 ms without
-//! searches); a search's p99 rose to 94 ms, which a person typing does not notice,
-//! where a ringing call would. At nice 10 a waking decision could still wait for a
-//! search's time slice to end (2.6x the p99 without searches on 26 Nov); in
-//! `SCHED_IDLE` it takes the core at once: 2.37 ms against 2.26 ms without (1.05x),
-//! searches p99 21 ms (loadtest/results/2026-11-26-s3). Under a load that leaves no
-//! core idle searches slow down instead (weight 3 against 1,024), and their rate limit
-//! keeps them from piling up.
+//! The threads customer searches run on. A broad search over a million customers takes
+//! milliseconds of CPU; on a tokio worker it would hold up every session and decision
+//! queued behind that worker. So a search, which needs no lock of the state's (the
+//! index has its own), runs here: threads of their own, at a lower CPU priority than
+//! the decisions, so that when the cores are busy routing comes first and searches take
+//! what is left over. Measured on 2 cores with 20 agents searching a million customers
+//! at 10/s each (`loadtest route --customers 1000000 --searchers 20`, BENCHMARKS):
+//! create -> offer p99 28 ms with searches on the workers, 5.9 ms on two threads at
+//! nice 5, 3.7 ms on one at nice 10 (2.0 ms without searches); a search's p99 rose to
+//! 94 ms, which a person typing does not notice, where a ringing call would. At nice
+//! 10 a waking decision could still wait for a search's time slice to end (2.6x the
+//! p99 without searches on 26 Nov); in `SCHED_IDLE` it takes the core at once: 2.37 ms
+//! against 2.26 ms without (1.05x), searches p99 21 ms (loadtest/results/2026-11-26-s3).
+//! Under a load that leaves no core idle searches slow down instead (weight 3 against
+//! 1,024), and their rate limit keeps them from piling up.
 
 use crate::store::background::{Background, Priority};
 use std::sync::OnceLock;
@@ -39,31 +36,6 @@ fn pool() -> Option<&'static Background> {
         }
     })
     .as_ref()
-}
-
-/// The thread that keeps the search index up: at nice 5, not in `SCHED_IDLE` like the
-/// searches. The book waits for it when the changes it queued pile up past a bound (a
-/// bulk import faster than the index): then it must get a share of a busy core, where
-/// an idle-priority thread holding the index could keep the decisions waiting for
-/// seconds.
-fn indexer() -> Option<&'static Background> {
-    static POOL: OnceLock<Option<Background>> = OnceLock::new();
-    POOL.get_or_init(
-        || match Background::pool("search-index", 1, Priority::Nice(5)) {
-            Ok(b) => Some(b),
-            Err(e) => {
-                tracing::warn!(error = %e, "the search index is kept up under the state's lock");
-                None
-            }
-        },
-    )
-    .as_ref()
-}
-
-/// Queues `f` on the index's thread; `false` when there is none (it could not be
-/// started, or is gone): the caller does the work itself.
-pub fn spawn_indexer(f: impl FnOnce() + Send + 'static) -> bool {
-    indexer().is_some_and(|pool| pool.spawn(f))
 }
 
 /// Runs `f` on a search thread and waits for it; `None` when it panicked. Without

@@ -61,12 +61,6 @@ impl Background {
         }
     }
 
-    /// Queues `f` for the background threads without waiting for it; `false` when
-    /// they are gone.
-    pub fn spawn(&self, f: impl FnOnce() + Send + 'static) -> bool {
-        self.jobs.send(Box::new(f)).is_ok()
-    }
-
     /// Runs `f` on the background thread and waits for its result.
     pub async fn run<T: Send + 'static>(
         &self,
