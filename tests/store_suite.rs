@@ -545,18 +545,16 @@ async fn found(s: &dyn Store, query: &str) -> Vec<(String, u64)> {
     }
 }
 
-pub async fn a_search_sees_every_change_answered_before_it(shared: &Arc<dyn Store>) {
-    let s: &dyn Store = shared.as_ref();
-    let id = create_customer(s, "Åsa Öberg").await;
-    assert_eq!(found(s, "oberg").await, [("Åsa Öberg".to_owned(), 1)]);
+/// Renames customer `id` from `version`; the rename must be accepted.
+async fn rename(s: &dyn Store, id: CustomerId, version: u64, name: &str) {
     let renamed = s
         .context(
             ContextCommand::UpdateCustomer {
                 by: crm(),
                 customer_id: id,
-                base_version: 1,
+                base_version: version,
                 changes: CustomerFields {
-                    name: Some("Åsa Lindqvist".into()),
+                    name: Some(name.into()),
                     ..Default::default()
                 },
             },
@@ -566,6 +564,13 @@ pub async fn a_search_sees_every_change_answered_before_it(shared: &Arc<dyn Stor
         .expect("store")
         .reply;
     assert!(renamed.is_ok(), "{renamed:?}");
+}
+
+pub async fn a_search_sees_every_change_answered_before_it(shared: &Arc<dyn Store>) {
+    let s: &dyn Store = shared.as_ref();
+    let id = create_customer(s, "Åsa Öberg").await;
+    assert_eq!(found(s, "oberg").await, [("Åsa Öberg".to_owned(), 1)]);
+    rename(s, id, 1, "Åsa Lindqvist").await;
     // The result line comes from the index: the new name and version, at once.
     assert_eq!(found(s, "oberg").await, []);
     assert_eq!(found(s, "ÅSA").await, [("Åsa Lindqvist".to_owned(), 2)]);
@@ -914,23 +919,7 @@ async fn a_node_started_later_finds_the_customers_snapshot_and_tail_hold() {
         ids.push(create_customer(&a, &format!("Åsa {i:02} Öberg")).await);
     }
     for (k, id) in ids.iter().enumerate().filter(|(k, _)| k % 3 == 0) {
-        let renamed = a
-            .context(
-                ContextCommand::UpdateCustomer {
-                    by: crm(),
-                    customer_id: *id,
-                    base_version: 1,
-                    changes: CustomerFields {
-                        name: Some(format!("Bo {k:02} Lindqvist")),
-                        ..Default::default()
-                    },
-                },
-                at(1),
-            )
-            .await
-            .expect("store")
-            .reply;
-        assert!(renamed.is_ok(), "{renamed:?}");
+        rename(&a, *id, 1, &format!("Bo {k:02} Lindqvist")).await;
     }
     let client = redis::Client::open(server.url()).expect("client");
     let mut c = client
