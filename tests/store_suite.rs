@@ -119,6 +119,21 @@ async fn redis() -> Subject {
     }
 }
 
+/// A Redis store on `server` as node `name`, storing a snapshot every
+/// `snapshot_every` entries.
+async fn node(server: &RedisServer, name: &str, snapshot_every: u64) -> RedisStore {
+    RedisStore::connect_with(
+        &server.url(),
+        name,
+        rules(),
+        Clock::new(),
+        snapshot_every,
+        Sink::detached(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("node {name}: {e}"))
+}
+
 fn new_task(key: Option<&str>) -> Command {
     Command::CreateTask(Box::new(NewTask {
         channel: Channel::Chat,
@@ -660,16 +675,7 @@ async fn a_redis_node_started_later_sees_the_same_state() {
 #[tokio::test]
 async fn snapshots_bound_the_log_and_a_new_node_starts_from_one() {
     let server = RedisServer::start();
-    let a = RedisStore::connect_with(
-        &server.url(),
-        "n-a",
-        rules(),
-        Clock::new(),
-        50,
-        Sink::detached(),
-    )
-    .await
-    .expect("a");
+    let a = node(&server, "n-a", 50).await;
     ready_on(&a, "a1", at(0), "n-a").await;
     let mut tasks = Vec::new();
     for i in 0..200u64 {
@@ -730,16 +736,7 @@ async fn snapshots_bound_the_log_and_a_new_node_starts_from_one() {
         .expect("exists");
     assert!(has);
     // A node that starts now has every task, from the snapshot plus the log's tail.
-    let b = RedisStore::connect_with(
-        &server.url(),
-        "n-b",
-        rules(),
-        Clock::new(),
-        50,
-        Sink::detached(),
-    )
-    .await
-    .expect("b");
+    let b = node(&server, "n-b", 50).await;
     for (i, t) in tasks.iter().enumerate() {
         assert_eq!(task_state(&b, *t).await, "completed", "task {i}");
         // Snapshots are built by replaying the log, not by copying a's replica: the
@@ -812,16 +809,7 @@ async fn the_log_is_never_trimmed_past_a_live_node() {
         .get_multiplexed_async_connection()
         .await
         .expect("conn");
-    let a = RedisStore::connect_with(
-        &server.url(),
-        "n-a",
-        rules(),
-        Clock::new(),
-        50,
-        Sink::detached(),
-    )
-    .await
-    .expect("a");
+    let a = node(&server, "n-a", 50).await;
     let _: () = redis::cmd("SET")
         .arg("sb:node:n-slow/boot")
         .arg("0-1")
@@ -904,16 +892,7 @@ async fn the_log_is_never_trimmed_past_a_live_node() {
 #[tokio::test]
 async fn a_node_started_later_finds_the_customers_snapshot_and_tail_hold() {
     let server = RedisServer::start();
-    let a = RedisStore::connect_with(
-        &server.url(),
-        "n-a",
-        rules(),
-        Clock::new(),
-        40,
-        Sink::detached(),
-    )
-    .await
-    .expect("a");
+    let a = node(&server, "n-a", 40).await;
     let mut ids = Vec::new();
     for i in 0..90u64 {
         ids.push(create_customer(&a, &format!("Åsa {i:02} Öberg")).await);
@@ -936,16 +915,7 @@ async fn a_node_started_later_finds_the_customers_snapshot_and_tail_hold() {
         assert!(tokio::time::Instant::now() < deadline, "no snapshot stored");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let b = RedisStore::connect_with(
-        &server.url(),
-        "n-b",
-        rules(),
-        Clock::new(),
-        40,
-        Sink::detached(),
-    )
-    .await
-    .expect("b");
+    let b = node(&server, "n-b", 40).await;
     for q in ["oberg", "lindqvist", "bo 3", "asa 1", "7"] {
         // `found` caps at 10; these are in name order on both.
         assert_eq!(found(&b, q).await, found(&a, q).await, "query {q:?}");
