@@ -235,14 +235,15 @@ impl Ids {
 }
 
 /// Serializes a map in key order, so that equal maps encode to equal bytes (a
-/// `HashMap` iterates in an order of its own, different in every process).
-pub fn sorted<K, V, S>(m: &std::collections::HashMap<K, V>, s: S) -> Result<S::Ok, S::Error>
+/// hash map iterates in an order of its own, different in every process).
+pub fn sorted<'a, M, K, V, S>(m: &'a M, s: S) -> Result<S::Ok, S::Error>
 where
-    K: Ord + serde::Serialize,
-    V: serde::Serialize,
+    &'a M: IntoIterator<Item = (&'a K, &'a V)>,
+    K: Ord + serde::Serialize + 'a,
+    V: serde::Serialize + 'a,
     S: serde::Serializer,
 {
-    let mut entries: Vec<(&K, &V)> = m.iter().collect();
+    let mut entries: Vec<(&K, &V)> = m.into_iter().collect();
     entries.sort_by(|a, b| a.0.cmp(b.0));
     s.collect_map(entries)
 }

@@ -31,6 +31,7 @@ pub mod conn;
 pub mod context;
 pub mod error;
 pub mod events;
+pub mod growing;
 pub mod http;
 pub mod hub;
 pub mod ids;

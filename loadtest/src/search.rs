@@ -28,6 +28,11 @@ pub struct SearchReport {
     pub build: Duration,
     /// From the first command until the index held every customer.
     pub indexed: Duration,
+    /// Each customer's two commands (create it, open its request), sorted: the cost of
+    /// one record's insert, and its worst case (a map's resize falls on one insert).
+    pub creates: Vec<Duration>,
+    /// The slowest of them and how many customers there were before it.
+    pub slowest_create: (usize, Duration),
     /// Resident set growth per customer, in bytes (records plus index).
     pub bytes_per_customer: f64,
     /// Building the index again at once, as after a load (`rebuild_search`).
@@ -137,12 +142,17 @@ impl SearchReport {
             .map(|(q, d)| format!("  slowest {q:?}: {:.3} ms\n", d.as_secs_f64() * 1e3))
             .collect();
         format!(
-            "search: {} customers built in {:.1} s (commands), indexed {:.1} s after the first; {:.0} bytes resident per customer (records and index); index rebuilt as after a load in {:.1} s\n{}{}{}",
+            "search: {} customers built in {:.1} s (commands), indexed {:.1} s after the first; {:.0} bytes resident per customer (records and index); index rebuilt as after a load in {:.1} s\ncustomer + request create: p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms (the {}th customer)\n{}{}{}",
             self.customers,
             self.build.as_secs_f64(),
             self.indexed.as_secs_f64(),
             self.bytes_per_customer,
             self.rebuild.as_secs_f64(),
+            percentile(&self.creates, 0.5).as_secs_f64() * 1e3,
+            percentile(&self.creates, 0.99).as_secs_f64() * 1e3,
+            percentile(&self.creates, 0.999).as_secs_f64() * 1e3,
+            self.slowest_create.1.as_secs_f64() * 1e3,
+            self.slowest_create.0 + 1,
             row("index", &self.index),
             slowest,
             row("old scan", &self.scan)
@@ -161,7 +171,10 @@ pub fn run_search(o: SearchOpts) -> Result<SearchReport, String> {
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
     let before = rss_bytes();
     let t = Instant::now();
+    let mut creates = Vec::with_capacity(o.customers);
+    let mut slowest_create = (0, Duration::ZERO);
     for i in 0..o.customers {
+        let one = Instant::now();
         let name = format!("{} {} {}", rng.pick(FIRST), rng.pick(LAST), i);
         let email = format!("c{i}@example.{}", rng.pick(&["pt", "se", "rs", "it"]));
         let phone = format!("+3{} {:09}", i % 10, rng.next() % 1_000_000_000);
@@ -194,8 +207,14 @@ pub fn run_search(o: SearchOpts) -> Result<SearchReport, String> {
             now,
             &mut fx,
         );
+        let took = one.elapsed();
+        creates.push(took);
+        if took > slowest_create.1 {
+            slowest_create = (i, took);
+        }
     }
     let build = t.elapsed();
+    creates.sort();
     b.settle_search();
     let indexed = t.elapsed();
     let bytes_per_customer = rss_bytes().saturating_sub(before) as f64 / o.customers.max(1) as f64;
@@ -254,6 +273,8 @@ pub fn run_search(o: SearchOpts) -> Result<SearchReport, String> {
         customers: o.customers,
         build,
         indexed,
+        creates,
+        slowest_create,
         bytes_per_customer,
         rebuild,
         index,

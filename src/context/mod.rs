@@ -24,6 +24,7 @@ use crate::auth::Role;
 use crate::clock::Ts;
 use crate::error::HubError;
 use crate::events::EventData;
+use crate::growing::GrowingMap;
 use crate::ids::{ActivityId, AgentId, CustomerId, NoteId, RequestId};
 use crate::task::{Task, check_text};
 use record::*;
@@ -442,26 +443,29 @@ pub struct ContextBook {
     /// Where new record ids come from.
     #[serde(skip)]
     pub ids: crate::ids::Ids,
+    // The maps that grow with every customer and every accept: `GrowingMap`s, so that
+    // none stalls the decision that makes it grow (see `crate::growing`); the records
+    // boxed, so that what a shard moves when it grows is a key and a pointer each.
     #[serde(serialize_with = "crate::ids::sorted")]
-    customers: HashMap<CustomerId, Customer>,
+    customers: GrowingMap<CustomerId, Box<Customer>>,
     #[serde(serialize_with = "crate::ids::sorted")]
-    requests: HashMap<RequestId, Request>,
+    requests: GrowingMap<RequestId, Box<Request>>,
     #[serde(serialize_with = "crate::ids::sorted")]
-    activities: HashMap<ActivityId, Activity>,
+    activities: GrowingMap<ActivityId, Box<Activity>>,
     #[serde(serialize_with = "crate::ids::sorted")]
-    by_task: HashMap<crate::ids::TaskId, ActivityId>,
+    by_task: GrowingMap<crate::ids::TaskId, ActivityId>,
     /// Tasks transferred and not yet accepted again: the activity of the agent who had
     /// them, whose customer and request the next agent's activity takes.
     #[serde(default, serialize_with = "crate::ids::sorted")]
     handovers: HashMap<crate::ids::TaskId, ActivityId>,
     #[serde(serialize_with = "crate::ids::sorted")]
-    customer_requests: HashMap<CustomerId, Vec<RequestId>>,
+    customer_requests: GrowingMap<CustomerId, Vec<RequestId>>,
     #[serde(serialize_with = "crate::ids::sorted")]
-    customer_activities: HashMap<CustomerId, Vec<ActivityId>>,
+    customer_activities: GrowingMap<CustomerId, Vec<ActivityId>>,
     #[serde(serialize_with = "crate::ids::sorted")]
-    identities: HashMap<String, CustomerId>,
+    identities: GrowingMap<String, CustomerId>,
     #[serde(serialize_with = "crate::ids::sorted")]
-    journeys: HashMap<CustomerId, VecDeque<JourneyEvent>>,
+    journeys: GrowingMap<CustomerId, VecDeque<JourneyEvent>>,
     #[serde(serialize_with = "crate::ids::sorted")]
     desks: HashMap<AgentId, AgentDesk>,
     #[serde(serialize_with = "crate::ids::sorted")]
@@ -624,7 +628,7 @@ impl ContextBook {
         };
         let aid = activity.activity_id;
         self.by_task.insert(task.task_id, aid);
-        self.activities.insert(aid, activity);
+        self.activities.insert(aid, Box::new(activity));
         self.desks.entry(agent.clone()).or_default().open.push(aid);
         match customer_id {
             Some(c) => {
@@ -647,7 +651,7 @@ impl ContextBook {
         let a = self
             .activities
             .get(&aid)
-            .cloned()
+            .map(|a| Activity::clone(a))
             .unwrap_or_else(|| unreachable!("just inserted"));
         // After the request it may have opened: the activity is created on it.
         fx.events.push(EventData::ActivityCreated {
@@ -685,7 +689,7 @@ impl ContextBook {
         self.changed_activity(aid, &by, now, fx);
         self.activities
             .get(&aid)
-            .cloned()
+            .map(|a| Activity::clone(a))
             .unwrap_or_else(|| unreachable!("present"))
     }
 
@@ -859,7 +863,7 @@ impl ContextBook {
             stamp: Stamp::new(by, now),
         };
         let id = r.request_id;
-        self.requests.insert(id, r);
+        self.requests.insert(id, Box::new(r));
         self.customer_requests.entry(c).or_default().push(id);
         fx.events.push(EventData::RequestOpened {
             request_id: id,
@@ -909,12 +913,12 @@ impl ContextBook {
             ContextCommand::GetRequest { request_id } => self
                 .requests
                 .get(&request_id)
-                .map(|r| ContextReply::Request(Box::new(r.clone())))
+                .map(|r| ContextReply::Request(r.clone()))
                 .ok_or(HubError::RequestNotFound(request_id)),
             ContextCommand::GetActivity { activity_id } => self
                 .activities
                 .get(&activity_id)
-                .map(|a| ContextReply::Activity(Box::new(a.clone())))
+                .map(|a| ContextReply::Activity(a.clone()))
                 .ok_or(HubError::ActivityNotFound(activity_id)),
             ContextCommand::CreateCustomer {
                 by,
@@ -1005,7 +1009,7 @@ impl ContextBook {
                 let id = self.new_request(customer_id, title, description, &by, now, fx);
                 self.requests
                     .get(&id)
-                    .map(|r| ContextReply::Request(Box::new(r.clone())))
+                    .map(|r| ContextReply::Request(r.clone()))
                     .ok_or(HubError::RequestNotFound(id))
             }
             ContextCommand::UpdateRequest {
@@ -1075,7 +1079,7 @@ impl ContextBook {
                     self.journey_simple(customer_id, k, &by, Some(request_id), now);
                 }
                 self.changed_request(request_id, &by, now, fx);
-                Ok(ContextReply::Request(Box::new(next)))
+                Ok(ContextReply::Request(next))
             }
             ContextCommand::UpdateActivity {
                 by,
@@ -1311,7 +1315,7 @@ impl ContextBook {
         for k in identity_keys(&c.phones, &c.emails, &c.chat_handles) {
             self.identities.entry(k).or_insert(cid);
         }
-        self.customers.insert(cid, c);
+        self.customers.insert(cid, Box::new(c));
         self.reindex(cid);
         self.journey_simple(cid, JourneyKind::CustomerCreated, by, None, now);
         self.changed_customer(cid, by, now, fx);
@@ -1431,6 +1435,7 @@ impl ContextBook {
         let mut hits: Vec<&Customer> = self
             .customers
             .values()
+            .map(|c| &**c)
             .filter(|c| search::reference_matches(c, self.titles(c.customer_id), query))
             .collect();
         hits.sort_by(|a, b| a.name.cmp(&b.name).then(a.customer_id.cmp(&b.customer_id)));
@@ -1490,7 +1495,7 @@ impl ContextBook {
         let customer = self
             .customers
             .get(&c)
-            .cloned()
+            .map(|c| Customer::clone(c))
             .ok_or(HubError::CustomerNotFound(c))?;
         let requests = self
             .customer_requests
@@ -1498,7 +1503,7 @@ impl ContextBook {
             .into_iter()
             .flatten()
             .rev()
-            .filter_map(|r| self.requests.get(r).cloned())
+            .filter_map(|r| self.requests.get(r).map(|r| Request::clone(r)))
             .collect();
         let activities = self
             .customer_activities
@@ -1507,7 +1512,7 @@ impl ContextBook {
             .flatten()
             .rev()
             .take(20)
-            .filter_map(|a| self.activities.get(a).cloned())
+            .filter_map(|a| self.activities.get(a).map(|a| Activity::clone(a)))
             .collect();
         Ok(CustomerView {
             customer,
@@ -1519,7 +1524,7 @@ impl ContextBook {
     fn activity_reply(&self, aid: ActivityId) -> Result<ContextReply, HubError> {
         self.activities
             .get(&aid)
-            .map(|a| ContextReply::Activity(Box::new(a.clone())))
+            .map(|a| ContextReply::Activity(a.clone()))
             .ok_or(HubError::ActivityNotFound(aid))
     }
 
@@ -1539,7 +1544,7 @@ impl ContextBook {
                 customer: a
                     .customer_id
                     .and_then(|c| self.customers.get(&c))
-                    .map(summary),
+                    .map(|c| summary(c)),
                 activity_id: Some(a.activity_id),
                 request_id: a.request_id,
                 task_id: Some(a.task_id),
@@ -1559,14 +1564,17 @@ impl ContextBook {
             .recent
             .iter()
             .filter_map(|c| self.customers.get(c))
-            .map(summary)
+            .map(|c| summary(c))
             .collect();
         Lists { open, recent }
     }
 
     /// The activity a task became, if it was accepted.
     pub fn activity_of_task(&self, task: crate::ids::TaskId) -> Option<&Activity> {
-        self.by_task.get(&task).and_then(|a| self.activities.get(a))
+        self.by_task
+            .get(&task)
+            .and_then(|a| self.activities.get(a))
+            .map(|a| &**a)
     }
 
     fn watch(&mut self, t: Topic, agent: &AgentId) {

@@ -35,6 +35,7 @@
 use super::CustomerSummary;
 use super::fold::fold;
 use super::record::Customer;
+use crate::growing::GrowingMap;
 use crate::ids::CustomerId;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound::{Excluded, Unbounded};
@@ -330,7 +331,7 @@ struct Index {
     /// the same order: see [`Index::relabel`]). The posting lists are in this order,
     /// and since a relabelling keeps it, it never touches them.
     labels: Vec<u64>,
-    slots: HashMap<CustomerId, u32>,
+    slots: GrowingMap<CustomerId, u32>,
     /// N-gram key -> slots in name order.
     postings: HashMap<u64, List>,
     /// Every customer in result order, with its slot.

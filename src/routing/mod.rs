@@ -21,6 +21,7 @@ use crate::context::TaskEvent;
 use crate::context::record::Actor;
 use crate::error::{HubError, OfferEnd};
 use crate::events::{EventData, TaskPhase, WithdrawReason};
+use crate::growing::GrowingMap;
 use crate::ids::{AgentId, Channel, ConnId, Ids, OfferId, QueueId, TaskId};
 use crate::task::{NewTask, Task, TaskState};
 use queue::{Bucket, IdleKey, Place, QueueIndex};
@@ -381,11 +382,11 @@ pub struct Book {
     agents: HashMap<AgentId, AgentEntry>,
     /// Shared with the replies, views, notices and events that show a task: a change
     /// copies it only while one of them still holds it (`Arc::make_mut`).
-    tasks: HashMap<TaskId, Arc<Task>>,
-    idempotency: HashMap<String, TaskId>,
+    tasks: GrowingMap<TaskId, Arc<Task>>,
+    idempotency: GrowingMap<String, TaskId>,
     queues: HashMap<QueueId, QueueIndex>,
     offers: HashMap<OfferId, LiveOffer>,
-    ended_offers: HashMap<OfferId, OfferEnd>,
+    ended_offers: GrowingMap<OfferId, OfferEnd>,
     ended_order: VecDeque<OfferId>,
     timers: BTreeSet<(Ts, Timer)>,
     finished: VecDeque<TaskId>,
@@ -404,10 +405,10 @@ impl Book {
                 .collect(),
             rules: rules.clone(),
             agents: HashMap::new(),
-            tasks: HashMap::new(),
-            idempotency: HashMap::new(),
+            tasks: GrowingMap::default(),
+            idempotency: GrowingMap::default(),
             offers: HashMap::new(),
-            ended_offers: HashMap::new(),
+            ended_offers: GrowingMap::default(),
             ended_order: VecDeque::new(),
             timers: BTreeSet::new(),
             finished: VecDeque::new(),

@@ -1021,7 +1021,10 @@ fn check_invariants(b: &Book) {
             assert_eq!(&live.agent_id, id);
             // Offered to this agent, or, for a consult, still another agent's with a
             // handoff naming this one.
-            let t = &b.tasks[&o.task_id];
+            let t = b
+                .tasks
+                .get(&o.task_id)
+                .expect("an offer names a task the book holds");
             match &t.state {
                 TaskState::Offered { agent_id, .. } => assert_eq!(agent_id, id),
                 TaskState::Assigned { agent_id, .. } => {
