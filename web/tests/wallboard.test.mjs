@@ -146,7 +146,16 @@ test("a supervisor watches the queues while tasks arrive and agents work them; f
   await sales.locator(".target").filter({ hasText: /^Target 80% answered within 20 s$/ }).waitFor();
   await support.getByTestId("count-offered").filter({ hasText: /^1$/ }).waitFor();
   await support.getByTestId("count-answered").filter({ hasText: /^1$/ }).waitFor();
-  await support.getByTestId("service-level").filter({ hasText: /^100%/ }).waitFor();
+  await support
+    .getByTestId("service-level")
+    .filter({ hasText: /^100%/ })
+    .waitFor()
+    .catch(async (e) => {
+      // Seen once in CI (26 Nov: answered 1, the service level not 100 %), not reproduced
+      // since: say what the tile and the hub's statistics held, to find out why next time.
+      const r = await fetch(`${hub.base}/v1/stats`, { headers: { authorization: `Bearer ${token("lead", "supervisor")}` } });
+      throw new Error(`${e.message}\ntile: ${await support.innerText()}\nGET /v1/stats: ${r.status} ${await r.text()}`);
+    });
   assert.match(await support.getAttribute("class"), /\bsl-ok\b/);
   await sales.getByTestId("count-offered").filter({ hasText: /^2$/ }).waitFor();
   await sales.getByTestId("count-answered").filter({ hasText: /^0$/ }).waitFor();
