@@ -332,7 +332,8 @@ struct Index {
     /// and since a relabelling keeps it, it never touches them.
     labels: Vec<u64>,
     slots: GrowingMap<CustomerId, u32>,
-    /// N-gram key -> slots in name order.
+    /// N-gram key -> slots in name order. One `HashMap`, not a `GrowingMap`: it has an
+    /// entry per n-gram seen, not per customer, and stops growing with the vocabulary.
     postings: HashMap<u64, List>,
     /// Every customer in result order, with its slot.
     by_name: BTreeMap<(String, CustomerId), u32>,
