@@ -264,10 +264,13 @@ pub struct LimitsConfig {
     /// How long a connection may take to send a request's line and headers, in
     /// milliseconds, counted from when the hub starts waiting for them: on a new
     /// connection, and on a kept-alive one after each answer (so it is also the
-    /// keep-alive idle limit). The connection is closed when it runs out.
+    /// keep-alive idle limit). The connection is closed when it runs out. Each
+    /// connection's limit is drawn between three quarters of this and this
+    /// (`conn::spread`), so that a flood of connections is not closed all at once.
     pub request_head_timeout_ms: u64,
     /// How long a request's body may take to arrive, in milliseconds, counted from the
     /// end of its headers; then `408 request_timeout` and the connection is closed.
+    /// Drawn per request as the head's is.
     pub request_body_timeout_ms: u64,
     /// The longest request target (path and query), in bytes; longer gets `414 uri_too_long`.
     pub max_uri_bytes: usize,

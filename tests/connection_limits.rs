@@ -157,6 +157,41 @@ async fn slow_and_silent_connections_are_closed_while_the_hub_keeps_serving() {
     hub.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_flood_opened_together_is_closed_over_the_last_quarter_of_the_head_timeout() {
+    // Opened in the same moment, they must not all be closed in the same moment: their
+    // closes would come as one burst of work in front of the decisions.
+    let limit = Duration::from_millis(1_000);
+    let hub = hub("request_head_timeout_ms = 1000\n").await;
+    let mut flood = Vec::new();
+    for _ in 0..40 {
+        let s = TcpStream::connect(hub.addr).await.expect("connect");
+        flood.push((s, std::time::Instant::now()));
+    }
+    // Each from its own connect: the hub's clock starts at its accept, after that.
+    let closes = futures_util::future::join_all(flood.iter_mut().map(|(s, opened)| async {
+        assert!(until_closed(s).await.is_empty(), "closed without an answer");
+        opened.elapsed()
+    }))
+    .await;
+    let (first, last) = (closes.iter().min(), closes.iter().max());
+    let (Some(&first), Some(&last)) = (first, last) else {
+        panic!("no closes")
+    };
+    // Never before three quarters of the limit: what a client can count on.
+    assert!(
+        first >= limit * 3 / 4,
+        "a connection closed after {first:?}"
+    );
+    // Spread: 40 draws over 250 ms; all within 100 ms of each other happens with a
+    // chance of about 40 * 0.4^39.
+    assert!(
+        last - first >= Duration::from_millis(100),
+        "all 40 closed between {first:?} and {last:?}"
+    );
+    hub.shutdown().await;
+}
+
 /// Holds `n` connections open, all accepted (each answered once, kept alive).
 async fn hold(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
     let mut held = Vec::new();

@@ -687,6 +687,7 @@ impl Agent {
                     .hists
                     .get(H_CREATE_TO_OFFER)
                     .record_ns_span(sent, now_ns);
+                self.shared.mark_c2o(sent, now_ns.saturating_sub(sent));
             }
         }
         let deadline_ms = rfc3339_ms(&o.deadline);

@@ -288,6 +288,8 @@ pub async fn run_echo(opts: EchoOpts) -> Result<Report, Failure> {
         throughput_steady: None,
         frame_types: Default::default(),
         completion_timeline: Vec::new(),
+        c2o_max_us_by_second: Vec::new(),
+        c2o_over_1ms_by_second: Vec::new(),
         latencies: hists.summaries(&[H_ECHO_RTT, H_ECHO_CONNECT]),
         checks,
         accounting: Default::default(),

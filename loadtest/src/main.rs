@@ -263,7 +263,7 @@ struct ClusterArgs {
     /// The redis-server binary.
     #[arg(long, default_value = "redis-server")]
     redis_bin: PathBuf,
-    /// store.snapshot_every of the started nodes (with --redis; default: the hub's).
+    /// store.snapshot_every of the started nodes (with --redis or --durable; default: the hub's).
     #[arg(long)]
     snapshot_every: Option<u64>,
 }

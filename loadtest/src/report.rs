@@ -163,6 +163,13 @@ pub struct Report {
     /// Completions in each second from the first create on.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub completion_timeline: Vec<u64>,
+    /// The slowest create -> first offer (µs) of the tasks created in each second from
+    /// the first create on.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub c2o_max_us_by_second: Vec<u64>,
+    /// How many create -> first offer of the tasks created in each second took over 1 ms.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub c2o_over_1ms_by_second: Vec<u64>,
     /// Latencies, in microseconds.
     pub latencies: Vec<LatencySummary>,
     /// Invariants.
@@ -203,6 +210,8 @@ impl Report {
             throughput_steady: None,
             frame_types: Default::default(),
             completion_timeline: Vec::new(),
+            c2o_max_us_by_second: Vec::new(),
+            c2o_over_1ms_by_second: Vec::new(),
             latencies: Vec::new(),
             checks: Vec::new(),
             accounting: Accounting::default(),

@@ -123,7 +123,7 @@ pub struct RouteOpts {
     pub redis: bool,
     /// The `redis-server` binary.
     pub redis_bin: PathBuf,
-    /// `store.snapshot_every` of the started nodes (with `redis`); `None`: the hub's
+    /// `store.snapshot_every` of the started nodes (with `redis` or `durable`); `None`: the hub's
     /// default.
     pub snapshot_every: Option<u64>,
     /// Without `redis`: the hub runs the file store (data in the run's directory)
@@ -1661,6 +1661,11 @@ async fn drive(
         .skip((first_send as f64 / 1e9).floor() as usize)
         .take(end_sec.saturating_sub((first_send as f64 / 1e9).floor() as usize))
         .collect();
+    let first_sec = (first_send as f64 / 1e9).floor() as usize;
+    let (c2o_max_us_by_second, c2o_over_1ms_by_second) = shared.c2o_timeline(
+        first_sec,
+        ((gen_out.last_send_ns as f64 / 1e9).floor() as usize + 1).saturating_sub(first_sec),
+    );
     // Whole seconds inside the load window, after a warm-up of the hold and answer times.
     let warmup = 1.0 + 3.0 * (opts.accept.mean_ms + opts.handle.mean_ms) / 1000.0;
     let from = (first_send as f64 / 1e9 + warmup).ceil() as usize;
@@ -2031,6 +2036,8 @@ async fn drive(
         throughput_steady: steady,
         frame_types,
         completion_timeline,
+        c2o_max_us_by_second,
+        c2o_over_1ms_by_second,
         throughput: if elapsed_secs > 0.0 {
             counts.completed as f64 / elapsed_secs
         } else {

@@ -79,6 +79,11 @@ pub struct Shared {
     pub last_completion_ns: AtomicU64,
     /// Completes answered in each second since `t0`.
     timeline: Vec<AtomicU64>,
+    /// The slowest create -> first offer of the tasks created in each second since
+    /// `t0`, in ns, and how many of them took over a millisecond: where in the run a
+    /// tail comes from (a burst of other work on the hub shows as a few bad seconds).
+    c2o_max: Vec<AtomicU64>,
+    c2o_slow: Vec<AtomicU64>,
 }
 
 impl Shared {
@@ -87,6 +92,8 @@ impl Shared {
     pub fn new(tasks: usize, secs: usize, nonce: &str) -> Shared {
         Shared {
             timeline: (0..secs.max(1)).map(|_| AtomicU64::new(0)).collect(),
+            c2o_max: (0..secs.max(1)).map(|_| AtomicU64::new(0)).collect(),
+            c2o_slow: (0..secs.max(1)).map(|_| AtomicU64::new(0)).collect(),
             t0: Instant::now(),
             key_prefix: format!("lt-{nonce}-"),
             send_ns: (0..tasks).map(|_| AtomicU64::new(0)).collect(),
@@ -133,6 +140,28 @@ impl Shared {
         self.last_completion_ns.fetch_max(ns, Ordering::Relaxed);
         let i = ((ns / 1_000_000_000) as usize).min(self.timeline.len() - 1);
         self.timeline[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Notes a create -> first offer of `ns` for a create written at `sent_ns`.
+    pub fn mark_c2o(&self, sent_ns: u64, ns: u64) {
+        let i = ((sent_ns / 1_000_000_000) as usize).min(self.c2o_max.len() - 1);
+        self.c2o_max[i].fetch_max(ns, Ordering::Relaxed);
+        if ns > 1_000_000 {
+            self.c2o_slow[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Per second of creates from `from` for `n` seconds: the slowest create -> first
+    /// offer in µs, and how many took over 1 ms.
+    pub fn c2o_timeline(&self, from: usize, n: usize) -> (Vec<u64>, Vec<u64>) {
+        let take = |v: &[AtomicU64], div: u64| {
+            v.iter()
+                .skip(from)
+                .take(n)
+                .map(|a| a.load(Ordering::Relaxed) / div)
+                .collect()
+        };
+        (take(&self.c2o_max, 1_000), take(&self.c2o_slow, 1))
     }
 
     /// Completes answered in each second since the run started, up to `secs`.

@@ -168,10 +168,10 @@ pub async fn serve(
         request::guard,
     ));
     let service = TowerToHyperService::new(app);
+    let head_timeout = Duration::from_millis(limits.request_head_timeout_ms);
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_millis(limits.request_head_timeout_ms))
         .max_buf_size(limits.max_header_bytes)
         .keep_alive(true);
     // The websocket sessions' own write timeout, for every write on the socket.
@@ -204,7 +204,7 @@ pub async fn serve(
             limits.max_header_bytes,
             write_stall,
         ));
-        let conn = builder
+        let conn = with_spread_head_timeout(&builder, head_timeout)
             .serve_connection(io, service.clone())
             .with_upgrades();
         let mut drain = drain_rx.clone();
@@ -241,6 +241,28 @@ pub async fn serve(
     done_tx.closed().await;
 }
 
+/// The part of a request's time limits over which they are spread.
+const TIMEOUT_SPREAD: u32 = 4;
+
+/// `limit` less up to a quarter of it, drawn afresh on each call. Connections opened
+/// together (a flood of silent ones) would otherwise all time out in the same
+/// millisecond, and their closes come as one burst of work in front of the decisions;
+/// spread, they come as a trickle. Never more than `limit`: what the documentation
+/// promises is that a connection is closed by then.
+pub(crate) fn spread(limit: Duration) -> Duration {
+    // The top 48 bits of a v4 uuid are random (its version and variant bits are lower).
+    let r = (crate::ids::random_v4().as_u128() >> 80) as u64;
+    let off = (limit / TIMEOUT_SPREAD).mul_f64(r as f64 / (1u64 << 48) as f64);
+    limit - off
+}
+
+/// `builder` with this connection's head timeout, [`spread`].
+fn with_spread_head_timeout(builder: &http1::Builder, limit: Duration) -> http1::Builder {
+    let mut b = builder.clone();
+    b.header_read_timeout(spread(limit));
+    b
+}
+
 /// Answers a connection past a cap with `503 too_many_connections` and closes it.
 fn refuse(mut tcp: TcpStream, why: &'static str, refusing: &Arc<AtomicUsize>) {
     if refusing.fetch_add(1, Ordering::AcqRel) >= MAX_REFUSING {
@@ -263,4 +285,35 @@ fn refuse(mut tcp: TcpStream, why: &'static str, refusing: &Arc<AtomicUsize>) {
         .await;
         refusing.fetch_sub(1, Ordering::AcqRel);
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spread_limit_lies_in_the_last_quarter_and_covers_it() {
+        let limit = Duration::from_millis(10_000);
+        let draws: Vec<Duration> = (0..2_000).map(|_| spread(limit)).collect();
+        assert!(draws.iter().all(|d| *d <= limit && *d >= limit * 3 / 4));
+        // Over the whole quarter, not bunched in a part of it (a first version drew
+        // from bits of the uuid that are fixed, and put every draw in one part).
+        let (lo, hi) = (draws.iter().min(), draws.iter().max());
+        assert!(
+            lo.is_some_and(|d| *d < Duration::from_millis(7_600)),
+            "{lo:?}"
+        );
+        assert!(
+            hi.is_some_and(|d| *d > Duration::from_millis(9_900)),
+            "{hi:?}"
+        );
+        let below_mid = draws
+            .iter()
+            .filter(|d| **d < Duration::from_millis(8_750))
+            .count();
+        assert!(
+            (800..1_200).contains(&below_mid),
+            "{below_mid} of 2000 below the middle"
+        );
+    }
 }

@@ -87,7 +87,12 @@ pub(crate) async fn guard(State(limits): State<Arc<Limits>>, req: Request, next:
         }
         let (parts, body) = req.into_parts();
         let max = limits.max_body_bytes;
-        match tokio::time::timeout(limits.body_timeout, axum::body::to_bytes(body, max)).await {
+        match tokio::time::timeout(
+            super::spread(limits.body_timeout),
+            axum::body::to_bytes(body, max),
+        )
+        .await
+        {
             Ok(Ok(bytes)) => Request::from_parts(parts, Body::from(bytes)),
             Ok(Err(e)) => {
                 let too_large = e.into_inner().is::<http_body_util::LengthLimitError>();
