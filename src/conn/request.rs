@@ -87,12 +87,8 @@ pub(crate) async fn guard(State(limits): State<Arc<Limits>>, req: Request, next:
         }
         let (parts, body) = req.into_parts();
         let max = limits.max_body_bytes;
-        match tokio::time::timeout(
-            super::spread(limits.body_timeout),
-            axum::body::to_bytes(body, max),
-        )
-        .await
-        {
+        let limit = super::spread(limits.body_timeout);
+        match tokio::time::timeout(limit, axum::body::to_bytes(body, max)).await {
             Ok(Ok(bytes)) => Request::from_parts(parts, Body::from(bytes)),
             Ok(Err(e)) => {
                 let too_large = e.into_inner().is::<http_body_util::LengthLimitError>();
@@ -113,10 +109,7 @@ pub(crate) async fn guard(State(limits): State<Arc<Limits>>, req: Request, next:
                 tracing::debug!(uri = %parts.uri, "request body not received in time");
                 return closing(
                     ErrorCode::RequestTimeout,
-                    format!(
-                        "the body did not arrive within {} ms",
-                        limits.body_timeout.as_millis()
-                    ),
+                    format!("the body did not arrive within {} ms", limit.as_millis()),
                 );
             }
         }
