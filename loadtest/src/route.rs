@@ -123,8 +123,8 @@ pub struct RouteOpts {
     pub redis: bool,
     /// The `redis-server` binary.
     pub redis_bin: PathBuf,
-    /// `store.snapshot_every` of the started nodes (with `redis` or `durable`); `None`: the hub's
-    /// default.
+    /// `store.snapshot_every` of the started nodes (with `redis` or `durable`); `None`:
+    /// the hub's default.
     pub snapshot_every: Option<u64>,
     /// Without `redis`: the hub runs the file store (data in the run's directory)
     /// instead of the in-memory one.
@@ -1655,13 +1655,13 @@ async fn drive(
     let linked = hists.get(H_CREATE_TO_OFFER).count();
     let timeline_all = shared.timeline(timeline_secs);
     let end_sec = (last_done as f64 / 1e9).ceil() as usize;
+    let first_sec = (first_send as f64 / 1e9).floor() as usize;
     let completion_timeline: Vec<u64> = timeline_all
         .iter()
         .copied()
-        .skip((first_send as f64 / 1e9).floor() as usize)
-        .take(end_sec.saturating_sub((first_send as f64 / 1e9).floor() as usize))
+        .skip(first_sec)
+        .take(end_sec.saturating_sub(first_sec))
         .collect();
-    let first_sec = (first_send as f64 / 1e9).floor() as usize;
     let (c2o_max_us_by_second, c2o_over_1ms_by_second) = shared.c2o_timeline(
         first_sec,
         ((gen_out.last_send_ns as f64 / 1e9).floor() as usize + 1).saturating_sub(first_sec),
