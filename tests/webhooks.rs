@@ -486,6 +486,18 @@ async fn while_one_is_in_flight_new_events_wait_for_an_answer_or_the_linger_then
         delivered_ids(g).len() == 9
     })
     .await;
+    // The receiver has written its nine answers; wait until the runner has read them
+    // all too (its position passes the ninth only then). An answer read after the 10th
+    // is taken would wake the runner, and a wake-up takes what the feed has: the burst
+    // below would go at once, which is by design, not the linger under test.
+    let read_all = std::time::Instant::now() + Duration::from_secs(5);
+    while d.records.position.load(Relaxed) < 9 {
+        assert!(
+            std::time::Instant::now() < read_all,
+            "the runner never read the nine answers"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     // An answer slower than the linger does not hold new events past it: what comes
     // while the 10th is in flight (3 s) goes when the linger (1 s) ends.
     rx.delay(Duration::from_secs(3));
