@@ -45,13 +45,29 @@ fn validator(def: &str) -> jsonschema::Validator {
     jsonschema::validator_for(&root).unwrap_or_else(|e| panic!("schema for {def} compiles: {e}"))
 }
 
+type SchemaCache = std::sync::Mutex<std::collections::HashMap<String, jsonschema::Validator>>;
+
+fn schema_cache() -> &'static SchemaCache {
+    static CACHE: OnceLock<SchemaCache> = OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+/// Compiles the validators the helpers use. The first schema check of a process reads
+/// and compiles the 140 KB schema: about 150 ms, 400-700 ms on a loaded 2-core machine,
+/// and the cache's lock is held meanwhile. Done as a hub starts, that never lands in a
+/// test's timed part (it did: between a hub's write and the test's read of it).
+pub fn warm_schemas() {
+    let mut cache = schema_cache().lock().unwrap_or_else(|p| p.into_inner());
+    for def in ["ServerFrame", "ClientFrame", "Task", "HttpError"] {
+        cache
+            .entry(def.to_owned())
+            .or_insert_with(|| validator(def));
+    }
+}
+
 /// Panics unless `v` is valid against `$defs/<def>` of the protocol schema.
 pub fn check_schema(def: &str, v: &Value) {
-    static CACHE: OnceLock<
-        std::sync::Mutex<std::collections::HashMap<String, jsonschema::Validator>>,
-    > = OnceLock::new();
-    let cache = CACHE.get_or_init(Default::default);
-    let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+    let mut cache = schema_cache().lock().unwrap_or_else(|p| p.into_inner());
     let val = cache
         .entry(def.to_owned())
         .or_insert_with(|| validator(def));
@@ -132,6 +148,7 @@ impl TestHub {
     }
 
     pub async fn start_with(mut cfg: Config) -> TestHub {
+        warm_schemas();
         // In memory unless the test chose a store: nothing may write a data directory
         // into the working tree.
         if cfg.store.kind.is_none() && cfg.store.redis.is_none() {
