@@ -1,4 +1,5 @@
-//! The file store's own guarantees: what a restart finds (replay equality, snapshots),
+//! The file store's own guarantees: what a restart finds (replay equality, snapshots
+//! forked and built from the log),
 //! a torn last batch (cut), damage to acknowledged records (refused, the last one
 //! included), a batch that lost an earlier page (cut without its marker, refused with
 //! it), format-1 directories, the directory lock, and the agents connected when the hub
@@ -14,7 +15,7 @@ use switchboard::context::record::{Actor, CustomerFields};
 use switchboard::ids::{AgentId, Channel, ConnId, CustomerId};
 use switchboard::routing::{Command, Rules, TransferTo};
 use switchboard::state::Reply;
-use switchboard::store::file::{FileStore, recover, segment};
+use switchboard::store::file::{FileStore, compact, recover, segment, snapshot};
 use switchboard::store::{Sink, Store};
 use switchboard::task::{CustomerIdentity, NewTask};
 
@@ -634,6 +635,103 @@ async fn replay_after_a_restart_equals_the_state_before_it() {
             "seed {seed}: no snapshot was written in {pos} records"
         );
     }
+}
+
+/// One record: a customer or a task, in turn.
+async fn one_record(s: &FileStore, i: u64) {
+    if i % 2 == 0 {
+        new_customer(s, &format!("Kund {i}"), at(i)).await;
+    } else {
+        s.execute(new_task("support", Some(format!("k{i}"))), at(i))
+            .await
+            .expect("store")
+            .reply
+            .expect("create");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forked_snapshot_and_one_built_from_the_log_hold_the_state_at_their_position() {
+    // The live store writes its snapshot from a forked copy of the replica; `compact`
+    // (the way when a fork fails) builds one from the previous snapshot and the log.
+    // Each must be the state at its position, byte for byte. One record at a time, so
+    // every batch is one record and the snapshot falls exactly at the 50th.
+    let dir = TempDir::new("forked");
+    let s = open(&dir.0, 50).await;
+    let mut i = 0;
+    while s.position() < 50 {
+        one_record(&s, i).await;
+        i += 1;
+    }
+    let at_50 = s.state_bytes().expect("bytes");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let snap = loop {
+        if let Some(l) = snapshot::read(&dir.0).expect("a whole snapshot") {
+            break l;
+        }
+        assert!(std::time::Instant::now() < deadline, "no snapshot in 10 s");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    };
+    assert_eq!(snap.pos, 50);
+    assert!(
+        snap.bytes == at_50,
+        "the forked snapshot is not the state at 50"
+    );
+    let mut metrics = String::new();
+    s.render_metrics(&mut metrics);
+    let paused: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("switchboard_store_snapshot_fork_seconds "))
+        .expect("the fork gauge")
+        .parse()
+        .expect("a number");
+    assert!(
+        paused > 0.0,
+        "the snapshot was not written by a forked child"
+    );
+    // Records the child never saw, while the parent went on.
+    while s.position() < 80 {
+        one_record(&s, i).await;
+        i += 1;
+    }
+    let at_80 = s.state_bytes().expect("bytes");
+    drop(s);
+    let size = compact(&dir.0, rules(), 80).expect("compact");
+    assert!(size.is_some(), "the snapshot at 50 does not cover 80");
+    let snap = snapshot::read(&dir.0).expect("read").expect("a snapshot");
+    assert_eq!(snap.pos, 80);
+    assert!(
+        snap.bytes == at_80,
+        "the snapshot built from the log is not the state at 80"
+    );
+    assert!(
+        segment::list(&dir.0)
+            .expect("list")
+            .iter()
+            .all(|(first, _)| *first > 80),
+        "segments the snapshot covers were left"
+    );
+    // And a store opened on it starts from there with nothing to replay.
+    let rec = recover(&dir.0, rules(), false).expect("recover");
+    assert_eq!((rec.replica.pos, rec.replayed), (80, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_stopped_while_its_snapshot_is_written_waits_for_it() {
+    // The forked writer dies with the thread that forked it (none may outlive a killed
+    // hub), so a stop must not end that thread before the writer is done.
+    let dir = TempDir::new("stopped");
+    let s = open(&dir.0, 50).await;
+    let mut i = 0;
+    while s.position() < 50 {
+        one_record(&s, i).await;
+        i += 1;
+    }
+    drop(s);
+    let snap = snapshot::read(&dir.0)
+        .expect("a whole snapshot")
+        .expect("the snapshot at 50 was written");
+    assert_eq!(snap.pos, 50);
 }
 
 /// Names (and versions) of the customers `query` finds through the store's read path.

@@ -350,7 +350,8 @@ pub fn run_dir(secret: &str) -> PathBuf {
     ))
 }
 
-/// CPU seconds and peak RSS (KiB) of a process, from /proc.
+/// CPU seconds and peak RSS (KiB) of a process, from /proc. The CPU includes that of
+/// its children it has waited for (the file store's snapshot writer is a forked child).
 pub fn proc_usage(pid: u32) -> Option<(f64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name, which is in parentheses and may hold spaces.
@@ -358,6 +359,8 @@ pub fn proc_usage(pid: u32) -> Option<(f64, u64)> {
     let f: Vec<&str> = rest.split_whitespace().collect();
     let utime: u64 = f.get(11)?.parse().ok()?;
     let stime: u64 = f.get(12)?.parse().ok()?;
+    let cutime: u64 = f.get(13)?.parse().ok()?;
+    let cstime: u64 = f.get(14)?.parse().ok()?;
     // SAFETY: sysconf has no preconditions.
     let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     let tick = if tick > 0 { tick as f64 } else { 100.0 };
@@ -367,7 +370,7 @@ pub fn proc_usage(pid: u32) -> Option<(f64, u64)> {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0);
-    Some(((utime + stime) as f64 / tick, hwm))
+    Some(((utime + stime + cutime + cstime) as f64 / tick, hwm))
 }
 
 /// The resident memory (VmRSS) of a process now, in KiB, from /proc.

@@ -20,6 +20,7 @@ pub struct FileMetrics {
     snapshots: AtomicU64,
     snapshot_us: AtomicU64,
     snapshot_bytes: AtomicU64,
+    fork_us: AtomicU64,
 }
 
 impl FileMetrics {
@@ -52,6 +53,11 @@ impl FileMetrics {
         self.snapshots.fetch_add(1, Relaxed);
         self.snapshot_us.store(took.as_micros() as u64, Relaxed);
         self.snapshot_bytes.store(bytes, Relaxed);
+    }
+
+    /// The applier paused this long to fork the last snapshot's writer.
+    pub fn forked(&self, took: Duration) {
+        self.fork_us.store(took.as_micros() as u64, Relaxed);
     }
 
     /// Prometheus text; `disk_bytes` is the data directory's log and snapshot bytes.
@@ -88,6 +94,12 @@ impl FileMetrics {
             "gauge",
             "How long the last snapshot took to build and write.",
             format!("{:.6}", self.snapshot_us.load(Relaxed) as f64 / 1e6),
+        );
+        line(
+            "switchboard_store_snapshot_fork_seconds",
+            "gauge",
+            "How long the log's applier paused to fork the last snapshot's writer (0: none forked yet).",
+            format!("{:.6}", self.fork_us.load(Relaxed) as f64 / 1e6),
         );
         line(
             "switchboard_store_snapshot_bytes",

@@ -8,9 +8,11 @@
 //! is told of a decision, before it is on disk. A restart
 //! loads the snapshot ([`snapshot`]) and replays the segments after it through the same
 //! `step`, so it makes exactly the decisions that were made before. Every
-//! `snapshot_every` records the writer starts a new segment and a background thread
-//! builds a snapshot from the previous one plus the closed segments (never touching the
-//! live replica), puts it in place, and removes the segments it covers.
+//! `snapshot_every` records the writer starts a new segment, and the applier, once it
+//! has applied every record before it, forks a child that writes the replica as the
+//! snapshot ([`fork`]); a background thread waits for it and removes the segments it
+//! covers. Where a fork fails, that thread builds the snapshot from the previous one
+//! plus the closed segments instead ([`compact`]).
 //!
 //! The data directory holds `LOCK` ([`lock`]), `snapshot`, and `log-<first>.seg`.
 //!
@@ -22,6 +24,7 @@
 //! room, not a torn record (`segment::scan`).
 
 pub mod backup;
+mod fork;
 mod lock;
 mod metrics;
 pub mod segment;
@@ -215,6 +218,15 @@ struct Job {
     reply: oneshot::Sender<Result<Outcome, HubError>>,
 }
 
+/// What the writer hands the applier, in log order.
+enum Written {
+    /// A synced batch and the position of its first record.
+    Batch(u64, Vec<Job>),
+    /// The snapshot at this position is due: every record up to it has been handed
+    /// over, and the writer has started a new segment after it.
+    Snapshot(u64),
+}
+
 struct Shared {
     dir: PathBuf,
     rules: Arc<Rules>,
@@ -271,8 +283,8 @@ pub struct FileStore {
 struct Writer {
     shared: Arc<Shared>,
     rx: mpsc::Receiver<Job>,
-    /// Written batches, with their first position, to the applier.
-    written: mpsc::Sender<(u64, Vec<Job>)>,
+    /// Written batches, and snapshots due, to the applier.
+    written: mpsc::Sender<Written>,
     file: std::fs::File,
     /// Where the next batch starts: the end of the current segment's last batch.
     len: u64,
@@ -353,8 +365,21 @@ impl FileStore {
             std::thread::Builder::new()
                 .name("sb-log-apply".into())
                 .spawn(move || {
-                    for (first, batch) in to_apply {
-                        apply(&shared, first, batch);
+                    for w in to_apply {
+                        match w {
+                            Written::Batch(first, batch) => apply(&shared, first, batch),
+                            Written::Snapshot(target) => start_snapshot(&shared, target),
+                        }
+                    }
+                    // A forked snapshot writer dies with the thread that forked it (so
+                    // that none outlives a killed hub): this one stays until it is done.
+                    let h = shared
+                        .compaction
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .take();
+                    if let Some(h) = h {
+                        let _ = h.join();
                     }
                 })
                 .map_err(|e| unavailable(format!("cannot start the log applier: {e}")))?
@@ -556,7 +581,7 @@ impl Writer {
             self.since_snapshot += batch.len() as u64;
             // Applied and answered on the applier thread, while this one writes and
             // syncs the next batch.
-            if self.written.send((first, batch)).is_err() {
+            if self.written.send(Written::Batch(first, batch)).is_err() {
                 self.shared.fail("the log applier stopped".into());
             }
             if self.since_snapshot >= self.shared.snapshot_every
@@ -587,8 +612,8 @@ impl Writer {
         self.allocated = at;
     }
 
-    /// Starts a new segment at the next position and builds a snapshot of everything
-    /// before it in the background.
+    /// Starts a new segment at the next position and has the applier start a snapshot
+    /// of everything before it (`start_snapshot`) once it has applied it all.
     fn start_snapshot(&mut self) {
         let target = self.next - 1;
         match new_segment(&self.shared.dir, self.next) {
@@ -605,42 +630,78 @@ impl Writer {
         }
         self.since_snapshot = 0;
         self.shared.compacting.store(true, Ordering::Release);
-        let shared = self.shared.clone();
-        let spawned = std::thread::Builder::new()
-            .name("sb-snapshot".into())
-            .spawn(move || {
-                lower_priority();
-                let t = Instant::now();
-                match compact(&shared.dir, shared.rules.clone(), target) {
-                    Ok(Some(size)) => {
-                        shared.metrics.snapshot(t.elapsed(), size);
-                        tracing::info!(
-                            position = target,
-                            bytes = size,
-                            ms = t.elapsed().as_millis() as u64,
-                            "snapshot written, segments below it removed"
-                        );
-                    }
-                    Ok(None) => {}
-                    Err(e) => tracing::warn!(error = %e, "cannot write a snapshot"),
+        if self.written.send(Written::Snapshot(target)).is_err() {
+            self.shared.compacting.store(false, Ordering::Release);
+        }
+    }
+}
+
+/// On the applier thread, every record up to `target` applied: starts the snapshot at
+/// `target`. On Linux a forked child writes the replica as it stands (`fork`: the
+/// applier pauses only for the fork); where that is not possible, a thread builds it
+/// from the previous snapshot and the closed segments (`compact`). Either way a
+/// background thread waits for it, then removes the segments it covers.
+fn start_snapshot(shared: &Arc<Shared>, target: u64) {
+    let t = Instant::now();
+    let child = {
+        // Held across the fork, so that no reader holds it then (the child could not
+        // take it) and the child's copy is the replica at `target`.
+        let r = shared.replica();
+        if r.pos == target {
+            fork::spawn(&r.state, &shared.dir, r.pos, r.now.0).map_err(|e| e.to_string())
+        } else {
+            Err(format!("the replica is at {}, not {target}", r.pos))
+        }
+    };
+    let paused = t.elapsed();
+    let (dir, rules) = (shared.dir.clone(), shared.rules.clone());
+    let build: Box<dyn FnOnce() -> Result<Option<u64>, HubError> + Send> = match child {
+        Ok(child) => {
+            shared.metrics.forked(paused);
+            Box::new(move || {
+                let size = child.wait().map_err(unavailable)?;
+                remove_covered(&dir, target)?;
+                Ok(Some(size))
+            })
+        }
+        Err(why) => {
+            tracing::warn!(error = %why, "cannot fork the snapshot writer; building the snapshot from the log instead");
+            Box::new(move || compact(&dir, rules, target))
+        }
+    };
+    let shared2 = shared.clone();
+    let spawned = std::thread::Builder::new()
+        .name("sb-snapshot".into())
+        .spawn(move || {
+            let shared = shared2;
+            lower_priority();
+            match build() {
+                Ok(Some(size)) => {
+                    shared.metrics.snapshot(t.elapsed(), size);
+                    tracing::info!(
+                        position = target,
+                        bytes = size,
+                        ms = t.elapsed().as_millis() as u64,
+                        paused_us = paused.as_micros() as u64,
+                        "snapshot written, segments below it removed"
+                    );
                 }
-                shared.compacting.store(false, Ordering::Release);
-            });
-        match spawned {
-            Ok(h) => {
-                let mut slot = self
-                    .shared
-                    .compaction
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
-                if let Some(old) = slot.replace(h) {
-                    let _ = old.join(); // finished: `compacting` was false
-                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot write a snapshot"),
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot start the snapshot thread");
-                self.shared.compacting.store(false, Ordering::Release);
+            shared.compacting.store(false, Ordering::Release);
+        });
+    match spawned {
+        Ok(h) => {
+            let mut slot = shared.compaction.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(old) = slot.replace(h) {
+                let _ = old.join(); // finished: `compacting` was false
             }
+        }
+        Err(e) => {
+            // A forked child is left to finish on its own; its exit is not waited for.
+            tracing::warn!(error = %e, "cannot start the snapshot thread");
+            shared.compacting.store(false, Ordering::Release);
         }
     }
 }
@@ -668,7 +729,8 @@ fn apply(shared: &Shared, first: u64, batch: Vec<Job>) {
 
 /// Builds the snapshot at `target` from the stored one and the closed segments, puts
 /// it in place, and removes the segments it covers. Returns its size, or nothing when
-/// the stored one already covers `target`.
+/// the stored one already covers `target`. The way when a fork fails: it decides every
+/// record since the stored snapshot a second time.
 pub fn compact(dir: &Path, rules: Arc<Rules>, target: u64) -> Result<Option<u64>, HubError> {
     // Replayed only to be written: no search index to keep up.
     let mut r = match snapshot::read(dir).map_err(unavailable)? {
@@ -729,14 +791,20 @@ pub fn compact(dir: &Path, rules: Arc<Rules>, target: u64) -> Result<Option<u64>
             dir.display()
         ))
     })?;
-    // Only now that the snapshot is durable: the segments it covers go.
+    remove_covered(dir, target)?;
+    Ok(Some(size))
+}
+
+/// Removes the segments a durable snapshot at `target` covers: those that start at or
+/// before it (the writer began a new segment right after `target`).
+fn remove_covered(dir: &Path, target: u64) -> Result<(), HubError> {
+    let segments = segment::list(dir).map_err(unavailable)?;
     for (_, path) in segments.iter().filter(|(f, _)| *f <= target) {
         if let Err(e) = std::fs::remove_file(path) {
             tracing::warn!(file = %path.display(), error = %e, "cannot remove a segment the snapshot covers");
         }
     }
-    sync_dir(dir).map_err(unavailable)?;
-    Ok(Some(size))
+    sync_dir(dir).map_err(unavailable)
 }
 
 impl Drop for FileStore {

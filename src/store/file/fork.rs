@@ -1,0 +1,170 @@
+//! A snapshot written by a forked child: the replica as the applier holds it
+//! between two batches, encoded and written by a copy of the process.
+//!
+//! Why: the other way ([`super::compact`]) reads the previous snapshot and decides
+//! every record since then a second time, on the same two cores as the live hub; over a
+//! long run at 5,000 tasks/s that second replay was most of the snapshot's cost and the
+//! cause of the create -> offer tail (ARCHITECTURE, "One machine: the file store"). A
+//! fork costs the applier only the copy of the page tables; the kernel shares the
+//! pages copy-on-write, and the parent copies a page only when it writes one while the
+//! child runs (as Redis's `BGSAVE` does).
+//!
+//! The child of a threaded process holds only the thread that forked, so it must not
+//! wait for a lock another thread may have held at the fork: it touches the state (the
+//! applier's, whose lock the applier holds across the fork), allocates (glibc's
+//! `fork` leaves malloc's locks usable in the child), writes files, and leaves with
+//! `_exit`: no logging (the subscriber's locks), no destructors. It tells its result
+//! through a pipe.
+
+//!
+//! On other platforms [`spawn`] always fails, and the file store builds every snapshot
+//! from the log.
+
+#[cfg(target_os = "linux")]
+pub use linux::spawn;
+#[cfg(not(target_os = "linux"))]
+pub use other::spawn;
+
+#[cfg(not(target_os = "linux"))]
+mod other {
+    use crate::state::State;
+    use std::path::Path;
+
+    /// Never made here.
+    pub struct Child(std::convert::Infallible);
+
+    /// No fork on this platform.
+    pub fn spawn(_: &State, _: &Path, _: u64, _: u64) -> std::io::Result<Child> {
+        Err(std::io::ErrorKind::Unsupported.into())
+    }
+
+    impl Child {
+        /// Never called: there is no child.
+        pub fn wait(self) -> Result<u64, String> {
+            match self.0 {}
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+mod linux {
+    use crate::state::State;
+    use std::io::Read;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::path::Path;
+
+    /// A child writing a snapshot.
+    pub struct Child {
+        pid: libc::pid_t,
+        /// The read end of the pipe the child writes its result to.
+        result: std::fs::File,
+    }
+
+    /// Forks a child that writes `state`, the replica at record `pos` with time `now`, as
+    /// the snapshot of `dir`, then exits. Call it on the applier thread, with the
+    /// replica's lock held: the applier is the only thread that changes the replica, so
+    /// the child's copy is the state at `pos` exactly. An error: no child (the fork or the
+    /// pipe failed); the caller builds the snapshot the other way.
+    pub fn spawn(state: &State, dir: &Path, pos: u64, now: u64) -> std::io::Result<Child> {
+        let mut fds = [0 as libc::c_int; 2];
+        // SAFETY: pipe2 writes two descriptors into the array we pass, which has room for
+        // them.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: both descriptors are new and ours alone.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        // SAFETY: getpid has no preconditions.
+        let parent = unsafe { libc::getpid() };
+        // SAFETY: fork itself is sound to call; what makes it delicate is what the child
+        // does before it exits, which `child` keeps to the list in the module documentation.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if pid == 0 {
+            child(state, dir, pos, now, parent, fds[1]);
+        }
+        drop(write);
+        Ok(Child {
+            pid,
+            result: std::fs::File::from(read),
+        })
+    }
+
+    impl Child {
+        /// Waits for the child to end: the snapshot's size, or why there is none.
+        pub fn wait(mut self) -> Result<u64, String> {
+            let mut said = String::new();
+            // EOF once the child has exited (its end of the pipe closes with it).
+            let _ = self.result.read_to_string(&mut said);
+            let mut status: libc::c_int = 0;
+            loop {
+                // SAFETY: waitpid writes the status into the integer we pass.
+                let r = unsafe { libc::waitpid(self.pid, &mut status, 0) };
+                if r == self.pid {
+                    break;
+                }
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(format!("cannot wait for the snapshot writer: {e}"));
+                }
+            }
+            if libc::WIFSIGNALED(status) {
+                return Err(format!(
+                    "the snapshot writer was killed by signal {}",
+                    libc::WTERMSIG(status)
+                ));
+            }
+            match said.strip_prefix("ok ") {
+                Some(n) if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 => n
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("the snapshot writer said {said:?}")),
+                _ if said.is_empty() => Err(format!(
+                    "the snapshot writer ended without a word (status {status})"
+                )),
+                _ => Err(said),
+            }
+        }
+    }
+
+    const NICE: i32 = 10;
+
+    /// The child's whole life.
+    fn child(state: &State, dir: &Path, pos: u64, now: u64, parent: libc::pid_t, out: i32) -> ! {
+        // SAFETY (this block): plain system calls on integers, made by the only thread of
+        // this process. They make it die with the thread that forked it (a hub killed
+        // mid-snapshot leaves no writer behind holding its directory's lock or listening
+        // sockets, and a parent gone before this line is caught by the ppid check), let
+        // go of every descriptor but the pipe (the sockets and the lock file), take the
+        // default action on the stop signals (the hub's handlers write to its runtime), and
+        // run after the hub's own threads.
+        unsafe {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            if libc::getppid() != parent {
+                libc::_exit(3);
+            }
+            libc::signal(libc::SIGTERM, libc::SIG_DFL);
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            if out > 3 {
+                libc::syscall(libc::SYS_close_range, 3u32, (out - 1) as u32, 0u32);
+            }
+            libc::syscall(libc::SYS_close_range, (out + 1) as u32, u32::MAX, 0u32);
+            libc::setpriority(libc::PRIO_PROCESS, 0, NICE);
+        }
+        let said = match state.snapshot_bytes() {
+            Ok(bytes) => match super::super::snapshot::write(dir, pos, now, &bytes) {
+                Ok(size) => format!("ok {size}"),
+                Err(e) => format!("cannot write the snapshot in {}: {e}", dir.display()),
+            },
+            Err(e) => e.to_string(),
+        };
+        // SAFETY: `out` is the pipe's write end, open in this process; `said` lives across
+        // the call. A short write only shortens the message the parent reads.
+        unsafe {
+            libc::write(out, said.as_ptr().cast(), said.len());
+            libc::_exit(if said.starts_with("ok ") { 0 } else { 1 });
+        }
+    }
+}
