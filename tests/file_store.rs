@@ -650,6 +650,27 @@ async fn one_record(s: &FileStore, i: u64) {
     }
 }
 
+/// The first positions of the segments left.
+fn segment_firsts(dir: &Path) -> Vec<u64> {
+    segment::list(dir)
+        .expect("list")
+        .into_iter()
+        .map(|(first, _)| first)
+        .collect()
+}
+
+/// A store snapshotting every 50 records, given 50 one at a time (each its own batch,
+/// so the snapshot falls exactly at the 50th); and the next record's number.
+async fn fifty_records(dir: &Path) -> (FileStore, u64) {
+    let s = open(dir, 50).await;
+    let mut i = 0;
+    while s.position() < 50 {
+        one_record(&s, i).await;
+        i += 1;
+    }
+    (s, i)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forked_snapshot_and_one_built_from_the_log_hold_the_state_at_their_position() {
     // The live store writes its snapshot from a forked copy of the replica; `compact`
@@ -657,12 +678,7 @@ async fn a_forked_snapshot_and_one_built_from_the_log_hold_the_state_at_their_po
     // Each must be the state at its position, byte for byte. One record at a time, so
     // every batch is one record and the snapshot falls exactly at the 50th.
     let dir = TempDir::new("forked");
-    let s = open(&dir.0, 50).await;
-    let mut i = 0;
-    while s.position() < 50 {
-        one_record(&s, i).await;
-        i += 1;
-    }
+    let (s, mut i) = fifty_records(&dir.0).await;
     let at_50 = s.state_bytes().expect("bytes");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let snap = loop {
@@ -677,16 +693,28 @@ async fn a_forked_snapshot_and_one_built_from_the_log_hold_the_state_at_their_po
         snap.bytes == at_50,
         "the forked snapshot is not the state at 50"
     );
-    let mut metrics = String::new();
-    s.render_metrics(&mut metrics);
-    let paused: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("switchboard_store_snapshot_fork_seconds "))
-        .expect("the fork gauge")
-        .parse()
-        .expect("a number");
+    // The gauge is set once the fork returns in the parent, which on a busy machine
+    // can be after the child has written the file: waited for, not sampled.
+    let gauge = |name: &str| {
+        let mut metrics = String::new();
+        s.render_metrics(&mut metrics);
+        let v: f64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name}"))
+            .parse()
+            .expect("a number");
+        v
+    };
+    while gauge("switchboard_store_snapshot_bytes") == 0.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the snapshot never finished"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
     assert!(
-        paused > 0.0,
+        gauge("switchboard_store_snapshot_fork_seconds") > 0.0,
         "the snapshot was not written by a forked child"
     );
     // Records the child never saw, while the parent went on.
@@ -696,6 +724,11 @@ async fn a_forked_snapshot_and_one_built_from_the_log_hold_the_state_at_their_po
     }
     let at_80 = s.state_bytes().expect("bytes");
     drop(s);
+    assert_eq!(
+        segment_firsts(&dir.0),
+        [51],
+        "the forked snapshot's segments were left"
+    );
     let size = compact(&dir.0, rules(), 80).expect("compact");
     assert!(size.is_some(), "the snapshot at 50 does not cover 80");
     let snap = snapshot::read(&dir.0).expect("read").expect("a snapshot");
@@ -705,11 +738,8 @@ async fn a_forked_snapshot_and_one_built_from_the_log_hold_the_state_at_their_po
         "the snapshot built from the log is not the state at 80"
     );
     assert!(
-        segment::list(&dir.0)
-            .expect("list")
-            .iter()
-            .all(|(first, _)| *first > 80),
-        "segments the snapshot covers were left"
+        segment_firsts(&dir.0).is_empty(),
+        "the snapshot's segments were left"
     );
     // And a store opened on it starts from there with nothing to replay.
     let rec = recover(&dir.0, rules(), false).expect("recover");
@@ -721,12 +751,7 @@ async fn a_store_stopped_while_its_snapshot_is_written_waits_for_it() {
     // The forked writer dies with the thread that forked it (none may outlive a killed
     // hub), so a stop must not end that thread before the writer is done.
     let dir = TempDir::new("stopped");
-    let s = open(&dir.0, 50).await;
-    let mut i = 0;
-    while s.position() < 50 {
-        one_record(&s, i).await;
-        i += 1;
-    }
+    let (s, _) = fifty_records(&dir.0).await;
     drop(s);
     let snap = snapshot::read(&dir.0)
         .expect("a whole snapshot")

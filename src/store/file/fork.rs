@@ -40,7 +40,7 @@ mod other {
 
     impl Child {
         /// Never called: there is no child.
-        pub fn wait(self) -> Result<u64, String> {
+        pub fn wait(self, _limit: std::time::Duration) -> Result<u64, String> {
             match self.0 {}
         }
     }
@@ -50,8 +50,9 @@ mod other {
 mod linux {
     use crate::state::State;
     use std::io::Read;
-    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     use std::path::Path;
+    use std::time::{Duration, Instant};
 
     /// A child writing a snapshot.
     pub struct Child {
@@ -93,11 +94,41 @@ mod linux {
     }
 
     impl Child {
-        /// Waits for the child to end: the snapshot's size, or why there is none.
-        pub fn wait(mut self) -> Result<u64, String> {
-            let mut said = String::new();
+        /// Waits for the child to end: the snapshot's size, or why there is none. A
+        /// child still writing after `limit` is killed (a hung child would otherwise
+        /// hold off every later snapshot, and a stop).
+        pub fn wait(mut self, limit: Duration) -> Result<u64, String> {
+            let deadline = Instant::now() + limit;
+            let mut said = Vec::new();
+            let mut late = false;
             // EOF once the child has exited (its end of the pipe closes with it).
-            let _ = self.result.read_to_string(&mut said);
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    // SAFETY: kill takes plain integers; the pid is our unreaped child.
+                    unsafe { libc::kill(self.pid, libc::SIGKILL) };
+                    late = true;
+                    break;
+                }
+                let mut p = libc::pollfd {
+                    fd: self.result.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                let ms = left.as_millis().clamp(1, 60_000) as libc::c_int;
+                // SAFETY: poll reads and writes the one pollfd we pass.
+                if unsafe { libc::poll(&mut p, 1, ms) } == 0 {
+                    continue;
+                }
+                let mut chunk = [0u8; 512];
+                match self.result.read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => said.extend_from_slice(&chunk[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+            let said = String::from_utf8_lossy(&said).into_owned();
             let mut status: libc::c_int = 0;
             loop {
                 // SAFETY: waitpid writes the status into the integer we pass.
@@ -109,6 +140,12 @@ mod linux {
                 if e.kind() != std::io::ErrorKind::Interrupted {
                     return Err(format!("cannot wait for the snapshot writer: {e}"));
                 }
+            }
+            if late {
+                return Err(format!(
+                    "the snapshot writer took longer than {} s: killed",
+                    limit.as_secs()
+                ));
             }
             if libc::WIFSIGNALED(status) {
                 return Err(format!(
@@ -131,40 +168,75 @@ mod linux {
 
     const NICE: i32 = 10;
 
-    /// The child's whole life.
+    /// The child's whole life. It never returns: a panic in it is caught and ends it
+    /// too (unwinding into the applier's frames would drop what the parent owns).
     fn child(state: &State, dir: &Path, pos: u64, now: u64, parent: libc::pid_t, out: i32) -> ! {
         // SAFETY (this block): plain system calls on integers, made by the only thread of
         // this process. They make it die with the thread that forked it (a hub killed
         // mid-snapshot leaves no writer behind holding its directory's lock or listening
-        // sockets, and a parent gone before this line is caught by the ppid check), let
-        // go of every descriptor but the pipe (the sockets and the lock file), take the
-        // default action on the stop signals (the hub's handlers write to its runtime), and
-        // run after the hub's own threads.
+        // sockets, and a parent gone before this line is caught by the ppid check),
+        // ignore the stop signals (a Ctrl-C or a service manager signals the whole
+        // group; the hub waits for this child at a stop, and dies of nothing it would
+        // not), let go of every descriptor but the pipe (the sockets and the lock file),
+        // make this process the one the OOM killer takes first (as Redis's save child
+        // does), and run after the hub's own threads.
         unsafe {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             if libc::getppid() != parent {
                 libc::_exit(3);
             }
-            libc::signal(libc::SIGTERM, libc::SIG_DFL);
-            libc::signal(libc::SIGINT, libc::SIG_DFL);
-            if out > 3 {
-                libc::syscall(libc::SYS_close_range, 3u32, (out - 1) as u32, 0u32);
+            for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+                libc::signal(sig, libc::SIG_IGN);
             }
-            libc::syscall(libc::SYS_close_range, (out + 1) as u32, u32::MAX, 0u32);
+            close_all_but(out);
             libc::setpriority(libc::PRIO_PROCESS, 0, NICE);
         }
-        let said = match state.snapshot_bytes() {
-            Ok(bytes) => match super::super::snapshot::write(dir, pos, now, &bytes) {
-                Ok(size) => format!("ok {size}"),
-                Err(e) => format!("cannot write the snapshot in {}: {e}", dir.display()),
-            },
-            Err(e) => e.to_string(),
-        };
+        let _ = std::fs::write("/proc/self/oom_score_adj", "1000");
+        let said = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            match state.snapshot_bytes() {
+                Ok(bytes) => match super::super::snapshot::write(dir, pos, now, &bytes) {
+                    Ok(size) => format!("ok {size}"),
+                    Err(e) => format!("cannot write the snapshot in {}: {e}", dir.display()),
+                },
+                Err(e) => e.to_string(),
+            }
+        }))
+        .unwrap_or_else(|_| "the snapshot writer panicked".into());
         // SAFETY: `out` is the pipe's write end, open in this process; `said` lives across
         // the call. A short write only shortens the message the parent reads.
         unsafe {
             libc::write(out, said.as_ptr().cast(), said.len());
             libc::_exit(if said.starts_with("ok ") { 0 } else { 1 });
+        }
+    }
+
+    /// Closes every descriptor from 3 up but `keep`: with `close_range` (Linux 5.9),
+    /// or one by one up to the descriptor limit where that is missing or refused.
+    ///
+    /// # Safety
+    /// Only in the forked child: it closes descriptors other code may think it owns.
+    unsafe fn close_all_but(keep: i32) {
+        let range = |from: i32, to: u32| {
+            // SAFETY: close_range takes plain integers.
+            unsafe { libc::syscall(libc::SYS_close_range, from as u32, to, 0u32) == 0 }
+        };
+        let ok = (keep <= 3 || range(3, (keep - 1) as u32)) && range(keep + 1, u32::MAX);
+        if ok {
+            return;
+        }
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes the struct we pass.
+        let max = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+            lim.rlim_cur.min(1 << 20) as i32
+        } else {
+            65_536
+        };
+        for fd in (3..max).filter(|fd| *fd != keep) {
+            // SAFETY: close takes an integer; one not open fails harmlessly.
+            unsafe { libc::close(fd) };
         }
     }
 }
