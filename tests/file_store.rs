@@ -659,6 +659,33 @@ fn segment_firsts(dir: &Path) -> Vec<u64> {
         .collect()
 }
 
+/// One of the store's `/metrics` numbers.
+fn gauge(s: &FileStore, name: &str) -> f64 {
+    let mut metrics = String::new();
+    s.render_metrics(&mut metrics);
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no {name}"))
+        .parse()
+        .expect("a number")
+}
+
+/// Waits until the store has finished a snapshot, and checks that it forked for it.
+/// (The fork gauge is set once the fork returns in the parent, which on a busy machine
+/// can be after the child has written the file: waited for, not sampled.)
+async fn wait_for_forked_snapshot(s: &FileStore) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while gauge(s, "switchboard_store_snapshot_bytes") == 0.0 {
+        assert!(std::time::Instant::now() < deadline, "no snapshot in 10 s");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert!(
+        gauge(s, "switchboard_store_snapshot_fork_seconds") > 0.0,
+        "the snapshot was not started by a fork"
+    );
+}
+
 /// A store snapshotting every 50 records, given 50 one at a time (each its own batch,
 /// so the snapshot falls exactly at the 50th); and the next record's number.
 async fn fifty_records(dir: &Path) -> (FileStore, u64) {
@@ -693,30 +720,7 @@ async fn a_forked_snapshot_and_one_built_from_the_log_hold_the_state_at_their_po
         snap.bytes == at_50,
         "the forked snapshot is not the state at 50"
     );
-    // The gauge is set once the fork returns in the parent, which on a busy machine
-    // can be after the child has written the file: waited for, not sampled.
-    let gauge = |name: &str| {
-        let mut metrics = String::new();
-        s.render_metrics(&mut metrics);
-        let v: f64 = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .unwrap_or_else(|| panic!("no {name}"))
-            .parse()
-            .expect("a number");
-        v
-    };
-    while gauge("switchboard_store_snapshot_bytes") == 0.0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the snapshot never finished"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
-    assert!(
-        gauge("switchboard_store_snapshot_fork_seconds") > 0.0,
-        "the snapshot was not written by a forked child"
-    );
+    wait_for_forked_snapshot(&s).await;
     // Records the child never saw, while the parent went on.
     while s.position() < 80 {
         one_record(&s, i).await;
@@ -744,6 +748,31 @@ async fn a_forked_snapshot_and_one_built_from_the_log_hold_the_state_at_their_po
     // And a store opened on it starts from there with nothing to replay.
     let rec = recover(&dir.0, rules(), false).expect("recover");
     assert_eq!((rec.replica.pos, rec.replayed), (80, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forked_writer_that_fails_is_replaced_by_the_build_from_the_log() {
+    // Every child is killed at once (a limit of zero): the snapshot is still written,
+    // from the log, and is the state at its position.
+    let dir = TempDir::new("killed");
+    let s = open(&dir.0, 50)
+        .await
+        .with_forked_limit(std::time::Duration::ZERO);
+    let mut i = 0;
+    while s.position() < 50 {
+        one_record(&s, i).await;
+        i += 1;
+    }
+    let at_50 = s.state_bytes().expect("bytes");
+    wait_for_forked_snapshot(&s).await;
+    let snap = snapshot::read(&dir.0).expect("read").expect("a snapshot");
+    assert_eq!(snap.pos, 50);
+    assert!(snap.bytes == at_50, "the snapshot is not the state at 50");
+    assert_eq!(
+        segment_firsts(&dir.0),
+        [51],
+        "the covered segments were left"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -42,10 +42,10 @@ use metrics::FileMetrics;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// How much room the writer adds at a time, as written zeros, when a batch would not
@@ -56,8 +56,8 @@ pub const PREALLOC: u64 = 1 << 20;
 const MAX_BATCH: usize = 4096;
 
 /// How long a forked snapshot writer may take before it is killed and the snapshot
-/// built from the log instead (194 MB took 3.5 s on a busy 2-core machine).
-const FORKED_LIMIT: std::time::Duration = std::time::Duration::from_secs(600);
+/// built from the log instead (194 MB took 3.5 s on a busy 2-core machine), in ms.
+const FORKED_LIMIT_MS: u64 = 600_000;
 
 fn unavailable(e: impl std::fmt::Display) -> HubError {
     HubError::StoreUnavailable(e.to_string())
@@ -248,6 +248,8 @@ struct Shared {
     /// The snapshot builder, joined when the store is dropped.
     compaction: Mutex<Option<std::thread::JoinHandle<()>>>,
     snapshot_every: u64,
+    /// `FORKED_LIMIT_MS` unless a test shortens it (`with_forked_limit`).
+    forked_limit_ms: AtomicU64,
     metrics: FileMetrics,
 }
 
@@ -346,6 +348,7 @@ impl FileStore {
             compacting: AtomicBool::new(false),
             compaction: Mutex::new(None),
             snapshot_every: snapshot_every.max(1),
+            forked_limit_ms: AtomicU64::new(FORKED_LIMIT_MS),
             metrics: FileMetrics::default(),
         });
         let (tx, rx) = mpsc::channel();
@@ -425,6 +428,15 @@ impl FileStore {
     /// The data directory.
     pub fn dir(&self) -> &Path {
         &self.shared.dir
+    }
+
+    /// Kills a forked snapshot writer after `limit` instead of 10 minutes (for a test of
+    /// what follows: the snapshot built from the log).
+    pub fn with_forked_limit(self, limit: std::time::Duration) -> FileStore {
+        self.shared
+            .forked_limit_ms
+            .store(limit.as_millis() as u64, Ordering::Relaxed);
+        self
     }
 
     /// Bounds every command's wait for the disk (`store.call_timeout_ms`).
@@ -666,7 +678,8 @@ fn start_snapshot(shared: &Arc<Shared>, target: u64) {
     let build: Box<dyn FnOnce() -> Result<Option<u64>, HubError> + Send> = match child {
         Ok(child) => {
             shared.metrics.forked(paused);
-            Box::new(move || match child.wait(FORKED_LIMIT) {
+            let limit = shared.forked_limit_ms.load(Ordering::Relaxed);
+            Box::new(move || match child.wait(Duration::from_millis(limit)) {
                 Ok(size) => {
                     remove_covered(&dir, target)?;
                     Ok(Some(size))
@@ -675,7 +688,14 @@ fn start_snapshot(shared: &Arc<Shared>, target: u64) {
                 // snapshot is still due, and the way without a child may still work.
                 Err(why) => {
                     tracing::warn!(error = %why, "the forked snapshot writer failed; building the snapshot from the log instead");
-                    compact(&dir, rules, target)
+                    if let Some(size) = compact(&dir, rules, target)? {
+                        return Ok(Some(size));
+                    }
+                    // The child had put it in place before it was stopped.
+                    remove_covered(&dir, target)?;
+                    let stored =
+                        std::fs::metadata(dir.join(snapshot::FILE)).map_err(unavailable)?;
+                    Ok(Some(stored.len()))
                 }
             })
         }
