@@ -22,7 +22,9 @@ channels = ["chat", "email", "voice"]
 id = "sales"
 name = "Sales"
 channels = ["voice", "chat"]
-offer_timeout_secs = 2
+# Short, so the test sees an offer expire; long enough that a loaded machine still shows
+# the offer before it does.
+offer_timeout_secs = 5
 
 [[queues]]
 id = "backoffice"
@@ -240,7 +242,7 @@ test("two agents and an integration walk the help pages' flow", async () => {
   assert.deepEqual(saved.customer.phones, ["+351 912 345 678"]);
   assert.equal(saved.customer.fields.segment, "gold");
 
-  // A call offered to B expires after its deadline (2 s here): B is Not Ready, missed offer.
+  // A call offered to B expires after its deadline (5 s here): B is Not Ready, missed offer.
   await b.getByTestId("status-select").selectOption({ label: "Ready" });
   await b.getByTestId("agent-status").filter({ hasText: /^Ready/ }).waitFor();
   await crm.createTask({ channel: "voice", queue: "sales", customer: { phone: "+46 8 123 456" } });

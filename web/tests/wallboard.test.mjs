@@ -21,7 +21,9 @@ id = "support"
 name = "Support"
 channels = ["chat", "email", "voice"]
 service_level_target = 90
-service_level_secs = 15
+# Long enough that a loaded machine's path from create to accept stays within it (CI once
+# saw Support below 100 %): the figure under test is the board's, not the machine's speed.
+service_level_secs = 60
 
 [[queues]]
 id = "sales"
@@ -139,10 +141,10 @@ test("a supervisor watches the queues while tasks arrive and agents work them; f
   await tile(page, "support").getByTestId("count-busy").filter({ hasText: /^1$/ }).waitFor();
   await tile(page, "support").getByTestId("waiting").filter({ hasText: /^0$/ }).waitFor();
 
-  // The day's statistics: Support answered its chat at once (within its 15 s): 100 %, on
+  // The day's statistics: Support answered its chat at once (within its 60 s): 100 %, on
   // its configured 90 % target; Sales has the hub's default 80/20.
   const support = tile(page, "support");
-  await support.locator(".target").filter({ hasText: /^Target 90% answered within 15 s$/ }).waitFor();
+  await support.locator(".target").filter({ hasText: /^Target 90% answered within 60 s$/ }).waitFor();
   await sales.locator(".target").filter({ hasText: /^Target 80% answered within 20 s$/ }).waitFor();
   await support.getByTestId("count-offered").filter({ hasText: /^1$/ }).waitFor();
   await support.getByTestId("count-answered").filter({ hasText: /^1$/ }).waitFor();
@@ -262,7 +264,7 @@ test("a supervisor watches the queues while tasks arrive and agents work them; f
   await tvPage.locator("html.tv").waitFor();
   await tile(tvPage, "support").waitFor();
   assert.equal(await tvPage.locator("section.tile").count(), 1);
-  await tile(tvPage, "support").locator(".target").filter({ hasText: /^Target 100% answered within 15 s$/ }).waitFor();
+  await tile(tvPage, "support").locator(".target").filter({ hasText: /^Target 100% answered within 60 s$/ }).waitFor();
   assert.deepEqual(wall.problems, []);
   await wall.context.close();
 
