@@ -3,11 +3,11 @@
 //!
 //! Why: the other way ([`super::compact`]) reads the previous snapshot and decides
 //! every record since then a second time, on the same two cores as the live hub; over a
-//! long run at 5,000 tasks/s that second replay was most of the snapshot's cost and the
-//! cause of the create -> offer tail (ARCHITECTURE, "One machine: the file store"). A
-//! fork costs the applier only the copy of the page tables; the kernel shares the
-//! pages copy-on-write, and the parent copies a page only when it writes one while the
-//! child runs (as Redis's `BGSAVE` does).
+//! long run at 5,000 tasks/s that second replay was most of the snapshot's cost (~22 µs
+//! a task; ~4 with the fork: BENCHMARKS, seventh pass). A fork costs the applier only
+//! the copy of the page tables; the kernel shares the pages copy-on-write, and the
+//! parent copies a page only when it writes one while the child runs (as Redis's
+//! `BGSAVE` does; those copies are now the snapshot's share of the latency tail).
 //!
 //! The child of a threaded process holds only the thread that forked, so it must not
 //! wait for a lock another thread may have held at the fork: it touches the state (the
@@ -15,7 +15,6 @@
 //! `fork` leaves malloc's locks usable in the child), writes files, and leaves with
 //! `_exit`: no logging (the subscriber's locks), no destructors. It tells its result
 //! through a pipe.
-
 //!
 //! On other platforms [`spawn`] always fails, and the file store builds every snapshot
 //! from the log.
