@@ -686,16 +686,15 @@ async fn wait_for_forked_snapshot(s: &FileStore) {
     );
 }
 
-/// A store snapshotting every 50 records, given 50 one at a time (each its own batch,
-/// so the snapshot falls exactly at the 50th); and the next record's number.
-async fn fifty_records(dir: &Path) -> (FileStore, u64) {
-    let s = open(dir, 50).await;
+/// Gives a store snapshotting every 50 records its first 50, one at a time (each its
+/// own batch, so the snapshot falls exactly at the 50th); the next record's number.
+async fn fifty_records(s: &FileStore) -> u64 {
     let mut i = 0;
     while s.position() < 50 {
-        one_record(&s, i).await;
+        one_record(s, i).await;
         i += 1;
     }
-    (s, i)
+    i
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -705,7 +704,8 @@ async fn a_forked_snapshot_and_one_built_from_the_log_hold_the_state_at_their_po
     // Each must be the state at its position, byte for byte. One record at a time, so
     // every batch is one record and the snapshot falls exactly at the 50th.
     let dir = TempDir::new("forked");
-    let (s, mut i) = fifty_records(&dir.0).await;
+    let s = open(&dir.0, 50).await;
+    let mut i = fifty_records(&s).await;
     let at_50 = s.state_bytes().expect("bytes");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let snap = loop {
@@ -758,11 +758,7 @@ async fn a_forked_writer_that_fails_is_replaced_by_the_build_from_the_log() {
     let s = open(&dir.0, 50)
         .await
         .with_forked_limit(std::time::Duration::ZERO);
-    let mut i = 0;
-    while s.position() < 50 {
-        one_record(&s, i).await;
-        i += 1;
-    }
+    fifty_records(&s).await;
     let at_50 = s.state_bytes().expect("bytes");
     wait_for_forked_snapshot(&s).await;
     let snap = snapshot::read(&dir.0).expect("read").expect("a snapshot");
@@ -780,7 +776,8 @@ async fn a_store_stopped_while_its_snapshot_is_written_waits_for_it() {
     // The forked writer dies with the thread that forked it (none may outlive a killed
     // hub), so a stop must not end that thread before the writer is done.
     let dir = TempDir::new("stopped");
-    let (s, _) = fifty_records(&dir.0).await;
+    let s = open(&dir.0, 50).await;
+    fifty_records(&s).await;
     drop(s);
     let snap = snapshot::read(&dir.0)
         .expect("a whole snapshot")

@@ -375,7 +375,7 @@ impl FileStore {
                     for w in to_apply {
                         match w {
                             Written::Batch(first, batch) => apply(&shared, first, batch),
-                            Written::Snapshot(target) => start_snapshot(&shared, target),
+                            Written::Snapshot(target) => take_snapshot(&shared, target),
                         }
                     }
                     // A forked snapshot writer dies with the thread that forked it (so
@@ -628,8 +628,8 @@ impl Writer {
         self.allocated = at;
     }
 
-    /// Starts a new segment at the next position and has the applier start a snapshot
-    /// of everything before it (`start_snapshot`) once it has applied it all.
+    /// Starts a new segment at the next position and has the applier take a snapshot
+    /// of everything before it (`take_snapshot`) once it has applied it all.
     fn start_snapshot(&mut self) {
         let target = self.next - 1;
         match new_segment(&self.shared.dir, self.next) {
@@ -657,7 +657,7 @@ impl Writer {
 /// applier pauses only for the fork); where that is not possible, a thread builds it
 /// from the previous snapshot and the closed segments (`compact`). Either way a
 /// background thread waits for it, then removes the segments it covers.
-fn start_snapshot(shared: &Arc<Shared>, target: u64) {
+fn take_snapshot(shared: &Arc<Shared>, target: u64) {
     let t = Instant::now();
     let child = {
         // Held across the fork: a read may change the state under it (`context_read`
