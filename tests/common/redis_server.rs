@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -33,11 +34,20 @@ impl RedisServer {
             dir,
             child: None,
         };
-        r.spawn();
-        r
+        // A free port can be taken by another test's server between the check and the
+        // start: this one then exits, and the port answers for the other (whose drop
+        // later refuses this test's connections). Another port, then.
+        for _ in 0..5 {
+            if r.spawn() {
+                return r;
+            }
+            r.port = free_port();
+        }
+        panic!("redis-server did not start on any of 5 free ports");
     }
 
-    fn spawn(&mut self) {
+    /// Starts the server; false when it exited (its port was taken).
+    fn spawn(&mut self) -> bool {
         let child = Command::new("redis-server")
             .arg("--port")
             .arg(self.port.to_string())
@@ -57,12 +67,20 @@ impl RedisServer {
             .unwrap_or_else(|e| {
                 panic!("redis-server must be installed (apt-get install redis-server): {e}")
             });
+        let pid = child.id();
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        while !answers_as(self.port, pid) {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(_)) = c.try_wait() {
+                    self.child = None;
+                    return false;
+                }
+            }
             assert!(Instant::now() < deadline, "redis-server did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
+        true
     }
 
     pub fn url(&self) -> String {
@@ -101,7 +119,11 @@ impl RedisServer {
     /// Starts it again on the same port and data directory.
     pub fn restart(&mut self) {
         self.kill();
-        self.spawn();
+        assert!(
+            self.spawn(),
+            "redis-server did not restart on port {}",
+            self.port
+        );
     }
 }
 
@@ -110,4 +132,24 @@ impl Drop for RedisServer {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Whether the server on `port` is the process `pid` (its `INFO server` says so).
+fn answers_as(port: u16, pid: u32) -> bool {
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(b"INFO server\r\n").is_err() {
+        return false;
+    }
+    let (mut got, mut buf) = (String::new(), [0u8; 4096]);
+    let want = format!("process_id:{pid}\r\n");
+    while !got.contains("process_id:") || !got.contains("\r\nrun_id") {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.push_str(&String::from_utf8_lossy(&buf[..n])),
+        }
+    }
+    got.contains(&want)
 }
