@@ -347,6 +347,7 @@ struct Tx {
 
 /// One agent in a snapshot: profile, state, tie-break sequence, node.
 type AgentSnapshot = (Arc<Profile>, AgentState, u64, Option<Arc<str>>);
+type AgentSnapshotRef<'a> = (&'a Arc<Profile>, &'a AgentState, u64, &'a Option<Arc<str>>);
 
 /// The book's own state without its indexes: what a snapshot keeps. The queue
 /// indexes and open-agent sets are rebuilt from it on restore.
@@ -371,6 +372,24 @@ pub struct BookSnapshot {
     handoffs: Vec<(TaskId, crate::task::Handoff)>,
     /// Escalation epochs (`Task::epoch`), for tasks with one.
     #[serde(default)]
+    epochs: Vec<(TaskId, u32)>,
+}
+
+/// [`BookSnapshot`] borrowed from the book, for writing: the same fields, in the same
+/// order, encoding to the same bytes (a test holds them to it).
+#[derive(Serialize)]
+pub struct BookSnapshotRef<'a> {
+    agents: Vec<AgentSnapshotRef<'a>>,
+    tasks: Vec<(&'a Task, u64, &'a Vec<AgentId>)>,
+    idempotency: Vec<(&'a String, TaskId)>,
+    offers: Vec<(OfferId, &'a LiveOffer)>,
+    ended: Vec<(OfferId, OfferEnd)>,
+    timers: Vec<&'a (Ts, Timer)>,
+    finished: Vec<TaskId>,
+    seq: u64,
+    passed: Vec<(TaskId, &'a Vec<AgentId>)>,
+    heads: Vec<TaskId>,
+    handoffs: Vec<(TaskId, &'a crate::task::Handoff)>,
     epochs: Vec<(TaskId, u32)>,
 }
 
@@ -420,32 +439,40 @@ impl Book {
         b
     }
 
-    /// The book's state, for a snapshot.
-    pub fn snapshot_state(&self) -> BookSnapshot {
+    /// The book's state, for a snapshot: borrowed, not copied (a snapshot of 250,000
+    /// tasks copied them all first, most of the forked writer's time and memory).
+    pub fn snapshot_state(&self) -> BookSnapshotRef<'_> {
         let mut agents: Vec<_> = self
             .agents
             .values()
-            .map(|e| (e.profile.clone(), e.state.clone(), e.seq, e.node.clone()))
+            .map(|e| (&e.profile, &e.state, e.seq, &e.node))
             .collect();
         agents.sort_by(|a, b| a.0.id.cmp(&b.0.id));
-        let mut tasks: Vec<_> = self
-            .tasks
-            .values()
-            .map(|t| (Task::clone(t), t.seq, t.excluded.clone()))
-            .collect();
-        tasks.sort_by_key(|t| t.1);
         // In a fixed order throughout: equal books encode to equal bytes.
-        let mut idempotency: Vec<_> = self
-            .idempotency
-            .iter()
-            .map(|(k, v)| (k.clone(), *v))
-            .collect();
-        idempotency.sort();
-        let mut offers: Vec<_> = self.offers.iter().map(|(k, v)| (*k, v.clone())).collect();
-        offers.sort_by_key(|o| o.0);
-        BookSnapshot {
+        let mut tasks: Vec<&Task> = self.tasks.values().map(|t| &**t).collect();
+        tasks.sort_unstable_by_key(|t| t.seq); // unique
+        let mut idempotency: Vec<_> = self.idempotency.iter().map(|(k, v)| (k, *v)).collect();
+        idempotency.sort_unstable();
+        let mut offers: Vec<_> = self.offers.iter().map(|(k, v)| (*k, v)).collect();
+        offers.sort_unstable_by_key(|o| o.0);
+        BookSnapshotRef {
             agents,
-            tasks,
+            passed: tasks
+                .iter()
+                .filter(|t| !t.passed.is_empty())
+                .map(|t| (t.task_id, &t.passed))
+                .collect(),
+            heads: tasks.iter().filter(|t| t.head).map(|t| t.task_id).collect(),
+            epochs: tasks
+                .iter()
+                .filter(|t| t.epoch > 0)
+                .map(|t| (t.task_id, t.epoch))
+                .collect(),
+            handoffs: tasks
+                .iter()
+                .filter_map(|t| t.handoff.as_ref().map(|x| (t.task_id, x)))
+                .collect(),
+            tasks: tasks.iter().map(|t| (*t, t.seq, &t.excluded)).collect(),
             idempotency,
             offers,
             ended: self
@@ -453,47 +480,9 @@ impl Book {
                 .iter()
                 .filter_map(|o| self.ended_offers.get(o).map(|e| (*o, *e)))
                 .collect(),
-            timers: self.timers.iter().cloned().collect(),
+            timers: self.timers.iter().collect(),
             finished: self.finished.iter().copied().collect(),
             seq: self.seq,
-            passed: self
-                .tasks
-                .values()
-                .filter(|t| !t.passed.is_empty())
-                .map(|t| (t.seq, t.task_id, t.passed.clone()))
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .map(|(_, id, p)| (id, p))
-                .collect(),
-            heads: {
-                let mut h: Vec<_> = self
-                    .tasks
-                    .values()
-                    .filter(|t| t.head)
-                    .map(|t| (t.seq, t.task_id))
-                    .collect();
-                h.sort();
-                h.into_iter().map(|(_, id)| id).collect()
-            },
-            epochs: {
-                let mut h: Vec<_> = self
-                    .tasks
-                    .values()
-                    .filter(|t| t.epoch > 0)
-                    .map(|t| (t.seq, t.task_id, t.epoch))
-                    .collect();
-                h.sort();
-                h.into_iter().map(|(_, id, e)| (id, e)).collect()
-            },
-            handoffs: {
-                let mut h: Vec<_> = self
-                    .tasks
-                    .values()
-                    .filter_map(|t| t.handoff.clone().map(|x| (t.seq, t.task_id, x)))
-                    .collect();
-                h.sort_by_key(|x| x.0);
-                h.into_iter().map(|(_, id, x)| (id, x)).collect()
-            },
         }
     }
 

@@ -1558,6 +1558,12 @@ fn a_snapshot_keeps_refusals_heads_and_transfers_in_flight() {
     );
     let bytes = rmp_serde::to_vec_named(&b.snapshot_state()).expect("encode");
     let snap: BookSnapshot = rmp_serde::from_slice(&bytes).expect("decode");
+    // The borrowed form writes what the owned form reads and writes, byte for byte.
+    let owned = rmp_serde::to_vec_named(&snap).expect("encode");
+    assert!(
+        owned == bytes,
+        "the owned and the borrowed snapshot encode differently"
+    );
     let restored = Book::restore(b.rules().clone(), snap);
     let again = rmp_serde::to_vec_named(&restored.snapshot_state()).expect("encode");
     assert!(again == bytes, "the restored book encodes differently");

@@ -157,14 +157,23 @@ impl State {
 
     /// Everything, as bytes, for a snapshot.
     pub fn snapshot_bytes(&self) -> Result<Vec<u8>, HubError> {
-        rmp_serde::to_vec_named(&(
+        let mut bytes = Vec::new();
+        self.write_snapshot(&mut bytes)?;
+        Ok(bytes)
+    }
+
+    /// The same bytes, into a writer as they are encoded (the file store's forked
+    /// writer streams them to the file: no copy of the whole state in memory).
+    pub fn write_snapshot<W: std::io::Write>(&self, out: &mut W) -> Result<(), HubError> {
+        let parts = (
             self.book.snapshot_state(),
             &self.context,
             self.events.snapshot(),
             &self.stats,
             &self.webhooks,
-        ))
-        .map_err(|e| HubError::StoreUnavailable(format!("cannot encode a snapshot: {e}")))
+        );
+        rmp_serde::encode::write_named(out, &parts)
+            .map_err(|e| HubError::StoreUnavailable(format!("cannot encode a snapshot: {e}")))
     }
 
     /// Both books from snapshot bytes.

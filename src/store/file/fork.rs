@@ -7,7 +7,9 @@
 //! a task; ~4 with the fork: BENCHMARKS, seventh pass). A fork costs the applier only
 //! the copy of the page tables; the kernel shares the pages copy-on-write, and the
 //! parent copies a page only when it writes one while the child runs (as Redis's
-//! `BGSAVE` does; those copies are now the snapshot's share of the latency tail).
+//! `BGSAVE` does; those copies are now the snapshot's share of the latency tail). So
+//! the child's life is kept short: it streams the encoding to the file (no copy of the
+//! state, nor of the encoded bytes) and leaves the sync to the parent.
 //!
 //! The child of a threaded process holds only the thread that forked, so it must not
 //! wait for a lock another thread may have held at the fork: it touches the state (the
@@ -61,7 +63,9 @@ mod linux {
     }
 
     /// Forks a child that writes `state`, the replica at record `pos` with time `now`, as
-    /// the snapshot of `dir`, then exits. Call it on the applier thread, with the
+    /// the snapshot of `dir` (`snapshot.tmp`, not yet synced: the sooner the child exits,
+    /// the fewer pages the parent copies; [`super::super::snapshot::publish`] does the
+    /// rest), then exits. Call it on the applier thread, with the
     /// replica's lock held: the applier is the only thread that changes the replica, so
     /// the child's copy is the state at `pos` exactly. An error: no child (the fork or the
     /// pipe failed); the caller builds the snapshot the other way.
@@ -93,7 +97,7 @@ mod linux {
     }
 
     impl Child {
-        /// Waits for the child to end: the snapshot's size, or why there is none. A
+        /// Waits for the child to end: the written file's size, or why there is none. A
         /// child still writing after `limit` is killed (a hung child would otherwise
         /// hold off every later snapshot, and a stop).
         pub fn wait(mut self, limit: Duration) -> Result<u64, String> {
@@ -192,12 +196,10 @@ mod linux {
         }
         let _ = std::fs::write("/proc/self/oom_score_adj", "1000");
         let said = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            match state.snapshot_bytes() {
-                Ok(bytes) => match super::super::snapshot::write(dir, pos, now, &bytes) {
-                    Ok(size) => format!("ok {size}"),
-                    Err(e) => format!("cannot write the snapshot in {}: {e}", dir.display()),
-                },
-                Err(e) => e.to_string(),
+            let encode = |out: &mut _| state.write_snapshot(out).map_err(|e| e.to_string());
+            match super::super::snapshot::write_unsynced(dir, pos, now, encode) {
+                Ok(size) => format!("ok {size}"),
+                Err(e) => format!("cannot write the snapshot in {}: {e}", dir.display()),
             }
         }))
         .unwrap_or_else(|_| "the snapshot writer panicked".into());

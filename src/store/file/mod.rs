@@ -681,21 +681,28 @@ fn take_snapshot(shared: &Arc<Shared>, target: u64) {
             let limit = shared.forked_limit_ms.load(Ordering::Relaxed);
             Box::new(move || match child.wait(Duration::from_millis(limit)) {
                 Ok(size) => {
+                    let written = t.elapsed();
+                    snapshot::publish(&dir).map_err(|e| {
+                        unavailable(format!(
+                            "cannot sync the snapshot in {}: {e}",
+                            dir.display()
+                        ))
+                    })?;
+                    tracing::debug!(
+                        written_ms = written.as_millis() as u64,
+                        synced_ms = (t.elapsed() - written).as_millis() as u64,
+                        "the forked writer's snapshot is synced"
+                    );
                     remove_covered(&dir, target)?;
                     Ok(Some(size))
                 }
                 // Killed (the OOM killer takes it first), a full disk, a hang: the
                 // snapshot is still due, and the way without a child may still work.
                 Err(why) => {
+                    // (The child never puts its file in place: the build overwrites
+                    // whatever it left in `snapshot.tmp`.)
                     tracing::warn!(error = %why, "the forked snapshot writer failed; building the snapshot from the log instead");
-                    if let Some(size) = compact(&dir, rules, target)? {
-                        return Ok(Some(size));
-                    }
-                    // The child had put it in place before it was stopped.
-                    remove_covered(&dir, target)?;
-                    let stored =
-                        std::fs::metadata(dir.join(snapshot::FILE)).map_err(unavailable)?;
-                    Ok(Some(stored.len()))
+                    compact(&dir, rules, target)
                 }
             })
         }

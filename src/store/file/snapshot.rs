@@ -11,7 +11,7 @@
 //! [`State::snapshot_bytes`]: crate::state::State::snapshot_bytes
 
 use super::sync_dir;
-use std::io::Write;
+use std::io::{Seek, Write};
 use std::path::Path;
 
 /// The snapshot's file name.
@@ -33,21 +33,84 @@ pub struct Loaded {
 
 /// Writes a snapshot durably (see the module documentation). Returns its size.
 pub fn write(dir: &Path, pos: u64, now: u64, state: &[u8]) -> std::io::Result<u64> {
-    let tmp = dir.join(TMP);
-    let mut f = std::fs::File::create(&tmp)?;
+    let size = write_unsynced(dir, pos, now, |out| {
+        out.write_all(state).map_err(|e| e.to_string())
+    })?;
+    publish(dir)?;
+    Ok(size)
+}
+
+/// Where [`write_unsynced`]'s encoder writes: buffered, and counted and checksummed
+/// below the buffer (in large pieces, where the checksum is fast).
+pub type Encoding = std::io::BufWriter<Counted>;
+
+/// A file that counts and checksums what goes through it.
+pub struct Counted {
+    file: std::fs::File,
+    crc: crc32fast::Hasher,
+    len: u64,
+}
+
+impl Write for Counted {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.crc.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// Writes `snapshot.tmp` with the state `encode` streams into it (no copy of the whole
+/// state in memory), the header's length and checksum filled in after. Not synced nor
+/// put in place: [`publish`] does that, so a forked writer can exit (and end the
+/// parent's copy-on-write) before the disk has it. Returns the file's size.
+pub fn write_unsynced(
+    dir: &Path,
+    pos: u64,
+    now: u64,
+    encode: impl FnOnce(&mut Encoding) -> Result<(), String>,
+) -> std::io::Result<u64> {
+    let mut file = std::fs::File::create(dir.join(TMP))?;
     let mut head = Vec::with_capacity(HEAD);
     head.extend_from_slice(MAGIC);
     head.extend_from_slice(&pos.to_le_bytes());
     head.extend_from_slice(&now.to_le_bytes());
-    head.extend_from_slice(&(state.len() as u64).to_le_bytes());
-    head.extend_from_slice(&crc32fast::hash(state).to_le_bytes());
-    f.write_all(&head)?;
-    f.write_all(state)?;
-    f.sync_all()?;
-    drop(f);
+    // The length and the checksum, known once the state is written.
+    head.extend_from_slice(&[0; 12]);
+    file.write_all(&head)?;
+    let mut out = std::io::BufWriter::with_capacity(
+        1 << 20,
+        Counted {
+            file,
+            crc: crc32fast::Hasher::new(),
+            len: 0,
+        },
+    );
+    encode(&mut out).map_err(std::io::Error::other)?;
+    let Counted { mut file, crc, len } = out.into_inner().map_err(|e| e.into_error())?;
+    let mut tail = [0u8; 12];
+    tail[..8].copy_from_slice(&len.to_le_bytes());
+    tail[8..].copy_from_slice(&crc.finalize().to_le_bytes());
+    file.seek(std::io::SeekFrom::Start(24))?;
+    file.write_all(&tail)?;
+    Ok(HEAD as u64 + len)
+}
+
+/// Puts a written `snapshot.tmp` in place durably: synced, renamed over `snapshot`, the
+/// directory synced. (A sync through any descriptor of a file flushes all of it, so the
+/// process that wrote it need not be the one that syncs it.)
+pub fn publish(dir: &Path) -> std::io::Result<()> {
+    let tmp = dir.join(TMP);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&tmp)?
+        .sync_all()?;
     std::fs::rename(&tmp, dir.join(FILE))?;
-    sync_dir(dir)?;
-    Ok((HEAD + state.len()) as u64)
+    sync_dir(dir)
 }
 
 /// Reads the snapshot, if there is one. Damage is an error naming the file and the
