@@ -6,9 +6,9 @@
 //! once, in order.
 
 use crate::client::{self, Lite, Ws};
+use crate::cluster::{Target, raise_nofile_limit};
 use crate::httpc::HttpClient;
 use crate::report::{Check, Failure, Report};
-use crate::route::{Target, raise_nofile_limit};
 use crate::scenario::{self, QUEUE, RunHub};
 use crate::stats::HistSet;
 use futures_util::{SinkExt, StreamExt};

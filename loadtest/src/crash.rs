@@ -96,7 +96,7 @@ struct Ctx {
 impl Ctx {
     fn token(&self, sub: &str, role: Role) -> String {
         let queues = (role == Role::Agent).then(|| vec![QUEUE.to_owned()]);
-        crate::route::sign(&self.keys, sub, role, Duration::from_secs(6 * 3600), queues)
+        crate::cluster::sign(&self.keys, sub, role, Duration::from_secs(6 * 3600), queues)
     }
 
     /// One HTTP request; `None` when the hub is gone.

@@ -193,7 +193,7 @@ pub async fn run_echo(opts: EchoOpts) -> Result<Report, Failure> {
     if total > crate::route::MAX_TASKS {
         return Err(Failure::new("too many messages for one run"));
     }
-    crate::route::raise_nofile_limit();
+    crate::cluster::raise_nofile_limit();
     let (addr, server) = match opts.addr {
         Some(a) if a.ip().is_loopback() => (a, None),
         Some(a) => {

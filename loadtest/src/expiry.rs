@@ -6,9 +6,9 @@
 //! and checks each step.
 
 use crate::client::{self, Ws};
+use crate::cluster::{Target, raise_nofile_limit};
 use crate::httpc::{HttpClient, created_task_id};
 use crate::report::{Check, Failure, Report};
-use crate::route::{Target, raise_nofile_limit};
 use crate::scenario::{self, QUEUE, RunHub};
 use crate::stats::HistSet;
 use crate::wire::{OfferMsg, rfc3339_ms};

@@ -11,8 +11,8 @@
 //! check.
 
 use crate::client::{self, Lite, Ws};
+use crate::cluster::{Target, raise_nofile_limit};
 use crate::report::{Check, Failure, Report};
-use crate::route::{Target, raise_nofile_limit};
 use crate::scenario::{self, QUEUE, RunHub};
 use crate::stats::{Hist, HistSet};
 use futures_util::{SinkExt, StreamExt};

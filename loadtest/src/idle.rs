@@ -7,9 +7,9 @@
 //! heartbeat.
 
 use crate::client::{self, Ws};
+use crate::cluster::{Target, raise_nofile_limit};
 use crate::hubproc::{self, proc_rss_kib, proc_usage};
 use crate::report::{Check, Failure, Report};
-use crate::route::{Target, raise_nofile_limit};
 use crate::scenario::{self, QUEUE, RunHub};
 use crate::stats::{Hist, HistSet};
 use futures_util::{SinkExt, StreamExt};

@@ -30,6 +30,7 @@
 pub mod agent;
 pub mod checks;
 pub mod client;
+pub mod cluster;
 pub mod compare;
 pub mod conflicts;
 pub mod crash;
@@ -58,5 +59,6 @@ pub mod supervisor;
 pub mod webhook;
 pub mod wire;
 
+pub use cluster::{Target, raise_nofile_limit};
 pub use report::{Failure, Report};
-pub use route::{RouteOpts, Target, raise_nofile_limit, run_route};
+pub use route::{RouteOpts, run_route};

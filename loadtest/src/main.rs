@@ -848,10 +848,10 @@ fn compare(rt: &tokio::runtime::Runtime, a: CompareArgs) -> ExitCode {
                 eprintln!("loadtest: compare starts its own hubs: not with --hub");
                 return ExitCode::from(2);
             }
-            if a.nodes == 0 || a.nodes > loadtest::route::MAX_NODES {
+            if a.nodes == 0 || a.nodes > loadtest::cluster::MAX_NODES {
                 eprintln!(
                     "loadtest: --nodes must be 1 to {}",
-                    loadtest::route::MAX_NODES
+                    loadtest::cluster::MAX_NODES
                 );
                 return ExitCode::from(2);
             }

@@ -9,9 +9,9 @@
 //! second offer, and none was offered to a live agent before the kill.
 
 use crate::client::{self, Ws};
+use crate::cluster::{self, Launched, Target};
 use crate::httpc::{HttpClient, created_task_id};
 use crate::report::Check;
-use crate::route::{self, Launched, Target};
 use crate::scenario::{self, QUEUE};
 use crate::stats::Hist;
 use crate::wire::Frame;
@@ -82,10 +82,10 @@ impl NodeLossOpts {
                 "nodeloss kills a node it started: not with --hub",
             ));
         }
-        if self.nodes < 2 || self.nodes > route::MAX_NODES {
+        if self.nodes < 2 || self.nodes > cluster::MAX_NODES {
             return Err(Failure::new(format!(
                 "--nodes must be 2 to {}",
-                route::MAX_NODES
+                cluster::MAX_NODES
             )));
         }
         if self.agents < self.nodes || self.agents > 20_000 {
@@ -137,14 +137,14 @@ struct LiveOut {
 /// carried out.
 pub async fn run_nodeloss(opts: NodeLossOpts) -> Result<Report, Failure> {
     opts.check()?;
-    route::raise_nofile_limit();
+    cluster::raise_nofile_limit();
     let setup = scenario::setup(4096, opts.offer_timeout);
     let Launched {
         mut cluster,
         addrs,
         secret,
         desc,
-    } = route::launch(
+    } = cluster::launch(
         &opts.target,
         opts.nodes,
         Some(opts.redis_bin.as_path()),
@@ -156,7 +156,7 @@ pub async fn run_nodeloss(opts: NodeLossOpts) -> Result<Report, Failure> {
         .expected_warnings
         .push("node stopped heartbeating".into());
     let result = drive(&opts, &mut cluster, addrs, &secret, desc).await;
-    route::land(cluster, result, opts.keep_files).await
+    cluster::land(cluster, result, opts.keep_files).await
 }
 
 fn say(opts: &NodeLossOpts, t0: Instant, what: &str) {
@@ -268,7 +268,7 @@ async fn listen(
 
 async fn drive(
     opts: &NodeLossOpts,
-    cluster: &mut route::Cluster,
+    cluster: &mut cluster::Cluster,
     addrs: Vec<SocketAddr>,
     secret: &str,
     desc: String,
@@ -277,13 +277,13 @@ async fn drive(
     let keys = Keys::new(secret.as_bytes());
     let ttl = Duration::from_secs(3600);
     let nonce = scenario::nonce();
-    let integration = route::sign(&keys, "lt-integration", Role::Integration, ttl, None);
+    let integration = cluster::sign(&keys, "lt-integration", Role::Integration, ttl, None);
     let gate = Arc::new(Semaphore::new(opts.connect_concurrency.max(1)));
     let n = addrs.len();
     let (mut doomed, mut living) = (Vec::new(), Vec::new());
     for i in 0..opts.agents {
         let id = format!("lt-nl-{nonce}-{i}");
-        let token = route::sign(&keys, &id, Role::Agent, ttl, Some(vec![QUEUE.to_owned()]));
+        let token = cluster::sign(&keys, &id, Role::Agent, ttl, Some(vec![QUEUE.to_owned()]));
         if i % n == 0 {
             doomed.push((i, id, token));
         } else {

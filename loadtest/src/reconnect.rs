@@ -12,9 +12,9 @@
 use crate::agent::{AgentOutcome, CompleteRec};
 use crate::checks::{self, Lookup};
 use crate::client::{self, Ws};
+use crate::cluster::{self, Cluster, Launched, Target, raise_nofile_limit};
 use crate::httpc::{HttpClient, created_task_id};
 use crate::report::{Check, Counts, Failure, Report};
-use crate::route::{self, Cluster, Launched, Target, raise_nofile_limit};
 use crate::scenario::{self, QUEUE};
 use crate::stats::HistSet;
 use crate::wire::{OfferMsg, TaskMsg};
@@ -176,10 +176,10 @@ impl ReconnectOpts {
                 return bad("--nodes and --redis start their own hubs: not with --hub");
             }
         }
-        if self.nodes == 0 || self.nodes > route::MAX_NODES {
+        if self.nodes == 0 || self.nodes > cluster::MAX_NODES {
             return Err(Failure::new(format!(
                 "--nodes must be 1 to {}",
-                route::MAX_NODES
+                cluster::MAX_NODES
             )));
         }
         if self.nodes > 1 && !self.redis {
@@ -933,9 +933,9 @@ pub async fn run_reconnect(opts: ReconnectOpts) -> Result<Report, Failure> {
         addrs,
         secret,
         desc,
-    } = route::launch(&opts.target, opts.nodes, redis_bin, setup).await?;
+    } = cluster::launch(&opts.target, opts.nodes, redis_bin, setup).await?;
     let result = drive(&opts, &mut cluster, addrs, &secret, desc, nofile).await;
-    route::land(cluster, result, opts.keep_files).await
+    cluster::land(cluster, result, opts.keep_files).await
 }
 
 /// The kernel's TCP counters that explain a reconnect's lost second: connections the
@@ -1002,7 +1002,7 @@ async fn drive(
     let ttl = Duration::from_secs(3600);
     let nonce = scenario::nonce();
     let integration: Arc<str> =
-        route::sign(&keys, "lt-integration", Role::Integration, ttl, None).into();
+        cluster::sign(&keys, "lt-integration", Role::Integration, ttl, None).into();
     let live = Arc::new(Live {
         t0: Instant::now(),
         ready: AtomicUsize::new(0),
@@ -1032,7 +1032,7 @@ async fn drive(
     let mut handles = Vec::with_capacity(n);
     for i in 0..n {
         let id = format!("lt-rc-{nonce}-{i}");
-        let token = route::sign(&keys, &id, Role::Agent, ttl, Some(vec![QUEUE.to_owned()]));
+        let token = cluster::sign(&keys, &id, Role::Agent, ttl, Some(vec![QUEUE.to_owned()]));
         let spec = Spec {
             idx: i,
             id,
@@ -1047,7 +1047,8 @@ async fn drive(
     // Log in.
     let login_started = Instant::now();
     let login_limit = Duration::from_secs(30 + n as u64 / 100);
-    let logged = route::wait_for(login_limit, hub, || Live::get(&live.ready) + failed() >= n).await;
+    let logged =
+        cluster::wait_for(login_limit, hub, || Live::get(&live.ready) + failed() >= n).await;
     let ready = Live::get(&live.ready);
     if !matches!(logged, Ok(true)) || ready < n {
         let why = format!(
@@ -1117,7 +1118,7 @@ async fn drive(
         return Err(abort(&phase_tx, handles, why).await);
     }
     let offer_limit = Duration::from_secs(20 + n as u64 / 200);
-    let offered = route::wait_for(offer_limit, hub, || {
+    let offered = cluster::wait_for(offer_limit, hub, || {
         Live::get(&live.offered) + failed() >= n
     })
     .await;
@@ -1134,7 +1135,7 @@ async fn drive(
 
     // Accept (Busy agents), note what is held.
     let _ = phase_tx.send(Phase::Hold);
-    let held = route::wait_for(Duration::from_secs(30), hub, || {
+    let held = cluster::wait_for(Duration::from_secs(30), hub, || {
         Live::get(&live.held) + failed() >= n
     })
     .await;
@@ -1168,7 +1169,7 @@ async fn drive(
     let drop_started = Instant::now() + Duration::from_millis(20);
     let _ = phase_tx.send(Phase::Drop(drop_at));
     let reconnect_limit = opts.spread() + Duration::from_secs(30 + n as u64 / 100);
-    let reconnected = route::wait_for(reconnect_limit, hub, || {
+    let reconnected = cluster::wait_for(reconnect_limit, hub, || {
         Live::get(&live.acted) + failed() >= n
     })
     .await;
@@ -1198,11 +1199,11 @@ async fn drive(
 
     // Finish, look every task up, close.
     let _ = phase_tx.send(Phase::Finish);
-    let finished = route::wait_for(Duration::from_secs(30), hub, || {
+    let finished = cluster::wait_for(Duration::from_secs(30), hub, || {
         Live::get(&live.finished) + failed() >= n
     })
     .await;
-    let lookups = route::look_up_all(addrs_arc.clone(), integration.clone(), &created, 8).await;
+    let lookups = cluster::look_up_all(addrs_arc.clone(), integration.clone(), &created, 8).await;
     let _ = phase_tx.send(Phase::Close);
     let (outs, lost) = scenario::join_all(handles, Duration::from_secs(20)).await;
     stop_progress(&stop_tx, prog).await;

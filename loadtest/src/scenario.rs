@@ -2,10 +2,10 @@
 //! already running on loopback), tokens, waiting with a limit while watching the hub,
 //! the end-of-run hub checks, and the few HTTP calls on customers.
 
+use crate::cluster::Target;
 use crate::httpc::HttpClient;
 use crate::hubproc::{self, HubProcess, HubSetup};
 use crate::report::{Check, Failure, Report};
-use crate::route::Target;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -99,7 +99,7 @@ impl RunHub {
 
     /// A token for `sub`; `queues` makes it an agent token profile.
     pub fn token(&self, sub: &str, role: Role, queues: Option<Vec<String>>) -> String {
-        crate::route::sign(&self.keys, sub, role, Duration::from_secs(6 * 3600), queues)
+        crate::cluster::sign(&self.keys, sub, role, Duration::from_secs(6 * 3600), queues)
     }
 
     /// An integration token.
