@@ -1116,7 +1116,7 @@ async fn drive(
     let mut figures = Vec::new();
     if let Some(h) = &hook {
         let seen = hists.get(crate::webhook::H_CREATE_TO_HOOK_OFFER).count();
-        checks.extend(hook_checks(h, seen, counts.first_offers, counts.completed));
+        checks.extend(h.checks(seen, counts.first_offers, counts.completed));
         figures.extend([
             Figure::new("webhook deliveries", h.deliveries as f64, ""),
             Figure::new("webhook events (distinct)", h.distinct as f64, ""),
@@ -1131,7 +1131,7 @@ async fn drive(
             ),
         ]);
     }
-    let hook_notes = hook.as_ref().map(hook_notes).unwrap_or_default();
+    let hook_notes = hook.as_ref().map(|h| h.notes()).unwrap_or_default();
     let mut create_breaches = gen_out.errors.clone();
     create_breaches.extend(gen_failures);
     if counts.create_errors as usize > create_breaches.len() {
@@ -1453,107 +1453,4 @@ async fn drive(
         );
     }
     Ok(report)
-}
-
-/// The checks of the webhook endpoint's deliveries.
-fn hook_checks(
-    h: &crate::webhook::HookOutcome,
-    first_offers_timed: u64,
-    first_offers: u64,
-    completed: u64,
-) -> Vec<Check> {
-    let samples = |what: &str, (n, ex): &(u64, Vec<String>)| -> Vec<String> {
-        let mut b = ex.clone();
-        if *n as usize > b.len() {
-            b.push(format!("{n} {what} in all"));
-        }
-        b
-    };
-    let mut every = h.errors.clone();
-    let (missing, first) = &h.missing;
-    if *missing > 0 {
-        // The hub does not send an offer past its deadline: say so when it did that.
-        let expired = h
-            .hub_counter("switchboard_webhook_expired_total")
-            .unwrap_or(0.0);
-        every.push(format!(
-            "{missing} of seqs 1..={} (of the types {:?}) never arrived (first: {first:?}); waited {:.1} s after the run; the hub counts {expired} offers not sent because their deadline had passed",
-            h.last_seq.unwrap_or(0),
-            h.types,
-            h.catch_up.as_secs_f64()
-        ));
-    }
-    every.extend(samples(
-        "created tasks without task.created",
-        &h.tasks_unseen,
-    ));
-    let wants = |ty: &str| crate::webhook::matches(&h.types, ty);
-    if wants("task.offered") && first_offers_timed < first_offers {
-        every.push(format!(
-            "{first_offers} first offers, {first_offers_timed} task.offered of this run's tasks received"
-        ));
-    }
-    if wants("task.completed") && h.tasks_completed < completed {
-        every.push(format!(
-            "{completed} tasks completed, {} task.completed received",
-            h.tasks_completed
-        ));
-    }
-    vec![
-        Check::from_breaches(
-            "every webhook delivery carried a valid signature and an envelope",
-            format!(
-                "{} deliveries, HMAC-SHA256 checked by the receiver",
-                h.deliveries
-            ),
-            &samples("bad deliveries", &h.bad),
-        ),
-        Check::from_breaches(
-            "the webhook endpoint received every event (no gap up to the hub's last seq) and every task's",
-            format!(
-                "{} distinct events of {} (seqs 1..={}, types {}), {} repeats (at least once), {} tasks' task.created",
-                h.distinct,
-                h.expected.map_or("?".into(), |n| n.to_string()),
-                h.last_seq.unwrap_or(0),
-                h.types.join(","),
-                h.duplicates,
-                h.tasks_created,
-            ),
-            &every,
-        ),
-        Check::from_breaches(
-            "webhook deliveries in order per task and per agent",
-            "first arrivals of each seq; a task's events are its task.* and offer.*".into(),
-            &samples("order breaks", &h.order),
-        ),
-    ]
-}
-
-/// What the webhook endpoint saw that is allowed but worth knowing.
-fn hook_notes(h: &crate::webhook::HookOutcome) -> Vec<String> {
-    let mut notes = vec![format!(
-        "webhook endpoint: {} deliveries over {} connections, {} distinct events, {} repeats; every event up to seq {} in {:.0} ms after the run",
-        h.deliveries,
-        h.connections,
-        h.distinct,
-        h.duplicates,
-        h.last_seq.map_or("?".into(), |n| n.to_string()),
-        h.catch_up.as_secs_f64() * 1e3
-    )];
-    if !h.hub_counters.is_empty() {
-        let list: Vec<String> = h
-            .hub_counters
-            .iter()
-            .map(|(n, v)| format!("{} {v}", n.trim_start_matches("switchboard_")))
-            .collect();
-        notes.push(format!("hub /metrics: {}", list.join(", ")));
-    }
-    let (n, ex) = &h.activity_ahead;
-    if *n > 0 {
-        notes.push(format!(
-            "webhook: {n} task.*/offer.* events arrived after a later activity.* event of the same task (activities are not ordered with their task), e.g. {}",
-            ex.first().cloned().unwrap_or_default()
-        ));
-    }
-    notes
 }

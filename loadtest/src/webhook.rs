@@ -21,6 +21,7 @@
 //! The handler records before it answers: the hub sends a task's next event only after
 //! the previous one's 2xx, so arrival order here is delivery order.
 
+use crate::report::Check;
 use crate::shared::Shared;
 use crate::stats::HistSet;
 use axum::Router;
@@ -637,6 +638,107 @@ pub async fn last_seq(addr: SocketAddr, token: &str) -> Result<u64, String> {
     tokio::time::timeout(Duration::from_secs(5), read)
         .await
         .map_err(|_| "no position line within 5 s".to_owned())?
+}
+
+impl HookOutcome {
+    /// The checks of the endpoint's deliveries, against the run's `first_offers` (of
+    /// which `first_offers_timed` were matched by a `task.offered`) and completes.
+    pub fn checks(&self, first_offers_timed: u64, first_offers: u64, completed: u64) -> Vec<Check> {
+        let samples = |what: &str, (n, ex): &(u64, Vec<String>)| -> Vec<String> {
+            let mut b = ex.clone();
+            if *n as usize > b.len() {
+                b.push(format!("{n} {what} in all"));
+            }
+            b
+        };
+        let mut every = self.errors.clone();
+        let (missing, first) = &self.missing;
+        if *missing > 0 {
+            // The hub does not send an offer past its deadline: say so when it did that.
+            let expired = self
+                .hub_counter("switchboard_webhook_expired_total")
+                .unwrap_or(0.0);
+            every.push(format!(
+            "{missing} of seqs 1..={} (of the types {:?}) never arrived (first: {first:?}); waited {:.1} s after the run; the hub counts {expired} offers not sent because their deadline had passed",
+            self.last_seq.unwrap_or(0),
+            self.types,
+            self.catch_up.as_secs_f64()
+        ));
+        }
+        every.extend(samples(
+            "created tasks without task.created",
+            &self.tasks_unseen,
+        ));
+        let wants = |ty: &str| matches(&self.types, ty);
+        if wants("task.offered") && first_offers_timed < first_offers {
+            every.push(format!(
+            "{first_offers} first offers, {first_offers_timed} task.offered of this run's tasks received"
+        ));
+        }
+        if wants("task.completed") && self.tasks_completed < completed {
+            every.push(format!(
+                "{completed} tasks completed, {} task.completed received",
+                self.tasks_completed
+            ));
+        }
+        vec![
+            Check::from_breaches(
+                "every webhook delivery carried a valid signature and an envelope",
+                format!(
+                    "{} deliveries, HMAC-SHA256 checked by the receiver",
+                    self.deliveries
+                ),
+                &samples("bad deliveries", &self.bad),
+            ),
+            Check::from_breaches(
+                "the webhook endpoint received every event (no gap up to the hub's last seq) and every task's",
+                format!(
+                    "{} distinct events of {} (seqs 1..={}, types {}), {} repeats (at least once), {} tasks' task.created",
+                    self.distinct,
+                    self.expected.map_or("?".into(), |n| n.to_string()),
+                    self.last_seq.unwrap_or(0),
+                    self.types.join(","),
+                    self.duplicates,
+                    self.tasks_created,
+                ),
+                &every,
+            ),
+            Check::from_breaches(
+                "webhook deliveries in order per task and per agent",
+                "first arrivals of each seq; a task's events are its task.* and offer.*".into(),
+                &samples("order breaks", &self.order),
+            ),
+        ]
+    }
+
+    /// What the endpoint saw that is allowed but worth knowing.
+    pub fn notes(&self) -> Vec<String> {
+        let mut notes = vec![format!(
+            "webhook endpoint: {} deliveries over {} connections, {} distinct events, {} repeats; every event up to seq {} in {:.0} ms after the run",
+            self.deliveries,
+            self.connections,
+            self.distinct,
+            self.duplicates,
+            self.last_seq.map_or("?".into(), |n| n.to_string()),
+            self.catch_up.as_secs_f64() * 1e3
+        )];
+        if !self.hub_counters.is_empty() {
+            let list: Vec<String> = self
+                .hub_counters
+                .iter()
+                .map(|(n, v)| format!("{} {v}", n.trim_start_matches("switchboard_")))
+                .collect();
+            notes.push(format!("hub /metrics: {}", list.join(", ")));
+        }
+        let (n, ex) = &self.activity_ahead;
+        if *n > 0 {
+            notes.push(format!(
+            "webhook: {n} task.*/offer.* events arrived after a later activity.* event of the same task (activities are not ordered with their task), e.g. {}",
+            ex.first().cloned().unwrap_or_default()
+        ));
+        }
+        notes
+    }
 }
 
 #[cfg(test)]
