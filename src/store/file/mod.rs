@@ -681,18 +681,11 @@ fn take_snapshot(shared: &Arc<Shared>, target: u64) {
             let limit = shared.forked_limit_ms.load(Ordering::Relaxed);
             Box::new(move || match child.wait(Duration::from_millis(limit)) {
                 Ok(size) => {
-                    let written = t.elapsed();
-                    snapshot::publish(&dir).map_err(|e| {
-                        unavailable(format!(
-                            "cannot sync the snapshot in {}: {e}",
-                            dir.display()
-                        ))
-                    })?;
-                    tracing::debug!(
-                        written_ms = written.as_millis() as u64,
-                        synced_ms = (t.elapsed() - written).as_millis() as u64,
-                        "the forked writer's snapshot is synced"
-                    );
+                    if let Err(e) = snapshot::publish(&dir, size) {
+                        // The segments stay; the next snapshot writes a new file.
+                        let _ = std::fs::remove_file(dir.join(snapshot::TMP));
+                        return Err(unavailable(e));
+                    }
                     remove_covered(&dir, target)?;
                     Ok(Some(size))
                 }

@@ -33,30 +33,41 @@ pub struct Loaded {
 
 /// Writes a snapshot durably (see the module documentation). Returns its size.
 pub fn write(dir: &Path, pos: u64, now: u64, state: &[u8]) -> std::io::Result<u64> {
-    let size = write_unsynced(dir, pos, now, |out| {
+    let size = write_synced(dir, pos, now, |out| {
         out.write_all(state).map_err(|e| e.to_string())
     })?;
-    publish(dir)?;
+    publish(dir, size)?;
     Ok(size)
 }
 
-/// Where [`write_unsynced`]'s encoder writes: buffered, and counted and checksummed
+/// Where [`write_synced`]'s encoder writes: buffered, and counted and checksummed
 /// below the buffer (in large pieces, where the checksum is fast).
 pub type Encoding = std::io::BufWriter<Counted>;
 
-/// A file that counts and checksums what goes through it.
+/// A file that counts and checksums what goes through it, and keeps the first write
+/// error (an encoder reports only that its write failed, not why).
 pub struct Counted {
     file: std::fs::File,
     crc: crc32fast::Hasher,
     len: u64,
+    failed: Option<std::io::Error>,
 }
 
 impl Write for Counted {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.file.write(buf)?;
-        self.crc.update(&buf[..n]);
-        self.len += n as u64;
-        Ok(n)
+        match self.file.write(buf) {
+            Ok(n) => {
+                self.crc.update(&buf[..n]);
+                self.len += n as u64;
+                Ok(n)
+            }
+            Err(e) => {
+                if self.failed.is_none() {
+                    self.failed = Some(std::io::Error::new(e.kind(), e.to_string()));
+                }
+                Err(e)
+            }
+        }
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
@@ -65,10 +76,11 @@ impl Write for Counted {
 }
 
 /// Writes `snapshot.tmp` with the state `encode` streams into it (no copy of the whole
-/// state in memory), the header's length and checksum filled in after. Not synced nor
-/// put in place: [`publish`] does that, so a forked writer can exit (and end the
-/// parent's copy-on-write) before the disk has it. Returns the file's size.
-pub fn write_unsynced(
+/// state in memory), the header's length and checksum filled in after, and syncs it
+/// through the descriptor that wrote it (a write-back error is reported to the
+/// descriptors open when it happens: a sync from a descriptor opened later may not see
+/// it). Not put in place: [`publish`] does that. Returns the file's size.
+pub fn write_synced(
     dir: &Path,
     pos: u64,
     now: u64,
@@ -88,29 +100,47 @@ pub fn write_unsynced(
             file,
             crc: crc32fast::Hasher::new(),
             len: 0,
+            failed: None,
         },
     );
-    encode(&mut out).map_err(std::io::Error::other)?;
-    let Counted { mut file, crc, len } = out.into_inner().map_err(|e| e.into_error())?;
+    if let Err(why) = encode(&mut out) {
+        // A full disk, say, rather than the encoder's "error while writing".
+        return Err(match out.get_mut().failed.take() {
+            Some(e) => e,
+            None => std::io::Error::other(why),
+        });
+    }
+    let Counted {
+        mut file, crc, len, ..
+    } = out.into_inner().map_err(|e| e.into_error())?;
     let mut tail = [0u8; 12];
     tail[..8].copy_from_slice(&len.to_le_bytes());
     tail[8..].copy_from_slice(&crc.finalize().to_le_bytes());
     file.seek(std::io::SeekFrom::Start(24))?;
     file.write_all(&tail)?;
+    file.sync_all()?;
     Ok(HEAD as u64 + len)
 }
 
-/// Puts a written `snapshot.tmp` in place durably: synced, renamed over `snapshot`, the
-/// directory synced. (A sync through any descriptor of a file flushes all of it, so the
-/// process that wrote it need not be the one that syncs it.)
-pub fn publish(dir: &Path) -> std::io::Result<()> {
+/// Puts a written and synced `snapshot.tmp` of `size` bytes in place: renamed over
+/// `snapshot`, the directory synced. The size is checked first (a file another writer
+/// cut short is never put in place). Each error names its step.
+pub fn publish(dir: &Path, size: u64) -> std::io::Result<()> {
     let tmp = dir.join(TMP);
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&tmp)?
-        .sync_all()?;
-    std::fs::rename(&tmp, dir.join(FILE))?;
-    sync_dir(dir)
+    let step = |what: &str, e: std::io::Error| {
+        std::io::Error::new(e.kind(), format!("{what} {}: {e}", tmp.display()))
+    };
+    let found = std::fs::metadata(&tmp)
+        .map_err(|e| step("cannot read", e))?
+        .len();
+    if found != size {
+        return Err(std::io::Error::other(format!(
+            "{} holds {found} bytes, not the {size} written",
+            tmp.display()
+        )));
+    }
+    std::fs::rename(&tmp, dir.join(FILE)).map_err(|e| step("cannot rename", e))?;
+    sync_dir(dir).map_err(|e| step("cannot sync the directory after renaming", e))
 }
 
 /// Reads the snapshot, if there is one. Damage is an error naming the file and the
@@ -148,4 +178,84 @@ pub fn read(dir: &Path) -> Result<Option<Loaded>, String> {
         now,
         bytes: state,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("sb-snap-{name}-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&d).expect("dir");
+        d
+    }
+
+    #[test]
+    fn a_streamed_snapshot_reads_back_with_its_header() {
+        let d = dir("streamed");
+        // More than the 1 MiB buffer, so that the checksum spans several writes.
+        let state: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let size = write(&d, 42, 7, &state).expect("written");
+        assert_eq!(size, (HEAD + state.len()) as u64);
+        assert!(!d.join(TMP).exists());
+        let back = read(&d).expect("readable").expect("there");
+        assert_eq!((back.pos, back.now), (42, 7));
+        assert!(back.bytes == state);
+        std::fs::remove_dir_all(&d).ok();
+    }
+
+    #[test]
+    fn a_written_file_of_another_size_is_not_put_in_place() {
+        let d = dir("size");
+        write(&d, 1, 1, b"old").expect("written");
+        let size = write_synced(&d, 2, 2, |out| {
+            out.write_all(b"new state").map_err(|e| e.to_string())
+        })
+        .expect("written");
+        let e = publish(&d, size + 1).expect_err("refused");
+        assert!(e.to_string().contains("not the"), "{e}");
+        // The old snapshot is still the one in place.
+        assert_eq!(read(&d).expect("readable").expect("there").bytes, b"old");
+        publish(&d, size).expect("in place");
+        assert_eq!(
+            read(&d).expect("readable").expect("there").bytes,
+            b"new state"
+        );
+        std::fs::remove_dir_all(&d).ok();
+    }
+
+    #[test]
+    fn an_encoding_cut_short_by_the_disk_keeps_why() {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .expect("/dev/full");
+        let mut out = std::io::BufWriter::with_capacity(
+            1 << 20,
+            Counted {
+                file,
+                crc: crc32fast::Hasher::new(),
+                len: 0,
+                failed: None,
+            },
+        );
+        let big: Vec<String> = (0..200_000).map(|i| format!("item {i}")).collect();
+        let e = rmp_serde::encode::write_named(&mut out, &big).expect_err("refused");
+        // The encoder's own message does not say why; the file's does.
+        let kept = out.get_mut().failed.take().expect("kept");
+        assert_eq!(kept.kind(), std::io::ErrorKind::StorageFull, "{kept} ({e})");
+    }
+
+    #[test]
+    fn a_full_disk_is_named_as_such() {
+        let d = dir("full");
+        // `snapshot.tmp` names /dev/full: every write is refused with ENOSPC.
+        std::os::unix::fs::symlink("/dev/full", d.join(TMP)).expect("link");
+        let e = write_synced(&d, 1, 1, |out| {
+            out.write_all(&[0; 3 << 20]).map_err(|e| e.to_string())
+        })
+        .expect_err("refused");
+        assert_eq!(e.kind(), std::io::ErrorKind::StorageFull, "{e}");
+        std::fs::remove_dir_all(&d).ok();
+    }
 }
