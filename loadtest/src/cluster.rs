@@ -71,6 +71,16 @@ pub fn raise_nofile_limit() -> Option<u64> {
 pub(crate) async fn wait_for(
     limit: Duration,
     hub: &mut Cluster,
+    done: impl FnMut() -> bool,
+) -> Result<bool, Failure> {
+    wait_while_alive(limit, || hub.check_alive(), done).await
+}
+
+/// Polls `done` every 20 ms until it holds (`Ok(true)`) or `limit` passes
+/// (`Ok(false)`); `alive` is asked between polls, and its error ends the wait.
+pub(crate) async fn wait_while_alive(
+    limit: Duration,
+    mut alive: impl FnMut() -> Result<(), Failure>,
     mut done: impl FnMut() -> bool,
 ) -> Result<bool, Failure> {
     let end = Instant::now() + limit;
@@ -78,7 +88,7 @@ pub(crate) async fn wait_for(
         if done() {
             return Ok(true);
         }
-        hub.check_alive()?;
+        alive()?;
         if Instant::now() >= end {
             return Ok(false);
         }

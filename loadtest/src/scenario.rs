@@ -126,19 +126,9 @@ impl RunHub {
     pub async fn wait_for(
         &mut self,
         limit: Duration,
-        mut done: impl FnMut() -> bool,
+        done: impl FnMut() -> bool,
     ) -> Result<bool, Failure> {
-        let end = Instant::now() + limit;
-        loop {
-            if done() {
-                return Ok(true);
-            }
-            self.check_alive()?;
-            if Instant::now() >= end {
-                return Ok(false);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        crate::cluster::wait_while_alive(limit, || self.check_alive(), done).await
     }
 
     /// Stops the started hub (SIGTERM, a drain of up to 10 s); nothing for an external

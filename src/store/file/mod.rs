@@ -681,11 +681,7 @@ fn take_snapshot(shared: &Arc<Shared>, target: u64) {
             let limit = shared.forked_limit_ms.load(Ordering::Relaxed);
             Box::new(move || match child.wait(Duration::from_millis(limit)) {
                 Ok(size) => {
-                    if let Err(e) = snapshot::publish(&dir, size) {
-                        // The segments stay; the next snapshot writes a new file.
-                        let _ = std::fs::remove_file(dir.join(snapshot::TMP));
-                        return Err(unavailable(e));
-                    }
+                    snapshot::publish(&dir, size).map_err(unavailable)?;
                     remove_covered(&dir, target)?;
                     Ok(Some(size))
                 }

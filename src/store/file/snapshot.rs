@@ -53,6 +53,17 @@ pub struct Counted {
     failed: Option<std::io::Error>,
 }
 
+impl Counted {
+    fn new(file: std::fs::File) -> Counted {
+        Counted {
+            file,
+            crc: crc32fast::Hasher::new(),
+            len: 0,
+            failed: None,
+        }
+    }
+}
+
 impl Write for Counted {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         match self.file.write(buf) {
@@ -94,15 +105,7 @@ pub fn write_synced(
     // The length and the checksum, known once the state is written.
     head.extend_from_slice(&[0; 12]);
     file.write_all(&head)?;
-    let mut out = std::io::BufWriter::with_capacity(
-        1 << 20,
-        Counted {
-            file,
-            crc: crc32fast::Hasher::new(),
-            len: 0,
-            failed: None,
-        },
-    );
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, Counted::new(file));
     if let Err(why) = encode(&mut out) {
         // A full disk, say, rather than the encoder's "error while writing".
         return Err(match out.get_mut().failed.take() {
@@ -124,22 +127,30 @@ pub fn write_synced(
 
 /// Puts a written and synced `snapshot.tmp` of `size` bytes in place: renamed over
 /// `snapshot`, the directory synced. The size is checked first (a file another writer
-/// cut short is never put in place). Each error names its step.
+/// cut short is never put in place). Each error names its step; a file not put in
+/// place is removed (the log it would have covered stays, and the next snapshot writes
+/// a new one).
 pub fn publish(dir: &Path, size: u64) -> std::io::Result<()> {
     let tmp = dir.join(TMP);
     let step = |what: &str, e: std::io::Error| {
         std::io::Error::new(e.kind(), format!("{what} {}: {e}", tmp.display()))
     };
-    let found = std::fs::metadata(&tmp)
-        .map_err(|e| step("cannot read", e))?
-        .len();
-    if found != size {
-        return Err(std::io::Error::other(format!(
-            "{} holds {found} bytes, not the {size} written",
-            tmp.display()
-        )));
+    let place = || {
+        let found = std::fs::metadata(&tmp)
+            .map_err(|e| step("cannot read", e))?
+            .len();
+        if found != size {
+            return Err(std::io::Error::other(format!(
+                "{} holds {found} bytes, not the {size} written",
+                tmp.display()
+            )));
+        }
+        std::fs::rename(&tmp, dir.join(FILE)).map_err(|e| step("cannot rename", e))
+    };
+    if let Err(e) = place() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
     }
-    std::fs::rename(&tmp, dir.join(FILE)).map_err(|e| step("cannot rename", e))?;
     sync_dir(dir).map_err(|e| step("cannot sync the directory after renaming", e))
 }
 
@@ -214,8 +225,13 @@ mod tests {
         .expect("written");
         let e = publish(&d, size + 1).expect_err("refused");
         assert!(e.to_string().contains("not the"), "{e}");
-        // The old snapshot is still the one in place.
+        // The old snapshot is still the one in place, and the refused file is gone.
         assert_eq!(read(&d).expect("readable").expect("there").bytes, b"old");
+        assert!(!d.join(TMP).exists());
+        let size = write_synced(&d, 2, 2, |out| {
+            out.write_all(b"new state").map_err(|e| e.to_string())
+        })
+        .expect("written");
         publish(&d, size).expect("in place");
         assert_eq!(
             read(&d).expect("readable").expect("there").bytes,
@@ -230,15 +246,7 @@ mod tests {
             .write(true)
             .open("/dev/full")
             .expect("/dev/full");
-        let mut out = std::io::BufWriter::with_capacity(
-            1 << 20,
-            Counted {
-                file,
-                crc: crc32fast::Hasher::new(),
-                len: 0,
-                failed: None,
-            },
-        );
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, Counted::new(file));
         let big: Vec<String> = (0..200_000).map(|i| format!("item {i}")).collect();
         let e = rmp_serde::encode::write_named(&mut out, &big).expect_err("refused");
         // The encoder's own message does not say why; the file's does.
