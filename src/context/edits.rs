@@ -72,16 +72,7 @@ impl ContextBook {
         now: Ts,
         fx: &mut ContextEffects,
     ) -> Result<ContextReply, HubError> {
-        let a = self
-            .activities
-            .get(&activity_id)
-            .ok_or(HubError::ActivityNotFound(activity_id))?;
-        if by.role == Role::Agent && by.agent_id().as_ref() != Some(&a.agent_id) {
-            return Err(HubError::RecordNotOpen);
-        }
-        if a.customer_id.is_some() {
-            return Err(HubError::AlreadyLinked);
-        }
+        self.linkable(by, activity_id)?;
         if !self.customers.contains_key(&customer_id) {
             return Err(HubError::CustomerNotFound(customer_id));
         }
@@ -332,16 +323,7 @@ impl ContextBook {
     ) -> Result<CustomerId, HubError> {
         fields.validate()?;
         if let Some(aid) = activity_id {
-            let a = self
-                .activities
-                .get(&aid)
-                .ok_or(HubError::ActivityNotFound(aid))?;
-            if by.role == Role::Agent && by.agent_id().as_ref() != Some(&a.agent_id) {
-                return Err(HubError::RecordNotOpen);
-            }
-            if a.customer_id.is_some() {
-                return Err(HubError::AlreadyLinked);
-            }
+            self.linkable(by, aid)?;
         }
         let mut c = Customer {
             customer_id: CustomerId(self.ids.mint()),
@@ -436,6 +418,21 @@ impl ContextBook {
             Some(_) => {}
             None => self.unwatch(Topic::Activity(aid), agent),
         }
+    }
+
+    /// An interaction `by` may link to a customer: an agent's own, and not linked yet.
+    fn linkable(&self, by: &Actor, aid: ActivityId) -> Result<(), HubError> {
+        let a = self
+            .activities
+            .get(&aid)
+            .ok_or(HubError::ActivityNotFound(aid))?;
+        if by.role == Role::Agent && by.agent_id().as_ref() != Some(&a.agent_id) {
+            return Err(HubError::RecordNotOpen);
+        }
+        if a.customer_id.is_some() {
+            return Err(HubError::AlreadyLinked);
+        }
+        Ok(())
     }
 
     pub(super) fn may_edit_customer(&self, by: &Actor, c: CustomerId) -> Result<(), HubError> {
