@@ -5,9 +5,11 @@
 //! refused before it: a bad token, a foreign origin or an unknown agent gets an HTTP
 //! error and no state changes.
 
+mod desktop;
 pub mod queue;
 mod rate;
-pub mod session;
+mod session;
+mod supervisor;
 
 use crate::auth::{AuthError, Claims, Role, unix_now};
 use crate::error::ErrorCode;
@@ -92,10 +94,10 @@ pub async fn upgrade(
                 .on_upgrade(move |socket| async move {
                     match who {
                         Who::Agent(profile, claims) => {
-                            Box::pin(session::run_agent(hub, socket, profile, claims)).await
+                            Box::pin(desktop::run_agent(hub, socket, profile, claims)).await
                         }
                         Who::Supervisor(claims) => {
-                            Box::pin(session::run_supervisor(hub, socket, claims)).await
+                            Box::pin(supervisor::run_supervisor(hub, socket, claims)).await
                         }
                     }
                 })

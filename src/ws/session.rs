@@ -1,34 +1,29 @@
-//! One websocket session: a single task per connection that reads requests, writes
-//! replies and pushed frames, pings, and enforces the per-connection limits.
+//! What every websocket session has in common: a single task per connection that reads
+//! requests, writes replies and pushed frames, pings, and enforces the per-connection
+//! limits ([`Conn`]), whatever the session serves (an agent's desktop, `desktop.rs`, or
+//! a supervisor's console, `supervisor.rs`); the close codes; the replies' wire form.
 //!
 //! One task, not a reader and a writer: an idle connection then costs one task and
 //! one small queue. Writes have a timeout, so a peer that stops reading cannot hold the
 //! task; the hub's side of the queue is bounded and overflows into a disconnect.
 
-use super::queue::{Next, SendQueue};
+use super::queue::SendQueue;
 use super::rate::RateLimit;
 use crate::auth::{AuthError, Claims, unix_now};
-use crate::context::record::Actor;
-use crate::context::{CloseChoice, ContextCommand, ContextReply, Lists};
 use crate::error::{ErrorCode, HubError};
-use crate::hub::{Hub, Outbound, SessionHandle};
-use crate::ids::{AgentId, ConnId};
-use crate::protocol::CloseChoiceName;
+use crate::hub::{Hub, Outbound};
 use crate::protocol::{
-    BadFrame, ClientMessage, ErrorBody, ReplyBody, RequestedState, SUBPROTOCOL, ServerMessage,
-    error_text, parse_client,
+    BadFrame, ClientMessage, ErrorBody, ReplyBody, ServerMessage, error_text, parse_client,
 };
-use crate::routing::{Command, Profile};
 use crate::state::Reply;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
-use tracing::Instrument;
 
 /// Close codes the hub uses, beside the standard ones.
-mod close {
+pub(super) mod close {
     /// The server is going away (drain).
     pub const SHUTTING_DOWN: u16 = 1012;
     /// A rule was broken (rate limit).
@@ -53,7 +48,7 @@ mod close {
     pub const INVALID_PAYLOAD: u16 = 1007;
 }
 
-fn close_code(reason: &str) -> u16 {
+pub(super) fn close_code(reason: &str) -> u16 {
     match reason {
         "replaced" => close::REPLACED,
         "logged_out" | "logged_out_by_supervisor" => close::LOGGED_OUT,
@@ -80,7 +75,7 @@ const FEED_BATCH: usize = 256;
 /// Runs a write with a timeout, without arming a timer when the write completes at
 /// once (the usual case: the socket has room), which saves a timer-wheel insert and
 /// removal per frame.
-async fn within<F, E>(limit: Duration, write: F) -> bool
+pub(super) async fn within<F, E>(limit: Duration, write: F) -> bool
 where
     F: std::future::Future<Output = Result<(), E>>,
 {
@@ -93,7 +88,7 @@ where
 }
 
 /// The message for a queued frame; `None` for a state view older than one already sent.
-fn outbound_message(out: Outbound, last_state_version: &mut u64) -> Option<Message> {
+pub(super) fn outbound_message(out: Outbound, last_state_version: &mut u64) -> Option<Message> {
     match out {
         Outbound::Text(t) => Some(Message::Text(t)),
         Outbound::State { version, text } => {
@@ -106,7 +101,7 @@ fn outbound_message(out: Outbound, last_state_version: &mut u64) -> Option<Messa
     }
 }
 
-fn reply_text(re: Option<String>, r: Result<ReplyBody, ErrorBody>) -> String {
+pub(super) fn reply_text(re: Option<String>, r: Result<ReplyBody, ErrorBody>) -> String {
     match r {
         Ok(result) => ServerMessage::Reply { re, result }.to_text(),
         Err(error) => error_text(re, error),
@@ -114,21 +109,21 @@ fn reply_text(re: Option<String>, r: Result<ReplyBody, ErrorBody>) -> String {
 }
 
 /// What one connection carries regardless of role.
-struct Conn {
-    hub: Arc<Hub>,
-    ws: WebSocket,
-    rate: RateLimit,
-    violations: u32,
-    last_heard: Instant,
-    last_state_version: u64,
-    write_timeout: Duration,
+pub(super) struct Conn {
+    pub(super) hub: Arc<Hub>,
+    pub(super) ws: WebSocket,
+    pub(super) rate: RateLimit,
+    pub(super) violations: u32,
+    pub(super) last_heard: Instant,
+    pub(super) last_state_version: u64,
+    pub(super) write_timeout: Duration,
     /// Who opened the connection, with the expiry of its latest token.
-    claims: Claims,
+    pub(super) claims: Claims,
 }
 
 /// When a token that expires at `exp` (seconds since the epoch) runs out, on tokio's
 /// clock: the session ends then unless a fresh token arrived.
-fn expiry_deadline(exp: u64) -> tokio::time::Instant {
+pub(super) fn expiry_deadline(exp: u64) -> tokio::time::Instant {
     // As far as tokio's timer looks ahead (its own "far future"): a signed `exp` can be
     // any number, and adding a huge one to an instant would overflow.
     const FAR: Duration = Duration::from_secs(30 * 365 * 86_400);
@@ -139,14 +134,14 @@ fn expiry_deadline(exp: u64) -> tokio::time::Instant {
 }
 
 /// What the read side produced.
-enum Incoming {
+pub(super) enum Incoming {
     Request(Option<String>, ClientMessage),
     Nothing,
     Closed,
 }
 
 impl Conn {
-    fn new(hub: Arc<Hub>, ws: WebSocket, claims: Claims) -> Conn {
+    pub(super) fn new(hub: Arc<Hub>, ws: WebSocket, claims: Claims) -> Conn {
         let l = &hub.config.limits;
         let now = Instant::now();
         Conn {
@@ -162,7 +157,7 @@ impl Conn {
     }
 
     /// Takes a fresh token for this connection; returns its expiry deadline.
-    fn refresh(&mut self, token: &str) -> Result<tokio::time::Instant, ErrorBody> {
+    pub(super) fn refresh(&mut self, token: &str) -> Result<tokio::time::Instant, ErrorBody> {
         let fresh = self.hub.keys.verify(token, unix_now()).map_err(|e| {
             let code = match e {
                 AuthError::Expired => ErrorCode::TokenExpired,
@@ -187,18 +182,18 @@ impl Conn {
         Ok(expiry_deadline(fresh.exp))
     }
 
-    async fn send(&mut self, m: Message) -> bool {
+    pub(super) async fn send(&mut self, m: Message) -> bool {
         within(self.write_timeout, self.ws.send(m)).await
     }
 
-    async fn send_text(&mut self, text: impl Into<String>) -> bool {
+    pub(super) async fn send_text(&mut self, text: impl Into<String>) -> bool {
         self.send(Message::text(text.into())).await
     }
 
     /// Writes `first` (if any), then the frames already queued (at most `WRITE_BATCH`),
     /// with one flush: a reply and the `state` frame it caused, or an offer and the
     /// state that came with it, leave in one write instead of one each.
-    async fn write_batch(&mut self, first: Option<Message>, queue: &SendQueue) -> bool {
+    pub(super) async fn write_batch(&mut self, first: Option<Message>, queue: &SendQueue) -> bool {
         let Conn {
             ws,
             last_state_version,
@@ -224,7 +219,7 @@ impl Conn {
     /// behind it (at most `FEED_BATCH`) with one flush: at thousands of changes a
     /// second, a wake-up, a write and a flush per frame per supervisor is most of what
     /// supervisors cost the hub.
-    async fn write_feed(
+    pub(super) async fn write_feed(
         &mut self,
         first: Arc<str>,
         feed: &mut broadcast::Receiver<Arc<str>>,
@@ -256,12 +251,16 @@ impl Conn {
         }
     }
 
-    async fn reply(&mut self, re: Option<String>, r: Result<ReplyBody, ErrorBody>) -> bool {
+    pub(super) async fn reply(
+        &mut self,
+        re: Option<String>,
+        r: Result<ReplyBody, ErrorBody>,
+    ) -> bool {
         self.send_text(reply_text(re, r)).await
     }
 
     /// Says why, then closes.
-    async fn goodbye(&mut self, reason: &'static str) {
+    pub(super) async fn goodbye(&mut self, reason: &'static str) {
         let text = ServerMessage::Goodbye { reason }.to_text();
         if self.send_text(text).await {
             let sent = self
@@ -288,7 +287,7 @@ impl Conn {
 
     /// Turns one frame into a request, or answers it with an error. Returns `Err` with a
     /// reason when the connection must close.
-    async fn read(
+    pub(super) async fn read(
         &mut self,
         msg: Option<Result<Message, axum::Error>>,
     ) -> Result<Incoming, &'static str> {
@@ -356,7 +355,7 @@ impl Conn {
     }
 
     /// Pings, or reports the connection idle.
-    async fn heartbeat(&mut self) -> Result<(), &'static str> {
+    pub(super) async fn heartbeat(&mut self) -> Result<(), &'static str> {
         let l = &self.hub.config.limits;
         let silent = self.last_heard.elapsed();
         if silent > Duration::from_millis(l.ping_interval_ms + l.ping_timeout_ms) {
@@ -372,7 +371,7 @@ impl Conn {
 /// What a read error means for the connection: a frame over the hard limit, a frame
 /// that breaks RFC 6455 (closed with 1002, or 1007 for a text frame that is not UTF-8,
 /// after a goodbye, as the RFC asks), or the peer simply gone.
-fn read_error(e: axum::Error) -> Result<Incoming, &'static str> {
+pub(super) fn read_error(e: axum::Error) -> Result<Incoming, &'static str> {
     use tungstenite::error::ProtocolError;
     let Ok(e) = e.into_inner().downcast::<tungstenite::Error>() else {
         return Ok(Incoming::Closed);
@@ -395,426 +394,18 @@ fn read_error(e: axum::Error) -> Result<Incoming, &'static str> {
     }
 }
 
-fn heartbeat_interval(hub: &Hub) -> tokio::time::Interval {
+pub(super) fn heartbeat_interval(hub: &Hub) -> tokio::time::Interval {
     let every = Duration::from_millis(hub.config.limits.ping_interval_ms);
     let mut i = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     i
 }
 
-fn hub_error(e: &HubError) -> ErrorBody {
+pub(super) fn hub_error(e: &HubError) -> ErrorBody {
     ErrorBody::from(e)
 }
 
-/// Runs an agent desktop's session until it closes.
-///
-/// Not an `async fn`: an async fn keeps its arguments in its future beside the body's
-/// own copies of them, and a session's future is allocated whole for every connection
-/// and kept while it is open; the connection state (with the websocket) is made here
-/// and moved in once (issue 1's memory per idle connection).
-pub fn run_agent(
-    hub: Arc<Hub>,
-    ws: WebSocket,
-    profile: Arc<Profile>,
-    claims: Claims,
-) -> impl std::future::Future<Output = ()> + Send {
-    let conn_id = ConnId::new();
-    let agent = profile.id.clone();
-    let span = tracing::info_span!("agent_session", agent_id = %agent, conn_id = %conn_id);
-    let mut c = Conn::new(hub.clone(), ws, claims);
-    async move {
-        let _counted = hub.connection_opened();
-        let queue = Arc::new(SendQueue::new(hub.config.limits.send_queue));
-        hub.register(
-            &agent,
-            SessionHandle {
-                conn: conn_id,
-                queue: queue.clone(),
-            },
-        );
-        // A drain that began before the registration did not see this session.
-        if hub.is_draining() {
-            queue.close("shutting_down");
-        }
-        let connected = hub
-            .execute(Command::Connect {
-                profile,
-                conn: conn_id,
-                node: hub.node.clone(),
-            })
-            .await;
-        let lists = match hub
-            .context(ContextCommand::Lists {
-                agent: agent.clone(),
-            })
-            .await
-        {
-            Ok(Reply::Context(ContextReply::Lists(l))) => *l,
-            _ => Lists {
-                open: Vec::new(),
-                recent: Vec::new(),
-            },
-        };
-        match connected {
-            Ok(Reply::Agent { view, resumed }) => {
-                tracing::info!(resumed, status = ?view.status, "agent connected");
-                c.last_state_version = view.version;
-                let text = ServerMessage::Welcome {
-                    session_id: conn_id.to_string(),
-                    protocol: SUBPROTOCOL,
-                    resumed,
-                    heartbeat_ms: hub.config.limits.ping_interval_ms,
-                    server_time: hub.clock.now(),
-                    agent: &view,
-                    lists: &lists,
-                }
-                .to_text();
-                c.send_text(text).await;
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "agent could not connect");
-                c.reply(None, Err(hub_error(&e))).await;
-                c.goodbye("store_unavailable").await;
-                hub.unregister(&agent, conn_id);
-                // The connect may still take effect (a shared store can log it and
-                // answer late): make sure it does not leave a phantom connection.
-                record_disconnect(hub.clone(), agent.clone(), conn_id);
-                return;
-            }
-        }
-        let mut beat = heartbeat_interval(&hub);
-        let mut expiry = std::pin::pin!(tokio::time::sleep_until(expiry_deadline(c.claims.exp)));
-        let end: &'static str = loop {
-            tokio::select! {
-                biased;
-                // Also carries the drain ("shutting_down"): see `Hub::start_drain`.
-                next = queue.next() => match next {
-                    Next::Close(reason) => break reason,
-                    Next::Frame(out) => {
-                        let first = outbound_message(out, &mut c.last_state_version);
-                        if !c.write_batch(first, &queue).await { break "write_failed" }
-                    }
-                },
-                () = &mut expiry => break "token_expired",
-                msg = c.ws.next() => match c.read(msg).await {
-                    Ok(Incoming::Request(re, ClientMessage::RefreshToken { token })) => {
-                        let r = c.refresh(&token).map(|at| {
-                            expiry.as_mut().reset(at);
-                            ReplyBody::Empty {}
-                        });
-                        let reply = Message::text(reply_text(re, r));
-                        if !c.write_batch(Some(reply), &queue).await { break "write_failed" }
-                    }
-                    Ok(Incoming::Request(re, m)) => {
-                        let r = agent_request(&hub, &agent, m).await;
-                        let reply = Message::text(reply_text(re, r));
-                        if !c.write_batch(Some(reply), &queue).await { break "write_failed" }
-                    }
-                    Ok(Incoming::Nothing) => {}
-                    Ok(Incoming::Closed) => break "closed",
-                    Err(reason) => break reason,
-                },
-                _ = beat.tick() => if let Err(reason) = c.heartbeat().await { break reason },
-            }
-        };
-        tracing::info!(reason = end, "agent session ends");
-        if end == "token_expired" {
-            hub.metrics.token_expired();
-        }
-        if !matches!(end, "closed" | "write_failed") {
-            c.goodbye(end).await;
-        }
-        hub.unregister(&agent, conn_id);
-        // Starts the reconnect grace period, unless this connection was already
-        // replaced or logged out (the store ignores a connection that is not current).
-        record_disconnect(hub.clone(), agent.clone(), conn_id);
-    }
-    .instrument(span)
-}
-
-/// Records that a connection is gone, retrying in the background while the store is
-/// unavailable: a disconnect that is never recorded would leave the agent "connected"
-/// with no socket, holding its tasks. A retry is harmless: the disconnect of a
-/// connection that is not the agent's current one changes nothing.
-fn record_disconnect(hub: Arc<Hub>, agent: AgentId, conn: ConnId) {
-    tokio::spawn(async move {
-        let mut wait = Duration::from_millis(100);
-        for _ in 0..60 {
-            let cmd = Command::Disconnect {
-                agent: agent.clone(),
-                conn,
-            };
-            match hub.execute(cmd).await {
-                Ok(_) => return,
-                // A disconnect repeated changes nothing, so an unknown outcome is retried too.
-                Err(HubError::StoreUnavailable(e) | HubError::OutcomeUnknown(e)) => {
-                    tracing::warn!(agent_id = %agent, error = %e, "disconnect not recorded yet; retrying");
-                }
-                Err(_) => return,
-            }
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(Duration::from_secs(2));
-        }
-        tracing::error!(agent_id = %agent, "disconnect never recorded");
-    });
-}
-
-async fn agent_request(
-    hub: &Hub,
-    agent: &AgentId,
-    m: ClientMessage,
-) -> Result<ReplyBody, ErrorBody> {
-    let agent = agent.clone();
-    let cmd = match m {
-        ClientMessage::Ping {} => {
-            return Ok(ReplyBody::Pong {
-                server_time: hub.clock.now(),
-            });
-        }
-        ClientMessage::GetState {} => {
-            return match hub.store().agent_view(&agent).await {
-                Ok(Some(view)) => Ok(ReplyBody::Agent {
-                    agent: Box::new(view),
-                }),
-                Ok(None) => Err(hub_error(&HubError::UnknownAgent(agent.to_string()))),
-                Err(e) => Err(hub_error(&e)),
-            };
-        }
-        ClientMessage::SetState { state, reason } => match state {
-            RequestedState::Ready => Command::SetReady { agent },
-            RequestedState::NotReady => match reason {
-                Some(reason) => Command::SetNotReady { agent, reason },
-                None => {
-                    return Err(hub_error(&HubError::invalid(
-                        "reason",
-                        "a reason code is required for not_ready",
-                    )));
-                }
-            },
-        },
-        ClientMessage::Accept { offer_id } => Command::Accept { agent, offer_id },
-        ClientMessage::Decline { offer_id, reason } => {
-            if let Some(r) = &reason {
-                crate::task::check_text("reason", r).map_err(|e| hub_error(&e))?;
-                tracing::info!(agent_id = %agent, %offer_id, reason = %r, "decline");
-            }
-            Command::Decline { agent, offer_id }
-        }
-        ClientMessage::Complete {
-            task_id,
-            wrap_up_code,
-        } => {
-            if let Some(w) = &wrap_up_code {
-                crate::task::check_name("wrap_up_code", w).map_err(|e| hub_error(&e))?;
-            }
-            tracing::debug!(agent_id = %agent, %task_id, "complete");
-            Command::Complete {
-                agent,
-                task_id,
-                wrap_up_code,
-            }
-        }
-        ClientMessage::Logout {} => Command::Logout { agent },
-        ClientMessage::Transfer {
-            task_id,
-            to_queue,
-            to_agent,
-            priority,
-            skills,
-            head,
-        } => {
-            let req = crate::protocol::TransferRequest {
-                to_queue,
-                to_agent,
-                priority,
-                skills,
-                head,
-            };
-            let to = req.destination().map_err(|e| hub_error(&e))?;
-            tracing::info!(agent_id = %agent, %task_id, ?to, "transfer");
-            Command::Transfer {
-                task_id,
-                to,
-                by: Actor::agent(&agent),
-            }
-        }
-        ClientMessage::Consult { task_id, to_agent } => {
-            crate::task::check_name("to_agent", &to_agent).map_err(|e| hub_error(&e))?;
-            tracing::info!(agent_id = %agent, %task_id, to = %to_agent, "consult");
-            Command::Consult {
-                agent,
-                task_id,
-                to: AgentId::from(to_agent.as_str()),
-            }
-        }
-        ClientMessage::CancelConsult { task_id } => Command::CancelConsult { agent, task_id },
-        ClientMessage::GetSnapshot {}
-        | ClientMessage::SetAgentState { .. }
-        | ClientMessage::LogoutAgent { .. } => {
-            return Err(ErrorBody::new(
-                ErrorCode::Forbidden,
-                "this request is for supervisors",
-            ));
-        }
-        other => {
-            let cmd = context_command(&agent, other)?;
-            return reply_body(hub.context(cmd).await);
-        }
-    };
-    reply_body(hub.execute(cmd).await)
-}
-
-/// The customer-context requests of an agent desktop.
-fn context_command(agent: &AgentId, m: ClientMessage) -> Result<ContextCommand, ErrorBody> {
-    let by = Actor::agent(agent);
-    let agent = agent.clone();
-    Ok(match m {
-        ClientMessage::GetLists {} => ContextCommand::Lists { agent },
-        ClientMessage::SearchCustomers { query, limit } => {
-            crate::task::check_text("query", &query).map_err(|e| hub_error(&e))?;
-            ContextCommand::Search {
-                query,
-                limit: limit.unwrap_or(20),
-            }
-        }
-        ClientMessage::GetCustomer { customer_id } => {
-            ContextCommand::GetCustomer { by, customer_id }
-        }
-        ClientMessage::UnwatchCustomer { customer_id } => {
-            ContextCommand::Unwatch { agent, customer_id }
-        }
-        ClientMessage::GetRequest { request_id } => ContextCommand::GetRequest { request_id },
-        ClientMessage::GetActivity { activity_id } => ContextCommand::GetActivity { activity_id },
-        ClientMessage::CreateCustomer {
-            customer,
-            activity_id,
-        } => ContextCommand::CreateCustomer {
-            by,
-            fields: customer,
-            activity_id,
-        },
-        ClientMessage::UpdateCustomer {
-            customer_id,
-            base_version,
-            changes,
-        } => ContextCommand::UpdateCustomer {
-            by,
-            customer_id,
-            base_version,
-            changes,
-        },
-        ClientMessage::LinkActivity {
-            activity_id,
-            customer_id,
-        } => ContextCommand::LinkActivity {
-            by,
-            activity_id,
-            customer_id,
-        },
-        ClientMessage::MoveActivity {
-            activity_id,
-            request_id,
-        } => ContextCommand::MoveActivity {
-            by,
-            activity_id,
-            request_id,
-        },
-        ClientMessage::CreateRequest {
-            customer_id,
-            title,
-            description,
-        } => ContextCommand::CreateRequest {
-            by,
-            customer_id,
-            title,
-            description,
-        },
-        ClientMessage::UpdateRequest {
-            request_id,
-            base_version,
-            title,
-            description,
-            state,
-        } => ContextCommand::UpdateRequest {
-            by,
-            request_id,
-            base_version,
-            title,
-            description,
-            state,
-        },
-        ClientMessage::UpdateActivity {
-            activity_id,
-            base_version,
-            notes,
-            tags,
-        } => ContextCommand::UpdateActivity {
-            by,
-            activity_id,
-            base_version,
-            notes,
-            tags,
-        },
-        ClientMessage::AddNote {
-            customer_id,
-            request_id,
-            text,
-        } => ContextCommand::AddNote {
-            by,
-            customer_id,
-            request_id,
-            text,
-        },
-        ClientMessage::GetJourney {
-            customer_id,
-            request_id,
-            limit,
-        } => ContextCommand::Journey {
-            customer_id,
-            request_id,
-            limit: limit.unwrap_or(100).clamp(1, 1000),
-        },
-        ClientMessage::CloseInteraction {
-            activity_id,
-            choice,
-            customer,
-        } => {
-            let choice = match (choice, customer) {
-                (None, None) => None,
-                (Some(CloseChoiceName::Create), c) => Some(CloseChoice::Create {
-                    customer: c.unwrap_or_default(),
-                }),
-                (Some(CloseChoiceName::Discard), None) => Some(CloseChoice::Discard {}),
-                (_, Some(_)) => {
-                    return Err(hub_error(&HubError::invalid(
-                        "customer",
-                        "goes with choice: create only",
-                    )));
-                }
-            };
-            ContextCommand::CloseInteraction {
-                agent,
-                activity_id,
-                choice,
-            }
-        }
-        ClientMessage::ReopenCustomer { customer_id } => {
-            ContextCommand::ReopenCustomer { agent, customer_id }
-        }
-        ClientMessage::CloseCustomer { customer_id } => {
-            ContextCommand::CloseCustomer { agent, customer_id }
-        }
-        _ => {
-            return Err(ErrorBody::new(
-                ErrorCode::Forbidden,
-                "not a request for agents",
-            ));
-        }
-    })
-}
-
-fn reply_body(r: Result<Reply, HubError>) -> Result<ReplyBody, ErrorBody> {
+pub(super) fn reply_body(r: Result<Reply, HubError>) -> Result<ReplyBody, ErrorBody> {
     match r {
         // A webhook command never comes from a socket.
         Ok(Reply::Done) | Ok(Reply::Webhook(_)) => Ok(ReplyBody::Empty {}),
@@ -830,172 +421,11 @@ fn reply_body(r: Result<Reply, HubError>) -> Result<ReplyBody, ErrorBody> {
 }
 
 /// How a batch of supervisor feed frames went.
-enum FeedWrite {
+pub(super) enum FeedWrite {
     /// Written and flushed.
     Written,
     /// Written, but the feed had moved on past what this console can catch up.
     Lagged,
     /// The socket failed or timed out.
     Failed,
-}
-
-/// Runs a supervisor console's session: a snapshot, then live changes.
-pub async fn run_supervisor(hub: Arc<Hub>, ws: WebSocket, claims: Claims) {
-    let span = tracing::info_span!("supervisor_session", supervisor = %claims.sub);
-    async move {
-        let _counted = hub.connection_opened();
-        // Subscribe before the snapshot, so that no change falls between the two.
-        let mut feed = hub.subscribe_supervisor();
-        let mut c = Conn::new(hub.clone(), ws, claims);
-        if !send_snapshot(&mut c).await {
-            return;
-        }
-        tracing::info!("supervisor connected");
-        let mut drain = hub.drain_signal();
-        // A receiver made after the drain began has already "seen" it.
-        if hub.is_draining() {
-            drain.mark_changed();
-        }
-        let mut beat = heartbeat_interval(&hub);
-        let mut expiry = std::pin::pin!(tokio::time::sleep_until(expiry_deadline(c.claims.exp)));
-        let end: &'static str = loop {
-            tokio::select! {
-                biased;
-                _ = drain.changed() => break "shutting_down",
-                () = &mut expiry => break "token_expired",
-                f = feed.recv() => match f {
-                    Ok(text) => match c.write_feed(text, &mut feed).await {
-                        FeedWrite::Written => {}
-                        FeedWrite::Failed => break "write_failed",
-                        // Fell behind while writing: start again from a snapshot.
-                        FeedWrite::Lagged => if !send_snapshot(&mut c).await { break "write_failed" },
-                    },
-                    // Too far behind to catch up frame by frame: start again from a snapshot.
-                    Err(broadcast::error::RecvError::Lagged(_)) => if !send_snapshot(&mut c).await { break "write_failed" },
-                    Err(broadcast::error::RecvError::Closed) => break "shutting_down",
-                },
-                msg = c.ws.next() => match c.read(msg).await {
-                    Ok(Incoming::Request(re, ClientMessage::RefreshToken { token })) => {
-                        let r = c.refresh(&token).map(|at| {
-                            expiry.as_mut().reset(at);
-                            ReplyBody::Empty {}
-                        });
-                        if !c.reply(re, r).await { break "write_failed" }
-                    }
-                    Ok(Incoming::Request(re, m)) => {
-                        let r = supervisor_request(&hub, &c.claims, m).await;
-                        if !c.reply(re, r).await { break "write_failed" }
-                    }
-                    Ok(Incoming::Nothing) => {}
-                    Ok(Incoming::Closed) => break "closed",
-                    Err(reason) => break reason,
-                },
-                _ = beat.tick() => if let Err(reason) = c.heartbeat().await { break reason },
-            }
-        };
-        tracing::info!(reason = end, "supervisor session ends");
-        if end == "token_expired" {
-            hub.metrics.token_expired();
-        }
-        if !matches!(end, "closed" | "write_failed") {
-            c.goodbye(end).await;
-        }
-    }
-    .instrument(span)
-    .await
-}
-
-async fn send_snapshot(c: &mut Conn) -> bool {
-    match c.hub.store().snapshot(c.hub.clock.now()).await {
-        Ok(s) => {
-            let stats = c
-                .hub
-                .stats_report(&crate::stats::report::StatsQuery::default())
-                .map_err(|e| tracing::warn!(error = %e, "no statistics for the snapshot"))
-                .ok();
-            let text = ServerMessage::Snapshot(crate::protocol::SupervisorSnapshot {
-                board: &s,
-                stats: stats.as_ref(),
-            })
-            .to_text();
-            c.send_text(text).await
-        }
-        Err(e) => c.reply(None, Err(hub_error(&e))).await,
-    }
-}
-
-async fn supervisor_request(
-    hub: &Hub,
-    claims: &Claims,
-    m: ClientMessage,
-) -> Result<ReplyBody, ErrorBody> {
-    let cmd = match m {
-        ClientMessage::Ping {} => {
-            return Ok(ReplyBody::Pong {
-                server_time: hub.clock.now(),
-            });
-        }
-        ClientMessage::GetSnapshot {} => {
-            return match hub.store().snapshot(hub.clock.now()).await {
-                Ok(s) => Ok(ReplyBody::Snapshot(Box::new(s))),
-                Err(e) => Err(hub_error(&e)),
-            };
-        }
-        ClientMessage::SetAgentState {
-            agent_id,
-            state,
-            reason,
-        } => {
-            if state != RequestedState::NotReady {
-                return Err(hub_error(&HubError::invalid(
-                    "state",
-                    "a supervisor may only set an agent not_ready",
-                )));
-            }
-            tracing::info!(supervisor = %claims.sub, %agent_id, "supervisor sets agent not ready");
-            Command::ForceNotReady {
-                agent: AgentId::from(agent_id.as_str()),
-                reason,
-            }
-        }
-        ClientMessage::LogoutAgent { agent_id } => {
-            tracing::info!(supervisor = %claims.sub, %agent_id, "supervisor logs agent out");
-            Command::ForceLogout {
-                agent: AgentId::from(agent_id.as_str()),
-            }
-        }
-        ClientMessage::Transfer {
-            task_id,
-            to_queue,
-            to_agent,
-            priority,
-            skills,
-            head,
-        } => {
-            let req = crate::protocol::TransferRequest {
-                to_queue,
-                to_agent,
-                priority,
-                skills,
-                head,
-            };
-            let to = req.destination().map_err(|e| hub_error(&e))?;
-            tracing::info!(supervisor = %claims.sub, %task_id, ?to, "supervisor transfers a task");
-            Command::Transfer {
-                task_id,
-                to,
-                by: Actor {
-                    id: claims.sub.clone(),
-                    role: crate::auth::Role::Supervisor,
-                },
-            }
-        }
-        _ => {
-            return Err(ErrorBody::new(
-                ErrorCode::Forbidden,
-                "this request is for agents",
-            ));
-        }
-    };
-    reply_body(hub.execute(cmd).await)
 }
