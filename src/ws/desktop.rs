@@ -232,22 +232,8 @@ async fn agent_request(
             }
         }
         ClientMessage::Logout {} => Command::Logout { agent },
-        ClientMessage::Transfer {
-            task_id,
-            to_queue,
-            to_agent,
-            priority,
-            skills,
-            head,
-        } => {
-            let req = crate::protocol::TransferRequest {
-                to_queue,
-                to_agent,
-                priority,
-                skills,
-                head,
-            };
-            let to = req.destination().map_err(|e| hub_error(&e))?;
+        m @ ClientMessage::Transfer { .. } => {
+            let (task_id, to) = transfer_of(m)?;
             tracing::info!(agent_id = %agent, %task_id, ?to, "transfer");
             Command::Transfer {
                 task_id,

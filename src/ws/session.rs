@@ -429,3 +429,32 @@ pub(super) enum FeedWrite {
     /// The socket failed or timed out.
     Failed,
 }
+
+/// A `transfer` request's task and destination (agents and supervisors send the same).
+pub(super) fn transfer_of(
+    m: ClientMessage,
+) -> Result<(crate::ids::TaskId, crate::routing::TransferTo), ErrorBody> {
+    let ClientMessage::Transfer {
+        task_id,
+        to_queue,
+        to_agent,
+        priority,
+        skills,
+        head,
+    } = m
+    else {
+        return Err(ErrorBody::new(
+            ErrorCode::Internal,
+            "not a transfer request",
+        ));
+    };
+    let req = crate::protocol::TransferRequest {
+        to_queue,
+        to_agent,
+        priority,
+        skills,
+        head,
+    };
+    let to = req.destination().map_err(|e| hub_error(&e))?;
+    Ok((task_id, to))
+}

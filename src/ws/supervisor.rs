@@ -140,22 +140,8 @@ async fn supervisor_request(
                 agent: AgentId::from(agent_id.as_str()),
             }
         }
-        ClientMessage::Transfer {
-            task_id,
-            to_queue,
-            to_agent,
-            priority,
-            skills,
-            head,
-        } => {
-            let req = crate::protocol::TransferRequest {
-                to_queue,
-                to_agent,
-                priority,
-                skills,
-                head,
-            };
-            let to = req.destination().map_err(|e| hub_error(&e))?;
+        m @ ClientMessage::Transfer { .. } => {
+            let (task_id, to) = transfer_of(m)?;
             tracing::info!(supervisor = %claims.sub, %task_id, ?to, "supervisor transfers a task");
             Command::Transfer {
                 task_id,
