@@ -367,6 +367,15 @@ pub async fn join_all<T: Send + 'static>(
     handles: Vec<tokio::task::JoinHandle<T>>,
     limit: Duration,
 ) -> (Vec<T>, Vec<String>) {
+    join_all_of("socket", handles, limit).await
+}
+
+/// [`join_all`], naming each task as `what #i` (an agent, a socket) in the second list.
+pub async fn join_all_of<T: Send + 'static>(
+    what: &str,
+    handles: Vec<tokio::task::JoinHandle<T>>,
+    limit: Duration,
+) -> (Vec<T>, Vec<String>) {
     let end = tokio::time::Instant::now() + limit;
     let mut outs = Vec::with_capacity(handles.len());
     let mut lost = Vec::new();
@@ -374,10 +383,10 @@ pub async fn join_all<T: Send + 'static>(
         let abort = h.abort_handle();
         match tokio::time::timeout_at(end, h).await {
             Ok(Ok(o)) => outs.push(o),
-            Ok(Err(e)) => lost.push(format!("socket #{i}: task failed: {e}")),
+            Ok(Err(e)) => lost.push(format!("{what} #{i}: task failed: {e}")),
             Err(_) => {
                 abort.abort();
-                lost.push(format!("socket #{i} did not finish in time"));
+                lost.push(format!("{what} #{i} did not finish in time"));
             }
         }
     }

@@ -27,21 +27,7 @@ async fn collect_agents(
     handles: Vec<JoinHandle<AgentOutcome>>,
     limit: Duration,
 ) -> (Vec<AgentOutcome>, Vec<String>) {
-    let end = tokio::time::Instant::now() + limit;
-    let mut outs = Vec::with_capacity(handles.len());
-    let mut lost = Vec::new();
-    for (i, h) in handles.into_iter().enumerate() {
-        let abort = h.abort_handle();
-        match tokio::time::timeout_at(end, h).await {
-            Ok(Ok(o)) => outs.push(o),
-            Ok(Err(e)) => lost.push(format!("agent #{i} task failed: {e}")),
-            Err(_) => {
-                abort.abort();
-                lost.push(format!("agent #{i} did not close in time"));
-            }
-        }
-    }
-    (outs, lost)
+    crate::scenario::join_all_of("agent", handles, limit).await
 }
 
 /// How the login went.
