@@ -1,12 +1,14 @@
 //! What the routing book shows: the records it sends to agents and supervisors, and
 //! what it tells one agent's desktop. The node-wide outcome of a decision is
-//! [`crate::state::Outcome`].
+//! [`crate::state::Outcome`]. The book's methods that build these records from its
+//! agents, tasks and queues are here too, beside the records they build.
 
-use crate::agent::Status;
+use super::{AgentEntry, Book};
+use crate::agent::{Link, Status};
 use crate::clock::Ts;
 use crate::error::OfferEnd;
 use crate::ids::{AgentId, Channel, OfferId, QueueId, TaskId};
-use crate::task::Task;
+use crate::task::{Task, TaskState};
 use serde::Serialize;
 use std::sync::Arc;
 
@@ -211,4 +213,115 @@ pub enum CloseReason {
     Replaced,
     /// The node the session is on was declared lost: reconnect (and resume).
     Reconnect,
+}
+
+impl Book {
+    /// An agent's full view.
+    pub fn agent_view(&self, id: &AgentId) -> Option<AgentView> {
+        self.agents.get(id).map(|e| self.view_of(e))
+    }
+
+    /// Every agent and queue, for a supervisor.
+    pub fn snapshot(&self, now: Ts) -> Snapshot {
+        let mut agents: Vec<AgentSummary> =
+            self.agents.values().map(|e| self.summary_of(e)).collect();
+        agents.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
+        let mut queues: Vec<QueueStats> = self
+            .rules
+            .queues
+            .keys()
+            .filter_map(|q| self.queue_stats(q, now))
+            .collect();
+        queues.sort_by(|a, b| a.queue_id.cmp(&b.queue_id));
+        Snapshot { agents, queues }
+    }
+
+    /// One queue's numbers.
+    pub fn queue_stats(&self, q: &QueueId, now: Ts) -> Option<QueueStats> {
+        let rules = self.rules.queues.get(q)?;
+        let idx = self.queues.get(q)?;
+        Some(QueueStats {
+            queue_id: q.clone(),
+            name: rules.name.clone(),
+            waiting: idx.waiting_len(),
+            longest_wait_ms: idx
+                .oldest()
+                .map(|t| now.since(t).as_millis() as u64)
+                .unwrap_or(0),
+            offers_pending: idx.offers_pending,
+            agents_open: idx.open_len(),
+        })
+    }
+
+    pub(super) fn view_of(&self, e: &AgentEntry) -> AgentView {
+        let s = &e.state;
+        AgentView {
+            agent_id: e.profile.id.clone(),
+            name: e.profile.name.clone(),
+            status: s.status(),
+            reason: s.reason().map(str::to_owned),
+            pending_not_ready: s.pending_not_ready.clone(),
+            since: s.since,
+            connected: matches!(s.link, Link::Connected(_)),
+            offer: s.offer.as_ref().and_then(|o| {
+                let task = self.tasks.get(&o.task_id)?;
+                let timeout = self
+                    .rules
+                    .queues
+                    .get(&task.queue)
+                    .map(|q| q.offer_timeout.as_millis() as u64)
+                    .unwrap_or(0);
+                let consult_from = match &task.state {
+                    TaskState::Assigned { agent_id, .. } if *agent_id != e.profile.id => {
+                        Some(agent_id.clone())
+                    }
+                    _ => None,
+                };
+                Some(OfferView {
+                    offer_id: o.offer_id,
+                    deadline: o.deadline,
+                    timeout_ms: timeout,
+                    consult_from,
+                    task: task.clone(),
+                })
+            }),
+            in_progress: s
+                .work
+                .iter()
+                .filter_map(|w| self.tasks.get(&w.task_id).cloned())
+                .collect(),
+            wrap_up: s.wrap_up.as_ref().map(|w| WrapUpView {
+                task_id: w.task_id,
+                until: w.until,
+            }),
+            version: s.version,
+        }
+    }
+
+    pub(super) fn summary_of(&self, e: &AgentEntry) -> AgentSummary {
+        let s = &e.state;
+        AgentSummary {
+            agent_id: e.profile.id.clone(),
+            name: e.profile.name.clone(),
+            team: e.profile.team.clone(),
+            status: s.status(),
+            reason: s.reason().map(str::to_owned),
+            pending_not_ready: s.pending_not_ready.clone(),
+            since: s.since,
+            connected: matches!(s.link, Link::Connected(_)),
+            queues: e.profile.queues.clone(),
+            in_progress: s.work.len(),
+            tasks: s
+                .work
+                .iter()
+                .map(|w| WorkSummary {
+                    task_id: w.task_id,
+                    channel: w.channel,
+                    since: w.since,
+                })
+                .collect(),
+            offered_task: s.offer.as_ref().map(|o| o.task_id),
+            version: s.version,
+        }
+    }
 }
