@@ -30,6 +30,7 @@ use std::marker::PhantomData;
 pub const SHARDS: usize = 64;
 
 /// A hash map that grows a 64th at a time. See the module documentation.
+#[derive(Clone, Debug)]
 pub struct GrowingMap<K, V> {
     shards: Vec<HashMap<K, V>>,
     /// Picks the shard: randomly keyed, as the shards' own hashers (keys include what
@@ -126,6 +127,11 @@ impl<K: Hash + Eq, V> GrowingMap<K, V> {
     /// Every value, in no particular order.
     pub fn values(&self) -> impl Iterator<Item = &V> {
         self.iter().map(|(_, v)| v)
+    }
+
+    /// Every value, to change, in no particular order.
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
+        self.shards.iter_mut().flat_map(|s| s.values_mut())
     }
 }
 

@@ -1,10 +1,11 @@
 //! The edits agents and integrations make to the records: creating and changing
 //! customers, requests and activities, notes, linking an interaction to its customer,
-//! and closing it. Each one checks, in this order, that the fields are valid, that the
-//! editor may edit the record (an agent needs it open, [`ContextBook::is_open_for`]),
-//! and that the change is based on the current version (else the caution prompt's
-//! `version_conflict`, with the record as it is now); only then does it change the
-//! record, its journey and its search entry, and tell the watchers.
+//! and closing it. Each one checks the fields, that the editor may make it (an agent
+//! needs the customer open, [`ContextBook::is_open_for`], or, to link or close an
+//! interaction, to be its own) and, for a change, that it is based on the current
+//! version (else the caution prompt's `version_conflict`, with the record as it is
+//! now), before it changes the record, its journey and its search entry, and tells the
+//! watchers.
 
 use super::*;
 

@@ -26,6 +26,7 @@ mod tests;
 use crate::agent::Status;
 use crate::clock::Ts;
 use crate::events::{EventData, TaskPhase};
+use crate::growing::GrowingMap;
 use crate::ids::{AgentId, Channel, OfferId, QueueId, TaskId};
 use day::Zone;
 use serde::{Deserialize, Serialize};
@@ -270,15 +271,17 @@ pub struct Statistics {
     // seed (replicas and replays are compared through them), and every event of every
     // decision looks up one or two of these (ordered maps of string ids cost a dozen
     // string compares a lookup: 1.8% of the hub's CPU at 3,000 tasks/s). Nothing
-    // iterates them in an order that shows.
+    // iterates them in an order that shows. Those that grow with the agents, the tasks
+    // waiting or the offers out (to the hundred thousand) are `GrowingMap`s, so that no
+    // decision pays for one's growth (`crate::growing`).
     #[serde(serialize_with = "crate::ids::sorted")]
     queues: HashMap<QueueId, QueueFold>,
     #[serde(serialize_with = "crate::ids::sorted")]
-    agents: HashMap<AgentId, AgentFold>,
+    agents: GrowingMap<AgentId, AgentFold>,
     #[serde(serialize_with = "crate::ids::sorted")]
-    tasks: HashMap<TaskId, TaskTrack>,
+    tasks: GrowingMap<TaskId, TaskTrack>,
     #[serde(serialize_with = "crate::ids::sorted")]
-    offers: HashMap<OfferId, QueueId>,
+    offers: GrowingMap<OfferId, QueueId>,
     /// Grows with every event folded.
     changes: u64,
 }
