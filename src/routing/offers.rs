@@ -32,12 +32,7 @@ impl Book {
         let Some(task) = self.tasks.get(&task_id) else {
             return;
         };
-        let timeout = self
-            .rules
-            .queues
-            .get(&task.queue)
-            .map(|q| q.offer_timeout)
-            .unwrap_or(Duration::from_secs(15));
+        let timeout = self.offer_timeout(&task.queue);
         let (bucket, place) = bucket_and_place(task);
         let queue = task.queue.clone();
         let offer = PendingOffer {
@@ -57,33 +52,21 @@ impl Book {
             tracing::error!(%agent_id, %task_id, "routing picked an agent that cannot take an offer");
             return;
         }
-        // Before the agent's change to Reserved that it caused.
-        tx.events.insert(
+        if let Some(q) = self.queues.get_mut(&queue) {
+            q.remove(&bucket, &place);
+        }
+        self.book_offer(
+            tx,
             mark,
-            EventData::TaskOffered {
-                task_id,
+            Made {
                 offer_id,
+                task_id,
                 agent_id: agent_id.clone(),
-                queue: queue.clone(),
+                queue,
                 channel,
                 deadline,
             },
         );
-        if let Some(q) = self.queues.get_mut(&queue) {
-            q.remove(&bucket, &place);
-            q.offers_pending += 1;
-        }
-        self.offers.insert(
-            offer_id,
-            LiveOffer {
-                task_id,
-                agent_id: agent_id.clone(),
-                deadline,
-            },
-        );
-        self.arm(tx, deadline, Timer::Offer(offer_id));
-        tx.queues.insert(queue);
-        tx.stats.offers_made += 1;
         let Some(slot) = self.tasks.get_mut(&task_id) else {
             return;
         };
@@ -110,6 +93,46 @@ impl Book {
             agent_id,
             notice: AgentNotice::Offer(Box::new(view)),
         });
+    }
+
+    /// How long an offer of a task of `queue` rings.
+    pub(super) fn offer_timeout(&self, queue: &QueueId) -> Duration {
+        self.rules
+            .queues
+            .get(queue)
+            .map(|q| q.offer_timeout)
+            .unwrap_or(Duration::from_secs(15))
+    }
+
+    /// Books an offer the agent has taken (`agent_event` made it Reserved, after the
+    /// events at `mark`): its `task.offered` event goes before the agent's change it
+    /// caused, it counts as pending on its queue, and it is live until its deadline.
+    pub(super) fn book_offer(&mut self, tx: &mut Tx, mark: usize, m: Made) {
+        tx.events.insert(
+            mark,
+            EventData::TaskOffered {
+                task_id: m.task_id,
+                offer_id: m.offer_id,
+                agent_id: m.agent_id.clone(),
+                queue: m.queue.clone(),
+                channel: m.channel,
+                deadline: m.deadline,
+            },
+        );
+        if let Some(q) = self.queues.get_mut(&m.queue) {
+            q.offers_pending += 1;
+        }
+        self.offers.insert(
+            m.offer_id,
+            LiveOffer {
+                task_id: m.task_id,
+                agent_id: m.agent_id,
+                deadline: m.deadline,
+            },
+        );
+        self.arm(tx, m.deadline, Timer::Offer(m.offer_id));
+        tx.queues.insert(m.queue);
+        tx.stats.offers_made += 1;
     }
 
     /// Takes a live offer back from its agent (the task is cancelled or transferred
@@ -182,4 +205,14 @@ impl Book {
             },
         }
     }
+}
+
+/// An offer an agent has taken, for [`Book::book_offer`].
+pub(super) struct Made {
+    pub offer_id: OfferId,
+    pub task_id: TaskId,
+    pub agent_id: AgentId,
+    pub queue: QueueId,
+    pub channel: Channel,
+    pub deadline: Ts,
 }

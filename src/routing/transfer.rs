@@ -303,12 +303,7 @@ impl Book {
         {
             return Err(HubError::Transition(agent::TransitionError::NotAvailable));
         }
-        let timeout = self
-            .rules
-            .queues
-            .get(&t.queue)
-            .map(|q| q.offer_timeout)
-            .unwrap_or(Duration::from_secs(15));
+        let timeout = self.offer_timeout(&t.queue);
         let (channel, queue) = (t.channel, t.queue.clone());
         let offer = PendingOffer {
             offer_id: OfferId(self.ids.mint()),
@@ -319,31 +314,18 @@ impl Book {
         let (offer_id, deadline) = (offer.offer_id, offer.deadline);
         let mark = tx.events.len();
         self.agent_event(tx, &to, Event::Offer(offer), now)?;
-        tx.events.insert(
+        self.book_offer(
+            tx,
             mark,
-            EventData::TaskOffered {
-                task_id,
+            super::offers::Made {
                 offer_id,
+                task_id,
                 agent_id: to.clone(),
-                queue: queue.clone(),
+                queue,
                 channel,
                 deadline,
             },
         );
-        if let Some(q) = self.queues.get_mut(&queue) {
-            q.offers_pending += 1;
-        }
-        self.offers.insert(
-            offer_id,
-            LiveOffer {
-                task_id,
-                agent_id: to.clone(),
-                deadline,
-            },
-        );
-        self.arm(tx, deadline, Timer::Offer(offer_id));
-        tx.queues.insert(queue);
-        tx.stats.offers_made += 1;
         let Some(slot) = self.tasks.get_mut(&task_id) else {
             return Err(HubError::TaskNotFound(task_id));
         };
