@@ -498,35 +498,54 @@ pub(crate) async fn land(
     let dir = cluster.dir.take();
     if !cluster.nodes.is_empty() {
         let end = cluster.stop().await;
-        let report = match &mut result {
-            Ok(r) => Some(r),
-            Err(Failure {
-                report: Some(r), ..
-            }) => Some(&mut **r),
-            Err(_) => None,
-        };
-        if let Some(r) = report {
+        if let Some(r) = report_of(&mut result) {
             add_end_checks(r, &end);
         }
     }
     if let Some(dir) = dir {
-        let passed = matches!(&result, Ok(r) if r.passed());
-        if keep_files || !passed {
-            let note = format!("hub config and log kept in {}", dir.display());
-            match &mut result {
-                Ok(r) => r.notes.push(note),
-                Err(Failure {
-                    report: Some(r), ..
-                }) => r.notes.push(note),
-                Err(f) => {
-                    f.message.push('\n');
-                    f.message.push_str(&note);
-                }
+        keep_or_remove(&dir, keep_files, &mut result);
+    }
+    broken_as_err(result)
+}
+
+/// The report a run's result carries: an `Err` may carry the report of a run that
+/// broke part way.
+pub(crate) fn report_of(result: &mut Result<Report, Failure>) -> Option<&mut Report> {
+    match result {
+        Ok(r) => Some(r),
+        Err(Failure {
+            report: Some(r), ..
+        }) => Some(&mut **r),
+        Err(_) => None,
+    }
+}
+
+/// Keeps a run's hub files, saying where in the result, when asked or when a check
+/// failed; else removes them.
+pub(crate) fn keep_or_remove(
+    dir: &std::path::Path,
+    keep_files: bool,
+    result: &mut Result<Report, Failure>,
+) {
+    let passed = matches!(&result, Ok(r) if r.passed());
+    if !keep_files && passed {
+        HubProcess::remove_files(dir);
+        return;
+    }
+    let note = format!("hub config and log kept in {}", dir.display());
+    match report_of(result) {
+        Some(r) => r.notes.push(note),
+        None => {
+            if let Err(f) = result {
+                f.message.push('\n');
+                f.message.push_str(&note);
             }
-        } else {
-            HubProcess::remove_files(&dir);
         }
     }
+}
+
+/// A report with a broken check, as `Err`.
+pub(crate) fn broken_as_err(result: Result<Report, Failure>) -> Result<Report, Failure> {
     match result {
         Ok(r) if !r.passed() => Err(Failure {
             message: format!("{} invariant check(s) broken", r.failed_checks().len()),

@@ -158,14 +158,7 @@ impl RunHub {
         self.stop().await;
         if let Some(end) = self.ended.take() {
             let (lines, bad, samples) = hubproc::log_counts(&end.log_path);
-            let report = match &mut result {
-                Ok(r) => Some(r),
-                Err(Failure {
-                    report: Some(r), ..
-                }) => Some(&mut **r),
-                Err(_) => None,
-            };
-            if let Some(r) = report {
+            if let Some(r) = crate::cluster::report_of(&mut result) {
                 r.checks.push(Check {
                     name: "the hub drained and exited cleanly on SIGTERM".into(),
                     passed: end.status.is_some_and(|s| s.success()),
@@ -191,30 +184,9 @@ impl RunHub {
                     r.hub_cpu_secs = Some(cpu);
                 }
             }
-            let passed = matches!(&result, Ok(r) if r.passed());
-            if keep_files || !passed {
-                let note = format!("hub config and log kept in {}", end.dir.display());
-                match &mut result {
-                    Ok(r) => r.notes.push(note),
-                    Err(Failure {
-                        report: Some(r), ..
-                    }) => r.notes.push(note),
-                    Err(f) => {
-                        f.message.push('\n');
-                        f.message.push_str(&note);
-                    }
-                }
-            } else {
-                HubProcess::remove_files(&end.dir);
-            }
+            crate::cluster::keep_or_remove(&end.dir, keep_files, &mut result);
         }
-        match result {
-            Ok(r) if !r.passed() => Err(Failure {
-                message: format!("{} invariant check(s) broken", r.failed_checks().len()),
-                report: Some(Box::new(r)),
-            }),
-            other => other,
-        }
+        crate::cluster::broken_as_err(result)
     }
 }
 
