@@ -96,6 +96,7 @@ wait $HUB
 trap - EXIT
 python3 - "$OUT" "$ROUNDS" <<'PY'
 import json, re, sys
+from statistics import median
 out, rounds = sys.argv[1], int(sys.argv[2])
 def c2o(name):
     for l in open(f"{out}/{name}_route.txt"):
@@ -103,10 +104,6 @@ def c2o(name):
             return int(l.split()[7])  # name (4 words), count, p50, p90, p99
 def hz(name):
     return json.load(open(f"{out}/{name}_healthz.json"))["healthz_ms"]["p99"]
-def median(xs):
-    xs = sorted(xs)
-    n = len(xs)
-    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
 bs, as_, hbs, has = [], [], [], []
 for r in range(1, rounds + 1):
     b, a = c2o(f"base{r}"), c2o(f"attack{r}")
