@@ -219,6 +219,8 @@ async fn serve(mut cfg: Config, demo: bool) -> anyhow_lite::Result<()> {
     print_welcome(&printed, running.addr, &secret, demo, &store);
     wait_for_signal().await;
     tracing::info!("signal received: draining");
+    // Whichever task lets the state go last, it is not freed: the process ends next.
+    switchboard::state::process_exiting();
     running.shutdown().await;
     tracing::info!("drained; bye");
     Ok(())

@@ -337,11 +337,18 @@ impl Shared {
         })
         .await
         .map_err(unavailable)??;
-        let mut r = self.replica();
-        r.state = state;
-        r.pos = pos;
-        r.now = now;
-        tracing::info!(pos = %r.pos, "loaded the snapshot");
+        let old = {
+            let mut r = self.replica();
+            let old = std::mem::replace(&mut r.state, state);
+            r.pos = pos;
+            r.now = now;
+            tracing::info!(pos = %r.pos, "loaded the snapshot");
+            old
+        };
+        // Freed off the replica's lock and the runtime's workers: a state a node had
+        // built (one that fell behind the trimmed log) may hold a million customers,
+        // seconds of freeing (`state::EXITING`).
+        drop(tokio::task::spawn_blocking(move || drop(old)));
         Ok(())
     }
 
