@@ -237,6 +237,12 @@ struct RouteArgs {
     /// `loadtest search` makes them), for --searchers to find.
     #[arg(long, default_value_t = 0)]
     customers: u64,
+    /// Customers an earlier run already created in the hub given by --hub (its
+    /// --customers): the searchers search them and the writer's customers follow
+    /// them; nothing is created again. With --customers 0: one preload, then runs
+    /// with and without --searchers against the same hub, alternated.
+    #[arg(long, default_value_t = 0)]
+    customers_present: u64,
     /// Agent sessions of their own (no queues, so never offered a task) each sending
     /// `search_customers` at the hub's rate limit, or 10/s when that limit is far above
     /// what a person types, for the whole load window: search request -> reply and
@@ -656,6 +662,7 @@ fn route_opts(a: &RouteArgs) -> Result<RouteOpts, String> {
     o.stream_reader = a.stream_reader;
     o.webhook_receiver = a.webhook_receiver;
     o.customers = a.customers;
+    o.customers_present = a.customers_present;
     o.searchers = a.searchers;
     o.customer_rate = a.customer_rate;
     o.webhook_types = a

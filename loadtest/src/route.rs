@@ -128,6 +128,9 @@ pub struct RouteOpts {
     /// Customers created over HTTP before the agents log in, for the searchers to find
     /// ([`crate::searchers`]).
     pub customers: u64,
+    /// Customers already in the hub (an earlier run's preload against the same
+    /// `--hub`): searched, not created.
+    pub customers_present: u64,
     /// Agent sessions of their own (no queues, never Ready) sending `search_customers`
     /// at the hub's rate limit (or a desktop's rate) for the whole load window.
     pub searchers: usize,
@@ -172,6 +175,7 @@ impl RouteOpts {
             webhook_receiver: false,
             webhook_types: vec!["*".into()],
             customers: 0,
+            customers_present: 0,
             searchers: 0,
             customer_rate: 0.0,
         }
@@ -280,6 +284,9 @@ impl RouteOpts {
         if self.customers > MAX_CUSTOMERS {
             return bad(format!("--customers must be at most {MAX_CUSTOMERS}"));
         }
+        if self.customers_present > 0 && self.customers > 0 {
+            return bad("--customers-present is for a later run against the same --hub: give it with --customers 0".into());
+        }
         if self.nodes == 0 || self.nodes > MAX_NODES {
             return bad(format!("--nodes must be 1 to {MAX_NODES}"));
         }
@@ -330,6 +337,7 @@ impl RouteOpts {
             "webhook_receiver": self.webhook_receiver,
             "webhook_types": self.webhook_types,
             "customers": self.customers,
+            "customers_present": self.customers_present,
             "searchers": self.searchers,
             "customer_rate": self.customer_rate,
         })

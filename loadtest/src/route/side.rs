@@ -255,7 +255,7 @@ impl CustomerTraffic {
                     token,
                     search_rate,
                     crate::searchers::query,
-                    opts.customers,
+                    opts.customers + opts.customers_present,
                     opts.seed ^ (0x5ea7_c4e5 + i as u64),
                     search_stop_rx.clone(),
                 ))
@@ -268,7 +268,7 @@ impl CustomerTraffic {
                 addrs[0],
                 run.integration.clone(),
                 opts.customer_rate,
-                opts.customers,
+                opts.customers + opts.customers_present,
                 search_stop_rx.clone(),
             ))
         });

@@ -1,0 +1,102 @@
+#!/bin/bash
+# Issue 13's searchers figure: create -> offer p99 with 20 agents searching a million
+# customers at their rate against the same run without searches, within 20%. One hub
+# (in memory) is preloaded once (the first run's --customers; ~7 min here, each
+# customer's index upkeep is the bound), then the runs alternate against it: odd
+# rounds measure without searchers first, even rounds with them first (the hub keeps
+# every task of every run, so a fixed order would give one side the bigger hub each
+# time). Unpinned, as `route` spawns its hub: the search threads (SCHED_IDLE) take
+# whichever core is idle.
+#
+# Prints each round's p99s and ratio, then the median of the rounds' p99s on each side
+# and its ratio: one run's p99 here moves by about 2x between two identical runs.
+#
+#   cargo build --release -p switchboard -p loadtest
+#   loadtest/search-pairs.sh [ROUNDS]   # default 4; results in loadtest/results/search-pairs/
+set -u
+cd "$(dirname "$0")/.." || exit 2
+REPO=$PWD
+B=${BIN:-$REPO/target/release}
+OUT=${OUT:-$REPO/loadtest/results/search-pairs}
+ROUNDS=${1:-4}
+CUSTOMERS=${CUSTOMERS:-1000000}
+PORT=${PORT:-18433}
+S=bench-secret-0123456789abcdef
+mkdir -p "$OUT"
+ulimit -n 20000
+cat >"$OUT/hub.toml" <<TOML
+[server]
+listen = "127.0.0.1:$PORT"
+drain_secs = 2.0
+node_id = "bench"
+[auth]
+allow_token_profiles = true
+secret = "$S"
+[limits]
+rate_per_sec = 1000000.0
+rate_burst = 1000000.0
+[routing]
+offer_timeout_secs = 15
+wrap_up_secs = 0.0
+[[queues]]
+id = "lt-q0"
+[[queues]]
+id = "lt-q1"
+[[queues]]
+id = "lt-q2"
+[[queues]]
+id = "lt-q3"
+TOML
+"$B/switchboard" --config "$OUT/hub.toml" --in-memory >"$OUT/hub.log" 2>&1 &
+HUB=$!
+trap 'kill -TERM $HUB 2>/dev/null' EXIT
+for _ in $(seq 50); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
+PRELOADED=0
+route() {
+    local name=$1
+    shift
+    if [ "$PRELOADED" -eq 0 ]; then
+        set -- "$@" --customers "$CUSTOMERS"
+    else
+        set -- "$@" --customers-present "$CUSTOMERS"
+    fi
+    "$B/loadtest" route --hub "127.0.0.1:$PORT" --secret $S --agents 2000 --rate 2000 --duration 10 \
+        --http-conns 64 --no-floor --quiet --json "$OUT/$name.json" "$@" >"$OUT/$name.txt" 2>&1
+    PRELOADED=1
+}
+for round in $(seq "$ROUNDS"); do
+    if [ $((round % 2)) -eq 1 ]; then
+        route "none$round"
+        route "searchers$round" --searchers 20
+    else
+        route "searchers$round" --searchers 20
+        route "none$round"
+    fi
+done
+kill -TERM $HUB
+# The hub's exit after a million customers: the drain, then no freeing (tests/exit.rs).
+T0=$(date +%s.%N)
+wait $HUB
+echo "hub exited with status $? $(python3 -c "print(round($(date +%s.%N) - $T0, 2))") s after SIGTERM" | tee "$OUT/exit.txt"
+trap - EXIT
+python3 - "$OUT" "$ROUNDS" <<'PY'
+import sys
+from statistics import median
+out, rounds = sys.argv[1], int(sys.argv[2])
+def c2o(name):
+    for l in open(f"{out}/{name}.txt"):
+        if l.startswith("create -> first offer"):
+            return int(l.split()[7])  # name (4 words), count, p50, p90, p99
+def search_p99(name):
+    for l in open(f"{out}/{name}.txt"):
+        if l.startswith("search request -> reply"):
+            return float(l.split()[7]) / 1000
+ns, ss = [], []
+for r in range(1, rounds + 1):
+    n, s = c2o(f"none{r}"), c2o(f"searchers{r}")
+    ns.append(n); ss.append(s)
+    print(f"round {r}: c2o p99 {n} -> {s} us ({s / n:.2f}x); search p99 {search_p99(f'searchers{r}')} ms")
+mn, ms = median(ns), median(ss)
+print(f"median of {rounds} rounds: c2o p99 {mn:.0f} -> {ms:.0f} us ({ms / mn:.2f}x; runs without searchers "
+      f"{min(ns)}-{max(ns)} us); target: within 1.20x")
+PY
