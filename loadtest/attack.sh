@@ -32,33 +32,10 @@ PORT=${PORT:-18431}
 S=bench-secret-0123456789abcdef
 mkdir -p "$OUT"
 ulimit -n 20000
-cat >"$OUT/hub.toml" <<TOML
-[server]
-listen = "127.0.0.1:$PORT"
-drain_secs = 2.0
-node_id = "bench"
-[auth]
-allow_token_profiles = true
-secret = "$S"
-[limits]
-rate_per_sec = 1000000.0
-rate_burst = 1000000.0
-[routing]
-offer_timeout_secs = 15
-wrap_up_secs = 0.0
-[[queues]]
-id = "lt-q0"
-[[queues]]
-id = "lt-q1"
-[[queues]]
-id = "lt-q2"
-[[queues]]
-id = "lt-q3"
-TOML
-taskset -c 0 "$B/switchboard" --config "$OUT/hub.toml" --in-memory >"$OUT/hub.log" 2>&1 &
-HUB=$!
+# shellcheck source=loadtest/bench-hub.sh
+. "$REPO/loadtest/bench-hub.sh"
+bench_hub taskset -c 0
 trap 'kill -TERM $HUB 2>/dev/null' EXIT
-for _ in $(seq 50); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
 route() {
     # shellcheck disable=SC2086 # ROUTE_ARGS: more `route` options, split on spaces
     taskset -c 1 "$B/loadtest" route --hub "127.0.0.1:$PORT" --secret $S --agents 200 --rate 1000 ${ROUTE_ARGS:-} \

@@ -592,11 +592,33 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The most pending changes one change brings in (under the state's lock). A search
+/// holds the index while it reads, and on a busy node its thread (in `SCHED_IDLE`) may
+/// be put off for tens of milliseconds with the index held: the changes of every
+/// decision meanwhile wait in `pending`. Brought in all at once by the next change, they
+/// held the state's lock for milliseconds (each insert is ~0.1-0.3 ms at a million
+/// customers), and that decision's offer with it. Bounded, a change brings in its own
+/// share and one more: the backlog drains one a decision, and a search (off the
+/// decision path) brings in whatever is left before it reads.
+pub(super) const INLINE_CATCH_UP: usize = 2;
+
 impl Shared {
     /// Brings the pending changes in, in order (the caller holds the index for
     /// writing, so no one else takes them out of order).
     fn catch_up(&self, ix: &mut Index) {
         let todo = std::mem::take(&mut *lock(&self.pending));
+        for (id, doc) in todo {
+            ix.set(id, doc);
+        }
+    }
+
+    /// Brings in the oldest `most` pending changes, in order; the rest stay pending.
+    fn catch_up_some(&self, ix: &mut Index, most: usize) {
+        let todo: Vec<(CustomerId, SearchDoc)> = {
+            let mut p = lock(&self.pending);
+            let n = p.len().min(most);
+            p.drain(..n).collect()
+        };
         for (id, doc) in todo {
             ix.set(id, doc);
         }
@@ -628,15 +650,17 @@ pub struct SearchIndex {
 impl SearchIndex {
     /// Puts `doc` in place of what the index had for `id` (adding it if new). Never
     /// waits: while a search reads the index, the change waits in `pending` for the
-    /// next change or search to bring it in.
+    /// next changes (a few each: [`INLINE_CATCH_UP`]) or a search to bring it in.
     pub fn set(&mut self, id: CustomerId, doc: SearchDoc) {
         if self.off {
             return;
         }
         lock(&self.shared.pending).push((id, doc));
         match self.shared.index.try_write() {
-            Ok(mut ix) => self.shared.catch_up(&mut ix),
-            Err(TryLockError::Poisoned(p)) => self.shared.catch_up(&mut p.into_inner()),
+            Ok(mut ix) => self.shared.catch_up_some(&mut ix, INLINE_CATCH_UP),
+            Err(TryLockError::Poisoned(p)) => self
+                .shared
+                .catch_up_some(&mut p.into_inner(), INLINE_CATCH_UP),
             Err(TryLockError::WouldBlock) => {}
         }
     }
@@ -691,6 +715,12 @@ impl SearchReader {
     /// The customers matching `query`, in result order, at most `limit`.
     pub fn search(&self, query: &str, limit: usize) -> Vec<CustomerSummary> {
         self.0.search(query, limit)
+    }
+
+    /// How many changes wait to be brought in (tests).
+    #[cfg(test)]
+    pub(crate) fn pending(&self) -> usize {
+        lock(&self.0.pending).len()
     }
 
     /// Holds the index as a search does (tests: a change made meanwhile).

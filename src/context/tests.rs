@@ -820,4 +820,42 @@ fn a_change_made_while_a_search_reads_the_index_is_seen_by_the_next_search() {
     assert_eq!(names, ["Asa Lindqvist", "Åsa Öberg"]);
 }
 
+/// A search put off with the index held (its thread is in `SCHED_IDLE`) leaves a backlog:
+/// the next change brings in only a few of it under the state's lock, and the next
+/// search brings in the rest before it reads, so it still sees every change.
+#[test]
+fn a_backlog_left_by_a_held_search_is_brought_in_a_few_at_a_time_and_searched_whole() {
+    let mut b = ContextBook::new();
+    let create = |b: &mut ContextBook, name: String| {
+        let (r, _) = run(
+            b,
+            ContextCommand::CreateCustomer {
+                by: integration(),
+                fields: CustomerFields {
+                    name: Some(name),
+                    ..Default::default()
+                },
+                activity_id: None,
+            },
+            at(1),
+        );
+        assert!(r.is_ok(), "{r:?}");
+    };
+    create(&mut b, "Åsa Öberg".into());
+    let searcher = b.searcher();
+    let held = searcher.0.hold();
+    for i in 0..20 {
+        create(&mut b, format!("Asa {i:02}"));
+    }
+    drop(held);
+    assert_eq!(searcher.0.pending(), 20);
+    create(&mut b, "Asa Sist".into());
+    assert_eq!(searcher.0.pending(), 21 - super::search::INLINE_CATCH_UP);
+    let found = searcher.search("asa", 50);
+    assert_eq!(found.len(), 22);
+    assert_eq!(found[0].name, "Asa 00");
+    assert_eq!(found[21].name, "Åsa Öberg");
+    assert_eq!(searcher.0.pending(), 0);
+}
+
 mod events;
