@@ -597,9 +597,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// be put off for tens of milliseconds with the index held: the changes of every
 /// decision meanwhile wait in `pending`. Brought in all at once by the next change, they
 /// held the state's lock for milliseconds (each insert is ~0.1-0.3 ms at a million
-/// customers), and that decision's offer with it. Bounded, a change brings in its own
-/// share and one more: the backlog drains one a decision, and a search (off the
-/// decision path) brings in whatever is left before it reads.
+/// customers), and that decision's offer with it. Bounded at two, one more than a change
+/// adds, the backlog drains by one a decision, and a search (off the decision path)
+/// brings in whatever is left before it reads.
 pub(super) const INLINE_CATCH_UP: usize = 2;
 
 impl Shared {
@@ -650,7 +650,7 @@ pub struct SearchIndex {
 impl SearchIndex {
     /// Puts `doc` in place of what the index had for `id` (adding it if new). Never
     /// waits: while a search reads the index, the change waits in `pending` for the
-    /// next changes (a few each: [`INLINE_CATCH_UP`]) or a search to bring it in.
+    /// next changes (the oldest two each: [`INLINE_CATCH_UP`]) or a search to bring it in.
     pub fn set(&mut self, id: CustomerId, doc: SearchDoc) {
         if self.off {
             return;

@@ -42,7 +42,7 @@ pub struct State {
 /// kernel takes the whole heap back at once when the process exits.
 static EXITING: AtomicBool = AtomicBool::new(false);
 
-/// Marks the process as ending: see [`EXITING`]. Only for `main`; a hub stopped inside a
+/// Marks the process as ending: see `EXITING`. Only for `main`; a hub stopped inside a
 /// process that goes on (the tests) frees its state as usual.
 pub fn process_exiting() {
     EXITING.store(true, Ordering::Relaxed);
