@@ -71,14 +71,13 @@ done
 kill -TERM $HUB
 wait $HUB
 trap - EXIT
-python3 - "$OUT" "$ROUNDS" <<'PY'
-import json, re, sys
+PYTHONPATH="$REPO/loadtest" python3 - "$OUT" "$ROUNDS" <<'PY'
+import json, sys
 from statistics import median
+from rounds import p99
 out, rounds = sys.argv[1], int(sys.argv[2])
 def c2o(name):
-    for l in open(f"{out}/{name}_route.txt"):
-        if l.startswith("create -> first offer"):
-            return int(l.split()[7])  # name (4 words), count, p50, p90, p99
+    return p99(f"{out}/{name}_route.txt", "create -> first offer")
 def hz(name):
     return json.load(open(f"{out}/{name}_healthz.json"))["healthz_ms"]["p99"]
 bs, as_, hbs, has = [], [], [], []
