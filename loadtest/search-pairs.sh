@@ -13,6 +13,9 @@
 #
 #   cargo build --release -p switchboard -p loadtest
 #   loadtest/search-pairs.sh [ROUNDS]   # default 4; results in loadtest/results/search-pairs/
+#
+# SEARCHERS_ARGS is added to the runs with searchers (e.g. --searchers-apart: the
+# searchers on a thread of their own in SCHED_IDLE, as desktops on other machines).
 set -u
 cd "$(dirname "$0")/.." || exit 2
 REPO=$PWD
@@ -29,6 +32,7 @@ ulimit -n 20000
 bench_hub
 trap 'kill -TERM $HUB 2>/dev/null' EXIT
 PRELOADED=0
+read -ra EXTRA <<<"${SEARCHERS_ARGS:-}"
 route() {
     local name=$1
     shift
@@ -44,9 +48,9 @@ route() {
 for round in $(seq "$ROUNDS"); do
     if [ $((round % 2)) -eq 1 ]; then
         route "none$round"
-        route "searchers$round" --searchers 20
+        route "searchers$round" --searchers 20 "${EXTRA[@]}"
     else
-        route "searchers$round" --searchers 20
+        route "searchers$round" --searchers 20 "${EXTRA[@]}"
         route "none$round"
     fi
 done

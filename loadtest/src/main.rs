@@ -249,6 +249,13 @@ struct RouteArgs {
     /// every error answer reported.
     #[arg(long, default_value_t = 0)]
     searchers: usize,
+    /// The searchers on a runtime of their own, one thread in `SCHED_IDLE`, rather than
+    /// among the agents that time the offers: they stand for desktops on other
+    /// machines, whose work does not delay the measuring clients' (their sockets'
+    /// kernel work still lands on this machine). Their searches sent and answered are
+    /// reported either way, so the load on the hub can be compared.
+    #[arg(long)]
+    searchers_apart: bool,
     /// Customers created per second over HTTP during the load window (after the
     /// --customers ones), by one integration connection: changes to the search index
     /// while routing runs; their latency reported.
@@ -664,6 +671,7 @@ fn route_opts(a: &RouteArgs) -> Result<RouteOpts, String> {
     o.customers = a.customers;
     o.customers_present = a.customers_present;
     o.searchers = a.searchers;
+    o.searchers_apart = a.searchers_apart;
     o.customer_rate = a.customer_rate;
     o.webhook_types = a
         .webhook_types

@@ -134,6 +134,8 @@ pub struct RouteOpts {
     /// Agent sessions of their own (no queues, never Ready) sending `search_customers`
     /// at the hub's rate limit (or a desktop's rate) for the whole load window.
     pub searchers: usize,
+    /// The searchers on a runtime of their own, in `SCHED_IDLE` (see `--searchers-apart`).
+    pub searchers_apart: bool,
     /// Customers created per second over HTTP during the load window (after the
     /// preloaded ones), by one integration connection; 0: none.
     pub customer_rate: f64,
@@ -177,6 +179,7 @@ impl RouteOpts {
             customers: 0,
             customers_present: 0,
             searchers: 0,
+            searchers_apart: false,
             customer_rate: 0.0,
         }
     }
@@ -339,6 +342,7 @@ impl RouteOpts {
             "customers": self.customers,
             "customers_present": self.customers_present,
             "searchers": self.searchers,
+            "searchers_apart": self.searchers_apart,
             "customer_rate": self.customer_rate,
         })
     }

@@ -771,6 +771,8 @@ fn search_pages_are_in_name_order_through_renames_equal_names_and_reloads() {
                 _ => {}
             }
             if step % 200 == 199 {
+                // The lists' copies of the labels are what a search follows.
+                b.searcher().0.check();
                 for q in queries {
                     for limit in [1, 3, 20, 50] {
                         assert_eq!(

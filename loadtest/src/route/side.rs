@@ -210,6 +210,30 @@ pub(super) struct CustomerTraffic {
     writer: Option<JoinHandle<WriterOutcome>>,
     search_rate: f64,
     why_rate: String,
+    /// The searchers' own runtime, with `--searchers-apart`.
+    apart: Option<tokio::runtime::Runtime>,
+}
+
+/// A runtime for the searchers alone: one worker thread in `SCHED_IDLE`, so that it
+/// runs only on a core nothing else wants and never delays the agents that time the
+/// offers (`--searchers-apart`).
+fn searchers_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("lt-searchers")
+        .on_thread_start(|| {
+            let p = libc::sched_param { sched_priority: 0 };
+            // SAFETY: `p` is a plain struct that outlives the call; pid 0 is this
+            // thread. A refusal leaves the thread at its priority (said below).
+            if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &p) } != 0 {
+                eprintln!(
+                    "loadtest: the searchers' thread stays at its priority: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+        })
+        .enable_all()
+        .build()
 }
 
 /// What the searchers and the customer writer did.
@@ -240,6 +264,22 @@ impl CustomerTraffic {
                 opts.searchers
             );
         }
+        let apart = match opts.searchers_apart && opts.searchers > 0 {
+            true => match searchers_runtime() {
+                Ok(rt) => Some(rt),
+                Err(e) => {
+                    eprintln!(
+                        "loadtest: no runtime for the searchers ({e}): they run with the agents"
+                    );
+                    None
+                }
+            },
+            false => None,
+        };
+        let spawner = match &apart {
+            Some(rt) => rt.handle().clone(),
+            None => tokio::runtime::Handle::current(),
+        };
         let searchers: Vec<_> = (0..opts.searchers)
             .map(|i| {
                 // No queues: never offered a task; never Ready.
@@ -250,7 +290,7 @@ impl CustomerTraffic {
                     ttl,
                     Some(Vec::new()),
                 );
-                tokio::spawn(crate::searchers::run_searcher(
+                spawner.spawn(crate::searchers::run_searcher(
                     addrs[i % addrs.len()],
                     token,
                     search_rate,
@@ -278,6 +318,7 @@ impl CustomerTraffic {
             writer,
             search_rate,
             why_rate,
+            apart,
         }
     }
 
@@ -291,6 +332,11 @@ impl CustomerTraffic {
                 Ok(o) => search_outs.push(o),
                 Err(_) => searchers_lost += 1,
             }
+        }
+        if let Some(rt) = self.apart {
+            // Every searcher has ended; this is called on the main runtime, where a
+            // blocking shutdown would panic.
+            rt.shutdown_background();
         }
         let writer_out = match self.writer {
             Some(h) => h.await.ok(),
