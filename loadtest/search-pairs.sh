@@ -15,7 +15,8 @@
 #   loadtest/search-pairs.sh [ROUNDS]   # default 4; results in loadtest/results/search-pairs/
 #
 # SEARCHERS_ARGS is added to the runs with searchers (e.g. --searchers-apart: the
-# searchers on a thread of their own in SCHED_IDLE, as desktops on other machines).
+# searchers on a thread of their own in SCHED_IDLE, as desktops on other machines;
+# "--searcher-queries unmatched": searches answered without reading the index).
 set -u
 cd "$(dirname "$0")/.." || exit 2
 REPO=$PWD

@@ -256,6 +256,11 @@ struct RouteArgs {
     /// reported either way, so the load on the hub can be compared.
     #[arg(long)]
     searchers_apart: bool,
+    /// What the searchers type: `mixed` (broad and narrow queries drawn from the
+    /// preload) or `unmatched` (queries no customer matches, answered without reading
+    /// the index: the cost of a search's request and reply alone).
+    #[arg(long, default_value = "mixed", value_parser = ["mixed", "unmatched"])]
+    searcher_queries: String,
     /// Customers created per second over HTTP during the load window (after the
     /// --customers ones), by one integration connection: changes to the search index
     /// while routing runs; their latency reported.
@@ -672,6 +677,7 @@ fn route_opts(a: &RouteArgs) -> Result<RouteOpts, String> {
     o.customers_present = a.customers_present;
     o.searchers = a.searchers;
     o.searchers_apart = a.searchers_apart;
+    o.searchers_unmatched = a.searcher_queries == "unmatched";
     o.customer_rate = a.customer_rate;
     o.webhook_types = a
         .webhook_types

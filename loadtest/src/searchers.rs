@@ -77,6 +77,14 @@ pub fn query(rng: &mut Rng, customers: u64) -> String {
     }
 }
 
+/// A query no preloaded customer matches (no name, email or phone holds "zqx"): the
+/// search is answered from a missing posting list, without reading the index, so a run
+/// of these measures a search's request and reply alone (`--searcher-queries
+/// unmatched`).
+pub fn unmatched_query(rng: &mut Rng, _customers: u64) -> String {
+    format!("zqx{}", ["j", "v", "w"][rng.below(3) as usize])
+}
+
 /// Creates customers `0..n` over `conns` keep-alive connections (spread over the
 /// nodes); returns how long it took. Any refusal ends it: the run would measure a
 /// base that is not there.
