@@ -16,7 +16,7 @@
 #
 # SEARCHERS_ARGS is added to the runs with searchers (e.g. --searchers-apart: the
 # searchers on a thread of their own in SCHED_IDLE, as desktops on other machines;
-# "--searcher-queries unmatched": searches answered without reading the index).
+# "--searcher-queries unmatched": searches that read no posting list).
 set -u
 cd "$(dirname "$0")/.." || exit 2
 REPO=$PWD

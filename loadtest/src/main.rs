@@ -103,6 +103,16 @@ enum Cmd {
     EchoServer(EchoServerArgs),
 }
 
+/// What the searchers of `route` type.
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+enum QueriesArg {
+    /// Broad and narrow queries drawn from the preload.
+    Mixed,
+    /// Queries no customer matches, answered from a missing posting list: a search's
+    /// request, reply and index locks, without its reads of the lists.
+    Unmatched,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum DistArg {
     Fixed,
@@ -256,11 +266,9 @@ struct RouteArgs {
     /// reported either way, so the load on the hub can be compared.
     #[arg(long)]
     searchers_apart: bool,
-    /// What the searchers type: `mixed` (broad and narrow queries drawn from the
-    /// preload) or `unmatched` (queries no customer matches, answered without reading
-    /// the index: the cost of a search's request and reply alone).
-    #[arg(long, default_value = "mixed", value_parser = ["mixed", "unmatched"])]
-    searcher_queries: String,
+    /// What the searchers type.
+    #[arg(long, value_enum, default_value_t = QueriesArg::Mixed)]
+    searcher_queries: QueriesArg,
     /// Customers created per second over HTTP during the load window (after the
     /// --customers ones), by one integration connection: changes to the search index
     /// while routing runs; their latency reported.
@@ -677,7 +685,7 @@ fn route_opts(a: &RouteArgs) -> Result<RouteOpts, String> {
     o.customers_present = a.customers_present;
     o.searchers = a.searchers;
     o.searchers_apart = a.searchers_apart;
-    o.searchers_unmatched = a.searcher_queries == "unmatched";
+    o.searchers_unmatched = a.searcher_queries == QueriesArg::Unmatched;
     o.customer_rate = a.customer_rate;
     o.webhook_types = a
         .webhook_types

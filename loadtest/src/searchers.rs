@@ -78,9 +78,9 @@ pub fn query(rng: &mut Rng, customers: u64) -> String {
 }
 
 /// A query no preloaded customer matches (no name, email or phone holds "zqx"): the
-/// search is answered from a missing posting list, without reading the index, so a run
-/// of these measures a search's request and reply alone (`--searcher-queries
-/// unmatched`).
+/// search is answered from a missing posting list (after the index's locks, as any
+/// search), so a run of these measures a search without its reads of the lists
+/// (`--searcher-queries unmatched`).
 pub fn unmatched_query(rng: &mut Rng, _customers: u64) -> String {
     format!("zqx{}", ["j", "v", "w"][rng.below(3) as usize])
 }

@@ -264,17 +264,16 @@ impl CustomerTraffic {
                 opts.searchers
             );
         }
-        let apart = match opts.searchers_apart && opts.searchers > 0 {
-            true => match searchers_runtime() {
-                Ok(rt) => Some(rt),
-                Err(e) => {
+        let apart = if opts.searchers_apart && opts.searchers > 0 {
+            searchers_runtime()
+                .map_err(|e| {
                     eprintln!(
                         "loadtest: no runtime for the searchers ({e}): they run with the agents"
-                    );
-                    None
-                }
-            },
-            false => None,
+                    )
+                })
+                .ok()
+        } else {
+            None
         };
         let spawner = match &apart {
             Some(rt) => rt.handle().clone(),
