@@ -527,6 +527,7 @@ mod tests {
                 url: "http://127.0.0.1:9/hooks/loadtest".into(),
                 secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
                 types: vec!["*".into()],
+                linger_ms: Some(4),
             }),
             ..with_redis
         };
@@ -535,6 +536,7 @@ mod tests {
         assert!(cfg.webhooks.allow_private);
         assert_eq!(cfg.webhooks.endpoints.len(), 1);
         assert_eq!(cfg.webhooks.endpoints[0].types, vec!["*".to_owned()]);
+        assert_eq!(cfg.webhooks.linger_ms, 4);
         let mut two = with_hook;
         if let Some(w) = two.webhook.as_mut() {
             w.types = vec!["task.offered".into(), "agent.*".into()];

@@ -243,6 +243,10 @@ struct RouteArgs {
     /// receiver knows which it must get.
     #[arg(long, value_delimiter = ',', default_value = "*")]
     webhook_types: Vec<String>,
+    /// `webhooks.linger_ms` in the started hub's config (default: the hub's): how long
+    /// events that come soon after a take wait to go together.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=1000))]
+    webhook_linger_ms: Option<u64>,
     /// Customers created over HTTP before the agents log in (names, emails, phones as
     /// `loadtest search` makes them), for --searchers to find.
     #[arg(long, default_value_t = 0)]
@@ -681,6 +685,7 @@ fn route_opts(a: &RouteArgs) -> Result<RouteOpts, String> {
     o.close_interactions = a.close_interactions;
     o.stream_reader = a.stream_reader;
     o.webhook_receiver = a.webhook_receiver;
+    o.webhook_linger_ms = a.webhook_linger_ms;
     o.customers = a.customers;
     o.customers_present = a.customers_present;
     o.searchers = a.searchers;

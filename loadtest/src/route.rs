@@ -125,6 +125,8 @@ pub struct RouteOpts {
     pub webhook_receiver: bool,
     /// The receiver's type patterns (`["*"]`: every type).
     pub webhook_types: Vec<String>,
+    /// `webhooks.linger_ms` in the started hub's config (its default when `None`).
+    pub webhook_linger_ms: Option<u64>,
     /// Customers created over HTTP before the agents log in, for the searchers to find
     /// ([`crate::searchers`]).
     pub customers: u64,
@@ -178,6 +180,7 @@ impl RouteOpts {
             stream_reader: false,
             webhook_receiver: false,
             webhook_types: vec!["*".into()],
+            webhook_linger_ms: None,
             customers: 0,
             customers_present: 0,
             searchers: 0,
@@ -342,6 +345,7 @@ impl RouteOpts {
             "stream_reader": self.stream_reader,
             "webhook_receiver": self.webhook_receiver,
             "webhook_types": self.webhook_types,
+            "webhook_linger_ms": self.webhook_linger_ms,
             "customers": self.customers,
             "customers_present": self.customers_present,
             "searchers": self.searchers,
@@ -455,7 +459,7 @@ pub async fn run_route(opts: RouteOpts) -> Result<Report, Failure> {
     // The receiver listens before the hub starts: the hub's config names it.
     let receiver = if opts.webhook_receiver {
         Some(
-            crate::webhook::Receiver::start(opts.webhook_types.clone())
+            crate::webhook::Receiver::start(opts.webhook_types.clone(), opts.webhook_linger_ms)
                 .await
                 .map_err(|e| Failure::new(format!("the webhook receiver cannot listen: {e}")))?,
         )

@@ -63,6 +63,8 @@ pub struct Endpoint {
     pub secret: String,
     /// Its type patterns.
     pub types: Vec<String>,
+    /// `webhooks.linger_ms`, when the run sets it (the hub's default otherwise).
+    pub linger_ms: Option<u64>,
 }
 
 impl Endpoint {
@@ -71,8 +73,12 @@ impl Endpoint {
     pub fn config_toml(&self) -> String {
         // Patterns are letters, digits, '.', '_' and '*' (RouteOpts::check): no quoting.
         let types: Vec<String> = self.types.iter().map(|t| format!("\"{t}\"")).collect();
+        let linger = self
+            .linger_ms
+            .map(|ms| format!("linger_ms = {ms}\n"))
+            .unwrap_or_default();
         format!(
-            "[webhooks]\nallow_private = true\n\n[[webhooks.endpoints]]\nid = \"{ENDPOINT_ID}\"\nurl = \"{}\"\nsecret = \"{}\"\ntypes = [{}]\n\n",
+            "[webhooks]\nallow_private = true\n{linger}\n[[webhooks.endpoints]]\nid = \"{ENDPOINT_ID}\"\nurl = \"{}\"\nsecret = \"{}\"\ntypes = [{}]\n\n",
             self.url,
             self.secret,
             types.join(", ")
@@ -231,7 +237,7 @@ impl HookOutcome {
 impl Receiver {
     /// Binds 127.0.0.1 on a free port with a fresh secret and starts serving; the
     /// endpoint takes `types`.
-    pub async fn start(types: Vec<String>) -> std::io::Result<Receiver> {
+    pub async fn start(types: Vec<String>, linger_ms: Option<u64>) -> std::io::Result<Receiver> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let key = fresh_key();
@@ -239,6 +245,7 @@ impl Receiver {
             url: format!("http://{addr}{PATH}"),
             secret: format!("whsec_{}", STANDARD.encode(&key)),
             types: types.clone(),
+            linger_ms,
         };
         let inner = Arc::new(Inner {
             key,

@@ -11,7 +11,7 @@
 //! (one task's events one at a time, each after the previous one's 2xx) are the
 //! runner's: a connection only ever carries unrelated events together.
 
-use super::pipeline::{self, Job, KeepAlive, Outcome, Shared};
+use super::pipeline::{self, Job, KeepAlive, Outcome, Parts, Shared};
 use super::target::{Target, TargetError};
 use super::tls::Tls;
 use super::wire::{Request, WireError};
@@ -85,7 +85,7 @@ pub struct Client {
     /// The request line and constant fields; an error when the URL's path or host is
     /// not a valid request target or field (not expected of a `Target`: every attempt
     /// then fails, with the reason).
-    request: Result<Request, String>,
+    request: Result<Arc<Request>, String>,
 }
 
 impl Client {
@@ -95,7 +95,7 @@ impl Client {
             hyper::Uri::try_from(target.path.as_str()),
             HeaderValue::from_str(&target.authority),
         ) {
-            (Ok(_), Ok(host)) => Ok(Request::new(&target.path, &host)),
+            (Ok(_), Ok(host)) => Ok(Arc::new(Request::new(&target.path, &host))),
             (Err(e), _) => Err(format!("the path {:?}: {e}", target.path)),
             (_, Err(e)) => Err(format!("the host {:?}: {e}", target.authority)),
         };
@@ -134,9 +134,11 @@ impl Client {
         timeout: Duration,
     ) -> Result<Answer, SendError> {
         let deadline = Instant::now() + timeout;
-        match tokio::time::timeout_at(deadline, self.exchange(&headers, &body, deadline, timeout))
-            .await
-        {
+        let parts = Parts {
+            fields: headers,
+            body,
+        };
+        match tokio::time::timeout_at(deadline, self.exchange(parts, deadline, timeout)).await {
             Ok(r) => r,
             Err(_) => Err(SendError::Timeout(timeout)),
         }
@@ -144,8 +146,7 @@ impl Client {
 
     async fn exchange(
         &self,
-        headers: &[(HeaderName, HeaderValue)],
-        body: &[u8],
+        mut parts: Parts,
         deadline: Instant,
         timeout: Duration,
     ) -> Result<Answer, SendError> {
@@ -153,15 +154,17 @@ impl Client {
             .request
             .as_ref()
             .map_err(|e| SendError::Http(e.clone()))?;
-        let mut bytes = request.encode(headers, body);
         for _ in 0..MAX_HANDS {
             let (answer, outcome) = oneshot::channel();
-            self.give(Job {
-                bytes,
-                deadline,
-                timeout,
-                answer,
-            });
+            self.give(
+                request,
+                Job {
+                    parts,
+                    deadline,
+                    timeout,
+                    answer,
+                },
+            );
             match outcome.await {
                 Ok(Outcome::Answer(h)) => {
                     return Ok(Answer {
@@ -170,7 +173,7 @@ impl Client {
                     });
                 }
                 Ok(Outcome::Failed(e)) => return Err(e),
-                Ok(Outcome::Unsent(b)) => bytes = b,
+                Ok(Outcome::Unsent(p)) => parts = *p,
                 Err(_) => {
                     return Err(SendError::Closed(
                         "the connection's task ended without an answer".into(),
@@ -184,7 +187,7 @@ impl Client {
     }
 
     /// Gives `job` to the first open connection with room, or to a new one.
-    fn give(&self, mut job: Job) {
+    fn give(&self, request: &Arc<Request>, mut job: Job) {
         let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
         conns.retain(|c| !c.shared.closed.load(Relaxed));
         // A receiver that closes after each answer gets one request per connection.
@@ -211,6 +214,7 @@ impl Client {
         match self.tls.clone() {
             None => tokio::spawn(pipeline::run(
                 tcp(target, allow_private),
+                request.clone(),
                 rx,
                 s,
                 keep,
@@ -222,6 +226,7 @@ impl Client {
                     let s = tcp(target, allow_private).await?;
                     tls.connect(&host, s).await.map_err(SendError::Tls)
                 },
+                request.clone(),
                 rx,
                 s,
                 keep,

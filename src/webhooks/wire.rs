@@ -304,13 +304,26 @@ impl Request {
         Request { prefix }
     }
 
-    /// One request, head and body, in one buffer (written with one `write`).
+    /// One request, head and body, in one buffer.
     pub fn encode(&self, fields: &[(HeaderName, HeaderValue)], body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode_into(&mut out, fields, body);
+        out
+    }
+
+    /// One request, head and body, appended to `out` (a connection's write buffer,
+    /// kept from write to write: a request costs no allocation of its own).
+    pub fn encode_into(
+        &self,
+        out: &mut Vec<u8>,
+        fields: &[(HeaderName, HeaderValue)],
+        body: &[u8],
+    ) {
         let extra: usize = fields
             .iter()
             .map(|(k, v)| k.as_str().len() + v.len() + 4)
             .sum();
-        let mut out = Vec::with_capacity(self.prefix.len() + extra + 40 + body.len());
+        out.reserve(self.prefix.len() + extra + 40 + body.len());
         out.extend_from_slice(&self.prefix);
         for (k, v) in fields {
             // A HeaderValue holds no CR or LF: nothing can be injected.
@@ -320,10 +333,20 @@ impl Request {
             out.extend_from_slice(b"\r\n");
         }
         out.extend_from_slice(b"content-length: ");
-        out.extend_from_slice(body.len().to_string().as_bytes());
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        let mut n = body.len();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        out.extend_from_slice(&digits[at..]);
         out.extend_from_slice(b"\r\n\r\n");
         out.extend_from_slice(body);
-        out
     }
 }
 
@@ -474,5 +497,16 @@ mod tests {
             String::from_utf8(out).expect("text"),
             "POST /h?x=1 HTTP/1.1\r\nhost: crm:8080\r\ncontent-type: application/json\r\nuser-agent: switchboard-webhooks/1\r\nwebhook-id: e-1\r\ncontent-length: 2\r\n\r\n{}"
         );
+        // Appended: a second request after the first, each with its own length.
+        let mut both = Vec::new();
+        r.encode_into(&mut both, &[], b"{}");
+        r.encode_into(&mut both, &[], &[b'x'; 1234]);
+        let text = String::from_utf8(both).expect("text");
+        assert_eq!(text.matches("POST /h?x=1 HTTP/1.1\r\n").count(), 2);
+        assert!(
+            text.contains("content-length: 2\r\n\r\n{}POST"),
+            "{text:.200}"
+        );
+        assert!(text.ends_with(&format!("content-length: 1234\r\n\r\n{}", "x".repeat(1234))));
     }
 }
