@@ -21,6 +21,9 @@
 # then the median CPU per task of each side and their ratio. One pair's ratio moves by
 # a third between two identical runs on this machine (1.16x to 1.54x): the median of
 # several is the figure.
+#
+# --stream-only: the second side has the stream reader alone (no webhook endpoint), to
+# tell the two consumers' costs apart.
 set -u
 # Patterns such as task.* are passed on, never expanded as file names.
 set -f
@@ -31,6 +34,7 @@ mkdir -p "$OUT"
 name=events
 types=""
 rounds=1
+stream_only=0
 # The options of both runs, rebuilt without the two of this script.
 n=$#
 i=0
@@ -57,6 +61,7 @@ while [ "$i" -lt "$n" ]; do
         i=$((i + 1))
         ;;
     --rounds=*) rounds=${a#--rounds=} ;;
+    --stream-only) stream_only=1 ;;
     *) set -- "$@" "$a" ;;
     esac
 done
@@ -65,7 +70,8 @@ done
 run() {
     local side=$1 file=$2 extra=""
     [ "$side" = on ] && extra="--stream-reader --webhook-receiver"
-    [ "$side" = on ] && [ -n "$types" ] && extra="$extra --webhook-types $types"
+    [ "$side" = on ] && [ "$stream_only" = 1 ] && extra="--stream-reader"
+    [ "$side" = on ] && [ -n "$types" ] && [ "$stream_only" = 0 ] && extra="$extra --webhook-types $types"
     echo "== events $side: loadtest route ${args[*]} $extra" >&2
     # shellcheck disable=SC2086
     "$LT" route "${args[@]}" $extra --quiet --json "$OUT/$file.json" >"$OUT/$file.txt" 2>&1 || status=1

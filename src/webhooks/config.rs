@@ -30,10 +30,11 @@ pub struct WebhooksConfig {
     /// Requests written on one connection before their answers (HTTP/1.1
     /// pipelining, unrelated events only); 1: one exchange at a time.
     pub pipeline_depth: usize,
-    /// Events are taken from the feed at most once per this many milliseconds: one
-    /// that comes when none was taken for that long goes at once, those that come
-    /// sooner wait for the rest of it and go together (one write instead of a write
-    /// and a read each). 0: each event as it comes.
+    /// With nothing in flight, a new event goes at once. While deliveries are in
+    /// flight, new events are taken when an answer comes back (all that came
+    /// meanwhile, together: one write instead of one wake-up and one system call
+    /// each), or after this many milliseconds if the answers are slow. 0: each event
+    /// as it comes.
     pub linger_ms: u64,
     /// Events one endpoint reads ahead of its position.
     pub window: usize,

@@ -188,19 +188,22 @@ impl Runner {
         let mut fenced = false;
         // Why the endpoint stops here, and whether that is worth a warning.
         let mut disable: Option<(String, bool)> = None;
-        // The feed is read at most once per `linger`: an event that comes when nothing
-        // was taken for that long goes at once; those that come sooner wait for the rest
-        // of it and go together, in one write (a connection's write and read cost more
-        // than the rest of a delivery; one at a time, each delivery took about one of
-        // each: BENCHMARKS, thirteenth pass). Answers are handled meanwhile, and an
-        // event already taken goes as soon as its task's previous one is answered.
+        // While deliveries are in flight the runner wakes for their answers anyway: each
+        // wake-up takes whatever the feed has by then, in one go, and the feed itself
+        // (a wake-up per event) is only listened to when nothing is in flight, or once
+        // `linger` has passed since the last take (an endpoint that answers slowly
+        // still gets new events that often). So a lone event goes at once, and a busy
+        // endpoint's events go in batches, one write each, without a wake-up of their
+        // own. (Taking at most once per linger, whatever the answers do, halved the
+        // writes on a fast receiver but tripled create -> task.offered p99 for no CPU
+        // the rounds could see: BENCHMARKS, thirteenth pass.)
         let linger = Duration::from_millis(rules.linger_ms);
         let rest = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(rest);
         let mut resting = false;
         loop {
             let (mut open, mut took) = (true, false);
-            while open && !resting && window.len() < rules.window {
+            while open && window.len() < rules.window {
                 match reader.next(&feed).now_or_never() {
                     Some(next) => {
                         open = self.take(next, &mut window, &mut held, &mut disable);
@@ -250,7 +253,7 @@ impl Runner {
                         }
                     }
                 }
-                next = reader.next(&feed), if window.len() < rules.window && !resting => {
+                next = reader.next(&feed), if window.len() < rules.window && (sending.is_empty() || !resting) => {
                     if !self.take(next, &mut window, &mut held, &mut disable) {
                         break;
                     }
