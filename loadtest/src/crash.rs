@@ -396,6 +396,7 @@ fn setup(snapshot_every: u64) -> HubSetup {
         snapshot_every: Some(snapshot_every),
         durable: true,
         webhook: None,
+        stream_linger_ms: None,
     }
 }
 

@@ -59,6 +59,8 @@ pub struct HubSetup {
     pub durable: bool,
     /// A `[[webhooks.endpoints]]` entry (`route --webhook-receiver`).
     pub webhook: Option<crate::webhook::Endpoint>,
+    /// `events.stream_linger_ms`; `None` keeps the hub's default.
+    pub stream_linger_ms: Option<u64>,
 }
 
 /// The reconnect grace period of the generated configs.
@@ -105,6 +107,9 @@ pub fn config_toml(setup: &HubSetup, secret: &str) -> String {
     } else {
         // The in-memory store, as these runs measured before the file store existed.
         t.push_str("[store]\nkind = \"memory\"\n\n");
+    }
+    if let Some(ms) = setup.stream_linger_ms {
+        t.push_str(&format!("[events]\nstream_linger_ms = {ms}\n\n"));
     }
     if let Some(w) = &setup.webhook {
         t.push_str(&w.config_toml());
@@ -504,6 +509,7 @@ mod tests {
             snapshot_every: None,
             durable: false,
             webhook: None,
+            stream_linger_ms: None,
         };
         let text = config_toml(&setup, "0123456789abcdef0123");
         let cfg = switchboard::config::Config::parse(&text).expect("valid config");
@@ -537,6 +543,15 @@ mod tests {
         assert_eq!(cfg.webhooks.endpoints.len(), 1);
         assert_eq!(cfg.webhooks.endpoints[0].types, vec!["*".to_owned()]);
         assert_eq!(cfg.webhooks.linger_ms, 4);
+        let lingering = HubSetup {
+            stream_linger_ms: Some(3),
+            ..with_hook.clone()
+        };
+        let cfg =
+            switchboard::config::Config::parse(&config_toml(&lingering, "0123456789abcdef0123"))
+                .expect("valid config");
+        assert_eq!(cfg.events.stream_linger_ms, 3);
+        assert_eq!(cfg.webhooks.endpoints.len(), 1);
         let mut two = with_hook;
         if let Some(w) = two.webhook.as_mut() {
             w.types = vec!["task.offered".into(), "agent.*".into()];

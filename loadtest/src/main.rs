@@ -247,6 +247,10 @@ struct RouteArgs {
     /// events that come soon after a take wait to go together.
     #[arg(long, value_parser = clap::value_parser!(u64).range(0..=1000))]
     webhook_linger_ms: Option<u64>,
+    /// `events.stream_linger_ms` in the started hub's config (default: the hub's): how
+    /// long the event stream gathers events before a write.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=1000))]
+    stream_linger_ms: Option<u64>,
     /// Customers created over HTTP before the agents log in (names, emails, phones as
     /// `loadtest search` makes them), for --searchers to find.
     #[arg(long, default_value_t = 0)]
@@ -686,6 +690,7 @@ fn route_opts(a: &RouteArgs) -> Result<RouteOpts, String> {
     o.stream_reader = a.stream_reader;
     o.webhook_receiver = a.webhook_receiver;
     o.webhook_linger_ms = a.webhook_linger_ms;
+    o.stream_linger_ms = a.stream_linger_ms;
     o.customers = a.customers;
     o.customers_present = a.customers_present;
     o.searchers = a.searchers;

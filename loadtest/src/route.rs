@@ -127,6 +127,8 @@ pub struct RouteOpts {
     pub webhook_types: Vec<String>,
     /// `webhooks.linger_ms` in the started hub's config (its default when `None`).
     pub webhook_linger_ms: Option<u64>,
+    /// `events.stream_linger_ms` in the started hub's config (its default when `None`).
+    pub stream_linger_ms: Option<u64>,
     /// Customers created over HTTP before the agents log in, for the searchers to find
     /// ([`crate::searchers`]).
     pub customers: u64,
@@ -181,6 +183,7 @@ impl RouteOpts {
             webhook_receiver: false,
             webhook_types: vec!["*".into()],
             webhook_linger_ms: None,
+            stream_linger_ms: None,
             customers: 0,
             customers_present: 0,
             searchers: 0,
@@ -262,6 +265,14 @@ impl RouteOpts {
                     "--webhook-receiver writes the started hub's config: not with --hub".into(),
                 );
             }
+            if self.stream_linger_ms.is_some() {
+                return bad(
+                    "--stream-linger-ms writes the started hub's config: not with --hub".into(),
+                );
+            }
+        }
+        if self.webhook_linger_ms.is_some() && !self.webhook_receiver {
+            return bad("--webhook-linger-ms is the --webhook-receiver's: give both".into());
         }
         if self.webhook_types.is_empty()
             || self.webhook_types.iter().any(|t| {
@@ -346,6 +357,7 @@ impl RouteOpts {
             "webhook_receiver": self.webhook_receiver,
             "webhook_types": self.webhook_types,
             "webhook_linger_ms": self.webhook_linger_ms,
+            "stream_linger_ms": self.stream_linger_ms,
             "customers": self.customers,
             "customers_present": self.customers_present,
             "searchers": self.searchers,
@@ -478,6 +490,7 @@ pub async fn run_route(opts: RouteOpts) -> Result<Report, Failure> {
         snapshot_every: opts.snapshot_every,
         durable: opts.durable,
         webhook: receiver.as_ref().map(|r| r.endpoint().clone()),
+        stream_linger_ms: opts.stream_linger_ms,
     };
     // The searchers send at the hub's per-connection limit, as the config says it.
     let hub_limit = match &opts.target {

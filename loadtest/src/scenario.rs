@@ -205,6 +205,7 @@ pub fn setup(send_queue: usize, offer_timeout: Duration) -> HubSetup {
         snapshot_every: None,
         durable: false,
         webhook: None,
+        stream_linger_ms: None,
     }
 }
 

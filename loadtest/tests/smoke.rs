@@ -284,6 +284,7 @@ async fn a_searcher_counts_the_errors_it_is_answered_with() {
         snapshot_every: None,
         durable: false,
         webhook: None,
+        stream_linger_ms: None,
     };
     let hub = HubProcess::spawn(&checked_hub_bin(), &setup)
         .await

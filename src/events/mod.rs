@@ -567,19 +567,24 @@ fn wire(epoch: &str, seq: u64, time: Ts, data: &EventData, bound: usize) -> Stri
 }
 
 /// Appends `n` in decimal.
-pub(crate) fn push_u64(out: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
+pub(crate) fn push_u64(out: &mut String, n: u64) {
+    let mut buf = [0u8; 20];
+    // ASCII digits.
+    out.push_str(std::str::from_utf8(decimal(n, &mut buf)).unwrap_or_default());
+}
+
+/// `n` in decimal, written at the end of `buf` (no allocation, unlike `to_string`).
+pub(crate) fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
     loop {
         at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
+        buf[at] = b'0' + (n % 10) as u8;
         n /= 10;
         if n == 0 {
             break;
         }
     }
-    // ASCII digits.
-    out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
+    &buf[at..]
 }
 
 #[cfg(test)]
