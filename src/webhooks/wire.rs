@@ -304,13 +304,6 @@ impl Request {
         Request { prefix }
     }
 
-    /// One request, head and body, in one buffer.
-    pub fn encode(&self, fields: &[(HeaderName, HeaderValue)], body: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        self.encode_into(&mut out, fields, body);
-        out
-    }
-
     /// One request, head and body, appended to `out` (a connection's write buffer,
     /// kept from write to write: a request costs no allocation of its own).
     pub fn encode_into(
@@ -476,7 +469,9 @@ mod tests {
     #[test]
     fn a_request_is_one_buffer_with_its_length() {
         let r = Request::new("/h?x=1", &HeaderValue::from_static("crm:8080"));
-        let out = r.encode(
+        let mut out = Vec::new();
+        r.encode_into(
+            &mut out,
             &[(
                 HeaderName::from_static("webhook-id"),
                 HeaderValue::from_static("e-1"),
