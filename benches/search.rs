@@ -11,6 +11,15 @@
 //!     --toggle-collect='*insert_cycles*' target/release/deps/search-*[^.d]
 //! ```
 //!
+//! With `SEARCH_QUERIES=N` it then times N searches of each kind the searchers of
+//! `loadtest route --searchers` type (broad: part of a name; narrow: an email, a phone,
+//! a customer number), a page of 20 each; `SEARCH_KIND=K` runs kind K alone, for
+//! callgrind (`--toggle-collect='*search_cycles*'`):
+//!
+//! ```sh
+//! SEARCH_BASE=1000000 SEARCH_INSERTS=10 SEARCH_QUERIES=500 target/release/deps/search-*[^.d]
+//! ```
+//!
 //! The customers look like `loadtest search`'s: a first name, a surname and a number,
 //! one email, one phone.
 
@@ -19,7 +28,7 @@ use std::time::Instant;
 use switchboard::context::CustomerSummary;
 use switchboard::context::fold::fold;
 use switchboard::context::record::CustomerKind;
-use switchboard::context::search::{SearchDoc, SearchIndex};
+use switchboard::context::search::{SearchDoc, SearchIndex, SearchReader};
 use switchboard::ids::CustomerId;
 
 const FIRST: &[&str] = &[
@@ -113,6 +122,74 @@ fn main() {
         "{inserts} inserts into {base} customers: {:.1} µs each",
         per * 1e6
     );
-    let hits = ix.reader().search("ana sil", 25).len();
-    black_box(hits);
+    let queries = env("SEARCH_QUERIES", 0);
+    if queries > 0 {
+        let reader = ix.reader();
+        let n = base + inserts;
+        // SEARCH_KIND=N (an index into KINDS) runs that kind alone (callgrind).
+        let only = std::env::var("SEARCH_KIND")
+            .ok()
+            .and_then(|v| v.parse().ok());
+        for (kind, name) in KINDS.iter().enumerate() {
+            if only.is_some_and(|o: usize| o != kind) {
+                continue;
+            }
+            let qs: Vec<String> = (0..queries)
+                .map(|j| query(kind, mix(j * 8 + kind as u64 + 1_000_003) % n, j))
+                .collect();
+            let t = Instant::now();
+            let hits = search_cycles(&reader, &qs);
+            let per = t.elapsed().as_secs_f64() / queries as f64;
+            println!(
+                "{name:>12}: {:.1} µs a search, {:.1} results ({queries} searches)",
+                per * 1e6,
+                hits as f64 / queries as f64
+            );
+        }
+    }
+}
+
+/// The query kinds of `loadtest route --searchers` (`loadtest/src/searchers.rs`).
+const KINDS: [&str; 8] = [
+    "first3",
+    "first",
+    "last4",
+    "first las",
+    "email",
+    "digits3",
+    "phone9",
+    "number",
+];
+
+/// A query of kind `kind` about customer `k`; `j` picks the names of the broad ones.
+fn query(kind: usize, k: u64, j: u64) -> String {
+    let prefix = |s: &str, n: usize| s.chars().take(n).collect::<String>();
+    let (f, l) = (
+        FIRST[j as usize % FIRST.len()],
+        LAST[j as usize % LAST.len()],
+    );
+    match kind {
+        0 => prefix(f, 3),
+        1 => f.to_owned(),
+        2 => prefix(l, 4),
+        3 => {
+            let (_, d) = doc(k);
+            let mut w = d.summary.name.split(' ');
+            let (a, b) = (w.next().unwrap_or(""), w.next().unwrap_or(""));
+            format!("{a} {}", prefix(b, 3))
+        }
+        4 => format!("c{k}@example"),
+        5 => format!("{:03}", j % 1000),
+        6 => format!("{:09}", mix(k * 3 + 2) % 1_000_000_000),
+        _ => format!("{k}"),
+    }
+}
+
+/// The measured part of a kind: its searches, a page of 20 each, as the searchers ask.
+/// Under callgrind, `--toggle-collect='*search_cycles*'` counts them alone.
+#[inline(never)]
+fn search_cycles(reader: &SearchReader, qs: &[String]) -> usize {
+    qs.iter()
+        .map(|q| black_box(reader.search(q, 20)).len())
+        .sum()
 }

@@ -111,6 +111,9 @@ enum QueriesArg {
     /// Queries no customer matches, answered from a missing posting list: a search's
     /// request, reply and index locks, without its reads of the lists.
     Unmatched,
+    /// The first three letters of a first name: one posting list's first page, a full
+    /// page of results for the least reading a real search does.
+    Broad,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -695,7 +698,11 @@ fn route_opts(a: &RouteArgs) -> Result<RouteOpts, String> {
     o.customers_present = a.customers_present;
     o.searchers = a.searchers;
     o.searchers_apart = a.searchers_apart;
-    o.searchers_unmatched = a.searcher_queries == QueriesArg::Unmatched;
+    o.searcher_queries = match a.searcher_queries {
+        QueriesArg::Mixed => loadtest::searchers::Queries::Mixed,
+        QueriesArg::Unmatched => loadtest::searchers::Queries::Unmatched,
+        QueriesArg::Broad => loadtest::searchers::Queries::Broad,
+    };
     o.customer_rate = a.customer_rate;
     o.webhook_types = a
         .webhook_types

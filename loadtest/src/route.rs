@@ -140,8 +140,8 @@ pub struct RouteOpts {
     pub searchers: usize,
     /// The searchers on a runtime of their own, in `SCHED_IDLE` (see `--searchers-apart`).
     pub searchers_apart: bool,
-    /// The searchers type queries no customer matches (see `--searcher-queries`).
-    pub searchers_unmatched: bool,
+    /// What the searchers type (`--searcher-queries`).
+    pub searcher_queries: crate::searchers::Queries,
     /// Customers created per second over HTTP during the load window (after the
     /// preloaded ones), by one integration connection; 0: none.
     pub customer_rate: f64,
@@ -188,7 +188,7 @@ impl RouteOpts {
             customers_present: 0,
             searchers: 0,
             searchers_apart: false,
-            searchers_unmatched: false,
+            searcher_queries: crate::searchers::Queries::Mixed,
             customer_rate: 0.0,
         }
     }
@@ -362,7 +362,7 @@ impl RouteOpts {
             "customers_present": self.customers_present,
             "searchers": self.searchers,
             "searchers_apart": self.searchers_apart,
-            "searcher_queries": if self.searchers_unmatched { "unmatched" } else { "mixed" },
+            "searcher_queries": self.searcher_queries.name(),
             "customer_rate": self.customer_rate,
         })
     }

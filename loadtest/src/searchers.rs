@@ -85,6 +85,44 @@ pub fn unmatched_query(rng: &mut Rng, _customers: u64) -> String {
     format!("zqx{}", ["j", "v", "w"][rng.below(3) as usize])
 }
 
+/// A page-filling query that reads the least a real one does: the first three letters
+/// of a first name, one posting list's first page (`--searcher-queries broad`).
+pub fn broad_query(rng: &mut Rng, _customers: u64) -> String {
+    let first = FIRST[rng.below(FIRST.len() as u64) as usize];
+    first.chars().take(3).collect()
+}
+
+/// What the searchers type.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Queries {
+    /// [`query`].
+    Mixed,
+    /// [`unmatched_query`].
+    Unmatched,
+    /// [`broad_query`].
+    Broad,
+}
+
+impl Queries {
+    /// Its name in the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            Queries::Mixed => "mixed",
+            Queries::Unmatched => "unmatched",
+            Queries::Broad => "broad",
+        }
+    }
+
+    /// The function that draws one query.
+    pub fn generator(self) -> fn(&mut Rng, u64) -> String {
+        match self {
+            Queries::Mixed => query,
+            Queries::Unmatched => unmatched_query,
+            Queries::Broad => broad_query,
+        }
+    }
+}
+
 /// Creates customers `0..n` over `conns` keep-alive connections (spread over the
 /// nodes); returns how long it took. Any refusal ends it: the run would measure a
 /// base that is not there.

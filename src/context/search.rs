@@ -20,7 +20,10 @@
 //! takes a label between its neighbours' (see [`Index::place`]). The lists are
 //! intersected in that order one customer at a time (jumping ahead by galloping), so
 //! the first matches found are the page and a query stops there, however many
-//! customers share its words (a common first name).
+//! customers share its words (a common first name). A narrow query (an email, a phone,
+//! a customer number) has no such early stop: its lists are short, and are read
+//! through in order instead, the candidates marked in a bitmap (see
+//! [`Index::search`] for the choice, [`Index::read_through`] for why).
 //!
 //! Off the decision path: the index has its own lock and holds each customer's result
 //! line, so a search needs neither the records nor the state's lock. The context book
@@ -143,15 +146,20 @@ fn grams_of(s: &str, ns: u64, out: &mut Vec<u64>) {
     }
 }
 
-/// The keys every field containing `s` has: its trigrams, or `s` itself when shorter.
-fn needed(s: &str, ns: u64) -> Vec<u64> {
+/// The keys every field containing `s` has: its trigrams, or `s` itself when shorter;
+/// each with its place in `s`, the first where it repeats.
+fn needed(s: &str, ns: u64) -> Vec<(usize, u64)> {
     let chars: Vec<char> = s.chars().collect();
     if chars.len() <= 3 {
-        return vec![key(ns, &chars)];
+        return vec![(0, key(ns, &chars))];
     }
-    let mut out: Vec<u64> = chars.windows(3).map(|w| key(ns, w)).collect();
-    out.sort_unstable();
-    out.dedup();
+    let mut out: Vec<(usize, u64)> = Vec::with_capacity(chars.len() - 2);
+    for (at, w) in chars.windows(3).enumerate() {
+        let k = key(ns, w);
+        if !out.iter().any(|&(_, seen)| seen == k) {
+            out.push((at, k));
+        }
+    }
     out
 }
 
@@ -252,6 +260,11 @@ impl List {
         }
     }
 
+    /// Every slot, in name order.
+    fn slots(&self) -> impl Iterator<Item = u32> + '_ {
+        self.blocks.iter().flatten().copied()
+    }
+
     /// Appends `slot`, last in name order (a build in name order).
     fn push(&mut self, slot: u32) {
         match self.blocks.last_mut() {
@@ -315,6 +328,10 @@ impl Cursor<'_> {
 struct Common<'a> {
     /// Shortest first.
     cursors: Vec<Cursor<'a>>,
+    /// Seeks left before it gives up ([`Common::over`]).
+    budget: usize,
+    /// Whether it gave up: it ended for want of budget, not of candidates.
+    over: bool,
 }
 
 impl Common<'_> {
@@ -322,6 +339,11 @@ impl Common<'_> {
         let mut target = labels[self.cursors.first()?.slot()? as usize];
         'again: loop {
             for c in &mut self.cursors {
+                if self.budget == 0 {
+                    self.over = true;
+                    return None;
+                }
+                self.budget -= 1;
                 c.seek(labels, target);
                 let l = labels[c.slot()? as usize];
                 if l > target {
@@ -335,6 +357,79 @@ impl Common<'_> {
             return Some(s);
         }
     }
+}
+
+/// A query's candidates from one namespace, in name order.
+enum Stream<'a> {
+    /// Joined from the lists one step at a time.
+    Join(Common<'a>),
+    /// Found at once ([`Index::read_through`]).
+    Found(std::vec::IntoIter<u32>),
+}
+
+impl Stream<'_> {
+    fn next(&mut self, labels: &[u64]) -> Option<u32> {
+        match self {
+            Stream::Join(c) => c.next(labels),
+            Stream::Found(f) => f.next(),
+        }
+    }
+}
+
+/// How a search finds its candidates ([`Index::search`]), where its lists are short
+/// enough to be read through ([`READ_THROUGH`]); longer ones are always joined.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Plan {
+    /// Read through when few customers are likely to match ([`FEW_A_RESULT`]), joined
+    /// otherwise, the join given up after a budget of seeks ([`JOIN_SEEKS_A_RESULT`]).
+    Guess,
+    /// Joined to the end (tests).
+    #[cfg_attr(not(test), allow(dead_code))]
+    Join,
+    /// Read through.
+    ReadThrough,
+}
+
+/// A query likely to match fewer than this many customers for each result its page
+/// asks for is read through at once. The likelihood is the lists' sizes taken as
+/// independent: true of a name and a number, of a first name and a surname.
+const FEW_A_RESULT: f64 = 4.0;
+
+/// The seeks a join is given for each result its page asks for, when its lists could
+/// be read through instead (the guess was wrong): a broad query's join takes about one
+/// a list for each.
+const JOIN_SEEKS_A_RESULT: usize = 16;
+
+/// A query whose shortest list is at most this long has its lists read through rather
+/// than joined ([`Index::read_through`]): 32,768 slots are 128 KiB read in order.
+const READ_THROUGH: usize = 32_768;
+
+/// The next list is read through while it is at most this many times the candidates
+/// left: reading a slot costs about a sixteenth of a cache line where checking a
+/// candidate exactly costs a few lines read at random.
+const READ_AHEAD: usize = 32;
+
+#[cfg(test)]
+thread_local! {
+    /// Tests: every search on this thread by this plan alone, its joins never given
+    /// up (both ways must answer what the old scan did).
+    static FORCED_PLAN: std::cell::Cell<Option<Plan>> = const { std::cell::Cell::new(None) };
+}
+
+/// Tests: runs `f` with every search on this thread by `plan` alone (`None`: as in
+/// production).
+#[cfg(test)]
+pub(crate) fn with_plan<T>(plan: Option<Plan>, f: impl FnOnce() -> T) -> T {
+    FORCED_PLAN.set(plan);
+    let out = f();
+    FORCED_PLAN.set(None);
+    out
+}
+
+thread_local! {
+    /// [`Index::read_through`]'s bitmap of slots, kept by each search thread (all
+    /// zero between searches).
+    static MARKS: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// The index's data, behind [`Shared::index`]. See the module documentation.
@@ -553,29 +648,136 @@ impl Index {
         }
     }
 
-    /// The customers in every list of `keys`, in name order; `None` when a list is
-    /// missing (nothing can match).
-    fn common(&self, keys: &[u64]) -> Option<Common<'_>> {
-        let mut cursors = Vec::with_capacity(keys.len());
-        for k in keys {
-            cursors.push(Cursor {
-                list: self.postings.get(k)?,
+    /// The customers in every list of `keys`, in name order, for a page of `limit`;
+    /// `None` when a list is missing (nothing can match). Joined, or read through
+    /// ([`Index::read_through`]) by `plan`.
+    fn common(&self, keys: &[(usize, u64)], plan: Plan, limit: usize) -> Option<Stream<'_>> {
+        let mut placed = Vec::with_capacity(keys.len());
+        for (at, k) in keys {
+            placed.push((*at, self.postings.get(k)?));
+        }
+        placed.sort_by_key(|(_, l)| l.len);
+        // Shortest first, but the trigrams that share no character with one taken
+        // before go ahead of those that do: "123" and "234" mostly hold the same
+        // customers (those with "1234"), "123" and "456" few in common, so read
+        // through, the candidates thin out after two lists rather than six.
+        let (mut apart, mut near) = (Vec::new(), Vec::new());
+        for (at, list) in placed {
+            if apart
+                .iter()
+                .all(|&(a, _): &(usize, &List)| a.abs_diff(at) >= 3)
+            {
+                apart.push((at, list));
+            } else {
+                near.push(list);
+            }
+        }
+        let short = apart.len() + near.len() > 1 && apart[0].1.len <= READ_THROUGH;
+        let read = short
+            && match plan {
+                Plan::ReadThrough => true,
+                Plan::Join => false,
+                Plan::Guess => {
+                    let all = self.docs.len().max(1) as f64;
+                    let likely = apart.iter().fold(all, |n, (_, l)| n * (l.len as f64 / all));
+                    likely < FEW_A_RESULT * limit as f64
+                }
+            };
+        let lists = apart.into_iter().map(|(_, l)| l).chain(near);
+        if read {
+            let lists: Vec<&List> = lists.collect();
+            return Some(Stream::Found(self.read_through(&lists).into_iter()));
+        }
+        let mut cursors: Vec<Cursor> = lists
+            .map(|list| Cursor {
+                list,
                 block: 0,
                 at: 0,
-            });
-        }
+            })
+            .collect();
         cursors.sort_by_key(|c| c.list.len);
-        Some(Common { cursors })
+        Some(Stream::Join(Common {
+            cursors,
+            budget: if short && plan == Plan::Guess {
+                JOIN_SEEKS_A_RESULT * limit
+            } else {
+                usize::MAX
+            },
+            over: false,
+        }))
+    }
+
+    /// The slots in the shortest of `lists` (shortest first) that are also in the
+    /// next ones, in name order, each next list read through while it is at most
+    /// [`READ_AHEAD`] times the candidates left; the longer ones are left to the exact
+    /// check. Why: a narrow query (an email, a phone, a number) matches a customer or
+    /// two, so a join cannot stop at its page and walks its lists to the end, and at a
+    /// million customers each of its steps reads a label and a block at random: 0.2 to
+    /// 0.6 ms of cache misses a search (`benches/search.rs`), evicting the decisions'
+    /// data on a core they share. Read in order, a list streams through the cache; the
+    /// candidates are marked in a bitmap of the slots.
+    fn read_through(&self, lists: &[&List]) -> Vec<u32> {
+        let Some((first, rest)) = lists.split_first() else {
+            return Vec::new();
+        };
+        // The candidates left; `None` while they are the first list's (not copied).
+        let mut found: Option<Vec<u32>> = None;
+        MARKS.with_borrow_mut(|marks| {
+            marks.resize(self.docs.len().div_ceil(64), 0);
+            for list in rest {
+                let left = found.as_ref().map_or(first.len, Vec::len);
+                if left == 0 || list.len > READ_AHEAD * left {
+                    break;
+                }
+                let mark = |marks: &mut Vec<u64>, set: bool| {
+                    let mut each = |s: u32| {
+                        let w = &mut marks[s as usize / 64];
+                        *w = if set { *w | 1 << (s % 64) } else { 0 };
+                    };
+                    match &found {
+                        None => first.slots().for_each(&mut each),
+                        Some(f) => f.iter().copied().for_each(&mut each),
+                    }
+                };
+                mark(marks, true);
+                let next = list
+                    .slots()
+                    .filter(|&s| marks[s as usize / 64] & (1 << (s % 64)) != 0)
+                    .collect();
+                mark(marks, false);
+                found = Some(next);
+            }
+        });
+        found.unwrap_or_else(|| first.slots().collect())
     }
 
     /// The customers matching `q`, in result order, at most `limit`.
+    ///
+    /// A broad query (a name, part of one) finds its page within a few steps of a join
+    /// whatever its lists' lengths; a narrow one (an email, a phone, a number) matches
+    /// a customer or two, so its join would walk its lists to the end, each step a
+    /// label and a block read at random. So the lists of a query likely to match few
+    /// are read through instead ([`Index::read_through`]), and a join that could have
+    /// been is given a budget of seeks, over which the lists are read through.
     fn search(&self, q: &Query, limit: usize) -> Vec<CustomerSummary> {
+        let limit = limit.max(1);
+        #[cfg(test)]
+        if let Some(plan) = FORCED_PLAN.get() {
+            return self.page(q, limit, plan).unwrap_or_default();
+        }
+        self.page(q, limit, Plan::Guess)
+            .or_else(|| self.page(q, limit, Plan::ReadThrough))
+            .unwrap_or_default()
+    }
+
+    /// [`Index::search`] by `plan`; `None` when a join gave up.
+    fn page(&self, q: &Query, limit: usize, plan: Plan) -> Option<Vec<CustomerSummary>> {
         let labels = &self.labels;
-        let mut text = self.common(&needed(&q.text, 0));
+        let mut text = self.common(&needed(&q.text, 0), plan, limit);
         let mut digits = q
             .digits
             .as_deref()
-            .and_then(|d| self.common(&needed(d, DIGITS_NS)));
+            .and_then(|d| self.common(&needed(d, DIGITS_NS), plan, limit));
         // A query of up to three characters is one n-gram: its candidates are exactly
         // its matches. A longer one's are checked.
         // (NUL is the padding of a short n-gram's key: a query holding one is checked.)
@@ -610,7 +812,8 @@ impl Index {
                 out.push(doc.summary.clone());
             }
         }
-        out
+        let over = |s: &Option<Stream>| matches!(s, Some(Stream::Join(c)) if c.over);
+        (!over(&text) && !over(&digits)).then_some(out)
     }
 }
 

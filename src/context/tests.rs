@@ -1,5 +1,6 @@
 //! The customer-context rules, on the pure book with explicit time.
 
+use super::search::{Plan, with_plan};
 use super::*;
 use crate::ids::{Channel, QueueId, TaskId};
 use crate::task::{CustomerIdentity, TaskState};
@@ -637,21 +638,27 @@ fn the_search_index_answers_exactly_what_the_old_scan_did_on_random_data() {
         // appended) rather than one change at a time.
         let mut loaded: ContextBook = rmp_serde::from_slice(&bytes).expect("decode");
         loaded.rebuild_search();
-        for q in &queries {
-            for limit in [1, 7, 50] {
-                // The whole result lines, not only the ids: the index holds them.
-                let want = b.search_by_scan(q, limit);
-                assert_eq!(
-                    b.search(q, limit),
-                    want,
-                    "seed {seed} query {q:?} limit {limit}"
-                );
-                assert_eq!(
-                    loaded.search(q, limit),
-                    want,
-                    "after a reload: seed {seed} query {q:?} limit {limit}"
-                );
-            }
+        // As in production (a join, then the lists read through if it gives up), and
+        // each way alone: a join to the end, the lists read through.
+        for plan in [None, Some(Plan::Join), Some(Plan::ReadThrough)] {
+            with_plan(plan, || {
+                for q in &queries {
+                    for limit in [1, 7, 50] {
+                        // The whole result lines, not only the ids: the index holds them.
+                        let want = b.search_by_scan(q, limit);
+                        assert_eq!(
+                            b.search(q, limit),
+                            want,
+                            "seed {seed} query {q:?} limit {limit} plan {plan:?}"
+                        );
+                        assert_eq!(
+                            loaded.search(q, limit),
+                            want,
+                            "after a reload: seed {seed} query {q:?} limit {limit} plan {plan:?}"
+                        );
+                    }
+                }
+            });
         }
     }
 }
@@ -773,14 +780,18 @@ fn search_pages_are_in_name_order_through_renames_equal_names_and_reloads() {
             if step % 200 == 199 {
                 // The lists' copies of the labels are what a search follows.
                 b.searcher().0.check();
-                for q in queries {
-                    for limit in [1, 3, 20, 50] {
-                        assert_eq!(
-                            b.search(q, limit),
-                            b.search_by_scan(q, limit),
-                            "seed {seed} step {step} query {q:?} limit {limit}"
-                        );
-                    }
+                for plan in [None, Some(Plan::Join), Some(Plan::ReadThrough)] {
+                    with_plan(plan, || {
+                        for q in queries {
+                            for limit in [1, 3, 20, 50] {
+                                assert_eq!(
+                                    b.search(q, limit),
+                                    b.search_by_scan(q, limit),
+                                    "seed {seed} step {step} query {q:?} limit {limit} plan {plan:?}"
+                                );
+                            }
+                        }
+                    });
                 }
             }
         }

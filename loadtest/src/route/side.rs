@@ -293,11 +293,7 @@ impl CustomerTraffic {
                     addrs[i % addrs.len()],
                     token,
                     search_rate,
-                    if opts.searchers_unmatched {
-                        crate::searchers::unmatched_query
-                    } else {
-                        crate::searchers::query
-                    },
+                    opts.searcher_queries.generator(),
                     opts.customers + opts.customers_present,
                     opts.seed ^ (0x5ea7_c4e5 + i as u64),
                     search_stop_rx.clone(),
