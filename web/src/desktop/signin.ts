@@ -28,8 +28,13 @@ export function languageSwitch(onChange: () => void): HTMLElement {
 
 export function showSignIn(root: HTMLElement, message: string | undefined, done: (token: string) => void): void {
   let demo: DemoAgent[] = [];
+  // The token field of the page as last drawn: a redraw keeps what was typed in it, and
+  // once it is gone (signed in, or another sign-in page drawn) this page draws no more.
+  let tokenId = "";
+  const field = () => (tokenId ? (document.getElementById(tokenId) as HTMLTextAreaElement | null) : null);
   const render = () => {
-    const tokenId = uid("token");
+    const typed = field()?.value ?? "";
+    tokenId = uid("token");
     const hintId = uid("hint");
     fill(
       root,
@@ -77,11 +82,16 @@ export function showSignIn(root: HTMLElement, message: string | undefined, done:
         ),
       ),
     );
+    const f = field();
+    if (f && typed) f.value = typed;
   };
   render();
   fetch("/v1/demo/agents")
     .then((r) => (r.ok ? r.json() : null))
     .then((body: DemoAgents | null) => {
+      // The list came after the page was left (a sign-in, then perhaps a refusal's new
+      // sign-in page): drawing this one again would cover what followed it.
+      if (!field()) return;
       if (body?.agents?.length) {
         demo = body.agents;
         render();
