@@ -153,13 +153,15 @@ fn needed(s: &str, ns: u64) -> Vec<(usize, u64)> {
     if chars.len() <= 3 {
         return vec![(0, key(ns, &chars))];
     }
-    let mut out: Vec<(usize, u64)> = Vec::with_capacity(chars.len() - 2);
-    for (at, w) in chars.windows(3).enumerate() {
-        let k = key(ns, w);
-        if !out.iter().any(|&(_, seen)| seen == k) {
-            out.push((at, k));
-        }
-    }
+    // By key, then place: the first of each key's places is kept (a query may be
+    // 2,000 characters: no search of the list per trigram).
+    let mut out: Vec<(usize, u64)> = chars
+        .windows(3)
+        .enumerate()
+        .map(|(at, w)| (at, key(ns, w)))
+        .collect();
+    out.sort_unstable_by_key(|&(at, k)| (k, at));
+    out.dedup_by_key(|&mut (_, k)| k);
     out
 }
 
@@ -699,7 +701,7 @@ impl Index {
         Some(Stream::Join(Common {
             cursors,
             budget: if short && plan == Plan::Guess {
-                JOIN_SEEKS_A_RESULT * limit
+                JOIN_SEEKS_A_RESULT * limit.max(1)
             } else {
                 usize::MAX
             },
@@ -760,7 +762,6 @@ impl Index {
     /// are read through instead ([`Index::read_through`]), and a join that could have
     /// been is given a budget of seeks, over which the lists are read through.
     fn search(&self, q: &Query, limit: usize) -> Vec<CustomerSummary> {
-        let limit = limit.max(1);
         #[cfg(test)]
         if let Some(plan) = FORCED_PLAN.get() {
             return self.page(q, limit, plan).unwrap_or_default();
