@@ -90,7 +90,9 @@ test("two agents and an integration walk the help pages' flow", async () => {
   await a.locator(".who", { hasText: "Alice Moreau" }).waitFor();
   await a.getByTestId("agent-status").filter({ hasText: "Not Ready (Logged in)" }).waitFor();
 
-  // Status: the configured Not Ready reasons are offered; A goes Ready.
+  // Status: the configured Not Ready reasons are offered (they come with the desktop's
+  // configuration, which may answer after the welcome); A goes Ready.
+  await a.getByTestId("status-select").locator("option", { hasText: "Not Ready: After-call work" }).waitFor({ state: "attached" });
   const options = await a.getByTestId("status-select").locator("option").allTextContents();
   for (const r of ["Ready", "Not Ready: Break", "Not Ready: Lunch", "Not Ready: After-call work"]) assert.ok(options.includes(r), `status offers ${r}: ${options}`);
   await a.getByTestId("status-select").selectOption({ label: "Ready" });

@@ -212,6 +212,88 @@ export async function agentSocket(browser, hub, tok) {
   };
 }
 
+/**
+ * The page's websocket to the hub, passed through the test (call before the page
+ * connects): every frame each way is recorded, and the hub's answers to chosen requests
+ * can be held back and let go later, to put two answers in the order a slow network
+ * would. `hold(pred)`: the answers to requests matching `pred` (sent from now on) are
+ * held; `release()`: the held answers go to the page, in order, and holding stops.
+ * `sent(pred)` / `answered(pred)`: resolve with the first request the page sent, or the
+ * first answer it was given (a reply or an error, with its request), matching `pred`.
+ */
+export async function tapSocket(page) {
+  const sent = [];
+  const answered = [];
+  const held = [];
+  const heldIds = new Set();
+  const waiters = [];
+  let holding = null;
+  let toPage = null;
+  const wake = () => {
+    for (const w of waiters.splice(0)) w();
+  };
+  await page.routeWebSocket(/\/v1\/ws/, (ws) => {
+    const server = ws.connectToServer();
+    const requests = new Map();
+    toPage = (m) => {
+      const f = JSON.parse(m);
+      ws.send(m);
+      if (f.re != null && requests.has(f.re)) answered.push({ ...f, request: requests.get(f.re) });
+      wake();
+    };
+    ws.onMessage((m) => {
+      const f = JSON.parse(String(m));
+      sent.push(f);
+      if (f.id != null) requests.set(f.id, f);
+      if (holding?.(f) && f.id != null) heldIds.add(f.id);
+      server.send(m);
+      wake();
+    });
+    server.onMessage((m) => {
+      const f = JSON.parse(String(m));
+      if (f.re != null && heldIds.has(f.re)) {
+        held.push(String(m));
+        wake();
+        return;
+      }
+      toPage(String(m));
+    });
+    ws.onClose((code, reason) => server.close({ code, reason }));
+    server.onClose((code, reason) => ws.close({ code, reason }));
+  });
+  const until = async (list, pred, what) => {
+    const deadline = Date.now() + 15000;
+    for (;;) {
+      const found = list.find(pred);
+      if (found !== undefined) return found;
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+      await new Promise((r) => {
+        waiters.push(r);
+        setTimeout(r, Math.max(1, deadline - Date.now()));
+      });
+    }
+  };
+  return {
+    sentFrames: () => sent,
+    hold(pred) {
+      holding = pred;
+    },
+    /** How many answers are held now. */
+    heldCount: () => held.length,
+    /** Waits until `n` answers are held. */
+    async holdingAtLeast(n) {
+      await until([true], () => held.length >= n, `${n} held answers`);
+    },
+    release() {
+      holding = null;
+      heldIds.clear();
+      for (const m of held.splice(0)) toPage(m);
+    },
+    sent: (pred, what = "a request") => until(sent, pred, what),
+    answered: (pred, what = "an answer") => until(answered, pred, what),
+  };
+}
+
 export async function signIn(page, tok) {
   await page.getByLabel("Agent token").fill(tok);
   await page.getByRole("button", { name: "Sign in", exact: true }).click();

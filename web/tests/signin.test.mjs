@@ -27,7 +27,9 @@ test("the loopback demo lists its agents; picking one signs in", async () => {
   await page.getByRole("button", { name: "Sign in as Elin Öberg" }).click();
   await page.locator(".who", { hasText: "Elin Öberg" }).waitFor();
   await page.getByTestId("connection").filter({ hasText: "Connected" }).waitFor();
-  // The demo's configured reasons reach the status control.
+  // The demo's configured reasons reach the status control (with the desktop's
+  // configuration, which may answer after the welcome).
+  await page.getByTestId("status-select").locator("option", { hasText: "Not Ready: Training" }).waitFor({ state: "attached" });
   const options = await page.getByTestId("status-select").locator("option").allTextContents();
   assert.ok(options.includes("Not Ready: Training"), String(options));
   // Reload keeps the tab signed in; Sign out goes back to the picker.
@@ -222,7 +224,9 @@ queues = ["support"]
     hub = await startHub(CONFIG, { port });
     // "Connect again" tries at once instead of waiting out the backoff.
     const again = page.getByTestId("reconnect-now");
-    if (await again.isVisible()) await again.click().catch(() => {});
+    // The button goes when the client reconnects by itself meanwhile: a short click timeout,
+    // not Playwright's 30 s, and the connection below is what is checked.
+    if (await again.isVisible()) await again.click({ timeout: 2_000 }).catch(() => {});
     await page.getByTestId("connection").filter({ hasText: "Connected" }).waitFor({ timeout: 30_000 });
     // A restarted in-memory hub starts the agent afresh: Not Ready, logged in.
     await page.getByTestId("agent-status").filter({ hasText: "Not Ready (Logged in)" }).waitFor();

@@ -682,6 +682,8 @@ export class SwitchboardClient<R extends Role = "agent"> {
       this.retryLater(this.backoffMs(), undefined, String(err));
       return;
     }
+    // A socket still held (an attempt overtaken by reconnectNow) is let go, not leaked.
+    if (this.ws) this.detach(this.ws);
     this.ws = ws;
     this.goodbye = null;
     let opened = false;
@@ -1051,11 +1053,13 @@ export class SwitchboardClient<R extends Role = "agent"> {
     const s: ConnectionState = { kind: "reconnecting", attempt: this.attempt + 1, retryInMs: delay };
     if (code !== undefined) s.code = code;
     if (reason) s.reason = reason;
-    this.moveTo(s);
+    // The timer first, then the news: a listener that calls close() or reconnectNow() on
+    // "reconnecting" clears it, where a timer set after it would open a socket anyway.
     this.retryTimer = setTimeout(() => {
       this.retryTimer = null;
       void this.openSocket();
     }, delay);
+    this.moveTo(s);
   }
 
   private clearRetry(): void {

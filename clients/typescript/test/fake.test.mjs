@@ -563,6 +563,42 @@ test("a listener that closes the client when it opens: closed, no welcome event,
   assert.deepEqual(sock.sent, [], "no ping was sent");
 });
 
+test("a listener that closes the client on reconnecting: it stays closed, no socket is opened later", async () => {
+  const { hub, client } = setup({ backoff: { minMs: 20, maxMs: 20 } });
+  client.on("connection", (s) => {
+    if (s.kind === "reconnecting") client.close();
+  });
+  client.connect();
+  const first = await hub.nextConnection();
+  await stateWhere(client, kind("open"));
+  // A drop right after a welcome reconnects at once; the second drop waits the backoff.
+  first.drop();
+  await stateWhere(client, kind("closed"));
+  // Longer than the backoff: a timer set after the news would have opened a socket by now.
+  await new Promise((r) => setTimeout(r, 80));
+  assert.equal(hub.sockets.length, 1, "no socket opened after close()");
+  assert.deepEqual(client.state, { kind: "closed", reason: "client" });
+});
+
+test("reconnectNow() from a reconnecting listener opens one socket, not two", async () => {
+  const { hub, client } = setup({ backoff: { minMs: 20, maxMs: 20 } }, { autoOpen: false, welcome: false });
+  let asked = 0;
+  client.on("connection", (s) => {
+    if (s.kind === "reconnecting" && asked++ === 0) client.reconnectNow();
+  });
+  client.connect();
+  const first = await hub.nextConnection();
+  first.drop();
+  const second = await hub.nextConnection();
+  second.open();
+  second.welcome();
+  await stateWhere(client, kind("open"));
+  // Past the backoff: the timer of the first reconnecting must not open a third.
+  await new Promise((r) => setTimeout(r, 80));
+  assert.equal(hub.sockets.length, 2, `sockets opened: ${hub.sockets.length}`);
+  assert.equal(client.state.kind, "open");
+});
+
 test("a token function that fails is retried with backoff", async () => {
   let calls = 0;
   const { hub, client } = setup({

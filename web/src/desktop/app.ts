@@ -85,6 +85,24 @@ export function startDesktop(root: HTMLElement, token: string, signOut: (message
   const workBox = h("div", { class: "work", id: "workspace", tabindex: -1 });
   const work = new Workspace(shell, workBox);
 
+  /** Leaves the desktop for the sign-in page: nothing of this one (a question on screen) stays over it. */
+  function leave(message?: string) {
+    work.dispose();
+    signOut(message);
+  }
+
+  // Actions under way, by what they act on (an offer, a task): a second click while the
+  // hub answers the first (a double-click on Accept) is not sent again, where it would
+  // only come back as an error for an action that worked.
+  const underWay = new Set<string>();
+  function once(key: string, act: () => Promise<unknown>): void {
+    if (underWay.has(key)) return;
+    underWay.add(key);
+    act()
+      .catch(fail)
+      .finally(() => underWay.delete(key));
+  }
+
   function layout() {
     fill(
       root,
@@ -196,7 +214,7 @@ export function startDesktop(root: HTMLElement, token: string, signOut: (message
               // Signing out locally is what matters; the hub logs the agent out when the socket closes.
             }
             client.close();
-            signOut();
+            leave();
           },
         },
         t("signOut"),
@@ -296,10 +314,12 @@ export function startDesktop(root: HTMLElement, token: string, signOut: (message
               class: "inline",
               onsubmit: (e: Event) => {
                 e.preventDefault();
-                api.decline(offer.offer_id, declineReason.trim() || undefined).then(() => {
-                  declining = false;
-                  declineReason = "";
-                }, fail);
+                once(`offer:${offer.offer_id}`, () =>
+                  api.decline(offer.offer_id, declineReason.trim() || undefined).then(() => {
+                    declining = false;
+                    declineReason = "";
+                  }),
+                );
               },
             },
             h("label", { for: reasonId }, t("declineReason")),
@@ -317,11 +337,13 @@ export function startDesktop(root: HTMLElement, token: string, signOut: (message
                 class: "primary",
                 "data-testid": "accept",
                 onclick: () =>
-                  api.accept(offer.offer_id).then(async (r) => {
-                    await refreshLists();
-                    // The accept's reply carries the activity the task became.
-                    if (r.activity) await work.openActivity(r.activity.activity_id);
-                  }, fail),
+                  once(`offer:${offer.offer_id}`, () =>
+                    api.accept(offer.offer_id).then(async (r) => {
+                      await refreshLists();
+                      // The accept's reply carries the activity the task became.
+                      if (r.activity) await work.openActivity(r.activity.activity_id);
+                    }),
+                  ),
               },
               t("accept"),
             ),
@@ -432,12 +454,14 @@ export function startDesktop(root: HTMLElement, token: string, signOut: (message
                           // The hub answers the one who cancels with the reply only (no
                           // `transfer_ended`): the reply ends the consult here.
                           onclick: () =>
-                            client.cancelConsult(task.task_id).then(() => {
-                              const to = consults.get(task.task_id);
-                              consults.delete(task.task_id);
-                              if (to) notify(t("consultCancelled", { agent: to }));
-                              renderProgress();
-                            }, fail),
+                            once(`task:${task.task_id}`, () =>
+                              client.cancelConsult(task.task_id).then(() => {
+                                const to = consults.get(task.task_id);
+                                consults.delete(task.task_id);
+                                if (to) notify(t("consultCancelled", { agent: to }));
+                                renderProgress();
+                              }),
+                            ),
                         },
                         t("cancelConsult"),
                       ),
@@ -450,11 +474,13 @@ export function startDesktop(root: HTMLElement, token: string, signOut: (message
                         class: "inline",
                         onsubmit: (e: Event) => {
                           e.preventDefault();
-                          api.complete(task.task_id, wrapUpCode.trim() || undefined).then(() => {
-                            completing = null;
-                            wrapUpCode = "";
-                            renderProgress();
-                          }, fail);
+                          once(`task:${task.task_id}`, () =>
+                            api.complete(task.task_id, wrapUpCode.trim() || undefined).then(() => {
+                              completing = null;
+                              wrapUpCode = "";
+                              renderProgress();
+                            }),
+                          );
                         },
                       },
                       h("label", { for: codeId }, t("wrapUpCode")),
@@ -514,7 +540,7 @@ export function startDesktop(root: HTMLElement, token: string, signOut: (message
         onsubmit: (e: Event) => {
           e.preventDefault();
           const queue = (document.getElementById(id) as HTMLSelectElement).value;
-          client.transferToQueue(task.task_id, queue).catch(fail);
+          once(`task:${task.task_id}`, () => client.transferToQueue(task.task_id, queue));
         },
       },
       h("label", { for: id, class: "sr-only" }, t("transferTo")),
@@ -543,13 +569,14 @@ export function startDesktop(root: HTMLElement, token: string, signOut: (message
         input?.focus();
         return;
       }
-      const p = how === "consult" ? client.consult(task.task_id, to) : client.transferToAgent(task.task_id, to);
-      p.then(() => {
-        (how === "consult" ? consults : transfers).set(task.task_id, to);
-        handingOver = null;
-        agentDraft = "";
-        renderProgress();
-      }, fail);
+      once(`task:${task.task_id}`, () =>
+        (how === "consult" ? client.consult(task.task_id, to) : client.transferToAgent(task.task_id, to)).then(() => {
+          (how === "consult" ? consults : transfers).set(task.task_id, to);
+          handingOver = null;
+          agentDraft = "";
+          renderProgress();
+        }),
+      );
     };
     return h(
       "form",
@@ -704,12 +731,12 @@ export function startDesktop(root: HTMLElement, token: string, signOut: (message
       clearInterval(ticker);
       const reason = s.reason;
       if (reason === "token_expired" || reason === "unauthorized" || reason === "forbidden") {
-        signOut(t("tokenRejected", { reason }));
+        leave(t("tokenRejected", { reason }));
         return;
       }
       if (reason === "logged_out") return;
       if (reason === "replaced" || reason === "logged_out_by_supervisor") {
-        signOut(reason === "replaced" ? t("replaced") : t("loggedOutBySupervisor"));
+        leave(reason === "replaced" ? t("replaced") : t("loggedOutBySupervisor"));
         return;
       }
     }

@@ -33,10 +33,28 @@ export function append(el: Node, children: Child[]): void {
   }
 }
 
-/** Replaces an element's children. */
+/**
+ * Replaces an element's children. A field that had the keyboard focus and is drawn
+ * again (the same id) keeps it, with its caret: a redraw for a hub event must not take
+ * the agent's typing away mid-word.
+ */
 export function fill(el: Element, ...children: Child[]): void {
+  const active = document.activeElement as HTMLInputElement | null;
+  const id = active && active !== el && el.contains(active) ? active.id : "";
+  const caret = id && "selectionStart" in active! ? [active!.selectionStart, active!.selectionEnd] : null;
   el.replaceChildren();
   append(el, children);
+  if (!id) return;
+  const again = document.getElementById(id) as HTMLInputElement | null;
+  if (!again || !el.contains(again)) return;
+  again.focus();
+  if (caret && caret[0] !== null && "setSelectionRange" in again) {
+    try {
+      again.setSelectionRange(caret[0], caret[1]);
+    } catch {
+      // Inputs of some types have no selection.
+    }
+  }
 }
 
 let seq = 0;

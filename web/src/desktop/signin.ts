@@ -33,7 +33,10 @@ export function showSignIn(root: HTMLElement, message: string | undefined, done:
   let tokenId = "";
   const field = () => (tokenId ? (document.getElementById(tokenId) as HTMLTextAreaElement | null) : null);
   const render = () => {
-    const typed = field()?.value ?? "";
+    const old = field();
+    const typed = old?.value ?? "";
+    // Focus and caret go with the text (the agent may be typing when the list arrives).
+    const caret = old && document.activeElement === old ? [old.selectionStart, old.selectionEnd] : null;
     tokenId = uid("token");
     const hintId = uid("hint");
     fill(
@@ -84,6 +87,10 @@ export function showSignIn(root: HTMLElement, message: string | undefined, done:
     );
     const f = field();
     if (f && typed) f.value = typed;
+    if (f && caret) {
+      f.focus();
+      f.setSelectionRange(caret[0], caret[1]);
+    }
   };
   render();
   fetch("/v1/demo/agents")

@@ -58,7 +58,14 @@ interface State {
   linkQuery: string;
   linkResults: { customer_id: string; name: string }[] | null;
   linkOpen: boolean;
+  /** The saves of this workspace, one after another (`Workspace.serial`). */
+  saves: Promise<void>;
+  /** A quick note is being added (a second submit meanwhile would add it twice). */
+  adding: boolean;
 }
+
+/** The request the workspace shows. */
+const requestOf = (s: State): Request | null => s.view?.requests.find((r) => r.request_id === s.requestId) ?? null;
 
 /** A form label without its typing hint ("Emails (one per line)" -> "Emails"), for read-only views. */
 const bare = (key: Key) => t(key).replace(/\s*\([^)]*\)$/, "");
@@ -66,6 +73,14 @@ const lines = (s: string) => s.split("\n").map((x) => x.trim()).filter(Boolean);
 
 export class Workspace {
   private s: State | null = null;
+  /**
+   * Counts the agent's opens: an open whose answers arrive after a newer one began (a
+   * click on another Open item, an Accept meanwhile) draws nothing, so the workspace
+   * always shows what was asked for last.
+   */
+  private opens = 0;
+  /** The modal question on screen, if any: answered "cancel" when the desktop is left. */
+  private asking: ((v: string | null) => void) | null = null;
 
   constructor(private readonly shell: Shell, private readonly root: HTMLElement) {}
 
@@ -75,6 +90,13 @@ export class Workspace {
     return !this.s.own && !!customerId && this.s.view?.customer.customer_id === customerId;
   }
 
+  /** The desktop is left (signed out, replaced): a question still on screen goes with it. */
+  dispose(): void {
+    this.asking?.(null);
+    this.opens += 1;
+    this.s = null;
+  }
+
   private fresh(activity: Activity | null, own: boolean, view: CustomerView | null): State {
     const requestId =
       activity?.request_id ?? view?.requests.find((r) => r.state === "open")?.request_id ?? view?.requests[0]?.request_id ?? null;
@@ -82,39 +104,48 @@ export class Workspace {
       activity, own, view, requestId,
       title: null, description: null, editing: false, draft: null, tagText: "", tagError: null, notes: null, cautions: [],
       journey: [], scope: "customer", note: "", details: false, summaryTab: "", linkQuery: "", linkResults: null, linkOpen: false,
+      saves: Promise.resolve(), adding: false,
     };
   }
 
   /** Shows this agent's interaction. */
   async openActivity(activityId: string): Promise<void> {
     const { api } = this.shell;
+    const open = ++this.opens;
     try {
       const { activity } = await api.getActivity(activityId);
       const view = activity.customer_id ? await api.getCustomer(activity.customer_id) : null;
-      this.s = this.fresh(activity, true, view);
-      if (!view) this.s.draft = this.identityDraft(activity);
-      await this.loadJourney();
+      if (open !== this.opens) return;
+      const s = this.fresh(activity, true, view);
+      if (!view) s.draft = this.identityDraft(activity);
+      await this.loadJourney(s);
+      if (open !== this.opens) return;
+      this.s = s;
       this.render();
       this.shell.refreshLists();
     } catch (e) {
-      this.shell.fail(e);
+      if (open === this.opens) this.shell.fail(e);
     }
   }
 
   /** Shows a customer; `reopen` puts it on the Open list first (from Recent or Search). */
   async openCustomer(customerId: string, reopen: boolean): Promise<void> {
     const { api } = this.shell;
+    const open = ++this.opens;
     try {
       const view = reopen ? await api.reopen(customerId) : await api.getCustomer(customerId);
+      if (open !== this.opens) return;
       // A customer with an interaction of this agent in progress opens on that interaction.
       const item = this.shell.lists.open.find((o) => o.activity_id && o.customer?.customer_id === customerId);
       if (item?.activity_id && !reopen) return this.openActivity(item.activity_id);
-      this.s = this.fresh(view.activities[0] ?? null, false, view);
-      await this.loadJourney();
+      const s = this.fresh(view.activities[0] ?? null, false, view);
+      await this.loadJourney(s);
+      if (open !== this.opens) return;
+      this.s = s;
       this.render();
       await this.shell.refreshLists();
     } catch (e) {
-      this.shell.fail(e);
+      if (open === this.opens) this.shell.fail(e);
     }
   }
 
@@ -124,33 +155,50 @@ export class Workspace {
   }
 
   private get request(): Request | null {
-    const s = this.s;
-    return s?.view?.requests.find((r) => r.request_id === s.requestId) ?? null;
+    return this.s ? requestOf(this.s) : null;
   }
 
-  private async loadJourney(): Promise<void> {
-    const s = this.s;
+  private async loadJourney(s: State | null = this.s): Promise<void> {
     if (!s?.view) return;
     const r = await this.shell.api.journey(s.view.customer.customer_id, s.scope === "request" ? s.requestId : null);
     s.journey = r.journey;
   }
 
+  /** Draws again if `s` is still what is shown (an answer for a workspace left meanwhile draws nothing). */
+  private redraw(s: State): void {
+    if (this.s === s) this.render();
+  }
+
+  /**
+   * Runs the saves of one workspace one after another. Each save reads its record's
+   * version and its draft when its turn comes, so a second click on Save (or a tag
+   * added while the notes save) goes out on the version the first one's answer brought,
+   * or finds nothing left to save, instead of meeting the hub's version_conflict with
+   * the agent's own change.
+   */
+  private serial(s: State, save: () => Promise<void>): Promise<void> {
+    const run = s.saves.then(save);
+    s.saves = run.catch(() => {});
+    return run;
+  }
+
+  /** A caution's "save mine": the refused change again, taking its turn with the other saves. */
+  private retry(s: State, c: Caution): Promise<void> {
+    return this.serial(s, () => c.retry!(c.version));
+  }
+
   // --- dirty state (the Close prompt)
-  private requestDirty(): boolean {
-    const s = this.s;
-    if (!s) return false;
-    const r = this.request;
+  private requestDirty(s: State): boolean {
+    const r = requestOf(s);
     return (s.title !== null && s.title !== (r?.title ?? "")) || (s.description !== null && s.description !== (r?.description ?? ""));
   }
 
-  private notesDirty(): boolean {
-    const s = this.s;
-    return !!s?.activity && s.notes !== null && s.notes !== s.activity.notes;
+  private notesDirty(s: State): boolean {
+    return !!s.activity && s.notes !== null && s.notes !== s.activity.notes;
   }
 
-  private customerDirty(): boolean {
-    const s = this.s;
-    if (!s?.draft || !s.view || !s.editing) return false;
+  private customerDirty(s: State): boolean {
+    if (!s.draft || !s.view || !s.editing) return false;
     const c = s.view.customer;
     const d = s.draft;
     return d.name !== c.name || d.kind !== c.kind || d.emails !== c.emails.join("\n") || d.phones !== c.phones.join("\n") || d.chat !== c.chat_handles.join("\n");
@@ -188,7 +236,7 @@ export class Workspace {
       this.refreshJourney();
       return;
     }
-    const held = this.heldVersion(change.kind, change.id);
+    const held = this.heldVersion(s, change.kind, change.id);
     if (held === null) {
       // A record this workspace does not show (another request, an older activity): take it as it is.
       if (change.kind === "request" && s.view) s.view.requests = [change.record as unknown as Request, ...s.view.requests];
@@ -224,8 +272,7 @@ export class Workspace {
       });
   }
 
-  private heldVersion(kind: RecordChange["kind"], id: string): number | null {
-    const s = this.s!;
+  private heldVersion(s: State, kind: RecordChange["kind"], id: string): number | null {
     if (kind === "customer") return s.view?.customer.customer_id === id ? s.view.customer.version : null;
     if (kind === "request") return s.view?.requests.find((r) => r.request_id === id)?.version ?? null;
     if (kind === "activity") return s.activity?.activity_id === id ? s.activity.version : null;
@@ -254,22 +301,28 @@ export class Workspace {
     document.getElementById("work-h")?.focus();
   }
 
-  /** A refused save: show the caution, with Load and "save mine" on the current version. */
-  private conflict(e: unknown, kind: Caution["kind"], retry: (version: number) => Promise<void>): boolean {
+  /** A refused save: show the caution (on the workspace it was for), with Load and "save mine" on the current version. */
+  private conflict(s: State, e: unknown, kind: Caution["kind"], retry: (version: number) => Promise<void>): boolean {
     if (!(e instanceof HubError) || e.code !== "version_conflict" || !e.current) return false;
-    const s = this.s!;
     s.cautions = s.cautions.filter((c) => c.kind !== kind);
     s.cautions.push({ kind, record: e.current, by: e.changed_by, at: e.changed_at, conflict: true, retry, version: e.version ?? 0 });
-    this.render();
+    this.redraw(s);
     return true;
   }
 
-  // --- saving
-  private async saveCustomer(): Promise<void> {
-    const s = this.s!;
+  // --- saving: each takes the workspace it saves (the agent may open another meanwhile)
+  // and clears a draft only if it still holds what was sent (typing goes on while a save
+  // is answered).
+  private saveCustomer(s: State): Promise<void> {
+    return this.serial(s, () => this.customerSave(s));
+  }
+
+  private async customerSave(s: State): Promise<void> {
     const { api } = this.shell;
     if (!s.draft) return;
-    const fields = this.fields(s.draft);
+    const draft = s.draft;
+    const fields = this.fields(draft);
+    const sent = JSON.stringify(draft);
     if (!s.view) {
       // An unknown caller: Create links the interaction to the new customer.
       const view = await api.createCustomer(fields, s.activity?.activity_id);
@@ -277,10 +330,10 @@ export class Workspace {
       s.draft = null;
       if (s.activity) s.activity = (await api.getActivity(s.activity.activity_id)).activity;
       s.requestId = s.activity?.request_id ?? view.requests[0]?.request_id ?? null;
-      await this.saveRequest();
-      await this.loadJourney();
+      await this.requestSave(s);
+      await this.loadJourney(s);
       await this.shell.refreshLists();
-      this.render();
+      this.redraw(s);
       return;
     }
     const id = s.view.customer.customer_id;
@@ -288,101 +341,125 @@ export class Workspace {
       try {
         const view = await api.updateCustomer(id, version, fields);
         s.view = { ...view, requests: view.requests };
-        s.editing = false;
-        s.draft = null;
+        if (s.draft && JSON.stringify(s.draft) === sent) {
+          s.editing = false;
+          s.draft = null;
+        }
         s.cautions = s.cautions.filter((c) => c.kind !== "customer");
         this.shell.notify(t("saved"));
-        await this.loadJourney();
-        this.render();
+        await this.loadJourney(s);
+        this.redraw(s);
         // The lists show the customer's name: ask for them again (the hub does not push them).
         await this.shell.refreshLists();
       } catch (e) {
-        if (!this.conflict(e, "customer", attempt)) throw e;
+        if (!this.conflict(s, e, "customer", attempt)) throw e;
       }
     };
     await attempt(s.view.customer.version);
   }
 
-  private async saveRequest(): Promise<void> {
-    const s = this.s!;
+  private saveRequest(s: State): Promise<void> {
+    return this.serial(s, () => this.requestSave(s));
+  }
+
+  private async requestSave(s: State): Promise<void> {
     const { api } = this.shell;
-    if (!this.requestDirty() || !s.view) return;
-    const title = s.title ?? undefined;
-    const description = s.description ?? undefined;
-    const r = this.request;
+    if (!this.requestDirty(s) || !s.view) return;
+    const view = s.view;
+    const sentTitle = s.title;
+    const sentDescription = s.description;
+    const title = sentTitle ?? undefined;
+    const description = sentDescription ?? undefined;
+    const sent = () => {
+      if (s.title === sentTitle) s.title = null;
+      if (s.description === sentDescription) s.description = null;
+    };
+    const r = requestOf(s);
     if (!r) {
-      const { request } = await api.createRequest(s.view.customer.customer_id, title ?? "", description ?? "");
-      s.view.requests = [request, ...s.view.requests];
+      const { request } = await api.createRequest(view.customer.customer_id, title ?? "", description ?? "");
+      view.requests = [request, ...view.requests];
       s.requestId = request.request_id;
-      s.title = s.description = null;
-      this.render();
+      sent();
+      this.redraw(s);
       return;
     }
     const attempt = async (version: number) => {
       try {
         const { request } = await api.updateRequest(r.request_id, version, { title, description });
-        s.view!.requests = s.view!.requests.map((x) => (x.request_id === request.request_id ? request : x));
-        s.title = s.description = null;
+        view.requests = view.requests.map((x) => (x.request_id === request.request_id ? request : x));
+        sent();
         s.cautions = s.cautions.filter((c) => c.kind !== "request");
         this.shell.notify(t("saved"));
-        await this.loadJourney();
-        this.render();
+        await this.loadJourney(s);
+        this.redraw(s);
       } catch (e) {
-        if (!this.conflict(e, "request", attempt)) throw e;
+        if (!this.conflict(s, e, "request", attempt)) throw e;
       }
     };
     await attempt(r.version);
   }
 
-  private async setRequestState(r: Request, state: "open" | "closed"): Promise<void> {
-    const s = this.s!;
-    const attempt = async (version: number) => {
-      try {
-        const { request } = await this.shell.api.updateRequest(r.request_id, version, { state });
-        s.view!.requests = s.view!.requests.map((x) => (x.request_id === request.request_id ? request : x));
-        s.cautions = s.cautions.filter((c) => c.kind !== "request");
-        await this.loadJourney();
-        this.render();
-      } catch (e) {
-        if (!this.conflict(e, "request", attempt)) throw e;
-      }
-    };
-    await attempt(r.version);
+  private setRequestState(s: State, requestId: string, state: "open" | "closed"): Promise<void> {
+    return this.serial(s, async () => {
+      const r = s.view?.requests.find((x) => x.request_id === requestId);
+      if (!r || r.state === state) return;
+      const attempt = async (version: number) => {
+        try {
+          const { request } = await this.shell.api.updateRequest(r.request_id, version, { state });
+          s.view!.requests = s.view!.requests.map((x) => (x.request_id === request.request_id ? request : x));
+          s.cautions = s.cautions.filter((c) => c.kind !== "request");
+          await this.loadJourney(s);
+          this.redraw(s);
+        } catch (e) {
+          if (!this.conflict(s, e, "request", attempt)) throw e;
+        }
+      };
+      await attempt(r.version);
+    });
   }
 
-  private async setTags(tags: string[]): Promise<void> {
-    const s = this.s!;
-    const a = s.activity;
-    if (!a) return;
-    const attempt = async (version: number) => {
-      try {
-        s.activity = (await this.shell.api.updateActivity(a.activity_id, version, { tags })).activity;
-        s.cautions = s.cautions.filter((c) => c.kind !== "activity");
-        await this.loadJourney();
-        this.render();
-        document.getElementById("tag-input")?.focus();
-      } catch (e) {
-        if (!this.conflict(e, "activity", attempt)) throw e;
-      }
-    };
-    await attempt(a.version);
+  /**
+   * Changes the interaction's tags: `change` is applied to the tags as they are when the
+   * save's turn comes (two × clicked quickly remove both tags; a tag added twice is one).
+   */
+  private setTags(s: State, change: (tags: string[]) => string[]): Promise<void> {
+    return this.serial(s, async () => {
+      const a = s.activity;
+      if (!a) return;
+      const tags = change(a.tags);
+      if (tags.length === a.tags.length && tags.every((x, i) => x === a.tags[i])) return;
+      const attempt = async (version: number) => {
+        try {
+          s.activity = (await this.shell.api.updateActivity(a.activity_id, version, { tags })).activity;
+          s.cautions = s.cautions.filter((c) => c.kind !== "activity");
+          await this.loadJourney(s);
+          this.redraw(s);
+        } catch (e) {
+          if (!this.conflict(s, e, "activity", attempt)) throw e;
+        }
+      };
+      await attempt(a.version);
+    });
   }
 
-  private async saveNotes(): Promise<void> {
-    const s = this.s!;
+  private saveNotes(s: State): Promise<void> {
+    return this.serial(s, () => this.notesSave(s));
+  }
+
+  private async notesSave(s: State): Promise<void> {
     const a = s.activity;
-    if (!a || !this.notesDirty()) return;
+    if (!a || !this.notesDirty(s)) return;
     const notes = s.notes!;
     const attempt = async (version: number) => {
       try {
         s.activity = (await this.shell.api.updateActivity(a.activity_id, version, { notes })).activity;
-        s.notes = null;
+        if (s.notes === notes) s.notes = null;
         s.cautions = s.cautions.filter((c) => c.kind !== "activity");
         this.shell.notify(t("saved"));
-        await this.loadJourney();
-        this.render();
+        await this.loadJourney(s);
+        this.redraw(s);
       } catch (e) {
-        if (!this.conflict(e, "activity", attempt)) throw e;
+        if (!this.conflict(s, e, "activity", attempt)) throw e;
       }
     };
     await attempt(a.version);
@@ -392,12 +469,15 @@ export class Workspace {
     const s = this.s!;
     const tag = s.tagText.trim();
     if (!tag || !s.activity) return false;
+    const same = (x: string) => x.toLowerCase() === tag.toLowerCase();
     if (charCount(tag) > MAX_TAG) s.tagError = t("tagTooLong");
-    else if (s.activity.tags.some((x) => x.toLowerCase() === tag.toLowerCase())) s.tagError = t("tagDuplicate");
+    else if (s.activity.tags.some(same)) s.tagError = t("tagDuplicate");
     else {
       s.tagError = null;
       s.tagText = "";
-      this.setTags([...s.activity.tags, tag]).catch((e) => this.shell.fail(e));
+      this.setTags(s, (tags) => (tags.some(same) ? tags : [...tags, tag])).catch((e) => this.shell.fail(e));
+      this.render();
+      document.getElementById("tag-input")?.focus();
       return true;
     }
     this.render();
@@ -416,29 +496,31 @@ export class Workspace {
         ["discard", t("discard")],
       ]);
       if (choice === "create") {
-        await this.saveCustomer();
-        if (!this.s?.view) return;
+        await this.saveCustomer(s);
+        if (!s.view) return;
         await this.shell.api.closeInteraction(interaction.activity_id);
       } else if (choice === "discard") {
         await this.shell.api.closeInteraction(interaction.activity_id, "discard");
       } else return;
     } else {
-      if (this.requestDirty() || this.customerDirty() || this.notesDirty()) {
+      const dirty = () => this.requestDirty(s) || this.customerDirty(s) || this.notesDirty(s);
+      if (dirty()) {
         const choice = await this.ask(t("closeUnsavedTitle"), t("closeUnsaved"), [
           ["save", t("save")],
           ["discard", t("discard")],
         ]);
         if (choice === "save") {
-          if (this.customerDirty()) await this.saveCustomer();
-          await this.saveRequest();
-          await this.saveNotes();
-          if (this.requestDirty() || this.customerDirty() || this.notesDirty() || this.s?.cautions.some((c) => c.conflict)) return;
+          if (this.customerDirty(s)) await this.saveCustomer(s);
+          await this.saveRequest(s);
+          await this.saveNotes(s);
+          if (dirty() || s.cautions.some((c) => c.conflict)) return;
         } else if (choice !== "discard") return;
       }
       if (interaction) await this.shell.api.closeInteraction(interaction.activity_id);
       else if (s.view) await this.shell.api.closeCustomer(s.view.customer.customer_id);
     }
-    this.s = null;
+    // What the agent opened meanwhile stays.
+    if (this.s === s) this.s = null;
     await this.shell.refreshLists();
     this.render();
   }
@@ -460,10 +542,13 @@ export class Workspace {
         ),
       ) as HTMLDialogElement;
       const done = (v: string | null) => {
+        if (this.asking === done) this.asking = null;
         d.close();
         d.remove();
         resolve(v);
       };
+      this.asking?.(null);
+      this.asking = done;
       d.addEventListener("cancel", (e) => {
         e.preventDefault();
         done(null);
@@ -557,7 +642,7 @@ export class Workspace {
               onclick: () => {
                 const s = this.s!;
                 s.cautions = s.cautions.filter((x) => x !== c);
-                c.retry!(c.version).catch((e) => this.shell.fail(e));
+                this.retry(s, c).catch((e) => this.shell.fail(e));
               },
             },
             t("saveMine"),
@@ -593,7 +678,7 @@ export class Workspace {
               class: "form",
               onsubmit: (e: Event) => {
                 e.preventDefault();
-                this.saveCustomer().catch((err) => this.shell.fail(err));
+                this.saveCustomer(s).catch((err) => this.shell.fail(err));
               },
             },
             field("name", "name", false),
@@ -662,7 +747,7 @@ export class Workspace {
             if (!s.linkQuery.trim()) return;
             this.shell.api.search(s.linkQuery.trim()).then((r) => {
               s.linkResults = r.customers.map((x) => ({ customer_id: x.customer_id, name: x.name || x.emails[0] || x.customer_id }));
-              this.render();
+              this.redraw(s);
             }, this.shell.fail);
           },
         },
@@ -688,7 +773,8 @@ export class Workspace {
                         onclick: async () => {
                           try {
                             await this.shell.api.linkActivity(s.activity!.activity_id, r.customer_id);
-                            await this.openActivity(s.activity!.activity_id);
+                            // Shown again with its customer, unless the agent went on to something else.
+                            if (this.s === s) await this.openActivity(s.activity!.activity_id);
                           } catch (e) {
                             this.shell.fail(e);
                           }
@@ -757,7 +843,7 @@ export class Workspace {
           class: "form",
           onsubmit: (e: Event) => {
             e.preventDefault();
-            this.saveRequest().catch((err) => this.shell.fail(err));
+            this.saveRequest(s).catch((err) => this.shell.fail(err));
           },
         },
         h("label", { for: "req-title" }, t("requestTitle")),
@@ -776,7 +862,7 @@ export class Workspace {
                 "button",
                 {
                   type: "button",
-                  onclick: () => this.setRequestState(r, r.state === "open" ? "closed" : "open").catch((e) => this.shell.fail(e)),
+                  onclick: () => this.setRequestState(s, r.request_id, r.state === "open" ? "closed" : "open").catch((e) => this.shell.fail(e)),
                 },
                 r.state === "open" ? t("closeRequest") : t("reopenRequest"),
               )
@@ -809,7 +895,7 @@ export class Workspace {
                 type: "button",
                 class: "icon",
                 "aria-label": t("removeTag", { tag }),
-                onclick: () => this.setTags(a.tags.filter((x) => x !== tag)).catch((e) => this.shell.fail(e)),
+                onclick: () => this.setTags(s, (tags) => tags.filter((x) => x !== tag)).catch((e) => this.shell.fail(e)),
               },
               "×",
             ),
@@ -846,7 +932,7 @@ export class Workspace {
           class: "form",
           onsubmit: (e: Event) => {
             e.preventDefault();
-            this.saveNotes().catch((err) => this.shell.fail(err));
+            this.saveNotes(s).catch((err) => this.shell.fail(err));
           },
         },
         h("label", { for: "act-notes" }, t("activityNotes")),
@@ -980,8 +1066,8 @@ export class Workspace {
     s.view = view;
     s.requestId = activity.request_id;
     s.title = s.description = null;
-    await this.loadJourney();
-    this.render();
+    await this.loadJourney(s);
+    this.redraw(s);
   }
 
   private recentRequests() {
@@ -1002,9 +1088,9 @@ export class Workspace {
                   v.requests = [request, ...v.requests];
                   s.requestId = request.request_id;
                   s.title = s.description = null;
-                  this.render();
+                  this.redraw(s);
                 })
-            ).then(() => document.getElementById("req-title")?.focus(), this.shell.fail),
+            ).then(() => this.s === s && document.getElementById("req-title")?.focus(), this.shell.fail),
         },
         t("newRequest"),
       )),
@@ -1060,7 +1146,7 @@ export class Workspace {
           id: scopeId,
           onchange: (e: Event) => {
             s.scope = (e.target as HTMLSelectElement).value as State["scope"];
-            this.loadJourney().then(() => this.render(), this.shell.fail);
+            this.loadJourney(s).then(() => this.redraw(s), this.shell.fail);
           },
         },
         h("option", { value: "customer", selected: s.scope === "customer" }, `${t("customer")}: ${v.customer.name || "—"}`),
@@ -1072,13 +1158,19 @@ export class Workspace {
           class: "form",
           onsubmit: (e: Event) => {
             e.preventDefault();
-            const text = s.note.trim();
-            if (!text) return;
-            this.shell.api.addNote(v.customer.customer_id, text, s.scope === "request" ? s.requestId : null).then(async () => {
-              s.note = "";
-              await this.loadJourney();
-              this.render();
-            }, this.shell.fail);
+            const typed = s.note;
+            const text = typed.trim();
+            // A second submit while the first is answered would add the note twice.
+            if (!text || s.adding) return;
+            s.adding = true;
+            this.shell.api
+              .addNote(v.customer.customer_id, text, s.scope === "request" ? s.requestId : null)
+              .then(async () => {
+                if (s.note === typed) s.note = "";
+                await this.loadJourney(s);
+                this.redraw(s);
+              }, this.shell.fail)
+              .finally(() => (s.adding = false));
           },
         },
         h("label", { for: "note" }, t("quickNote")),

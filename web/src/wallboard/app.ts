@@ -435,6 +435,9 @@ export function startWallboard(root: HTMLElement, token: string, signOut: (messa
     v.actions.dataset.key = key;
     const focusedInside = v.actions.contains(document.activeElement);
     if (offline) {
+      // A question left unanswered goes with the agent: it must not come back, and take
+      // the focus, when the agent returns.
+      v.confirming = false;
       v.actions.replaceChildren(h("span", { class: "muted" }, "—"));
       return;
     }
@@ -472,7 +475,9 @@ export function startWallboard(root: HTMLElement, token: string, signOut: (messa
         t("cancel"),
       );
       v.actions.replaceChildren(h("div", { class: "row-actions" }, yes, no));
-      yes.focus();
+      // Drawn again for a change of the row (a new name): the focus stays where the
+      // supervisor is working, and moves here only if it was in this row.
+      if (focusedInside) yes.focus();
       return;
     }
     const chosen = v.reason.value;
@@ -509,6 +514,7 @@ export function startWallboard(root: HTMLElement, token: string, signOut: (messa
         onclick: () => {
           v.confirming = true;
           renderActions(v, r);
+          (v.actions.querySelector("[data-testid=confirm-logout]") as HTMLElement | null)?.focus();
         },
       },
       w("logout"),
