@@ -14,6 +14,8 @@
 #   cargo build --release -p switchboard -p loadtest
 #   loadtest/search-pairs.sh [ROUNDS]   # default 4; results in loadtest/results/search-pairs/
 #
+# DURATION sets each run's seconds (default 10): a longer run's p99 rests on more tasks.
+#
 # SEARCHERS_ARGS is added to the runs with searchers (e.g. --searchers-apart: the
 # searchers on a thread of their own in SCHED_IDLE, as desktops on other machines;
 # "--searcher-queries unmatched": searches that read no posting list).
@@ -24,6 +26,7 @@ B=${BIN:-$REPO/target/release}
 OUT=${OUT:-$REPO/loadtest/results/search-pairs}
 ROUNDS=${1:-4}
 CUSTOMERS=${CUSTOMERS:-1000000}
+DURATION=${DURATION:-10}
 PORT=${PORT:-18433}
 S=bench-secret-0123456789abcdef
 mkdir -p "$OUT"
@@ -42,7 +45,7 @@ route() {
     else
         set -- "$@" --customers-present "$CUSTOMERS"
     fi
-    "$B/loadtest" route --hub "127.0.0.1:$PORT" --secret $S --agents 2000 --rate 2000 --duration 10 \
+    "$B/loadtest" route --hub "127.0.0.1:$PORT" --secret $S --agents 2000 --rate 2000 --duration "$DURATION" \
         --http-conns 64 --no-floor --quiet --json "$OUT/$name.json" "$@" >"$OUT/$name.txt" 2>&1
     PRELOADED=1
 }

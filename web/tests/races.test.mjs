@@ -6,6 +6,16 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { integration, launch, openPage, signIn, startHub, tapSocket, token } from "./harness.mjs";
 
+// One agent a test, so that no test's offers or state reach another's.
+const AGENTS = [
+  ["alice", "Alice Moreau"],
+  ["bob", "Bob Stone"],
+  ["carla", "Carla Dias"],
+  ["dana", "Dana Kim"],
+]
+  .map(([id, name]) => `[[agents]]\nid = "${id}"\nname = "${name}"\nqueues = ["support"]\n`)
+  .join("\n");
+
 const CONFIG = `
 [auth]
 secret = "browser-test-secret-0123456789"
@@ -19,25 +29,7 @@ id = "support"
 name = "Support"
 channels = ["chat", "email", "voice"]
 
-[[agents]]
-id = "alice"
-name = "Alice Moreau"
-queues = ["support"]
-
-[[agents]]
-id = "bob"
-name = "Bob Stone"
-queues = ["support"]
-
-[[agents]]
-id = "carla"
-name = "Carla Dias"
-queues = ["support"]
-
-[[agents]]
-id = "dana"
-name = "Dana Kim"
-queues = ["support"]
+${AGENTS}
 `;
 
 let hub;

@@ -274,3 +274,29 @@ test("a supervisor watches the queues while tasks arrive and agents work them; f
   assert.deepEqual(problems, []);
   await context.close();
 });
+
+// A logout question left unanswered once stayed with the row: when the agent went
+// offline and came back, it was drawn again and took the keyboard focus from wherever the
+// supervisor was working (one Enter from logging the agent out).
+test("a logout question left unanswered goes when the agent does, and never takes the focus back", async () => {
+  const { page, context, problems } = await openPage(browser, hub, { path: "/wallboard" });
+  await signInWallboard(page, token("lead2", "supervisor"));
+  let sam = await agentSocket(browser, hub, token("sam", "agent"));
+  const srow = row(page, "sam");
+  await srow.filter({ hasText: "Not Ready" }).waitFor();
+  await srow.getByRole("button", { name: "Log out: Sam Lee" }).click();
+  await srow.getByTestId("confirm-logout").waitFor();
+  // The supervisor leaves the question and works elsewhere; Sam logs out by himself.
+  await page.getByLabel("Language").focus();
+  await sam.request({ type: "logout" });
+  await srow.filter({ hasText: "Offline" }).waitFor();
+  await sam.close();
+  sam = await agentSocket(browser, hub, token("sam", "agent"));
+  await srow.filter({ hasText: "Not Ready" }).waitFor();
+  await srow.getByTestId("logout").waitFor();
+  assert.equal(await srow.getByTestId("confirm-logout").count(), 0, "the question went with the agent");
+  assert.equal(await page.evaluate(() => document.activeElement?.id), await page.getByLabel("Language").getAttribute("id"), "the focus stayed");
+  await sam.close();
+  assert.deepEqual(problems, []);
+  await context.close();
+});
