@@ -13,6 +13,12 @@
 //! against 2.26 ms without (1.05x), searches p99 21 ms (loadtest/results/2026-11-26-s3).
 //! Under a load that leaves no core idle searches slow down instead (weight 3 against
 //! 1,024), and their rate limit keeps them from piling up.
+//!
+//! Only the search itself runs in `SCHED_IDLE`: a thread at the normal priority hands
+//! the results back to the sessions, and the search threads take their work without
+//! blocking on a lock the workers take ([`Background`]). A thread in `SCHED_IDLE` that
+//! is preempted while holding such a lock (the tokio scheduler's, to wake a session)
+//! keeps the workers that want it waiting until a core falls idle.
 
 use crate::store::background::{Background, Priority};
 use std::sync::OnceLock;
