@@ -173,7 +173,10 @@ impl HandBacks {
 
 impl Drop for HandBacks {
     fn drop(&mut self) {
-        // The last sender gone: the thread wakes to find its queue closed.
+        // This sender first, then the wake-up: woken before the last sender is gone,
+        // the thread would find its queue open and empty, and park for good.
+        let (closed, _) = std::sync::mpsc::channel();
+        drop(std::mem::replace(&mut self.queue, closed));
         self.thread.unpark();
     }
 }
