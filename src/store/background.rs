@@ -54,6 +54,7 @@ impl Background {
             Priority::Idle => Some(HandBacks::start(name)?),
             Priority::Nice(_) => None,
         };
+        // The threads started; an idle pool's are unparked for each job.
         let mut wake = Vec::new();
         let mut failure = None;
         for i in 0..threads.max(1) {
@@ -72,8 +73,11 @@ impl Background {
                         if let Priority::Nice(n) = priority {
                             set_nice(n);
                         }
+                        // Ends when the owner is dropped (the sender with it). A job that
+                        // panics (a corrupt stored snapshot) fails alone: its caller gets
+                        // an error, the thread goes on. Only this pool's threads share the
+                        // receiver.
                         loop {
-                            // Only this pool's threads share the receiver.
                             let job = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
                             let Ok(job) = job else { return };
                             if let Ok(give) =
@@ -93,10 +97,13 @@ impl Background {
             Some(e) if wake.is_empty() => Err(HubError::StoreUnavailable(format!(
                 "cannot start the {name} thread: {e}"
             ))),
-            _ => Ok(Background {
-                jobs: tx,
-                wake: if back.is_some() { wake } else { Vec::new() },
-            }),
+            _ => {
+                if back.is_none() {
+                    // They block on the queue and need no wake-up.
+                    wake.clear();
+                }
+                Ok(Background { jobs: tx, wake })
+            }
         }
     }
 
