@@ -246,6 +246,55 @@ async fn a_torn_last_record_is_cut_at_every_offset_and_the_records_before_it_rem
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torn_tail_followed_by_segments_a_failed_rotation_left_empty_is_cut() {
+    let dir = TempDir::new("torn-rotation");
+    let s = open(&dir.0, 1_000_000).await;
+    let (before, pos) = write_records(&s).await;
+    drop(s);
+    let seg = last_segment(&dir.0);
+    let bytes = std::fs::read(&seg).expect("read");
+    let scan = segment::scan(&bytes);
+    let last = scan.records.last().expect("records").0;
+    // A crash inside the last batch...
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .expect("open");
+    f.set_len(last as u64 + 3).expect("cut");
+    drop(f);
+    // ...after rotations that made their files and failed (a full disk): one with its
+    // header, one empty. The records went on in the segment before them.
+    let header_only = dir.0.join(segment::name(pos + 1));
+    std::fs::write(&header_only, segment::MAGIC).expect("write");
+    let empty = dir.0.join(segment::name(pos + 2));
+    std::fs::write(&empty, b"").expect("write");
+    let s = open(&dir.0, 1_000_000).await;
+    assert_eq!(
+        s.position(),
+        pos,
+        "the records before the torn one, and no more"
+    );
+    assert!(s.state_bytes().expect("bytes") == before, "state differs");
+    assert!(
+        !header_only.exists() && !empty.exists(),
+        "the empty segments are gone"
+    );
+    assert_eq!(std::fs::metadata(&seg).expect("stat").len(), last as u64);
+    // Appending goes on in the real last segment, and a restart reads it back.
+    one_record(&s, 4).await;
+    let after = (s.state_bytes().expect("bytes"), s.position());
+    assert_eq!(after.1, pos + 1);
+    drop(s);
+    assert_eq!(last_segment(&dir.0), seg);
+    let s = open(&dir.0, 1_000_000).await;
+    assert_eq!(s.position(), pos + 1);
+    assert!(
+        s.state_bytes().expect("bytes") == after.0,
+        "state differs after the restart"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flipped_byte_before_the_last_record_refuses_the_start_naming_file_and_offset() {
     let dir = TempDir::new("flip");
     let s = open(&dir.0, 1_000_000).await;

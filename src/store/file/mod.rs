@@ -107,8 +107,31 @@ pub fn recover(dir: &Path, rules: Arc<Rules>, repair: bool) -> Result<Recovered,
             applied: 0,
         },
     };
-    let segments = segment::list(dir)
+    let mut segments = segment::list(dir)
         .map_err(|e| unavailable(format!("cannot list {}: {e}", dir.display())))?;
+    // Segments with no record at the end: left by a rotation that failed after making
+    // its file (a full disk), or by a crash while one was made. The records went on in
+    // the segment before, which is the real last one: a torn tail there is cut as
+    // usual, and appending goes on in it. Left in place, an empty segment would make it
+    // look like a middle one (and a torn tail there would refuse the start), and its
+    // name would claim positions the segment before holds. So (repairing) they go.
+    while segments.len() > 1 {
+        let Some((_, path)) = segments.last() else {
+            break;
+        };
+        let bytes = std::fs::read(path)
+            .map_err(|e| unavailable(format!("cannot read {}: {e}", path.display())))?;
+        if !segment::holds_nothing(&bytes) {
+            break;
+        }
+        tracing::warn!(file = %path.display(), "an empty log segment after the last one (a rotation that did not finish): removed");
+        if repair {
+            std::fs::remove_file(path)
+                .and_then(|()| sync_dir(dir))
+                .map_err(|e| unavailable(format!("cannot remove {}: {e}", path.display())))?;
+        }
+        segments.pop();
+    }
     let mut tail = None;
     let mut cut = 0u64;
     let mut replayed = 0u64;
@@ -532,7 +555,11 @@ fn new_segment(dir: &Path, first: u64) -> Result<std::fs::File, HubError> {
             f.sync_data()?;
             Ok(f)
         });
-    let f = made.map_err(|e| unavailable(format!("cannot create {}: {e}", path.display())))?;
+    let f = made.map_err(|e| {
+        // Not left behind half made (a start would remove it anyway).
+        let _ = std::fs::remove_file(&path).and_then(|()| sync_dir(dir));
+        unavailable(format!("cannot create {}: {e}", path.display()))
+    })?;
     if let Err(e) = sync_dir(dir) {
         // An empty segment left behind would sort last and make the real last segment
         // look like a middle one: a torn tail there would then refuse the next start.

@@ -172,6 +172,15 @@ fn read_at(bytes: &[u8], off: usize) -> Read {
     Read::Record(w, payload)
 }
 
+/// Whether a segment's bytes hold no record: nothing, part of the format header, or the
+/// header and the zeros written ahead.
+pub fn holds_nothing(bytes: &[u8]) -> bool {
+    if bytes.len() <= MAGIC.len() {
+        return MAGIC.starts_with(bytes);
+    }
+    bytes.starts_with(&MAGIC) && bytes[MAGIC.len()..].iter().all(|b| *b == 0)
+}
+
 /// Reads records from `bytes` until the end or the first damage.
 pub fn scan(bytes: &[u8]) -> Scan {
     if bytes.len() < MAGIC.len() && MAGIC.starts_with(bytes) {
