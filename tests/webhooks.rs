@@ -19,7 +19,7 @@ use switchboard::events::EventData;
 use switchboard::ids::{AgentId, Channel, OfferId, QueueId, TaskId};
 use switchboard::webhooks::client::Client;
 use switchboard::webhooks::config::WebhooksConfig;
-use switchboard::webhooks::delivery::{Control, Records, Runner};
+use switchboard::webhooks::delivery::{Control, Lease, Records, Runner};
 use switchboard::webhooks::feed::{Envelope, EventFeed, EventsGone, Feed};
 use switchboard::webhooks::signing::Secret;
 use switchboard::webhooks::target::Target;
@@ -78,6 +78,10 @@ struct TestControl {
 #[async_trait::async_trait]
 impl Control for TestControl {
     async fn advance(&self, _id: &str, _token: u64, position: u64) -> Result<bool, HubError> {
+        // As the book does: disabling lets the lease go, so the token is refused after.
+        if self.disabled.lock().unwrap().is_some() {
+            return Ok(false);
+        }
         self.positions.lock().unwrap().push(position);
         self.advanced.notify_waiters();
         Ok(true)
@@ -152,6 +156,18 @@ fn deliver_with(
     rules: WebhooksConfig,
     types: &[&str],
 ) -> Delivering {
+    deliver_leased(feed, client, rules, types, None)
+}
+
+/// The same, the runner holding a lease until `lease` (never renewed); `None`: no lease
+/// to watch.
+fn deliver_leased(
+    feed: &Arc<TestFeed>,
+    client: Client,
+    rules: WebhooksConfig,
+    types: &[&str],
+    lease: Option<tokio::time::Instant>,
+) -> Delivering {
     let secret = Secret::generate();
     let runner = Arc::new(Runner {
         id: "crm".into(),
@@ -162,6 +178,8 @@ fn deliver_with(
         records: Arc::new(Records::default()),
         epoch: "ep1".into(),
         clock: Clock::new(),
+        lease: lease.map_or_else(Lease::default, Lease::until),
+        retries: Default::default(),
     });
     let control = Arc::new(TestControl::default());
     let (stop, stopped) = watch::channel(false);
@@ -268,7 +286,13 @@ async fn a_410_disables_the_endpoint_at_that_event() {
     let rx = Receiver::start().await;
     rx.script([Answer::Status(200, None), Answer::Status(410, None)]);
     let feed = TestFeed::new();
-    let d = deliver(&feed, &rx, rules(&[0, 50]), &["*"]);
+    // No position written on the way: only the one written as the runner stops.
+    let r = WebhooksConfig {
+        position_every_ms: 60_000,
+        position_every_events: 1_000_000,
+        ..rules(&[0, 50])
+    };
+    let d = deliver(&feed, &rx, r, &["*"]);
     let stopped = d.control.stopped.notified();
     feed.push(queued(1));
     feed.push(queued(1));
@@ -282,9 +306,87 @@ async fn a_410_disables_the_endpoint_at_that_event() {
         .await
         .expect("the runner stops")
         .unwrap();
-    // Event 3 was never sent; the position stays at 1 (event 2 is not skipped).
+    // Event 3 was never sent; the position stays at 1 (event 2 is not skipped), and it
+    // was written before the endpoint was disabled (after, the lease is gone): enable
+    // resumes at event 2, not at event 1 again.
     assert_eq!(rx.received().len(), 2);
-    assert!(d.control.positions.lock().unwrap().iter().all(|p| *p <= 1));
+    assert_eq!(*d.control.positions.lock().unwrap(), vec![1]);
+}
+
+#[tokio::test]
+async fn an_event_waiting_for_its_retry_holds_no_slot_and_its_task_waits_behind_it() {
+    // Two slots; the first two events fail and wait a minute for their next attempt.
+    let rx = Receiver::start().await;
+    rx.script([Answer::Status(500, None), Answer::Status(500, None)]);
+    let feed = TestFeed::new();
+    let r = WebhooksConfig {
+        max_in_flight: 2,
+        ..rules(&[0, 60_000])
+    };
+    let d = deliver(&feed, &rx, r, &["*"]);
+    feed.push(queued(1));
+    feed.push(queued(2));
+    rx.wait_for(
+        Duration::from_secs(5),
+        "the first attempts of events 1 and 2",
+        |g| g.len() == 2,
+    )
+    .await;
+    // Task 1's next event waits behind event 1; tasks 3 and 4 go now, though both
+    // slots' events are still undelivered.
+    feed.push(queued(1));
+    feed.push(queued(3));
+    feed.push(queued(4));
+    let got = rx
+        .wait_for(Duration::from_secs(5), "events 4 and 5 delivered", |g| {
+            delivered_ids(g).len() == 2
+        })
+        .await;
+    let seqs: Vec<u64> = got
+        .iter()
+        .filter(|r| r.status / 100 == 2)
+        .map(|r| r.json()["seq"].as_u64().unwrap())
+        .collect();
+    let mut sorted = seqs.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        vec![4, 5],
+        "tasks 3 and 4, not task 1's second event"
+    );
+    assert!(
+        got.iter().all(|r| r.json()["seq"].as_u64() != Some(3)),
+        "task 1's second event went before its first was delivered"
+    );
+    // The position does not pass the events still to be delivered.
+    assert!(d.control.positions.lock().unwrap().iter().all(|p| *p == 0));
+    let _ = d.stop.send(true);
+    let _ = d.done.await;
+}
+
+#[tokio::test]
+async fn a_lease_not_renewed_stops_the_runner_before_another_node_may_take_it() {
+    // The first attempt fails; the retry would come after the lease has run out (its
+    // holder cut off from the store: nobody renews it).
+    let rx = Receiver::start().await;
+    rx.script([Answer::Status(500, None)]);
+    let feed = TestFeed::new();
+    let client = Client::new(Target::parse(&rx.url()).unwrap(), true);
+    let lease = tokio::time::Instant::now() + Duration::from_millis(400);
+    let d = deliver_leased(&feed, client, rules(&[0, 1_500]), &["*"], Some(lease));
+    feed.push(queued(1));
+    rx.wait_for(Duration::from_secs(5), "the first attempt", |g| {
+        g.len() == 1
+    })
+    .await;
+    tokio::time::timeout(Duration::from_secs(5), d.done)
+        .await
+        .expect("the runner stops when its lease runs out")
+        .unwrap();
+    assert!(tokio::time::Instant::now() >= lease);
+    // Stopped, nothing of it can send any more: the retry never comes from this node.
+    assert_eq!(rx.received().len(), 1);
+    assert!(d.control.positions.lock().unwrap().iter().all(|p| *p == 0));
 }
 
 #[tokio::test]
@@ -369,6 +471,54 @@ async fn an_offer_past_its_deadline_is_not_delivered_and_other_types_are_filtere
     assert_eq!(
         d.records.expired.load(std::sync::atomic::Ordering::Relaxed),
         1
+    );
+    let _ = d.stop.send(true);
+}
+
+#[tokio::test]
+async fn an_offer_waiting_for_its_connection_is_not_written_after_its_deadline() {
+    // A new connection carries one request until its first answer shows it stays open;
+    // that answer is slow. An offer of another task waits behind it meanwhile.
+    let rx = Receiver::start().await;
+    rx.delay(Duration::from_millis(1_500));
+    let feed = TestFeed::new();
+    let d = deliver(&feed, &rx, rules(&[0, 50, 50]), &["*"]);
+    let clock = Clock::new();
+    feed.push(queued(1));
+    rx.wait_arrivals(Duration::from_secs(5), "event 1", |a| a.len() == 1)
+        .await;
+    feed.push(offered(
+        2,
+        "a1",
+        clock.now().plus(Duration::from_millis(300)),
+    ));
+    // After the slow answer, the connection is free; another task's event follows on
+    // it. Had the offer been written when its turn came, it would have come before.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while d.records.delivered.load(Relaxed) < 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "event 1 not delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    rx.delay(Duration::ZERO);
+    feed.push(queued(3));
+    await_position(&d, 3).await;
+    // What reached the receiver, answered or not.
+    let ids: Vec<String> = rx.arrivals().into_iter().map(|(id, _)| id).collect();
+    assert_eq!(
+        ids,
+        ["ep1-1", "ep1-3"],
+        "the offer was written after its deadline"
+    );
+    assert_eq!(d.records.expired.load(Relaxed), 1);
+    let attempts = d.records.recent(10);
+    assert!(
+        attempts
+            .iter()
+            .any(|a| a.seq == 2 && a.outcome == "expired"),
+        "{attempts:?}"
     );
     let _ = d.stop.send(true);
 }

@@ -26,7 +26,7 @@ use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -116,6 +116,75 @@ pub struct Runner {
     pub epoch: String,
     /// The model's clock.
     pub clock: Clock,
+    /// Until when this node may deliver the endpoint.
+    pub lease: Lease,
+    /// Deliveries waiting for their next attempt.
+    pub retries: RetryWaits,
+}
+
+/// Until when this node holds an endpoint's lease, by this node's own clock. A claim
+/// asked at `t` for `lease_ms` counts from `t` (the log's time of the grant can only be
+/// later), less a quarter of it: a node cut off from the store stops delivering before
+/// any other node may take the lease over, so one node at a time delivers. Each renewal
+/// moves it on. `None`: no lease to watch (a runner driven by a test).
+#[derive(Debug, Default)]
+pub struct Lease(Mutex<Option<tokio::time::Instant>>);
+
+impl Lease {
+    /// A lease held until `end`.
+    pub fn until(end: tokio::time::Instant) -> Lease {
+        Lease(Mutex::new(Some(end)))
+    }
+
+    /// The lease was renewed: held until `end`.
+    pub fn renew(&self, end: tokio::time::Instant) {
+        let mut l = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *l = Some(l.map_or(end, |e| e.max(end)));
+    }
+
+    fn end(&self) -> Option<tokio::time::Instant> {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Its end as a claim's grant sets it: `asked` (when the claim was sent) plus three
+    /// quarters of `lease_ms`.
+    pub fn end_of_claim(asked: tokio::time::Instant, lease_ms: u64) -> tokio::time::Instant {
+        asked + Duration::from_millis(lease_ms - lease_ms / 4)
+    }
+}
+
+/// Deliveries waiting between two attempts. They keep their place (the position does
+/// not pass them, their task's and agent's later events wait for them) but not a slot
+/// of `max_in_flight`: events of other tasks keep flowing while one is retried, and a
+/// receiver that was down gets the new events as soon as it is back, not hours later
+/// when the retries' waits end.
+#[derive(Debug, Default)]
+pub struct RetryWaits {
+    waiting: AtomicUsize,
+    /// Wakes the runner when a slot frees.
+    freed: tokio::sync::Notify,
+}
+
+impl RetryWaits {
+    fn waiting(&self) -> usize {
+        self.waiting.load(Relaxed)
+    }
+
+    fn enter(&self) -> RetryWait<'_> {
+        self.waiting.fetch_add(1, Relaxed);
+        self.freed.notify_one();
+        RetryWait(self)
+    }
+}
+
+/// One delivery's wait for its next attempt (ends when dropped: the attempt starts, or
+/// the delivery is dropped with the runner).
+struct RetryWait<'a>(&'a RetryWaits);
+
+impl Drop for RetryWait<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Relaxed);
+    }
 }
 
 enum Fate {
@@ -133,6 +202,11 @@ fn jittered(ms: u64, jitter: f64) -> Duration {
     let r = (uuid::Uuid::new_v4().as_u128() as u64 as f64) / (u64::MAX as f64); // 0..1
     let f = 1.0 + jitter * (2.0 * r - 1.0);
     Duration::from_millis((ms as f64 * f).round() as u64)
+}
+
+/// A time no lease reaches (a branch disabled by its condition still builds its future).
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(86_400 * 365)
 }
 
 fn offer_deadline(d: &EventData) -> Option<Ts> {
@@ -219,14 +293,25 @@ impl Runner {
                 rest.as_mut().reset(tokio::time::Instant::now() + linger);
                 resting = true;
             }
-            while let Some(seq) = window.next_ready(rules.max_in_flight) {
+            // Those waiting for a retry hold no slot.
+            while let Some(seq) = window.next_ready(rules.max_in_flight + self.retries.waiting()) {
                 if let Some(ev) = held.remove(&seq) {
                     sending.push(self.deliver(ev));
                 }
             }
+            let lease_end = self.lease.end();
             tokio::select! {
                 biased;
                 _ = stop.changed() => break,
+                _ = tokio::time::sleep_until(lease_end.unwrap_or_else(far_future)), if lease_end.is_some() => {
+                    // Not renewed in time (the store is out of reach): stop before another
+                    // node may take the lease. Whoever holds it next resumes from the
+                    // position written; this node claims it again once the store answers.
+                    if self.lease.end().is_some_and(|e| tokio::time::Instant::now() >= e) {
+                        tracing::warn!(endpoint = %self.id, "webhook lease not renewed in time: this node stops delivering the endpoint");
+                        break;
+                    }
+                }
                 Some((seq, fate)) = sending.next(), if !sending.is_empty() => match fate {
                     Fate::Done => window.finish(seq),
                     // Stop here: the position stays before this event.
@@ -263,6 +348,7 @@ impl Runner {
                     }
                 },
                 _ = &mut rest, if resting => resting = false,
+                _ = self.retries.freed.notified() => {}
                 _ = tick.tick() => {}
             }
             let pos = window.position();
@@ -280,14 +366,6 @@ impl Runner {
         }
         // What is in flight is dropped: it is sent again by whoever resumes.
         drop(sending);
-        if let Some((why, warn)) = disable {
-            if let Err(e) = control.disable(&self.id, token, why.clone()).await {
-                tracing::warn!(endpoint = %self.id, error = %e, "cannot record that the endpoint is disabled");
-            }
-            if warn {
-                tracing::warn!(endpoint = %self.id, reason = %why, "webhook endpoint disabled");
-            }
-        }
         if let Some(w) = writing.take() {
             match w.await {
                 (pos, Ok(true)) => written = written.max(pos),
@@ -295,9 +373,20 @@ impl Runner {
                 (_, Err(_)) => {}
             }
         }
+        // The position before the disabling: disabling lets the lease go, and a write
+        // after it would be refused (enable resumes at the event that stopped it, not
+        // with what was delivered before it).
         let pos = window.position();
         if !fenced && pos > written {
             let _ = control.advance(&self.id, token, pos).await;
+        }
+        if let Some((why, warn)) = disable {
+            if let Err(e) = control.disable(&self.id, token, why.clone()).await {
+                tracing::warn!(endpoint = %self.id, error = %e, "cannot record that the endpoint is disabled");
+            }
+            if warn {
+                tracing::warn!(endpoint = %self.id, reason = %why, "webhook endpoint disabled");
+            }
         }
     }
 
@@ -395,11 +484,14 @@ impl Runner {
                     // of 1.3 kB, past glibc's per-thread cache (1 kB), where each
                     // such allocation first sweeps the free lists; boxed, the two
                     // are 568 and 776 bytes (BENCHMARKS, thirteenth pass).
-                    let post = Box::pin(self.client.post(
-                        headers,
-                        body.clone(),
-                        Duration::from_millis(rules.timeout_ms),
-                    ));
+                    // An offer's attempt ends at its deadline: a request still waiting
+                    // for its connection (being made, or not yet known to stay open)
+                    // is then never written.
+                    let mut timeout = Duration::from_millis(rules.timeout_ms);
+                    if let Some(d) = deadline {
+                        timeout = timeout.min(Duration::from_micros(d.0.saturating_sub(at.0)));
+                    }
+                    let post = Box::pin(self.client.post(headers, body.clone(), timeout));
                     post.await
                 }
                 // Ids, digits and base64 always are header values; kept as a failure
@@ -444,6 +536,28 @@ impl Runner {
                 }
             }
             self.records.failures.fetch_add(1, Relaxed);
+            if deadline.is_some_and(|d| self.clock.now() >= d) {
+                // No later attempt may send it: done, as expired, without a wait that
+                // would hold its task's next events back.
+                self.records.record(rec, rules.attempts_kept);
+                self.records.expired.fetch_add(1, Relaxed);
+                self.records.record(
+                    Attempt {
+                        event_id: event_id.clone(),
+                        seq: ev.seq,
+                        event_type: ev.data.type_name(),
+                        attempt: attempt + 1,
+                        at: self.clock.now(),
+                        duration_ms: 0,
+                        outcome: "expired",
+                        status: None,
+                        error: None,
+                        next_retry_ms: None,
+                    },
+                    rules.attempts_kept,
+                );
+                return Fate::Done;
+            }
             let Some(&wait_ms) = rules.retry_schedule_ms.get(attempt as usize) else {
                 let why = format!(
                     "event {event_id} failed {attempt} times ({}): the retry schedule is exhausted",
@@ -456,6 +570,7 @@ impl Runner {
             let wait = retry_after.unwrap_or_else(|| jittered(wait_ms, rules.retry_jitter));
             rec.next_retry_ms = Some(wait.as_millis() as u64);
             self.records.record(rec, rules.attempts_kept);
+            let _waiting = self.retries.enter();
             tokio::time::sleep(wait).await;
         }
     }

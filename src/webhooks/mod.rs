@@ -301,6 +301,7 @@ impl Webhooks {
                     continue;
                 }
             }
+            let asked = tokio::time::Instant::now();
             let r = hub
                 .webhook(WebhookCommand::Claim {
                     id: d.id.clone(),
@@ -312,20 +313,22 @@ impl Webhooks {
                 .await;
             match webhook_reply(r)? {
                 WebhookReply::Granted { token: t, position } => {
+                    let end = delivery::Lease::end_of_claim(asked, self.rules.lease_ms);
                     if token == Some(t) {
-                        // Renewed: only the secrets may have changed.
+                        // Renewed: the lease goes on; only the secrets may have changed.
                         if let Some(a) = self
                             .active
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
                             .get(&d.id)
                         {
+                            a.runner.lease.renew(end);
                             *a.runner.secrets.lock().unwrap_or_else(|p| p.into_inner()) =
                                 Arc::new(d.secrets.clone());
                         }
                     } else {
                         self.stop_runner(&d.id);
-                        self.start_runner(hub, &d, t, position);
+                        self.start_runner(hub, &d, t, position, end);
                     }
                 }
                 _ => self.stop_runner(&d.id),
@@ -345,7 +348,14 @@ impl Webhooks {
         }
     }
 
-    fn start_runner(&self, hub: &Arc<Hub>, d: &Definition, token: u64, position: u64) {
+    fn start_runner(
+        &self,
+        hub: &Arc<Hub>,
+        d: &Definition,
+        token: u64,
+        position: u64,
+        lease_end: tokio::time::Instant,
+    ) {
         let Ok(target) = target::Target::parse(&d.url) else {
             return;
         };
@@ -361,6 +371,8 @@ impl Webhooks {
             records: self.records(&d.id),
             epoch,
             clock: hub.clock.clone(),
+            lease: delivery::Lease::until(lease_end),
+            retries: Default::default(),
         });
         let (stop, stopped) = watch::channel(false);
         let control: Arc<dyn Control> = Arc::new(StoreControl(Arc::downgrade(hub)));
