@@ -52,7 +52,7 @@ pub fn copy(src: &Path, dst: &Path, rules: Arc<Rules>) -> Result<Backup, String>
 }
 
 fn attempt(src: &Path, dst: &Path, rules: Arc<Rules>) -> Result<Backup, String> {
-    std::fs::create_dir_all(dst).map_err(|e| format!("cannot create {}: {e}", dst.display()))?;
+    super::create_dir_durably(dst).map_err(|e| format!("cannot create {}: {e}", dst.display()))?;
     let mut files = 0;
     let mut bytes = 0;
     let mut copy_one = |name: &str, must_exist: bool| -> Result<(), String> {

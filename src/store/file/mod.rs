@@ -73,6 +73,29 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// Makes `dir` and its missing parents so that they stay after a power loss: each new
+/// directory's entry is synced in its parent (syncing `dir` itself later keeps only
+/// what is in it).
+pub fn create_dir_durably(dir: &Path) -> std::io::Result<()> {
+    let mut missing = Vec::new();
+    let mut at = Some(dir);
+    while let Some(d) = at {
+        if d.as_os_str().is_empty() || d.exists() {
+            break;
+        }
+        missing.push(d);
+        at = d.parent();
+    }
+    std::fs::create_dir_all(dir)?;
+    for d in missing.iter().rev() {
+        match d.parent() {
+            Some(p) if !p.as_os_str().is_empty() => sync_dir(p)?,
+            _ => sync_dir(Path::new("."))?,
+        }
+    }
+    Ok(())
+}
+
 /// What a start found in the data directory.
 pub struct Recovered {
     /// The state after the snapshot and every whole record.
@@ -516,7 +539,7 @@ fn open_blocking(
     dir: &Path,
     rules: Arc<Rules>,
 ) -> Result<(lock::DirLock, Recovered, std::fs::File, u64, u64), HubError> {
-    std::fs::create_dir_all(dir)
+    create_dir_durably(dir)
         .map_err(|e| unavailable(format!("cannot create {}: {e}", dir.display())))?;
     let lock = lock::acquire(dir).map_err(unavailable)?;
     // A snapshot that was being written when the hub stopped never took effect.
