@@ -405,6 +405,19 @@ impl EventData {
         }
     }
 
+    /// The agents an event is about: [`EventData::agent_id`], or both agents of a
+    /// transfer from one to another (events of one agent are delivered in order).
+    pub fn agents(&self) -> [Option<&AgentId>; 2] {
+        match self {
+            EventData::TaskTransferred {
+                from_agent,
+                to_agent,
+                ..
+            } => [from_agent.as_ref(), to_agent.as_ref()],
+            other => [other.agent_id(), None],
+        }
+    }
+
     /// The agent an event is about, if any: events of one agent are delivered in order.
     pub fn agent_id(&self) -> Option<&AgentId> {
         match self {

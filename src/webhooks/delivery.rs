@@ -403,7 +403,7 @@ impl Runner {
         match next {
             Ok(Some(ev)) => {
                 let wanted = matches(&self.types, ev.data.type_name());
-                window.push(ev.seq, ev.data.task_id(), ev.data.agent_id(), wanted);
+                window.push_with_agents(ev.seq, ev.data.task_id(), ev.data.agents(), wanted);
                 if wanted {
                     held.insert(ev.seq, ev);
                 }

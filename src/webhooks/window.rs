@@ -26,6 +26,9 @@ enum Stage {
     Finished,
 }
 
+/// Keys an event may have: its task and up to two agents.
+const KEYS: usize = 3;
+
 /// A task or an agent: what orders events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Key {
@@ -36,9 +39,10 @@ enum Key {
 #[derive(Debug)]
 struct Slot {
     seq: u64,
-    keys: [Option<Key>; 2],
+    /// Its task, and its agents (two for a transfer from one agent to another).
+    keys: [Option<Key>; KEYS],
     /// The next unfinished event of each key, once one was pushed.
-    next: [Option<u64>; 2],
+    next: [Option<u64>; KEYS],
     /// Earlier unfinished events of its task or agent.
     waits_for: u8,
     stage: Stage,
@@ -107,34 +111,49 @@ impl Window {
     /// Adds the next event (its seq larger than any pushed before); `wanted` false
     /// (not of the endpoint's types) makes it finished at once.
     pub fn push(&mut self, seq: u64, task: Option<TaskId>, agent: Option<&AgentId>, wanted: bool) {
+        self.push_with_agents(seq, task, [agent, None], wanted);
+    }
+
+    /// The same for an event about two agents (`task.transferred`: from one, to the
+    /// other): it goes in order with the events of each.
+    pub fn push_with_agents(
+        &mut self,
+        seq: u64,
+        task: Option<TaskId>,
+        agents: [Option<&AgentId>; 2],
+        wanted: bool,
+    ) {
         if !wanted {
             self.slots.push_back(Slot {
                 seq,
-                keys: [None, None],
-                next: [None, None],
+                keys: [None; KEYS],
+                next: [None; KEYS],
                 waits_for: 0,
                 stage: Stage::Finished,
             });
             self.settle();
             return;
         }
-        let keys = [task.map(Key::Task), agent.map(agent_key)];
+        let (a, b) = (agents[0].map(agent_key), agents[1].map(agent_key));
+        // One key once: a transfer from an agent to the same agent has one.
+        let keys = [task.map(Key::Task), a, b.filter(|b| Some(*b) != a)];
         let mut waits_for = 0;
         for key in keys.into_iter().flatten() {
             if let Some(prev) = self.last.insert(key, seq) {
                 // The previous event of this key is unfinished (finishing removes it).
                 if let Some(i) = self.index(prev) {
                     let p = &mut self.slots[i];
-                    let at = if p.keys[0] == Some(key) { 0 } else { 1 };
-                    p.next[at] = Some(seq);
-                    waits_for += 1;
+                    if let Some(at) = p.keys.iter().position(|k| *k == Some(key)) {
+                        p.next[at] = Some(seq);
+                        waits_for += 1;
+                    }
                 }
             }
         }
         self.slots.push_back(Slot {
             seq,
             keys,
-            next: [None, None],
+            next: [None; KEYS],
             waits_for,
             stage: Stage::Waiting,
         });
@@ -179,7 +198,7 @@ impl Window {
         }
         s.stage = Stage::Finished;
         let (keys, next) = (s.keys, s.next);
-        for k in 0..2 {
+        for k in 0..KEYS {
             let Some(key) = keys[k] else { continue };
             match next[k] {
                 // Its successor of this key waits for one event fewer.
@@ -257,6 +276,37 @@ mod tests {
     }
 
     #[test]
+    fn a_transfer_goes_in_order_with_both_agents_events() {
+        let mut w = Window::new(0);
+        w.push(1, task(1), agent("a").as_ref(), true);
+        w.push(2, task(2), agent("b").as_ref(), true);
+        // Task 3 moves from agent a to agent b: after both agents' earlier events...
+        w.push_with_agents(3, task(3), [agent("a").as_ref(), agent("b").as_ref()], true);
+        // ...and before their later ones.
+        w.push(4, None, agent("a").as_ref(), true);
+        w.push(5, None, agent("b").as_ref(), true);
+        assert_eq!(w.take_ready(8), vec![1, 2]);
+        w.finish(1);
+        assert_eq!(
+            w.take_ready(8),
+            Vec::<u64>::new(),
+            "3 waits for agent b's 2"
+        );
+        w.finish(2);
+        assert_eq!(w.take_ready(8), vec![3]);
+        w.finish(3);
+        assert_eq!(w.take_ready(8), vec![4, 5]);
+        // A transfer to the same agent has one agent key.
+        let mut w = Window::new(0);
+        w.push_with_agents(1, task(1), [agent("a").as_ref(), agent("a").as_ref()], true);
+        w.push(2, None, agent("a").as_ref(), true);
+        assert_eq!(w.take_ready(8), vec![1]);
+        w.finish(1);
+        assert_eq!(w.take_ready(8), vec![2]);
+        assert_eq!(w.position(), 1);
+    }
+
+    #[test]
     fn the_bound_holds() {
         let mut w = Window::new(0);
         for s in 1..=10 {
@@ -272,7 +322,7 @@ mod tests {
     /// The rule as first written, a scan of the whole window: the model the chains
     /// must agree with.
     struct Model {
-        slots: Vec<(u64, Option<TaskId>, Option<AgentId>, Stage)>,
+        slots: Vec<(u64, Option<TaskId>, Vec<AgentId>, Stage)>,
         in_flight: usize,
     }
 
@@ -288,15 +338,15 @@ mod tests {
                 if *stage == Stage::Finished {
                     continue;
                 }
-                let blocked = t.is_some_and(|t| tasks.contains(&t))
-                    || a.as_ref().is_some_and(|a| agents.contains(a));
+                let blocked =
+                    t.is_some_and(|t| tasks.contains(&t)) || a.iter().any(|a| agents.contains(a));
                 if *stage == Stage::Waiting && !blocked {
                     *stage = Stage::InFlight;
                     self.in_flight += 1;
                     out.push(*seq);
                 }
                 tasks.extend(*t);
-                agents.extend(a.clone());
+                agents.extend(a.iter().cloned());
             }
             out
         }
@@ -328,15 +378,24 @@ mod tests {
                         let t = (rnd(4) > 0).then(|| task(u128::from(rnd(6)))).flatten();
                         let a =
                             (rnd(3) > 0).then(|| AgentId::from(format!("a{}", rnd(5)).as_str()));
+                        // Now and then a second agent (a transfer), the same one at times.
+                        let b = (a.is_some() && rnd(4) == 0)
+                            .then(|| AgentId::from(format!("a{}", rnd(5)).as_str()));
                         let wanted = rnd(5) > 0;
-                        w.push(next, t, a.as_ref(), wanted);
+                        w.push_with_agents(next, t, [a.as_ref(), b.as_ref()], wanted);
+                        let mut a: Vec<AgentId> = a.into_iter().chain(b).collect();
+                        a.dedup();
                         let stage = if wanted {
                             Stage::Waiting
                         } else {
                             Stage::Finished
                         };
-                        m.slots
-                            .push((next, t.filter(|_| wanted), a.filter(|_| wanted), stage));
+                        m.slots.push((
+                            next,
+                            t.filter(|_| wanted),
+                            if wanted { a } else { Vec::new() },
+                            stage,
+                        ));
                         // Seqs may skip (an event of another epoch's numbering never
                         // comes, but the window must not assume density).
                         next += 1 + rnd(2);
