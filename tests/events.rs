@@ -451,6 +451,50 @@ async fn a_type_filter_gives_only_those_types_and_unknown_types_are_refused() {
 }
 
 #[tokio::test]
+async fn a_filtered_reader_resuming_gets_the_held_events_of_its_types_past_the_others_at_once() {
+    // Held events of other types, several in a row, before the one asked for, and no
+    // new ones while the reader catches up (no agent: the tasks only wait).
+    let hub = TestHub::start(QUEUES_AND_AGENTS).await;
+    let tok = hub.token("sup", Role::Supervisor);
+    let crm = hub.token("crm", Role::Integration);
+    let a = hub.create(chat()).await;
+    let b = hub.create(chat()).await;
+    let path = format!(
+        "/v1/tasks/{}/cancel",
+        a["task_id"].as_str().unwrap_or_default()
+    );
+    let (st, v) = hub
+        .http(
+            "POST",
+            &path,
+            Some(&crm),
+            Some(r#"{"reason":"caller hung up"}"#),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let mut sse = Sse::open(
+        hub.addr,
+        "/v1/events?since=0&types=task.cancelled",
+        Some(&tok),
+        &[],
+    )
+    .await
+    .stream();
+    // Within the wait, not a keep-alive (15 s) for each event passed over.
+    let got = sse.event().await;
+    assert_eq!(
+        (got["type"].as_str(), &got["data"]["task_id"]),
+        (Some("task.cancelled"), &a["task_id"])
+    );
+    assert_eq!(
+        got["seq"], 5,
+        "after task.created and task.queued of both tasks"
+    );
+    let _ = b;
+    hub.shutdown().await;
+}
+
+#[tokio::test]
 async fn an_agent_token_is_refused_and_no_token_is_unauthorized() {
     let hub = TestHub::start(QUEUES_AND_AGENTS).await;
     let tok = hub.token("ana", Role::Agent);

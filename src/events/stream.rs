@@ -246,7 +246,7 @@ impl Reader {
                         self.write(&mut out, &e);
                         events += 1;
                     }
-                    Step::Nothing => break,
+                    Step::Nothing | Step::Skipped => break,
                     Step::End(why) => {
                         self.end(&mut out, why);
                         return Some(out.into());
@@ -272,7 +272,9 @@ impl Reader {
                         self.write(&mut out, &e);
                         events += 1;
                     }
-                    Step::Nothing => {}
+                    // What it passed over may have made more ready (a re-read of
+                    // the window): the loop looks at once.
+                    Step::Nothing | Step::Skipped => {}
                     Step::End(why) => {
                         self.end(&mut out, why);
                         return Some(out.into());
@@ -294,24 +296,30 @@ impl Reader {
         }
     }
 
-    /// The next event without waiting.
+    /// The next event to write without waiting, past those the reader does not want
+    /// (`Nothing` only when none is ready: a filtered reader catching up over many
+    /// events of other types must not wait for a live event or a keep-alive for each).
     fn ready(&mut self) -> Step {
-        while let Some(e) = self.backlog.pop_front() {
-            if e.seq > self.last {
-                return self.pass(e);
+        loop {
+            let step = match self.backlog.pop_front() {
+                Some(e) if e.seq > self.last => self.pass(e),
+                Some(_) => Step::Skipped,
+                None => match self.live.try_recv() {
+                    Ok(e) => self.take(Ok(e)),
+                    Err(TryRecvError::Empty) => Step::Nothing,
+                    Err(TryRecvError::Lagged(n)) => self.take(Err(RecvError::Lagged(n))),
+                    Err(TryRecvError::Closed) => self.take(Err(RecvError::Closed)),
+                },
+            };
+            if !matches!(step, Step::Skipped) {
+                return step;
             }
-        }
-        match self.live.try_recv() {
-            Ok(e) => self.take(Ok(e)),
-            Err(TryRecvError::Empty) => Step::Nothing,
-            Err(TryRecvError::Lagged(n)) => self.take(Err(RecvError::Lagged(n))),
-            Err(TryRecvError::Closed) => self.take(Err(RecvError::Closed)),
         }
     }
 
     fn take(&mut self, r: Result<Arc<Envelope>, RecvError>) -> Step {
         match r {
-            Ok(e) if e.seq <= self.last => Step::Nothing,
+            Ok(e) if e.seq <= self.last => Step::Skipped,
             Ok(e) if e.seq > self.last + 1 => {
                 // This node's replica jumped ahead (it reloaded a snapshot): what it
                 // skipped is in the window.
@@ -319,7 +327,7 @@ impl Reader {
                     Ok(feed) => {
                         self.backlog = feed.backlog.into();
                         self.live = feed.live;
-                        Step::Nothing
+                        Step::Skipped
                     }
                     Err(_) => Step::End("events_gone"),
                 }
@@ -335,7 +343,7 @@ impl Reader {
         if self.filter.accepts(e.type_name()) {
             Step::Event(e)
         } else {
-            Step::Nothing
+            Step::Skipped
         }
     }
 
@@ -364,6 +372,10 @@ impl Reader {
 
 enum Step {
     Event(Arc<Envelope>),
+    /// Passed over: not of the reader's types, already sent, or a re-read of the window
+    /// begun. The next may be ready at once.
+    Skipped,
+    /// None ready.
     Nothing,
     End(&'static str),
 }
