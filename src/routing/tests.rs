@@ -1725,4 +1725,30 @@ fn a_task_back_from_an_agent_who_went_offline_escalates_again() {
     assert_eq!(w.book.task(t).map(|t| t.priority), Some(2));
 }
 
+#[test]
+fn a_task_an_agent_transferred_to_an_agent_who_cannot_take_it_escalates_again() {
+    let mut w = World::with(ESCALATING);
+    w.login_ready("senior", at_ms(0));
+    let t = create_levels(&mut w, 0, &[], at_ms(1));
+    w.accept("senior", at_ms(2));
+    // Its first wait's timers come due while the agent has it: they end there.
+    w.book.expire_due(at_ms(20_000));
+    assert_eq!(w.book.task(t).map(|t| t.priority), Some(0));
+    // Handed to an agent who is not there: it waits in its queue again...
+    let o = transfer(
+        &mut w,
+        t,
+        TransferTo::Agent(AgentId::from("junior")),
+        agent_actor("senior"),
+        at_ms(20_001),
+    );
+    o.reply.expect("transfer");
+    assert_eq!(w.task_state(t), TaskState::Queued);
+    // ...and its priority rises again, 10 s after.
+    w.book.expire_due(at_ms(20_001 + 10_000 - 1));
+    assert_eq!(w.book.task(t).map(|t| t.priority), Some(0));
+    w.book.expire_due(at_ms(20_001 + 10_000));
+    assert_eq!(w.book.task(t).map(|t| t.priority), Some(2));
+}
+
 mod events;

@@ -241,9 +241,12 @@ impl Book {
         }
         self.file_task(&t);
         tx.queues.insert(t.queue.clone());
-        // Waiting afresh in a queue (another one, or its own after an agent had it):
-        // that queue's escalation starts over.
-        if target.is_none() && (moved_queue || from.is_some()) {
+        // Waiting afresh (in another queue, or in its own or for the target agent after
+        // an agent had it): that queue's escalation starts over. The timers of its first
+        // wait ended while an agent had it, and a task handed to an agent who does not
+        // take it (declined, expired, not there) falls back to the queue: it must still
+        // rise and overflow there.
+        if moved_queue || from.is_some() {
             let q = t.queue.clone();
             self.arm_escalation(tx, task_id, &q, now);
         }
