@@ -1053,7 +1053,20 @@ impl Book {
         while let Some(w) = tx.wake.pop_front() {
             let pair = match w {
                 Wake::Task(t) => self.agent_for(t).map(|a| (t, a)),
-                Wake::Agent(a) => self.task_for(&a).map(|t| (t, a)),
+                Wake::Agent(a) => match self.task_for(&a) {
+                    // Several agents freed in one step (timers due together) wake one
+                    // after another: the task still goes to the agent the task would
+                    // pick (the longest idle; one who refused it only when no other
+                    // is open), and this one looks again.
+                    Some(t) => match self.agent_for(t) {
+                        Some(other) if other != a => {
+                            tx.wake.push_front(Wake::Agent(a));
+                            Some((t, other))
+                        }
+                        _ => Some((t, a)),
+                    },
+                    None => None,
+                },
             };
             if let Some((task_id, agent_id)) = pair {
                 self.offer(tx, task_id, agent_id, now);

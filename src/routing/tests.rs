@@ -409,6 +409,41 @@ fn an_agent_who_refused_a_task_is_passed_over_while_another_can_take_it() {
 }
 
 #[test]
+fn agents_freed_in_one_step_leave_a_refused_task_to_the_one_who_did_not_refuse_it() {
+    let mut w = World::with(&CONFIG.replace("wrap_up_secs = 0", "wrap_up_secs = 30"));
+    let complete = |w: &mut World, agent: &str, task_id: TaskId, now: Ts| {
+        w.run(
+            Command::Complete {
+                agent: agent.into(),
+                task_id,
+                wrap_up_code: None,
+            },
+            now,
+        )
+        .reply
+        .expect("complete");
+    };
+    // a2 on a call; a1 declines call t, then takes another.
+    w.login_ready("a2", at_ms(0));
+    w.create("support", Channel::Voice, 0, &[], at_ms(1));
+    let v2 = w.accept("a2", at_ms(2));
+    w.login_ready("a1", at_ms(3));
+    let (t, _) = w.create("support", Channel::Voice, 0, &[], at_ms(4));
+    w.decline("a1", at_ms(5));
+    w.create("support", Channel::Voice, 0, &[], at_ms(6));
+    let v1 = w.accept("a1", at_ms(7));
+    // a1's re-offer time passes while both are on calls: t waits.
+    w.book.expire_due(at_ms(5 + 30_000));
+    assert_eq!(w.task_state(t), TaskState::Queued);
+    // Both finish; their wrap-ups end in the same step, a1's first.
+    complete(&mut w, "a1", v1, at_ms(40_000));
+    complete(&mut w, "a2", v2, at_ms(40_001));
+    let o = w.book.expire_due(at_ms(70_001));
+    // a2 never refused it: a2 gets it, not a1 (who gets it back only when no other can).
+    assert_eq!(offers_in(&o), vec![(AgentId::from("a2"), t)]);
+}
+
+#[test]
 fn no_task_waits_while_an_agent_who_could_take_it_refused_it_longer_ago_than_the_reoffer_time() {
     // A random walk with declines and missed offers. After each step (its due timers
     // fired), no waiting task may have an agent free to take it, except one who
