@@ -43,13 +43,13 @@ impl ContextBook {
         let mut next = c.clone();
         changes.apply_to(&mut next);
         next.stamp.bump(by, now);
-        for k in old_keys {
-            if self.identities.get(&k) == Some(&customer_id) {
-                self.identities.remove(&k);
-            }
+        let new_keys = identity_keys(&next.phones, &next.emails, &next.chat_handles);
+        let holder = (c.stamp.created_at, customer_id);
+        for k in old_keys.iter().filter(|k| !new_keys.contains(k)) {
+            self.release_identity(k, holder);
         }
-        for k in identity_keys(&next.phones, &next.emails, &next.chat_handles) {
-            self.identities.insert(k, customer_id);
+        for k in new_keys.into_iter().filter(|k| !old_keys.contains(k)) {
+            self.claim_identity(k, holder);
         }
         fx.events.push(EventData::CustomerUpdated {
             customer_id,
@@ -62,6 +62,46 @@ impl ContextBook {
         Ok(ContextReply::Customer(Box::new(
             self.customer_view(customer_id)?,
         )))
+    }
+
+    /// A customer takes an identity key: it names them unless it already names another
+    /// customer (the first to claim it keeps it; this one is next in line).
+    fn claim_identity(&mut self, key: String, holder: (Ts, CustomerId)) {
+        match self.identities.get(&key) {
+            Some(owner) if *owner != holder.1 => {
+                self.other_holders.entry(key).or_default().insert(holder);
+            }
+            Some(_) => {}
+            None => {
+                self.identities.insert(key, holder.1);
+            }
+        }
+    }
+
+    /// A customer lets an identity key go: if it named them, it names the oldest other
+    /// customer holding it, or nobody.
+    fn release_identity(&mut self, key: &str, holder: (Ts, CustomerId)) {
+        if self.identities.get(key) != Some(&holder.1) {
+            if let Some(others) = self.other_holders.get_mut(key) {
+                others.remove(&holder);
+                if others.is_empty() {
+                    self.other_holders.remove(key);
+                }
+            }
+            return;
+        }
+        let next = self.other_holders.get_mut(key).and_then(|o| o.pop_first());
+        if self.other_holders.get(key).is_some_and(|o| o.is_empty()) {
+            self.other_holders.remove(key);
+        }
+        match next {
+            Some((_, c)) => {
+                self.identities.insert(key.to_owned(), c);
+            }
+            None => {
+                self.identities.remove(key);
+            }
+        }
     }
 
     /// Links an interaction whose customer was not known to an existing customer.
@@ -363,7 +403,7 @@ impl ContextBook {
             version: c.stamp.version,
         });
         for k in identity_keys(&c.phones, &c.emails, &c.chat_handles) {
-            self.identities.entry(k).or_insert(cid);
+            self.claim_identity(k, (c.stamp.created_at, cid));
         }
         self.customers.insert(cid, Box::new(c));
         self.reindex(cid);

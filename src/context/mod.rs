@@ -240,8 +240,16 @@ pub struct ContextBook {
     customer_requests: GrowingMap<CustomerId, Vec<RequestId>>,
     #[serde(serialize_with = "crate::ids::sorted")]
     customer_activities: GrowingMap<CustomerId, Vec<ActivityId>>,
+    /// Who a caller's phone, email or chat handle names: the first customer to claim
+    /// it.
     #[serde(serialize_with = "crate::ids::sorted")]
     identities: GrowingMap<String, CustomerId>,
+    /// The other customers that hold such a key, oldest first: the next owner when the
+    /// owner lets it go. Derived from the customers, never stored: rebuilt with every
+    /// load ([`ContextBook::rebuild_identity_holders`]), so a replica that loaded a
+    /// snapshot and one that applied the log decide alike.
+    #[serde(skip)]
+    other_holders: HashMap<String, BTreeSet<(Ts, CustomerId)>>,
     #[serde(serialize_with = "crate::ids::sorted")]
     journeys: GrowingMap<CustomerId, VecDeque<JourneyEvent>>,
     #[serde(serialize_with = "crate::ids::sorted")]
@@ -451,6 +459,22 @@ impl ContextBook {
     /// seconds of a core to build, and ~0.1 ms per customer change to keep.
     pub fn without_search(&mut self) {
         self.search = search::SearchIndex::off();
+    }
+
+    /// Rebuilds who else holds each identity key (after loading a snapshot).
+    pub fn rebuild_identity_holders(&mut self) {
+        let mut other: HashMap<String, BTreeSet<(Ts, CustomerId)>> = HashMap::new();
+        for (id, c) in self.customers.iter() {
+            for k in edits::identity_keys(&c.phones, &c.emails, &c.chat_handles) {
+                if self.identities.get(&k) != Some(id) {
+                    other
+                        .entry(k)
+                        .or_default()
+                        .insert((c.stamp.created_at, *id));
+                }
+            }
+        }
+        self.other_holders = other;
     }
 
     /// Builds the search index from the customers (after loading a snapshot: the index

@@ -142,6 +142,85 @@ fn customer(b: &mut ContextBook, name: &str, phone: &str, email: &str) -> Custom
 }
 
 #[test]
+fn a_shared_phone_names_its_first_customer_until_they_let_it_go_then_the_next() {
+    let mut b = ContextBook::new();
+    let phone = "+55 11 5555-0101";
+    let x = customer(&mut b, "Xavier", phone, "x@example.com");
+    let (y, v) = created(
+        &mut b,
+        CustomerFields {
+            name: Some("Yara".into()),
+            phones: Some(vec!["+55 (11) 5555 0101".into()]),
+            ..Default::default()
+        },
+        at(10),
+    )
+    .expect("created");
+    let caller = |b: &mut ContextBook, now: Ts| accept(b, &task(Some(phone), None), "ana", now).0;
+    assert_eq!(
+        caller(&mut b, at(20)).customer_id,
+        Some(x),
+        "the first to have it"
+    );
+    // Yara's name changes: the phone still names Xavier.
+    let v = updated(
+        &mut b,
+        y,
+        v,
+        CustomerFields {
+            name: Some("Yara Lima".into()),
+            ..Default::default()
+        },
+        at(30),
+    )
+    .expect("saved");
+    assert_eq!(caller(&mut b, at(40)).customer_id, Some(x));
+    // Yara lets it go: still Xavier's.
+    let v = updated(
+        &mut b,
+        y,
+        v,
+        CustomerFields {
+            phones: Some(vec![]),
+            ..Default::default()
+        },
+        at(50),
+    )
+    .expect("saved");
+    assert_eq!(caller(&mut b, at(60)).customer_id, Some(x));
+    // Yara takes it again, then Xavier lets it go: now it names Yara. The same after a
+    // reload (who else holds a phone is not stored: rebuilt from the customers).
+    updated(
+        &mut b,
+        y,
+        v,
+        CustomerFields {
+            phones: Some(vec![phone.into()]),
+            ..Default::default()
+        },
+        at(70),
+    )
+    .expect("saved");
+    let bytes = rmp_serde::to_vec_named(&b).expect("encode");
+    let mut reloaded: ContextBook = rmp_serde::from_slice(&bytes).expect("decode");
+    reloaded.rebuild_identity_holders();
+    for b in [&mut b, &mut reloaded] {
+        updated(
+            b,
+            x,
+            1,
+            CustomerFields {
+                phones: Some(vec![]),
+                ..Default::default()
+            },
+            at(80),
+        )
+        .expect("saved");
+        assert_eq!(caller(b, at(90)).customer_id, Some(y), "the next in line");
+    }
+}
+
+#[test]
 fn accept_attaches_to_the_most_recent_open_request_or_opens_one() {
     let mut b = ContextBook::new();
     let c = customer(

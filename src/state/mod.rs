@@ -233,7 +233,9 @@ impl State {
             rmp_serde::from_slice(bytes).map_err(|e| {
                 HubError::StoreUnavailable(format!("cannot decode the snapshot: {e}"))
             })?;
-        // The search index is derived from the customers, never stored.
+        // Derived from the customers, never stored: who else holds each identity
+        // (decisions read it, so it is rebuilt for a replay too), and the search index.
+        context.rebuild_identity_holders();
         if search {
             context.rebuild_search();
         } else {
