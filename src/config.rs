@@ -782,6 +782,12 @@ impl Config {
         }
         for (i, reason) in r.not_ready_reasons.iter().enumerate() {
             name(&format!("routing.not_ready_reasons[{i}]"), reason)?;
+            if [REASON_LOGIN, REASON_MISSED_OFFER, REASON_SUPERVISOR].contains(&reason.as_str()) {
+                return Err(invalid(
+                    format!("routing.not_ready_reasons[{i}]"),
+                    format!("{reason:?} is a reason the hub sets itself"),
+                ));
+            }
         }
         if self.queues.is_empty() {
             return Err(invalid("queues", "at least one [[queues]] entry is needed"));
@@ -981,10 +987,10 @@ impl Config {
                 })
             })
             .collect();
-        let mut reasons: BTreeSet<String> = r.not_ready_reasons.iter().cloned().collect();
-        for b in [REASON_LOGIN, REASON_MISSED_OFFER, REASON_SUPERVISOR] {
-            reasons.insert(b.to_owned());
-        }
+        // What an agent may choose: the configured reasons only. The hub's own (`login`,
+        // `missed_offer`, `supervisor`) say what happened, and a supervisor's
+        // `supervisor` is allowed where it is set.
+        let reasons: BTreeSet<String> = r.not_ready_reasons.iter().cloned().collect();
         let zone = crate::stats::day::Zone::load(&self.stats.timezone).unwrap_or_else(|e| {
             // `check` loaded it already; only a file removed since then lands here.
             tracing::error!(error = %e, "statistics time zone unavailable: using UTC");
@@ -1198,6 +1204,10 @@ id = "support"
             (
                 "[events]\nstream_linger_ms = 1001\n[[queues]]\nid = \"a\"\n",
                 "events.stream_linger_ms",
+            ),
+            (
+                "[routing]\nnot_ready_reasons = [\"break\", \"missed_offer\"]\n[[queues]]\nid = \"a\"\n",
+                "routing.not_ready_reasons[1]",
             ),
             (
                 "[webhooks]\nlinger_ms = 1001\n[[queues]]\nid = \"a\"\n",

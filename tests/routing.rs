@@ -32,12 +32,15 @@ async fn login_is_not_ready_then_ready_and_supervisors_see_it() {
             break;
         }
     }
-    // Not Ready needs a configured reason.
-    ana.err(
-        json!({"type": "set_state", "state": "not_ready", "reason": "nap"}),
-        "unknown_reason",
-    )
-    .await;
+    // Not Ready needs a configured reason: not one the hub sets itself, which
+    // supervisors and reports read as what happened.
+    for reason in ["nap", "login", "missed_offer", "supervisor"] {
+        ana.err(
+            json!({"type": "set_state", "state": "not_ready", "reason": reason}),
+            "unknown_reason",
+        )
+        .await;
+    }
     ana.err(
         json!({"type": "set_state", "state": "not_ready"}),
         "invalid_field",
