@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::held::Held;
 use common::redis_server::RedisServer;
 use std::sync::Arc;
 use std::time::Duration;
@@ -795,6 +796,95 @@ async fn a_node_started_later_replays_to_exactly_the_same_decisions() {
     let va = serde_json::to_value(a.snapshot(T0).await.expect("store")).expect("json");
     let vb = serde_json::to_value(b.snapshot(T0).await.expect("store")).expect("json");
     assert_eq!(va["agents"], vb["agents"], "agents' since and state");
+}
+
+/// A node cut off from Redis for longer than its heartbeat (its key expires) while
+/// another node writes, stores a snapshot and trims the log past it: once back, it
+/// notices that entries after its position are gone (XREAD would skip them without a
+/// word) and loads the snapshot, so it ends with every task.
+#[tokio::test]
+async fn a_node_away_while_the_log_was_trimmed_past_it_loads_the_snapshot() {
+    let server = RedisServer::start();
+    let held = Held::start(([127, 0, 0, 1], server.port).into()).await;
+    let a = node(&server, "n-a", 50).await;
+    let b = RedisStore::connect_with(
+        &format!("redis://{}/", held.addr),
+        "n-b",
+        rules(),
+        Clock::new(),
+        1_000_000,
+        Sink::detached(),
+    )
+    .await
+    .expect("b");
+    let client = redis::Client::open(server.url()).expect("client");
+    let mut c = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("conn");
+    let until = |what: &'static str| {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        move || assert!(tokio::time::Instant::now() < deadline, "never {what}")
+    };
+    let first = create(&a, at(0)).await;
+    let check = until("b had the first task");
+    while b.task(first).await.expect("store").is_none() {
+        check();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Cut off: its heartbeat key expires.
+    held.hold();
+    let check = until("b's heartbeat key expired");
+    loop {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("sb:node:n-b*")
+            .query_async(&mut c)
+            .await
+            .expect("keys");
+        if keys.is_empty() {
+            break;
+        }
+        check();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Meanwhile a writes, stores a snapshot, and trims past b's position.
+    let mut tasks = Vec::new();
+    for i in 0..200u64 {
+        tasks.push(create(&a, at(1 + i)).await);
+    }
+    let check = until("the log was trimmed");
+    loop {
+        let head: redis::Value = redis::cmd("XRANGE")
+            .arg("sb:log")
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut c)
+            .await
+            .expect("xrange");
+        let len: u64 = redis::cmd("XLEN")
+            .arg("sb:log")
+            .query_async(&mut c)
+            .await
+            .expect("xlen");
+        if len < 150 && head != redis::Value::Nil {
+            break;
+        }
+        check();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    held.release();
+    let check = until("b had every task");
+    for t in &tasks {
+        while b.task(*t).await.expect("store").is_none() {
+            check();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let va = serde_json::to_value(a.snapshot(T0).await.expect("store")).expect("json");
+    let vb = serde_json::to_value(b.snapshot(T0).await.expect("store")).expect("json");
+    assert_eq!(va, vb, "the same queues and agents");
 }
 
 /// The log is trimmed only below every live node's position, read when the snapshot is

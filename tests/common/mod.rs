@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod held;
 pub mod pipelined;
 pub mod race;
 pub mod receiver;

@@ -43,7 +43,7 @@ use crate::error::HubError;
 use crate::log::{Body, Entry, seed_of, step};
 use crate::routing::{Command, Rules};
 use crate::state::{Outcome, State};
-use parse::{field_of, parse_xread, position_lt};
+use parse::{entries_of, parse_xread, position_lt};
 use redis::AsyncConnectionConfig;
 use redis::Value;
 use redis::aio::MultiplexedConnection;
@@ -326,6 +326,12 @@ impl Shared {
         let Some((pos, now, bytes)) = fetch_snapshot(&mut c, false).await? else {
             return Ok(());
         };
+        // Never back to an older state than the replica's (a reload on a suspicion of a
+        // gap that was not one).
+        let held = self.replica().pos.clone();
+        if held != "0-0" && !position_lt(&held, &pos) {
+            return Ok(());
+        }
         let rules = self.rules.clone();
         let search = !self.catching_up.load(Ordering::Acquire);
         let state = tokio::task::spawn_blocking(move || {
@@ -447,28 +453,27 @@ impl Shared {
 
     /// Whether entries after this node's position were trimmed (it was away longer than
     /// the heartbeat expiry): then the replica reloads the snapshot, which covers them.
+    /// The stream's first entry tells (`max-deleted-entry-id` does not move on XTRIM).
+    /// Every read checks the same with its batch (`read_batch`); this one runs before
+    /// reading at all after a pause.
     async fn check_gap(&self, reader: &mut MultiplexedConnection) -> Result<(), HubError> {
-        // No log yet (a first node on an empty Redis): nothing was trimmed.
-        let exists: bool = redis::cmd("EXISTS")
-            .arg(LOG)
-            .query_async(reader)
-            .await
-            .map_err(unavailable)?;
-        if !exists {
+        let pos = self.replica().pos.clone();
+        if pos == "0-0" {
             return Ok(());
         }
-        let v: Value = redis::cmd("XINFO")
-            .arg("STREAM")
+        let first: Value = redis::cmd("XRANGE")
             .arg(LOG)
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(1)
             .query_async(reader)
             .await
             .map_err(unavailable)?;
-        let Some(deleted) = field_of(&v, "max-deleted-entry-id") else {
-            return Ok(());
-        };
-        let pos = self.replica().pos.clone();
-        if deleted != "0-0" && position_lt(&pos, &deleted) {
-            tracing::error!(%pos, %deleted, "entries this node had not applied were trimmed: reloading the snapshot");
+        let mut head = Vec::new();
+        entries_of(&first, &mut head);
+        if head.first().is_some_and(|e| position_lt(&pos, &e.0)) {
+            tracing::error!(%pos, first = %head[0].0, "entries this node had not applied may have been trimmed: reloading the snapshot");
             self.load_snapshot().await?;
         }
         Ok(())
@@ -487,8 +492,35 @@ impl Shared {
             cmd.arg("BLOCK").arg(ms);
         }
         cmd.arg("STREAMS").arg(LOG).arg(&pos);
-        let v: Value = cmd.query_async(reader).await.map_err(unavailable)?;
+        // With the read, in the same round trip and after it, the stream's first entry.
+        // A trim only removes the start of the stream, and the snapshot's trim keeps
+        // what each live node has not applied (its heartbeat key holds its position):
+        // a first entry past this node's position means it was away (or lagged past
+        // the snapshot) and entries after its position may be gone. XREAD would skip
+        // over them without a word (`max-deleted-entry-id` does not move on XTRIM),
+        // so the batch is dropped and the snapshot, which covers them, is loaded.
+        let (v, first): (Value, Value) = redis::pipe()
+            .add_command(cmd)
+            .cmd("XRANGE")
+            .arg(LOG)
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(reader)
+            .await
+            .map_err(unavailable)?;
         let entries = parse_xread(v);
+        let mut head = Vec::new();
+        entries_of(&first, &mut head);
+        if pos != "0-0"
+            && !entries.is_empty()
+            && head.first().is_some_and(|e| position_lt(&pos, &e.0))
+        {
+            tracing::error!(%pos, "entries after this node's position may have been trimmed: reloading the snapshot");
+            self.load_snapshot().await?;
+            return Ok(0);
+        }
         let n = entries.len();
         for (id, bytes) in entries {
             self.apply(&id, &bytes);

@@ -1,26 +1,6 @@
-//! Reading Redis replies: stream entries, `XINFO` fields, stream positions.
+//! Reading Redis replies: stream entries, stream positions.
 
 use redis::Value;
-
-/// A field of an `XINFO STREAM` reply, as text.
-pub(super) fn field_of(v: &Value, name: &str) -> Option<String> {
-    let text = |v: &Value| match v {
-        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
-        Value::SimpleString(s) => Some(s.clone()),
-        _ => None,
-    };
-    match v {
-        Value::Array(items) => items
-            .chunks(2)
-            .find(|kv| kv.first().and_then(text).as_deref() == Some(name))
-            .and_then(|kv| kv.get(1).and_then(text)),
-        Value::Map(pairs) => pairs
-            .iter()
-            .find(|(k, _)| text(k).as_deref() == Some(name))
-            .and_then(|(_, v)| text(v)),
-        _ => None,
-    }
-}
 
 /// Whether stream position `a` comes before `b`.
 pub(super) fn position_lt(a: &str, b: &str) -> bool {
