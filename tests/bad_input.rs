@@ -405,11 +405,15 @@ async fn http_errors_are_json_with_the_same_codes() {
 
 #[tokio::test]
 async fn a_connection_that_stops_answering_pings_is_dropped() {
+    // A ping every 100 ms, answered within 2 s: the peer counts as gone ~2.1 s after it
+    // went quiet, and is recorded so at once (not after the goodbye's close, which on a
+    // dead peer waits as long again).
     let hub =
-        hub("reconnect_grace_secs = 30\n[limits]\nping_interval_ms = 100\nping_timeout_ms = 150")
+        hub("reconnect_grace_secs = 30\n[limits]\nping_interval_ms = 100\nping_timeout_ms = 2000")
             .await;
     let mut c = hub.ready_agent("bo").await;
     let (mut sup, _) = hub.supervisor().await;
+    let quiet = std::time::Instant::now();
     // `c` stops reading (the client library answers pings only while it reads); the
     // supervisor keeps reading, so only `c` goes quiet.
     loop {
@@ -417,6 +421,11 @@ async fn a_connection_that_stops_answering_pings_is_dropped() {
         if f["agent"]["agent_id"] == "bo" && f["agent"]["connected"] == false {
             // Still logged in (the grace period runs), but known to be gone.
             assert_eq!(f["agent"]["status"], "ready");
+            let took = quiet.elapsed();
+            assert!(
+                took < Duration::from_millis(3_600),
+                "known gone {took:?} after it went quiet (ping timeout 2 s)"
+            );
             break;
         }
     }

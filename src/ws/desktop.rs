@@ -138,13 +138,16 @@ pub fn run_agent(
         if end == "token_expired" {
             hub.metrics.token_expired();
         }
-        if !matches!(end, "closed" | "write_failed") {
-            c.goodbye(end).await;
-        }
         hub.unregister(&agent, conn_id);
         // Starts the reconnect grace period, unless this connection was already
         // replaced or logged out (the store ignores a connection that is not current).
+        // Before the goodbye: closing a dead or slow peer may take `ping_timeout_ms`,
+        // and meanwhile the agent would still count as connected (a Ready agent getting
+        // offers no one sees, the away-offer clock not started).
         record_disconnect(hub.clone(), agent.clone(), conn_id);
+        if !matches!(end, "closed" | "write_failed") {
+            c.goodbye(end).await;
+        }
     }
     .instrument(span)
 }
