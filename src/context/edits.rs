@@ -473,6 +473,12 @@ impl ContextBook {
         if a.customer_id.is_some() {
             return Err(HubError::AlreadyLinked);
         }
+        // An agent links only an interaction still open: one closed (discarded) is done
+        // with, and linking it would open a customer the agent never had open.
+        // Integrations may still file it.
+        if by.role == Role::Agent && a.ended_at.is_some() {
+            return Err(HubError::InteractionClosed);
+        }
         Ok(())
     }
 

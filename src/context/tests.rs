@@ -325,6 +325,18 @@ fn discard_closes_without_a_customer_and_link_attaches_to_an_existing_one() {
         "+381 64 111 2222",
         "dj@example.rs",
     );
+    // Not the discarded one: it is closed.
+    let discarded = a.activity_id;
+    let (r, _) = run(
+        &mut b,
+        ContextCommand::LinkActivity {
+            by: Actor::agent(&agent("bo")),
+            activity_id: discarded,
+            customer_id: c,
+        },
+        at(2),
+    );
+    assert_eq!(r.err(), Some(HubError::InteractionClosed));
     let (a, _) = accept(&mut b, &task(None, None), "bo", at(3));
     let (r, _) = run(
         &mut b,
