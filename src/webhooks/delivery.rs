@@ -537,26 +537,10 @@ impl Runner {
             }
             self.records.failures.fetch_add(1, Relaxed);
             if deadline.is_some_and(|d| self.clock.now() >= d) {
-                // No later attempt may send it: done, as expired, without a wait that
-                // would hold its task's next events back.
+                // No later attempt may send it: the next one is recorded as expired at
+                // once (above), without a wait that would hold its task's events back.
                 self.records.record(rec, rules.attempts_kept);
-                self.records.expired.fetch_add(1, Relaxed);
-                self.records.record(
-                    Attempt {
-                        event_id: event_id.clone(),
-                        seq: ev.seq,
-                        event_type: ev.data.type_name(),
-                        attempt: attempt + 1,
-                        at: self.clock.now(),
-                        duration_ms: 0,
-                        outcome: "expired",
-                        status: None,
-                        error: None,
-                        next_retry_ms: None,
-                    },
-                    rules.attempts_kept,
-                );
-                return Fate::Done;
+                continue;
             }
             let Some(&wait_ms) = rules.retry_schedule_ms.get(attempt as usize) else {
                 let why = format!(

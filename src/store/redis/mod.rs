@@ -43,7 +43,7 @@ use crate::error::HubError;
 use crate::log::{Body, Entry, seed_of, step};
 use crate::routing::{Command, Rules};
 use crate::state::{Outcome, State};
-use parse::{entries_of, parse_xread, position_lt};
+use parse::{first_entry, parse_xread, position_lt, trimmed_past};
 use redis::AsyncConnectionConfig;
 use redis::Value;
 use redis::aio::MultiplexedConnection;
@@ -458,28 +458,19 @@ impl Shared {
     /// reading at all after a pause.
     async fn check_gap(&self, reader: &mut MultiplexedConnection) -> Result<(), HubError> {
         let pos = self.replica().pos.clone();
-        if pos == "0-0" {
-            return Ok(());
-        }
-        let first: Value = redis::cmd("XRANGE")
-            .arg(LOG)
-            .arg("-")
-            .arg("+")
-            .arg("COUNT")
-            .arg(1)
+        let first: Value = first_entry(LOG)
             .query_async(reader)
             .await
             .map_err(unavailable)?;
-        let mut head = Vec::new();
-        entries_of(&first, &mut head);
-        if head.first().is_some_and(|e| position_lt(&pos, &e.0)) {
-            tracing::error!(%pos, first = %head[0].0, "entries this node had not applied may have been trimmed: reloading the snapshot");
+        if let Some(first) = trimmed_past(&pos, &first) {
+            tracing::error!(%pos, %first, "entries this node had not applied may have been trimmed: reloading the snapshot");
             self.load_snapshot().await?;
         }
         Ok(())
     }
 
-    /// Reads and applies one batch of entries. Returns how many were applied.
+    /// Reads and applies one batch of entries. Returns how many were read (0: the
+    /// replica is at the end of the log).
     async fn read_batch(
         &self,
         reader: &mut MultiplexedConnection,
@@ -501,25 +492,19 @@ impl Shared {
         // so the batch is dropped and the snapshot, which covers them, is loaded.
         let (v, first): (Value, Value) = redis::pipe()
             .add_command(cmd)
-            .cmd("XRANGE")
-            .arg(LOG)
-            .arg("-")
-            .arg("+")
-            .arg("COUNT")
-            .arg(1)
+            .add_command(first_entry(LOG))
             .query_async(reader)
             .await
             .map_err(unavailable)?;
         let entries = parse_xread(v);
-        let mut head = Vec::new();
-        entries_of(&first, &mut head);
-        if pos != "0-0"
-            && !entries.is_empty()
-            && head.first().is_some_and(|e| position_lt(&pos, &e.0))
-        {
-            tracing::error!(%pos, "entries after this node's position may have been trimmed: reloading the snapshot");
-            self.load_snapshot().await?;
+        if entries.is_empty() {
             return Ok(0);
+        }
+        if let Some(first) = trimmed_past(&pos, &first) {
+            tracing::error!(%pos, %first, "entries after this node's position may have been trimmed: reloading the snapshot");
+            self.load_snapshot().await?;
+            // Progress all the same: a catch-up reads on from the snapshot.
+            return Ok(entries.len());
         }
         let n = entries.len();
         for (id, bytes) in entries {

@@ -2,6 +2,30 @@
 
 use redis::Value;
 
+/// `XRANGE <log> - + COUNT 1`: the stream's first entry.
+pub(super) fn first_entry(log: &str) -> redis::Cmd {
+    let mut c = redis::cmd("XRANGE");
+    c.arg(log).arg("-").arg("+").arg("COUNT").arg(1);
+    c
+}
+
+/// Whether entries after position `pos` may have been trimmed away, from the reply of
+/// [`first_entry`]: a trim only removes the start of the stream, so a first entry past
+/// `pos` means what lay between is gone (or there was nothing: a reload of the
+/// snapshot then does no harm). `XINFO STREAM`'s `max-deleted-entry-id` cannot tell:
+/// `XTRIM` does not move it. "0-0": nothing applied yet, nothing to miss.
+pub(super) fn trimmed_past(pos: &str, first_entry_reply: &Value) -> Option<String> {
+    if pos == "0-0" {
+        return None;
+    }
+    let mut head = Vec::new();
+    entries_of(first_entry_reply, &mut head);
+    head.into_iter()
+        .next()
+        .map(|(id, _)| id)
+        .filter(|id| position_lt(pos, id))
+}
+
 /// Whether stream position `a` comes before `b`.
 pub(super) fn position_lt(a: &str, b: &str) -> bool {
     let parse = |s: &str| -> (u64, u64) {

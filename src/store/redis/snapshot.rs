@@ -2,7 +2,7 @@
 //! plus the log after it on the background thread, uploads the result in chunks and
 //! puts it in place, trimming the log below it.
 
-use super::parse::{entries_of, position_lt};
+use super::parse::{entries_of, first_entry, position_lt, trimmed_past};
 use super::{
     CALL_TIMEOUT, LOG, Replica, SNAPSHOT, SNAPSHOT_CHUNK, SNAPSHOT_STATE, Shared, unavailable,
 };
@@ -181,25 +181,12 @@ impl Shared {
         }
         // The replay needs every entry after the base: refuse rather than build a
         // snapshot with a hole in it.
-        // (The stream's first entry tells: `max-deleted-entry-id` does not move on XTRIM.)
-        let v: Value = redis::cmd("XRANGE")
-            .arg(LOG)
-            .arg("-")
-            .arg("+")
-            .arg("COUNT")
-            .arg(1)
-            .query_async(c)
-            .await
-            .map_err(unavailable)?;
-        let mut head = Vec::new();
-        entries_of(&v, &mut head);
-        if let Some((first, _)) = head.first() {
-            if r.pos != "0-0" && position_lt(&r.pos, first) {
-                return Err(unavailable(format!(
-                    "the log was trimmed past the stored snapshot ({} < {first})",
-                    r.pos
-                )));
-            }
+        let v: Value = first_entry(LOG).query_async(c).await.map_err(unavailable)?;
+        if let Some(first) = trimmed_past(&r.pos, &v) {
+            return Err(unavailable(format!(
+                "the log was trimmed past the stored snapshot ({} < {first})",
+                r.pos
+            )));
         }
         let loaded = started.elapsed();
         let mut replayed = 0usize;
