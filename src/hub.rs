@@ -77,7 +77,11 @@ pub struct Hub {
     pub webhooks: std::sync::OnceLock<Arc<crate::webhooks::Webhooks>>,
     store: Arc<dyn Store>,
     profiles: HashMap<AgentId, Arc<Profile>>,
+    /// Each agent's current session on this node: the one the store connected last
+    /// (`Notice::Attach`).
     sessions: DashMap<AgentId, SessionHandle>,
+    /// Sessions opened here whose connect the store has not decided yet, by connection.
+    pending: DashMap<ConnId, SessionHandle>,
     supervisors: broadcast::Sender<Arc<str>>,
     /// Every numbered event this node delivers, in log order: the live half of the
     /// event stream (`events_from`). Its capacity bounds how far a reader may fall
@@ -124,6 +128,7 @@ impl Hub {
             store,
             profiles,
             sessions: DashMap::new(),
+            pending: DashMap::new(),
             supervisors,
             events,
             timer_wake: Notify::new(),
@@ -209,6 +214,16 @@ impl Hub {
                         .into();
                     for agent_id in &to {
                         self.push(agent_id, Outbound::Text(text.clone()));
+                    }
+                }
+                Notice::Attach { agent_id, conn } => {
+                    if let Some((_, h)) = self.pending.remove(&conn) {
+                        if let Some(old) = self.sessions.insert(agent_id.clone(), h) {
+                            if old.conn != conn {
+                                tracing::info!(%agent_id, "session taken over by a new connection");
+                                old.kill("replaced");
+                            }
+                        }
                     }
                 }
                 Notice::Close {
@@ -319,17 +334,18 @@ impl Hub {
         }
     }
 
-    /// Registers an agent session on this node; a session the agent already had here
-    /// is told to close (takeover).
-    pub fn register(&self, agent: &AgentId, handle: SessionHandle) {
-        if let Some(old) = self.sessions.insert(agent.clone(), handle) {
-            tracing::info!(agent_id = %agent, "session taken over by a new connection");
-            old.kill("replaced");
-        }
+    /// Registers an agent session on this node, before its connect is sent to the
+    /// store. It becomes the agent's session when the store decides the connect
+    /// (`Notice::Attach`), which then closes the session the agent had here (takeover).
+    /// Not here: two desktops opening at once register in one order and may be
+    /// connected by the store in the other, and each closing the other left none.
+    pub fn register(&self, handle: SessionHandle) {
+        self.pending.insert(handle.conn, handle);
     }
 
     /// Forgets a session, unless a newer one has taken its place.
     pub fn unregister(&self, agent: &AgentId, conn: ConnId) {
+        self.pending.remove(&conn);
         self.sessions.remove_if(agent, |_, h| h.conn == conn);
     }
 
@@ -411,6 +427,9 @@ impl Hub {
     pub fn start_drain(&self) {
         self.draining.send_replace(true);
         for h in self.sessions.iter() {
+            h.kill("shutting_down");
+        }
+        for h in self.pending.iter() {
             h.kill("shutting_down");
         }
     }
@@ -557,5 +576,128 @@ pub struct ConnectionGuard(Arc<Hub>);
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::MemoryStore;
+    use crate::ws::queue::Next;
+
+    fn hub() -> Arc<Hub> {
+        let config = Config::parse(
+            "[[queues]]\nid = \"support\"\n\n[[agents]]\nid = \"ana\"\nqueues = [\"support\"]\n",
+        )
+        .expect("config");
+        let clock = Clock::new();
+        let (sink, binding) = crate::store::sink::sink();
+        let store = Arc::new(MemoryStore::new(
+            Arc::new(config.rules()),
+            clock.now(),
+            sink,
+        ));
+        Hub::new(Arc::new(config), Keys::new(b"k"), store, binding, clock)
+    }
+
+    fn session() -> SessionHandle {
+        SessionHandle {
+            conn: ConnId::new(),
+            queue: Arc::new(SendQueue::new(16)),
+        }
+    }
+
+    /// What the session's writer has to do now: the text frames queued, and the reason
+    /// it was told to close, if it was.
+    async fn drain(h: &SessionHandle) -> (Vec<String>, Option<&'static str>) {
+        let mut texts = Vec::new();
+        loop {
+            tokio::select! {
+                biased;
+                n = h.queue.next() => match n {
+                    Next::Close(r) => return (texts, Some(r)),
+                    Next::Frame(Outbound::Text(t)) => texts.push(t.to_string()),
+                    Next::Frame(_) => {}
+                },
+                () = std::future::ready(()) => return (texts, None),
+            }
+        }
+    }
+
+    async fn closing(h: &SessionHandle) -> Option<&'static str> {
+        drain(h).await.1
+    }
+
+    async fn connect(hub: &Hub, h: &SessionHandle) {
+        let ana = AgentId::from("ana");
+        hub.execute(Command::Connect {
+            profile: hub.profile(&ana).expect("profile"),
+            conn: h.conn,
+            node: hub.node.clone(),
+        })
+        .await
+        .expect("connect");
+    }
+
+    /// Two desktops of one agent open at once: they register in one order and the store
+    /// connects them in the other. The one connected last is the agent's desktop and stays;
+    /// the other is `replaced`. Before, each registration closed the session before it
+    /// and the store's takeover closed the other: none was left.
+    #[tokio::test]
+    async fn the_desktop_the_store_connected_last_stays_whatever_order_they_opened_in() {
+        let hub = hub();
+        let (a, b) = (session(), session());
+        hub.register(a.clone());
+        hub.register(b.clone());
+        connect(&hub, &b).await;
+        connect(&hub, &a).await;
+        assert_eq!(closing(&b).await, Some("replaced"));
+        assert_eq!(closing(&a).await, None, "the current desktop was closed");
+        // What the hub tells the agent now reaches that desktop.
+        hub.execute(Command::SetReady {
+            agent: "ana".into(),
+        })
+        .await
+        .expect("ready");
+        assert!(matches!(a.queue.try_pop(), Some(Outbound::State { .. })));
+    }
+
+    /// A desktop taking over an agent that has an offer ringing: the offer reaches the new
+    /// desktop once, in its welcome. Before, an offer made between the new desktop's
+    /// registration and its connect went to its queue too and followed the welcome.
+    #[tokio::test]
+    async fn an_offer_made_while_a_new_desktop_connects_reaches_it_once_in_its_welcome() {
+        let hub = hub();
+        let (a, b) = (session(), session());
+        hub.register(a.clone());
+        connect(&hub, &a).await;
+        hub.execute(Command::SetReady {
+            agent: "ana".into(),
+        })
+        .await
+        .expect("ready");
+        hub.register(b.clone());
+        let task = crate::task::NewTask {
+            channel: crate::ids::Channel::Voice,
+            queue: "support".into(),
+            priority: 0,
+            skills: Default::default(),
+            skill_levels: Default::default(),
+            customer: Default::default(),
+            attributes: Default::default(),
+            idempotency_key: None,
+        };
+        hub.execute(Command::CreateTask(Box::new(task)))
+            .await
+            .expect("created");
+        connect(&hub, &b).await;
+        let offer = r#""type":"offer""#;
+        let (texts, closed) = drain(&b).await;
+        assert_eq!(closed, None);
+        assert!(
+            !texts.iter().any(|t| t.contains(offer)),
+            "an offer after the welcome: {texts:?}"
+        );
+        assert_eq!(closing(&a).await, Some("replaced"));
     }
 }

@@ -756,3 +756,34 @@ async fn operators_get_health_readiness_and_metrics() {
     }
     hub.shutdown().await;
 }
+
+/// Two desktops of one agent opening at the same moment (a double click, a desktop
+/// restored twice): one is told `replaced`, the other is the agent's desktop and gets
+/// its work. The order that once left neither (registered in one order, connected by the
+/// store in the other) cannot be forced through sockets; `hub::tests` forces it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_desktops_opening_at_once_leave_exactly_one_connected() {
+    let hub = hub().await;
+    let url = hub.ws_url(&hub.token("ana", Role::Agent));
+    for round in 0..10 {
+        let (a, b) = tokio::join!(Client::connect(&url), Client::connect(&url));
+        let (mut a, mut b) = (a.expect("a connects"), b.expect("b connects"));
+        let (mut survivor, reason) = tokio::select! {
+            (r, _) = a.expect_closed() => (b, r),
+            (r, _) = b.expect_closed() => (a, r),
+        };
+        assert_eq!(reason.as_deref(), Some("replaced"), "round {round}");
+        // The other one is the agent's desktop: connected, and offered the next task.
+        let st = survivor.ok(json!({"type": "get_state"})).await;
+        assert_eq!(st["agent"]["connected"], true, "round {round}: {st}");
+        survivor.set_ready().await;
+        let task = hub.create(chat()).await;
+        let got = survivor.accept_next().await;
+        assert_eq!(got["task_id"], task["task_id"], "round {round}");
+        survivor.complete(&task["task_id"]).await;
+        survivor
+            .expect_no("goodbye", Duration::from_millis(100))
+            .await;
+    }
+    hub.shutdown().await;
+}

@@ -429,6 +429,12 @@ impl Book {
                 node,
             } => {
                 let id = profile.id.clone();
+                // First, so that whatever this decision tells the agent reaches the new
+                // session.
+                tx.notices.push(Notice::Attach {
+                    agent_id: id.clone(),
+                    conn,
+                });
                 let resumed = match self.agents.get_mut(&id) {
                     Some(e) => {
                         let resumed = e.state.link != Link::None;

@@ -33,6 +33,16 @@ pub enum Notice {
         /// The change, serialized once for all of them.
         change: Arc<RecordChange>,
     },
+    /// The agent's desktop on connection `conn` is now its current one: the node that
+    /// holds that session files it as the agent's session (and closes the one it had as
+    /// `replaced`). In decision order, so a node's sessions follow the store's order of
+    /// connects, never the order the sockets opened in.
+    Attach {
+        /// The agent.
+        agent_id: AgentId,
+        /// The connection the store connected.
+        conn: ConnId,
+    },
     /// Close the agent's session.
     Close {
         /// The agent.

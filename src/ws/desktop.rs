@@ -41,13 +41,10 @@ pub fn run_agent(
     async move {
         let _counted = hub.connection_opened();
         let queue = Arc::new(SendQueue::new(hub.config.limits.send_queue));
-        hub.register(
-            &agent,
-            SessionHandle {
-                conn: conn_id,
-                queue: queue.clone(),
-            },
-        );
+        hub.register(SessionHandle {
+            conn: conn_id,
+            queue: queue.clone(),
+        });
         // A drain that began before the registration did not see this session.
         if hub.is_draining() {
             queue.close("shutting_down");
