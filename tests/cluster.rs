@@ -618,6 +618,54 @@ async fn a_redis_restart_is_survived_and_nothing_acknowledged_is_lost() {
     ana.ok(json!({"type": "get_state"})).await;
 }
 
+/// Redis replaced by an empty one under running nodes (a new server, a lost disk, a
+/// `FLUSHALL`): the nodes hold the history in their replicas. One stores its replica as
+/// the new log's snapshot, and every node, and a node started afterwards, goes on from
+/// it: the tasks made before are there, in their places in line. Before, every node
+/// dropped each new entry waiting for a snapshot that never came, and no command was
+/// applied again.
+#[tokio::test]
+async fn a_redis_emptied_under_the_nodes_is_seeded_again_from_their_replicas() {
+    let mut redis = RedisServer::start();
+    let a = Node::start(&redis, "node-a", "");
+    let b = Node::start(&redis, "node-b", "");
+    let mut before = Vec::new();
+    for _ in 0..5 {
+        before.push(
+            a.create(json!({"channel": "email", "queue": "support"}))
+                .await,
+        );
+    }
+    for t in &before {
+        b.await_task_state(&t["task_id"], "queued").await;
+    }
+    redis.restart_empty();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let after = loop {
+        let (s, v) = a
+            .post_task(&json!({"channel": "email", "queue": "support"}))
+            .await;
+        if s == 201 {
+            break v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never recovered: {s} {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    b.await_task_state(&after["task_id"], "queued").await;
+    let c = Node::start(&redis, "node-c", "");
+    for t in before.iter().chain([&after]) {
+        for n in [&a, &b, &c] {
+            n.await_task_state(&t["task_id"], "queued").await;
+        }
+    }
+    // The oldest task waiting is still first in line, on the node started afterwards.
+    let mut ana = c.ready_agent("ana").await;
+    assert_eq!(ana.accept_next().await["task_id"], before[0]["task_id"]);
+}
+
 #[tokio::test]
 async fn a_redis_outage_longer_than_the_heartbeat_declares_no_live_node_lost() {
     let mut redis = RedisServer::start();

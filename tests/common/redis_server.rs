@@ -116,6 +116,19 @@ impl RedisServer {
         assert!(ok.success(), "kill {sig} {pid} failed");
     }
 
+    /// Starts a new, empty one on the same port: its data is lost (a new server, a
+    /// `FLUSHALL`).
+    pub fn restart_empty(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+        std::fs::create_dir_all(&self.dir).expect("redis dir");
+        assert!(
+            self.spawn(),
+            "redis-server did not restart on port {}",
+            self.port
+        );
+    }
+
     /// Starts it again on the same port and data directory.
     pub fn restart(&mut self) {
         self.kill();

@@ -43,7 +43,7 @@ use crate::error::HubError;
 use crate::log::{Body, Entry, seed_of, step};
 use crate::routing::{Command, Rules};
 use crate::state::{Outcome, State};
-use parse::{first_entry, parse_xread, position_lt, trimmed_past};
+use parse::{first_entry, parse_xread, position_lt, predecessor, trimmed_past};
 use redis::AsyncConnectionConfig;
 use redis::Value;
 use redis::aio::MultiplexedConnection;
@@ -464,9 +464,31 @@ impl Shared {
             .map_err(unavailable)?;
         if let Some(first) = trimmed_past(&pos, &first) {
             tracing::error!(%pos, %first, "entries this node had not applied may have been trimmed: reloading the snapshot");
-            self.load_snapshot().await?;
+            self.fill_gap(&first).await?;
         }
         Ok(())
+    }
+
+    /// Entries between this node's position and `first`, the log's first entry, are not
+    /// in the log. A trim keeps what the stored snapshot does not cover, so normally the
+    /// snapshot fills the gap, and it is loaded. When it does not (there is none, or it
+    /// is older than this node's position), the log lost its history: Redis was emptied
+    /// or replaced by a new one, while this node holds that history in its replica. The
+    /// node then offers its replica as the log's snapshot, placed right before `first`
+    /// (one node does, under the snapshot lock), and loads whichever is stored: every
+    /// node goes on from the same state, in the same epoch, with the entries appended
+    /// since. Without it each node would drop every new entry, waiting for a snapshot
+    /// that never comes. Returns whether the gap is filled; when it is not (another node
+    /// is storing its replica), the caller waits a little and reads again.
+    async fn fill_gap(&self, first: &str) -> Result<bool, HubError> {
+        self.load_snapshot().await?;
+        let before_first = predecessor(first);
+        if !position_lt(&self.replica().pos, &before_first) {
+            return Ok(true);
+        }
+        self.reseed(&before_first).await?;
+        self.load_snapshot().await?;
+        Ok(!position_lt(&self.replica().pos, &before_first))
     }
 
     /// Reads and applies one batch of entries. Returns how many were read (0: the
@@ -502,7 +524,9 @@ impl Shared {
         }
         if let Some(first) = trimmed_past(&pos, &first) {
             tracing::error!(%pos, %first, "entries after this node's position may have been trimmed: reloading the snapshot");
-            self.load_snapshot().await?;
+            if !self.fill_gap(&first).await? {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
             // Progress all the same: a catch-up reads on from the snapshot.
             return Ok(entries.len());
         }

@@ -11,9 +11,9 @@ pub(super) fn first_entry(log: &str) -> redis::Cmd {
 
 /// Whether entries after position `pos` may have been trimmed away, from the reply of
 /// [`first_entry`]: a trim only removes the start of the stream, so a first entry past
-/// `pos` means what lay between is gone (or there was nothing: a reload of the
-/// snapshot then does no harm). `XINFO STREAM`'s `max-deleted-entry-id` cannot tell:
-/// `XTRIM` does not move it. "0-0": nothing applied yet, nothing to miss.
+/// the one right after `pos` means what lay between is gone (or there was nothing: a
+/// reload of the snapshot then does no harm). `XINFO STREAM`'s `max-deleted-entry-id`
+/// cannot tell: `XTRIM` does not move it. "0-0": nothing applied yet, nothing to miss.
 pub(super) fn trimmed_past(pos: &str, first_entry_reply: &Value) -> Option<String> {
     if pos == "0-0" {
         return None;
@@ -23,18 +23,29 @@ pub(super) fn trimmed_past(pos: &str, first_entry_reply: &Value) -> Option<Strin
     head.into_iter()
         .next()
         .map(|(id, _)| id)
-        .filter(|id| position_lt(pos, id))
+        .filter(|id| position_lt(pos, &predecessor(id)))
+}
+
+/// The stream position right before `id` (`"0-0"` before the first one there can be):
+/// a snapshot placed there is followed by the entry `id` with nothing in between.
+pub(super) fn predecessor(id: &str) -> String {
+    match parse_position(id) {
+        (0, 0) => "0-0".into(),
+        (ms, 0) => format!("{}-{}", ms - 1, u64::MAX),
+        (ms, seq) => format!("{ms}-{}", seq - 1),
+    }
+}
+
+fn parse_position(s: &str) -> (u64, u64) {
+    let mut it = s.split('-');
+    let ms = it.next().and_then(|x| x.parse().ok()).unwrap_or(0);
+    let seq = it.next().and_then(|x| x.parse().ok()).unwrap_or(0);
+    (ms, seq)
 }
 
 /// Whether stream position `a` comes before `b`.
 pub(super) fn position_lt(a: &str, b: &str) -> bool {
-    let parse = |s: &str| -> (u64, u64) {
-        let mut it = s.split('-');
-        let ms = it.next().and_then(|x| x.parse().ok()).unwrap_or(0);
-        let seq = it.next().and_then(|x| x.parse().ok()).unwrap_or(0);
-        (ms, seq)
-    };
-    parse(a) < parse(b)
+    parse_position(a) < parse_position(b)
 }
 
 fn text(v: &Value) -> Option<String> {
@@ -98,5 +109,33 @@ mod tests {
         assert!(position_lt("999-5", "1000-0"));
         assert!(position_lt("1000-2", "1000-10"));
         assert!(!position_lt("1000-10", "1000-10"));
+    }
+
+    fn first(id: &str) -> Value {
+        Value::Array(vec![Value::Array(vec![
+            Value::BulkString(id.into()),
+            Value::Array(vec![
+                Value::BulkString(b"e".to_vec()),
+                Value::BulkString(b"x".to_vec()),
+            ]),
+        ])])
+    }
+
+    #[test]
+    fn a_first_entry_right_after_the_position_is_no_gap() {
+        assert_eq!(predecessor("1000-10"), "1000-9");
+        assert_eq!(predecessor("1000-0"), format!("999-{}", u64::MAX));
+        assert!(position_lt("999-5", &predecessor("1000-0")));
+        assert_eq!(trimmed_past("1000-9", &first("1000-10")), None);
+        assert_eq!(
+            trimmed_past(&format!("999-{}", u64::MAX), &first("1000-0")),
+            None
+        );
+        assert_eq!(trimmed_past("1000-5", &first("1000-3")), None);
+        assert_eq!(
+            trimmed_past("1000-5", &first("1000-7")),
+            Some("1000-7".into())
+        );
+        assert_eq!(trimmed_past("0-0", &first("1000-7")), None);
     }
 }

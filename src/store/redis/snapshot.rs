@@ -144,6 +144,48 @@ impl Shared {
         result
     }
 
+    /// Stores this node's replica as the snapshot at position `at`, which must be past
+    /// its own position: what [`Shared::fill_gap`] does when the log lost the history
+    /// the replica holds. Under the snapshot lock; nothing when another node holds it
+    /// (it is storing its own, or a snapshot), or when a snapshot at or past `at` is
+    /// stored already (the store script keeps the newer).
+    pub(super) async fn reseed(&self, at: &str) -> Result<(), HubError> {
+        let mut c = self.conn().await?;
+        let lock: Option<String> = redis::cmd("SET")
+            .arg(SNAPSHOT_LOCK)
+            .arg(&*self.incarnation)
+            .arg("NX")
+            .arg("PX")
+            .arg(SNAPSHOT_TIMEOUT.as_millis() as u64)
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        if lock.is_none() {
+            return Ok(());
+        }
+        // Encoded under the replica's lock, on this worker: a rare recovery, during
+        // which this node applies nothing anyway (it is waiting for this very snapshot).
+        let encoded = {
+            let r = self.replica();
+            tracing::error!(
+                pos = %r.pos,
+                first = %at,
+                "the log lost the history this node holds (Redis emptied or replaced): storing this node's replica as its snapshot"
+            );
+            r.state.snapshot_bytes().map(|b| (b, r.now))
+        };
+        let result = match encoded {
+            Ok((bytes, now)) => self.upload_snapshot(&mut c, at, now, bytes).await,
+            Err(e) => Err(e),
+        };
+        let _: Result<i64, _> = redis::Script::new(UNLOCK_SCRIPT)
+            .key(SNAPSHOT_LOCK)
+            .arg(&*self.incarnation)
+            .invoke_async(&mut c)
+            .await;
+        result
+    }
+
     /// Builds a snapshot at this node's position without touching its replica: the
     /// stored snapshot plus the log entries after it, replayed through [`step`] into a
     /// state of its own, on a blocking thread. Copying the live replica instead would
