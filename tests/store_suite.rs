@@ -476,7 +476,8 @@ pub async fn a_record_version_is_granted_once(shared: &Arc<dyn Store>) {
     let s: &dyn Store = shared.as_ref();
     let id = create_customer(s, "Åsa Öberg").await;
     for version in 1..=5u64 {
-        // Eight writers on threads of their own, released together.
+        // Eight writers on threads of their own, released together, each changing the
+        // record (a save of what it already holds is no change, and keeps the version).
         let saves = (0..8)
             .map(|i| {
                 Box::pin(s.context(
@@ -485,7 +486,7 @@ pub async fn a_record_version_is_granted_once(shared: &Arc<dyn Store>) {
                         customer_id: id,
                         base_version: version,
                         changes: CustomerFields {
-                            name: Some(format!("writer {i}")),
+                            name: Some(format!("writer {i} of version {version}")),
                             ..Default::default()
                         },
                     },

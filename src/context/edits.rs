@@ -42,6 +42,13 @@ impl ContextBook {
         let old_keys = identity_keys(&c.phones, &c.emails, &c.chat_handles);
         let mut next = c.clone();
         changes.apply_to(&mut next);
+        // A save that changes nothing is no change: the version stays, so nobody else
+        // gets a caution for it, and no one is told.
+        if next == *c {
+            return Ok(ContextReply::Customer(Box::new(
+                self.customer_view(customer_id)?,
+            )));
+        }
         next.stamp.bump(by, now);
         let new_keys = identity_keys(&next.phones, &next.emails, &next.chat_handles);
         let holder = (c.stamp.created_at, customer_id);
@@ -194,6 +201,10 @@ impl ContextBook {
             }
             _ => {}
         }
+        // Nothing changed (the same text, closing a closed request): no change.
+        if next == *r {
+            return Ok(ContextReply::Request(next));
+        }
         next.stamp.bump(by, now);
         for k in &kinds {
             match k {
@@ -243,6 +254,9 @@ impl ContextBook {
         }
         if let Some(t) = tags {
             next.tags = t;
+        }
+        if next == *a {
+            return self.activity_reply(activity_id);
         }
         next.stamp.bump(by, now);
         let customer = next.customer_id;

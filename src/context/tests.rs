@@ -462,6 +462,89 @@ fn agents_edit_only_what_they_have_open_and_can_reopen_from_recent() {
 }
 
 #[test]
+fn a_save_that_changes_nothing_keeps_the_version_and_tells_no_one() {
+    let mut b = ContextBook::new();
+    let c = customer(&mut b, "João Silva", "+351 912 345 678", "joao@example.pt");
+    // Bo has the customer open (an accepted call from that number), so changes reach Bo.
+    let (a, _) = accept(&mut b, &task(Some("+351 912 345 678"), None), "bo", at(1));
+    let r1 = a.request_id.expect("a request");
+    // The customer saved with what it already holds.
+    let (r, fx) = run(
+        &mut b,
+        ContextCommand::UpdateCustomer {
+            by: integration(),
+            customer_id: c,
+            base_version: 1,
+            changes: CustomerFields {
+                name: Some("João Silva".into()),
+                ..Default::default()
+            },
+        },
+        at(2),
+    );
+    match r {
+        Ok(ContextReply::Customer(v)) => assert_eq!(v.customer.stamp.version, 1),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        fx.changes.is_empty() && fx.events.is_empty(),
+        "nobody is told"
+    );
+    // So a save based on version 1 is no conflict.
+    assert_eq!(
+        updated(
+            &mut b,
+            c,
+            1,
+            CustomerFields {
+                name: Some("João da Silva".into()),
+                ..Default::default()
+            },
+            at(3)
+        ),
+        Some(2)
+    );
+    // A request closed twice, an activity given the notes it has.
+    let close = |base| ContextCommand::UpdateRequest {
+        by: integration(),
+        request_id: r1,
+        base_version: base,
+        title: None,
+        description: None,
+        state: Some(RequestState::Closed),
+    };
+    let (r, _) = run(&mut b, close(1), at(4));
+    assert!(
+        matches!(r, Ok(ContextReply::Request(ref q)) if q.stamp.version == 2),
+        "{r:?}"
+    );
+    let (r, fx) = run(&mut b, close(2), at(5));
+    assert!(
+        matches!(r, Ok(ContextReply::Request(ref q)) if q.stamp.version == 2),
+        "{r:?}"
+    );
+    assert!(fx.changes.is_empty() && fx.events.is_empty());
+    let notes = |base| ContextCommand::UpdateActivity {
+        by: Actor::agent(&agent("bo")),
+        activity_id: a.activity_id,
+        base_version: base,
+        notes: Some("ligou sobre a fatura".into()),
+        tags: None,
+    };
+    let (r, _) = run(&mut b, notes(a.stamp.version), at(6));
+    let v = match r {
+        Ok(ContextReply::Activity(x)) => x.stamp.version,
+        other => panic!("{other:?}"),
+    };
+    let (r, fx) = run(&mut b, notes(v), at(7));
+    assert!(
+        matches!(r, Ok(ContextReply::Activity(ref x)) if x.stamp.version == v),
+        "{r:?}"
+    );
+    assert!(fx.changes.is_empty() && fx.events.is_empty());
+}
+
+#[test]
 fn tags_are_unique_per_activity_and_limits_are_in_characters() {
     let mut b = ContextBook::new();
     let (a, _) = accept(&mut b, &task(None, None), "bo", at(1));
