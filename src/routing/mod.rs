@@ -359,6 +359,11 @@ pub struct Book {
     ended_offers: GrowingMap<OfferId, OfferEnd>,
     ended_order: VecDeque<OfferId>,
     timers: BTreeSet<(Ts, Timer)>,
+    /// When each refuser's exclusion from a task ends: the latest `Timer::Reoffer` armed
+    /// for the pair. A refusal while still excluded (an agent a transfer named refusing
+    /// again) arms a later timer; the earlier one then lifts nothing. Derived from the
+    /// timers (rebuilt when a snapshot is restored), so not in the snapshot.
+    reoffer_until: HashMap<(TaskId, AgentId), Ts>,
     finished: VecDeque<TaskId>,
     seq: u64,
 }
@@ -381,6 +386,7 @@ impl Book {
             ended_offers: GrowingMap::default(),
             ended_order: VecDeque::new(),
             timers: BTreeSet::new(),
+            reoffer_until: HashMap::new(),
             finished: VecDeque::new(),
             seq: 0,
         };
@@ -927,8 +933,12 @@ impl Book {
                 };
                 let task = Arc::make_mut(slot);
                 let mut reoffer_at = None;
-                if exclude && !task.excluded.contains(agent_id) {
-                    task.excluded.push(agent_id.clone());
+                if exclude {
+                    // Excluded again if it still was (a transfer named it): the re-offer
+                    // time runs from this refusal.
+                    if !task.excluded.contains(agent_id) {
+                        task.excluded.push(agent_id.clone());
+                    }
                     task.passed.retain(|a| a != agent_id);
                     let after = self
                         .rules

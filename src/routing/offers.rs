@@ -10,8 +10,26 @@ use crate::agent::PendingOffer;
 
 impl Book {
     /// An agent who declined or missed a task may have it again: it moves from the
-    /// task's `excluded` to its `passed`, and the task looks for an agent.
-    pub(super) fn reoffer_time_passed(&mut self, tx: &mut Tx, task_id: TaskId, agent: AgentId) {
+    /// task's `excluded` to its `passed`, and the task looks for an agent. Unless the
+    /// timer that fired (due `at`) was armed for an earlier refusal than the agent's
+    /// latest: that one's timer lifts the exclusion.
+    pub(super) fn reoffer_time_passed(
+        &mut self,
+        tx: &mut Tx,
+        task_id: TaskId,
+        agent: AgentId,
+        at: Ts,
+    ) {
+        let key = (task_id, agent);
+        if self
+            .reoffer_until
+            .get(&key)
+            .is_some_and(|until| *until > at)
+        {
+            return;
+        }
+        self.reoffer_until.remove(&key);
+        let (task_id, agent) = key;
         let Some(t) = self.tasks.get_mut(&task_id) else {
             return;
         };

@@ -156,6 +156,15 @@ impl Book {
             b.ended_order.push_back(id);
         }
         b.timers = snap.timers.into_iter().collect();
+        for (at, timer) in &b.timers {
+            if let Timer::Reoffer(task_id, agent) = timer {
+                let until = b
+                    .reoffer_until
+                    .entry((*task_id, agent.clone()))
+                    .or_insert(*at);
+                *until = (*until).max(*at);
+            }
+        }
         b.finished = snap.finished.into_iter().collect();
         b.seq = snap.seq;
         let ids: Vec<AgentId> = b.agents.keys().cloned().collect();

@@ -1787,3 +1787,79 @@ fn a_task_an_agent_transferred_to_an_agent_who_cannot_take_it_escalates_again() 
 }
 
 mod events;
+
+/// An agent a transfer named although it had refused the task, refusing it again: its
+/// re-offer time runs from the second refusal. Before, the second refusal armed nothing
+/// and the timer of the first gave the task back 20 s early.
+#[test]
+fn a_refusal_while_still_excluded_restarts_the_reoffer_time() {
+    let mut w = World::new();
+    w.login_ready("a1", at_ms(0));
+    let (t, _) = w.create("support", Channel::Chat, 0, &[], at_ms(1));
+    w.decline("a1", at_ms(2));
+    let sup = Actor {
+        id: "boss".into(),
+        role: crate::auth::Role::Supervisor,
+    };
+    let o = transfer(
+        &mut w,
+        t,
+        TransferTo::Agent(AgentId::from("a1")),
+        sup,
+        at_ms(10_000),
+    );
+    assert_eq!(offers_in(&o), vec![(AgentId::from("a1"), t)]);
+    w.decline("a1", at_ms(10_001));
+    // The same in a book restored from a snapshot: when the exclusion ends is derived
+    // from the timers.
+    let bytes = rmp_serde::to_vec_named(&w.book.snapshot_state()).expect("encode");
+    let snap: BookSnapshot = rmp_serde::from_slice(&bytes).expect("decode");
+    let mut restored = Book::restore(w.book.rules().clone(), snap);
+    for book in [&mut w.book, &mut restored] {
+        let o = book.expire_due(at_ms(30_002));
+        assert!(offers_in(&o).is_empty(), "a1 refused it 20 s ago");
+        assert_eq!(
+            book.task(t).map(|t| t.state.clone()),
+            Some(TaskState::Queued)
+        );
+        let o = book.expire_due(at_ms(40_000));
+        assert!(offers_in(&o).is_empty());
+        let o = book.expire_due(at_ms(40_001));
+        assert_eq!(offers_in(&o), vec![(AgentId::from("a1"), t)]);
+    }
+}
+
+/// An agent that took a transferred task it had refused, then transferred it away: it
+/// is not given it back before the re-offer time from its transfer.
+#[test]
+fn a_transfer_away_while_still_excluded_restarts_the_reoffer_time() {
+    let mut w = World::new();
+    w.login_ready("a1", at_ms(0));
+    let (t, _) = w.create("support", Channel::Chat, 0, &[], at_ms(1));
+    w.decline("a1", at_ms(2));
+    let sup = Actor {
+        id: "boss".into(),
+        role: crate::auth::Role::Supervisor,
+    };
+    transfer(
+        &mut w,
+        t,
+        TransferTo::Agent(AgentId::from("a1")),
+        sup,
+        at_ms(10_000),
+    );
+    w.accept("a1", at_ms(10_001));
+    transfer(
+        &mut w,
+        t,
+        to_queue("support", None, false),
+        agent_actor("a1"),
+        at_ms(20_000),
+    )
+    .reply
+    .expect("transferred");
+    let o = w.book.expire_due(at_ms(30_002));
+    assert!(offers_in(&o).is_empty(), "a1 let it go 10 s ago");
+    let o = w.book.expire_due(at_ms(50_000));
+    assert_eq!(offers_in(&o), vec![(AgentId::from("a1"), t)]);
+}

@@ -62,7 +62,7 @@ impl Book {
                     now,
                 ),
                 Timer::Reoffer(task_id, agent) => {
-                    self.reoffer_time_passed(&mut tx, task_id, agent);
+                    self.reoffer_time_passed(&mut tx, task_id, agent, at);
                     Ok(())
                 }
                 Timer::Priority(task_id, epoch) => {
@@ -84,6 +84,13 @@ impl Book {
     }
 
     pub(super) fn arm(&mut self, tx: &mut Tx, at: Ts, timer: Timer) {
+        if let Timer::Reoffer(task_id, agent) = &timer {
+            let until = self
+                .reoffer_until
+                .entry((*task_id, agent.clone()))
+                .or_insert(at);
+            *until = (*until).max(at);
+        }
         self.timers.insert((at, timer));
         if tx.earliest_timer.is_none_or(|t| at < t) {
             tx.earliest_timer = Some(at);
