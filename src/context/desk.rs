@@ -54,6 +54,32 @@ impl ContextBook {
 
     /// Whether the agent has the customer open: an interaction in progress with it, or
     /// reopened.
+    /// Takes `agent` off every topic it watches but does not have open: what it loaded
+    /// (`get_customer`) and never let go. An agent gone offline has no desktop showing
+    /// them, and the next one's welcome lists only its Open and Recent records.
+    pub(super) fn drop_loaded(&mut self, agent: &AgentId) {
+        let open: Vec<ActivityId> = self
+            .desks
+            .get(agent)
+            .map(|d| d.open.clone())
+            .unwrap_or_default();
+        let dropped: Vec<Topic> = self
+            .watchers
+            .iter()
+            .filter(|(t, w)| {
+                w.contains(agent)
+                    && match t {
+                        Topic::Customer(c) => !self.is_open_for(agent, *c),
+                        Topic::Activity(a) => !open.contains(a),
+                    }
+            })
+            .map(|(t, _)| *t)
+            .collect();
+        for t in dropped {
+            self.unwatch(t, agent);
+        }
+    }
+
     pub(super) fn is_open_for(&self, agent: &AgentId, c: CustomerId) -> bool {
         let Some(desk) = self.desks.get(agent) else {
             return false;

@@ -181,6 +181,13 @@ pub enum TaskEvent {
         /// Who cancelled it.
         by: Actor,
     },
+    /// The agent went offline (logged out, or gone past its grace): it stops watching
+    /// the customers it only loaded. Its next desktop shows its Open list, and loads
+    /// anything else again.
+    AgentOffline {
+        /// The agent.
+        agent: AgentId,
+    },
     /// The task was transferred: the next agent to accept it gets an activity of its
     /// own on the same customer and request.
     Transferred {

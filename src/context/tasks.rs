@@ -15,6 +15,10 @@ impl ContextBook {
     ) -> Option<Activity> {
         match ev {
             TaskEvent::Assigned { task, agent } => Some(self.attach(&task, &agent, now, fx)),
+            TaskEvent::AgentOffline { agent } => {
+                self.drop_loaded(&agent);
+                None
+            }
             TaskEvent::Completed { task, agent } => {
                 self.task_journey(&task, JourneyKind::TaskCompleted, Actor::agent(&agent), now);
                 None
@@ -189,6 +193,18 @@ impl ContextBook {
         let desk = self.desks.entry(agent.clone()).or_default();
         if !desk.open.contains(&aid) {
             desk.open.push(aid);
+        }
+        // The first agent no longer has it: it stops watching what it watched for it
+        // (a customer it still has open otherwise it keeps). Before, it went on getting
+        // the new agent's changes, and an unknown caller's topic outlived everything.
+        if old != *agent {
+            let keep = match topic {
+                Topic::Customer(c) => self.is_open_for(&old, c),
+                Topic::Activity(_) => false,
+            };
+            if !keep {
+                self.unwatch(topic, &old);
+            }
         }
         self.watch(topic, agent);
         self.changed_activity(aid, &by, now, fx);

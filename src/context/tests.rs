@@ -671,6 +671,113 @@ fn a_task_taken_over_by_another_agent_moves_its_activity() {
     assert_eq!(b.lists(&agent("bo")).open.len(), 1);
 }
 
+/// The first agent of a task taken over stops watching it: the new agent's changes go
+/// to the new agent only. Before, the first agent went on getting them, and an unknown
+/// caller's topic, which only the first agent watched, outlived the interaction.
+#[test]
+fn the_first_agent_of_a_task_taken_over_stops_watching_it() {
+    let mut b = ContextBook::new();
+    let c = customer(
+        &mut b,
+        "Giulia Bianchi",
+        "+39 333 123 4567",
+        "giulia@example.it",
+    );
+    let t = task(Some("+39 333 123 4567"), None);
+    accept(&mut b, &t, "ana", at(1));
+    accept(&mut b, &t, "bo", at(2));
+    let (r, fx) = run(
+        &mut b,
+        ContextCommand::UpdateCustomer {
+            by: integration(),
+            customer_id: c,
+            base_version: 1,
+            changes: CustomerFields {
+                name: Some("Giulia Rossi".into()),
+                ..Default::default()
+            },
+        },
+        at(3),
+    );
+    assert!(r.is_ok(), "{r:?}");
+    assert_eq!(fx.changes.len(), 1);
+    assert_eq!(fx.changes[0].1, vec![agent("bo")]);
+
+    // An unknown caller: the activity's topic goes with the activity.
+    let mut b = ContextBook::new();
+    let t = task(None, None);
+    let (a, _) = accept(&mut b, &t, "ana", at(1));
+    let (_, fx) = accept(&mut b, &t, "bo", at(2));
+    assert!(fx.changes.iter().all(|(_, to)| !to.contains(&agent("ana"))));
+    let (r, _) = run(
+        &mut b,
+        ContextCommand::CloseInteraction {
+            agent: agent("bo"),
+            activity_id: a.activity_id,
+            choice: Some(CloseChoice::Discard {}),
+        },
+        at(3),
+    );
+    assert!(r.is_ok(), "{r:?}");
+    assert!(b.watchers.is_empty(), "left watching: {:?}", b.watchers);
+}
+
+/// An agent gone offline stops watching the customers it only loaded; what it has open
+/// it keeps (its next desktop shows it).
+#[test]
+fn an_agent_gone_offline_stops_watching_what_it_only_loaded() {
+    let mut b = ContextBook::new();
+    let loaded = customer(&mut b, "Lars Berg", "+46 70 111 22 33", "lars@example.se");
+    let open = customer(
+        &mut b,
+        "Jovana Ilić",
+        "+381 64 555 666",
+        "jovana@example.rs",
+    );
+    let (r, _) = run(
+        &mut b,
+        ContextCommand::GetCustomer {
+            by: Actor::agent(&agent("ana")),
+            customer_id: loaded,
+        },
+        at(1),
+    );
+    assert!(r.is_ok(), "{r:?}");
+    accept(&mut b, &task(Some("+381 64 555 666"), None), "ana", at(2));
+    let mut fx = ContextEffects::default();
+    b.task_event(
+        TaskEvent::AgentOffline {
+            agent: agent("ana"),
+        },
+        at(3),
+        &mut fx,
+    );
+    let save = |b: &mut ContextBook, c, now| {
+        run(
+            b,
+            ContextCommand::UpdateCustomer {
+                by: integration(),
+                customer_id: c,
+                base_version: 1,
+                changes: CustomerFields {
+                    name: Some("Called back".into()),
+                    ..Default::default()
+                },
+            },
+            now,
+        )
+        .1
+    };
+    let fx = save(&mut b, loaded, at(4));
+    assert!(
+        fx.changes.iter().all(|(_, to)| to.is_empty()),
+        "{:?}",
+        fx.changes
+    );
+    let fx = save(&mut b, open, at(5));
+    assert_eq!(fx.changes[0].1, vec![agent("ana")]);
+}
+
 /// A small deterministic generator (no dependency for one property test).
 struct Rng(u64);
 

@@ -817,6 +817,13 @@ impl Book {
         let (next, effects) = agent::apply(&entry.state, event, now)?;
         let before = std::mem::replace(&mut entry.state, next);
         let changes = agent_events(id, &before, &entry.state, tx.by_supervisor);
+        if before.presence != agent::Presence::Offline
+            && entry.state.presence == agent::Presence::Offline
+        {
+            // The customers it only loaded are no longer watched for it.
+            tx.task_events
+                .push(TaskEvent::AgentOffline { agent: id.clone() });
+        }
         tx.before.entry(id.clone()).or_insert(before);
         // A login before what it caused; the new status (and a logout, a lost
         // connection) after what the effects did to tasks and offers on the way.

@@ -122,3 +122,75 @@ fn a_snapshot_from_before_events_still_loads() {
     assert_eq!(back.events.last_seq(), 0);
     assert!(back.events.epoch().is_none());
 }
+
+/// A logout reaches the customer context: the customers the agent only loaded stop
+/// sending it changes (its next desktop never loaded them).
+#[test]
+fn a_logout_ends_the_watches_of_what_the_agent_only_loaded() {
+    use crate::auth::Role;
+    use crate::context::record::{Actor, CustomerFields};
+    use crate::context::{ContextCommand, ContextReply};
+    let mut st = state();
+    let profile = st.book.rules().agents[0].clone();
+    st.execute(
+        Command::Connect {
+            profile,
+            conn: ConnId::new(),
+            node: "n1".into(),
+        },
+        at(0),
+    );
+    let crm = Actor {
+        id: "crm".into(),
+        role: Role::Integration,
+    };
+    let customer_id = match st
+        .context(
+            ContextCommand::CreateCustomer {
+                by: crm.clone(),
+                fields: CustomerFields {
+                    name: Some("Marta Sousa".into()),
+                    ..Default::default()
+                },
+                activity_id: None,
+            },
+            at(1),
+        )
+        .reply
+    {
+        Ok(Reply::Context(ContextReply::Customer(v))) => v.customer.customer_id,
+        other => panic!("{other:?}"),
+    };
+    let a1 = AgentId::from("a1");
+    st.context(
+        ContextCommand::GetCustomer {
+            by: Actor::agent(&a1),
+            customer_id,
+        },
+        at(2),
+    )
+    .reply
+    .expect("loaded");
+    let told = |o: &Outcome| {
+        o.notices
+            .iter()
+            .any(|n| matches!(n, Notice::RecordChanged { to, .. } if to.contains(&a1)))
+    };
+    let save = |st: &mut State, version, name: &str, now| {
+        st.context(
+            ContextCommand::UpdateCustomer {
+                by: crm.clone(),
+                customer_id,
+                base_version: version,
+                changes: CustomerFields {
+                    name: Some(name.into()),
+                    ..Default::default()
+                },
+            },
+            now,
+        )
+    };
+    assert!(told(&save(&mut st, 1, "Marta S. Sousa", at(3))));
+    st.execute(Command::Logout { agent: a1.clone() }, at(4));
+    assert!(!told(&save(&mut st, 2, "Marta Sousa Lima", at(5))));
+}
