@@ -25,12 +25,54 @@ struct Node {
 }
 
 impl Node {
-    fn start(redis: &RedisServer, id: &str, routing: &str) -> Node {
+    fn config_file(routing: &str) -> std::path::PathBuf {
         let config = std::env::temp_dir().join(format!("sb-node-{}.toml", uuid::Uuid::new_v4()));
         let text = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\ndrain_secs = 1\n[auth]\nsecret = \"{SECRET}\"\n[routing]\nwrap_up_secs = 0\n{routing}\n{QUEUES_AND_AGENTS}"
         );
         std::fs::write(&config, text).expect("config");
+        config
+    }
+
+    /// Starts a node that must refuse to start; returns what it wrote to stderr.
+    fn refused(redis: &RedisServer, id: &str, routing: &str) -> String {
+        let config = Self::config_file(routing);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .arg("--config")
+            .arg(&config)
+            .arg("--redis")
+            .arg(redis.url())
+            .arg("--node-id")
+            .arg(id)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run a node");
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("node {id} started (it did not exit within 15 s)");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let _ = std::fs::remove_file(&config);
+        assert!(!status.success(), "node {id} exited with success");
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut err);
+        }
+        err
+    }
+
+    fn start(redis: &RedisServer, id: &str, routing: &str) -> Node {
+        let config = Self::config_file(routing);
         let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
             .arg("--config")
             .arg(&config)
@@ -664,6 +706,51 @@ async fn a_redis_emptied_under_the_nodes_is_seeded_again_from_their_replicas() {
     // The oldest task waiting is still first in line, on the node started afterwards.
     let mut ana = c.ready_agent("ana").await;
     assert_eq!(ana.accept_next().await["task_id"], before[0]["task_id"]);
+}
+
+/// A node whose rules differ from a live node's is refused at start, saying so: it
+/// would apply the same log by other rules and drift apart in silence. The cluster goes
+/// on, and the same node id restarted with new rules once the others are gone starts.
+#[tokio::test]
+async fn a_node_with_other_rules_than_the_live_ones_is_refused() {
+    let redis = RedisServer::start();
+    let mut a = Node::start(&redis, "node-a", "");
+    let err = Node::refused(&redis, "node-b", "offer_timeout_secs = 3");
+    assert!(
+        err.contains("node-a/") && err.contains("other rules"),
+        "{err}"
+    );
+    a.create(json!({"channel": "email", "queue": "support"}))
+        .await;
+    let b = Node::start(&redis, "node-b", "");
+    // node-a restarted at once with new rules, while node-b runs by the old: refused.
+    a.kill9();
+    let err = Node::refused(&redis, "node-a", "offer_timeout_secs = 3");
+    assert!(err.contains("node-b/"), "{err}");
+    // With node-b gone too (its key expired with its heartbeat), node-a starts by its
+    // new rules: its own earlier run's key, which may still be there, does not count.
+    drop(b);
+    let client = redis::Client::open(redis.url()).expect("client");
+    let mut c = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left: Vec<String> = redis::cmd("KEYS")
+            .arg("sb:rules:node-b/*")
+            .query_async(&mut c)
+            .await
+            .expect("keys");
+        if left.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node-b's key never expired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let a = Node::start(&redis, "node-a", "offer_timeout_secs = 3");
+    a.create(json!({"channel": "email", "queue": "support"}))
+        .await;
 }
 
 #[tokio::test]

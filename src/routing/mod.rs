@@ -164,6 +164,41 @@ pub struct Rules {
     pub events: crate::events::Retention,
 }
 
+impl Rules {
+    /// A digest of everything a decision reads from the rules (16 hex digits). Nodes
+    /// that share one log must have the same: each applies every entry by its own rules,
+    /// so different rules would make their replicas decide differently, in silence.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut queues: Vec<_> = self.queues.iter().collect();
+        queues.sort_by(|a, b| a.0.cmp(b.0));
+        let mut thresholds: Vec<_> = self.stats.thresholds.iter().collect();
+        thresholds.sort();
+        let mut targets: Vec<_> = self
+            .stats
+            .targets
+            .iter()
+            .map(|(q, t)| (q, t.to_bits()))
+            .collect();
+        targets.sort();
+        let text = format!(
+            "{queues:?}|{:?}|{:?}|{:?}|{:?}|{}|{}|{:?}|{}|{thresholds:?}|{targets:?}|{:?}",
+            self.agents,
+            self.reasons,
+            self.grace,
+            self.away_offer,
+            self.finished_retention,
+            self.max_transfers,
+            // By name: the zone's rules come from each machine's zoneinfo.
+            self.stats.zone.name(),
+            self.stats.short_abandon_us,
+            self.events,
+        );
+        let digest = Sha256::digest(text.as_bytes());
+        digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    }
+}
+
 /// Where a transfer sends a task.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum TransferTo {

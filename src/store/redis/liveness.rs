@@ -6,7 +6,64 @@ use crate::error::HubError;
 use crate::routing::Command;
 use std::sync::Arc;
 
+/// The keys that say which rules each live node runs with (`Rules::fingerprint`),
+/// beside its heartbeat and expiring with it.
+const RULES_KEYS: &str = "sb:rules:*";
+
 impl Shared {
+    /// This node's rules key, written with every beat.
+    fn rules_beat(&self) -> redis::Cmd {
+        let mut c = redis::cmd("SET");
+        c.arg(format!("sb:rules:{}", self.incarnation))
+            .arg(&*self.rules_print)
+            .arg("PX")
+            .arg(HEARTBEAT_TTL.as_millis() as u64);
+        c
+    }
+
+    /// Refuses to start beside a live node whose rules differ from this one's: every
+    /// node applies every entry by its own rules, so the two would decide differently
+    /// from the same log and drift apart without a word. Written first, then read: of
+    /// two nodes starting at once with different rules, the later reader sees the other.
+    pub(super) async fn check_rules(
+        &self,
+        c: &mut redis::aio::MultiplexedConnection,
+    ) -> Result<(), HubError> {
+        let () = self
+            .rules_beat()
+            .query_async(c)
+            .await
+            .map_err(unavailable)?;
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(RULES_KEYS)
+            .query_async(c)
+            .await
+            .map_err(unavailable)?;
+        for key in keys {
+            let print: Option<String> = redis::cmd("GET")
+                .arg(&key)
+                .query_async(c)
+                .await
+                .map_err(unavailable)?;
+            let Some(print) = print else { continue };
+            let node = key.trim_start_matches("sb:rules:");
+            // An earlier run of this node (restarted with new rules within the key's
+            // life) is gone: this start declares it lost.
+            let earlier_run = node
+                .strip_prefix(self.node.as_str())
+                .is_some_and(|rest| rest.starts_with('/'));
+            if print != *self.rules_print && !earlier_run {
+                return Err(HubError::StoreUnavailable(format!(
+                    "node {node} runs with other rules ({print}; this node's: {}): every node \
+                     sharing a Redis needs the same [routing], [[queues]], [[agents]], [stats] \
+                     and [events] (and the same version); stop the others to change them",
+                    self.rules_print
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Beats, and declares lost the nodes that stopped beating. After its own beats
     /// failed (Redis away, this node stalled), it waits a whole expiry period of good
     /// beats before judging others: their keys lapsed for the same reason.
@@ -19,11 +76,15 @@ impl Shared {
             let beat = async {
                 let mut c = self.conn().await?;
                 let pos = self.replica().pos.clone();
-                redis::cmd("SET")
+                redis::pipe()
+                    .cmd("SET")
                     .arg(format!("sb:node:{}", self.incarnation))
                     .arg(&pos)
                     .arg("PX")
                     .arg(HEARTBEAT_TTL.as_millis() as u64)
+                    .ignore()
+                    .add_command(self.rules_beat())
+                    .ignore()
                     .query_async::<()>(&mut c)
                     .await
                     .map_err(unavailable)?;

@@ -77,6 +77,8 @@ struct Shared {
     /// heartbeat key names it.
     incarnation: Arc<str>,
     rules: Arc<Rules>,
+    /// `Rules::fingerprint`, which every live node of the cluster must share.
+    rules_print: Arc<str>,
     client: redis::Client,
     conn: tokio::sync::Mutex<Option<MultiplexedConnection>>,
     replica: Mutex<Replica>,
@@ -147,6 +149,7 @@ impl RedisStore {
         let shared = Arc::new(Shared {
             node: node.to_owned(),
             incarnation: format!("{node}/{}", &boot[..12]).into(),
+            rules_print: rules.fingerprint().into(),
             rules: rules.clone(),
             client,
             conn: tokio::sync::Mutex::new(None),
@@ -184,6 +187,7 @@ impl RedisStore {
                 .query_async::<()>(&mut c)
                 .await
                 .map_err(unavailable)?;
+            shared.check_rules(&mut c).await?;
             shared.load_snapshot().await?;
             // Catch up before serving, so that this node's first answers see the present;
             // entries trimmed away meanwhile are noticed before each read (and the
