@@ -366,9 +366,12 @@ pub struct JourneyEvent {
     pub text: Option<String>,
 }
 
-/// Normalizes a tag list: surrounding spaces do not count, case does not count for
+/// Normalizes a tag list: surrounding spaces do not count, each tag is kept composed
+/// (Unicode NFC: "é" typed as e and a combining accent, as some keyboards and pastes
+/// give it, is the same tag as "é", and one character), case does not count for
 /// uniqueness (the first spelling is kept), empty tags and duplicates are refused.
 pub fn normalize_tags(field: &str, tags: &[String]) -> Result<Vec<String>, HubError> {
+    use unicode_normalization::UnicodeNormalization;
     if tags.len() > MAX_TAGS {
         return Err(HubError::invalid(field, format!("at most {MAX_TAGS} tags")));
     }
@@ -376,7 +379,8 @@ pub fn normalize_tags(field: &str, tags: &[String]) -> Result<Vec<String>, HubEr
     let mut seen: Vec<String> = Vec::with_capacity(tags.len());
     for (i, t) in tags.iter().enumerate() {
         let f = format!("{field}[{i}]");
-        let t = t.trim();
+        let composed: String = t.trim().nfc().collect();
+        let t = composed.as_str();
         if t.is_empty() {
             return Err(HubError::invalid(f, "a tag must not be empty"));
         }
@@ -407,6 +411,17 @@ mod tests {
     fn tags_are_trimmed_unique_without_case_and_never_empty() {
         let ok = normalize_tags("tags", &[" Fatura ".into(), "reembolso".into()]).expect("ok");
         assert_eq!(ok, vec!["Fatura", "reembolso"]);
+        // Composed: one tag, whichever way its accent was typed, and one character.
+        let decomposed = "Cafe\u{301}";
+        assert_eq!(
+            normalize_tags("tags", &[decomposed.into()]).expect("ok"),
+            vec!["Café"]
+        );
+        assert!(matches!(
+            normalize_tags("tags", &["café".into(), decomposed.into()]),
+            Err(HubError::DuplicateTag { .. })
+        ));
+        assert!(normalize_tags("tags", &["e\u{301}".repeat(50)]).is_ok());
         assert!(matches!(
             normalize_tags("tags", &["VIP".into(), "vip ".into()]),
             Err(HubError::DuplicateTag { .. })

@@ -353,7 +353,7 @@ export interface ClientUpdateActivity {
   base_version: number;
   /** New notes, at most 2000 characters; absent or `null` leaves them. */
   notes?: string | null;
-  /** The whole tag list: at most 50 tags, each 1 to 50 characters once surrounding spaces are trimmed, unique regardless of case (`duplicate_tag` otherwise). Absent or `null` leaves them. */
+  /** The whole tag list: at most 50 tags, each 1 to 50 characters once surrounding spaces are trimmed, stored composed (Unicode NFC), unique regardless of case and of how accents were typed (`duplicate_tag` otherwise). Absent or `null` leaves them. */
   tags?: string[] | null;
 }
 
