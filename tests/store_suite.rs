@@ -1019,3 +1019,86 @@ async fn a_node_started_later_finds_the_customers_snapshot_and_tail_hold() {
     create_customer(&b, "Zora Öberg").await;
     assert_eq!(found(&b, "zora").await, [("Zora Öberg".to_owned(), 1)]);
 }
+
+/// A snapshot larger than one read (`SNAPSHOT_CHUNK`, 512 KiB) is read in pieces by a
+/// node starting later, and whole: the customers whose log entries the snapshot trimmed
+/// away are there. One `GET` of the whole state, as before, could outlast the call
+/// timeout for a large customer database.
+#[tokio::test]
+async fn a_node_started_later_reads_a_snapshot_of_several_pieces() {
+    let server = RedisServer::start();
+    let a = RedisStore::connect_with(
+        &server.url(),
+        "n-a",
+        rules(),
+        Clock::new(),
+        500,
+        Sink::detached(),
+    )
+    .await
+    .expect("a");
+    let long = "Ž".repeat(700);
+    let mut ids = Vec::new();
+    for batch in 0..30 {
+        let names: Vec<String> = (batch * 50..batch * 50 + 50)
+            .map(|i| format!("{i} {long}"))
+            .collect();
+        let made = futures_util::future::join_all(names.iter().map(|n| create_customer(&a, n)));
+        ids.extend(made.await);
+    }
+    let client = redis::Client::open(server.url()).expect("client");
+    let mut c = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let len: usize = redis::cmd("STRLEN")
+            .arg("sb:snapshot:state")
+            .query_async(&mut c)
+            .await
+            .expect("strlen");
+        let entries: usize = redis::cmd("XLEN")
+            .arg("sb:log")
+            .query_async(&mut c)
+            .await
+            .expect("xlen");
+        // Big enough for three pieces, and the first customers' entries trimmed.
+        if len > 3 * 512 * 1024 && entries < 1500 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no snapshot of several pieces (state {len} bytes)"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let b = RedisStore::connect(
+        &server.url(),
+        "n-b",
+        rules(),
+        Clock::new(),
+        Sink::detached(),
+    )
+    .await
+    .expect("b");
+    for (i, id) in ids.iter().enumerate().step_by(149) {
+        let got = b
+            .context(
+                ContextCommand::GetCustomer {
+                    by: crm(),
+                    customer_id: *id,
+                },
+                at(1),
+            )
+            .await
+            .expect("store")
+            .reply;
+        match got {
+            Ok(Reply::Context(ContextReply::Customer(v))) => {
+                assert_eq!(v.customer.name, format!("{i} {long}"))
+            }
+            other => panic!("customer {i}: {other:?}"),
+        }
+    }
+}

@@ -327,7 +327,7 @@ impl Shared {
     /// Replaces the replica with the stored snapshot, if there is one.
     async fn load_snapshot(&self) -> Result<(), HubError> {
         let mut c = self.conn().await?;
-        let Some((pos, now, bytes)) = fetch_snapshot(&mut c, false).await? else {
+        let Some((pos, now, bytes)) = fetch_snapshot(&mut c).await? else {
             return Ok(());
         };
         // Never back to an older state than the replica's (a reload on a suspicion of a

@@ -196,7 +196,7 @@ impl Shared {
         let target = self.replica().pos.clone();
         // In chunks: this node holds the lock, so nobody replaces the snapshot while it
         // is read (one GET of the whole state would stall Redis for every node).
-        let base = fetch_snapshot(c, true).await?;
+        let base = fetch_snapshot(c).await?;
         let rules = self.rules.clone();
         let mut r = self
             .background
@@ -359,49 +359,19 @@ impl Shared {
 }
 
 /// The stored snapshot: its position, time and bytes, or nothing when none is stored.
-/// `chunked` reads the bytes in pieces, for a caller holding the snapshot lock (nobody
-/// replaces the snapshot meanwhile); otherwise position and bytes are read in one
-/// transaction, so that a snapshot stored between the two reads cannot pair one's
-/// position with the other's state.
+///
+/// Read in pieces (`SNAPSHOT_CHUNK`), each call within the call timeout: one `GET` of a
+/// large state (a million customers is hundreds of megabytes) could outlast it on a
+/// gigabit link, and a node could then never start. Without the snapshot lock another
+/// node may store a newer snapshot between two pieces: the position is read before and
+/// after, and a read that saw it change (every store moves it forward) starts over.
 pub(super) async fn fetch_snapshot(
     c: &mut MultiplexedConnection,
-    chunked: bool,
 ) -> Result<Option<(String, Ts, Vec<u8>)>, HubError> {
-    let (head, whole): (Value, Value) = if chunked {
-        let head = redis::cmd("HMGET")
-            .arg(SNAPSHOT)
-            .arg("pos")
-            .arg("now")
-            .query_async(c)
-            .await
-            .map_err(unavailable)?;
-        (head, Value::Nil)
-    } else {
-        redis::pipe()
-            .atomic()
-            .cmd("HMGET")
-            .arg(SNAPSHOT)
-            .arg("pos")
-            .arg("now")
-            .cmd("GET")
-            .arg(SNAPSHOT_STATE)
-            .query_async(c)
-            .await
-            .map_err(unavailable)?
-    };
-    let Value::Array(items) = head else {
-        return Ok(None);
-    };
-    let (Some(Value::BulkString(pos)), Some(Value::BulkString(now))) =
-        (items.first(), items.get(1))
-    else {
-        return Ok(None);
-    };
-    let pos = String::from_utf8_lossy(pos).into_owned();
-    let now: u64 = String::from_utf8_lossy(now)
-        .parse()
-        .map_err(|_| unavailable("the snapshot's time is not a number"))?;
-    let bytes = if chunked {
+    for _ in 0..5 {
+        let Some((pos, now)) = snapshot_head(c).await? else {
+            return Ok(None);
+        };
         let len: usize = redis::cmd("STRLEN")
             .arg(SNAPSHOT_STATE)
             .query_async(c)
@@ -422,17 +392,45 @@ pub(super) async fn fetch_snapshot(
             }
             bytes.extend_from_slice(&piece);
         }
-        bytes
-    } else {
-        match whole {
-            Value::BulkString(b) => b,
-            _ => Vec::new(),
+        if snapshot_head(c)
+            .await?
+            .is_none_or(|(again, _)| again != pos)
+        {
+            tracing::info!(%pos, "a newer snapshot was stored while this one was read: reading again");
+            continue;
         }
-    };
-    if bytes.is_empty() {
-        return Err(unavailable(
-            "the snapshot's position is stored but not its state",
-        ));
+        if bytes.is_empty() {
+            return Err(unavailable(
+                "the snapshot's position is stored but not its state",
+            ));
+        }
+        return Ok(Some((pos, Ts(now), bytes)));
     }
-    Ok(Some((pos, Ts(now), bytes)))
+    Err(unavailable(
+        "the snapshot was replaced while it was read, five times over",
+    ))
+}
+
+/// The stored snapshot's position and time, if one is stored.
+async fn snapshot_head(c: &mut MultiplexedConnection) -> Result<Option<(String, u64)>, HubError> {
+    let head: Value = redis::cmd("HMGET")
+        .arg(SNAPSHOT)
+        .arg("pos")
+        .arg("now")
+        .query_async(c)
+        .await
+        .map_err(unavailable)?;
+    let Value::Array(items) = head else {
+        return Ok(None);
+    };
+    let (Some(Value::BulkString(pos)), Some(Value::BulkString(now))) =
+        (items.first(), items.get(1))
+    else {
+        return Ok(None);
+    };
+    let pos = String::from_utf8_lossy(pos).into_owned();
+    let now: u64 = String::from_utf8_lossy(now)
+        .parse()
+        .map_err(|_| unavailable("the snapshot's time is not a number"))?;
+    Ok(Some((pos, now)))
 }
