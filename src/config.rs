@@ -519,30 +519,93 @@ impl Default for CapacityConfig {
 }
 
 impl Config {
+    /// Overflows routing can carry out: the queue a task overflows to takes every channel
+    /// of the queue it leaves (a task of a channel it does not take would never
+    /// overflow, in silence), and no chain of overflows comes back to a queue (a task
+    /// would go round for ever, gathering each queue's required skills on the way).
+    fn check_overflows(&self) -> Result<(), ConfigError> {
+        let by_id: HashMap<&str, &QueueConfig> =
+            self.queues.iter().map(|q| (q.id.as_str(), q)).collect();
+        fn target(q: &QueueConfig) -> Option<&str> {
+            q.escalation
+                .as_ref()
+                .and_then(|e| e.overflow_queue.as_deref())
+        }
+        let channels =
+            |q: &QueueConfig| q.channels.clone().unwrap_or_else(|| Channel::ALL.to_vec());
+        for (i, q) in self.queues.iter().enumerate() {
+            let Some(to) = target(q).and_then(|t| by_id.get(t)) else {
+                continue;
+            };
+            let key = format!("queues[{i}].escalation.overflow_queue");
+            let theirs = channels(to);
+            if let Some(c) = channels(q).into_iter().find(|c| !theirs.contains(c)) {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "{:?} does not take {} tasks, which {:?} does",
+                        to.id,
+                        c.as_str(),
+                        q.id
+                    ),
+                ));
+            }
+            let mut seen = vec![q.id.as_str()];
+            let mut at = *to;
+            loop {
+                if seen.contains(&at.id.as_str()) {
+                    seen.push(at.id.as_str());
+                    return Err(invalid(
+                        key,
+                        format!("the overflows go round: {}", seen.join(" -> ")),
+                    ));
+                }
+                seen.push(at.id.as_str());
+                match target(at).and_then(|t| by_id.get(t)) {
+                    Some(next) => at = next,
+                    None => break,
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Reads and checks a TOML file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let cfg = Config::read(path)?;
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    /// Reads a TOML file without checking it: for a caller that completes it first (the
+    /// command line and `SWITCHBOARD_SECRET` may give what the file leaves out, such as
+    /// the secret of a hub that listens beyond loopback), then calls [`Config::check`].
+    pub fn read(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
             source,
         })?;
-        let cfg = Config::parse(&text).map_err(|e| match e {
+        Config::parse_unchecked(&text).map_err(|e| match e {
             ConfigError::Parse { message, .. } => ConfigError::Parse {
                 path: path.display().to_string(),
                 message,
             },
             other => other,
-        })?;
-        Ok(cfg)
+        })
     }
 
     /// Parses and checks TOML text.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: "config".into(),
-            message: e.to_string(),
-        })?;
+        let cfg = Config::parse_unchecked(text)?;
         cfg.check()?;
         Ok(cfg)
+    }
+
+    fn parse_unchecked(text: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: "config".into(),
+            message: e.to_string(),
+        })
     }
 
     /// The demo setup: three queues, six agents, on loopback.
@@ -724,6 +787,14 @@ impl Config {
                 return Err(invalid(key, "must be more than 0"));
             }
         }
+        // Reserved whole for every websocket as it opens: a typo here would abort the
+        // hub on its first connection.
+        if l.read_buffer_bytes > 16 << 20 {
+            return Err(invalid(
+                "limits.read_buffer_bytes",
+                "must be at most 16777216 (16 MiB)",
+            ));
+        }
         if l.hard_max_frame_bytes < l.max_frame_bytes {
             return Err(invalid(
                 "limits.hard_max_frame_bytes",
@@ -876,6 +947,7 @@ impl Config {
                 _ => {}
             }
         }
+        self.check_overflows()?;
         let mut agent_ids = HashSet::new();
         for (i, a) in self.agents.iter().enumerate() {
             name(&format!("agents[{i}].id"), &a.id)?;
@@ -1130,6 +1202,10 @@ id = "support"
                 "limits.rate_per_sec",
             ),
             (
+                "[limits]\nread_buffer_bytes = 100000000000\n[[queues]]\nid = \"a\"\n",
+                "limits.read_buffer_bytes",
+            ),
+            (
                 "[routing]\naway_offer_secs = nan\n[[queues]]\nid = \"a\"\n",
                 "routing.away_offer_secs",
             ),
@@ -1140,6 +1216,18 @@ id = "support"
             (
                 "[[queues]]\nid = \"a\"\nescalation = { relax_every_secs = 60, relax_levels = 0 }\n",
                 "queues[0].escalation.relax_levels",
+            ),
+            (
+                "[[queues]]\nid = \"a\"\nescalation = { overflow_after_secs = 60, overflow_queue = \"b\" }\n[[queues]]\nid = \"b\"\nescalation = { overflow_after_secs = 60, overflow_queue = \"a\" }\n",
+                "queues[0].escalation.overflow_queue",
+            ),
+            (
+                "[[queues]]\nid = \"a\"\nescalation = { overflow_after_secs = 60, overflow_queue = \"b\" }\n[[queues]]\nid = \"b\"\nescalation = { overflow_after_secs = 60, overflow_queue = \"c\" }\n[[queues]]\nid = \"c\"\nescalation = { overflow_after_secs = 60, overflow_queue = \"b\" }\n",
+                "queues[0].escalation.overflow_queue",
+            ),
+            (
+                "[[queues]]\nid = \"a\"\nchannels = [\"voice\", \"chat\"]\nescalation = { overflow_after_secs = 60, overflow_queue = \"b\" }\n[[queues]]\nid = \"b\"\nchannels = [\"email\", \"chat\"]\n",
+                "queues[0].escalation.overflow_queue",
             ),
             (
                 "[[queues]]\nid = \"a\"\nescalation = { priority_every_secs = 0 }\n",

@@ -63,7 +63,8 @@ enum Cmd {
 
 fn load_config(cli: &Cli) -> anyhow_lite::Result<Config> {
     let mut cfg = match &cli.config {
-        Some(p) => Config::load(p)?,
+        // Checked once, below, with what the command line and the environment add.
+        Some(p) => Config::read(p)?,
         None => Config::demo(),
     };
     if let Some(l) = &cli.listen {
@@ -123,7 +124,7 @@ fn main() -> std::process::ExitCode {
             let claims = Claims {
                 sub: sub.clone(),
                 role,
-                exp: unix_now() + ttl,
+                exp: unix_now().saturating_add(*ttl),
                 name: None,
                 skills: None,
                 queues: None,

@@ -581,6 +581,45 @@ async fn an_idle_stream_gets_keep_alives_and_a_drain_ends_it_with_a_reason() {
     assert!(sse.block(WAIT).await.is_none(), "then the stream ends");
 }
 
+/// A stream ends when its token expires, as a desktop's session does: the events carry
+/// customers' names and contacts. Before, a stream opened once went on for ever.
+#[tokio::test]
+async fn a_stream_ends_when_its_token_expires() {
+    let hub = TestHub::start(&format!(
+        "[events]\nkeepalive_secs = 1\n{QUEUES_AND_AGENTS}"
+    ))
+    .await;
+    let tok = hub.keys.sign(&switchboard::auth::Claims {
+        sub: "crm".into(),
+        role: Role::Integration,
+        exp: switchboard::auth::unix_now() + 2,
+        name: None,
+        skills: None,
+        queues: None,
+    });
+    let mut sse = Sse::open(hub.addr, "/v1/events", Some(&tok), &[])
+        .await
+        .stream();
+    let task = hub.create(chat()).await;
+    let v = sse.event().await;
+    assert_eq!(v["data"]["task"]["task_id"], task["task_id"]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+    let cutoff = loop {
+        let (b, _) = sse.block(WAIT).await.expect("cut off before the end");
+        if b.event.as_deref() == Some("cutoff") {
+            break b;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still streaming 6 s after the token expired"
+        );
+    };
+    let v: Value = serde_json::from_str(&cutoff.data.expect("data")).expect("JSON");
+    assert_eq!(v["reason"], "token_expired");
+    assert!(sse.block(WAIT).await.is_none(), "then the stream ends");
+    hub.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_reader_that_falls_too_far_behind_is_cut_off_and_resumes_from_its_position() {
     let hub = TestHub::start(&format!(

@@ -90,3 +90,47 @@ async fn sigterm_drains_tells_clients_and_exits_zero() {
     // After the drain nothing listens.
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
+
+/// A config file that leaves the secret to `SWITCHBOARD_SECRET` (as `deploy/node.toml`
+/// advises for a hub that listens beyond loopback) starts: the file is checked with what
+/// the environment adds. Before, it was checked alone first, and refused for the secret
+/// it does not hold.
+#[test]
+fn a_config_completed_by_the_environment_starts() {
+    let path = write_config(&format!(
+        "[server]\nlisten = \"0.0.0.0:0\"\n{QUEUES_AND_AGENTS}"
+    ));
+    let run = |secret: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+        cmd.arg("--config")
+            .arg(&path)
+            .arg("--in-memory")
+            .env("RUST_LOG", "warn")
+            .env_remove("SWITCHBOARD_SECRET")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(s) = secret {
+            cmd.env("SWITCHBOARD_SECRET", s);
+        }
+        cmd.spawn().expect("spawn")
+    };
+    // Without it, refused, naming what is missing.
+    let out = run(None).wait_with_output().expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("SWITCHBOARD_SECRET"), "{err}");
+    // With it, the hub starts and says where it listens.
+    let mut child = run(Some(SECRET));
+    let stdout = child.stdout.take().expect("stdout");
+    let first = BufReader::new(stdout).lines().next().and_then(Result::ok);
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("wait");
+    let _ = std::fs::remove_file(&path);
+    let first = first.unwrap_or_else(|| {
+        panic!(
+            "the hub did not start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(first.contains("http://"), "{first}");
+}

@@ -106,7 +106,8 @@ pub(crate) async fn guard(State(limits): State<Arc<Limits>>, req: Request, next:
             }
             Err(_) => {
                 limits.hub.metrics.body_timeout();
-                tracing::debug!(uri = %parts.uri, "request body not received in time");
+                // The path only: the query may hold an `access_token`.
+                tracing::debug!(path = %parts.uri.path(), "request body not received in time");
                 return closing(
                     ErrorCode::RequestTimeout,
                     format!("the body did not arrive within {} ms", limit.as_millis()),

@@ -89,7 +89,7 @@ pub async fn events(
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    crate::http::caller(
+    let claims = crate::http::caller(
         &hub,
         &headers,
         &query,
@@ -156,6 +156,9 @@ pub async fn events(
         linger,
         rest_until: None,
         last_write: 0,
+        expiry: Box::pin(tokio::time::sleep_until(
+            crate::ws::session::expiry_deadline(claims.exp),
+        )),
     };
     let stream = futures_util::stream::unfold(reader, |mut r| async move {
         r.next()
@@ -206,6 +209,9 @@ struct Reader {
     /// (grown event by event, `realloc` was over a third of the write's samples in a
     /// profile of a busy stream).
     last_write: usize,
+    /// The token's expiry: the stream ends then, as a desktop's session does (the
+    /// events carry customers' names and contacts).
+    expiry: std::pin::Pin<Box<tokio::time::Sleep>>,
 }
 
 impl Reader {
@@ -215,6 +221,11 @@ impl Reader {
             return None;
         }
         let mut out = String::new();
+        // Checked on every write too: a busy stream never waits in the select below.
+        if self.expiry.is_elapsed() {
+            self.end(&mut out, "token_expired");
+            return Some(out.into());
+        }
         if self.hello {
             self.hello = false;
             // The reconnect delay for EventSource, and where the stream starts.
@@ -292,6 +303,10 @@ impl Reader {
                     return Some(out.into());
                 }
                 _ = self.drain.changed() => {}
+                () = &mut self.expiry => {
+                    self.end(&mut out, "token_expired");
+                    return Some(out.into());
+                }
             }
         }
     }

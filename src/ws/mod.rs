@@ -8,7 +8,7 @@
 mod desktop;
 pub mod queue;
 mod rate;
-mod session;
+pub(crate) mod session;
 mod supervisor;
 
 use crate::auth::{AuthError, Claims, Role, unix_now};

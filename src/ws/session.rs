@@ -123,7 +123,7 @@ pub(super) struct Conn {
 
 /// When a token that expires at `exp` (seconds since the epoch) runs out, on tokio's
 /// clock: the session ends then unless a fresh token arrived.
-pub(super) fn expiry_deadline(exp: u64) -> tokio::time::Instant {
+pub(crate) fn expiry_deadline(exp: u64) -> tokio::time::Instant {
     // As far as tokio's timer looks ahead (its own "far future"): a signed `exp` can be
     // any number, and adding a huge one to an instant would overflow.
     const FAR: Duration = Duration::from_secs(30 * 365 * 86_400);
