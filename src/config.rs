@@ -1070,7 +1070,7 @@ impl Config {
         });
         let stats = crate::stats::StatsRules {
             zone,
-            short_abandon_us: (self.stats.short_abandon_secs * 1e6) as u64,
+            short_abandon_us: (self.stats.short_abandon_secs * 1e6).round() as u64,
             thresholds: self
                 .queues
                 .iter()
@@ -1176,6 +1176,9 @@ id = "support"
         assert_eq!(q.offer_timeout, Duration::from_secs(15));
         assert_eq!(q.channels, Channel::ALL.to_vec());
         assert_eq!(c.server.listen, "127.0.0.1:8080");
+        // Seconds become microseconds rounded, not cut: 4.1 s is not 4.099999 s.
+        let c = Config::parse(&format!("[stats]\nshort_abandon_secs = 4.1\n{MIN}")).expect("parse");
+        assert_eq!(c.rules().stats.short_abandon_us, 4_100_000);
     }
 
     #[test]

@@ -240,6 +240,11 @@ pub struct AgentFold {
     pub today: AgentDay,
     /// The queue of the task it last finished or passed on: its wrap-up counts there.
     pub last_queue: Option<QueueId>,
+    /// The part of the wrap-up under way that is already over: a Not Ready reason set
+    /// during a wrap-up (by the agent, or forced) changes the status line without
+    /// ending it, and the wrap-up counts once, whole, when it ends.
+    #[serde(default)]
+    pub wrap_so_far_us: u64,
 }
 
 /// What the fold remembers of a live task.
@@ -467,7 +472,20 @@ impl Statistics {
                 to_queue,
             } => {
                 self.count(from_queue, t, |c| c.transfers_out += 1);
-                if to_agent.is_none() {
+                let same_line = to_agent.is_none()
+                    && from_agent.is_none()
+                    && self
+                        .tasks
+                        .get(task_id)
+                        .is_some_and(|tr| tr.queue == *to_queue);
+                if same_line {
+                    // A waiting task moved within its own line (a new priority, the
+                    // head): the same arrival, its wait going on.
+                    self.count(to_queue, t, |c| c.transfers_in += 1);
+                    if let Some(tr) = self.tasks.get_mut(task_id) {
+                        tr.transferred = true;
+                    }
+                } else if to_agent.is_none() {
                     // Into a queue's line: a new arrival there.
                     self.count(to_queue, t, |c| {
                         c.transfers_in += 1;
@@ -621,6 +639,7 @@ impl Statistics {
             }
             EventData::AgentStateChanged {
                 agent_id,
+                status,
                 previous,
                 previous_reason,
                 previous_since,
@@ -628,9 +647,17 @@ impl Statistics {
             } => {
                 let day_start = self.day_start;
                 let spent_today = t.0.saturating_sub(previous_since.0.max(day_start.0));
-                let wrap =
-                    (*previous == Status::WrapUp).then(|| t.0.saturating_sub(previous_since.0));
                 let a = self.agent(agent_id);
+                let piece = t.0.saturating_sub(previous_since.0);
+                let wrap = match (*previous == Status::WrapUp, *status == Status::WrapUp) {
+                    (true, true) => {
+                        // Still wrapping up (its reason line changed): one wrap-up.
+                        a.wrap_so_far_us += piece;
+                        None
+                    }
+                    (true, false) => Some(std::mem::take(&mut a.wrap_so_far_us) + piece),
+                    _ => None,
+                };
                 a.today.status_us[status_index(*previous)] += spent_today;
                 if *previous == Status::NotReady {
                     if let Some(r) = previous_reason {

@@ -161,6 +161,81 @@ fn answered_at_19_999_s_is_within_a_20_s_threshold_and_at_20_001_s_is_not() {
     assert_eq!(queue(&r, "support").service_level_target, 0.8);
 }
 
+/// A supervisor moving a waiting task within its own line (a new priority, the head) is
+/// no new arrival: one offer, its wait counted from when it came. Before, it was offered
+/// twice and answered "in time" 5 s after the move.
+#[test]
+fn a_waiting_task_moved_within_its_queue_is_one_offer_and_keeps_its_wait() {
+    let (mut s, b) = setup();
+    let t = Ts(T0);
+    s.apply(&queued(1, "support", t, false), t);
+    s.apply(
+        &EventData::TaskTransferred {
+            task_id: task(1),
+            from_agent: None,
+            from_queue: q("support"),
+            to_agent: None,
+            to_queue: q("support"),
+        },
+        Ts(T0 + secs(60.0)),
+    );
+    s.apply(&queued(1, "support", t, true), Ts(T0 + secs(60.0)));
+    s.apply(&assigned(1, "support", t), Ts(T0 + secs(65.0)));
+    let r = report(&s, &b, Ts(T0 + secs(66.0)));
+    let w = &queue(&r, "support").today;
+    assert_eq!((w.offered, w.answered, w.requeued), (1, 1, 0));
+    assert_eq!(w.max_speed_of_answer_ms, Some(65_000));
+    assert_eq!(w.service_level, Some(0.0));
+    assert_eq!((w.transfers_in, w.transfers_out), (1, 1));
+}
+
+/// A Not Ready reason set during a wrap-up (forced by a supervisor, or the agent's own)
+/// changes the agent's status line, not the wrap-up: one wrap-up, whole.
+#[test]
+fn a_reason_set_during_a_wrap_up_leaves_one_wrap_up_whole() {
+    let (mut s, b) = setup();
+    answer(&mut s, 1, "support", Ts(T0), secs(1.0));
+    s.apply(
+        &EventData::TaskCompleted {
+            task_id: task(1),
+            agent_id: a("a1"),
+            queue: q("support"),
+            channel: Channel::Voice,
+            accepted_at: Ts(T0 + secs(1.0)),
+            wrap_up_code: None,
+        },
+        Ts(T0 + secs(60.0)),
+    );
+    let change = |previous_reason: Option<&str>, reason: Option<&str>, status, since: f64| {
+        EventData::AgentStateChanged {
+            agent_id: a("a1"),
+            status,
+            reason: reason.map(str::to_owned),
+            previous: Status::WrapUp,
+            previous_reason: previous_reason.map(str::to_owned),
+            previous_since: Ts(T0 + secs(since)),
+        }
+    };
+    s.apply(
+        &change(None, Some("supervisor"), Status::WrapUp, 60.0),
+        Ts(T0 + secs(63.0)),
+    );
+    s.apply(
+        &change(
+            Some("supervisor"),
+            Some("supervisor"),
+            Status::NotReady,
+            63.0,
+        ),
+        Ts(T0 + secs(70.0)),
+    );
+    let r = report(&s, &b, Ts(T0 + secs(71.0)));
+    let w = &queue(&r, "support").today;
+    assert_eq!(w.avg_wrap_up_ms, Some(10_000));
+    let f = s.queue_fold(&q("support")).expect("folded");
+    assert_eq!(f.totals.counts.wrap_ups, 1);
+}
+
 #[test]
 fn a_waiting_task_sent_to_an_agent_is_answered_when_that_agent_takes_it() {
     let (mut s, b) = setup();
