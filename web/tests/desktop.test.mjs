@@ -163,6 +163,21 @@ test("two agents and an integration walk the help pages' flow", async () => {
   await tagInput.fill("x".repeat(51));
   await tagInput.press("Enter");
   await a.getByText("A tag has at most 50 characters.").waitFor();
+  // An accent typed apart from its letter (a combining mark) is one character, and the
+  // same tag as the composed one: kept composed, as the hub keeps it.
+  await tagInput.fill("Cafe\u0301");
+  await tagInput.press("Enter");
+  await a.getByTestId("tags").getByText("Café", { exact: true }).waitFor();
+  await tagInput.fill("CAFÉ");
+  await tagInput.press("Enter");
+  await a.getByText("That tag is already there.").waitFor();
+  await a.getByRole("button", { name: "Remove tag Café" }).click();
+  await a.getByTestId("tags").getByText("Café", { exact: true }).waitFor({ state: "detached" });
+  await tagInput.fill("e\u0301".repeat(50));
+  await tagInput.press("Enter");
+  await a.getByTestId("tags").getByText("é".repeat(50), { exact: true }).waitFor();
+  await a.getByRole("button", { name: `Remove tag ${"é".repeat(50)}` }).click();
+  await a.getByTestId("tags").getByText("é".repeat(50), { exact: true }).waitFor({ state: "detached" });
   await a.getByRole("button", { name: "Remove tag double charge" }).click();
   await a.getByTestId("tags").getByText("double charge", { exact: true }).waitFor({ state: "detached" });
   await tagInput.fill("");
@@ -189,6 +204,14 @@ test("two agents and an integration walk the help pages' flow", async () => {
   await a.getByLabel("Quick note").fill("Promised a callback tomorrow.");
   await a.getByRole("button", { name: "Add note" }).click();
   await a.getByTestId("journey").getByText("Promised a callback tomorrow.").waitFor();
+  // 1,500 characters that are 3,000 UTF-16 units: all of them kept (a `maxlength` of
+  // 2,000 once cut such a paste to 1,000 without a word).
+  // Typed (pasted), not set: a `maxlength` applies to what the user enters.
+  const euros = "💶".repeat(1500);
+  await a.getByLabel("Quick note").click();
+  await a.keyboard.insertText(euros);
+  await a.getByRole("button", { name: "Add note" }).click();
+  await a.getByTestId("journey").getByText(euros, { exact: true }).waitFor();
   await checkA11y(a, "workspace-customer");
   await shot(a, "04-workspace-customer");
 
@@ -234,7 +257,10 @@ test("two agents and an integration walk the help pages' flow", async () => {
   await bForm.getByRole("button", { name: "Edit" }).click();
   await bForm.getByLabel("Phones (one per line)").fill("+351 912 345 678");
   const id = (await crm.getCustomer(await customerId(a))).customer;
-  await crm.patchCustomer(id.customer_id, id.version, { fields: { segment: "gold" } });
+  // The CRM changes what B's form also shows (the emails): B's "save mine" makes B's
+  // change (the phones) on the current record and keeps the CRM's.
+  const emails = ["joao.silva@example.com", "joao@trabalho.example.pt"];
+  await crm.patchCustomer(id.customer_id, id.version, { fields: { segment: "gold" }, emails });
   await b.getByTestId("caution").filter({ hasText: "crm changed this customer" }).waitFor();
   await bForm.getByRole("button", { name: "Save" }).click();
   await b.getByTestId("caution").filter({ hasText: "crm saved this customer first" }).waitFor();
@@ -243,6 +269,7 @@ test("two agents and an integration walk the help pages' flow", async () => {
   const saved = await crm.getCustomer(id.customer_id);
   assert.deepEqual(saved.customer.phones, ["+351 912 345 678"]);
   assert.equal(saved.customer.fields.segment, "gold");
+  assert.deepEqual(saved.customer.emails, emails);
 
   // A call offered to B expires after its deadline (5 s here): B is Not Ready, missed offer.
   await b.getByTestId("status-select").selectOption({ label: "Ready" });

@@ -323,7 +323,7 @@ export function startDesktop(root: HTMLElement, token: string, signOut: (message
               },
             },
             h("label", { for: reasonId }, t("declineReason")),
-            h("input", { id: reasonId, value: declineReason, maxlength: 2000, oninput: (e: Event) => (declineReason = (e.target as HTMLInputElement).value) }),
+            h("input", { id: reasonId, value: declineReason, oninput: (e: Event) => (declineReason = (e.target as HTMLInputElement).value) }),
             h("button", { type: "submit" }, t("declineConfirm")),
             h("button", { type: "button", onclick: () => ((declining = false), renderOffer()) }, t("cancel")),
           )
@@ -484,7 +484,7 @@ export function startDesktop(root: HTMLElement, token: string, signOut: (message
                         },
                       },
                       h("label", { for: codeId }, t("wrapUpCode")),
-                      h("input", { id: codeId, value: wrapUpCode, maxlength: 100, oninput: (e: Event) => (wrapUpCode = (e.target as HTMLInputElement).value) }),
+                      h("input", { id: codeId, value: wrapUpCode, oninput: (e: Event) => (wrapUpCode = (e.target as HTMLInputElement).value) }),
                       h("button", { type: "submit", class: "primary" }, t("completeConfirm")),
                       h("button", { type: "button", onclick: () => ((completing = null), renderProgress()) }, t("cancel")),
                     )
@@ -692,7 +692,7 @@ export function startDesktop(root: HTMLElement, token: string, signOut: (message
                     },
                   },
                   h("label", { for: searchId, class: "sr-only" }, t("searchLabel")),
-                  h("input", { id: searchId, type: "search", value: query, placeholder: t("searchLabel"), maxlength: 2000, oninput: (e: Event) => (query = (e.target as HTMLInputElement).value) }),
+                  h("input", { id: searchId, type: "search", value: query, placeholder: t("searchLabel"), oninput: (e: Event) => (query = (e.target as HTMLInputElement).value) }),
                   h("button", { type: "submit" }, t("searchButton")),
                 ),
                 results === null

@@ -16,6 +16,7 @@ import { fmtDateTime, fmtDuration, fmtNumber, t, tCode, type Key } from "./i18n.
 
 const MAX_TEXT = 2000;
 const MAX_TAG = 50;
+const MAX_TAGS = 50;
 
 interface CustomerDraft {
   name: string;
@@ -31,8 +32,8 @@ interface Caution {
   by: Actor | undefined;
   at: string | undefined;
   conflict: boolean;
-  /** For a refused save: the same change again, based on the current version. */
-  retry?: (version: number) => Promise<void>;
+  /** For a refused save: the same change again, made on the current record (`record`, at `version`). */
+  retry?: (version: number, record: unknown) => Promise<void>;
   version: number;
 }
 
@@ -184,7 +185,7 @@ export class Workspace {
 
   /** A caution's "save mine": the refused change again, taking its turn with the other saves. */
   private retry(s: State, c: Caution): Promise<void> {
-    return this.serial(s, () => c.retry!(c.version));
+    return this.serial(s, () => c.retry!(c.version, c.record));
   }
 
   // --- dirty state (the Close prompt)
@@ -206,6 +207,23 @@ export class Workspace {
 
   private fields(d: CustomerDraft): CustomerFields {
     return { name: d.name.trim(), kind: d.kind, emails: lines(d.emails), phones: lines(d.phones), chat_handles: lines(d.chat) };
+  }
+
+  /**
+   * Only what the agent changed in the form, against the record it was editing: a save
+   * after a conflict makes these changes on the current record and keeps the rest of what
+   * the other agent or the CRM changed (sending the whole form would put it back).
+   */
+  private changes(d: CustomerDraft, base: CustomerView["customer"]): CustomerFields {
+    const all = this.fields(d);
+    const out: CustomerFields = {};
+    const same = (a: string[], b: string[]) => a.length === b.length && a.every((x, i) => x === b[i]);
+    if (all.name !== base.name) out.name = all.name;
+    if (all.kind !== base.kind) out.kind = all.kind;
+    if (!same(all.emails ?? [], base.emails)) out.emails = all.emails;
+    if (!same(all.phones ?? [], base.phones)) out.phones = all.phones;
+    if (!same(all.chat_handles ?? [], base.chat_handles)) out.chat_handles = all.chat_handles;
+    return out;
   }
 
   /**
@@ -302,7 +320,7 @@ export class Workspace {
   }
 
   /** A refused save: show the caution (on the workspace it was for), with Load and "save mine" on the current version. */
-  private conflict(s: State, e: unknown, kind: Caution["kind"], retry: (version: number) => Promise<void>): boolean {
+  private conflict(s: State, e: unknown, kind: Caution["kind"], retry: (version: number, record: unknown) => Promise<void>): boolean {
     if (!(e instanceof HubError) || e.code !== "version_conflict" || !e.current) return false;
     s.cautions = s.cautions.filter((c) => c.kind !== kind);
     s.cautions.push({ kind, record: e.current, by: e.changed_by, at: e.changed_at, conflict: true, retry, version: e.version ?? 0 });
@@ -337,9 +355,16 @@ export class Workspace {
       return;
     }
     const id = s.view.customer.customer_id;
+    const changes = this.changes(draft, s.view.customer);
+    if (Object.keys(changes).length === 0) {
+      s.editing = false;
+      s.draft = null;
+      this.redraw(s);
+      return;
+    }
     const attempt = async (version: number) => {
       try {
-        const view = await api.updateCustomer(id, version, fields);
+        const view = await api.updateCustomer(id, version, changes);
         s.view = { ...view, requests: view.requests };
         if (s.draft && JSON.stringify(s.draft) === sent) {
           s.editing = false;
@@ -426,19 +451,26 @@ export class Workspace {
     return this.serial(s, async () => {
       const a = s.activity;
       if (!a) return;
-      const tags = change(a.tags);
-      if (tags.length === a.tags.length && tags.every((x, i) => x === a.tags[i])) return;
-      const attempt = async (version: number) => {
+      // The change is made on the tags it is saved on: after a conflict, on the current
+      // ones (the other agent's tags stay).
+      const attempt = async (version: number, current: string[]) => {
+        const tags = change(current);
+        if (tags.length === current.length && tags.every((x, i) => x === current[i])) {
+          s.cautions = s.cautions.filter((c) => c.kind !== "activity");
+          this.redraw(s);
+          return;
+        }
         try {
           s.activity = (await this.shell.api.updateActivity(a.activity_id, version, { tags })).activity;
           s.cautions = s.cautions.filter((c) => c.kind !== "activity");
           await this.loadJourney(s);
           this.redraw(s);
         } catch (e) {
-          if (!this.conflict(s, e, "activity", attempt)) throw e;
+          const retry = (v: number, record: unknown) => attempt(v, (record as Activity | undefined)?.tags ?? []);
+          if (!this.conflict(s, e, "activity", retry)) throw e;
         }
       };
-      await attempt(a.version);
+      await attempt(a.version, a.tags);
     });
   }
 
@@ -467,11 +499,14 @@ export class Workspace {
 
   private addTag(): boolean {
     const s = this.s!;
-    const tag = s.tagText.trim();
+    // Composed (NFC), as the hub keeps tags: an accent typed apart from its letter is
+    // one character, and the same tag.
+    const tag = s.tagText.trim().normalize("NFC");
     if (!tag || !s.activity) return false;
-    const same = (x: string) => x.toLowerCase() === tag.toLowerCase();
+    const same = (x: string) => x.normalize("NFC").toLowerCase() === tag.toLowerCase();
     if (charCount(tag) > MAX_TAG) s.tagError = t("tagTooLong");
     else if (s.activity.tags.some(same)) s.tagError = t("tagDuplicate");
+    else if (s.activity.tags.length >= MAX_TAGS) s.tagError = t("tagMany");
     else {
       s.tagError = null;
       s.tagText = "";
@@ -664,7 +699,7 @@ export class Workspace {
         h("label", { for: id }, t(label)),
         multi
           ? h("textarea", { id, rows: 2, value, oninput: (e: Event) => (s.draft![key] = (e.target as HTMLTextAreaElement).value as never) })
-          : h("input", { id, value, maxlength: MAX_TEXT, autocomplete: "off", oninput: (e: Event) => (s.draft![key] = (e.target as HTMLInputElement).value as never) }),
+          : h("input", { id, value, autocomplete: "off", oninput: (e: Event) => (s.draft![key] = (e.target as HTMLInputElement).value as never) }),
       ];
     };
     return h(
@@ -1161,7 +1196,7 @@ export class Workspace {
             const typed = s.note;
             const text = typed.trim();
             // A second submit while the first is answered would add the note twice.
-            if (!text || s.adding) return;
+            if (!text || s.adding || charCount(text) > MAX_TEXT) return;
             s.adding = true;
             this.shell.api
               .addNote(v.customer.customer_id, text, s.scope === "request" ? s.requestId : null)
@@ -1174,7 +1209,20 @@ export class Workspace {
           },
         },
         h("label", { for: "note" }, t("quickNote")),
-        h("textarea", { id: "note", rows: 2, value: s.note, maxlength: MAX_TEXT, oninput: (e: Event) => (s.note = (e.target as HTMLTextAreaElement).value) }),
+        // No `maxlength`: browsers count it in UTF-16 units (an emoji is 2) and cut a
+        // paste short in silence; the hub counts characters, and so does the counter.
+        h("textarea", {
+          id: "note",
+          rows: 2,
+          value: s.note,
+          "aria-describedby": "note-count",
+          oninput: (e: Event) => {
+            const v = (e.target as HTMLTextAreaElement).value;
+            s.note = v;
+            document.getElementById("note-count")?.replaceWith(this.counter("note-count", v));
+          },
+        }),
+        this.counter("note-count", s.note),
         h("button", { type: "submit" }, t("addNote")),
       ),
       s.journey.length === 0
