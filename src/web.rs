@@ -177,6 +177,19 @@ async fn desktop_config(
     }))
 }
 
+/// Whether a `Host` header names this machine's loopback: `localhost`, `127.x.x.x` or
+/// `[::1]`, with or without a port.
+fn loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(n, _)| n),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// `GET /v1/demo/agents` (`#/$defs/DemoAgents`).
 #[derive(Serialize)]
 struct DemoAgents {
@@ -193,10 +206,21 @@ struct DemoAgent {
 /// The demo agents with freshly minted tokens, so that a newcomer picks one on the
 /// sign-in page. Only for the demo setup (no configuration file) listening on loopback,
 /// where the hub already prints tokens; anywhere else the route does not exist (404).
-async fn demo_agents(State(hub): State<Arc<Hub>>) -> Result<Json<DemoAgents>, ApiError> {
+///
+/// Only to a request that names the hub by a loopback name (`Host`): a page elsewhere
+/// whose name was rebound to 127.0.0.1 (DNS rebinding) would otherwise be same-origin
+/// with the hub, and take its tokens.
+async fn demo_agents(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+) -> Result<Json<DemoAgents>, ApiError> {
     let cfg = &hub.config;
     let loopback = cfg.listen_addr().is_ok_and(|a| a.ip().is_loopback());
-    if !(cfg.server.demo && loopback) {
+    let named_loopback = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(loopback_host);
+    if !(cfg.server.demo && loopback && named_loopback) {
         return Err(ApiError::new(ErrorCode::NotFound, "no such route"));
     }
     let exp = unix_now() + cfg.auth.demo_token_secs;

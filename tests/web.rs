@@ -142,6 +142,17 @@ async fn the_desktop_settings_list_the_configured_reasons_and_queue_names() {
     hub.shutdown().await;
 }
 
+/// `GET /v1/demo/agents` with `host`: the whole answer.
+async fn demo_agents_as(addr: std::net::SocketAddr, host: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET /v1/demo/agents HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).await.expect("read");
+    answer
+}
+
 #[tokio::test]
 async fn only_the_loopback_demo_lists_its_agents_with_working_tokens() {
     let mut cfg = Config::demo();
@@ -158,6 +169,20 @@ async fn only_the_loopback_demo_lists_its_agents_with_working_tokens() {
     let mut c = Client::connect(&hub.ws_url(tok)).await.expect("connects");
     let w = c.expect("welcome").await;
     assert_eq!(w["agent"]["agent_id"], "joao");
+    // Asked by another name (a page whose name was rebound to 127.0.0.1): nobody.
+    for host in [
+        "evil.example:8080",
+        "evil.example",
+        "127.0.0.1.evil.example",
+    ] {
+        let answer = demo_agents_as(hub.addr, host).await;
+        assert!(answer.starts_with("HTTP/1.1 404"), "{host}: {answer}");
+        assert!(!answer.contains("token"), "{host}: {answer}");
+    }
+    for host in ["localhost:8080", "LOCALHOST", "127.0.0.1", "[::1]:8080"] {
+        let answer = demo_agents_as(hub.addr, host).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{host}: {answer}");
+    }
     hub.shutdown().await;
 
     // The demo setup listening beyond loopback (it needs a secret then) lists nobody.

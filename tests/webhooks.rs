@@ -778,6 +778,19 @@ async fn endpoints_through_the_api_show_the_secret_only_on_create_and_rotate() {
     assert!(v["attempts"].is_array());
     let (s, v) = hub
         .http(
+            "GET",
+            "/v1/webhooks/crm/attempts?limit=ten",
+            Some(&tok),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, &v["error"]["code"]),
+        (400, &json!("invalid_field")),
+        "{v}"
+    );
+    let (s, v) = hub
+        .http(
             "POST",
             "/v1/webhooks/crm/replay",
             Some(&tok),

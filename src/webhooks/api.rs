@@ -285,11 +285,14 @@ async fn attempts(
     caller(&hub, &headers, &q, &[Role::Integration])?;
     let w = service(&hub)?;
     find(&hub, w, &id).await?;
-    let limit = q
-        .get("limit")
-        .and_then(|l| l.parse().ok())
-        .unwrap_or(100usize)
-        .clamp(1, 1000);
+    // A typo is refused, not read as the default.
+    let limit = match q.get("limit") {
+        None => 100,
+        Some(l) => l
+            .parse::<usize>()
+            .map_err(|_| invalid("limit", "must be a whole number (1 to 1000)"))?
+            .clamp(1, 1000),
+    };
     let list = w.records(&id).recent(limit);
     Ok(Json(json!({ "node": hub.node.as_ref(), "attempts": list })).into_response())
 }
