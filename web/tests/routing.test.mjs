@@ -40,6 +40,11 @@ id = "bob"
 name = "Bob Berg"
 skills = ["en"]
 queues = ["support"]
+
+[[agents]]
+id = "carla"
+name = "Carla Reis"
+queues = ["backoffice"]
 `;
 
 let hub;
@@ -239,4 +244,32 @@ test("consult, transfer to an agent, cancel consult, blind transfer", async () =
   assert.deepEqual(B.problems, [], "no CSP violation or page error on B");
   await A.context.close();
   await B.context.close();
+});
+
+// A token that ends soon: the desktop asks for a new one before its end, and the session
+// goes on past it. Before, the agent landed on the sign-in page at the token's exp,
+// mid-call. (Last in this file: carla stays signed in to the end.)
+test("before its token ends the desktop asks for a new one, and the session goes on past the end", async () => {
+  const { page, context, problems } = await openPage(browser, hub);
+  const ttl = 8;
+  const ends = Date.now() + ttl * 1000;
+  await signIn(page, token("carla", "agent", ttl));
+  await page.getByTestId("connection").filter({ hasText: "Connected" }).waitFor();
+  await page.getByTestId("agent-status").filter({ hasText: /^Not Ready/ }).waitFor();
+  const renew = page.getByRole("region", { name: /Your sign-in ends at/ });
+  await renew.waitFor();
+  // A token of another agent is refused, and said so; the box stays.
+  await renew.getByLabel("New token").fill(token("bob", "agent", 3600));
+  await renew.getByRole("button", { name: "Stay signed in" }).click();
+  await renew.getByRole("alert").filter({ hasText: "forbidden" }).waitFor();
+  await renew.getByLabel("New token").fill(token("carla", "agent", 3600));
+  await renew.getByRole("button", { name: "Stay signed in" }).click();
+  await page.getByText(/^Signed in until /).waitFor();
+  assert.equal(await renew.isHidden(), true);
+  // Past the first token's end (and the hub's check of it), still here, still signed in.
+  await page.waitForFunction((t) => Date.now() > t, ends + 2000, { timeout: 20_000 });
+  assert.equal(await page.getByTestId("connection").textContent(), "Connected");
+  await page.getByTestId("agent-status").filter({ hasText: /^Not Ready/ }).waitFor();
+  assert.deepEqual(problems, []);
+  await context.close();
 });

@@ -415,6 +415,22 @@ export class SwitchboardClient<R extends Role = "agent"> {
     return this.offset;
   }
 
+  /** When the token expires, in ms since the epoch (its `exp`), once read; `null` before. Compare with `serverNow()`. */
+  get tokenExpiresAt(): number | null {
+    return this.tokenExp;
+  }
+
+  /**
+   * Keep the session past the token's `exp`: send a fresher token (same `sub` and `role`,
+   * a later `exp`) to the hub (`refresh_token`), then use it for any reconnect. Rejects
+   * with the hub's `HubError` (a token it refuses changes nothing) or `disconnected`.
+   */
+  async refreshToken(token: string): Promise<void> {
+    await this.request({ type: "refresh_token", token });
+    this.setToken(token);
+    this.tokenRefusal(token);
+  }
+
   /** The hub's time now, in ms since the epoch: the local clock corrected by the measured offset. */
   serverNow(): number {
     return this.now() + this.offset;

@@ -289,6 +289,31 @@ test("tokens the hub refuses: expired ends in token_expired; a bad signature kee
   forged.close();
 });
 
+test("refreshToken: the session outlives its first token's exp; a refused token changes nothing", async () => {
+  const t = fresh();
+  const secs = () => Math.floor(Date.now() / 1000);
+  const c = client({ token: t.token("ana", { exp: secs() + 3 }) });
+  c.connect();
+  await stateWhere(c, kind("open"));
+  const first = c.tokenExpiresAt;
+  assert.ok(first !== null);
+  const later = secs() + 600;
+  await c.refreshToken(t.token("ana", { exp: later }));
+  assert.equal(c.tokenExpiresAt, later * 1000);
+  // An earlier exp than the session's is refused, and the session keeps the later one.
+  await assert.rejects(c.refreshToken(t.token("ana", { exp: secs() + 60 })), (e) => e instanceof HubError && e.code === "invalid_field");
+  assert.equal(c.tokenExpiresAt, later * 1000);
+  // Past the first token's exp (and the hub's check of it), the session goes on.
+  await within(
+    (async () => {
+      while (c.serverNow() < first + 1500) await new Promise((r) => setTimeout(r, 100));
+    })(),
+    "the first token's exp to pass",
+  );
+  await c.getState();
+  assert.equal(c.state.kind, "open");
+});
+
 test("clock offset with a skewed local clock: the countdown follows the hub's deadline", async () => {
   const t = fresh();
   const skew = -3_600_000; // this desktop's clock is an hour behind

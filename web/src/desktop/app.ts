@@ -78,6 +78,7 @@ export function startDesktop(root: HTMLElement, token: string, signOut: (message
   // The layout, built once; regions are redrawn by their own functions.
   const header = h("header", { class: "top" });
   const noticeBox = h("div", { class: "notices", "aria-live": "polite" });
+  const renewBox = h("section", { class: "card renew", "aria-labelledby": "renew-h", hidden: true });
   const offerBox = h("section", { class: "offer", "aria-labelledby": "offer-h", hidden: true });
   const announcer = h("div", { class: "sr-only", role: "status", "aria-live": "assertive" });
   const progressBox = h("section", { class: "card", "aria-labelledby": "inprogress-h" });
@@ -108,7 +109,7 @@ export function startDesktop(root: HTMLElement, token: string, signOut: (message
       root,
       h("a", { class: "skip", href: "#workspace" }, t("skipToWork")),
       header,
-      h("main", { class: "layout", id: "main" }, h("div", { class: "left" }, noticeBox, offerBox, progressBox, listsBox), workBox),
+      h("main", { class: "layout", id: "main" }, h("div", { class: "left" }, renewBox, noticeBox, offerBox, progressBox, listsBox), workBox),
       announcer,
     );
     renderAll();
@@ -405,7 +406,67 @@ export function startDesktop(root: HTMLElement, token: string, signOut: (message
     );
   }
 
+  // --- the token's end: a few minutes before it, the agent is asked for a new one, which
+  // the hub takes for this session (`refresh_token`); without it the session would end at
+  // the token's `exp` and the agent land on the sign-in page, mid-call.
+  const RENEW_BEFORE_MS = 5 * 60_000;
+  let renewShownFor: number | null = null;
+  let renewError: string | null = null;
+  function checkRenew() {
+    const exp = client.tokenExpiresAt;
+    const due = exp !== null && exp - client.serverNow() < RENEW_BEFORE_MS;
+    if (!due) {
+      if (renewShownFor !== null) {
+        renewShownFor = null;
+        renewBox.hidden = true;
+      }
+      return;
+    }
+    if (renewShownFor === exp) return;
+    renewShownFor = exp;
+    renewError = null;
+    renderRenew();
+  }
+  function renderRenew() {
+    const exp = client.tokenExpiresAt;
+    if (exp === null) return;
+    renewBox.hidden = false;
+    fill(
+      renewBox,
+      h("h2", { id: "renew-h" }, t("renewTitle", { time: fmtTime(new Date(exp).toISOString()) })),
+      h("p", null, t("renewHint")),
+      h(
+        "form",
+        {
+          class: "form",
+          onsubmit: (e: Event) => {
+            e.preventDefault();
+            const v = (document.getElementById("renew-token") as HTMLTextAreaElement | null)?.value.trim();
+            if (!v) return;
+            client.refreshToken(v).then(
+              () => {
+                renewShownFor = null;
+                renewBox.hidden = true;
+                const until = client.tokenExpiresAt;
+                if (until !== null) notify(t("renewed", { time: fmtTime(new Date(until).toISOString()) }));
+              },
+              (err: unknown) => {
+                renewError = err instanceof HubError ? `${err.code}: ${err.message}` : String(err);
+                renderRenew();
+              },
+            );
+          },
+        },
+        h("label", { for: "renew-token" }, t("renewLabel")),
+        h("textarea", { id: "renew-token", rows: 3, spellcheck: "false", autocomplete: "off", required: true }),
+        renewError ? h("p", { class: "notice error", role: "alert" }, t("error", { message: renewError })) : null,
+        h("button", { type: "submit", class: "primary" }, t("renewButton")),
+      ),
+    );
+  }
+
   function tick() {
+    checkRenew();
     if (!countdownEls) return;
     const ms = client.remainingMs(countdownEls.offer.deadline);
     countdownEls.text.textContent = t("offerCountdown", { s: fmtNumber(Math.ceil(ms / 1000)) });
