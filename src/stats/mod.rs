@@ -238,7 +238,8 @@ pub struct AgentDay {
 pub struct AgentFold {
     /// Today.
     pub today: AgentDay,
-    /// The queue of the task it last finished or passed on: its wrap-up counts there.
+    /// The queue of the task it last finished, passed on or had cancelled in hand: its
+    /// wrap-up counts there.
     pub last_queue: Option<QueueId>,
     /// The part of the wrap-up under way that is already over: a Not Ready reason set
     /// during a wrap-up (by the agent, or forced) changes the status line without
@@ -261,6 +262,10 @@ struct TaskTrack {
     answered: bool,
     /// Transferred, its `task.queued` not yet seen: that one is no requeue.
     transferred: bool,
+    /// The agent who has it in hand (its last `task.assigned`): a cancel then sends that
+    /// agent to a wrap-up, which counts in this task's queue.
+    #[serde(default)]
+    holder: Option<AgentId>,
 }
 
 /// The statistics: folded from events, kept in the replicated state.
@@ -459,6 +464,7 @@ impl Statistics {
                             entered_at,
                             answered: false,
                             transferred: false,
+                            holder: None,
                         },
                     );
                     self.count(queue, t, |c| c.offered += 1);
@@ -498,6 +504,7 @@ impl Statistics {
                             entered_at: t,
                             answered: false,
                             transferred: true,
+                            holder: None,
                         },
                     );
                 } else {
@@ -516,6 +523,7 @@ impl Statistics {
                                     entered_at: t,
                                     answered: from_agent.is_some(),
                                     transferred: false,
+                                    holder: None,
                                 },
                             );
                         }
@@ -556,6 +564,7 @@ impl Statistics {
             }
             EventData::TaskAssigned {
                 task_id,
+                agent_id,
                 queue,
                 enqueued_at,
                 ..
@@ -574,11 +583,15 @@ impl Statistics {
                                 entered_at: *enqueued_at,
                                 answered: true,
                                 transferred: false,
+                                holder: None,
                             },
                         );
                         Some(*enqueued_at)
                     }
                 };
+                if let Some(tr) = self.tasks.get_mut(task_id) {
+                    tr.holder = Some(agent_id.clone());
+                }
                 if let Some(entered_at) = entered_at {
                     let wait = t.0.saturating_sub(entered_at.0);
                     let within = wait <= self.rules.threshold_us(queue);
@@ -624,6 +637,12 @@ impl Statistics {
                 ..
             } => {
                 let track = self.tasks.remove(task_id);
+                // Cancelled in an agent's hands: the agent's wrap-up is this task's.
+                if *phase == TaskPhase::Assigned {
+                    if let Some(a) = track.as_ref().and_then(|tr| tr.holder.clone()) {
+                        self.agent(&a).last_queue = Some(queue.clone());
+                    }
+                }
                 // Cancelled while waiting or ringing, never answered since it entered
                 // the queue: the caller gave up.
                 let waiting = matches!(phase, TaskPhase::Queued | TaskPhase::Offered);

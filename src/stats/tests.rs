@@ -236,6 +236,48 @@ fn a_reason_set_during_a_wrap_up_leaves_one_wrap_up_whole() {
     assert_eq!(f.totals.counts.wrap_ups, 1);
 }
 
+/// A task cancelled in the agent's hands sends the agent to a wrap-up: it counts in that
+/// task's queue. Before, it counted in the queue of the agent's task before (or nowhere).
+#[test]
+fn the_wrap_up_after_a_cancel_in_hand_counts_in_the_cancelled_tasks_queue() {
+    let (mut s, b) = setup();
+    let wrap_ended = |s: &mut Statistics, since: f64, at: f64| {
+        s.apply(
+            &EventData::AgentStateChanged {
+                agent_id: a("a1"),
+                status: Status::Ready,
+                reason: None,
+                previous: Status::WrapUp,
+                previous_reason: None,
+                previous_since: Ts(T0 + secs(since)),
+            },
+            Ts(T0 + secs(at)),
+        );
+    };
+    answer(&mut s, 1, "sales", Ts(T0), secs(1.0));
+    s.apply(
+        &EventData::TaskCompleted {
+            task_id: task(1),
+            agent_id: a("a1"),
+            queue: q("sales"),
+            channel: Channel::Voice,
+            accepted_at: Ts(T0 + secs(1.0)),
+            wrap_up_code: None,
+        },
+        Ts(T0 + secs(10.0)),
+    );
+    wrap_ended(&mut s, 10.0, 20.0);
+    answer(&mut s, 2, "support", Ts(T0 + secs(30.0)), secs(1.0));
+    s.apply(
+        &cancelled(2, "support", TaskPhase::Assigned, Ts(T0 + secs(30.0))),
+        Ts(T0 + secs(40.0)),
+    );
+    wrap_ended(&mut s, 40.0, 70.0);
+    let r = report(&s, &b, Ts(T0 + secs(71.0)));
+    assert_eq!(queue(&r, "support").today.avg_wrap_up_ms, Some(30_000));
+    assert_eq!(queue(&r, "sales").today.avg_wrap_up_ms, Some(10_000));
+}
+
 #[test]
 fn a_waiting_task_sent_to_an_agent_is_answered_when_that_agent_takes_it() {
     let (mut s, b) = setup();
