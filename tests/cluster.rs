@@ -34,18 +34,24 @@ impl Node {
         config
     }
 
-    /// Starts a node that must refuse to start; returns what it wrote to stderr.
-    fn refused(redis: &RedisServer, id: &str, routing: &str) -> String {
-        let config = Self::config_file(routing);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .arg("--config")
-            .arg(&config)
+    /// The command that runs node `id` with `config` on `redis`.
+    fn command(redis: &RedisServer, id: &str, config: &std::path::Path) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+        cmd.arg("--config")
+            .arg(config)
             .arg("--redis")
             .arg(redis.url())
             .arg("--node-id")
             .arg(id)
             .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Starts a node that must refuse to start; returns what it wrote to stderr.
+    fn refused(redis: &RedisServer, id: &str, routing: &str) -> String {
+        let config = Self::config_file(routing);
+        let mut child = Self::command(redis, id, &config)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -73,14 +79,7 @@ impl Node {
 
     fn start(redis: &RedisServer, id: &str, routing: &str) -> Node {
         let config = Self::config_file(routing);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .arg("--config")
-            .arg(&config)
-            .arg("--redis")
-            .arg(redis.url())
-            .arg("--node-id")
-            .arg(id)
-            .env("RUST_LOG", "warn")
+        let mut child = Self::command(redis, id, &config)
             .stdout(Stdio::piped())
             .stderr(match std::env::var_os("SB_TEST_NODE_LOGS") {
                 Some(_) => Stdio::inherit(),

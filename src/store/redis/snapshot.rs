@@ -121,6 +121,18 @@ impl Shared {
         c: &mut MultiplexedConnection,
         applied: u64,
     ) -> Result<(), HubError> {
+        let locked = self.lock_snapshots(c).await?;
+        self.last_snapshot.store(applied, Ordering::Relaxed);
+        if !locked {
+            return Ok(()); // another node is taking one
+        }
+        let result = self.compact(c).await;
+        self.unlock_snapshots(c).await;
+        result
+    }
+
+    /// Takes the snapshot lock for this node: false when another node holds it.
+    async fn lock_snapshots(&self, c: &mut MultiplexedConnection) -> Result<bool, HubError> {
         let lock: Option<String> = redis::cmd("SET")
             .arg(SNAPSHOT_LOCK)
             .arg(&*self.incarnation)
@@ -130,18 +142,17 @@ impl Shared {
             .query_async(c)
             .await
             .map_err(unavailable)?;
-        self.last_snapshot.store(applied, Ordering::Relaxed);
-        if lock.is_none() {
-            return Ok(()); // another node is taking one
-        }
-        let result = self.compact(c).await;
-        // Released only if still ours (it may have lapsed and been taken meanwhile).
+        Ok(lock.is_some())
+    }
+
+    /// Lets the snapshot lock go, only if still this node's (it may have lapsed and been
+    /// taken meanwhile).
+    async fn unlock_snapshots(&self, c: &mut MultiplexedConnection) {
         let _: Result<i64, _> = redis::Script::new(UNLOCK_SCRIPT)
             .key(SNAPSHOT_LOCK)
             .arg(&*self.incarnation)
             .invoke_async(c)
             .await;
-        result
     }
 
     /// Stores this node's replica as the snapshot at position `at`, which must be past
@@ -151,16 +162,7 @@ impl Shared {
     /// stored already (the store script keeps the newer).
     pub(super) async fn reseed(&self, at: &str) -> Result<(), HubError> {
         let mut c = self.conn().await?;
-        let lock: Option<String> = redis::cmd("SET")
-            .arg(SNAPSHOT_LOCK)
-            .arg(&*self.incarnation)
-            .arg("NX")
-            .arg("PX")
-            .arg(SNAPSHOT_TIMEOUT.as_millis() as u64)
-            .query_async(&mut c)
-            .await
-            .map_err(unavailable)?;
-        if lock.is_none() {
+        if !self.lock_snapshots(&mut c).await? {
             return Ok(());
         }
         // Encoded under the replica's lock, on this worker: a rare recovery, during
@@ -178,11 +180,7 @@ impl Shared {
             Ok((bytes, now)) => self.upload_snapshot(&mut c, at, now, bytes).await,
             Err(e) => Err(e),
         };
-        let _: Result<i64, _> = redis::Script::new(UNLOCK_SCRIPT)
-            .key(SNAPSHOT_LOCK)
-            .arg(&*self.incarnation)
-            .invoke_async(&mut c)
-            .await;
+        self.unlock_snapshots(&mut c).await;
         result
     }
 
