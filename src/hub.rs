@@ -218,6 +218,11 @@ impl Hub {
                 }
                 Notice::Attach { agent_id, conn } => {
                     if let Some((_, h)) = self.pending.remove(&conn) {
+                        // A drain that went through both maps while this session moved
+                        // from one to the other saw it in neither.
+                        if self.is_draining() {
+                            h.kill("shutting_down");
+                        }
                         if let Some(old) = self.sessions.insert(agent_id.clone(), h) {
                             if old.conn != conn {
                                 tracing::info!(%agent_id, "session taken over by a new connection");

@@ -681,6 +681,30 @@ async fn a_redis_emptied_under_the_nodes_is_seeded_again_from_their_replicas() {
         b.await_task_state(&t["task_id"], "queued").await;
     }
     redis.restart_empty();
+    // A node started now, once the live nodes have beaten into the new Redis (before any
+    // command was appended), waits for their history instead of starting one of its own.
+    let client = redis::Client::open(redis.url()).expect("client");
+    let mut rc = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let beats: Vec<String> = redis::cmd("KEYS")
+            .arg("sb:node:*")
+            .query_async(&mut rc)
+            .await
+            .expect("keys");
+        if beats.len() >= 2 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no heartbeat came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let c = Node::start(&redis, "node-c", "");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let after = loop {
         let (s, v) = a
@@ -696,13 +720,13 @@ async fn a_redis_emptied_under_the_nodes_is_seeded_again_from_their_replicas() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     b.await_task_state(&after["task_id"], "queued").await;
-    let c = Node::start(&redis, "node-c", "");
+    let d = Node::start(&redis, "node-d", "");
     for t in before.iter().chain([&after]) {
-        for n in [&a, &b, &c] {
+        for n in [&a, &b, &c, &d] {
             n.await_task_state(&t["task_id"], "queued").await;
         }
     }
-    // The oldest task waiting is still first in line, on the node started afterwards.
+    // The oldest task waiting is still first in line, on the nodes started afterwards.
     let mut ana = c.ready_agent("ana").await;
     assert_eq!(ana.accept_next().await["task_id"], before[0]["task_id"]);
 }

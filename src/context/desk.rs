@@ -52,8 +52,6 @@ impl ContextBook {
         Ok(ContextReply::Done)
     }
 
-    /// Whether the agent has the customer open: an interaction in progress with it, or
-    /// reopened.
     /// Takes `agent` off every topic it watches but does not have open: what it loaded
     /// (`get_customer`) and never let go. An agent gone offline has no desktop showing
     /// them, and the next one's welcome lists only its Open and Recent records.
@@ -80,6 +78,8 @@ impl ContextBook {
         }
     }
 
+    /// Whether the agent has the customer open: an interaction in progress with it, or
+    /// reopened.
     pub(super) fn is_open_for(&self, agent: &AgentId, c: CustomerId) -> bool {
         let Some(desk) = self.desks.get(agent) else {
             return false;

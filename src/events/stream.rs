@@ -221,8 +221,9 @@ impl Reader {
             return None;
         }
         let mut out = String::new();
-        // Checked on every write too: a busy stream never waits in the select below.
-        if self.expiry.is_elapsed() {
+        // Checked on every write too: a busy stream never waits in the select below (and
+        // a `Sleep` never polled does not know it elapsed: its deadline is read instead).
+        if tokio::time::Instant::now() >= self.expiry.deadline() {
             self.end(&mut out, "token_expired");
             return Some(out.into());
         }

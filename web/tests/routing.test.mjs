@@ -259,9 +259,11 @@ test("before its token ends the desktop asks for a new one, and the session goes
   const renew = page.getByRole("region", { name: /Your sign-in ends at/ });
   await renew.waitFor();
   // A token of another agent is refused, and said so; the box stays.
-  await renew.getByLabel("New token").fill(token("bob", "agent", 3600));
+  const bobs = token("bob", "agent", 3600);
+  await renew.getByLabel("New token").fill(bobs);
   await renew.getByRole("button", { name: "Stay signed in" }).click();
   await renew.getByRole("alert").filter({ hasText: "forbidden" }).waitFor();
+  assert.equal(await renew.getByLabel("New token").inputValue(), bobs, "what was pasted stays");
   await renew.getByLabel("New token").fill(token("carla", "agent", 3600));
   await renew.getByRole("button", { name: "Stay signed in" }).click();
   await page.getByText(/^Signed in until /).waitFor();
@@ -270,6 +272,10 @@ test("before its token ends the desktop asks for a new one, and the session goes
   await page.waitForFunction((t) => Date.now() > t, ends + 2000, { timeout: 20_000 });
   assert.equal(await page.getByTestId("connection").textContent(), "Connected");
   await page.getByTestId("agent-status").filter({ hasText: /^Not Ready/ }).waitFor();
+  // A reload signs in with the renewed token, not the one that ended.
+  await page.reload();
+  await page.getByTestId("connection").filter({ hasText: "Connected" }).waitFor();
+  assert.equal(await renew.isHidden(), true);
   assert.deepEqual(problems, []);
   await context.close();
 });

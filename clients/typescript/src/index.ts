@@ -427,7 +427,8 @@ export class SwitchboardClient<R extends Role = "agent"> {
    */
   async refreshToken(token: string): Promise<void> {
     await this.request({ type: "refresh_token", token });
-    this.setToken(token);
+    // A token function keeps being asked on reconnects; a fixed token is replaced.
+    if (typeof this.token === "string") this.setToken(token);
     this.tokenRefusal(token);
   }
 

@@ -43,11 +43,13 @@ use crate::error::HubError;
 use crate::log::{Body, Entry, seed_of, step};
 use crate::routing::{Command, Rules};
 use crate::state::{Outcome, State};
-use parse::{first_entry, parse_xread, position_lt, predecessor, trimmed_past};
+use parse::{
+    first_entry, log_is_empty, lost_past, parse_xread, position_lt, predecessor, trimmed_past,
+};
 use redis::AsyncConnectionConfig;
 use redis::Value;
 use redis::aio::MultiplexedConnection;
-use snapshot::fetch_snapshot;
+use snapshot::{fetch_snapshot, snapshot_head};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -101,6 +103,9 @@ struct Shared {
     /// done, then builds it once (kept up entry by entry, a long stream of customer
     /// changes took seconds more).
     catching_up: AtomicBool,
+    /// Since when this node has seen the log's history lost (`fill_gap`) without a
+    /// snapshot to fill it: live nodes get a few heartbeats to say how far they are.
+    history_lost_since: Mutex<Option<tokio::time::Instant>>,
 }
 
 /// The Redis-backed store. See the module documentation.
@@ -171,6 +176,7 @@ impl RedisStore {
             background: Background::start("sb-snapshot")?,
             call_timeout_ms: std::sync::atomic::AtomicU64::new(CALL_TIMEOUT.as_millis() as u64),
             catching_up: AtomicBool::new(true),
+            history_lost_since: Mutex::new(None),
         });
         // Beat (with the position "0-0") before loading anything: the log is never
         // trimmed past a node that is still catching up.
@@ -189,6 +195,7 @@ impl RedisStore {
                 .map_err(unavailable)?;
             shared.check_rules(&mut c).await?;
             shared.load_snapshot().await?;
+            shared.await_reseed(&mut c).await?;
             // Catch up before serving, so that this node's first answers see the present;
             // entries trimmed away meanwhile are noticed before each read (and the
             // snapshot that covers them reloaded), never skipped over.
@@ -468,7 +475,15 @@ impl Shared {
             .map_err(unavailable)?;
         if let Some(first) = trimmed_past(&pos, &first) {
             tracing::error!(%pos, %first, "entries this node had not applied may have been trimmed: reloading the snapshot");
-            self.fill_gap(&first).await?;
+            self.fill_gap(&predecessor(&first)).await?;
+        } else if pos != "0-0" && log_is_empty(&first) {
+            // Redis lost everything and nothing was appended since: the same as a lost
+            // history, with the snapshot placed at the position itself.
+            self.load_snapshot().await?;
+            let mut c = self.conn().await?;
+            if snapshot_head(&mut c).await?.is_none() {
+                self.fill_gap(&pos).await?;
+            }
         }
         Ok(())
     }
@@ -484,15 +499,99 @@ impl Shared {
     /// since. Without it each node would drop every new entry, waiting for a snapshot
     /// that never comes. Returns whether the gap is filled; when it is not (another node
     /// is storing its replica), the caller waits a little and reads again.
-    async fn fill_gap(&self, first: &str) -> Result<bool, HubError> {
+    ///
+    /// The node furthest along stores its replica, so that no node goes back over
+    /// decisions it applied and published (the events' numbers would be reused): a node
+    /// waits two heartbeats (every live node has said where it is in the new Redis), then
+    /// stores its replica only when no live node is ahead of it.
+    ///
+    /// `at`: where the snapshot goes, right before the log's first entry (or this node's
+    /// own position when the log is empty).
+    async fn fill_gap(&self, at: &str) -> Result<bool, HubError> {
         self.load_snapshot().await?;
-        let before_first = predecessor(first);
-        if !position_lt(&self.replica().pos, &before_first) {
+        let before_first = at.to_owned();
+        let pos = self.replica().pos.clone();
+        let empty_log = pos == before_first;
+        if !empty_log && !position_lt(&pos, &before_first) {
+            *self.history_lost() = None;
             return Ok(true);
+        }
+        let since = *self
+            .history_lost()
+            .get_or_insert_with(tokio::time::Instant::now);
+        if since.elapsed() < 2 * HEARTBEAT {
+            return Ok(false);
+        }
+        if self
+            .live_positions()
+            .await?
+            .iter()
+            .any(|p| position_lt(&pos, p))
+        {
+            return Ok(false);
         }
         self.reseed(&before_first).await?;
         self.load_snapshot().await?;
+        *self.history_lost() = None;
         Ok(!position_lt(&self.replica().pos, &before_first))
+    }
+
+    /// At start, with no snapshot to load: when live nodes are at positions the log no
+    /// longer holds the entries after (Redis was emptied under them), one of them is about
+    /// to store its replica (`fill_gap`). Replaying the new log onto a blank state instead
+    /// would make this node disagree with all of them: it waits for that snapshot.
+    async fn await_reseed(&self, c: &mut MultiplexedConnection) -> Result<(), HubError> {
+        if self.replica().pos != "0-0" {
+            return Ok(());
+        }
+        let first: Value = first_entry(LOG).query_async(c).await.map_err(unavailable)?;
+        let lost = self
+            .live_positions()
+            .await?
+            .iter()
+            .any(|p| lost_past(p, &first));
+        if !lost {
+            return Ok(());
+        }
+        tracing::warn!("live nodes hold history the log lost: waiting for one to store it");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        while self.replica().pos == "0-0" {
+            if tokio::time::Instant::now() > deadline {
+                return Err(unavailable(
+                    "live nodes hold history the Redis log lost, and none stored it within 15 s",
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            self.load_snapshot().await?;
+        }
+        Ok(())
+    }
+
+    fn history_lost(&self) -> MutexGuard<'_, Option<tokio::time::Instant>> {
+        self.history_lost_since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The positions other live nodes' heartbeats give (`sb:node:*`), not this node's.
+    async fn live_positions(&self) -> Result<Vec<String>, HubError> {
+        let mut c = self.conn().await?;
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("sb:node:*")
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        let mine = format!("sb:node:{}", self.incarnation);
+        let others: Vec<String> = keys.into_iter().filter(|k| *k != mine).collect();
+        if others.is_empty() {
+            return Ok(Vec::new());
+        }
+        let values: Vec<Option<String>> = redis::cmd("MGET")
+            .arg(&others)
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        Ok(values.into_iter().flatten().collect())
     }
 
     /// Reads and applies one batch of entries. Returns how many were read (0: the
@@ -528,7 +627,7 @@ impl Shared {
         }
         if let Some(first) = trimmed_past(&pos, &first) {
             tracing::error!(%pos, %first, "entries after this node's position may have been trimmed: reloading the snapshot");
-            if !self.fill_gap(&first).await? {
+            if !self.fill_gap(&predecessor(&first)).await? {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             // Progress all the same: a catch-up reads on from the snapshot.

@@ -26,6 +26,21 @@ pub(super) fn trimmed_past(pos: &str, first_entry_reply: &Value) -> Option<Strin
         .filter(|id| position_lt(pos, &predecessor(id)))
 }
 
+/// Whether the reply of [`first_entry`] says the stream has no entry at all.
+pub(super) fn log_is_empty(first_entry_reply: &Value) -> bool {
+    let mut head = Vec::new();
+    entries_of(first_entry_reply, &mut head);
+    head.is_empty()
+}
+
+/// Whether a node at `pos` lost history the log no longer holds: entries after it were
+/// trimmed, or (at a position past the start) the log holds none at all. Neither happens
+/// while Redis keeps its data: a trim keeps the entry at every live node's position.
+pub(super) fn lost_past(pos: &str, first_entry_reply: &Value) -> bool {
+    pos != "0-0"
+        && (log_is_empty(first_entry_reply) || trimmed_past(pos, first_entry_reply).is_some())
+}
+
 /// The stream position right before `id` (`"0-0"` before the first one there can be):
 /// a snapshot placed there is followed by the entry `id` with nothing in between.
 pub(super) fn predecessor(id: &str) -> String {

@@ -410,7 +410,9 @@ pub(super) async fn fetch_snapshot(
 }
 
 /// The stored snapshot's position and time, if one is stored.
-async fn snapshot_head(c: &mut MultiplexedConnection) -> Result<Option<(String, u64)>, HubError> {
+pub(super) async fn snapshot_head(
+    c: &mut MultiplexedConnection,
+) -> Result<Option<(String, u64)>, HubError> {
     let head: Value = redis::cmd("HMGET")
         .arg(SNAPSHOT)
         .arg("pos")

@@ -29,7 +29,7 @@ export interface Shell {
 
 type Tab = "open" | "recent" | "search";
 
-export function startDesktop(root: HTMLElement, token: string, signOut: (message?: string) => void): void {
+export function startDesktop(root: HTMLElement, token: string, signOut: (message?: string) => void, renewed: (token: string) => void = () => {}): void {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   const client = new SwitchboardClient({ url: `${scheme}://${location.host}/v1/ws`, token });
   const api = new Api(client);
@@ -412,6 +412,8 @@ export function startDesktop(root: HTMLElement, token: string, signOut: (message
   const RENEW_BEFORE_MS = 5 * 60_000;
   let renewShownFor: number | null = null;
   let renewError: string | null = null;
+  // What the agent pasted: a refusal draws the box again and keeps it.
+  let renewTyped = "";
   function checkRenew() {
     const exp = client.tokenExpiresAt;
     const due = exp !== null && exp - client.serverNow() < RENEW_BEFORE_MS;
@@ -443,8 +445,11 @@ export function startDesktop(root: HTMLElement, token: string, signOut: (message
             e.preventDefault();
             const v = (document.getElementById("renew-token") as HTMLTextAreaElement | null)?.value.trim();
             if (!v) return;
+            renewTyped = v;
             client.refreshToken(v).then(
               () => {
+                renewed(v);
+                renewTyped = "";
                 renewShownFor = null;
                 renewBox.hidden = true;
                 const until = client.tokenExpiresAt;
@@ -458,7 +463,7 @@ export function startDesktop(root: HTMLElement, token: string, signOut: (message
           },
         },
         h("label", { for: "renew-token" }, t("renewLabel")),
-        h("textarea", { id: "renew-token", rows: 3, spellcheck: "false", autocomplete: "off", required: true }),
+        h("textarea", { id: "renew-token", rows: 3, spellcheck: "false", autocomplete: "off", required: true, value: renewTyped }),
         renewError ? h("p", { class: "notice error", role: "alert" }, t("error", { message: renewError })) : null,
         h("button", { type: "submit", class: "primary" }, t("renewButton")),
       ),

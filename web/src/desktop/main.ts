@@ -21,7 +21,9 @@ function boot(message?: string): void {
   if (!root) return;
   const token = sessionStorage.getItem(TOKEN_KEY);
   if (token) {
-    startDesktop(root, token, signOut);
+    // A renewed token replaces the stored one: a reload after the first one's end
+    // signs in with the new.
+    startDesktop(root, token, signOut, (tok) => sessionStorage.setItem(TOKEN_KEY, tok));
   } else {
     showSignIn(root, message, (tok) => {
       // The token lives for this tab only (sessionStorage): closing the tab signs out.

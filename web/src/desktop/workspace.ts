@@ -24,6 +24,8 @@ interface CustomerDraft {
   emails: string;
   phones: string;
   chat: string;
+  /** The record the form was opened on: a save sends what differs from it (the workspace may have loaded a newer one meanwhile). */
+  base?: CustomerView["customer"];
 }
 
 interface Caution {
@@ -355,7 +357,7 @@ export class Workspace {
       return;
     }
     const id = s.view.customer.customer_id;
-    const changes = this.changes(draft, s.view.customer);
+    const changes = this.changes(draft, draft.base ?? s.view.customer);
     if (Object.keys(changes).length === 0) {
       s.editing = false;
       s.draft = null;
@@ -453,11 +455,16 @@ export class Workspace {
       if (!a) return;
       // The change is made on the tags it is saved on: after a conflict, on the current
       // ones (the other agent's tags stay).
-      const attempt = async (version: number, current: string[]) => {
+      // `record`: the current activity a conflict carried, when this is the retry.
+      const attempt = async (version: number, current: string[], record?: Activity) => {
         const tags = change(current);
         if (tags.length === current.length && tags.every((x, i) => x === current[i])) {
-          s.cautions = s.cautions.filter((c) => c.kind !== "activity");
-          this.redraw(s);
+          if (record) {
+            // Nothing left to change on the current activity: take it as it is.
+            s.activity = record;
+            s.cautions = s.cautions.filter((c) => c.kind !== "activity");
+            this.redraw(s);
+          }
           return;
         }
         try {
@@ -466,7 +473,7 @@ export class Workspace {
           await this.loadJourney(s);
           this.redraw(s);
         } catch (e) {
-          const retry = (v: number, record: unknown) => attempt(v, (record as Activity | undefined)?.tags ?? []);
+          const retry = (v: number, record: unknown) => attempt(v, (record as Activity | undefined)?.tags ?? [], record as Activity | undefined);
           if (!this.conflict(s, e, "activity", retry)) throw e;
         }
       };
@@ -654,7 +661,7 @@ export class Workspace {
     const c = s.view?.customer;
     if (c && !s.editing) {
       s.editing = true;
-      s.draft = { name: c.name, kind: c.kind, emails: c.emails.join("\n"), phones: c.phones.join("\n"), chat: c.chat_handles.join("\n") };
+      s.draft = { name: c.name, kind: c.kind, emails: c.emails.join("\n"), phones: c.phones.join("\n"), chat: c.chat_handles.join("\n"), base: c };
       this.render();
     }
     document.getElementById("cust-name")?.focus();
