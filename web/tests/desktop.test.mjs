@@ -264,11 +264,17 @@ test("two agents and an integration walk the help pages' flow", async () => {
   await b.getByTestId("caution").filter({ hasText: "crm changed this customer" }).waitFor();
   await bForm.getByRole("button", { name: "Save" }).click();
   await b.getByTestId("caution").filter({ hasText: "crm saved this customer first" }).waitFor();
+  // The CRM changes it once more while B reads the caution: B can still save B's change
+  // on the newest record (the newer change's notice once took the button away).
+  const again = (await crm.getCustomer(id.customer_id)).customer;
+  await crm.patchCustomer(id.customer_id, again.version, { fields: { segment: "gold", tier: "2" } });
+  await b.locator(`[data-testid=caution][data-version="${again.version + 1}"]`).waitFor();
   await b.getByRole("button", { name: "Save mine over theirs" }).click();
   await bForm.getByText("+351 912 345 678").waitFor();
   const saved = await crm.getCustomer(id.customer_id);
   assert.deepEqual(saved.customer.phones, ["+351 912 345 678"]);
   assert.equal(saved.customer.fields.segment, "gold");
+  assert.equal(saved.customer.fields.tier, "2");
   assert.deepEqual(saved.customer.emails, emails);
 
   // A call offered to B expires after its deadline (5 s here): B is Not Ready, missed offer.

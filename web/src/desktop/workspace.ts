@@ -261,8 +261,20 @@ export class Workspace {
       // A record this workspace does not show (another request, an older activity): take it as it is.
       if (change.kind === "request" && s.view) s.view.requests = [change.record as unknown as Request, ...s.view.requests];
     } else if (change.version > held) {
-      s.cautions = s.cautions.filter((c) => !(c.kind === change.kind && (c.record as { version: number }).version <= change.version));
-      s.cautions.push({ kind: change.kind, record: change.record, by: change.changed_by, at: change.changed_at, conflict: false, version: change.version });
+      const replaced = s.cautions.filter((c) => c.kind === change.kind && (c.record as { version: number }).version <= change.version);
+      s.cautions = s.cautions.filter((c) => !replaced.includes(c));
+      // A refused save's caution stays one, on the newer record: "save mine" then makes
+      // the agent's change on it.
+      const refused = replaced.find((c) => c.conflict && c.retry);
+      s.cautions.push({
+        kind: change.kind,
+        record: change.record,
+        by: change.changed_by,
+        at: change.changed_at,
+        conflict: refused !== undefined,
+        retry: refused?.retry,
+        version: change.version,
+      });
     }
     this.render();
     this.refreshJourney();
@@ -672,7 +684,7 @@ export class Workspace {
     const text = t(c.conflict ? "cautionConflict" : "caution", { who, record: tCode("rec_", c.kind), time: fmtDateTime(c.at) });
     return h(
       "div",
-      { class: "notice warn caution", role: "alert", "data-testid": "caution" },
+      { class: "notice warn caution", role: "alert", "data-testid": "caution", "data-version": String(c.version) },
       icon("warn"),
       h("span", null, text),
       h("button", { type: "button", class: "primary", onclick: () => this.load(c) }, t("load")),
