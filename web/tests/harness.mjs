@@ -224,15 +224,19 @@ export async function agentSocket(browser, hub, tok) {
 export async function tapSocket(page) {
   const sent = [];
   const answered = [];
+  const lost = [];
   const held = [];
   const heldIds = new Set();
   const waiters = [];
   let holding = null;
+  let dropping = null;
+  let pageSide = null;
   let toPage = null;
   const wake = () => {
     for (const w of waiters.splice(0)) w();
   };
   await page.routeWebSocket(/\/v1\/ws/, (ws) => {
+    pageSide = ws;
     const server = ws.connectToServer();
     const requests = new Map();
     toPage = (m) => {
@@ -251,6 +255,12 @@ export async function tapSocket(page) {
     });
     server.onMessage((m) => {
       const f = JSON.parse(String(m));
+      // Lost on the way, as on a network that dropped while the hub pushed it.
+      if (dropping?.(f)) {
+        lost.push(f);
+        wake();
+        return;
+      }
       if (f.re != null && heldIds.has(f.re)) {
         held.push(String(m));
         wake();
@@ -278,6 +288,14 @@ export async function tapSocket(page) {
     hold(pred) {
       holding = pred;
     },
+    /** Frames from the hub matching `pred` never reach the page (null: none dropped). */
+    drop(pred) {
+      dropping = pred;
+    },
+    /** Closes the page's socket as a network failure would show it: the desktop reconnects. */
+    closePage() {
+      pageSide?.close({ code: 1012, reason: "" });
+    },
     /** How many answers are held now. */
     heldCount: () => held.length,
     /** Waits until `n` answers are held. */
@@ -290,6 +308,8 @@ export async function tapSocket(page) {
       for (const m of held.splice(0)) toPage(m);
     },
     sent: (pred, what = "a request") => until(sent, pred, what),
+    /** Resolves with the first frame dropped (`drop`) that matches `pred`. */
+    dropped: (pred, what = "a dropped frame") => until(lost, pred, what),
     answered: (pred, what = "an answer") => until(answered, pred, what),
   };
 }

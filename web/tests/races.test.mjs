@@ -12,6 +12,7 @@ const AGENTS = [
   ["bob", "Bob Stone"],
   ["carla", "Carla Dias"],
   ["dana", "Dana Kim"],
+  ["erin", "Erin Walsh"],
 ]
   .map(([id, name]) => `[[agents]]\nid = "${id}"\nname = "${name}"\nqueues = ["support"]\n`)
   .join("\n");
@@ -195,5 +196,26 @@ test("a question on screen goes when the desktop is left", async () => {
   // The sign-in page is usable: its field takes a token.
   await p.getByLabel("Agent token").fill("x");
   await other.context.close();
+  await a.context.close();
+});
+
+// A change pushed while the desktop's socket was down never arrives: after the reconnect
+// the desktop reads what it shows again, and the agent gets the caution as for a pushed
+// change. Before, nothing showed until a save was refused.
+test("a change made while the desktop was disconnected gets its caution after the reconnect", async () => {
+  const a = await agent("erin");
+  const crm = integration(hub);
+  const { customer } = await interaction(a, crm, "Íris Lund", "iris@example.se");
+  a.tap.drop((f) => f.type === "record_changed");
+  await crm.patchCustomer(customer.customer_id, customer.version, { name: "Íris Lund Berg" });
+  await a.tap.dropped((f) => f.type === "record_changed" && f.change.id === customer.customer_id, "the change, lost");
+  a.tap.drop(null);
+  a.tap.closePage();
+  await a.page.getByTestId("caution").filter({ hasText: "crm changed this customer" }).waitFor();
+  await a.page.getByTestId("connection").filter({ hasText: "Connected" }).waitFor();
+  assert.equal(await a.page.getByTestId("customer-name").textContent(), "Íris Lund", "the form keeps what the agent saw");
+  await a.page.getByTestId("caution").getByRole("button", { name: "Load" }).click();
+  await a.page.getByTestId("customer-name").filter({ hasText: "Íris Lund Berg" }).waitFor();
+  assert.deepEqual(a.problems, []);
   await a.context.close();
 });

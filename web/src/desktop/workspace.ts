@@ -242,6 +242,31 @@ export class Workspace {
     if (!still) {
       this.s = null;
       this.render();
+      return;
+    }
+    // What the hub pushed while the socket was down never came: the records shown are
+    // read again, and one changed meanwhile gets its caution as a pushed change would.
+    this.recheck(s).catch(() => {});
+  }
+
+  private async recheck(s: State): Promise<void> {
+    const { api } = this.shell;
+    const told = (change: RecordChange) => {
+      if (this.s === s) this.onRecordChanged(change);
+    };
+    if (s.view) {
+      const v = await api.getCustomer(s.view.customer.customer_id);
+      const c = v.customer;
+      told({ kind: "customer", id: c.customer_id, customer_id: c.customer_id, version: c.version, changed_by: c.updated_by, changed_at: c.updated_at, record: c });
+      for (const r of v.requests) {
+        // Only the requests shown: another is taken as it is when it is opened.
+        if (this.heldVersion(s, "request", r.request_id) === null) continue;
+        told({ kind: "request", id: r.request_id, customer_id: c.customer_id, version: r.version, changed_by: r.updated_by, changed_at: r.updated_at, record: r });
+      }
+    }
+    if (s.activity) {
+      const a = (await api.getActivity(s.activity.activity_id)).activity;
+      told({ kind: "activity", id: a.activity_id, customer_id: a.customer_id ?? null, version: a.version, changed_by: a.updated_by, changed_at: a.updated_at, record: a });
     }
   }
 
