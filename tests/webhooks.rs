@@ -816,6 +816,59 @@ async fn endpoints_through_the_api_show_the_secret_only_on_create_and_rotate() {
     hub.shutdown().await;
 }
 
+/// A replay from before the event window answers 410 `events_gone` with the oldest
+/// position held, at once. Before, it answered 200 and the endpoint was disabled a moment
+/// later for the events it could never get.
+#[tokio::test]
+async fn a_replay_from_before_the_window_answers_410_with_the_oldest_held() {
+    let mut c = hub_config(true);
+    c.events.retain_count = 5;
+    c.events.max_held = 5;
+    let hub = TestHub::start_with(c).await;
+    let tok = hub.token("crm", Role::Integration);
+    let (s, v) = hub
+        .http(
+            "POST",
+            "/v1/webhooks",
+            Some(&tok),
+            Some(&json!({"id": "crm", "url": "http://127.0.0.1:9/hook"}).to_string()),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let (s, _) = hub
+        .http("POST", "/v1/webhooks/crm/disable", Some(&tok), None)
+        .await;
+    assert_eq!(s, 200);
+    for _ in 0..4 {
+        hub.create(common::chat()).await;
+    }
+    let (s, v) = hub
+        .http(
+            "POST",
+            "/v1/webhooks/crm/replay",
+            Some(&tok),
+            Some(r#"{"since": 0}"#),
+        )
+        .await;
+    assert_eq!(
+        (s, &v["error"]["code"]),
+        (410, &json!("events_gone")),
+        "{v}"
+    );
+    let oldest = v["error"]["oldest_seq"].as_u64().expect("oldest_seq");
+    assert!(oldest > 1, "{v}");
+    let (s, v) = hub
+        .http(
+            "POST",
+            "/v1/webhooks/crm/replay",
+            Some(&tok),
+            Some(&json!({"since": oldest - 1}).to_string()),
+        )
+        .await;
+    assert_eq!(s, 200, "from the oldest held: {v}");
+    hub.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_config_endpoint_cannot_be_deleted_or_rotated_through_the_api() {
     let mut c = hub_config(true);

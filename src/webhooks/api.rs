@@ -321,6 +321,17 @@ async fn replay(
             format!("the newest event is {head}: since must not be after it"),
         ));
     }
+    // Said now, with the oldest position held, rather than by the endpoint disabled a
+    // moment later for events it could never get.
+    let (oldest, _) = hub.event_bounds();
+    if b.since.saturating_add(1) < oldest {
+        return Err(HubError::EventsGone {
+            why: format!("the events after {} are no longer held", b.since),
+            oldest,
+            epoch: hub.event_epoch(),
+        }
+        .into());
+    }
     let r = hub
         .webhook(WebhookCommand::Replay {
             id: id.clone(),
