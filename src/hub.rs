@@ -231,6 +231,11 @@ impl Hub {
                         }
                     }
                 }
+                Notice::WebhooksChanged => {
+                    if let Some(w) = self.webhooks.get() {
+                        w.changed();
+                    }
+                }
                 Notice::Close {
                     agent_id,
                     reason,
@@ -452,7 +457,17 @@ impl Hub {
     /// A shared store's deadlines may be set by other nodes, so it also polls.
     pub async fn run_timers(self: Arc<Self>, poll: Option<Duration>) {
         let mut drain = self.drain_signal();
+        // After a firing that failed (a log that cannot be written refuses at once),
+        // the deadlines are still due: without a pause the loop would spin on them,
+        // a core flat out and a warning each turn, on a disk that may be full.
+        let mut backoff: Option<Duration> = None;
         loop {
+            if let Some(b) = backoff {
+                tokio::select! {
+                    _ = tokio::time::sleep(b) => {}
+                    _ = drain.changed() => return,
+                }
+            }
             let next = match self.store.next_deadline().await {
                 Ok(n) => n,
                 Err(e) => {
@@ -476,17 +491,26 @@ impl Hub {
                 _ = self.timer_wake.notified() => continue,
                 _ = drain.changed() => return,
             }
-            self.fire_due(self.clock.now()).await;
+            backoff = match self.fire_due(self.clock.now()).await {
+                true => None,
+                false => Some(backoff.map_or(Duration::from_millis(100), |b| {
+                    (b * 2).min(Duration::from_secs(5))
+                })),
+            };
         }
     }
 
-    /// Fires every deadline due at `now`.
-    pub async fn fire_due(&self, now: Ts) {
+    /// Fires every deadline due at `now`; false when the store refused.
+    pub async fn fire_due(&self, now: Ts) -> bool {
         match self.store.expire_due(now).await {
             Ok(o) => {
                 let _ = self.dispatch(o);
+                true
             }
-            Err(e) => tracing::warn!(error = %e, "cannot fire due timers"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot fire due timers");
+                false
+            }
         }
     }
 

@@ -174,3 +174,69 @@ async fn a_frozen_disk_answers_outcome_unknown_within_the_timeout_and_the_hub_ca
     hub.shutdown().await;
     drop(disk);
 }
+
+/// This process's CPU time so far (user and system), from `/proc/self/stat`.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    // The fields after the command name (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')').expect("stat format").1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime");
+    // USER_HZ is 100 on Linux.
+    Duration::from_millis(ticks * 10)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_stops_the_log_and_its_due_deadlines_do_not_spin() {
+    let Some(disk) = Disk::mount() else {
+        return;
+    };
+    let mut cfg = config(
+        "[[queues]]\nid = \"support\"\noffer_timeout_secs = 2\n[[agents]]\nid = \"ana\"\nqueues = [\"support\"]\n[store]\nkind = \"file\"\n",
+    );
+    cfg.store.data_dir = disk.path().join("data");
+    let hub = TestHub::start_with(cfg).await;
+    let mut ana = hub.ready_agent("ana").await;
+    // Fill the file system: the log's next write has no room.
+    let fill = disk.path().join("fill");
+    let _ = run(
+        "dd",
+        &["if=/dev/zero", &format!("of={}", fill.display()), "bs=1M"],
+    );
+    // An offer whose deadline comes after the log has failed.
+    let (status, v, _) = create(&hub, "offered").await;
+    assert_eq!(status, 201, "{v}");
+    ana.expect("offer").await;
+    // Use up the room the log wrote ahead, until it fails.
+    let tok = hub.token("crm", Role::Integration);
+    // About 28 kB a task (text fields hold at most 2,000 characters each).
+    let pad: serde_json::Map<String, Value> = (0..15)
+        .map(|i| (format!("p{i}"), json!("x".repeat(1_900))))
+        .collect();
+    let mut failed = None;
+    for i in 0..2_000 {
+        let body =
+            json!({"channel": "chat", "queue": "support", "attributes": {"n": i, "pad": pad}});
+        let (s, v) = hub
+            .http("POST", "/v1/tasks", Some(&tok), Some(&body.to_string()))
+            .await;
+        if s != 201 {
+            failed = Some((s, v));
+            break;
+        }
+    }
+    let (s, v) = failed.expect("the full disk never refused a write");
+    assert!(s >= 500, "{s} {v}");
+    // The offer's deadline is due from 2 s after it rang: the timer loop cannot fire
+    // it (the log refuses), and must not spin on it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = cpu_time();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let used = cpu_time() - before;
+    assert!(
+        used < Duration::from_millis(500),
+        "{used:?} of CPU in 2 s with the log failed: the timer loop spins"
+    );
+    hub.shutdown().await;
+    drop(disk);
+}

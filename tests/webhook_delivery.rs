@@ -691,3 +691,65 @@ async fn smoke_create_to_receiver_latency() {
     );
     hub.shutdown().await;
 }
+
+/// The status `GET /v1/events?since=N` answers (a 200 is a stream: only its head is
+/// read).
+async fn events_status(addr: SocketAddr, since: u64) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!(
+        "GET /v1/events?since={since} HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {}\r\n\r\n",
+        token()
+    );
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut buf = vec![0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("an answer in time")
+        .expect("read");
+    String::from_utf8_lossy(&buf[..n])
+        .split_whitespace()
+        .nth(1)
+        .and_then(|x| x.parse().ok())
+        .expect("a status line")
+}
+
+#[tokio::test]
+async fn a_config_endpoint_removed_from_the_file_no_longer_holds_the_event_window() {
+    let dir = temp();
+    let data = dir.0.join("data");
+    let events = "[events]\nretain_count = 5\n";
+    // An endpoint that never gets anything (nothing listens on port 9): its position
+    // stays at 0 and holds every event past the count.
+    let with = format!(
+        "{events}[webhooks]\nallow_private = true\n[[webhooks.endpoints]]\nid = \"old\"\nurl = \"http://127.0.0.1:9/hook\"\nsecret = \"{}\"\n",
+        Secret::generate().text()
+    );
+    let cfg = write_config(&dir.0, &with);
+    let args = [
+        "--config",
+        cfg.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    let mut hub = spawn(&args);
+    for _ in 0..4 {
+        create(hub.addr).await;
+    }
+    assert_eq!(events_status(hub.addr, 0).await, 200, "held for `old`");
+    hub.kill9();
+    // Started again without it: its position goes, and the window keeps 5 events.
+    write_config(&dir.0, events);
+    let hub = spawn(&args);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        create(hub.addr).await;
+        if events_status(hub.addr, 0).await == 410 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the removed endpoint's position still holds the window"
+        );
+    }
+}

@@ -365,6 +365,80 @@ async fn an_event_waiting_for_its_retry_holds_no_slot_and_its_task_waits_behind_
 }
 
 #[tokio::test]
+async fn a_retry_takes_a_slot_again_so_no_more_than_max_in_flight_are_ever_open() {
+    // Eight tasks' events; every first attempt fails, and each answer takes 150 ms. A
+    // connection per request, so the receiver sees every request open at once.
+    let rx = Receiver::start().await;
+    rx.script((0..8).map(|_| Answer::Status(503, None)));
+    rx.delay(Duration::from_millis(150));
+    let feed = TestFeed::new();
+    let r = WebhooksConfig {
+        max_in_flight: 2,
+        ..rules(&[0, 200, 200, 200])
+    };
+    let client = Client::new(Target::parse(&rx.url()).unwrap(), true).with_depth(1);
+    let d = deliver_with(&feed, client, r, &["*"]);
+    for t in 1..=8u128 {
+        feed.push(queued(t));
+    }
+    // The first attempts go two by two (the others wait for a slot); the retries of the
+    // first pairs end their waits while later pairs are still being answered.
+    rx.wait_for(Duration::from_secs(20), "all 8 delivered", |g| {
+        delivered_ids(g).len() == 8
+    })
+    .await;
+    assert_eq!(
+        rx.peak_open(),
+        2,
+        "max_in_flight is 2: retries must wait for a slot like any attempt"
+    );
+    let _ = d.stop.send(true);
+    let _ = d.done.await;
+}
+
+#[tokio::test]
+async fn a_failed_offer_waits_for_its_retry_no_longer_than_its_deadline() {
+    // The offer's first attempt fails and its next one is a minute away; its deadline
+    // is in 800 ms. Then it is recorded as expired, and its task's next event goes.
+    let rx = Receiver::start().await;
+    rx.script([Answer::Status(503, None)]);
+    let feed = TestFeed::new();
+    let d = deliver(&feed, &rx, rules(&[0, 60_000]), &["*"]);
+    let clock = Clock::new();
+    let started = tokio::time::Instant::now();
+    feed.push(offered(
+        1,
+        "a1",
+        clock.now().plus(Duration::from_millis(800)),
+    ));
+    feed.push(queued(1));
+    let got = rx
+        .wait_for(Duration::from_secs(10), "the task's next event", |g| {
+            delivered_ids(g).contains("ep1-2")
+        })
+        .await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(700),
+        "the next event went before the offer's deadline"
+    );
+    let ids: Vec<String> = got.iter().map(|r| r.id()).collect();
+    assert_eq!(ids, ["ep1-1", "ep1-2"], "the offer is not sent again");
+    let attempts = d.records.recent(10);
+    assert!(
+        attempts
+            .iter()
+            .any(|a| a.seq == 1 && a.outcome == "expired"),
+        "{attempts:?}"
+    );
+    let first = attempts
+        .iter()
+        .find(|a| a.seq == 1 && a.attempt == 1)
+        .expect("the first attempt");
+    assert!(first.next_retry_ms.is_some_and(|ms| ms <= 800), "{first:?}");
+    let _ = d.stop.send(true);
+}
+
+#[tokio::test]
 async fn a_lease_not_renewed_stops_the_runner_before_another_node_may_take_it() {
     // The first attempt fails; the retry would come after the lease has run out (its
     // holder cut off from the store: nobody renews it).
@@ -718,6 +792,69 @@ async fn private_addresses_are_refused_unless_allowed() {
     hub.shutdown().await;
 }
 
+/// Makes endpoint `id` through the API, delivering `task.created` to `rx`; its secret.
+async fn api_endpoint(hub: &TestHub, tok: &str, id: &str, rx: &Receiver) -> String {
+    let body = json!({"id": id, "url": rx.url(), "types": ["task.created"]});
+    let (s, v) = hub
+        .http("POST", "/v1/webhooks", Some(tok), Some(&body.to_string()))
+        .await;
+    assert_eq!(s, 201, "{v}");
+    v["secret"].as_str().expect("secret").to_owned()
+}
+
+/// Creates a task and waits until `rx` has its `task.created`; that delivery.
+async fn created_reaches(hub: &TestHub, rx: &Receiver) -> Received {
+    let t = hub.create(common::chat()).await;
+    let got = rx
+        .wait_for(Duration::from_secs(10), "the task's task.created", |g| {
+            g.iter()
+                .any(|r| r.json()["data"]["task"]["task_id"] == t["task_id"])
+        })
+        .await;
+    got.into_iter()
+        .find(|r| r.json()["data"]["task"]["task_id"] == t["task_id"])
+        .expect("found")
+}
+
+#[tokio::test]
+async fn a_rotated_secret_signs_the_very_next_delivery() {
+    let rx = Receiver::start().await;
+    let hub = TestHub::start_with(hub_config(true)).await;
+    let tok = hub.token("crm", Role::Integration);
+    api_endpoint(&hub, &tok, "crm", &rx).await;
+    // Delivering.
+    created_reaches(&hub, &rx).await;
+    let (s, v) = hub
+        .http("POST", "/v1/webhooks/crm/rotate", Some(&tok), None)
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let new = Secret::parse(v["secret"].as_str().unwrap()).unwrap();
+    // A receiver that switched to the new secret on the 200 accepts what follows.
+    let r = created_reaches(&hub, &rx).await;
+    verify(&new, &r);
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_disabled_endpoint_gets_nothing_decided_after_its_200() {
+    let (rx_a, rx_b) = (Receiver::start().await, Receiver::start().await);
+    let hub = TestHub::start_with(hub_config(true)).await;
+    let tok = hub.token("crm", Role::Integration);
+    api_endpoint(&hub, &tok, "a", &rx_a).await;
+    api_endpoint(&hub, &tok, "b", &rx_b).await;
+    created_reaches(&hub, &rx_a).await;
+    let (s, v) = hub
+        .http("POST", "/v1/webhooks/a/disable", Some(&tok), None)
+        .await;
+    assert_eq!((s, &v["enabled"]), (200, &json!(false)), "{v}");
+    let before = rx_a.received().len();
+    // `b` gets the next task; `a`, disabled before it was made, does not.
+    created_reaches(&hub, &rx_b).await;
+    created_reaches(&hub, &rx_b).await;
+    assert_eq!(rx_a.received().len(), before, "delivered after the disable");
+    hub.shutdown().await;
+}
+
 #[tokio::test]
 async fn endpoints_through_the_api_show_the_secret_only_on_create_and_rotate() {
     let hub = TestHub::start_with(hub_config(true)).await;
@@ -821,6 +958,7 @@ async fn endpoints_through_the_api_show_the_secret_only_on_create_and_rotate() {
 /// later for the events it could never get.
 #[tokio::test]
 async fn a_replay_from_before_the_window_answers_410_with_the_oldest_held() {
+    let rx = Receiver::start().await;
     let mut c = hub_config(true);
     c.events.retain_count = 5;
     c.events.max_held = 5;
@@ -831,7 +969,7 @@ async fn a_replay_from_before_the_window_answers_410_with_the_oldest_held() {
             "POST",
             "/v1/webhooks",
             Some(&tok),
-            Some(&json!({"id": "crm", "url": "http://127.0.0.1:9/hook"}).to_string()),
+            Some(&json!({"id": "crm", "url": rx.url()}).to_string()),
         )
         .await;
     assert_eq!(s, 201, "{v}");
@@ -866,6 +1004,19 @@ async fn a_replay_from_before_the_window_answers_410_with_the_oldest_held() {
         )
         .await;
     assert_eq!(s, 200, "from the oldest held: {v}");
+    // Replaying resumes: the endpoint is enabled, and the replayed events are held
+    // for it and delivered, though more events come meanwhile.
+    assert_eq!(v["enabled"], true, "{v}");
+    for _ in 0..3 {
+        hub.create(common::chat()).await;
+    }
+    rx.wait_for(Duration::from_secs(10), "the oldest held event", |g| {
+        g.iter()
+            .any(|r| r.status == 200 && r.json()["seq"].as_u64() == Some(oldest))
+    })
+    .await;
+    let (s, v) = hub.http("GET", "/v1/webhooks/crm", Some(&tok), None).await;
+    assert_eq!((s, &v["enabled"]), (200, &json!(true)), "{v}");
     hub.shutdown().await;
 }
 

@@ -160,11 +160,24 @@ impl State {
         }
     }
 
-    /// A webhook command: endpoints, positions, leases. It makes no events and no
-    /// notices (the hub's webhook service reads the book).
+    /// A webhook command: endpoints, positions, leases. It makes no events; the hub's
+    /// webhook service reads the book, told by a notice when delivery may change.
     pub fn webhook(&mut self, cmd: WebhookCommand, now: Ts) -> Outcome {
         let mut o = Outcome::done();
+        let poke = WebhookBook::changes_delivery(&cmd);
         o.reply = self.webhooks.execute(cmd, now).map(Reply::Webhook);
+        let changed = matches!(
+            o.reply,
+            Ok(Reply::Webhook(
+                crate::webhooks::book::WebhookReply::Done
+                    | crate::webhooks::book::WebhookReply::Endpoint(_)
+            ))
+        );
+        if poke && changed {
+            // Every node's webhook service, in decision order: a rotated secret signs,
+            // a disabled or deleted endpoint stops, on the node delivering it.
+            o.notices.push(Notice::WebhooksChanged);
+        }
         // The window keeps what an enabled endpoint has not received yet (up to
         // `events.max_held`); set here, from replicated state, so every replica agrees.
         self.events

@@ -43,6 +43,10 @@ pub enum Notice {
         /// The connection the store connected.
         conn: ConnId,
     },
+    /// The webhooks' book changed in a way that may change what a node delivers (an
+    /// endpoint made, deleted, rotated, disabled, replayed): the node's webhook
+    /// service looks again at once.
+    WebhooksChanged,
     /// Close the agent's session.
     Close {
         /// The agent.

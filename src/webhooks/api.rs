@@ -194,6 +194,7 @@ async fn delete(
         return Err(from_config(&id));
     }
     webhook_reply(hub.webhook(WebhookCommand::Delete { id: id.clone() }).await)?;
+    w.settle().await;
     tracing::info!(endpoint = %id, by = %c.sub, "webhook endpoint deleted");
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -235,6 +236,7 @@ async fn rotate(
         })
         .await;
     webhook_reply(r)?;
+    w.settle().await;
     tracing::info!(endpoint = %id, by = %c.sub, "webhook secret rotated");
     let (_, mut v) = find(&hub, w, &id).await?;
     v["secret"] = json!(secret.text());
@@ -252,6 +254,7 @@ async fn set_disabled(hub: &Hub, id: &str, reason: Option<String>) -> Result<Res
         })
         .await;
     webhook_reply(r)?;
+    w.settle().await;
     let (_, v) = find(hub, w, id).await?;
     Ok(Json(v).into_response())
 }
@@ -341,6 +344,7 @@ async fn replay(
     if webhook_reply(r)? != WebhookReply::Done {
         return Err(ApiError::new(ErrorCode::Internal, "unexpected reply"));
     }
+    w.settle().await;
     tracing::info!(endpoint = %id, since = b.since, by = %c.sub, "webhook replay");
     let (_, v) = find(&hub, w, &id).await?;
     Ok(Json(v).into_response())

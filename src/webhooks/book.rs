@@ -129,6 +129,14 @@ pub enum WebhookCommand {
         /// The holder's token.
         token: u64,
     },
+    /// Drops the position of an endpoint no node's config names any more (a config
+    /// endpoint removed from the file): otherwise its position would hold the event
+    /// window at the last event it got, for good. Only while nobody holds its lease,
+    /// and never an API endpoint's.
+    Forget {
+        /// The endpoint.
+        id: String,
+    },
 }
 
 /// What a webhook command answers.
@@ -231,6 +239,9 @@ impl WebhookBook {
                     lease: None,
                 });
                 c.position = Some(since);
+                // Delivering again is resuming: a disabled endpoint is enabled, so that
+                // its position holds the replayed events in the window from now on.
+                c.disabled = None;
                 // The holder's in-memory window is past `since`: revoking the lease
                 // makes it start over from the new position at its next claim, and
                 // refuses any position it still writes from the old window.
@@ -292,7 +303,31 @@ impl WebhookBook {
                 }
                 Ok(WebhookReply::Fenced)
             }
+            WebhookCommand::Forget { id } => {
+                let leased = self
+                    .cursors
+                    .get(&id)
+                    .and_then(|c| c.lease.as_ref())
+                    .is_some_and(|l| l.until > now);
+                if self.endpoints.contains_key(&id) || leased {
+                    return Ok(WebhookReply::NotGranted);
+                }
+                self.cursors.remove(&id);
+                Ok(WebhookReply::Done)
+            }
         }
+    }
+
+    /// Whether applying `cmd` may change what a node delivers and how (endpoints, their
+    /// secrets, enabled or not, positions moved by hand, revoked leases): the node's
+    /// webhook service then looks again at once instead of at its next round.
+    pub fn changes_delivery(cmd: &WebhookCommand) -> bool {
+        !matches!(
+            cmd,
+            WebhookCommand::Claim { .. }
+                | WebhookCommand::Advance { .. }
+                | WebhookCommand::Release { .. }
+        )
     }
 
     /// The lowest position of any enabled endpoint: events after it must be kept.

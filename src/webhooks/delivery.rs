@@ -27,7 +27,7 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -153,21 +153,40 @@ impl Lease {
     }
 }
 
-/// Deliveries waiting between two attempts. They keep their place (the position does
-/// not pass them, their task's and agent's later events wait for them) but not a slot
-/// of `max_in_flight`: events of other tasks keep flowing while one is retried, and a
-/// receiver that was down gets the new events as soon as it is back, not hours later
-/// when the retries' waits end.
+/// Deliveries waiting between two attempts, and the slots of the attempts being sent.
+///
+/// A delivery waiting for its retry keeps its place (the position does not pass it,
+/// its task's and agent's later events wait for it) but not a slot of `max_in_flight`:
+/// events of other tasks keep flowing while one is retried, and a receiver that was
+/// down gets the new events as soon as it is back, not hours later when the retries'
+/// waits end. When its wait ends it takes a slot again like any other attempt, so at
+/// most `max_in_flight` requests are ever open at once: a receiver that was down does
+/// not get every retry of the outage in one burst.
 #[derive(Debug, Default)]
 pub struct RetryWaits {
     waiting: AtomicUsize,
     /// Wakes the runner when a slot frees.
     freed: tokio::sync::Notify,
+    /// The `max_in_flight` slots of attempts being sent (made on the first attempt).
+    sending: OnceLock<tokio::sync::Semaphore>,
 }
 
 impl RetryWaits {
     fn waiting(&self) -> usize {
         self.waiting.load(Relaxed)
+    }
+
+    /// One of `max` slots for an attempt being sent, once one is free (first come,
+    /// first served).
+    async fn slot(&self, max: usize) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        let slots = self
+            .sending
+            .get_or_init(|| tokio::sync::Semaphore::new(max));
+        match slots.try_acquire() {
+            Ok(p) => Some(p),
+            // Never closed: `Err` only if it were.
+            Err(_) => slots.acquire().await.ok(),
+        }
     }
 
     fn enter(&self) -> RetryWait<'_> {
@@ -198,8 +217,14 @@ fn jittered(ms: u64, jitter: f64) -> Duration {
     if ms == 0 || jitter == 0.0 {
         return Duration::from_millis(ms);
     }
-    // Randomness from the OS generator uuid already uses; no rand crate for this.
-    let r = (uuid::Uuid::new_v4().as_u128() as u64 as f64) / (u64::MAX as f64); // 0..1
+    // Randomness from the OS generator uuid already uses; no rand crate for this. A v4
+    // uuid's bytes 6 and 8 hold its version and variant bits: 53 bits from the random
+    // bytes 9 to 15 only (the low 64 bits start with the variant's `10`, which kept
+    // every wait between 1.0 and 1.05 times the schedule).
+    let bytes = uuid::Uuid::new_v4().into_bytes();
+    let mut low = [0u8; 8];
+    low[1..].copy_from_slice(&bytes[9..16]);
+    let r = (u64::from_be_bytes(low) >> 3) as f64 / (1u64 << 53) as f64; // 0..1
     let f = 1.0 + jitter * (2.0 * r - 1.0);
     Duration::from_millis((ms as f64 * f).round() as u64)
 }
@@ -438,6 +463,9 @@ impl Runner {
         let mut attempt: u32 = 0;
         loop {
             attempt += 1;
+            // Held until the answer: at most `max_in_flight` requests open at once,
+            // retries included.
+            let slot = self.retries.slot(rules.max_in_flight).await;
             let at = self.clock.now();
             let mut rec = Attempt {
                 event_id: event_id.clone(),
@@ -551,11 +579,41 @@ impl Runner {
                 return Fate::Exhausted(why);
             };
             // A receiver that says when to come back is taken at its word.
-            let wait = retry_after.unwrap_or_else(|| jittered(wait_ms, rules.retry_jitter));
+            let mut wait = retry_after.unwrap_or_else(|| jittered(wait_ms, rules.retry_jitter));
+            if let Some(d) = deadline {
+                // An offer waits no longer than its deadline: then it is recorded as
+                // expired, and its task's and agent's later events (the expiry, the
+                // next offer) go on instead of waiting out the schedule behind it.
+                let left = Duration::from_micros(d.0.saturating_sub(self.clock.now().0));
+                wait = wait.min(left);
+            }
             rec.next_retry_ms = Some(wait.as_millis() as u64);
             self.records.record(rec, rules.attempts_kept);
+            drop(slot);
             let _waiting = self.retries.enter();
             tokio::time::sleep(wait).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_waits_are_spread_both_ways_over_the_jitter() {
+        let waits: Vec<u64> = (0..2_000)
+            .map(|_| jittered(10_000, 0.1).as_millis() as u64)
+            .collect();
+        assert!(waits.iter().all(|w| (9_000..=11_000).contains(w)));
+        // Each tenth of the range is hit (a uniform spread hits each ~200 times).
+        for tenth in 0..10 {
+            let (lo, hi) = (9_000 + tenth * 200, 9_000 + (tenth + 1) * 200);
+            assert!(
+                waits.iter().any(|w| (lo..hi).contains(w)),
+                "no wait in {lo}..{hi} ms"
+            );
+        }
+        assert_eq!(jittered(5_000, 0.0), Duration::from_millis(5_000));
     }
 }

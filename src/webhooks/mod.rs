@@ -85,6 +85,13 @@ pub struct Webhooks {
     active: Mutex<BTreeMap<String, Active>>,
     records: Mutex<BTreeMap<String, Arc<Records>>>,
     stop: watch::Sender<bool>,
+    /// A decision changed the book in a way that may change delivery
+    /// (`Notice::WebhooksChanged`): reconcile now, not at the next round.
+    changed: tokio::sync::Notify,
+    /// One reconcile at a time (the rounds, and an API call that settles before it
+    /// answers): two at once would both start a runner for a new lease. Held across
+    /// the round's store calls, which is what it orders; nothing else takes it.
+    round: tokio::sync::Mutex<()>,
 }
 
 /// The book's reply, or an internal error.
@@ -183,10 +190,32 @@ impl Webhooks {
             active: Mutex::new(BTreeMap::new()),
             records: Mutex::new(BTreeMap::new()),
             stop,
+            changed: tokio::sync::Notify::new(),
+            round: tokio::sync::Mutex::new(()),
         });
         let _ = hub.webhooks.set(w.clone());
         tokio::spawn(w.clone().run());
         w
+    }
+
+    /// The book changed in a way that may change delivery: the service reconciles at
+    /// once (a rotated secret signs from the next attempt, a disabled or deleted
+    /// endpoint stops, a replay starts over), on every node.
+    pub fn changed(&self) {
+        self.changed.notify_one();
+    }
+
+    /// Reconciles now and returns when done: an API call that changed an endpoint
+    /// answers after this node acts on it (a rotated secret signs the next attempt, a
+    /// disabled or deleted endpoint takes no new event). Other nodes act on the same
+    /// change as they apply it (`changed`).
+    pub async fn settle(&self) {
+        if let Some(hub) = self.hub.upgrade() {
+            let _round = self.round.lock().await;
+            if let Err(e) = self.reconcile(&hub).await {
+                tracing::debug!(error = %e, "webhooks: not settled");
+            }
+        }
     }
 
     /// The delivery rules.
@@ -244,6 +273,7 @@ impl Webhooks {
         loop {
             match self.hub.upgrade() {
                 Some(hub) => {
+                    let _round = self.round.lock().await;
                     if let Err(e) = self.reconcile(&hub).await {
                         tracing::debug!(error = %e, "webhooks: leases not renewed this round");
                     }
@@ -252,6 +282,7 @@ impl Webhooks {
             }
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
+                _ = self.changed.notified() => {}
                 _ = stopped.changed() => break,
             }
         }
@@ -269,6 +300,23 @@ impl Webhooks {
         let now = hub.clock.now();
         let defs = definitions(&self.rules, &book, now);
         let me = hub.node.to_string();
+        // Counters and attempts of endpoints that are gone: a new endpoint of the same
+        // id starts with none.
+        self.records
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|id, _| defs.iter().any(|d| &d.id == id));
+        // Positions of config endpoints that no config names any more hold the event
+        // window at their last event for good: dropped, once no node holds their lease
+        // (a node still configured with one keeps claiming it).
+        for (id, c) in &book.cursors {
+            let named = defs.iter().any(|d| &d.id == id);
+            let leased = c.lease.as_ref().is_some_and(|l| l.until > now);
+            if !named && !leased {
+                tracing::info!(endpoint = %id, "webhook endpoint no longer configured: its position is dropped");
+                let _ = hub.webhook(WebhookCommand::Forget { id: id.clone() }).await;
+            }
+        }
         // Runners of endpoints that are gone, and runners that ended by themselves (a
         // store that did not answer their last write): claimed again below.
         {

@@ -61,6 +61,9 @@ struct Shared {
     tls: Mutex<Option<tokio_rustls::TlsAcceptor>>,
     /// Connections accepted.
     accepted: std::sync::atomic::AtomicUsize,
+    /// Requests arrived and not yet answered, and the most there ever were at once.
+    open: std::sync::atomic::AtomicUsize,
+    peak_open: std::sync::atomic::AtomicUsize,
 }
 
 pub struct Receiver {
@@ -107,6 +110,13 @@ fn serve(l: tokio::net::TcpListener, shared: Arc<Shared>) -> JoinHandle<()> {
                             .unwrap_or_else(|p| p.into_inner())
                             .push((id, Instant::now()));
                         shared.arrived.notify_waiters();
+                        let open = shared
+                            .open
+                            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                            + 1;
+                        shared
+                            .peak_open
+                            .fetch_max(open, std::sync::atomic::Ordering::SeqCst);
                         let delay = *shared.delay.lock().unwrap_or_else(|p| p.into_inner());
                         if !delay.is_zero() {
                             tokio::time::sleep(delay).await;
@@ -143,6 +153,9 @@ fn serve(l: tokio::net::TcpListener, shared: Arc<Shared>) -> JoinHandle<()> {
                                 at: Instant::now(),
                                 status: code,
                             });
+                        shared
+                            .open
+                            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
                         shared.arrived.notify_waiters();
                         let mut res = hyper::Response::builder().status(code);
                         if let Some(r) = retry_after {
@@ -204,6 +217,8 @@ impl Receiver {
             delay: Mutex::new(Duration::ZERO),
             tls: Mutex::new(tls),
             accepted: Default::default(),
+            open: Default::default(),
+            peak_open: Default::default(),
         });
         let server = Some(serve(l, shared.clone()));
         Receiver {
@@ -247,6 +262,13 @@ impl Receiver {
     }
 
     /// How many connections it has accepted.
+    /// The most requests the receiver was answering at once.
+    pub fn peak_open(&self) -> usize {
+        self.shared
+            .peak_open
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     pub fn connections(&self) -> usize {
         self.shared
             .accepted
