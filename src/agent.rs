@@ -562,7 +562,13 @@ pub fn apply(
             }
         }
         Event::WrapUpEnded { task_id } => {
-            if s.wrap_up.as_ref().is_some_and(|w| w.task_id == task_id) {
+            // Only the wrap-up it was armed for: a timer left from an earlier wrap-up of
+            // the same task (ended early by a Ready, then the task came back in a
+            // consult) must not cut the later one short.
+            if s.wrap_up
+                .as_ref()
+                .is_some_and(|w| w.task_id == task_id && w.until <= now)
+            {
                 s.wrap_up = None;
                 if s.work.is_empty() {
                     s.idle_since = now;
@@ -1031,7 +1037,13 @@ mod tests {
             assert!(s.open_for_work(), "{}: a chat leaves room", c.name);
             for (i, e) in c.events.iter().enumerate() {
                 let before = s.version;
-                s = apply(&s, e(task), at(3 + i as u64)).expect(c.name).0;
+                let event = e(task);
+                // A wrap-up's timer fires when it ends (the cases' wrap-ups end at 60).
+                let now = match event {
+                    Event::WrapUpEnded { .. } => at(60),
+                    _ => at(3 + i as u64),
+                };
+                s = apply(&s, event, now).expect(c.name).0;
                 assert!(
                     s.version > before,
                     "{}: every change is a new version",

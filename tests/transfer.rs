@@ -334,3 +334,58 @@ async fn a_consult_keeps_the_task_until_the_other_agent_accepts() {
     .await;
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_transfer_that_replaces_the_skills_drops_the_levels_of_those_it_removes() {
+    let hub = hub("").await;
+    let mut bo = hub.ready_agent("bo").await;
+    // Nobody speaks German: the chat waits.
+    let t = hub
+        .create(json!({"channel": "chat", "queue": "support", "skill_levels": {"de": 8}}))
+        .await;
+    let (s, v) = http_transfer(
+        &hub,
+        Role::Integration,
+        &t["task_id"],
+        json!({"to_queue": "support", "skills": []}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["skills"], json!([]), "{v}");
+    assert!(
+        v.get("skill_levels").is_none_or(|l| l == &json!({})),
+        "the level of a skill no longer required: {v}"
+    );
+    // Now bo may take it.
+    let offer = bo.expect("offer").await;
+    assert_eq!(offer["offer"]["task"]["task_id"], t["task_id"]);
+}
+
+#[tokio::test]
+async fn a_task_is_not_transferred_to_the_agent_who_has_it() {
+    let hub = hub("").await;
+    let mut bo = hub.ready_agent("bo").await;
+    let t = hub.create(chat()).await;
+    bo.accept_next().await;
+    bo.err(
+        json!({"type": "transfer", "task_id": t["task_id"], "to_agent": "bo"}),
+        "invalid_field",
+    )
+    .await;
+    let (s, v) = http_transfer(
+        &hub,
+        Role::Supervisor,
+        &t["task_id"],
+        json!({"to_agent": "bo"}),
+    )
+    .await;
+    assert_eq!(
+        (s, &v["error"]["code"]),
+        (400, &json!("invalid_field")),
+        "{v}"
+    );
+    // Still bo's, untouched.
+    let task = hub.task(t["task_id"].as_str().unwrap()).await;
+    assert!(task.get("transfers").is_none(), "{task}");
+    assert_eq!(task["state"], "assigned", "{task}");
+}

@@ -1110,7 +1110,23 @@ impl Book {
     fn route(&mut self, tx: &mut Tx, now: Ts) {
         while let Some(w) = tx.wake.pop_front() {
             let pair = match w {
-                Wake::Task(t) => self.agent_for(t).map(|a| (t, a)),
+                // Several tasks freed in one step (an agent gone offline lets go of its
+                // offer, then of its work) wake one after another, in the order they were
+                // let go: the agent still gets the task it would pick (the first by
+                // priority and arrival; not one that prefers another agent), and this
+                // task looks again.
+                Wake::Task(t) => match self.agent_for(t) {
+                    Some(a) => match self.task_for(&a) {
+                        Some(better)
+                            if better != t && self.agent_for(better).as_ref() == Some(&a) =>
+                        {
+                            tx.wake.push_front(Wake::Task(t));
+                            Some((better, a))
+                        }
+                        _ => Some((t, a)),
+                    },
+                    None => None,
+                },
                 Wake::Agent(a) => match self.task_for(&a) {
                     // Several agents freed in one step (timers due together) wake one
                     // after another: the task still goes to the agent the task would

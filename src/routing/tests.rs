@@ -1863,3 +1863,87 @@ fn a_transfer_away_while_still_excluded_restarts_the_reoffer_time() {
     let o = w.book.expire_due(at_ms(50_000));
     assert_eq!(offers_in(&o), vec![(AgentId::from("a1"), t)]);
 }
+
+#[test]
+fn a_wrap_up_timer_left_from_an_earlier_wrap_up_of_the_task_does_not_end_a_later_one() {
+    let mut w = World::with(&CONFIG.replace("wrap_up_secs = 0", "wrap_up_secs = 30"));
+    let consult = |w: &mut World, from: &str, to: &str, t: TaskId, now| {
+        w.run(
+            Command::Consult {
+                agent: from.into(),
+                task_id: t,
+                to: to.into(),
+            },
+            now,
+        )
+        .reply
+        .expect("consult");
+    };
+    w.login_ready("a1", at_ms(0));
+    let (t, _) = w.create("support", Channel::Chat, 0, &[], at_ms(1));
+    w.accept("a1", at_ms(2));
+    w.login_ready("a2", at_ms(3));
+    // a2 takes it over: a1's wrap-up runs to 30.005 s; a1 ends it early.
+    consult(&mut w, "a1", "a2", t, at_ms(4));
+    w.accept("a2", at_ms(5));
+    assert_eq!(w.status("a1"), Status::WrapUp);
+    w.run(Command::SetReady { agent: "a1".into() }, at_ms(6))
+        .reply
+        .expect("ready");
+    assert_eq!(w.status("a1"), Status::Ready);
+    // The task comes back to a1, who completes it: a wrap-up to 30.010 s.
+    consult(&mut w, "a2", "a1", t, at_ms(7));
+    w.accept("a1", at_ms(8));
+    w.run(
+        Command::Complete {
+            agent: "a1".into(),
+            task_id: t,
+            wrap_up_code: None,
+        },
+        at_ms(10),
+    )
+    .reply
+    .expect("complete");
+    // The first wrap-up's timer fires: it is not this wrap-up's.
+    w.book.expire_due(at_ms(30_005));
+    assert_eq!(w.status("a1"), Status::WrapUp);
+    w.book.expire_due(at_ms(30_010));
+    assert_eq!(w.status("a1"), Status::Ready);
+    check_invariants(&w.book);
+}
+
+#[test]
+fn tasks_freed_in_one_step_go_first_by_priority_and_arrival_not_in_the_order_let_go() {
+    let mut w = World::with(
+        r#"
+[routing]
+wrap_up_secs = 0
+capacity = { chat = 2 }
+
+[[queues]]
+id = "support"
+
+[[agents]]
+id = "a1"
+queues = ["support"]
+
+[[agents]]
+id = "b"
+queues = ["support"]
+capacity = { chat = 1 }
+"#,
+    );
+    w.login_ready("a1", at_ms(0));
+    let (c1, _) = w.create("support", Channel::Chat, 0, &[], at_ms(1));
+    w.accept("a1", at_ms(2));
+    let (c2, _) = w.create("support", Channel::Chat, 0, &[], at_ms(3));
+    assert_eq!(w.offer_of("a1").map(|o| o.1), Some(c2));
+    w.login_ready("b", at_ms(4));
+    // a1 leaves: its offer (c2) is let go first, then its chat (c1). b has room for one:
+    // the older, c1.
+    let o = w.run(Command::Logout { agent: "a1".into() }, at_ms(5));
+    assert!(o.reply.is_ok(), "{:?}", o.reply);
+    assert_eq!(offers_in(&o), vec![(AgentId::from("b"), c1)]);
+    assert_eq!(w.task_state(c2), TaskState::Queued);
+    check_invariants(&w.book);
+}

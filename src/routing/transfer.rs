@@ -153,6 +153,15 @@ impl Book {
                 if !self.agents.contains_key(target) {
                     return Err(HubError::UnknownAgent(target.to_string()));
                 }
+                // It would come straight back past its own exclusion (or, with a
+                // wrap-up, be lost to its holder and refused): nothing to transfer.
+                if matches!(&task.state, TaskState::Assigned { agent_id, .. } if agent_id == target)
+                {
+                    return Err(HubError::invalid(
+                        "to_agent",
+                        "the task is already with this agent",
+                    ));
+                }
             }
         }
         // Whoever has it lets it go.
@@ -202,6 +211,8 @@ impl Book {
                     t.priority = p;
                 }
                 if let Some(s) = new_skills {
+                    // A level is a required skill's minimum: it goes with its skill.
+                    t.skill_levels.retain(|k, _| s.contains(k));
                     t.skills = s;
                 }
                 t.head = t.head || head;
