@@ -787,6 +787,18 @@ impl Config {
                 return Err(invalid(key, "must be more than 0"));
             }
         }
+        // What one frame or body may be is what one command logged may be: the file
+        // log's records are at most 64 MiB, and a limit past that would let a command be
+        // acknowledged that the next start refuses as corruption.
+        for (key, v) in [
+            ("limits.max_frame_bytes", l.max_frame_bytes),
+            ("limits.hard_max_frame_bytes", l.hard_max_frame_bytes),
+            ("limits.max_body_bytes", l.max_body_bytes),
+        ] {
+            if v > 16 << 20 {
+                return Err(invalid(key, "must be at most 16777216 (16 MiB)"));
+            }
+        }
         // Reserved whole for every websocket as it opens: a typo here would abort the
         // hub on its first connection.
         if l.read_buffer_bytes > 16 << 20 {
@@ -1207,6 +1219,14 @@ id = "support"
             (
                 "[limits]\nread_buffer_bytes = 100000000000\n[[queues]]\nid = \"a\"\n",
                 "limits.read_buffer_bytes",
+            ),
+            (
+                "[limits]\nmax_body_bytes = 100000000\n[[queues]]\nid = \"a\"\n",
+                "limits.max_body_bytes",
+            ),
+            (
+                "[limits]\nhard_max_frame_bytes = 100000000\n[[queues]]\nid = \"a\"\n",
+                "limits.hard_max_frame_bytes",
             ),
             (
                 "[routing]\naway_offer_secs = nan\n[[queues]]\nid = \"a\"\n",

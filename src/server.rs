@@ -72,7 +72,7 @@ pub async fn start(config: Config, secret: &[u8]) -> std::io::Result<Running> {
                 &config.store.data_dir,
                 &config.server.node_id,
                 rules,
-                clock.now(),
+                || clock.now(),
                 config.store.snapshot_every,
                 sink,
             )

@@ -78,7 +78,7 @@ impl Drop for TempDir {
 }
 
 async fn open(dir: &Path, snapshot_every: u64) -> FileStore {
-    FileStore::open(dir, "n1", rules(), T0, snapshot_every, Sink::detached())
+    FileStore::open(dir, "n1", rules(), || T0, snapshot_every, Sink::detached())
         .await
         .expect("open the file store")
 }
@@ -315,11 +315,12 @@ async fn a_flipped_byte_before_the_last_record_refuses_the_start_naming_file_and
         damaged[byte] ^= 0x01;
         let seg_copy = last_segment(&copy.0);
         std::fs::write(&seg_copy, &damaged).expect("write");
-        let err =
-            match FileStore::open(&copy.0, "n1", rules(), T0, 1_000_000, Sink::detached()).await {
-                Ok(_) => panic!("a damaged log was loaded (byte {byte})"),
-                Err(e) => e.to_string(),
-            };
+        let err = match FileStore::open(&copy.0, "n1", rules(), || T0, 1_000_000, Sink::detached())
+            .await
+        {
+            Ok(_) => panic!("a damaged log was loaded (byte {byte})"),
+            Err(e) => e.to_string(),
+        };
         let offset = records[record].0;
         assert!(
             err.contains(&seg_copy.display().to_string())
@@ -337,7 +338,7 @@ async fn open_with_last_segment(dir: &Path, bytes: &[u8]) -> (TempDir, Result<Fi
     let copy = TempDir::new("seg-copy");
     copy_dir(dir, &copy.0);
     std::fs::write(last_segment(&copy.0), bytes).expect("write");
-    let r = FileStore::open(&copy.0, "n1", rules(), T0, 1_000_000, Sink::detached())
+    let r = FileStore::open(&copy.0, "n1", rules(), || T0, 1_000_000, Sink::detached())
         .await
         .map_err(|e| e.to_string());
     (copy, r)
@@ -470,7 +471,8 @@ async fn a_data_directory_written_before_batch_markers_is_read_and_continued() {
 async fn a_second_store_on_the_same_directory_is_refused_until_the_first_is_gone() {
     let dir = TempDir::new("lock");
     let first = open(&dir.0, 1_000_000).await;
-    let err = match FileStore::open(&dir.0, "n1", rules(), T0, 1_000_000, Sink::detached()).await {
+    let err = match FileStore::open(&dir.0, "n1", rules(), || T0, 1_000_000, Sink::detached()).await
+    {
         Ok(_) => panic!("two stores on one directory"),
         Err(e) => e.to_string(),
     };
@@ -512,7 +514,7 @@ async fn after_a_restart_connected_agents_get_their_grace_and_passed_deadlines_f
     drop(s);
     // Down for a minute: past the offer's deadline.
     let later = at(60_000);
-    let s = FileStore::open(&dir.0, "n1", rules(), later, 1_000_000, Sink::detached())
+    let s = FileStore::open(&dir.0, "n1", rules(), || later, 1_000_000, Sink::detached())
         .await
         .expect("reopen");
     let v = s.agent_view(&a1).await.expect("store").expect("a1");
@@ -894,4 +896,87 @@ async fn after_a_restart_search_finds_what_the_snapshot_and_the_replayed_tail_ho
     // And the rebuilt index is kept up again.
     new_customer(&s, "Zora Öberg", at(200)).await;
     assert_eq!(found(&s, "zora").await, [("Zora Öberg".to_owned(), 1)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_record_this_version_cannot_read_refuses_the_start_naming_file_and_offset() {
+    let dir = TempDir::new("unreadable");
+    let s = open(&dir.0, 1_000_000).await;
+    write_records(&s).await;
+    drop(s);
+    let seg = last_segment(&dir.0);
+    let bytes = std::fs::read(&seg).expect("read");
+    let valid = segment::scan(&bytes).valid_len;
+    // A batch whose record and marker check out, holding what no entry decodes from
+    // (as one written by a newer version would be to this one).
+    let mut batch = Vec::new();
+    segment::frame(&mut batch, b"\xc1 not an entry of this version");
+    segment::end_batch(&mut batch, valid as u64, 1);
+    let mut written = bytes[..valid].to_vec();
+    written.extend_from_slice(&batch);
+    let (_copy, r) = open_with_last_segment(&dir.0, &written).await;
+    let err = match r {
+        Ok(_) => panic!("an acknowledged record was skipped"),
+        Err(e) => e,
+    };
+    assert!(
+        err.contains(&format!("offset {valid}")) && err.contains("cannot be read"),
+        "{err}"
+    );
+}
+
+/// `CFG` without the `sales` queue (and its agent).
+const CFG_NO_SALES: &str = r#"
+[routing]
+offer_timeout_secs = 15
+wrap_up_secs = 2
+reconnect_grace_secs = 30
+
+[[queues]]
+id = "support"
+
+[[agents]]
+id = "a1"
+queues = ["support"]
+
+[[agents]]
+id = "a2"
+queues = ["support"]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_rules_are_refused_while_records_wait_for_replay_and_free_after_a_clean_stop() {
+    let dir = TempDir::new("rules");
+    let no_sales = || Arc::new(Config::parse(CFG_NO_SALES).expect("config").rules());
+    let open_with = |rules: Arc<Rules>| {
+        FileStore::open(&dir.0, "n1", rules, || T0, 1_000_000, Sink::detached())
+    };
+    let s = open(&dir.0, 1_000_000).await;
+    let task = match s
+        .execute(new_task("sales", None), at(1))
+        .await
+        .expect("store")
+        .reply
+    {
+        Ok(Reply::Created { task, .. }) => task.task_id,
+        other => panic!("create: {other:?}"),
+    };
+    // A crash: the create waits in the log, decided by rules that had `sales`.
+    drop(s);
+    let err = match open_with(no_sales()).await {
+        Ok(_) => panic!("records replayed by other rules than decided them"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("decided by other rules") && err.contains("stop the hub cleanly"),
+        "{err}"
+    );
+    // With the rules it was decided by, then a clean stop: a snapshot of everything.
+    let s = open_with(rules()).await.expect("the same rules");
+    s.stop();
+    drop(s);
+    let s = open_with(no_sales()).await.expect("nothing to replay");
+    let mut kept = false;
+    s.read_state(&mut |st| kept = st.book.task(task).is_some());
+    assert!(kept, "the task created in `sales` is gone");
 }

@@ -92,7 +92,7 @@ async fn memory() -> Subject {
 
 async fn file() -> Subject {
     let dir = TempDir::new("suite");
-    let store = FileStore::open(&dir.0, "suite", rules(), T0, 1_000_000, Sink::detached())
+    let store = FileStore::open(&dir.0, "suite", rules(), || T0, 1_000_000, Sink::detached())
         .await
         .expect("open the file store");
     Subject {

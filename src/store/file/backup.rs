@@ -71,6 +71,8 @@ fn attempt(src: &Path, dst: &Path, rules: Arc<Rules>) -> Result<Backup, String> 
             Err(e) => Err(format!("cannot copy {}: {e}", from.display())),
         }
     };
+    // The rules the log was decided by (written at start only).
+    copy_one(super::RULES_FILE, false)?;
     // The snapshot first: the segments copied after it continue it.
     copy_one(snapshot::FILE, false)?;
     let segments = segment::list(src).map_err(|e| format!("cannot list {}: {e}", src.display()))?;

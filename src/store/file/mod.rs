@@ -14,7 +14,13 @@
 //! covers. Where a fork fails, that thread builds the snapshot from the previous one
 //! plus the closed segments instead ([`compact`]).
 //!
-//! The data directory holds `LOCK` ([`lock`]), `snapshot`, and `log-<first>.seg`.
+//! The data directory holds `LOCK` ([`lock`]), `snapshot`, `log-<first>.seg`, and
+//! `rules`: the fingerprint of the rules ([`Rules::fingerprint`]) the records after the
+//! snapshot were decided by. A replay decides them again, by the rules it is given: a
+//! start whose rules differ while there are records to replay is refused (it would
+//! decide them otherwise: a task into a queue since removed lost, an accept refused).
+//! A clean stop ([`Store::stop`]) takes a snapshot of everything, so that a changed
+//! configuration after it replays nothing.
 //!
 //! Segments are preallocated: the writer fills [`PREALLOC`] bytes of zeros ahead of the
 //! records it writes, in the same write and sync as the batch that needs the room. A
@@ -42,7 +48,7 @@ use metrics::FileMetrics;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -54,6 +60,16 @@ pub const PREALLOC: u64 = 1 << 20;
 
 /// The most commands one group commit carries.
 const MAX_BATCH: usize = 4096;
+/// Commands waiting for the writer, at most (16 full batches).
+const MAX_QUEUED: usize = 16 * MAX_BATCH;
+/// `Shared::closing`: no clean stop asked yet; asked and taken by the writer.
+const OPEN: u8 = 0;
+const ASKED: u8 = 1;
+/// How long a clean stop waits for its snapshot (and for one already under way).
+const CLOSE_LIMIT: Duration = Duration::from_secs(60);
+/// The file holding the fingerprint of the rules the log after the snapshot was
+/// decided by.
+pub const RULES_FILE: &str = "rules";
 
 /// How long a forked snapshot writer may take before it is killed and the snapshot
 /// built from the log instead (194 MB took 3.5 s on a busy 2-core machine), in ms.
@@ -202,7 +218,7 @@ pub fn recover(dir: &Path, rules: Arc<Rules>, repair: bool) -> Result<Recovered,
                 }
             }
         }
-        for (k, (_, range)) in scan.records.iter().enumerate() {
+        for (k, (off, range)) in scan.records.iter().enumerate() {
             let pos = first + k as u64;
             if pos <= replica.pos {
                 continue; // covered by the snapshot (a crash before the removal)
@@ -215,7 +231,15 @@ pub fn recover(dir: &Path, rules: Arc<Rules>, repair: bool) -> Result<Recovered,
                     pos - 1
                 )));
             }
-            step(&mut replica, pos, seed(pos), &bytes[range.clone()]);
+            if step(&mut replica, pos, seed(pos), &bytes[range.clone()]).is_none() {
+                // Its checksum holds, so it was written whole, by a version that knows
+                // more than this one: skipping it would lose an acknowledged command.
+                return Err(unavailable(format!(
+                    "{}: the record at offset {off} (log position {pos}) cannot be read by \
+                     this version (written by a newer one?); refusing to start",
+                    path.display()
+                )));
+            }
             replayed += 1;
         }
         if last {
@@ -291,6 +315,9 @@ struct Shared {
     stopped: AtomicBool,
     /// A snapshot is being built.
     compacting: AtomicBool,
+    /// The final snapshot of a clean stop: not asked, asked (the writer took the
+    /// request and started it, or found nothing to do).
+    closing: AtomicU8,
     /// The snapshot builder, joined when the store is dropped.
     compaction: Mutex<Option<std::thread::JoinHandle<()>>>,
     snapshot_every: u64,
@@ -323,7 +350,7 @@ impl Shared {
 pub struct FileStore {
     shared: Arc<Shared>,
     node: String,
-    tx: Option<mpsc::Sender<Job>>,
+    tx: Option<mpsc::SyncSender<Job>>,
     writer: Option<std::thread::JoinHandle<()>>,
     applier: Option<std::thread::JoinHandle<()>>,
     _lock: lock::DirLock,
@@ -354,13 +381,14 @@ struct Writer {
 impl FileStore {
     /// Opens (creating it if needed) the data directory: takes its lock, loads the
     /// snapshot, replays the log, and declares lost the node(s) whose desktops were
-    /// connected when it stopped (their grace starts now; they resume by reconnecting).
+    /// connected when it stopped (their grace starts at `now()`, read once the replay is
+    /// done; they resume by reconnecting).
     /// Each decision's notices go to `sink`.
     pub async fn open(
         dir: &Path,
         node: &str,
         rules: Arc<Rules>,
-        now: Ts,
+        now: impl FnOnce() -> Ts,
         snapshot_every: u64,
         sink: Sink,
     ) -> Result<FileStore, HubError> {
@@ -392,12 +420,16 @@ impl FileStore {
             failed: Mutex::new(None),
             stopped: AtomicBool::new(false),
             compacting: AtomicBool::new(false),
+            closing: AtomicU8::new(OPEN),
             compaction: Mutex::new(None),
             snapshot_every: snapshot_every.max(1),
             forked_limit_ms: AtomicU64::new(FORKED_LIMIT_MS),
             metrics: FileMetrics::default(),
         });
-        let (tx, rx) = mpsc::channel();
+        // Bounded: on a disk that hangs, callers time out (`outcome_unknown`) but their
+        // commands stay queued; past this many the store refuses at once instead of
+        // holding more in memory (and applying them all when the disk comes back).
+        let (tx, rx) = mpsc::sync_channel(MAX_QUEUED);
         let (written, to_apply) = mpsc::channel();
         let writer = Writer {
             shared: shared.clone(),
@@ -450,6 +482,9 @@ impl FileStore {
             call_timeout: std::time::Duration::from_secs(3),
             _lock: lock,
         };
+        // Their grace counts from now, after the replay (which may take seconds at a
+        // million records, while no desktop can connect yet), not from the start.
+        let now = now();
         for n in lost {
             tracing::info!(node = %n, "desktops were connected when the hub stopped: their grace starts now");
             let o = store
@@ -505,12 +540,29 @@ impl FileStore {
             body,
         }
         .encode()?;
+        // A record the reader would refuse as corruption at the next start must never
+        // be written (the config's limits keep commands far below this).
+        if bytes.len() > segment::MAX_RECORD {
+            return Err(HubError::invalid(
+                "body",
+                format!(
+                    "this command is {} bytes encoded, more than the log takes ({})",
+                    bytes.len(),
+                    segment::MAX_RECORD
+                ),
+            ));
+        }
         let (reply, rx) = oneshot::channel();
         self.tx
             .as_ref()
             .ok_or_else(|| unavailable("the store is stopped"))?
-            .send(Job { bytes, reply })
-            .map_err(|_| unavailable("the log writer stopped"))?;
+            .try_send(Job { bytes, reply })
+            .map_err(|e| match e {
+                mpsc::TrySendError::Full(_) => unavailable(format!(
+                    "{MAX_QUEUED} commands are waiting for the disk: refusing more until it catches up"
+                )),
+                mpsc::TrySendError::Disconnected(_) => unavailable("the log writer stopped"),
+            })?;
         // A disk that hangs (a stuck fsync, a full NFS mount) must not hold the caller:
         // it gets an answer within the call timeout. The job is queued and may still be
         // written and applied, so the answer is `outcome_unknown`, never "nothing
@@ -544,7 +596,9 @@ fn open_blocking(
     let lock = lock::acquire(dir).map_err(unavailable)?;
     // A snapshot that was being written when the hub stopped never took effect.
     let _ = std::fs::remove_file(dir.join(snapshot::TMP));
+    let fingerprint = rules.fingerprint();
     let mut rec = recover(dir, rules, true)?;
+    check_rules(dir, &fingerprint, rec.replayed)?;
     // Replayed without the search index: built once, now that the state is whole.
     rec.replica.state.rebuild_search();
     let next = rec.replica.pos + 1;
@@ -561,6 +615,43 @@ fn open_blocking(
         None => (new_segment(dir, next)?, segment::MAGIC.len() as u64),
     };
     Ok((lock, rec, file, len, next))
+}
+
+/// Refuses a start whose rules differ from those the replayed records were decided by
+/// (`RULES_FILE`), and records the rules in force from now on. A directory without the
+/// file (made before it existed) is taken as it is.
+fn check_rules(dir: &Path, fingerprint: &str, replayed: u64) -> Result<(), HubError> {
+    let path = dir.join(RULES_FILE);
+    let stored = match std::fs::read_to_string(&path) {
+        Ok(s) => Some(s.trim().to_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(unavailable(format!("cannot read {}: {e}", path.display()))),
+    };
+    if stored.as_deref() == Some(fingerprint) {
+        return Ok(());
+    }
+    if let Some(old) = &stored {
+        if replayed > 0 {
+            return Err(unavailable(format!(
+                "{}: the {replayed} record(s) after the last snapshot were decided by other rules \
+                 ([routing], [[queues]], [[agents]], [stats] or [events] changed: {old} then, \
+                 {fingerprint} now) and would be decided differently; start once with the \
+                 previous configuration and stop the hub cleanly (SIGTERM: it takes a \
+                 snapshot), then start it with the new one",
+                path.display()
+            )));
+        }
+    }
+    let tmp = dir.join(format!("{RULES_FILE}.tmp"));
+    std::fs::File::create(&tmp)
+        .and_then(|mut f| {
+            use std::io::Write;
+            f.write_all(fingerprint.as_bytes())?;
+            f.sync_all()
+        })
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .and_then(|()| sync_dir(dir))
+        .map_err(|e| unavailable(format!("cannot write {}: {e}", path.display())))
 }
 
 /// Creates the segment whose first record is `first`, with its format header, durably.
@@ -597,64 +688,99 @@ impl Writer {
         let mut buf = Vec::with_capacity(64 * 1024);
         // Ends when the store is dropped (every sender with it).
         while let Ok(first) = self.rx.recv() {
+            if first.bytes.is_empty() {
+                self.close();
+                continue;
+            }
             let mut batch = vec![first];
+            let mut close = false;
             while batch.len() < MAX_BATCH {
                 match self.rx.try_recv() {
+                    // The clean stop's request: after the commands before it.
+                    Ok(j) if j.bytes.is_empty() => {
+                        close = true;
+                        break;
+                    }
                     Ok(j) => batch.push(j),
                     Err(_) => break,
                 }
             }
-            if let Some(why) = self.shared.failure() {
-                for j in batch {
-                    let _ = j.reply.send(Err(unavailable(why.clone())));
-                }
-                continue;
+            self.write(&mut buf, batch);
+            if close {
+                self.close();
             }
-            buf.clear();
-            for j in &batch {
-                segment::frame(&mut buf, &j.bytes);
+        }
+    }
+
+    /// A clean stop: a snapshot of every record written, so that the next start
+    /// replays nothing (and may run by changed rules).
+    fn close(&mut self) {
+        // One snapshot at a time: the one under way first.
+        let until = Instant::now() + CLOSE_LIMIT;
+        while self.shared.compacting.load(Ordering::Acquire) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if self.shared.failure().is_none()
+            && self.since_snapshot > 0
+            && !self.shared.compacting.load(Ordering::Acquire)
+        {
+            self.start_snapshot();
+        }
+        self.shared.closing.store(ASKED, Ordering::Release);
+    }
+
+    /// Writes one batch, syncs it, and hands it to the applier.
+    fn write(&mut self, buf: &mut Vec<u8>, batch: Vec<Job>) {
+        if let Some(why) = self.shared.failure() {
+            for j in batch {
+                let _ = j.reply.send(Err(unavailable(why.clone())));
             }
-            // Written with the batch, before its one fsync: a batch whose marker is not
-            // on disk was never acknowledged (`segment`, format 2).
-            segment::end_batch(&mut buf, self.len, batch.len() as u32);
-            let t = Instant::now();
-            let end = self.len + buf.len() as u64;
-            if end > self.allocated && self.prealloc {
-                self.write_ahead(end);
+            return;
+        }
+        buf.clear();
+        for j in &batch {
+            segment::frame(buf, &j.bytes);
+        }
+        // Written with the batch, before its one fsync: a batch whose marker is not
+        // on disk was never acknowledged (`segment`, format 2).
+        segment::end_batch(buf, self.len, batch.len() as u32);
+        let t = Instant::now();
+        let end = self.len + buf.len() as u64;
+        if end > self.allocated && self.prealloc {
+            self.write_ahead(end);
+        }
+        let written = self
+            .file
+            .write_all_at(buf, self.len)
+            .and_then(|()| self.file.sync_data());
+        if let Err(e) = written {
+            self.shared.fail(format!("cannot write the log: {e}"));
+            // Some of the batch may have reached the file (a write that went
+            // through, then a failed fsync): a restart would replay it. So the
+            // batch is told "unknown", not "nothing changed"; later commands are
+            // refused before any write (`store_unavailable`).
+            for j in batch {
+                let _ = j.reply.send(Err(HubError::OutcomeUnknown(format!(
+                    "cannot write the log: {e}"
+                ))));
             }
-            let written = self
-                .file
-                .write_all_at(&buf, self.len)
-                .and_then(|()| self.file.sync_data());
-            if let Err(e) = written {
-                self.shared.fail(format!("cannot write the log: {e}"));
-                // Some of the batch may have reached the file (a write that went
-                // through, then a failed fsync): a restart would replay it. So the
-                // batch is told "unknown", not "nothing changed"; later commands are
-                // refused before any write (`store_unavailable`).
-                for j in batch {
-                    let _ = j.reply.send(Err(HubError::OutcomeUnknown(format!(
-                        "cannot write the log: {e}"
-                    ))));
-                }
-                continue;
-            }
-            self.shared.metrics.commit(batch.len(), t.elapsed());
-            self.len = end;
-            self.allocated = self.allocated.max(end);
-            let first = self.next;
-            self.next += batch.len() as u64;
-            self.since_snapshot += batch.len() as u64;
-            // Applied and answered on the applier thread, while this one writes and
-            // syncs the next batch.
-            if self.written.send(Written::Batch(first, batch)).is_err() {
-                self.shared.fail("the log applier stopped".into());
-            }
-            if self.since_snapshot >= self.shared.snapshot_every
-                && !self.shared.compacting.load(Ordering::Acquire)
-            {
-                self.start_snapshot();
-            }
+            return;
+        }
+        self.shared.metrics.commit(batch.len(), t.elapsed());
+        self.len = end;
+        self.allocated = self.allocated.max(end);
+        let first = self.next;
+        self.next += batch.len() as u64;
+        self.since_snapshot += batch.len() as u64;
+        // Applied and answered on the applier thread, while this one writes and
+        // syncs the next batch.
+        if self.written.send(Written::Batch(first, batch)).is_err() {
+            self.shared.fail("the log applier stopped".into());
+        }
+        if self.since_snapshot >= self.shared.snapshot_every
+            && !self.shared.compacting.load(Ordering::Acquire)
+        {
+            self.start_snapshot();
         }
     }
 
@@ -964,6 +1090,36 @@ impl Store for FileStore {
 
     fn stop(&self) {
         self.shared.stopped.store(true, Ordering::Relaxed);
+        // A snapshot of everything written, so that the next start replays nothing:
+        // quicker, and free to run by changed rules. Asked of the writer, after the
+        // commands already queued (an empty job is the request), and waited for here:
+        // the process ends next. (A command that got past `stopped` after this request
+        // is never written: its caller gets `outcome_unknown`.)
+        if self.shared.failure().is_none() {
+            if let Some(tx) = &self.tx {
+                let (reply, _) = oneshot::channel();
+                if tx
+                    .try_send(Job {
+                        bytes: Vec::new(),
+                        reply,
+                    })
+                    .is_ok()
+                {
+                    let t = Instant::now();
+                    let until = t + CLOSE_LIMIT;
+                    while Instant::now() < until
+                        && (self.shared.closing.load(Ordering::Acquire) != ASKED
+                            || self.shared.compacting.load(Ordering::Acquire))
+                    {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    tracing::info!(
+                        ms = t.elapsed().as_millis() as u64,
+                        "file store closed (its final snapshot taken, unless a warning said otherwise)"
+                    );
+                }
+            }
+        }
         let (appends, fsyncs, largest) = self.shared.metrics.totals();
         tracing::info!(
             appends,
