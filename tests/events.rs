@@ -932,3 +932,36 @@ async fn two_nodes_on_one_redis_serve_the_same_stream() {
         .await;
     assert_eq!(a_next, c_next);
 }
+
+#[tokio::test]
+async fn a_position_past_the_newest_event_is_from_another_history_and_answers_410() {
+    // A reader that read up to 40 in a history this hub does not have (it started
+    // again, in memory): waiting for this one to pass 40 would skip its first 40.
+    let hub = TestHub::start(QUEUES_AND_AGENTS).await;
+    let tok = hub.token("crm", Role::Integration);
+    hub.create(chat()).await;
+    let (status, v) = Sse::open(hub.addr, "/v1/events?since=40", Some(&tok), &[])
+        .await
+        .refused();
+    assert_eq!(
+        (status, &v["error"]["code"]),
+        (410, &json!("events_gone")),
+        "{v}"
+    );
+    assert_eq!(v["error"]["oldest_seq"], 1, "{v}");
+    let (status, _) = Sse::open(
+        hub.addr,
+        "/v1/events",
+        Some(&tok),
+        &[("last-event-id", "40")],
+    )
+    .await
+    .refused();
+    assert_eq!(status, 410);
+    // Its own positions are served (the task made events 1 and 2).
+    let mut sse = Sse::open(hub.addr, "/v1/events?since=1", Some(&tok), &[])
+        .await
+        .stream();
+    assert_eq!(sse.event().await["seq"], 2);
+    hub.shutdown().await;
+}

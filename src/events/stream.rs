@@ -83,6 +83,33 @@ impl TypeFilter {
     }
 }
 
+/// Refuses a position past the newest event: a reader that read it did so in another
+/// history (a hub started again on a new data directory, or in memory), and would
+/// otherwise wait, silently, for this history to pass it and skip everything before.
+/// In Redis mode this node's replica may only be behind another's: it is given a
+/// moment to catch up first.
+async fn past_the_newest(hub: &Hub, after: u64) -> Result<(), ApiError> {
+    let shared = hub.config.store.effective_kind() == crate::config::StoreKind::Redis;
+    let until = tokio::time::Instant::now() + Duration::from_secs(if shared { 3 } else { 0 });
+    loop {
+        let (oldest, newest) = hub.event_bounds();
+        if after <= newest {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= until {
+            return Err(HubError::EventsGone {
+                why: format!(
+                    "position {after} is past the newest event ({newest}): it is from another history"
+                ),
+                oldest,
+                epoch: hub.event_epoch(),
+            }
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// `GET /v1/events`.
 pub async fn events(
     State(hub): State<Arc<Hub>>,
@@ -116,6 +143,9 @@ pub async fn events(
             }
             .into());
         }
+    }
+    if let Some(after) = since {
+        past_the_newest(&hub, after).await?;
     }
     let (last, feed) = match since {
         Some(after) => match hub.events_from(after) {
