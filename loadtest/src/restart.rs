@@ -73,7 +73,7 @@ pub async fn run_restart(o: RestartOpts) -> Result<RestartReport, String> {
             &o.dir,
             "loadtest",
             rules(),
-            now,
+            || now,
             o.snapshot_every,
             Sink::detached(),
         )
@@ -149,7 +149,7 @@ pub async fn run_restart(o: RestartOpts) -> Result<RestartReport, String> {
         &dir,
         "loadtest",
         rules(),
-        now,
+        || now,
         o.snapshot_every,
         Sink::detached(),
     )
