@@ -125,7 +125,8 @@ impl Book {
 
     /// A task still waiting after its queue's overflow time moves to the overflow
     /// queue, keeping its age and place; one being offered at that moment is looked
-    /// at again one overflow period later.
+    /// at again just after the offer's deadline (accepted by then, it overflows no
+    /// more; back in line, it moves then, not a whole overflow period later).
     pub(super) fn overflow(&mut self, tx: &mut Tx, task_id: TaskId, epoch: u32, at: Ts, now: Ts) {
         let Some((t, e)) = self.waiting_escalation(task_id, epoch) else {
             return;
@@ -134,7 +135,15 @@ impl Book {
             return;
         };
         if t.state != TaskState::Queued {
-            self.arm(tx, at.plus(after), Timer::Overflow(task_id, epoch));
+            let again = match &t.state {
+                // Just after the deadline: its `Offer` timer (at the deadline) fires
+                // first, so the task is back in line or in an agent's hands by then.
+                TaskState::Offered { deadline, .. } => (*deadline)
+                    .max(now)
+                    .plus(std::time::Duration::from_millis(1)),
+                _ => at.plus(after),
+            };
+            self.arm(tx, again, Timer::Overflow(task_id, epoch));
             return;
         }
         let Some(rules) = self.rules.queues.get(&to) else {

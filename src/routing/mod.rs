@@ -635,7 +635,7 @@ impl Book {
                 if self.tasks.get(&task_id).is_some_and(
                     |t| matches!(&t.state, TaskState::Assigned { agent_id, .. } if *agent_id == agent),
                 ) {
-                    self.end_consult(tx, task_id, now, true);
+                    self.end_consult(tx, task_id, now, true, WithdrawReason::ConsultEnded);
                 }
                 let mark = tx.events.len();
                 self.agent_event(
@@ -691,7 +691,7 @@ impl Book {
                 if !holds {
                     return Err(HubError::Transition(agent::TransitionError::NoSuchTask));
                 }
-                self.end_consult(tx, task_id, now, false);
+                self.end_consult(tx, task_id, now, false, WithdrawReason::ConsultEnded);
                 self.task_reply(task_id)
             }
             Command::CancelTask {
@@ -892,7 +892,7 @@ impl Book {
                 if offer_id.is_none() {
                     // The agent lets go of work it had (offline): a consult it asked
                     // for ends with it.
-                    self.end_consult(tx, task_id, now, true);
+                    self.end_consult(tx, task_id, now, true, WithdrawReason::ConsultEnded);
                 }
                 if let Some(offer_id) = offer_id {
                     let (task_id, agent_id2) = (task_id, agent_id.clone());
@@ -1233,6 +1233,19 @@ impl Book {
                 if let Some(k) = &t.idempotency_key {
                     self.idempotency.remove(k);
                 }
+            }
+        }
+    }
+
+    /// The log's first entry, at `now`, applied to a book made blank at time zero (a
+    /// replica: every replica makes the same): the configured agents are offline since
+    /// then, not since 1970 (`agent.state_changed`'s `previous_since` at their first
+    /// login).
+    pub fn begin_at(&mut self, now: Ts) {
+        for e in self.agents.values_mut() {
+            if e.state.since == Ts(0) && e.state.presence == crate::agent::Presence::Offline {
+                e.state.since = now;
+                e.state.idle_since = now;
             }
         }
     }

@@ -1947,3 +1947,118 @@ capacity = { chat = 1 }
     assert_eq!(w.task_state(c2), TaskState::Queued);
     check_invariants(&w.book);
 }
+
+#[test]
+fn the_head_of_one_queue_is_not_carried_to_the_next_transfer() {
+    let mut w = World::new();
+    // An older, higher-priority chat waits in vip (a2, its only agent, is not there).
+    let (v1, _) = w.create("vip", Channel::Chat, 9, &[], at_ms(0));
+    // A support chat is sent to the head of support, then on to vip without the head.
+    let (t, _) = w.create("support", Channel::Chat, 0, &[], at_ms(1));
+    transfer(&mut w, t, to_queue("support", None, true), crm(), at_ms(2))
+        .reply
+        .expect("to the head of support");
+    transfer(&mut w, t, to_queue("vip", None, false), crm(), at_ms(3))
+        .reply
+        .expect("to vip");
+    // In vip it waits in its place: after v1.
+    w.login_ready("a2", at_ms(4));
+    assert_eq!(w.offer_of("a2").map(|o| o.1), Some(v1));
+    check_invariants(&w.book);
+}
+
+#[test]
+fn a_consults_offer_withdrawn_by_a_cancel_or_a_transfer_says_so() {
+    let withdrawn = |o: &Outcome| -> Vec<WithdrawReason> {
+        o.events
+            .iter()
+            .filter_map(|e| match e {
+                EventData::OfferWithdrawn { reason, .. } => Some(*reason),
+                _ => None,
+            })
+            .collect()
+    };
+    for (cancel, why) in [
+        (true, WithdrawReason::Cancelled),
+        (false, WithdrawReason::Transferred),
+    ] {
+        let mut w = World::new();
+        w.login_ready("a1", at_ms(0));
+        let (t, _) = w.create("support", Channel::Chat, 0, &[], at_ms(1));
+        w.accept("a1", at_ms(2));
+        w.login_ready("a2", at_ms(3));
+        w.run(
+            Command::Consult {
+                agent: "a1".into(),
+                task_id: t,
+                to: "a2".into(),
+            },
+            at_ms(4),
+        )
+        .reply
+        .expect("consult");
+        let o = if cancel {
+            w.run(
+                Command::CancelTask {
+                    task_id: t,
+                    reason: None,
+                    by: crm(),
+                },
+                at_ms(5),
+            )
+        } else {
+            transfer(&mut w, t, to_queue("vip", None, false), crm(), at_ms(5))
+        };
+        assert!(o.reply.is_ok(), "{:?}", o.reply);
+        assert_eq!(withdrawn(&o), vec![why]);
+    }
+    // The asking agent taking it back is the consult's own end.
+    let mut w = World::new();
+    w.login_ready("a1", at_ms(0));
+    let (t, _) = w.create("support", Channel::Chat, 0, &[], at_ms(1));
+    w.accept("a1", at_ms(2));
+    w.login_ready("a2", at_ms(3));
+    w.run(
+        Command::Consult {
+            agent: "a1".into(),
+            task_id: t,
+            to: "a2".into(),
+        },
+        at_ms(4),
+    )
+    .reply
+    .expect("consult");
+    let o = w.run(
+        Command::CancelConsult {
+            agent: "a1".into(),
+            task_id: t,
+        },
+        at_ms(5),
+    );
+    assert_eq!(withdrawn(&o), vec![WithdrawReason::ConsultEnded]);
+}
+
+#[test]
+fn a_task_ringing_at_its_overflow_time_overflows_when_the_offer_ends_not_a_period_later() {
+    let mut w = World::with(ESCALATING);
+    let t = create_levels(&mut w, 0, &[], at_ms(0));
+    // Offered at 90 s (its deadline 105 s): still ringing at the overflow time, 100 s.
+    w.login_ready("senior", at_ms(90_000));
+    assert_eq!(w.offer_of("senior").map(|o| o.1), Some(t));
+    w.login_ready("backup", at_ms(95_000));
+    w.book.expire_due(at_ms(100_000));
+    assert_eq!(
+        w.book.task(t).map(|t| t.queue.clone()),
+        Some(QueueId::from("support"))
+    );
+    // The offer expires: the task is back in support, whose only agent just missed it,
+    // past its overflow time. It moves at once, to the Ready agent of the overflow queue.
+    w.book.expire_due(at_ms(105_000));
+    w.book.expire_due(at_ms(105_001));
+    assert_eq!(
+        w.book.task(t).map(|t| t.queue.clone()),
+        Some(QueueId::from("overflow"))
+    );
+    assert_eq!(w.offer_of("backup").map(|o| o.1), Some(t));
+    check_invariants(&w.book);
+}

@@ -46,7 +46,12 @@ impl Book {
                 Ok(None)
             }
             TaskState::Assigned { agent_id, .. } => {
-                self.end_consult(tx, task_id, now, true);
+                // A consult's offer ends for the same reason as any ringing offer.
+                let reason = match why {
+                    TakeBack::Cancel => WithdrawReason::Cancelled,
+                    TakeBack::Transfer => WithdrawReason::Transferred,
+                };
+                self.end_consult(tx, task_id, now, true, reason);
                 let wrap_up_until = self.wrap_up_until(task_id, now);
                 let event = match why {
                     TakeBack::Cancel => Event::TaskCancelled {
@@ -215,7 +220,9 @@ impl Book {
                     t.skill_levels.retain(|k, _| s.contains(k));
                     t.skills = s;
                 }
-                t.head = t.head || head;
+                // The head of the queue it goes to, or not: a head it was sent to in
+                // an earlier queue (or earlier in this one) is not carried along.
+                t.head = head;
                 None
             }
             TransferTo::Agent(target) => {
@@ -365,9 +372,16 @@ impl Book {
     }
 
     /// Ends a consult in flight for a task that is in progress: the target's offer is
-    /// withdrawn. With `tell`, the agent who asked gets `transfer_ended` `withdrawn`
-    /// (it did not ask for the end itself).
-    pub(super) fn end_consult(&mut self, tx: &mut Tx, task_id: TaskId, now: Ts, tell: bool) {
+    /// withdrawn, for `reason`. With `tell`, the agent who asked gets `transfer_ended`
+    /// `withdrawn` (it did not ask for the end itself).
+    pub(super) fn end_consult(
+        &mut self,
+        tx: &mut Tx,
+        task_id: TaskId,
+        now: Ts,
+        tell: bool,
+        reason: WithdrawReason,
+    ) {
         let Some(t) = self.tasks.get(&task_id) else {
             return;
         };
@@ -395,7 +409,7 @@ impl Book {
                         task_id,
                         offer_id,
                         agent_id: h.to.clone(),
-                        reason: WithdrawReason::ConsultEnded,
+                        reason,
                     },
                 );
             }
