@@ -126,6 +126,7 @@ pub fn step<P: std::fmt::Display>(
             h ^= req.as_u64_pair().0;
         }
         r.state.events.begin(h);
+        r.state.book.begin_at(now);
     }
     let o = entry.body.apply(&mut r.state, now);
     Some((o, entry.node, entry.req))

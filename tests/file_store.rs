@@ -980,3 +980,44 @@ async fn changed_rules_are_refused_while_records_wait_for_replay_and_free_after_
     s.read_state(&mut |st| kept = st.book.task(task).is_some());
     assert!(kept, "the task created in `sales` is gone");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_agents_first_login_was_offline_since_the_log_began_not_1970() {
+    let dir = TempDir::new("since");
+    let s = open(&dir.0, 1_000_000).await;
+    // The log's first entry.
+    new_customer(&s, "Ana Araújo", at(5)).await;
+    let profile = rules().agents[0].clone();
+    s.execute(
+        Command::Connect {
+            profile,
+            conn: ConnId::new(),
+            node: "n1".into(),
+        },
+        at(10),
+    )
+    .await
+    .expect("store")
+    .reply
+    .expect("connect");
+    s.execute(Command::SetReady { agent: "a1".into() }, at(11))
+        .await
+        .expect("store")
+        .reply
+        .expect("ready");
+    let mut first = None;
+    s.read_state(&mut |st| {
+        first = st
+            .events
+            .after(0)
+            .expect("held")
+            .iter()
+            .find_map(|e| match &e.data {
+                switchboard::events::EventData::AgentStateChanged { previous_since, .. } => {
+                    Some(*previous_since)
+                }
+                _ => None,
+            });
+    });
+    assert_eq!(first, Some(at(5)), "offline since the log began");
+}

@@ -67,6 +67,8 @@ const OPEN: u8 = 0;
 const ASKED: u8 = 1;
 /// How long a clean stop waits for its snapshot (and for one already under way).
 const CLOSE_LIMIT: Duration = Duration::from_secs(60);
+/// How long the start waits for its own first commands (the nodes lost at the stop).
+const OPEN_LIMIT: Duration = Duration::from_secs(60);
 /// The file holding the fingerprint of the rules the log after the snapshot was
 /// decided by.
 pub const RULES_FILE: &str = "rules";
@@ -488,7 +490,14 @@ impl FileStore {
         for n in lost {
             tracing::info!(node = %n, "desktops were connected when the hub stopped: their grace starts now");
             let o = store
-                .submit(Body::Routing(Box::new(Command::NodeLost { node: n })), now)
+                // Nothing waits on the start but this: the first write after a restart
+                // may take longer than a caller's timeout (the segment's first write
+                // ahead), and giving up here would abort the start.
+                .submit_within(
+                    Body::Routing(Box::new(Command::NodeLost { node: n })),
+                    now,
+                    OPEN_LIMIT,
+                )
                 .await?;
             o.reply?;
         }
@@ -527,6 +536,15 @@ impl FileStore {
     }
 
     async fn submit(&self, body: Body, now: Ts) -> Result<Outcome, HubError> {
+        self.submit_within(body, now, self.call_timeout).await
+    }
+
+    async fn submit_within(
+        &self,
+        body: Body,
+        now: Ts,
+        limit: Duration,
+    ) -> Result<Outcome, HubError> {
         if let Some(why) = self.shared.failure() {
             return Err(unavailable(why));
         }
@@ -568,7 +586,7 @@ impl FileStore {
         // written and applied, so the answer is `outcome_unknown`, never "nothing
         // changed". The writer itself is not interrupted: a hung disk is the operator's
         // to fix, and `/readyz` fails meanwhile only if the write fails.
-        match tokio::time::timeout(self.call_timeout, rx).await {
+        match tokio::time::timeout(limit, rx).await {
             // The job was handed over: a writer or applier that died with it may have
             // written it first (a restart replays it), so "nothing changed" would lie.
             Ok(r) => r.map_err(|_| {
@@ -579,7 +597,7 @@ impl FileStore {
             })?,
             Err(_) => Err(HubError::OutcomeUnknown(format!(
                 "the log writer did not answer within {} ms; the command may still be written",
-                self.call_timeout.as_millis()
+                limit.as_millis()
             ))),
         }
     }
