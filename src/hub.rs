@@ -459,15 +459,12 @@ impl Hub {
         let mut drain = self.drain_signal();
         // After a firing that failed (a log that cannot be written refuses at once),
         // the deadlines are still due: without a pause the loop would spin on them,
-        // a core flat out and a warning each turn, on a disk that may be full.
+        // a core flat out and a warning each turn, on a disk that may be full. The
+        // pause delays only the next try (a wake-up from a new decision does not
+        // start it over), and ends with the first firing that goes through.
         let mut backoff: Option<Duration> = None;
+        let mut retry_at: Option<tokio::time::Instant> = None;
         loop {
-            if let Some(b) = backoff {
-                tokio::select! {
-                    _ = tokio::time::sleep(b) => {}
-                    _ = drain.changed() => return,
-                }
-            }
             let next = match self.store.next_deadline().await {
                 Ok(n) => n,
                 Err(e) => {
@@ -480,6 +477,9 @@ impl Hub {
                 let polled = tokio::time::Instant::now() + p;
                 wake_at = Some(wake_at.map_or(polled, |w| w.min(polled)));
             }
+            if let (Some(w), Some(r)) = (wake_at, retry_at) {
+                wake_at = Some(w.max(r));
+            }
             let sleep = async {
                 match wake_at {
                     Some(at) => tokio::time::sleep_until(at).await,
@@ -491,12 +491,14 @@ impl Hub {
                 _ = self.timer_wake.notified() => continue,
                 _ = drain.changed() => return,
             }
-            backoff = match self.fire_due(self.clock.now()).await {
-                true => None,
-                false => Some(backoff.map_or(Duration::from_millis(100), |b| {
+            if self.fire_due(self.clock.now()).await {
+                (backoff, retry_at) = (None, None);
+            } else {
+                let b = backoff.map_or(Duration::from_millis(100), |b| {
                     (b * 2).min(Duration::from_secs(5))
-                })),
-            };
+                });
+                (backoff, retry_at) = (Some(b), Some(tokio::time::Instant::now() + b));
+            }
         }
     }
 

@@ -439,6 +439,47 @@ async fn a_failed_offer_waits_for_its_retry_no_longer_than_its_deadline() {
 }
 
 #[tokio::test]
+async fn an_offer_past_its_deadline_is_recorded_expired_without_waiting_for_a_slot() {
+    // One slot. Event 1 fails and waits 300 ms for its retry; meanwhile an offer of
+    // another task takes the slot, and its answer is slow (3 s): its attempt ends at
+    // its deadline (500 ms). Event 1's retry, queued for the slot since 300 ms, takes
+    // it then, for 3 s. The offer is past its deadline: recorded expired at once, not
+    // after waiting for a slot it no longer needs.
+    let rx = Receiver::start().await;
+    rx.script([Answer::Status(503, None)]);
+    let feed = TestFeed::new();
+    let r = WebhooksConfig {
+        max_in_flight: 1,
+        timeout_ms: 10_000,
+        ..rules(&[0, 300, 300])
+    };
+    let d = deliver(&feed, &rx, r, &["*"]);
+    let clock = Clock::new();
+    feed.push(queued(1));
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    while d.records.failures.load(Relaxed) == 0 {
+        assert!(tokio::time::Instant::now() < until, "event 1 never failed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    rx.delay(Duration::from_secs(3));
+    let started = tokio::time::Instant::now();
+    feed.push(offered(
+        2,
+        "a1",
+        clock.now().plus(Duration::from_millis(500)),
+    ));
+    while d.records.expired.load(Relaxed) == 0 {
+        assert!(
+            started.elapsed() < Duration::from_millis(2_000),
+            "the expired offer waited for a slot before it was recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    let _ = d.stop.send(true);
+}
+
+#[tokio::test]
 async fn a_lease_not_renewed_stops_the_runner_before_another_node_may_take_it() {
     // The first attempt fails; the retry would come after the lease has run out (its
     // holder cut off from the store: nobody renews it).

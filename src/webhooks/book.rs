@@ -46,6 +46,23 @@ pub struct Cursor {
     pub disabled: Option<String>,
     /// The node delivering it.
     pub lease: Option<Lease>,
+    /// When a node last claimed or renewed its lease (a released or revoked lease keeps
+    /// it): how long no node has delivered it.
+    #[serde(default)]
+    pub last_claim: Option<Ts>,
+}
+
+impl Cursor {
+    /// Whether it may be forgotten at `now` (`WebhookCommand::Forget`): not disabled
+    /// (a disabled one holds nothing), no live lease, and no claim for `unclaimed_ms`
+    /// (its last claim, or its lease's end when it was claimed before claims were
+    /// dated; never claimed: long ago).
+    pub fn forgettable(&self, now: Ts, unclaimed_ms: u64) -> bool {
+        let leased = self.lease.as_ref().is_some_and(|l| l.until > now);
+        let last = self.last_claim.or(self.lease.as_ref().map(|l| l.until));
+        let lately = last.is_some_and(|t| now < t.plus(Duration::from_millis(unclaimed_ms)));
+        self.disabled.is_none() && !leased && !lately
+    }
 }
 
 /// Who delivers an endpoint, until when, under which fencing token.
@@ -129,13 +146,17 @@ pub enum WebhookCommand {
         /// The holder's token.
         token: u64,
     },
-    /// Drops the position of an endpoint no node's config names any more (a config
-    /// endpoint removed from the file): otherwise its position would hold the event
-    /// window at the last event it got, for good. Only while nobody holds its lease,
-    /// and never an API endpoint's.
+    /// Drops the position of a config endpoint that the config of the node asking no
+    /// longer names (removed from the file): otherwise its position would hold the
+    /// event window at the last event it got, for good. Only while nobody holds its
+    /// lease and no node has claimed it for `unclaimed_ms` (0 with one replica; in a
+    /// cluster, long enough that a node still configured with it, restarting, claims
+    /// it first); never an API endpoint's, nor a disabled one's (which holds nothing).
     Forget {
         /// The endpoint.
         id: String,
+        /// How long no node may have claimed it, in milliseconds.
+        unclaimed_ms: u64,
     },
 }
 
@@ -191,6 +212,7 @@ impl WebhookBook {
                         position: Some(start),
                         disabled: None,
                         lease: None,
+                        last_claim: None,
                     },
                 );
                 self.endpoints.insert(endpoint.id.clone(), endpoint.clone());
@@ -219,6 +241,7 @@ impl WebhookBook {
                     position: None,
                     disabled: None,
                     lease: None,
+                    last_claim: None,
                 });
                 if let Some(t) = token {
                     if c.lease.as_ref().map(|l| l.token) != Some(t) {
@@ -237,6 +260,7 @@ impl WebhookBook {
                     position: None,
                     disabled: None,
                     lease: None,
+                    last_claim: None,
                 });
                 c.position = Some(since);
                 // Delivering again is resuming: a disabled endpoint is enabled, so that
@@ -262,6 +286,7 @@ impl WebhookBook {
                     position: None,
                     disabled: None,
                     lease: None,
+                    last_claim: None,
                 });
                 if c.disabled.is_some() {
                     return Ok(WebhookReply::NotGranted);
@@ -276,6 +301,7 @@ impl WebhookBook {
                     }
                 };
                 c.lease = Some(Lease { node, token, until });
+                c.last_claim = Some(now);
                 let position = *c.position.get_or_insert(start);
                 Ok(WebhookReply::Granted { token, position })
             }
@@ -303,13 +329,11 @@ impl WebhookBook {
                 }
                 Ok(WebhookReply::Fenced)
             }
-            WebhookCommand::Forget { id } => {
-                let leased = self
-                    .cursors
-                    .get(&id)
-                    .and_then(|c| c.lease.as_ref())
-                    .is_some_and(|l| l.until > now);
-                if self.endpoints.contains_key(&id) || leased {
+            WebhookCommand::Forget { id, unclaimed_ms } => {
+                let Some(c) = self.cursors.get(&id) else {
+                    return Ok(WebhookReply::NotGranted);
+                };
+                if self.endpoints.contains_key(&id) || !c.forgettable(now, unclaimed_ms) {
                     return Ok(WebhookReply::NotGranted);
                 }
                 self.cursors.remove(&id);
@@ -406,6 +430,62 @@ mod tests {
         assert_eq!(advance(&mut b, 2, 25), WebhookReply::Done);
         assert_eq!(advance(&mut b, 2, 22), WebhookReply::Done);
         assert_eq!(b.cursors["crm"].position, Some(25));
+    }
+
+    #[test]
+    fn a_config_endpoints_position_is_forgotten_only_unleased_unclaimed_and_enabled() {
+        let forget = |b: &mut WebhookBook, unclaimed_ms: u64, now_ms: u64| {
+            b.execute(
+                WebhookCommand::Forget {
+                    id: "crm".into(),
+                    unclaimed_ms,
+                },
+                Ts(now_ms * 1000),
+            )
+            .expect("forget")
+        };
+        let mut b = WebhookBook::default();
+        let WebhookReply::Granted { token, .. } = claim(&mut b, "a", 0) else {
+            panic!("not granted");
+        };
+        // Leased: kept, whatever the wait asked.
+        assert_eq!(forget(&mut b, 0, 1_000), WebhookReply::NotGranted);
+        // Its holder lets it go (a clean stop): in a cluster it is kept for the wait
+        // after its last claim, so a node still configured with it claims it first.
+        b.execute(
+            WebhookCommand::Release {
+                id: "crm".into(),
+                token,
+            },
+            Ts(2_000 * 1000),
+        )
+        .expect("release");
+        assert_eq!(forget(&mut b, 60_000, 3_000), WebhookReply::NotGranted);
+        assert!(b.cursors.contains_key("crm"));
+        // A disabled one holds nothing in the window: kept, even past the wait.
+        b.execute(
+            WebhookCommand::SetDisabled {
+                id: "crm".into(),
+                reason: Some("410".into()),
+                token: None,
+            },
+            Ts(4_000 * 1000),
+        )
+        .expect("disable");
+        assert_eq!(forget(&mut b, 60_000, 100_000), WebhookReply::NotGranted);
+        b.execute(
+            WebhookCommand::SetDisabled {
+                id: "crm".into(),
+                reason: None,
+                token: None,
+            },
+            Ts(100_000 * 1000),
+        )
+        .expect("enable");
+        // Enabled, unleased, unclaimed past the wait: forgotten.
+        assert_eq!(forget(&mut b, 60_000, 100_000), WebhookReply::Done);
+        assert!(!b.cursors.contains_key("crm"));
+        assert_eq!(b.floor(), None);
     }
 
     #[test]

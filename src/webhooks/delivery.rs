@@ -464,8 +464,18 @@ impl Runner {
         loop {
             attempt += 1;
             // Held until the answer: at most `max_in_flight` requests open at once,
-            // retries included.
-            let slot = self.retries.slot(rules.max_in_flight).await;
+            // retries included. An offer waits for one no longer than its deadline: past
+            // it, it is recorded as expired below, and needs none.
+            let slot = match deadline {
+                Some(d) => {
+                    let left = Duration::from_micros(d.0.saturating_sub(self.clock.now().0));
+                    tokio::time::timeout(left, self.retries.slot(rules.max_in_flight))
+                        .await
+                        .ok()
+                        .flatten()
+                }
+                None => self.retries.slot(rules.max_in_flight).await,
+            };
             let at = self.clock.now();
             let mut rec = Attempt {
                 event_id: event_id.clone(),

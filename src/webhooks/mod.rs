@@ -177,6 +177,10 @@ impl Control for StoreControl {
     }
 }
 
+/// In a cluster, how long a config endpoint no node claims keeps its position after
+/// a node's config stopped naming it.
+const FORGET_UNCLAIMED_MS: u64 = 3_600_000;
+
 impl Webhooks {
     /// Starts the service for `hub` (and sets `hub.webhooks`), reading events from
     /// `feed`.
@@ -250,6 +254,9 @@ impl Webhooks {
     /// leases go, so another node takes over at once.
     pub async fn stop(&self) {
         let _ = self.stop.send(true);
+        // A round under way finishes first (it may start a runner or claim a lease);
+        // every later one sees the stop and does nothing.
+        let _round = self.round.lock().await;
         let active: Vec<(String, Active)> =
             std::mem::take(&mut *self.active.lock().unwrap_or_else(|p| p.into_inner()))
                 .into_iter()
@@ -306,15 +313,27 @@ impl Webhooks {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|id, _| defs.iter().any(|d| &d.id == id));
-        // Positions of config endpoints that no config names any more hold the event
-        // window at their last event for good: dropped, once no node holds their lease
-        // (a node still configured with one keeps claiming it).
+        // Positions of config endpoints that this node's config no longer names hold
+        // the event window at their last event for good: dropped, once no node holds
+        // their lease. With one replica at once; in a cluster only after an hour with
+        // no claim, so that a node still configured with one (a rolling restart that
+        // adds it) claims it first. A disabled one holds nothing and is kept.
+        let unclaimed_ms = match hub.config.store.effective_kind() {
+            crate::config::StoreKind::Redis => FORGET_UNCLAIMED_MS,
+            _ => 0,
+        };
         for (id, c) in &book.cursors {
             let named = defs.iter().any(|d| &d.id == id);
-            let leased = c.lease.as_ref().is_some_and(|l| l.until > now);
-            if !named && !leased {
-                tracing::info!(endpoint = %id, "webhook endpoint no longer configured: its position is dropped");
-                let _ = hub.webhook(WebhookCommand::Forget { id: id.clone() }).await;
+            if !named && c.forgettable(now, unclaimed_ms) {
+                let r = hub
+                    .webhook(WebhookCommand::Forget {
+                        id: id.clone(),
+                        unclaimed_ms,
+                    })
+                    .await;
+                if matches!(r, Ok(Reply::Webhook(WebhookReply::Done))) {
+                    tracing::info!(endpoint = %id, "webhook endpoint no longer configured: its position is dropped");
+                }
             }
         }
         // Runners of endpoints that are gone, and runners that ended by themselves (a

@@ -1111,8 +1111,8 @@ impl Store for FileStore {
         // A snapshot of everything written, so that the next start replays nothing:
         // quicker, and free to run by changed rules. Asked of the writer, after the
         // commands already queued (an empty job is the request), and waited for here:
-        // the process ends next. (A command that got past `stopped` after this request
-        // is never written: its caller gets `outcome_unknown`.)
+        // the process ends next. (A command that got past `stopped` just before it is
+        // still written, after the snapshot: the next start replays it.)
         if self.shared.failure().is_none() {
             if let Some(tx) = &self.tx {
                 let (reply, _) = oneshot::channel();
