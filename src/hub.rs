@@ -367,9 +367,10 @@ impl Hub {
     /// ahead of a reader's last seq when this node reloaded a snapshot: call again from
     /// the last seq seen then, too.
     pub fn events_from(&self, after: u64) -> Result<EventFeed, EventsGone> {
+        let now = self.clock.now();
         let mut out = Err(EventsGone { oldest: 1 });
         self.store.with_events(&mut |log| {
-            out = log.after(after).map(|backlog| EventFeed {
+            out = log.after_at(after, now).map(|backlog| EventFeed {
                 backlog,
                 live: self.events.subscribe(),
             });
@@ -397,9 +398,10 @@ impl Hub {
 
     /// The oldest seq held and the last made.
     pub fn event_bounds(&self) -> (u64, u64) {
+        let now = self.clock.now();
         let mut out = (1, 0);
         self.store
-            .with_events(&mut |log| out = (log.oldest_seq(), log.last_seq()));
+            .with_events(&mut |log| out = (log.oldest_live(now), log.last_seq()));
         out
     }
 

@@ -965,3 +965,26 @@ async fn a_position_past_the_newest_event_is_from_another_history_and_answers_41
     assert_eq!(sse.event().await["seq"], 2);
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn events_past_the_age_limit_are_not_served_by_a_quiet_hub() {
+    let hub = TestHub::start(&format!("[events]\nretain_secs = 1\n{QUEUES_AND_AGENTS}")).await;
+    let tok = hub.token("crm", Role::Integration);
+    hub.create(chat()).await; // events 1 and 2
+    let mut sse = Sse::open(hub.addr, "/v1/events?since=0", Some(&tok), &[])
+        .await
+        .stream();
+    assert_eq!(sse.event().await["seq"], 1);
+    // The age limit passes with nothing new recorded (what used to drop them).
+    tokio::time::sleep(Duration::from_millis(1_300)).await;
+    let (status, v) = Sse::open(hub.addr, "/v1/events?since=0", Some(&tok), &[])
+        .await
+        .refused();
+    assert_eq!(
+        (status, &v["error"]["code"]),
+        (410, &json!("events_gone")),
+        "{v}"
+    );
+    assert_eq!(v["error"]["oldest_seq"], 3, "{v}");
+    hub.shutdown().await;
+}

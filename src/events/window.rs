@@ -184,12 +184,33 @@ impl EventLog {
     /// beyond the last event gives none (a replica that lags another gives them when it
     /// has applied them). [`EventsGone`] when events after `after` were dropped.
     pub fn after(&self, after: u64) -> Result<Vec<Arc<Envelope>>, EventsGone> {
+        self.after_from(after, self.oldest_seq())
+    }
+
+    /// The oldest event still served at `now`: the age rule is applied here too, not
+    /// only when the next event is recorded (`prune`), or a hub with nothing new to
+    /// record would go on serving events (customers' names and contacts among them)
+    /// past `retain_secs`. What a retain floor holds is served.
+    pub fn oldest_live(&self, now: Ts) -> u64 {
+        let cutoff = now.0.saturating_sub(self.retention.age.as_micros() as u64);
+        self.window
+            .iter()
+            .find(|e| e.time.0 >= cutoff || self.floor.is_some_and(|f| e.seq >= f))
+            .map_or(self.last + 1, |e| e.seq)
+    }
+
+    /// [`EventLog::after`], with the age rule applied at `now`.
+    pub fn after_at(&self, after: u64, now: Ts) -> Result<Vec<Arc<Envelope>>, EventsGone> {
+        self.after_from(after, self.oldest_live(now))
+    }
+
+    fn after_from(&self, after: u64, served: u64) -> Result<Vec<Arc<Envelope>>, EventsGone> {
         let oldest = self.oldest_seq();
         if after >= self.last {
             return Ok(Vec::new());
         }
-        if after + 1 < oldest {
-            return Err(EventsGone { oldest });
+        if after + 1 < served {
+            return Err(EventsGone { oldest: served });
         }
         // The window holds a dense run of numbers: the index is arithmetic.
         let from = (after + 1 - oldest) as usize;
