@@ -489,7 +489,9 @@ pub fn apply(
             if !s.open_for_work() {
                 return Err(TransitionError::NotAvailable);
             }
-            s.idle_since = now;
+            // The place in the longest-idle line is kept while the offer rings: an
+            // offer declined, withdrawn or moved leaves the agent as before it. Only an
+            // accept (below) sends the agent to the back.
             s.offer = Some(offer);
         }
         Event::Accept { offer_id } => {
@@ -502,6 +504,9 @@ pub fn apply(
                 channel: o.channel,
                 since: now,
             });
+            // Got work: the back of the longest-idle line (a chat agent with room for
+            // more waits behind the agents with none).
+            s.idle_since = now;
             fx.push(Effect::Assigned {
                 task_id: o.task_id,
                 offer_id,

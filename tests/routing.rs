@@ -231,6 +231,61 @@ async fn decline_sends_the_task_to_the_next_agent() {
     hub.shutdown().await;
 }
 
+/// "The agent is as before the offer": a declined or withdrawn offer keeps the agent's
+/// place in the longest-idle line; only an accept sends it to the back.
+#[tokio::test]
+async fn a_declined_or_withdrawn_offer_keeps_the_agents_place_in_the_idle_line() {
+    // The default 15 s offer: no expiry moves anyone while the test runs.
+    let hub = TestHub::start(QUEUES_AND_AGENTS).await;
+    let tok = hub.token("crm", Role::Integration);
+    // Idle longest first: bo, then dj, then ana.
+    let mut bo = hub.ready_agent("bo").await;
+    let mut dj = hub.ready_agent("dj").await;
+    let mut ana = hub.ready_agent("ana").await;
+    let first = hub.create(chat()).await;
+    let offer = bo.expect("offer").await;
+    assert_eq!(offer["offer"]["task"]["task_id"], first["task_id"]);
+    bo.ok(json!({"type": "decline", "offer_id": offer["offer"]["offer_id"]}))
+        .await;
+    // Not to bo again: dj, next in line, rings.
+    assert_eq!(
+        dj.expect("offer").await["offer"]["task"]["task_id"],
+        first["task_id"]
+    );
+    // bo is still idle longer than ana: the next task is his.
+    let second = hub.create(chat()).await;
+    assert_eq!(
+        bo.expect("offer").await["offer"]["task"]["task_id"],
+        second["task_id"]
+    );
+    // The caller hangs up while it rings: withdrawn, and bo keeps his place again.
+    let (st, v) = hub
+        .http(
+            "POST",
+            &format!(
+                "/v1/tasks/{}/cancel",
+                second["task_id"].as_str().unwrap_or_default()
+            ),
+            Some(&tok),
+            None,
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(bo.expect("offer_ended").await["reason"], "withdrawn");
+    let third = hub.create(chat()).await;
+    let offer = bo.expect("offer").await;
+    assert_eq!(offer["offer"]["task"]["task_id"], third["task_id"]);
+    // An accept sends bo to the back: the next chat goes to ana, though bo has room.
+    bo.ok(json!({"type": "accept", "offer_id": offer["offer"]["offer_id"]}))
+        .await;
+    let fourth = hub.create(chat()).await;
+    assert_eq!(
+        ana.expect("offer").await["offer"]["task"]["task_id"],
+        fourth["task_id"]
+    );
+    hub.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_declined_task_returns_to_the_only_agent_after_the_reoffer_time() {
     let reoffer = Duration::from_millis(300);

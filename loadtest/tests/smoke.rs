@@ -125,7 +125,14 @@ async fn smoke_with_a_stream_reader_and_a_webhook_endpoint_gets_every_event() {
         figure("webhook events (distinct)") > 3.0 * report.counts.created as f64,
         "the receiver got the run's events"
     );
-    assert_eq!(figure("webhook events missing"), 0.0);
+    // An offer whose deadline passed before its turn is recorded expired, not sent
+    // (a loaded CI machine can take longer than the smoke's 0.5 s offers): those and
+    // only those may be missing.
+    let expired = figure("webhook offers expired before sending");
+    assert!(
+        figure("webhook events missing") <= expired,
+        "no event missing beyond the {expired} offers expired before sending"
+    );
     let timed = |n: &str| {
         report
             .latencies
@@ -133,10 +140,12 @@ async fn smoke_with_a_stream_reader_and_a_webhook_endpoint_gets_every_event() {
             .find(|l| l.name == n)
             .map_or(0, |l| l.count)
     };
-    assert_eq!(
-        timed("create -> task.offered (webhook)"),
-        report.counts.first_offers,
-        "every first offer timed at the receiver"
+    let at_receiver = timed("create -> task.offered (webhook)");
+    assert!(
+        at_receiver <= report.counts.first_offers
+            && at_receiver + expired as u64 >= report.counts.first_offers,
+        "every first offer timed at the receiver ({at_receiver} of {}) or recorded expired ({expired})",
+        report.counts.first_offers
     );
     assert_eq!(
         timed("create -> task.offered (stream)"),

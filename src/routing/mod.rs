@@ -164,10 +164,20 @@ pub struct Rules {
     pub events: crate::events::Retention,
 }
 
+/// The version of the decisions this code makes from a log: bumped whenever the same
+/// commands would be decided differently (who gets an offer, a timer's effect). It is
+/// part of `Rules::fingerprint`, so a log written by another version is not replayed by
+/// this one (a file store refuses records waiting for replay, a cluster node refuses to
+/// join nodes of another version): mixing two versions' decisions would make the replay
+/// differ from what agents were told. 2: an offer no longer moves the agent to the back
+/// of the longest-idle line; an accept does.
+pub const DECISIONS_VERSION: u32 = 2;
+
 impl Rules {
-    /// A digest of everything a decision reads from the rules (16 hex digits). Nodes
-    /// that share one log must have the same: each applies every entry by its own rules,
-    /// so different rules would make their replicas decide differently, in silence.
+    /// A digest of everything a decision reads from the rules (16 hex digits), and of
+    /// the code's `DECISIONS_VERSION`. Nodes that share one log must have the same: each
+    /// applies every entry by its own rules, so different rules would make their
+    /// replicas decide differently, in silence.
     pub fn fingerprint(&self) -> String {
         use sha2::{Digest, Sha256};
         let mut queues: Vec<_> = self.queues.iter().collect();
@@ -182,7 +192,7 @@ impl Rules {
             .collect();
         targets.sort();
         let text = format!(
-            "{queues:?}|{:?}|{:?}|{:?}|{:?}|{}|{}|{:?}|{}|{thresholds:?}|{targets:?}|{:?}",
+            "v{DECISIONS_VERSION}|{queues:?}|{:?}|{:?}|{:?}|{:?}|{}|{}|{:?}|{}|{thresholds:?}|{targets:?}|{:?}",
             self.agents,
             self.reasons,
             self.grace,

@@ -147,13 +147,18 @@ fn stream_check(s: &StreamOutcome, hists: &mut HistSet, counts: &Counts) -> Chec
 }
 
 /// The webhook endpoint's figures.
-fn hook_figures(h: &HookOutcome) -> [Figure; 7] {
+fn hook_figures(h: &HookOutcome) -> [Figure; 8] {
     [
         Figure::new("webhook deliveries", h.deliveries as f64, ""),
         Figure::new("webhook events (distinct)", h.distinct as f64, ""),
         Figure::new("webhook repeats", h.duplicates as f64, ""),
         Figure::new("webhook connections opened", h.connections as f64, ""),
         Figure::new("webhook events missing", h.missing.0 as f64, ""),
+        Figure::new(
+            "webhook offers expired before sending",
+            h.offers_expired() as f64,
+            "",
+        ),
         Figure::new("webhook order breaks", h.order.0 as f64, ""),
         Figure::new(
             "webhook catch-up after the run",

@@ -652,10 +652,11 @@ fn check_rules(dir: &Path, fingerprint: &str, replayed: u64) -> Result<(), HubEr
         if replayed > 0 {
             return Err(unavailable(format!(
                 "{}: the {replayed} record(s) after the last snapshot were decided by other rules \
-                 ([routing], [[queues]], [[agents]], [stats] or [events] changed: {old} then, \
-                 {fingerprint} now) and would be decided differently; start once with the \
-                 previous configuration and stop the hub cleanly (SIGTERM: it takes a \
-                 snapshot), then start it with the new one",
+                 ([routing], [[queues]], [[agents]], [stats] or [events] changed, or another \
+                 version of switchboard wrote them: {old} then, {fingerprint} now) and would be \
+                 decided differently; start once with the previous configuration and version \
+                 and stop the hub cleanly (SIGTERM: it takes a snapshot), then start it with \
+                 the new one",
                 path.display()
             )));
         }
