@@ -41,6 +41,14 @@ pub enum Body {
     Expire,
     /// A change to the webhooks' endpoints, positions or leases.
     Webhook(Box<crate::webhooks::book::WebhookCommand>),
+    /// This log's history forked: a file store started from a backup copy, whose
+    /// records after the copy differ from those the original went on to write. The
+    /// events get a new epoch from `nonce` (random, kept in the record so that every
+    /// replay names the same one), so that no event id names two different events.
+    NewHistory {
+        /// The new epoch's seed.
+        nonce: u64,
+    },
 }
 
 impl Body {
@@ -52,6 +60,10 @@ impl Body {
             Body::Context(cmd) => state.context(*cmd, now),
             Body::Expire => state.expire_due(now),
             Body::Webhook(cmd) => state.webhook(*cmd, now),
+            Body::NewHistory { nonce } => {
+                state.events.new_history(nonce);
+                Outcome::done()
+            }
         }
     }
 }

@@ -828,6 +828,115 @@ async fn after_a_restart_of_the_file_store_the_numbering_goes_on_and_the_window_
     assert_ne!(e["epoch"], before[0]["epoch"]);
 }
 
+/// A backup copy started on its own forks the history: the original went on writing
+/// events the copy's new ones would number alike. The copy's events get a new epoch,
+/// so a reader of the original is told to resynchronize (410) instead of being served
+/// new events under ids it already holds, and skipping those it has not.
+#[tokio::test]
+async fn a_hub_started_from_a_backup_copy_numbers_its_events_in_a_new_epoch() {
+    let dir = TempDir(std::env::temp_dir().join(format!("sb-events-{}", uuid::Uuid::new_v4())));
+    std::fs::create_dir_all(&dir.0).expect("dir");
+    let cfg = write_config(&dir.0);
+    let data = dir.0.join("data");
+    let copy = dir.0.join("copy");
+    let args = |d: &Path| -> Vec<std::ffi::OsString> {
+        vec![
+            "--config".into(),
+            cfg.clone().into_os_string(),
+            "--data-dir".into(),
+            d.to_path_buf().into_os_string(),
+        ]
+    };
+    let (a_data, a_copy) = (args(&data), args(&copy));
+    let start =
+        |a: &[std::ffi::OsString]| spawn(&a.iter().map(|a| a.as_os_str()).collect::<Vec<_>>());
+    let tok = token("crm", Role::Integration);
+    let hub = start(&a_data);
+    let mut sse = Sse::open(hub.addr, "/v1/events?since=0", Some(&tok), &[])
+        .await
+        .stream();
+    let mut t = post_task(hub.addr).await["task_id"].clone();
+    let at_copy = sse.events_until(is("task.queued", &t)).await;
+    let (epoch, copied) = (
+        at_copy[0]["epoch"].clone(),
+        at_copy.last().and_then(|e| e["seq"].as_u64()).expect("seq"),
+    );
+    // The copy, taken while the hub runs.
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .arg("backup")
+        .arg(&copy)
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(&data)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run backup");
+    assert!(
+        out.status.success(),
+        "backup: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The original goes on: a reader holds events past the copy.
+    for _ in 0..2 {
+        t = post_task(hub.addr).await["task_id"].clone();
+    }
+    let held = sse
+        .events_until(is("task.queued", &t))
+        .await
+        .last()
+        .and_then(|e| e["seq"].as_u64())
+        .expect("seq");
+    assert!(held > copied);
+    drop(sse);
+    drop(hub);
+    // The copy started on its own, and taken further than the reader's position.
+    let hub = start(&a_copy);
+    let mut sse = Sse::open(hub.addr, "/v1/events?since=0", Some(&tok), &[])
+        .await
+        .stream();
+    for _ in 0..3 {
+        t = post_task(hub.addr).await["task_id"].clone();
+    }
+    let now = sse.events_until(is("task.queued", &t)).await;
+    assert!(now.last().and_then(|e| e["seq"].as_u64()) > Some(held));
+    // What the copy holds is what the original had at the copy, under a new epoch;
+    // the numbering goes on from there.
+    let new_epoch = now[0]["epoch"].clone();
+    assert_ne!(new_epoch, epoch, "the copy kept the original's epoch");
+    assert!(now.iter().all(|e| e["epoch"] == new_epoch));
+    for (a, b) in at_copy.iter().zip(&now) {
+        assert_eq!(
+            (&a["seq"], &a["type"], &a["data"]),
+            (&b["seq"], &b["type"], &b["data"])
+        );
+    }
+    assert_eq!(now[at_copy.len()]["seq"], copied + 1);
+    // The original's reader, resuming: its history is gone.
+    let (status, v) = Sse::open(
+        hub.addr,
+        &format!("/v1/events?epoch={}", epoch.as_str().unwrap_or_default()),
+        Some(&tok),
+        &[("last-event-id", &held.to_string())],
+    )
+    .await
+    .refused();
+    assert_eq!(
+        (status, &v["error"]["code"], &v["error"]["epoch"]),
+        (410, &json!("events_gone"), &new_epoch),
+        "{v}"
+    );
+    // The marker is gone, and the epoch stays across a restart of the copy.
+    assert!(!copy.join("new-history").exists());
+    drop(sse);
+    drop(hub);
+    let hub = start(&a_copy);
+    let mut sse = Sse::open(hub.addr, "/v1/events?since=0", Some(&tok), &[])
+        .await
+        .stream();
+    assert_eq!(sse.event().await["epoch"], new_epoch);
+}
+
 // ---- Two nodes on one redis-server ----
 
 fn node(redis: &RedisServer, id: &str, dir: &Path) -> Proc {

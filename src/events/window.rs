@@ -98,6 +98,21 @@ impl EventLog {
         }
     }
 
+    /// Names a new epoch from `seed` (`Body::NewHistory`: a data directory started from
+    /// a backup copy). The numbering goes on; the held events take the new name too, as
+    /// a snapshot would give them (it keeps one epoch): a reader of the old epoch is
+    /// told its history is gone (410) rather than served events that reuse its ids.
+    pub fn new_history(&mut self, seed: u64) {
+        let epoch: Arc<str> = epoch_name(seed).into();
+        self.window = self
+            .window
+            .iter()
+            .map(|e| Arc::new(Envelope::new(epoch.clone(), e.seq, e.time, e.data.clone())))
+            .collect();
+        self.bytes = self.window.iter().map(|e| e.wire_bound()).sum();
+        self.epoch = Some(epoch);
+    }
+
     /// The last sequence number given (0 before the first event).
     pub fn last_seq(&self) -> u64 {
         self.last

@@ -81,6 +81,18 @@ fn attempt(src: &Path, dst: &Path, rules: Arc<Rules>) -> Result<Backup, String> 
         // one copied: the check below finds the gap and the copy is taken again.
         copy_one(&segment::name(*first), true)?;
     }
+    // The rules file is written at start only: one that changed while the segments
+    // were copied (the hub stopped, snapshot, started with new rules) no longer names
+    // the rules the copied records were decided by.
+    let read_rules = |d: &Path| std::fs::read(d.join(super::RULES_FILE)).ok();
+    if read_rules(src) != read_rules(dst) {
+        return Err("the hub started again with other rules during the copy".into());
+    }
+    // The copy's history forks from the original's at this point (see
+    // `NEW_HISTORY_FILE`).
+    std::fs::File::create(dst.join(super::NEW_HISTORY_FILE))
+        .and_then(|f| f.sync_all())
+        .map_err(|e| format!("cannot write {}: {e}", super::NEW_HISTORY_FILE))?;
     sync_dir(dst).map_err(|e| format!("cannot sync {}: {e}", dst.display()))?;
     let rec = recover(dst, rules, true).map_err(|e| e.to_string())?;
     Ok(Backup {

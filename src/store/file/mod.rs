@@ -72,6 +72,11 @@ const OPEN_LIMIT: Duration = Duration::from_secs(60);
 /// The file holding the fingerprint of the rules the log after the snapshot was
 /// decided by.
 pub const RULES_FILE: &str = "rules";
+/// Written into every backup copy: a hub started on it gives its events a new epoch
+/// (`Body::NewHistory`) before anything else, then removes it. The directory the copy
+/// was taken from went on writing its own records after the copy, which the copy's
+/// new records would otherwise number alike.
+pub const NEW_HISTORY_FILE: &str = "new-history";
 
 /// How long a forked snapshot writer may take before it is killed and the snapshot
 /// built from the log instead (194 MB took 3.5 s on a busy 2-core machine), in ms.
@@ -487,6 +492,7 @@ impl FileStore {
         // Their grace counts from now, after the replay (which may take seconds at a
         // million records, while no desktop can connect yet), not from the start.
         let now = now();
+        store.begin_new_history_if_copied(now).await?;
         for n in lost {
             tracing::info!(node = %n, "desktops were connected when the hub stopped: their grace starts now");
             let o = store
@@ -502,6 +508,34 @@ impl FileStore {
             o.reply?;
         }
         Ok(store)
+    }
+
+    /// A directory started from a backup copy (`NEW_HISTORY_FILE`): the new epoch is
+    /// recorded, durably, before the marker goes. A crash in between names yet another
+    /// epoch at the next start, which no reader has seen (nothing listens before the
+    /// store is open); removing the marker first could bring the old epoch back.
+    async fn begin_new_history_if_copied(&self, now: Ts) -> Result<(), HubError> {
+        let marker = self.shared.dir.join(NEW_HISTORY_FILE);
+        if !marker.exists() {
+            return Ok(());
+        }
+        let nonce = uuid::Uuid::new_v4().as_u64_pair().0;
+        self.submit_within(Body::NewHistory { nonce }, now, OPEN_LIMIT)
+            .await?
+            .reply?;
+        let dir = self.shared.dir.clone();
+        tokio::task::spawn_blocking(move || {
+            std::fs::remove_file(&marker).and_then(|()| sync_dir(&dir))
+        })
+        .await
+        .map_err(unavailable)?
+        .map_err(|e| unavailable(format!("cannot remove {NEW_HISTORY_FILE}: {e}")))?;
+        let epoch = self.shared.replica().state.events.epoch().cloned();
+        tracing::info!(
+            epoch = epoch.as_deref().unwrap_or("-"),
+            "started from a backup copy: the events have a new epoch"
+        );
+        Ok(())
     }
 
     /// The state as snapshot bytes (the encoding snapshots use), for comparing two
