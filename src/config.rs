@@ -117,8 +117,9 @@ pub struct EventsConfig {
     pub max_held: usize,
     /// How often an idle stream gets a comment line, in seconds.
     pub keepalive_secs: u64,
-    /// Events queued to one stream reader before it counts as not reading and is cut
-    /// off (it resumes from its position).
+    /// Live events a stream reader may fall behind before it reads on from the window;
+    /// and how near the window's oldest end a reader losing ground may come before it
+    /// is cut off (it resumes from its position).
     pub stream_buffer: usize,
     /// A stream is written at most once per this many milliseconds: the first event
     /// after a quiet spell goes at once, those that follow within it go in one write

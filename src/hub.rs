@@ -13,7 +13,7 @@ use crate::auth::Keys;
 use crate::clock::{Clock, Ts};
 use crate::config::Config;
 use crate::error::HubError;
-use crate::events::{Envelope, EventFeed, EventsGone};
+use crate::events::{Envelope, EventChunk, EventFeed, EventsGone};
 use crate::ids::{AgentId, ConnId, QueueId};
 use crate::metrics::Metrics;
 use crate::protocol::ServerMessage;
@@ -84,8 +84,9 @@ pub struct Hub {
     pending: DashMap<ConnId, SessionHandle>,
     supervisors: broadcast::Sender<Arc<str>>,
     /// Every numbered event this node delivers, in log order: the live half of the
-    /// event stream (`events_from`). Its capacity bounds how far a reader may fall
-    /// behind (`events.stream_buffer`).
+    /// event stream (`events_from`, `events_chunk`). Its capacity
+    /// (`events.stream_buffer`) is how far a reader may fall behind before it reads the
+    /// window again.
     events: broadcast::Sender<Arc<Envelope>>,
     timer_wake: Notify,
     dirty_queues: Mutex<BTreeSet<QueueId>>,
@@ -373,6 +374,25 @@ impl Hub {
             out = log.after_at(after, now).map(|backlog| EventFeed {
                 backlog,
                 live: self.events.subscribe(),
+            });
+        });
+        out
+    }
+
+    /// Up to `max` held events after `after`, and the oldest event served; with the live
+    /// channel, subscribed in the same step, when they reach the newest event (a stream
+    /// reader catching up takes the window a piece at a time: [`crate::events::stream`]).
+    pub fn events_chunk(&self, after: u64, max: usize) -> Result<EventChunk, EventsGone> {
+        let now = self.clock.now();
+        let mut out = Err(EventsGone { oldest: 1 });
+        self.store.with_events(&mut |log| {
+            out = log.chunk_at(after, now, max).map(|(events, oldest)| {
+                let upto = events.last().map_or(after, |e| e.seq);
+                EventChunk {
+                    live: (upto >= log.last_seq()).then(|| self.events.subscribe()),
+                    events,
+                    oldest,
+                }
             });
         });
         out

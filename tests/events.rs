@@ -620,23 +620,18 @@ async fn a_stream_ends_when_its_token_expires() {
     hub.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_reader_that_falls_too_far_behind_is_cut_off_and_resumes_from_its_position() {
-    let hub = TestHub::start(&format!(
-        "[events]\nstream_buffer = 16\n{QUEUES_AND_AGENTS}"
-    ))
-    .await;
-    let tok = hub.token("crm", Role::Integration);
-    // A reader whose socket takes almost nothing: the hub's writes back up into
-    // the stream, which stops taking live events.
+/// A reader on a socket that takes almost nothing (`rcvbuf` 1 KiB), from the first
+/// event; then enough tasks (about 50 KB of attributes each) to fill the socket
+/// buffers (the hub's send buffer grows up to the kernel's tcp_wmem maximum) and more:
+/// the hub's reader stops at its write, far behind the live events. Returns the stream
+/// and the last task.
+async fn a_stuck_reader_and_many_big_tasks(hub: &TestHub, tok: &str) -> (Sse, Value) {
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
     socket.set_recv_buffer_size(1024).expect("rcvbuf");
     let s = socket.connect(hub.addr).await.expect("connect");
-    let mut slow = Sse::open_on(s, hub.addr, "/v1/events?since=0", Some(&tok), &[])
+    let slow = Sse::open_on(s, hub.addr, "/v1/events?since=0", Some(tok), &[])
         .await
         .stream();
-    // Enough events (about 50 KB each) to fill the socket buffers (the hub's send
-    // buffer grows up to the kernel's tcp_wmem maximum) and then the stream's 16.
     let wmem_max: usize = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
         .ok()
         .and_then(|t| t.split_whitespace().nth(2).and_then(|v| v.parse().ok()))
@@ -652,32 +647,85 @@ async fn a_reader_that_falls_too_far_behind_is_cut_off_and_resumes_from_its_posi
         body["attributes"] = attrs.clone();
         last_task = hub.create(body).await["task_id"].clone();
     }
-    // Now read it all: the stream ends with a cutoff naming the reason.
-    let mut last_seq = 0;
-    let cut = loop {
-        let (b, _) = slow.block(WAIT).await.expect("a cutoff before the end");
+    (slow, last_task)
+}
+
+/// Reads blocks until the stream's `cutoff` (returned) or the `task.queued` of
+/// `last_task` (then `None`), checking that the ids have no gap.
+async fn read_dense(sse: &mut Sse, last_task: &Value, last_seq: &mut u64) -> Option<Value> {
+    loop {
+        let (b, _) = sse.block(WAIT).await.expect("the stream ended");
+        let Some(data) = b.data else { continue };
+        let v: Value = serde_json::from_str(&data).expect("JSON");
         if b.event.as_deref() == Some("cutoff") {
-            break serde_json::from_str::<Value>(&b.data.expect("data")).expect("JSON");
+            return Some(v);
         }
         if let Some(id) = b.id {
-            assert_eq!(id, last_seq + 1, "no gap before the cut");
-            last_seq = id;
+            assert_eq!(id, *last_seq + 1, "no gap");
+            *last_seq = id;
         }
-    };
+        if is("task.queued", last_task)(&v) {
+            return None;
+        }
+    }
+}
+
+/// A reader far behind the live events (more than `stream_buffer` of them) reads on
+/// from the window, every event in order, and is not cut off: the window holds its
+/// position, and it holds no queue of its own to bound.
+#[tokio::test]
+async fn a_reader_behind_the_live_events_reads_on_from_the_window_without_a_cut() {
+    let hub = TestHub::start(&format!(
+        "[events]\nstream_buffer = 16\n{QUEUES_AND_AGENTS}"
+    ))
+    .await;
+    let tok = hub.token("crm", Role::Integration);
+    let (mut slow, last_task) = a_stuck_reader_and_many_big_tasks(&hub, &tok).await;
+    let mut last_seq = 0;
+    let cut = read_dense(&mut slow, &last_task, &mut last_seq).await;
+    assert_eq!(cut, None, "read to the last task's events without a cutoff");
+    // And on, live.
+    let next = hub.create(chat()).await;
+    let got = slow.events_until(is("task.queued", &next["task_id"])).await;
+    assert_eq!(seqs(&got)[0], last_seq + 1);
+    hub.shutdown().await;
+}
+
+/// A reader whose position the window no longer holds (it was stuck while more events
+/// came than the window keeps) is cut off with `slow_reader` and the last id it got,
+/// without a gap before; resuming from it answers 410 with the oldest event held.
+#[tokio::test]
+async fn a_reader_whose_position_left_the_window_is_cut_off_and_resumes_with_a_410() {
+    let hub = TestHub::start(&format!(
+        "[events]\nstream_buffer = 16\nretain_count = 40\n{QUEUES_AND_AGENTS}"
+    ))
+    .await;
+    let tok = hub.token("crm", Role::Integration);
+    let (mut slow, last_task) = a_stuck_reader_and_many_big_tasks(&hub, &tok).await;
+    let mut last_seq = 0;
+    let cut = read_dense(&mut slow, &last_task, &mut last_seq)
+        .await
+        .expect("a cutoff before the last task's events");
     assert_eq!(cut["reason"], "slow_reader");
     assert_eq!(cut["last_seq"], last_seq);
     assert!(slow.block(WAIT).await.is_none(), "then the stream ends");
-    // It resumes from its last event, within the window.
-    let mut sse = Sse::open(
+    let (status, v) = Sse::open(
         hub.addr,
         "/v1/events",
         Some(&tok),
         &[("last-event-id", &last_seq.to_string())],
     )
     .await
-    .stream();
-    let got = sse.events_until(is("task.queued", &last_task)).await;
-    assert_eq!(seqs(&got)[0], last_seq + 1);
+    .refused();
+    assert_eq!(
+        (status, &v["error"]["code"]),
+        (410, &json!("events_gone")),
+        "{v}"
+    );
+    assert!(
+        v["error"]["oldest_seq"].as_u64() > Some(last_seq + 1),
+        "{v}"
+    );
     hub.shutdown().await;
 }
 

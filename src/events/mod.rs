@@ -437,6 +437,17 @@ impl EventData {
     }
 }
 
+/// A piece of the window for a stream reader (`Hub::events_chunk`).
+pub struct EventChunk {
+    /// Held events, in order.
+    pub events: Vec<Arc<Envelope>>,
+    /// The oldest event served when they were read.
+    pub oldest: u64,
+    /// The live events from the one after `events`' last on: only when they reached
+    /// the newest event.
+    pub live: Option<tokio::sync::broadcast::Receiver<Arc<Envelope>>>,
+}
+
 /// What a reader of the events gets from `Hub::events_from`: every held event after
 /// its position, then the live ones.
 pub struct EventFeed {

@@ -2,15 +2,24 @@
 //!
 //! A reader names its position (`Last-Event-ID`, or `?since=` on a first connection);
 //! it gets every held event after it, then the live ones, with no gap and no repeat
-//! (`Hub::events_from` reads the window and subscribes in one step). Without a
-//! position it starts with the live events. A position older than the window, or an
-//! `?epoch=` that is not the hub's, answers 410 `events_gone` with the oldest event
-//! held. The live events come from the hub's broadcast, whose capacity
-//! (`events.stream_buffer`) bounds how far a reader may fall behind: past it the
-//! stream ends with a `cutoff` event naming the reason, and the reader resumes from
-//! its last id like after any other drop.
+//! (`Hub::events_chunk` reads a piece of the window, and subscribes in the same step
+//! once a piece reaches the newest event). Without a position it starts with the live
+//! events. A position older than the window, or an `?epoch=` that is not the hub's,
+//! answers 410 `events_gone` with the oldest event held.
+//!
+//! What bounds a reader: it holds no queue of its own, only a piece of the shared
+//! window (`CHUNK` events) or its place in the hub's broadcast (`events.stream_buffer`
+//! events). A reader that falls behind the broadcast goes back to reading the window
+//! from its position, so a reader that reads slower than events come for a while
+//! (catching up from far back, a pause) catches up without being cut off. One that
+//! keeps losing ground is cut off (`cutoff`, `slow_reader`) while its position is
+//! still held, when its next event comes within `stream_buffer` of the window's
+//! oldest end and the distance shrank since its last piece, or when its position is
+//! gone; it resumes from its last id like after any other drop. A socket that takes
+//! nothing for `limits.ping_timeout_ms` is closed by the connection's write bound
+//! (`conn::io`), as a desktop's is.
 
-use super::{EventData, EventFeed, EventsGone};
+use super::{EventData, EventsGone};
 use crate::auth::Role;
 use crate::error::HubError;
 use crate::events::Envelope;
@@ -29,6 +38,9 @@ use tokio::sync::{broadcast, watch};
 /// How many bytes of events one write carries at most: a reader catching up from the
 /// window gets them in large writes, not one per event.
 const BATCH_BYTES: usize = 32 * 1024;
+
+/// How many events a reader behind the live ones takes from the window at a time.
+const CHUNK: usize = 1024;
 
 /// Which event types a reader wants: `?types=task.*,agent.state_changed`.
 #[derive(Clone, Debug, Default)]
@@ -147,9 +159,9 @@ pub async fn events(
     if let Some(after) = since {
         past_the_newest(&hub, after).await?;
     }
-    let (last, feed) = match since {
-        Some(after) => match hub.events_from(after) {
-            Ok(feed) => (after, feed),
+    let (last, backlog, live) = match since {
+        Some(after) => match hub.events_chunk(after, CHUNK) {
+            Ok(c) => (after, c.events, c.live),
             Err(EventsGone { oldest }) => {
                 return Err(HubError::EventsGone {
                     why: format!("the events after {after} are no longer held"),
@@ -161,21 +173,17 @@ pub async fn events(
         },
         None => {
             let (last, live) = hub.events_tail();
-            (
-                last,
-                EventFeed {
-                    backlog: Vec::new(),
-                    live,
-                },
-            )
+            (last, Vec::new(), Some(live))
         }
     };
     let keepalive = Duration::from_secs(hub.config.events.keepalive_secs);
     let linger = Duration::from_millis(hub.config.events.stream_linger_ms);
     let reader = Reader {
         drain: hub.drain_signal(),
-        backlog: feed.backlog.into(),
-        live: feed.live,
+        backlog: backlog.into(),
+        live,
+        buffer: hub.config.events.stream_buffer as u64,
+        margin: None,
         last,
         sent_id: last,
         filter,
@@ -220,8 +228,17 @@ fn parse_seq(field: &str, v: Option<&str>) -> Result<u64, ApiError> {
 /// One reader's position and what it reads from.
 struct Reader {
     hub: Arc<Hub>,
+    /// The piece of the window being read.
     backlog: VecDeque<Arc<Envelope>>,
-    live: broadcast::Receiver<Arc<Envelope>>,
+    /// The hub's broadcast, once the reader reached the newest event; `None` while it
+    /// reads the window.
+    live: Option<broadcast::Receiver<Arc<Envelope>>>,
+    /// `events.stream_buffer`: how close to the window's oldest end a reader losing
+    /// ground may come.
+    buffer: u64,
+    /// How far the reader's next event was from the window's oldest end at its last
+    /// piece (`None`: no piece read since it was live, or since it began).
+    margin: Option<u64>,
     /// The last seq passed, sent or filtered out.
     last: u64,
     /// The last `id:` the reader was sent.
@@ -255,6 +272,11 @@ impl Reader {
         // a `Sleep` never polled does not know it elapsed: its deadline is read instead).
         if tokio::time::Instant::now() >= self.expiry.deadline() {
             self.end(&mut out, "token_expired");
+            return Some(out.into());
+        }
+        // And the drain: a reader catching up has events ready at every turn.
+        if *self.drain.borrow() {
+            self.end(&mut out, "shutting_down");
             return Some(out.into());
         }
         if self.hello {
@@ -309,7 +331,7 @@ impl Reader {
                 return Some(out.into());
             }
             tokio::select! {
-                r = self.live.recv() => match self.take(r) {
+                r = recv(&mut self.live) => match self.take(r) {
                     Step::Event(e) => {
                         self.write(&mut out, &e);
                         events += 1;
@@ -350,11 +372,14 @@ impl Reader {
             let step = match self.backlog.pop_front() {
                 Some(e) if e.seq > self.last => self.pass(e),
                 Some(_) => Step::Skipped,
-                None => match self.live.try_recv() {
-                    Ok(e) => self.take(Ok(e)),
-                    Err(TryRecvError::Empty) => Step::Nothing,
-                    Err(TryRecvError::Lagged(n)) => self.take(Err(RecvError::Lagged(n))),
-                    Err(TryRecvError::Closed) => self.take(Err(RecvError::Closed)),
+                None => match &mut self.live {
+                    None => self.refill(),
+                    Some(live) => match live.try_recv() {
+                        Ok(e) => self.take(Ok(e)),
+                        Err(TryRecvError::Empty) => Step::Nothing,
+                        Err(TryRecvError::Lagged(n)) => self.take(Err(RecvError::Lagged(n))),
+                        Err(TryRecvError::Closed) => self.take(Err(RecvError::Closed)),
+                    },
                 },
             };
             if !matches!(step, Step::Skipped) {
@@ -366,22 +391,37 @@ impl Reader {
     fn take(&mut self, r: Result<Arc<Envelope>, RecvError>) -> Step {
         match r {
             Ok(e) if e.seq <= self.last => Step::Skipped,
-            Ok(e) if e.seq > self.last + 1 => {
-                // This node's replica jumped ahead (it reloaded a snapshot): what it
-                // skipped is in the window.
-                match self.hub.events_from(self.last) {
-                    Ok(feed) => {
-                        self.backlog = feed.backlog.into();
-                        self.live = feed.live;
-                        Step::Skipped
-                    }
-                    Err(_) => Step::End("events_gone"),
-                }
-            }
+            // This node's replica jumped ahead (it reloaded a snapshot), or the reader
+            // fell behind the broadcast: what it has not read is in the window.
+            Ok(e) if e.seq > self.last + 1 => self.back_to_the_window(),
+            Err(RecvError::Lagged(_)) => self.back_to_the_window(),
             Ok(e) => self.pass(e),
-            Err(RecvError::Lagged(_)) => Step::End("slow_reader"),
             Err(RecvError::Closed) => Step::End("shutting_down"),
         }
+    }
+
+    fn back_to_the_window(&mut self) -> Step {
+        self.live = None;
+        self.backlog.clear();
+        Step::Skipped
+    }
+
+    /// The next piece of the window after the reader's position; the live channel
+    /// with it once the piece reaches the newest event. Ends a reader losing ground at
+    /// the window's oldest end (see the module documentation).
+    fn refill(&mut self) -> Step {
+        let c = match self.hub.events_chunk(self.last, CHUNK) {
+            Ok(c) => c,
+            Err(_) => return Step::End("slow_reader"),
+        };
+        let margin = (self.last + 1).saturating_sub(c.oldest);
+        if losing_ground(self.margin, margin, self.buffer) {
+            return Step::End("slow_reader");
+        }
+        self.margin = if c.live.is_some() { None } else { Some(margin) };
+        self.backlog = c.events.into();
+        self.live = c.live;
+        Step::Skipped
     }
 
     fn pass(&mut self, e: Arc<Envelope>) -> Step {
@@ -416,6 +456,24 @@ impl Reader {
     }
 }
 
+/// Whether a reader behind the live events is to be cut off at a piece of the window:
+/// its next event is within `buffer` of the oldest end (`margin`) and nearer than at
+/// its last piece (`before`), so that it would soon lose its position. A reader that
+/// moves away from the end (one catching up, however near it started) goes on.
+fn losing_ground(before: Option<u64>, margin: u64, buffer: u64) -> bool {
+    margin < buffer && before.is_some_and(|b| margin < b)
+}
+
+/// The live channel's next event; never, without one.
+async fn recv(
+    live: &mut Option<broadcast::Receiver<Arc<Envelope>>>,
+) -> Result<Arc<Envelope>, RecvError> {
+    match live {
+        Some(l) => l.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 enum Step {
     Event(Arc<Envelope>),
     /// Passed over: not of the reader's types, already sent, or a re-read of the window
@@ -430,6 +488,19 @@ enum Step {
 mod tests {
     use super::*;
     use crate::error::ErrorCode;
+
+    #[test]
+    fn a_reader_is_cut_off_only_when_near_the_oldest_end_and_nearer_than_before() {
+        // Near the end but moving away (catching up), or the first piece: goes on.
+        assert!(!losing_ground(None, 0, 16));
+        assert!(!losing_ground(Some(3), 10, 16));
+        assert!(!losing_ground(Some(10), 10, 16));
+        // Far from the end, even losing ground: goes on (it may yet catch up).
+        assert!(!losing_ground(Some(5000), 100, 16));
+        // Near and nearer: cut off while its position is held.
+        assert!(losing_ground(Some(20), 15, 16));
+        assert!(losing_ground(Some(15), 0, 16));
+    }
 
     #[test]
     fn type_filters_take_names_and_prefixes_and_refuse_unknown_ones() {

@@ -199,7 +199,7 @@ impl EventLog {
     /// beyond the last event gives none (a replica that lags another gives them when it
     /// has applied them). [`EventsGone`] when events after `after` were dropped.
     pub fn after(&self, after: u64) -> Result<Vec<Arc<Envelope>>, EventsGone> {
-        self.after_from(after, self.oldest_seq())
+        self.after_from(after, self.oldest_seq(), usize::MAX)
     }
 
     /// The oldest event still served at `now`: the age rule is applied here too, not
@@ -216,10 +216,28 @@ impl EventLog {
 
     /// [`EventLog::after`], with the age rule applied at `now`.
     pub fn after_at(&self, after: u64, now: Ts) -> Result<Vec<Arc<Envelope>>, EventsGone> {
-        self.after_from(after, self.oldest_live(now))
+        self.after_from(after, self.oldest_live(now), usize::MAX)
     }
 
-    fn after_from(&self, after: u64, served: u64) -> Result<Vec<Arc<Envelope>>, EventsGone> {
+    /// At most `max` of the events [`EventLog::after_at`] gives, and the oldest event
+    /// served: a stream reader reads the window a piece at a time, so that it holds no
+    /// more than a piece (and nothing the age rule has since dropped).
+    pub fn chunk_at(
+        &self,
+        after: u64,
+        now: Ts,
+        max: usize,
+    ) -> Result<(Vec<Arc<Envelope>>, u64), EventsGone> {
+        let served = self.oldest_live(now);
+        Ok((self.after_from(after, served, max)?, served))
+    }
+
+    fn after_from(
+        &self,
+        after: u64,
+        served: u64,
+        max: usize,
+    ) -> Result<Vec<Arc<Envelope>>, EventsGone> {
         let oldest = self.oldest_seq();
         if after >= self.last {
             return Ok(Vec::new());
@@ -229,7 +247,7 @@ impl EventLog {
         }
         // The window holds a dense run of numbers: the index is arithmetic.
         let from = (after + 1 - oldest) as usize;
-        Ok(self.window.range(from..).cloned().collect())
+        Ok(self.window.range(from..).take(max).cloned().collect())
     }
 
     /// The log for a snapshot.
