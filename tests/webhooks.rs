@@ -638,6 +638,51 @@ async fn an_offer_waiting_for_its_connection_is_not_written_after_its_deadline()
     let _ = d.stop.send(true);
 }
 
+/// An offer's attempt ends at the offer's deadline (recorded, never sent or retried
+/// past it), but the connection it went on is the endpoint's: it waits for the answer
+/// as for any request (an HTTP/1.1 connection cannot skip an answer), so the events
+/// routed to it meanwhile go on it once it is known to stay open, instead of the
+/// connection being given up at the offer's deadline and made again. (Pipelined behind
+/// the offer on a connection known to stay open, they failed with it and waited for a
+/// retry.)
+#[tokio::test]
+async fn the_connection_an_offer_went_on_outlives_the_offers_deadline() {
+    let rx = Receiver::start().await;
+    rx.delay(Duration::from_millis(400));
+    let feed = TestFeed::new();
+    let d = deliver(&feed, &rx, rules(&[0, 50, 50]), &["*"]);
+    let clock = Clock::new();
+    feed.push(offered(
+        1,
+        "a1",
+        clock.now().plus(Duration::from_millis(150)),
+    ));
+    for t in 2..=4 {
+        feed.push(queued(t));
+    }
+    await_position(&d, 4).await;
+    let attempts = d.records.recent(20);
+    for seq in 2..=4 {
+        let of: Vec<_> = attempts.iter().filter(|a| a.seq == seq).collect();
+        assert!(
+            of.len() == 1 && of[0].outcome == "delivered",
+            "event {seq} was not delivered on its first attempt: {attempts:?}"
+        );
+    }
+    assert!(
+        attempts
+            .iter()
+            .any(|a| a.seq == 1 && a.outcome == "expired"),
+        "the offer's attempt ended at its deadline: {attempts:?}"
+    );
+    assert_eq!(
+        rx.connections(),
+        1,
+        "the connection was given up at the offer's deadline"
+    );
+    let _ = d.stop.send(true);
+}
+
 #[tokio::test]
 async fn one_agent_in_order_across_tasks() {
     let rx = Receiver::start().await;

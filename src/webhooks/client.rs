@@ -127,18 +127,31 @@ impl Client {
 
     /// POSTs `body` with `headers` (the ones of this attempt: the constant ones are
     /// added here); the whole exchange (connect included) within `timeout`.
+    ///
+    /// `patience` (the endpoint's timeout) is the connection's own bound for the
+    /// request, which may be longer: an offer's attempt ends at the offer's deadline,
+    /// but the connection it went on still makes itself and waits for its answer as
+    /// for any request, so that the unrelated requests routed to it or pipelined behind
+    /// it are not failed with it (an HTTP/1.1 connection cannot skip an answer).
     pub async fn post(
         &self,
         headers: [(HeaderName, HeaderValue); 3],
         body: Bytes,
         timeout: Duration,
+        patience: Duration,
     ) -> Result<Answer, SendError> {
-        let deadline = Instant::now() + timeout;
+        let now = Instant::now();
         let parts = Parts {
             fields: headers,
             body,
         };
-        match tokio::time::timeout_at(deadline, self.exchange(parts, deadline, timeout)).await {
+        let patience = patience.max(timeout);
+        match tokio::time::timeout_at(
+            now + timeout,
+            self.exchange(parts, now + patience, patience),
+        )
+        .await
+        {
             Ok(r) => r,
             Err(_) => Err(SendError::Timeout(timeout)),
         }

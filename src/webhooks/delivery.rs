@@ -529,7 +529,12 @@ impl Runner {
                     if let Some(d) = deadline {
                         timeout = timeout.min(Duration::from_micros(d.0.saturating_sub(at.0)));
                     }
-                    let post = Box::pin(self.client.post(headers, body.clone(), timeout));
+                    let post = Box::pin(self.client.post(
+                        headers,
+                        body.clone(),
+                        timeout,
+                        Duration::from_millis(rules.timeout_ms),
+                    ));
                     post.await
                 }
                 // Ids, digits and base64 always are header values; kept as a failure

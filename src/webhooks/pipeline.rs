@@ -50,9 +50,10 @@ pub struct Parts {
 pub struct Job {
     /// The request's own parts.
     pub parts: Parts,
-    /// When its attempt gives up...
+    /// When the connection gives up on it (and on the requests behind it)...
     pub deadline: Instant,
-    /// ...its timeout.
+    /// ...its timeout: the endpoint's, even when the attempt ends sooner (an offer's,
+    /// at its deadline: then the request is not written if it has not been yet).
     pub timeout: Duration,
     /// Where its outcome goes.
     pub answer: oneshot::Sender<Outcome>,
@@ -121,7 +122,7 @@ const READ: usize = 16 * 1024;
 /// past this once; it is then let go).
 const KEEP_OUT: usize = 1024 * 1024;
 
-/// Makes the connection (for the first request, within its deadline), then carries
+/// Makes the connection (for the first request, within the endpoint's timeout), then carries
 /// requests until it ends; every request left is then failed or handed back.
 pub async fn run<S, C>(
     connect: C,
