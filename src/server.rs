@@ -152,6 +152,9 @@ impl Running {
             // Positions written and leases let go, so another node takes over at once.
             w.stop().await;
         }
-        self.hub.store().stop();
+        // Stopping may wait for a last snapshot (the file store: up to a minute), which
+        // is blocking work: off the runtime's workers.
+        let hub = self.hub.clone();
+        let _ = tokio::task::spawn_blocking(move || hub.store().stop()).await;
     }
 }
