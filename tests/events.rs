@@ -620,6 +620,59 @@ async fn a_stream_ends_when_its_token_expires() {
     hub.shutdown().await;
 }
 
+/// A filtered reader cut off names, as its last position, the last event it passed
+/// over, not the last it was sent: it resumes past the events it did not want, which
+/// the window may no longer hold.
+#[tokio::test]
+async fn a_filtered_reader_cut_off_resumes_past_what_it_passed_over() {
+    // No keep-alive before the token's end (a keep-alive also carries the position).
+    let hub = TestHub::start(&format!(
+        "[events]\nkeepalive_secs = 60\n{QUEUES_AND_AGENTS}"
+    ))
+    .await;
+    let tok = hub.keys.sign(&switchboard::auth::Claims {
+        sub: "crm".into(),
+        role: Role::Integration,
+        exp: switchboard::auth::unix_now() + 2,
+        name: None,
+        skills: None,
+        queues: None,
+    });
+    let mut sse = Sse::open(
+        hub.addr,
+        "/v1/events?types=agent.logged_out",
+        Some(&tok),
+        &[],
+    )
+    .await
+    .stream();
+    // Events the reader does not want: a task created and queued.
+    let task = hub.create(chat()).await;
+    let mut all = Sse::open(
+        hub.addr,
+        "/v1/events?since=0",
+        Some(&hub.token("crm", Role::Integration)),
+        &[],
+    )
+    .await
+    .stream();
+    let last = all.events_until(is("task.queued", &task["task_id"])).await;
+    let last = last.last().and_then(|e| e["seq"].as_u64()).expect("seq");
+    let mut position = None;
+    let cutoff = loop {
+        let (b, _) = sse.block(WAIT).await.expect("cut off before the end");
+        if b.event.as_deref() == Some("cutoff") {
+            break b;
+        }
+        position = b.id.or(position);
+    };
+    let v: Value = serde_json::from_str(&cutoff.data.expect("data")).expect("JSON");
+    assert_eq!(v["reason"], "token_expired");
+    assert_eq!(v["last_seq"], last, "{v}");
+    assert_eq!(position, Some(last), "the position the reader holds");
+    hub.shutdown().await;
+}
+
 /// A reader on a socket that takes almost nothing (`rcvbuf` 1 KiB), from the first
 /// event; then enough tasks (about 50 KB of attributes each) to fill the socket
 /// buffers (the hub's send buffer grows up to the kernel's tcp_wmem maximum) and more:

@@ -184,6 +184,7 @@ pub async fn events(
         live,
         buffer: hub.config.events.stream_buffer as u64,
         margin: None,
+        losses: 0,
         last,
         sent_id: last,
         filter,
@@ -239,6 +240,8 @@ struct Reader {
     /// How far the reader's next event was from the window's oldest end at its last
     /// piece (`None`: no piece read since it was live, or since it began).
     margin: Option<u64>,
+    /// Pieces in a row at which that distance was under `buffer` and shrinking.
+    losses: u8,
     /// The last seq passed, sent or filtered out.
     last: u64,
     /// The last `id:` the reader was sent.
@@ -415,7 +418,12 @@ impl Reader {
             Err(_) => return Step::End("slow_reader"),
         };
         let margin = (self.last + 1).saturating_sub(c.oldest);
-        if losing_ground(self.margin, margin, self.buffer) {
+        self.losses = if losing_ground(self.margin, margin, self.buffer) {
+            self.losses + 1
+        } else {
+            0
+        };
+        if self.losses >= LOSSES {
             return Step::End("slow_reader");
         }
         self.margin = if c.live.is_some() { None } else { Some(margin) };
@@ -445,9 +453,15 @@ impl Reader {
     }
 
     /// The last event of a stream the hub ends: no `id`, so that the reader resumes
-    /// from the last event it got.
+    /// from the last event it got. A filtered reader's position first moves past the
+    /// events it passed over (as a keep-alive does): every one up to `last` was written
+    /// or not wanted, and a resume from further back could find them gone.
     fn end(&mut self, out: &mut String, reason: &str) {
         self.done = true;
+        if self.last > self.sent_id {
+            out.push_str(&format!(": passed over\nid: {}\n\n", self.last));
+            self.sent_id = self.last;
+        }
         tracing::info!(reason, last = self.last, "event stream cut off");
         out.push_str(&format!(
             "event: cutoff\ndata: {{\"reason\":\"{reason}\",\"last_seq\":{}}}\n\n",
@@ -456,10 +470,16 @@ impl Reader {
     }
 }
 
-/// Whether a reader behind the live events is to be cut off at a piece of the window:
-/// its next event is within `buffer` of the oldest end (`margin`) and nearer than at
-/// its last piece (`before`), so that it would soon lose its position. A reader that
-/// moves away from the end (one catching up, however near it started) goes on.
+/// How many pieces in a row a reader may lose ground near the window's oldest end
+/// before it is cut off: one burst of events while it reads a piece is not a reader
+/// too slow for the stream.
+const LOSSES: u8 = 3;
+
+/// Whether a reader behind the live events lost ground at a piece of the window: its
+/// next event is within `buffer` of the oldest end (`margin`) and nearer than at its
+/// last piece (`before`). `LOSSES` of them in a row cut it off while its position is
+/// still held; a reader that moves away from the end (one catching up, however near
+/// it started) goes on.
 fn losing_ground(before: Option<u64>, margin: u64, buffer: u64) -> bool {
     margin < buffer && before.is_some_and(|b| margin < b)
 }
@@ -490,7 +510,7 @@ mod tests {
     use crate::error::ErrorCode;
 
     #[test]
-    fn a_reader_is_cut_off_only_when_near_the_oldest_end_and_nearer_than_before() {
+    fn a_piece_loses_ground_only_when_near_the_oldest_end_and_nearer_than_before() {
         // Near the end but moving away (catching up), or the first piece: goes on.
         assert!(!losing_ground(None, 0, 16));
         assert!(!losing_ground(Some(3), 10, 16));

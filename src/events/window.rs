@@ -100,8 +100,9 @@ impl EventLog {
 
     /// Names a new epoch from `seed` (`Body::NewHistory`: a data directory started from
     /// a backup copy). The numbering goes on; the held events take the new name too, as
-    /// a snapshot would give them (it keeps one epoch): a reader of the old epoch is
-    /// told its history is gone (410) rather than served events that reuse its ids.
+    /// a snapshot would give them (it keeps one epoch): a reader that resumes with the
+    /// old epoch (`?epoch=`) is told its history is gone (410) rather than served
+    /// events that reuse its ids.
     pub fn new_history(&mut self, seed: u64) {
         let epoch: Arc<str> = epoch_name(seed).into();
         self.window = self

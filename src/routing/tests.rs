@@ -1197,7 +1197,7 @@ fn a_dropped_desktops_offer_goes_to_the_next_agent_after_the_away_time() {
     w.create("support", Channel::Chat, 0, &[], at_ms(2));
     let chat = w.accept("a1", at_ms(3));
     let (t, _) = w.create("support", Channel::Chat, 0, &[], at_ms(4));
-    // The first offer made a1 the most recently idle: a2 gets the second chat.
+    // The first accept made a1 the most recently idle: a2 gets the second chat.
     assert_eq!(w.offer_of("a2").map(|o| o.1), Some(t));
     let conn = w.conns[&AgentId::from("a2")];
     w.run(

@@ -263,8 +263,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                 }
             }
             // Into the write buffer: every one taken once the connection is known to
-            // be kept alive, else one at a time.
-            while !self.last
+            // be kept alive, else one at a time. Only once the last write is all in the
+            // kernel's hands: a request is checked for an attempt that ended (an offer
+            // past its deadline) right before its bytes are handed to the socket, never
+            // left encoded while the socket is full and sent after the deadline.
+            let flushed = self.out.is_empty();
+            while flushed
+                && !self.last
                 && (self.waiting.is_empty() || self.proven || self.keep.yes())
                 && let Some(j) = self.queued.pop_front()
             {
