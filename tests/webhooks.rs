@@ -850,6 +850,10 @@ async fn private_addresses_are_refused_unless_allowed() {
         // The same rule for https: the address is judged, not the certificate.
         "https://127.0.0.1:8443/x",
         "https://localhost/",
+        // An IPv4 address carried in IPv6: NAT64, 6to4, compatible.
+        "http://[64:ff9b::a00:5]:8080/",
+        "http://[2002:7f00:1::]/",
+        "http://[::127.0.0.1]/",
     ] {
         let (s, v) = hub
             .http(
@@ -866,15 +870,26 @@ async fn private_addresses_are_refused_unless_allowed() {
             "{v}"
         );
     }
-    let (s, v) = hub
-        .http(
-            "POST",
-            "/v1/webhooks",
-            Some(&tok),
-            Some(&json!({"url": "ftp://example.com/"}).to_string()),
-        )
-        .await;
-    assert_eq!(s, 400, "{v}");
+    // Not a URL to send to; a port that is not one (read as port 80 before).
+    for url in [
+        "ftp://example.com/",
+        "http://example.com:99999/",
+        "http://example.com:0/",
+    ] {
+        let (s, v) = hub
+            .http(
+                "POST",
+                "/v1/webhooks",
+                Some(&tok),
+                Some(&json!({"url": url}).to_string()),
+            )
+            .await;
+        assert_eq!(
+            (s, &v["error"]["code"]),
+            (400, &json!("invalid_field")),
+            "{url}: {v}"
+        );
+    }
     hub.shutdown().await;
 }
 
@@ -999,19 +1014,21 @@ async fn endpoints_through_the_api_show_the_secret_only_on_create_and_rotate() {
         .await;
     assert_eq!(s, 200, "{v}");
     assert!(v["attempts"].is_array());
-    let (s, v) = hub
-        .http(
-            "GET",
-            "/v1/webhooks/crm/attempts?limit=ten",
-            Some(&tok),
-            None,
-        )
-        .await;
-    assert_eq!(
-        (s, &v["error"]["code"]),
-        (400, &json!("invalid_field")),
-        "{v}"
-    );
+    for limit in ["ten", "0", "1001"] {
+        let (s, v) = hub
+            .http(
+                "GET",
+                &format!("/v1/webhooks/crm/attempts?limit={limit}"),
+                Some(&tok),
+                None,
+            )
+            .await;
+        assert_eq!(
+            (s, &v["error"]["code"]),
+            (400, &json!("invalid_field")),
+            "{limit}: {v}"
+        );
+    }
     let (s, v) = hub
         .http(
             "POST",

@@ -245,12 +245,13 @@ async fn rotate(
 
 async fn set_disabled(hub: &Hub, id: &str, reason: Option<String>) -> Result<Response, ApiError> {
     let w = service(hub)?;
-    find(hub, w, id).await?;
+    let (d, _) = find(hub, w, id).await?;
     let r = hub
         .webhook(WebhookCommand::SetDisabled {
             id: id.to_owned(),
             reason,
             token: None,
+            config: d.from_config,
         })
         .await;
     webhook_reply(r)?;
@@ -293,8 +294,9 @@ async fn attempts(
         None => 100,
         Some(l) => l
             .parse::<usize>()
-            .map_err(|_| invalid("limit", "must be a whole number (1 to 1000)"))?
-            .clamp(1, 1000),
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| invalid("limit", "must be a whole number from 1 to 1000"))?,
     };
     let list = w.records(&id).recent(limit);
     Ok(Json(json!({ "node": hub.node.as_ref(), "attempts": list })).into_response())
@@ -316,7 +318,7 @@ async fn replay(
     let c = caller(&hub, &headers, &q, &[Role::Integration])?;
     let w = service(&hub)?;
     let b: ReplayBody = parse_body(body, hub.config.limits.max_body_bytes)?;
-    find(&hub, w, &id).await?;
+    let (d, _) = find(&hub, w, &id).await?;
     let head = w.head();
     if b.since > head {
         return Err(invalid(
@@ -339,6 +341,7 @@ async fn replay(
         .webhook(WebhookCommand::Replay {
             id: id.clone(),
             since: b.since,
+            config: d.from_config,
         })
         .await;
     if webhook_reply(r)? != WebhookReply::Done {

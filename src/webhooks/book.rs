@@ -109,6 +109,11 @@ pub enum WebhookCommand {
         /// Only if the lease holder is still this token (a 410 seen by a holder that
         /// has since been replaced changes nothing); `None` from an operator.
         token: Option<u64>,
+        /// The operator names a config endpoint (its cursor may not exist yet); else
+        /// the id must be an API endpoint's (one deleted meanwhile is refused, not
+        /// given a cursor that nothing would ever remove).
+        #[serde(default)]
+        config: bool,
     },
     /// Delivers again every event after `since`.
     Replay {
@@ -116,6 +121,9 @@ pub enum WebhookCommand {
         id: String,
         /// The new position.
         since: u64,
+        /// A config endpoint's (see `SetDisabled`).
+        #[serde(default)]
+        config: bool,
     },
     /// Takes or renews the lease.
     Claim {
@@ -236,18 +244,31 @@ impl WebhookBook {
                 e.previous = Some((old, overlap_until));
                 Ok(WebhookReply::Endpoint(Box::new(e.clone())))
             }
-            WebhookCommand::SetDisabled { id, reason, token } => {
+            WebhookCommand::SetDisabled {
+                id,
+                reason,
+                token,
+                config,
+            } => {
+                match token {
+                    // A holder's: only while it holds the lease (so the cursor exists).
+                    Some(t) => {
+                        let held = self.cursors.get(&id).and_then(|c| c.lease.as_ref());
+                        if held.map(|l| l.token) != Some(t) {
+                            return Ok(WebhookReply::Fenced);
+                        }
+                    }
+                    None if !config && !self.endpoints.contains_key(&id) => {
+                        return Err(no_endpoint(&id));
+                    }
+                    None => {}
+                }
                 let c = self.cursors.entry(id).or_insert_with(|| Cursor {
                     position: None,
                     disabled: None,
                     lease: None,
                     last_claim: None,
                 });
-                if let Some(t) = token {
-                    if c.lease.as_ref().map(|l| l.token) != Some(t) {
-                        return Ok(WebhookReply::Fenced);
-                    }
-                }
                 if reason.is_some() {
                     // The holder stops at its next renewal.
                     c.lease = None;
@@ -255,7 +276,10 @@ impl WebhookBook {
                 c.disabled = reason;
                 Ok(WebhookReply::Done)
             }
-            WebhookCommand::Replay { id, since } => {
+            WebhookCommand::Replay { id, since, config } => {
+                if !config && !self.endpoints.contains_key(&id) {
+                    return Err(no_endpoint(&id));
+                }
                 let c = self.cursors.entry(id).or_insert_with(|| Cursor {
                     position: None,
                     disabled: None,
@@ -468,6 +492,7 @@ mod tests {
                 id: "crm".into(),
                 reason: Some("410".into()),
                 token: None,
+                config: true,
             },
             Ts(4_000 * 1000),
         )
@@ -478,6 +503,7 @@ mod tests {
                 id: "crm".into(),
                 reason: None,
                 token: None,
+                config: true,
             },
             Ts(100_000 * 1000),
         )
@@ -488,6 +514,42 @@ mod tests {
         assert_eq!(b.floor(), None);
     }
 
+    /// A disable or a replay that lands after the API endpoint was deleted (two API
+    /// calls racing) is refused: it used to make a cursor for the gone id, disabled,
+    /// which nothing would ever remove and every snapshot would carry.
+    #[test]
+    fn a_disable_or_replay_of_a_deleted_api_endpoint_leaves_nothing_behind() {
+        let mut b = WebhookBook::default();
+        for cmd in [
+            WebhookCommand::SetDisabled {
+                id: "wh_gone".into(),
+                reason: Some("by hand".into()),
+                token: None,
+                config: false,
+            },
+            WebhookCommand::Replay {
+                id: "wh_gone".into(),
+                since: 0,
+                config: false,
+            },
+            WebhookCommand::SetDisabled {
+                id: "wh_gone".into(),
+                reason: Some("410".into()),
+                token: Some(1),
+                config: false,
+            },
+        ] {
+            assert!(
+                matches!(
+                    b.execute(cmd, Ts(0)),
+                    Err(_) | Ok(WebhookReply::Fenced)
+                ),
+                "refused"
+            );
+        }
+        assert!(b.cursors.is_empty(), "{:?}", b.cursors);
+    }
+
     #[test]
     fn replay_and_disable_revoke_the_lease() {
         let mut b = WebhookBook::default();
@@ -496,6 +558,7 @@ mod tests {
             WebhookCommand::Replay {
                 id: "crm".into(),
                 since: 3,
+                config: true,
             },
             Ts(0),
         )
@@ -513,6 +576,7 @@ mod tests {
             id: "crm".into(),
             reason: Some("gone".into()),
             token,
+            config: true,
         };
         assert_eq!(b.execute(off(Some(1)), Ts(0)), Ok(WebhookReply::Fenced));
         assert_eq!(b.execute(off(Some(2)), Ts(0)), Ok(WebhookReply::Done));
@@ -522,6 +586,7 @@ mod tests {
                 id: "crm".into(),
                 reason: None,
                 token: None,
+                config: true,
             },
             Ts(0),
         )

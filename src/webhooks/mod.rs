@@ -171,6 +171,8 @@ impl Control for StoreControl {
                 id: id.into(),
                 reason: Some(reason),
                 token: Some(token),
+                // Under a token the holder's lease decides.
+                config: false,
             })
             .await;
         webhook_reply(r).map(|_| ())

@@ -62,6 +62,27 @@ impl Target {
         if host.is_empty() {
             return Err(bad("the URL has no host"));
         }
+        // The port as written: `http`'s parser takes any digits (and `port_u16` gives
+        // up on what is not a u16), so `:99999` or `:8o80` would fall back to port 80
+        // in silence.
+        let port = match auth
+            .as_str()
+            .rsplit_once(']')
+            .map_or(auth.as_str(), |(_, r)| r)
+            .rsplit_once(':')
+        {
+            None => {
+                if https {
+                    443
+                } else {
+                    80
+                }
+            }
+            Some((_, p)) => match p.parse::<u16>() {
+                Ok(p) if p > 0 => p,
+                _ => return Err(bad("the port must be a number from 1 to 65535")),
+            },
+        };
         let path = uri
             .path_and_query()
             .map(|p| p.as_str().to_owned())
@@ -69,7 +90,7 @@ impl Target {
             .unwrap_or_else(|| "/".into());
         Ok(Target {
             host: host.to_owned(),
-            port: auth.port_u16().unwrap_or(if https { 443 } else { 80 }),
+            port,
             https,
             path,
             authority: auth.as_str().to_owned(),
@@ -127,14 +148,41 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
         || ip.is_multicast()
         // 0.0.0.0/8 ("this network") and 100.64.0.0/10 (shared, carrier NAT).
         || o[0] == 0
-        || (o[0] == 100 && (o[1] & 0xc0) == 64))
+        || (o[0] == 100 && (o[1] & 0xc0) == 64)
+        // 192.0.0.0/24 (protocol assignments), 198.18.0.0/15 (benchmarking),
+        // 240.0.0.0/4 (reserved).
+        || (o[0] == 192 && o[1] == 0 && o[2] == 0)
+        || (o[0] == 198 && (o[1] & 0xfe) == 18)
+        || o[0] >= 240)
+}
+
+/// The IPv4 address an IPv6 address carries and reaches, for the forms a network may
+/// route to it: mapped (`::ffff:a.b.c.d`), compatible (`::a.b.c.d`), NAT64
+/// (`64:ff9b::/96`, `64:ff9b:1::/48`) and 6to4 (`2002:AABB:CCDD::/48`).
+fn embedded_v4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return Some(v4);
+    }
+    let s = v6.segments();
+    let o = v6.octets();
+    let tail = Ipv4Addr::new(o[12], o[13], o[14], o[15]);
+    if s[..6] == [0; 6] && !(v6.is_loopback() || v6.is_unspecified()) {
+        return Some(tail);
+    }
+    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] || (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1) {
+        return Some(tail);
+    }
+    if s[0] == 0x2002 {
+        return Some(Ipv4Addr::new(o[2], o[3], o[4], o[5]));
+    }
+    None
 }
 
 fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => is_public_v4(v4),
         IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
+            if let Some(v4) = embedded_v4(v6) {
                 return is_public_v4(v4);
             }
             let first = v6.segments()[0];
@@ -143,6 +191,7 @@ fn is_public(ip: IpAddr) -> bool {
                 || v6.is_multicast()
                 || (first & 0xfe00) == 0xfc00 // unique local fc00::/7
                 || (first & 0xffc0) == 0xfe80 // link-local fe80::/10
+                || (first & 0xffc0) == 0xfec0 // site-local fec0::/10 (deprecated)
                 || v6 == Ipv6Addr::from([0, 0, 0, 0, 0, 0, 0, 1]))
         }
     }
@@ -166,12 +215,28 @@ mod tests {
             "fe80::1",
             "fd00::1",
             "::ffff:127.0.0.1",
+            // An IPv4 address carried in IPv6 that the network routes to it.
+            "::127.0.0.1",
+            "64:ff9b::a00:5",
+            "64:ff9b:1::7f00:1",
+            "2002:a00:1::1",
+            "2002:c0a8:101::",
+            "fec0::1",
+            "198.18.0.1",
+            "192.0.0.8",
+            "240.0.0.1",
         ] {
             let ip: IpAddr = a.parse().expect("address");
             assert_eq!(check(ip, false), Err(TargetError::Private(ip)), "{a}");
             assert_eq!(check(ip, true), Ok(()), "{a}");
         }
-        for a in ["93.184.216.34", "2606:4700::1111", "172.32.0.1"] {
+        for a in [
+            "93.184.216.34",
+            "2606:4700::1111",
+            "172.32.0.1",
+            "64:ff9b::5db8:d822",
+            "2002:5db8:d822::1",
+        ] {
             assert_eq!(check(a.parse().expect("address"), false), Ok(()), "{a}");
         }
     }
@@ -193,6 +258,10 @@ mod tests {
             ("crm.example.com", 8443, true)
         );
         for bad in [
+            "http://example.com:99999/",
+            "http://example.com:0/",
+            "http://example.com:8o80/",
+            "http://[::1]:70000/",
             "ftp://x/",
             "wss://example.com/",
             "/relative",
