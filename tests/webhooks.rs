@@ -903,6 +903,44 @@ async fn api_endpoint(hub: &TestHub, tok: &str, id: &str, rx: &Receiver) -> Stri
     v["secret"].as_str().expect("secret").to_owned()
 }
 
+/// The API makes at most `webhooks.max_endpoints` endpoints (each costs every node a
+/// runner and lease entries): past it, a typed 400; after a delete, one more.
+#[tokio::test]
+async fn the_api_makes_no_more_endpoints_than_max_endpoints() {
+    let mut c = hub_config(true);
+    c.webhooks.max_endpoints = 2;
+    let hub = TestHub::start_with(c).await;
+    let tok = hub.token("crm", Role::Integration);
+    let rx = Receiver::start().await;
+    api_endpoint(&hub, &tok, "one", &rx).await;
+    api_endpoint(&hub, &tok, "two", &rx).await;
+    let create = || json!({"id": "three", "url": rx.url()}).to_string();
+    let (s, v) = hub
+        .http("POST", "/v1/webhooks", Some(&tok), Some(&create()))
+        .await;
+    assert_eq!(
+        (s, &v["error"]["code"]),
+        (400, &json!("invalid_field")),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("max_endpoints"),
+        "{v}"
+    );
+    let (s, _) = hub
+        .http("DELETE", "/v1/webhooks/one", Some(&tok), None)
+        .await;
+    assert!((200..300).contains(&s), "delete: {s}");
+    let (s, v) = hub
+        .http("POST", "/v1/webhooks", Some(&tok), Some(&create()))
+        .await;
+    assert_eq!(s, 201, "{v}");
+    hub.shutdown().await;
+}
+
 /// Creates a task and waits until `rx` has its `task.created`; that delivery.
 async fn created_reaches(hub: &TestHub, rx: &Receiver) -> Received {
     let t = hub.create(common::chat()).await;

@@ -160,6 +160,7 @@ async fn create(
         .webhook(WebhookCommand::Create {
             endpoint,
             start: w.head(),
+            max: u32::try_from(w.rules().max_endpoints).unwrap_or(u32::MAX),
         })
         .await;
     webhook_reply(r)?;

@@ -85,6 +85,9 @@ pub enum WebhookCommand {
         endpoint: Endpoint,
         /// The last event it does not get.
         start: u64,
+        /// How many API endpoints there may be (`webhooks.max_endpoints`; 0: any).
+        #[serde(default)]
+        max: u32,
     },
     /// Removes an API endpoint and its position.
     Delete {
@@ -207,11 +210,24 @@ impl WebhookBook {
     /// Applies one command at log time `now`.
     pub fn execute(&mut self, cmd: WebhookCommand, now: Ts) -> Result<WebhookReply, HubError> {
         match cmd {
-            WebhookCommand::Create { endpoint, start } => {
+            WebhookCommand::Create {
+                endpoint,
+                start,
+                max,
+            } => {
                 if self.endpoints.contains_key(&endpoint.id) {
                     return Err(HubError::invalid(
                         "id",
                         format!("a webhook endpoint {:?} exists", endpoint.id),
+                    ));
+                }
+                if max > 0 && self.endpoints.len() >= max as usize {
+                    return Err(HubError::invalid(
+                        "url",
+                        format!(
+                            "there are {} webhook endpoints, the most webhooks.max_endpoints allows: delete one first",
+                            self.endpoints.len()
+                        ),
                     ));
                 }
                 self.cursors.insert(
@@ -540,10 +556,7 @@ mod tests {
             },
         ] {
             assert!(
-                matches!(
-                    b.execute(cmd, Ts(0)),
-                    Err(_) | Ok(WebhookReply::Fenced)
-                ),
+                matches!(b.execute(cmd, Ts(0)), Err(_) | Ok(WebhookReply::Fenced)),
                 "refused"
             );
         }
@@ -628,6 +641,7 @@ mod tests {
             WebhookCommand::Create {
                 endpoint: e.clone(),
                 start: 5,
+                max: 0,
             },
             Ts(0),
         )
@@ -636,7 +650,8 @@ mod tests {
             b.execute(
                 WebhookCommand::Create {
                     endpoint: e,
-                    start: 5
+                    start: 5,
+                    max: 0,
                 },
                 Ts(0)
             )

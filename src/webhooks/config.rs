@@ -49,6 +49,9 @@ pub struct WebhooksConfig {
     pub rotation_overlap_secs: u64,
     /// Recent attempts kept per endpoint (this node's) for `GET .../attempts`.
     pub attempts_kept: usize,
+    /// Endpoints the API may make, at most (each costs a runner, its lease's log
+    /// entries every `lease_ms / 3` and its metrics on every node).
+    pub max_endpoints: usize,
     /// The endpoints.
     pub endpoints: Vec<EndpointConfig>,
 }
@@ -91,6 +94,7 @@ impl Default for WebhooksConfig {
             position_every_events: 1_000,
             rotation_overlap_secs: 86_400,
             attempts_kept: 200,
+            max_endpoints: 100,
             endpoints: Vec::new(),
         }
     }
@@ -165,6 +169,9 @@ impl WebhooksConfig {
                 "window",
                 "must be at least max_in_flight, at most 1,000,000",
             );
+        }
+        if self.max_endpoints == 0 || self.max_endpoints > 10_000 {
+            return bad("max_endpoints", "must be 1 to 10000");
         }
         if self.lease_ms < 300 {
             return bad("lease_ms", "must be at least 300");
