@@ -98,6 +98,26 @@ pub async fn start(config: Config, secret: &[u8]) -> std::io::Result<Running> {
             (Arc::new(s), Some(Duration::from_millis(50)))
         }
     };
+    // A config endpoint whose id an API endpoint already has would hide it (the config
+    // one taking over its position and state, the API one undeletable, and back in
+    // service if the config one is removed): said now, with what to do.
+    if !config.webhooks.endpoints.is_empty() {
+        let book = store
+            .webhooks()
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        if let Some(e) = config
+            .webhooks
+            .endpoints
+            .iter()
+            .find(|e| book.endpoints.contains_key(&e.id))
+        {
+            return Err(std::io::Error::other(format!(
+                "webhooks.endpoints: {:?} is also an endpoint made through the API; give the config's another id, or start without it and DELETE /v1/webhooks/{} first",
+                e.id, e.id
+            )));
+        }
+    }
     let hub = Hub::new(config.clone(), Keys::new(secret), store, binding, clock);
     // The webhooks read the hub's event window (held weakly: they never keep a hub
     // that stopped alive).

@@ -753,3 +753,86 @@ async fn a_config_endpoint_removed_from_the_file_no_longer_holds_the_event_windo
         );
     }
 }
+
+/// An endpoint made through the API, then declared in the config under the same id:
+/// the config one would take over its position and state and make it undeletable
+/// (and it would come back if the config one were removed). The start is refused,
+/// saying what to do; without the config one, the hub starts and the API endpoint is
+/// there.
+#[tokio::test]
+async fn a_config_endpoint_with_an_api_endpoints_id_is_refused_at_start() {
+    let rx = Receiver::start().await;
+    let dir = temp();
+    let data = dir.0.join("data");
+    let data = data.to_str().expect("utf-8 path");
+    let plain = write_config(&dir.0, "[webhooks]\nallow_private = true\n");
+    let plain = plain.to_str().expect("utf-8 path").to_owned();
+    let mut hub = spawn(&["--config", &plain, "--data-dir", data]);
+    let (s, v) = common::http(
+        hub.addr,
+        "POST",
+        "/v1/webhooks",
+        Some(&token()),
+        Some(&json!({"id": "crm", "url": rx.url()}).to_string()),
+        &[],
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    hub.kill9();
+    let secret = Secret::generate().text();
+    let both = dir.0.join("both.toml");
+    std::fs::write(
+        &both,
+        std::fs::read_to_string(&plain)
+            .expect("config")
+            .replace("[webhooks]\nallow_private = true\n", "")
+            + &endpoint_toml(&rx.url(), &secret, ""),
+    )
+    .expect("config");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args([
+            "--config",
+            both.to_str().expect("utf-8"),
+            "--data-dir",
+            data,
+        ])
+        .env("RUST_LOG", "warn")
+        .env_remove("SWITCHBOARD_REDIS")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the hub");
+    // Its exit, within a bound: a hub that starts never exits on its own.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the hub started with a config endpoint hiding an API endpoint");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut err);
+    }
+    assert!(!status.success(), "exited with success: {err}");
+    assert!(
+        err.contains("\"crm\" is also an endpoint made through the API"),
+        "{err}"
+    );
+    let hub = spawn(&["--config", &plain, "--data-dir", data]);
+    let (s, v) = common::http(
+        hub.addr,
+        "GET",
+        "/v1/webhooks/crm",
+        Some(&token()),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!((s, &v["source"]), (200, &json!("api")), "{v}");
+}
