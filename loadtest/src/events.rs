@@ -29,6 +29,10 @@ pub struct StreamOutcome {
     /// With type patterns: the seqs of the events of those types (read from seq 1),
     /// what a webhook endpoint of the same types must receive.
     pub matching: Option<std::collections::HashSet<u64>>,
+    /// With type patterns: the seqs of every `task.offered` (read from seq 1), the
+    /// only events a webhook endpoint may miss (an offer past its deadline is not
+    /// sent).
+    pub offered: std::collections::HashSet<u64>,
     /// The last seq read.
     pub last_seq: u64,
     /// What went wrong (a gap in the seqs, a cutoff, a refusal, a read error).
@@ -148,6 +152,9 @@ pub async fn read(
             {
                 if crate::webhook::matches(types, ty) {
                     m.insert(seq);
+                }
+                if ty == "task.offered" {
+                    out.offered.insert(seq);
                 }
             }
             let d = &v["data"];

@@ -203,6 +203,8 @@ pub struct HookOutcome {
     pub catch_up: Duration,
     /// Seqs from 1 to `last_seq` that never arrived: (count, first few).
     pub missing: (u64, Vec<u64>),
+    /// All of them.
+    pub missing_seqs: Vec<u64>,
     /// Order breaks per task or agent: (count, examples).
     pub order: (u64, Vec<String>),
     /// task.*/offer.* events that arrived after a later `activity.*` event naming
@@ -365,6 +367,7 @@ impl Receiver {
             let mut first = Vec::new();
             for q in (1..=last).filter(|q| expected.is_none_or(|e| e.contains(q))) {
                 if !s.seqs.contains(&q) {
+                    out.missing_seqs.push(q);
                     n += 1;
                     if first.len() < SAMPLES {
                         first.push(q);
@@ -657,7 +660,13 @@ pub async fn last_seq(addr: SocketAddr, token: &str) -> Result<u64, String> {
 impl HookOutcome {
     /// The checks of the endpoint's deliveries, against the run's `first_offers` (of
     /// which `first_offers_timed` were matched by a `task.offered`) and completes.
-    pub fn checks(&self, first_offers_timed: u64, first_offers: u64, completed: u64) -> Vec<Check> {
+    pub fn checks(
+        &self,
+        first_offers_timed: u64,
+        first_offers: u64,
+        completed: u64,
+        offered: Option<&std::collections::HashSet<u64>>,
+    ) -> Vec<Check> {
         let samples = |what: &str, (n, ex): &(u64, Vec<String>)| -> Vec<String> {
             let mut b = ex.clone();
             if *n as usize > b.len() {
@@ -669,9 +678,29 @@ impl HookOutcome {
         let (missing, first) = &self.missing;
         // The hub does not send an offer past its deadline (the specification's rule: a
         // call bridged to an expired offer is wrong); it counts each one. A missing seq
-        // is excused only up to that count: one more is an event lost.
+        // is excused only if it is a `task.offered` (known when a stream reader read the
+        // run from seq 1), and only up to that count: one more is an event lost.
         let expired = self.offers_expired();
-        if *missing > expired {
+        let (not_offers, offers) = match offered {
+            Some(o) => {
+                let n = self.missing_seqs.iter().filter(|q| o.contains(q)).count() as u64;
+                (*missing - n, n)
+            }
+            None => (0, *missing),
+        };
+        if not_offers > 0 {
+            let first: Vec<u64> = self
+                .missing_seqs
+                .iter()
+                .filter(|q| offered.is_some_and(|o| !o.contains(q)))
+                .take(SAMPLES)
+                .copied()
+                .collect();
+            every.push(format!(
+                "{not_offers} events other than task.offered never arrived (first: {first:?})"
+            ));
+        }
+        if offers > expired {
             every.push(format!(
             "{missing} of seqs 1..={} (of the types {:?}) never arrived (first: {first:?}); waited {:.1} s after the run; the hub counts only {expired} offers not sent because their deadline had passed",
             self.last_seq.unwrap_or(0),

@@ -52,7 +52,11 @@ pub(super) fn verdict(run: &Run<'_>, seen: &Seen, m: &mut Measures) -> Verdict {
     let mut figures = Vec::new();
     if let Some(h) = hook {
         let seen = m.hists.get(crate::webhook::H_CREATE_TO_HOOK_OFFER).count();
-        checks.extend(h.checks(seen, counts.first_offers, counts.completed));
+        let offered = stream
+            .as_ref()
+            .filter(|s| s.matching.is_some())
+            .map(|s| &s.offered);
+        checks.extend(h.checks(seen, counts.first_offers, counts.completed, offered));
         figures.extend(hook_figures(h));
     }
     let hook_notes = hook.as_ref().map(|h| h.notes()).unwrap_or_default();
