@@ -174,6 +174,7 @@ impl Running {
         }
         // Stopping may wait for a last snapshot (the file store: up to a minute), which
         // is blocking work: off the runtime's workers.
+        self.hub.store().close().await;
         let hub = self.hub.clone();
         let _ = tokio::task::spawn_blocking(move || hub.store().stop()).await;
     }

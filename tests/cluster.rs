@@ -211,6 +211,28 @@ impl Node {
             let _ = c.wait();
         }
     }
+
+    /// A clean stop (SIGTERM), waited for: it exits 0 within 30 s.
+    async fn term(&mut self) {
+        let Some(mut c) = self.child.take() else {
+            return;
+        };
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let exit = loop {
+            if let Some(s) = c.try_wait().expect("wait") {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "no exit 30 s after SIGTERM");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(exit.success(), "{exit}");
+    }
 }
 
 impl Drop for Node {
@@ -733,7 +755,9 @@ async fn a_redis_emptied_under_the_nodes_is_seeded_again_from_their_replicas() {
 
 /// A node whose rules differ from a live node's is refused at start, saying so: it
 /// would apply the same log by other rules and drift apart in silence. The cluster goes
-/// on, and the same node id restarted with new rules once the others are gone starts.
+/// on. Once the others are gone, new rules are still refused while the log after the
+/// stored snapshot was decided by the old ones (killed nodes store nothing); after the
+/// last node stopped cleanly (it stores a snapshot), they start, with what was there.
 #[tokio::test]
 async fn a_node_with_other_rules_than_the_live_ones_is_refused() {
     let redis = RedisServer::start();
@@ -771,7 +795,19 @@ async fn a_node_with_other_rules_than_the_live_ones_is_refused() {
         assert!(Instant::now() < deadline, "node-b's key never expired");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let err = Node::refused(&redis, "node-a", "offer_timeout_secs = 3");
+    assert!(
+        err.contains("the log after the stored snapshot") && err.contains("other rules"),
+        "{err}"
+    );
+    // The old rules again, stopped cleanly: the last node stores a snapshot.
+    let mut b = Node::start(&redis, "node-b", "");
+    let kept = b
+        .create(json!({"channel": "email", "queue": "support"}))
+        .await;
+    b.term().await;
     let a = Node::start(&redis, "node-a", "offer_timeout_secs = 3");
+    a.await_task_state(&kept["task_id"], "queued").await;
     a.create(json!({"channel": "email", "queue": "support"}))
         .await;
 }

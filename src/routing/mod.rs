@@ -167,10 +167,9 @@ pub struct Rules {
 /// The version of the decisions this code makes from a log: bumped whenever the same
 /// commands would be decided differently (who gets an offer, a timer's effect). It is
 /// part of `Rules::fingerprint`: a file store refuses to replay records written by
-/// another version (or rules), and a cluster node refuses to join live nodes of another
-/// version; mixing two versions' decisions would make the replay differ from what agents
-/// were told. (Not yet covered: a cluster whose nodes all stopped replays the log after
-/// the last snapshot by whatever version or rules start next.) 2: an offer no longer moves the agent to the back
+/// another version (or rules), a cluster node refuses to join live nodes of another
+/// version or to replay a log tail another version decided (`sb:log:rules`); mixing two
+/// versions' decisions would make the replay differ from what agents were told. 2: an offer no longer moves the agent to the back
 /// of the longest-idle line; an accept does.
 pub const DECISIONS_VERSION: u32 = 2;
 

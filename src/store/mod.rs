@@ -130,6 +130,10 @@ pub trait Store: Send + Sync + 'static {
     fn node_tag(&self) -> Option<std::sync::Arc<str>> {
         None
     }
+    /// A clean stop's last asynchronous work, before [`Store::stop`]: a Redis node that
+    /// is the last one of its cluster stores a snapshot, so that the next start
+    /// replays nothing and may run by changed rules or another version.
+    async fn close(&self) {}
     /// Stops the store's background work (log reader, heartbeat, snapshots) at the end
     /// of a drain, before the runtime tears down its connections under it.
     fn stop(&self) {}

@@ -1,7 +1,7 @@
 //! Heartbeats: this node says it is alive (and how far it applied the log), and
 //! declares lost the nodes that stopped saying so.
 
-use super::{Body, HEARTBEAT, HEARTBEAT_TTL, Shared, unavailable};
+use super::{Body, HEARTBEAT, HEARTBEAT_TTL, LOG, LOG_RULES, Shared, unavailable};
 use crate::error::HubError;
 use crate::routing::Command;
 use std::sync::Arc;
@@ -19,6 +19,53 @@ impl Shared {
             .arg("PX")
             .arg(HEARTBEAT_TTL.as_millis() as u64);
         c
+    }
+
+    /// Refuses to replay, by other rules, the log after the stored snapshot (loaded
+    /// just before): `LOG_RULES` names the rules those entries were decided by, and a
+    /// cluster whose nodes all stopped and start again with changed rules or another
+    /// version (`DECISIONS_VERSION`) would decide them differently than the nodes that
+    /// wrote them told their agents. With nothing after the snapshot (the last node to
+    /// stop cleanly stores one) the new rules are written and go on; so do they in a
+    /// store made before the key existed.
+    pub(super) async fn check_log_rules(
+        &self,
+        c: &mut redis::aio::MultiplexedConnection,
+    ) -> Result<(), HubError> {
+        let logged: Option<String> = redis::cmd("GET")
+            .arg(LOG_RULES)
+            .query_async(c)
+            .await
+            .map_err(unavailable)?;
+        if let Some(print) = logged.filter(|p| *p != *self.rules_print) {
+            let pos = self.replica().pos.clone();
+            let after: Vec<redis::Value> = redis::cmd("XRANGE")
+                .arg(LOG)
+                .arg(format!("({pos}"))
+                .arg("+")
+                .arg("COUNT")
+                .arg(1)
+                .query_async(c)
+                .await
+                .map_err(unavailable)?;
+            if !after.is_empty() {
+                return Err(HubError::StoreUnavailable(format!(
+                    "the log after the stored snapshot (position {pos}) was decided by other \
+                     rules ({print}; this node's: {}): [routing], [[queues]], [[agents]], \
+                     [stats] or [events] changed, or another version of switchboard wrote it, \
+                     and it would be decided differently; start the previous configuration \
+                     and version, stop every node with SIGTERM (the last one to stop stores \
+                     a snapshot), then start the new one",
+                    self.rules_print
+                )));
+            }
+        }
+        redis::cmd("SET")
+            .arg(LOG_RULES)
+            .arg(&*self.rules_print)
+            .query_async::<()>(c)
+            .await
+            .map_err(unavailable)
     }
 
     /// Refuses to start beside a live node whose rules differ from this one's: every

@@ -72,6 +72,11 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 /// Heartbeat period; a node is lost after `HEARTBEAT_TTL` without one.
 const HEARTBEAT: Duration = Duration::from_millis(500);
 const HEARTBEAT_TTL: Duration = Duration::from_millis(3000);
+/// The fingerprint (`Rules::fingerprint`) of the rules the log after the stored
+/// snapshot was decided by.
+const LOG_RULES: &str = "sb:log:rules";
+/// How long a clean stop waits for its snapshot.
+const CLOSE_LIMIT: Duration = Duration::from_secs(60);
 
 struct Shared {
     node: String,
@@ -195,6 +200,7 @@ impl RedisStore {
                 .map_err(unavailable)?;
             shared.check_rules(&mut c).await?;
             shared.load_snapshot().await?;
+            shared.check_log_rules(&mut c).await?;
             shared.await_reseed(&mut c).await?;
             // Catch up before serving, so that this node's first answers see the present;
             // entries trimmed away meanwhile are noticed before each read (and the
@@ -217,6 +223,15 @@ impl RedisStore {
             Ok(r) => r,
             Err(e) => {
                 heartbeat.abort();
+                // A node that does not start is not alive: its keys would otherwise
+                // make the next start see it for a heartbeat's life (refused rules).
+                if let Ok(mut c) = shared.conn().await {
+                    let _: Result<i64, _> = redis::cmd("DEL")
+                        .arg(format!("sb:node:{}", shared.incarnation))
+                        .arg(format!("sb:rules:{}", shared.incarnation))
+                        .query_async(&mut c)
+                        .await;
+                }
                 return Err(e);
             }
         };
@@ -750,6 +765,29 @@ impl Store for RedisStore {
             "redis (shared log; this node is {})",
             self.shared.incarnation
         )
+    }
+
+    async fn close(&self) {
+        match tokio::time::timeout(CLOSE_LIMIT, self.shared.snapshot_if_last()).await {
+            Ok(Ok(true)) => {
+                tracing::info!("the last node of the cluster to stop stored a snapshot")
+            }
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot store a snapshot at the stop"),
+            Err(_) => tracing::warn!("no snapshot stored at the stop within {CLOSE_LIMIT:?}"),
+        }
+        // Gone, said at once rather than when the heartbeat lapses: the other nodes
+        // declare it lost now, and a node started next is not judged against its rules.
+        for t in &self.tasks {
+            t.abort();
+        }
+        if let Ok(mut c) = self.shared.conn().await {
+            let _: Result<i64, _> = redis::cmd("DEL")
+                .arg(format!("sb:node:{}", self.shared.incarnation))
+                .arg(format!("sb:rules:{}", self.shared.incarnation))
+                .query_async(&mut c)
+                .await;
+        }
     }
 
     fn stop(&self) {

@@ -155,6 +155,37 @@ impl Shared {
             .await;
     }
 
+    /// At a clean stop: when no other node is alive (no heartbeat but this node's),
+    /// stores this node's replica as the snapshot at its own position, so that the next
+    /// start replays nothing (and may run by changed rules or another version: see
+    /// `check_log_rules`). True when stored. Encoded under the replica's lock: the node
+    /// is stopping and serves nothing more.
+    pub(super) async fn snapshot_if_last(&self) -> Result<bool, HubError> {
+        let mut c = self.conn().await?;
+        let alive: Vec<String> = redis::cmd("KEYS")
+            .arg("sb:node:*")
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        let mine = format!("sb:node:{}", self.incarnation);
+        if alive.iter().any(|k| *k != mine) {
+            return Ok(false);
+        }
+        if !self.lock_snapshots(&mut c).await? {
+            return Ok(false);
+        }
+        let encoded = {
+            let r = self.replica();
+            r.state.snapshot_bytes().map(|b| (b, r.now, r.pos.clone()))
+        };
+        let result = match encoded {
+            Ok((bytes, now, pos)) => self.upload_snapshot(&mut c, &pos, now, bytes).await,
+            Err(e) => Err(e),
+        };
+        self.unlock_snapshots(&mut c).await;
+        result.map(|()| true)
+    }
+
     /// Stores this node's replica as the snapshot at position `at`, which must be past
     /// its own position: what [`Shared::fill_gap`] does when the log lost the history
     /// the replica holds. Under the snapshot lock; nothing when another node holds it
