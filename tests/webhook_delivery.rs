@@ -639,6 +639,27 @@ async fn an_api_endpoint_is_signed_with_both_secrets_during_a_rotation() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Rotated again within the overlap (say its answer was lost and the call retried):
+    // the secret receivers may still hold keeps signing too.
+    let (s, v) = hub
+        .http("POST", "/v1/webhooks/crm/rotate", Some(&tok), None)
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let newer = v["secret"].as_str().expect("secret").to_owned();
+    let n = rx.received().len();
+    hub.create(common::chat()).await;
+    let got = rx
+        .wait_for(
+            Duration::from_secs(10),
+            "an event after the second rotation",
+            |g| g.len() > n,
+        )
+        .await;
+    let last = got.last().expect("one");
+    assert_eq!(last.header("webhook-signature").split(' ').count(), 3);
+    for secret in [&old, &new, &newer] {
+        verify(secret, last);
+    }
     hub.shutdown().await;
 }
 

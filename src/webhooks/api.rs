@@ -154,6 +154,7 @@ async fn create(
         types,
         secret: secret.text(),
         previous: None,
+        older: Vec::new(),
         created: hub.clock.now(),
     };
     let r = hub

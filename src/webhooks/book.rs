@@ -31,6 +31,11 @@ pub struct Endpoint {
     pub secret: String,
     /// The secret before the last rotation, still signing until the given time.
     pub previous: Option<(String, Ts)>,
+    /// Secrets of earlier rotations whose overlap still ran at the last one, newest
+    /// first (at most `KEPT_OLDER`): a rotation retried (its answer lost) must not cut
+    /// short the overlap of the secret receivers still hold.
+    #[serde(default)]
+    pub older: Vec<(String, Ts)>,
     /// When it was made.
     pub created: Ts,
 }
@@ -202,6 +207,9 @@ pub struct WebhookBook {
     pub last_token: u64,
 }
 
+/// How many secrets of earlier rotations still sign, besides the current and previous.
+pub const KEPT_OLDER: usize = 2;
+
 fn no_endpoint(id: &str) -> HubError {
     HubError::invalid("id", format!("no webhook endpoint {id:?}"))
 }
@@ -257,6 +265,11 @@ impl WebhookBook {
                     .get_mut(&id)
                     .ok_or_else(|| no_endpoint(&id))?;
                 let old = std::mem::replace(&mut e.secret, secret);
+                if let Some(p) = e.previous.take() {
+                    e.older.insert(0, p);
+                }
+                e.older.retain(|(_, until)| *until > now);
+                e.older.truncate(KEPT_OLDER);
                 e.previous = Some((old, overlap_until));
                 Ok(WebhookReply::Endpoint(Box::new(e.clone())))
             }
@@ -635,6 +648,7 @@ mod tests {
             types: vec!["*".into()],
             secret: "whsec_x".into(),
             previous: None,
+            older: Vec::new(),
             created: Ts(0),
         };
         b.execute(

@@ -130,6 +130,11 @@ pub fn definitions(rules: &WebhooksConfig, book: &WebhookBook, now: Ts) -> Vec<D
                 previous_until = Some(*until);
             }
         }
+        for (old, until) in &e.older {
+            if *until > now {
+                secrets.extend(Secret::parse(old));
+            }
+        }
         out.push(Definition {
             id: e.id.clone(),
             url: e.url.clone(),
