@@ -589,14 +589,7 @@ async fn a_stream_ends_when_its_token_expires() {
         "[events]\nkeepalive_secs = 1\n{QUEUES_AND_AGENTS}"
     ))
     .await;
-    let tok = hub.keys.sign(&switchboard::auth::Claims {
-        sub: "crm".into(),
-        role: Role::Integration,
-        exp: switchboard::auth::unix_now() + 2,
-        name: None,
-        skills: None,
-        queues: None,
-    });
+    let tok = hub.token_for("crm", Role::Integration, 2);
     let mut sse = Sse::open(hub.addr, "/v1/events", Some(&tok), &[])
         .await
         .stream();
@@ -630,14 +623,7 @@ async fn a_filtered_reader_cut_off_resumes_past_what_it_passed_over() {
         "[events]\nkeepalive_secs = 60\n{QUEUES_AND_AGENTS}"
     ))
     .await;
-    let tok = hub.keys.sign(&switchboard::auth::Claims {
-        sub: "crm".into(),
-        role: Role::Integration,
-        exp: switchboard::auth::unix_now() + 2,
-        name: None,
-        skills: None,
-        queues: None,
-    });
+    let tok = hub.token_for("crm", Role::Integration, 2);
     let mut sse = Sse::open(
         hub.addr,
         "/v1/events?types=agent.logged_out",

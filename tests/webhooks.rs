@@ -838,6 +838,17 @@ fn hub_config(allow_private: bool) -> switchboard::config::Config {
     c
 }
 
+/// `POST /v1/webhooks` of an endpoint with `url`.
+async fn post_url(hub: &TestHub, tok: &str, url: &str) -> (u16, Value) {
+    hub.http(
+        "POST",
+        "/v1/webhooks",
+        Some(tok),
+        Some(&json!({"url": url}).to_string()),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn private_addresses_are_refused_unless_allowed() {
     let hub = TestHub::start_with(hub_config(false)).await;
@@ -855,14 +866,7 @@ async fn private_addresses_are_refused_unless_allowed() {
         "http://[2002:7f00:1::]/",
         "http://[::127.0.0.1]/",
     ] {
-        let (s, v) = hub
-            .http(
-                "POST",
-                "/v1/webhooks",
-                Some(&tok),
-                Some(&json!({"url": url}).to_string()),
-            )
-            .await;
+        let (s, v) = post_url(&hub, &tok, url).await;
         assert_eq!(s, 400, "{url}: {v}");
         assert_eq!(v["error"]["code"], "invalid_field", "{v}");
         assert!(
@@ -876,14 +880,7 @@ async fn private_addresses_are_refused_unless_allowed() {
         "http://example.com:99999/",
         "http://example.com:0/",
     ] {
-        let (s, v) = hub
-            .http(
-                "POST",
-                "/v1/webhooks",
-                Some(&tok),
-                Some(&json!({"url": url}).to_string()),
-            )
-            .await;
+        let (s, v) = post_url(&hub, &tok, url).await;
         assert_eq!(
             (s, &v["error"]["code"]),
             (400, &json!("invalid_field")),

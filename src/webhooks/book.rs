@@ -421,6 +421,16 @@ impl WebhookBook {
 mod tests {
     use super::*;
 
+    /// An operator's disable (with a reason) or enable of the config endpoint "crm".
+    fn by_hand(reason: Option<&str>) -> WebhookCommand {
+        WebhookCommand::SetDisabled {
+            id: "crm".into(),
+            reason: reason.map(str::to_owned),
+            token: None,
+            config: true,
+        }
+    }
+
     fn claim(b: &mut WebhookBook, node: &str, now: u64) -> WebhookReply {
         b.execute(
             WebhookCommand::Claim {
@@ -516,27 +526,11 @@ mod tests {
         assert_eq!(forget(&mut b, 60_000, 3_000), WebhookReply::NotGranted);
         assert!(b.cursors.contains_key("crm"));
         // A disabled one holds nothing in the window: kept, even past the wait.
-        b.execute(
-            WebhookCommand::SetDisabled {
-                id: "crm".into(),
-                reason: Some("410".into()),
-                token: None,
-                config: true,
-            },
-            Ts(4_000 * 1000),
-        )
-        .expect("disable");
+        b.execute(by_hand(Some("410")), Ts(4_000 * 1000))
+            .expect("disable");
         assert_eq!(forget(&mut b, 60_000, 100_000), WebhookReply::NotGranted);
-        b.execute(
-            WebhookCommand::SetDisabled {
-                id: "crm".into(),
-                reason: None,
-                token: None,
-                config: true,
-            },
-            Ts(100_000 * 1000),
-        )
-        .expect("enable");
+        b.execute(by_hand(None), Ts(100_000 * 1000))
+            .expect("enable");
         // Enabled, unleased, unclaimed past the wait: forgotten.
         assert_eq!(forget(&mut b, 60_000, 100_000), WebhookReply::Done);
         assert!(!b.cursors.contains_key("crm"));
@@ -607,16 +601,7 @@ mod tests {
         assert_eq!(b.execute(off(Some(1)), Ts(0)), Ok(WebhookReply::Fenced));
         assert_eq!(b.execute(off(Some(2)), Ts(0)), Ok(WebhookReply::Done));
         assert_eq!(claim(&mut b, "a", 2), WebhookReply::NotGranted);
-        b.execute(
-            WebhookCommand::SetDisabled {
-                id: "crm".into(),
-                reason: None,
-                token: None,
-                config: true,
-            },
-            Ts(0),
-        )
-        .expect("enable");
+        b.execute(by_hand(None), Ts(0)).expect("enable");
         assert_eq!(
             claim(&mut b, "a", 3),
             WebhookReply::Granted {

@@ -308,6 +308,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                 self.out.clear();
                 self.written = 0;
                 self.flush = true;
+                // Requests that came while it was written are encoded at once, not at
+                // the next wake-up.
+                again |= !self.queued.is_empty();
             }
             if self.flush {
                 // TLS: what the record layer still holds goes out.

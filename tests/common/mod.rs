@@ -166,10 +166,15 @@ impl TestHub {
     }
 
     pub fn token(&self, sub: &str, role: Role) -> String {
+        self.token_for(sub, role, 3600)
+    }
+
+    /// A token that ends `secs` seconds from now.
+    pub fn token_for(&self, sub: &str, role: Role, secs: u64) -> String {
         self.keys.sign(&Claims {
             sub: sub.into(),
             role,
-            exp: unix_now() + 3600,
+            exp: unix_now() + secs,
             name: None,
             skills: None,
             queues: None,
