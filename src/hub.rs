@@ -13,7 +13,7 @@ use crate::auth::Keys;
 use crate::clock::{Clock, Ts};
 use crate::config::Config;
 use crate::error::HubError;
-use crate::events::{Envelope, EventChunk, EventFeed, EventsGone};
+use crate::events::{Envelope, EventChunk, EventsGone};
 use crate::ids::{AgentId, ConnId, QueueId};
 use crate::metrics::Metrics;
 use crate::protocol::ServerMessage;
@@ -84,7 +84,7 @@ pub struct Hub {
     pending: DashMap<ConnId, SessionHandle>,
     supervisors: broadcast::Sender<Arc<str>>,
     /// Every numbered event this node delivers, in log order: the live half of the
-    /// event stream (`events_from`, `events_chunk`). Its capacity
+    /// event stream and of the webhooks' feed (`events_chunk`). Its capacity
     /// (`events.stream_buffer`) is how far a reader may fall behind before it reads the
     /// window again.
     events: broadcast::Sender<Arc<Envelope>>,
@@ -360,28 +360,15 @@ impl Hub {
         self.sessions.remove_if(agent, |_, h| h.conn == conn);
     }
 
-    /// Every held event after `after`, then the live ones, with no gap and no repeat:
-    /// the window is read and the live channel subscribed in one step under the
-    /// store's lock. When `live` answers `Lagged`, call again from the last seq seen.
-    /// An `after` beyond the last event gives an empty backlog (a replica that lags
-    /// another); the reader skips live events up to it. The live channel may jump
-    /// ahead of a reader's last seq when this node reloaded a snapshot: call again from
-    /// the last seq seen then, too.
-    pub fn events_from(&self, after: u64) -> Result<EventFeed, EventsGone> {
-        let now = self.clock.now();
-        let mut out = Err(EventsGone { oldest: 1 });
-        self.store.with_events(&mut |log| {
-            out = log.after_at(after, now).map(|backlog| EventFeed {
-                backlog,
-                live: self.events.subscribe(),
-            });
-        });
-        out
-    }
-
     /// Up to `max` held events after `after`, and the oldest event served; with the live
-    /// channel, subscribed in the same step, when they reach the newest event (a stream
-    /// reader catching up takes the window a piece at a time: [`crate::events::stream`]).
+    /// channel, subscribed in the same step under the store's lock, when they reach the
+    /// newest event: the window and the live events meet with no gap and no repeat. A
+    /// stream reader or a webhook endpoint catching up takes the window a piece at a
+    /// time ([`crate::events::stream`], [`crate::webhooks::feed`]); when `live` answers
+    /// `Lagged`, or jumps past the reader's last seq + 1 (this node reloaded a
+    /// snapshot), it calls again from the last seq seen. An `after` beyond the last
+    /// event gives no events and the live channel (a replica that lags another); the
+    /// reader skips live events up to it.
     pub fn events_chunk(&self, after: u64, max: usize) -> Result<EventChunk, EventsGone> {
         let now = self.clock.now();
         let mut out = Err(EventsGone { oldest: 1 });

@@ -9,6 +9,7 @@ use common::receiver::{Answer, Received, Receiver};
 use common::{TestHub, config};
 use serde_json::{Value, json};
 use std::collections::HashMap;
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -20,7 +21,7 @@ use switchboard::ids::{AgentId, Channel, OfferId, QueueId, TaskId};
 use switchboard::webhooks::client::Client;
 use switchboard::webhooks::config::WebhooksConfig;
 use switchboard::webhooks::delivery::{Control, Lease, Records, Runner};
-use switchboard::webhooks::feed::{Envelope, EventFeed, EventsGone, Feed};
+use switchboard::webhooks::feed::{CHUNK, Envelope, EventChunk, EventsGone, Feed};
 use switchboard::webhooks::signing::Secret;
 use switchboard::webhooks::target::Target;
 use tokio::sync::{broadcast, watch};
@@ -29,6 +30,9 @@ use tokio::sync::{broadcast, watch};
 struct TestFeed {
     held: Mutex<Vec<Arc<Envelope>>>,
     live: broadcast::Sender<Arc<Envelope>>,
+    /// Reads of the held events, and the most events one of them handed out.
+    reads: AtomicUsize,
+    largest_read: AtomicUsize,
 }
 
 impl TestFeed {
@@ -36,6 +40,8 @@ impl TestFeed {
         Arc::new(TestFeed {
             held: Mutex::new(Vec::new()),
             live: broadcast::channel(4096).0,
+            reads: AtomicUsize::new(0),
+            largest_read: AtomicUsize::new(0),
         })
     }
     fn push(&self, data: EventData) -> u64 {
@@ -49,12 +55,23 @@ impl TestFeed {
 }
 
 impl Feed for TestFeed {
-    fn events_from(&self, after: u64) -> Result<EventFeed, EventsGone> {
+    /// As the hub's: up to `max` events after `after`, subscribed to the live ones in
+    /// the same step when they reach the newest.
+    fn events_chunk(&self, after: u64, max: usize) -> Result<EventChunk, EventsGone> {
         let held = self.held.lock().unwrap();
-        let live = self.live.subscribe();
-        Ok(EventFeed {
-            backlog: held.iter().filter(|e| e.seq > after).cloned().collect(),
-            live,
+        let events: Vec<_> = held
+            .iter()
+            .filter(|e| e.seq > after)
+            .take(max)
+            .cloned()
+            .collect();
+        let upto = events.last().map_or(after, |e| e.seq);
+        self.reads.fetch_add(1, Relaxed);
+        self.largest_read.fetch_max(events.len(), Relaxed);
+        Ok(EventChunk {
+            live: (upto >= held.len() as u64).then(|| self.live.subscribe()),
+            events,
+            oldest: 1,
         })
     }
     fn head(&self) -> u64 {
@@ -277,6 +294,46 @@ async fn deliveries_are_signed_and_each_task_in_order_while_the_receiver_is_down
     assert_in_order_by(&got, "task_id");
     // The position reaches the last event.
     await_position(&d, 21).await;
+    let _ = d.stop.send(true);
+    let _ = d.done.await;
+}
+
+#[tokio::test]
+async fn an_endpoint_far_behind_reads_the_window_a_piece_at_a_time_and_misses_nothing() {
+    let rx = Receiver::start().await;
+    let feed = TestFeed::new();
+    // What piled up while the receiver was down: more than three pieces, 40 tasks.
+    let behind = 3 * CHUNK as u128 + 100;
+    for n in 0..behind {
+        feed.push(queued(n % 40));
+    }
+    let d = deliver(&feed, &rx, rules(&[0, 100, 200]), &["*"]);
+    // And live ones, once it passed its first piece of the window.
+    common::receiver::wait_notified(
+        &d.control.advanced,
+        Duration::from_secs(10),
+        || d.control.positions.lock().unwrap().clone(),
+        |p| p.last().is_some_and(|&p| p >= CHUNK as u64),
+        |p| format!("position not past the first piece: {:?}", p.last()),
+    )
+    .await;
+    for n in 0..10u128 {
+        feed.push(queued(n));
+    }
+    let all = behind as usize + 10;
+    let got = rx
+        .wait_for(Duration::from_secs(30), "every event", |g| {
+            delivered_ids(g).len() == all
+        })
+        .await;
+    assert_in_order_by(&got, "task_id");
+    await_position(&d, all as u64).await;
+    // One read never copied the whole backlog (under the lock the hub's decisions
+    // take, in the hub's feed): a piece at a time.
+    let largest = feed.largest_read.load(Relaxed);
+    assert!(largest <= CHUNK, "one read handed out {largest} events");
+    let reads = feed.reads.load(Relaxed);
+    assert!(reads >= 4, "{reads} reads for {behind} held events");
     let _ = d.stop.send(true);
     let _ = d.done.await;
 }

@@ -437,7 +437,8 @@ impl EventData {
     }
 }
 
-/// A piece of the window for a stream reader (`Hub::events_chunk`).
+/// A piece of the window for a stream reader or a webhook endpoint
+/// (`Hub::events_chunk`).
 pub struct EventChunk {
     /// Held events, in order.
     pub events: Vec<Arc<Envelope>>,
@@ -446,15 +447,6 @@ pub struct EventChunk {
     /// The live events from the one after `events`' last on: only when they reached
     /// the newest event.
     pub live: Option<tokio::sync::broadcast::Receiver<Arc<Envelope>>>,
-}
-
-/// What a reader of the events gets from `Hub::events_from`: every held event after
-/// its position, then the live ones.
-pub struct EventFeed {
-    /// Held events, in order.
-    pub backlog: Vec<Arc<Envelope>>,
-    /// Live events, from the one after the backlog's last on.
-    pub live: tokio::sync::broadcast::Receiver<Arc<Envelope>>,
 }
 
 /// One numbered event: its place in the log (`seq`, dense from 1 within an epoch), the

@@ -215,14 +215,10 @@ impl EventLog {
             .map_or(self.last + 1, |e| e.seq)
     }
 
-    /// [`EventLog::after`], with the age rule applied at `now`.
-    pub fn after_at(&self, after: u64, now: Ts) -> Result<Vec<Arc<Envelope>>, EventsGone> {
-        self.after_from(after, self.oldest_live(now), usize::MAX)
-    }
-
-    /// At most `max` of the events [`EventLog::after_at`] gives, and the oldest event
-    /// served: a stream reader reads the window a piece at a time, so that it holds no
-    /// more than a piece (and nothing the age rule has since dropped).
+    /// At most `max` of the events [`EventLog::after`] gives, with the age rule
+    /// applied at `now`, and the oldest event served: a reader reads the window a piece
+    /// at a time, so that it holds no more than a piece (and nothing the age rule has
+    /// since dropped).
     pub fn chunk_at(
         &self,
         after: u64,

@@ -119,7 +119,7 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Runs `f` on this node's window of numbered events, under the lock its decisions
     /// are applied and delivered under: whatever `f` sees is exactly what was
-    /// delivered before it, and what is delivered after it is newer (`Hub::events_from`
+    /// delivered before it, and what is delivered after it is newer (`Hub::events_chunk`
     /// reads the window and subscribes to the live events in one step through this).
     fn with_events(&self, f: &mut dyn FnMut(&EventLog)) {
         self.read_state(&mut |s| f(&s.events));

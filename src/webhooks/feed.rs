@@ -1,24 +1,32 @@
-//! Where an endpoint's events come from: the hub's feed (`Hub::events_from`: the
-//! replica's window, then the live events, with no gap), behind a small trait so the
-//! delivery can be fed by a test.
+//! Where an endpoint's events come from: the hub's feed (`Hub::events_chunk`: the
+//! replica's window a piece at a time, then the live events, with no gap), behind a
+//! small trait so the delivery can be fed by a test.
 //!
+//! An endpoint that fell behind (its receiver was down) reads the window as a stream
+//! reader does, [`CHUNK`] events per read: one read copies no more than a piece under
+//! the lock the decisions take, and the reader holds no more than a piece.
 
 use std::sync::Arc;
 use tokio::sync::broadcast;
 
-pub use crate::events::{Envelope, EventFeed, EventsGone};
+pub use crate::events::{Envelope, EventChunk, EventsGone};
+
+/// How many held events one read of the window takes.
+pub const CHUNK: usize = 1024;
 
 /// A source of events.
 pub trait Feed: Send + Sync + 'static {
-    /// Events after `after`.
-    fn events_from(&self, after: u64) -> Result<EventFeed, EventsGone>;
+    /// Up to `max` held events after `after`; with the live events (subscribed in the
+    /// same step, so nothing falls between) when they reach the newest.
+    fn events_chunk(&self, after: u64, max: usize) -> Result<EventChunk, EventsGone>;
     /// The last event's sequence number.
     fn head(&self) -> u64;
     /// The epoch (part of every event id).
     fn epoch(&self) -> String;
 }
 
-/// Reads one endpoint's events in order from a [`Feed`], re-subscribing after a lag.
+/// Reads one endpoint's events in order from a [`Feed`]: the window a piece at a
+/// time, then the live events; the window again after a lag.
 pub struct Reader {
     after: u64,
     backlog: std::collections::VecDeque<Arc<Envelope>>,
@@ -53,12 +61,19 @@ impl Reader {
             let live = match &mut self.live {
                 Some(l) => l,
                 None => {
-                    let Some(feed) = feed.upgrade() else {
-                        return Ok(None);
+                    let c = match feed.upgrade() {
+                        Some(feed) => feed.events_chunk(self.after, CHUNK)?,
+                        None => return Ok(None),
                     };
-                    let f = feed.events_from(self.after)?;
-                    self.backlog = f.backlog.into();
-                    self.live = Some(f.live);
+                    if c.events.is_empty() && c.live.is_none() {
+                        // Not a feed's answer (nothing held after a position below
+                        // the newest, which the window's dense numbers rule out):
+                        // ask again a little later rather than spin.
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                    self.backlog = c.events.into();
+                    self.live = c.live;
                     continue;
                 }
             };
@@ -79,8 +94,8 @@ impl Reader {
 }
 
 impl Feed for crate::hub::Hub {
-    fn events_from(&self, after: u64) -> Result<EventFeed, EventsGone> {
-        crate::hub::Hub::events_from(self, after)
+    fn events_chunk(&self, after: u64, max: usize) -> Result<EventChunk, EventsGone> {
+        crate::hub::Hub::events_chunk(self, after, max)
     }
 
     fn head(&self) -> u64 {
