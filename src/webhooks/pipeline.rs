@@ -13,6 +13,12 @@
 //! the schedule (the same `webhook-id`). A request never written is handed back
 //! ([`Outcome::Unsent`]) for another connection: it was no attempt.
 //!
+//! A request whose attempt ended before all its bytes were in the kernel's hands (an
+//! offer at its deadline, its write stalled behind a receiver that reads slowly) never
+//! reaches the receiver whole: not yet begun, it is taken out of the write; begun, the
+//! connection is closed, so the receiver gets a request cut short, which HTTP discards
+//! (the requests written before it fail and are retried, with their ids).
+//!
 //! A new connection writes one request and waits for its answer before pipelining,
 //! unless the receiver is known to keep connections alive ([`KeepAlive`]): one that
 //! answers `Connection: close` gets one request per connection, and no request is lost
@@ -167,6 +173,8 @@ pub async fn run<S, C>(
         waiting: VecDeque::new(),
         out: Vec::new(),
         written: 0,
+        in_out: 0,
+        stalled: false,
         flush: false,
         inbuf: Vec::new(),
         rbuf: vec![0; READ].into_boxed_slice(),
@@ -208,6 +216,8 @@ struct Waiter {
     answer: oneshot::Sender<Outcome>,
     deadline: Instant,
     timeout: Duration,
+    /// Its bytes in `out`, while they are part of the write under way.
+    span: (usize, usize),
 }
 
 struct Conn<'a, S> {
@@ -221,6 +231,10 @@ struct Conn<'a, S> {
     waiting: VecDeque<Waiter>,
     out: Vec<u8>,
     written: usize,
+    /// How many of `waiting` (the last ones) are encoded in `out`.
+    in_out: usize,
+    /// The kernel did not take all of `out` when asked.
+    stalled: bool,
     flush: bool,
     inbuf: Vec<u8>,
     rbuf: Box<[u8]>,
@@ -278,13 +292,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                     self.shared.assigned.fetch_sub(1, Relaxed);
                     continue;
                 }
+                let start = self.out.len();
                 self.request
                     .encode_into(&mut self.out, &j.parts.fields, &j.parts.body);
                 self.waiting.push_back(Waiter {
                     answer: j.answer,
                     deadline: j.deadline,
                     timeout: j.timeout,
+                    span: (start, self.out.len()),
                 });
+                self.in_out += 1;
+            }
+            // A write that stalled: what ended meanwhile is not written now.
+            if self.stalled {
+                again |= self.drop_ended(cx)?;
             }
             // Write it: one write for all of it, when the kernel takes it.
             while self.written < self.out.len() {
@@ -298,7 +319,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                     Poll::Ready(Err(e)) => {
                         return Poll::Ready(Err(SendError::Closed(format!("write: {e}"))));
                     }
-                    Poll::Pending => break,
+                    Poll::Pending => {
+                        // The end of an attempt still to be written wakes this.
+                        self.stalled = true;
+                        again |= self.drop_ended(cx)?;
+                        break;
+                    }
                 }
             }
             if !self.out.is_empty() && self.written == self.out.len() {
@@ -307,6 +333,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                 }
                 self.out.clear();
                 self.written = 0;
+                self.in_out = 0;
+                self.stalled = false;
                 self.flush = true;
                 // Requests that came while it was written are encoded at once, not at
                 // the next wake-up.
@@ -357,6 +385,39 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         }
     }
 
+    /// The write stalled (the socket is full): a request of it whose attempt ended
+    /// since (an offer at its deadline) must not reach the receiver later. One not
+    /// begun is taken out of the write; one begun ends the connection. Whether the write
+    /// changed. (Each request still unwritten is watched, so its attempt's end wakes the
+    /// connection.)
+    fn drop_ended(&mut self, cx: &mut Context<'_>) -> Result<bool, SendError> {
+        let mut i = self.waiting.len().saturating_sub(self.in_out);
+        let mut changed = false;
+        while i < self.waiting.len() {
+            let w = &mut self.waiting[i];
+            let (start, end) = w.span;
+            if end <= self.written || w.answer.poll_closed(cx).is_pending() {
+                i += 1;
+                continue;
+            }
+            if start < self.written {
+                return Err(SendError::Closed(
+                    "a request whose attempt ended (an offer at its deadline) was cut short mid-write, so that it never arrives whole".into(),
+                ));
+            }
+            self.out.drain(start..end);
+            for later in self.waiting.iter_mut().skip(i + 1) {
+                later.span.0 -= end - start;
+                later.span.1 -= end - start;
+            }
+            self.waiting.remove(i);
+            self.in_out -= 1;
+            self.shared.assigned.fetch_sub(1, Relaxed);
+            changed = true;
+        }
+        Ok(changed)
+    }
+
     /// Every answer complete in the buffer, handed to its request in order.
     fn read_answers(&mut self) -> Result<(), SendError> {
         let mut at = 0;
@@ -377,6 +438,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                     let Some(Waiter { answer, .. }) = self.waiting.pop_front() else {
                         return Err(super::wire::WireError::Unsolicited.into());
                     };
+                    // An answer before its request was all written (a receiver may
+                    // answer early, e.g. a 413): it was the write's first.
+                    self.in_out = self.in_out.min(self.waiting.len());
                     self.shared.assigned.fetch_sub(1, Relaxed);
                     self.keep.set(!head.close);
                     if head.close {
@@ -451,5 +515,178 @@ mod tests {
         assert!(k.no());
         k.set(true);
         assert!(k.yes());
+    }
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+
+    /// A request with `id` and a body of `body` bytes, and where its outcome goes.
+    fn job(id: &str, body: usize) -> (Job, oneshot::Receiver<Outcome>) {
+        let (answer, outcome) = oneshot::channel();
+        let fields = [
+            (
+                HeaderName::from_static("webhook-id"),
+                HeaderValue::from_str(id).expect("id"),
+            ),
+            (
+                HeaderName::from_static("webhook-timestamp"),
+                HeaderValue::from_static("1"),
+            ),
+            (
+                HeaderName::from_static("webhook-signature"),
+                HeaderValue::from_static("v1,x"),
+            ),
+        ];
+        let job = Job {
+            parts: Parts {
+                fields,
+                body: Bytes::from(vec![b'x'; body]),
+            },
+            deadline: Instant::now() + Duration::from_secs(30),
+            timeout: Duration::from_secs(30),
+            answer,
+        };
+        (job, outcome)
+    }
+
+    /// A connection over an in-memory pipe of 4 KiB (so a write stalls until the test,
+    /// the receiver, reads), and its jobs' sender.
+    fn connection() -> (
+        mpsc::UnboundedSender<Job>,
+        DuplexStream,
+        Arc<Shared>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (client, server) = tokio::io::duplex(4096);
+        let (tx, jobs) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared::default());
+        let request = Arc::new(Request::new(
+            "/hook",
+            &HeaderValue::from_static("hooks.test"),
+        ));
+        let conn = tokio::spawn(run(
+            async { Ok(client) },
+            request,
+            jobs,
+            shared.clone(),
+            Arc::default(),
+            16,
+        ));
+        (tx, server, shared, conn)
+    }
+
+    fn send(tx: &mpsc::UnboundedSender<Job>, shared: &Shared, j: Job) {
+        // As the client does when it routes a request to the connection.
+        shared.assigned.fetch_add(1, Relaxed);
+        assert!(tx.send(j).is_ok(), "the connection ended");
+    }
+
+    /// The first whole request in `buf`, taken out: its `webhook-id`.
+    fn take_request(buf: &mut Vec<u8>) -> Option<String> {
+        let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+        let head = String::from_utf8_lossy(&buf[..end]).to_string();
+        let field = |name: &str| {
+            head.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_owned())
+                .unwrap_or_default()
+        };
+        let len: usize = field("content-length:").parse().expect("length");
+        if buf.len() < end + 4 + len {
+            return None;
+        }
+        buf.drain(..end + 4 + len);
+        Some(field("webhook-id:"))
+    }
+
+    /// Reads the next whole request as the receiver: its `webhook-id`.
+    async fn next_request(server: &mut DuplexStream, buf: &mut Vec<u8>) -> String {
+        loop {
+            if let Some(id) = take_request(buf) {
+                return id;
+            }
+            let mut chunk = [0u8; 1024];
+            let n = tokio::time::timeout(Duration::from_secs(5), server.read(&mut chunk))
+                .await
+                .expect("a request within 5 s")
+                .expect("read");
+            assert!(n > 0, "the connection closed");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    async fn answered(outcome: oneshot::Receiver<Outcome>) -> bool {
+        matches!(outcome.await, Ok(Outcome::Answer(h)) if h.status == 200)
+    }
+
+    /// The connection carries one request until an answer shows it stays open, then
+    /// pipelines what waited: here a request larger than the pipe, then an offer. The
+    /// write stalls in the first; the offer's deadline passes (its attempt ends).
+    async fn stall_behind_first_answer(
+        tx: &mpsc::UnboundedSender<Job>,
+        server: &mut DuplexStream,
+        shared: &Shared,
+        buf: &mut Vec<u8>,
+        first: usize,
+        offer: usize,
+    ) -> oneshot::Receiver<Outcome> {
+        let (j, e1) = job("e1", 10);
+        send(tx, shared, j);
+        assert_eq!(next_request(server, buf).await, "e1");
+        let (j, a) = job("a", first);
+        send(tx, shared, j);
+        let (j, o) = job("offer", offer);
+        send(tx, shared, j);
+        server.write_all(OK).await.expect("answer");
+        // The connection read the answer and wrote the other two in one write in the
+        // same wake-up (one task runs at a time here), stalling on the full pipe.
+        assert!(answered(e1).await);
+        drop(o);
+        a
+    }
+
+    #[tokio::test]
+    async fn an_ended_request_not_yet_begun_in_a_stalled_write_is_taken_out_of_it() {
+        let (tx, mut server, shared, conn) = connection();
+        let mut buf = Vec::new();
+        let a = stall_behind_first_answer(&tx, &mut server, &shared, &mut buf, 8 * 1024, 10).await;
+        assert_eq!(next_request(&mut server, &mut buf).await, "a");
+        server.write_all(OK).await.expect("answer");
+        assert!(answered(a).await);
+        // The connection goes on, and the offer never reached the receiver.
+        let (j, next) = job("next", 10);
+        send(&tx, &shared, j);
+        assert_eq!(next_request(&mut server, &mut buf).await, "next");
+        server.write_all(OK).await.expect("answer");
+        assert!(answered(next).await);
+        assert_eq!(shared.assigned.load(Relaxed), 0);
+        drop(tx);
+        conn.await.expect("the connection's task");
+    }
+
+    #[tokio::test]
+    async fn an_ended_request_begun_in_a_stalled_write_ends_the_connection_before_it_is_whole() {
+        let (tx, mut server, shared, conn) = connection();
+        let mut buf = Vec::new();
+        let a = stall_behind_first_answer(&tx, &mut server, &shared, &mut buf, 10, 8 * 1024).await;
+        // What the receiver gets: `a`, then a part of the offer, then the end.
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), server.read_to_end(&mut rest))
+            .await
+            .expect("the connection closed within 5 s")
+            .expect("read");
+        buf.extend_from_slice(&rest);
+        assert_eq!(take_request(&mut buf).as_deref(), Some("a"));
+        assert_eq!(take_request(&mut buf), None, "the offer arrived whole");
+        let offer_head = String::from_utf8_lossy(&buf).to_string();
+        assert!(
+            offer_head.contains("webhook-id: offer"),
+            "{offer_head:.200}"
+        );
+        // `a` was written whole but never answered: it failed, to be retried.
+        assert!(matches!(a.await, Ok(Outcome::Failed(_))));
+        assert_eq!(shared.assigned.load(Relaxed), 0);
+        conn.await.expect("the connection's task");
     }
 }
