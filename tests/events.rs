@@ -581,6 +581,75 @@ async fn an_idle_stream_gets_keep_alives_and_a_drain_ends_it_with_a_reason() {
     assert!(sse.block(WAIT).await.is_none(), "then the stream ends");
 }
 
+/// A drain ends a reader still catching up at its next write, with the reason, rather
+/// than once it has read the whole window: such a reader always has events ready, so
+/// the wait that notices the drain for a reader at the head is never reached.
+#[tokio::test]
+async fn a_drain_ends_a_reader_catching_up_at_its_next_write() {
+    let hub = TestHub::start(QUEUES_AND_AGENTS).await;
+    // A window far larger than what the sockets between hub and reader hold: 400
+    // tasks of 12 KB of attributes each.
+    let big = json!("x".repeat(1_500));
+    let attributes: serde_json::Map<String, Value> =
+        (0..8).map(|i| (format!("a{i}"), big.clone())).collect();
+    for _ in 0..400 {
+        hub.create(json!({"channel": "chat", "queue": "support", "attributes": attributes}))
+            .await;
+    }
+    let tok = hub.token("crm", Role::Integration);
+    // Where the window ends: a stream opened with no position starts there.
+    let mut tail = Sse::open(hub.addr, "/v1/events", Some(&tok), &[])
+        .await
+        .stream();
+    let (_, hello) = tail.block(WAIT).await.expect("hello");
+    let head: u64 = hello
+        .iter()
+        .find_map(|c| c.strip_prefix("epoch ")?.rsplit(' ').next()?.parse().ok())
+        .expect("the hello names the head");
+    drop(tail);
+    // A reader from the start, reading nothing yet.
+    let mut sse = Sse::open(hub.addr, "/v1/events?since=0", Some(&tok), &[])
+        .await
+        .stream();
+    let addr = hub.addr;
+    let stop = tokio::spawn(hub.shutdown());
+    // The drain began: `/readyz` answers 503, or the listener is closed.
+    let ready = || async {
+        let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+            return false;
+        };
+        let ask = b"GET /readyz HTTP/1.1\r\nhost: hub\r\nconnection: close\r\n\r\n";
+        let mut answer = Vec::new();
+        s.write_all(ask).await.is_ok()
+            && s.read_to_end(&mut answer).await.is_ok()
+            && answer.starts_with(b"HTTP/1.1 200")
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while ready().await {
+        assert!(tokio::time::Instant::now() < deadline, "no drain began");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Now it reads: the end, with its reason, well before the window's end.
+    let mut last = 0;
+    let cutoff = loop {
+        let (b, _) = sse
+            .block(WAIT)
+            .await
+            .expect("cut off before the stream ended");
+        if b.event.as_deref() == Some("cutoff") {
+            break b;
+        }
+        last = b.id.unwrap_or(last);
+    };
+    let v: Value = serde_json::from_str(&cutoff.data.expect("data")).expect("JSON");
+    assert_eq!(v["reason"], "shutting_down");
+    assert!(
+        last < head,
+        "the reader got the whole window ({last} of {head}) before the drain ended it"
+    );
+    stop.await.expect("the hub stopped");
+}
+
 /// A stream ends when its token expires, as a desktop's session does: the events carry
 /// customers' names and contacts. Before, a stream opened once went on for ever.
 #[tokio::test]

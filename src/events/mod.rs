@@ -539,8 +539,7 @@ impl Envelope {
 /// are encoded once, straight into place, and never as a tree.
 fn wire(epoch: &str, seq: u64, time: Ts, data: &EventData, bound: usize) -> String {
     let ty = data.type_name();
-    // Room for the tag serde writes and this function cuts off again: never grown.
-    let mut out = String::with_capacity(bound + r#"{"type":"","data":}"#.len() + ty.len());
+    let mut out = String::with_capacity(bound);
     // {"id":"<epoch>-<seq>","type":"<ty>","seq":<seq>,"time":"<time>","epoch":"<epoch>",
     // "data":, piece by piece (`write!` costs a fifth of the encoding).
     out.push_str(r#"{"id":""#);
@@ -556,22 +555,20 @@ fn wire(epoch: &str, seq: u64, time: Ts, data: &EventData, bound: usize) -> Stri
     out.push_str(r#"","epoch":""#);
     out.push_str(epoch);
     out.push_str(r#"","data":"#);
-    let at = out.len();
-    let mut buf = std::mem::take(&mut out).into_bytes();
-    let _ = serde_json::to_writer(&mut buf, data);
-    // serde_json writes valid UTF-8.
-    let mut out = String::from_utf8(buf).unwrap_or_default();
+    // A text of its own, copied in past the tag: `to_string` does not check again that
+    // what serde_json wrote is UTF-8, as `String::from_utf8` over the envelope did (a
+    // tenth of the encoding, under callgrind).
+    let tagged = serde_json::to_string(data).unwrap_or_default();
     let head_len = r#"{"type":"","data":"#.len() + ty.len();
-    let tagged_ok = out.get(at..at + 9) == Some(r#"{"type":""#)
-        && out.get(at + head_len - 8..at + head_len) == Some(r#","data":"#)
-        && out.ends_with("}}");
+    let tagged_ok = tagged.starts_with(r#"{"type":""#)
+        && tagged.get(head_len - 8..head_len) == Some(r#","data":"#)
+        && tagged.ends_with("}}");
     if tagged_ok {
-        out.replace_range(at..at + head_len, "");
         // The tagged form's closing brace closes the envelope.
+        out.push_str(&tagged[head_len..]);
     } else {
         // Not the expected shape (cannot happen with serde_json's writer); the slow
         // way, through a tree.
-        out.truncate(at);
         let inner = serde_json::to_value(data)
             .ok()
             .and_then(|v| v.get("data").map(|d| d.to_string()))
