@@ -238,6 +238,21 @@ impl NewTask {
                 check_text(field, v)?;
             }
         }
+        // A blank way to reach the caller is no way: it would be a lookup key every
+        // other blank caller shares, and the next one would be attached to whoever
+        // claimed it first.
+        for (field, v) in [
+            ("customer.phone", &c.phone),
+            ("customer.email", &c.email),
+            ("customer.chat_handle", &c.chat_handle),
+        ] {
+            if v.as_ref().is_some_and(|v| v.trim().is_empty()) {
+                return Err(HubError::invalid(
+                    field,
+                    "must not be blank (leave it out when it is not known)",
+                ));
+            }
+        }
         if let Some(k) = &self.idempotency_key {
             check_name("idempotency_key", k)?;
         }

@@ -291,6 +291,26 @@ async fn http_errors_are_json_with_the_same_codes() {
             400,
             "invalid_field",
         ),
+        // A blank way to reach the caller would be a lookup key every blank caller
+        // shares: the next one would be attached to whoever claimed it first.
+        (
+            Some(&integ),
+            r#"{"channel":"chat","queue":"support","customer":{"email":""}}"#.into(),
+            400,
+            "invalid_field",
+        ),
+        (
+            Some(&integ),
+            r#"{"channel":"voice","queue":"support","customer":{"phone":"  "}}"#.into(),
+            400,
+            "invalid_field",
+        ),
+        (
+            Some(&integ),
+            r#"{"channel":"chat","queue":"support","customer":{"chat_handle":"\t"}}"#.into(),
+            400,
+            "invalid_field",
+        ),
         (
             Some(&integ),
             format!(

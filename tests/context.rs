@@ -211,6 +211,8 @@ async fn lists_survive_a_reconnect_and_a_closed_customer_can_be_reopened() {
         .await;
     let ver = v["customer"]["version"].clone();
     ana.err(json!({"type": "update_customer", "customer_id": c["customer_id"], "base_version": ver, "changes": {"name": "Giulia R."}}), "record_not_open").await;
+    // A customer that does not exist is that, as for every other edit.
+    ana.err(json!({"type": "update_customer", "customer_id": uuid::Uuid::new_v4(), "base_version": 1, "changes": {}}), "customer_not_found").await;
     let r = ana
         .ok(json!({"type": "reopen_customer", "customer_id": c["customer_id"]}))
         .await;

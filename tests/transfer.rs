@@ -268,6 +268,58 @@ async fn the_customer_context_follows_a_transfer() {
     hub.shutdown().await;
 }
 
+/// The request the earlier agent closed after the transfer was closed on purpose: the
+/// next agent's activity is filed as any accept's is (the customer's most recent open
+/// request, or a new one), not on a closed request nobody is told was worked again.
+#[tokio::test]
+async fn a_request_closed_after_the_transfer_does_not_get_the_next_agents_activity() {
+    let hub = hub("").await;
+    let tok = hub.token("crm", Role::Integration);
+    let (s, c) = hub
+        .http(
+            "POST",
+            "/v1/customers",
+            Some(&tok),
+            Some(&json!({"name": "Ana Sousa", "emails": ["ana@example.pt"]}).to_string()),
+        )
+        .await;
+    assert_eq!(s, 201, "{c}");
+    let mut bo = hub.ready_agent("bo").await;
+    let t = hub
+        .create(json!({"channel": "email", "queue": "support", "customer": {"email": "ana@example.pt"}}))
+        .await;
+    let offer = bo.expect("offer").await;
+    let first = bo
+        .ok(json!({"type": "accept", "offer_id": offer["offer"]["offer_id"]}))
+        .await["activity"]
+        .clone();
+    let r1 = first["request_id"].clone();
+    let mut ana = hub.ready_agent("ana").await;
+    bo.ok(json!({"type": "transfer", "task_id": t["task_id"], "to_agent": "ana"}))
+        .await;
+    let offer = ana.expect("offer").await;
+    // bo closes the request while the offer rings (his interaction is still open).
+    let req = bo
+        .ok(json!({"type": "get_request", "request_id": r1}))
+        .await["request"]
+        .clone();
+    bo.ok(json!({"type": "update_request", "request_id": r1, "base_version": req["version"], "state": "closed"}))
+        .await;
+    let second = ana
+        .ok(json!({"type": "accept", "offer_id": offer["offer"]["offer_id"]}))
+        .await["activity"]
+        .clone();
+    assert_eq!(second["customer_id"], c["customer"]["customer_id"]);
+    assert!(second["request_id"].is_string());
+    assert_ne!(second["request_id"], r1, "filed on the closed request");
+    let after = ana
+        .ok(json!({"type": "get_request", "request_id": r1}))
+        .await["request"]
+        .clone();
+    assert_eq!(after["state"], "closed");
+    hub.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_consult_keeps_the_task_until_the_other_agent_accepts() {
     let hub = hub("").await;

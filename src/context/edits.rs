@@ -33,6 +33,11 @@ impl ContextBook {
         fx: &mut ContextEffects,
     ) -> Result<ContextReply, HubError> {
         changes.validate()?;
+        // A customer that does not exist is that, for whoever asks (as for every other
+        // edit), before whether the asker may edit it.
+        if !self.customers.contains_key(&customer_id) {
+            return Err(HubError::CustomerNotFound(customer_id));
+        }
         self.may_edit_customer(by, customer_id)?;
         let c = self
             .customers
@@ -536,11 +541,12 @@ pub(super) fn identity_keys(
             keys.push(format!("tel:{digits}"));
         }
     }
-    for e in emails {
-        keys.push(format!("mailto:{}", e.trim().to_lowercase()));
+    // Blank ones are refused where they come in; none is ever a key.
+    for e in emails.iter().map(|e| e.trim()).filter(|e| !e.is_empty()) {
+        keys.push(format!("mailto:{}", e.to_lowercase()));
     }
-    for h in handles {
-        keys.push(format!("chat:{}", h.trim().to_lowercase()));
+    for h in handles.iter().map(|h| h.trim()).filter(|h| !h.is_empty()) {
+        keys.push(format!("chat:{}", h.to_lowercase()));
     }
     keys
 }

@@ -226,9 +226,15 @@ impl ContextBook {
         fx: &mut ContextEffects,
     ) {
         // The request asked for (a transfer's: the same request as before), if it is
-        // still the customer's; else its most recent open one.
+        // still the customer's and open; else its most recent open one. (One closed
+        // since the transfer was closed on purpose: the next agent's work is not
+        // filed on a closed request.)
         let LinkHow { fresh, request } = how;
-        let asked = request.filter(|r| self.requests.get(r).is_some_and(|r| r.customer_id == c));
+        let asked = request.filter(|r| {
+            self.requests
+                .get(r)
+                .is_some_and(|r| r.customer_id == c && r.state == RequestState::Open)
+        });
         let open_request = asked.or_else(|| {
             self.customer_requests
                 .get(&c)

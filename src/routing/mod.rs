@@ -170,8 +170,10 @@ pub struct Rules {
 /// another version (or rules), a cluster node refuses to join live nodes of another
 /// version or to replay a log tail another version decided (`sb:log:rules`); mixing two
 /// versions' decisions would make the replay differ from what agents were told. 2: an offer no longer moves the agent to the back
-/// of the longest-idle line; an accept does.
-pub const DECISIONS_VERSION: u32 = 2;
+/// of the longest-idle line; an accept does. 3: a blank phone, email or chat handle in
+/// a new task's customer is refused (and never a lookup key); a transferred task's next
+/// activity goes on the earlier request only while it is open.
+pub const DECISIONS_VERSION: u32 = 3;
 
 impl Rules {
     /// A digest of everything a decision reads from the rules (16 hex digits), and of

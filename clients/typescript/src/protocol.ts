@@ -293,8 +293,8 @@ export interface ClientMoveActivity {
   id?: FrameId;
   /** The interaction. */
   activity_id: Uuid;
-  /** The request of the same customer to move to. Absent: a new request. */
-  request_id?: Uuid;
+  /** The request of the same customer to move to. Absent (or `null`): a new request. */
+  request_id?: Uuid | null;
 }
 
 /** Agent: link its interaction with an unknown caller to an existing customer (on that customer's most recent open request, or a new one). Answered with `{"activity": Activity}`. */
@@ -716,11 +716,11 @@ export interface CustomerIdentity {
 
 /** What is known of the customer, as an integration sends it. Every field is optional; unknown fields are refused. Limits count characters, not bytes. */
 export interface NewCustomerIdentity {
-  /** A phone number (the caller id, for voice). At most 2000 characters. `null` is the same as leaving it out. */
+  /** A phone number (the caller id, for voice). At most 2000 characters, not blank (`invalid_field`: leave it out when it is not known). `null` is the same as leaving it out. */
   phone?: string | null;
-  /** An email address. At most 2000 characters. `null` is the same as leaving it out. */
+  /** An email address. At most 2000 characters, not blank (`invalid_field`: leave it out when it is not known). `null` is the same as leaving it out. */
   email?: string | null;
-  /** A chat handle. At most 2000 characters. `null` is the same as leaving it out. */
+  /** A chat handle. At most 2000 characters, not blank (`invalid_field`: leave it out when it is not known). `null` is the same as leaving it out. */
   chat_handle?: string | null;
   /** A name the customer gave (pre-chat form, email display name). At most 2000 characters. `null` is the same as leaving it out. */
   name?: string | null;
