@@ -742,11 +742,20 @@ async fn agents_may_log_in_with_a_profile_from_their_token_when_allowed() {
         exp: switchboard::auth::unix_now() + 60,
         name: Some("Temp Agent".into()),
         skills: Some(vec!["it".into()]),
-        queues: Some(vec!["vip".into()]),
+        // Named twice: it counts once (in the agent's queues and the queue's numbers).
+        queues: Some(vec!["vip".into(), "vip".into()]),
     });
     let mut c = Client::connect(&hub.ws_url(&token)).await.expect("connect");
     let w = c.expect("welcome").await;
     assert_eq!(w["agent"]["name"], "Temp Agent");
+    let (mut sup, _) = hub.supervisor().await;
+    let snap = sup.ok(json!({"type": "get_snapshot"})).await;
+    let line = snap["agents"]
+        .as_array()
+        .and_then(|a| a.iter().find(|l| l["agent_id"] == "temp-1"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no temp-1 in {snap}"));
+    assert_eq!(line["queues"], json!(["vip"]), "{line}");
     c.set_ready().await;
     let t = hub
         .create(json!({"channel": "chat", "queue": "vip", "skills": ["it"]}))

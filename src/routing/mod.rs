@@ -172,7 +172,9 @@ pub struct Rules {
 /// versions' decisions would make the replay differ from what agents were told. 2: an offer no longer moves the agent to the back
 /// of the longest-idle line; an accept does. 3: a blank phone, email or chat handle in
 /// a new task's customer is refused (and never a lookup key); a transferred task's next
-/// activity goes on the earlier request only while it is open.
+/// activity goes on the earlier request only while it is open; a head-of-queue task
+/// is first in its own queue only; any transfer to a queue restarts its escalation;
+/// `transfer_ended` goes to the agent who made the transfer only.
 pub const DECISIONS_VERSION: u32 = 3;
 
 impl Rules {
@@ -1188,7 +1190,8 @@ impl Book {
     }
 
     /// The first waiting task, by priority then arrival, across the agent's queues, that
-    /// the agent is eligible for.
+    /// the agent is eligible for. A task transferred to the head of its queue is first
+    /// in that queue only: across queues it counts by its priority and arrival.
     fn task_for(&self, agent_id: &AgentId) -> Option<TaskId> {
         let e = self.agents.get(agent_id)?;
         e.open_key.as_ref()?;
@@ -1197,6 +1200,7 @@ impl Book {
             let Some(idx) = self.queues.get(q) else {
                 continue;
             };
+            let mut first: Option<&Place> = None;
             for (bucket, places) in idx.buckets() {
                 if e.state.load(bucket.channel) >= e.profile.capacity.of(bucket.channel)
                     || !bucket.skills.iter().all(|s| e.profile.skills.contains(s))
@@ -1211,9 +1215,14 @@ impl Book {
                         .is_some_and(|t| !t.excluded.contains(agent_id))
                 });
                 if let Some(p) = head {
-                    if best.is_none_or(|b| p < b) {
-                        best = Some(p);
+                    if first.is_none_or(|b| p < b) {
+                        first = Some(p);
                     }
+                }
+            }
+            if let Some(p) = first {
+                if best.is_none_or(|b| (p.priority, p.seq) < (b.priority, b.seq)) {
+                    best = Some(p);
                 }
             }
         }

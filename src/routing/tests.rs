@@ -2062,3 +2062,82 @@ fn a_task_ringing_at_its_overflow_time_overflows_when_the_offer_ends_not_a_perio
     assert_eq!(w.offer_of("backup").map(|o| o.1), Some(t));
     check_invariants(&w.book);
 }
+
+#[test]
+fn a_head_of_queue_task_is_first_in_its_own_queue_only() {
+    let mut w = World::new();
+    let (v, _) = w.create("vip", Channel::Chat, 1000, &[], at_ms(1));
+    let (s, _) = w.create("support", Channel::Chat, 0, &[], at_ms(2));
+    transfer(&mut w, s, to_queue("support", None, true), crm(), at_ms(3))
+        .reply
+        .expect("to the head of support");
+    // a2 serves both: the vip task's priority wins over a head of another queue.
+    w.login_ready("a2", at_ms(4));
+    assert_eq!(w.offer_of("a2").map(|o| o.1), Some(v));
+    // In its own queue the head is first, priority or not.
+    let (high, _) = w.create("support", Channel::Chat, 900, &[], at_ms(5));
+    w.login_ready("a1", at_ms(6));
+    assert_eq!(w.offer_of("a1").map(|o| o.1), Some(s));
+    let _ = high;
+    check_invariants(&w.book);
+}
+
+#[test]
+fn a_transfer_into_its_own_queue_starts_its_escalation_again() {
+    let mut w = World::with(ESCALATING);
+    let t = create_levels(&mut w, 0, &[], at_ms(0));
+    let prio = |w: &World| w.book.task(t).map(|t| t.priority);
+    let queue = |w: &World| w.book.task(t).map(|t| t.queue.to_string());
+    // At the cap after 30 s: its priority timer arms no more.
+    w.book.expire_due(at_ms(30_000));
+    assert_eq!(prio(&w), Some(5));
+    transfer(
+        &mut w,
+        t,
+        to_queue("support", Some(0), false),
+        crm(),
+        at_ms(35_000),
+    )
+    .reply
+    .expect("transfer");
+    assert_eq!(prio(&w), Some(0));
+    // A period after the transfer it rises again.
+    w.book.expire_due(at_ms(45_000));
+    assert_eq!(prio(&w), Some(2));
+    // It overflows 100 s after the transfer, not 100 s after it was created.
+    w.book.expire_due(at_ms(100_000));
+    assert_eq!(queue(&w).as_deref(), Some("support"));
+    w.book.expire_due(at_ms(135_000));
+    assert_eq!(queue(&w).as_deref(), Some("overflow"));
+}
+
+#[test]
+fn transfer_ended_goes_to_the_agent_who_made_the_transfer_only() {
+    let mut w = World::new();
+    w.login_ready("a1", at_ms(0));
+    let (t, _) = w.create("support", Channel::Voice, 0, &[], at_ms(1));
+    w.accept("a1", at_ms(2));
+    w.login_ready("a3", at_ms(3));
+    // An integration moves a1's call to a3: a1 is told it went, not how it ended.
+    let o = transfer(
+        &mut w,
+        t,
+        TransferTo::Agent(AgentId::from("a3")),
+        crm(),
+        at_ms(4),
+    );
+    assert!(o.notices.iter().any(|n| matches!(n,
+        Notice::ToAgent { agent_id, notice: AgentNotice::TaskTransferred { .. } } if &*agent_id.0 == "a1")));
+    let o = w.decline("a3", at_ms(5));
+    assert!(
+        !o.notices.iter().any(|n| matches!(
+            n,
+            Notice::ToAgent {
+                notice: AgentNotice::TransferEnded { .. },
+                ..
+            }
+        )),
+        "{:?}",
+        o.notices
+    );
+}

@@ -202,7 +202,6 @@ impl Book {
                 .unwrap_or(DEFAULT_REOFFER_AFTER);
             reoffer_at = Some((now.plus(after), a.clone()));
         }
-        let mut moved_queue = false;
         let target = match to {
             TransferTo::Queue {
                 queue,
@@ -210,7 +209,6 @@ impl Book {
                 head,
                 ..
             } => {
-                moved_queue = t.queue != queue;
                 t.queue = queue;
                 if let Some(p) = priority {
                     t.priority = p;
@@ -226,8 +224,10 @@ impl Book {
                 None
             }
             TransferTo::Agent(target) => {
+                // Told how it ended: the agent who made the transfer, not one whose
+                // task a supervisor or an integration moved (told `task_transferred`).
                 t.handoff = Some(crate::task::Handoff {
-                    from: from.clone(),
+                    from: from.clone().filter(|a| by_agent.as_ref() == Some(a)),
                     to: target.clone(),
                 });
                 Some(target)
@@ -259,15 +259,14 @@ impl Book {
         }
         self.file_task(&t);
         tx.queues.insert(t.queue.clone());
-        // Waiting afresh (in another queue, or in its own or for the target agent after
-        // an agent had it): that queue's escalation starts over. The timers of its first
-        // wait ended while an agent had it, and a task handed to an agent who does not
-        // take it (declined, expired, not there) falls back to the queue: it must still
-        // rise and overflow there.
-        if moved_queue || from.is_some() {
-            let q = t.queue.clone();
-            self.arm_escalation(tx, task_id, &q, now);
-        }
+        // Waiting afresh, wherever it waited before (another queue, its own, an agent's
+        // hands): that queue's escalation starts over, as for a new wait. The timers of
+        // a first wait ended while an agent had it, or ran out (a priority at its
+        // maximum arms no more), and a task handed to an agent who does not take it
+        // (declined, expired, not there) falls back to the queue: it must still rise
+        // and overflow there.
+        let q = t.queue.clone();
+        self.arm_escalation(tx, task_id, &q, now);
         if let Some(target) = target {
             let can = self.agents.get(&target).is_some_and(|e| {
                 e.state.open_for_work()

@@ -196,7 +196,14 @@ fn agent_profile(hub: &Hub, claims: &Claims) -> Result<Arc<Profile>, ApiError> {
             .into_iter()
             .collect(),
         levels: Default::default(),
-        queues: queues.iter().map(|q| QueueId::from(q.as_str())).collect(),
+        // Once each, in the token's order: a queue named twice would count the agent
+        // twice in its numbers.
+        queues: queues
+            .iter()
+            .enumerate()
+            .filter(|(i, q)| !queues[..*i].contains(q))
+            .map(|(_, q)| QueueId::from(q.as_str()))
+            .collect(),
         capacity: hub.config.capacity(None),
     }))
 }
