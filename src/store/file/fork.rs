@@ -120,8 +120,11 @@ mod linux {
                 };
                 let ms = left.as_millis().clamp(1, 60_000) as libc::c_int;
                 // SAFETY: poll reads and writes the one pollfd we pass.
-                if unsafe { libc::poll(&mut p, 1, ms) } == 0 {
-                    continue;
+                match unsafe { libc::poll(&mut p, 1, ms) } {
+                    // Nothing yet, or a signal (a stop's SIGTERM) came first: wait on,
+                    // within the limit. (A read now could block past it.)
+                    0 | -1 => continue,
+                    _ => {}
                 }
                 let mut chunk = [0u8; 512];
                 match self.result.read(&mut chunk) {

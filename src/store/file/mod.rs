@@ -141,7 +141,12 @@ pub fn recover(dir: &Path, rules: Arc<Rules>, repair: bool) -> Result<Recovered,
     // after this (`open_blocking`).
     let mut replica = match snapshot::read(dir).map_err(unavailable)? {
         Some(s) => Replica {
-            state: State::from_snapshot_without_search(rules, &s.bytes)?,
+            state: State::from_snapshot_without_search(rules, &s.bytes).map_err(|e| {
+                unavailable(format!(
+                    "{} (its state, from offset 36): {e}",
+                    dir.join(snapshot::FILE).display()
+                ))
+            })?,
             pos: s.pos,
             now: Ts(s.now),
             applied: 0,
@@ -773,11 +778,15 @@ impl Writer {
         while self.shared.compacting.load(Ordering::Acquire) && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(5));
         }
-        if self.shared.failure().is_none()
-            && self.since_snapshot > 0
-            && !self.shared.compacting.load(Ordering::Acquire)
-        {
-            self.start_snapshot();
+        if self.shared.failure().is_none() && self.since_snapshot > 0 {
+            if self.shared.compacting.load(Ordering::Acquire) {
+                tracing::warn!(
+                    limit_secs = CLOSE_LIMIT.as_secs(),
+                    "the snapshot under way did not end in time: no final snapshot; the next start replays the log after the last one (and refuses changed rules while it does)"
+                );
+            } else {
+                self.start_snapshot();
+            }
         }
         self.shared.closing.store(ASKED, Ordering::Release);
     }
@@ -904,6 +913,7 @@ fn take_snapshot(shared: &Arc<Shared>, target: u64) {
     };
     let paused = t.elapsed();
     let (dir, rules) = (shared.dir.clone(), shared.rules.clone());
+    let tmp = dir.join(snapshot::TMP);
     let build: Box<dyn FnOnce() -> Result<Option<u64>, HubError> + Send> = match child {
         Ok(child) => {
             shared.metrics.forked(paused);
@@ -947,7 +957,12 @@ fn take_snapshot(shared: &Arc<Shared>, target: u64) {
                 );
             }
             Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot write a snapshot"),
+            Err(e) => {
+                // Whatever a failed attempt left (a child killed mid-write) would hold
+                // the space the log needs on a full disk.
+                let _ = std::fs::remove_file(&tmp);
+                tracing::warn!(error = %e, "cannot write a snapshot (the log is kept; the next snapshot tries again)");
+            }
         }
         shared.compacting.store(false, Ordering::Release);
     };
@@ -1011,7 +1026,12 @@ pub fn compact(dir: &Path, rules: Arc<Rules>, target: u64) -> Result<Option<u64>
     // Replayed only to be written: no search index to keep up.
     let mut r = match snapshot::read(dir).map_err(unavailable)? {
         Some(s) => Replica {
-            state: State::from_snapshot_without_search(rules, &s.bytes)?,
+            state: State::from_snapshot_without_search(rules, &s.bytes).map_err(|e| {
+                unavailable(format!(
+                    "{} (its state, from offset 36): {e}",
+                    dir.join(snapshot::FILE).display()
+                ))
+            })?,
             pos: s.pos,
             now: Ts(s.now),
             applied: 0,
@@ -1160,11 +1180,18 @@ impl Store for FileStore {
                 {
                     let t = Instant::now();
                     let until = t + CLOSE_LIMIT;
-                    while Instant::now() < until
-                        && (self.shared.closing.load(Ordering::Acquire) != ASKED
-                            || self.shared.compacting.load(Ordering::Acquire))
-                    {
+                    let busy = || {
+                        self.shared.closing.load(Ordering::Acquire) != ASKED
+                            || self.shared.compacting.load(Ordering::Acquire)
+                    };
+                    while Instant::now() < until && busy() {
                         std::thread::sleep(Duration::from_millis(5));
+                    }
+                    if busy() {
+                        tracing::warn!(
+                            limit_secs = CLOSE_LIMIT.as_secs(),
+                            "stopped waiting for the final snapshot: the next start replays the log after the last one"
+                        );
                     }
                     tracing::info!(
                         ms = t.elapsed().as_millis() as u64,

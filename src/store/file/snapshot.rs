@@ -2,8 +2,13 @@
 //! encoding (the one the Redis store stores), behind a small header:
 //!
 //! ```text
-//! "SBSNAP01" | pos: u64 LE | now: u64 LE | len: u64 LE | crc32(state): u32 LE | state
+//! "SBSNAP02" | pos: u64 LE | now: u64 LE | len: u64 LE | crc32(pos, now, state): u32 LE | state
 //! ```
+//!
+//! The checksum covers the position and the time too: a flipped bit in the position
+//! would otherwise replay the log from the wrong record, in silence (records lost or
+//! applied twice). A version-1 snapshot (`SBSNAP01`, its checksum over the state only)
+//! is still read, so an upgrade starts from the one it finds; every new one is version 2.
 //!
 //! Written to `snapshot.tmp`, synced, renamed over `snapshot`, and the directory
 //! synced: a crash at any point leaves either the old snapshot or the new one whole.
@@ -18,7 +23,9 @@ use std::path::Path;
 pub const FILE: &str = "snapshot";
 /// Where a snapshot is written before it is put in place.
 pub const TMP: &str = "snapshot.tmp";
-const MAGIC: &[u8; 8] = b"SBSNAP01";
+const MAGIC: &[u8; 8] = b"SBSNAP02";
+/// The first version's magic: its checksum covers the state only.
+const MAGIC_V1: &[u8; 8] = b"SBSNAP01";
 const HEAD: usize = 8 + 8 + 8 + 8 + 4;
 
 /// A snapshot read back.
@@ -54,10 +61,13 @@ pub struct Counted {
 }
 
 impl Counted {
-    fn new(file: std::fs::File) -> Counted {
+    /// Over `file`, its checksum begun with the header's `covered` bytes.
+    fn new(file: std::fs::File, covered: &[u8]) -> Counted {
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(covered);
         Counted {
             file,
-            crc: crc32fast::Hasher::new(),
+            crc,
             len: 0,
             failed: None,
         }
@@ -90,8 +100,22 @@ impl Write for Counted {
 /// state in memory), the header's length and checksum filled in after, and syncs it
 /// through the descriptor that wrote it (a write-back error is reported to the
 /// descriptors open when it happens: a sync from a descriptor opened later may not see
-/// it). Not put in place: [`publish`] does that. Returns the file's size.
+/// it). Not put in place: [`publish`] does that. Returns the file's size. A file it
+/// could not finish is removed: on a full disk it would hold the space the log needs.
 pub fn write_synced(
+    dir: &Path,
+    pos: u64,
+    now: u64,
+    encode: impl FnOnce(&mut Encoding) -> Result<(), String>,
+) -> std::io::Result<u64> {
+    let written = write_tmp(dir, pos, now, encode);
+    if written.is_err() {
+        let _ = std::fs::remove_file(dir.join(TMP));
+    }
+    written
+}
+
+fn write_tmp(
     dir: &Path,
     pos: u64,
     now: u64,
@@ -105,7 +129,7 @@ pub fn write_synced(
     // The length and the checksum, known once the state is written.
     head.extend_from_slice(&[0; 12]);
     file.write_all(&head)?;
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, Counted::new(file));
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, Counted::new(file, &head[8..24]));
     if let Err(why) = encode(&mut out) {
         // A full disk, say, rather than the encoder's "error while writing".
         return Err(match out.get_mut().failed.take() {
@@ -165,7 +189,8 @@ pub fn read(dir: &Path) -> Result<Option<Loaded>, String> {
     };
     let bad =
         |off: usize, what: &str| format!("{} is damaged at offset {off}: {what}", path.display());
-    if bytes.len() < HEAD || &bytes[..8] != MAGIC {
+    let v1 = bytes.get(..8) == Some(MAGIC_V1.as_slice());
+    if bytes.len() < HEAD || (&bytes[..8] != MAGIC && !v1) {
         return Err(bad(0, "not a switchboard snapshot (header)"));
     }
     let u64_at = |i: usize| {
@@ -181,8 +206,19 @@ pub fn read(dir: &Path) -> Result<Option<Loaded>, String> {
         return Err(bad(24, "length does not match the file"));
     }
     let state = bytes[HEAD..].to_vec();
-    if crc32fast::hash(&state) != crc {
-        return Err(bad(HEAD, "checksum mismatch"));
+    let mut sum = crc32fast::Hasher::new();
+    if !v1 {
+        sum.update(&bytes[8..24]);
+    }
+    sum.update(&state);
+    if sum.finalize() != crc {
+        return Err(bad(
+            if v1 { HEAD } else { 8 },
+            "checksum mismatch (over the position, the time and the state)",
+        ));
+    }
+    if pos == u64::MAX {
+        return Err(bad(8, "no log position can follow this one"));
     }
     Ok(Some(Loaded {
         pos,
@@ -246,7 +282,7 @@ mod tests {
             .write(true)
             .open("/dev/full")
             .expect("/dev/full");
-        let mut out = std::io::BufWriter::with_capacity(1 << 20, Counted::new(file));
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, Counted::new(file, &[]));
         let big: Vec<String> = (0..200_000).map(|i| format!("item {i}")).collect();
         let e = rmp_serde::encode::write_named(&mut out, &big).expect_err("refused");
         // The encoder's own message does not say why; the file's does.
@@ -264,6 +300,57 @@ mod tests {
         })
         .expect_err("refused");
         assert_eq!(e.kind(), std::io::ErrorKind::StorageFull, "{e}");
+        // And the file it could not finish is gone: on a real full disk it would hold
+        // the space the log needs, until the next start.
+        assert!(
+            std::fs::symlink_metadata(d.join(TMP)).is_err(),
+            "left behind"
+        );
+        std::fs::remove_dir_all(&d).ok();
+    }
+
+    #[test]
+    fn a_flipped_bit_in_the_position_or_the_time_is_refused_naming_the_offset() {
+        for at in [8, 12, 16, 23] {
+            let d = dir("header");
+            write(&d, 50, 1_700_000_000_000_000, b"the state").expect("written");
+            let mut bytes = std::fs::read(d.join(FILE)).expect("read");
+            bytes[at] ^= 0x04;
+            std::fs::write(d.join(FILE), &bytes).expect("write");
+            let e = read(&d).err().expect("refused");
+            assert!(
+                e.contains(FILE) && e.contains("offset 8") && e.contains("checksum"),
+                "byte {at}: {e}"
+            );
+            std::fs::remove_dir_all(&d).ok();
+        }
+    }
+
+    #[test]
+    fn a_first_version_snapshot_is_still_read() {
+        let d = dir("v1");
+        let state = b"the state";
+        let mut bytes = MAGIC_V1.to_vec();
+        bytes.extend_from_slice(&42u64.to_le_bytes());
+        bytes.extend_from_slice(&7u64.to_le_bytes());
+        bytes.extend_from_slice(&(state.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(&crc32fast::hash(state).to_le_bytes());
+        bytes.extend_from_slice(state);
+        std::fs::write(d.join(FILE), &bytes).expect("write");
+        let back = read(&d).expect("readable").expect("there");
+        assert_eq!(
+            (back.pos, back.now, back.bytes.as_slice()),
+            (42, 7, &state[..])
+        );
+        std::fs::remove_dir_all(&d).ok();
+    }
+
+    #[test]
+    fn a_position_nothing_can_follow_is_refused() {
+        let d = dir("max");
+        write(&d, u64::MAX, 7, b"the state").expect("written");
+        let e = read(&d).err().expect("refused");
+        assert!(e.contains("offset 8"), "{e}");
         std::fs::remove_dir_all(&d).ok();
     }
 }
