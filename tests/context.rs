@@ -613,3 +613,43 @@ async fn moving_the_interaction_is_refused_with_a_typed_error() {
     let _ = (task, c);
     hub.shutdown().await;
 }
+
+/// What an agent loaded stays watched until it lets it go (`unwatch_customer`) or goes
+/// offline: closing a reopened record or an interaction with the customer meanwhile is
+/// not letting go of what it loaded. (Watching had no reasons: the close dropped both.)
+#[tokio::test]
+async fn a_loaded_customer_stays_watched_when_the_agent_closes_it_again() {
+    let hub = TestHub::start(QUEUES_AND_AGENTS).await;
+    let tok = hub.token("crm", Role::Integration);
+    let (s, c) = hub
+        .http(
+            "POST",
+            "/v1/customers",
+            Some(&tok),
+            Some(&json!({"name": "Lena Berg", "emails": ["lena@example.se"]}).to_string()),
+        )
+        .await;
+    assert_eq!(s, 201, "{c}");
+    let cid = c["customer"]["customer_id"].clone();
+    let mut bo = hub.agent("bo").await;
+    bo.ok(json!({"type": "get_customer", "customer_id": cid}))
+        .await;
+    bo.ok(json!({"type": "reopen_customer", "customer_id": cid}))
+        .await;
+    bo.ok(json!({"type": "close_customer", "customer_id": cid}))
+        .await;
+    let id = cid.as_str().unwrap_or_default();
+    let (s, v) = hub
+        .http(
+            "PATCH",
+            &format!("/v1/customers/{id}"),
+            Some(&tok),
+            Some(&json!({"base_version": c["customer"]["version"], "changes": {"name": "Lena Berg-Ek"}}).to_string()),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let ch = bo.expect("record_changed").await;
+    assert_eq!(ch["change"]["customer_id"], cid);
+    assert_eq!(ch["change"]["record"]["name"], "Lena Berg-Ek");
+    hub.shutdown().await;
+}

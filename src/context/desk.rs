@@ -12,6 +12,10 @@ pub(super) struct AgentDesk {
     pub reopened: Vec<(CustomerId, Ts)>,
     /// Recently closed customers, newest first.
     pub recent: VecDeque<CustomerId>,
+    /// Customers loaded (`get_customer`) and not let go (`unwatch_customer`, going
+    /// offline): watched whatever the agent opens and closes meanwhile.
+    #[serde(default)]
+    pub loaded: BTreeSet<CustomerId>,
 }
 
 impl ContextBook {
@@ -46,7 +50,7 @@ impl ContextBook {
             return Err(HubError::RecordNotOpen);
         }
         push_recent(desk, customer_id);
-        if !self.is_open_for(agent, customer_id) {
+        if !self.keeps_watching(agent, customer_id) {
             self.unwatch(Topic::Customer(customer_id), agent);
         }
         Ok(ContextReply::Done)
@@ -56,6 +60,9 @@ impl ContextBook {
     /// (`get_customer`) and never let go. An agent gone offline has no desktop showing
     /// them, and the next one's welcome lists only its Open and Recent records.
     pub(super) fn drop_loaded(&mut self, agent: &AgentId) {
+        if let Some(d) = self.desks.get_mut(agent) {
+            d.loaded.clear();
+        }
         let open: Vec<ActivityId> = self
             .desks
             .get(agent)
@@ -76,6 +83,12 @@ impl ContextBook {
         for t in dropped {
             self.unwatch(t, agent);
         }
+    }
+
+    /// Whether the agent watches the customer for a reason other than the one going
+    /// away: it has it open, or loaded it and has not let it go.
+    pub(super) fn keeps_watching(&self, agent: &AgentId, c: CustomerId) -> bool {
+        self.is_open_for(agent, c) || self.desks.get(agent).is_some_and(|d| d.loaded.contains(&c))
     }
 
     /// Whether the agent has the customer open: an interaction in progress with it, or

@@ -474,7 +474,7 @@ impl ContextBook {
         }
         self.changed_activity(aid, &by, now, fx);
         match customer {
-            Some(c) if !self.is_open_for(agent, c) => self.unwatch(Topic::Customer(c), agent),
+            Some(c) if !self.keeps_watching(agent, c) => self.unwatch(Topic::Customer(c), agent),
             Some(_) => {}
             None => self.unwatch(Topic::Activity(aid), agent),
         }

@@ -290,10 +290,15 @@ impl ContextBook {
                 let view = self.customer_view(customer_id)?;
                 if let Some(agent) = by.agent_id() {
                     self.watch(Topic::Customer(customer_id), &agent);
+                    let desk = self.desks.entry(agent).or_default();
+                    desk.loaded.insert(customer_id);
                 }
                 Ok(ContextReply::Customer(Box::new(view)))
             }
             ContextCommand::Unwatch { agent, customer_id } => {
+                if let Some(d) = self.desks.get_mut(&agent) {
+                    d.loaded.remove(&customer_id);
+                }
                 if !self.is_open_for(&agent, customer_id) {
                     self.unwatch(Topic::Customer(customer_id), &agent);
                 }

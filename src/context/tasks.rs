@@ -199,7 +199,7 @@ impl ContextBook {
         // the new agent's changes, and an unknown caller's topic outlived everything.
         if old != *agent {
             let keep = match topic {
-                Topic::Customer(c) => self.is_open_for(&old, c),
+                Topic::Customer(c) => self.keeps_watching(&old, c),
                 Topic::Activity(_) => false,
             };
             if !keep {

@@ -174,7 +174,8 @@ pub struct Rules {
 /// a new task's customer is refused (and never a lookup key); a transferred task's next
 /// activity goes on the earlier request only while it is open; a head-of-queue task
 /// is first in its own queue only; any transfer to a queue restarts its escalation;
-/// `transfer_ended` goes to the agent who made the transfer only.
+/// `transfer_ended` goes to the agent who made the transfer only; a customer an agent
+/// loaded stays watched when it closes an interaction with it or a reopened record.
 pub const DECISIONS_VERSION: u32 = 3;
 
 impl Rules {

@@ -32,10 +32,21 @@ name = "Back office"
 channels = ["email"]
 wrap_up_secs = 600
 
+# Tess's alone: what the other tests leave waiting is not offered to her.
+[[queues]]
+id = "intake"
+name = "Intake"
+channels = ["email"]
+
 [[agents]]
 id = "sam"
 name = "Sam Lee"
 queues = ["backoffice"]
+
+[[agents]]
+id = "tess"
+name = "Tess Ito"
+queues = ["intake"]
 
 [[agents]]
 id = "alice"
@@ -194,8 +205,10 @@ test("two agents and an integration walk the help pages' flow", async () => {
   // The request typed before the customer existed was saved with it.
   await a.getByTestId("recent-requests").getByText("Reembolso do pedido A-1001 💶").waitFor();
   await a.getByTestId("open-list").getByRole("button", { name: "João Silva" }).waitFor();
-  // The request's state and dates behind its icon.
+  // The request's state and dates behind its icon: hidden until it is clicked.
+  assert.equal(await a.getByTestId("request-details").isVisible(), false, "the details show before the icon is clicked");
   await a.getByTestId("request-icon").click();
+  await a.getByTestId("request-details").waitFor({ state: "visible" });
   const reqDetails = await a.getByTestId("request-details").textContent();
   assert.match(reqDetails, /Open/);
   assert.match(reqDetails, /2\d{3}/); // a formatted year
@@ -429,8 +442,41 @@ test("an unknown caller closed with Create / Discard", async () => {
   await a.getByLabel("Transfer to queue").selectOption({ label: "Support" });
   await a.getByTestId("in-progress").getByRole("button", { name: "Transfer" }).click();
   await a.getByText("No tasks in progress.").waitFor();
+  // The wrap-up that follows keeps the Break waiting: the menu shows it as chosen, and
+  // End wrap-up (which is Ready, and would cancel it in silence) is not offered.
+  await a.getByTestId("agent-status").filter({ hasText: /^Wrap-up.*Not Ready after this work: Break/ }).waitFor();
+  assert.equal(await a.getByTestId("status-select").locator("option:checked").textContent(), "Not Ready: Break");
+  assert.equal(await a.getByTestId("end-wrap-up").count(), 0);
+  // Ready, picked in the menu, cancels it (and ends the wrap-up).
+  await a.getByTestId("status-select").selectOption({ label: "Ready" });
+  await a.getByTestId("agent-status").filter({ hasText: /^Ready/ }).waitFor();
   assert.deepEqual(A.problems, []);
   await A.context.close();
+});
+
+test("Close, then Create, for an unknown caller keeps the notes typed for the interaction", async () => {
+  const crm = integration(hub);
+  const T = await openPage(browser, hub);
+  const a = T.page;
+  await signIn(a, token("tess", "agent"));
+  await a.getByTestId("connection").filter({ hasText: "Connected" }).waitFor();
+  await a.getByTestId("status-select").selectOption({ label: "Ready" });
+  await a.getByTestId("agent-status").filter({ hasText: /^Ready/ }).waitFor();
+  await crm.createTask({ channel: "email", queue: "intake", customer: { email: "nina.nova@example.org", name: "Nina Nova" } });
+  await a.getByTestId("accept").click();
+  await a.getByTestId("customer-card").getByRole("button", { name: "Create" }).waitFor();
+  await a.locator("#act-notes").fill("Wants a refund for order 77");
+  assert.equal(await a.getByTestId("customer-card").getByLabel("Name").inputValue(), "Nina Nova");
+  await a.getByTestId("close").click();
+  await a.getByRole("dialog", { name: "No customer created" }).getByRole("button", { name: "Create" }).click();
+  await a.getByText("No open customers.").waitFor();
+  const r = await fetch(`${hub.base}/v1/customers?q=${encodeURIComponent("nina nova")}`, { headers: { authorization: `Bearer ${token("crm", "integration")}` } });
+  const found = (await r.json()).customers;
+  assert.equal(found.length, 1, JSON.stringify(found));
+  const v = await crm.getCustomer(found[0].customer_id);
+  assert.equal(v.activities[0].notes, "Wants a refund for order 77");
+  assert.deepEqual(T.problems, []);
+  await T.context.close();
 });
 
 async function expectFocused(page, id) {

@@ -223,6 +223,7 @@ export async function agentSocket(browser, hub, tok) {
  */
 export async function tapSocket(page) {
   const sent = [];
+  const got = [];
   const answered = [];
   const lost = [];
   const held = [];
@@ -255,6 +256,7 @@ export async function tapSocket(page) {
     });
     server.onMessage((m) => {
       const f = JSON.parse(String(m));
+      got.push(f);
       // Lost on the way, as on a network that dropped while the hub pushed it.
       if (dropping?.(f)) {
         lost.push(f);
@@ -311,6 +313,8 @@ export async function tapSocket(page) {
     /** Resolves with the first frame dropped (`drop`) that matches `pred`. */
     dropped: (pred, what = "a dropped frame") => until(lost, pred, what),
     answered: (pred, what = "an answer") => until(answered, pred, what),
+    /** Resolves with the first frame from the hub (to the page or not) matching `pred`. */
+    received: (pred, what = "a frame") => until(got, pred, what),
   };
 }
 

@@ -4,7 +4,7 @@
 // would give them. Each test here failed on the desktop before its fix (checked).
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { integration, launch, openPage, signIn, startHub, tapSocket, token } from "./harness.mjs";
+import { agentSocket, integration, launch, openPage, signIn, startHub, tapSocket, token } from "./harness.mjs";
 
 // One agent a test, so that no test's offers or state reach another's.
 const AGENTS = [
@@ -13,6 +13,8 @@ const AGENTS = [
   ["carla", "Carla Dias"],
   ["dana", "Dana Kim"],
   ["erin", "Erin Walsh"],
+  ["fay", "Fay Ross"],
+  ["gus", "Gus Hale"],
 ]
   .map(([id, name]) => `[[agents]]\nid = "${id}"\nname = "${name}"\nqueues = ["support"]\n`)
   .join("\n");
@@ -217,5 +219,32 @@ test("a change made while the desktop was disconnected gets its caution after th
   await a.page.getByTestId("caution").getByRole("button", { name: "Load" }).click();
   await a.page.getByTestId("customer-name").filter({ hasText: "Íris Lund Berg" }).waitFor();
   assert.deepEqual(a.problems, []);
+  await a.context.close();
+});
+
+test("another agent's change to another request of the customer keeps what is typed for the shown one", async () => {
+  const crm = integration(hub);
+  const { customer } = await crm.createCustomer({ name: "Ana Sousa", emails: ["ana.sousa@example.pt"] });
+  // Gus (his own desktop, never Ready) files an older request on Ana, and closes it.
+  const gus = await agentSocket(browser, hub, token("gus", "agent"));
+  await gus.request({ type: "reopen_customer", customer_id: customer.customer_id });
+  const { request: old } = await gus.request({ type: "create_request", customer_id: customer.customer_id, title: "Old matter" });
+  const { request: closed } = await gus.request({ type: "update_request", request_id: old.request_id, base_version: old.version, state: "closed" });
+  // Fay accepts Ana's chat: it goes on a new request, whose title she starts typing.
+  const a = await agent("fay");
+  const task = await crm.createTask({ channel: "chat", queue: "support", customer: { email: "ana.sousa@example.pt" } });
+  await a.page.locator(`section.offer[data-task-id="${task.task_id}"]`).getByTestId("accept").click();
+  await a.page.getByTestId("work-title").filter({ hasText: "Ana Sousa" }).waitFor();
+  await a.page.getByLabel("Request title").fill("Refund");
+  // Gus renames the old request.
+  await gus.request({ type: "update_request", request_id: old.request_id, base_version: closed.version, title: "Old matter, renamed" });
+  await a.tap.received((f) => f.type === "record_changed" && f.change.id === old.request_id, "the change to the old request");
+  await settle(a);
+  // Nothing typed was for it: no caution, the draft stays, and the list shows the new title.
+  assert.equal(await a.page.getByTestId("caution").count(), 0, "a caution for a request the agent is not editing");
+  assert.equal(await a.page.getByLabel("Request title").inputValue(), "Refund");
+  await a.page.getByTestId("recent-requests").getByText("Old matter, renamed").waitFor();
+  assert.deepEqual(a.problems, []);
+  await gus.close();
   await a.context.close();
 });

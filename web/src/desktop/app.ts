@@ -87,7 +87,9 @@ export function startDesktop(root: HTMLElement, token: string, signOut: (message
   const work = new Workspace(shell, workBox);
 
   /** Leaves the desktop for the sign-in page: nothing of this one (a question on screen) stays over it. */
+  let left = false;
   function leave(message?: string) {
+    left = true;
     work.dispose();
     signOut(message);
   }
@@ -153,8 +155,11 @@ export function startDesktop(root: HTMLElement, token: string, signOut: (message
 
   function renderHeader() {
     const statusId = uid("status");
-    const presence = agent ? (agent.reason === undefined || agent.reason === null ? "ready" : `nr:${agent.reason}`) : "";
-    const builtIn = agent?.reason && !config.not_ready_reasons.includes(agent.reason) ? agent.reason : null;
+    // What the agent chose: a Not Ready still pending (it waits for the work to end) is
+    // shown as chosen, so that picking Ready, which cancels it, is a change the menu sends.
+    const chosen = agent ? (agent.reason ?? agent.pending_not_ready ?? null) : null;
+    const presence = agent ? (chosen === null ? "ready" : `nr:${chosen}`) : "";
+    const builtIn = chosen && !config.not_ready_reasons.includes(chosen) ? chosen : null;
     const connText =
       conn.kind === "reconnecting"
         ? t("conn_reconnecting", { s: fmtNumber(Math.ceil(conn.retryInMs / 1000)) })
@@ -197,7 +202,9 @@ export function startDesktop(root: HTMLElement, token: string, signOut: (message
             )
           : null,
       ),
-      agent?.status === "wrap_up"
+      // Ending a wrap-up early is `set_state ready`, which also cancels a Not Ready the
+      // agent asked for meanwhile: not offered then (picking Ready in the menu does both).
+      agent?.status === "wrap_up" && !agent.pending_not_ready
         ? h("button", { type: "button", "data-testid": "end-wrap-up", onclick: () => api.setState("ready").catch(fail) }, t("endWrapUp"))
         : null,
       h("span", { class: `conn conn-${conn.kind}`, role: "status", "data-testid": "connection" }, connText),
@@ -375,19 +382,31 @@ export function startDesktop(root: HTMLElement, token: string, signOut: (message
   function lookUp(offer: OfferView) {
     const c = offer.task.customer ?? {};
     const digits = (x: string) => x.replace(/\D/g, "");
-    const query = c.email ?? c.chat_handle ?? c.phone;
-    if (!query || known.size > 50) known.clear();
-    if (!query) return;
-    api.search(query).then(
-      (r) => {
-        const hit = r.customers.find(
-          (x) =>
-            (c.email && x.emails.some((e) => e.trim().toLowerCase() === c.email!.trim().toLowerCase())) ||
-            (c.phone && digits(c.phone).length > 0 && x.phones.some((p) => digits(p) === digits(c.phone!))),
-        );
-        // A chat handle is not in search results: one result for it is taken as the match.
-        known.set(offer.offer_id, hit ?? (c.chat_handle && !c.email && r.customers.length === 1 ? r.customers[0]! : null));
-        if (agent?.offer?.offer_id === offer.offer_id && known.get(offer.offer_id)) renderOffer();
+    if (known.size > 50) known.clear();
+    // In the order the hub attaches the accepted task to a customer: the phone (by its
+    // digits), then the email, then the chat handle.
+    const tries: [string, (x: CustomerSummary, all: CustomerSummary[]) => boolean][] = [];
+    const phone = c.phone ? digits(c.phone) : "";
+    if (phone) tries.push([c.phone!, (x) => x.phones.some((p) => digits(p) === phone)]);
+    const email = c.email?.trim().toLowerCase();
+    if (email) tries.push([c.email!, (x) => x.emails.some((e) => e.trim().toLowerCase() === email)]);
+    // A chat handle is not in search results: the one result of a search for it is
+    // taken as the match, for a caller with no phone or email only (a search also finds
+    // names that contain the handle; with a phone or an email the hub goes by those).
+    if (c.chat_handle?.trim() && !tries.length) tries.push([c.chat_handle, (_, all) => all.length === 1]);
+    if (!tries.length) return;
+    const find = async (): Promise<CustomerSummary | null> => {
+      for (const [query, matches] of tries) {
+        const all = (await api.search(query)).customers;
+        const hit = all.find((x) => matches(x, all));
+        if (hit) return hit;
+      }
+      return null;
+    };
+    find().then(
+      (hit) => {
+        known.set(offer.offer_id, hit);
+        if (agent?.offer?.offer_id === offer.offer_id && hit) renderOffer();
       },
       () => {},
     );
@@ -849,16 +868,27 @@ export function startDesktop(root: HTMLElement, token: string, signOut: (message
   client.on("task_transferred", () => notify(t("taskTransferred"), "warn"));
   client.on("task_cancelled", () => notify(t("taskCancelled"), "warn"));
   client.on("record_changed", (f) => work.onRecordChanged(f.change));
+  // An error the hub sent for no request of this desktop (`rate_limited`,
+  // `store_unavailable` with no `re`): said, not left to a request's timeout.
+  client.on("error", (f) => notify(t("error", { message: `${f.code}: ${f.message}` }), "error"));
 
   layout();
-  fetch("/v1/desktop/config", { headers: { authorization: `Bearer ${token}` } })
-    .then((r) => (r.ok ? r.json() : null))
-    .then((c: DesktopConfig | null) => {
-      if (c) {
+  // The reasons, the queues' names, transfer targets: asked again until it comes (a
+  // desktop without it offers no Not Ready reason), and a failure is said once.
+  let told = false;
+  const loadConfig = (wait: number) =>
+    fetch("/v1/desktop/config", { headers: { authorization: `Bearer ${token}` } })
+      .then((r) => (r.ok ? (r.json() as Promise<DesktopConfig>) : Promise.reject(new Error(`GET /v1/desktop/config: ${r.status}`))))
+      .then((c) => {
         config = c;
         renderAll();
-      }
-    })
-    .catch(() => {});
+      })
+      .catch((e) => {
+        if (left) return;
+        if (!told) fail(e);
+        told = true;
+        setTimeout(() => loadConfig(Math.min(wait * 2, 30_000)), wait);
+      });
+  void loadConfig(1_000);
   client.connect();
 }

@@ -30,6 +30,8 @@ interface CustomerDraft {
 
 interface Caution {
   kind: "customer" | "request" | "activity";
+  /** The record's id: a customer has several requests, each with its own caution. */
+  id: string;
   record: unknown;
   by: Actor | undefined;
   at: string | undefined;
@@ -259,8 +261,7 @@ export class Workspace {
       const c = v.customer;
       told({ kind: "customer", id: c.customer_id, customer_id: c.customer_id, version: c.version, changed_by: c.updated_by, changed_at: c.updated_at, record: c });
       for (const r of v.requests) {
-        // Only the requests shown: another is taken as it is when it is opened.
-        if (this.heldVersion(s, "request", r.request_id) === null) continue;
+        // The one edited gets its caution; the others are taken as they are.
         told({ kind: "request", id: r.request_id, customer_id: c.customer_id, version: r.version, changed_by: r.updated_by, changed_at: r.updated_at, record: r });
       }
     }
@@ -283,16 +284,24 @@ export class Workspace {
     }
     const held = this.heldVersion(s, change.kind, change.id);
     if (held === null) {
-      // A record this workspace does not show (another request, an older activity): take it as it is.
-      if (change.kind === "request" && s.view) s.view.requests = [change.record as unknown as Request, ...s.view.requests];
+      // A record this workspace does not edit (another request of the customer, an older
+      // activity): nothing typed for it to caution about; taken as it is.
+      if (change.kind === "request" && s.view) {
+        const r = change.record as unknown as Request;
+        const known = s.view.requests.some((x) => x.request_id === r.request_id);
+        s.view.requests = known ? s.view.requests.map((x) => (x.request_id === r.request_id ? r : x)) : [r, ...s.view.requests];
+      }
     } else if (change.version > held) {
-      const replaced = s.cautions.filter((c) => c.kind === change.kind && (c.record as { version: number }).version <= change.version);
+      const replaced = s.cautions.filter(
+        (c) => c.kind === change.kind && c.id === change.id && (c.record as { version: number }).version <= change.version,
+      );
       s.cautions = s.cautions.filter((c) => !replaced.includes(c));
       // A refused save's caution stays one, on the newer record: "save mine" then makes
       // the agent's change on it.
       const refused = replaced.find((c) => c.conflict && c.retry);
       s.cautions.push({
         kind: change.kind,
+        id: change.id,
         record: change.record,
         by: change.changed_by,
         at: change.changed_at,
@@ -331,7 +340,8 @@ export class Workspace {
 
   private heldVersion(s: State, kind: RecordChange["kind"], id: string): number | null {
     if (kind === "customer") return s.view?.customer.customer_id === id ? s.view.customer.version : null;
-    if (kind === "request") return s.view?.requests.find((r) => r.request_id === id)?.version ?? null;
+    // The request the workspace edits; the customer's others are only listed.
+    if (kind === "request") return id === s.requestId ? (requestOf(s)?.version ?? null) : null;
     if (kind === "activity") return s.activity?.activity_id === id ? s.activity.version : null;
     return null;
   }
@@ -347,8 +357,11 @@ export class Workspace {
     } else if (c.kind === "request" && s.view) {
       const r = c.record as Request;
       s.view.requests = s.view.requests.map((x) => (x.request_id === r.request_id ? r : x));
-      s.title = null;
-      s.description = null;
+      // The drafts are the edited request's: loading another's change keeps them.
+      if (r.request_id === s.requestId) {
+        s.title = null;
+        s.description = null;
+      }
     } else if (c.kind === "activity") {
       s.activity = c.record as Activity;
       s.notes = null;
@@ -359,10 +372,10 @@ export class Workspace {
   }
 
   /** A refused save: show the caution (on the workspace it was for), with Load and "save mine" on the current version. */
-  private conflict(s: State, e: unknown, kind: Caution["kind"], retry: (version: number, record: unknown) => Promise<void>): boolean {
+  private conflict(s: State, e: unknown, kind: Caution["kind"], id: string, retry: (version: number, record: unknown) => Promise<void>): boolean {
     if (!(e instanceof HubError) || e.code !== "version_conflict" || !e.current) return false;
-    s.cautions = s.cautions.filter((c) => c.kind !== kind);
-    s.cautions.push({ kind, record: e.current, by: e.changed_by, at: e.changed_at, conflict: true, retry, version: e.version ?? 0 });
+    s.cautions = s.cautions.filter((c) => !(c.kind === kind && c.id === id));
+    s.cautions.push({ kind, id, record: e.current, by: e.changed_by, at: e.changed_at, conflict: true, retry, version: e.version ?? 0 });
     this.redraw(s);
     return true;
   }
@@ -416,7 +429,7 @@ export class Workspace {
         // The lists show the customer's name: ask for them again (the hub does not push them).
         await this.shell.refreshLists();
       } catch (e) {
-        if (!this.conflict(s, e, "customer", attempt)) throw e;
+        if (!this.conflict(s, e, "customer", id, attempt)) throw e;
       }
     };
     await attempt(s.view.customer.version);
@@ -452,12 +465,12 @@ export class Workspace {
         const { request } = await api.updateRequest(r.request_id, version, { title, description });
         view.requests = view.requests.map((x) => (x.request_id === request.request_id ? request : x));
         sent();
-        s.cautions = s.cautions.filter((c) => c.kind !== "request");
+        s.cautions = s.cautions.filter((c) => !(c.kind === "request" && c.id === request.request_id));
         this.shell.notify(t("saved"));
         await this.loadJourney(s);
         this.redraw(s);
       } catch (e) {
-        if (!this.conflict(s, e, "request", attempt)) throw e;
+        if (!this.conflict(s, e, "request", r.request_id, attempt)) throw e;
       }
     };
     await attempt(r.version);
@@ -471,11 +484,11 @@ export class Workspace {
         try {
           const { request } = await this.shell.api.updateRequest(r.request_id, version, { state });
           s.view!.requests = s.view!.requests.map((x) => (x.request_id === request.request_id ? request : x));
-          s.cautions = s.cautions.filter((c) => c.kind !== "request");
+          s.cautions = s.cautions.filter((c) => !(c.kind === "request" && c.id === request.request_id));
           await this.loadJourney(s);
           this.redraw(s);
         } catch (e) {
-          if (!this.conflict(s, e, "request", attempt)) throw e;
+          if (!this.conflict(s, e, "request", r.request_id, attempt)) throw e;
         }
       };
       await attempt(r.version);
@@ -511,7 +524,7 @@ export class Workspace {
           this.redraw(s);
         } catch (e) {
           const retry = (v: number, record: unknown) => attempt(v, (record as Activity | undefined)?.tags ?? [], record as Activity | undefined);
-          if (!this.conflict(s, e, "activity", retry)) throw e;
+          if (!this.conflict(s, e, "activity", a.activity_id, retry)) throw e;
         }
       };
       await attempt(a.version, a.tags);
@@ -535,7 +548,7 @@ export class Workspace {
         await this.loadJourney(s);
         this.redraw(s);
       } catch (e) {
-        if (!this.conflict(s, e, "activity", attempt)) throw e;
+        if (!this.conflict(s, e, "activity", a.activity_id, attempt)) throw e;
       }
     };
     await attempt(a.version);
@@ -577,6 +590,9 @@ export class Workspace {
       if (choice === "create") {
         await this.saveCustomer(s);
         if (!s.view) return;
+        // The notes typed for the interaction go with it, as a known caller's do.
+        await this.saveNotes(s);
+        if (this.notesDirty(s) || s.cautions.some((c) => c.conflict)) return;
         await this.shell.api.closeInteraction(interaction.activity_id);
       } else if (choice === "discard") {
         await this.shell.api.closeInteraction(interaction.activity_id, "discard");
@@ -1199,6 +1215,8 @@ export class Workspace {
                           s.requestId = r.request_id;
                           s.title = s.description = null;
                           this.render();
+                          // A timeline of the request shows the new one's events.
+                          if (s.scope === "request") this.loadJourney(s).then(() => this.redraw(s), this.shell.fail);
                         },
                       },
                       t("workOnRequest"),
@@ -1246,9 +1264,12 @@ export class Workspace {
               .addNote(v.customer.customer_id, text, s.scope === "request" ? s.requestId : null)
               .then(async () => {
                 if (s.note === typed) s.note = "";
+                this.redraw(s);
+                // Added: a timeline that fails to load now is said, not left unhandled.
                 await this.loadJourney(s);
                 this.redraw(s);
-              }, this.shell.fail)
+              })
+              .catch(this.shell.fail)
               .finally(() => (s.adding = false));
           },
         },
