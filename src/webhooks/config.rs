@@ -25,7 +25,11 @@ pub struct WebhooksConfig {
     /// One attempt's limit, connect to answer.
     pub timeout_ms: u64,
     /// Events of one endpoint in flight at once (events of one task or one agent are
-    /// always one at a time, in order).
+    /// always one at a time, in order). An endpoint takes at most this many events per
+    /// round trip: 64 at a 30 ms round trip is about 2,100 a second, a center at 2,000
+    /// tasks a second with its offers and assignments; 16, the first default, fell
+    /// behind by half a second whenever the receiver's answers slowed to a few
+    /// milliseconds (BENCHMARKS, nineteenth pass).
     pub max_in_flight: usize,
     /// Requests written on one connection before their answers (HTTP/1.1
     /// pipelining, unrelated events only); 1: one exchange at a time.
@@ -85,7 +89,7 @@ impl Default for WebhooksConfig {
             ],
             retry_jitter: 0.1,
             timeout_ms: 15_000,
-            max_in_flight: 16,
+            max_in_flight: 64,
             pipeline_depth: 16,
             linger_ms: 1,
             window: 1024,
