@@ -653,3 +653,46 @@ async fn a_loaded_customer_stays_watched_when_the_agent_closes_it_again() {
     assert_eq!(ch["change"]["record"]["name"], "Lena Berg-Ek");
     hub.shutdown().await;
 }
+
+/// A customer's most recent activity is the one that started last, not the one linked
+/// last: an older interaction linked to the customer late does not take the place of
+/// the last call (which an agent with the customer open may still edit).
+#[tokio::test]
+async fn an_older_interaction_linked_late_is_not_the_customers_most_recent_activity() {
+    let hub = hub().await;
+    // dj takes a call from an unknown number first.
+    let mut dj = hub.ready_agent("dj").await;
+    let (_, x) = call_from(&hub, &mut dj, "+46 70 000 0001").await;
+    assert!(x["customer_id"].is_null());
+    // Then bo takes Lena's call, and closes it.
+    let c = customer(
+        &hub,
+        json!({"name": "Lena Berg", "phones": ["+46 70 123 4567"]}),
+    )
+    .await;
+    let mut bo = hub.ready_agent("bo").await;
+    let (task, y) = call_from(&hub, &mut bo, "+46 70 123 4567").await;
+    assert_eq!(y["customer_id"], c["customer_id"]);
+    bo.complete(&task["task_id"]).await;
+    bo.ok(json!({"type": "close_interaction", "activity_id": y["activity_id"]}))
+        .await;
+    // dj's earlier call turns out to have been Lena too.
+    dj.ok(json!({"type": "link_activity", "activity_id": x["activity_id"], "customer_id": c["customer_id"]}))
+        .await;
+    // bo, with Lena reopened, may still edit the last call: it is her most recent.
+    bo.ok(json!({"type": "reopen_customer", "customer_id": c["customer_id"]}))
+        .await;
+    let view = bo
+        .ok(json!({"type": "get_customer", "customer_id": c["customer_id"]}))
+        .await;
+    assert_eq!(
+        view["activities"][0]["activity_id"], y["activity_id"],
+        "newest first: {view}"
+    );
+    let ver = view["activities"][0]["version"].clone();
+    let u = bo
+        .ok(json!({"type": "update_activity", "activity_id": y["activity_id"], "base_version": ver, "notes": "Called back"}))
+        .await;
+    assert_eq!(u["activity"]["notes"], "Called back");
+    hub.shutdown().await;
+}

@@ -1253,8 +1253,10 @@ fn deliver_pipelined(feed: &Arc<TestFeed>, rx: &Pipelined, depth: usize) -> Deli
     // retry together, in the same order, and against a receiver that refuses every
     // third request the same one could be refused every time until its schedule ran
     // out (seen: "event ep1-25 failed 6 times").
+    // No more in flight than one connection carries: the tests count connections.
     let r = WebhooksConfig {
         retry_jitter: 0.5,
+        max_in_flight: depth,
         ..rules(&[0, 50, 50, 50, 50, 50, 50, 50, 50, 50])
     };
     let client = Client::new(Target::parse(&rx.url()).unwrap(), true).with_depth(depth);

@@ -258,8 +258,17 @@ impl ContextBook {
         if !fresh {
             a.stamp.bump(by, now);
         }
-        let (agent, task_id) = (a.agent_id.clone(), a.task_id);
-        self.customer_activities.entry(c).or_default().push(aid);
+        let (agent, task_id, started) = (a.agent_id.clone(), a.task_id, a.started_at);
+        // In the order they started, not the order they were linked: an older
+        // interaction linked late is not the customer's most recent activity (the one
+        // an agent with the customer open may edit, and the first the view lists).
+        let activities = &self.activities;
+        let list = self.customer_activities.entry(c).or_default();
+        let at = list
+            .iter()
+            .rposition(|x| activities.get(x).is_some_and(|o| o.started_at <= started))
+            .map_or(0, |i| i + 1);
+        list.insert(at, aid);
         if let Some(w) = self.watchers.remove(&Topic::Activity(aid)) {
             self.watchers
                 .entry(Topic::Customer(c))

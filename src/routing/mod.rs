@@ -175,7 +175,8 @@ pub struct Rules {
 /// activity goes on the earlier request only while it is open; a head-of-queue task
 /// is first in its own queue only; any transfer to a queue restarts its escalation;
 /// `transfer_ended` goes to the agent who made the transfer only; a customer an agent
-/// loaded stays watched when it closes an interaction with it or a reopened record.
+/// loaded stays watched when it closes an interaction with it or a reopened record; a
+/// customer's activities are in the order they started, not the order they were linked.
 pub const DECISIONS_VERSION: u32 = 3;
 
 impl Rules {
