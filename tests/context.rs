@@ -12,16 +12,6 @@ async fn hub() -> TestHub {
     TestHub::start(QUEUES_AND_AGENTS).await
 }
 
-/// Creates a customer as an integration.
-async fn customer(hub: &TestHub, body: Value) -> Value {
-    let tok = hub.token("crm", Role::Integration);
-    let (s, v) = hub
-        .http("POST", "/v1/customers", Some(&tok), Some(&body.to_string()))
-        .await;
-    assert_eq!(s, 201, "{v}");
-    v["customer"].clone()
-}
-
 /// A voice task from `phone`, accepted by `agent`; returns (task, activity).
 async fn call_from(hub: &TestHub, agent: &mut Client, phone: &str) -> (Value, Value) {
     hub.create(
@@ -39,11 +29,9 @@ async fn call_from(hub: &TestHub, agent: &mut Client, phone: &str) -> (Value, Va
 #[tokio::test]
 async fn accept_attaches_to_the_most_recent_open_request_or_opens_one() {
     let hub = hub().await;
-    let c = customer(
-        &hub,
-        json!({"name": "João Gonçalves", "phones": ["+351 912 345 678"]}),
-    )
-    .await;
+    let c = hub
+        .create_customer(json!({"name": "João Gonçalves", "phones": ["+351 912 345 678"]}))
+        .await;
     let mut ana = hub.ready_agent("ana").await;
     let (task, a1) = call_from(&hub, &mut ana, "+351912345678").await;
     assert_eq!(a1["customer_id"], c["customer_id"]);
@@ -109,11 +97,9 @@ async fn accept_attaches_to_the_most_recent_open_request_or_opens_one() {
 #[tokio::test]
 async fn an_unknown_caller_is_linked_or_created_and_a_bare_close_is_refused() {
     let hub = hub().await;
-    let known = customer(
-        &hub,
-        json!({"name": "Đorđe Đorđević", "emails": ["dj@example.rs"]}),
-    )
-    .await;
+    let known = hub
+        .create_customer(json!({"name": "Đorđe Đorđević", "emails": ["dj@example.rs"]}))
+        .await;
     let mut bo = hub.ready_agent("bo").await;
     // Unknown number: an interaction without a customer.
     let (task, a) = call_from(&hub, &mut bo, "+46 70 000 00 01").await;
@@ -181,11 +167,9 @@ async fn an_unknown_caller_is_linked_or_created_and_a_bare_close_is_refused() {
 #[tokio::test]
 async fn lists_survive_a_reconnect_and_a_closed_customer_can_be_reopened() {
     let hub = hub().await;
-    let c = customer(
-        &hub,
-        json!({"name": "Giulia Ricci", "phones": ["+39 333 1234567"]}),
-    )
-    .await;
+    let c = hub
+        .create_customer(json!({"name": "Giulia Ricci", "phones": ["+39 333 1234567"]}))
+        .await;
     let (mut sup, _) = hub.supervisor().await;
     let mut ana = hub.ready_agent("ana").await;
     let (task, a) = call_from(&hub, &mut ana, "+39 333 1234567").await;
@@ -243,7 +227,8 @@ async fn search_ignores_case_and_accents() {
         ("Åsa Öberg", "asa@example.se"),
         ("Niccolò Ricci", "niccolo@example.it"),
     ] {
-        customer(&hub, json!({"name": name, "emails": [email]})).await;
+        hub.create_customer(json!({"name": name, "emails": [email]}))
+            .await;
     }
     let mut bo = hub.agent("bo").await;
     let names = |v: &Value| -> Vec<String> {
@@ -318,11 +303,9 @@ async fn limits_count_characters_and_tags_are_unique() {
 #[tokio::test]
 async fn two_agents_editing_one_customer_get_the_notification_and_the_conflict() {
     let hub = hub().await;
-    let c = customer(
-        &hub,
-        json!({"name": "Ana Lima", "phones": ["+55 11 5555 0000"]}),
-    )
-    .await;
+    let c = hub
+        .create_customer(json!({"name": "Ana Lima", "phones": ["+55 11 5555 0000"]}))
+        .await;
     let cid = c["customer_id"].clone();
     let mut ana = hub.ready_agent("ana").await;
     let mut bo = hub.ready_agent("bo").await;
@@ -365,19 +348,8 @@ async fn two_agents_editing_one_customer_get_the_notification_and_the_conflict()
         "bo"
     );
     // An integration's change reaches both.
-    let tok = hub.token("crm", Role::Integration);
-    let (s, _) = hub
-        .http(
-            "PATCH",
-            &format!("/v1/customers/{}", cid.as_str().unwrap_or_default()),
-            Some(&tok),
-            Some(
-                &json!({"base_version": v + 2, "changes": {"emails": ["ana@example.br"]}})
-                    .to_string(),
-            ),
-        )
+    hub.patch_customer(&cid, json!(v + 2), json!({"emails": ["ana@example.br"]}))
         .await;
-    assert_eq!(s, 200);
     assert_eq!(
         ana.expect("record_changed").await["change"]["changed_by"]["role"],
         "integration"
@@ -392,7 +364,7 @@ async fn two_agents_editing_one_customer_get_the_notification_and_the_conflict()
 #[tokio::test]
 async fn a_storm_of_concurrent_saves_has_exactly_one_winner_per_version() {
     let hub = hub().await;
-    let c = customer(&hub, json!({"name": "Storm"})).await;
+    let c = hub.create_customer(json!({"name": "Storm"})).await;
     let cid = c["customer_id"].clone();
     let mut clients = Vec::new();
     for who in ["ana", "bo", "dj"] {
@@ -463,11 +435,9 @@ async fn changed(agent: &mut Client, kind: &str) -> Value {
 #[tokio::test]
 async fn the_interaction_moves_to_another_request_or_a_new_one() {
     let hub = hub().await;
-    let c = customer(
-        &hub,
-        json!({"name": "Giulia Bianchi", "phones": ["+39 06 1234 5678"]}),
-    )
-    .await;
+    let c = hub
+        .create_customer(json!({"name": "Giulia Bianchi", "phones": ["+39 06 1234 5678"]}))
+        .await;
     let cid = c["customer_id"].clone();
     let mut ana = hub.ready_agent("ana").await;
     let mut bo = hub.agent("bo").await;
@@ -546,12 +516,12 @@ async fn the_interaction_moves_to_another_request_or_a_new_one() {
 #[tokio::test]
 async fn moving_the_interaction_is_refused_with_a_typed_error() {
     let hub = hub().await;
-    let c = customer(
-        &hub,
-        json!({"name": "Milica Petrović", "phones": ["+381 11 123 4567"]}),
-    )
-    .await;
-    let other = customer(&hub, json!({"name": "Jovan Jovanović"})).await;
+    let c = hub
+        .create_customer(json!({"name": "Milica Petrović", "phones": ["+381 11 123 4567"]}))
+        .await;
+    let other = hub
+        .create_customer(json!({"name": "Jovan Jovanović"}))
+        .await;
     let mut ana = hub.ready_agent("ana").await;
     let mut bo = hub.ready_agent("bo").await;
     let (task, a) = call_from(&hub, &mut ana, "+381 11 123 4567").await;
@@ -619,18 +589,11 @@ async fn moving_the_interaction_is_refused_with_a_typed_error() {
 /// not letting go of what it loaded. (Watching had no reasons: the close dropped both.)
 #[tokio::test]
 async fn a_loaded_customer_stays_watched_when_the_agent_closes_it_again() {
-    let hub = TestHub::start(QUEUES_AND_AGENTS).await;
-    let tok = hub.token("crm", Role::Integration);
-    let (s, c) = hub
-        .http(
-            "POST",
-            "/v1/customers",
-            Some(&tok),
-            Some(&json!({"name": "Lena Berg", "emails": ["lena@example.se"]}).to_string()),
-        )
+    let hub = hub().await;
+    let c = hub
+        .create_customer(json!({"name": "Lena Berg", "emails": ["lena@example.se"]}))
         .await;
-    assert_eq!(s, 201, "{c}");
-    let cid = c["customer"]["customer_id"].clone();
+    let cid = c["customer_id"].clone();
     let mut bo = hub.agent("bo").await;
     bo.ok(json!({"type": "get_customer", "customer_id": cid}))
         .await;
@@ -638,16 +601,8 @@ async fn a_loaded_customer_stays_watched_when_the_agent_closes_it_again() {
         .await;
     bo.ok(json!({"type": "close_customer", "customer_id": cid}))
         .await;
-    let id = cid.as_str().unwrap_or_default();
-    let (s, v) = hub
-        .http(
-            "PATCH",
-            &format!("/v1/customers/{id}"),
-            Some(&tok),
-            Some(&json!({"base_version": c["customer"]["version"], "changes": {"name": "Lena Berg-Ek"}}).to_string()),
-        )
+    hub.patch_customer(&cid, c["version"].clone(), json!({"name": "Lena Berg-Ek"}))
         .await;
-    assert_eq!(s, 200, "{v}");
     let ch = bo.expect("record_changed").await;
     assert_eq!(ch["change"]["customer_id"], cid);
     assert_eq!(ch["change"]["record"]["name"], "Lena Berg-Ek");
@@ -665,11 +620,9 @@ async fn an_older_interaction_linked_late_is_not_the_customers_most_recent_activ
     let (_, x) = call_from(&hub, &mut dj, "+46 70 000 0001").await;
     assert!(x["customer_id"].is_null());
     // Then bo takes Lena's call, and closes it.
-    let c = customer(
-        &hub,
-        json!({"name": "Lena Berg", "phones": ["+46 70 123 4567"]}),
-    )
-    .await;
+    let c = hub
+        .create_customer(json!({"name": "Lena Berg", "phones": ["+46 70 123 4567"]}))
+        .await;
     let mut bo = hub.ready_agent("bo").await;
     let (task, y) = call_from(&hub, &mut bo, "+46 70 123 4567").await;
     assert_eq!(y["customer_id"], c["customer_id"]);

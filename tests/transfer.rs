@@ -200,34 +200,55 @@ async fn a_supervisor_transfers_a_task_in_progress_and_the_agent_is_told() {
     hub.shutdown().await;
 }
 
-#[tokio::test]
-async fn the_customer_context_follows_a_transfer() {
-    let hub = hub("").await;
-    let tok = hub.token("crm", Role::Integration);
-    let (s, c) = hub
-        .http(
-            "POST",
-            "/v1/customers",
-            Some(&tok),
-            Some(&json!({"name": "Åsa Öberg", "emails": ["asa@example.se"]}).to_string()),
-        )
+/// An email from a customer the hub knows (`name`, `email`), accepted by bo and
+/// transferred by him to ana, whose offer rings.
+struct HandedOver {
+    customer: Value,
+    /// bo's activity.
+    first: Value,
+    bo: Client,
+    ana: Client,
+    offer: Value,
+}
+
+async fn email_handed_from_bo_to_ana(hub: &TestHub, name: &str, email: &str) -> HandedOver {
+    let customer = hub
+        .create_customer(json!({"name": name, "emails": [email]}))
         .await;
-    assert_eq!(s, 201, "{c}");
-    let customer_id = c["customer"]["customer_id"].clone();
     let mut bo = hub.ready_agent("bo").await;
     let t = hub
-        .create(json!({"channel": "email", "queue": "support", "customer": {"email": "asa@example.se"}}))
+        .create(json!({"channel": "email", "queue": "support", "customer": {"email": email}}))
         .await;
     let offer = bo.expect("offer").await;
     let first = bo
         .ok(json!({"type": "accept", "offer_id": offer["offer"]["offer_id"]}))
         .await["activity"]
         .clone();
-    assert_eq!(first["customer_id"], customer_id);
+    assert_eq!(first["customer_id"], customer["customer_id"]);
     let mut ana = hub.ready_agent("ana").await;
     bo.ok(json!({"type": "transfer", "task_id": t["task_id"], "to_agent": "ana"}))
         .await;
     let offer = ana.expect("offer").await;
+    HandedOver {
+        customer,
+        first,
+        bo,
+        ana,
+        offer,
+    }
+}
+
+#[tokio::test]
+async fn the_customer_context_follows_a_transfer() {
+    let hub = hub("").await;
+    let HandedOver {
+        customer: c,
+        first,
+        mut bo,
+        mut ana,
+        offer,
+    } = email_handed_from_bo_to_ana(&hub, "Åsa Öberg", "asa@example.se").await;
+    let customer_id = c["customer_id"].clone();
     let second = ana
         .ok(json!({"type": "accept", "offer_id": offer["offer"]["offer_id"]}))
         .await["activity"]
@@ -250,19 +271,12 @@ async fn the_customer_context_follows_a_transfer() {
     assert_eq!(ev["by"]["id"], "bo");
     assert_eq!(ev["text"], "agent:ana");
     // ana watches the customer: a change by the CRM reaches her.
-    let cid = customer_id.as_str().unwrap_or_default();
-    let (s, v) = hub
-        .http(
-            "PATCH",
-            &format!("/v1/customers/{cid}"),
-            Some(&tok),
-            Some(
-                &json!({"base_version": c["customer"]["version"], "changes": {"name": "Åsa Öberg-Lind"}})
-                    .to_string(),
-            ),
-        )
-        .await;
-    assert_eq!(s, 200, "{v}");
+    hub.patch_customer(
+        &customer_id,
+        c["version"].clone(),
+        json!({"name": "Åsa Öberg-Lind"}),
+    )
+    .await;
     let ch = ana.expect("record_changed").await;
     assert_eq!(ch["change"]["customer_id"], customer_id);
     hub.shutdown().await;
@@ -274,30 +288,14 @@ async fn the_customer_context_follows_a_transfer() {
 #[tokio::test]
 async fn a_request_closed_after_the_transfer_does_not_get_the_next_agents_activity() {
     let hub = hub("").await;
-    let tok = hub.token("crm", Role::Integration);
-    let (s, c) = hub
-        .http(
-            "POST",
-            "/v1/customers",
-            Some(&tok),
-            Some(&json!({"name": "Ana Sousa", "emails": ["ana@example.pt"]}).to_string()),
-        )
-        .await;
-    assert_eq!(s, 201, "{c}");
-    let mut bo = hub.ready_agent("bo").await;
-    let t = hub
-        .create(json!({"channel": "email", "queue": "support", "customer": {"email": "ana@example.pt"}}))
-        .await;
-    let offer = bo.expect("offer").await;
-    let first = bo
-        .ok(json!({"type": "accept", "offer_id": offer["offer"]["offer_id"]}))
-        .await["activity"]
-        .clone();
+    let HandedOver {
+        customer: c,
+        first,
+        mut bo,
+        mut ana,
+        offer,
+    } = email_handed_from_bo_to_ana(&hub, "Ana Sousa", "ana@example.pt").await;
     let r1 = first["request_id"].clone();
-    let mut ana = hub.ready_agent("ana").await;
-    bo.ok(json!({"type": "transfer", "task_id": t["task_id"], "to_agent": "ana"}))
-        .await;
-    let offer = ana.expect("offer").await;
     // bo closes the request while the offer rings (his interaction is still open).
     let req = bo
         .ok(json!({"type": "get_request", "request_id": r1}))
@@ -309,7 +307,7 @@ async fn a_request_closed_after_the_transfer_does_not_get_the_next_agents_activi
         .ok(json!({"type": "accept", "offer_id": offer["offer"]["offer_id"]}))
         .await["activity"]
         .clone();
-    assert_eq!(second["customer_id"], c["customer"]["customer_id"]);
+    assert_eq!(second["customer_id"], c["customer_id"]);
     assert!(second["request_id"].is_string());
     assert_ne!(second["request_id"], r1, "filed on the closed request");
     let after = ana

@@ -415,6 +415,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
             self.shared.assigned.fetch_sub(1, Relaxed);
             changed = true;
         }
+        if self.out.is_empty() {
+            // Nothing of this write is left: the next one has not stalled.
+            self.stalled = false;
+        }
         Ok(changed)
     }
 

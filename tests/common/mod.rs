@@ -231,6 +231,32 @@ impl TestHub {
         v
     }
 
+    /// Creates a customer as an integration; returns the customer.
+    pub async fn create_customer(&self, body: Value) -> Value {
+        let tok = self.token("crm", Role::Integration);
+        let (s, v) = self
+            .http("POST", "/v1/customers", Some(&tok), Some(&body.to_string()))
+            .await;
+        assert_eq!(s, 201, "{v}");
+        v["customer"].clone()
+    }
+
+    /// Changes a customer as an integration (`PATCH /v1/customers/{id}`); returns the
+    /// customer view.
+    pub async fn patch_customer(&self, id: &Value, base_version: Value, changes: Value) -> Value {
+        let tok = self.token("crm", Role::Integration);
+        let (s, v) = self
+            .http(
+                "PATCH",
+                &format!("/v1/customers/{}", id.as_str().unwrap_or_default()),
+                Some(&tok),
+                Some(&json!({"base_version": base_version, "changes": changes}).to_string()),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        v
+    }
+
     pub async fn task(&self, id: &str) -> Value {
         let tok = self.token("crm", Role::Integration);
         let (status, v) = self
