@@ -139,8 +139,12 @@ fn main() -> std::process::ExitCode {
                 std::sync::Arc::new(cfg.rules()),
             ) {
                 Ok(b) => {
+                    let again = match b.attempts {
+                        1 => String::new(),
+                        n => format!(" (taken {n} times: the earlier copies had a gap)"),
+                    };
                     println!(
-                        "backed up {} to {}: {} files, {} bytes, up to record {}",
+                        "backed up {} to {}: {} files, {} bytes, up to record {}{again}",
                         cfg.store.data_dir.display(),
                         dir.display(),
                         b.files,

@@ -15,7 +15,7 @@ use switchboard::context::record::{Actor, CustomerFields};
 use switchboard::ids::{AgentId, Channel, ConnId, CustomerId};
 use switchboard::routing::{Command, Rules, TransferTo};
 use switchboard::state::Reply;
-use switchboard::store::file::{FileStore, compact, recover, segment, snapshot};
+use switchboard::store::file::{FileStore, backup, compact, recover, segment, snapshot};
 use switchboard::store::{Sink, Store};
 use switchboard::task::{CustomerIdentity, NewTask};
 
@@ -799,6 +799,74 @@ async fn a_forked_snapshot_and_one_built_from_the_log_hold_the_state_at_their_po
     // And a store opened on it starts from there with nothing to replay.
     let rec = recover(&dir.0, rules(), false).expect("recover");
     assert_eq!((rec.replica.pos, rec.replayed), (80, 0));
+}
+
+/// Records one at a time until the store has put its next snapshot in place and removed
+/// the segments it covers; the record number after them.
+async fn until_next_snapshot(s: &FileStore, dir: &Path, mut i: u64) -> u64 {
+    let last = snapshot::read(dir).expect("read").map_or(0, |l| l.pos);
+    while s.position() < last + 50 {
+        one_record(s, i).await;
+        i += 1;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let pos = snapshot::read(dir).expect("read").map_or(0, |l| l.pos);
+        if pos > last && segment_firsts(dir).iter().all(|f| *f > pos) {
+            return i;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no new snapshot in 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_is_whole_at_its_first_try_when_the_hub_snapshots_while_it_reads() {
+    // Under sustained load the hub snapshots every few seconds and removes the segments
+    // the new snapshot covers, while a backup of a large directory takes longer than
+    // that to read. Here a snapshot lands in every attempt, between the backup's first
+    // read and its last: a copy that read the files at different times would hold an
+    // old snapshot and no segment continuing it, every time.
+    let dir = TempDir::new("backup-src");
+    let out = TempDir::new("backup-dst");
+    let s = open(&dir.0, 50).await;
+    let mut i = fifty_records(&s).await;
+    wait_for_forked_snapshot(&s).await;
+    while s.position() < 80 {
+        one_record(&s, i).await;
+        i += 1;
+    }
+    let (go, mut went) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let (done, wait) = std::sync::mpsc::channel::<()>();
+    let (src, dst) = (dir.0.clone(), out.0.join("copy"));
+    let copy = tokio::task::spawn_blocking(move || {
+        let mut between = move || {
+            go.send(()).expect("the test");
+            wait.recv().expect("the test");
+        };
+        backup::copy_with(&src, &dst, rules(), &mut between)
+    });
+    let mut landed = 0;
+    while went.recv().await.is_some() {
+        i = until_next_snapshot(&s, &dir.0, i).await;
+        landed += 1;
+        done.send(()).expect("the backup");
+    }
+    let b = copy.await.expect("join").expect("a backup");
+    assert_eq!((b.attempts, landed), (1, 1), "taken again");
+    // The copy is the state at some position of the original's log, at least the one
+    // the backup began at, and starts on its own.
+    assert!(b.position >= 80, "the copy ends at {}", b.position);
+    let copied = recover(&out.0.join("copy"), rules(), false).expect("the copy replays");
+    assert_eq!(copied.replica.pos, b.position);
+    assert_eq!(b.position, s.position(), "the copy stops short");
+    assert!(
+        copied.replica.state.snapshot_bytes().expect("bytes") == s.state_bytes().expect("bytes"),
+        "the copy is not the state at its position"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
