@@ -570,8 +570,9 @@ async fn retry_after_of_a_429_is_honoured_and_redirects_are_failures() {
         Answer::Status(200, None),
     ]);
     let feed = TestFeed::new();
-    // The schedule alone would retry after 20 ms.
-    let d = deliver(&feed, &rx, rules(&[0, 20, 20, 20]), &["*"]);
+    // The schedule alone would retry after 20 ms (its longest wait, which bounds a
+    // `Retry-After`, is 3 s, later).
+    let d = deliver(&feed, &rx, rules(&[0, 20, 20, 20, 3_000]), &["*"]);
     feed.push(queued(1));
     let got = rx
         .wait_for(Duration::from_secs(6), "three attempts", |g| g.len() == 3)
@@ -607,6 +608,49 @@ async fn retry_after_of_a_429_is_honoured_and_redirects_are_failures() {
             .contains("redirect")
     );
     assert_eq!(attempts[2].next_retry_ms, Some(2_000));
+    let _ = d.stop.send(true);
+}
+
+#[tokio::test]
+async fn retry_after_never_hastens_the_schedule_nor_holds_it_past_its_longest_wait() {
+    // A gateway that rate-limits with `Retry-After: 0` on every attempt would otherwise
+    // spend the schedule in no time and disable the endpoint; one that says "in 3,000
+    // years" would stall it for good.
+    let rx = Receiver::start().await;
+    rx.script([
+        Answer::Status(429, Some("0")),
+        Answer::Status(503, Some("99999999999")),
+        Answer::Status(200, None),
+    ]);
+    let feed = TestFeed::new();
+    let d = deliver(&feed, &rx, rules(&[0, 600, 300]), &["*"]);
+    feed.push(queued(1));
+    let got = rx
+        .wait_for(Duration::from_secs(6), "three attempts", |g| g.len() == 3)
+        .await;
+    let first = got[1].at - got[0].at;
+    assert!(
+        first >= Duration::from_millis(550),
+        "retried after {first:?}: `Retry-After: 0` cut the schedule's 600 ms"
+    );
+    let second = got[2].at - got[1].at;
+    assert!(
+        second < Duration::from_secs(3),
+        "retried after {second:?}: the longest wait of the schedule is 600 ms"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while d.records.recent(10).len() < 3 {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let attempts = d.records.recent(10);
+    assert_eq!(attempts[0].outcome, "delivered");
+    assert_eq!(
+        attempts[1].next_retry_ms,
+        Some(600),
+        "capped at the longest wait"
+    );
+    assert_eq!(attempts[2].next_retry_ms, Some(600), "the schedule's wait");
     let _ = d.stop.send(true);
 }
 

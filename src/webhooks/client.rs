@@ -269,19 +269,23 @@ async fn tcp(target: Target, allow_private: bool) -> Result<TcpStream, SendError
     ))
 }
 
-/// `Retry-After`: delay seconds, or an HTTP date (RFC 9110).
+/// `Retry-After`: delay seconds, or an HTTP date in any of the three forms a recipient
+/// must accept (RFC 9110, 5.6.7: IMF-fixdate, RFC 850, asctime).
 pub fn parse_retry_after(v: &str) -> Option<Duration> {
     let v = v.trim();
     if let Ok(secs) = v.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
-    let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
-    let now = chrono::Utc::now();
-    Some(
-        (at.with_timezone(&chrono::Utc) - now)
-            .to_std()
-            .unwrap_or(Duration::ZERO),
-    )
+    let at = chrono::DateTime::parse_from_rfc2822(v)
+        .map(|d| d.with_timezone(&chrono::Utc))
+        .or_else(|_| {
+            // RFC 850 (two-digit year) and asctime: always GMT.
+            chrono::NaiveDateTime::parse_from_str(v, "%A, %d-%b-%y %H:%M:%S GMT")
+                .or_else(|_| chrono::NaiveDateTime::parse_from_str(v, "%a %b %e %H:%M:%S %Y"))
+                .map(|d| d.and_utc())
+        })
+        .ok()?;
+    Some((at - chrono::Utc::now()).to_std().unwrap_or(Duration::ZERO))
 }
 
 #[cfg(test)]
@@ -296,5 +300,25 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(parse_retry_after("soon"), None);
+        // The two obsolete forms a recipient must still read, past and future.
+        assert_eq!(
+            parse_retry_after("Sunday, 06-Nov-94 08:49:37 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            parse_retry_after("Sun Nov  6 08:49:37 1994"),
+            Some(Duration::ZERO)
+        );
+        let later = chrono::Utc::now() + chrono::Duration::seconds(120);
+        for text in [
+            later.format("%A, %d-%b-%y %H:%M:%S GMT").to_string(),
+            later.format("%a %b %e %H:%M:%S %Y").to_string(),
+        ] {
+            let d = parse_retry_after(&text).unwrap_or_default();
+            assert!(
+                d > Duration::from_secs(100) && d <= Duration::from_secs(120),
+                "{text}: {d:?}"
+            );
+        }
     }
 }

@@ -593,8 +593,17 @@ impl Runner {
                 self.records.record(rec, rules.attempts_kept);
                 return Fate::Exhausted(why);
             };
-            // A receiver that says when to come back is taken at its word.
-            let mut wait = retry_after.unwrap_or_else(|| jittered(wait_ms, rules.retry_jitter));
+            // A receiver that says when to come back is not called before then, but its
+            // word never hastens the schedule nor holds it past its longest wait: a
+            // gateway's `Retry-After: 0` on every attempt would spend the whole
+            // schedule in seconds and disable the endpoint, and a value of years would
+            // stall it (and the window it holds back) for good, never disabled.
+            let longest = rules.retry_schedule_ms.iter().copied().max().unwrap_or(0);
+            let mut wait = jittered(wait_ms, rules.retry_jitter).max(
+                retry_after
+                    .unwrap_or_default()
+                    .min(Duration::from_millis(longest)),
+            );
             if let Some(d) = deadline {
                 // An offer waits no longer than its deadline: then it is recorded as
                 // expired, and its task's and agent's later events (the expiry, the
