@@ -17,7 +17,8 @@ use super::tls::Tls;
 use super::wire::{Request, WireError};
 use axum::body::Bytes;
 use hyper::header::{HeaderName, HeaderValue};
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::{Acquire, Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -146,13 +147,23 @@ impl Client {
             body,
         };
         let patience = patience.max(timeout);
-        match tokio::time::timeout_at(
-            now + timeout,
-            self.exchange(parts, now + patience, patience),
-        )
-        .await
-        {
+        let written = Arc::new(AtomicBool::new(false));
+        let exchange = self.exchange(parts, now + patience, patience, &written);
+        tokio::pin!(exchange);
+        match tokio::time::timeout_at(now + timeout, &mut exchange).await {
             Ok(r) => r,
+            // Written whole before the attempt ended (an offer at its deadline): the
+            // receiver has it and may act on it, so its answer is awaited as any
+            // request's, and the events behind it (its task's, its agent's: the
+            // offer's expiry) wait for it. Ended here, they went out while the
+            // receiver was still handling the offer, on another connection or
+            // pipelined behind it, and the attempt was recorded as never sent.
+            Err(_) if written.load(Acquire) => {
+                match tokio::time::timeout_at(now + patience, exchange).await {
+                    Ok(r) => r,
+                    Err(_) => Err(SendError::Timeout(patience)),
+                }
+            }
             Err(_) => Err(SendError::Timeout(timeout)),
         }
     }
@@ -162,6 +173,7 @@ impl Client {
         mut parts: Parts,
         deadline: Instant,
         timeout: Duration,
+        written: &Arc<AtomicBool>,
     ) -> Result<Answer, SendError> {
         let request = self
             .request
@@ -176,6 +188,7 @@ impl Client {
                     deadline,
                     timeout,
                     answer,
+                    written: written.clone(),
                 },
             );
             match outcome.await {

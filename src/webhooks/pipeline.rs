@@ -32,7 +32,10 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU8, AtomicUsize,
+    Ordering::{Relaxed, Release},
+};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -63,6 +66,10 @@ pub struct Job {
     pub timeout: Duration,
     /// Where its outcome goes.
     pub answer: oneshot::Sender<Outcome>,
+    /// Set once its bytes are all in the kernel's hands: the receiver has it (or will),
+    /// so an attempt that ends now (an offer at its deadline) waits for its answer
+    /// instead (see `Client::post`).
+    pub written: Arc<AtomicBool>,
 }
 
 /// What became of a request.
@@ -214,6 +221,7 @@ pub async fn run<S, C>(
 /// A request written and not yet answered.
 struct Waiter {
     answer: oneshot::Sender<Outcome>,
+    written: Arc<AtomicBool>,
     deadline: Instant,
     timeout: Duration,
     /// Its bytes in `out`, while they are part of the write under way.
@@ -297,6 +305,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                     .encode_into(&mut self.out, &j.parts.fields, &j.parts.body);
                 self.waiting.push_back(Waiter {
                     answer: j.answer,
+                    written: j.written,
                     deadline: j.deadline,
                     timeout: j.timeout,
                     span: (start, self.out.len()),
@@ -315,7 +324,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                             "the connection takes no more bytes".into(),
                         )));
                     }
-                    Poll::Ready(Ok(n)) => self.written += n,
+                    Poll::Ready(Ok(n)) => {
+                        self.written += n;
+                        self.mark_written();
+                    }
                     Poll::Ready(Err(e)) => {
                         return Poll::Ready(Err(SendError::Closed(format!("write: {e}"))));
                     }
@@ -381,6 +393,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                     return Poll::Ready(Ok(()));
                 }
                 return Poll::Pending;
+            }
+        }
+    }
+
+    /// Marks the requests of the write under way whose bytes are now all written.
+    fn mark_written(&self) {
+        let from = self.waiting.len().saturating_sub(self.in_out);
+        for w in self.waiting.iter().skip(from) {
+            if w.span.1 <= self.written {
+                w.written.store(true, Release);
             }
         }
     }
@@ -550,6 +572,7 @@ mod tests {
             deadline: Instant::now() + Duration::from_secs(30),
             timeout: Duration::from_secs(30),
             answer,
+            written: Arc::default(),
         };
         (job, outcome)
     }
