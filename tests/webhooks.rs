@@ -422,6 +422,37 @@ async fn an_event_waiting_for_its_retry_holds_no_slot_and_its_task_waits_behind_
 }
 
 #[tokio::test]
+async fn one_event_waiting_for_its_retry_does_not_stop_the_other_tasks_past_the_window() {
+    // Event 1 fails and its retry is a minute away. The endpoint reads ahead 16 events:
+    // the 100 events of other tasks behind it are delivered all the same (the window
+    // counts what is unfinished, not what the held position spans).
+    let rx = Receiver::start().await;
+    rx.script([Answer::Status(500, None)]);
+    let feed = TestFeed::new();
+    let r = WebhooksConfig {
+        window: 16,
+        max_in_flight: 4,
+        ..rules(&[0, 60_000])
+    };
+    let d = deliver(&feed, &rx, r, &["*"]);
+    for t in 1..=101u128 {
+        feed.push(queued(t));
+    }
+    let got = rx
+        .wait_for(Duration::from_secs(10), "the 100 other events", |g| {
+            delivered_ids(g).len() == 100
+        })
+        .await;
+    assert!(
+        !delivered_ids(&got).contains("ep1-1"),
+        "event 1 waits for its retry"
+    );
+    // The position stays before it.
+    assert!(d.control.positions.lock().unwrap().iter().all(|p| *p == 0));
+    let _ = d.stop.send(true);
+}
+
+#[tokio::test]
 async fn a_retry_takes_a_slot_again_so_no_more_than_max_in_flight_are_ever_open() {
     // Eight tasks' events; every first attempt fails, and each answer takes 150 ms. A
     // connection per request, so the receiver sees every request open at once.

@@ -40,7 +40,10 @@ pub struct WebhooksConfig {
     /// each), or after this many milliseconds if the answers are slow. 0: each event
     /// as it comes.
     pub linger_ms: u64,
-    /// Events one endpoint reads ahead of its position.
+    /// Events one endpoint has read and not yet finished (waiting for their turn, in
+    /// flight, or waiting for a retry). Those delivered behind an unfinished one are
+    /// not counted: one event stuck in its retries holds the position (the events it
+    /// keeps, up to `events.max_held`), never the other tasks' events.
     pub window: usize,
     /// How long a node's lease on an endpoint lasts unless renewed (renewed every
     /// third of it): another node takes over about this long after the holder dies.

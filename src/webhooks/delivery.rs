@@ -302,7 +302,7 @@ impl Runner {
         let mut resting = false;
         loop {
             let (mut open, mut took) = (true, false);
-            while open && window.len() < rules.window {
+            while open && window.unfinished() < rules.window {
                 match reader.next(&feed).now_or_never() {
                     Some(next) => {
                         open = self.take(next, &mut window, &mut held, &mut disable);
@@ -363,7 +363,7 @@ impl Runner {
                         }
                     }
                 }
-                next = reader.next(&feed), if window.len() < rules.window && (sending.is_empty() || !resting) => {
+                next = reader.next(&feed), if window.unfinished() < rules.window && (sending.is_empty() || !resting) => {
                     if !self.take(next, &mut window, &mut held, &mut disable) {
                         break;
                     }

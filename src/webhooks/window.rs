@@ -54,6 +54,8 @@ pub struct Window {
     slots: VecDeque<Slot>,
     position: u64,
     in_flight: usize,
+    /// Events not yet finished (waiting or in flight).
+    unfinished: usize,
     /// The last unfinished event of each key.
     last: HashMap<Key, u64>,
     /// Waiting events whose predecessors are all finished, lowest seq first.
@@ -73,6 +75,7 @@ impl Window {
             slots: VecDeque::new(),
             position,
             in_flight: 0,
+            unfinished: 0,
             last: HashMap::new(),
             ready: BinaryHeap::new(),
         }
@@ -96,6 +99,14 @@ impl Window {
     /// Events in flight.
     pub fn in_flight(&self) -> usize {
         self.in_flight
+    }
+
+    /// Events not yet finished: waiting for their turn, in flight, or waiting for a
+    /// retry. (The finished ones held behind an unfinished one are not counted: what an
+    /// endpoint reads ahead is bounded by these, so one event stuck in its retries
+    /// never stops the others.)
+    pub fn unfinished(&self) -> usize {
+        self.unfinished
     }
 
     fn index(&self, seq: u64) -> Option<usize> {
@@ -157,6 +168,7 @@ impl Window {
             waits_for,
             stage: Stage::Waiting,
         });
+        self.unfinished += 1;
         if waits_for == 0 {
             self.ready.push(std::cmp::Reverse(seq));
         }
@@ -197,6 +209,7 @@ impl Window {
             Stage::Waiting => {}
         }
         s.stage = Stage::Finished;
+        self.unfinished -= 1;
         let (keys, next) = (s.keys, s.next);
         for k in 0..KEYS {
             let Some(key) = keys[k] else { continue };
@@ -420,6 +433,10 @@ mod tests {
                 assert_eq!(w.position(), mpos, "run {run}");
                 assert_eq!(w.in_flight(), m.in_flight);
                 assert_eq!(w.len(), m.slots.len());
+                assert_eq!(
+                    w.unfinished(),
+                    m.slots.iter().filter(|s| s.3 != Stage::Finished).count()
+                );
             }
         }
     }
