@@ -1116,6 +1116,33 @@ async fn the_api_makes_no_more_endpoints_than_max_endpoints() {
     hub.shutdown().await;
 }
 
+/// Deletes of one endpoint at once (a client's retries): one deletes it, the others
+/// find it gone: 404, as a moment later, never a 400 about a field they got right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletes_of_one_endpoint_at_once_answer_204_once_and_404_to_the_others() {
+    let hub = TestHub::start_with(hub_config(true)).await;
+    let tok = hub.token("crm", Role::Integration);
+    let rx = Receiver::start().await;
+    for n in 0..20 {
+        let id = format!("twice{n}");
+        api_endpoint(&hub, &tok, &id, &rx).await;
+        let path = format!("/v1/webhooks/{id}");
+        let got = futures_util::future::join_all(
+            (0..8).map(|_| hub.http("DELETE", &path, Some(&tok), None)),
+        )
+        .await;
+        let mut statuses: Vec<(u16, Value)> = got
+            .iter()
+            .map(|(s, v)| (*s, v["error"]["code"].clone()))
+            .collect();
+        statuses.sort_by_key(|g| g.0);
+        let mut want = vec![(404, json!("not_found")); 7];
+        want.insert(0, (204, Value::Null));
+        assert_eq!(statuses, want, "round {n}");
+    }
+    hub.shutdown().await;
+}
+
 /// Creates a task and waits until `rx` has its `task.created`; that delivery.
 async fn created_reaches(hub: &TestHub, rx: &Receiver) -> Received {
     let t = hub.create(common::chat()).await;

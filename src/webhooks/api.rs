@@ -13,6 +13,7 @@ use crate::auth::Role;
 use crate::error::{ErrorCode, HubError};
 use crate::http::{ApiError, caller, parse_body};
 use crate::hub::Hub;
+use crate::state::Reply;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -51,6 +52,16 @@ fn service(hub: &Hub) -> Result<&Arc<Webhooks>, ApiError> {
 
 fn not_found(id: &str) -> ApiError {
     ApiError::new(ErrorCode::NotFound, format!("no webhook endpoint {id:?}"))
+}
+
+/// A command's reply; the book's "no such endpoint" (one deleted since it was found,
+/// by a request racing this one) is the 404 it would have been a moment later, not a
+/// 400 about a field the caller got right.
+fn applied(r: Result<Reply, HubError>, id: &str) -> Result<WebhookReply, ApiError> {
+    webhook_reply(r).map_err(|e| match e {
+        HubError::Invalid { ref field, .. } if field == "id" => not_found(id),
+        e => e.into(),
+    })
 }
 
 fn from_config(id: &str) -> ApiError {
@@ -195,7 +206,10 @@ async fn delete(
     if d.from_config {
         return Err(from_config(&id));
     }
-    webhook_reply(hub.webhook(WebhookCommand::Delete { id: id.clone() }).await)?;
+    applied(
+        hub.webhook(WebhookCommand::Delete { id: id.clone() }).await,
+        &id,
+    )?;
     w.settle().await;
     tracing::info!(endpoint = %id, by = %c.sub, "webhook endpoint deleted");
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -237,7 +251,7 @@ async fn rotate(
             overlap_until,
         })
         .await;
-    webhook_reply(r)?;
+    applied(r, &id)?;
     w.settle().await;
     tracing::info!(endpoint = %id, by = %c.sub, "webhook secret rotated");
     let (_, mut v) = find(&hub, w, &id).await?;
@@ -256,7 +270,7 @@ async fn set_disabled(hub: &Hub, id: &str, reason: Option<String>) -> Result<Res
             config: d.from_config,
         })
         .await;
-    webhook_reply(r)?;
+    applied(r, id)?;
     w.settle().await;
     let (_, v) = find(hub, w, id).await?;
     Ok(Json(v).into_response())
@@ -346,7 +360,7 @@ async fn replay(
             config: d.from_config,
         })
         .await;
-    if webhook_reply(r)? != WebhookReply::Done {
+    if applied(r, &id)? != WebhookReply::Done {
         return Err(ApiError::new(ErrorCode::Internal, "unexpected reply"));
     }
     w.settle().await;

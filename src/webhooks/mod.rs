@@ -300,6 +300,15 @@ impl Webhooks {
                 _ = stopped.changed() => break,
             }
         }
+        if *self.stop.borrow() {
+            // `stop` drains the runners: it waits for each to write its position and
+            // lets its lease go. Taken here first (a stop that came while this round
+            // held the lock), they were only told to stop, and `stop` found none: the
+            // store could close under their last position writes, and another node
+            // waited out the leases.
+            return;
+        }
+        // The hub is gone: nothing to release to.
         for (_, a) in std::mem::take(&mut *self.active.lock().unwrap_or_else(|p| p.into_inner())) {
             let _ = a.stop.send(true);
         }
