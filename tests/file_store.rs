@@ -345,20 +345,21 @@ async fn open_with_last_segment(dir: &Path, bytes: &[u8]) -> (TempDir, Result<Fi
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_flipped_byte_in_the_last_acknowledged_record_refuses_the_start() {
+async fn a_flipped_byte_in_the_last_batch_is_cut_and_in_the_batch_before_it_refuses_the_start() {
     let dir = TempDir::new("flip-last");
     let s = open(&dir.0, 1_000_000).await;
-    write_records(&s).await;
+    let before = write_records(&s).await;
     drop(s);
     let seg = last_segment(&dir.0);
     let bytes = std::fs::read(&seg).expect("read");
-    let (off, payload) = segment::scan(&bytes)
-        .records
-        .last()
-        .expect("records")
-        .clone();
-    // Its payload ends the records: before batch-end markers this read as a torn tail
-    // and was cut. Its batch's marker follows it, so it was acknowledged: refused.
+    let scan = segment::scan(&bytes);
+    let records = scan.records.clone();
+    let (off, payload) = records.last().expect("records").clone();
+    // One command at a time: each record is a batch of its own, its marker after it.
+    let (prev_off, prev) = records[records.len() - 2].clone();
+    // The last batch, damaged: what a power cut inside its sync leaves (its pages reach
+    // the disk in any order, its marker's among them). Cut at its start, with the
+    // state of the records before it.
     for byte in [
         payload.start,
         payload.start + payload.len() / 2,
@@ -367,17 +368,37 @@ async fn a_flipped_byte_in_the_last_acknowledged_record_refuses_the_start() {
         let mut damaged = bytes.clone();
         damaged[byte] ^= 0x01;
         let (copy, r) = open_with_last_segment(&dir.0, &damaged).await;
+        let s = r.unwrap_or_else(|e| panic!("byte {byte}: the last batch was not cut: {e}"));
+        assert_eq!(s.position(), before.1, "byte {byte}");
+        assert!(s.state_bytes().expect("bytes") == before.0, "byte {byte}");
+        drop(s);
+        let cut = std::fs::read(last_segment(&copy.0)).expect("read");
+        assert!(
+            cut.len() <= off && cut.len() > prev.end,
+            "byte {byte}: cut to {}",
+            cut.len()
+        );
+    }
+    // The record before it, damaged: the last batch's marker follows, written only once
+    // that record's batch was synced and acknowledged. Refused, naming the offset.
+    for byte in [prev.start, prev.end - 1] {
+        let mut damaged = bytes.clone();
+        damaged[byte] ^= 0x01;
+        let (copy, r) = open_with_last_segment(&dir.0, &damaged).await;
         let err = match r {
             Ok(_) => panic!("a flipped acknowledged record was loaded (byte {byte})"),
             Err(e) => e,
         };
-        assert!(err.contains(&format!("offset {off}")), "byte {byte}: {err}");
+        assert!(
+            err.contains(&format!("offset {prev_off}")),
+            "byte {byte}: {err}"
+        );
         assert_eq!(std::fs::read(last_segment(&copy.0)).expect("read"), damaged);
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_with_a_lost_earlier_page_is_cut_without_its_marker_and_refused_with_it() {
+async fn a_batch_with_a_lost_earlier_page_is_cut_and_refused_only_when_a_later_batch_follows() {
     let dir = TempDir::new("lost-page");
     let s = open(&dir.0, 1_000_000).await;
     write_records(&s).await;
@@ -413,17 +434,38 @@ async fn a_batch_with_a_lost_earlier_page_is_cut_without_its_marker_and_refused_
             .len(),
         bytes.len() as u64
     );
-    // The same batch with its marker on disk was synced and acknowledged: the lost page
-    // is damage, and the start is refused naming the offset.
+    // The same batch with its own marker on disk: a power cut inside its sync can leave
+    // the marker's page written and the first page not, so the marker proves nothing;
+    // never acknowledged, cut likewise.
     segment::end_batch(&mut batch, start as u64, 3);
-    let mut damaged = bytes.clone();
-    damaged.extend_from_slice(&batch);
-    for x in &mut damaged[start..start + 4096] {
+    let mut torn = bytes.clone();
+    torn.extend_from_slice(&batch);
+    for x in &mut torn[start..start + 4096] {
         *x = 0;
     }
+    let (copy, r) = open_with_last_segment(&dir.0, &torn).await;
+    let s = r.expect("a batch whose own marker alone reached the disk: cut, not refused");
+    assert_eq!(s.position(), after.1);
+    assert!(s.state_bytes().expect("bytes") == after.0);
+    drop(s);
+    assert_eq!(
+        std::fs::metadata(last_segment(&copy.0))
+            .expect("stat")
+            .len(),
+        bytes.len() as u64
+    );
+    // A later batch whole after it: that one was written only once the damaged one was
+    // synced and acknowledged, so the lost page is damage, and the start is refused
+    // naming the offset.
+    let mut damaged = torn.clone();
+    let next = damaged.len();
+    let mut later = Vec::new();
+    segment::frame(&mut later, payload);
+    segment::end_batch(&mut later, next as u64, 1);
+    damaged.extend_from_slice(&later);
     let (_copy, r) = open_with_last_segment(&dir.0, &damaged).await;
     match r {
-        Ok(_) => panic!("damage inside a batch with its marker was loaded"),
+        Ok(_) => panic!("damage inside a batch a later batch follows was loaded"),
         Err(e) => assert!(e.contains(&format!("offset {start}")), "{e}"),
     }
 }

@@ -269,9 +269,16 @@ fn scan_v2(bytes: &[u8]) -> Scan {
         }
     };
     let damage = damage.map(|(at, what)| {
-        // A valid marker anywhere after the damage was written after this batch was
-        // synced (or is this batch's own): the damage is to acknowledged records.
-        if marker_after(bytes, at.max(batch) + 1) {
+        // A valid marker of a later batch anywhere after the damage: that batch was
+        // written only after this one was synced, so the damage is to acknowledged
+        // records. This batch's own marker proves nothing: a power cut inside its
+        // `sync_data` can leave any of its pages on disk, the marker's among them,
+        // and the others as they were (the zeros written ahead). Such a batch was
+        // never acknowledged, and refusing the start over it would send the operator
+        // to move away a segment of acknowledged records. (Damage to the very last
+        // acknowledged batch looks the same and is cut likewise, with the warning
+        // naming the bytes: the log's end is read as a log's end, as databases do.)
+        if marker_after(bytes, at.max(batch) + 1, batch) {
             (at, Damage::Corrupt(what))
         } else {
             (batch, Damage::Torn)
@@ -285,12 +292,17 @@ fn scan_v2(bytes: &[u8]) -> Scan {
     }
 }
 
-/// Whether a valid batch-end marker starts anywhere at or after `from`.
-fn marker_after(bytes: &[u8], from: usize) -> bool {
+/// Whether a valid batch-end marker of a batch that starts after `batch` starts
+/// anywhere at or after `from`.
+fn marker_after(bytes: &[u8], from: usize, batch: usize) -> bool {
     let word = (MARKER | MARKER_LEN as u32).to_le_bytes();
     let mut i = from;
     while i + HEADER + MARKER_LEN <= bytes.len() {
-        if bytes[i..i + 4] == word && matches!(read_at(bytes, i), Read::Record(..)) {
+        if bytes[i..i + 4] == word
+            && let Read::Record(_, payload) = read_at(bytes, i)
+            && let Some(start) = bytes.get(payload.start..payload.start + 8)
+            && u64::from_le_bytes(start.try_into().unwrap_or_default()) > batch as u64
+        {
             return true;
         }
         i += 1;
@@ -395,8 +407,9 @@ mod tests {
     fn format_2_damage_before_a_marker_is_corruption_and_without_one_a_tear() {
         let (b, second) = two_batches();
         let marker = scan(&b).records[2].1.end;
-        // Every byte of every record (not the last marker): a later marker follows.
-        for i in MAGIC.len()..marker {
+        // Every byte of the first batch, its marker included: the second batch's marker
+        // follows, written after the first was synced.
+        for i in MAGIC.len()..second {
             let mut c = b.clone();
             c[i] ^= 0x40;
             let s = scan(&c);
@@ -405,6 +418,16 @@ mod tests {
                 "flip at {i}: {:?}",
                 s.damage
             );
+        }
+        // Every byte of the last batch (not its marker): only its own marker follows,
+        // which a power cut inside its sync can leave on disk without the rest. Torn at
+        // its start.
+        for i in second..marker {
+            let mut c = b.clone();
+            c[i] ^= 0x40;
+            let s = scan(&c);
+            assert_eq!(s.damage, Some((second, Damage::Torn)), "flip at {i}");
+            assert_eq!(s.valid_len, second, "flip at {i}");
         }
         // The last batch without its marker, its first bytes lost (zeros) but the rest
         // on disk: never acknowledged, so torn at its start.
