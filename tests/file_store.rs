@@ -912,6 +912,37 @@ async fn a_backup_is_whole_at_its_first_try_when_the_hub_snapshots_while_it_read
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_during_which_the_hub_started_again_with_other_rules_is_taken_again() {
+    // The hub stops, snapshots, and starts with other rules (a new `rules` file, put in
+    // place by a rename) while a backup reads: a copy of the old records with the new
+    // rules would replay them by rules they were not decided by, in silence.
+    let dir = TempDir::new("backup-rules");
+    let out = TempDir::new("backup-rules-dst");
+    let s = open(&dir.0, 1_000_000).await;
+    write_records(&s).await;
+    drop(s);
+    let rules_file = dir.0.join(switchboard::store::file::RULES_FILE);
+    let old = std::fs::read(&rules_file).expect("the rules file");
+    let mut calls = 0;
+    let mut between = || {
+        calls += 1;
+        if calls == 1 {
+            let tmp = dir.0.join("rules.tmp");
+            std::fs::write(&tmp, b"other rules").expect("write");
+            std::fs::rename(&tmp, &rules_file).expect("rename");
+        }
+    };
+    let dst = out.0.join("copy");
+    let b = backup::copy_with(&dir.0, &dst, rules(), &mut between).expect("a backup");
+    assert_eq!(b.attempts, 2, "the copy with the changed rules was kept");
+    assert_eq!(
+        std::fs::read(dst.join(switchboard::store::file::RULES_FILE)).expect("copied"),
+        b"other rules"
+    );
+    assert_ne!(old, b"other rules");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forked_writer_that_fails_is_replaced_by_the_build_from_the_log() {
     // Every child is killed at once (a limit of zero): the snapshot is still written,
     // from the log, and is the state at its position.

@@ -91,6 +91,9 @@ fn attempt(
     between: &mut dyn FnMut(),
 ) -> Result<Backup, String> {
     let list = || segment::list(src).map_err(|e| format!("cannot list {}: {e}", src.display()));
+    // The rules the log was decided by (written at start only), first: a restart with
+    // other rules anywhere after this is then caught by the check below.
+    let rules_file = open(&src.join(super::RULES_FILE))?;
     // The segments first: one removed before it is opened is covered by the snapshot
     // opened next.
     let mut segments = Vec::new();
@@ -118,8 +121,6 @@ fn attempt(
             }
         }
     }
-    // The rules the log was decided by (written at start only).
-    let rules_file = open(&src.join(super::RULES_FILE))?;
 
     super::create_dir_durably(dst).map_err(|e| format!("cannot create {}: {e}", dst.display()))?;
     let mut files = 0;

@@ -123,7 +123,19 @@ mod linux {
                 match unsafe { libc::poll(&mut p, 1, ms) } {
                     // Nothing yet, or a signal (a stop's SIGTERM) came first: wait on,
                     // within the limit. (A read now could block past it.)
-                    0 | -1 => continue,
+                    0 => continue,
+                    -1 if std::io::Error::last_os_error().kind()
+                        == std::io::ErrorKind::Interrupted =>
+                    {
+                        continue;
+                    }
+                    // Any other failure (ENOMEM under the memory a fork takes) returns
+                    // at once, every time: retried in a loop it spun a core until the
+                    // limit. A short pause between tries instead.
+                    -1 => {
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                        continue;
+                    }
                     _ => {}
                 }
                 let mut chunk = [0u8; 512];

@@ -336,6 +336,12 @@ struct Shared {
     /// `FORKED_LIMIT_MS` unless a test shortens it (`with_forked_limit`).
     forked_limit_ms: AtomicU64,
     metrics: FileMetrics,
+    /// The directory's lock, let go only when the last thread holding this (writer,
+    /// applier, snapshot builder) is done with it: the store itself can be dropped on
+    /// the applier thread (the last reference to the hub let go while it delivers),
+    /// which then goes on applying and snapshotting what was queued. Held by the store,
+    /// the lock went with it, and a new store on the directory could start meanwhile.
+    _lock: lock::DirLock,
 }
 
 impl Shared {
@@ -365,7 +371,6 @@ pub struct FileStore {
     tx: Option<mpsc::SyncSender<Job>>,
     writer: Option<std::thread::JoinHandle<()>>,
     applier: Option<std::thread::JoinHandle<()>>,
-    _lock: lock::DirLock,
     /// How long a caller waits for its command to be written, synced and applied.
     call_timeout: std::time::Duration,
 }
@@ -437,6 +442,7 @@ impl FileStore {
             snapshot_every: snapshot_every.max(1),
             forked_limit_ms: AtomicU64::new(FORKED_LIMIT_MS),
             metrics: FileMetrics::default(),
+            _lock: lock,
         });
         // Bounded: on a disk that hangs, callers time out (`outcome_unknown`) but their
         // commands stay queued; past this many the store refuses at once instead of
@@ -492,7 +498,6 @@ impl FileStore {
             writer: Some(writer),
             applier: Some(applier),
             call_timeout: std::time::Duration::from_secs(3),
-            _lock: lock,
         };
         // Their grace counts from now, after the replay (which may take seconds at a
         // million records, while no desktop can connect yet), not from the start.
@@ -656,6 +661,19 @@ fn open_blocking(
     let fingerprint = rules.fingerprint();
     let mut rec = recover(dir, rules, true)?;
     check_rules(dir, &fingerprint, rec.replayed)?;
+    if rec.replayed > 0 {
+        // What was replayed may be in the page cache only (written, then kill -9
+        // before its fsync: never acknowledged, but read back and now the state, its
+        // events and ids handed out). Made durable before anything is served, so that a
+        // power cut now cannot take back what readers were shown and give its position
+        // to another command.
+        for (_, path) in segment::list(dir).map_err(unavailable)? {
+            std::fs::File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| unavailable(format!("cannot sync {}: {e}", path.display())))?;
+        }
+        sync_dir(dir).map_err(|e| unavailable(format!("cannot sync {}: {e}", dir.display())))?;
+    }
     // Replayed without the search index: built once, now that the state is whole.
     rec.replica.state.rebuild_search();
     let next = rec.replica.pos + 1;
@@ -806,29 +824,33 @@ impl Writer {
         // Written with the batch, before its one fsync: a batch whose marker is not
         // on disk was never acknowledged (`segment`, format 2).
         segment::end_batch(buf, self.len, batch.len() as u32);
-        let t = Instant::now();
         let end = self.len + buf.len() as u64;
         if end > self.allocated && self.prealloc {
             self.write_ahead(end);
         }
-        let written = self
-            .file
-            .write_all_at(buf, self.len)
-            .and_then(|()| self.file.sync_data());
-        if let Err(e) = written {
-            self.shared.fail(format!("cannot write the log: {e}"));
-            // Some of the batch may have reached the file (a write that went
-            // through, then a failed fsync): a restart would replay it. So the
-            // batch is told "unknown", not "nothing changed"; later commands are
-            // refused before any write (`store_unavailable`).
-            for j in batch {
-                let _ = j.reply.send(Err(HubError::OutcomeUnknown(format!(
-                    "cannot write the log: {e}"
-                ))));
+        // The fsync alone is timed (`switchboard_store_fsync_seconds`): the zeros
+        // written ahead and the write into the page cache are not the disk's latency.
+        let written = self.file.write_all_at(buf, self.len).and_then(|()| {
+            let t = Instant::now();
+            self.file.sync_data().map(|()| t.elapsed())
+        });
+        let took = match written {
+            Ok(took) => took,
+            Err(e) => {
+                self.shared.fail(format!("cannot write the log: {e}"));
+                // Some of the batch may have reached the file (a write that went
+                // through, then a failed fsync): a restart would replay it. So the
+                // batch is told "unknown", not "nothing changed"; later commands are
+                // refused before any write (`store_unavailable`).
+                for j in batch {
+                    let _ = j.reply.send(Err(HubError::OutcomeUnknown(format!(
+                        "cannot write the log: {e}"
+                    ))));
+                }
+                return;
             }
-            return;
-        }
-        self.shared.metrics.commit(batch.len(), t.elapsed());
+        };
+        self.shared.metrics.commit(batch.len(), took);
         self.len = end;
         self.allocated = self.allocated.max(end);
         let first = self.next;
