@@ -571,6 +571,27 @@ async fn after_a_restart_connected_agents_get_their_grace_and_passed_deadlines_f
     );
     let o = s.expire_due(later).await.expect("store");
     assert_eq!(o.stats.expired, 1, "fired at once");
+    // The grace (30 s) counts from the restart, not from before it (the minute down
+    // would have spent it): a1 is still logged in, and goes offline at its end.
+    let v = s.agent_view(&a1).await.expect("store").expect("a1");
+    assert_ne!(
+        v.status,
+        switchboard::agent::Status::Offline,
+        "grace ended early"
+    );
+    let grace_end = at(60_000 + 30_000);
+    assert_eq!(
+        s.next_deadline().await.expect("store"),
+        Some(grace_end),
+        "the grace ends 30 s after the restart"
+    );
+    s.expire_due(grace_end).await.expect("store");
+    let v = s.agent_view(&a1).await.expect("store").expect("a1");
+    assert_eq!(
+        v.status,
+        switchboard::agent::Status::Offline,
+        "past its grace"
+    );
 }
 
 /// A small deterministic generator (xorshift), so that a failing seed can be re-run.
@@ -814,6 +835,11 @@ async fn a_forked_snapshot_and_one_built_from_the_log_hold_the_state_at_their_po
         "the forked snapshot is not the state at 50"
     );
     wait_for_forked_snapshot(&s).await;
+    assert_eq!(
+        gauge(&s, "switchboard_store_snapshot_rebuilds_total"),
+        0.0,
+        "written by the child, not built again from the log"
+    );
     // Records the child never saw, while the parent went on.
     while s.position() < 80 {
         one_record(&s, i).await;
@@ -961,6 +987,8 @@ async fn a_forked_writer_that_fails_is_replaced_by_the_build_from_the_log() {
         [51],
         "the covered segments were left"
     );
+    // Built from the log, not by the child (whose snapshot at 50 would read the same).
+    assert_eq!(gauge(&s, "switchboard_store_snapshot_rebuilds_total"), 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

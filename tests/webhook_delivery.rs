@@ -139,19 +139,25 @@ async fn a_hubs_events_reach_the_receiver_signed_and_in_order_per_task() {
         .http("GET", "/v1/webhooks/crm/attempts", Some(&tok), None)
         .await;
     assert_eq!(s, 200);
+    let delivered = v["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["outcome"] == "delivered")
+        .count() as u64;
+    assert!(delivered > 0, "{v}");
+    // The counter counts what the receiver answered 2xx, as the hub saw it: at least
+    // the deliveries listed before it was read, at most what the receiver has answered
+    // after.
+    let counted = common::metric(
+        &hub,
+        "switchboard_webhook_deliveries_total{endpoint=\"crm\"}",
+    )
+    .await;
+    let answered = rx.received().iter().filter(|r| r.status / 100 == 2).count() as u64;
     assert!(
-        v["attempts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|a| a["outcome"] == "delivered"),
-        "{v}"
-    );
-    let (_, m) = hub.http("GET", "/metrics", None, None).await;
-    let m = m.as_str().unwrap_or("").to_owned();
-    assert!(
-        m.contains("switchboard_webhook_deliveries_total{endpoint=\"crm\"}"),
-        "{m}"
+        delivered <= counted && counted <= answered,
+        "deliveries_total {counted}: {delivered} listed delivered, {answered} answered 2xx"
     );
     hub.shutdown().await;
 }
@@ -424,8 +430,11 @@ async fn two_nodes_deliver_each_event_once_and_the_other_takes_over_a_killed_one
         let seq = r.json()["seq"].as_u64().unwrap();
         assert_eq!(r.id(), first[&seq].id(), "a repeat keeps its id");
     }
+    // The lease (1.5 s) runs out at most 1.5 s after the dead node's last renewal,
+    // and the survivor looks every third of it: taken over within about 2 s; 4.5 s
+    // leaves room for a busy machine, not for a lease held a few times too long.
     assert!(
-        took < Duration::from_secs(10),
+        took < Duration::from_millis(4_500),
         "the other node took over after {took:?}"
     );
     eprintln!("the survivor delivered the events after the kill {took:?} after it (lease 1.5 s)");

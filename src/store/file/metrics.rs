@@ -21,6 +21,7 @@ pub struct FileMetrics {
     snapshot_us: AtomicU64,
     snapshot_bytes: AtomicU64,
     fork_us: AtomicU64,
+    rebuilds: AtomicU64,
 }
 
 impl FileMetrics {
@@ -58,6 +59,11 @@ impl FileMetrics {
     /// The applier paused this long to fork the last snapshot's writer.
     pub fn forked(&self, took: Duration) {
         self.fork_us.store(took.as_micros() as u64, Relaxed);
+    }
+
+    /// A snapshot built from the log instead of by a forked writer.
+    pub fn rebuilt(&self) {
+        self.rebuilds.fetch_add(1, Relaxed);
     }
 
     /// Prometheus text; `disk_bytes` is the data directory's log and snapshot bytes.
@@ -100,6 +106,12 @@ impl FileMetrics {
             "gauge",
             "How long the log's applier paused to fork the last snapshot's writer (0: none forked yet).",
             format!("{:.6}", self.fork_us.load(Relaxed) as f64 / 1e6),
+        );
+        line(
+            "switchboard_store_snapshot_rebuilds_total",
+            "counter",
+            "Snapshots built from the log (every record since the last snapshot decided again) because no writer could be forked or the forked one failed: often memory pressure.",
+            self.rebuilds.load(Relaxed).to_string(),
         );
         line(
             "switchboard_store_snapshot_bytes",

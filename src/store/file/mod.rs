@@ -936,6 +936,7 @@ fn take_snapshot(shared: &Arc<Shared>, target: u64) {
     let paused = t.elapsed();
     let (dir, rules) = (shared.dir.clone(), shared.rules.clone());
     let tmp = dir.join(snapshot::TMP);
+    let counted = shared.clone();
     let build: Box<dyn FnOnce() -> Result<Option<u64>, HubError> + Send> = match child {
         Ok(child) => {
             shared.metrics.forked(paused);
@@ -952,6 +953,7 @@ fn take_snapshot(shared: &Arc<Shared>, target: u64) {
                     // (The child never puts its file in place: the build overwrites
                     // whatever it left in `snapshot.tmp`.)
                     tracing::warn!(error = %why, "the forked snapshot writer failed; building the snapshot from the log instead");
+                    counted.metrics.rebuilt();
                     compact(&dir, rules, target)
                 }
             })
@@ -962,7 +964,10 @@ fn take_snapshot(shared: &Arc<Shared>, target: u64) {
             } else {
                 tracing::warn!(error = %why, "cannot fork the snapshot writer; building the snapshot from the log instead");
             }
-            Box::new(move || compact(&dir, rules, target))
+            Box::new(move || {
+                counted.metrics.rebuilt();
+                compact(&dir, rules, target)
+            })
         }
     };
     let finish = move |shared: &Shared| {
