@@ -888,6 +888,117 @@ async fn a_node_away_while_the_log_was_trimmed_past_it_loads_the_snapshot() {
     assert_eq!(va, vb, "the same queues and agents");
 }
 
+/// Notices a node delivers to its sessions, kept for a test to read.
+#[derive(Default)]
+struct Captured(std::sync::Mutex<Vec<switchboard::state::Notice>>);
+
+impl switchboard::store::Dispatch for Captured {
+    fn deliver(&self, o: switchboard::state::Outcome) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(o.notices);
+    }
+}
+
+/// A node cut off long enough to be declared lost, and away while the log was trimmed
+/// past the declaration: it loads the snapshot and never applies the entry that told its
+/// desktops to reconnect. Their agents are Away in every node's state (Offline at the
+/// grace's end, their tasks offered to others) while their sessions stay open here, idle
+/// for good. Loading the snapshot tells them to reconnect, as the entry would have.
+#[tokio::test]
+async fn a_node_that_loads_a_snapshot_past_its_own_loss_tells_its_desktops_to_reconnect() {
+    let server = RedisServer::start();
+    let held = Held::start(([127, 0, 0, 1], server.port).into()).await;
+    let a = node(&server, "n-a", 50).await;
+    let (sink, binding) = switchboard::store::sink::sink();
+    let captured = Arc::new(Captured::default());
+    let as_dispatch: Arc<dyn switchboard::store::Dispatch> = captured.clone();
+    binding.bind(Arc::downgrade(&as_dispatch));
+    let b = RedisStore::connect_with(
+        &format!("redis://{}/", held.addr),
+        "n-b",
+        rules(),
+        Clock::new(),
+        1_000_000,
+        sink,
+    )
+    .await
+    .expect("b");
+    let agent = rules().agents[0].id.clone();
+    ready_on(&b, &agent.0, at(0), "n-b").await;
+    let until = |what: &'static str| {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        move || assert!(tokio::time::Instant::now() < deadline, "never {what}")
+    };
+    async fn connected(s: &dyn Store, agent: &AgentId) -> bool {
+        s.agent_view(agent)
+            .await
+            .expect("store")
+            .is_some_and(|v| v.connected)
+    }
+    let check = until("a saw the desktop on b");
+    while !connected(&a, &agent).await {
+        check();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Cut off until a declares b lost.
+    held.hold();
+    let check = until("a declared b lost");
+    while connected(&a, &agent).await {
+        check();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Meanwhile a writes, stores a snapshot, and trims past the declaration.
+    let client = redis::Client::open(server.url()).expect("client");
+    let mut c = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("conn");
+    let mut tasks = Vec::new();
+    for i in 0..200u64 {
+        tasks.push(create(&a, at(1 + i)).await);
+    }
+    let check = until("the log was trimmed");
+    loop {
+        let len: u64 = redis::cmd("XLEN")
+            .arg("sb:log")
+            .query_async(&mut c)
+            .await
+            .expect("xlen");
+        if len < 150 {
+            break;
+        }
+        check();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    held.release();
+    let check = until("b had every task");
+    for t in &tasks {
+        while b.task(*t).await.expect("store").is_none() {
+            check();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let closes: Vec<String> = captured
+        .0
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .filter_map(|n| match n {
+            switchboard::state::Notice::Close {
+                agent_id, reason, ..
+            } => Some(format!("{} {reason:?}", agent_id.0)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        closes,
+        [format!("{} Reconnect", agent.0)],
+        "b's desktop was not told to reconnect"
+    );
+}
+
 /// The log is trimmed only below every live node's position, read when the snapshot is
 /// put in place: a node stuck at the start of the log (here a heartbeat key at "0-1",
 /// as a node that is still loading leaves) keeps every entry; once it is gone, the next

@@ -473,6 +473,21 @@ impl Book {
         nodes
     }
 
+    /// The desktops connected through `node`: each agent and its connection, sorted.
+    pub fn connected_through(&self, node: &str) -> Vec<(AgentId, ConnId)> {
+        let mut out: Vec<(AgentId, ConnId)> = self
+            .agents
+            .iter()
+            .filter(|(_, e)| e.node.as_deref() == Some(node))
+            .filter_map(|(id, e)| match e.state.link {
+                Link::Connected(c) => Some((id.clone(), c)),
+                _ => None,
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
     /// A task, by id.
     pub fn task(&self, id: TaskId) -> Option<&Task> {
         self.tasks.get(&id).map(|t| &**t)

@@ -41,8 +41,9 @@ use crate::clock::{Clock, Ts};
 use crate::context::ContextCommand;
 use crate::error::HubError;
 use crate::log::{Body, Entry, seed_of, step};
+use crate::routing::view::CloseReason;
 use crate::routing::{Command, Rules};
-use crate::state::{Outcome, State};
+use crate::state::{Notice, Outcome, State};
 use parse::{
     first_entry, log_is_empty, lost_past, parse_xread, position_lt, predecessor, trimmed_past,
 };
@@ -375,6 +376,35 @@ impl Shared {
             r.pos = pos;
             r.now = now;
             tracing::info!(pos = %r.pos, "loaded the snapshot");
+            // A node that was serving jumps over entries it never applied, and so never
+            // delivered: one declaring this node lost closed its desktops' sessions in
+            // every other node's eyes (their agents Away, then Offline at the grace's
+            // end, their tasks offered to others), while here they stayed open and
+            // idle. Whoever the loaded state no longer has connected here is told to
+            // reconnect, as that entry would have told them.
+            if held != "0-0" {
+                let now_here = r.state.book.connected_through(&self.incarnation);
+                let notices: Vec<Notice> = old
+                    .book
+                    .connected_through(&self.incarnation)
+                    .into_iter()
+                    .filter(|d| now_here.binary_search(d).is_err())
+                    .map(|(agent_id, conn)| Notice::Close {
+                        agent_id,
+                        reason: CloseReason::Reconnect,
+                        conn: Some(conn),
+                    })
+                    .collect();
+                if !notices.is_empty() {
+                    tracing::warn!(
+                        desktops = notices.len(),
+                        "the snapshot loaded no longer has some of this node's desktops connected: they reconnect"
+                    );
+                    let mut o = Outcome::done();
+                    o.notices = notices;
+                    self.sink.deliver(&mut o);
+                }
+            }
             old
         };
         // Freed off the replica's lock and the runtime's workers: a state a node had
