@@ -888,6 +888,58 @@ async fn a_node_away_while_the_log_was_trimmed_past_it_loads_the_snapshot() {
     assert_eq!(va, vb, "the same queues and agents");
 }
 
+/// How many `XREAD`s Redis has served.
+async fn xreads(c: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(c)
+        .await
+        .expect("info");
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_xread:calls="))
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// An entry another program (or a newer version) appended to the log, without the
+/// field this version reads: skipped, the same on every node, and read past. Before, it
+/// was left out of each read's entries, so the node read it again at once, for good,
+/// spinning against Redis while it looked healthy.
+#[tokio::test]
+async fn a_stray_log_entry_is_read_past_not_read_again_and_again() {
+    let server = RedisServer::start();
+    let a = node(&server, "n-a", 1_000_000).await;
+    let before = create(&a, at(0)).await;
+    let client = redis::Client::open(server.url()).expect("client");
+    let mut c = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("conn");
+    let _: String = redis::cmd("XADD")
+        .arg("sb:log")
+        .arg("*")
+        .arg("x")
+        .arg("1")
+        .query_async(&mut c)
+        .await
+        .expect("xadd");
+    // Idle with it last in the log, a node blocks on the log a second at a time.
+    let first = xreads(&mut c).await;
+    let since = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let reads = xreads(&mut c).await - first;
+    let per_sec = reads as f64 / since.elapsed().as_secs_f64();
+    assert!(
+        per_sec < 20.0,
+        "{per_sec:.0} reads of the log a second while idle"
+    );
+    // Commands go on after it.
+    let after = create(&a, at(1)).await;
+    assert!(a.task(before).await.expect("store").is_some());
+    assert!(a.task(after).await.expect("store").is_some());
+}
+
 /// Notices a node delivers to its sessions, kept for a test to read.
 #[derive(Default)]
 struct Captured(std::sync::Mutex<Vec<switchboard::state::Notice>>);

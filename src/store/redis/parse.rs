@@ -72,23 +72,30 @@ fn text(v: &Value) -> Option<String> {
 }
 
 /// The entries of an `XRANGE` reply (or of one stream in an `XREAD` reply):
-/// (position, field `e`).
+/// (position, field `e`). An entry without a readable `e` (one a newer version or
+/// another program appended: `XADD sb:log * x 1`) comes with an empty payload, which
+/// [`crate::log::step`] skips while moving the position past it, the same on every
+/// node. Left out, it was read again at once by every blocking read, for good: a node
+/// spinning against Redis while it looked healthy.
 pub(super) fn entries_of(v: &Value, out: &mut Vec<(String, Vec<u8>)>) {
     let Value::Array(entries) = v else { return };
     for e in entries {
         let Value::Array(pair) = e else { continue };
-        let (Some(id), Some(Value::Array(fields))) = (pair.first().and_then(text), pair.get(1))
-        else {
+        let Some(id) = pair.first().and_then(text) else {
             continue;
         };
-        let mut it = fields.iter();
-        while let (Some(k), Some(val)) = (it.next(), it.next()) {
-            if text(k).as_deref() == Some("e") {
-                if let Value::BulkString(b) = val {
-                    out.push((id.clone(), b.clone()));
+        let mut payload = Vec::new();
+        if let Some(Value::Array(fields)) = pair.get(1) {
+            let mut it = fields.iter();
+            while let (Some(k), Some(val)) = (it.next(), it.next()) {
+                if text(k).as_deref() == Some("e") {
+                    if let Value::BulkString(b) = val {
+                        payload = b.clone();
+                    }
                 }
             }
         }
+        out.push((id, payload));
     }
 }
 
@@ -118,6 +125,26 @@ pub(super) fn parse_xread(v: Value) -> Vec<(String, Vec<u8>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_entry_without_a_payload_is_read_with_an_empty_one() {
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let reply = Value::Array(vec![
+            Value::Array(vec![bulk("5-0"), Value::Array(vec![bulk("x"), bulk("1")])]),
+            Value::Array(vec![bulk("6-0"), Value::Array(vec![bulk("e"), bulk("ok")])]),
+            Value::Array(vec![bulk("7-0"), Value::Nil]),
+        ]);
+        let mut out = Vec::new();
+        entries_of(&reply, &mut out);
+        assert_eq!(
+            out,
+            [
+                ("5-0".to_owned(), Vec::new()),
+                ("6-0".to_owned(), b"ok".to_vec()),
+                ("7-0".to_owned(), Vec::new())
+            ]
+        );
+    }
 
     #[test]
     fn positions_compare_numerically() {
