@@ -888,6 +888,69 @@ async fn a_node_away_while_the_log_was_trimmed_past_it_loads_the_snapshot() {
     assert_eq!(va, vb, "the same queues and agents");
 }
 
+/// A log trimmed below a snapshot that is gone since (deleted, evicted), or a snapshot
+/// whose head is half there: a node starting would replay the part of the log left onto
+/// a blank state and serve it, in silence. It refuses to start, saying why.
+#[tokio::test]
+async fn a_node_refuses_to_start_on_a_trimmed_log_without_its_snapshot() {
+    let server = RedisServer::start();
+    let a = node(&server, "n-a", 50).await;
+    for i in 0..200u64 {
+        create(&a, at(i)).await;
+    }
+    let client = redis::Client::open(server.url()).expect("client");
+    let mut c = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("conn");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let len: u64 = redis::cmd("XLEN")
+            .arg("sb:log")
+            .query_async(&mut c)
+            .await
+            .expect("xlen");
+        if len < 150 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never trimmed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(a);
+    let url = server.url();
+    let start = || {
+        RedisStore::connect_with(
+            &url,
+            "n-b",
+            rules(),
+            Clock::new(),
+            1_000_000,
+            Sink::detached(),
+        )
+    };
+    // Half a head.
+    let _: i64 = redis::cmd("HDEL")
+        .arg("sb:snapshot")
+        .arg("now")
+        .query_async(&mut c)
+        .await
+        .expect("hdel");
+    match start().await {
+        Ok(_) => panic!("started from half a snapshot"),
+        Err(e) => assert!(e.to_string().contains("damaged"), "{e}"),
+    }
+    // No head at all.
+    let _: i64 = redis::cmd("DEL")
+        .arg("sb:snapshot")
+        .query_async(&mut c)
+        .await
+        .expect("del");
+    match start().await {
+        Ok(_) => panic!("started on a trimmed log without its snapshot"),
+        Err(e) => assert!(e.to_string().contains("no snapshot"), "{e}"),
+    }
+}
+
 /// How many `XREAD`s Redis has served.
 async fn xreads(c: &mut redis::aio::MultiplexedConnection) -> u64 {
     let info: String = redis::cmd("INFO")

@@ -203,6 +203,7 @@ impl RedisStore {
             shared.load_snapshot().await?;
             shared.check_log_rules(&mut c).await?;
             shared.await_reseed(&mut c).await?;
+            shared.refuse_a_trimmed_log_without_snapshot(&mut c).await?;
             // Catch up before serving, so that this node's first answers see the present;
             // entries trimmed away meanwhile are noticed before each read (and the
             // snapshot that covers them reloaded), never skipped over.
@@ -608,6 +609,66 @@ impl Shared {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
             self.load_snapshot().await?;
+        }
+        Ok(())
+    }
+
+    /// At start, with no snapshot loaded: a log some of whose entries were removed
+    /// (trimmed below a snapshot that is gone since: deleted, evicted) cannot be replayed
+    /// from its start. Replayed all the same, the node would serve the part left, in
+    /// silence. (`entries-added`, Redis 7: every entry ever appended; a Redis without it
+    /// is not checked.)
+    async fn refuse_a_trimmed_log_without_snapshot(
+        &self,
+        c: &mut MultiplexedConnection,
+    ) -> Result<(), HubError> {
+        if self.replica().pos != "0-0" {
+            return Ok(());
+        }
+        let exists: bool = redis::cmd("EXISTS")
+            .arg(LOG)
+            .query_async(c)
+            .await
+            .map_err(unavailable)?;
+        if !exists {
+            return Ok(());
+        }
+        let info: Value = redis::cmd("XINFO")
+            .arg("STREAM")
+            .arg(LOG)
+            .query_async(c)
+            .await
+            .map_err(unavailable)?;
+        let field = |name: &str| -> Option<u64> {
+            let pairs: Vec<(&Value, &Value)> = match &info {
+                Value::Array(items) => items
+                    .chunks(2)
+                    .filter_map(|p| Some((p.first()?, p.get(1)?)))
+                    .collect(),
+                Value::Map(m) => m.iter().map(|(k, v)| (k, v)).collect(),
+                _ => Vec::new(),
+            };
+            pairs.into_iter().find_map(|(k, v)| {
+                let key = match k {
+                    Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+                    Value::SimpleString(s) => s.clone(),
+                    _ => return None,
+                };
+                (key == name).then_some(())?;
+                match v {
+                    Value::Int(n) => u64::try_from(*n).ok(),
+                    _ => None,
+                }
+            })
+        };
+        if let (Some(added), Some(length)) = (field("entries-added"), field("length"))
+            && added > length
+        {
+            return Err(unavailable(format!(
+                "{LOG} holds {length} of the {added} entries ever appended and there is no \
+                 snapshot ({SNAPSHOT}) covering the ones removed: the history cannot be \
+                 rebuilt; restore Redis from a backup, or empty it to start a new history"
+            )));
         }
         Ok(())
     }

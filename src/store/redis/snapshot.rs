@@ -472,12 +472,21 @@ pub(super) async fn snapshot_head(
         .await
         .map_err(unavailable)?;
     let Value::Array(items) = head else {
-        return Ok(None);
+        return Err(unavailable(format!(
+            "{SNAPSHOT}: HMGET answered {head:?}, not a list"
+        )));
     };
-    let (Some(Value::BulkString(pos)), Some(Value::BulkString(now))) =
-        (items.first(), items.get(1))
-    else {
-        return Ok(None);
+    let (pos, now) = match (items.first(), items.get(1)) {
+        (Some(Value::BulkString(pos)), Some(Value::BulkString(now))) => (pos, now),
+        // No snapshot stored.
+        (Some(Value::Nil), Some(Value::Nil)) => return Ok(None),
+        // Half a head (a key edited or partly evicted): taken as none, the node would
+        // replay a log trimmed below it onto a blank state and serve a part of it.
+        other => {
+            return Err(unavailable(format!(
+                "{SNAPSHOT} is damaged (pos and now: {other:?}): refusing to start from it or without it"
+            )));
+        }
     };
     let pos = String::from_utf8_lossy(pos).into_owned();
     let now: u64 = String::from_utf8_lossy(now)
