@@ -13,7 +13,11 @@
 //! counts stay, for the caller), and every store calls it in exactly one place, for
 //! every decision it applies, on the one thread that applies decisions and under its
 //! replica's lock (memory: `MemoryStore::decide`; file: the applier, `file::apply`;
-//! Redis: the log reader, `Shared::apply`, for every node's entries).
+//! Redis: the log reader, `Shared::apply`, for every node's entries). One delivery is
+//! no decision's: a Redis node that was serving and loads a snapshot jumps over entries
+//! it never delivered, and `Shared::load_snapshot` tells the desktops the loaded state
+//! no longer has connected there to reconnect (on the same thread, under the same lock,
+//! in order with the decisions around it).
 
 use crate::state::Outcome;
 use std::sync::{Arc, OnceLock, Weak};

@@ -42,8 +42,9 @@ pub struct WebhooksConfig {
     pub linger_ms: u64,
     /// Events one endpoint has read and not yet finished (waiting for their turn, in
     /// flight, or waiting for a retry). Those delivered behind an unfinished one are
-    /// not counted: one event stuck in its retries holds the position (the events it
-    /// keeps, up to `events.max_held`), never the other tasks' events.
+    /// not counted: one event stuck in its retries holds the position, not the other
+    /// tasks' events, until the window spans 64 times this many (each event behind it
+    /// keeps a small slot until it is done).
     pub window: usize,
     /// How long a node's lease on an endpoint lasts unless renewed (renewed every
     /// third of it): another node takes over about this long after the holder dies.

@@ -297,12 +297,18 @@ impl Runner {
         // writes on a fast receiver but tripled create -> task.offered p99 for no CPU
         // the rounds could see: BENCHMARKS, thirteenth pass.)
         let linger = Duration::from_millis(rules.linger_ms);
+        // Read ahead while fewer than `window` events are unfinished, so that one event
+        // waiting hours for its retry does not stop the others; and while the window
+        // spans fewer than 64 times that (about 9 MB of slots at the default), since
+        // the delivered events behind a stuck one keep their slots until it is done.
+        let span = rules.window.saturating_mul(64);
+        let room = |w: &Window| w.unfinished() < rules.window && w.len() < span;
         let rest = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(rest);
         let mut resting = false;
         loop {
             let (mut open, mut took) = (true, false);
-            while open && window.unfinished() < rules.window {
+            while open && room(&window) {
                 match reader.next(&feed).now_or_never() {
                     Some(next) => {
                         open = self.take(next, &mut window, &mut held, &mut disable);
@@ -363,7 +369,7 @@ impl Runner {
                         }
                     }
                 }
-                next = reader.next(&feed), if window.unfinished() < rules.window && (sending.is_empty() || !resting) => {
+                next = reader.next(&feed), if room(&window) && (sending.is_empty() || !resting) => {
                     if !self.take(next, &mut window, &mut held, &mut disable) {
                         break;
                     }

@@ -953,20 +953,29 @@ fn take_snapshot(shared: &Arc<Shared>, target: u64) {
                     // (The child never puts its file in place: the build overwrites
                     // whatever it left in `snapshot.tmp`.)
                     tracing::warn!(error = %why, "the forked snapshot writer failed; building the snapshot from the log instead");
-                    counted.metrics.rebuilt();
-                    compact(&dir, rules, target)
+                    let built = compact(&dir, rules, target);
+                    if matches!(built, Ok(Some(_))) {
+                        counted.metrics.rebuilt();
+                    }
+                    built
                 }
             })
         }
         Err(why) => {
-            if why.kind() == std::io::ErrorKind::Unsupported {
+            // Counted only where a fork was possible and failed: without fork at all,
+            // every snapshot is built this way by design.
+            let unsupported = why.kind() == std::io::ErrorKind::Unsupported;
+            if unsupported {
                 tracing::debug!("no fork here: building the snapshot from the log");
             } else {
                 tracing::warn!(error = %why, "cannot fork the snapshot writer; building the snapshot from the log instead");
             }
             Box::new(move || {
-                counted.metrics.rebuilt();
-                compact(&dir, rules, target)
+                let built = compact(&dir, rules, target);
+                if !unsupported && matches!(built, Ok(Some(_))) {
+                    counted.metrics.rebuilt();
+                }
+                built
             })
         }
     };

@@ -22,8 +22,11 @@
 //! - a batch without its marker was never acknowledged: it is a torn tail, cut at the
 //!   batch's start, whatever is wrong inside it (bytes ending early, a page of zeros
 //!   that a crash left before a later page that reached the disk, a bad checksum);
-//! - damage followed anywhere by a valid marker (its own batch's or a later one's) is
-//!   damage to acknowledged records: corruption, refused with the offset.
+//!   so is a damaged last batch with its own marker (a power cut inside its sync can
+//!   leave its pages on disk in any order);
+//! - damage followed by a later batch (a valid marker of a batch after it, or a whole
+//!   record right after its own marker) is damage to acknowledged records: corruption,
+//!   refused with the offset.
 //!
 //! **Format 1** (segments written before markers: no [`MAGIC`], no markers) is still
 //! read, with the old rule: only the end of the last segment may be torn. A store
@@ -132,8 +135,8 @@ pub enum Damage {
     /// the end of the file: the last write, cut short by a crash (format 1 only).
     TornChecksum,
     /// A header whose checksum fails, or a whole record whose payload checksum fails
-    /// and is followed by more bytes (format 1); damage followed by a valid batch-end
-    /// marker (format 2): damage, not a crash.
+    /// and is followed by more bytes (format 1); damage followed by a later batch
+    /// (format 2): damage, not a crash.
     Corrupt(&'static str),
 }
 
@@ -278,7 +281,12 @@ fn scan_v2(bytes: &[u8]) -> Scan {
         // to move away a segment of acknowledged records. (Damage to the very last
         // acknowledged batch looks the same and is cut likewise, with the warning
         // naming the bytes: the log's end is read as a log's end, as databases do.)
-        if marker_after(bytes, at.max(batch) + 1, batch) {
+        // Likewise a whole record right after this batch's own marker: the next batch
+        // began only after this one's sync (in a power cut inside it, the bytes there
+        // are still the zeros written ahead), even if that next batch is torn itself.
+        if marker_after(bytes, at.max(batch) + 1, batch)
+            || own_marker_then_a_record(bytes, at.max(batch) + 1, batch)
+        {
             (at, Damage::Corrupt(what))
         } else {
             (batch, Damage::Torn)
@@ -290,6 +298,24 @@ fn scan_v2(bytes: &[u8]) -> Scan {
         valid_len: batch,
         damage,
     }
+}
+
+/// Whether the valid batch-end marker of the batch at `batch` starts at or after
+/// `from` and a whole record follows it.
+fn own_marker_then_a_record(bytes: &[u8], from: usize, batch: usize) -> bool {
+    let word = (MARKER | MARKER_LEN as u32).to_le_bytes();
+    let mut i = from;
+    while i + HEADER + MARKER_LEN <= bytes.len() {
+        if bytes[i..i + 4] == word
+            && let Read::Record(_, payload) = read_at(bytes, i)
+            && let Some(start) = bytes.get(payload.start..payload.start + 8)
+            && u64::from_le_bytes(start.try_into().unwrap_or_default()) == batch as u64
+        {
+            return matches!(read_at(bytes, payload.end), Read::Record(..));
+        }
+        i += 1;
+    }
+    false
 }
 
 /// Whether a valid batch-end marker of a batch that starts after `batch` starts
@@ -438,6 +464,28 @@ mod tests {
         let s = scan(&c);
         assert_eq!(s.damage, Some((second, Damage::Torn)));
         assert_eq!(s.records.len(), 2);
+    }
+
+    #[test]
+    fn damage_in_a_batch_a_torn_batch_follows_is_corruption() {
+        // The first batch damaged, its marker whole; the next batch's record written
+        // (so the first was synced) but its marker not.
+        let (b, second) = two_batches();
+        let last_record_end = scan(&b).records[2].1.end;
+        let mut c = b[..last_record_end].to_vec();
+        c[MAGIC.len() + HEADER] ^= 0x40;
+        let s = scan(&c);
+        assert!(
+            matches!(s.damage, Some((_, Damage::Corrupt(_)))),
+            "{:?}",
+            s.damage
+        );
+        // The same first batch with zeros after its marker (what a power cut inside
+        // its own sync leaves): torn, as the last batch.
+        let mut z = b[..second].to_vec();
+        z.extend_from_slice(&[0; 64]);
+        z[MAGIC.len() + HEADER] ^= 0x40;
+        assert_eq!(scan(&z).damage, Some((MAGIC.len(), Damage::Torn)));
     }
 
     #[test]

@@ -541,7 +541,7 @@ impl Shared {
     /// or replaced by a new one, while this node holds that history in its replica. The
     /// node then offers its replica as the log's snapshot, placed right before `first`
     /// (one node does, under the snapshot lock), and loads whichever is stored: every
-    /// node goes on from the same state, under a new epoch (`reseed`), with the entries appended
+    /// node goes on from the same state, in the same epoch, with the entries appended
     /// since. Without it each node would drop every new entry, waiting for a snapshot
     /// that never comes. Returns whether the gap is filled; when it is not (another node
     /// is storing its replica), the caller waits a little and reads again.

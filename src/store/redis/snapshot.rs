@@ -207,27 +207,7 @@ impl Shared {
             );
             r.state.snapshot_bytes().map(|b| (b, r.now))
         };
-        // Under a new epoch: the history went on past this replica on a node that may
-        // be gone now (it published events this node never applied), and the entries
-        // from here on are new decisions. Numbered in the old epoch they could reuse
-        // event ids readers already hold for other events; a new one tells every reader
-        // to resynchronize. Named in the snapshot, so every node that loads it (this
-        // one too) has the same.
-        let rules = self.rules.clone();
-        let renamed = match encoded {
-            Ok((bytes, now)) => tokio::task::spawn_blocking(move || {
-                let mut state = State::from_snapshot_without_search(rules, &bytes)?;
-                state
-                    .events
-                    .new_history(uuid::Uuid::new_v4().as_u64_pair().0);
-                state.snapshot_bytes().map(|b| (b, now))
-            })
-            .await
-            .map_err(unavailable)
-            .and_then(|r| r),
-            Err(e) => Err(e),
-        };
-        let result = match renamed {
+        let result = match encoded {
             Ok((bytes, now)) => self.upload_snapshot(&mut c, at, now, bytes).await,
             Err(e) => Err(e),
         };
