@@ -715,22 +715,7 @@ async fn snapshots_bound_the_log_and_a_new_node_starts_from_one() {
         .get_multiplexed_async_connection()
         .await
         .expect("conn");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let len: u64 = redis::cmd("XLEN")
-            .arg("sb:log")
-            .query_async(&mut c)
-            .await
-            .expect("xlen");
-        if len < 100 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "log length {len}: never trimmed"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_trimmed_below(&mut c, 100).await;
     let has: bool = redis::cmd("EXISTS")
         .arg("sb:snapshot")
         .query_async(&mut c)
@@ -888,6 +873,26 @@ async fn a_node_away_while_the_log_was_trimmed_past_it_loads_the_snapshot() {
     assert_eq!(va, vb, "the same queues and agents");
 }
 
+/// Waits until the log holds fewer than `below` entries: a snapshot trimmed it.
+async fn until_trimmed_below(c: &mut redis::aio::MultiplexedConnection, below: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let len: u64 = redis::cmd("XLEN")
+            .arg("sb:log")
+            .query_async(c)
+            .await
+            .expect("xlen");
+        if len < below {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "log length {len}: never trimmed below {below}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A log trimmed below a snapshot that is gone since (deleted, evicted), or a snapshot
 /// whose head is half there: a node starting would replay the part of the log left onto
 /// a blank state and serve it, in silence. It refuses to start, saying why.
@@ -903,19 +908,7 @@ async fn a_node_refuses_to_start_on_a_trimmed_log_without_its_snapshot() {
         .get_multiplexed_async_connection()
         .await
         .expect("conn");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let len: u64 = redis::cmd("XLEN")
-            .arg("sb:log")
-            .query_async(&mut c)
-            .await
-            .expect("xlen");
-        if len < 150 {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "never trimmed");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_trimmed_below(&mut c, 150).await;
     drop(a);
     let url = server.url();
     let start = || {
@@ -1074,19 +1067,7 @@ async fn a_node_that_loads_a_snapshot_past_its_own_loss_tells_its_desktops_to_re
     for i in 0..200u64 {
         tasks.push(create(&a, at(1 + i)).await);
     }
-    let check = until("the log was trimmed");
-    loop {
-        let len: u64 = redis::cmd("XLEN")
-            .arg("sb:log")
-            .query_async(&mut c)
-            .await
-            .expect("xlen");
-        if len < 150 {
-            break;
-        }
-        check();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_trimmed_below(&mut c, 150).await;
     held.release();
     let check = until("b had every task");
     for t in &tasks {

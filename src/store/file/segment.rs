@@ -284,9 +284,7 @@ fn scan_v2(bytes: &[u8]) -> Scan {
         // Likewise a whole record right after this batch's own marker: the next batch
         // began only after this one's sync (in a power cut inside it, the bytes there
         // are still the zeros written ahead), even if that next batch is torn itself.
-        if marker_after(bytes, at.max(batch) + 1, batch)
-            || own_marker_then_a_record(bytes, at.max(batch) + 1, batch)
-        {
+        if later_batch_follows(bytes, at.max(batch) + 1, batch) {
             (at, Damage::Corrupt(what))
         } else {
             (batch, Damage::Torn)
@@ -300,36 +298,24 @@ fn scan_v2(bytes: &[u8]) -> Scan {
     }
 }
 
-/// Whether the valid batch-end marker of the batch at `batch` starts at or after
-/// `from` and a whole record follows it.
-fn own_marker_then_a_record(bytes: &[u8], from: usize, batch: usize) -> bool {
+/// Whether a batch after the one starting at `batch` follows, at or after `from`: a
+/// valid batch-end marker naming a later batch's start, or a whole record right after
+/// the valid marker of the batch at `batch` itself.
+fn later_batch_follows(bytes: &[u8], from: usize, batch: usize) -> bool {
     let word = (MARKER | MARKER_LEN as u32).to_le_bytes();
     let mut i = from;
     while i + HEADER + MARKER_LEN <= bytes.len() {
         if bytes[i..i + 4] == word
             && let Read::Record(_, payload) = read_at(bytes, i)
             && let Some(start) = bytes.get(payload.start..payload.start + 8)
-            && u64::from_le_bytes(start.try_into().unwrap_or_default()) == batch as u64
         {
-            return matches!(read_at(bytes, payload.end), Read::Record(..));
-        }
-        i += 1;
-    }
-    false
-}
-
-/// Whether a valid batch-end marker of a batch that starts after `batch` starts
-/// anywhere at or after `from`.
-fn marker_after(bytes: &[u8], from: usize, batch: usize) -> bool {
-    let word = (MARKER | MARKER_LEN as u32).to_le_bytes();
-    let mut i = from;
-    while i + HEADER + MARKER_LEN <= bytes.len() {
-        if bytes[i..i + 4] == word
-            && let Read::Record(_, payload) = read_at(bytes, i)
-            && let Some(start) = bytes.get(payload.start..payload.start + 8)
-            && u64::from_le_bytes(start.try_into().unwrap_or_default()) > batch as u64
-        {
-            return true;
+            let start = u64::from_le_bytes(start.try_into().unwrap_or_default());
+            if start > batch as u64
+                || (start == batch as u64
+                    && matches!(read_at(bytes, payload.end), Read::Record(..)))
+            {
+                return true;
+            }
         }
         i += 1;
     }
