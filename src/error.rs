@@ -345,6 +345,10 @@ pub enum HubError {
     /// The task was transferred as many times as allowed.
     #[error("this task was already transferred {0} times, the most allowed")]
     TransferLimit(u32),
+    /// No webhook endpoint of that id (the API's endpoints; one deleted by a request
+    /// racing this one included).
+    #[error("no webhook endpoint {0:?}")]
+    WebhookNotFound(String),
     /// The events asked for are no longer held, or were of another history.
     #[error("{why}; the oldest event held is {oldest} (epoch {epoch:?})")]
     EventsGone {
@@ -416,6 +420,7 @@ impl HubError {
             HubError::InteractionClosed => ErrorCode::InteractionClosed,
             HubError::TransferLimit(_) => ErrorCode::TransferLimit,
             HubError::EventsGone { .. } => ErrorCode::EventsGone,
+            HubError::WebhookNotFound(_) => ErrorCode::NotFound,
         }
     }
 

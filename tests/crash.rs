@@ -153,6 +153,12 @@ fn acks(a: &Shared) -> std::sync::MutexGuard<'_, Acks> {
     a.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Creates, completes and customer saves acknowledged so far: each one a record.
+fn commands(a: &Shared) -> f64 {
+    let a = acks(a);
+    (a.created.len() + a.completed.len()) as f64 + a.saved.values().sum::<u64>() as f64
+}
+
 async fn creator(addr: SocketAddr, round: usize, a: Shared) {
     for i in 0.. {
         let key = format!("r{round}-{i}");
@@ -394,10 +400,7 @@ async fn kill_9_under_load_loses_no_acknowledged_command_and_applies_none_twice(
         let addr = hub.addr;
         let checked = check(addr, &a).await;
         eprintln!("round {round}: {checked} acknowledged commands checked after the restart");
-        let at_start = {
-            let a = acks(&a);
-            (a.created.len() + a.completed.len()) as f64 + a.saved.values().sum::<u64>() as f64
-        };
+        let at_start = commands(&a);
         let load = vec![
             tokio::spawn(creator(addr, round, a.clone())),
             tokio::spawn(saver(addr, round, a.clone())),
@@ -470,10 +473,7 @@ async fn kill_9_under_load_loses_no_acknowledged_command_and_applies_none_twice(
         };
         // Every command acknowledged this round is a record appended by this process
         // (each round is a new one), and records share fsyncs, each one timed.
-        let acked = {
-            let a = acks(&a);
-            (a.created.len() + a.completed.len()) as f64 + a.saved.values().sum::<u64>() as f64
-        } - at_start;
+        let acked = commands(&a) - at_start;
         let (appends, fsyncs) = (
             value("switchboard_store_appends_total"),
             value("switchboard_store_fsyncs_total"),

@@ -13,7 +13,6 @@ use crate::auth::Role;
 use crate::error::{ErrorCode, HubError};
 use crate::http::{ApiError, caller, parse_body};
 use crate::hub::Hub;
-use crate::state::Reply;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -52,16 +51,6 @@ fn service(hub: &Hub) -> Result<&Arc<Webhooks>, ApiError> {
 
 fn not_found(id: &str) -> ApiError {
     ApiError::new(ErrorCode::NotFound, format!("no webhook endpoint {id:?}"))
-}
-
-/// A command's reply; the book's "no such endpoint" (one deleted since it was found,
-/// by a request racing this one) is the 404 it would have been a moment later, not a
-/// 400 about a field the caller got right.
-fn applied(r: Result<Reply, HubError>, id: &str) -> Result<WebhookReply, ApiError> {
-    webhook_reply(r).map_err(|e| match e {
-        HubError::Invalid { ref field, .. } if field == "id" => not_found(id),
-        e => e.into(),
-    })
 }
 
 fn from_config(id: &str) -> ApiError {
@@ -206,10 +195,9 @@ async fn delete(
     if d.from_config {
         return Err(from_config(&id));
     }
-    applied(
-        hub.webhook(WebhookCommand::Delete { id: id.clone() }).await,
-        &id,
-    )?;
+    // An endpoint deleted meanwhile by a racing request: the book's 404, as a
+    // moment later.
+    webhook_reply(hub.webhook(WebhookCommand::Delete { id: id.clone() }).await)?;
     w.settle().await;
     tracing::info!(endpoint = %id, by = %c.sub, "webhook endpoint deleted");
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -251,7 +239,7 @@ async fn rotate(
             overlap_until,
         })
         .await;
-    applied(r, &id)?;
+    webhook_reply(r)?;
     w.settle().await;
     tracing::info!(endpoint = %id, by = %c.sub, "webhook secret rotated");
     let (_, mut v) = find(&hub, w, &id).await?;
@@ -270,7 +258,7 @@ async fn set_disabled(hub: &Hub, id: &str, reason: Option<String>) -> Result<Res
             config: d.from_config,
         })
         .await;
-    applied(r, id)?;
+    webhook_reply(r)?;
     w.settle().await;
     let (_, v) = find(hub, w, id).await?;
     Ok(Json(v).into_response())
@@ -360,7 +348,7 @@ async fn replay(
             config: d.from_config,
         })
         .await;
-    if applied(r, &id)? != WebhookReply::Done {
+    if webhook_reply(r)? != WebhookReply::Done {
         return Err(ApiError::new(ErrorCode::Internal, "unexpected reply"));
     }
     w.settle().await;

@@ -211,7 +211,7 @@ pub struct WebhookBook {
 pub const KEPT_OLDER: usize = 2;
 
 fn no_endpoint(id: &str) -> HubError {
-    HubError::invalid("id", format!("no webhook endpoint {id:?}"))
+    HubError::WebhookNotFound(id.to_owned())
 }
 
 impl WebhookBook {
